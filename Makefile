@@ -1,0 +1,52 @@
+# skyrec: one entry point per action. Each target installs what it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+VENV := .venv
+PY := $(VENV)/bin/python
+export SKYREC_PROJECT_ROOT := $(CURDIR)
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help setup demo test test-fast lint serve bench clean redis
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(UV):
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	@command -v uv >/dev/null 2>&1 || export PATH="$(HOME)/.local/bin:$$PATH"; \
+	  uv sync --frozen --extra hybrid --python 3.11 --quiet
+	@touch $@
+
+redis:  ## install redis-server from Debian when missing
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (Debian)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null) \
+	  || { echo "could not install redis-server: run 'apt-get install redis-server redis-tools' as root"; exit 1; }; }
+
+setup: $(VENV)/.synced redis  ## uv-managed .venv + redis-server
+
+demo: setup  ## generate sample data, run every DAG through Airflow, serve and query the API
+	$(PY) -m skyrec demo $(if $(KEEP_SERVING),--keep-serving,)
+
+test: setup  ## the whole test suite (unit + integration with real redis-server, Airflow, Beam, moto)
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: setup  ## unit tests only
+	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+lint: setup  ## ruff, mypy, import-linter layer contracts
+	$(VENV)/bin/ruff check src tests dags
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+serve: setup  ## serve the last published recommendations (starts the local redis-server if needed)
+	$(PY) -m skyrec demo --serve-only
+
+bench: setup  ## benchmarks against named peers; writes BENCHMARKS.md figures to .bench/
+	$(PY) -m skyrec bench
+
+clean:  ## remove generated data (.skyrec) and caches
+	rm -rf .skyrec .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from skyrec.cli import main
+
+main()

@@ -1,0 +1,145 @@
+"""The one ``skyrec`` command. Subcommands import their layer lazily so ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from skyrec.config import ConfigError, load_config
+
+app = typer.Typer(
+    name="skyrec",
+    help="Batch personalised recommendations orchestrated by Apache Airflow 3.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+EnvOpt = Annotated[str | None, typer.Option("--env", "-e", help="Config environment: local, dev, int, prod "
+                                                               "(default: $SKYREC_ENV or local).")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"skyrec: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _config(env: str | None) -> Any:
+    try:
+        return load_config(env)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def job(ctx: typer.Context) -> None:
+    """Run one heavy step as this process: skyrec job NAME [--param K=V] [--force] [--override GATE] ..."""
+    from skyrec.jobs.base import main as job_main
+
+    raise typer.Exit(job_main(list(ctx.args)))
+
+
+@app.command()
+def generate(
+    env: EnvOpt = None,
+    users: Annotated[int, typer.Option(help="Number of listeners.")] = 2000,
+    items: Annotated[int, typer.Option(help="Number of episodes (programmes).")] = 3000,
+    days: Annotated[int, typer.Option(help="Days of hourly activity to generate.")] = 21,
+    events_per_user: Annotated[float, typer.Option(help="Mean listening events per user over the period.")] = 40.0,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 7,
+    end: Annotated[str | None, typer.Option(help="Last hour of activity, ISO-8601 UTC (default: now).")] = None,
+    bad_rate: Annotated[float, typer.Option(help="Fraction of deliberately malformed raw records.")] = 0.002,
+) -> None:
+    """Generate a broadcaster-like catalogue and listening activity, landed in raw form in the source."""
+    from skyrec.data.generate import generate as gen
+
+    cfg = _config(env)
+    summary = gen(cfg, users=users, items=items, days=days, events_per_user=events_per_user, seed=seed,
+                  end=end, bad_rate=bad_rate)
+    typer.echo(json.dumps(summary, indent=1, default=str))
+
+
+@app.command("run")
+def run_dag(
+    dag_id: Annotated[str, typer.Argument(help="DAG id, e.g. ingest_user_activity (see `skyrec dags`).")],
+    env: EnvOpt = None,
+    logical_date: Annotated[str | None, typer.Option(help="Logical date, ISO-8601 (default: now, hour-aligned).")] = None,
+    conf: Annotated[str | None, typer.Option(help="Run conf as JSON, e.g. '{\"overrides\": [\"volume\"]}'.")] = None,
+) -> None:
+    """Run one DAG through Airflow in-process (dag.test() on the embedded SQLite metadata DB)."""
+    from skyrec.airflow.runner import run_dag as runner
+
+    if env:
+        os.environ["SKYREC_ENV"] = env
+    try:
+        run_conf = json.loads(conf) if conf else None
+    except json.JSONDecodeError as exc:
+        _fail(f"--conf is not valid JSON: {exc}")
+    state = runner(dag_id, logical_date=logical_date, conf=run_conf)
+    typer.echo(f"{dag_id}: {state}")
+    if state != "success":
+        raise typer.Exit(1)
+
+
+@app.command()
+def dags(env: EnvOpt = None) -> None:
+    """List the DAG ids this configuration builds."""
+    from skyrec.airflow.factory import dag_ids
+
+    for dag_id in dag_ids(_config(env)):
+        typer.echo(dag_id)
+
+
+@app.command()
+def serve(
+    env: EnvOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default from config serve.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from config serve.port).")] = None,
+) -> None:
+    """Serve recommendations over HTTP (FastAPI on uvicorn)."""
+    from skyrec.serve.main import run as serve_run
+
+    cfg = _config(env)
+    serve_run(cfg, host=host or cfg.serve.host, port=port or cfg.serve.port)
+
+
+@app.command()
+def demo(
+    keep_serving: Annotated[bool, typer.Option("--keep-serving", help="Leave the API and Redis running.")] = False,
+) -> None:
+    """Generate sample data, run every DAG through Airflow, start the API and query it."""
+    from skyrec.demo import run_demo
+
+    raise typer.Exit(run_demo(keep_serving=keep_serving))
+
+
+@app.command()
+def config(
+    env: EnvOpt = None,
+    key: Annotated[str | None, typer.Argument(help="Dotted key to print, e.g. variants.music_mixes.")] = None,
+) -> None:
+    """Validate and print the effective configuration (base + env file + SKYREC__ variables)."""
+    cfg = _config(env)
+    data: Any = cfg.model_dump(mode="json")
+    if key:
+        for part in key.split("."):
+            if not isinstance(data, dict) or part not in data:
+                _fail(f"config key {key!r} not found")
+            data = data[part]
+    typer.echo(json.dumps(data, indent=1))
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        typer.secho(f"skyrec: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

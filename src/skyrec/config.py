@@ -1,0 +1,454 @@
+"""Configuration: YAML layered (base <- env/<ENV>.yaml <- SKYREC__* environment variables), validated once.
+
+Every error names the file and the dotted key that caused it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "SKYREC__"
+ENVIRONMENTS = ("local", "dev", "int", "prod")
+_SAFE_FIELD = re.compile(r"^[A-Za-z0-9_.=\-]+$")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file and the key."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(_Model):
+    home: str = ".skyrec"
+
+
+class StorageConfig(_Model):
+    lake: str
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    state: str
+
+
+class SourceConfig(_Model):
+    kind: Literal["local", "s3"] = "local"
+    url: str
+    endpoint_url: str | None = None
+    aws_conn_id: str = "skyrec_source"
+    metadata_prefix: str = "metadata"
+    activity_prefix: str = "activity"
+    metadata_streams: list[str] = Field(default_factory=lambda: ["programmes", "episodes", "availability"])
+
+
+class MetadataIngestConfig(_Model):
+    concurrency: int = Field(16, ge=1, le=256)
+    max_error_rate: float = Field(0.05, ge=0, le=1)
+
+
+class ActivityIngestConfig(_Model):
+    event_types: list[str] = Field(default_factory=lambda: ["play", "complete"])
+    min_play_seconds: float = Field(30, ge=0)
+    snapshot_interval_days: int = Field(120, ge=1)
+    max_error_rate: float = Field(0.05, ge=0, le=1)
+    future_tolerance_minutes: float = Field(10, ge=0)
+    past_limit_days: int = Field(400, ge=1)
+
+
+class ColdStartConfig(_Model):
+    window_days: int = Field(7, ge=1)
+    size: int = Field(100, ge=1)
+
+
+class IngestConfig(_Model):
+    metadata: MetadataIngestConfig = MetadataIngestConfig()
+    activity: ActivityIngestConfig = ActivityIngestConfig()
+    cold_start: ColdStartConfig = ColdStartConfig()
+
+
+class VolumeGateConfig(_Model):
+    lookback_runs: int = Field(7, ge=1)
+    min_history: int = Field(3, ge=1)
+    min_ratio: float = Field(0.5, gt=0)
+    max_ratio: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VolumeGateConfig:
+        if self.min_ratio >= self.max_ratio:
+            raise ValueError("min_ratio must be below max_ratio")
+        return self
+
+
+class GatesConfig(_Model):
+    volume: VolumeGateConfig = VolumeGateConfig()
+
+
+class ModelSpec(_Model):
+    class_path: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("class_path")
+    @classmethod
+    def _class_path(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", v):
+            raise ValueError(f"expected 'package.module:ClassName', got {v!r}")
+        return v
+
+
+class QualityGateConfig(_Model):
+    metric: str = "ndcg_at_k"
+    tolerance: float = Field(0.05, ge=0, le=1)
+    must_beat_baseline: bool = True
+
+
+class TrainingConfig(_Model):
+    holdout_days: int = Field(7, ge=1)
+    k: int = Field(10, ge=1)
+    recency_half_life_days: float = Field(30, gt=0)
+    weighting: dict[str, float] = Field(default_factory=lambda: {"play": 1.0, "complete": 2.0})
+    quality_gate: QualityGateConfig = QualityGateConfig()
+
+
+class RulesConfig(_Model):
+    max_per_brand: int | None = Field(3, ge=1)
+    max_age_days: dict[str, float] = Field(default_factory=dict)
+
+
+class PrecomputeConfig(_Model):
+    k: int = Field(50, ge=1, le=1000)
+    batch_size: int = Field(4096, ge=1)
+    rules: RulesConfig = RulesConfig()
+
+
+class CandidateFilter(_Model):
+    """Items are candidates when they match any listed genre (if genres given) AND any listed format (if given)."""
+
+    genres: list[str] = Field(default_factory=list)
+    formats: list[str] = Field(default_factory=list)
+    masterbrands: list[str] = Field(default_factory=list)
+
+
+class VariantConfig(_Model):
+    model: str
+    version: str
+    candidates: CandidateFilter = CandidateFilter()
+    k: int | None = Field(None, ge=1, le=1000)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        check_path_field("version", v)
+        return v
+
+
+class PublishConfig(_Model):
+    redis_url: str = "redis://127.0.0.1:6390/0"
+    key_prefix: str = "skyrec"
+    strategy: Literal["versioned", "swapdb"] = "versioned"
+    keep_versions: int = Field(2, ge=1)
+    scratch_redis_port: int = Field(6391, ge=1, le=65535)
+
+
+class ServeConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    redis_url: str = "redis://127.0.0.1:6390/0"
+    default_limit: int = Field(10, ge=1)
+    max_limit: int = Field(100, ge=1)
+    admin_api_key_env: str = "SKYREC_ADMIN_API_KEY"
+
+
+class CostConfig(_Model):
+    vcpu_hour: float = Field(0.056, ge=0)
+    gb_hour: float = Field(0.0035, ge=0)
+    budget_per_job: float = Field(5.0, ge=0)
+
+
+class KubernetesConfig(_Model):
+    namespace: str = "skyrec"
+    image: str = "skyrec:0.1.0"
+    resources: dict[str, str] = Field(default_factory=lambda: {"cpu": "2", "memory": "8Gi"})
+
+
+class DataflowConfig(_Model):
+    project: str | None = None
+    region: str = "europe-west2"
+    machine_type: str = "n2-highmem-4"
+    disk_size_gb: int = Field(100, ge=10)
+    max_workers: int = Field(10, ge=1)
+    experiments: list[str] = Field(default_factory=list)
+    shuffle_mode: str = "service"
+    sdk_version: str = "2.77.0"
+
+
+class JobsConfig(_Model):
+    backend: Literal["local", "kubernetes", "dataflow"] = "local"
+    poll_interval_seconds: float = Field(1.0, gt=0)
+    heartbeat_seconds: float = Field(2.0, gt=0)
+    heartbeat_timeout_seconds: float = Field(30.0, gt=0)
+    cancel_timeout_seconds: float = Field(30.0, gt=0)
+    deadlines_minutes: dict[str, float] = Field(default_factory=lambda: {"default": 60.0})
+    cost: CostConfig = CostConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
+    dataflow: DataflowConfig = DataflowConfig()
+
+    def deadline_seconds(self, job: str) -> float:
+        minutes = self.deadlines_minutes.get(job, self.deadlines_minutes.get("default", 60.0))
+        return float(minutes) * 60.0
+
+
+class AlertsConfig(_Model):
+    enabled: bool = True
+    webhook_url: str | None = None
+    duration_anomaly_factor: float = Field(3.0, gt=1)
+
+
+class AirflowConfig(_Model):
+    start_date: str = "2026-01-01T00:00:00+00:00"
+    retries: int = Field(2, ge=0)
+    retry_delay_seconds: float = Field(60, ge=0)
+    schedules: dict[str, str | None] = Field(default_factory=dict)
+
+
+DATASET_FIELDS = {"run_key", "interval_key", "model", "version", "variant"}
+
+
+class Config(_Model):
+    env: str = "base"
+    project_root: str = "."
+    paths: PathsConfig = PathsConfig()
+    storage: StorageConfig
+    datasets: dict[str, str]
+    source: SourceConfig
+    ingest: IngestConfig = IngestConfig()
+    gates: GatesConfig = GatesConfig()
+    models: dict[str, ModelSpec]
+    training: TrainingConfig = TrainingConfig()
+    precompute: PrecomputeConfig = PrecomputeConfig()
+    variants: dict[str, VariantConfig]
+    publish: PublishConfig = PublishConfig()
+    serve: ServeConfig = ServeConfig()
+    jobs: JobsConfig = JobsConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    airflow: AirflowConfig = AirflowConfig()
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, template in v.items():
+            fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+            unknown = fields - DATASET_FIELDS
+            if unknown:
+                raise ValueError(f"dataset {name!r}: unknown template field(s) {sorted(unknown)}")
+            if template.startswith("/") or ".." in template.split("/"):
+                raise ValueError(f"dataset {name!r}: path must be relative to the lake, without '..'")
+        return v
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, v: dict[str, VariantConfig]) -> dict[str, VariantConfig]:
+        for name in v:
+            if not re.match(r"^[a-z][a-z0-9_]*$", name):
+                raise ValueError(f"variant name {name!r} must be lower_snake_case")
+        return v
+
+    @model_validator(mode="after")
+    def _variant_models(self) -> Config:
+        for name, variant in self.variants.items():
+            if variant.model not in self.models:
+                raise ValueError(
+                    f"variants.{name}.model: unknown model {variant.model!r} (known: {sorted(self.models)})"
+                )
+        return self
+
+    # ---- derived -------------------------------------------------------------------------------
+    @cached_property
+    def home(self) -> str:
+        home = os.environ.get("SKYREC_HOME") or self.paths.home
+        if "://" in home:
+            return home
+        p = Path(home)
+        if not p.is_absolute():
+            p = Path(self.project_root) / p
+        return str(p.resolve())
+
+    def expand(self, value: str) -> str:
+        """Expand ``{home}`` in a configured location."""
+        return value.replace("{home}", self.home)
+
+    @property
+    def lake_url(self) -> str:
+        return self.expand(self.storage.lake)
+
+    @property
+    def state_dir(self) -> str:
+        return self.expand(self.storage.state)
+
+    @property
+    def source_url(self) -> str:
+        return self.expand(self.source.url)
+
+    def dataset_path(self, name: str, **fields: str) -> str:
+        """The lake-relative path of one committed output of dataset ``name``, templated by the run."""
+        try:
+            template = self.datasets[name]
+        except KeyError:
+            raise ConfigError(f"datasets.{name}: no such dataset in config (known: {sorted(self.datasets)})")
+        for key, value in fields.items():
+            check_path_field(key, str(value))
+        try:
+            return template.format_map(fields)
+        except KeyError as exc:
+            raise ConfigError(f"datasets.{name}: template {template!r} needs field {exc.args[0]!r}") from None
+
+    def dataset_prefix(self, name: str, **fields: str) -> str:
+        """The static part of a dataset's path before its first unfilled template field (for listing)."""
+        template = self.datasets[name]
+        parts = []
+        for literal, field, _, _ in string.Formatter().parse(template):
+            parts.append(literal)
+            if field is None:
+                continue
+            if field in fields:
+                parts.append(str(fields[field]))
+            else:
+                break
+        return "".join(parts)
+
+    def variant(self, name: str) -> VariantConfig:
+        try:
+            return self.variants[name]
+        except KeyError:
+            raise ConfigError(f"variants.{name}: unknown variant (known: {sorted(self.variants)})") from None
+
+
+def check_path_field(key: str, value: str) -> None:
+    """Reject values that could escape a dataset path (``..``, ``/``) or are empty."""
+    if not value or value in {".", ".."} or ".." in value or not _SAFE_FIELD.match(value):
+        raise ConfigError(f"{key}: {value!r} is not a safe path component (letters, digits, _ . = - only)")
+
+
+# ---- loading ----------------------------------------------------------------------------------
+
+
+def project_root() -> Path:
+    env = os.environ.get("SKYREC_PROJECT_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve()
+    for parent in [Path.cwd(), *here.parents]:
+        if (parent / "config" / "base.yaml").is_file():
+            return parent
+    return Path.cwd()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any], origin: dict[str, str], source: str, prefix: str = "") -> None:
+    for key, value in over.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value, origin, source, dotted + ".")
+        else:
+            base[key] = value
+            origin[dotted] = source
+            if isinstance(value, dict):
+                _mark(value, origin, source, dotted + ".")
+
+
+def _mark(tree: dict[str, Any], origin: dict[str, str], source: str, prefix: str) -> None:
+    for key, value in tree.items():
+        origin[f"{prefix}{key}"] = source
+        if isinstance(value, dict):
+            _mark(value, origin, source, f"{prefix}{key}.")
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """SKYREC__PUBLISH__REDIS_URL=... -> {"publish": {"redis_url": ...}}; values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
+        if not keys:
+            continue
+        node = out
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        try:
+            node[keys[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            node[keys[-1]] = raw
+    return out
+
+
+def _origin_of(origin: dict[str, str], dotted: str) -> str:
+    parts = dotted.split(".")
+    while parts:
+        key = ".".join(parts)
+        if key in origin:
+            return origin[key]
+        parts.pop()
+    return "defaults"
+
+
+def load_config(
+    env: str | None = None,
+    *,
+    root: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Load ``config/base.yaml`` + ``config/env/<env>.yaml`` + ``SKYREC__`` variables (+ ``overrides``)."""
+    environ = dict(os.environ if environ is None else environ)
+    env = env or environ.get("SKYREC_ENV") or "local"
+    root_path = Path(root).resolve() if root else project_root()
+    config_dir = Path(environ.get("SKYREC_CONFIG_DIR") or root_path / "config")
+    base_file = config_dir / "base.yaml"
+    env_file = config_dir / "env" / f"{env}.yaml"
+    if not env_file.is_file():
+        known = sorted(p.stem for p in (config_dir / "env").glob("*.yaml"))
+        raise ConfigError(f"{env_file}: no such environment {env!r} (known: {known})")
+
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    _merge(merged, _read_yaml(base_file), origin, str(base_file))
+    _merge(merged, _read_yaml(env_file), origin, str(env_file))
+    _merge(merged, _env_overrides(environ), origin, "environment (SKYREC__*)")
+    if overrides:
+        _merge(merged, overrides, origin, "overrides")
+    merged["env"] = env
+    merged["project_root"] = str(root_path)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            dotted = ".".join(str(p) for p in err["loc"])
+            if not dotted and (m := re.search(r"([a-z_]+(?:\.[A-Za-z0-9_]+)+):", err["msg"])):
+                dotted = m.group(1)  # a cross-field check names its key in the message
+            lines.append(f"{_origin_of(origin, dotted)}: {dotted or '<top>'}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,1 @@
+"""Heavy steps run outside the Airflow worker: see ``skyrec.jobs.base``."""

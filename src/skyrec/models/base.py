@@ -1,0 +1,81 @@
+"""The model contract. A new model is a subclass plus a ``models:`` entry in config, nothing else.
+
+Scoring everywhere (evaluation, precompute, serving) is a dot product: ``score(u, i) = U[u] @ V[i]``,
+with ``U = user_representations()`` and ``V = item_representations()``. Models with biases fold them into
+an extra column. Artefacts are saved with ``np.savez`` + JSON and loaded with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class Recommender(ABC):
+    #: short name used in artefacts (e.g. "als")
+    name: ClassVar[str] = "base"
+    #: True when the model uses item features (and can score items with no interactions)
+    uses_item_features: ClassVar[bool] = False
+
+    def __init__(self, **params: Any) -> None:
+        self.params = dict(params)
+
+    @abstractmethod
+    def fit(self, interactions: sp.csr_matrix, item_features: sp.csr_matrix | None = None,
+            user_features: sp.csr_matrix | None = None) -> Recommender:
+        """Fit on a users x items matrix of (weighted) interactions."""
+
+    @abstractmethod
+    def user_representations(self) -> np.ndarray:
+        """float32 [n_users, d]."""
+
+    @abstractmethod
+    def item_representations(self, item_features: sp.csr_matrix | None = None) -> np.ndarray:
+        """float32 [n_items, d]; with ``item_features``, representations for those items (cold start)."""
+
+    def recommend(self, user_rows: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices and scores for a batch of user rows (exact; excluded items never returned)."""
+        U = self.user_representations()[user_rows]
+        V = self.item_representations()
+        scores = U.astype(np.float32) @ V.T.astype(np.float32)
+        if exclude is not None:
+            ex = exclude[user_rows].tocoo()
+            scores[ex.row, ex.col] = -np.inf
+        k = min(k, scores.shape[1])
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        order = np.lexsort((part, -part_scores), axis=1)
+        idx = np.take_along_axis(part, order, axis=1)
+        return idx, np.take_along_axis(scores, idx, axis=1)
+
+    # ---- persistence (no pickle) ---------------------------------------------------------------
+    @abstractmethod
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays needed to restore the model."""
+
+    @abstractmethod
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Inverse of ``state``."""
+
+    def save(self, folder: str | Path) -> list[str]:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / "model.npz", **self.state())
+        (folder / "model.json").write_text(json.dumps(
+            {"name": self.name, "class": f"{type(self).__module__}:{type(self).__qualname__}", "params": self.params},
+            indent=1, sort_keys=True, default=str))
+        return ["model.npz", "model.json"]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Recommender:
+        folder = Path(folder)
+        meta = json.loads((folder / "model.json").read_text())
+        model = cls(**meta["params"])
+        with np.load(folder / "model.npz", allow_pickle=False) as npz:
+            model.restore({k: npz[k] for k in npz.files})
+        return model

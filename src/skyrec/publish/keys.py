@@ -1,0 +1,63 @@
+"""The Redis key schema shared by the publisher and the API. One place, nothing else spells a key.
+
+A *publication* is one precomputed set for one variant, id ``<version>.<run_key>`` (e.g. ``v1.20261123T190000``).
+Its keys are written first; clients switch to it by one atomic SET of the variant's pointer, so nobody ever
+sees a missing or mixed set. Values are UTF-8 JSON.
+
+  {p}:current:{variant}              JSON pointer {"publication", "model", "model_version", "run_key",
+                                     "published_at", "users", "items", "evaluation"}  (switched atomically)
+  {p}:history:{variant}              list of previous pointer JSONs, newest first (for rollback)
+  {p}:rec:{variant}:{pub}:{user_id}  JSON [["item_id", score], ...] best first
+  {p}:fallback:{variant}:{pub}       JSON [["item_id", score], ...] cold-start list
+  {p}:items:{variant}:{pub}          hash item_id -> JSON {"title", "brand", "genres", "formats",
+                                     "available_until" (ISO-8601 or null)}
+  {p}:hist:{pub_activity}:{user_id}  JSON [["item_id", "ISO ts"], ...] recent plays (serving explanations)
+"""
+
+from __future__ import annotations
+
+import re
+
+from skyrec.config import ConfigError
+
+_SAFE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
+
+
+def _check(kind: str, value: str) -> str:
+    if not _SAFE.match(value):
+        raise ConfigError(f"{kind}: {value!r} is not a valid identifier")
+    return value
+
+
+def publication_id(version: str, run_key: str) -> str:
+    return f"{_check('version', version)}.{_check('run_key', run_key)}"
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.p = _check("key_prefix", prefix)
+
+    def current(self, variant: str) -> str:
+        return f"{self.p}:current:{variant}"
+
+    def history(self, variant: str) -> str:
+        return f"{self.p}:history:{variant}"
+
+    def rec(self, variant: str, pub: str, user_id: str) -> str:
+        return f"{self.p}:rec:{variant}:{pub}:{user_id}"
+
+    def rec_pattern(self, variant: str, pub: str) -> str:
+        return f"{self.p}:rec:{variant}:{pub}:*"
+
+    def fallback(self, variant: str, pub: str) -> str:
+        return f"{self.p}:fallback:{variant}:{pub}"
+
+    def items(self, variant: str, pub: str) -> str:
+        return f"{self.p}:items:{variant}:{pub}"
+
+    def publication_pattern(self, variant: str, pub: str) -> list[str]:
+        """Patterns matching every key of one publication (for removal of old versions)."""
+        return [self.rec_pattern(variant, pub), self.fallback(variant, pub), self.items(variant, pub)]
+
+
+VALID_USER_ID = _SAFE
