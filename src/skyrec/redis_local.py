@@ -1,0 +1,111 @@
+"""Start and stop a local ``redis-server`` (the embedded default's serving Redis, scratch servers for
+dump builds, and the test suite's real Redis). Core: no Airflow, Beam or web imports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class RedisUnavailable(RuntimeError):
+    pass
+
+
+def redis_server_binary() -> str:
+    path = shutil.which("redis-server")
+    if not path:
+        raise RedisUnavailable("redis-server not found: run `make setup` (installs it from Debian) "
+                               "or `apt-get install redis-server redis-tools`")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ping(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class LocalRedis:
+    port: int
+    dir: Path
+    process: subprocess.Popen | None = None
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / f"redis-{self.port}.pid"
+
+    def start(self, *, dbfilename: str = "dump.rdb", persist: bool = False, wait: float = 10.0,
+              daemonize: bool = False) -> LocalRedis:
+        """Start redis-server on ``port`` with its data in ``dir``. ``daemonize`` leaves it running after we exit."""
+        if ping(self.host, self.port):
+            raise RedisUnavailable(f"port {self.port} already has a Redis listening")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        args = [redis_server_binary(), "--port", str(self.port), "--bind", self.host, "--dir", str(self.dir),
+                "--dbfilename", dbfilename, "--appendonly", "no", "--protected-mode", "yes",
+                "--pidfile", str(self.pidfile), "--logfile", str(self.dir / f"redis-{self.port}.log"),
+                "--save", "" if not persist else "3600 1"]
+        if daemonize:
+            args += ["--daemonize", "yes"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if ping(self.host, self.port):
+                return self
+            if not daemonize and self.process.poll() is not None:
+                break
+            time.sleep(0.02)
+        log = self.dir / f"redis-{self.port}.log"
+        tail = log.read_text()[-500:] if log.exists() else ""
+        raise RedisUnavailable(f"redis-server did not start on port {self.port}: {tail}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        pid = None
+        if self.process is not None and self.process.poll() is None:
+            pid = self.process.pid
+        elif self.pidfile.exists():
+            with contextlib.suppress(ValueError):
+                pid = int(self.pidfile.read_text().strip())
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and ping(self.host, self.port, timeout=0.1):
+            time.sleep(0.05)
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+
+
+@contextlib.contextmanager
+def temporary_redis(dir: Path, port: int | None = None, **start_kwargs) -> Iterator[LocalRedis]:
+    server = LocalRedis(port=port or free_port(), dir=dir)
+    server.start(**start_kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()

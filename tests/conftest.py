@@ -1,0 +1,60 @@
+"""Shared fixtures. Servers are real: redis-server is started here, not faked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from skyrec.config import Config, load_config
+from skyrec.redis_local import LocalRedis, free_port, temporary_redis
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real redis-server on a free loopback port for the whole session."""
+    with temporary_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_client(redis_server: LocalRedis):
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def skyrec_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated SKYREC_HOME (lake, source, state) for one test."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("SKYREC_HOME", str(home))
+    monkeypatch.setenv("SKYREC_PROJECT_ROOT", str(ROOT))
+    return home
+
+
+@pytest.fixture
+def config(skyrec_home: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
+    """The local config with SKYREC_HOME isolated under tmp_path."""
+    return load_config("local", root=ROOT, environ={**os.environ, "SKYREC_HOME": str(skyrec_home)})
+
+
+@pytest.fixture
+def config_factory(skyrec_home: Path):
+    """Build a local config with overrides (nested dict), e.g. {"publish": {"redis_url": ...}}."""
+
+    def make(overrides: dict | None = None) -> Config:
+        return load_config("local", root=ROOT, overrides=overrides,
+                           environ={**os.environ, "SKYREC_HOME": str(skyrec_home)})
+
+    return make
+
+
+__all__ = ["free_port"]
