@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export SKYREC_PROJECT_ROOT := $(CURDIR)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup demo test test-fast lint serve bench clean redis
+.PHONY: help setup demo test test-fast lint serve stop bench clean redis
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -43,7 +43,10 @@ lint: setup  ## ruff, mypy, import-linter layer contracts
 	$(VENV)/bin/lint-imports
 
 serve: setup  ## serve the last published recommendations (starts the local redis-server if needed)
-	$(PY) -m skyrec demo --serve-only
+	$(PY) -m skyrec serve --start-redis
+
+stop:  ## stop what `make demo KEEP_SERVING=1` or `make serve` left running
+	$(PY) -m skyrec stop
 
 bench: setup  ## benchmarks against named peers; writes BENCHMARKS.md figures to .bench/
 	$(PY) -m skyrec bench

@@ -99,11 +99,18 @@ def serve(
     env: EnvOpt = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default from config serve.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from config serve.port).")] = None,
+    start_redis: Annotated[bool, typer.Option("--start-redis", help="Start the local serving redis-server "
+                                                                     "(embedded default) if none answers.")] = False,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI on uvicorn)."""
     from skyrec.serve.main import run as serve_run
 
     cfg = _config(env)
+    if start_redis:
+        from skyrec.demo import ensure_serving_redis
+
+        server, started = ensure_serving_redis(cfg)
+        typer.echo(f"serving Redis at {server.url} ({'started' if started else 'already running'})", err=True)
     serve_run(cfg, host=host or cfg.serve.host, port=port or cfg.serve.port)
 
 
@@ -115,6 +122,74 @@ def demo(
     from skyrec.demo import run_demo
 
     raise typer.Exit(run_demo(keep_serving=keep_serving))
+
+
+@app.command()
+def stop(env: EnvOpt = None) -> None:
+    """Stop the API and the local serving Redis left running by `make demo KEEP_SERVING=1` / `make serve`."""
+    from skyrec.demo import stop_all
+
+    for line in stop_all(_config(env)):
+        typer.echo(line)
+
+
+@app.command()
+def status(
+    env: EnvOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Last committed output per dataset and its age; the publication served for each variant."""
+    from skyrec.status import collect
+
+    info = collect(_config(env))
+    if as_json:
+        typer.echo(json.dumps(info, indent=1, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=f"committed outputs in {info['lake']}")
+    for col in ("dataset", "for", "latest", "age", "rows", "quarantined"):
+        t.add_column(col)
+    for d in info["datasets"]:
+        scope = " ".join(f"{k}={d[k]}" for k in ("model", "version", "variant") if k in d)
+        t.add_row(d["dataset"], scope, d["latest"] or "[red]none[/red]", d["age"], str(d["rows"] or "-"),
+                  str(d["quarantined"] if d["quarantined"] is not None else "-"))
+    console.print(t)
+    p = Table(title="published to serving Redis")
+    for col in ("variant", "publication", "model_version", "age", "users"):
+        p.add_column(col)
+    for row in info["published"]:
+        if "error" in row:
+            console.print(f"[red]{row['error']}[/red]")
+            continue
+        p.add_row(row["variant"], row["publication"] or "[red]none[/red]", row["model_version"] or "-",
+                  row["age"], str(row["users"] or "-"))
+    console.print(p)
+
+
+@app.command()
+def deploy(
+    env: EnvOpt = None,
+    target: Annotated[str | None, typer.Option(help="DAG folder target (local path, gs://, s3://); "
+                                                     "default from config.")] = None,
+) -> None:
+    """Build a versioned wheel and sync the DAG folder to its target, deleting stale files."""
+    from skyrec.airflow.deploy import deploy as do_deploy
+
+    typer.echo(json.dumps(do_deploy(_config(env), target=target), indent=1, default=str))
+
+
+@app.command()
+def bench(
+    scale: Annotated[str, typer.Option(help="small (minutes) or reference (the issue's full figures).")] = "small",
+    only: Annotated[list[str] | None, typer.Option(help="Run only these benchmarks (e.g. kernel, serve).")] = None,
+) -> None:
+    """Run the benchmarks (each against a named peer in the same run); results in .bench/<name>.json."""
+    from skyrec.bench import run_all
+
+    raise typer.Exit(run_all(scale=scale, only=only))
 
 
 @app.command()

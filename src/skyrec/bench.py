@@ -1,0 +1,56 @@
+"""``make bench``: run ``benchmarks/bench_*.py`` (each compares skyrec with a named peer in the same run).
+
+Each benchmark module has ``main(scale) -> dict``; results go to ``.bench/<name>.<scale>.json`` with the machine
+description, so BENCHMARKS.md figures can be traced to a run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from skyrec.config import project_root
+
+
+def _machine() -> dict:
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def run_all(scale: str = "small", only: list[str] | None = None) -> int:
+    root = project_root()
+    out_dir = root / ".bench"
+    out_dir.mkdir(exist_ok=True)
+    failed = 0
+    scripts = sorted((root / "benchmarks").glob("bench_*.py"))
+    if only:
+        scripts = [s for s in scripts if s.stem.removeprefix("bench_") in only]
+    if not scripts:
+        print("no benchmarks found", file=sys.stderr)
+        return 1
+    for script in scripts:
+        name = script.stem.removeprefix("bench_")
+        print(f"== {name} ({scale})", flush=True)
+        spec = importlib.util.spec_from_file_location(f"skyrec_bench_{name}", script)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        t = time.monotonic()
+        try:
+            spec.loader.exec_module(module)
+            result = module.main(scale)
+            status = "ok"
+        except Exception:  # noqa: BLE001 - one failing benchmark must not hide the others' figures
+            result = {"error": traceback.format_exc()}
+            status = "error"
+            failed += 1
+        record = {"benchmark": name, "scale": scale, "status": status, "seconds": round(time.monotonic() - t, 1),
+                  "machine": _machine(), "result": result}
+        (out_dir / f"{name}.{scale}.json").write_text(json.dumps(record, indent=1, default=str))
+        print(json.dumps(record["result"], indent=1, default=str), flush=True)
+    return 1 if failed else 0

@@ -1,0 +1,224 @@
+"""``make demo``: the whole platform on the embedded default, end to end, on one machine.
+
+1. start the local serving ``redis-server`` (config ``publish.redis_url``),
+2. generate a small broadcaster-like dataset in raw form,
+3. run every DAG through Airflow itself (``dag.test()`` on SQLite) in dependency order,
+4. start the API, print its JSON answers for a few users of two variants, and the URL to query,
+5. stop everything unless ``--keep-serving``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from skyrec.config import Config, load_config
+from skyrec.redis_local import LocalRedis, RedisUnavailable, ping
+
+DEMO_SCALE = {"users": 2000, "items": 3000, "days": 21, "events_per_user": 40.0}
+
+
+def _say(msg: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def serving_redis(config: Config) -> LocalRedis:
+    u = urlparse(config.publish.redis_url)
+    return LocalRedis(port=u.port or 6379, dir=Path(config.home) / "redis", host=u.hostname or "127.0.0.1")
+
+
+def ensure_serving_redis(config: Config) -> tuple[LocalRedis, bool]:
+    """Start the local serving Redis if nothing answers on its port. Returns (server, started_by_us)."""
+    server = serving_redis(config)
+    if ping(server.host, server.port):
+        return server, False
+    server.start(daemonize=True, persist=True)
+    return server, True
+
+
+def dag_order(config: Config) -> list[tuple[str, dict[str, Any] | None]]:
+    from skyrec.airflow.factory import dag_ids
+
+    ids = dag_ids(config)
+    precompute = sorted(d for d in ids if d.startswith("precompute_recommendations_"))
+    return [
+        ("ingest_programme_metadata", None),
+        ("ingest_availability", None),
+        ("backfill_user_activity", "backfill"),  # conf filled in by run_demo
+        ("ingest_user_activity", None),
+        ("ingest_cold_start", None),
+        ("train_model", None),
+        *[(d, None) for d in precompute],
+        ("airflow_monitoring", None),
+    ]  # type: ignore[list-item]
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            return exc.code, json.loads(body)
+        except ValueError:
+            return exc.code, body.decode(errors="replace")
+
+
+def start_api(config: Config, port: int) -> subprocess.Popen:
+    log = open(Path(config.home) / "api.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
+    proc = subprocess.Popen([sys.executable, "-m", "skyrec", "serve", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
+    (Path(config.home) / "api.pid").write_text(str(proc.pid))
+    return proc
+
+
+def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited with code {proc.returncode} (see api.log)")
+        try:
+            code, body = _get(f"{base}/readyz", timeout=1.0)
+            last = body
+            if code == 200:
+                return body
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the API did not become ready in {timeout:.0f}s: {last}")
+
+
+def sample_users(config: Config, n: int = 3) -> list[str]:
+    """A few users that have history (so personalised answers) from the published model artefact."""
+    from skyrec.models.artefact import published_model_pointer
+    from skyrec.models.artefact import read_ids
+    from skyrec.storage import Lake
+
+    lake = Lake.from_config(config)
+    variant = next(iter(config.variants.values()))
+    ptr = lake.read_pointer(published_model_pointer(variant.model, variant.version))
+    if not ptr:
+        return []
+    ids = read_ids(lake, lake.require(ptr["path"]), "users.parquet", "user_id")
+    step = max(1, len(ids) // n)
+    return [str(u) for u in ids[::step][:n]]
+
+
+def run_demo(*, keep_serving: bool = False, serve_only: bool = False, fresh: bool = True) -> int:
+    t0 = time.monotonic()
+    config = load_config(os.environ.get("SKYREC_ENV") or "local")
+    home = Path(config.home)
+    timings: dict[str, float] = {}
+
+    if not serve_only and fresh:
+        for sub in ("source", "lake", "state", "airflow", "redis"):
+            shutil.rmtree(home / sub, ignore_errors=True)
+    home.mkdir(parents=True, exist_ok=True)
+
+    try:
+        redis_server, started_redis = ensure_serving_redis(config)
+    except RedisUnavailable as exc:
+        _say(f"cannot start Redis: {exc}")
+        return 2
+    _say(f"serving Redis at {redis_server.url} ({'started' if started_redis else 'already running'})")
+
+    api: subprocess.Popen | None = None
+    ok = False
+    try:
+        if not serve_only:
+            end = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
+            t = time.monotonic()
+            from skyrec.data.generate import generate
+
+            summary = generate(config, end=end.isoformat(), **DEMO_SCALE)  # type: ignore[arg-type]
+            timings["generate"] = time.monotonic() - t
+            _say(f"generated sample data in {timings['generate']:.1f}s: "
+                 + ", ".join(f"{k}={v}" for k, v in summary.items() if isinstance(v, int)))
+
+            from skyrec.airflow.runner import run_dag
+
+            start = end - dt.timedelta(days=DEMO_SCALE["days"])
+            logical = end  # the run for the last complete hour
+            for dag_id, special in dag_order(config):
+                conf = None
+                if special == "backfill":
+                    conf = {"start": start.isoformat(), "end": end.isoformat()}
+                t = time.monotonic()
+                state = run_dag(dag_id, logical_date=logical.isoformat(), conf=conf)
+                timings[dag_id] = time.monotonic() - t
+                _say(f"DAG {dag_id}: {state} in {timings[dag_id]:.1f}s")
+                if state != "success":
+                    _say(f"stopping: {dag_id} ended {state} (task logs under {home / 'airflow' / 'logs'})")
+                    return 1
+
+        port = config.serve.port
+        base = f"http://{config.serve.host}:{port}"
+        api = start_api(config, port)
+        t = time.monotonic()
+        ready = wait_ready(base, api)
+        timings["api_ready"] = time.monotonic() - t
+        _say(f"API ready at {base} ({ready.get('status', 'ready')})")
+
+        users = sample_users(config, 3)
+        variants = [v for v in ("recommended_for_you", "comedy_featured") if v in config.variants][:2]
+        variants = variants or list(config.variants)[:2]
+        for variant in variants:
+            for user in [*users, "new-listener-0001"]:
+                url = f"{base}/v1/recommendations/{variant}/{user}?limit=5"
+                code, body = _get(url)
+                print(f"\nGET {url}  -> {code}")
+                print(json.dumps(body, indent=1))
+        code, body = _get(f"{base}/v1/recommendations/no_such_rail/{users[0] if users else 'u1'}")
+        print(f"\nGET {base}/v1/recommendations/no_such_rail/...  -> {code}\n{json.dumps(body)}")
+        ok = True
+        total = time.monotonic() - t0
+        print()
+        _say(f"done in {total:.1f}s wall time. Query it: {base}/v1/recommendations/<variant>/<user_id>?limit=10 "
+             f"- explorer: {base}/ - OpenAPI: {base}/docs")
+        if keep_serving:
+            _say(f"left running: API pid {api.pid}, Redis {redis_server.url}. Stop with: make stop")
+        return 0
+    finally:
+        if not keep_serving or not ok:
+            if api is not None and api.poll() is None:
+                api.terminate()
+                try:
+                    api.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    api.kill()
+            if started_redis:
+                redis_server.stop()
+
+
+def stop_all(config: Config) -> list[str]:
+    """Stop an API started by the demo (by its pidfile) and the local serving Redis."""
+    import signal
+
+    out = []
+    pidfile = Path(config.home) / "api.pid"
+    if pidfile.exists():
+        try:
+            os.killpg(int(pidfile.read_text().strip()), signal.SIGTERM)
+            out.append("stopped the API")
+        except (ProcessLookupError, ValueError):
+            out.append("the API was not running")
+        pidfile.unlink(missing_ok=True)
+    server = serving_redis(config)
+    if ping(server.host, server.port):
+        server.stop()
+        out.append(f"stopped Redis on port {server.port}")
+    else:
+        out.append("Redis was not running")
+    return out

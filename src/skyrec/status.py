@@ -1,0 +1,68 @@
+"""``skyrec status``: the last committed output of every dataset and its age, and what is published."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+from skyrec.config import Config
+from skyrec.storage import Lake
+
+
+def _age(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    then = dt.datetime.fromisoformat(iso)
+    secs = (dt.datetime.now(dt.UTC) - then).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs / size:.1f}{unit}"
+    return f"{secs:.0f}s"
+
+
+def _field_combos(config: Config, template: str) -> list[dict[str, str]]:
+    fields = set(re.findall(r"{(\w+)}", template)) - {"run_key", "interval_key"}
+    if not fields:
+        return [{}]
+    combos: list[dict[str, str]] = []
+    if "variant" in fields:
+        combos = [{"variant": n, "model": v.model, "version": v.version} for n, v in config.variants.items()]
+    else:
+        seen = sorted({(v.model, v.version) for v in config.variants.values()})
+        combos = [{"model": m, "version": ver} for m, ver in seen]
+    return [{k: c[k] for k in fields if k in c} for c in combos]
+
+
+def collect(config: Config) -> dict[str, Any]:
+    lake = Lake.from_config(config)
+    datasets = []
+    for name, template in config.datasets.items():
+        for fields in _field_combos(config, template):
+            m = lake.latest(config, name, **fields)
+            datasets.append({
+                "dataset": name, **fields,
+                "latest": m.path if m else None,
+                "committed_at": m.committed_at if m else None,
+                "age": _age(m.committed_at if m else None),
+                "rows": m.rows if m else None,
+                "quarantined": sum(m.quarantine.values()) if m else None,
+            })
+    published: list[dict[str, Any]] = []
+    try:
+        import redis
+
+        from skyrec.publish.keys import Keys
+
+        client = redis.Redis.from_url(config.publish.redis_url, socket_timeout=1, socket_connect_timeout=1)
+        keys = Keys(config.publish.key_prefix)
+        for variant in config.variants:
+            raw = client.get(keys.current(variant))
+            ptr = json.loads(raw) if raw else {}
+            published.append({"variant": variant, "publication": ptr.get("publication"),
+                              "model_version": ptr.get("model_version"), "published_at": ptr.get("published_at"),
+                              "age": _age(ptr.get("published_at")), "users": ptr.get("users")})
+    except Exception as exc:  # noqa: BLE001 - status must report, not crash, when Redis is down
+        published.append({"error": f"serving Redis {config.publish.redis_url} unreachable: {exc}"})
+    return {"lake": config.lake_url, "datasets": datasets, "published": published}
