@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export SKYREC_PROJECT_ROOT := $(CURDIR)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup demo test test-fast lint serve stop bench clean redis
+.PHONY: help test-deps setup demo test test-fast lint serve stop bench clean redis
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -20,18 +20,30 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	  uv sync --frozen --extra hybrid --python 3.11 --quiet
 	@touch $@
 
-redis:  ## install redis-server from Debian when missing
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server (Debian)"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null) \
-	  || { echo "could not install redis-server: run 'apt-get install redis-server redis-tools' as root"; exit 1; }; }
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_NEED = $(strip $(if $(shell command -v redis-server),,redis-server) $(if $(shell command -v redis-cli),,redis-tools))
+APT_NEED_TEST = $(strip $(APT_NEED) $(if $(shell command -v chromium),,chromium))
+
+define apt_install
+	@if [ -n "$(1)" ]; then \
+	  echo "installing from Debian: $(1)"; \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(1) >/dev/null) \
+	  || { echo "could not install $(1): run 'apt-get install $(1)' as root"; exit 1; }; \
+	fi
+endef
+
+redis:  ## install redis-server and redis-tools from Debian when missing
+	$(call apt_install,$(APT_NEED))
+
+test-deps:  ## Debian packages the test suite needs (redis-server, redis-tools, chromium) when missing
+	$(call apt_install,$(APT_NEED_TEST))
 
 setup: $(VENV)/.synced redis  ## uv-managed .venv + redis-server
 
 demo: setup  ## generate sample data, run every DAG through Airflow, serve and query the API
 	$(PY) -m skyrec demo $(if $(KEEP_SERVING),--keep-serving,)
 
-test: setup  ## the whole test suite (unit + integration with real redis-server, Airflow, Beam, moto)
+test: setup test-deps  ## the whole test suite (unit + integration with real redis-server, Airflow, Beam, moto)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: setup  ## unit tests only
