@@ -163,6 +163,16 @@ class ServeConfig(_Model):
     default_limit: int = Field(10, ge=1)
     max_limit: int = Field(100, ge=1)
     admin_api_key_env: str = "SKYREC_ADMIN_API_KEY"
+    # Added for the API (serve area): caching, Redis client and logging knobs.
+    max_offset: int = Field(1000, ge=0)
+    pointer_cache_seconds: float = Field(1.0, ge=0)
+    redis_timeout_seconds: float = Field(0.5, gt=0)
+    redis_max_connections: int = Field(64, ge=1)
+    item_cache_size: int = Field(200_000, ge=0)
+    last_good_users: int = Field(50_000, ge=0)
+    access_log: bool = True
+    log_level: str = "INFO"
+    graceful_shutdown_seconds: float = Field(10.0, ge=0)
 
 
 class CostConfig(_Model):

@@ -11,7 +11,10 @@ sees a missing or mixed set. Values are UTF-8 JSON.
   {p}:fallback:{variant}:{pub}       JSON [["item_id", score], ...] cold-start list
   {p}:items:{variant}:{pub}          hash item_id -> JSON {"title", "brand", "genres", "formats",
                                      "available_until" (ISO-8601 or null)}
-  {p}:hist:{pub_activity}:{user_id}  JSON [["item_id", "ISO ts"], ...] recent plays (serving explanations)
+  {p}:users:{variant}:{pub}          set of the user ids that have a rec key in the publication (the explorer's
+                                     "random user"; optional: the API falls back to a bounded SCAN without it)
+  {p}:hist:{pub_activity}:{user_id}  JSON [["item_id", "ISO ts"], ...] recent plays (serving explanations);
+                                     the pointer names ``pub_activity`` in its optional "activity" field
 """
 
 from __future__ import annotations
@@ -55,9 +58,19 @@ class Keys:
     def items(self, variant: str, pub: str) -> str:
         return f"{self.p}:items:{variant}:{pub}"
 
+    def users(self, variant: str, pub: str) -> str:
+        return f"{self.p}:users:{variant}:{pub}"
+
+    def hist(self, activity: str, user_id: str) -> str:
+        return f"{self.p}:hist:{activity}:{user_id}"
+
+    def hist_pattern(self, activity: str) -> str:
+        return f"{self.p}:hist:{activity}:*"
+
     def publication_pattern(self, variant: str, pub: str) -> list[str]:
         """Patterns matching every key of one publication (for removal of old versions)."""
-        return [self.rec_pattern(variant, pub), self.fallback(variant, pub), self.items(variant, pub)]
+        return [self.rec_pattern(variant, pub), self.fallback(variant, pub), self.items(variant, pub),
+                self.users(variant, pub)]
 
 
 VALID_USER_ID = _SAFE
