@@ -13,7 +13,6 @@ import platform
 import sys
 import time
 import traceback
-from pathlib import Path
 
 from skyrec.config import project_root
 

@@ -310,7 +310,7 @@ class Config(_Model):
         try:
             template = self.datasets[name]
         except KeyError:
-            raise ConfigError(f"datasets.{name}: no such dataset in config (known: {sorted(self.datasets)})")
+            raise ConfigError(f"datasets.{name}: no such dataset in config (known: {sorted(self.datasets)})") from None
         for key, value in fields.items():
             check_path_field(key, str(value))
         try:

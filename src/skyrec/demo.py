@@ -76,7 +76,7 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, Any]:
 
 
 def start_api(config: Config, port: int) -> subprocess.Popen:
-    log = open(Path(config.home) / "api.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
+    log = open(Path(config.home) / "api.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "skyrec", "serve", "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
     (Path(config.home) / "api.pid").write_text(str(proc.pid))
@@ -102,8 +102,7 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60.0) -> dict
 
 def sample_users(config: Config, n: int = 3) -> list[str]:
     """A few users that have history (so personalised answers) from the published model artefact."""
-    from skyrec.models.artefact import published_model_pointer
-    from skyrec.models.artefact import read_ids
+    from skyrec.models.artefact import published_model_pointer, read_ids
     from skyrec.storage import Lake
 
     lake = Lake.from_config(config)
