@@ -113,6 +113,11 @@ class TrainingConfig(_Model):
     k: int = Field(10, ge=1)
     recency_half_life_days: float = Field(30, gt=0)
     weighting: dict[str, float] = Field(default_factory=lambda: {"play": 1.0, "complete": 2.0})
+    # share of an event's weight that scales with the fraction of the episode played (0 = ignore duration)
+    played_fraction_weight: float = Field(0.5, ge=0, le=1)
+    baseline: str = "popularity"          # model every trained model is compared with in the same run
+    eval_max_users: int = Field(50000, ge=1)  # evaluation samples this many test users (seeded)
+    fit_on_all_data: bool = True          # publish a model refit on all data after evaluating on the split
     quality_gate: QualityGateConfig = QualityGateConfig()
 
 

@@ -27,3 +27,48 @@ def model_class(config: Config, name: str) -> type[Recommender]:
 def build_model(config: Config, name: str, **extra: Any) -> Recommender:
     params = {**config.models[name].params, **extra} if name in config.models else extra
     return model_class(config, name)(**params)
+
+
+def recommender_from_files(files: dict[str, bytes], allowed: set[str] | None = None) -> Recommender:
+    """Restore a saved model (``model.npz`` + ``model.json``) whatever its class, refusing non-models.
+
+    The class named in an artefact gets imported, so it must be one of ``allowed`` (pass the configured
+    ``class_path`` values) or, when ``allowed`` is None, live in the ``skyrec.models`` package: a file in
+    the lake never chooses an arbitrary module to import.
+    """
+    import json
+
+    class_path = str(json.loads(files["model.json"]).get("class", ""))
+    module_name, _, class_name = class_path.partition(":")
+    ok = class_path in allowed if allowed is not None else module_name.startswith("skyrec.models.")
+    if not ok:
+        raise ValueError(f"model.json: refusing to import model class {class_path!r} (not a configured model)")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Recommender)):
+        raise ValueError(f"model.json: {class_path!r} is not a Recommender")
+    return cls.from_files(files)
+
+
+def resolve_version(config: Config, model: str, requested: str | None = None) -> str:
+    """The version that training ``model`` produces: the one version its variants share.
+
+    All variants using a model share one version in config; when they name several (a new version being
+    rolled out beside the old one) the run must say which with ``requested``. A model no variant uses yet
+    (trained for comparison) gets ``v1`` unless told otherwise.
+    """
+    if model not in config.models:
+        raise ConfigError(f"models.{model}: unknown model (known: {sorted(config.models)})")
+    versions = sorted({v.version for v in config.variants.values() if v.model == model})
+    if requested:
+        if versions and requested not in versions:
+            raise ConfigError(f"version {requested!r}: no variant uses model {model!r} at that version "
+                              f"(configured: {versions})")
+        return requested
+    if len(versions) > 1:
+        raise ConfigError(f"variants use model {model!r} at several versions {versions}: pass --param version=...")
+    return versions[0] if versions else "v1"
+
+
+def variants_of(config: Config, model: str, version: str) -> list[str]:
+    """Names of the variants served by (model, version)."""
+    return sorted(n for n, v in config.variants.items() if v.model == model and v.version == version)

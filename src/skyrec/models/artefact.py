@@ -10,7 +10,9 @@ A committed ``model`` output holds (all loaded without pickle)::
     seen.npz         CSR users x items of everything each user played in the activity snapshot
                      (data, indices, indptr, shape) -- precompute excludes these
     model.npz/json   the model's own state (``Recommender.save``)
-    evaluation.json  offline metrics (written by the evaluate step, may be absent before it)
+    evaluation.json  offline metrics, when given at save time. The train_model DAG commits its evaluation as
+                     a separate output (dataset ``evaluation``) because a committed output is never
+                     modified; the publish step copies the headline figures into the model pointer.
 
 The manifest ``meta`` carries: model, version, model_version ("<version>.<run_key>"), factors (d),
 n_users, n_items, dataset (path of the training dataset used), activity_snapshot (path).
@@ -28,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from skyrec.models.base import Recommender
 from skyrec.storage import Lake, Manifest, Stage
 
 
@@ -113,6 +116,24 @@ def save_artefact(stage: Stage, *, user_ids: np.ndarray, item_ids: np.ndarray, u
             fh.write(json.dumps(evaluation, indent=1, sort_keys=True, default=float).encode())
 
 
+def save_model(stage: Stage, model: Recommender) -> None:
+    """Write the model's own state (``model.npz`` + ``model.json``) into a stage."""
+    for name, data in model.to_files().items():
+        with stage.open(name, "wb") as fh:
+            fh.write(data)
+
+
+def load_model(lake: Lake, manifest: Manifest, allowed: set[str] | None = None) -> Recommender:
+    """Restore the fitted model of a committed model output (no pickle; see ``recommender_from_files``)."""
+    from skyrec.models import recommender_from_files
+
+    files = {}
+    for name in ("model.npz", "model.json"):
+        with lake.open(manifest, name) as fh:
+            files[name] = fh.read()
+    return recommender_from_files(files, allowed)
+
+
 def load_artefact(lake: Lake, manifest: Manifest) -> ModelArtefact:
     factors = read_npz(lake, manifest, "factors.npz")
     evaluation: dict[str, Any] = {}
@@ -148,4 +169,7 @@ def load_published(lake: Lake, model: str, version: str) -> ModelArtefact | None
     ptr = lake.read_pointer(published_model_pointer(model, version))
     if not ptr:
         return None
-    return load_artefact(lake, lake.require(ptr["path"]))
+    art = load_artefact(lake, lake.require(ptr["path"]))
+    if not art.evaluation and ptr.get("evaluation"):
+        art.evaluation = dict(ptr["evaluation"])  # the headline figures the publish step recorded
+    return art

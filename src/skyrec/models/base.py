@@ -7,6 +7,7 @@ an extra column. Artefacts are saved with ``np.savez`` + JSON and loaded with ``
 
 from __future__ import annotations
 
+import io
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -62,20 +63,32 @@ class Recommender(ABC):
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
         """Inverse of ``state``."""
 
+    def to_files(self) -> dict[str, bytes]:
+        """The model as ``model.npz`` (arrays, ``np.savez``) and ``model.json`` (name, class, params) bytes."""
+        buf = io.BytesIO()
+        np.savez(buf, **self.state())
+        meta = {"name": self.name, "class": f"{type(self).__module__}:{type(self).__qualname__}",
+                "params": self.params}
+        return {"model.npz": buf.getvalue(),
+                "model.json": json.dumps(meta, indent=1, sort_keys=True, default=str).encode()}
+
+    @classmethod
+    def from_files(cls, files: dict[str, bytes]) -> Recommender:
+        """Inverse of ``to_files`` for this class (arrays loaded with ``allow_pickle=False``)."""
+        meta = json.loads(files["model.json"])
+        model = cls(**meta["params"])
+        with np.load(io.BytesIO(files["model.npz"]), allow_pickle=False) as npz:
+            model.restore({k: npz[k] for k in npz.files})
+        return model
+
     def save(self, folder: str | Path) -> list[str]:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / "model.npz", **self.state())
-        (folder / "model.json").write_text(json.dumps(
-            {"name": self.name, "class": f"{type(self).__module__}:{type(self).__qualname__}", "params": self.params},
-            indent=1, sort_keys=True, default=str))
+        for name, data in self.to_files().items():
+            (folder / name).write_bytes(data)
         return ["model.npz", "model.json"]
 
     @classmethod
     def load(cls, folder: str | Path) -> Recommender:
         folder = Path(folder)
-        meta = json.loads((folder / "model.json").read_text())
-        model = cls(**meta["params"])
-        with np.load(folder / "model.npz", allow_pickle=False) as npz:
-            model.restore({k: npz[k] for k in npz.files})
-        return model
+        return cls.from_files({n: (folder / n).read_bytes() for n in ("model.npz", "model.json")})

@@ -1,0 +1,55 @@
+"""Shared plumbing of the pure collaborative-filtering models (ALS, BPR): parameters and factor storage."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from skyrec.models.base import Recommender
+
+
+class FactorModel(Recommender):
+    """A model whose state is exactly two factor matrices with ``score = user_factors @ item_factors.T``."""
+
+    #: accepted parameters and their defaults; unknown parameters are a configuration error
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown parameter(s) {sorted(unknown)} "
+                             f"(known: {sorted(self.defaults)})")
+        super().__init__(**params)
+        self._user: np.ndarray | None = None
+        self._item: np.ndarray | None = None
+
+    def param(self, name: str) -> Any:
+        return self.params.get(name, self.defaults[name])
+
+    def _set_factors(self, user: np.ndarray, item: np.ndarray) -> None:
+        self._user = np.ascontiguousarray(user, dtype=np.float32)
+        self._item = np.ascontiguousarray(item, dtype=np.float32)
+
+    def _check(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._user is None or self._item is None:
+            raise RuntimeError(f"{type(self).__name__}: call fit() or load() first")
+        return self._user, self._item
+
+    def user_representations(self) -> np.ndarray:
+        return self._check()[0]
+
+    def item_representations(self, item_features: sp.csr_matrix | None = None) -> np.ndarray:
+        item = self._check()[1]
+        if item_features is not None:
+            # Pure collaborative filtering knows nothing about unplayed items: neutral (zero) scores.
+            return np.zeros((item_features.shape[0], item.shape[1]), dtype=np.float32)
+        return item
+
+    def state(self) -> dict[str, np.ndarray]:
+        user, item = self._check()
+        return {"user_factors": user, "item_factors": item}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        self._set_factors(arrays["user_factors"], arrays["item_factors"])

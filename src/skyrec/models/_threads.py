@@ -1,0 +1,35 @@
+"""Thread settings for training on small machines.
+
+implicit and LightFM parallelise over users/items themselves; a BLAS library that also starts its own
+thread pool inside each of those threads oversubscribes the cores (implicit warns about exactly this and
+recommends ``OPENBLAS_NUM_THREADS=1``). ``single_threaded_blas`` limits BLAS to one thread for the duration
+of a fit, without touching the process environment, and ``fit_threads`` picks the model's own threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+
+def fit_threads(requested: int | None = None) -> int:
+    """Threads for a model's own parallel loop: the request, else the CPUs this process may use."""
+    if requested:
+        return int(requested)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Limit BLAS/OpenMP pools to one thread while the model parallelises itself."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scipy's stack here
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
