@@ -1,0 +1,109 @@
+"""Response shapes, for the OpenAPI schema (``/docs``, ``/openapi.json``) and for clients.
+
+Handlers build plain dicts and return them through :class:`~skyrec.serve.api.responses.JSON` (no second
+validation pass on the hot path); the tests check the bodies against these models.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="machine-readable reason, e.g. unknown_variant, invalid_request")
+    message: str = Field(description="what was wrong, for humans")
+    request_id: str | None = None
+    details: list[dict[str, Any]] | None = None
+
+
+class ItemOut(BaseModel):
+    id: str
+    title: str | None
+    brand: str | None
+    genres: list[str]
+    score: float
+
+
+class RecommendationsOut(BaseModel):
+    user_id: str
+    variant: str
+    model_version: str | None
+    publication: str
+    source: Literal["personalised", "fallback"]
+    items: list[ItemOut]
+    offset: int
+    limit: int
+    padded: int = Field(description="how many items came from the fallback list to fill the answer")
+    stale: bool = Field(False, description="true when Redis was unreachable and a cached answer was served")
+
+
+class VariantOut(BaseModel):
+    variant: str
+    published: bool
+    publication: str | None = None
+    model: str | None = None
+    model_version: str | None = None
+    published_at: str | None = None
+    age_seconds: float | None = None
+    users: int | None = None
+    items: int | None = None
+    evaluation: dict[str, Any] | None = None
+    report_url: str | None = None
+    stale: bool = False
+
+
+class VariantsOut(BaseModel):
+    variants: list[VariantOut]
+
+
+class ItemDetailOut(BaseModel):
+    id: str
+    variant: str
+    publication: str
+    title: str | None = None
+    brand: str | None = None
+    genres: list[str] = []
+    formats: list[str] = []
+    available_until: str | None = None
+    metadata: dict[str, Any]
+
+
+class PlayOut(BaseModel):
+    id: str
+    played_at: str
+    title: str | None = None
+    brand: str | None = None
+    genres: list[str] = []
+
+
+class HistoryOut(BaseModel):
+    user_id: str
+    plays: list[PlayOut]
+    note: str | None = None
+
+
+class RandomUserOut(BaseModel):
+    variant: str
+    publication: str
+    user_id: str
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    redis: bool
+    variants: dict[str, str]
+    missing: dict[str, str]
+
+
+class AdminOut(BaseModel):
+    action: str
+    variants: dict[str, Any]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "unknown variant, user or item"},
+    422: {"model": ErrorOut, "description": "invalid parameter (the message names it)"},
+    503: {"model": ErrorOut, "description": "Redis unreachable with nothing cached, or nothing published yet"},
+}

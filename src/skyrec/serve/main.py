@@ -1,0 +1,110 @@
+"""Build the API (``create_app``) and run it on uvicorn (``run``, what ``skyrec serve`` calls).
+
+Thin on purpose: settings come from the skyrec Config, routes live in ``api/routes``, Redis reads in
+``store``. The Redis client is created inside the lifespan so its connections belong to the server's event
+loop, and closed on shutdown (uvicorn stops accepting, drains in-flight requests for
+``serve.graceful_shutdown_seconds``, then runs the lifespan's exit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+import skyrec
+from skyrec.config import Config
+from skyrec.serve.api import errors
+from skyrec.serve.api.responses import JSON
+from skyrec.serve.api.routes import ROUTERS
+from skyrec.serve.api.routes.explorer import STATIC
+from skyrec.serve.observability import Metrics, RequestContextMiddleware, log_config
+from skyrec.serve.settings import ServeSettings
+from skyrec.serve.store import Store
+
+log = logging.getLogger("skyrec.serve")
+
+
+def _async_client(settings: ServeSettings, given: Any) -> tuple[aioredis.Redis, bool]:
+    """The asyncio client to use and whether we own it (and must close it).
+
+    ``given`` may be an asyncio client (used as is), a sync ``redis.Redis`` (its connection settings are
+    reused for an asyncio pool on this loop), or None (``serve.redis_url``).
+    """
+    if isinstance(given, aioredis.Redis):
+        return given, False
+    common = {"socket_timeout": settings.redis_timeout_seconds,
+              "socket_connect_timeout": settings.redis_timeout_seconds}
+    if isinstance(given, redis.Redis):
+        kw = dict(given.connection_pool.connection_kwargs)
+        pool = aioredis.BlockingConnectionPool(
+            host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379), db=kw.get("db", 0),
+            username=kw.get("username"), password=kw.get("password"),
+            max_connections=settings.redis_max_connections, timeout=settings.redis_timeout_seconds, **common)
+    else:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=settings.redis_max_connections,
+            timeout=settings.redis_timeout_seconds, **common)
+    return aioredis.Redis(connection_pool=pool), True
+
+
+def create_app(config: Config | None = None, redis_client: Any = None) -> FastAPI:
+    """The FastAPI app over the Redis named by ``config.serve.redis_url`` (or ``redis_client``)."""
+    settings = ServeSettings.from_config(config)
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client, owned = _async_client(settings, redis_client)
+        app.state.store = Store(redis=client, keys=settings.keys, variants=settings.variants,
+                                pointer_ttl=settings.pointer_cache_seconds, item_cache_size=settings.item_cache_size,
+                                last_good_size=settings.last_good_users)
+        metrics.publications_from(app.state.store.cached_pointers)
+        log.info("serving", extra={"variants": list(settings.variants), "key_prefix": settings.key_prefix,
+                                   "admin_enabled": settings.admin_api_key is not None})
+        try:
+            yield
+        finally:
+            if owned:
+                await client.aclose()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="skyrec recommendations API",
+        version=skyrec.__version__ if hasattr(skyrec, "__version__") else "0",
+        description="Precomputed personalised recommendations per variant, served from Redis. "
+                    "Every answer names the publication it was read from.",
+        lifespan=lifespan,
+        default_response_class=JSON,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, access_log=settings.access_log)
+    return app
+
+
+def run(config: Config, host: str | None = None, port: int | None = None) -> None:
+    """Serve on uvicorn (uvloop and httptools when installed), JSON logs, graceful shutdown on SIGTERM/SIGINT."""
+    import uvicorn
+
+    settings = ServeSettings.from_config(config)
+    uvicorn.run(
+        create_app(config),
+        host=host or config.serve.host,
+        port=port or config.serve.port,
+        log_config=log_config(settings.log_level),
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds) or None,
+        server_header=False,
+        proxy_headers=False,
+    )

@@ -1,0 +1,417 @@
+"""Reading publications out of Redis for the API: consistent, cached where that is safe, honest when Redis is down.
+
+Why it looks like this:
+
+* **One publication per answer.** A variant's ``current`` pointer names a publication; every key read for an
+  answer (rec list, fallback list, item metadata) belongs to *that* publication. The pointer is cached for
+  ``serve.pointer_cache_seconds`` (one GET per variant per second instead of one per request).
+* **Publications are immutable**, so their fallback list and item metadata can be cached in process without
+  invalidation (bounded LRU). A warm request costs one Redis round trip (GET of the user's rec key).
+* **Redis down** never gives a 500 nor mixed data: the last pointer seen is kept, and a user's last answer
+  (same publication) is served again, flagged ``stale``; anything not in the cache is a 503.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from skyrec.publish.keys import Keys
+
+log = logging.getLogger("skyrec.serve")
+
+_MISSING = object()
+
+
+class Unavailable(RuntimeError):
+    """The answer cannot be given right now (Redis unreachable and nothing cached, or nothing published)."""
+
+    def __init__(self, message: str, *, code: str = "unavailable") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class LRU:
+    """A small bounded mapping; least recently used entries go first. Single event loop: no locking needed."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[Any, Any] = OrderedDict()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            value = self._data[key]
+        except KeyError:
+            return default
+        self._data.move_to_end(key)
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        if self.size <= 0:
+            return
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass(frozen=True)
+class ItemMeta:
+    title: str | None
+    brand: str | None
+    genres: tuple[str, ...]
+    available_until: float | None  # epoch seconds; None = no end
+    known: bool = True  # False when the publication holds no metadata for the item
+
+    def expired(self, now: float) -> bool:
+        return self.available_until is not None and self.available_until <= now
+
+
+UNKNOWN_ITEM = ItemMeta(title=None, brand=None, genres=(), available_until=None, known=False)
+
+
+def parse_time(value: Any) -> float | None:
+    """ISO-8601 (``Z`` or offset; naive means UTC) to epoch seconds; ``None``/empty stays None."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+def parse_item_meta(raw: bytes | str | None) -> ItemMeta:
+    if raw is None:
+        return UNKNOWN_ITEM
+    try:
+        data = json.loads(raw)
+        genres = data.get("genres") or ()
+        if isinstance(genres, str):
+            genres = (genres,)
+        return ItemMeta(title=data.get("title"), brand=data.get("brand"), genres=tuple(str(g) for g in genres),
+                        available_until=parse_time(data.get("available_until")))
+    except (ValueError, TypeError, AttributeError):
+        log.warning("unreadable item metadata", extra={"raw": str(raw)[:200]})
+        return UNKNOWN_ITEM
+
+
+def parse_scored(raw: bytes | str | None) -> list[tuple[str, float]] | None:
+    """A published ``[["item_id", score], ...]`` list; None when absent. Malformed entries are skipped."""
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, list):
+            raise ValueError("not a list")
+    except ValueError:
+        log.error("unreadable published list", extra={"raw": str(raw)[:200]})
+        return []
+    out: list[tuple[str, float]] = []
+    for entry in data:
+        try:
+            out.append((str(entry[0]), float(entry[1])))
+        except (TypeError, ValueError, IndexError):
+            continue
+    return out
+
+
+@dataclass
+class Ranked:
+    """An assembled answer before slicing: best first, no duplicates, nothing expired."""
+
+    items: list[tuple[str, float, ItemMeta]]
+    personalised: int  # how many came from the user's own list
+    padded: int  # how many came from the fallback list
+    dropped_expired: int
+
+
+def assemble(personal: list[tuple[str, float]] | None, fallback: list[tuple[str, float]],
+             meta: dict[str, ItemMeta], now: float, want: int) -> Ranked:
+    """The user's list without expired items, padded from the fallback list up to ``want``, no duplicates.
+
+    Pure function (no Redis) so the ranking rules are tested on their own.
+    """
+    out: list[tuple[str, float, ItemMeta]] = []
+    seen: set[str] = set()
+    dropped = 0
+    personal_count = 0
+    for item_id, score in personal or ():
+        if item_id in seen:
+            continue
+        seen.add(item_id)
+        m = meta.get(item_id, UNKNOWN_ITEM)
+        if m.expired(now):
+            dropped += 1
+            continue
+        out.append((item_id, score, m))
+        personal_count += 1
+    padded = 0
+    if len(out) < want:
+        for item_id, score in fallback:
+            if len(out) >= want:
+                break
+            if item_id in seen:
+                continue
+            seen.add(item_id)
+            m = meta.get(item_id, UNKNOWN_ITEM)
+            if m.expired(now):
+                dropped += 1
+                continue
+            out.append((item_id, score, m))
+            padded += 1
+    return Ranked(items=out, personalised=personal_count, padded=padded, dropped_expired=dropped)
+
+
+@dataclass
+class PointerEntry:
+    fetched: float  # monotonic time of the read
+    pointer: dict[str, Any] | None
+
+
+@dataclass
+class Answer:
+    pointer: dict[str, Any]
+    known_user: bool
+    ranked: Ranked
+    stale: bool = False
+
+
+@dataclass
+class Store:
+    """Redis reads for one app, with the caches described in the module docstring."""
+
+    redis: aioredis.Redis
+    keys: Keys
+    variants: tuple[str, ...]
+    pointer_ttl: float = 1.0
+    item_cache_size: int = 200_000
+    last_good_size: int = 50_000
+    _pointers: dict[str, PointerEntry] = field(default_factory=dict)
+    _last_pointer: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _fallbacks: LRU = field(default_factory=lambda: LRU(64))
+    _items: LRU = field(init=False)
+    _last_good: LRU = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._items = LRU(self.item_cache_size)
+        self._last_good = LRU(self.last_good_size)
+
+    # ---- pointers ------------------------------------------------------------------------------
+    async def pointer(self, variant: str, *, fresh: bool = False) -> tuple[dict[str, Any] | None, bool]:
+        """The variant's current pointer and whether it is stale (Redis unreachable, last one seen reused).
+
+        Raises Unavailable only when Redis is unreachable and no pointer was ever seen.
+        """
+        entry = self._pointers.get(variant)
+        now = time.monotonic()
+        if not fresh and entry is not None and now - entry.fetched < self.pointer_ttl:
+            return entry.pointer, False
+        try:
+            raw = await self.redis.get(self.keys.current(variant))
+        except RedisError as exc:
+            last = self._last_pointer.get(variant)
+            if last is None:
+                raise Unavailable(f"Redis unreachable ({type(exc).__name__}) and no publication of variant "
+                                  f"{variant!r} cached", code="redis_unavailable") from None
+            return last, True
+        pointer = self._decode_pointer(variant, raw)
+        self._pointers[variant] = PointerEntry(now, pointer)
+        if pointer is not None:
+            self._last_pointer[variant] = pointer
+        return pointer, False
+
+    def _decode_pointer(self, variant: str, raw: bytes | None) -> dict[str, Any] | None:
+        if raw is None:
+            return None
+        try:
+            pointer = json.loads(raw)
+        except ValueError:
+            log.error("unreadable current pointer", extra={"variant": variant})
+            return None
+        if not isinstance(pointer, dict) or not isinstance(pointer.get("publication"), str):
+            log.error("current pointer names no publication", extra={"variant": variant})
+            return None
+        return pointer
+
+    def cached_pointers(self) -> dict[str, dict[str, Any]]:
+        return dict(self._last_pointer)
+
+    def invalidate(self) -> None:
+        """Forget pointers (next read goes to Redis). Publication-scoped caches stay valid: they are immutable."""
+        self._pointers.clear()
+
+    def clear(self) -> None:
+        self._pointers.clear()
+        self._last_pointer.clear()
+        self._fallbacks.clear()
+        self._items.clear()
+        self._last_good.clear()
+
+    async def publication_present(self, variant: str, pub: str) -> bool:
+        return bool(await self.redis.exists(self.keys.items(variant, pub), self.keys.fallback(variant, pub)))
+
+    # ---- recommendations -----------------------------------------------------------------------
+    async def recommend(self, variant: str, user_id: str, want: int) -> Answer:
+        """The ranked list (at least ``want`` long when the publication allows) for one user.
+
+        Reads the pointer, then only keys of that publication. If the publication vanished under us (removed
+        after a newer one was switched in), re-reads the pointer once.
+        """
+        for attempt in range(2):
+            pointer, stale = await self.pointer(variant, fresh=attempt > 0)
+            if pointer is None:
+                raise Unavailable(f"variant {variant!r} has no published recommendations yet",
+                                  code="not_published")
+            if stale:
+                return self._from_last_good(variant, user_id, pointer, want)
+            pub = pointer["publication"]
+            try:
+                answer = await self._recommend_from(variant, pub, pointer, user_id, want)
+            except RedisError:
+                return self._from_last_good(variant, user_id, pointer, want)
+            if answer is not None:
+                return answer
+        raise Unavailable(f"publication of variant {variant!r} is being replaced; retry", code="switching")
+
+    async def _recommend_from(self, variant: str, pub: str, pointer: dict[str, Any], user_id: str,
+                              want: int) -> Answer | None:
+        fallback = self._fallbacks.get((variant, pub), _MISSING)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.keys.rec(variant, pub, user_id))
+        if fallback is _MISSING:
+            pipe.get(self.keys.fallback(variant, pub))
+        pipe.exists(self.keys.items(variant, pub), self.keys.fallback(variant, pub))
+        results = await pipe.execute()
+        raw_rec = results[0]
+        if fallback is _MISSING:
+            fallback = parse_scored(results[1]) or []
+            present = results[2]
+        else:
+            present = results[1]
+        if raw_rec is None and not present:
+            return None  # the publication is gone: the pointer moved on
+        self._fallbacks.put((variant, pub), fallback)
+        personal = parse_scored(raw_rec)
+        self._last_good.put((variant, user_id), (pub, personal))
+        return await self._rank(variant, pub, pointer, personal, fallback, want)
+
+    async def _rank(self, variant: str, pub: str, pointer: dict[str, Any],
+                    personal: list[tuple[str, float]] | None, fallback: list[tuple[str, float]],
+                    want: int) -> Answer:
+        # Ask metadata for what can be needed: the whole personal list (expiry can drop any of it) and as much
+        # of the fallback list as could be needed to pad (capped by ``want`` plus the personal items it repeats).
+        needed = [i for i, _ in personal or ()]
+        needed += [i for i, _ in fallback[: want + len(needed)]]
+        meta = await self.item_meta(variant, pub, needed)
+        ranked = assemble(personal, fallback, meta, time.time(), want)
+        if len(ranked.items) < want and len(fallback) > want + len(needed):
+            # Many expired: fetch the rest of the fallback metadata and assemble again (rare).
+            meta.update(await self.item_meta(variant, pub, [i for i, _ in fallback]))
+            ranked = assemble(personal, fallback, meta, time.time(), want)
+        return Answer(pointer=pointer, known_user=personal is not None, ranked=ranked)
+
+    def _from_last_good(self, variant: str, user_id: str, pointer: dict[str, Any], want: int) -> Answer:
+        """Redis is unreachable: the user's last answer from the same publication, or Unavailable."""
+        pub = pointer["publication"]
+        entry = self._last_good.get((variant, user_id))
+        fallback = self._fallbacks.get((variant, pub), _MISSING)
+        if entry is None or entry[0] != pub or fallback is _MISSING:
+            raise Unavailable("Redis unreachable and no recent answer for this user cached", code="redis_unavailable")
+        personal = entry[1]
+        meta: dict[str, ItemMeta] = {}
+        uncached: set[str] = set()
+        for item_id, _ in [*(personal or ()), *fallback]:
+            m = self._items.get((variant, pub, item_id))
+            if m is None:
+                uncached.add(item_id)
+            else:
+                meta[item_id] = m
+        ranked = assemble(personal, fallback, meta, time.time(), want)
+        if any(item_id in uncached for item_id, _, _ in ranked.items):
+            raise Unavailable("Redis unreachable and item metadata for this answer not cached",
+                              code="redis_unavailable")
+        return Answer(pointer=pointer, known_user=personal is not None, ranked=ranked, stale=True)
+
+    async def item_meta(self, variant: str, pub: str, item_ids: list[str]) -> dict[str, ItemMeta]:
+        out: dict[str, ItemMeta] = {}
+        missing: list[str] = []
+        for item_id in dict.fromkeys(item_ids):
+            m = self._items.get((variant, pub, item_id))
+            if m is None:
+                missing.append(item_id)
+            else:
+                out[item_id] = m
+        if missing:
+            values = await self.redis.hmget(self.keys.items(variant, pub), missing)
+            for item_id, raw in zip(missing, values, strict=True):
+                m = parse_item_meta(raw)
+                out[item_id] = m
+                self._items.put((variant, pub, item_id), m)
+        return out
+
+    # ---- other reads ---------------------------------------------------------------------------
+    async def item(self, variant: str, pub: str, item_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.hget(self.keys.items(variant, pub), item_id)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def random_user(self, variant: str, pub: str) -> str | None:
+        """A user id present in the publication: SRANDMEMBER of its users set, else a bounded SCAN sample."""
+        member = await self.redis.srandmember(self.keys.users(variant, pub))
+        if member is not None:
+            return member.decode() if isinstance(member, bytes) else str(member)
+        prefix = self.keys.rec(variant, pub, "")
+        found: list[str] = []
+        cursor = 0
+        for _ in range(50):
+            cursor, batch = await self.redis.scan(cursor=cursor, match=self.keys.rec_pattern(variant, pub),
+                                                  count=1000)
+            found.extend(k.decode()[len(prefix):] if isinstance(k, bytes) else k[len(prefix):] for k in batch)
+            if len(found) >= 100 or cursor == 0:
+                break
+        return random.choice(found) if found else None
+
+    async def history(self, activity: str, user_id: str) -> list[tuple[str, str]] | None:
+        raw = await self.redis.get(self.keys.hist(activity, user_id))
+        if raw is None:
+            return None
+        out: list[tuple[str, str]] = []
+        try:
+            entries = json.loads(raw)
+        except ValueError:
+            log.error("unreadable history", extra={"user_id": user_id})
+            return []
+        for entry in entries if isinstance(entries, list) else ():
+            try:
+                out.append((str(entry[0]), str(entry[1])))
+            except (TypeError, IndexError):
+                continue
+        return out
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except RedisError:
+            return False
