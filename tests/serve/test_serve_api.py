@@ -1,0 +1,305 @@
+"""Every endpoint against a real redis-server holding publications written with the key schema."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from serve_data import PREFIX, VARIANTS, catalogue, iso, publish, publish_history, standard_set
+
+from skyrec.publish.keys import Keys
+from skyrec.serve.api.schemas import (
+    HistoryOut,
+    ItemDetailOut,
+    RandomUserOut,
+    ReadyOut,
+    RecommendationsOut,
+    VariantsOut,
+)
+
+V = "comedy_featured"
+PUB = "v1.20261123T190000"
+
+
+def ids(body: dict) -> list[str]:
+    return [item["id"] for item in body["items"]]
+
+
+def test_personalised_answer_shape_and_order(client, redis_client):
+    standard_set(redis_client)
+    r = client.get(f"/v1/recommendations/{V}/u2?limit=5")
+    assert r.status_code == 200
+    body = RecommendationsOut.model_validate(r.json()).model_dump()
+    assert body["source"] == "personalised" and body["publication"] == PUB and body["model_version"] == "v1"
+    assert ids(body) == ["p010", "p011", "p012", "p013", "p014"]
+    first = body["items"][0]
+    assert first == {"id": "p010", "title": "Programme 10", "brand": "Brand 0", "genres": ["Drama", "Crime"],
+                     "score": pytest.approx(0.9)}
+    assert r.headers["content-type"].startswith("application/json")
+
+
+def test_default_limit_and_offset_paging(client, redis_client):
+    standard_set(redis_client)
+    whole = ids(client.get(f"/v1/recommendations/{V}/u2?limit=20").json())
+    assert len(ids(client.get(f"/v1/recommendations/{V}/u2").json())) == 10  # serve.default_limit
+    page2 = client.get(f"/v1/recommendations/{V}/u2?limit=5&offset=5").json()
+    assert ids(page2) == whole[5:10] and page2["offset"] == 5 and page2["limit"] == 5
+
+
+def test_unknown_user_gets_the_fallback_list(client, redis_client):
+    standard_set(redis_client)
+    body = client.get(f"/v1/recommendations/{V}/newcomer?limit=3").json()
+    assert body["source"] == "fallback"
+    assert ids(body) == ["p030", "p031", "p032"]
+    assert body["padded"] == 3
+
+
+def test_short_list_padded_from_fallback_without_duplicates(client, redis_client):
+    standard_set(redis_client)  # u1 has 4 items incl. p001, which is also in the fallback list
+    body = client.get(f"/v1/recommendations/{V}/u1?limit=15").json()
+    got = ids(body)
+    assert got[:4] == ["p001", "p003", "p005", "p007"]
+    assert got[4:] == [f"p{i:03d}" for i in range(30, 40)]  # p001 from the fallback list not repeated
+    assert len(set(got)) == len(got) == 14 and body["padded"] == 10
+    assert body["source"] == "personalised"
+
+
+def test_items_expired_since_precompute_are_dropped_and_replaced(client, redis_client):
+    items = catalogue(expired=("p003", "p031"))
+    standard_set(redis_client, items=items)
+    got = ids(client.get(f"/v1/recommendations/{V}/u1?limit=6").json())
+    assert got == ["p001", "p005", "p007", "p030", "p032", "p033"]
+    metrics = client.get("/metrics").text
+    assert f'skyrec_recommendations_expired_items_total{{variant="{V}"}} 2.0' in metrics
+
+
+def test_expiry_is_judged_at_serve_time(make_client, serve_config, redis_client):
+    """An item whose window ends after the first answer is dropped from the next one (no stale cache)."""
+    items = catalogue()
+    items["p003"]["available_until"] = iso(1 / 3600 * 1.5)  # 1.5 s from now
+    standard_set(redis_client, items=items)
+    client = make_client(serve_config)
+    assert "p003" in ids(client.get(f"/v1/recommendations/{V}/u1").json())
+    import time
+
+    time.sleep(1.7)
+    assert "p003" not in ids(client.get(f"/v1/recommendations/{V}/u1").json())
+
+
+def test_answer_follows_the_pointer_switch(client, redis_client):
+    standard_set(redis_client)
+    assert client.get(f"/v1/recommendations/{V}/u1").json()["publication"] == PUB
+    publish(redis_client, V, "v2.20261124T000000", recs={"u1": [("p020", 5.0)]}, fallback=[("p021", 1.0)],
+            items=catalogue())
+    body = client.get(f"/v1/recommendations/{V}/u1?limit=2").json()
+    assert body["publication"] == "v2.20261124T000000" and body["model_version"] == "v2"
+    assert ids(body) == ["p020", "p021"]
+
+
+def test_never_mixes_two_publications_while_the_pointer_flips(client, redis_client):
+    """Publication A holds only a-items, B only b-items; a thread flips the pointer as fast as it can."""
+    items = {f"{x}{i}": {"title": f"{x}{i}", "genres": [], "available_until": None} for x in "ab" for i in range(20)}
+    pa = publish(redis_client, V, "v1.A", recs={"u": [(f"a{i}", 1.0) for i in range(5)]},
+                 fallback=[(f"a{i}", 0.5) for i in range(5, 20)], items=items)
+    pb = publish(redis_client, V, "v1.B", recs={"u": [(f"b{i}", 1.0) for i in range(5)]},
+                 fallback=[(f"b{i}", 0.5) for i in range(5, 20)], items=items)
+    keys = Keys(PREFIX)
+    stop = threading.Event()
+
+    def flip() -> None:
+        import redis
+
+        r = redis.Redis(connection_pool=redis_client.connection_pool)
+        n = 0
+        while not stop.is_set():
+            r.set(keys.current(V), json.dumps(pa if n % 2 else pb))
+            n += 1
+
+    t = threading.Thread(target=flip, daemon=True)
+    t.start()
+    seen = set()
+    try:
+        for i in range(150):
+            user = "u" if i % 2 else "other"
+            body = client.get(f"/v1/recommendations/{V}/{user}?limit=12").json()
+            letter = body["publication"][-1].lower()
+            seen.add(letter)
+            assert all(item_id.startswith(letter) for item_id in ids(body)), body
+            assert len(ids(body)) == 12
+    finally:
+        stop.set()
+        t.join()
+    assert seen == {"a", "b"}
+
+
+def test_publication_removed_under_a_cached_pointer_rereads_the_pointer(make_client, config_factory, redis_server,
+                                                                         redis_client):
+    config = config_factory({"serve": {"redis_url": redis_server.url, "pointer_cache_seconds": 600}})
+    client = make_client(config)
+    standard_set(redis_client)
+    assert client.get(f"/v1/recommendations/{V}/u1").json()["publication"] == PUB
+    publish(redis_client, V, "v2.X", recs={"u1": [("p020", 5.0)]}, fallback=[("p021", 1.0)], items=catalogue())
+    # The old publication is removed (keep_versions) while the API still holds the old pointer in cache.
+    for pattern in Keys(PREFIX).publication_pattern(V, PUB):
+        for key in redis_client.scan_iter(match=pattern):
+            redis_client.delete(key)
+    body = client.get(f"/v1/recommendations/{V}/u1?limit=2").json()
+    assert body["publication"] == "v2.X" and ids(body) == ["p020", "p021"]
+
+
+def test_not_published_variant_is_503_json(client, redis_client):
+    r = client.get("/v1/recommendations/drama_featured/u1")
+    assert r.status_code == 503
+    assert r.json()["error"] == "not_published" and "drama_featured" in r.json()["message"]
+
+
+def test_variants_lists_every_configured_variant(client, redis_client):
+    standard_set(redis_client, extra={"report": "models/als/v1/run=1/report.html"})
+    body = VariantsOut.model_validate(client.get("/v1/variants").json())
+    assert [v.variant for v in body.variants] == list(VARIANTS)
+    comedy = body.variants[0]
+    assert comedy.published and comedy.publication == PUB and comedy.model == "als" and comedy.model_version == "v1"
+    assert comedy.evaluation == {"ndcg_at_k": 0.2345, "recall_at_k": 0.31}
+    assert 7100 < comedy.age_seconds < 7300
+    assert comedy.report_url == f"/v1/variants/{V}/report"
+    assert not body.variants[1].published
+
+
+def test_training_report_served_from_the_lake(client, redis_client, skyrec_home):
+    rel = "models/als/v1/run=20261123T180000/report.html"
+    path = skyrec_home / "lake" / rel
+    path.parent.mkdir(parents=True)
+    path.write_text("<html><body><h1>ALS training report</h1></body></html>")
+    standard_set(redis_client, extra={"report": rel})
+    r = client.get(f"/v1/variants/{V}/report")
+    assert r.status_code == 200 and "ALS training report" in r.text
+    standard_set(redis_client, pub="v1.evil", extra={"report": "../../etc/passwd"})
+    r = client.get(f"/v1/variants/{V}/report")
+    assert r.status_code == 404 and r.json()["error"] == "no_report"
+
+
+def test_item_endpoint(client, redis_client):
+    standard_set(redis_client)
+    body = ItemDetailOut.model_validate(client.get("/v1/items/p001").json())
+    assert body.title == "Programme 1" and body.variant == V and body.formats == ["Podcasts"]
+    r = client.get("/v1/items/p999")
+    assert r.status_code == 404 and r.json()["error"] == "unknown_item"
+    assert client.get("/v1/items/p001?variant=drama_featured").status_code == 404
+
+
+def test_history_with_titles_and_without_publication(client, redis_client):
+    standard_set(redis_client)
+    empty = HistoryOut.model_validate(client.get("/v1/users/u1/history").json())
+    assert empty.plays == [] and "activity" in empty.note
+    standard_set(redis_client, pub="v1.H", activity="end=20261123T18")
+    publish_history(redis_client, "end=20261123T18", "u1", [("p002", "2026-11-23T17:00:00Z"),
+                                                             ("p004", "2026-11-22T09:00:00Z")])
+    body = HistoryOut.model_validate(client.get("/v1/users/u1/history?limit=1").json())
+    assert [(p.id, p.title, p.played_at) for p in body.plays] == [("p002", "Programme 2", "2026-11-23T17:00:00Z")]
+    none = HistoryOut.model_validate(client.get("/v1/users/nobody/history").json())
+    assert none.plays == [] and none.note
+
+
+def test_random_user_from_users_set_and_from_scan(client, redis_client):
+    standard_set(redis_client)
+    body = RandomUserOut.model_validate(client.get(f"/v1/users/random?variant={V}").json())
+    assert body.user_id in {"u1", "u2"} and body.publication == PUB
+    recs = {f"user{i}": [("p001", 1.0)] for i in range(30)}
+    standard_set(redis_client, pub="v1.noset", recs=recs, users_set=False)
+    got = {client.get(f"/v1/users/random?variant={V}").json()["user_id"] for _ in range(5)}
+    assert got <= set(recs)
+    assert client.get("/v1/users/random?variant=drama_featured").status_code == 404
+
+
+def test_readiness_transitions(client, redis_client):
+    r = client.get("/readyz")
+    assert r.status_code == 503
+    body = ReadyOut.model_validate(r.json())
+    assert body.redis and set(body.missing) == set(VARIANTS)
+    for v in VARIANTS[:-1]:
+        standard_set(redis_client, variant=v)
+    body = client.get("/readyz").json()
+    assert list(body["missing"]) == ["thought_provoking"]
+    # A pointer naming a publication whose keys are absent is not "loaded".
+    redis_client.set(Keys(PREFIX).current("thought_provoking"), json.dumps({"publication": "v1.gone"}))
+    body = client.get("/readyz").json()
+    assert "v1.gone" in body["missing"]["thought_provoking"]
+    standard_set(redis_client, variant="thought_provoking")
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["status"] == "ready" and r.json()["missing"] == {}
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_metrics_exposition(client, redis_client):
+    standard_set(redis_client)
+    client.get(f"/v1/recommendations/{V}/u1")
+    client.get(f"/v1/recommendations/{V}/u2")
+    client.get(f"/v1/recommendations/{V}/stranger")
+    client.get("/v1/recommendations/nope/u1")
+    text = client.get("/metrics").text
+    assert f'skyrec_recommendations_total{{source="personalised",variant="{V}"}} 2.0' in text
+    assert f'skyrec_recommendations_total{{source="fallback",variant="{V}"}} 1.0' in text
+    assert ('skyrec_http_request_duration_seconds_count{method="GET",route="/v1/recommendations/{variant}/{user_id}",'
+            'status="200"} 3.0') in text
+    assert 'route="/v1/recommendations/{variant}/{user_id}",status="404"} 1.0' in text
+    assert f'skyrec_publication_info{{model="als",model_version="v1",publication="{PUB}",variant="{V}"}} 1.0' in text
+    age = [line for line in text.splitlines() if line.startswith(f'skyrec_publication_age_seconds{{variant="{V}"}}')]
+    assert len(age) == 1 and 7100 < float(age[0].split()[-1]) < 7300
+    assert "skyrec_unhandled_errors_total 0.0" in text
+
+
+def test_request_id_echoed_or_generated(client, redis_client):
+    r = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    generated = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"}).headers["x-request-id"]
+    assert generated != "bad id with spaces" and len(generated) == 32
+    r = client.get("/v1/recommendations/nope/u1", headers={"X-Request-ID": "req-9"})
+    assert r.json()["request_id"] == "req-9"
+
+
+BAD = [
+    ("/v1/recommendations/comedy_featured/u1?limit=0", 422, "limit"),
+    ("/v1/recommendations/comedy_featured/u1?limit=-5", 422, "limit"),
+    ("/v1/recommendations/comedy_featured/u1?limit=101", 422, "limit: must be at most 100"),
+    ("/v1/recommendations/comedy_featured/u1?limit=99999999999999999999999", 422, "limit"),
+    ("/v1/recommendations/comedy_featured/u1?limit=ten", 422, "limit"),
+    ("/v1/recommendations/comedy_featured/u1?offset=-1", 422, "offset"),
+    ("/v1/recommendations/comedy_featured/u1?offset=1001", 422, "offset: must be at most 1000"),
+    ("/v1/recommendations/unknown_rail/u1", 404, "unknown variant 'unknown_rail'"),
+    ("/v1/recommendations/Comedy-Featured/u1", 422, "variant"),
+    ("/v1/recommendations/comedy_featured/" + "u" * 129, 422, "user_id"),
+    ("/v1/recommendations/comedy_featured/u%00x", 422, "user_id"),
+    ("/v1/recommendations/comedy_featured/%F0%9F%92%A5", 422, "user_id"),
+    ("/v1/recommendations/comedy_featured/a%2Fb", 404, "no such endpoint"),
+    ("/v1/recommendations/comedy_featured/u'%20OR%201=1", 422, "user_id"),
+    ("/v1/recommendations/comedy_featured/u*", 422, "user_id"),
+    ("/v1/recommendations/" + "x" * 3000, 414, "longer than"),
+    ("/v1/users/u%20x/history", 422, "user_id"),
+    ("/v1/users/u1/history?limit=100000", 422, "limit"),
+    ("/v1/users/random?variant=nope", 404, "unknown variant"),
+    ("/v1/items/a*b", 422, "item_id"),
+    ("/nothing/here", 404, "no such endpoint"),
+]
+
+
+@pytest.mark.parametrize("path, status, text", BAD)
+def test_bad_input_is_4xx_json_naming_the_problem(make_client, serve_config, redis_client, path, status, text):
+    standard_set(redis_client)
+    client = make_client(serve_config, raise_server_exceptions=False)
+    r = client.get(path)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] and text in body["message"], body
+
+
+def test_wrong_method_is_405_json(client):
+    r = client.post("/v1/variants")
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+def test_openapi_and_docs(client):
+    spec = client.get("/openapi.json").json()
+    assert "/v1/recommendations/{variant}/{user_id}" in spec["paths"]
+    assert "/v1/admin/{variant}/rollback" in spec["paths"]
+    assert client.get("/docs").status_code == 200
