@@ -1,0 +1,147 @@
+"""Evaluate several models on one time split, in one pass over the same sampled test users.
+
+Every model is given as its representations (``score = U @ V.T``) over the dataset's full item space,
+plus a mask of the items it can score at all (a pure collaborative model cannot score an item that had no
+training plays; those get -inf, i.e. are never recommended, yet still count as relevant when played -- so
+models are compared on the same relevance sets). Items a user played in training are excluded.
+
+Per candidate set (``overall`` = every item, plus one per variant filter) the figures of
+``skyrec.evaluation.metrics`` are computed. *Cold-start item recall@k*: for users who played, in the test
+window, items with no training plays that are in the catalogue, the recall@k of those items when only such
+cold items are ranked; ``None`` for models that cannot score cold items, next to the expectation of a
+random ranking for scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from skyrec.evaluation.metrics import Accumulator, hits, per_user, popularity_percentile, top_k
+
+
+@dataclass
+class Scored:
+    """A model as seen by the evaluator."""
+
+    user_factors: np.ndarray            # [n_users, d] (dataset's user rows)
+    item_factors: np.ndarray            # [n_items, d] (dataset's item columns; unscorable rows ignored)
+    scorable: np.ndarray | None = None  # bool [n_items]; None = every item
+
+
+def candidate_mask(feature_names: np.ndarray, item_features: sp.csr_matrix, *, genres: list[str] | None = None,
+                   formats: list[str] | None = None, masterbrands: list[str] | None = None) -> np.ndarray:
+    """Items matching any listed genre (if given) AND any listed format (if given) AND any listed
+    masterbrand (if given): the variant candidate filter of ``CandidateFilter``, on the feature matrix."""
+    names = np.asarray(feature_names, dtype=str)
+    mask = np.ones(item_features.shape[0], dtype=bool)
+    csc = item_features.tocsc()
+    for kind, values in (("genre", genres), ("format", formats), ("masterbrand", masterbrands)):
+        if not values:
+            continue
+        cols = np.flatnonzero(np.isin(names, [f"{kind}={v}" for v in values]))
+        mask &= np.diff(csc[:, cols].tocsr().indptr) > 0 if len(cols) else np.zeros_like(mask)
+    return mask
+
+
+def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matrix, *, k: int,
+             candidate_sets: dict[str, np.ndarray] | None = None, cold_items: np.ndarray | None = None,
+             max_users: int = 50_000, seed: int = 0, batch_cells: int = 1 << 24) -> dict[str, Any]:
+    """Evaluate ``models`` on (train, test). Returns a JSON-ready dict (see module docstring)."""
+    train, test = train.tocsr(), test.tocsr()
+    n_users, n_items = train.shape
+    seen = train.copy()
+    seen.data[:] = 1.0
+    # Relevant = test plays not already played in training.
+    relevant = (test - test.multiply(seen)).tocsr()
+    relevant.eliminate_zeros()
+    relevant.data[:] = 1.0
+    has_train = np.diff(train.indptr) > 0
+    eligible = np.flatnonzero(has_train & (np.diff(relevant.indptr) > 0))
+    cold_pool = np.flatnonzero(has_train & (np.diff(test.indptr) > 0))
+    rng = np.random.default_rng(seed)
+    if len(eligible) > max_users:
+        eligible = np.sort(rng.choice(eligible, max_users, replace=False))
+    users = np.union1d(eligible, cold_pool[: max_users]) if cold_items is not None else eligible
+
+    sets = {"overall": np.ones(n_items, dtype=bool), **(candidate_sets or {})}
+    set_idx = {name: np.flatnonzero(mask) for name, mask in sets.items()}
+    eligible_mask = np.zeros(n_users, bool)
+    eligible_mask[eligible] = True
+    item_users = np.diff(seen.tocsc().indptr)
+    n_train_users = int(has_train.sum())
+
+    acc = {m: {s: Accumulator(n_items=len(set_idx[s]), k=k) for s in sets} for m in models}
+    cold_idx = np.flatnonzero(cold_items) if cold_items is not None else np.zeros(0, np.int64)
+    cold_sums = {m: [0.0, 0] for m in models}
+    cold_ok = {m: bool(len(cold_idx)) and (s.scorable is None or bool(s.scorable[cold_idx].all()))
+               for m, s in models.items()}
+    cold_test = test[:, cold_idx].tocsr() if len(cold_idx) else None
+
+    batch = max(1, min(4096, batch_cells // max(n_items, 1)))
+    for start in range(0, len(users), batch):
+        rows = users[start:start + batch]
+        ev = eligible_mask[rows]
+        ex = seen[rows]
+        ex_r = np.repeat(np.arange(len(rows)), np.diff(ex.indptr))
+        rel_b = relevant[rows]
+        for name, model in models.items():
+            scores = np.asarray(model.user_factors[rows], np.float32) @ np.asarray(model.item_factors, np.float32).T
+            if model.scorable is not None:
+                scores[:, ~model.scorable] = -np.inf
+            scores[ex_r, ex.indices] = -np.inf
+            if ev.any():
+                for sname, idx in set_idx.items():
+                    sub = scores[ev][:, idx] if len(idx) < n_items else scores[ev]
+                    rec, vals = top_k(sub, k)
+                    acc[name][sname].add(rec, vals, rel_b[np.flatnonzero(ev)][:, idx])
+            if cold_ok[name] and cold_test is not None:
+                ct = cold_test[rows]
+                n_rel = np.diff(ct.indptr)
+                who = np.flatnonzero(n_rel > 0)
+                if len(who):
+                    rec, _ = top_k(scores[who][:, cold_idx], k)
+                    m = per_user(hits(rec, ct[who]), n_rel[who], k)
+                    cold_sums[name][0] += float(m["recall_at_k"].sum())
+                    cold_sums[name][1] += len(who)
+
+    out: dict[str, Any] = {"k": k, "users_evaluated": int(len(eligible)), "n_items": int(n_items),
+                           "n_train_users": n_train_users, "candidate_items": {s: int(len(i)) for s, i in
+                                                                              set_idx.items()},
+                           "cold_items": int(len(cold_idx)), "models": {}, "distributions": {}}
+    random_cold = min(k, len(cold_idx)) / len(cold_idx) if len(cold_idx) else None
+    pct = popularity_percentile(item_users)
+    for name in models:
+        figures = {s: acc[name][s].result(item_users[set_idx[s]], n_train_users) for s in sets}
+        total, n = cold_sums[name]
+        cold = {"cold_item_recall_at_k": (total / n if n else None) if cold_ok[name] else None,
+                "users": n, "random_expectation": random_cold}
+        out["models"][name] = {"overall": figures["overall"],
+                               "variants": {s: f for s, f in figures.items() if s != "overall"},
+                               "cold_start": cold}
+        a = acc[name]["overall"]
+        counts = a.rec_counts if a.rec_counts is not None else np.zeros(n_items, np.int64)
+        out["distributions"][name] = {
+            "top_k_scores": _histogram(a.scores()),
+            "recommended_popularity_percentile": _histogram(np.repeat(pct, counts), lo=0.0, hi=1.0),
+        }
+    test_counts = np.diff(relevant[eligible].tocsc().indptr)
+    out["distributions"]["_test_plays"] = {
+        "recommended_popularity_percentile": _histogram(np.repeat(pct, test_counts), lo=0.0, hi=1.0)}
+    return out
+
+
+def _histogram(values: np.ndarray, bins: int = 20, lo: float | None = None, hi: float | None = None) -> dict:
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return {"edges": [], "counts": []}
+    lo = float(values.min()) if lo is None else lo
+    hi = float(values.max()) if hi is None else hi
+    if hi <= lo:
+        hi = lo + 1.0
+    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    return {"edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]}

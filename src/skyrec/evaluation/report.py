@@ -1,0 +1,151 @@
+"""A self-contained HTML evaluation report: tables plus inline SVG charts (no plotting dependency).
+
+Charts: the headline metrics per model (grouped bars), the distribution of top-k scores per model, and
+popularity bias (where in the popularity ranking recommended items sit, next to what users actually
+played in the test window).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+HEADLINE = ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "coverage")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return html.escape(str(v))
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def bar_chart(groups: list[str], series: dict[str, list[float | None]], title: str, width: int = 640,
+              height: int = 260) -> str:
+    """Grouped bar chart as an SVG string: one group per metric, one bar per model."""
+    pad_l, pad_b, pad_t = 50, 40, 30
+    plot_w, plot_h = width - pad_l - 10, height - pad_b - pad_t
+    top = max([v for vals in series.values() for v in vals if v is not None] + [1e-9]) * 1.1
+    n_series = max(len(series), 1)
+    gw = plot_w / max(len(groups), 1)
+    bw = gw * 0.8 / n_series
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+             f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{html.escape(title)}</text>',
+             f'<line x1="{pad_l}" y1="{pad_t + plot_h}" x2="{pad_l + plot_w}" y2="{pad_t + plot_h}" stroke="#333"/>']
+    for t in range(5):
+        y = pad_t + plot_h - plot_h * t / 4
+        parts.append(f'<text x="{pad_l - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="10">{top * t / 4:.3g}</text>')
+    for gi, group in enumerate(groups):
+        x0 = pad_l + gi * gw + gw * 0.1
+        parts.append(f'<text x="{pad_l + gi * gw + gw / 2:.1f}" y="{pad_t + plot_h + 16}" text-anchor="middle" '
+                     f'font-size="11">{html.escape(group)}</text>')
+        for si, (name, vals) in enumerate(series.items()):
+            v = vals[gi] or 0.0
+            h = plot_h * v / top
+            parts.append(f'<rect x="{x0 + si * bw:.1f}" y="{pad_t + plot_h - h:.1f}" width="{bw * 0.95:.1f}" '
+                         f'height="{h:.1f}" fill="{PALETTE[si % len(PALETTE)]}"><title>{html.escape(name)} '
+                         f'{html.escape(group)}: {_fmt(vals[gi])}</title></rect>')
+    parts.append(_legend(list(series), pad_l, height - 8))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def histogram_chart(hists: dict[str, dict[str, list]], title: str, xlabel: str, width: int = 640,
+                    height: int = 240) -> str:
+    """Overlaid step histograms (normalised to fractions) as an SVG string."""
+    pad_l, pad_b, pad_t = 50, 44, 30
+    plot_w, plot_h = width - pad_l - 10, height - pad_b - pad_t
+    usable = {n: h for n, h in hists.items() if h.get("counts") and sum(h["counts"]) > 0}
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+             f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{html.escape(title)}</text>']
+    if not usable:
+        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no data</text></svg>')
+        return "".join(parts)
+    lo = min(h["edges"][0] for h in usable.values())
+    hi = max(h["edges"][-1] for h in usable.values())
+    span = (hi - lo) or 1.0
+    fracs = {n: [c / sum(h["counts"]) for c in h["counts"]] for n, h in usable.items()}
+    top = max(max(f) for f in fracs.values()) * 1.1 or 1.0
+    parts.append(f'<line x1="{pad_l}" y1="{pad_t + plot_h}" x2="{pad_l + plot_w}" y2="{pad_t + plot_h}" stroke="#333"/>')
+    for t in range(5):
+        x = pad_l + plot_w * t / 4
+        parts.append(f'<text x="{x:.1f}" y="{pad_t + plot_h + 14}" text-anchor="middle" font-size="10">'
+                     f'{lo + span * t / 4:.3g}</text>')
+    parts.append(f'<text x="{pad_l + plot_w / 2}" y="{pad_t + plot_h + 28}" text-anchor="middle" '
+                 f'font-size="11">{html.escape(xlabel)}</text>')
+    for si, (name, h) in enumerate(usable.items()):
+        pts = []
+        for (e0, e1), f in zip(zip(h["edges"][:-1], h["edges"][1:], strict=True), fracs[name], strict=True):
+            y = pad_t + plot_h - plot_h * f / top
+            pts += [f"{pad_l + plot_w * (e0 - lo) / span:.1f},{y:.1f}", f"{pad_l + plot_w * (e1 - lo) / span:.1f},{y:.1f}"]
+        parts.append(f'<polyline fill="none" stroke-width="2" stroke="{PALETTE[si % len(PALETTE)]}" '
+                     f'points="{" ".join(pts)}"><title>{html.escape(name)}</title></polyline>')
+    parts.append(_legend(list(usable), pad_l, height - 4))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _legend(names: list[str], x: float, y: float) -> str:
+    out = []
+    for i, name in enumerate(names):
+        xi = x + i * 120
+        out.append(f'<rect x="{xi}" y="{y - 9}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>'
+                   f'<text x="{xi + 14}" y="{y}" font-size="11">{html.escape(name)}</text>')
+    return "".join(out)
+
+
+def render(evaluation: dict[str, Any]) -> str:
+    """The HTML report of one evaluation (the dict written to ``evaluation.json``)."""
+    res = evaluation["results"]
+    k = res["k"]
+    models = list(res["models"])
+    title = f"skyrec evaluation: {evaluation.get('model')} {evaluation.get('model_version', '')}"
+    overall = [{"model": m, **res["models"][m]["overall"],
+                "cold_item_recall_at_k": res["models"][m]["cold_start"]["cold_item_recall_at_k"]} for m in models]
+    cols = ["model", "users", *HEADLINE, "novelty", "popularity_percentile", "cold_item_recall_at_k"]
+    sections = [f"<h1>{html.escape(title)}</h1>",
+                f"<p>Time split: trained on events before {html.escape(str(evaluation.get('cutoff')))}, tested on "
+                f"the {html.escape(str(evaluation.get('holdout_days')))} days after; k = {k}; "
+                f"{res['users_evaluated']} test users; {res['n_items']} items ({res['cold_items']} cold).</p>",
+                "<h2>Overall</h2>", _table(overall, cols),
+                bar_chart([c.replace("_at_k", f"@{k}") for c in HEADLINE],
+                          {m: [res["models"][m]["overall"][c] for c in HEADLINE] for m in models},
+                          f"Metrics at k={k} per model")]
+    variants = sorted({v for m in models for v in res["models"][m]["variants"]})
+    if variants:
+        sections.append("<h2>Per variant (candidate set)</h2>")
+        rows = [{"variant": v, "model": m, "candidates": res["candidate_items"].get(v),
+                 **res["models"][m]["variants"][v]} for v in variants for m in models]
+        sections.append(_table(rows, ["variant", "model", "candidates", "users", *HEADLINE]))
+        sections.append(bar_chart(variants, {m: [res["models"][m]["variants"][v]["ndcg_at_k"] for v in variants]
+                                             for m in models}, f"NDCG@{k} per variant"))
+    cold_rnd = next(iter(res["models"].values()))["cold_start"]["random_expectation"] if models else None
+    sections.append(f"<h2>Cold-start items</h2><p>Recall@{k} of test plays on items with no training plays when "
+                    f"only those items are ranked (random ranking: {_fmt(cold_rnd)}).</p>")
+    dist = res["distributions"]
+    sections.append("<h2>Score distributions</h2>")
+    sections.append(histogram_chart({m: dist[m]["top_k_scores"] for m in models if m in dist},
+                                    f"Top-{k} scores", "score"))
+    sections.append("<h2>Popularity bias</h2>")
+    pop = {m: dist[m]["recommended_popularity_percentile"] for m in models if m in dist}
+    if "_test_plays" in dist:
+        pop["test plays"] = dist["_test_plays"]["recommended_popularity_percentile"]
+    sections.append(histogram_chart(pop, "Popularity percentile of recommended items", "popularity percentile"))
+    comparison = evaluation.get("comparison") or {}
+    gate = evaluation.get("gate") or {}
+    sections.append("<h2>Quality gate</h2>" + _table([{**comparison, **{f"gate_{k2}": v for k2, v in gate.items()
+                                                                         if not isinstance(v, dict | list)}}],
+                                                     sorted({*comparison, *(f"gate_{k2}" for k2, v in gate.items()
+                                                                            if not isinstance(v, dict | list))})))
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")

@@ -1,0 +1,31 @@
+"""Inputs shared by the train_model jobs: which model/version a run trains, and which upstream outputs."""
+
+from __future__ import annotations
+
+from skyrec.jobs.base import BadInput, JobContext
+from skyrec.models import resolve_version
+from skyrec.storage import Manifest
+
+
+def model_and_version(ctx: JobContext) -> tuple[str, str]:
+    model = ctx.param("model")
+    return model, resolve_version(ctx.config, model, ctx.params.get("version") or None)
+
+
+def latest_at_or_before(ctx: JobContext, dataset: str) -> Manifest | None:
+    """The newest committed output of ``dataset`` whose key (``name=<time key>``) is not after the run's
+    logical time: a re-run of an old run sees the inputs of its time, not today's."""
+    run_key = ctx.run.run_key
+    for manifest in reversed(ctx.lake.history(ctx.config, dataset)):
+        value = manifest.key.partition("=")[2] or manifest.key
+        if value <= run_key[: len(value)]:
+            return manifest
+    return None
+
+
+def require_output(ctx: JobContext, dataset: str, what: str, **fields: str) -> Manifest:
+    rel = ctx.path(dataset, **fields)
+    manifest = ctx.lake.manifest(rel)
+    if manifest is None:
+        raise BadInput(f"{what} {rel} is not committed: run the upstream step first")
+    return manifest

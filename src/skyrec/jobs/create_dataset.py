@@ -1,0 +1,59 @@
+"""train_model / create_dataset: the training dataset of one model from the latest activity snapshot and
+catalogue at or before the run's logical time.
+
+Output ``training_dataset`` (see ``skyrec.models.dataset`` for the files, the weighting and the time
+split). Events without user, item or time are quarantined and counted; the run fails above
+``ingest.activity.max_error_rate`` (gate ``error_rate``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from skyrec.jobs.base import BadInput, JobContext
+
+
+def run(ctx: JobContext) -> dict[str, Any]:
+    from skyrec.gates import error_rate_gate
+    from skyrec.jobs._model_inputs import latest_at_or_before
+    from skyrec.models.dataset import build_training_data, read_parquet_files, save_training_data
+
+    model = ctx.param("model")
+    if model not in ctx.config.models:
+        raise BadInput(f"--param model={model}: unknown model (known: {sorted(ctx.config.models)})")
+    done = ctx.committed("training_dataset", model=model)
+    if done is not None:
+        return {"outputs": [done.path], "note": "already committed", **done.meta}
+
+    snapshot = latest_at_or_before(ctx, "activity_snapshot")
+    if snapshot is None:
+        raise BadInput(f"no committed activity_snapshot at or before {ctx.run.run_key}: ingest activity first")
+    catalogue_m = latest_at_or_before(ctx, "catalogue")
+    cfg = ctx.config.training
+    activity = read_parquet_files(ctx.lake, snapshot, ["user_id", "item_id", "event_type", "event_ts",
+                                                       "played_seconds"], dictionary=("user_id", "item_id",
+                                                                                      "event_type"))
+    catalogue = None
+    if catalogue_m is not None:
+        catalogue = read_parquet_files(ctx.lake, catalogue_m, ["item_id", "brand_id", "masterbrand", "genres",
+                                                                "formats", "duration_seconds"])
+    try:
+        data, bad = build_training_data(activity, catalogue, weighting=cfg.weighting,
+                                        played_fraction_weight=cfg.played_fraction_weight,
+                                        half_life_days=cfg.recency_half_life_days, holdout_days=cfg.holdout_days)
+    except ValueError as exc:
+        raise BadInput(f"{snapshot.path}: {exc}") from None
+    if data.train.nnz == 0 or data.test.nnz == 0:
+        raise BadInput(f"{snapshot.path}: the time split (holdout {cfg.holdout_days} days before "
+                       f"{data.meta['end']}) leaves {data.train.nnz} train / {data.test.nnz} test interactions; "
+                       "both must be non-empty")
+    data.meta.update(activity_snapshot=snapshot.path, catalogue=catalogue_m.path if catalogue_m else None,
+                     model=model)
+    with ctx.stage("training_dataset", model=model) as stage:
+        for reason, records in bad.items():
+            stage.quarantine(reason, records)
+        ctx.gate(error_rate_gate(int(data.meta["missing_ids"]), int(data.meta["events_in"]),
+                                 max_error_rate=ctx.config.ingest.activity.max_error_rate))
+        save_training_data(stage, data)
+        manifest = stage.commit(data.meta)
+    return {"outputs": [manifest.path], **{k: v for k, v in data.meta.items() if not isinstance(v, dict)}}

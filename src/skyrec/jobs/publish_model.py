@@ -1,0 +1,110 @@
+"""train_model / publish_model: prove the run's model artefact, then point (model, version) at it.
+
+Proof, in order (any failure publishes nothing): the model output is committed; every file matches its
+manifest (size and sha256: ``Lake.verify``); the artefact loads and validates (shapes, finite float32);
+the saved model restores without pickle and its representations equal the artefact's factors; a probe
+batch of users scores finite; the run's evaluation is committed, names this very model output, and its
+quality gate passed (or was overridden).
+
+Then the pointer ``pointers/models/<model>/<version>.json`` is replaced atomically with
+``{"path", "model", "version", "model_version", "run_key", "evaluation": <headline figures>,
+"published_at", "published_by"}``. The pointer only ever names committed, verified outputs (``write_pointer``
+refuses anything else), so concurrent training runs can never leave it at a missing or partial model. An
+older run never replaces a newer run's published model (unless forced): the read-compare-replace runs
+under a file lock on the local state folder, which covers concurrent publishers on one machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from skyrec.jobs.base import BadInput, JobContext
+
+PROBE_USERS = 256
+
+
+@contextlib.contextmanager
+def _pointer_lock(ctx: JobContext, model: str, version: str) -> Iterator[None]:
+    folder = Path(ctx.config.state_dir) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"model-pointer.{model}.{version}.lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def prove(ctx: JobContext, model_rel: str, eval_rel: str) -> tuple[Any, Any]:
+    """Post-conditions of training: returns (model manifest, evaluation manifest) or raises."""
+    import numpy as np
+
+    from skyrec.gates import GateFailed
+    from skyrec.models.artefact import load_artefact, load_model
+
+    manifest = ctx.lake.manifest(model_rel)
+    if manifest is None:
+        raise BadInput(f"model output {model_rel} is not committed: nothing to publish")
+    ctx.lake.verify(manifest, checksums=True)
+    art = load_artefact(ctx.lake, manifest)
+    allowed = {spec.class_path for spec in ctx.config.models.values()}
+    recommender = load_model(ctx.lake, manifest, allowed=allowed)
+    if not (np.array_equal(recommender.user_representations(), art.user_factors)
+            and np.array_equal(recommender.item_representations(), art.item_factors)):
+        raise ValueError(f"{model_rel}: the saved model's representations differ from factors.npz")
+    probe = np.linspace(0, len(art.user_ids) - 1, num=min(PROBE_USERS, len(art.user_ids))).astype(np.int64)
+    scores = art.user_factors[probe] @ art.item_factors.T
+    if scores.shape != (len(probe), len(art.item_ids)) or not np.isfinite(scores).all():
+        raise ValueError(f"{model_rel}: probe scores are not finite")
+
+    evaluation = ctx.lake.manifest(eval_rel)
+    if evaluation is None:
+        raise BadInput(f"evaluation {eval_rel} is not committed: run evaluate first")
+    ctx.lake.verify(evaluation, checksums=True)
+    if evaluation.meta.get("model_output") != manifest.path:
+        raise BadInput(f"evaluation {eval_rel} evaluated {evaluation.meta.get('model_output')}, not {manifest.path}")
+    gate = evaluation.meta.get("gate") or {}
+    if not (gate.get("passed") or gate.get("overridden")):
+        raise GateFailed("quality", f"evaluation {eval_rel} did not pass: {gate.get('message', 'no verdict')}",
+                         gate)
+    return manifest, evaluation
+
+
+def run(ctx: JobContext) -> dict[str, Any]:
+    from skyrec.jobs._model_inputs import model_and_version
+    from skyrec.models.artefact import published_model_pointer
+
+    model, version = model_and_version(ctx)
+    model_rel = ctx.path("model", model=model, version=version)
+    eval_rel = ctx.path("evaluation", model=model, version=version)
+    ptr_rel = published_model_pointer(model, version)
+    manifest, evaluation = prove(ctx, model_rel, eval_rel)
+    run_key = ctx.run.run_key
+    payload = {
+        "path": manifest.path, "model": model, "version": version,
+        "model_version": manifest.meta.get("model_version"), "run_key": run_key,
+        "evaluation": {**(evaluation.meta.get("overall") or {}), "metric": evaluation.meta.get("metric"),
+                       "evaluation_path": evaluation.path,
+                       "baseline": (evaluation.meta.get("baseline_overall") or {}).get(evaluation.meta.get("metric"))},
+        "published_at": dt.datetime.now(dt.UTC).isoformat(), "published_by": ctx.producer.job_key,
+    }
+    with _pointer_lock(ctx, model, version):
+        current = ctx.lake.read_pointer(ptr_rel) or {}
+        if current.get("path") == manifest.path:
+            return {"outputs": [manifest.path], "pointer": ptr_rel, "note": "already published",
+                    "model_version": payload["model_version"]}
+        if current.get("run_key", "") > run_key and not ctx.force:
+            return {"outputs": [manifest.path], "pointer": ptr_rel, "published": False,
+                    "note": f"a newer model {current.get('model_version')} is published; not replacing it",
+                    "model_version": payload["model_version"]}
+        ctx.lake.write_pointer(ptr_rel, payload)
+        check = ctx.lake.read_pointer(ptr_rel) or {}
+        if check.get("path") != manifest.path:
+            raise RuntimeError(f"{ptr_rel}: pointer reads back {check.get('path')!r}, expected {manifest.path}")
+    return {"outputs": [manifest.path], "pointer": ptr_rel, "published": True,
+            "model_version": payload["model_version"], "evaluation": payload["evaluation"]}

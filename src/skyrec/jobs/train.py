@@ -1,0 +1,66 @@
+"""train_model / train: fit the configured model and commit it as a model artefact.
+
+Which data the published model is fit on: the evaluate step measures a fit on the *time split* (train on
+the past, test on the last ``training.holdout_days`` days), then this artefact is fit on *all* the data of
+the snapshot (``training.fit_on_all_data: true``, the default), because the last days hold the freshest
+tastes and the newest episodes -- exactly what recommendations tomorrow need. The evaluated and the
+published fit share the class, the parameters and the preprocessing, so the evaluation is an honest
+(slightly pessimistic) estimate. With ``fit_on_all_data: false`` the artefact is the evaluated fit itself.
+
+Output ``model`` in the format of ``skyrec.models.artefact`` (meta: model, version, model_version =
+"<version>.<run_key>", factors, n_users, n_items, dataset, activity_snapshot, params, class_path, ...).
+Feature models also carry ``item_features.npz`` + ``features.parquet`` so new episodes can be scored later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from skyrec.jobs.base import BadInput, JobContext
+
+
+def run(ctx: JobContext) -> dict[str, Any]:
+    import numpy as np
+
+    from skyrec.jobs._model_inputs import model_and_version, require_output
+    from skyrec.models import build_model
+    from skyrec.models.artefact import csr_to_arrays, save_artefact, save_model, write_ids, write_npz
+    from skyrec.models.dataset import load_training_data
+    from skyrec.models.training import fit_on
+
+    model, version = model_and_version(ctx)
+    done = ctx.committed("model", model=model, version=version)
+    if done is not None:
+        return {"outputs": [done.path], "note": "already committed", "model_version": done.meta.get("model_version")}
+    ds = require_output(ctx, "training_dataset", "training dataset", model=model)
+    on_all = ctx.config.training.fit_on_all_data
+    matrix_name = "interactions" if on_all else "train"
+    data = load_training_data(ctx.lake, ds, only=(matrix_name, "seen", "item_features"))
+    recommender = build_model(ctx.config, model)
+    try:
+        fitted = fit_on(recommender, getattr(data, matrix_name),
+                        data.item_features if recommender.uses_item_features else None)
+    except ValueError as exc:
+        raise BadInput(f"{ds.path}: {exc}") from None
+
+    cols = fitted.item_cols
+    model_version = f"{version}.{ctx.run.run_key}"
+    meta = {
+        "model": model, "version": version, "model_version": model_version,
+        "factors": int(fitted.user_factors.shape[1]), "n_users": int(fitted.user_factors.shape[0]),
+        "n_items": int(len(cols)), "dataset": ds.path, "activity_snapshot": ds.meta.get("activity_snapshot"),
+        "catalogue": ds.meta.get("catalogue"), "class_path": ctx.config.models[model].class_path,
+        "params": dict(ctx.config.models[model].params), "fit_on": "all" if on_all else "train_split",
+        "fit_seconds": round(fitted.seconds, 3), "data_end": ds.meta.get("end"), "cutoff": ds.meta.get("cutoff"),
+        "uses_item_features": bool(recommender.uses_item_features),
+    }
+    with ctx.stage("model", model=model, version=version) as stage:
+        seen = data.seen[:, cols] if len(cols) < data.seen.shape[1] else data.seen
+        save_artefact(stage, user_ids=data.user_ids, item_ids=np.asarray(data.item_ids)[cols],
+                      user_factors=fitted.user_factors, item_factors=fitted.item_factors, seen=seen)
+        save_model(stage, recommender)
+        if recommender.uses_item_features:
+            write_npz(stage, "item_features.npz", **csr_to_arrays(data.item_features[cols]))
+            write_ids(stage, "features.parquet", "feature", data.feature_names)
+        manifest = stage.commit(meta)
+    return {"outputs": [manifest.path], **{k: v for k, v in meta.items() if k != "params"}}

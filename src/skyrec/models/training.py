@@ -1,0 +1,58 @@
+"""Fitting a model on a dataset's matrix, shared by the train and evaluate steps.
+
+A pure collaborative model is fit only on the items that have interactions in the matrix it learns from
+(an item without any would get a meaningless vector); a feature model is fit on every item, so it can
+score catalogue items that nobody has played yet. ``Fitted`` maps the result back onto the dataset's full
+item space with a ``scorable`` mask, which is how evaluation compares both kinds on the same items.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from skyrec.models.base import Recommender
+
+
+@dataclass
+class Fitted:
+    model: Recommender
+    item_cols: np.ndarray      # dataset item columns the model was fit on (its item rows, in order)
+    user_factors: np.ndarray   # float32 [n_users, d]
+    item_factors: np.ndarray   # float32 [len(item_cols), d]
+    seconds: float
+
+    def full_item_factors(self, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+        """(item factors over all ``n_items`` dataset columns with zeros where not fit, scorable mask)."""
+        full = np.zeros((n_items, self.item_factors.shape[1]), np.float32)
+        full[self.item_cols] = self.item_factors
+        mask = np.zeros(n_items, bool)
+        mask[self.item_cols] = True
+        return full, mask
+
+
+def fit_on(model: Recommender, matrix: sp.csr_matrix, item_features: sp.csr_matrix | None) -> Fitted:
+    """Fit ``model`` on ``matrix`` (users x items); check the representations are finite float32."""
+    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    if matrix.nnz == 0:
+        raise ValueError("no interactions to fit on")
+    t0 = time.perf_counter()
+    if model.uses_item_features:
+        cols = np.arange(matrix.shape[1])
+        model.fit(matrix, item_features=item_features)
+    else:
+        cols = np.flatnonzero(np.diff(matrix.tocsc().indptr) > 0)
+        model.fit(matrix[:, cols] if len(cols) < matrix.shape[1] else matrix)
+    seconds = time.perf_counter() - t0
+    user = np.ascontiguousarray(model.user_representations(), dtype=np.float32)
+    item = np.ascontiguousarray(model.item_representations(), dtype=np.float32)
+    if user.shape[0] != matrix.shape[0] or item.shape[0] != len(cols) or user.shape[1] != item.shape[1]:
+        raise ValueError(f"{type(model).__name__}: representations {user.shape}/{item.shape} do not match "
+                         f"{matrix.shape[0]} users x {len(cols)} items")
+    for name, arr in (("user", user), ("item", item)):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{type(model).__name__}: non-finite {name} representations after fit")
+    return Fitted(model=model, item_cols=cols, user_factors=user, item_factors=item, seconds=seconds)
