@@ -32,6 +32,11 @@ function formatAge(seconds) {
   return (seconds / 86400).toFixed(1) + " days";
 }
 
+function formatTime(iso) {
+  const d = new Date(iso);
+  return isNaN(d) ? iso : d.toISOString().slice(0, 19).replace("T", " ") + " UTC";
+}
+
 function flatten(obj, prefix, out) {
   for (const [k, v] of Object.entries(obj || {})) {
     const key = prefix ? prefix + "." + k : k;
@@ -52,7 +57,7 @@ function showPublication(name) {
   $("report").replaceChildren();
   if (!v || !v.published) { dl.append(el("dt", {}, "status"), el("dd", {}, "nothing published yet")); return; }
   const rows = [["publication", v.publication], ["model", v.model], ["model version", v.model_version],
-    ["published at", v.published_at], ["age", formatAge(v.age_seconds)], ["users", v.users], ["items", v.items]];
+    ["published at", formatTime(v.published_at)], ["age", formatAge(v.age_seconds)], ["users", v.users], ["items", v.items]];
   for (const [k, val] of rows) {
     if (val === null || val === undefined || val === "") continue;
     dl.append(el("dt", {}, k), el("dd", {}, val));
