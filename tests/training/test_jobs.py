@@ -1,0 +1,188 @@
+"""The train_model jobs on a tiny planted lake: outputs, idempotence, the gate, publish post-conditions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from _train_helpers import END, FAST, run_job, train_all
+
+from skyrec.data.schemas import ACTIVITY, CATALOGUE
+from skyrec.evaluation.synthetic import commit_table
+from skyrec.jobs.base import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE, EXIT_OK
+from skyrec.models.artefact import load_artefact, load_model, load_published, published_model_pointer
+from skyrec.models.dataset import load_training_data
+from skyrec.storage import Lake
+
+
+def test_whole_chain_commits_dataset_model_evaluation_and_pointer(seeded) -> None:
+    config, lake, _ = seeded
+    results = train_all(config)
+    for job, (code, payload) in results.items():
+        assert code == EXIT_OK, (job, payload.get("error"), payload.get("traceback"))
+    run_key = (END + dt.timedelta(hours=1)).strftime("%Y%m%dT%H%M%S")
+
+    ds = lake.require(f"training/als/dataset/run={run_key}")
+    data = load_training_data(lake, ds)
+    assert data.train.nnz and data.test.nnz and data.item_features.shape[1] > 0
+    assert ds.meta["activity_snapshot"].startswith("activity/snapshots/")
+
+    model = lake.require(f"models/als/v1/run={run_key}")
+    assert model.meta["model_version"] == f"v1.{run_key}" and model.meta["fit_on"] == "all"
+    art = load_artefact(lake, model)
+    assert art.seen.nnz > 0 and art.user_factors.shape[1] == 16
+    assert np.array_equal(load_model(lake, model).user_representations(), art.user_factors)
+
+    ev = lake.require(f"evaluations/als/v1/run={run_key}")
+    figures = json.loads(lake.open(ev, "evaluation.json").read())
+    assert figures["overall"]["ndcg_at_k"] > figures["baseline_overall"]["ndcg_at_k"]
+    assert set(figures["results"]["models"]) == {"als", "popularity"}
+    assert set(figures["variants"]) == set(config.variants)  # every variant uses als v1 in base config
+    assert "comedy_featured" in figures["results"]["models"]["als"]["variants"]
+    html = lake.open(ev, "report.html").read().decode()
+    assert "<svg" in html and "Popularity bias" in html
+
+    ptr = lake.read_pointer(published_model_pointer("als", "v1"))
+    assert ptr["path"] == model.path and ptr["model_version"] == f"v1.{run_key}"
+    assert ptr["evaluation"]["ndcg_at_k"] == pytest.approx(figures["overall"]["ndcg_at_k"])
+    assert load_published(lake, "als", "v1").evaluation["ndcg_at_k"] == ptr["evaluation"]["ndcg_at_k"]
+
+    # every step is a no-op the second time
+    for job in ("create_dataset", "train", "evaluate", "publish_model"):
+        code, payload = run_job(config, job)
+        assert code == EXIT_OK and payload["summary"].get("note") in {"already committed", "already published"}
+
+
+def test_hybrid_scores_unplayed_catalogue_items(seeded) -> None:
+    config, lake, truth = seeded
+    results = train_all(config, model="hybrid")
+    assert all(code == EXIT_OK for code, _ in results.values()), results
+    art = load_published(lake, "hybrid", "v1")
+    assert len(art.item_ids) == 300  # every catalogue item, played or not
+    ev = json.loads(lake.open(lake.require(results["evaluate"][1]["summary"]["outputs"][0]), "evaluation.json")
+                    .read())
+    cold = ev["cold_start"]
+    assert cold["cold_item_recall_at_k"] is not None
+    assert cold["cold_item_recall_at_k"] > 2 * cold["random_expectation"]
+
+
+def test_create_dataset_weighting_and_recency_by_hand(train_config) -> None:
+    lake = Lake.from_config(train_config)
+    ts = lambda days: END - dt.timedelta(days=days)  # noqa: E731
+    activity = pa.table({
+        "user_id": ["a", "a", "a", "b", "b", None],
+        "item_id": ["x", "x", "y", "y", "x", "x"],
+        "event_type": ["play", "complete", "play", "play", "pause", "play"],
+        "event_ts": [ts(30), ts(30), ts(0), ts(10), ts(1), ts(1)],
+        "played_seconds": [50.0, 100.0, 25.0, 100.0, 10.0, 5.0],
+    }, schema=ACTIVITY)
+    catalogue = pa.table({
+        "item_id": ["x", "y", "z"], "title": ["X", "Y", "Z"], "brand_id": ["b1", "b1", "b2"],
+        "brand_title": ["B1", "B1", "B2"], "series_id": ["s", "s", "s"], "masterbrand": ["r4", "r4", "r2"],
+        "genres": [["Comedy"], ["Drama"], []], "formats": [["Talks"], [], []],
+        "release_ts": [ts(40)] * 3, "duration_seconds": [100, 100, 100], "available_from": [ts(40)] * 3,
+        "available_until": [None] * 3, "updated_ts": [ts(40)] * 3,
+    }, schema=CATALOGUE)
+    commit_table(lake, "activity_snapshot", train_config.dataset_path("activity_snapshot", interval_key="20260301T00"),
+                 activity)
+    commit_table(lake, "catalogue", train_config.dataset_path("catalogue", run_key="20260301T000000"), catalogue)
+    code, payload = run_job(train_config, "create_dataset")
+    assert code == EXIT_GATE and payload["gate"] == "error_rate"  # 1 bad event in 6 is above 5%
+    code, payload = run_job(train_config, "create_dataset", overrides=("error_rate",))
+    assert code == EXIT_OK, payload
+    ds = lake.require(payload["summary"]["outputs"][0])
+    assert ds.quarantine == {"missing_user_item_or_time": 1}
+    assert ds.meta["ignored_events"] == {"pause": 1}
+    data = load_training_data(lake, ds)
+    users, items = list(data.user_ids), list(data.item_ids)
+    assert sorted(items) == ["x", "y", "z"]  # z: catalogue only, never played
+    m = data.interactions.toarray()
+    a, b, x, y = users.index("a"), users.index("b"), items.index("x"), items.index("y")
+    half = 0.5  # 30 days old with a 30-day half-life
+    # play of half the episode: 1 x (0.5 + 0.5 x 0.5); complete: 2 x 1
+    assert m[a, x] == pytest.approx((0.75 + 2.0) * half, rel=1e-5)
+    assert m[a, y] == pytest.approx(1 * (0.5 + 0.5 * 0.25), rel=1e-5)
+    assert m[b, y] == pytest.approx(1.0 * 2 ** (-10 / 30), rel=1e-5)
+    assert m[b, x] == 0  # the pause does not count
+    # split: holdout 3 days -> only a's play of y (today) is in test
+    assert data.test.toarray()[a, y] == 1 and data.test.nnz == 1
+    assert data.train.toarray()[a, y] == 0
+    names = list(data.feature_names)
+    assert {"genre=Comedy", "format=Talks", "brand=b1", "masterbrand=r4"} <= set(names)
+    assert data.item_features.toarray()[items.index("z"), names.index("brand=b2")] == 1
+
+
+def test_create_dataset_without_activity_is_bad_input(train_config) -> None:
+    code, payload = run_job(train_config, "create_dataset")
+    assert code == EXIT_BAD_INPUT and "activity_snapshot" in payload["error"]
+
+
+def test_create_dataset_ignores_snapshots_after_the_run(seeded) -> None:
+    config, lake, _ = seeded
+    code, payload = run_job(config, "create_dataset", hour=-30)  # a run from before the snapshot existed
+    assert code == EXIT_BAD_INPUT
+
+
+def test_gate_fails_against_a_better_published_model_then_override(seeded) -> None:
+    config, lake, _ = seeded
+    assert all(c == EXIT_OK for c, _ in train_all(config, hour=1).values())
+    ptr_rel = published_model_pointer("als", "v1")
+    ptr = lake.read_pointer(ptr_rel)
+    lake.write_pointer(ptr_rel, {**ptr, "evaluation": {**ptr["evaluation"], "ndcg_at_k": 0.99}})
+
+    train_all(config, hour=2, upto="train")
+    code, payload = run_job(config, "evaluate", hour=2)
+    assert code == EXIT_GATE and payload["gate"] == "quality"
+    ev = lake.require(config.dataset_path("evaluation", model="als", version="v1", run_key="20260301T020000"))
+    assert ev.meta["gate"]["passed"] is False  # the figures are committed for the operator to judge
+    code, payload = run_job(config, "publish_model", hour=2)
+    assert code == EXIT_GATE
+    assert lake.read_pointer(ptr_rel)["path"] == ptr["path"]  # unchanged
+
+    code, payload = run_job(config, "evaluate", hour=2, overrides=("quality",))
+    assert code == EXIT_OK, payload
+    ev = lake.require(ev.path)
+    assert ev.revision == 1 and ev.meta["gate"]["overridden"] is True
+    code, payload = run_job(config, "publish_model", hour=2)
+    assert code == EXIT_OK and lake.read_pointer(ptr_rel)["model_version"] == "v1.20260301T020000"
+
+
+def test_gate_fails_when_the_baseline_is_not_beaten(seeded, config_factory) -> None:
+    """Swap roles: popularity trained and gated against ALS as the baseline cannot beat it."""
+    _, lake, _ = seeded
+    swapped = config_factory({**FAST, "training": {"holdout_days": 3, "baseline": "als"}})
+    for job in ("create_dataset", "train"):
+        assert run_job(swapped, job, params={"model": "popularity"})[0] == EXIT_OK
+    code, payload = run_job(swapped, "evaluate", params={"model": "popularity"})
+    assert code == EXIT_GATE and "does not beat the baseline" in payload["error"]
+    assert run_job(swapped, "publish_model", params={"model": "popularity"})[0] == EXIT_GATE
+    assert lake.read_pointer(published_model_pointer("popularity", "v1")) is None
+
+
+def test_publish_refuses_a_corrupted_artefact(seeded) -> None:
+    config, lake, _ = seeded
+    train_all(config, upto="evaluate")
+    model = lake.require(config.dataset_path("model", model="als", version="v1", run_key="20260301T010000"))
+    path = lake.file_url(model, "factors.npz")
+    raw = bytearray(open(path, "rb").read())
+    raw[-20] ^= 0xFF
+    open(path, "wb").write(bytes(raw))
+    code, payload = run_job(config, "publish_model")
+    assert code == EXIT_ERROR and "checksum" in payload["error"]
+    assert lake.read_pointer(published_model_pointer("als", "v1")) is None
+
+
+def test_publish_needs_the_evaluation(seeded) -> None:
+    config, lake, _ = seeded
+    train_all(config, upto="train")
+    code, payload = run_job(config, "publish_model")
+    assert code == EXIT_BAD_INPUT and "evaluation" in payload["error"]
+
+
+def test_version_must_be_known(seeded) -> None:
+    config, _, _ = seeded
+    code, payload = run_job(config, "train", params={"version": "v9"})
+    assert code == EXIT_BAD_INPUT and "v9" in payload["error"]
