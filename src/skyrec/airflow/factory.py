@@ -1,0 +1,156 @@
+"""Build every skyrec DAG from configuration. The DAG file only calls ``build_dags``.
+
+No I/O at parse time beyond reading the (already loaded) config: operators only store arguments.
+Variants become precompute DAGs; the models they name become task groups of ``train_model``.
+Data-driven scheduling: ``ingest_user_activity`` / ``backfill_user_activity`` emit the Asset
+``skyrec://activity_snapshot`` (schedules ``train_model``); each ``publish_model`` emits
+``skyrec://model/<model>/<version>`` (schedules the precompute DAGs of that model version).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from skyrec.config import Config
+
+FIXED_DAGS = ["ingest_programme_metadata", "ingest_user_activity", "backfill_user_activity", "ingest_availability",
+              "ingest_cold_start", "train_model"]
+MONITORING_DAG = "airflow_monitoring"
+ACTIVITY_ASSET = "skyrec://activity_snapshot"
+
+
+def model_asset_uri(model: str, version: str) -> str:
+    return f"skyrec://model/{model}/{version}"
+
+
+def precompute_dag_id(model: str, variant: str, version: str) -> str:
+    return f"precompute_recommendations_{model}_{variant}_{version}".replace(".", "_").replace("-", "_")
+
+
+def dag_ids(config: Config) -> list[str]:
+    """Every DAG id this configuration builds, in dependency order (no Airflow import)."""
+    pre = [precompute_dag_id(v.model, name, v.version) for name, v in sorted(config.variants.items())]
+    return [*FIXED_DAGS, *pre, MONITORING_DAG]
+
+
+def _models(config: Config) -> dict[str, list[str]]:
+    """Model name -> versions used by the configured variants."""
+    out: dict[str, list[str]] = {}
+    for v in config.variants.values():
+        versions = out.setdefault(v.model, [])
+        if v.version not in versions:
+            versions.append(v.version)
+    return dict(sorted(out.items()))
+
+
+def schedule_interval_seconds(schedule: str | None) -> float:
+    """Rough interval of a cron/preset schedule (for staleness thresholds); an hour when unknown."""
+    presets = {"@hourly": 3600, "@daily": 86400, "@weekly": 7 * 86400, "@once": 86400}
+    if schedule in presets:
+        return float(presets[schedule])
+    m = re.match(r"^\*/(\d+) \* \* \* \*$", schedule or "")
+    if m:
+        return float(m.group(1)) * 60
+    return 3600.0
+
+
+def build_dags(config: Config) -> dict[str, Any]:
+    """DAG id -> DAG for this configuration."""
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import DAG, Asset, TaskGroup
+
+    from skyrec.airflow.monitoring import check_canary, run_sweeper
+    from skyrec.airflow.notify import failure_callback
+    from skyrec.airflow.operators import SkyrecJobOperator
+
+    af = config.airflow
+    start = dt.datetime.fromisoformat(af.start_date)
+    default_args = {"owner": "skyrec", "retries": af.retries,
+                    "retry_delay": dt.timedelta(seconds=af.retry_delay_seconds),
+                    "on_failure_callback": failure_callback}
+    backend = config.jobs.backend
+
+    def timeout(job: str) -> dt.timedelta:
+        """Backstop behind the job deadline (the job's own deadline is enforced first, from its start)."""
+        return dt.timedelta(seconds=config.jobs.deadline_seconds(job) + 2 * config.jobs.cancel_timeout_seconds + 120)
+
+    def job(task_id: str, job_name: str | None = None, **kw: Any) -> SkyrecJobOperator:
+        name = job_name or task_id
+        return SkyrecJobOperator(task_id=task_id, job=name, execution_timeout=timeout(name),
+                                 deferrable=backend != "local", **kw)
+
+    def dag(dag_id: str, schedule: Any, doc: str, **kw: Any) -> DAG:
+        return DAG(dag_id=dag_id, schedule=schedule, start_date=start, catchup=False, max_active_runs=1,
+                   default_args=default_args, tags=["skyrec"], doc_md=doc, **kw)
+
+    sched = af.schedules
+    activity_asset = Asset(ACTIVITY_ASSET)
+    dags: dict[str, Any] = {}
+
+    with dag("ingest_programme_metadata", sched.get("ingest_programme_metadata", "@hourly"),
+             "Sync metadata objects from the source, then build the catalogue snapshot.") as d:
+        job("sync_metadata", outputs=["raw_metadata"]) >> job("build_catalogue", outputs=["catalogue"],
+                                                              inputs=["raw_metadata"])
+    dags[d.dag_id] = d
+
+    with dag("ingest_user_activity", sched.get("ingest_user_activity", "@hourly"),
+             "The interval's activity delta and the rolling snapshot.") as d:
+        job("ingest_activity", outputs=["activity_delta", "activity_snapshot"], outlets=[activity_asset])
+    dags[d.dag_id] = d
+
+    with dag("backfill_user_activity", sched.get("backfill_user_activity", "@daily"),
+             "Rebuild deltas and snapshots for a range: conf {\"start\": ISO, \"end\": ISO} "
+             "(default: the run's data interval).") as d:
+        job("backfill_activity", outputs=["activity_snapshot"], skip_if_committed=False, outlets=[activity_asset],
+            job_params={"start": "{{ dag_run.conf.get('start') or data_interval_start.isoformat() }}",
+                        "end": "{{ dag_run.conf.get('end') or data_interval_end.isoformat() }}"})
+    dags[d.dag_id] = d
+
+    with dag("ingest_availability", sched.get("ingest_availability", "@hourly"),
+             "Which items are playable now.") as d:
+        job("ingest_availability", outputs=["availability"])
+    dags[d.dag_id] = d
+
+    with dag("ingest_cold_start", sched.get("ingest_cold_start", "@hourly"),
+             "Popular-now lists for users without history.") as d:
+        job("ingest_cold_start", outputs=["cold_start"], inputs=["activity_snapshot"])
+    dags[d.dag_id] = d
+
+    with dag("train_model", [activity_asset],
+             "Per model used by a variant: create_dataset -> train -> evaluate (quality gate) -> publish_model.") as d:
+        for model, versions in _models(config).items():
+            with TaskGroup(group_id=model):
+                p = {"model": model}
+                (job("create_dataset", job_params=p, outputs=["training_dataset"], inputs=["activity_snapshot"])
+                 >> job("train", job_params=p, outputs=["model"], inputs=["training_dataset"])
+                 >> job("evaluate", job_params=p)
+                 >> job("publish_model", job_params=p,
+                        outlets=[Asset(model_asset_uri(model, v)) for v in versions]))
+    dags[d.dag_id] = d
+
+    for name, variant in sorted(config.variants.items()):
+        dag_id = precompute_dag_id(variant.model, name, variant.version)
+        with dag(dag_id, [Asset(model_asset_uri(variant.model, variant.version))],
+                 f"Precompute, dump and publish the {name!r} rail ({variant.model} {variant.version}).") as d:
+            p = {"variant": name}
+            (job("compute_predictions", job_params=p, outputs=["predictions"], inputs=["model"])
+             >> job("create_redis_dump", job_params=p, outputs=["redis_dump"], inputs=["predictions"])
+             >> job("publish_predictions", job_params=p, inputs=["redis_dump"]))
+        dags[d.dag_id] = d
+
+    monitoring_schedule = sched.get(MONITORING_DAG, "*/5 * * * *")
+    with dag(MONITORING_DAG, monitoring_schedule,
+             "Canary (scheduler and workers alive) and the sweeper (cancel orphaned jobs).") as d:
+        canary = job("canary", outputs=["canary"], retries=0)
+        check = PythonOperator(task_id="check_canary", python_callable=check_canary,
+                               op_kwargs={"max_age_seconds": 3 * schedule_interval_seconds(monitoring_schedule)})
+        canary >> check
+        PythonOperator(task_id="sweeper", python_callable=run_sweeper, retries=0)
+    dags[d.dag_id] = d
+
+    missing = set(dag_ids(config)) ^ set(dags)
+    if missing:  # dag_ids() and build_dags() must agree: the CLI and tests rely on dag_ids
+        raise RuntimeError(f"dag_ids/build_dags disagree on {sorted(missing)}")
+    return dags
