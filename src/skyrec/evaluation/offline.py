@@ -71,7 +71,7 @@ def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matri
     set_idx = {name: np.flatnonzero(mask) for name, mask in sets.items()}
     eligible_mask = np.zeros(n_users, bool)
     eligible_mask[eligible] = True
-    item_users = np.diff(seen.tocsc().indptr)
+    item_users = np.bincount(seen.indices, minlength=n_items)
     n_train_users = int(has_train.sum())
 
     acc = {m: {s: Accumulator(n_items=len(set_idx[s]), k=k) for s in sets} for m in models}

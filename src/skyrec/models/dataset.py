@@ -57,7 +57,7 @@ class TrainingData:
 
     @property
     def train_item_plays(self) -> np.ndarray:
-        return np.diff(self.train.tocsc().indptr)
+        return np.bincount(self.train.indices, minlength=self.train.shape[1])
 
 
 def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:

@@ -62,7 +62,7 @@ class HybridModel(Recommender):
             raise ValueError(f"HybridModel: item_features has {meta.shape[0]} rows, interactions {n_items} items")
         # Identity features only for items that were played: an unplayed item's identity embedding would
         # stay at its random initialisation and add noise to its metadata-based representation.
-        warm = (np.diff(m.tocsc().indptr) > 0).astype(np.float32)
+        warm = (np.bincount(m.indices, minlength=n_items) > 0).astype(np.float32)
         features = _row_normalise(sp.hstack([sp.diags(warm), meta], format="csr"))
 
         coo = m.tocoo()

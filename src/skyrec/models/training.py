@@ -44,7 +44,7 @@ def fit_on(model: Recommender, matrix: sp.csr_matrix, item_features: sp.csr_matr
         cols = np.arange(matrix.shape[1])
         model.fit(matrix, item_features=item_features)
     else:
-        cols = np.flatnonzero(np.diff(matrix.tocsc().indptr) > 0)
+        cols = np.flatnonzero(np.bincount(matrix.indices, minlength=matrix.shape[1]) > 0)
         model.fit(matrix[:, cols] if len(cols) < matrix.shape[1] else matrix)
     seconds = time.perf_counter() - t0
     user = np.ascontiguousarray(model.user_representations(), dtype=np.float32)
