@@ -130,6 +130,15 @@ class PrecomputeConfig(_Model):
     k: int = Field(50, ge=1, le=1000)
     batch_size: int = Field(4096, ge=1)
     rules: RulesConfig = RulesConfig()
+    engine: Literal["local", "beam"] = "local"
+    threads: int = Field(0, ge=0)
+    sub_batch: int = Field(256, ge=1)
+    shard_users: int = Field(262144, ge=1)
+    score_decimals: int = Field(5, ge=0, le=9)
+    users_sample: int = Field(1000, ge=0)
+    runner: str = "DirectRunner"
+    direct_num_workers: int = Field(2, ge=1)
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "multi_processing"
 
 
 class CandidateFilter(_Model):
@@ -159,6 +168,9 @@ class PublishConfig(_Model):
     strategy: Literal["versioned", "swapdb"] = "versioned"
     keep_versions: int = Field(2, ge=1)
     scratch_redis_port: int = Field(6391, ge=1, le=65535)
+    swapdb_spare_db: int = Field(1, ge=0)
+    load_timeout_seconds: float = Field(600.0, gt=0)
+    probe_users: int = Field(20, ge=1)
 
 
 class ServeConfig(_Model):

@@ -1,0 +1,163 @@
+"""Job ``compute_predictions`` (param ``variant``): every user's top-K for one variant.
+
+Inputs (committed outputs only): the published model of the variant's (model, version), the latest
+``catalogue``, ``availability`` (optional: the catalogue's windows otherwise) and ``cold_start``.
+Output ``predictions``: Parquet shards (schema PREDICTIONS) and RESP mass-insertion shards
+(``resp/part-NNNNN.resp`` per-user ``rec`` keys, ``resp/meta.resp`` with the fallback list, the items hash
+of every referenced item and a sample users set), keys namespaced by the publication id.
+
+``precompute.engine``: ``local`` scores the shards in this process (no runner start-up: the small demo
+stays fast, and one 2-core machine is fully used by the kernel's threads); ``beam`` runs the same shard
+function in the Beam pipeline (DirectRunner locally, Dataflow/Flink/Spark by config) to scale out.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from skyrec.jobs.base import BadInput, JobContext
+
+
+def _fields(ctx: JobContext) -> tuple[str, Any, dict[str, str]]:
+    variant = ctx.param("variant")
+    v = ctx.config.variant(variant)
+    return variant, v, {"variant": variant, "version": v.version}
+
+
+def run(ctx: JobContext) -> dict[str, Any]:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc_
+
+    from skyrec.gates import volume_gate
+    from skyrec.models.artefact import published_model_pointer
+    from skyrec.publish.keys import Keys, publication_id
+    from skyrec.publish.resp import encode_hset, encode_sadd, encode_sets
+    from skyrec.scoring.candidates import fallback_json, fallback_list, item_payload
+    from skyrec.scoring.engine import PrecomputeSpec, Scorer, default_threads, read_table, shard_ranges
+
+    started = time.perf_counter()
+    variant, v, fields = _fields(ctx)
+    if (done := ctx.committed("predictions", **fields)) is not None:
+        return {"outputs": [done.path], "note": "already committed", **{k: done.meta.get(k) for k in
+                                                                         ("publication", "users", "keys")}}
+    cfg, lake = ctx.config, ctx.lake
+    ptr = lake.read_pointer(published_model_pointer(v.model, v.version))
+    if not ptr:
+        raise BadInput(f"variant {variant!r}: no published model for ({v.model}, {v.version}) "
+                       f"(pointer {published_model_pointer(v.model, v.version)} missing: run train_model)")
+    catalogue_m = lake.latest(cfg, "catalogue")
+    if catalogue_m is None:
+        raise BadInput("no committed catalogue: run ingest_programme_metadata first")
+    availability_m = lake.latest(cfg, "availability")
+    cold_m = lake.latest(cfg, "cold_start")
+    pc = cfg.precompute
+    at = ctx.run.end
+
+    with ctx.stage("predictions", **fields) as stage:
+        run_key = ctx.run.run_key + (f"-r{stage.base_revision}" if stage.base_revision else "")
+        pub = publication_id(v.version, run_key)
+        spec = PrecomputeSpec(
+            variant=variant, publication=pub, lake_url=cfg.lake_url, storage_options=dict(cfg.storage.storage_options),
+            model_path=ptr["path"], catalogue_path=catalogue_m.path,
+            availability_path=availability_m.path if availability_m else None, out_dir=stage.path(""),
+            at=at.isoformat(), candidate_filter=v.candidates.model_dump(), key_prefix=cfg.publish.key_prefix,
+            k=v.k or pc.k, max_per_brand=pc.rules.max_per_brand, max_age_days=dict(pc.rules.max_age_days),
+            batch_size=pc.batch_size, sub_batch=pc.sub_batch, threads=default_threads(pc.threads),
+            score_decimals=pc.score_decimals)
+        scorer = Scorer.from_spec(spec)  # the driver needs the candidates too (fallback, items hash)
+        cands = scorer.candidates
+        if len(cands) == 0:
+            raise BadInput(f"variant {variant!r}: no candidates ({cands.counts}); check variants.{variant}.candidates "
+                           "and that the catalogue/availability are current")
+        bad_users = scorer.invalid_users()
+        if bad_users:
+            stage.quarantine("invalid_user_id", [{"user_id": u, "reason": "not a valid key component"}
+                                                 for u in bad_users])
+        shards = shard_ranges(scorer.n_users, pc.shard_users)
+        if pc.engine == "beam":
+            scorer.close()
+            from skyrec.pipelines.predictions import pipeline_args
+            from skyrec.pipelines.predictions import run as run_pipeline
+
+            beam_state = run_pipeline(spec, shards, pipeline_args(cfg, f"predictions-{variant}-{ctx.run.run_key}"
+                                                                  .lower().replace("_", "-")))
+            results = []
+            for shard, _, _ in shards:
+                with lake.fs.open(stage.path(f"results/part-{shard:05d}.json"), "rb") as fh:
+                    results.append(json.loads(fh.read()))
+        else:
+            beam_state = None
+            try:
+                results = [scorer.run_shard(*s).as_dict() for s in shards]
+            finally:
+                scorer.close()
+        scoring_seconds = time.perf_counter() - started
+
+        # the publication's shared keys: fallback list, items hash (every referenced item), users sample
+        keys = Keys(cfg.publish.key_prefix)
+        catalogue = read_table(lake, catalogue_m.path)
+        availability = read_table(lake, availability_m.path) if availability_m else None
+        cold = read_table(lake, cold_m.path) if cold_m else None
+        k = v.k or pc.k
+        fallback = fallback_list(cold, variant, catalogue, v.candidates, at, availability, k)
+        referenced = np.zeros(len(cands), dtype=bool)
+        for r in results:
+            referenced[np.asarray(r["referenced"], dtype=np.int64)] = True
+        items = {cands.item_ids[j]: cands.metadata[cands.item_ids[j]] for j in np.nonzero(referenced)[0]}
+        missing = [i for i, _ in fallback if i not in items]
+        if missing:
+            cat_rows = catalogue.filter(pc_.is_in(catalogue.column("item_id"), value_set=pa.array(missing))).to_pylist()
+            for row in cat_rows:
+                items.setdefault(row["item_id"], item_payload(row))
+        meta_resp = encode_sets(pa.array([keys.fallback(variant, pub)]), pa.array([fallback_json(fallback)]))
+        commands = 1
+        hset, n = encode_hset(keys.items(variant, pub), [(i, json.dumps(p, sort_keys=True, separators=(",", ":")))
+                                                          for i, p in sorted(items.items())]
+                              or [("_none", "{}")])
+        meta_resp += hset
+        commands += n
+        sample = [u for r in results for u in r["sample_users"]]
+        rng = np.random.default_rng(0)
+        if len(sample) > pc.users_sample:
+            sample = [sample[i] for i in sorted(rng.choice(len(sample), pc.users_sample, replace=False))]
+        if sample:
+            sadd, n = encode_sadd(keys.users(variant, pub), sample)
+            meta_resp += sadd
+            commands += n
+        with stage.open("resp/meta.resp", "wb", rows=commands) as fh:
+            fh.write(meta_resp)
+
+        users = sum(r["users"] for r in results)
+        rec_keys = sum(r["rec_keys"] for r in results)
+        for r in results:
+            stage.add(r["parquet"], rows=r["rows"])
+            stage.add(r["resp"], rows=r["rec_keys"])
+        # post-condition: every shard file present (commit checks sizes), counts add up
+        if users + len(bad_users) != scorer.n_users:
+            raise RuntimeError(f"{users} users scored + {len(bad_users)} quarantined != {scorer.n_users} in the model")
+        history = [m.meta.get("users_with_recs", 0) for m in lake.history(cfg, "predictions", **fields)][-cfg.gates.volume.lookback_runs:]
+        g = cfg.gates.volume
+        ctx.gate(volume_gate(rec_keys, history, min_ratio=g.min_ratio, max_ratio=g.max_ratio,
+                             min_history=g.min_history, name="predictions_volume"))
+        meta = {
+            "variant": variant, "model": v.model, "version": v.version,
+            "model_version": scorer.model_meta.get("model_version", ""), "model_path": ptr["path"],
+            "publication": pub, "run_key": ctx.run.run_key, "at": at.isoformat(), "k": k,
+            "rules": pc.rules.model_dump(), "engine": pc.engine, "beam": beam_state,
+            "users": users, "users_with_recs": rec_keys, "users_without_recs": users - rec_keys,
+            "invalid_users": len(bad_users), "rows": sum(r["rows"] for r in results),
+            "keys": rec_keys + 2 + (1 if sample else 0), "commands": rec_keys + commands,
+            "resp_files": ["resp/meta.resp"] + [r["resp"] for r in results],
+            "parquet_files": [r["parquet"] for r in results], "items": len(items), "fallback_items": len(fallback),
+            "candidates": cands.counts, "sample_users": sample[:50],
+            "evaluation": scorer.evaluation,
+            "catalogue": catalogue_m.path, "availability": availability_m.path if availability_m else None,
+            "cold_start": cold_m.path if cold_m else None,
+            "scoring_seconds": round(scoring_seconds, 3), "seconds": round(time.perf_counter() - started, 3),
+        }
+        manifest = stage.commit(meta)
+    return {"outputs": [manifest.path], "publication": pub, "users": users, "users_with_recs": rec_keys,
+            "keys": meta["keys"], "candidates": len(cands), "seconds": meta["seconds"]}

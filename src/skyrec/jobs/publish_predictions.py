@@ -1,0 +1,85 @@
+"""Job ``publish_predictions`` (param ``variant``): switch the serving Redis to this run's predictions.
+
+Strategy from ``publish.strategy`` (see ``skyrec.publish.publisher`` for both and their tradeoff):
+``versioned`` loads the publication's namespaced keys next to the served ones, proves them (every command
+acknowledged, probe users equal the Parquet, fallback/items present), switches the variant's pointer
+atomically and removes publications beyond ``publish.keep_versions``. Then the lake pointer
+``pointers/published/<variant>.json`` names the committed predictions now served. Redis unreachable ->
+a retryable failure with the pointer unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from skyrec.jobs.base import JobContext
+
+
+def serving_client(ctx: JobContext) -> Any:
+    import redis
+
+    return redis.Redis.from_url(ctx.config.publish.redis_url, socket_timeout=30, socket_connect_timeout=5)
+
+
+def run(ctx: JobContext) -> dict[str, Any]:
+    from skyrec.jobs.create_redis_dump import local_files, predictions_manifest
+    from skyrec.models.artefact import published_predictions_pointer
+    from skyrec.publish.keys import Keys
+    from skyrec.publish.publisher import publish_swapdb, publish_versioned
+    from skyrec.publish.resp import load_files
+    from skyrec.publish.verify import check_probes, probe_expectations
+
+    variant = ctx.param("variant")
+    cfg = ctx.config
+    v = cfg.variant(variant)
+    pred = predictions_manifest(ctx, variant)
+    ctx.lake.verify(pred, checksums=False)
+    meta = pred.meta
+    pub = meta["publication"]
+    keys = Keys(cfg.publish.key_prefix)
+    dump = ctx.lake.manifest(ctx.path("redis_dump", variant=variant, version=v.version))
+    pointer = {"publication": pub, "variant": variant, "model": meta.get("model"),
+               "model_version": meta.get("model_version"), "run_key": meta.get("run_key"),
+               "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+               "users": meta.get("users_with_recs"), "items": meta.get("items"), "keys": meta.get("keys"),
+               "evaluation": meta.get("evaluation", {}), "predictions": pred.path,
+               "redis_dump": dump.path if dump else None}
+    probes = probe_expectations(ctx.lake, pred, cfg.publish.probe_users)
+    started = time.perf_counter()
+    client = serving_client(ctx)
+    conn = client.connection_pool.connection_kwargs
+    import tempfile
+    from pathlib import Path
+
+    scratch = Path(tempfile.mkdtemp(prefix="skyrec-publish-", dir=ctx.checkpoint_dir()))
+    try:
+        files = local_files(ctx, pred, meta["resp_files"], scratch)
+
+        def load(db: int | None = None) -> int:
+            return load_files(conn.get("host", "127.0.0.1"), int(conn.get("port", 6379)), files,
+                              expected=int(meta["commands"]), db=conn.get("db", 0) if db is None else db,
+                              password=conn.get("password"), timeout=cfg.publish.load_timeout_seconds).commands
+
+        def verify(c: Any, p: str) -> None:
+            check_probes(c, keys, variant, p, probes)
+
+        if cfg.publish.strategy == "swapdb":
+            result = publish_swapdb(client, keys, variant, pointer, load=load, expected_commands=int(meta["commands"]),
+                                    verify=verify, keep_versions=cfg.publish.keep_versions,
+                                    spare_db=cfg.publish.swapdb_spare_db)
+        else:
+            result = publish_versioned(client, keys, variant, pointer, load=lambda: load(None),
+                                       expected_commands=int(meta["commands"]), verify=verify,
+                                       keep_versions=cfg.publish.keep_versions)
+    finally:
+        client.close()
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+    ctx.lake.write_pointer(published_predictions_pointer(variant),
+                           {"path": pred.path, "publication": pub, "variant": variant,
+                            "published_at": pointer["published_at"], "redis_dump": pointer["redis_dump"]})
+    return {"outputs": [pred.path], "publication": pub, "strategy": cfg.publish.strategy,
+            "seconds": round(time.perf_counter() - started, 3), **{k: v for k, v in result.items() if k != "publication"}}

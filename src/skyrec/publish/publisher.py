@@ -1,0 +1,260 @@
+"""Publication into the serving Redis with no window of missing or mixed data, and rollback.
+
+Strategy ``versioned`` (default): the new publication's keys are namespaced by its id, so loading them
+touches nothing the API reads. After the load is proven (every command acknowledged, probe users read
+back equal the Parquet, the fallback and items keys present), one MULTI/EXEC (under WATCH) sets the
+variant's ``current`` pointer and pushes the previous pointer onto ``history``: readers see the old
+publication or the new one, never a mix. Old publications beyond ``keep_versions`` are then removed with
+SCAN + UNLINK in batches (non-blocking deletes). Memory: old and new publications coexist during the
+switch (peak = two publications of the variant).
+
+Strategy ``swapdb``: the next state of the *whole database* is built in a spare db (a copy of every key
+of the live db, plus the new publication, with the pointer already switched), then ``SWAPDB`` exchanges
+them atomically. Tradeoff: it needs memory for two full databases and a copy of every key (minutes at
+millions of keys), and writes made to the live db during the build are lost at the swap, so publishers
+must be serialised; in exchange, the live db is never written during the load (no load on the serving
+keyspace, and the previous state stays intact in the spare db until the next publication). Prefer
+``versioned`` unless one db serves one variant and the load must not touch the live db.
+
+``current`` and ``rollback`` are the core functions the API's admin endpoint calls.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from skyrec.publish.keys import Keys
+
+
+class PublishError(RuntimeError):
+    """Publication refused or failed; the variant's pointer was not switched."""
+
+    retryable = False
+
+
+class RedisUnavailableError(PublishError):
+    """Redis could not be reached (or dropped the connection). Retryable; nothing was switched."""
+
+    retryable = True
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def _decode(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def current(redis_client: Any, keys: Keys, variant: str) -> dict[str, Any] | None:
+    """The variant's current pointer (``None`` when nothing is published)."""
+    return _decode(redis_client.get(keys.current(variant)))
+
+
+def history(redis_client: Any, keys: Keys, variant: str) -> list[dict[str, Any]]:
+    return [p for p in (_decode(r) for r in redis_client.lrange(keys.history(variant), 0, -1)) if p]
+
+
+def publication_present(redis_client: Any, keys: Keys, variant: str, pub: str) -> bool:
+    """Every publication has a fallback key (possibly ``[]``) and an items hash; both present = loaded."""
+    return int(redis_client.exists(keys.fallback(variant, pub), keys.items(variant, pub))) == 2
+
+
+def _switch(redis_client: Any, keys: Keys, variant: str, new: dict[str, Any], keep_versions: int,
+            *, expect_current: str | None | object = ...) -> dict[str, Any] | None:
+    """Atomically set ``current`` to ``new`` and push the previous pointer onto ``history``."""
+    import redis
+
+    cur_key, hist_key = keys.current(variant), keys.history(variant)
+    for _ in range(20):
+        with redis_client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(cur_key)
+                prev_raw = pipe.get(cur_key)
+                prev = _decode(prev_raw)
+                if expect_current is not ... and (prev or {}).get("publication") != expect_current:
+                    raise PublishError(f"variant {variant!r}: current publication changed concurrently "
+                                       f"(now {(prev or {}).get('publication')!r})")
+                pipe.multi()
+                pipe.set(cur_key, json.dumps(new, sort_keys=True))
+                if prev_raw is not None:
+                    pipe.lpush(hist_key, prev_raw)
+                    pipe.ltrim(hist_key, 0, max(0, keep_versions * 4))
+                pipe.execute()
+                return prev
+            except redis.WatchError:
+                time.sleep(0.01)
+    raise PublishError(f"variant {variant!r}: could not switch the pointer (concurrent switches)")
+
+
+def rollback(redis_client: Any, keys: Keys, variant: str) -> dict[str, Any]:
+    """Switch ``variant`` back to the previous publication (the head of ``history``), atomically.
+
+    Raises LookupError when there is nothing to roll back to (no history, or its keys were removed).
+    """
+    import redis
+
+    cur_key, hist_key = keys.current(variant), keys.history(variant)
+    for _ in range(20):
+        with redis_client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(cur_key, hist_key)
+                cur = _decode(pipe.get(cur_key))
+                prev_raw = pipe.lindex(hist_key, 0)
+                prev = _decode(prev_raw)
+                if prev is None or not isinstance(prev.get("publication"), str):
+                    raise LookupError(f"variant {variant!r}: no previous publication to roll back to")
+                if not publication_present(pipe, keys, variant, prev["publication"]):
+                    raise LookupError(f"variant {variant!r}: previous publication {prev['publication']!r} "
+                                      "is no longer loaded")
+                pipe.multi()
+                pipe.set(cur_key, prev_raw)
+                pipe.lpop(hist_key)
+                pipe.execute()
+                return {"variant": variant, "from": (cur or {}).get("publication"), "to": prev["publication"],
+                        "pointer": prev}
+            except redis.WatchError:
+                time.sleep(0.01)
+    raise RuntimeError(f"variant {variant!r}: rollback kept racing with concurrent switches")
+
+
+def _delete_publication(redis_client: Any, keys: Keys, variant: str, pub: str, *, batch: int = 5000) -> int:
+    deleted = 0
+    for key in (keys.fallback(variant, pub), keys.items(variant, pub), keys.users(variant, pub)):
+        deleted += int(redis_client.unlink(key))
+    cursor = 0
+    while True:
+        cursor, found = redis_client.scan(cursor=cursor, match=keys.rec_pattern(variant, pub), count=batch)
+        if found:
+            deleted += int(redis_client.unlink(*found))
+        if cursor == 0:
+            break
+    redis_client.zrem(keys.publications(variant), pub)
+    return deleted
+
+
+def cleanup(redis_client: Any, keys: Keys, variant: str, keep_versions: int) -> dict[str, Any]:
+    """Remove publications of ``variant`` beyond the newest ``keep_versions`` served ones (current first,
+    then history). Publications registered after the current one (a concurrent load) are kept."""
+    cur = current(redis_client, keys, variant)
+    if cur is None:
+        return {"removed": [], "deleted_keys": 0}
+    kept = [cur["publication"]]
+    for p in history(redis_client, keys, variant):
+        if len(kept) >= keep_versions:
+            break
+        if p["publication"] not in kept:
+            kept.append(p["publication"])
+    registry = {m.decode() if isinstance(m, bytes) else m: s
+                for m, s in redis_client.zrange(keys.publications(variant), 0, -1, withscores=True)}
+    cur_score = registry.get(cur["publication"], float("inf"))
+    removed, deleted = [], 0
+    for pub, score in sorted(registry.items(), key=lambda kv: kv[1]):
+        if pub in kept or score > cur_score:
+            continue
+        deleted += _delete_publication(redis_client, keys, variant, pub)
+        removed.append(pub)
+    # history entries whose publication is gone cannot be rolled back to: drop them
+    hist = redis_client.lrange(keys.history(variant), 0, -1)
+    for raw in hist:
+        p = _decode(raw)
+        if p is None or p.get("publication") in removed:
+            redis_client.lrem(keys.history(variant), 0, raw)
+    return {"removed": removed, "deleted_keys": deleted, "kept": kept}
+
+
+def publish_versioned(redis_client: Any, keys: Keys, variant: str, pointer: dict[str, Any], *,
+                      load: Callable[[], int], expected_commands: int, verify: Callable[[Any, str], None],
+                      keep_versions: int) -> dict[str, Any]:
+    """Load the publication named in ``pointer`` (``load()`` returns the commands acknowledged), prove it,
+    switch, clean up. Raises RedisUnavailableError (retryable) or PublishError; never half-switches."""
+    pub = pointer["publication"]
+    errors = _redis_errors()
+    try:
+        redis_client.ping()
+        cur = current(redis_client, keys, variant)
+        if cur is not None and cur.get("publication") == pub:
+            verify(redis_client, pub)
+            return {"publication": pub, "note": "already current", "previous": None, "loaded_commands": 0,
+                    "cleanup": cleanup(redis_client, keys, variant, keep_versions)}
+        redis_client.zadd(keys.publications(variant), {pub: time.time()}, nx=True)
+        loaded = load()
+        if loaded != expected_commands:
+            raise PublishError(f"{pub}: {loaded} commands acknowledged, expected {expected_commands}")
+        if not publication_present(redis_client, keys, variant, pub):
+            raise PublishError(f"{pub}: fallback or items key missing after the load")
+        verify(redis_client, pub)
+        previous = _switch(redis_client, keys, variant, pointer, keep_versions,
+                           expect_current=(cur or {}).get("publication"))
+        now = current(redis_client, keys, variant)
+        if (now or {}).get("publication") != pub:
+            raise PublishError(f"{pub}: pointer reads {(now or {}).get('publication')!r} after the switch")
+        verify(redis_client, pub)
+        removed = cleanup(redis_client, keys, variant, keep_versions)
+    except errors as exc:
+        raise RedisUnavailableError(f"Redis unavailable while publishing {variant!r}/{pub}: {exc} "
+                                    "(retryable; the pointer was not switched unless the switch completed)") from exc
+    return {"publication": pub, "previous": (previous or {}).get("publication"), "loaded_commands": loaded,
+            "cleanup": removed}
+
+
+def publish_swapdb(redis_client: Any, keys: Keys, variant: str, pointer: dict[str, Any], *,
+                   load: Callable[[int], int], expected_commands: int, verify: Callable[[Any, str], None],
+                   keep_versions: int, spare_db: int) -> dict[str, Any]:
+    """Build the next state in ``spare_db`` (copy of the live db + new publication + switched pointer),
+    then SWAPDB. See the module doc for the tradeoff."""
+    import redis
+
+    pub = pointer["publication"]
+    kwargs = dict(redis_client.connection_pool.connection_kwargs)
+    live_db = int(kwargs.get("db", 0) or 0)
+    if spare_db == live_db:
+        raise PublishError(f"publish.swapdb_spare_db ({spare_db}) must differ from the serving db ({live_db})")
+    try:
+        redis_client.ping()
+        spare = redis.Redis(**{**kwargs, "db": spare_db})
+        try:
+            spare.flushdb()
+            cursor, copied = 0, 0
+            while True:
+                cursor, found = redis_client.scan(cursor=cursor, count=5000)
+                if found:
+                    pipe = redis_client.pipeline(transaction=False)
+                    for key in found:
+                        pipe.copy(key, key, destination_db=spare_db, replace=True)
+                    copied += sum(bool(x) for x in pipe.execute())
+                if cursor == 0:
+                    break
+            cur = current(spare, keys, variant)
+            spare.zadd(keys.publications(variant), {pub: time.time()}, nx=True)
+            loaded = load(spare_db)
+            if loaded != expected_commands:
+                raise PublishError(f"{pub}: {loaded} commands acknowledged, expected {expected_commands}")
+            if not publication_present(spare, keys, variant, pub):
+                raise PublishError(f"{pub}: fallback or items key missing after the load")
+            verify(spare, pub)
+            previous = _switch(spare, keys, variant, pointer, keep_versions,
+                               expect_current=(cur or {}).get("publication"))
+            removed = cleanup(spare, keys, variant, keep_versions)
+            redis_client.swapdb(live_db, spare_db)
+        finally:
+            spare.close()
+        if (current(redis_client, keys, variant) or {}).get("publication") != pub:
+            raise PublishError(f"{pub}: pointer not switched after SWAPDB")
+        verify(redis_client, pub)
+    except _redis_errors() as exc:
+        raise RedisUnavailableError(f"Redis unavailable while publishing {variant!r}/{pub}: {exc} "
+                                    "(retryable; the live db was not swapped)") from exc
+    return {"publication": pub, "previous": (previous or {}).get("publication"), "loaded_commands": loaded,
+            "copied_keys": copied, "cleanup": removed, "strategy": "swapdb"}

@@ -1,0 +1,247 @@
+"""Redis mass-insertion files (the RESP protocol) and a fast loader for them.
+
+A ``.resp`` file is a plain concatenation of RESP-encoded commands (``*3\\r\\n$3\\r\\nSET\\r\\n$...``), exactly
+what ``redis-cli --pipe`` reads. Writing them is vectorised through Arrow string kernels (no per-user
+Python): keys, values and their lengths are string arrays joined element-wise, and the joined array's
+data buffer *is* the file content.
+
+Loading streams a file over one socket while a reader thread consumes the replies, so the server never
+stalls on a full output buffer; every reply is counted and errors are kept, so the caller can prove that
+every command was applied (the post-condition of a load).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+class RedisLoadError(RuntimeError):
+    """Loading into Redis failed: the server is unreachable, closed the connection or answered errors.
+    Retryable: loads are idempotent (SET/HSET/SADD of the same publication's keys)."""
+
+
+def _b(x: str | bytes | int | float) -> bytes:
+    if isinstance(x, bytes):
+        return x
+    return str(x).encode()
+
+
+def encode_command(*args: str | bytes | int | float) -> bytes:
+    """One RESP command (array of bulk strings)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        data = _b(a)
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _concat_buffer(arr: pa.Array) -> bytes:
+    """The bytes of a string array's values laid end to end (no separators)."""
+    if isinstance(arr, pa.ChunkedArray):
+        return b"".join(_concat_buffer(c) for c in arr.chunks)
+    if len(arr) == 0:
+        return b""
+    arr = arr.cast(pa.large_string()) if arr.type != pa.large_string() else arr
+    offs = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=len(arr) + 1, offset=arr.offset * 8)
+    return arr.buffers()[2].slice(int(offs[0]), int(offs[-1] - offs[0])).to_pybytes()
+
+
+def _lengths(arr: pa.Array) -> pa.Array:
+    return pc.cast(pc.binary_length(arr), pa.string())
+
+
+def encode_sets(keys: pa.Array, values: pa.Array) -> bytes:
+    """``SET key value`` for every pair, vectorised. Keys and values are string arrays without nulls."""
+    if len(keys) != len(values):
+        raise ValueError(f"{len(keys)} keys for {len(values)} values")
+    if len(keys) == 0:
+        return b""
+    if keys.null_count or values.null_count:
+        raise ValueError("keys and values must not be null")
+    keys, values = keys.cast(pa.large_string()), values.cast(pa.large_string())
+    joined = pc.binary_join_element_wise(
+        pa.scalar("*3\r\n$3\r\nSET\r\n$", pa.large_string()), _lengths(keys).cast(pa.large_string()),
+        pa.scalar("\r\n", pa.large_string()), keys, pa.scalar("\r\n$", pa.large_string()),
+        _lengths(values).cast(pa.large_string()), pa.scalar("\r\n", pa.large_string()), values,
+        pa.scalar("\r\n", pa.large_string()), pa.scalar("", pa.large_string()))
+    return _concat_buffer(joined)
+
+
+def encode_hset(key: str, mapping: Sequence[tuple[str, str]], *, chunk: int = 1000) -> tuple[bytes, int]:
+    """``HSET key f v ...`` in chunks of ``chunk`` fields. Returns (bytes, number of commands)."""
+    out, n = [], 0
+    items = list(mapping)
+    for s in range(0, len(items), chunk):
+        args: list[str] = ["HSET", key]
+        for f, v in items[s:s + chunk]:
+            args += [f, v]
+        out.append(encode_command(*args))
+        n += 1
+    return b"".join(out), n
+
+
+def encode_sadd(key: str, members: Sequence[str], *, chunk: int = 1000) -> tuple[bytes, int]:
+    out, n = [], 0
+    for s in range(0, len(members), chunk):
+        out.append(encode_command("SADD", key, *members[s:s + chunk]))
+        n += 1
+    return b"".join(out), n
+
+
+# ---- loading --------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    commands: int = 0  # replies received (one per command sent)
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def commands_per_second(self) -> float:
+        return self.commands / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"commands": self.commands, "errors": self.errors, "error_samples": self.error_samples,
+                "bytes": self.bytes, "seconds": round(self.seconds, 3)}
+
+
+class _ReplyCounter(threading.Thread):
+    """Counts single-line replies (+OK, :n, -ERR) on the socket until ``expected`` have arrived."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(daemon=True, name="skyrec-resp-replies")
+        self.sock = sock
+        self.replies = 0
+        self.errors = 0
+        self.samples: list[str] = []
+        self.expected: int | None = None
+        self.failure: BaseException | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        tail = b""
+        try:
+            while self.expected is None or self.replies < self.expected:
+                chunk = self.sock.recv(1 << 20)
+                if not chunk:
+                    raise ConnectionError("server closed the connection")
+                data = tail + chunk
+                lines = data.split(b"\r\n")
+                tail = lines.pop()
+                for line in lines:
+                    if line[:1] == b"-":
+                        self.errors += 1
+                        if len(self.samples) < 5:
+                            self.samples.append(line.decode(errors="replace")[:200])
+                    elif line[:1] in (b"$", b"*"):  # a bulk/array reply: unexpected from write commands
+                        self.errors += 1
+                        if len(self.samples) < 5:
+                            self.samples.append(f"unexpected reply {line[:40]!r}")
+                self.replies += len(lines)
+        except BaseException as exc:  # noqa: BLE001 - reported to the sending thread
+            self.failure = exc
+        finally:
+            self.done.set()
+
+
+def count_commands(data: bytes) -> int:
+    """Number of RESP commands in ``data`` (every command starts with ``*`` at a line start; bulk strings
+    are length-prefixed, so we walk them rather than trust a byte search)."""
+    n, i, size = 0, 0, len(data)
+    while i < size:
+        if data[i:i + 1] != b"*":
+            raise ValueError(f"malformed RESP at byte {i}: expected '*'")
+        eol = data.index(b"\r\n", i)
+        argc = int(data[i + 1:eol])
+        i = eol + 2
+        for _ in range(argc):
+            eol = data.index(b"\r\n", i)
+            i = eol + 2 + int(data[i + 1:eol]) + 2
+        n += 1
+    return n
+
+
+def load_files(host: str, port: int, paths: Iterable[str | Path], *, expected: int, db: int | None = None,
+               password: str | None = None, chunk: int = 4 << 20, timeout: float = 60.0) -> LoadResult:
+    """Stream RESP files into Redis over one connection and count the replies.
+
+    ``expected`` is the number of commands in the files (recorded when they were written). Raises
+    RedisLoadError if the server is unreachable, drops the connection or acknowledges fewer commands."""
+    started = time.perf_counter()
+    prelude = b""
+    pre_replies = 0
+    if password:
+        prelude += encode_command("AUTH", password)
+        pre_replies += 1
+    if db is not None:
+        prelude += encode_command("SELECT", db)
+        pre_replies += 1
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise RedisLoadError(f"redis at {host}:{port} unreachable: {exc}") from exc
+    sent = 0
+    with sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = _ReplyCounter(sock)
+        reader.expected = expected + pre_replies
+        reader.start()
+        try:
+            if prelude:
+                sock.sendall(prelude)
+            for path in paths:
+                with open(path, "rb") as fh:
+                    while block := fh.read(chunk):
+                        if reader.failure is not None:
+                            break
+                        sock.sendall(block)
+                        sent += len(block)
+        except OSError as exc:
+            raise RedisLoadError(f"redis at {host}:{port}: connection failed after {sent} bytes: {exc}") from exc
+        if not reader.done.wait(timeout):
+            raise RedisLoadError(f"redis at {host}:{port}: {reader.replies - pre_replies} of {expected} replies "
+                                 f"after waiting {timeout}s")
+    if reader.failure is not None:
+        raise RedisLoadError(f"redis at {host}:{port}: {reader.failure} after {reader.replies - pre_replies} of "
+                             f"{expected} replies") from reader.failure
+    res = LoadResult(commands=reader.replies - pre_replies, errors=reader.errors, error_samples=reader.samples,
+                     bytes=sent, seconds=time.perf_counter() - started)
+    if res.errors:
+        raise RedisLoadError(f"redis at {host}:{port} answered {res.errors} errors, e.g. {res.error_samples}")
+    return res
+
+
+def redis_cli_pipe(host: str, port: int, paths: Sequence[str | Path], *, db: int | None = None) -> LoadResult:
+    """Load with ``redis-cli --pipe`` (the reference tool; used by the benchmark as the peer)."""
+    started = time.perf_counter()
+    args = ["redis-cli", "-h", host, "-p", str(port), "--pipe"]
+    if db is not None:
+        args[1:1] = ["-n", str(db)]
+    total = 0
+    cmds = 0
+    for path in paths:
+        with open(path, "rb") as fh:
+            proc = subprocess.run(args, stdin=fh, capture_output=True, check=False)
+        total += os.path.getsize(path)
+        out = proc.stdout.decode(errors="replace")
+        if proc.returncode != 0:
+            raise RedisLoadError(f"redis-cli --pipe failed: {out[-300:]} {proc.stderr.decode()[-300:]}")
+        for line in out.splitlines():
+            if "replies:" in line:
+                cmds += int(line.rsplit("replies:", 1)[1].strip())
+    return LoadResult(commands=cmds, bytes=total, seconds=time.perf_counter() - started)

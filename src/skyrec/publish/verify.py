@@ -1,0 +1,63 @@
+"""Post-conditions of a load: probe users read back from Redis equal the committed Parquet."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from skyrec.publish.keys import Keys
+from skyrec.storage import Lake, Manifest
+
+
+class VerificationError(RuntimeError):
+    """What Redis holds differs from the committed predictions."""
+
+
+def probe_expectations(lake: Lake, manifest: Manifest, n: int, *, seed: int = 0) -> dict[str, list[list[Any]]]:
+    """``n`` users (spread over the shards) and their expected ``[[item, score], ...]`` from the Parquet."""
+    files = [f for f in manifest.files if f.path.endswith(".parquet") and "/parquet/" in f"/{f.path}"]
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[list[Any]]] = {}
+    if not files:
+        return out
+    per_file = max(1, -(-n // len(files)))
+    for f in files:
+        with lake.fs.open(lake.abspath(f"{manifest.path}/{f.path}"), "rb") as fh:
+            table = pq.read_table(fh)
+        if table.num_rows == 0:
+            continue
+        users = pc.unique(table.column("user_id")).to_pylist()
+        pick = [users[i] for i in sorted(rng.choice(len(users), min(per_file, len(users)), replace=False))]
+        sub = table.filter(pc.is_in(table.column("user_id"), value_set=pa.array(pick))).sort_by(
+            [("user_id", "ascending"), ("rank", "ascending")]).to_pylist()
+        for row in sub:
+            out.setdefault(row["user_id"], []).append([row["item_id"], row["score"]])
+        if len(out) >= n:
+            break
+    return out
+
+
+def check_probes(redis_client: Any, keys: Keys, variant: str, pub: str, expected: dict[str, list[list[Any]]],
+                 *, tolerance: float = 1e-4) -> int:
+    """Raise VerificationError unless every probe user's Redis value equals the Parquet (items in order,
+    scores within ``tolerance`` of the rounded values). Returns the number of users checked."""
+    users = list(expected)
+    if not users:
+        return 0
+    raws = redis_client.mget([keys.rec(variant, pub, u) for u in users])
+    for user, raw in zip(users, raws, strict=True):
+        if raw is None:
+            raise VerificationError(f"{pub}: no rec key for probe user {user!r}")
+        got = json.loads(raw)
+        want = expected[user]
+        if [g[0] for g in got] != [w[0] for w in want]:
+            raise VerificationError(f"{pub}: user {user!r} items differ from the Parquet")
+        if any(abs(float(g[1]) - float(w[1])) > tolerance * max(1.0, abs(float(w[1]))) for g, w in
+               zip(got, want, strict=True)):
+            raise VerificationError(f"{pub}: user {user!r} scores differ from the Parquet")
+    return len(users)

@@ -1,0 +1,238 @@
+"""The precompute engine: one implementation of "score a range of users and write their outputs".
+
+``PrecomputeSpec`` is a small JSON-able description of a run (where the model, catalogue and availability
+are, the rules, where to write). ``Scorer.from_spec`` loads the model and builds the candidates once (per
+process, or per Beam worker in ``DoFn.setup``); ``Scorer.run_shard`` scores one range of users in batches
+of ``batch_size`` with the kernel and writes, for that shard:
+
+- ``parquet/part-NNNNN.parquet`` (schema PREDICTIONS), for analysis;
+- ``resp/part-NNNNN.resp``: one ``SET {p}:rec:{variant}:{pub}:{user} [[item, score], ...]`` per user with
+  a result (users with none get no key: the API falls back).
+
+Both the local engine and the Beam pipeline call ``run_shard``; the pipeline only distributes the shards.
+Memory is bounded by the batch: one ``sub_batch x candidates`` score matrix per thread plus one batch of
+output rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from skyrec.data.schemas import PREDICTIONS
+from skyrec.publish.keys import VALID_USER_ID, Keys
+from skyrec.publish.resp import encode_sets
+from skyrec.scoring.candidates import Candidates, build_candidates
+from skyrec.scoring.topk import TopK, topk_batch
+from skyrec.storage import Lake
+
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1, "use_dictionary": True}
+
+
+@dataclass
+class PrecomputeSpec:
+    """Everything a worker needs to score shards, JSON-able (Beam ships it to workers)."""
+
+    variant: str
+    publication: str
+    lake_url: str
+    model_path: str
+    catalogue_path: str
+    out_dir: str  # full fsspec path of the staging folder the shards are written into
+    at: str  # ISO-8601 precompute time: availability and age rules are evaluated at this instant
+    candidate_filter: dict[str, list[str]] = field(default_factory=dict)
+    availability_path: str | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    key_prefix: str = "skyrec"
+    k: int = 50
+    max_per_brand: int | None = None
+    max_age_days: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 4096
+    sub_batch: int = 256
+    threads: int = 1
+    score_decimals: int = 5
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PrecomputeSpec:
+        return cls(**json.loads(text))
+
+
+def read_table(lake: Lake, path: str) -> pa.Table:
+    """All data Parquet files of a committed output, concatenated (quarantine excluded)."""
+    manifest = lake.require(path)
+    tables = []
+    for f in manifest.files:
+        name = f.path.rsplit("/", 1)[-1]
+        if name.endswith(".parquet") and "/_quarantine/" not in f"/{f.path}":
+            with lake.fs.open(lake.abspath(f"{manifest.path}/{f.path}"), "rb") as fh:
+                tables.append(pq.read_table(fh))
+    if not tables:
+        raise ValueError(f"{path}: committed output holds no Parquet file")
+    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+
+
+@dataclass
+class ShardResult:
+    shard: int
+    users: int  # users scored in the shard
+    rec_keys: int  # users with a result (one SET each)
+    empty: int  # users with no eligible item (no key)
+    rows: int  # Parquet rows
+    parquet: str
+    resp: str
+    referenced: list[int]  # candidate positions referenced by any result
+    sample_users: list[str]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Scorer:
+    """The model and a variant's candidates, loaded once; scores shards of users."""
+
+    def __init__(self, spec: PrecomputeSpec, *, lake: Lake, user_ids: np.ndarray, user_factors: np.ndarray,
+                 seen: Any, candidates: Candidates, model_meta: dict[str, Any],
+                 evaluation: dict[str, Any] | None = None) -> None:
+        self.spec = spec
+        self.lake = lake
+        self.user_ids = pa.array(user_ids.tolist() if user_ids.dtype == object else user_ids, pa.string())
+        self.valid = np.asarray(pc.match_substring_regex(self.user_ids, VALID_USER_ID.pattern)
+                                .fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        self.user_factors = user_factors
+        self.seen = seen
+        self.candidates = candidates
+        self.model_meta = model_meta
+        self.evaluation = evaluation or {}
+        self.cand_ids = pa.array(candidates.item_ids.tolist(), pa.string())
+        self.cand_json = pa.array([json.dumps(i) + "," for i in candidates.item_ids.tolist()], pa.string())
+        self.rec_prefix = Keys(spec.key_prefix).rec(spec.variant, spec.publication, "")
+        self._pool = ThreadPoolExecutor(spec.threads) if spec.threads > 1 else None
+
+    @classmethod
+    def from_spec(cls, spec: PrecomputeSpec) -> Scorer:
+        from skyrec.models.artefact import load_artefact
+
+        lake = Lake(spec.lake_url, spec.storage_options)
+        art = load_artefact(lake, lake.require(spec.model_path))
+        catalogue = read_table(lake, spec.catalogue_path)
+        availability = read_table(lake, spec.availability_path) if spec.availability_path else None
+        at = dt.datetime.fromisoformat(spec.at)
+        cands = build_candidates(model_item_ids=art.item_ids, item_factors=art.item_factors, catalogue=catalogue,
+                                 candidate_filter=spec.candidate_filter, at=at, availability=availability,
+                                 max_age_days=spec.max_age_days)
+        return cls(spec, lake=lake, user_ids=art.user_ids, user_factors=art.user_factors, seen=art.seen,
+                   candidates=cands, model_meta=dict(art.meta), evaluation=dict(art.evaluation))
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    def invalid_users(self) -> list[str]:
+        return [self.user_ids[int(i)].as_py() for i in np.nonzero(~self.valid)[0]]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    # ---- scoring ------------------------------------------------------------------------------
+    def score(self, rows: np.ndarray) -> TopK:
+        """The exact constrained top-K of the given user rows (threads split the rows; BLAS single-threaded
+        inside each, so the two levels of parallelism do not oversubscribe the cores)."""
+        c = self.candidates
+        k = min(self.spec.k, max(1, len(c)))
+
+        def part(r: np.ndarray) -> TopK:
+            return topk_batch(self.user_factors[r], c.item_factors_t, k, exclude=c.exclusions(self.seen, r),
+                              brands=c.brands, max_per_brand=self.spec.max_per_brand, sub_batch=self.spec.sub_batch)
+
+        if self._pool is None or rows.size < 2 * self.spec.sub_batch:
+            return part(rows)
+        from threadpoolctl import threadpool_limits
+
+        chunks = np.array_split(rows, self.spec.threads)
+        with threadpool_limits(1, user_api="blas"):
+            parts = list(self._pool.map(part, chunks))
+        return TopK(*(np.concatenate(x) for x in zip(*((p.items, p.scores, p.counts) for p in parts), strict=True)))
+
+    def _outputs(self, rows: np.ndarray, res: TopK) -> tuple[pa.Table, bytes, np.ndarray]:
+        k = res.items.shape[1]
+        mask = np.arange(k)[None, :] < res.counts[:, None]
+        cand = res.items[mask]
+        scores = res.scores[mask]
+        user_rep = np.repeat(rows, res.counts)
+        ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int16), res.items.shape)[mask]
+        table = pa.Table.from_arrays(
+            [self.user_ids.take(pa.array(user_rep)), pa.array(ranks, pa.int16()), self.cand_ids.take(pa.array(cand)),
+             pa.array(scores, pa.float32())], schema=PREDICTIONS)
+        has = res.counts > 0
+        if not has.any():
+            return table, b"", cand
+        rounded = np.round(scores, self.spec.score_decimals).astype(np.float32)
+        elems = pc.binary_join_element_wise(pa.scalar("["), self.cand_json.take(pa.array(cand)),
+                                            pc.cast(pa.array(rounded), pa.string()), pa.scalar("]"), "")
+        offsets = np.zeros(int(has.sum()) + 1, dtype=np.int32)
+        np.cumsum(res.counts[has], out=offsets[1:])
+        joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), elems), ",")
+        values = pc.binary_join_element_wise(pa.scalar("["), joined, pa.scalar("]"), "")
+        keys = pc.binary_join_element_wise(pa.scalar(self.rec_prefix), self.user_ids.take(pa.array(rows[has])), "")
+        return table, encode_sets(keys, values), cand
+
+    def run_shard(self, shard: int, start: int, end: int) -> ShardResult:
+        """Score users [start, end) in batches; write the shard's Parquet and RESP files."""
+        t0 = time.perf_counter()
+        spec = self.spec
+        fs = self.lake.fs
+        pq_name, resp_name = f"parquet/part-{shard:05d}.parquet", f"resp/part-{shard:05d}.resp"
+        for name in (pq_name, resp_name):
+            fs.makedirs(f"{spec.out_dir}/{name}".rsplit("/", 1)[0], exist_ok=True)
+        users = rec_keys = rows_out = 0
+        referenced = np.zeros(len(self.candidates), dtype=bool)
+        sample: list[str] = []
+        with fs.open(f"{spec.out_dir}/{pq_name}", "wb") as pfh, fs.open(f"{spec.out_dir}/{resp_name}", "wb") as rfh:
+            writer = pq.ParquetWriter(pfh, PREDICTIONS, **PARQUET_OPTIONS)
+            try:
+                for s in range(start, end, spec.batch_size):
+                    rows = np.arange(s, min(end, s + spec.batch_size))
+                    rows = rows[self.valid[rows]]
+                    if rows.size == 0:
+                        continue
+                    res = self.score(rows)
+                    table, resp, cand = self._outputs(rows, res)
+                    writer.write_table(table)
+                    rfh.write(resp)
+                    referenced[cand] = True
+                    users += rows.size
+                    rec_keys += int((res.counts > 0).sum())
+                    rows_out += table.num_rows
+                    if len(sample) < 64:
+                        with_rec = rows[res.counts > 0]
+                        sample += [self.user_ids[int(r)].as_py() for r in with_rec[:: max(1, with_rec.size // 8)][:8]]
+            finally:
+                writer.close()
+        return ShardResult(shard=shard, users=users, rec_keys=rec_keys, empty=users - rec_keys, rows=rows_out,
+                           parquet=pq_name, resp=resp_name, referenced=np.nonzero(referenced)[0].tolist(),
+                           sample_users=sample[:64], seconds=round(time.perf_counter() - t0, 3))
+
+
+def shard_ranges(n_users: int, shard_users: int) -> list[tuple[int, int, int]]:
+    """(shard, start, end) covering [0, n_users) in shards of ``shard_users``."""
+    step = max(1, shard_users)
+    return [(i, s, min(n_users, s + step)) for i, s in enumerate(range(0, n_users, step))] or [(0, 0, 0)]
+
+
+def default_threads(configured: int) -> int:
+    return configured if configured > 0 else max(1, os.cpu_count() or 1)
