@@ -1,0 +1,175 @@
+"""Activity ingestion end to end on generated data: backfill, quarantine, gates, determinism, cold start."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from ingest_helpers import END, ok, run_job
+
+from skyrec.data.generate import activity_path, corrupt_file, drift_schema, read_activity_file, write_activity_file
+from skyrec.storage import Lake
+
+pytestmark = pytest.mark.integration
+START = END - dt.timedelta(days=4)
+H = dt.timedelta(hours=1)
+# generator bad kind -> quarantine reason of the ingest
+REASONS = {"unknown_event_type": "unknown_event_type", "unknown_item": "unknown_item",
+           "duplicate_event_id": "duplicate_event", "future_ts": "future_ts", "too_old": "too_old",
+           "missing_user": "missing_field"}
+
+
+def _manifests(lake: Lake, prefix: str) -> list[Any]:
+    return [lake.manifest(p) for p in lake.versions(prefix)]
+
+
+@pytest.fixture(scope="module")
+def backfilled(world: dict[str, Any]) -> dict[str, Any]:
+    cfg = world["config"]
+    summary = ok(run_job(cfg, "backfill_activity", params={"start": START.isoformat(), "end": END.isoformat()}))
+    return {**world, "backfill": summary, "lake": Lake.from_config(cfg)}
+
+
+def test_backfill_quarantines_every_bad_kind_with_exact_counts(backfilled: dict[str, Any]) -> None:
+    lake, gen = backfilled["lake"], backfilled["generated"]
+    assert backfilled["backfill"]["committed"] == 96 and backfilled["backfill"]["missing"] == []
+    deltas = _manifests(lake, "activity/deltas/")
+    assert len(deltas) == 96
+    quarantine: dict[str, int] = {}
+    filtered: dict[str, int] = {}
+    rows_in = rows_out = 0
+    for m in deltas:
+        for k, v in m.quarantine.items():
+            quarantine[k] = quarantine.get(k, 0) + v
+        for k, v in m.meta["filtered"].items():
+            filtered[k] = filtered.get(k, 0) + v
+        rows_in += m.meta["rows_in"]
+        rows_out += m.rows
+    expected = {REASONS[k]: v for k, v in gen["bad_events"].items()}
+    assert quarantine == expected
+    assert filtered["irrelevant_event_type"] > 0 and filtered["short_play"] > 0  # counted, not quarantined
+    assert rows_in == gen["activity_rows"] == rows_out + sum(quarantine.values()) + sum(filtered.values())
+    # a quarantined record is kept, readable, with its reason's file
+    m = next(m for m in deltas if "unknown_item" in m.quarantine)
+    rec = json.loads(lake.open(m, "unknown_item.jsonl").readline())
+    assert rec["item_id"].startswith("x")
+    snap = lake.latest(backfilled["config"], "activity_snapshot")
+    assert snap.path.endswith("end=20260228T23") and snap.rows == rows_out
+    assert snap.meta["deltas"] == 96 and snap.meta["last_interval"] == "20260228T23"
+
+
+def test_backfill_again_is_a_noop_and_forced_rebuild_gives_identical_bytes(backfilled: dict[str, Any]) -> None:
+    cfg, lake = backfilled["config"], backfilled["lake"]
+    again = ok(run_job(cfg, "backfill_activity", params={"start": START.isoformat(), "end": END.isoformat()}))
+    assert again["committed"] == 0 and again["reused"] == 96 and again["snapshot_built"] is False
+    # forced: every delta and the snapshot are rebuilt as a new revision, byte for byte the same
+    s, e = END - 6 * H, END
+    forced = ok(run_job(cfg, "backfill_activity", params={"start": s.isoformat(), "end": e.isoformat()}, force=True,
+                        run_id="forced"))
+    assert forced["committed"] == 6
+    for rel in forced["outputs"]:
+        revs = sorted(Path(lake.abspath(rel), "_manifest").glob("*.json"))
+        assert len(revs) == 2, rel
+        first, second = (json.loads(p.read_text()) for p in revs)
+        assert [(f["path"].split("/", 2)[-1], f["sha256"]) for f in first["files"]] == \
+               [(f["path"].split("/", 2)[-1], f["sha256"]) for f in second["files"]]
+
+
+def test_hourly_ingest_spike_fails_volume_gate_and_override_passes(backfilled: dict[str, Any]) -> None:
+    cfg, lake = backfilled["config"], backfilled["lake"]
+    day_before = read_activity_file(cfg, activity_path(cfg, END - 24 * H))
+    parts = []
+    for k in range(6):  # the feed suddenly delivers ~6x the usual volume
+        t = day_before.set_column(0, "event_id", pc.binary_join_element_wise(day_before.column("event_id"),
+                                                                             pa.scalar(f"-{k}"), ""))
+        ts = pc.add(t.column("event_ts"), pa.scalar(dt.timedelta(days=1)))
+        parts.append(t.set_column(4, "event_ts", ts))
+    write_activity_file(cfg, activity_path(cfg, END), pa.concat_tables(parts))
+    code, payload = run_job(cfg, "ingest_activity", END + H)
+    assert code == 3 and payload["gate"] == "volume"
+    assert "volume" in payload["error"] and "--override volume" in payload["error"]
+    assert not lake.committed("activity/deltas/interval=20260301T00")
+    summary = ok(run_job(cfg, "ingest_activity", END + H, overrides=("volume",), try_number=2))
+    m = lake.require("activity/deltas/interval=20260301T00")
+    assert [g for g in m.meta["gates"] if g["gate"] == "volume"][0]["overridden"] is True
+    assert summary["outputs"][-1] == "activity/snapshots/end=20260301T00"
+    # re-running a committed interval is a no-op
+    assert ok(run_job(cfg, "ingest_activity", END + H, try_number=3))["noop"] is True
+
+
+def test_error_rate_gate_fails_with_clear_message(backfilled: dict[str, Any]) -> None:
+    cfg, lake = backfilled["config"], backfilled["lake"]
+    hour = END + 3 * H
+    n = 1000
+    rng = np.random.default_rng(0)
+    known = pq.read_table(lake.abspath(lake.latest(cfg, "catalogue").path) + "/" +
+                          lake.latest(cfg, "catalogue").file("catalogue.parquet").path).column("item_id")
+    items = known.take(pa.array(rng.integers(0, len(known), n))).to_pylist()
+    for i in range(0, n, 5):
+        items[i] = f"unknown-{i}"  # 20% unknown items
+    ts = [hour + dt.timedelta(seconds=int(s)) for s in rng.integers(0, 3600, n)]
+    table = pa.table({"event_id": [f"err-{i}" for i in range(n)], "user_id": [f"u{i % 50}" for i in range(n)],
+                      "item_id": items, "event_type": ["play"] * n, "event_ts": pa.array(ts, pa.timestamp("us", "UTC")),
+                      "played_seconds": pa.array([300.0] * n, pa.float32()), "platform": ["web"] * n})
+    write_activity_file(cfg, activity_path(cfg, hour), table)
+    code, payload = run_job(cfg, "ingest_activity", hour + H)
+    assert code == 3 and payload["gate"] == "error_rate"
+    assert "200 of 1000 records quarantined (20.00%, allowed 5.00%)" in payload["error"]
+    assert not lake.committed("activity/deltas/interval=20260301T03")
+
+
+def test_corrupt_file_and_schema_drift_are_quarantined_and_the_run_continues(backfilled: dict[str, Any]) -> None:
+    cfg, lake = backfilled["config"], backfilled["lake"]
+    hour = END + 5 * H
+    src = read_activity_file(cfg, activity_path(cfg, END - 19 * H))
+    src = src.set_column(4, "event_ts", pc.add(src.column("event_ts"), pa.scalar(dt.timedelta(hours=24))))
+
+    def renamed(suffix: str) -> pa.Table:
+        return src.set_column(0, "event_id", pc.binary_join_element_wise(src.column("event_id"),
+                                                                         pa.scalar(suffix), ""))
+
+    write_activity_file(cfg, activity_path(cfg, hour, 0), src)
+    write_activity_file(cfg, activity_path(cfg, hour, 1), renamed("-a"))
+    corrupt_file(cfg, activity_path(cfg, hour, 1), keep_fraction=0.6)
+    write_activity_file(cfg, activity_path(cfg, hour, 2), drift_schema(renamed("-b"), rename={"item_id": "programme_id"}))
+    write_activity_file(cfg, activity_path(cfg, hour, 3), drift_schema(renamed("-c"), add={"app_version": "7.1"}))
+    summary = ok(run_job(cfg, "ingest_activity", hour + H, overrides=("volume",)))
+    m = lake.require("activity/deltas/interval=20260301T05")
+    assert m.quarantine["corrupt_file"] == 1
+    assert m.quarantine["missing_column_item_id"] == 1
+    assert list(m.meta["bad_files"].values()) == ["corrupt_file", "missing_column_item_id"]
+    rec = json.loads(lake.open(m, "missing_column_item_id.jsonl").readline())
+    assert "'item_id' is missing" in rec["error"] and rec["file"].endswith("part-00002.parquet")
+    assert list(m.meta["extra_columns"].values()) == [["app_version"]]
+    assert m.meta["rows_in"] == 2 * src.num_rows + src.num_rows  # two readable files + the drifted one's rows
+    assert m.rows > src.num_rows  # the good file and the extra-column file both landed
+    assert summary["counters"]["corrupt_file"] == 1
+
+
+def test_cold_start_lists_follow_variant_candidates_and_availability(backfilled: dict[str, Any]) -> None:
+    from skyrec.data.catalogue import available_mask, candidate_mask
+
+    cfg, lake = backfilled["config"], backfilled["lake"]
+    ok(run_job(cfg, "ingest_availability", END, hourly=False))
+    summary = ok(run_job(cfg, "ingest_cold_start", END, hourly=False))
+    m = lake.require(summary["outputs"][0])
+    table = pq.read_table(lake.file_url(m, "cold_start.parquet")).to_pylist()
+    cat_m = lake.latest(cfg, "catalogue")
+    cat = pq.read_table(lake.file_url(cat_m, "catalogue.parquet"))
+    ids = cat.column("item_id").to_pylist()
+    for name, variant in cfg.variants.items():
+        allowed = {ids[i] for i in np.flatnonzero(candidate_mask(cat, variant.candidates) & available_mask(cat, END))}
+        rows = [r for r in table if r["variant"] == name]
+        assert rows, name
+        assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+        assert {r["item_id"] for r in rows} <= allowed
+        scores = [r["score"] for r in rows]
+        assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(1.0)
+        assert m.meta["variants"][name]["candidates"] == len(allowed)
