@@ -12,7 +12,10 @@ sees a missing or mixed set. Values are UTF-8 JSON.
   {p}:items:{variant}:{pub}          hash item_id -> JSON {"title", "brand", "genres", "formats",
                                      "available_until" (ISO-8601 or null)}
   {p}:users:{variant}:{pub}          set of the user ids that have a rec key in the publication (the explorer's
-                                     "random user"; optional: the API falls back to a bounded SCAN without it)
+                                     "random user"; optional: the API falls back to a bounded SCAN without it).
+                                     The publisher writes a random sample (``precompute.users_sample`` ids).
+  {p}:pubs:{variant}                 sorted set: publication ids loaded into this Redis, scored by load start
+                                     time (the publisher's registry, for removal of old publications)
   {p}:hist:{pub_activity}:{user_id}  JSON [["item_id", "ISO ts"], ...] recent plays (serving explanations);
                                      the pointer names ``pub_activity`` in its optional "activity" field
 """
@@ -66,6 +69,9 @@ class Keys:
 
     def hist_pattern(self, activity: str) -> str:
         return f"{self.p}:hist:{activity}:*"
+
+    def publications(self, variant: str) -> str:
+        return f"{self.p}:pubs:{variant}"
 
     def publication_pattern(self, variant: str, pub: str) -> list[str]:
         """Patterns matching every key of one publication (for removal of old versions)."""
