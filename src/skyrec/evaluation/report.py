@@ -130,6 +130,11 @@ def render(evaluation: dict[str, Any]) -> str:
     cold_rnd = next(iter(res["models"].values()))["cold_start"]["random_expectation"] if models else None
     sections.append(f"<h2>Cold-start items</h2><p>Recall@{k} of test plays on items with no training plays when "
                     f"only those items are ranked (random ranking: {_fmt(cold_rnd)}).</p>")
+    truth = evaluation.get("truth")
+    if truth:
+        sections.append(f"<h2>Planted truth</h2><p>Recall@{truth['k']} of the generator's planted next items "
+                        f"({truth['users']} users), published artefact vs baseline fit on the same data.</p>"
+                        + _table([truth], sorted(truth)))
     dist = res["distributions"]
     sections.append("<h2>Score distributions</h2>")
     sections.append(histogram_chart({m: dist[m]["top_k_scores"] for m in models if m in dist},

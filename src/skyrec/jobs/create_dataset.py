@@ -36,7 +36,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
     catalogue = None
     if catalogue_m is not None:
         catalogue = read_parquet_files(ctx.lake, catalogue_m, ["item_id", "brand_id", "masterbrand", "genres",
-                                                                "formats", "duration_seconds"])
+                                                                "formats", "duration_seconds"],
+                                       prefer="catalogue.parquet")
     try:
         data, bad = build_training_data(activity, catalogue, weighting=cfg.weighting,
                                         played_fraction_weight=cfg.played_fraction_weight,

@@ -155,7 +155,9 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
     results = evaluate(scored, data.train, data.test, k=cfg.k, candidate_sets=candidate_sets,
                        cold_items=cold if cold.any() else None, max_users=cfg.eval_max_users,
                        seed=0)
+    truth = _truth_figures(ctx, model_m, cfg.baseline, cfg.k)
     return {
+        "truth": truth,
         "model": model, "version": version, "model_version": model_m.meta.get("model_version"),
         "model_output": model_m.path, "dataset": ds.path, "baseline": cfg.baseline,
         "metric": cfg.quality_gate.metric, "k": cfg.k, "cutoff": ds.meta.get("cutoff"), "end": ds.meta.get("end"),
@@ -165,3 +167,69 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
         "baseline_overall": results["models"][cfg.baseline]["overall"],
         "results": results, "evaluated_at": dt.datetime.now(dt.UTC).isoformat(),
     }
+
+
+def _truth_figures(ctx: JobContext, model_m: Any, baseline: str, k: int) -> dict[str, Any] | None:
+    """How close the published artefact gets to the planted truth, when the data is the sample generator's.
+
+    ``skyrec generate`` writes ``{source}/_truth/next_items.parquet``: per user the 10 items with the
+    highest planted probability of being played next at the end of the data. Figure: recall@k of those
+    items in the artefact's top-k (played items excluded, as precompute does), next to the same figure
+    for the baseline fit on the same data. None when there is no truth file (real data).
+    """
+    import fsspec
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from skyrec.evaluation.metrics import hits, per_user, top_k
+    from skyrec.models import build_model
+    from skyrec.models.artefact import load_artefact
+
+    url = f"{ctx.config.source_url.rstrip('/')}/_truth/next_items.parquet"
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **({"endpoint_url": ctx.config.source.endpoint_url}
+                                                  if ctx.config.source.endpoint_url else {}))
+        if not fs.exists(path):
+            return None
+        with fs.open(path, "rb") as fh:
+            table = pq.read_table(fh, columns=["user_id", "item_id"])
+    except (OSError, ValueError, ImportError):
+        return None
+    import scipy.sparse as sp
+
+    art = load_artefact(ctx.lake, model_m)
+    u_index = {u: i for i, u in enumerate(art.user_ids)}
+    i_index = {x: j for j, x in enumerate(art.item_ids)}
+    users = table.column("user_id").to_pylist()
+    items = table.column("item_id").to_pylist()
+    pairs = [(u_index[u], i_index.get(x, -1)) for u, x in zip(users, items, strict=True) if u in u_index]
+    if not pairs:
+        return None
+    rows = np.array(sorted({r for r, _ in pairs}), dtype=np.int64)
+    pos = {r: n for n, r in enumerate(rows)}
+    known = [(pos[r], c) for r, c in pairs if c >= 0]
+    n_truth = np.bincount([pos[r] for r, _ in pairs], minlength=len(rows))
+    rel = sp.csr_matrix((np.ones(len(known), np.float32), ([a for a, _ in known], [b for _, b in known])),
+                        shape=(len(rows), len(art.item_ids)))
+    ds = ctx.lake.require(model_m.meta["dataset"])
+    from skyrec.models.dataset import load_training_data
+
+    data = load_training_data(ctx.lake, ds, only=("interactions",))
+    item_pos = {x: j for j, x in enumerate(data.item_ids)}
+    cols = np.array([item_pos[x] for x in art.item_ids], dtype=np.int64)
+    base = build_model(ctx.config, baseline)
+    base.fit(data.interactions[:, cols])
+    out: dict[str, Any] = {"users": int(len(rows)), "k": k}
+    for name, U, V in (("model", art.user_factors, art.item_factors),
+                       ("baseline", base.user_representations(), base.item_representations())):
+        total = 0.0
+        for start in range(0, len(rows), 2048):
+            b = rows[start:start + 2048]
+            scores = np.asarray(U[b] @ V.T, np.float32)
+            ex = art.seen[b]
+            scores[np.repeat(np.arange(len(b)), np.diff(ex.indptr)), ex.indices] = -np.inf
+            rec, _ = top_k(scores, k)
+            m = per_user(hits(rec, rel[start:start + 2048]), n_truth[start:start + 2048], k)
+            total += float(m["recall_at_k"].sum())
+        out[f"{name}_truth_recall_at_k"] = total / len(rows)
+    return out

@@ -75,12 +75,16 @@ def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_parquet_files(lake: Lake, manifest: Manifest, columns: list[str],
-                       dictionary: tuple[str, ...] = ()) -> pa.Table:
-    """All data Parquet files of a committed output (quarantine excluded) as one table."""
+                       dictionary: tuple[str, ...] = (), prefer: str | None = None) -> pa.Table:
+    """The data Parquet files of a committed output (quarantine excluded) as one table; with ``prefer``,
+    only the file of that name when the output has one (an output holding several tables)."""
     tables = []
+    names = [e.path.rsplit("/", 1)[-1] for e in manifest.files]
     for entry in manifest.files:
         name = entry.path.rsplit("/", 1)[-1]
         if not name.endswith(".parquet") or "/_quarantine/" in f"/{entry.path}":
+            continue
+        if prefer is not None and prefer in names and name != prefer:
             continue
         with lake.fs.open(lake.abspath(f"{manifest.path}/{entry.path}"), "rb") as fh:
             tables.append(pq.read_table(fh, columns=columns, read_dictionary=list(dictionary) or None))
