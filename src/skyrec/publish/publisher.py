@@ -223,7 +223,9 @@ def publish_swapdb(redis_client: Any, keys: Keys, variant: str, pointer: dict[st
         raise PublishError(f"publish.swapdb_spare_db ({spare_db}) must differ from the serving db ({live_db})")
     try:
         redis_client.ping()
-        spare = redis.Redis(**{**kwargs, "db": spare_db})
+        spare = redis.Redis(**{k: kwargs[k] for k in ("host", "port", "username", "password", "socket_timeout",
+                                                      "socket_connect_timeout", "unix_socket_path") if k in kwargs},
+                            db=spare_db)
         try:
             spare.flushdb()
             cursor, copied = 0, 0

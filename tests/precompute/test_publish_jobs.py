@@ -1,0 +1,161 @@
+"""create_redis_dump with a real scratch redis-server; publish_predictions into a real serving Redis with a
+reader hammering it during the switch; rollback; old publications removed; Redis down -> clean failure."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import redis
+import synth
+
+from skyrec.jobs.base import RunInfo, execute
+from skyrec.models.artefact import published_predictions_pointer
+from skyrec.publish import current
+from skyrec.publish.keys import Keys
+from skyrec.redis_local import free_port
+from skyrec.storage import Lake
+
+VARIANT = "drama_featured"
+pytestmark = pytest.mark.integration
+
+
+def _run(hour: int) -> RunInfo:
+    return RunInfo(dag_id="precompute_recommendations_als_drama_featured_v1", run_id=f"r{hour}",
+                   task_id="compute_predictions", logical_date=synth.AT + dt.timedelta(hours=hour))
+
+
+def _job(name: str, cfg, hour: int) -> dict:
+    code, payload = execute(name, config=cfg, run=_run(hour), params={"variant": VARIANT})
+    assert code == 0, payload.get("traceback") or payload.get("error")
+    return payload["summary"]
+
+
+@pytest.fixture
+def cfg(config_factory, redis_server):
+    overrides = {"precompute": {"k": 8, "batch_size": 64, "shard_users": 100, "threads": 1},
+                 "publish": {"redis_url": redis_server.url, "keep_versions": 2, "probe_users": 10}}
+    c = config_factory(overrides)
+    synth.build(c, n_users=250, n_items=300)
+    return c
+
+
+def test_redis_dump_is_verified_and_committed(cfg, tmp_path: Path) -> None:
+    _job("compute_predictions", cfg, 0)
+    out = _job("create_redis_dump", cfg, 0)
+    lake = Lake.from_config(cfg)
+    m = lake.require(out["outputs"][0])
+    pred = lake.require(m.meta["predictions"])
+    assert m.meta["keys"] == pred.meta["keys"] and m.meta["probes_checked"] >= 10
+    lake.verify(m)
+    # the RDB restores into a fresh server with the same keys
+    from skyrec.redis_local import LocalRedis
+
+    rdb_dir = tmp_path / "restore"
+    rdb_dir.mkdir()
+    (rdb_dir / "dump.rdb").write_bytes(Path(lake.abspath(f"{m.path}/{m.file('dump.rdb').path}")).read_bytes())
+    server = LocalRedis(port=free_port(), dir=rdb_dir).start(dbfilename="dump.rdb")
+    try:
+        c = redis.Redis(host=server.host, port=server.port)
+        assert c.dbsize() == pred.meta["keys"]
+        c.close()
+    finally:
+        server.stop()
+    # no scratch server left behind
+    assert not list(Path(cfg.state_dir).rglob("redis-*.pid"))
+
+
+def test_versioned_publish_switch_rollback_cleanup(cfg, redis_client) -> None:
+    keys = Keys(cfg.publish.key_prefix)
+    lake = Lake.from_config(cfg)
+    pubs = []
+    errors: list[str] = []
+    stop = threading.Event()
+    seen_pubs: set[str] = set()
+
+    def reader() -> None:
+        """What the API does: read the pointer, then only that publication's keys. Never missing, never mixed."""
+        c = redis.Redis.from_url(cfg.publish.redis_url)
+        user = "u000010"
+        while not stop.is_set():
+            ptr = c.get(keys.current(VARIANT))
+            if ptr is None:
+                continue
+            pub = json.loads(ptr)["publication"]
+            seen_pubs.add(pub)
+            rec, fb = c.mget(keys.rec(VARIANT, pub, user), keys.fallback(VARIANT, pub))
+            items = c.exists(keys.items(VARIANT, pub))
+            if rec is None or fb is None or not items:
+                # the only legal reason: this publication was removed after a newer one was switched in
+                if json.loads(c.get(keys.current(VARIANT)))["publication"] == pub:
+                    errors.append(f"missing data of current publication {pub}")
+        c.close()
+
+    for hour in range(4):
+        _job("compute_predictions", cfg, hour)
+        if hour == 1:
+            t = threading.Thread(target=reader, daemon=True)
+            t.start()
+        out = _job("publish_predictions", cfg, hour)
+        pubs.append(out["publication"])
+        ptr = current(redis_client, keys, VARIANT)
+        assert ptr["publication"] == out["publication"]
+        lake_ptr = lake.read_pointer(published_predictions_pointer(VARIANT))
+        assert lake_ptr["publication"] == out["publication"] and lake.committed(lake_ptr["path"])
+    stop.set()
+    t.join(5)
+    assert not errors, errors[:3]
+    assert len(seen_pubs) >= 2
+    # only keep_versions (2) publications remain loaded; the older ones are gone
+    for old in pubs[:2]:
+        assert not redis_client.exists(keys.fallback(VARIANT, old))
+        assert not list(redis_client.scan_iter(match=keys.rec_pattern(VARIANT, old), count=1000))
+    assert redis_client.exists(keys.fallback(VARIANT, pubs[2]))
+    # re-publishing the current one is a no-op
+    assert _job("publish_predictions", cfg, 3)["note"] == "already current"
+    # rollback (the job, and the core function the API calls)
+    out = _job("rollback_publication", cfg, 3)
+    assert (out["from"], out["to"]) == (pubs[3], pubs[2])
+    assert current(redis_client, keys, VARIANT)["publication"] == pubs[2]
+    assert lake.read_pointer(published_predictions_pointer(VARIANT))["publication"] == pubs[2]
+    from skyrec.publish import rollback
+
+    with pytest.raises(LookupError):
+        rollback(redis_client, keys, VARIANT)  # the only older one was removed: nothing to go back to
+    assert current(redis_client, keys, VARIANT)["publication"] == pubs[2]
+
+
+def test_redis_down_fails_cleanly_with_pointer_unchanged(cfg, config_factory, redis_client) -> None:
+    keys = Keys(cfg.publish.key_prefix)
+    _job("compute_predictions", cfg, 0)
+    _job("publish_predictions", cfg, 0)
+    before = current(redis_client, keys, VARIANT)
+    _job("compute_predictions", cfg, 1)
+    down = config_factory({"precompute": {"k": 8, "batch_size": 64, "shard_users": 100, "threads": 1},
+                           "publish": {"redis_url": f"redis://127.0.0.1:{free_port()}/0"}})
+    code, payload = execute("publish_predictions", config=down, run=_run(1), params={"variant": VARIANT})
+    assert code == 1, payload
+    assert "RedisUnavailableError" in payload["error"] and "retryable" in payload["error"], payload["error"]
+    assert current(redis_client, keys, VARIANT) == before
+    lake = Lake.from_config(cfg)
+    assert lake.read_pointer(published_predictions_pointer(VARIANT))["publication"] == before["publication"]
+
+
+def test_swapdb_strategy(config_factory, redis_server, redis_client) -> None:
+    overrides = {"precompute": {"k": 8, "batch_size": 64, "shard_users": 100, "threads": 1},
+                 "publish": {"redis_url": redis_server.url, "strategy": "swapdb", "swapdb_spare_db": 3}}
+    c = config_factory(overrides)
+    synth.build(c, n_users=120, n_items=200)
+    keys = Keys(c.publish.key_prefix)
+    redis_client.set("unrelated:key", "kept")
+    first = _job("compute_predictions", c, 0)
+    _job("publish_predictions", c, 0)
+    second = _job("compute_predictions", c, 1)
+    out = _job("publish_predictions", c, 1)
+    assert out["strategy"] == "swapdb" and out["previous"] == first["publication"]
+    assert current(redis_client, keys, VARIANT)["publication"] == second["publication"]
+    assert redis_client.get("unrelated:key") == b"kept"
+    assert redis_client.exists(keys.fallback(VARIANT, first["publication"]))  # kept for rollback (keep_versions=2)
