@@ -7,8 +7,16 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from skyrec.publish.resp import (RedisLoadError, count_commands, encode_command, encode_hset, encode_sadd,
-                                 encode_sets, load_files, redis_cli_pipe)
+from skyrec.publish.resp import (
+    RedisLoadError,
+    count_commands,
+    encode_command,
+    encode_hset,
+    encode_sadd,
+    encode_sets,
+    load_files,
+    redis_cli_pipe,
+)
 from skyrec.redis_local import free_port
 
 
