@@ -230,8 +230,8 @@ def run(ctx: Any) -> dict[str, Any]:
     import pyarrow.compute as pc
 
     from skyrec.data.lakeio import read_parquet, write_parquet
-    from skyrec.gates import error_rate_gate
     from skyrec.jobs.base import BadInput
+    from skyrec.jobs.ingest_activity import error_rate_result
 
     cfg = ctx.config
     rel = ctx.path(DATASET)
@@ -303,7 +303,7 @@ def run(ctx: Any) -> dict[str, Any]:
         write_parquet(stage, "catalogue.parquet", catalogue)
         for name, table in entities.items():
             write_parquet(stage, f"{name}.parquet", table.sort_by("id"))
-        ctx.gate(error_rate_gate(n_bad, records_read, max_error_rate=cfg.ingest.metadata.max_error_rate))
+        ctx.gate(error_rate_result(n_bad, records_read, cfg.ingest.metadata.max_error_rate))
         deleted = int(pc.sum(entities["episodes"].column("deleted")).as_py() or 0)
         meta = {"previous": previous.path if previous else None, "raw_syncs": [m.path for m in syncs],
                 "last_sync": syncs[-1].path if syncs else last_sync, "records_read": records_read,

@@ -181,10 +181,9 @@ def run(ctx: Any) -> dict[str, Any]:
         keys = sorted(state)
         write_parquet(stage, "state.parquet", pa.table({"key": pa.array(keys, pa.string()),
                                                         "etag": pa.array([state[k] for k in keys], pa.string())}))
-        from skyrec.gates import error_rate_gate
+        from skyrec.jobs.ingest_activity import error_rate_result
 
-        ctx.gate(error_rate_gate(len(malformed), len(todo), max_error_rate=cfg.ingest.metadata.max_error_rate,
-                                 name="error_rate"))
+        ctx.gate(error_rate_result(len(malformed), len(todo), cfg.ingest.metadata.max_error_rate))
         elapsed = time.time() - started
         meta = {"source": cfg.source_url, "previous": previous_path, "listed": len(listed), "fetched": len(todo),
                 "fetched_this_attempt": fetched_now, "resumed_from_checkpoint": resumed,
