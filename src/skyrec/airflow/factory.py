@@ -144,9 +144,10 @@ def build_dags(config: Config) -> dict[str, Any]:
     with dag(MONITORING_DAG, monitoring_schedule,
              "Canary (scheduler and workers alive) and the sweeper (cancel orphaned jobs).") as d:
         canary = job("canary", outputs=["canary"], retries=0)
-        check = PythonOperator(task_id="check_canary", python_callable=check_canary,
-                               op_kwargs={"max_age_seconds": 3 * schedule_interval_seconds(monitoring_schedule)})
-        canary >> check
+        check_canary_task = PythonOperator(
+            task_id="check_canary", python_callable=check_canary,
+            op_kwargs={"max_age_seconds": 3 * schedule_interval_seconds(monitoring_schedule)})
+        canary >> check_canary_task
         PythonOperator(task_id="sweeper", python_callable=run_sweeper, retries=0)
     dags[d.dag_id] = d
 

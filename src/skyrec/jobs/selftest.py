@@ -113,4 +113,12 @@ def run(ctx: JobContext) -> dict[str, Any]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     del ballast
     return {"outputs": [rel], "rows": rows, "chunks_computed": computed, "chunks_resumed": resumed,
-            "max_rss_mb": round(usage.ru_maxrss / 1024, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3)}
+            "max_rss_mb": _peak_rss_mb(), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3)}
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM; unlike ru_maxrss it does not carry over the launcher's across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
