@@ -385,7 +385,8 @@ def _spell(rng: np.random.Generator, names: list[str], spellings: dict[str, list
 
 
 def _write_metadata(cat: _Catalogue, sink: _Sink, config: Config, rng: np.random.Generator, end: int,
-                    export: int, bad_rate: float, progress: Any) -> tuple[dict[str, int], int, pa.Table]:
+                    export: int, bad_rate: float, progress: Any, write: bool = True) -> tuple[dict[str, int], int,
+                                                                                             pa.Table]:
     """Write every metadata record version as its own JSON object. Returns counts, malformed, truth table."""
     prefix = config.source.metadata_prefix
     streams = list(config.source.metadata_streams)
@@ -393,10 +394,12 @@ def _write_metadata(cat: _Catalogue, sink: _Sink, config: Config, rng: np.random
     counts = {s_prog: 0, s_ep: 0, s_av: 0}
 
     def put(stream: str, rid: str, seq: int, landed: float, record: dict[str, Any]) -> None:
+        counts[stream] += 1
+        if not write:
+            return
         # Records older than the initial export landed with it (one partition); later ones hour by hour.
         sink.put(f"{prefix}/{stream}/{_hour_path(max(landed, export))}/{rid}-{seq}.json",
                  json.dumps(record, separators=(",", ":"), sort_keys=True).encode())
-        counts[stream] += 1
 
     def off() -> float:
         return _OFFSETS[int(rng.integers(len(_OFFSETS)))]
@@ -469,7 +472,7 @@ def _write_metadata(cat: _Catalogue, sink: _Sink, config: Config, rng: np.random
     # malformed objects: extra, truncated versions of existing records (they never change the truth)
     n_objects = sum(counts.values())
     n_bad = int(round(n_objects * bad_rate))
-    bad_items = rng.choice(cat.n_items, min(n_bad, cat.n_items), replace=False) if n_bad else []
+    bad_items = rng.choice(cat.n_items, min(n_bad, cat.n_items), replace=False) if n_bad and write else []
     for i in bad_items:
         text = json.dumps({"id": cat.item_ids[i], "type": "episode", "title": "broken"})
         landed = end - rng.uniform(HOUR, 3 * HOUR)
@@ -734,8 +737,12 @@ DIURNAL = DIURNAL / DIURNAL.mean()
 
 def generate(config: Config, *, users: int = 2000, items: int = 3000, days: int = 21, events_per_user: float = 40.0,
              seed: int = 7, end: str | dt.datetime | None = None, bad_rate: float = 0.002,
-             progress: bool | None = None) -> dict[str, Any]:
-    """Generate the catalogue, the activity and the ground truth into ``config.source_url``; return a summary."""
+             progress: bool | None = None, metadata: bool = True) -> dict[str, Any]:
+    """Generate the catalogue, the activity and the ground truth into ``config.source_url``; return a summary.
+
+    ``metadata=False`` skips writing the metadata JSON objects (the truth catalogue is still written):
+    benchmarks of the activity ingest at 225k programmes do not need half a million small files.
+    """
     if users < 1 or items < 30 or days < 1 or events_per_user <= 0 or not 0 <= bad_rate < 0.5:
         raise ValueError("generate: need users >= 1, items >= 30, days >= 1, events_per_user > 0, "
                          f"0 <= bad_rate < 0.5 (got users={users}, items={items}, days={days}, "
@@ -749,7 +756,7 @@ def generate(config: Config, *, users: int = 2000, items: int = 3000, days: int 
     with _progress(show) as bar:
         cat = _Catalogue(np.random.default_rng([seed, 1]), items, end_s)
         meta_counts, n_malformed, truth_cat = _write_metadata(cat, sink, config, np.random.default_rng([seed, 2]),
-                                                              end_s, start_s - DAY, bad_rate, bar)
+                                                              end_s, start_s - DAY, bad_rate, bar, metadata)
         people = _Users(seed, users, cat)
         item_ids = pa.array(cat.item_ids.tolist(), pa.string())
         hours = days * 24
