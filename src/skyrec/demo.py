@@ -148,12 +148,14 @@ def run_demo(*, keep_serving: bool = False, serve_only: bool = False, fresh: boo
 
             from skyrec.airflow.runner import run_dag
 
+            # Activity covers [start, end). The backfill rebuilds every hour but the last; the hourly
+            # ingest_user_activity run then takes the last hour, as it would in production.
             start = end - dt.timedelta(days=DEMO_SCALE["days"])
-            logical = end  # the run for the last complete hour
+            logical = end - dt.timedelta(hours=1)
             for dag_id, special in dag_order(config):
                 conf = None
                 if special == "backfill":
-                    conf = {"start": start.isoformat(), "end": end.isoformat()}
+                    conf = {"start": start.isoformat(), "end": logical.isoformat()}
                 t = time.monotonic()
                 state = run_dag(dag_id, logical_date=logical.isoformat(), conf=conf)
                 timings[dag_id] = time.monotonic() - t

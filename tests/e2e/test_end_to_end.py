@@ -56,11 +56,12 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
                  "ingest_user_activity", "ingest_cold_start", "train_model",
                  *sorted(d for d in dag_ids(config) if d.startswith("precompute_recommendations_"))]
         states = {}
+        logical = end - dt.timedelta(hours=1)  # the last hour is ingested hourly, the rest backfilled
         for dag_id in order:
             conf = None
             if dag_id == "backfill_user_activity":
-                conf = {"start": (end - dt.timedelta(days=10)).isoformat(), "end": end.isoformat()}
-            states[dag_id] = run_dag(dag_id, logical_date=end.isoformat(), conf=conf)
+                conf = {"start": (end - dt.timedelta(days=10)).isoformat(), "end": logical.isoformat()}
+            states[dag_id] = run_dag(dag_id, logical_date=logical.isoformat(), conf=conf)
             if states[dag_id] != "success":
                 break
         yield config, states, end
