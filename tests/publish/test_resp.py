@@ -66,3 +66,31 @@ def test_errors_and_unreachable_are_reported(redis_client, tmp_path: Path) -> No
         load_files(pool["host"], pool["port"], [f], expected=2)
     with pytest.raises(RedisLoadError, match="unreachable"):
         load_files("127.0.0.1", free_port(), [f], expected=2, timeout=2)
+
+
+def test_vectorised_rec_values_are_json_equal_to_the_results() -> None:
+    import json
+
+    import numpy as np
+
+    from skyrec.publish.resp import encode_rec_sets, fixed_width_fragments, format_scores
+
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.standard_normal(500) * 10.0 ** rng.integers(-6, 5, 500), [0.0, -0.0, -1e-9]])
+    text = [bytes(r).decode() for r in format_scores(scores.astype(np.float32), 5)]
+    np.testing.assert_allclose([json.loads(t) for t in text], np.round(scores.astype(np.float32).astype(float), 5),
+                               atol=1e-5, rtol=1e-6)
+    ids = ["a", "long-item-id-1234", 'q"uote', "é"]
+    frags = fixed_width_fragments(ids)
+    items = rng.integers(0, 4, size=(6, 5))
+    vals = rng.standard_normal((6, 5)).astype(np.float32)
+    counts = np.array([5, 0, 1, 3, 5, 2])
+    data, n = encode_rec_sets("p:", [f"u{i}" for i in range(6)], frags, items, vals, counts, 4)
+    assert n == 5 and count_commands(data) == 5
+    parts = data.split(b"\r\n")
+    values = {parts[i + 4].decode(): json.loads(parts[i + 6]) for i in range(0, len(parts) - 1, 7)}
+    assert "p:u1" not in values
+    for u in (0, 2, 3, 4, 5):
+        got = values[f"p:u{u}"]
+        assert [g[0] for g in got] == [ids[j] for j in items[u, :counts[u]]]
+        np.testing.assert_allclose([g[1] for g in got], np.round(vals[u, :counts[u]].astype(float), 4), atol=1e-4)

@@ -83,3 +83,24 @@ def test_bad_shapes_are_named() -> None:
         topk_batch(np.zeros((2, 3), np.float32), np.zeros((4, 5), np.float32), 2)
     with pytest.raises(ValueError, match="exclude matrix"):
         topk_batch(np.zeros((2, 3), np.float32), np.zeros((3, 5), np.float32), 2, exclude=sp.csr_matrix((3, 5)))
+
+
+def test_threaded_kernel_equals_single_threaded() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skyrec.scoring.topk import topk_threaded
+
+    rng = np.random.default_rng(3)
+    U = rng.standard_normal((700, 16)).astype(np.float32)
+    V = rng.standard_normal((5000, 16)).astype(np.float32)
+    ex = sp.random(700, 5000, density=0.01, format="csr", random_state=1)
+    brands = rng.integers(-1, 300, size=5000).astype(np.int32)
+    VT = np.ascontiguousarray(V.T)
+    one = topk_batch(U, VT, 30, exclude=ex, brands=brands, max_per_brand=1, sub_batch=64)
+    with ThreadPoolExecutor(3) as pool:
+        three = topk_threaded(U, VT, 30, pool=pool, threads=3, exclude=ex, brands=brands, max_per_brand=1,
+                              sub_batch=64)
+    assert (one.items == three.items).all() and (one.counts == three.counts).all()
+    want = reference_topk(U[:50], V, 30, exclude=ex[:50], brands=brands, max_per_brand=1)
+    assert [[j for j, _ in w] for w in want] == [list(r[:c]) for r, c in zip(one.items[:50], one.counts[:50],
+                                                                            strict=True)]

@@ -245,3 +245,87 @@ def redis_cli_pipe(host: str, port: int, paths: Sequence[str | Path], *, db: int
             if "replies:" in line:
                 cmds += int(line.rsplit("replies:", 1)[1].strip())
     return LoadResult(commands=cmds, bytes=total, seconds=time.perf_counter() - started)
+
+
+# ---- per-user recommendation values, vectorised -------------------------------------------------
+
+
+def fixed_width_fragments(item_ids: Sequence[str]) -> np.ndarray:
+    """``"item_id",`` for every item as a uint8 matrix padded with spaces to one width (JSON allows
+    whitespace between a value and the comma), so that a batch of results can be laid out with array
+    operations instead of per-item string formatting. Non-ASCII ids are escaped by ``json.dumps``."""
+    import json
+
+    frags = [json.dumps(str(i)) + "," for i in item_ids]
+    width = max((len(f) for f in frags), default=1)
+    out = np.full((len(frags), width), ord(" "), dtype=np.uint8)
+    for j, f in enumerate(frags):
+        out[j, :len(f)] = np.frombuffer(f.encode("ascii"), dtype=np.uint8)
+    return out
+
+
+def format_scores(scores: np.ndarray, decimals: int) -> np.ndarray:
+    """Scores as fixed-width JSON numbers (uint8 [n, w]): sign next to the first digit, spaces before it,
+    exactly ``decimals`` digits after the point (``" 0.12345"``, ``"-12.50000"``)."""
+    q = np.rint(np.nan_to_num(np.asarray(scores, dtype=np.float64)) * 10.0 ** decimals).astype(np.int64)
+    neg = q < 0
+    a = np.abs(q)
+    scale = 10 ** decimals
+    ip, frac = np.divmod(a, scale)
+    n_int = max(1, len(str(int(ip.max())))) if ip.size else 1
+    width = 1 + n_int + (1 + decimals if decimals else 0)
+    out = np.full((q.size, width), ord(" "), dtype=np.uint8)
+    nd = np.ones(q.size, dtype=np.int64)  # significant integer digits of each score
+    for j in range(n_int):
+        pv = 10 ** (n_int - 1 - j)
+        sig = (ip >= pv) | (j == n_int - 1)
+        out[:, 1 + j] = np.where(sig, ord("0") + (ip // pv) % 10, ord(" "))
+        if pv >= 10:
+            nd += ip >= pv
+    sign_col = n_int - nd  # the column just before the first significant digit
+    rows = np.nonzero(neg)[0]
+    out[rows, sign_col[rows]] = ord("-")
+    if decimals:
+        out[:, 1 + n_int] = ord(".")
+        for j in range(decimals):
+            out[:, 2 + n_int + j] = ord("0") + (frac // 10 ** (decimals - 1 - j)) % 10
+    return out
+
+
+def encode_rec_sets(key_prefix: str, user_ids: Sequence[str], fragments: np.ndarray, items: np.ndarray,
+                    scores: np.ndarray, counts: np.ndarray, decimals: int) -> tuple[bytes, int]:
+    """``SET <key_prefix><user> [[item, score], ...]`` for every user with ``counts > 0``.
+
+    ``items``/``scores`` are [b, k] (candidate rows of ``fragments``, best first); values are laid out as a
+    [b, 1 + k * (e + 1)] byte matrix (``[`` then per item ``[frag score]`` and ``,``; the comma after the
+    last item becomes ``]``), so the per-item work is array operations; only the short RESP header is
+    formatted per user. Returns (bytes, number of commands)."""
+    b, k = items.shape
+    has = np.nonzero(counts > 0)[0]
+    if has.size == 0:
+        return b"", 0
+    wi = fragments.shape[1]
+    sc = format_scores(scores[has].reshape(-1), decimals)
+    ws = sc.shape[1]
+    e = 1 + wi + ws + 1  # [frag score]
+    rows = np.empty((has.size, k, e + 1), dtype=np.uint8)
+    rows[:, :, 0] = ord("[")
+    rows[:, :, 1:1 + wi] = fragments[np.maximum(items[has], 0)]
+    rows[:, :, 1 + wi:1 + wi + ws] = sc.reshape(has.size, k, ws)
+    rows[:, :, e - 1] = ord("]")
+    rows[:, :, e] = ord(",")
+    flat = rows.reshape(has.size, k * (e + 1))
+    c = counts[has].astype(np.int64)
+    flat[np.arange(has.size), c * (e + 1) - 1] = ord("]")
+    lengths = 1 + c * (e + 1)  # with the leading "["
+    buf = flat.tobytes()
+    stride = k * (e + 1)
+    prefix = key_prefix.encode()
+    pieces: list[bytes] = []
+    append = pieces.append
+    for n, (r, ln) in enumerate(zip(has.tolist(), lengths.tolist(), strict=True)):
+        key = prefix + user_ids[r].encode()
+        append(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n[" % (len(key), key, ln))
+        append(buf[n * stride:n * stride + ln - 1])
+        append(b"\r\n")
+    return b"".join(pieces), int(has.size)

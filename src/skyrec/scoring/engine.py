@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 
 from skyrec.data.schemas import PREDICTIONS
 from skyrec.publish.keys import VALID_USER_ID, Keys
-from skyrec.publish.resp import encode_sets
+from skyrec.publish.resp import encode_rec_sets, fixed_width_fragments
 from skyrec.scoring.candidates import Candidates, build_candidates
-from skyrec.scoring.topk import TopK, topk_batch
+from skyrec.scoring.topk import TopK, topk_threaded
 from skyrec.storage import Lake
 
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1, "use_dictionary": True}
@@ -118,7 +118,7 @@ class Scorer:
         self.model_meta = model_meta
         self.evaluation = evaluation or {}
         self.cand_ids = pa.array(candidates.item_ids.tolist(), pa.string())
-        self.cand_json = pa.array([json.dumps(i) + "," for i in candidates.item_ids.tolist()], pa.string())
+        self.fragments = fixed_width_fragments(candidates.item_ids.tolist())
         self.rec_prefix = Keys(spec.key_prefix).rec(spec.variant, spec.publication, "")
         self._pool = ThreadPoolExecutor(spec.threads) if spec.threads > 1 else None
 
@@ -150,23 +150,12 @@ class Scorer:
 
     # ---- scoring ------------------------------------------------------------------------------
     def score(self, rows: np.ndarray) -> TopK:
-        """The exact constrained top-K of the given user rows (threads split the rows; BLAS single-threaded
-        inside each, so the two levels of parallelism do not oversubscribe the cores)."""
+        """The exact constrained top-K of the given user rows (the kernel, threaded over the rows)."""
         c = self.candidates
         k = min(self.spec.k, max(1, len(c)))
-
-        def part(r: np.ndarray) -> TopK:
-            return topk_batch(self.user_factors[r], c.item_factors_t, k, exclude=c.exclusions(self.seen, r),
-                              brands=c.brands, max_per_brand=self.spec.max_per_brand, sub_batch=self.spec.sub_batch)
-
-        if self._pool is None or rows.size < 2 * self.spec.sub_batch:
-            return part(rows)
-        from threadpoolctl import threadpool_limits
-
-        chunks = np.array_split(rows, self.spec.threads)
-        with threadpool_limits(1, user_api="blas"):
-            parts = list(self._pool.map(part, chunks))
-        return TopK(*(np.concatenate(x) for x in zip(*((p.items, p.scores, p.counts) for p in parts), strict=True)))
+        return topk_threaded(self.user_factors[rows], c.item_factors_t, k, pool=self._pool, threads=self.spec.threads,
+                             exclude=c.exclusions(self.seen, rows), brands=c.brands,
+                             max_per_brand=self.spec.max_per_brand, sub_batch=self.spec.sub_batch)
 
     def _outputs(self, rows: np.ndarray, res: TopK) -> tuple[pa.Table, bytes, np.ndarray]:
         k = res.items.shape[1]
@@ -178,18 +167,10 @@ class Scorer:
         table = pa.Table.from_arrays(
             [self.user_ids.take(pa.array(user_rep)), pa.array(ranks, pa.int16()), self.cand_ids.take(pa.array(cand)),
              pa.array(scores, pa.float32())], schema=PREDICTIONS)
-        has = res.counts > 0
-        if not has.any():
-            return table, b"", cand
-        rounded = np.round(scores, self.spec.score_decimals).astype(np.float32)
-        elems = pc.binary_join_element_wise(pa.scalar("["), self.cand_json.take(pa.array(cand)),
-                                            pc.cast(pa.array(rounded), pa.string()), pa.scalar("]"), "")
-        offsets = np.zeros(int(has.sum()) + 1, dtype=np.int32)
-        np.cumsum(res.counts[has], out=offsets[1:])
-        joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), elems), ",")
-        values = pc.binary_join_element_wise(pa.scalar("["), joined, pa.scalar("]"), "")
-        keys = pc.binary_join_element_wise(pa.scalar(self.rec_prefix), self.user_ids.take(pa.array(rows[has])), "")
-        return table, encode_sets(keys, values), cand
+        batch_users = self.user_ids.take(pa.array(rows)).to_pylist()
+        resp, _ = encode_rec_sets(self.rec_prefix, batch_users, self.fragments, res.items, res.scores, res.counts,
+                                  self.spec.score_decimals)
+        return table, resp, cand
 
     def run_shard(self, shard: int, start: int, end: int) -> ShardResult:
         """Score users [start, end) in batches; write the shard's Parquet and RESP files."""

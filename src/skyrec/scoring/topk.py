@@ -31,6 +31,7 @@ Memory is bounded by the sub-batch: one ``sub_batch x c`` float32 score matrix a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -204,6 +205,31 @@ def topk_batch(user_factors: np.ndarray, item_factors_t: np.ndarray, k: int, *,
         r = select_topk(S, kk, brands=brands, max_per_brand=max_per_brand)
         items[s:e, :kk], scores[s:e, :kk], counts[s:e] = r.items, r.scores, r.counts
     return TopK(items, scores, counts)
+
+
+def topk_threaded(user_factors: np.ndarray, item_factors_t: np.ndarray, k: int, *, pool: Any | None,
+                  threads: int, exclude: sp.csr_matrix | None = None, brands: np.ndarray | None = None,
+                  max_per_brand: int | None = None, sub_batch: int = 256) -> TopK:
+    """``topk_batch`` over ``threads`` slices of the users in a thread pool, with BLAS single-threaded inside
+    each (NumPy releases the GIL in the GEMM, the partitions, sorts and reductions, so the cores stay busy
+    with the whole kernel, not only with the matrix product; two levels of threads would oversubscribe)."""
+    b = user_factors.shape[0]
+    if pool is None or threads <= 1 or b < 2 * sub_batch:
+        return topk_batch(user_factors, item_factors_t, k, exclude=exclude, brands=brands,
+                          max_per_brand=max_per_brand, sub_batch=sub_batch)
+    from threadpoolctl import threadpool_limits
+
+    bounds = np.linspace(0, b, threads + 1).astype(int)
+
+    def part(i: int) -> TopK:
+        s, e = bounds[i], bounds[i + 1]
+        return topk_batch(user_factors[s:e], item_factors_t, k, exclude=None if exclude is None else exclude[s:e],
+                          brands=brands, max_per_brand=max_per_brand, sub_batch=sub_batch)
+
+    with threadpool_limits(1, user_api="blas"):
+        parts = list(pool.map(part, range(threads)))
+    return TopK(np.concatenate([p.items for p in parts]), np.concatenate([p.scores for p in parts]),
+                np.concatenate([p.counts for p in parts]))
 
 
 def reference_topk(user_factors: np.ndarray, item_factors: np.ndarray, k: int, *,
