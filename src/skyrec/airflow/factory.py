@@ -56,12 +56,28 @@ def schedule_interval_seconds(schedule: str | None) -> float:
     return 3600.0
 
 
+_PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *"}
+
+
+def interval_schedule(schedule: str | None) -> Any:
+    """A data-interval timetable: the run at 18:00 covers [17:00, 18:00) -- the hour that just ended.
+
+    Ingest jobs read their interval (``data_interval_start``/``end``), so a run must name a complete,
+    non-empty interval; Airflow 3's default cron timetable gives zero-length intervals instead.
+    """
+    if schedule is None:
+        return None
+    from airflow.sdk import CronDataIntervalTimetable
+
+    return CronDataIntervalTimetable(_PRESETS.get(schedule, schedule), timezone="UTC")
+
+
 def build_dags(config: Config) -> dict[str, Any]:
     """DAG id -> DAG for this configuration."""
     from airflow.providers.standard.operators.python import PythonOperator
     from airflow.sdk import DAG, Asset, TaskGroup
 
-    from skyrec.airflow.monitoring import check_canary, run_sweeper
+    from skyrec.airflow import monitoring
     from skyrec.airflow.notify import failure_callback
     from skyrec.airflow.operators import SkyrecJobOperator
 
@@ -89,18 +105,18 @@ def build_dags(config: Config) -> dict[str, Any]:
     activity_asset = Asset(ACTIVITY_ASSET)
     dags: dict[str, Any] = {}
 
-    with dag("ingest_programme_metadata", sched.get("ingest_programme_metadata", "@hourly"),
+    with dag("ingest_programme_metadata", interval_schedule(sched.get("ingest_programme_metadata", "@hourly")),
              "Sync metadata objects from the source, then build the catalogue snapshot.") as d:
         job("sync_metadata", outputs=["raw_metadata"]) >> job("build_catalogue", outputs=["catalogue"],
                                                               inputs=["raw_metadata"])
     dags[d.dag_id] = d
 
-    with dag("ingest_user_activity", sched.get("ingest_user_activity", "@hourly"),
+    with dag("ingest_user_activity", interval_schedule(sched.get("ingest_user_activity", "@hourly")),
              "The interval's activity delta and the rolling snapshot.") as d:
         job("ingest_activity", outputs=["activity_delta", "activity_snapshot"], outlets=[activity_asset])
     dags[d.dag_id] = d
 
-    with dag("backfill_user_activity", sched.get("backfill_user_activity", "@daily"),
+    with dag("backfill_user_activity", interval_schedule(sched.get("backfill_user_activity", "@daily")),
              "Rebuild deltas and snapshots for a range: conf {\"start\": ISO, \"end\": ISO} "
              "(default: the run's data interval).") as d:
         job("backfill_activity", outputs=["activity_snapshot"], skip_if_committed=False, outlets=[activity_asset],
@@ -108,12 +124,12 @@ def build_dags(config: Config) -> dict[str, Any]:
                         "end": "{{ dag_run.conf.get('end') or data_interval_end.isoformat() }}"})
     dags[d.dag_id] = d
 
-    with dag("ingest_availability", sched.get("ingest_availability", "@hourly"),
+    with dag("ingest_availability", interval_schedule(sched.get("ingest_availability", "@hourly")),
              "Which items are playable now.") as d:
         job("ingest_availability", outputs=["availability"])
     dags[d.dag_id] = d
 
-    with dag("ingest_cold_start", sched.get("ingest_cold_start", "@hourly"),
+    with dag("ingest_cold_start", interval_schedule(sched.get("ingest_cold_start", "@hourly")),
              "Popular-now lists for users without history.") as d:
         job("ingest_cold_start", outputs=["cold_start"], inputs=["activity_snapshot"])
     dags[d.dag_id] = d
@@ -144,11 +160,11 @@ def build_dags(config: Config) -> dict[str, Any]:
     with dag(MONITORING_DAG, monitoring_schedule,
              "Canary (scheduler and workers alive) and the sweeper (cancel orphaned jobs).") as d:
         canary = job("canary", outputs=["canary"], retries=0)
-        check_canary_task = PythonOperator(
-            task_id="check_canary", python_callable=check_canary,
+        check_canary = PythonOperator(
+            task_id="check_canary", python_callable=monitoring.check_canary,
             op_kwargs={"max_age_seconds": 3 * schedule_interval_seconds(monitoring_schedule)})
-        canary >> check_canary_task
-        PythonOperator(task_id="sweeper", python_callable=run_sweeper, retries=0)
+        canary >> check_canary
+        PythonOperator(task_id="sweeper", python_callable=monitoring.run_sweeper, retries=0)
     dags[d.dag_id] = d
 
     missing = set(dag_ids(config)) ^ set(dags)
