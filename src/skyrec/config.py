@@ -185,6 +185,7 @@ class ServeConfig(_Model):
     pointer_cache_seconds: float = Field(1.0, ge=0)
     redis_timeout_seconds: float = Field(0.5, gt=0)
     redis_max_connections: int = Field(64, ge=1)
+    redis_pipelined_connections: int = Field(2, ge=0)
     item_cache_size: int = Field(200_000, ge=0)
     last_good_users: int = Field(50_000, ge=0)
     access_log: bool = True

@@ -17,8 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-import schemathesis
-from hypothesis import HealthCheck, settings
 from serve_data import VARIANTS, publish_history, standard_set
 
 from skyrec.redis_local import LocalRedis, free_port
@@ -127,8 +125,10 @@ def test_graceful_shutdown_on_sigterm(tmp_path, live):
 def test_schemathesis_no_server_errors(live):
     """Positive and negative requests generated from /openapi.json for every operation (bounded examples).
 
-    Admin calls go without a key (401): a valid key would let the fuzzer roll publications back mid-run."""
-    from hypothesis import given
+    Admin calls go without a key (401): a valid key would let the fuzzer roll publications back mid-run.
+    Needs the dev dependency ``schemathesis`` (it brings hypothesis)."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import not_a_server_error
     from schemathesis.generation import GenerationMode
 

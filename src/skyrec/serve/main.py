@@ -24,6 +24,7 @@ from skyrec.serve.api import errors
 from skyrec.serve.api.responses import JSON
 from skyrec.serve.api.routes import ROUTERS
 from skyrec.serve.api.routes.explorer import STATIC
+from skyrec.serve.fastget import PipelinedGet
 from skyrec.serve.observability import Metrics, RequestContextMiddleware, log_config
 from skyrec.serve.settings import ServeSettings
 from skyrec.serve.store import Store
@@ -31,14 +32,14 @@ from skyrec.serve.store import Store
 log = logging.getLogger("skyrec.serve")
 
 
-def _async_client(settings: ServeSettings, given: Any) -> tuple[aioredis.Redis, bool]:
-    """The asyncio client to use and whether we own it (and must close it).
+def _async_client(settings: ServeSettings, given: Any) -> tuple[aioredis.Redis, bool, PipelinedGet | None]:
+    """The asyncio client to use, whether we own it (and must close it), and the hot path's pipelined GET.
 
-    ``given`` may be an asyncio client (used as is), a sync ``redis.Redis`` (its connection settings are
-    reused for an asyncio pool on this loop), or None (``serve.redis_url``).
+    ``given`` may be an asyncio client (used as is, for everything), a sync ``redis.Redis`` (its connection
+    settings are reused for an asyncio pool on this loop), or None (``serve.redis_url``).
     """
     if isinstance(given, aioredis.Redis):
-        return given, False
+        return given, False, None
     common = {"socket_timeout": settings.redis_timeout_seconds,
               "socket_connect_timeout": settings.redis_timeout_seconds}
     if isinstance(given, redis.Redis):
@@ -47,11 +48,17 @@ def _async_client(settings: ServeSettings, given: Any) -> tuple[aioredis.Redis, 
             host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379), db=kw.get("db", 0),
             username=kw.get("username"), password=kw.get("password"),
             max_connections=settings.redis_max_connections, timeout=settings.redis_timeout_seconds, **common)
+        url = None if kw.get("password") else f"redis://{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
     else:
+        url = settings.redis_url
         pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=settings.redis_max_connections,
             timeout=settings.redis_timeout_seconds, **common)
-    return aioredis.Redis(connection_pool=pool), True
+    fast = None
+    if url and settings.redis_pipelined_connections and PipelinedGet.supports(url):
+        fast = PipelinedGet(url, connections=settings.redis_pipelined_connections,
+                            timeout=settings.redis_timeout_seconds)
+    return aioredis.Redis(connection_pool=pool), True, fast
 
 
 def create_app(config: Config | None = None, redis_client: Any = None) -> FastAPI:
@@ -61,8 +68,8 @@ def create_app(config: Config | None = None, redis_client: Any = None) -> FastAP
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client, owned = _async_client(settings, redis_client)
-        app.state.store = Store(redis=client, keys=settings.keys, variants=settings.variants,
+        client, owned, fast = _async_client(settings, redis_client)
+        app.state.store = Store(redis=client, fast=fast, keys=settings.keys, variants=settings.variants,
                                 pointer_ttl=settings.pointer_cache_seconds, item_cache_size=settings.item_cache_size,
                                 last_good_size=settings.last_good_users)
         metrics.publications_from(app.state.store.cached_pointers)
@@ -71,6 +78,8 @@ def create_app(config: Config | None = None, redis_client: Any = None) -> FastAP
         try:
             yield
         finally:
+            if fast is not None:
+                await fast.aclose()
             if owned:
                 await client.aclose()
             log.info("stopped")

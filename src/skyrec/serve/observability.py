@@ -99,6 +99,28 @@ class Metrics:
                                  registry=self.registry)
         self._pointers: Callable[[], dict[str, dict[str, Any]]] = dict
         self.registry.register(_PublicationCollector(self))
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(...)`` memoised: label lookup costs microseconds, paid on every request otherwise.
+        Label values are bounded (route templates, configured variants, status codes)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self._child(self.latency, method, route, str(status)).observe(seconds)
+
+    def count_answer(self, variant: str, source: str, padded: int, expired: int, stale: bool) -> None:
+        self._child(self.recommendations, variant, source).inc()
+        if padded:
+            self._child(self.padded, variant).inc(padded)
+        if expired:
+            self._child(self.expired, variant).inc(expired)
+        if stale:
+            self._child(self.stale, variant).inc()
 
     def publications_from(self, source: Callable[[], dict[str, dict[str, Any]]]) -> None:
         self._pointers = source
@@ -193,7 +215,7 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or ("<unmatched>" if status == 404 else "<other>")
-            self.metrics.latency.labels(scope.get("method", ""), template, str(status)).observe(elapsed)
+            self.metrics.observe_request(scope.get("method", ""), template, status, elapsed)
             if self.access_log:
                 self.log.info("request", extra={"method": scope.get("method"), "path": scope.get("path"),
                                                 "route": template, "status": status,

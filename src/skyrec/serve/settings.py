@@ -25,6 +25,7 @@ class ServeSettings:
     pointer_cache_seconds: float
     redis_timeout_seconds: float
     redis_max_connections: int
+    redis_pipelined_connections: int
     item_cache_size: int
     last_good_users: int
     access_log: bool
@@ -49,7 +50,8 @@ class ServeSettings:
             redis_url=s.redis_url, key_prefix=config.publish.key_prefix, variants=tuple(config.variants),
             default_limit=min(s.default_limit, s.max_limit), max_limit=s.max_limit, max_offset=s.max_offset,
             pointer_cache_seconds=s.pointer_cache_seconds, redis_timeout_seconds=s.redis_timeout_seconds,
-            redis_max_connections=s.redis_max_connections, item_cache_size=s.item_cache_size,
+            redis_max_connections=s.redis_max_connections,
+            redis_pipelined_connections=s.redis_pipelined_connections, item_cache_size=s.item_cache_size,
             last_good_users=s.last_good_users, access_log=s.access_log, log_level=s.log_level,
             graceful_shutdown_seconds=s.graceful_shutdown_seconds, admin_api_key_env=s.admin_api_key_env,
             lake_url=config.lake_url, lake_storage_options=dict(config.storage.storage_options),

@@ -18,7 +18,8 @@ import json
 import logging
 import random
 import time
-from collections import OrderedDict
+from collections import ChainMap, OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +27,16 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from skyrec.publish.keys import Keys
+from skyrec.serve.fastget import PipelinedGet
 
 log = logging.getLogger("skyrec.serve")
 
-_MISSING = object()
+try:  # fast typed JSON decoding of the hot path's lists (msgspec ships with the locked environment)
+    import msgspec
+
+    _SCORED: Any = msgspec.json.Decoder(list[tuple[str, float]])
+except ImportError:  # pragma: no cover - depends on the environment
+    _SCORED = None
 
 
 class Unavailable(RuntimeError):
@@ -112,17 +119,7 @@ def parse_item_meta(raw: bytes | str | None) -> ItemMeta:
         return UNKNOWN_ITEM
 
 
-def parse_scored(raw: bytes | str | None) -> list[tuple[str, float]] | None:
-    """A published ``[["item_id", score], ...]`` list; None when absent. Malformed entries are skipped."""
-    if raw is None:
-        return None
-    try:
-        data = json.loads(raw)
-        if not isinstance(data, list):
-            raise ValueError("not a list")
-    except ValueError:
-        log.error("unreadable published list", extra={"raw": str(raw)[:200]})
-        return []
+def _tolerant_scored(data: Any) -> list[tuple[str, float]]:
     out: list[tuple[str, float]] = []
     for entry in data:
         try:
@@ -130,6 +127,29 @@ def parse_scored(raw: bytes | str | None) -> list[tuple[str, float]] | None:
         except (TypeError, ValueError, IndexError):
             continue
     return out
+
+
+def parse_scored(raw: bytes | str | None) -> list[tuple[str, float]] | None:
+    """A published ``[["item_id", score], ...]`` list; None when absent. Malformed entries are skipped.
+
+    The well-formed case is decoded and type-checked in one C pass (msgspec, when installed); anything else
+    takes the tolerant path that keeps the good entries.
+    """
+    if raw is None:
+        return None
+    if _SCORED is not None:
+        try:
+            return _SCORED.decode(raw)
+        except msgspec.MsgspecError:
+            pass
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, list):
+            raise ValueError("not a list")
+    except ValueError:
+        log.error("unreadable published list", extra={"raw": str(raw)[:200]})
+        return []
+    return _tolerant_scored(data)
 
 
 @dataclass
@@ -143,40 +163,43 @@ class Ranked:
 
 
 def assemble(personal: list[tuple[str, float]] | None, fallback: list[tuple[str, float]],
-             meta: dict[str, ItemMeta], now: float, want: int) -> Ranked:
+             meta: Mapping[str, ItemMeta], now: float, want: int) -> Ranked:
     """The user's list without expired items, padded from the fallback list up to ``want``, no duplicates.
 
+    Stops as soon as ``want`` items are found (expired items further down are not counted as dropped).
     Pure function (no Redis) so the ranking rules are tested on their own.
     """
     out: list[tuple[str, float, ItemMeta]] = []
     seen: set[str] = set()
     dropped = 0
-    personal_count = 0
+    get = meta.get
     for item_id, score in personal or ():
+        if len(out) >= want:
+            break  # the rest of the list is not needed for this page
         if item_id in seen:
             continue
         seen.add(item_id)
-        m = meta.get(item_id, UNKNOWN_ITEM)
-        if m.expired(now):
+        m = get(item_id, UNKNOWN_ITEM)
+        until = m.available_until
+        if until is not None and until <= now:
             dropped += 1
             continue
         out.append((item_id, score, m))
-        personal_count += 1
-    padded = 0
-    if len(out) < want:
+    personal_count = len(out)
+    if personal_count < want:
         for item_id, score in fallback:
             if len(out) >= want:
                 break
             if item_id in seen:
                 continue
             seen.add(item_id)
-            m = meta.get(item_id, UNKNOWN_ITEM)
-            if m.expired(now):
+            m = get(item_id, UNKNOWN_ITEM)
+            until = m.available_until
+            if until is not None and until <= now:
                 dropped += 1
                 continue
             out.append((item_id, score, m))
-            padded += 1
-    return Ranked(items=out, personalised=personal_count, padded=padded, dropped_expired=dropped)
+    return Ranked(items=out, personalised=personal_count, padded=len(out) - personal_count, dropped_expired=dropped)
 
 
 @dataclass
@@ -193,6 +216,21 @@ class Answer:
     stale: bool = False
 
 
+class _PubCache:
+    """What the API keeps of one (immutable) publication: its fallback list and the item metadata seen so far."""
+
+    __slots__ = ("fallback", "meta", "max_items")
+
+    def __init__(self, fallback: list[tuple[str, float]], max_items: int) -> None:
+        self.fallback = fallback
+        self.meta: dict[str, ItemMeta] = {}
+        self.max_items = max_items
+
+    def remember(self, item_id: str, meta: ItemMeta) -> None:
+        if len(self.meta) < self.max_items:  # full: keep what is there (hot items came first), read the rest
+            self.meta[item_id] = meta
+
+
 @dataclass
 class Store:
     """Redis reads for one app, with the caches described in the module docstring."""
@@ -200,18 +238,18 @@ class Store:
     redis: aioredis.Redis
     keys: Keys
     variants: tuple[str, ...]
+    fast: PipelinedGet | None = None  # the hot path's GETs (pointer, rec list); redis-py for the rest
     pointer_ttl: float = 1.0
     item_cache_size: int = 200_000
     last_good_size: int = 50_000
     _pointers: dict[str, PointerEntry] = field(default_factory=dict)
     _last_pointer: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _fallbacks: LRU = field(default_factory=lambda: LRU(64))
-    _items: LRU = field(init=False)
+    _pubs: LRU = field(default_factory=lambda: LRU(32))
     _last_good: LRU = field(init=False)
 
     def __post_init__(self) -> None:
-        self._items = LRU(self.item_cache_size)
         self._last_good = LRU(self.last_good_size)
+        self._get = self.fast.get if self.fast is not None else self.redis.get
 
     # ---- pointers ------------------------------------------------------------------------------
     async def pointer(self, variant: str, *, fresh: bool = False) -> tuple[dict[str, Any] | None, bool]:
@@ -224,7 +262,7 @@ class Store:
         if not fresh and entry is not None and now - entry.fetched < self.pointer_ttl:
             return entry.pointer, False
         try:
-            raw = await self.redis.get(self.keys.current(variant))
+            raw = await self._get(self.keys.current(variant))
         except RedisError as exc:
             last = self._last_pointer.get(variant)
             if last is None:
@@ -260,8 +298,7 @@ class Store:
     def clear(self) -> None:
         self._pointers.clear()
         self._last_pointer.clear()
-        self._fallbacks.clear()
-        self._items.clear()
+        self._pubs.clear()
         self._last_good.clear()
 
     async def publication_present(self, variant: str, pub: str) -> bool:
@@ -290,81 +327,73 @@ class Store:
                 return answer
         raise Unavailable(f"publication of variant {variant!r} is being replaced; retry", code="switching")
 
+    async def _publication(self, variant: str, pub: str) -> _PubCache | None:
+        """The publication's cache entry, loading its fallback list (and its items' metadata) on first use.
+        None when the publication has no keys (gone)."""
+        cached = self._pubs.get((variant, pub))
+        if cached is not None:
+            return cached
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.keys.fallback(variant, pub))
+        pipe.exists(self.keys.items(variant, pub))
+        raw_fallback, has_items = await pipe.execute()
+        if raw_fallback is None and not has_items:
+            return None
+        entry = _PubCache(parse_scored(raw_fallback) or [], self.item_cache_size)
+        await self._fill_meta(variant, pub, entry, [i for i, _ in entry.fallback])
+        self._pubs.put((variant, pub), entry)
+        return entry
+
     async def _recommend_from(self, variant: str, pub: str, pointer: dict[str, Any], user_id: str,
                               want: int) -> Answer | None:
-        fallback = self._fallbacks.get((variant, pub), _MISSING)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(self.keys.rec(variant, pub, user_id))
-        if fallback is _MISSING:
-            pipe.get(self.keys.fallback(variant, pub))
-        pipe.exists(self.keys.items(variant, pub), self.keys.fallback(variant, pub))
-        results = await pipe.execute()
-        raw_rec = results[0]
-        if fallback is _MISSING:
-            fallback = parse_scored(results[1]) or []
-            present = results[2]
-        else:
-            present = results[1]
-        if raw_rec is None and not present:
+        entry = await self._publication(variant, pub)
+        if entry is None:
             return None  # the publication is gone: the pointer moved on
-        self._fallbacks.put((variant, pub), fallback)
+        raw_rec = await self._get(self.keys.rec(variant, pub, user_id))
+        if raw_rec is None and not await self.publication_present(variant, pub):
+            return None  # removed between the two reads
         personal = parse_scored(raw_rec)
         self._last_good.put((variant, user_id), (pub, personal))
-        return await self._rank(variant, pub, pointer, personal, fallback, want)
-
-    async def _rank(self, variant: str, pub: str, pointer: dict[str, Any],
-                    personal: list[tuple[str, float]] | None, fallback: list[tuple[str, float]],
-                    want: int) -> Answer:
-        # Ask metadata for what can be needed: the whole personal list (expiry can drop any of it) and as much
-        # of the fallback list as could be needed to pad (capped by ``want`` plus the personal items it repeats).
-        needed = [i for i, _ in personal or ()]
-        needed += [i for i, _ in fallback[: want + len(needed)]]
-        meta = await self.item_meta(variant, pub, needed)
-        ranked = assemble(personal, fallback, meta, time.time(), want)
-        if len(ranked.items) < want and len(fallback) > want + len(needed):
-            # Many expired: fetch the rest of the fallback metadata and assemble again (rare).
-            meta.update(await self.item_meta(variant, pub, [i for i, _ in fallback]))
-            ranked = assemble(personal, fallback, meta, time.time(), want)
+        meta: Mapping[str, ItemMeta] = entry.meta
+        if personal:
+            fetched = await self._fill_meta(variant, pub, entry, [i for i, _ in personal])
+            if fetched and len(entry.meta) >= entry.max_items:  # cache full: some of these were not kept
+                meta = ChainMap(fetched, entry.meta)
+        ranked = assemble(personal, entry.fallback, meta, time.time(), want)
         return Answer(pointer=pointer, known_user=personal is not None, ranked=ranked)
+
+    async def _fill_meta(self, variant: str, pub: str, entry: _PubCache, item_ids: list[str]) -> dict[str, ItemMeta]:
+        """Read the metadata of the items not cached yet (one HMGET); returns what was read."""
+        meta = entry.meta
+        missing = [i for i in item_ids if i not in meta]
+        if not missing:
+            return {}
+        missing = list(dict.fromkeys(missing))
+        values = await self.redis.hmget(self.keys.items(variant, pub), missing)
+        fetched = {item_id: parse_item_meta(raw) for item_id, raw in zip(missing, values, strict=True)}
+        for item_id, m in fetched.items():
+            entry.remember(item_id, m)
+        return fetched
 
     def _from_last_good(self, variant: str, user_id: str, pointer: dict[str, Any], want: int) -> Answer:
         """Redis is unreachable: the user's last answer from the same publication, or Unavailable."""
         pub = pointer["publication"]
-        entry = self._last_good.get((variant, user_id))
-        fallback = self._fallbacks.get((variant, pub), _MISSING)
-        if entry is None or entry[0] != pub or fallback is _MISSING:
+        last = self._last_good.get((variant, user_id))
+        entry = self._pubs.get((variant, pub))
+        if last is None or last[0] != pub or entry is None:
             raise Unavailable("Redis unreachable and no recent answer for this user cached", code="redis_unavailable")
-        personal = entry[1]
-        meta: dict[str, ItemMeta] = {}
-        uncached: set[str] = set()
-        for item_id, _ in [*(personal or ()), *fallback]:
-            m = self._items.get((variant, pub, item_id))
-            if m is None:
-                uncached.add(item_id)
-            else:
-                meta[item_id] = m
-        ranked = assemble(personal, fallback, meta, time.time(), want)
-        if any(item_id in uncached for item_id, _, _ in ranked.items):
+        personal = last[1]
+        ranked = assemble(personal, entry.fallback, entry.meta, time.time(), want)
+        if any(item_id not in entry.meta for item_id, _, _ in ranked.items):
             raise Unavailable("Redis unreachable and item metadata for this answer not cached",
                               code="redis_unavailable")
         return Answer(pointer=pointer, known_user=personal is not None, ranked=ranked, stale=True)
 
     async def item_meta(self, variant: str, pub: str, item_ids: list[str]) -> dict[str, ItemMeta]:
-        out: dict[str, ItemMeta] = {}
-        missing: list[str] = []
-        for item_id in dict.fromkeys(item_ids):
-            m = self._items.get((variant, pub, item_id))
-            if m is None:
-                missing.append(item_id)
-            else:
-                out[item_id] = m
-        if missing:
-            values = await self.redis.hmget(self.keys.items(variant, pub), missing)
-            for item_id, raw in zip(missing, values, strict=True):
-                m = parse_item_meta(raw)
-                out[item_id] = m
-                self._items.put((variant, pub, item_id), m)
-        return out
+        """Metadata for some items of a publication (cached ones from memory, the rest with one HMGET)."""
+        entry = await self._publication(variant, pub) or _PubCache([], 0)
+        fetched = await self._fill_meta(variant, pub, entry, item_ids)
+        return {i: fetched.get(i) or entry.meta.get(i, UNKNOWN_ITEM) for i in item_ids}
 
     # ---- other reads ---------------------------------------------------------------------------
     async def item(self, variant: str, pub: str, item_id: str) -> dict[str, Any] | None:

@@ -1,7 +1,8 @@
 """Dependencies as ``Annotated`` aliases: handlers declare what they need, FastAPI wires it.
 
 Limits come from the config at runtime (``serve.max_limit``, ``serve.max_offset``), so they are checked here
-and reported as 422 naming the parameter and its bound.
+and reported as 422 naming the parameter and its bound. Every dependency is ``async def``: FastAPI runs a
+plain ``def`` dependency in the threadpool, a thread hop per dependency per request.
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ USER_ID_PATTERN = VALID_USER_ID.pattern
 VARIANT_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 
-def get_settings(request: Request) -> ServeSettings:
+async def get_settings(request: Request) -> ServeSettings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -44,14 +45,13 @@ UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=128,
 ItemId = Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=128, description="an item id")]
 
 
-def known_variant(settings: SettingsDep,
-                  variant: Annotated[str, Path(pattern=VARIANT_PATTERN, description="a configured variant")]) -> str:
-    if variant not in settings.variants:
-        raise ApiError(404, "unknown_variant", f"unknown variant {variant!r} (known: {sorted(settings.variants)})")
-    return variant
+async def known_variant(settings: SettingsDep,
+                        variant: Annotated[str, Path(pattern=VARIANT_PATTERN, description="a configured variant")]
+                        ) -> str:
+    return check_variant(settings, variant)
 
 
-def optional_variant(settings: SettingsDep,
+async def optional_variant(settings: SettingsDep,
                      variant: Annotated[str | None, Query(pattern=VARIANT_PATTERN,
                                                           description="a configured variant")] = None) -> str | None:
     if variant is not None and variant not in settings.variants:
@@ -69,9 +69,18 @@ class Page:
     offset: int
 
 
-def page(settings: SettingsDep,
-         limit: Annotated[int | None, Query(ge=1, description="items per page (at most serve.max_limit)")] = None,
-         offset: Annotated[int, Query(ge=0, description="items to skip (at most serve.max_offset)")] = 0) -> Page:
+Limit = Annotated[int | None, Query(ge=1, description="items per page (at most serve.max_limit)")]
+Offset = Annotated[int, Query(ge=0, description="items to skip (at most serve.max_offset)")]
+VariantPath = Annotated[str, Path(pattern=VARIANT_PATTERN, description="a configured variant")]
+
+
+def check_variant(settings: ServeSettings, variant: str) -> str:
+    if variant not in settings.variants:
+        raise ApiError(404, "unknown_variant", f"unknown variant {variant!r} (known: {sorted(settings.variants)})")
+    return variant
+
+
+def check_page(settings: ServeSettings, limit: int | None, offset: int) -> Page:
     if limit is None:
         limit = settings.default_limit
     if limit > settings.max_limit:
@@ -81,12 +90,16 @@ def page(settings: SettingsDep,
     return Page(limit=limit, offset=offset)
 
 
+async def page(settings: SettingsDep, limit: Limit = None, offset: Offset = 0) -> Page:
+    return check_page(settings, limit, offset)
+
+
 PageDep = Annotated[Page, Depends(page)]
 
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="admin API key (see serve.admin_api_key_env)")
 
 
-def require_admin(settings: SettingsDep, key: Annotated[str | None, Depends(_api_key)]) -> None:
+async def require_admin(settings: SettingsDep, key: Annotated[str | None, Depends(_api_key)]) -> None:
     """Constant-time comparison; 503 when admin is disabled (no key configured), 401 missing, 403 wrong."""
     expected = settings.admin_api_key
     if not expected:

@@ -2,34 +2,83 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import re
+from typing import Any
 
-from skyrec.serve.api.deps import MetricsDep, PageDep, StoreDep, UserId, Variant
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+
+from skyrec.serve.api.deps import USER_ID_PATTERN, VARIANT_PATTERN, check_page, check_variant
 from skyrec.serve.api.responses import JSON
 from skyrec.serve.api.schemas import ERRORS, RecommendationsOut
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
+# Parameters are parsed by hand on this one route: FastAPI's per-request parameter solving costs ~75 µs of
+# CPU for these four (measured: 131 µs vs 58 µs for the same route taking only ``request``), about a sixth of
+# the whole request. The OpenAPI description below states the same rules the code enforces, and errors have
+# the same shape as FastAPI's (422 ``invalid_request`` naming the parameter).
+_VARIANT = re.compile(VARIANT_PATTERN)
+_USER = re.compile(USER_ID_PATTERN)
+_INT = re.compile(r"^[+-]?[0-9]{1,30}$")
+PARAMETERS: list[dict[str, Any]] = [
+    {"name": "variant", "in": "path", "required": True, "description": "a configured variant",
+     "schema": {"type": "string", "pattern": VARIANT_PATTERN}},
+    {"name": "user_id", "in": "path", "required": True,
+     "description": "a user id: letters, digits and _ . : @ - (1 to 128 characters)",
+     "schema": {"type": "string", "pattern": USER_ID_PATTERN, "maxLength": 128}},
+    {"name": "limit", "in": "query", "required": False, "description": "items per page (at most serve.max_limit)",
+     "schema": {"type": "integer", "minimum": 1}},
+    {"name": "offset", "in": "query", "required": False, "description": "items to skip (at most serve.max_offset)",
+     "schema": {"type": "integer", "minimum": 0, "default": 0}},
+]
+
+
+def _invalid(where: str, name: str, value: str, msg: str, kind: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": (where, name), "msg": msg, "type": kind, "input": value[:200]}])
+
+
+def _match(where: str, name: str, value: str, pattern: re.Pattern[str]) -> str:
+    if not pattern.match(value):
+        raise _invalid(where, name, value, f"String should match pattern '{pattern.pattern}'",
+                       "string_pattern_mismatch")
+    return value
+
+
+def _int(name: str, raw: str | None, minimum: int) -> int | None:
+    if raw is None:
+        return None
+    if not _INT.match(raw):
+        raise _invalid("query", name, raw, "Input should be a valid integer, unable to parse string as an integer",
+                       "int_parsing")
+    value = int(raw)
+    if value < minimum:
+        raise _invalid("query", name, raw, f"Input should be greater than or equal to {minimum}", "greater_than_equal")
+    return value
+
 
 @router.get("/recommendations/{variant}/{user_id}", response_model=RecommendationsOut, responses=ERRORS,
-            summary="A user's recommendations for one variant")
-async def recommendations(variant: Variant, user_id: UserId, page: PageDep, store: StoreDep,
-                          metrics: MetricsDep) -> JSON:
+            summary="A user's recommendations for one variant", openapi_extra={"parameters": PARAMETERS})
+async def recommendations(request: Request) -> JSON:
     """Best first. Users without a precomputed list get the variant's cold-start list (``source: fallback``).
 
     Items whose availability ended since the precompute are dropped, and the answer is padded from the
     fallback list (no duplicates). All keys read belong to the publication named in the answer.
     """
+    state = request.app.state
+    store, metrics = state.store, state.metrics
+    params = request.path_params
+    variant = _match("path", "variant", params["variant"], _VARIANT)
+    user_id = _match("path", "user_id", params["user_id"], _USER)
+    query = request.query_params
+    limit = _int("limit", query.get("limit"), 1)
+    offset = _int("offset", query.get("offset"), 0) or 0
+    check_variant(state.settings, variant)
+    page = check_page(state.settings, limit, offset)
     answer = await store.recommend(variant, user_id, page.offset + page.limit)
     ranked = answer.ranked
     source = "personalised" if answer.known_user else "fallback"
-    metrics.recommendations.labels(variant, source).inc()
-    if ranked.padded:
-        metrics.padded.labels(variant).inc(ranked.padded)
-    if ranked.dropped_expired:
-        metrics.expired.labels(variant).inc(ranked.dropped_expired)
-    if answer.stale:
-        metrics.stale.labels(variant).inc()
+    metrics.count_answer(variant, source, ranked.padded, ranked.dropped_expired, answer.stale)
     window = ranked.items[page.offset: page.offset + page.limit]
     body = {
         "user_id": user_id,
