@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import pytest
@@ -64,10 +63,25 @@ def test_rollback_switches_back_through_the_publisher(make_client, serve_config,
     publish(redis_client, V, "v2.N", recs={"u1": [("p020", 1.0)]}, fallback=[], items=catalogue())
     assert client.get(f"/v1/recommendations/{V}/u1").json()["publication"] == "v2.N"
     r = client.post(f"/v1/admin/{V}/rollback", headers={"X-API-Key": KEY})
-    publisher = importlib.import_module("skyrec.publish")
-    if not hasattr(publisher, "rollback"):
-        assert r.status_code == 501 and r.json()["error"] == "not_implemented"
-        return
     assert r.status_code == 200, r.text
     assert r.json()["variants"][V]["publication"] == "v1.20261123T190000"
+    assert r.json()["result"]["from"] == "v2.N" and r.json()["result"]["to"] == "v1.20261123T190000"
     assert client.get(f"/v1/recommendations/{V}/u1").json()["publication"] == "v1.20261123T190000"
+    # Nothing older to go back to: 409 naming why, pointer unchanged.
+    r = client.post(f"/v1/admin/{V}/rollback", headers={"X-API-Key": KEY})
+    assert r.status_code == 409 and r.json()["error"] == "rollback_refused" and "no previous" in r.json()["message"]
+    assert client.get(f"/v1/recommendations/{V}/u1").json()["publication"] == "v1.20261123T190000"
+
+
+def test_rollback_refused_when_the_previous_publication_is_gone(make_client, serve_config, redis_client):
+    from skyrec.publish.keys import Keys
+
+    client = make_client(serve_config, admin_key=KEY)
+    standard_set(redis_client)
+    publish(redis_client, V, "v2.N", recs={"u1": [("p020", 1.0)]}, fallback=[], items=catalogue())
+    for pattern in Keys("skyrec").publication_pattern(V, "v1.20261123T190000"):
+        for key in redis_client.scan_iter(match=pattern):
+            redis_client.delete(key)
+    r = client.post(f"/v1/admin/{V}/rollback", headers={"X-API-Key": KEY})
+    assert r.status_code == 409 and "no longer loaded" in r.json()["message"]
+    assert client.get(f"/v1/recommendations/{V}/u1").json()["publication"] == "v2.N"

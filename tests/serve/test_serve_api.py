@@ -179,6 +179,26 @@ def test_training_report_served_from_the_lake(client, redis_client, skyrec_home)
     assert r.status_code == 404 and r.json()["error"] == "no_report"
 
 
+def test_training_report_from_a_committed_evaluation_output(client, redis_client, config):
+    """The publication's evaluation names the committed evaluation output; the report is read through its
+    manifest (an uncommitted output is not served)."""
+    from skyrec.storage import Lake, Producer
+
+    lake = Lake.from_config(config)
+    rel = "evaluation/als/v1/run=20261123T180000"
+    stage = lake.stage("evaluation", rel, Producer())
+    with stage.open("report.html", "wb") as fh:
+        fh.write(b"<html><body><h1>Evaluation of als v1</h1></body></html>")
+    evaluation = {"ndcg_at_k": 0.2, "metric": "ndcg_at_k", "evaluation_path": rel}
+    standard_set(redis_client, evaluation=evaluation)
+    assert client.get("/v1/variants").json()["variants"][0]["report_url"] == f"/v1/variants/{V}/report"
+    assert client.get(f"/v1/variants/{V}/report").status_code == 404  # staged, not committed yet
+    stage.commit({})
+    r = client.get(f"/v1/variants/{V}/report")
+    assert r.status_code == 200 and "Evaluation of als v1" in r.text
+    assert r.headers["content-type"].startswith("text/html")
+
+
 def test_item_endpoint(client, redis_client):
     standard_set(redis_client)
     body = ItemDetailOut.model_validate(client.get("/v1/items/p001").json())
@@ -303,3 +323,18 @@ def test_openapi_and_docs(client):
     assert "/v1/recommendations/{variant}/{user_id}" in spec["paths"]
     assert "/v1/admin/{variant}/rollback" in spec["paths"]
     assert client.get("/docs").status_code == 200
+
+
+def test_app_over_a_given_sync_client(config_factory, redis_client):
+    """``create_app(redis_client=...)`` reuses the client's connection settings (here: the URL in config is
+    wrong on purpose, so answers prove the given client's server is the one read)."""
+    from fastapi.testclient import TestClient
+
+    from skyrec.serve.main import create_app
+
+    standard_set(redis_client)
+    config = config_factory({"serve": {"redis_url": "redis://127.0.0.1:1/0"}})
+    with TestClient(create_app(config, redis_client=redis_client)) as client:
+        body = client.get(f"/v1/recommendations/{V}/u1?limit=2").json()
+        assert body["publication"] == PUB and ids(body) == ["p001", "p003"]
+        assert client.get("/v1/variants").json()["variants"][0]["publication"] == PUB

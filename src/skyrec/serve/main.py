@@ -40,20 +40,20 @@ def _async_client(settings: ServeSettings, given: Any) -> tuple[aioredis.Redis, 
     """
     if isinstance(given, aioredis.Redis):
         return given, False, None
-    common = {"socket_timeout": settings.redis_timeout_seconds,
-              "socket_connect_timeout": settings.redis_timeout_seconds}
+    common: dict[str, Any] = {"socket_timeout": settings.redis_timeout_seconds,
+                              "socket_connect_timeout": settings.redis_timeout_seconds,
+                              "max_connections": settings.redis_max_connections,
+                              "timeout": settings.redis_timeout_seconds}
+    url: str | None
     if isinstance(given, redis.Redis):
         kw = dict(given.connection_pool.connection_kwargs)
-        pool = aioredis.BlockingConnectionPool(
-            host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379), db=kw.get("db", 0),
-            username=kw.get("username"), password=kw.get("password"),
-            max_connections=settings.redis_max_connections, timeout=settings.redis_timeout_seconds, **common)
-        url = None if kw.get("password") else f"redis://{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+        host, port, db = kw.get("host", "127.0.0.1"), kw.get("port", 6379), kw.get("db", 0)
+        pool = aioredis.BlockingConnectionPool(host=host, port=port, db=db, username=kw.get("username"),
+                                               password=kw.get("password"), **common)
+        url = None if kw.get("password") else f"redis://{host}:{port}/{db}"
     else:
         url = settings.redis_url
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=settings.redis_max_connections,
-            timeout=settings.redis_timeout_seconds, **common)
+        pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, **common)
     fast = None
     if url and settings.redis_pipelined_connections and PipelinedGet.supports(url):
         fast = PipelinedGet(url, connections=settings.redis_pipelined_connections,

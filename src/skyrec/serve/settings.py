@@ -8,6 +8,7 @@ key itself never lives in a config file) and is never logged or shown in ``repr`
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from skyrec.config import Config, load_config
@@ -41,11 +42,11 @@ class ServeSettings:
         return Keys(self.key_prefix)
 
     @classmethod
-    def from_config(cls, config: Config | None = None, environ: dict[str, str] | None = None) -> ServeSettings:
+    def from_config(cls, config: Config | None = None, environ: Mapping[str, str] | None = None) -> ServeSettings:
         config = config or load_config()
-        environ = os.environ if environ is None else environ
+        env: Mapping[str, str] = os.environ if environ is None else environ
         s = config.serve
-        key = environ.get(s.admin_api_key_env) or None
+        key = env.get(s.admin_api_key_env) or None
         return cls(
             redis_url=s.redis_url, key_prefix=config.publish.key_prefix, variants=tuple(config.variants),
             default_limit=min(s.default_limit, s.max_limit), max_limit=s.max_limit, max_offset=s.max_offset,

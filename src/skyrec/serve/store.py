@@ -275,7 +275,7 @@ class Store:
             self._last_pointer[variant] = pointer
         return pointer, False
 
-    def _decode_pointer(self, variant: str, raw: bytes | None) -> dict[str, Any] | None:
+    def _decode_pointer(self, variant: str, raw: bytes | str | None) -> dict[str, Any] | None:
         if raw is None:
             return None
         try:

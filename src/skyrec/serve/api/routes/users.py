@@ -40,7 +40,7 @@ async def history(user_id: UserId, variant: OptionalVariant, settings: SettingsD
     for name in names:
         pointer, _ = await store.pointer(name)
         activity = pointer.get("activity") if pointer else None
-        if not isinstance(activity, str):
+        if pointer is None or not isinstance(activity, str):
             continue
         plays = await store.history(activity, user_id)
         if plays is None:

@@ -22,13 +22,34 @@ _REL_PATH = re.compile(r"^[A-Za-z0-9_.=\-]+(/[A-Za-z0-9_.=\-]+)*$")
 MAX_REPORT_BYTES = 20 * 1024 * 1024
 
 
+REPORT_FILE = "report.html"  # what the evaluate job commits next to its figures
+
+
+def _safe_rel(value: Any) -> str | None:
+    if isinstance(value, str) and _REL_PATH.match(value) and ".." not in value.split("/"):
+        return value
+    return None
+
+
+def report_source(pointer: dict[str, Any]) -> tuple[str, str] | None:
+    """Where the served model's training report is: ("output", <committed evaluation output>) from the
+    pointer's ``evaluation.evaluation_path`` (read through its manifest), or ("file", <lake file>) from a
+    ``report`` field. Only lake-relative paths without ``..`` are accepted."""
+    evaluation = pointer.get("evaluation")
+    if isinstance(evaluation, dict) and (rel := _safe_rel(evaluation.get("evaluation_path"))):
+        return "output", rel
+    if rel := _safe_rel(pointer.get("report")):
+        return "file", rel
+    return None
+
+
 def report_url(variant: str, pointer: dict[str, Any]) -> str | None:
     """Where the explorer links to the training report: an http(s) URL the pointer names, or our own
-    endpoint serving the lake file it names."""
+    endpoint serving the report from the lake."""
     url = pointer.get("report_url")
     if isinstance(url, str) and url.startswith(("https://", "http://")):
         return url
-    if isinstance(pointer.get("report"), str):
+    if report_source(pointer) is not None:
         return f"/v1/variants/{variant}/report"
     return None
 
@@ -73,19 +94,25 @@ async def report(variant: Variant, settings: SettingsDep, store: StoreDep) -> HT
     pointer, _ = await store.pointer(variant)
     if pointer is None:
         raise ApiError(404, "not_published", f"variant {variant!r} has no publication")
-    rel = pointer.get("report")
-    if not isinstance(rel, str) or not _REL_PATH.match(rel) or ".." in rel.split("/"):
+    source = report_source(pointer)
+    if source is None:
         raise ApiError(404, "no_report", f"the publication of {variant!r} names no training report")
+    kind, rel = source
 
     def read() -> bytes | None:
-        import fsspec
+        from skyrec.storage import Lake
 
-        fs, root = fsspec.core.url_to_fs(settings.lake_url, **settings.lake_storage_options)
-        path = f"{root.rstrip('/')}/{rel}"
+        lake = Lake(settings.lake_url, settings.lake_storage_options)
         try:
-            with fs.open(path, "rb") as fh:
+            if kind == "output":  # readers resolve files only through the committed manifest
+                manifest = lake.manifest(rel)
+                if manifest is None:
+                    return None
+                with lake.open(manifest, REPORT_FILE) as fh:
+                    return fh.read(MAX_REPORT_BYTES)
+            with lake.fs.open(lake.abspath(rel), "rb") as fh:
                 return fh.read(MAX_REPORT_BYTES)
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
+        except (FileNotFoundError, IsADirectoryError, PermissionError, KeyError):
             return None
 
     data = await run_in_threadpool(read)
