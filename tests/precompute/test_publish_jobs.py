@@ -159,3 +159,24 @@ def test_swapdb_strategy(config_factory, redis_server, redis_client) -> None:
     assert current(redis_client, keys, VARIANT)["publication"] == second["publication"]
     assert redis_client.get("unrelated:key") == b"kept"
     assert redis_client.exists(keys.fallback(VARIANT, first["publication"]))  # kept for rollback (keep_versions=2)
+
+
+def test_dump_failure_stops_the_scratch_server(cfg) -> None:
+    import psutil
+
+    from skyrec.data.lakeio import file_url
+
+    out = _job("compute_predictions", cfg, 0)
+    lake = Lake.from_config(cfg)
+    m = lake.require(out["outputs"][0])
+    path = Path(file_url(lake, m, "resp/part-00000.resp"))
+    data = bytearray(path.read_bytes())
+    data[data.index(b"SET")] = ord("Z")  # same size, unknown command: the server answers an error
+    path.write_bytes(bytes(data))
+    code, payload = execute("create_redis_dump", config=cfg, run=_run(0), params={"variant": VARIANT})
+    assert code == 1 and "errors" in payload["error"]
+    assert not lake.committed(cfg.dataset_path("redis_dump", variant=VARIANT, version="v1", run_key=_run(0).run_key))
+    state = str(Path(cfg.state_dir))
+    leftovers = [p for p in psutil.process_iter(["name", "cmdline"])
+                 if "redis-server" in (p.info["name"] or "") and state in " ".join(p.info["cmdline"] or [])]
+    assert not leftovers

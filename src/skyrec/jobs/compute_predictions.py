@@ -79,6 +79,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
         shards = shard_ranges(scorer.n_users, pc.shard_users)
         if pc.engine == "beam":
             scorer.close()
+            scorer.user_factors = scorer.seen = None  # workers load their own copy; keep only the candidates here
             from skyrec.pipelines.predictions import pipeline_args
             from skyrec.pipelines.predictions import run as run_pipeline
 

@@ -1,0 +1,172 @@
+"""The precompute path at the reference deployment's scale: compute_predictions -> create_redis_dump ->
+publish_predictions for one variant, on generated factors, with the real jobs, a real scratch redis-server
+and a real serving redis-server.
+
+Reference scale: 3.5M users x 20k candidates, 64 factors, k=50, ~20 plays per user excluded, max 3 items
+per brand. Peer: the reference deployment's precompute, 2,633 vCPU-hours (2 h 13 min on 1,200 vCPUs) for its
+six variants; we report our vCPU-seconds (wall x cores used, and measured CPU time) per variant and x6.
+``python benchmarks/bench_precompute.py [small|reference]`` (small: 200k users).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+SCALES = {"small": 200_000, "reference": 3_500_000}
+REFERENCE_VCPU_HOURS = 2633.0
+REFERENCE_VARIANTS = 6
+AT = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
+
+
+def _commit_table(lake: Any, dataset: str, rel: str, name: str, table: pa.Table) -> None:
+    from skyrec.storage import Producer
+
+    stage = lake.stage(dataset, rel, Producer())
+    with stage.open(name, "wb", rows=table.num_rows) as fh:
+        pq.write_table(table, fh)
+    stage.commit({})
+
+
+def build_lake(config: Any, n_users: int, n_items: int = 20_000, d: int = 64, plays: int = 20) -> dict[str, Any]:
+    """Generated catalogue/availability/cold_start and a published model artefact of the given size."""
+    from skyrec.data.schemas import AVAILABILITY, CATALOGUE, COLD_START
+    from skyrec.models.artefact import published_model_pointer, save_artefact
+    from skyrec.storage import Lake, Producer
+
+    t0 = time.perf_counter()
+    lake = Lake.from_config(config)
+    rng = np.random.default_rng(0)
+    item_ids = np.array([f"p{j:07d}" for j in range(n_items)], dtype=object)
+    n = n_items
+    catalogue = pa.table({
+        "item_id": pa.array(item_ids.tolist()), "title": pa.array([f"Episode {j}" for j in range(n)]),
+        "brand_id": pa.array([f"b{j % 2000:05d}" for j in range(n)]),
+        "brand_title": pa.array([f"Brand {j % 2000}" for j in range(n)]),
+        "series_id": pa.nulls(n, pa.string()), "masterbrand": pa.array(["radio"] * n),
+        "genres": pa.array([["Drama"] if j % 3 else ["Comedy"] for j in range(n)], pa.list_(pa.string())),
+        "formats": pa.array([["Podcasts"]] * n, pa.list_(pa.string())),
+        "release_ts": pa.array([AT - dt.timedelta(days=10)] * n, pa.timestamp("us", tz="UTC")),
+        "duration_seconds": pa.array([1800] * n, pa.int32()),
+        "available_from": pa.array([AT - dt.timedelta(days=30)] * n, pa.timestamp("us", tz="UTC")),
+        "available_until": pa.nulls(n, pa.timestamp("us", tz="UTC")),
+        "updated_ts": pa.array([AT] * n, pa.timestamp("us", tz="UTC"))}, schema=CATALOGUE)
+    _commit_table(lake, "catalogue", config.dataset_path("catalogue", run_key="20260301T100000"), "catalogue.parquet",
+                  catalogue)
+    avail = pa.table({"item_id": catalogue.column("item_id"), "available_from": catalogue.column("available_from"),
+                      "available_until": catalogue.column("available_until")}, schema=AVAILABILITY)
+    _commit_table(lake, "availability", config.dataset_path("availability", run_key="20260301T100000"),
+                  "availability.parquet", avail)
+    cold = pa.table({"variant": ["recommended_for_you"] * 100, "rank": pa.array(range(100), pa.int32()),
+                     "item_id": item_ids[:100].tolist(), "score": pa.array(np.linspace(1, 0, 100), pa.float32())},
+                    schema=COLD_START)
+    _commit_table(lake, "cold_start", config.dataset_path("cold_start", run_key="20260301T100000"),
+                  "cold_start.parquet", cold)
+    U = (rng.standard_normal((n_users, d), dtype=np.float32) * 0.3).astype(np.float32)
+    V = (rng.standard_normal((n_items, d), dtype=np.float32) * 0.3).astype(np.float32)
+    indptr = np.arange(0, n_users * plays + 1, plays, dtype=np.int64)
+    indices = rng.integers(0, n_items, size=n_users * plays).astype(np.int32)
+    seen = sp.csr_matrix((np.ones(indices.size, np.float32), indices, indptr), shape=(n_users, n_items))
+    seen.sum_duplicates()
+    rel = config.dataset_path("model", model="als", version="v1", run_key="20260301T110000")
+    stage = lake.stage("model", rel, Producer())
+    save_artefact(stage, user_ids=np.array([f"u{u:08d}" for u in range(n_users)], dtype=object), item_ids=item_ids,
+                  user_factors=U, item_factors=V, seen=seen)
+    stage.commit({"model": "als", "version": "v1", "model_version": "v1.20260301T110000", "factors": d,
+                  "n_users": n_users, "n_items": n_items})
+    lake.write_pointer(published_model_pointer("als", "v1"), {"path": rel})
+    return {"generate_seconds": round(time.perf_counter() - t0, 1), "seen_nnz": int(seen.nnz)}
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def main(scale: str = "small") -> dict[str, Any]:
+    import redis
+
+    from skyrec.redis_local import temporary_redis
+
+    n_users = SCALES[scale]
+    cores = os.cpu_count() or 1
+    out: dict[str, Any] = {"benchmark": "precompute", "scale": scale, "users": n_users, "candidates": 20_000,
+                           "factors": 64, "k": 50, "cores": cores}
+    saved_home = os.environ.get("SKYREC_HOME")
+    with tempfile.TemporaryDirectory(prefix="skyrec-bench-precompute-") as home, \
+            temporary_redis(Path(home) / "serving") as serving:
+        os.environ["SKYREC_HOME"] = home  # the config resolves {home} from the process environment
+        try:
+            steps = _run(out, home, serving.url, n_users)
+        finally:
+            if saved_home is None:
+                os.environ.pop("SKYREC_HOME", None)
+            else:
+                os.environ["SKYREC_HOME"] = saved_home
+        c = redis.Redis.from_url(serving.url)
+        steps["serving_redis"] = {"dbsize": c.dbsize(), "used_memory_mb": round(c.info("memory")["used_memory"] / 1e6)}
+        c.close()
+    return _summary(out, steps, n_users, scale, cores)
+
+
+def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int) -> dict[str, Any]:
+    from skyrec.config import load_config
+    from skyrec.jobs.base import RunInfo, execute
+
+    cfg = load_config("local", overrides={"publish": {"redis_url": redis_url}})
+    if not cfg.lake_url.startswith(home):
+        raise RuntimeError(f"benchmark lake {cfg.lake_url} is not under its temporary home {home}")
+    out.update(build_lake(cfg, n_users))
+    run = RunInfo(dag_id="precompute_recommendations_als_recommended_for_you_v1", run_id="bench",
+                  task_id="bench", logical_date=AT)
+    steps: dict[str, Any] = {}
+    for job in ("compute_predictions", "create_redis_dump", "publish_predictions"):
+        cpu0, t0 = _cpu(), time.perf_counter()
+        code, payload = execute(job, config=cfg, run=run, params={"variant": "recommended_for_you"})
+        wall = time.perf_counter() - t0
+        if code != 0:
+            raise RuntimeError(f"{job} failed: {payload.get('error')}")
+        s = payload["summary"]
+        steps[job] = {"seconds": round(wall, 1), "process_cpu_seconds": round(_cpu() - cpu0, 1),
+                      **{k: s[k] for k in ("users", "users_with_recs", "keys", "commands_per_second") if k in s}}
+    return steps
+
+
+def _summary(out: dict[str, Any], steps: dict[str, Any], n_users: int, scale: str, cores: int) -> dict[str, Any]:
+    total = sum(v["seconds"] for k, v in steps.items() if "seconds" in v)
+    cp = steps["compute_predictions"]["seconds"]
+    vcpu_s_variant = total * cores
+    out.update({
+        "steps": steps, "compute_predictions_seconds": cp, "whole_path_seconds": round(total, 1),
+        "targets": {"compute_predictions_seconds": "< 180 (reference scale, 2 cores)",
+                    "whole_path_seconds": "< 600"},
+        "peak_rss_mb_benchmark_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "vcpu_seconds_one_variant": round(vcpu_s_variant),
+        "vcpu_seconds_six_variants": round(vcpu_s_variant * REFERENCE_VARIANTS),
+        "reference_vcpu_seconds_six_variants": REFERENCE_VCPU_HOURS * 3600,
+        "ratio_reference_over_ours_six_variants": round(REFERENCE_VCPU_HOURS * 3600 /
+                                                        (vcpu_s_variant * REFERENCE_VARIANTS), 1),
+        "note": "users scale linearly; at 'small' scale the vCPU ratio is extrapolated x(3.5M/users)"
+                if scale != "reference" else "",
+    })
+    if scale != "reference":
+        f = 3_500_000 / n_users
+        out["extrapolated_reference_ratio"] = round(REFERENCE_VCPU_HOURS * 3600 /
+                                                    (vcpu_s_variant * f * REFERENCE_VARIANTS), 1)
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1] if len(sys.argv) > 1 else "small"), indent=1))
