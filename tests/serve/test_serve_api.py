@@ -95,6 +95,8 @@ def test_answer_follows_the_pointer_switch(client, redis_client):
     body = client.get(f"/v1/recommendations/{V}/u1?limit=2").json()
     assert body["publication"] == "v2.20261124T000000" and body["model_version"] == "v2"
     assert ids(body) == ["p020", "p021"]
+    cached = client.app.state.store._pubs._data
+    assert (V, PUB) not in cached and (V, "v2.20261124T000000") in cached  # superseded caches are freed
 
 
 def test_never_mixes_two_publications_while_the_pointer_flips(client, redis_client):

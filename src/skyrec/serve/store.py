@@ -70,6 +70,9 @@ class LRU:
         while len(self._data) > self.size:
             self._data.popitem(last=False)
 
+    def pop(self, key: Any) -> None:
+        self._data.pop(key, None)
+
     def clear(self) -> None:
         self._data.clear()
 
@@ -272,6 +275,10 @@ class Store:
         pointer = self._decode_pointer(variant, raw)
         self._pointers[variant] = PointerEntry(now, pointer)
         if pointer is not None:
+            previous = self._last_pointer.get(variant)
+            if previous is not None and previous["publication"] != pointer["publication"]:
+                # Superseded: free its cached metadata (requests still using it hold their own reference).
+                self._pubs.pop((variant, previous["publication"]))
             self._last_pointer[variant] = pointer
         return pointer, False
 
