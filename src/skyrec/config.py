@@ -191,6 +191,7 @@ class ServeConfig(_Model):
     access_log: bool = True
     log_level: str = "INFO"
     graceful_shutdown_seconds: float = Field(10.0, ge=0)
+    workers: int = Field(1, ge=1, le=64)
 
 
 class CostConfig(_Model):

@@ -119,6 +119,19 @@ def test_graceful_shutdown_on_sigterm(tmp_path, live):
     assert messages.index("Shutting down") < messages.index("stopped")
 
 
+def test_several_workers_share_the_port(tmp_path, live):
+    server = start_api(tmp_path, live.redis_url, SKYREC__SERVE__WORKERS="2")
+    try:
+        # A new connection per request: the kernel spreads them over the workers.
+        bodies = [httpx.get(server.url + "/v1/recommendations/comedy_featured/u1?limit=2").json() for _ in range(20)]
+        assert all([i["id"] for i in b["items"]] == ["p001", "p003"] for b in bodies)
+        starts = [e for e in server.logs() if e.get("msg") == "serving"]
+        assert len(starts) == 2, server.log_path.read_text()[-2000:]
+    finally:
+        assert stop_api(server) in (0, -signal.SIGTERM)
+    assert [e.get("msg") for e in server.logs()].count("stopped") == 2
+
+
 # ---- schemathesis: generated requests from the OpenAPI schema never produce a server error ------------------
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 import skyrec
-from skyrec.config import Config
+from skyrec.config import Config, load_config
 from skyrec.serve.api import errors
 from skyrec.serve.api.responses import JSON
 from skyrec.serve.api.routes import ROUTERS
@@ -102,18 +103,32 @@ def create_app(config: Config | None = None, redis_client: Any = None) -> FastAP
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """The app for each worker process when ``serve.workers > 1`` (uvicorn imports it by name in every
+    worker): the config is loaded again from the same environment (``SKYREC_ENV`` names the one ``run`` got)."""
+    return create_app(load_config(os.environ.get("SKYREC_ENV")))
+
+
 def run(config: Config, host: str | None = None, port: int | None = None) -> None:
-    """Serve on uvicorn (uvloop and httptools when installed), JSON logs, graceful shutdown on SIGTERM/SIGINT."""
+    """Serve on uvicorn (uvloop and httptools when installed), JSON logs, graceful shutdown on SIGTERM/SIGINT.
+
+    ``serve.workers`` > 1 starts that many processes on one socket (each with its own caches and Redis
+    connections), for machines where one event loop's core is the limit.
+    """
     import uvicorn
 
     settings = ServeSettings.from_config(config)
-    uvicorn.run(
-        create_app(config),
-        host=host or config.serve.host,
-        port=port or config.serve.port,
-        log_config=log_config(settings.log_level),
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds) or None,
-        server_header=False,
-        proxy_headers=False,
-    )
+    common: dict[str, Any] = {
+        "host": host or config.serve.host,
+        "port": port or config.serve.port,
+        "log_config": log_config(settings.log_level),
+        "access_log": False,
+        "timeout_graceful_shutdown": int(settings.graceful_shutdown_seconds) or None,
+        "server_header": False,
+        "proxy_headers": False,
+    }
+    if config.serve.workers > 1:
+        os.environ["SKYREC_ENV"] = config.env
+        uvicorn.run("skyrec.serve.main:app_from_environment", factory=True, workers=config.serve.workers, **common)
+    else:
+        uvicorn.run(create_app(config), **common)
