@@ -340,3 +340,10 @@ def test_app_over_a_given_sync_client(config_factory, redis_client):
         body = client.get(f"/v1/recommendations/{V}/u1?limit=2").json()
         assert body["publication"] == PUB and ids(body) == ["p001", "p003"]
         assert client.get("/v1/variants").json()["variants"][0]["publication"] == PUB
+
+
+@pytest.mark.parametrize("user", ["user:123@example.org", "a.b-c_d", "x" * 128, "-", "1"])
+def test_every_valid_user_id_shape_is_served(client, redis_client, user):
+    standard_set(redis_client, recs={user: [("p002", 1.0)]})
+    body = client.get(f"/v1/recommendations/{V}/{user}?limit=1").json()
+    assert body["user_id"] == user and body["source"] == "personalised" and ids(body) == ["p002"]
