@@ -155,8 +155,8 @@ class JobBackend:
         """Space available to a job (for the disk preflight); None when the backend cannot tell."""
         return None
 
-    def touch_owner(self, handle: JobHandle) -> None:
-        """Record that the owning task (or trigger) is alive and watching this job."""
+    def touch_owner(self, handle: JobHandle, owner: dict[str, Any] | None = None) -> None:
+        """Record that the owning task (or trigger) is alive and watching this job (sweeper fallback)."""
 
     @staticmethod
     def started_at(handle: JobHandle) -> float:
