@@ -173,3 +173,37 @@ def test_result_of_a_succeeded_job(backend: Any) -> None:
     text, offset = backend.read_log(h, 0)
     assert '"rows": 10' in text and offset == len(text.encode())
     assert Path(backend.launch_dir(h) / "heartbeat").exists()
+
+
+def test_post_condition_checks_that_a_model_loads(config: Any) -> None:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from skyrec.airflow.backends import JobError
+    from skyrec.airflow.control import check_model, verify_outputs
+    from skyrec.models.artefact import save_artefact
+    from skyrec.storage import Lake, Producer
+
+    lake = Lake.from_config(config)
+
+    def commit(rel: str, n_users: int, n_items: int, d_user: int = 4) -> Any:
+        with lake.stage("model", rel, Producer()) as stage:
+            save_artefact(stage, user_ids=np.arange(n_users), item_ids=np.arange(n_items),
+                          user_factors=np.ones((n_users, d_user), np.float32),
+                          item_factors=np.ones((n_items, 4), np.float32), seen=sp.csr_matrix((n_users, n_items)))
+            return stage.commit()
+
+    good = commit("models/als/v1/run=20260301T120000", 5, 7)
+    check_model(lake, good)
+    s = spec({"model": "als"})
+    result = {"status": "success", "summary": {"outputs": [good.path]}}
+    assert [m.path for m in verify_outputs(config, lake, s, result, ["model"])] == [good.path]
+    with pytest.raises(JobError, match="committed no 'training_dataset'"):
+        verify_outputs(config, lake, s, result, ["training_dataset"])
+    bad = commit("models/als/v1/run=20260301T130000", 5, 7, d_user=3)
+    with pytest.raises(JobError, match="factor shapes"):
+        check_model(lake, bad)
+    with pytest.raises(JobError, match="no committed manifest"):
+        verify_outputs(config, lake, s, {"status": "success", "summary": {"outputs": ["models/als/v1/run=x"]}})
+    with pytest.raises(JobError, match="without a result file"):
+        verify_outputs(config, lake, s, None)

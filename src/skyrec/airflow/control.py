@@ -209,8 +209,10 @@ def _npz_shapes(lake: Lake, m: Manifest, name: str) -> dict[str, tuple[int, ...]
     with lake.open(m, name) as fh, zipfile.ZipFile(fh) as zf:
         for info in zf.infolist():
             with zf.open(info) as member:
-                version = np.lib.format.read_magic(member)
-                shape, _, _ = np.lib.format._read_array_header(member, version)
+                fmt = np.lib.format
+                version = fmt.read_magic(member)
+                reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, _, _ = reader(member)
                 shapes[info.filename.removesuffix(".npy")] = shape
     return shapes
 
