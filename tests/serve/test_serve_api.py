@@ -347,3 +347,11 @@ def test_every_valid_user_id_shape_is_served(client, redis_client, user):
     standard_set(redis_client, recs={user: [("p002", 1.0)]})
     body = client.get(f"/v1/recommendations/{V}/{user}?limit=1").json()
     assert body["user_id"] == user and body["source"] == "personalised" and ids(body) == ["p002"]
+
+
+def test_a_user_key_deleted_in_place_is_not_served_from_cache(client, redis_client):
+    """Redis stays the source of truth while it is up (e.g. an erasure request deletes one user's key)."""
+    standard_set(redis_client)
+    assert client.get(f"/v1/recommendations/{V}/u1").json()["source"] == "personalised"
+    redis_client.delete(Keys(PREFIX).rec(V, PUB, "u1"))
+    assert client.get(f"/v1/recommendations/{V}/u1").json()["source"] == "fallback"

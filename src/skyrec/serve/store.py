@@ -9,6 +9,9 @@ Why it looks like this:
   invalidation (bounded LRU). A warm request costs one Redis round trip (GET of the user's rec key).
 * **Redis down** never gives a 500 nor mixed data: the last pointer seen is kept, and a user's last answer
   (same publication) is served again, flagged ``stale``; anything not in the cache is a 503.
+* While Redis is up, every answer reads the user's key: Redis stays the source of truth (a user's key
+  deleted in place, e.g. for an erasure request, stops being served at once), so the per-user cache is only
+  the outage fallback.
 """
 
 from __future__ import annotations
@@ -360,7 +363,8 @@ class Store:
         if raw_rec is None and not await self.publication_present(variant, pub):
             return None  # removed between the two reads
         personal = parse_scored(raw_rec)
-        self._last_good.put((variant, user_id), (pub, personal))
+        # Kept as the raw value (~1 KB for 50 items; the parsed list would be ~6 KB of Python objects).
+        self._last_good.put((variant, user_id), (pub, raw_rec))
         meta: Mapping[str, ItemMeta] = entry.meta
         if personal:
             fetched = await self._fill_meta(variant, pub, entry, [i for i, _ in personal])
@@ -389,7 +393,7 @@ class Store:
         entry = self._pubs.get((variant, pub))
         if last is None or last[0] != pub or entry is None:
             raise Unavailable("Redis unreachable and no recent answer for this user cached", code="redis_unavailable")
-        personal = last[1]
+        personal = parse_scored(last[1])
         ranked = assemble(personal, entry.fallback, entry.meta, time.time(), want)
         if any(item_id not in entry.meta for item_id, _, _ in ranked.items):
             raise Unavailable("Redis unreachable and item metadata for this answer not cached",
