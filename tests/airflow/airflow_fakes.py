@@ -149,7 +149,7 @@ class FakeDataflow:
             job["currentState"] = "JOB_STATE_DONE" if proc.returncode == 0 else "JOB_STATE_FAILED"
         return job["currentState"]
 
-    def list(self, projectId: str, location: str, filter: str | None = None) -> _Call:  # noqa: A002, N803
+    def list(self, projectId: str, location: str, filter: str | None = None) -> _Call:
         def run() -> dict[str, Any]:
             with self.lock:
                 jobs = [{"id": j["id"], "name": j["name"], "currentState": self._state(j["id"])}
@@ -160,7 +160,7 @@ class FakeDataflow:
 
         return _Call(run)
 
-    def get(self, projectId: str, location: str, jobId: str, view: str | None = None) -> _Call:  # noqa: N803
+    def get(self, projectId: str, location: str, jobId: str, view: str | None = None) -> _Call:
         def run() -> dict[str, Any]:
             with self.lock:
                 if jobId not in self.all_jobs:
@@ -170,7 +170,7 @@ class FakeDataflow:
 
         return _Call(run)
 
-    def update(self, projectId: str, location: str, jobId: str, body: dict[str, Any]) -> _Call:  # noqa: N803
+    def update(self, projectId: str, location: str, jobId: str, body: dict[str, Any]) -> _Call:
         def run() -> dict[str, Any]:
             with self.lock:
                 if body.get("requestedState") == "JOB_STATE_CANCELLED":
