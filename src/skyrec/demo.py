@@ -75,6 +75,19 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, Any]:
             return exc.code, body.decode(errors="replace")
 
 
+def format_answer(body: Any) -> str:
+    """The API's JSON, compact: the envelope on one line, then one line per item."""
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        return json.dumps(body)
+    head = {k: v for k, v in body.items() if k != "items"}
+    lines = [json.dumps(head)[:-1] + ', "items": [']
+    lines += [f"   {json.dumps(item)}," for item in body["items"]]
+    if body["items"]:
+        lines[-1] = lines[-1].rstrip(",")
+    lines.append("]}")
+    return "\n".join(lines)
+
+
 def start_api(config: Config, port: int) -> subprocess.Popen:
     log = open(Path(config.home) / "api.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "skyrec", "serve", "--port", str(port)],
@@ -180,7 +193,7 @@ def run_demo(*, keep_serving: bool = False, serve_only: bool = False, fresh: boo
                 url = f"{base}/v1/recommendations/{variant}/{user}?limit=5"
                 code, body = _get(url)
                 print(f"\nGET {url}  -> {code}")
-                print(json.dumps(body, indent=1))
+                print(format_answer(body))
         code, body = _get(f"{base}/v1/recommendations/no_such_rail/{users[0] if users else 'u1'}")
         print(f"\nGET {base}/v1/recommendations/no_such_rail/...  -> {code}\n{json.dumps(body)}")
         ok = True
