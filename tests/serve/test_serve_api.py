@@ -76,14 +76,15 @@ def test_items_expired_since_precompute_are_dropped_and_replaced(client, redis_c
 
 def test_expiry_is_judged_at_serve_time(make_client, serve_config, redis_client):
     """An item whose window ends after the first answer is dropped from the next one (no stale cache)."""
-    items = catalogue()
-    items["p003"]["available_until"] = iso(1 / 3600 * 1.5)  # 1.5 s from now
-    standard_set(redis_client, items=items)
-    client = make_client(serve_config)
-    assert "p003" in ids(client.get(f"/v1/recommendations/{V}/u1").json())
     import time
 
-    time.sleep(1.7)
+    client = make_client(serve_config)
+    items = catalogue()
+    until = time.time() + 1.0
+    items["p003"]["available_until"] = iso((until - time.time()) / 3600)
+    standard_set(redis_client, items=items)
+    assert "p003" in ids(client.get(f"/v1/recommendations/{V}/u1").json())
+    time.sleep(max(0.0, until - time.time()) + 0.1)
     assert "p003" not in ids(client.get(f"/v1/recommendations/{V}/u1").json())
 
 
