@@ -78,6 +78,7 @@ class VolumeGateConfig(_Model):
     min_history: int = Field(3, ge=1)
     min_ratio: float = Field(0.5, gt=0)
     max_ratio: float = Field(2.0, gt=0)
+    min_volume: int = Field(100, ge=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> VolumeGateConfig:

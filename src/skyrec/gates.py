@@ -38,12 +38,20 @@ def enforce(result: GateResult, overrides: Iterable[str]) -> GateResult:
 
 
 def volume_gate(current: int, history: Sequence[int], *, min_ratio: float, max_ratio: float,
-                min_history: int, name: str = "volume") -> GateResult:
-    """Current volume against the median of recent committed runs."""
+                min_history: int, min_volume: int = 0, name: str = "volume") -> GateResult:
+    """Current volume against the median of recent committed runs.
+
+    Below ``min_volume`` (current and median both) a ratio is noise -- 3 events against 8 in a quiet night
+    hour is not a data problem -- so the gate passes and says why; volumes that matter are always judged.
+    """
     if len(history) < min_history:
         return GateResult(name, True, f"{len(history)} earlier runs (< {min_history}): not enough history yet",
                           details={"current": current, "history": list(history)})
     median = statistics.median(history)
+    if current < min_volume and median < min_volume:
+        return GateResult(name, True, f"volume {current} and median {median:g} are below min_volume {min_volume}: "
+                          "too small to judge", details={"current": current, "median": median,
+                                                         "history": list(history)})
     ratio = (current / median) if median > 0 else (float("inf") if current > 0 else 1.0)
     ok = min_ratio <= ratio <= max_ratio
     msg = (f"volume {current} is {ratio:.2f}x the median {median:g} of the last {len(history)} runs "

@@ -27,3 +27,12 @@ def test_error_rate_and_disk() -> None:
     assert error_rate_gate(0, 0, max_error_rate=0.0).passed
     assert not disk_preflight(10_000, 12_000, headroom=1.5).passed
     assert disk_preflight(10_000, 15_000, headroom=1.5).passed
+
+
+def test_volume_gate_does_not_judge_noise_but_judges_real_volumes() -> None:
+    quiet = volume_gate(3, [8, 10, 9], min_ratio=0.5, max_ratio=2, min_history=3, min_volume=100)
+    assert quiet.passed and "too small to judge" in quiet.message
+    spike = volume_gate(300, [8, 10, 9], min_ratio=0.5, max_ratio=2, min_history=3, min_volume=100)
+    assert not spike.passed  # a jump from noise to real volume is still caught
+    drop = volume_gate(40, [1000, 1000, 1000], min_ratio=0.5, max_ratio=2, min_history=3, min_volume=100)
+    assert not drop.passed

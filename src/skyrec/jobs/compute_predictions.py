@@ -142,7 +142,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
         history = [m.meta.get("users_with_recs", 0) for m in lake.history(cfg, "predictions", **fields)][-cfg.gates.volume.lookback_runs:]
         g = cfg.gates.volume
         ctx.gate(volume_gate(rec_keys, history, min_ratio=g.min_ratio, max_ratio=g.max_ratio,
-                             min_history=g.min_history, name="predictions_volume"))
+                             min_history=g.min_history, min_volume=g.min_volume,
+                             name="predictions_volume"))
         meta = {
             "variant": variant, "model": v.model, "version": v.version,
             "model_version": scorer.model_meta.get("model_version", ""), "model_path": ptr["path"],

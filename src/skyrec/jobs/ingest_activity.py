@@ -146,7 +146,8 @@ def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool 
                 results = [error_rate_result(summary["bad_rows"], summary["rows_in"], a.max_error_rate)]
                 v = cfg.gates.volume
                 results.append(volume_gate(summary["rows_out"], _volume_history(ctx, hour), min_ratio=v.min_ratio,
-                                           max_ratio=v.max_ratio, min_history=v.min_history))
+                                           max_ratio=v.max_ratio, min_history=v.min_history,
+                                           min_volume=v.min_volume))
                 try:
                     for r in results:
                         ctx.gate(r)
