@@ -61,7 +61,16 @@ def dagbag(airflow_db: str) -> Any:
     """The DAG folder parsed once per session (real skyrec DAGs + fault DAGs)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(_DAGS))
+    saved = {k: os.environ.get(k) for k in FAST}
+    os.environ.update(FAST)  # parse with the fast settings (retry delay 0): session fixtures precede autouse ones
+    try:
+        return DagBag(dag_folder=str(_DAGS))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class AlertReceiver:
