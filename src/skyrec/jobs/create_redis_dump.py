@@ -67,14 +67,14 @@ def run(ctx: JobContext) -> dict[str, Any]:
         server.start(dbfilename="dump.rdb")
         load = load_files(server.host, server.port, files, expected=int(meta["commands"]),
                           timeout=ctx.config.publish.load_timeout_seconds)
-        client = redis.Redis(host=server.host, port=server.port)
+        client = redis.Redis(host=server.host, port=server.port, socket_timeout=ctx.config.publish.load_timeout_seconds)
         try:
             dbsize = int(client.dbsize())
             if dbsize != int(meta["keys"]):
                 raise VerificationError(f"{pub}: scratch Redis holds {dbsize} keys, predictions recorded {meta['keys']}")
             probes = probe_expectations(ctx.lake, pred, ctx.config.publish.probe_users)
             checked = check_probes(client, keys, variant, pub, probes)
-            client.save()
+            _bgsave(client, ctx.config.publish.load_timeout_seconds)
         finally:
             client.close()
         rdb = scratch / "dump.rdb"
@@ -90,6 +90,21 @@ def run(ctx: JobContext) -> dict[str, Any]:
         shutil.rmtree(scratch, ignore_errors=True)
     return {"outputs": [manifest.path], "keys": dbsize, "commands_per_second": round(load.commands_per_second),
             "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _bgsave(client: Any, timeout: float) -> None:
+    """BGSAVE and wait for it: a forked child writes the RDB, so no single command blocks for the whole
+    write (a multi-GB SAVE would outlast socket timeouts)."""
+    client.bgsave()  # the fork happens inside the command: "in progress" is visible as soon as it returns
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = client.info("persistence")
+        if not int(info.get("rdb_bgsave_in_progress", 0)):
+            if info.get("rdb_last_bgsave_status") != "ok" or int(info.get("rdb_changes_since_last_save", 1)):
+                raise RuntimeError(f"redis BGSAVE failed: {info.get('rdb_last_bgsave_status')}")
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"redis BGSAVE did not finish within {timeout}s")
 
 
 def _version(server: Any) -> str:
