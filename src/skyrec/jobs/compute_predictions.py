@@ -79,7 +79,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
         shards = shard_ranges(scorer.n_users, pc.shard_users)
         if pc.engine == "beam":
             scorer.close()
-            scorer.user_factors = scorer.seen = None  # workers load their own copy; keep only the candidates here
+            scorer.user_factors = scorer.seen = None  # type: ignore[assignment]  # workers load their own copy
             from skyrec.pipelines.predictions import pipeline_args
             from skyrec.pipelines.predictions import run as run_pipeline
 
@@ -139,7 +139,9 @@ def run(ctx: JobContext) -> dict[str, Any]:
         # post-condition: every shard file present (commit checks sizes), counts add up
         if users + len(bad_users) != scorer.n_users:
             raise RuntimeError(f"{users} users scored + {len(bad_users)} quarantined != {scorer.n_users} in the model")
-        history = [m.meta.get("users_with_recs", 0) for m in lake.history(cfg, "predictions", **fields)][-cfg.gates.volume.lookback_runs:]
+        history = [m.meta.get("users_with_recs", 0) for m in lake.history(cfg, "predictions", variant=variant,
+                                                                           version=v.version)]
+        history = history[-cfg.gates.volume.lookback_runs:]
         g = cfg.gates.volume
         ctx.gate(volume_gate(rec_keys, history, min_ratio=g.min_ratio, max_ratio=g.max_ratio,
                              min_history=g.min_history, min_volume=g.min_volume,

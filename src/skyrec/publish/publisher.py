@@ -168,8 +168,8 @@ def cleanup(redis_client: Any, keys: Keys, variant: str, keep_versions: int) -> 
     # history entries whose publication is gone cannot be rolled back to: drop them
     hist = redis_client.lrange(keys.history(variant), 0, -1)
     for raw in hist:
-        p = _decode(raw)
-        if p is None or p.get("publication") in removed:
+        entry = _decode(raw)
+        if entry is None or entry.get("publication") in removed:
             redis_client.lrem(keys.history(variant), 0, raw)
     return {"removed": removed, "deleted_keys": deleted, "kept": kept}
 

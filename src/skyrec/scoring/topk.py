@@ -144,7 +144,7 @@ def select_topk(scores: np.ndarray, k: int, *, brands: np.ndarray | None = None,
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     cap = max_per_brand if (max_per_brand is not None and brands is not None) else None
-    if cap is not None and len(brands) != c:
+    if cap is not None and brands is not None and len(brands) != c:
         raise ValueError(f"brands has {len(brands)} entries for {c} candidates")
     out = TopK(np.full((b, k), -1, dtype=np.int32), np.full((b, k), np.nan, dtype=np.float32),
                np.zeros(b, dtype=np.int32))
@@ -240,7 +240,8 @@ def reference_topk(user_factors: np.ndarray, item_factors: np.ndarray, k: int, *
     out = []
     for u in range(S.shape[0]):
         banned = set(exclude[u].indices.tolist()) if exclude is not None else set()
-        order = sorted(range(S.shape[1]), key=lambda j, row=S[u]: (-row[j], j))
+        row = S[u]
+        order = sorted(range(S.shape[1]), key=lambda j: (-float(row[j]), j))
         taken: dict[int, int] = {}
         res: list[tuple[int, float]] = []
         for j in order:
