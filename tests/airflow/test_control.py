@@ -150,6 +150,7 @@ def test_duration_anomaly_alert(config: Any, alerts: Any) -> None:
     assert alerts.kinds() == ["duration_anomaly"]
 
 
+@pytest.mark.integration
 def test_cost_estimate_and_budget_alert_in_every_environment(run_dag: Any, alerts: Any,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from skyrec.config import load_config

@@ -156,3 +156,38 @@ def test_run_conf_overrides_are_passed_to_the_job(config: Any) -> None:
     with pytest.raises(ValueError, match="list of gate names"):
         op.build_spec(bad)  # type: ignore[arg-type]
     assert load_config().env == "local"
+
+
+@pytest.mark.integration
+def test_run_dag_runs_several_dags_repeatedly_in_one_process(airflow_db: str, config: Any) -> None:
+    from skyrec.airflow.runner import run_dag
+    from skyrec.config import ConfigError
+
+    assert run_dag("airflow_monitoring", logical_date="2026-03-02T10:00:00") == "success"
+    assert run_dag("airflow_monitoring", logical_date="2026-03-02T10:05:00Z") == "success"
+    assert run_dag("selftest_sync_once", logical_date="2026-03-02T10:00:00",
+                   conf={"job_params": {"tag": "runner", "rows": "3", "chunks": "1"}}) == "success"
+    with pytest.raises(ConfigError, match="unknown DAG 'nope'"):
+        run_dag("nope")
+    with pytest.raises(ConfigError, match="not ISO-8601"):
+        run_dag("airflow_monitoring", logical_date="yesterday")
+
+
+def test_airflow_env_for_standalone(config: Any) -> None:
+    from skyrec.airflow.runner import airflow_env
+
+    env = airflow_env(config)
+    assert env["AIRFLOW_HOME"] == str(Path(config.home) / "airflow")
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(ROOT / "dags")
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False" and env["SKYREC_HOME"] == config.home
+
+
+def test_trigger_serialises_and_rebuilds() -> None:
+    from skyrec.airflow.triggers import SkyrecJobTrigger
+
+    t = SkyrecJobTrigger(handle={"backend": "local", "job_key": "k", "launch_id": "try1-x"}, deadline_at=123.5,
+                         poll_interval=0.5, cancel_timeout=3, env="local", owner={"dag_id": "d"})
+    path, kwargs = t.serialize()
+    assert path == "skyrec.airflow.triggers.SkyrecJobTrigger"
+    again = SkyrecJobTrigger(**json.loads(json.dumps(kwargs)))
+    assert again.serialize() == (path, kwargs)

@@ -245,5 +245,4 @@ OUTPUT_CHECKS = {"model": check_model}
 def estimate_cost(config: Config, resources: dict[str, float], runtime_seconds: float) -> float:
     hours = max(0.0, runtime_seconds) / 3600.0
     rates = config.jobs.cost
-    return round(hours * (resources.get("vcpus", 0.0) * rates.vcpu_hour
-                          + resources.get("memory_gb", 0.0) * rates.gb_hour), 6)
+    return hours * (resources.get("vcpus", 0.0) * rates.vcpu_hour + resources.get("memory_gb", 0.0) * rates.gb_hour)

@@ -15,7 +15,7 @@ def check_canary(max_age_seconds: float, **context: Any) -> dict[str, Any]:
     result = context["ti"].xcom_pull(task_ids="canary") or {}
     age = (result.get("summary") or {}).get("previous_age_seconds")
     stale = age is not None and float(age) > max_age_seconds
-    if stale:
+    if age is not None and stale:
         send_alert(config, "canary_stale", f"the previous canary is {float(age):.0f}s old (expected at most "
                    f"{max_age_seconds:.0f}s): the scheduler or workers were not running jobs",
                    previous_age_seconds=age, max_age_seconds=max_age_seconds)

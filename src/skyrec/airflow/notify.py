@@ -99,7 +99,7 @@ def failure_callback(context: Any) -> None:
     dag_id = getattr(ti, "dag_id", "?")
     task_id = getattr(ti, "task_id", "?")
     run_id = getattr(ti, "run_id", "?")
-    exc = context.get("exception")
+    error = context.get("exception")
     send_alert(config, "failure", f"{dag_id}.{task_id} failed (run {run_id}, try {getattr(ti, 'try_number', '?')})",
                dag_id=dag_id, task_id=task_id, run_id=run_id, try_number=getattr(ti, "try_number", None),
-               error=str(exc) if exc else None)
+               error=str(error) if error else None)

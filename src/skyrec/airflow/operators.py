@@ -203,18 +203,20 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
             for note in decision.notes:
                 self.log.warning(note) if note.startswith("not reattaching") else self.log.info(note)
             if decision.action == "skip":
-                self._handle = {"backend": backend.kind, "job_key": spec.job_key, "skipped": True,
-                                "run_id": spec.run.run_id, "deploy": spec.deploy}
-                return self._handle
-            if decision.action in {"reattach", "done"}:
+                skipped: JobHandle = {"backend": backend.kind, "job_key": spec.job_key, "skipped": True,
+                                      "run_id": spec.run.run_id, "deploy": spec.deploy}
+                self._handle = skipped
+                return skipped
+            if decision.action in {"reattach", "done"} and decision.handle is not None:
                 self._handle = decision.handle
-                return self._handle
+                return decision.handle
             gate = preflight_disk(self.config, self.lake, backend, self.inputs, spec.overrides)
             self.log.info("disk preflight: %s", gate.get("message"))
-            self._handle = backend.submit(spec)
-            self.log.info("submitted job %s", self._handle.get("launch_id") or self._handle.get("job_key"))
-        check_settings(backend, spec, self._handle)
-        return self._handle
+            handle = backend.submit(spec)
+            self._handle = handle
+            self.log.info("submitted job %s", handle.get("launch_id") or handle.get("job_key"))
+        check_settings(backend, spec, handle)
+        return handle
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
         handle = dict(external_id) if isinstance(external_id, dict) else {}
@@ -324,7 +326,7 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
         cost = estimate_cost(self.config, resources, runtime)
         budget = self.config.jobs.cost.budget_per_job
         if cost > budget:
-            send_alert(self.config, "cost", f"job {self.job} ({spec.job_key}) cost an estimated {cost:.4f} "
+            send_alert(self.config, "cost", f"job {self.job} ({spec.job_key}) cost an estimated {cost:.6f} "
                        f"over the budget {budget}", job_key=spec.job_key, cost=cost, budget=budget,
                        runtime_seconds=runtime, resources=resources)
         same_attempt = int(handle.get("try_number") or 0) == spec.run.try_number
@@ -340,7 +342,7 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
 
 def _small(summary: dict[str, Any]) -> dict[str, Any]:
     """Keep XCom small: scalars and short lists only."""
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in summary.items():
         if isinstance(v, (str, int, float, bool)) or v is None:
             out[k] = v
