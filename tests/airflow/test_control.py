@@ -208,3 +208,47 @@ def test_post_condition_checks_that_a_model_loads(config: Any) -> None:
         verify_outputs(config, lake, s, {"status": "success", "summary": {"outputs": ["models/als/v1/run=x"]}})
     with pytest.raises(JobError, match="without a result file"):
         verify_outputs(config, lake, s, None)
+
+
+def test_local_settings_drift_is_caught_at_submit(backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Something between us and the process (a wrapper, a changed PATH) alters what runs: caught, cancelled."""
+    from skyrec.airflow.backends import SettingsDrift
+    from skyrec.airflow.control import check_settings
+
+    original = LocalProcessBackend.command
+    monkeypatch.setattr(LocalProcessBackend, "command", lambda self, s, launch: [
+        "/usr/bin/env", "SKYREC_DEPLOY_VERSION=tampered", *original(self, s, launch)])
+    s = spec({"hang": "1", "tag": "tamper"})
+    h = backend.submit(s)
+    time.sleep(0.5)
+    with pytest.raises(SettingsDrift, match="deploy: pinned"):
+        check_settings(backend, s, h)
+    assert backend.status(h) == "CANCELLED" and group_members(int(h["pgid"])) == []
+
+
+def test_on_kill_cancels_the_job(backend: Any) -> None:
+    from skyrec.airflow.operators import SkyrecJobOperator
+
+    h = backend.submit(spec({"hang": "1", "tag": "killed"}))
+    op = SkyrecJobOperator(task_id="selftest", job="selftest")
+    op._handle = h
+    op.on_kill()
+    assert group_members(int(h["pgid"])) == [] and backend.status(h) == "CANCELLED"
+
+
+@pytest.mark.integration
+def test_sweeper_task_asks_airflow_for_task_states(run_dag: Any, config: Any) -> None:
+    """A job whose task instance Airflow has marked failed is cancelled by airflow_monitoring's sweeper."""
+    dr = run_dag("selftest_sync_once", {"job_params": {"tag": "swept", "fail": "1", "rows": "2", "chunks": "1"}})
+    assert str(getattr(dr.state, "value", dr.state)) == "failed"
+    b = LocalProcessBackend(config)
+    orphan_run = RunInfo(dag_id="selftest_sync_once", run_id=run_dag.run_id(), task_id="selftest", try_number=1,
+                         logical_date=WHEN)
+    orphan = b.submit(JobSpec(job="selftest", run=orphan_run, params={"hang": "1", "tag": "swept2"}))
+    later = dt.datetime(2026, 3, 1, 12, 5, tzinfo=dt.UTC)
+    dr = run_dag("airflow_monitoring", logical_date=later)
+    assert str(getattr(dr.state, "value", dr.state)) == "success"
+    assert b.status(orphan) == "CANCELLED" and group_members(int(orphan["pgid"])) == []
+    swept = [a for a in read_alerts(config) if a["kind"] == "sweeper"]
+    assert swept and "task instance selftest_sync_once.selftest" in swept[0]["summary"]
+    assert "is failed" in swept[0]["summary"]  # decided from Airflow's metadata, not the owner fallback
