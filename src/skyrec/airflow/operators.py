@@ -163,7 +163,14 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
                 "try_number": spec.run.try_number}
 
     # ---- entry points --------------------------------------------------------------------------
+    def _reset(self) -> None:
+        """Fresh runtime state per attempt: never carry a config, backend or handle over from another try."""
+        for name in ("config", "job_backend", "lake"):
+            self.__dict__.pop(name, None)
+        self._handle, self._result, self._spec, self._max_resources = None, None, None, {}
+
     def execute(self, context: Context) -> Any:
+        self._reset()
         self._spec = self.build_spec(context)
         self.log.info("job %s key=%s backend=%s deploy=%s", self.job, self._spec.job_key,
                       self.job_backend.kind, self._spec.deploy)
@@ -171,6 +178,7 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger: raise on failure, cancel or deadline; otherwise prove the outputs."""
+        self._reset()
         self._spec = self.build_spec(context)
         handle = event.get("handle") or {}
         self._handle = handle
