@@ -22,11 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _read_table(lake: Lake, manifest, name_suffix: str = ".parquet"):
-    files = [f for f in lake.files(manifest) if f.endswith(name_suffix) and "/_quarantine/" not in f]
-    import pyarrow as pa
-
-    return pa.concat_tables([pq.read_table(f, filesystem=lake.fs) for f in files]) if files else None
+def _read_table(lake: Lake, manifest, name: str):
+    return pq.read_table(lake.file_url(manifest, name), filesystem=lake.fs)
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +87,8 @@ def test_api_answers_are_available_candidates_not_already_played(pipeline) -> No
     from skyrec.serve.main import create_app
 
     lake = Lake.from_config(config)
-    catalogue = _read_table(lake, lake.latest(config, "catalogue"))
-    availability = _read_table(lake, lake.latest(config, "availability"))
+    catalogue = _read_table(lake, lake.latest(config, "catalogue"), "catalogue.parquet")
+    availability = _read_table(lake, lake.latest(config, "availability"), "availability.parquet")
     available = set(availability.column("item_id").to_pylist())
     item_ids = np.asarray(catalogue.column("item_id").to_pylist(), dtype=object)
 
