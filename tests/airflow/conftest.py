@@ -121,8 +121,11 @@ class DagRunner:
         self.dagbag = dagbag
 
     def __call__(self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: dt.datetime | None = None) -> Any:
+        from skyrec.airflow.runner import scheduled_intervals
+
         when = logical_date or WHEN
-        return self.dagbag.get_dag(dag_id).test(logical_date=when, run_after=when, run_conf=conf)
+        with scheduled_intervals():
+            return self.dagbag.get_dag(dag_id).test(logical_date=when, run_after=when, run_conf=conf)
 
     @staticmethod
     def run_id(logical_date: dt.datetime | None = None) -> str:

@@ -45,6 +45,11 @@ def test_publish_fails_cleanly_while_redis_is_down_and_the_retry_succeeds(
                          ("ingest_cold_start", None), ("train_model", None)]:
         dr = run_dag(dag_id, conf, logical_date=logical)
         assert state(dr) == "success", (dag_id, run_dag.states(dr))
+    from skyrec.storage import Lake
+
+    # the hourly run of logical date 11:00 covered [11:00, 12:00), the last hour, as the scheduler's would
+    delta = Lake.from_config(config).require("activity/deltas/interval=20261120T11")
+    assert delta.producer["dag_id"] == "ingest_user_activity" and delta.rows > 0
 
     pre = "precompute_recommendations_als_music_mixes_v1"
     dr = run_dag(pre, logical_date=logical)  # nothing listens on the serving Redis port

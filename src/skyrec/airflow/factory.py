@@ -60,10 +60,12 @@ _PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0
 
 
 def interval_schedule(schedule: str | None) -> Any:
-    """A data-interval timetable: the run at 18:00 covers [17:00, 18:00) -- the hour that just ended.
+    """A data-interval timetable: the run of logical date 17:00 covers [17:00, 18:00) and starts at 18:00,
+    once the hour is complete.
 
     Ingest jobs read their interval (``data_interval_start``/``end``), so a run must name a complete,
-    non-empty interval; Airflow 3's default cron timetable gives zero-length intervals instead.
+    non-empty interval; Airflow 3's default cron timetable gives zero-length intervals that start "now",
+    which would make an hourly ingest read an hour still being written.
     """
     if schedule is None:
         return None

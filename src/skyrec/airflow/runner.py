@@ -11,11 +11,13 @@ dependencies, retries, deferral with the trigger run inline), without a schedule
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +105,34 @@ def parse_logical_date(value: str | None) -> dt.datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
 
 
+@contextlib.contextmanager
+def scheduled_intervals() -> Iterator[None]:
+    """Make a local run of logical date H get the data interval the *scheduler* gives it: [H, next(H)).
+
+    For a scheduled run Airflow's logical date is the start of its data interval (the 11:00 run of an
+    hourly DAG covers 11:00-12:00 and starts at 12:00), but ``dag.test()`` infers a *manual* interval,
+    the period ending at H. ``run_dag`` reproduces scheduled runs, so that ``skyrec run
+    ingest_user_activity --logical-date 11:00`` ingests the 11:00 hour, exactly as production does.
+    Scoped to the call; the scheduler and UI-triggered runs are untouched.
+    """
+    from unittest import mock
+
+    from airflow.timetables.base import DataInterval
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    def interval(self: Any, *, run_after: Any) -> DataInterval:
+        start = self._align_to_prev(run_after)
+        return DataInterval(start=start, end=self._get_next(start))
+
+    with mock.patch.object(CronDataIntervalTimetable, "infer_manual_data_interval", interval):
+        yield
+
+
 def run_dag(dag_id: str, logical_date: str | None = None, conf: dict[str, Any] | None = None) -> str:
-    """Run one DAG run to completion through Airflow; returns its final state ("success", "failed")."""
+    """Run one DAG run to completion through Airflow; returns its final state ("success", "failed").
+
+    The run is the one the scheduler would create for ``logical_date`` (see ``scheduled_intervals``).
+    """
     config = load_config()
     home = _apply_env(config)
     ensure_db(home)
@@ -112,7 +140,8 @@ def run_dag(dag_id: str, logical_date: str | None = None, conf: dict[str, Any] |
     if dag_id not in dags:
         raise ConfigError(f"unknown DAG {dag_id!r} (known: {sorted(dags)})")
     when = parse_logical_date(logical_date)
-    dr = dags[dag_id].test(logical_date=when, run_conf=conf or None)
+    with scheduled_intervals():
+        dr = dags[dag_id].test(logical_date=when, run_conf=conf or None)
     state = getattr(dr.state, "value", dr.state)
     log.info("%s %s: %s", dag_id, when.isoformat(), state)
     return str(state)
