@@ -106,7 +106,7 @@ def check_settings(backend: JobBackend, spec: JobSpec, handle: JobHandle) -> Non
     effective = backend.effective_settings(handle)
     if not effective:
         return
-    drift = check_drift(backend.pinned_settings(spec), effective)
+    drift = check_drift(backend.pinned_settings(spec, handle), effective)
     if drift:
         confirmed = backend.cancel(handle)
         raise SettingsDrift(f"job {spec.job} ({spec.job_key}) does not run with the pinned settings: "

@@ -138,7 +138,8 @@ class JobBackend:
         raise NotImplementedError
 
     # settings, resources, logs
-    def pinned_settings(self, spec: JobSpec) -> dict[str, Any]:
+    def pinned_settings(self, spec: JobSpec, handle: JobHandle | None = None) -> dict[str, Any]:
+        """Settings the job must run with (``handle``: what was submitted, for launch-specific values)."""
         raise NotImplementedError
 
     def effective_settings(self, handle: JobHandle) -> dict[str, Any]:

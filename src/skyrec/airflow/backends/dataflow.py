@@ -171,7 +171,7 @@ class DataflowBackend(JobBackend):
         return None
 
     # ---- settings, resources ------------------------------------------------------------------
-    def pinned_settings(self, spec: JobSpec) -> dict[str, Any]:
+    def pinned_settings(self, spec: JobSpec, handle: JobHandle | None = None) -> dict[str, Any]:
         cfg = self._cfg
         return {"machine_type": cfg.machine_type, "disk_size_gb": cfg.disk_size_gb,
                 "shuffle_mode": SHUFFLE_MODES.get(cfg.shuffle_mode, cfg.shuffle_mode),

@@ -194,7 +194,7 @@ class KubernetesPodBackend(JobBackend):
         return text[offset:], len(text)
 
     # ---- settings, resources ------------------------------------------------------------------
-    def pinned_settings(self, spec: JobSpec) -> dict[str, Any]:
+    def pinned_settings(self, spec: JobSpec, handle: JobHandle | None = None) -> dict[str, Any]:
         cfg = self.config.jobs.kubernetes
         return {"image": cfg.image, "resources": dict(cfg.resources), "deploy": spec.deploy}
 

@@ -282,8 +282,11 @@ class LocalProcessBackend(JobBackend):
             return None
 
     # ---- settings, resources, logs -------------------------------------------------------------
-    def pinned_settings(self, spec: JobSpec) -> dict[str, Any]:
-        return {"interpreter": os.path.realpath(sys.executable), "deploy": spec.deploy}
+    def pinned_settings(self, spec: JobSpec, handle: JobHandle | None = None) -> dict[str, Any]:
+        pinned: dict[str, Any] = {"interpreter": os.path.realpath(sys.executable), "deploy": spec.deploy}
+        if handle and handle.get("command"):
+            pinned["command"] = list(handle["command"])
+        return pinned
 
     def effective_settings(self, handle: JobHandle) -> dict[str, Any]:
         """Read back from the running process: its executable, command line and deploy version."""
