@@ -360,3 +360,22 @@ def test_concurrent_attempts_committing_the_same_output(run_dag: Any, config: An
     assert sum("committed by another attempt" in json.dumps(r) for r in results) == 1
     assert sorted(p.name for p in Path(lake.abspath(f"{rel}/_manifest")).iterdir()) == ["000000.json"]
     assert seen and set(seen) == {4000}
+
+
+@pytest.mark.parametrize("dag_id", ["selftest_sync_once", "selftest_deferred_once"])
+def test_frozen_job_without_heartbeat_is_cancelled(run_dag: Any, config: Any, alerts: Any, dag_id: str) -> None:
+    """A job process that is alive but frozen (SIGSTOP: no progress, no heartbeat) is cancelled long before
+    its deadline, and the cancel is confirmed (SIGKILL reaches a stopped process)."""
+    def freezer() -> None:
+        rec = wait_for(lambda: live_launch(config), timeout=60)
+        wait_for(lambda: (launch_dir(config, rec) / "heartbeat").exists(), timeout=30)
+        os.killpg(int(rec["pgid"]), signal.SIGSTOP)
+
+    t = threading.Thread(target=freezer, daemon=True)
+    t.start()
+    t0 = time.monotonic()
+    dr = run_dag(dag_id, {"job_params": {"tag": "frozen", "hang": "1"}})
+    assert state(dr) == "failed" and time.monotonic() - t0 < 40  # deadline is 60 min: the heartbeat decided
+    (rec,) = launches(config)
+    assert group_members(int(rec["pgid"])) == []
+    assert "heartbeat" in alerts.kinds()

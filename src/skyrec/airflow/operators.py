@@ -289,6 +289,13 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
                 for k, v in backend.resources(handle).items():
                     self._max_resources[k] = max(v, self._max_resources.get(k, 0.0))
                 backend.touch_owner(handle, {**self._owner(spec), "watcher": "worker"})
+                silent = backend.silent_for(handle)
+                if silent is not None and silent > self.config.jobs.heartbeat_timeout_seconds:
+                    confirmed = backend.cancel(handle, self.config.jobs.cancel_timeout_seconds)
+                    message = (f"job {self.job} ({spec.job_key}) sent no heartbeat for {silent:.0f}s "
+                               f"(> jobs.heartbeat_timeout_seconds): cancelled, confirmed={confirmed}")
+                    send_alert(self.config, "heartbeat", message, job_key=spec.job_key, confirmed=confirmed)
+                    raise JobError(message)
                 if time.time() >= deadline_at:
                     confirmed = backend.cancel(handle, self.config.jobs.cancel_timeout_seconds)
                     message = (f"job {self.job} ({spec.job_key}) passed its deadline of "

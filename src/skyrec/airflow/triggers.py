@@ -58,8 +58,23 @@ class SkyrecJobTrigger(BaseTrigger):
             if time.time() >= self.deadline_at:
                 yield TriggerEvent(await asyncio.to_thread(self._cancel_at_deadline, backend))
                 return
+            silent = await asyncio.to_thread(backend.silent_for, self.handle)
+            if silent is not None and silent > backend.config.jobs.heartbeat_timeout_seconds:
+                confirmed = await asyncio.to_thread(backend.cancel, self.handle, self.cancel_timeout)
+                message = (f"job {self.handle.get('job')} ({self.handle.get('job_key')}) sent no heartbeat for "
+                           f"{silent:.0f}s while deferred: cancelled, confirmed={confirmed}")
+                await asyncio.to_thread(self._alert, backend, "heartbeat", message, confirmed)
+                yield TriggerEvent({"status": "lost", "handle": self.handle, "cancel_confirmed": confirmed,
+                                    "message": message})
+                return
             await asyncio.to_thread(backend.touch_owner, self.handle, {**self.owner, "watcher": "triggerer"})
             await asyncio.sleep(min(self.poll_interval, max(0.05, self.deadline_at - time.time())))
+
+    def _alert(self, backend: Any, kind: str, message: str, confirmed: bool) -> None:
+        from skyrec.airflow.notify import send_alert
+
+        send_alert(backend.config, kind, message, job_key=self.handle.get("job_key"), run_id=self.handle.get("run_id"),
+                   confirmed=confirmed, deferred=True)
 
     def _cancel_at_deadline(self, backend: Any) -> dict[str, Any]:
         from skyrec.airflow.notify import send_alert

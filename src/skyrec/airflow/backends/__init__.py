@@ -152,6 +152,10 @@ class JobBackend:
     def read_log(self, handle: JobHandle, offset: int) -> tuple[str, int]:
         return "", offset
 
+    def silent_for(self, handle: JobHandle) -> float | None:
+        """Seconds since the running job last showed it is alive (heartbeat), None when not tracked."""
+        return None
+
     def free_bytes(self) -> int | None:
         """Space available to a job (for the disk preflight); None when the backend cannot tell."""
         return None

@@ -275,11 +275,13 @@ class LocalProcessBackend(JobBackend):
     def result(self, handle: JobHandle) -> dict[str, Any] | None:
         return _read_json(self.launch_dir(handle) / "result.json")
 
-    def heartbeat_age(self, handle: JobHandle) -> float | None:
+    def silent_for(self, handle: JobHandle) -> float | None:
+        """Age of the job's heartbeat file (written by a thread of the job every ``heartbeat_seconds``);
+        a process that is alive but silent is frozen (stopped, swapped out, stuck in the kernel)."""
         try:
             return time.time() - (self.launch_dir(handle) / "heartbeat").stat().st_mtime
         except OSError:
-            return None
+            return time.time() - float(handle.get("started") or time.time())
 
     # ---- settings, resources, logs -------------------------------------------------------------
     def pinned_settings(self, spec: JobSpec, handle: JobHandle | None = None) -> dict[str, Any]:
