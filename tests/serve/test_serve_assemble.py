@@ -76,3 +76,15 @@ def test_lru_bounds_and_recency():
     zero = LRU(0)
     zero.put("a", 1)
     assert len(zero) == 0
+
+
+def test_list_shorter_than_its_depth_is_the_whole_eligible_pool_and_is_not_padded():
+    # precomputed with K=5 but only 2 eligible items: the fallback items are played or ruled out
+    r = assemble([("a", 3.0), ("b", 2.0)], [("played", 9.0), ("x", 8.0)], {}, NOW, 4, depth=5)
+    assert [i for i, _, _ in r.items] == ["a", "b"] and r.padded == 0
+
+
+def test_full_depth_list_is_padded_when_expiry_leaves_too_few():
+    m = {"a": meta(NOW - 1), "b": meta(NOW - 1)}
+    r = assemble([("a", 3.0), ("b", 2.0), ("c", 1.0)], [("x", 8.0)], m, NOW, 2, depth=3)
+    assert [i for i, _, _ in r.items] == ["c", "x"] and r.padded == 1 and r.dropped_expired == 2

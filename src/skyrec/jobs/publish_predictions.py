@@ -44,6 +44,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
                "model_version": meta.get("model_version"), "run_key": meta.get("run_key"),
                "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                "users": meta.get("users_with_recs"), "items": meta.get("items"), "keys": meta.get("keys"),
+               "k": meta.get("k"),
                "evaluation": meta.get("evaluation", {}), "predictions": pred.path,
                "redis_dump": dump.path if dump else None}
     probes = probe_expectations(ctx.lake, pred, cfg.publish.probe_users)

@@ -169,8 +169,13 @@ class Ranked:
 
 
 def assemble(personal: list[tuple[str, float]] | None, fallback: list[tuple[str, float]],
-             meta: Mapping[str, ItemMeta], now: float, want: int) -> Ranked:
+             meta: Mapping[str, ItemMeta], now: float, want: int, depth: int | None = None) -> Ranked:
     """The user's list without expired items, padded from the fallback list up to ``want``, no duplicates.
+
+    ``depth`` is the K the publication was precomputed with. A personal list shorter than that is the
+    *whole* eligible pool for the user (the precompute takes the exact top-K over every available candidate
+    the user has not played, under the rules): any fallback item missing from it was played by the user or
+    ruled out, so such a list is never padded. Padding replaces items that expired since the precompute.
 
     Stops as soon as ``want`` items are found (expired items further down are not counted as dropped).
     Pure function (no Redis) so the ranking rules are tested on their own.
@@ -192,7 +197,8 @@ def assemble(personal: list[tuple[str, float]] | None, fallback: list[tuple[str,
             continue
         out.append((item_id, score, m))
     personal_count = len(out)
-    if personal_count < want:
+    exhausted = personal is not None and depth is not None and len(personal) < depth
+    if personal_count < want and not exhausted:
         for item_id, score in fallback:
             if len(out) >= want:
                 break
@@ -206,6 +212,11 @@ def assemble(personal: list[tuple[str, float]] | None, fallback: list[tuple[str,
                 continue
             out.append((item_id, score, m))
     return Ranked(items=out, personalised=personal_count, padded=len(out) - personal_count, dropped_expired=dropped)
+
+
+def _depth(pointer: Mapping[str, Any]) -> int | None:
+    k = pointer.get("k")
+    return k if isinstance(k, int) and k > 0 else None
 
 
 @dataclass
@@ -370,7 +381,7 @@ class Store:
             fetched = await self._fill_meta(variant, pub, entry, [i for i, _ in personal])
             if fetched and len(entry.meta) >= entry.max_items:  # cache full: some of these were not kept
                 meta = ChainMap(fetched, entry.meta)
-        ranked = assemble(personal, entry.fallback, meta, time.time(), want)
+        ranked = assemble(personal, entry.fallback, meta, time.time(), want, _depth(pointer))
         return Answer(pointer=pointer, known_user=personal is not None, ranked=ranked)
 
     async def _fill_meta(self, variant: str, pub: str, entry: _PubCache, item_ids: list[str]) -> dict[str, ItemMeta]:
@@ -394,7 +405,7 @@ class Store:
         if last is None or last[0] != pub or entry is None:
             raise Unavailable("Redis unreachable and no recent answer for this user cached", code="redis_unavailable")
         personal = parse_scored(last[1])
-        ranked = assemble(personal, entry.fallback, entry.meta, time.time(), want)
+        ranked = assemble(personal, entry.fallback, entry.meta, time.time(), want, _depth(pointer))
         if any(item_id not in entry.meta for item_id, _, _ in ranked.items):
             raise Unavailable("Redis unreachable and item metadata for this answer not cached",
                               code="redis_unavailable")
