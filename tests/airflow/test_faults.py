@@ -379,3 +379,18 @@ def test_frozen_job_without_heartbeat_is_cancelled(run_dag: Any, config: Any, al
     (rec,) = launches(config)
     assert group_members(int(rec["pgid"])) == []
     assert "heartbeat" in alerts.kinds()
+
+
+def test_failed_gate_fails_without_retries_and_commits_nothing_until_overridden(run_dag: Any, config: Any,
+                                                                                alerts: Any) -> None:
+    params = {"tag": "gated", "rows": "100", "chunks": "2", "gate": "1"}
+    dr = run_dag("selftest_sync", {"job_params": params})  # this DAG has retries=1
+    assert state(dr) == "failed"
+    assert len(launches(config)) == 1  # a gate fails the same way every time: not retried
+    lake, rel = output(config, "gated")
+    assert not lake.committed(rel)
+    assert "failure" in alerts.kinds()
+    dr = run_dag("selftest_sync", {"job_params": params, "overrides": ["selftest"]}, logical_date=None)
+    assert state(dr) == "success"
+    m = lake.require(rel)
+    assert m.rows == 100

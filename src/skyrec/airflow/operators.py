@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
-from airflow.sdk.exceptions import AirflowTaskTimeout
+from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
 
 from skyrec.airflow.backends import (
     RUNNING,
@@ -45,7 +45,7 @@ from skyrec.airflow.control import (
     verify_outputs,
 )
 from skyrec.airflow.notify import check_duration, send_alert
-from skyrec.jobs.base import RunInfo
+from skyrec.jobs.base import EXIT_BAD_INPUT, EXIT_GATE, RunInfo
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -187,8 +187,21 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
             raise JobError(f"{event.get('message')}; deadline {self.deadline_seconds():.0f}s")
         if status != "success":
             result = self.job_backend.result(handle) or {}
-            raise JobError(f"job {self.job} ended {status}: {result.get('error') or event.get('message')}")
+            self._raise_failure(f"job {self.job} ended {status}: {result.get('error') or event.get('message')}",
+                                result)
         return self._finish(handle)
+
+    @staticmethod
+    def _raise_failure(message: str, result: dict[str, Any]) -> None:
+        """A failed gate or bad input fails the same way on every attempt: fail now, without retries
+        (the failure alert still goes out; an operator overrides a gate for one run via the run conf).
+        Anything else (crash, kill, lost worker) is retried -- and the retry reattaches or resumes."""
+        code = result.get("exit_code")
+        if code == EXIT_GATE:
+            raise AirflowFailException(f"{message} [gate failed: not retried]")
+        if code == EXIT_BAD_INPUT:
+            raise AirflowFailException(f"{message} [bad input or config: not retried]")
+        raise JobError(message)
 
     def on_kill(self) -> None:
         """The task is being stopped: cancel the job too (bounded wait), and say whether it stopped."""
@@ -265,8 +278,8 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
         status = self._wait(handle, spec, deadline_at)
         if status != SUCCEEDED:
             result = self.job_backend.result(handle) or {}
-            raise JobError(f"job {self.job} ({spec.job_key}) ended {status}: "
-                           f"{result.get('error') or 'no result recorded (killed or crashed)'}")
+            self._raise_failure(f"job {self.job} ({spec.job_key}) ended {status}: "
+                                f"{result.get('error') or 'no result recorded (killed or crashed)'}", result)
         return self._finish(handle)
 
     def get_job_result(self, external_id: Any, context: Context) -> Any:

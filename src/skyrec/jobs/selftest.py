@@ -16,6 +16,7 @@ params (all optional, strings as every job param):
   commit_delay   seconds to sleep between staging the data and creating the manifest (kill-during-commit)
   skip_commit    ``1``: report the output without committing it (a job that lies about success)
   fail           ``1``: raise an error after the work
+  gate           ``1``: a gate named ``selftest`` fails before the commit (unless overridden for the run)
   fail_once      ``1``: a storage error while writing the output, the first time only (marker in checkpoint)
 
 Every chunk computed is appended to ``<state>/selftest/<tag>.chunks`` (``<chunk> <pid>``) so tests can
@@ -109,6 +110,10 @@ def run(ctx: JobContext) -> dict[str, Any]:
         time.sleep(float(ctx.param("commit_delay", "0")))
         if _flag(ctx, "fail"):
             raise RuntimeError("selftest: failing on request (fail=1)")
+        if _flag(ctx, "gate"):
+            from skyrec.gates import GateResult
+
+            ctx.gate(GateResult("selftest", False, "selftest: gate failing on request (gate=1)"))
         stage.commit(meta={"tag": tag, "chunks": chunks})
     usage = resource.getrusage(resource.RUSAGE_SELF)
     del ballast
