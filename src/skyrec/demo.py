@@ -46,7 +46,7 @@ def ensure_serving_redis(config: Config) -> tuple[LocalRedis, bool]:
     return server, True
 
 
-def dag_order(config: Config) -> list[tuple[str, dict[str, Any] | None]]:
+def dag_order(config: Config) -> list[tuple[str, str | None]]:
     from skyrec.airflow.factory import dag_ids
 
     ids = dag_ids(config)
@@ -60,7 +60,7 @@ def dag_order(config: Config) -> list[tuple[str, dict[str, Any] | None]]:
         ("train_model", None),
         *[(d, None) for d in precompute],
         ("airflow_monitoring", None),
-    ]  # type: ignore[list-item]
+    ]
 
 
 def _get(url: str, timeout: float = 5.0) -> tuple[int, Any]:
@@ -186,7 +186,8 @@ def run_demo(*, keep_serving: bool = False, serve_only: bool = False, fresh: boo
         _say(f"API ready at {base} ({ready.get('status', 'ready')})")
 
         users = sample_users(config, 3)
-        variants = [v for v in ("recommended_for_you", "comedy_featured") if v in config.variants][:2]
+        preferred: tuple[str, ...] = ("recommended_for_you", "comedy_featured")
+        variants = [v for v in preferred if v in config.variants][:2]
         variants = variants or list(config.variants)[:2]
         for variant in variants:
             for user in [*users, "new-listener-0001"]:

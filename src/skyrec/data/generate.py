@@ -472,7 +472,7 @@ def _write_metadata(cat: _Catalogue, sink: _Sink, config: Config, rng: np.random
     # malformed objects: extra, truncated versions of existing records (they never change the truth)
     n_objects = sum(counts.values())
     n_bad = int(round(n_objects * bad_rate))
-    bad_items = rng.choice(cat.n_items, min(n_bad, cat.n_items), replace=False) if n_bad and write else []
+    bad_items: Any = rng.choice(cat.n_items, min(n_bad, cat.n_items), replace=False) if n_bad and write else []
     for i in bad_items:
         text = json.dumps({"id": cat.item_ids[i], "type": "episode", "title": "broken"})
         landed = end - rng.uniform(HOUR, 3 * HOUR)
@@ -698,11 +698,11 @@ def _next_items(cat: _Catalogue, users: _Users, end: int) -> pa.Table:
         for i, p in zip(gidx.tolist(), gprob.tolist(), strict=True):
             score[i] = score.get(i, 0.0) + pp * p
         best = sorted(score.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
-        for rank, (i, s) in enumerate(best, 1):
+        for rank, (i, weight) in enumerate(best, 1):
             uids.append(uu)
             ranks.append(rank)
             items.append(i)
-            weights.append(s)
+            weights.append(weight)
     return pa.table({"user_id": users.ids.take(pa.array(uids, pa.int64())),
                      "rank": pa.array(ranks, pa.int16()),
                      "item_id": pa.array(cat.item_ids[np.array(items, dtype=np.int64)].tolist(), pa.string()),
@@ -772,6 +772,7 @@ def generate(config: Config, *, users: int = 2000, items: int = 3000, days: int 
                 sampler, sampler_day = _DaySampler(cat, day, end_s), day
             rng = np.random.default_rng([seed, 29, h])
             n = int(rng.poisson(per_hour * DIURNAL[(hour // HOUR) % 24]))
+            assert sampler is not None
             table, bad_h = _events_for_hour(seed, h, hour, max(n, 1), people, cat, sampler, end_s, bad_rate,
                                             item_ids)
             for k, v in bad_h.items():

@@ -130,9 +130,9 @@ def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool 
                                                        stages[interval_key(h)].path(""))
                        for h, _, _ in pending},
         )
-        files = [(interval_key(h), f) for h, _, fs in pending for f in fs]
+        keyed_files = [(interval_key(h), f) for h, _, fs in pending for f in fs]
         try:
-            counters = execute(spec, files, pipeline_options(cfg, job_name=f"activity-{ctx.run.job_key}"))
+            counters = execute(spec, keyed_files, pipeline_options(cfg, job_name=f"activity-{ctx.run.job_key}"))
             rules = ActivityRules.from_config(cfg)
             for hour, rel, _ in pending:  # time order: each delta is gated against the ones before it
                 key = interval_key(hour)

@@ -175,8 +175,8 @@ def run(ctx: Any) -> dict[str, Any]:
                 malformed.extend(json.loads(x) for x in f.read_text().splitlines() if x)
         stage.quarantine("malformed_json", malformed)
         state = dict(previous)
-        for k in removed:
-            state.pop(k, None)
+        for gone in removed:
+            state.pop(gone, None)
         state.update(listed)
         keys = sorted(state)
         write_parquet(stage, "state.parquet", pa.table({"key": pa.array(keys, pa.string()),

@@ -36,7 +36,7 @@ from skyrec.storage import Lake, Manifest, Stage
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
 
 
@@ -60,7 +60,8 @@ def read_ids(lake: Lake, manifest: Manifest, name: str, column: str) -> np.ndarr
         return pq.read_table(fh, columns=[column]).column(column).to_numpy(zero_copy_only=False).astype(object)
 
 
-def write_npz(stage: Stage, name: str, rows: int | None = None, **arrays: np.ndarray) -> None:
+def write_npz(stage: Stage, name: str, rows: Any = None, **arrays: Any) -> None:
+    """``rows`` (int or None) is recorded in the manifest; every other keyword is an array."""
     with stage.open(name, "wb", rows=rows) as fh:
         fh.write(_npz_bytes(**arrays))
 

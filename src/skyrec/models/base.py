@@ -66,7 +66,7 @@ class Recommender(ABC):
     def to_files(self) -> dict[str, bytes]:
         """The model as ``model.npz`` (arrays, ``np.savez``) and ``model.json`` (name, class, params) bytes."""
         buf = io.BytesIO()
-        np.savez(buf, **self.state())
+        np.savez(buf, **self.state())  # type: ignore[arg-type]
         meta = {"name": self.name, "class": f"{type(self).__module__}:{type(self).__qualname__}",
                 "params": self.params}
         return {"model.npz": buf.getvalue(),
