@@ -52,7 +52,7 @@ test-fast: setup  ## unit tests only
 	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
 
 lint: setup  ## ruff, mypy, import-linter layer contracts
-	$(VENV)/bin/ruff check src tests dags
+	$(VENV)/bin/ruff check src tests dags benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
