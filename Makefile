@@ -9,7 +9,7 @@ export SKYREC_PROJECT_ROOT := $(CURDIR)
 # start from ~7 s to ~1.5 s. (Compiling the whole venv up front instead would cost minutes.)
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help test-deps setup demo test test-fast lint serve stop bench clean redis
+.PHONY: airflow help test-deps setup demo test test-fast lint serve stop bench clean redis
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -58,6 +58,9 @@ lint: setup  ## ruff, mypy, import-linter layer contracts
 
 serve: setup  ## serve the last published recommendations (starts the local redis-server if needed)
 	$(PY) -m skyrec serve --start-redis
+
+airflow:  ## the same DAGs under `airflow standalone` (scheduler, triggerer, UI on http://127.0.0.1:8090)
+	eval "$$($(PY) -m skyrec airflow-env)" && AIRFLOW__API__PORT=8090 $(VENV)/bin/airflow standalone
 
 stop:  ## stop what `make demo KEEP_SERVING=1` or `make serve` left running
 	$(PY) -m skyrec stop

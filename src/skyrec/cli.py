@@ -85,6 +85,17 @@ def run_dag(
         raise typer.Exit(1)
 
 
+@app.command("airflow-env")
+def airflow_env_cmd(env: EnvOpt = None) -> None:
+    """Print `export` lines that point Airflow at skyrec's DAGs and home: eval "$(skyrec airflow-env)"."""
+    import shlex
+
+    from skyrec.airflow.runner import airflow_env
+
+    for key, value in sorted(airflow_env(_config(env)).items()):
+        typer.echo(f"export {key}={shlex.quote(str(value))}")
+
+
 @app.command()
 def dags(env: EnvOpt = None) -> None:
     """List the DAG ids this configuration builds."""
