@@ -60,7 +60,7 @@ serve: setup  ## serve the last published recommendations (starts the local redi
 	$(PY) -m skyrec serve --start-redis
 
 airflow:  ## the same DAGs under `airflow standalone` (scheduler, triggerer, UI on http://127.0.0.1:8090)
-	eval "$$($(PY) -m skyrec airflow-env)" && AIRFLOW__API__PORT=8090 $(VENV)/bin/airflow standalone
+	eval "$$($(PY) -m skyrec airflow-env)" && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" AIRFLOW__API__PORT=8090 airflow standalone
 
 stop:  ## stop what `make demo KEEP_SERVING=1` or `make serve` left running
 	$(PY) -m skyrec stop

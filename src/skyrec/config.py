@@ -301,7 +301,7 @@ class Config(_Model):
     # ---- derived -------------------------------------------------------------------------------
     @cached_property
     def home(self) -> str:
-        home = os.environ.get("SKYREC_HOME") or self.paths.home
+        home = self.paths.home  # load_config puts SKYREC_HOME (from the environ it was given) here
         if "://" in home:
             return home
         p = Path(home)
@@ -470,6 +470,8 @@ def load_config(
     _merge(merged, _env_overrides(environ), origin, "environment (SKYREC__*)")
     if overrides:
         _merge(merged, overrides, origin, "overrides")
+    if environ.get("SKYREC_HOME"):
+        _merge(merged, {"paths": {"home": environ["SKYREC_HOME"]}}, origin, "environment (SKYREC_HOME)")
     merged["env"] = env
     merged["project_root"] = str(root_path)
     try:

@@ -101,3 +101,10 @@ def test_cli_config_error_is_one_clear_line_not_a_traceback(tmp_path: Path) -> N
     assert proc.returncode == 2
     assert "serve.port" in proc.stderr and "local.yaml" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_home_comes_from_the_environ_given_not_the_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKYREC_HOME", "/somewhere/else")
+    cfg = load_config("local", root=ROOT, environ={"SKYREC_HOME": str(tmp_path)})
+    assert cfg.home == str(tmp_path) and cfg.lake_url.startswith(str(tmp_path))
+    assert load_config("local", root=ROOT, environ={}).home == str(ROOT / ".skyrec")
