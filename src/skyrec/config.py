@@ -172,6 +172,7 @@ class PublishConfig(_Model):
     swapdb_spare_db: int = Field(1, ge=0)
     load_timeout_seconds: float = Field(600.0, gt=0)
     probe_users: int = Field(20, ge=1)
+    history_items: int = Field(10, ge=0)  # recent plays per user published with predictions (0: none)
 
 
 class ServeConfig(_Model):

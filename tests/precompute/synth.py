@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from skyrec.config import Config
-from skyrec.data.schemas import AVAILABILITY, CATALOGUE, COLD_START
+from skyrec.data.schemas import ACTIVITY, AVAILABILITY, CATALOGUE, COLD_START
 from skyrec.models.artefact import published_model_pointer, save_artefact
 from skyrec.storage import Lake, Producer
 
@@ -30,6 +31,7 @@ class Synth:
     catalogue: pa.Table
     unavailable: set[str]
     model_path: str
+    activity: pa.Table | None = None  # the committed activity snapshot (``activity=True``)
 
 
 def _write(lake: Lake, dataset: str, rel: str, name: str, table: pa.Table, meta: dict | None = None) -> None:
@@ -40,7 +42,7 @@ def _write(lake: Lake, dataset: str, rel: str, name: str, table: pa.Table, meta:
 
 
 def build(config: Config, *, n_users: int = 300, n_items: int = 400, d: int = 8, seed: int = 0,
-          bad_user: bool = True, version: str = "v1") -> Synth:
+          bad_user: bool = True, version: str = "v1", activity: bool = False) -> Synth:
     lake = Lake.from_config(config)
     rng = np.random.default_rng(seed)
     item_ids = np.array([f"i{j:05d}" for j in range(n_items)], dtype=object)
@@ -80,4 +82,41 @@ def build(config: Config, *, n_users: int = 300, n_items: int = 400, d: int = 8,
     stage.commit({"model": "als", "version": version, "model_version": f"{version}.20260301T110000", "factors": d,
                   "n_users": n_users, "n_items": n_items})
     lake.write_pointer(published_model_pointer("als", version), {"path": rel})
-    return Synth(user_ids, item_ids, U, V, seen, catalogue, unavailable, rel)
+    plays = None
+    if activity:
+        plays = _activity(rng, user_ids, item_ids)
+        odd = pa.array([t.day % 2 == 1 for t in plays["event_ts"].to_pylist()])
+        # two files, as the snapshot writes one per day: most users' plays span both
+        _write_parts(lake, config.dataset_path("activity_snapshot", interval_key="20260301T110000"),
+                     [("part-0.parquet", plays.filter(pc.invert(odd))), ("part-1.parquet", plays.filter(odd))])
+    return Synth(user_ids, item_ids, U, V, seen, catalogue, unavailable, rel, plays)
+
+
+def _activity(rng: np.random.Generator, user_ids: np.ndarray, item_ids: np.ndarray) -> pa.Table:
+    """Plays of every user except the last (no history): 1..30 each at distinct times, plus items that are
+    not in the catalogue (``gone-*``: removed programmes still show up in history, without metadata)."""
+    rows = []
+    for u, user in enumerate(user_ids[:-1]):
+        n = int(rng.integers(1, 31))
+        minutes = rng.choice(20 * 24 * 60, size=n, replace=False)
+        for m in minutes.tolist():
+            item = str(item_ids[int(rng.integers(len(item_ids)))]) if m % 17 else f"gone-{u}"
+            rows.append({"user_id": str(user), "item_id": item, "event_type": "play",
+                         "event_ts": AT - dt.timedelta(minutes=int(m) + 1), "played_seconds": 60.0})
+    return pa.Table.from_pylist(rows, schema=ACTIVITY)
+
+
+def _write_parts(lake: Lake, rel: str, parts: list[tuple[str, pa.Table]]) -> None:
+    """One committed output of several Parquet files (a snapshot written per day)."""
+    stage = lake.stage("activity_snapshot", rel, Producer(), force=True)
+    for name, table in parts:
+        with stage.open(name, "wb", rows=table.num_rows) as fh:
+            pq.write_table(table, fh)
+    stage.commit({})
+
+
+def expected_history(plays: pa.Table, user_id: str, n: int) -> list[list[str]]:
+    """The reference answer, computed plainly: the user's last ``n`` plays, newest first."""
+    mine = [r for r in plays.to_pylist() if r["user_id"] == user_id]
+    mine.sort(key=lambda r: (-r["event_ts"].timestamp(), r["item_id"]))
+    return [[r["item_id"], r["event_ts"].strftime("%Y-%m-%dT%H:%M:%SZ")] for r in mine[:n]]

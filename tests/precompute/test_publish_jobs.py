@@ -180,3 +180,44 @@ def test_dump_failure_stops_the_scratch_server(cfg) -> None:
     leftovers = [p for p in psutil.process_iter(["name", "cmdline"])
                  if "redis-server" in (p.info["name"] or "") and state in " ".join(p.info["cmdline"] or [])]
     assert not leftovers
+
+
+def test_history_published_with_predictions_and_served(config_factory, redis_server, redis_client) -> None:
+    """compute_predictions -> create_redis_dump -> publish_predictions with an activity snapshot: every user's
+    last plays are in the publication (counted in its keys), served newest first with titles; an unknown user
+    gets an empty list; the next publications' cleanup removes the old history keys."""
+    from fastapi.testclient import TestClient
+
+    from skyrec.serve.main import create_app
+
+    c = config_factory({"precompute": {"k": 8, "batch_size": 64, "shard_users": 100, "threads": 1},
+                        "publish": {"redis_url": redis_server.url, "keep_versions": 1, "history_items": 5},
+                        "serve": {"redis_url": redis_server.url, "pointer_cache_seconds": 0.0, "access_log": False}})
+    s = synth.build(c, n_users=250, n_items=300, activity=True)
+    keys = Keys(c.publish.key_prefix)
+    first = _job("compute_predictions", c, 0)
+    users_with_plays = {u for u in s.activity["user_id"].to_pylist() if u != "bad user/id"}
+    assert first["hist_keys"] == len(users_with_plays) == 248
+    dump = _job("create_redis_dump", c, 0)
+    assert dump["keys"] == first["keys"]  # the scratch server's DBSIZE check includes the history keys
+    _job("publish_predictions", c, 0)
+    ptr = current(redis_client, keys, VARIANT)
+    assert ptr["activity"] == Keys.hist_namespace(VARIANT, first["publication"])
+    user = "u000007"
+    want = synth.expected_history(s.activity, user, 5)
+    assert json.loads(redis_client.get(keys.hist(ptr["activity"], user))) == want
+    with TestClient(create_app(c)) as api:
+        body = api.get(f"/v1/users/{user}/history?variant={VARIANT}").json()
+        assert [[p["id"], p["played_at"]] for p in body["plays"]] == want and body["note"] is None
+        titles = {p["id"]: p["title"] for p in body["plays"]}
+        assert all(titles[i] == f"Title {int(i[1:])}" for i in titles if not i.startswith("gone-"))  # played items
+        assert api.get(f"/v1/users/nobody/history?variant={VARIANT}").json()["plays"] == []
+        assert api.get(f"/v1/users/u000249/history?variant={VARIANT}").json()["plays"] == []  # no plays
+    # two more publications (keep_versions=1): the first publication's history keys are removed with it
+    _job("compute_predictions", c, 1)
+    _job("publish_predictions", c, 1)
+    _job("compute_predictions", c, 2)
+    _job("publish_predictions", c, 2)
+    assert not list(redis_client.scan_iter(match=keys.hist_pattern(ptr["activity"]), count=1000))
+    now = current(redis_client, keys, VARIANT)
+    assert json.loads(redis_client.get(keys.hist(now["activity"], user))) == want

@@ -4,7 +4,10 @@ Inputs (committed outputs only): the published model of the variant's (model, ve
 ``catalogue``, ``availability`` (optional: the catalogue's windows otherwise) and ``cold_start``.
 Output ``predictions``: Parquet shards (schema PREDICTIONS) and RESP mass-insertion shards
 (``resp/part-NNNNN.resp`` per-user ``rec`` keys, ``resp/meta.resp`` with the fallback list, the items hash
-of every referenced item and a sample users set), keys namespaced by the publication id.
+of every referenced item and a sample users set), keys namespaced by the publication id. With
+``publish.history_items > 0`` and a committed ``activity_snapshot``, each shard's RESP file also holds its
+users' last plays (``hist`` keys in the publication's namespace ``<variant>:<publication>``, which the
+pointer names as ``activity``), and the items hash covers the played items too, so the API shows titles.
 
 ``precompute.engine``: ``local`` scores the shards in this process (no runner start-up: the small demo
 stays fast, and one 2-core machine is fully used by the kernel's threads); ``beam`` runs the same shard
@@ -53,6 +56,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
         raise BadInput("no committed catalogue: run ingest_programme_metadata first")
     availability_m = lake.latest(cfg, "availability")
     cold_m = lake.latest(cfg, "cold_start")
+    activity_m = lake.latest(cfg, "activity_snapshot") if cfg.publish.history_items > 0 else None
     pc = cfg.precompute
     at = ctx.run.end
 
@@ -66,7 +70,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
             at=at.isoformat(), candidate_filter=v.candidates.model_dump(), key_prefix=cfg.publish.key_prefix,
             k=v.k or pc.k, max_per_brand=pc.rules.max_per_brand, max_age_days=dict(pc.rules.max_age_days),
             batch_size=pc.batch_size, sub_batch=pc.sub_batch, threads=default_threads(pc.threads),
-            score_decimals=pc.score_decimals)
+            score_decimals=pc.score_decimals, activity_path=activity_m.path if activity_m else None,
+            history_items=cfg.publish.history_items)
         scorer = Scorer.from_spec(spec)  # the driver needs the candidates too (fallback, items hash)
         cands = scorer.candidates
         if len(cands) == 0:
@@ -108,7 +113,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
         for r in results:
             referenced[np.asarray(r["referenced"], dtype=np.int64)] = True
         items = {cands.item_ids[j]: cands.metadata[cands.item_ids[j]] for j in np.nonzero(referenced)[0]}
-        missing = [i for i, _ in fallback if i not in items]
+        played = sorted({i for r in results for i in r.get("history_items", ())})
+        missing = [i for i in dict.fromkeys([i for i, _ in fallback] + played) if i not in items]
         if missing:
             cat_rows = catalogue.filter(pc_.is_in(catalogue.column("item_id"), value_set=pa.array(missing))).to_pylist()
             for row in cat_rows:
@@ -133,9 +139,10 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
         users = sum(r["users"] for r in results)
         rec_keys = sum(r["rec_keys"] for r in results)
+        hist_keys = sum(r.get("hist_keys", 0) for r in results)
         for r in results:
             stage.add(r["parquet"], rows=r["rows"])
-            stage.add(r["resp"], rows=r["rec_keys"])
+            stage.add(r["resp"], rows=r["rec_keys"] + r.get("hist_keys", 0))
         # post-condition: every shard file present (commit checks sizes), counts add up
         if users + len(bad_users) != scorer.n_users:
             raise RuntimeError(f"{users} users scored + {len(bad_users)} quarantined != {scorer.n_users} in the model")
@@ -153,7 +160,10 @@ def run(ctx: JobContext) -> dict[str, Any]:
             "rules": pc.rules.model_dump(), "engine": pc.engine, "beam": beam_state,
             "users": users, "users_with_recs": rec_keys, "users_without_recs": users - rec_keys,
             "invalid_users": len(bad_users), "rows": sum(r["rows"] for r in results),
-            "keys": rec_keys + 2 + (1 if sample else 0), "commands": rec_keys + commands,
+            "keys": rec_keys + hist_keys + 2 + (1 if sample else 0), "commands": rec_keys + hist_keys + commands,
+            "hist_keys": hist_keys, "history_items": cfg.publish.history_items if activity_m else 0,
+            "activity": Keys.hist_namespace(variant, pub) if activity_m else None,
+            "activity_snapshot": activity_m.path if activity_m else None, "played_items": len(played),
             "resp_files": ["resp/meta.resp"] + [r["resp"] for r in results],
             "parquet_files": [r["parquet"] for r in results], "items": len(items), "fallback_items": len(fallback),
             "candidates": cands.counts, "sample_users": sample[:50],
@@ -164,4 +174,4 @@ def run(ctx: JobContext) -> dict[str, Any]:
         }
         manifest = stage.commit(meta)
     return {"outputs": [manifest.path], "publication": pub, "users": users, "users_with_recs": rec_keys,
-            "keys": meta["keys"], "candidates": len(cands), "seconds": meta["seconds"]}
+            "keys": meta["keys"], "hist_keys": hist_keys, "candidates": len(cands), "seconds": meta["seconds"]}

@@ -3,7 +3,8 @@
 Strategy from ``publish.strategy`` (see ``skyrec.publish.publisher`` for both and their tradeoff):
 ``versioned`` loads the publication's namespaced keys next to the served ones, proves them (every command
 acknowledged, probe users equal the Parquet, fallback/items present), switches the variant's pointer
-atomically and removes publications beyond ``publish.keep_versions``. Then the lake pointer
+atomically and removes publications beyond ``publish.keep_versions`` (their ``hist`` keys included). The
+pointer's ``activity`` names the publication's history namespace (null when none was published). Then the lake pointer
 ``pointers/published/<variant>.json`` names the committed predictions now served. Redis unreachable ->
 a retryable failure with the pointer unchanged.
 """
@@ -44,7 +45,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
                "model_version": meta.get("model_version"), "run_key": meta.get("run_key"),
                "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                "users": meta.get("users_with_recs"), "items": meta.get("items"), "keys": meta.get("keys"),
-               "k": meta.get("k"),
+               "k": meta.get("k"), "activity": meta.get("activity"),
                "evaluation": meta.get("evaluation", {}), "predictions": pred.path,
                "redis_dump": dump.path if dump else None}
     probes = probe_expectations(ctx.lake, pred, cfg.publish.probe_users)

@@ -16,8 +16,10 @@ sees a missing or mixed set. Values are UTF-8 JSON.
                                      The publisher writes a random sample (``precompute.users_sample`` ids).
   {p}:pubs:{variant}                 sorted set: publication ids loaded into this Redis, scored by load start
                                      time (the publisher's registry, for removal of old publications)
-  {p}:hist:{pub_activity}:{user_id}  JSON [["item_id", "ISO ts"], ...] recent plays (serving explanations);
-                                     the pointer names ``pub_activity`` in its optional "activity" field
+  {p}:hist:{variant}:{pub}:{user_id} JSON [["item_id", "ISO ts"], ...] the user's last plays, newest first
+                                     (``publish.history_items``). The namespace ``{variant}:{pub}``
+                                     (``Keys.hist_namespace``) is owned by the publication: written with its RESP
+                                     shards, removed with it; the pointer names it in its "activity" field.
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ class Keys:
     def users(self, variant: str, pub: str) -> str:
         return f"{self.p}:users:{variant}:{pub}"
 
+    @staticmethod
+    def hist_namespace(variant: str, pub: str) -> str:
+        """The history namespace of one publication (its pointer's ``activity`` field): per variant and
+        publication, so removing a publication removes exactly its own history keys."""
+        return f"{variant}:{pub}"
+
     def hist(self, activity: str, user_id: str) -> str:
         return f"{self.p}:hist:{activity}:{user_id}"
 
@@ -76,7 +84,7 @@ class Keys:
     def publication_pattern(self, variant: str, pub: str) -> list[str]:
         """Patterns matching every key of one publication (for removal of old versions)."""
         return [self.rec_pattern(variant, pub), self.fallback(variant, pub), self.items(variant, pub),
-                self.users(variant, pub)]
+                self.users(variant, pub), self.hist_pattern(self.hist_namespace(variant, pub))]
 
 
 VALID_USER_ID = _SAFE

@@ -7,7 +7,9 @@ of ``batch_size`` with the kernel and writes, for that shard:
 
 - ``parquet/part-NNNNN.parquet`` (schema PREDICTIONS), for analysis;
 - ``resp/part-NNNNN.resp``: one ``SET {p}:rec:{variant}:{pub}:{user} [[item, score], ...]`` per user with
-  a result (users with none get no key: the API falls back).
+  a result (users with none get no key: the API falls back), then, when ``history_items > 0`` and an
+  activity snapshot is given, one ``SET {p}:hist:{variant}:{pub}:{user} [[item, ts], ...]`` per user of the
+  shard with plays (``skyrec.scoring.history``).
 
 Both the local engine and the Beam pipeline call ``run_shard``; the pipeline only distributes the shards.
 Memory is bounded by the batch: one ``sub_batch x candidates`` score matrix per thread plus one batch of
@@ -64,6 +66,8 @@ class PrecomputeSpec:
     sub_batch: int = 256
     threads: int = 1
     score_decimals: int = 5
+    activity_path: str | None = None  # committed activity snapshot the recent plays are read from
+    history_items: int = 0  # plays per user in the publication's history keys (0: none)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -99,6 +103,9 @@ class ShardResult:
     referenced: list[int]  # candidate positions referenced by any result
     sample_users: list[str]
     seconds: float
+    hist_keys: int = 0  # users with a history key (one SET each, in the shard's RESP file)
+    history_items: list[str] = field(default_factory=list)  # distinct items in those histories
+
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +130,7 @@ class Scorer:
         self.cand_ids = pa.array(candidates.item_ids.tolist(), pa.string())
         self.fragments = fixed_width_fragments(candidates.item_ids.tolist())
         self.rec_prefix = Keys(spec.key_prefix).rec(spec.variant, spec.publication, "")
+        self.hist_prefix = Keys(spec.key_prefix).hist(Keys.hist_namespace(spec.variant, spec.publication), "")
         self._pool = ThreadPoolExecutor(spec.threads) if spec.threads > 1 else None
 
     @classmethod
@@ -218,10 +226,27 @@ class Scorer:
                     pending.result()
             finally:
                 writer.close()
+            hist_keys, hist_items = self._write_history(start, end, rfh)
         users, rec_keys, rows_out = stats["users"], stats["rec_keys"], stats["rows"]
         return ShardResult(shard=shard, users=users, rec_keys=rec_keys, empty=users - rec_keys, rows=rows_out,
                            parquet=pq_name, resp=resp_name, referenced=np.nonzero(referenced)[0].tolist(),
-                           sample_users=sample[:64], seconds=round(time.perf_counter() - t0, 3))
+                           sample_users=sample[:64], seconds=round(time.perf_counter() - t0, 3),
+                           hist_keys=hist_keys, history_items=hist_items)
+
+    def _write_history(self, start: int, end: int, out: Any) -> tuple[int, list[str]]:
+        """Append the shard's users' recent plays (valid user ids only) to its RESP file."""
+        spec = self.spec
+        if spec.history_items <= 0 or not spec.activity_path or end <= start:
+            return 0, []
+        from skyrec.scoring.history import encode_history_sets, read_shard_plays
+
+        rows = np.arange(start, end)
+        rows = rows[self.valid[rows]]
+        plays = read_shard_plays(self.lake, spec.activity_path, self.user_ids.take(pa.array(rows)),
+                                 spec.history_items)
+        data, n, items = encode_history_sets(self.hist_prefix, plays)
+        out.write(data)
+        return n, items
 
 
 def shard_ranges(n_users: int, shard_users: int) -> list[tuple[int, int, int]]:
