@@ -97,7 +97,10 @@ def run(ctx: JobContext) -> dict[str, Any]:
         else:
             beam_state = None
             try:
-                results = [scorer.run_shard(*s).as_dict() for s in shards]
+                from skyrec.progress import track
+
+                results = [scorer.run_shard(*s).as_dict()
+                           for s in track(shards, f"scoring {variant}", total=len(shards), unit="shards")]
             finally:
                 scorer.close()
         scoring_seconds = time.perf_counter() - started

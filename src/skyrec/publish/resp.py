@@ -204,7 +204,10 @@ def load_files(host: str, port: int, paths: Iterable[str | Path], *, expected: i
         try:
             if prelude:
                 sock.sendall(prelude)
-            for path in paths:
+            from skyrec.progress import track
+
+            paths = list(paths)
+            for path in track(paths, f"loading redis {host}:{port}", total=len(paths), unit="files"):
                 with open(path, "rb") as fh:
                     while block := fh.read(chunk):
                         if reader.failure is not None:
