@@ -41,6 +41,20 @@ class RedisUnavailableError(PublishError):
     retryable = True
 
 
+
+def _load_and_prove(client: Any, keys: Keys, variant: str, pub: str, load: Callable[[], int],
+                    expected_commands: int, verify: Callable[[Any, str], None]) -> int:
+    """Register the publication, load its keys and prove them (every command acknowledged, the shared keys
+    present, probe users equal to the Parquet) before anything may point at it. Returns the commands loaded."""
+    client.zadd(keys.publications(variant), {pub: time.time()}, nx=True)
+    loaded = load()
+    if loaded != expected_commands:
+        raise PublishError(f"{pub}: {loaded} commands acknowledged, expected {expected_commands}")
+    if not publication_present(client, keys, variant, pub):
+        raise PublishError(f"{pub}: fallback or items key missing after the load")
+    verify(client, pub)
+    return loaded
+
 def _redis_errors() -> tuple[type[BaseException], ...]:
     import redis
 
@@ -189,13 +203,7 @@ def publish_versioned(redis_client: Any, keys: Keys, variant: str, pointer: dict
             verify(redis_client, pub)
             return {"publication": pub, "note": "already current", "previous": None, "loaded_commands": 0,
                     "cleanup": cleanup(redis_client, keys, variant, keep_versions)}
-        redis_client.zadd(keys.publications(variant), {pub: time.time()}, nx=True)
-        loaded = load()
-        if loaded != expected_commands:
-            raise PublishError(f"{pub}: {loaded} commands acknowledged, expected {expected_commands}")
-        if not publication_present(redis_client, keys, variant, pub):
-            raise PublishError(f"{pub}: fallback or items key missing after the load")
-        verify(redis_client, pub)
+        loaded = _load_and_prove(redis_client, keys, variant, pub, load, expected_commands, verify)
         previous = _switch(redis_client, keys, variant, pointer, keep_versions,
                            expect_current=(cur or {}).get("publication"))
         now = current(redis_client, keys, variant)
@@ -240,13 +248,7 @@ def publish_swapdb(redis_client: Any, keys: Keys, variant: str, pointer: dict[st
                 if cursor == 0:
                     break
             cur = current(spare, keys, variant)
-            spare.zadd(keys.publications(variant), {pub: time.time()}, nx=True)
-            loaded = load(spare_db)
-            if loaded != expected_commands:
-                raise PublishError(f"{pub}: {loaded} commands acknowledged, expected {expected_commands}")
-            if not publication_present(spare, keys, variant, pub):
-                raise PublishError(f"{pub}: fallback or items key missing after the load")
-            verify(spare, pub)
+            loaded = _load_and_prove(spare, keys, variant, pub, lambda: load(spare_db), expected_commands, verify)
             previous = _switch(spare, keys, variant, pointer, keep_versions,
                                expect_current=(cur or {}).get("publication"))
             removed = cleanup(spare, keys, variant, keep_versions)

@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from collections import ChainMap, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,24 +184,12 @@ def assemble(personal: list[tuple[str, float]] | None, fallback: list[tuple[str,
     seen: set[str] = set()
     dropped = 0
     get = meta.get
-    for item_id, score in personal or ():
-        if len(out) >= want:
-            break  # the rest of the list is not needed for this page
-        if item_id in seen:
-            continue
-        seen.add(item_id)
-        m = get(item_id, UNKNOWN_ITEM)
-        until = m.available_until
-        if until is not None and until <= now:
-            dropped += 1
-            continue
-        out.append((item_id, score, m))
-    personal_count = len(out)
-    exhausted = personal is not None and depth is not None and len(personal) < depth
-    if personal_count < want and not exhausted:
-        for item_id, score in fallback:
+
+    def take(source: Iterable[tuple[str, float]]) -> None:
+        nonlocal dropped
+        for item_id, score in source:
             if len(out) >= want:
-                break
+                break  # the rest of the list is not needed for this page
             if item_id in seen:
                 continue
             seen.add(item_id)
@@ -211,6 +199,12 @@ def assemble(personal: list[tuple[str, float]] | None, fallback: list[tuple[str,
                 dropped += 1
                 continue
             out.append((item_id, score, m))
+
+    take(personal or ())
+    personal_count = len(out)
+    exhausted = personal is not None and depth is not None and len(personal) < depth
+    if personal_count < want and not exhausted:
+        take(fallback)
     return Ranked(items=out, personalised=personal_count, padded=len(out) - personal_count, dropped_expired=dropped)
 
 
