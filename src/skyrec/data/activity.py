@@ -177,14 +177,11 @@ def dedupe(kept: pa.Table) -> tuple[pa.Table, pa.Table]:
     """(unique rows, duplicates): the first occurrence of an event id (by event time, then user/item) wins."""
     if kept.num_rows == 0:
         return kept, kept.slice(0, 0)
-    order = pc.sort_indices(kept, sort_keys=[("event_id", "ascending"), ("event_ts", "ascending"),
-                                             ("user_id", "ascending"), ("item_id", "ascending")])
-    t = kept.take(order)
-    ids = t.column("event_id").combine_chunks()
-    dup = np.zeros(t.num_rows, dtype=bool)
-    if t.num_rows > 1:
-        dup[1:] = _np(pc.equal(ids.slice(1), ids.slice(0, t.num_rows - 1)))
-    return t.filter(pa.array(~dup)), t.filter(pa.array(dup))
+    from skyrec.data.arrowops import first_per_key
+
+    t, first = first_per_key(kept, "event_id", [("event_ts", "ascending"), ("user_id", "ascending"),
+                                                ("item_id", "ascending")])
+    return t.filter(pa.array(first)), t.filter(pa.array(~first))
 
 
 def finalise(unique: pa.Table) -> pa.Table:

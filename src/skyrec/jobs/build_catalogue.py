@@ -134,19 +134,14 @@ def _parse_record(rec: Any) -> tuple[str, dict[str, Any]]:
 
 def _latest(table: Any) -> Any:
     """One row per id: the latest ``updated_ts``, then the highest ``seq``, then the last key."""
-    import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if table.num_rows == 0:
         return table
-    order = pc.sort_indices(table, sort_keys=[("id", "ascending"), ("updated_ts", "descending"),
-                                              ("seq", "descending"), ("key", "descending")])
-    t = table.take(order)
-    ids = t.column("id").combine_chunks()
-    first = np.ones(t.num_rows, dtype=bool)
-    if t.num_rows > 1:
-        first[1:] = pc.not_equal(ids.slice(1), ids.slice(0, t.num_rows - 1)).to_numpy(zero_copy_only=False)
+    from skyrec.data.arrowops import first_per_key
+
+    t, first = first_per_key(table, "id", [("updated_ts", "descending"), ("seq", "descending"),
+                                           ("key", "descending")])
     return t.filter(pa.array(first))
 
 
