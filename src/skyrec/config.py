@@ -219,8 +219,35 @@ class DataflowConfig(_Model):
     sdk_version: str = "2.77.0"
 
 
+class FlinkConfig(_Model):
+    """Beam on a Flink session cluster: ``rest_url`` is the JobManager's REST API (lookup, read-back, cancel)."""
+
+    rest_url: str = "http://localhost:8081"
+    master: str | None = None  # --flink_master for the launcher; None: the REST address
+    submit_uber_jar: bool = True  # the only mode in which Beam hands skyrec's own options to the Flink job
+    parallelism: int = Field(4, ge=1)
+    environment_type: str = "DOCKER"
+    environment_config: str = "apache/beam_python3.11_sdk:2.77.0"
+    sdk_version: str = "2.77.0"
+    slot_vcpus: float = Field(1.0, gt=0)
+    slot_memory_gb: float = Field(4.0, gt=0)
+
+
+class SparkConfig(_Model):
+    """Beam on a Spark standalone cluster: ``master_url`` for the launcher, ``rest_url`` the master's web UI."""
+
+    master_url: str = "spark://localhost:7077"
+    rest_url: str = "http://localhost:8080"
+    environment_type: str = "DOCKER"
+    environment_config: str = "apache/beam_python3.11_sdk:2.77.0"
+    sdk_version: str = "2.77.0"
+    cores_max: int = Field(8, ge=1)
+    executor_cores: int = Field(2, ge=1)
+    executor_memory_mb: int = Field(8192, ge=256)
+
+
 class JobsConfig(_Model):
-    backend: Literal["local", "kubernetes", "dataflow"] = "local"
+    backend: Literal["local", "kubernetes", "dataflow", "flink", "spark"] = "local"
     poll_interval_seconds: float = Field(1.0, gt=0)
     heartbeat_seconds: float = Field(2.0, gt=0)
     heartbeat_timeout_seconds: float = Field(30.0, gt=0)
@@ -229,6 +256,8 @@ class JobsConfig(_Model):
     cost: CostConfig = CostConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
     dataflow: DataflowConfig = DataflowConfig()
+    flink: FlinkConfig = FlinkConfig()
+    spark: SparkConfig = SparkConfig()
 
     def deadline_seconds(self, job: str) -> float:
         minutes = self.deadlines_minutes.get(job, self.deadlines_minutes.get("default", 60.0))

@@ -25,6 +25,7 @@ from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
 
 from skyrec.airflow.backends import (
+    BACKENDS,
     RUNNING,
     SUCCEEDED,
     TERMINAL,
@@ -95,8 +96,8 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
                 raise ValueError(f"{self.task_id}: job_params key {k!r} must be lower_snake_case")
         if deadline_minutes is not None and float(deadline_minutes) <= 0:
             raise ValueError(f"{self.task_id}: deadline_minutes must be > 0, got {deadline_minutes}")
-        if backend not in (None, "local", "kubernetes", "dataflow"):
-            raise ValueError(f"{self.task_id}: backend {backend!r} is not one of local, kubernetes, dataflow")
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"{self.task_id}: backend {backend!r} is not one of {', '.join(BACKENDS)}")
         self.job = job
         self.job_params = params
         self.outputs = [str(o) for o in outputs]

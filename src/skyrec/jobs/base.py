@@ -29,6 +29,7 @@ from typing import Any
 
 from skyrec.config import Config, ConfigError, load_config
 from skyrec.gates import GateFailed, GateResult, enforce
+from skyrec.pipelines import BEAM_OPTIONS_ENV
 from skyrec.storage import AlreadyCommitted, Lake, Manifest, Producer, Stage
 
 EXIT_OK, EXIT_ERROR, EXIT_GATE, EXIT_BAD_INPUT = 0, 1, 3, 4
@@ -250,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m skyrec.jobs.base NAME ...``: the process entry point (also used by ``skyrec job``)."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="skyrec job", description="Run one heavy step as its own process.")
+    ap = argparse.ArgumentParser(prog="skyrec job", description="Run one heavy step as its own process.",
+                                 allow_abbrev=False)
     ap.add_argument("name")
     ap.add_argument("--env", default=None)
     ap.add_argument("--dag-id", default="manual")
@@ -265,7 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--override", action="append", default=[], metavar="GATE")
     ap.add_argument("--heartbeat-file", default=None)
     ap.add_argument("--result-file", default=None)
-    args = ap.parse_args(argv)
+    args, beam_args = ap.parse_known_args(argv)
+    if beam_args:
+        # A Beam launcher (BeamHook) appends ``--runner=... --key=value`` pipeline options after the job's
+        # arguments: the job's Beam pipelines run with them (``skyrec.pipelines.launcher_options``).
+        # Anything else unknown is still an error.
+        stray = [a for a in beam_args if not a.startswith("--")]
+        if stray or not any(a.startswith("--runner=") for a in beam_args):
+            ap.error(f"unrecognized arguments: {' '.join(beam_args)}")
+        os.environ[BEAM_OPTIONS_ENV] = json.dumps(beam_args)
     params = {}
     for p in args.param:
         k, sep, v = p.partition("=")

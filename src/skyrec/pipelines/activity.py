@@ -228,11 +228,16 @@ class IngestActivity(beam.PTransform):
 
 
 def pipeline_options(config: Any, *, job_name: str) -> PipelineOptions:
-    """DirectRunner locally; DataflowRunner with the pinned ``jobs.dataflow`` settings for backend=dataflow."""
+    """The Beam launcher's options when a Beam backend started the job; else DirectRunner locally, or
+    DataflowRunner with the pinned ``jobs.dataflow`` settings for backend=dataflow."""
     import re
 
     from skyrec.config import ConfigError
+    from skyrec.pipelines import launcher_options
 
+    launched = launcher_options()
+    if launched is not None:  # started by a Beam backend (Dataflow, Flink, Spark): its pinned options
+        return PipelineOptions(launched)
     if config.jobs.backend == "dataflow":
         df = config.jobs.dataflow
         if beam.__version__ != df.sdk_version:

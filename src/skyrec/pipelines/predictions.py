@@ -63,6 +63,11 @@ def write_result(scorer: Scorer, result: ShardResult) -> str:
 
 def pipeline_args(config: Config, job_name: str) -> list[str]:
     """Runner options from config (pinned: the same config gives the same job settings)."""
+    from skyrec.pipelines import launcher_options
+
+    launched = launcher_options()
+    if launched is not None:  # started by a Beam backend: its pinned options, its job name
+        return launched
     pc = config.precompute
     args = [f"--runner={pc.runner}", f"--job_name={job_name}"]
     if pc.runner == "DirectRunner":

@@ -1,4 +1,4 @@
-"""Where a heavy job runs: a local process, a Kubernetes pod, or a Beam job on Dataflow.
+"""Where a heavy job runs: a local process, a Kubernetes pod, or a Beam job on Dataflow, Flink or Spark.
 
 Every backend answers the same questions, so the operator, the trigger and the sweeper hold one policy:
 
@@ -27,6 +27,7 @@ from skyrec.jobs.base import RunInfo
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST = "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "LOST"
 TERMINAL = {SUCCEEDED, FAILED, CANCELLED, LOST}
+BACKENDS = ("local", "kubernetes", "dataflow", "flink", "spark")
 
 JobHandle = dict[str, Any]
 
@@ -192,4 +193,12 @@ def backend_for(config: Config, kind: str | None = None) -> JobBackend:
         from skyrec.airflow.backends.dataflow import DataflowBackend
 
         return DataflowBackend(config)
-    raise JobError(f"jobs.backend: unknown backend {kind!r} (local, kubernetes, dataflow)")
+    if kind == "flink":
+        from skyrec.airflow.backends.beam_runners import FlinkBackend
+
+        return FlinkBackend(config)
+    if kind == "spark":
+        from skyrec.airflow.backends.beam_runners import SparkBackend
+
+        return SparkBackend(config)
+    raise JobError(f"jobs.backend: unknown backend {kind!r} ({', '.join(BACKENDS)})")

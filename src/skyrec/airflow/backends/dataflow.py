@@ -11,10 +11,12 @@ provider's ``BeamHook`` to launch the pipeline).
   job is cancelled before it writes anything.
 * Cancel requests ``JOB_STATE_CANCELLED`` and confirms the job reached a terminal state.
 
-Tests use a fake of ``DataflowHook.get_conn`` (the discovery ``projects.locations.jobs`` resource) and of
-``BeamHook.start_python_pipeline`` -- the client boundary the providers' own tests mock. Flink/Spark runners
-use the same launcher with ``--runner FlinkRunner|SparkRunner`` options (no Dataflow API to poll; their
-status comes from the launcher process, as in the local backend).
+The launcher (``beam_runners.launch_args``) runs ``python -m skyrec.jobs.base <job args> --runner=...
+<pipeline options>``; the job hands the options to its Beam pipelines. Tests use a fake of
+``DataflowHook.get_conn`` (the discovery ``projects.locations.jobs`` resource) and of
+``BeamHook.start_python_pipeline`` -- the client boundary the providers' own tests mock. The Flink and
+Spark runners (``beam_runners.py``) share the launcher but not the lookup: each has its own backend that
+finds, reads back and cancels jobs through the cluster's REST API (Flink JobManager, Spark master).
 """
 
 from __future__ import annotations
@@ -123,13 +125,16 @@ class DataflowBackend(JobBackend):
     def submit(self, spec: JobSpec) -> JobHandle:
         if not self._cfg.project:
             raise JobError("jobs.dataflow.project: not set; the Dataflow backend needs a GCP project")
+        from skyrec.airflow.backends.beam_runners import launch_args
+
         options = self.pipeline_options(spec)
+        py_file, py_options = launch_args(spec)
         errors: list[BaseException] = []
 
         def launch() -> None:
             try:
                 self.beam.start_python_pipeline(
-                    variables=options, py_file="-m", py_options=["skyrec.jobs.base", *spec.job_args()],
+                    variables=options, py_file=py_file, py_options=py_options,
                     py_interpreter=sys.executable, is_dataflow_job_id_exist_callback=lambda: bool(
                         [h for h in self.find(spec.job_key) if h["run_id"] == spec.run.run_id]))
             except BaseException as exc:  # noqa: BLE001 - reported by the waiting thread
