@@ -158,3 +158,14 @@ def test_dataflow_job_past_its_deadline_is_cancelled(run_dag: Any, dataflow: Any
     (job,) = dataflow.all_jobs.values()
     assert job["currentState"] == "JOB_STATE_CANCELLED"
     assert "deadline" in alerts.kinds()
+
+
+def test_dataflow_sweeper_cancels_jobs_of_finished_task_instances(run_dag: Any, dataflow: Any) -> None:
+    cfg = load_config()
+    backend = DataflowBackend(cfg)
+    orphan = backend.submit(spec(run_dag, {"tag": "o", "hang": "1"}, task_id="orphan"))
+    kept = backend.submit(spec(run_dag, {"tag": "k", "hang": "1"}, task_id="kept"))
+    swept = sweep(cfg, lambda dag, run, task: {"orphan": "failed", "kept": "running"}[task])
+    assert [s["id"] for s in swept] == [orphan["job_id"]] and swept[0]["confirmed"] is True
+    assert dataflow.all_jobs[orphan["job_id"]]["currentState"] == "JOB_STATE_CANCELLED"
+    assert dataflow.all_jobs[kept["job_id"]]["currentState"] == "JOB_STATE_RUNNING"
