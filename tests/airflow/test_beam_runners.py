@@ -189,10 +189,21 @@ def test_job_entry_point_hands_launcher_options_to_its_pipelines(config: Any, mo
     from skyrec.pipelines import BEAM_OPTIONS_ENV, launcher_options
     from skyrec.pipelines.predictions import pipeline_args
 
-    monkeypatch.delenv(BEAM_OPTIONS_ENV, raising=False)
+    monkeypatch.setenv(BEAM_OPTIONS_ENV, "")  # main() sets it in this process: restored (unset) afterwards
     assert launcher_options() is None and pipeline_args(config, "x")[0] == "--runner=DirectRunner"
     beam = ["--runner=FlinkRunner", "--job_name=skyrec-k", "--parallelism=4", "--flink_submit_uber_jar"]
     assert main(["--param", "tag=opts", "--param", "rows=3", "--param", "chunks=1", "selftest", *beam]) == 0
     assert launcher_options() == beam and pipeline_args(config, "x") == beam
     with pytest.raises(SystemExit):  # anything that is not a launcher's --option is still refused
         main(["selftest", "stray"])
+
+
+def test_operator_and_config_accept_the_beam_cluster_backends(config: Any) -> None:
+    from skyrec.airflow.backends import backend_for
+    from skyrec.airflow.operators import SkyrecJobOperator
+
+    assert isinstance(backend_for(config, "flink"), FlinkBackend)
+    assert isinstance(backend_for(config, "spark"), SparkBackend)
+    assert SkyrecJobOperator(task_id="t", job="selftest", backend="spark").backend == "spark"
+    with pytest.raises(ValueError, match="flink, spark"):
+        SkyrecJobOperator(task_id="t", job="selftest", backend="yarn")
