@@ -104,3 +104,33 @@ def test_threaded_kernel_equals_single_threaded() -> None:
     want = reference_topk(U[:50], V, 30, exclude=ex[:50], brands=brands, max_per_brand=1)
     assert [[j for j, _ in w] for w in want] == [list(r[:c]) for r, c in zip(one.items[:50], one.counts[:50],
                                                                             strict=True)]
+
+
+def test_wide_rows_with_exclusions_and_a_tight_brand_cap_equal_brute_force() -> None:
+    # the compiled path at the reference shape (20k candidates: block maxima, threshold, pool, widening),
+    # with few brands so that the cap binds and pools must be widened
+    rng = np.random.default_rng(11)
+    c, d = 20_000, 16
+    U = rng.standard_normal((24, d)).astype(np.float32)
+    V = rng.standard_normal((c, d)).astype(np.float32)
+    U[0] *= 0  # an all-zero user: every score ties at 0.0, order is by position alone
+    ex = sp.random(24, c, density=0.01, format="csr", random_state=5)
+    for brands, cap, k in ((rng.integers(-1, 40, size=c).astype(np.int32), 1, 100),
+                           (rng.integers(0, 3, size=c).astype(np.int32), 2, 50),
+                           (rng.integers(0, 2000, size=c).astype(np.int32), 3, 100)):
+        got = _as_lists(topk_batch(U, np.ascontiguousarray(V.T), k, exclude=ex, brands=brands, max_per_brand=cap,
+                                   sub_batch=7))
+        want = reference_topk(U, V, k, exclude=ex, brands=brands, max_per_brand=cap)
+        assert [[i for i, _ in g] for g in got] == [[i for i, _ in w] for w in want]
+
+
+def test_nan_scores_are_never_selected() -> None:
+    rng = np.random.default_rng(2)
+    scores = rng.standard_normal((4, 5000)).astype(np.float32)
+    nan_at = rng.choice(5000, 500, replace=False)
+    scores[:, nan_at] = np.nan
+    res = select_topk(scores, 50)
+    clean = np.where(np.isnan(scores), -np.inf, scores)
+    want = select_topk(clean, 50)
+    assert (res.items == want.items).all() and not np.isin(res.items, nan_at).any()
+    assert (select_topk(np.full((1, 10), np.nan, np.float32), 3).counts == 0).all()

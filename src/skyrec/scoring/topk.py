@@ -12,18 +12,21 @@ The greedy walk *is* the specification: it is the exact top-K of the rule-constr
 cap is a partition constraint, for which greedy selection is optimal), so a user gets K items whenever K
 eligible items exist -- a post-filter over a plain top-K would return fewer.
 
-Speed comes from never sorting a whole row. For each row we need only a *pool* of the P best items
-(P = K without a brand cap, a few times K with one):
+The matrix product is BLAS's; everything after it is one compiled pass per score row (Numba, ``nogil``, so
+the threads of :func:`topk_threaded` run it in parallel), reading the row while it is still in cache:
 
-1. block maxima: the row is cut into blocks of ``block`` columns; the blocks holding the P best items are
-   exactly the P blocks with the largest maxima, so one cheap reduction and a partition over
-   ``c / block`` numbers prune ~90% of the row;
-2. ``argpartition`` over the gathered blocks gives the pool, which is then sorted exactly by
-   (score desc, position asc) and walked with the brand cap, vectorised over the batch;
-3. rows whose pool ran out before K items passed the cap are redone with a doubled pool; rows with a
-   score tie straddling the pool boundary (where the choice by position matters) are redone exactly.
+1. exclusion: the user's played positions are set to -inf;
+2. block maxima: the row is cut into contiguous blocks of ~``c / 8P`` columns (P = the pool wanted: K
+   without a brand cap, 1.5 K with one) and each block's maximum taken (a vectorised reduction);
+3. threshold: a value ``t`` reached by at least P block maxima (bisection on the block maxima, stopping
+   once between P and 1.25 P of them reach it). Every item scoring >= t lies in a block whose maximum
+   is >= t, so only those ~P blocks are read again; and {score >= t} is an exact *prefix* of the row's
+   order, ties included, so the pool boundary is never ambiguous;
+4. the pool is sorted by one integer key (score descending, position ascending) and walked with the
+   brand cap. A pool that runs dry before K items passed the cap is redone with twice the pool; a row
+   with too few finite scores is taken whole.
 
-Both fallbacks are exact, so the result always equals :func:`reference_topk` (the brute-force
+Every fallback is exact, so the result always equals :func:`reference_topk` (the brute-force
 specification, kept here so that tests and benchmarks check against one definition).
 Memory is bounded by the sub-batch: one ``sub_batch x c`` float32 score matrix at a time.
 """
@@ -33,10 +36,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
 NO_BRAND = -1
+_NEG = np.float32(-np.inf)
+_NO_INT = np.zeros(1, dtype=np.int64)[:0]
+_NO_BRANDS = np.zeros(1, dtype=np.int32)[:0]
 
 
 @dataclass
@@ -51,136 +58,271 @@ class TopK:
         return int(self.items.shape[0])
 
 
-def _exclude(scores: np.ndarray, exclude: sp.csr_matrix | None) -> None:
-    """Set excluded (row, candidate position) entries to -inf, in place."""
+@numba.njit(inline="always")
+def _max_of(row: np.ndarray, s: int, n: int) -> np.float32:  # pragma: no cover - compiled
+    m = np.float32(-np.inf)
+    for r in range(n):  # with n a compile-time constant at the call site this unrolls into SIMD maxima
+        x = row[s + r]
+        m = x if x > m else m  # NaN never wins: a NaN score is never selected (as if excluded)
+    return m
+
+
+@numba.njit(nogil=True, cache=True)
+def _block_maxima(row: np.ndarray, block: int, out: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Maximum of each contiguous ``block`` of ``row`` into ``out``; returns the number of blocks.
+    Block sizes 8/16/32/64 are spelled out as constants so the compiler vectorises the reduction."""
+    c = row.shape[0]
+    full = c // block
+    if block == 8:
+        for bi in range(full):
+            out[bi] = _max_of(row, bi * 8, 8)
+    elif block == 16:
+        for bi in range(full):
+            out[bi] = _max_of(row, bi * 16, 16)
+    elif block == 32:
+        for bi in range(full):
+            out[bi] = _max_of(row, bi * 32, 32)
+    elif block == 64:
+        for bi in range(full):
+            out[bi] = _max_of(row, bi * 64, 64)
+    else:
+        for bi in range(full):
+            out[bi] = _max_of(row, bi * block, block)
+    if full * block < c:
+        out[full] = _max_of(row, full * block, c - full * block)
+        full += 1
+    return full
+
+
+@numba.njit(nogil=True, cache=True)
+def _threshold(bmax: np.ndarray, nblocks: int, p: int, hist: np.ndarray) -> float:  # pragma: no cover
+    """A value ``t`` that at least ``p`` block maxima reach, and not many more: one histogram of the maxima
+    over [min, max] in ``len(hist)`` buckets, counted from the top until ``p`` is reached; ``t`` is that
+    bucket's lower edge, rounded down. (The count is approximate at bucket edges; nothing relies on it being
+    exact -- a pool that proves too small is widened by the caller.) -inf when fewer than ``p`` blocks
+    hold a finite score."""
+    nbuckets = hist.shape[0]
+    lo = np.float32(np.inf)
+    hi = np.float32(-np.inf)
+    finite = 0
+    for i in range(nblocks):  # branch-free, so it vectorises
+        x = bmax[i]
+        ok = x > -np.inf
+        finite += ok
+        y = x if ok else np.float32(np.inf)
+        lo = y if y < lo else lo
+        hi = x if x > hi else hi
+    if finite < p:
+        return -np.inf
+    if not hi > lo:
+        return float(lo)
+    width = np.float64(hi) - np.float64(lo)
+    scale = nbuckets / width
+    hist[:] = 0
+    for i in range(nblocks):
+        x = bmax[i]
+        if x >= lo:
+            hist[min(nbuckets - 1, int((np.float64(x) - lo) * scale))] += 1
+    acc = 0
+    h = nbuckets - 1
+    while h > 0 and acc + hist[h] < p:
+        acc += hist[h]
+        h -= 1
+    if h == 0:
+        return float(lo)
+    edge = np.float32(lo + h * (width / nbuckets))
+    return float(np.nextafter(np.nextafter(edge, np.float32(-np.inf)), np.float32(-np.inf)))
+
+
+@numba.njit(inline="always")
+def _descending_key(bits: np.int32) -> np.int64:  # pragma: no cover - compiled
+    """From a float32's IEEE bits, a uint32-ranged key whose ascending order is the float descending order
+    (bits are monotonic for positive floats and reversed for negative ones; -0.0 is folded onto 0.0 so
+    that the two zeros tie, as they do in arithmetic)."""
+    v = np.int64(bits)
+    if v == -2147483648:
+        v = np.int64(0)
+    return np.int64(0x7FFFFFFF) - (v ^ ((v >> 31) & 0x7FFFFFFF))
+
+
+@numba.njit(inline="always")
+def _gather_block(row: np.ndarray, s: int, n: int, t: float, pos: np.ndarray, m: int) -> int:  # pragma: no cover
+    for j in range(s, s + n):  # branch-free compaction: n is a compile-time constant at most call sites
+        pos[m] = j
+        m += row[j] >= t
+    return m
+
+
+@numba.njit(nogil=True, cache=True)
+def _sort_pool(key: np.ndarray, pos: np.ndarray, n: int, key2: np.ndarray, pos2: np.ndarray,
+               count: np.ndarray) -> bool:  # pragma: no cover - compiled
+    """Stable LSD radix sort of ``key[:n]`` (uint32-ranged) carrying ``pos``; bytes equal in every key are
+    skipped. Returns True when the result is in ``key2``/``pos2`` (an odd number of passes)."""
+    all_and = np.int64(0xFFFFFFFF)
+    all_or = np.int64(0)
+    for q in range(n):
+        all_and &= key[q]
+        all_or |= key[q]
+    varying = all_and ^ all_or
+    swapped = False
+    src_k, src_p, dst_k, dst_p = key, pos, key2, pos2
+    for shift in range(0, 32, 8):
+        if (varying >> shift) & 0xFF == 0:
+            continue
+        count[:] = 0
+        for q in range(n):
+            count[(src_k[q] >> shift) & 0xFF] += 1
+        total = 0
+        for d in range(256):
+            c = count[d]
+            count[d] = total
+            total += c
+        for q in range(n):
+            d = (src_k[q] >> shift) & 0xFF
+            o = count[d]
+            dst_k[o] = src_k[q]
+            dst_p[o] = src_p[q]
+            count[d] = o + 1
+        src_k, src_p, dst_k, dst_p = dst_k, dst_p, src_k, src_p
+        swapped = not swapped
+    return swapped
+
+
+@numba.njit(nogil=True, cache=True)
+def _select_rows(scores: np.ndarray, indptr: np.ndarray, indices: np.ndarray, k: int, brands: np.ndarray,
+                 cap: int, p0: int, items: np.ndarray, out_scores: np.ndarray,
+                 counts: np.ndarray) -> None:  # pragma: no cover - compiled
+    """The exact constrained top-K of every row of ``scores`` (modified: excluded entries become -inf).
+    ``indptr``/``indices``: CSR of excluded positions (empty ``indptr``: none); ``cap`` 0: no brand cap."""
+    b, c = scores.shape
+    use_cap = cap > 0 and brands.shape[0] == c
+    n_brand_slots = 1
+    if use_cap:
+        for j in range(c):
+            n_brand_slots = max(n_brand_slots, brands[j] + 2)
+    taken = np.zeros(n_brand_slots, dtype=np.int32)
+    bmax = np.empty(c, dtype=np.float32)
+    blocks = np.empty(c, dtype=np.int64)
+    hist = np.zeros(256, dtype=np.int32)
+    radix = np.zeros(256, dtype=np.int64)
+    pos = np.empty(c + 64, dtype=np.int64)  # + slack: compaction writes one past the kept entries
+    key = np.empty(c, dtype=np.int64)
+    pos2 = np.empty(c, dtype=np.int64)
+    key2 = np.empty(c, dtype=np.int64)
+    has_exclusions = indptr.shape[0] > 0
+    for i in range(b):
+        row = scores[i]
+        bits = row.view(np.int32)
+        if has_exclusions:
+            for q in range(indptr[i], indptr[i + 1]):
+                row[indices[q]] = -np.inf
+        p = p0
+        while True:
+            # 1-2: the pool of entries >= t, reading only the blocks whose maximum reaches t
+            t = -np.inf
+            n = 0
+            if 8 * p < c:
+                block = c // (8 * p)  # ~8P blocks: a power of two from 8 up, so the reduction vectorises
+                block = 64 if block >= 64 else 32 if block >= 32 else 16 if block >= 16 else 8 if block >= 8 else block
+                nblocks = _block_maxima(row, block, bmax)
+                t = _threshold(bmax, nblocks, p, hist)
+            whole = not (t > -np.inf)
+            if whole:
+                for j in range(c):
+                    pos[n] = j
+                    n += row[j] > -np.inf  # NaN and -inf (excluded) never enter the pool
+            else:
+                nb = 0
+                for bi in range(nblocks):
+                    blocks[nb] = bi
+                    nb += bmax[bi] >= t
+                for q in range(nb):
+                    s = blocks[q] * block
+                    if s + block > c:
+                        n = _gather_block(row, s, c - s, t, pos, n)
+                    elif block == 16:
+                        n = _gather_block(row, s, 16, t, pos, n)
+                    elif block == 32:
+                        n = _gather_block(row, s, 32, t, pos, n)
+                    elif block == 64:
+                        n = _gather_block(row, s, 64, t, pos, n)
+                    elif block == 8:
+                        n = _gather_block(row, s, 8, t, pos, n)
+                    else:
+                        n = _gather_block(row, s, block, t, pos, n)
+            # 3: exact order of the pool (score descending; the pool is in position order and the sort is
+            # stable, so ties stay by position), then the capped walk
+            for q in range(n):
+                key[q] = _descending_key(bits[pos[q]])
+            order = pos2 if _sort_pool(key, pos, n, key2, pos2, radix) else pos
+            got = 0
+            for q in range(n):
+                j = order[q]
+                if use_cap:
+                    slot = brands[j] + 1  # slot 0: no brand, never capped
+                    if slot > 0:
+                        if taken[slot] >= cap:
+                            continue
+                        taken[slot] += 1
+                items[i, got] = j
+                out_scores[i, got] = row[j]
+                got += 1
+                if got == k:
+                    break
+            if use_cap:
+                for q in range(got):
+                    taken[brands[items[i, q]] + 1] = 0
+            if got == k or whole:
+                counts[i] = got
+                for q in range(got, k):
+                    items[i, q] = -1
+                    out_scores[i, q] = np.nan
+                break
+            p *= 2
+
+
+def _rules(c: int, k: int, brands: np.ndarray | None, max_per_brand: int | None,
+           widen: float) -> tuple[np.ndarray, int, int]:
+    """(brands as int32, cap (0: none), initial pool size) for the compiled selection, validated."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if brands is not None and len(brands) != c:
+        raise ValueError(f"brands has {len(brands)} entries for {c} candidates")
+    if max_per_brand is not None and max_per_brand < 1:
+        raise ValueError(f"max_per_brand must be >= 1, got {max_per_brand}")
+    cap = int(max_per_brand) if (max_per_brand is not None and brands is not None) else 0
+    br = np.ascontiguousarray(brands, dtype=np.int32) if cap else _NO_BRANDS
+    return br, cap, max(1, int(k * widen) if cap else k)
+
+
+def _csr_parts(exclude: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray]:
     if exclude is None or exclude.nnz == 0:
-        return
-    rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
-    scores[rows, exclude.indices] = -np.inf
-
-
-def _bits(n: int) -> int:
-    return max(1, int(n - 1).bit_length())
-
-
-def _descending_key(values: np.ndarray) -> np.ndarray:
-    """uint32-ranged int64 keys whose ascending order is the float32 ``values`` descending order.
-    (IEEE bits of a float are monotonic for positives and reversed for negatives; -0.0 is folded onto 0.0
-    so that the two zeros tie, as they do in arithmetic.)"""
-    bits = (values + np.float32(0.0)).view(np.int32).astype(np.int64)
-    monotonic = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # signed order == float order
-    return np.int64(0x7FFFFFFF) - monotonic  # in [0, 2**32)
-
-
-def _select_flat(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray, k: int, brands: np.ndarray | None,
-                 cap: int | None, out: TopK, row_ids: np.ndarray) -> np.ndarray:
-    """Greedy brand-capped walk over the listed (row, col) entries of ``scores``, which must hold, per row,
-    a prefix of the row's order. Writes results of rows ``row_ids[r]`` into ``out``; returns the kept count
-    per row (in ``row_ids`` order). Everything is one-dimensional over the entries: one sort orders them by
-    (row, score desc, col asc), a second counts brand occurrences."""
-    b, c = scores.shape
-    rbits, cbits = _bits(b), _bits(c)
-    vals = scores.reshape(-1).take(rows * c + cols)
-    key = (rows << (32 + cbits)) | (_descending_key(vals) << cbits) | cols
-    key.sort()
-    rows_s = key >> (32 + cbits)
-    cols_s = key & ((1 << cbits) - 1)
-    n = key.size
-    per_row = np.bincount(rows_s, minlength=b)
-    starts = np.zeros(b, dtype=np.int64)
-    np.cumsum(per_row[:-1], out=starts[1:])
-    vals_s = scores.reshape(-1).take(rows_s * c + cols_s)
-    keep = np.isfinite(vals_s)
-    if cap is not None and brands is not None and n:
-        br = brands.astype(np.int64)[cols_s] + 1  # 0 = no brand, never capped
-        pos = np.arange(n, dtype=np.int64) - starts[rows_s]
-        bbits, pbits = _bits(int(br.max()) + 1), _bits(int(pos.max()) + 1)
-        if rbits + bbits + pbits > 63:
-            raise ValueError("brand-cap keys overflow 63 bits: use a smaller sub-batch")
-        key2 = (rows_s << (bbits + pbits)) | (br << pbits) | pos
-        key2.sort()
-        group = key2 >> pbits
-        i = np.arange(n, dtype=np.int64)
-        first = np.ones(n, dtype=bool)
-        first[1:] = group[1:] != group[:-1]
-        occ_sorted = i - np.maximum.accumulate(np.where(first, i, 0))
-        occ = np.empty(n, dtype=np.int64)
-        occ[starts[group >> bbits] + (key2 & ((1 << pbits) - 1))] = occ_sorted  # back to entry order
-        keep &= (occ < cap) | (br == 0)
-    cum = np.cumsum(keep)
-    before_row = np.concatenate([[0], cum])[starts]  # kept entries in earlier rows
-    rank = cum - 1 - before_row[rows_s]
-    sel = keep & (rank < k)
-    r_sel = row_ids[rows_s[sel]]
-    out.items[r_sel, rank[sel]] = cols_s[sel]
-    out.scores[r_sel, rank[sel]] = vals_s[sel]
-    kept = np.bincount(rows_s, weights=keep, minlength=b).astype(np.int64)
-    out.counts[row_ids] = np.minimum(kept, k)
-    return kept
-
-
-def _threshold(scores: np.ndarray, p: int) -> np.ndarray:
-    """Per row a threshold ``t`` with at least P items scoring >= t, found without sorting the row.
-
-    The row is cut into ~8P strided blocks (block j = columns j, j+nb, j+2nb, ...: the reduction is then a
-    SIMD maximum of contiguous vectors); the P-th largest block max is reached by P blocks, so at least P
-    items score >= it. The set {score >= t} is an exact prefix of the row's order, ties included, so the
-    boundary is never ambiguous."""
-    b, c = scores.shape
-    nb = max(p, c // max(1, c // (8 * p)))
-    block = c // nb
-    main = nb * block
-    bmax = scores[:, :main].reshape(b, block, nb).max(axis=1)
-    if main < c:  # ragged tail: each leftover column is a block of its own
-        bmax = np.concatenate([bmax, scores[:, main:]], axis=1)
-    nblocks = bmax.shape[1]
-    return np.partition(bmax, nblocks - p, axis=1)[:, nblocks - p]
+        return _NO_INT, _NO_INT
+    return exclude.indptr.astype(np.int64, copy=False), exclude.indices.astype(np.int64, copy=False)
 
 
 def select_topk(scores: np.ndarray, k: int, *, brands: np.ndarray | None = None, max_per_brand: int | None = None,
                 widen: float = 1.5) -> TopK:
-    """Exact rule-constrained top-K over a score matrix (-inf = excluded)."""
+    """Exact rule-constrained top-K over a score matrix (-inf = excluded). ``scores`` is not modified."""
     b, c = scores.shape
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    cap = max_per_brand if (max_per_brand is not None and brands is not None) else None
-    if cap is not None and brands is not None and len(brands) != c:
-        raise ValueError(f"brands has {len(brands)} entries for {c} candidates")
+    br, cap, p0 = _rules(c, k, brands, max_per_brand, widen)
     out = TopK(np.full((b, k), -1, dtype=np.int32), np.full((b, k), np.nan, dtype=np.float32),
                np.zeros(b, dtype=np.int32))
-    if b == 0 or c == 0:
-        return out
-    if _bits(b) + 32 + _bits(c) > 63:  # keys would overflow: halve the batch
-        h = b // 2
-        top, bottom = (select_topk(scores[s], k, brands=brands, max_per_brand=max_per_brand, widen=widen)
-                       for s in (slice(0, h), slice(h, b)))
-        return TopK(*(np.concatenate([x, y]) for x, y in ((top.items, bottom.items), (top.scores, bottom.scores),
-                                                           (top.counts, bottom.counts))))
-    todo = np.arange(b)
-    p = max(1, int(k * widen) if cap is not None else k)
-    while todo.size:
-        sub = scores[todo] if todo.size < b else scores
-        if 16 * p >= c:  # small candidate sets: take whole rows
-            rows, cols = np.divmod(np.arange(sub.size, dtype=np.int64), c)
-            _select_flat(sub, rows, cols, k, brands, cap, out, todo)
-            break
-        t = _threshold(sub, p)
-        rows, cols = np.divmod(np.flatnonzero(sub >= t[:, None]), c)
-        kept = _select_flat(sub, rows, cols, k, brands, cap, out, todo)
-        # a prefix that ran dry is final only if the threshold let every item through
-        todo = todo[(kept < k) & np.isfinite(t)]
-        p *= 2
+    if b and c:
+        work = np.array(scores, dtype=np.float32, order="C", copy=True)
+        _select_rows(work, _NO_INT, _NO_INT, k, br, cap, p0, out.items, out.scores, out.counts)
     return out
 
 
 def topk_batch(user_factors: np.ndarray, item_factors_t: np.ndarray, k: int, *,
                exclude: sp.csr_matrix | None = None, brands: np.ndarray | None = None,
-               max_per_brand: int | None = None, sub_batch: int = 512, out: np.ndarray | None = None) -> TopK:
+               max_per_brand: int | None = None, sub_batch: int = 128, out: np.ndarray | None = None) -> TopK:
     """Score a batch of users against the candidates and select the exact constrained top-K.
 
     ``item_factors_t`` is ``V_cand.T`` (d x c, C-contiguous: the GEMM's preferred layout, prepared once per
     model); ``exclude`` is a CSR (users of this batch x candidate positions). Works in sub-batches of
-    ``sub_batch`` users so that the score matrix (``sub_batch x c`` float32) stays small and cache-friendly.
+    ``sub_batch`` users so that the score matrix (``sub_batch x c`` float32, reused) stays in cache between
+    the product and the selection.
     """
     b = user_factors.shape[0]
     c = item_factors_t.shape[1]
@@ -189,27 +331,31 @@ def topk_batch(user_factors: np.ndarray, item_factors_t: np.ndarray, k: int, *,
     if exclude is not None and exclude.shape != (b, c):
         raise ValueError(f"exclude matrix {exclude.shape} != ({b}, {c})")
     kk = min(k, c) if c else 0
-    items = np.full((b, k), -1, dtype=np.int32)
-    scores = np.full((b, k), np.nan, dtype=np.float32)
+    items = np.full((b, kk), -1, dtype=np.int32)
+    scores = np.full((b, kk), np.nan, dtype=np.float32)
     counts = np.zeros(b, dtype=np.int32)
-    if b == 0 or kk == 0:
-        return TopK(items, scores, counts)
-    step = max(1, sub_batch)
-    buf = out if out is not None and out.shape[0] >= min(step, b) and out.shape[1] == c else None
-    uf = np.ascontiguousarray(user_factors, dtype=np.float32)
-    for s in range(0, b, step):
-        e = min(b, s + step)
-        S = np.matmul(uf[s:e], item_factors_t, out=buf[: e - s] if buf is not None else None)
-        if exclude is not None:
-            _exclude(S, exclude[s:e])
-        r = select_topk(S, kk, brands=brands, max_per_brand=max_per_brand)
-        items[s:e, :kk], scores[s:e, :kk], counts[s:e] = r.items, r.scores, r.counts
+    if b and kk:
+        br, cap, p0 = _rules(c, kk, brands, max_per_brand, 1.5)
+        indptr, indices = _csr_parts(exclude)
+        step = max(1, min(sub_batch, b))
+        buf = out if out is not None and out.shape[0] >= step and out.shape[1] == c and out.dtype == np.float32 \
+            else np.empty((step, c), dtype=np.float32)
+        uf = np.ascontiguousarray(user_factors, dtype=np.float32)
+        for s in range(0, b, step):
+            e = min(b, s + step)
+            S = np.matmul(uf[s:e], item_factors_t, out=buf[: e - s])
+            # indptr[s:e+1] still indexes the whole ``indices``: no per-sub-batch copy of the CSR
+            _select_rows(S, indptr[s:e + 1] if indptr.size else indptr, indices, kk, br, cap, p0,
+                         items[s:e], scores[s:e], counts[s:e])
+    if kk < k:  # fewer candidates than K: pad to the K columns callers expect
+        items = np.pad(items, ((0, 0), (0, k - kk)), constant_values=-1)
+        scores = np.pad(scores, ((0, 0), (0, k - kk)), constant_values=np.nan)
     return TopK(items, scores, counts)
 
 
 def topk_threaded(user_factors: np.ndarray, item_factors_t: np.ndarray, k: int, *, pool: Any | None,
                   threads: int, exclude: sp.csr_matrix | None = None, brands: np.ndarray | None = None,
-                  max_per_brand: int | None = None, sub_batch: int = 256) -> TopK:
+                  max_per_brand: int | None = None, sub_batch: int = 128) -> TopK:
     """``topk_batch`` over ``threads`` slices of the users in a thread pool, with BLAS single-threaded inside
     each (NumPy releases the GIL in the GEMM, the partitions, sorts and reductions, so the cores stay busy
     with the whole kernel, not only with the matrix product; two levels of threads would oversubscribe)."""
