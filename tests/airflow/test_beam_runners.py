@@ -207,3 +207,22 @@ def test_operator_and_config_accept_the_beam_cluster_backends(config: Any) -> No
     assert SkyrecJobOperator(task_id="t", job="selftest", backend="spark").backend == "spark"
     with pytest.raises(ValueError, match="flink, spark"):
         SkyrecJobOperator(task_id="t", job="selftest", backend="yarn")
+
+
+def test_two_racing_launches_leave_exactly_one_job_and_both_keep_it(run_dag: Any, cluster: Cluster) -> None:
+    # neither cluster refuses a second job under the same name and no lock spans the two submitters
+    # (e.g. a zombie attempt and its retry on different workers): both launch, then agree on one job
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skyrec.airflow.control import decide
+
+    s = spec(run_dag, {"tag": f"{cluster.kind}race", "hang": "1"})
+    with ThreadPoolExecutor(2) as pool:
+        kept = list(pool.map(lambda _: cluster.backend().submit(s), range(2)))
+    assert cluster.fake.calls.count("submit") == 2  # both really launched
+    assert kept[0]["job_id"] == kept[1]["job_id"]
+    live = [j for j in cluster.jobs() if cluster.job_state(j) not in {cluster.cancelled, "FINISHED", "FAILED"}]
+    assert [cluster.job_id(j) for j in live] == [kept[0]["job_id"]]
+    # a later attempt reattaches to that same job
+    d = decide(cluster.backend(), s)
+    assert d.action == "reattach" and d.handle is not None and d.handle["job_id"] == kept[0]["job_id"]

@@ -82,8 +82,8 @@ def decide(backend: JobBackend, spec: JobSpec, *, stored: JobHandle | None = Non
         elif status == SUCCEEDED and same_run and same_deploy:
             succeeded = h
     if live:
-        keep = live[-1]
-        for extra in live[:-1]:  # cannot happen under the lock; if it ever does, keep exactly one
+        keep = live[0]  # the earliest (backends list oldest first): the rule every submitter applies too
+        for extra in live[1:]:  # cannot happen under a lock; without one (Beam clusters) keep exactly one
             backend.cancel(extra, cancel_timeout)
             notes.append(f"cancelled duplicate live job {_ident(extra)}")
         notes.append(f"reattaching to live job {_ident(keep)} (started by try {keep.get('try_number')})")

@@ -96,6 +96,13 @@ def check_sdk(pinned: str, where: str) -> None:
         raise JobError(f"{where}.sdk_version: pinned {pinned!r} but the launcher has apache-beam {installed}")
 
 
+def _cluster_order(h: JobHandle) -> tuple[float, str]:
+    """The order every observer agrees on: when the *cluster* registered the job, then its id. (Not the
+    submitter's clock: an observer that sees a single job of a run then always sees the earliest one, so
+    two racing launches both keep the same job.)"""
+    return float(h.get("registered") or h.get("started") or 0.0), str(h.get("job_id"))
+
+
 class BeamClusterBackend(JobBackend):
     """Shared launcher, wait-for-lookup, confirmed cancel and result for Beam runners with a REST API."""
 
@@ -146,7 +153,7 @@ class BeamClusterBackend(JobBackend):
             mine = [h for h in self.find(spec.job_key) if h["run_id"] == spec.run.run_id
                     and h["deploy"] == spec.deploy and self.status(h) == RUNNING]
             if mine:
-                keep = mine[0]  # the earliest: a racing second launch is cancelled, never run twice
+                keep = mine[0]  # the earliest registered: a racing second launch is cancelled, never run twice
                 for extra in mine[1:]:
                     self.cancel(extra)
                 return keep
@@ -222,14 +229,15 @@ class FlinkBackend(BeamClusterBackend):
                 "job_id": job["jid"], "job_name": name, "run_id": _user_option(opts, "skyrec_run_id"),
                 "dag_id": _user_option(opts, "skyrec_dag_id"), "task_id": _user_option(opts, "skyrec_task_id"),
                 "deploy": _user_option(opts, "skyrec_deploy"), "job": _user_option(opts, "skyrec_job"),
-                "try_number": int(_user_option(opts, "skyrec_try") or 0), "started": started}
+                "try_number": int(_user_option(opts, "skyrec_try") or 0), "started": started,
+                "registered": float(job.get("start-time") or 0) / 1000}
 
     def find(self, job_key: str) -> list[JobHandle]:
         name = job_name(job_key)
         found = [self._handle(j) for j in self._overview() if j.get("name") == name]
         for h in found:
             h["job_key"] = job_key  # the name is truncated at 63 characters; the key is the one asked for
-        return sorted(found, key=lambda h: h["started"])
+        return sorted(found, key=_cluster_order)
 
     def list_all(self) -> list[JobHandle]:
         return [self._handle(j) for j in self._overview()
@@ -322,14 +330,15 @@ class SparkBackend(BeamClusterBackend):
         handle: JobHandle = {"backend": self.kind, "job_key": job_key or base.removeprefix("skyrec-"),
                              "job_id": app["id"], "job_name": base,
                              "try_number": int(ident.get("try") or 0),
-                             "started": float(ident.get("t") or 0) or float(app.get("starttime") or 0) / 1000}
+                             "started": float(ident.get("t") or 0) or float(app.get("starttime") or 0) / 1000,
+                             "registered": float(app.get("starttime") or 0) / 1000}
         handle.update({key: ident.get(short) for short, key in _APP_FIELDS.items()})
         return handle
 
     def find(self, job_key: str) -> list[JobHandle]:
         name = job_name(job_key)
         found = [self._handle(a, job_key) for a in self._apps() if parse_app_name(str(a.get("name") or ""))[0] == name]
-        return sorted(found, key=lambda h: h["started"])
+        return sorted(found, key=_cluster_order)
 
     def list_all(self) -> list[JobHandle]:
         return [self._handle(a) for a in self._apps()

@@ -107,7 +107,9 @@ class KubernetesPodBackend(JobBackend):
         container = k8s.V1Container(
             name="job", image=cfg.image, command=["skyrec", "job"], args=spec.job_args(),
             env=[k8s.V1EnvVar(name="SKYREC_DEPLOY_VERSION", value=spec.deploy),
-                 k8s.V1EnvVar(name="SKYREC_ENV", value=spec.env or self.config.env)],
+                 k8s.V1EnvVar(name="SKYREC_ENV", value=spec.env or self.config.env),
+                 # the compiled top-K kernel caches its machine code; site-packages may be read-only in the image
+                 k8s.V1EnvVar(name="NUMBA_CACHE_DIR", value="/tmp/skyrec-numba-cache")],
             resources=k8s.V1ResourceRequirements(requests=resources, limits=resources))
         return k8s.V1Pod(
             metadata=k8s.V1ObjectMeta(name=name, namespace=self.namespace, labels=labels, annotations=annotations),
