@@ -50,7 +50,7 @@ def main(scale: str = "small") -> dict[str, Any]:
     VT = np.ascontiguousarray(V.T)
     seen = sp.random(n, c, density=40 / c, format="csr", random_state=1, dtype=np.float32)
     brands = rng.integers(0, 2000, size=c).astype(np.int32)
-    sub = 128
+    sub = 64
     batch = 4096
     pool = ThreadPoolExecutor(threads)
     repeat = 3

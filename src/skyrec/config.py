@@ -133,7 +133,7 @@ class PrecomputeConfig(_Model):
     rules: RulesConfig = RulesConfig()
     engine: Literal["local", "beam"] = "local"
     threads: int = Field(0, ge=0)
-    sub_batch: int = Field(128, ge=1)
+    sub_batch: int = Field(64, ge=1)
     shard_users: int = Field(262144, ge=1)
     score_decimals: int = Field(5, ge=0, le=9)
     users_sample: int = Field(1000, ge=0)

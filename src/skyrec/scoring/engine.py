@@ -63,7 +63,7 @@ class PrecomputeSpec:
     max_per_brand: int | None = None
     max_age_days: dict[str, float] = field(default_factory=dict)
     batch_size: int = 4096
-    sub_batch: int = 128
+    sub_batch: int = 64
     threads: int = 1
     score_decimals: int = 5
     activity_path: str | None = None  # committed activity snapshot the recent plays are read from

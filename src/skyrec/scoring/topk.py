@@ -33,6 +33,7 @@ Memory is bounded by the sub-batch: one ``sub_batch x c`` float32 score matrix a
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -314,9 +315,55 @@ def select_topk(scores: np.ndarray, k: int, *, brands: np.ndarray | None = None,
     return out
 
 
+class _Plan:
+    """One batch's scoring, cut into sub-batches that any thread may take: the product into the thread's own
+    score buffer, then the compiled selection straight into the batch's result arrays (no per-thread
+    results to concatenate, no CSR slicing: ``indptr[s:e+1]`` still indexes the whole ``indices``)."""
+
+    def __init__(self, user_factors: np.ndarray, item_factors_t: np.ndarray, k: int,
+                 exclude: sp.csr_matrix | None, brands: np.ndarray | None, max_per_brand: int | None,
+                 sub_batch: int) -> None:
+        b = user_factors.shape[0]
+        c = item_factors_t.shape[1]
+        if user_factors.shape[1] != item_factors_t.shape[0]:
+            raise ValueError(f"factor dimensions differ: users {user_factors.shape}, items.T {item_factors_t.shape}")
+        if exclude is not None and exclude.shape != (b, c):
+            raise ValueError(f"exclude matrix {exclude.shape} != ({b}, {c})")
+        self.b, self.c, self.k = b, c, k
+        self.kk = min(k, c) if c else 0
+        self.items = np.full((b, self.kk), -1, dtype=np.int32)
+        self.scores = np.full((b, self.kk), np.nan, dtype=np.float32)
+        self.counts = np.zeros(b, dtype=np.int32)
+        self.step = max(1, min(sub_batch, b)) if b else 1
+        self.n_chunks = (b + self.step - 1) // self.step if self.kk else 0
+        if self.n_chunks:
+            self.rules = _rules(c, self.kk, brands, max_per_brand, 1.5)
+            self.indptr, self.indices = _csr_parts(exclude)
+            self.uf = np.ascontiguousarray(user_factors, dtype=np.float32)
+            self.vt = item_factors_t
+
+    def buffer(self) -> np.ndarray:
+        return np.empty((self.step, self.c), dtype=np.float32)
+
+    def run(self, chunk: int, buf: np.ndarray) -> None:
+        s = chunk * self.step
+        e = min(self.b, s + self.step)
+        S = np.matmul(self.uf[s:e], self.vt, out=buf[: e - s])
+        br, cap, p0 = self.rules
+        _select_rows(S, self.indptr[s:e + 1] if self.indptr.size else self.indptr, self.indices, self.kk, br, cap,
+                     p0, self.items[s:e], self.scores[s:e], self.counts[s:e])
+
+    def result(self) -> TopK:
+        items, scores = self.items, self.scores
+        if self.kk < self.k:  # fewer candidates than K: pad to the K columns callers expect
+            items = np.pad(items, ((0, 0), (0, self.k - self.kk)), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, self.k - self.kk)), constant_values=np.nan)
+        return TopK(items, scores, self.counts)
+
+
 def topk_batch(user_factors: np.ndarray, item_factors_t: np.ndarray, k: int, *,
                exclude: sp.csr_matrix | None = None, brands: np.ndarray | None = None,
-               max_per_brand: int | None = None, sub_batch: int = 128, out: np.ndarray | None = None) -> TopK:
+               max_per_brand: int | None = None, sub_batch: int = 64) -> TopK:
     """Score a batch of users against the candidates and select the exact constrained top-K.
 
     ``item_factors_t`` is ``V_cand.T`` (d x c, C-contiguous: the GEMM's preferred layout, prepared once per
@@ -324,58 +371,57 @@ def topk_batch(user_factors: np.ndarray, item_factors_t: np.ndarray, k: int, *,
     ``sub_batch`` users so that the score matrix (``sub_batch x c`` float32, reused) stays in cache between
     the product and the selection.
     """
-    b = user_factors.shape[0]
-    c = item_factors_t.shape[1]
-    if user_factors.shape[1] != item_factors_t.shape[0]:
-        raise ValueError(f"factor dimensions differ: users {user_factors.shape}, items.T {item_factors_t.shape}")
-    if exclude is not None and exclude.shape != (b, c):
-        raise ValueError(f"exclude matrix {exclude.shape} != ({b}, {c})")
-    kk = min(k, c) if c else 0
-    items = np.full((b, kk), -1, dtype=np.int32)
-    scores = np.full((b, kk), np.nan, dtype=np.float32)
-    counts = np.zeros(b, dtype=np.int32)
-    if b and kk:
-        br, cap, p0 = _rules(c, kk, brands, max_per_brand, 1.5)
-        indptr, indices = _csr_parts(exclude)
-        step = max(1, min(sub_batch, b))
-        buf = out if out is not None and out.shape[0] >= step and out.shape[1] == c and out.dtype == np.float32 \
-            else np.empty((step, c), dtype=np.float32)
-        uf = np.ascontiguousarray(user_factors, dtype=np.float32)
-        for s in range(0, b, step):
-            e = min(b, s + step)
-            S = np.matmul(uf[s:e], item_factors_t, out=buf[: e - s])
-            # indptr[s:e+1] still indexes the whole ``indices``: no per-sub-batch copy of the CSR
-            _select_rows(S, indptr[s:e + 1] if indptr.size else indptr, indices, kk, br, cap, p0,
-                         items[s:e], scores[s:e], counts[s:e])
-    if kk < k:  # fewer candidates than K: pad to the K columns callers expect
-        items = np.pad(items, ((0, 0), (0, k - kk)), constant_values=-1)
-        scores = np.pad(scores, ((0, 0), (0, k - kk)), constant_values=np.nan)
-    return TopK(items, scores, counts)
+    plan = _Plan(user_factors, item_factors_t, k, exclude, brands, max_per_brand, sub_batch)
+    if plan.n_chunks:
+        buf = plan.buffer()
+        for chunk in range(plan.n_chunks):
+            plan.run(chunk, buf)
+    return plan.result()
+
+
+_BLAS: Any = None
+
+
+def _one_blas_thread() -> Any:
+    """A context limiting BLAS to one thread (the controller is built once: building it scans the libraries)."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 def topk_threaded(user_factors: np.ndarray, item_factors_t: np.ndarray, k: int, *, pool: Any | None,
                   threads: int, exclude: sp.csr_matrix | None = None, brands: np.ndarray | None = None,
-                  max_per_brand: int | None = None, sub_batch: int = 128) -> TopK:
-    """``topk_batch`` over ``threads`` slices of the users in a thread pool, with BLAS single-threaded inside
-    each (NumPy releases the GIL in the GEMM, the partitions, sorts and reductions, so the cores stay busy
-    with the whole kernel, not only with the matrix product; two levels of threads would oversubscribe)."""
-    b = user_factors.shape[0]
-    if pool is None or threads <= 1 or b < 2 * sub_batch:
-        return topk_batch(user_factors, item_factors_t, k, exclude=exclude, brands=brands,
-                          max_per_brand=max_per_brand, sub_batch=sub_batch)
-    from threadpoolctl import threadpool_limits
+                  max_per_brand: int | None = None, sub_batch: int = 64) -> TopK:
+    """``topk_batch`` with ``threads`` workers of a thread pool taking sub-batches from one queue (so a
+    slow sub-batch never leaves a core idle), BLAS single-threaded inside each: the product and the compiled
+    selection both release the GIL, so the cores stay busy with the whole kernel, not only the product;
+    two levels of threads would oversubscribe."""
+    plan = _Plan(user_factors, item_factors_t, k, exclude, brands, max_per_brand, sub_batch)
+    workers = min(threads, plan.n_chunks)
+    if pool is None or workers <= 1:
+        if plan.n_chunks:
+            buf = plan.buffer()
+            for chunk in range(plan.n_chunks):
+                plan.run(chunk, buf)
+        return plan.result()
+    chunks = iter(range(plan.n_chunks))
+    take = threading.Lock()
 
-    bounds = np.linspace(0, b, threads + 1).astype(int)
+    def worker(_: int) -> None:
+        buf = plan.buffer()
+        while True:
+            with take:
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            plan.run(chunk, buf)
 
-    def part(i: int) -> TopK:
-        s, e = bounds[i], bounds[i + 1]
-        return topk_batch(user_factors[s:e], item_factors_t, k, exclude=None if exclude is None else exclude[s:e],
-                          brands=brands, max_per_brand=max_per_brand, sub_batch=sub_batch)
-
-    with threadpool_limits(1, user_api="blas"):
-        parts = list(pool.map(part, range(threads)))
-    return TopK(np.concatenate([p.items for p in parts]), np.concatenate([p.scores for p in parts]),
-                np.concatenate([p.counts for p in parts]))
+    with _one_blas_thread():
+        list(pool.map(worker, range(workers)))
+    return plan.result()
 
 
 def reference_topk(user_factors: np.ndarray, item_factors: np.ndarray, k: int, *,
