@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +131,20 @@ class JobBackend:
 
     def cancel(self, handle: JobHandle, timeout: float | None = None) -> bool:
         raise NotImplementedError
+
+    def cancel_confirmed(self, handle: JobHandle, timeout: float | None, request: Callable[[], Any]) -> bool:
+        """Send the backend's cancel ``request`` for a running job, then poll until it is no longer RUNNING;
+        True only once it is confirmed stopped (within ``timeout``, default ``jobs.cancel_timeout_seconds``)."""
+        timeout = self.config.jobs.cancel_timeout_seconds if timeout is None else timeout
+        if self.status(handle) != RUNNING:
+            return True
+        request()
+        end = time.monotonic() + max(1.0, timeout)
+        while time.monotonic() < end:
+            if self.status(handle) != RUNNING:
+                return True
+            time.sleep(min(0.5, self.config.jobs.poll_interval_seconds))
+        return self.status(handle) != RUNNING
 
     def result(self, handle: JobHandle) -> dict[str, Any] | None:
         """The job's own result payload (``status``, ``summary``/``error``) once it ended, else None."""

@@ -163,16 +163,7 @@ class BeamClusterBackend(JobBackend):
         raise JobError(f"{self.cluster} job {job_name(spec.job_key)} did not appear within the startup timeout")
 
     def cancel(self, handle: JobHandle, timeout: float | None = None, reason: str = "cancelled") -> bool:
-        timeout = self.config.jobs.cancel_timeout_seconds if timeout is None else timeout
-        if self.status(handle) != RUNNING:
-            return True
-        self._request_cancel(handle)
-        end = time.monotonic() + max(1.0, timeout)
-        while time.monotonic() < end:
-            if self.status(handle) != RUNNING:
-                return True
-            time.sleep(min(0.5, self.config.jobs.poll_interval_seconds))
-        return self.status(handle) != RUNNING
+        return self.cancel_confirmed(handle, timeout, lambda: self._request_cancel(handle))
 
     def result(self, handle: JobHandle) -> dict[str, Any] | None:
         status = self.status(handle)

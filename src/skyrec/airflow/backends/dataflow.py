@@ -155,17 +155,9 @@ class DataflowBackend(JobBackend):
         return _STATES.get(self._get(handle["job_id"]).get("currentState", ""), RUNNING)
 
     def cancel(self, handle: JobHandle, timeout: float | None = None, reason: str = "cancelled") -> bool:
-        timeout = self.config.jobs.cancel_timeout_seconds if timeout is None else timeout
-        if self.status(handle) != RUNNING:
-            return True
-        self._jobs().update(projectId=self._cfg.project, location=self._cfg.region, jobId=handle["job_id"],
-                            body={"requestedState": "JOB_STATE_CANCELLED"}).execute()
-        end = time.monotonic() + max(1.0, timeout)
-        while time.monotonic() < end:
-            if self.status(handle) != RUNNING:
-                return True
-            time.sleep(min(1.0, self.config.jobs.poll_interval_seconds))
-        return self.status(handle) != RUNNING
+        return self.cancel_confirmed(handle, timeout, lambda: self._jobs().update(
+            projectId=self._cfg.project, location=self._cfg.region, jobId=handle["job_id"],
+            body={"requestedState": "JOB_STATE_CANCELLED"}).execute())
 
     def result(self, handle: JobHandle) -> dict[str, Any] | None:
         status = self.status(handle)
