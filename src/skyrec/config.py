@@ -224,7 +224,7 @@ class FlinkConfig(_Model):
 
     rest_url: str = "http://localhost:8081"
     master: str | None = None  # --flink_master for the launcher; None: the REST address
-    submit_uber_jar: bool = True  # the only mode in which Beam hands skyrec's own options to the Flink job
+    submit_uber_jar: bool = True  # Beam hands all pipeline options to the Flink job (read back for drift)
     parallelism: int = Field(4, ge=1)
     environment_type: str = "DOCKER"
     environment_config: str = "apache/beam_python3.11_sdk:2.77.0"

@@ -322,11 +322,13 @@ class FakeFlinkCluster(_RestCluster):
         self.jobs: dict[str, dict[str, Any]] = {}
         self.parallelism_override: int | None = None  # the cluster's parallelism.default silently winning
         self.image_override: str | None = None
+        self.drop_skyrec_options = False  # a job server (no uber jar) keeps only options Java knows
 
     def reset(self) -> None:
         super().reset()
         self.jobs.clear()
         self.parallelism_override = self.image_override = None
+        self.drop_skyrec_options = False
 
     def _state(self, jid: str) -> str:
         job = self.jobs[jid]
@@ -376,7 +378,8 @@ class FakeFlinkCluster(_RestCluster):
         with self.lock:
             self.calls.append("submit")
             jid = uuid.uuid4().hex
-            options = {k: v for k, v in variables.items() if not isinstance(v, bool)}
+            options = {k: v for k, v in variables.items() if not isinstance(v, bool)
+                       and not (self.drop_skyrec_options and k.startswith("skyrec_"))}
             if self.image_override:
                 options["environment_config"] = self.image_override
             parallelism = self.parallelism_override or int(variables.get("parallelism") or 1)

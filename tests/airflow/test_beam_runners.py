@@ -63,10 +63,7 @@ class Cluster:
         return str(job["jid"] if self.kind == "flink" else job["id"])
 
     def identity(self, job: dict[str, Any]) -> dict[str, str]:
-        """run/deploy as the cluster reports them (Flink: user-config; Spark: the app name)."""
-        if self.kind == "flink":
-            uc = job["user-config"]
-            return {"name": job["name"], "run": uc["skyrecRunId"], "deploy": uc["skyrecDeploy"]}
+        """run/deploy as the cluster reports them: in the job name (Flink job / Spark app)."""
         base, ident = parse_app_name(job["name"])
         return {"name": base, "run": ident["run"], "deploy": ident["deploy"]}
 
@@ -127,6 +124,7 @@ def test_job_runs_and_outputs_are_proven(run_dag: Any, config: Any, cluster: Clu
     if cluster.kind == "flink":  # the pinned options reached the job (read back from its user-config)
         uc = job["user-config"]
         assert uc["parallelism"] == "4" and uc["environmentConfig"] == config.jobs.flink.environment_config
+        assert uc["skyrecRunId"] == run_dag.run_id()  # uber-jar mode: skyrec's own options are there too
     assert Lake.from_config(config).require(OUT.format(tag=cluster.kind)).rows == 30
     assert time.monotonic() - t0 < 30
 
@@ -226,3 +224,29 @@ def test_two_racing_launches_leave_exactly_one_job_and_both_keep_it(run_dag: Any
     # a later attempt reattaches to that same job
     d = decide(cluster.backend(), s)
     assert d.action == "reattach" and d.handle is not None and d.handle["job_id"] == kept[0]["job_id"]
+
+
+def test_flink_job_is_identified_by_its_name_without_skyrec_options_in_user_config(run_dag: Any, config: Any,
+                                                                                     flink_server: Any,
+                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # with a job server (no uber jar) Beam drops options the Java side does not know, skyrec_* included:
+    # the job is still found by name, its run/deploy read from the name, and a retry reattaches to it
+    from airflow.providers.apache.beam.hooks.beam import BeamHook
+
+    flink_server.reset()
+    flink_server.drop_skyrec_options = True
+    monkeypatch.setattr(BeamHook, "start_python_pipeline", lambda hook, **kw: flink_server.start_python_pipeline(**kw))
+    monkeypatch.setenv("SKYREC__JOBS__BACKEND", "flink")
+    monkeypatch.setenv("SKYREC__JOBS__FLINK__REST_URL", flink_server.url)
+    try:
+        params = {"tag": "jobserver", "rows": "10", "chunks": "2", "chunk_seconds": "0.3"}
+        first = FlinkBackend(load_config()).submit(spec(run_dag, params))
+        (job,) = flink_server.jobs.values()
+        assert not any(k.startswith("skyrec") for k in job["user-config"])
+        assert first["run_id"] == run_dag.run_id() and first["deploy"] == deploy_version()
+        assert state(run_dag("selftest_sync_once", {"job_params": params})) == "success"
+        assert flink_server.calls.count("submit") == 1
+        assert Lake.from_config(config).require(OUT.format(tag="jobserver")).rows == 10
+    finally:
+        flink_server.drop_skyrec_options = False
+        flink_server.close_jobs()

@@ -9,14 +9,12 @@ waits until the cluster lists a job of this run under the job's name.
 
 **Flink** (JobManager REST API, ``jobs.flink.rest_url``):
 
-* the job name is ``skyrec-<job key>`` (Beam's Flink runner names the Flink job after ``job_name``);
-  ``find`` lists ``GET /jobs/overview`` by that name;
-* identity and settings come back from ``GET /jobs/{jid}/config``: ``execution-config.job-parallelism``
-  and ``execution-config.user-config``, where Beam's Flink runner registers the pipeline options as the
-  job's global job parameters (Java option names, so ``skyrec_run_id`` reads back as ``skyrecRunId``;
-  both spellings are accepted). Beam hands options it does not know (the ``skyrec_*`` ones) to the runner
-  only in uber-jar mode, hence ``jobs.flink.submit_uber_jar: true``. A job whose user-config carries no
-  run/deploy is never reattached (the operator's policy cancels it);
+* the job name is ``skyrec-<job key>?run=..&deploy=..`` (:func:`identity_name`; Beam's Flink runner names
+  the Flink job after ``job_name``); ``find`` lists ``GET /jobs/overview`` by the part before ``?``, and
+  run, deploy and try come from the name, so identity holds with a job server as well as in uber-jar mode;
+* settings come back from ``GET /jobs/{jid}/config``: ``execution-config.job-parallelism`` and
+  ``execution-config.user-config``, where Beam's Flink runner registers the pipeline options as the job's
+  global job parameters (Java option names, e.g. ``environmentConfig``; both spellings are accepted);
 * pinned: parallelism, environment type and config (the SDK harness image), the Beam SDK version (the
   tag of the harness image the job runs with, and the launcher's own ``apache_beam``);
 * cancel: ``PATCH /jobs/{jid}?mode=cancel``, then poll ``GET /jobs/{jid}`` until CANCELED/FAILED/FINISHED.
@@ -36,8 +34,8 @@ waits until the cluster lists a job of this run under the job's name.
 * cancel: ``POST /app/kill/?id=<app id>&terminate=true`` (needs ``spark.ui.killEnabled``, the default),
   then poll ``/json/`` until the app is KILLED/FINISHED/FAILED.
 
-Neither cluster refuses a second job under the same name (Dataflow does), so after launching, a live
-job of the same run started earlier wins and the newer one is cancelled: still exactly one job.
+Neither cluster refuses a second job under the same name (Dataflow does), so after launching, the live
+job of the run the cluster registered first is kept and any other cancelled: still exactly one job.
 Tests fake both REST APIs as real HTTP servers on 127.0.0.1 and ``BeamHook.start_python_pipeline``.
 """
 
@@ -172,6 +170,24 @@ class BeamClusterBackend(JobBackend):
         return None  # no summary on the cluster: the operator proves the declared outputs in the lake
 
 
+# ---- identity in the cluster-side name ----------------------------------------------------------
+
+def identity_name(spec: JobSpec, submitted: float | None = None) -> str:
+    """The cluster-side job name: ``skyrec-<job key>``, then the identity (run, dag, task, deploy, try, job,
+    submit time) URL-encoded. Neither cluster echoes skyrec's pipeline options reliably (a Spark master never;
+    Flink only when Beam submits an uber jar), but both list job names, so the name carries the identity."""
+    query = urllib.parse.urlencode({"run": spec.run.run_id, "dag": spec.run.dag_id, "task": spec.run.task_id,
+                                    "deploy": spec.deploy, "job": spec.job, "try": spec.run.try_number,
+                                    "t": f"{time.time() if submitted is None else submitted:.3f}"})
+    return f"{job_name(spec.job_key)}?{query}"
+
+
+def parse_app_name(name: str) -> tuple[str, dict[str, str]]:
+    """``(skyrec-<job key>, identity)`` from a name made by :func:`identity_name` (identity empty otherwise)."""
+    base, _, query = name.partition("?")
+    return base, {k: v[-1] for k, v in urllib.parse.parse_qs(query).items()}
+
+
 # ---- Flink ---------------------------------------------------------------------------------------
 
 FLINK_STATES = {"FINISHED": SUCCEEDED, "FAILED": FAILED, "CANCELED": CANCELLED}  # everything else is not over
@@ -214,18 +230,23 @@ class FlinkBackend(BeamClusterBackend):
 
     def _handle(self, job: dict[str, Any]) -> JobHandle:
         _, opts = self._user_config(job["jid"])
-        started = float(_user_option(opts, "skyrec_submitted") or 0) or float(job.get("start-time") or 0) / 1000
-        name = str(job.get("name") or "")
-        return {"backend": self.kind, "job_key": name.removeprefix("skyrec-") if name.startswith("skyrec-") else None,
-                "job_id": job["jid"], "job_name": name, "run_id": _user_option(opts, "skyrec_run_id"),
-                "dag_id": _user_option(opts, "skyrec_dag_id"), "task_id": _user_option(opts, "skyrec_task_id"),
-                "deploy": _user_option(opts, "skyrec_deploy"), "job": _user_option(opts, "skyrec_job"),
-                "try_number": int(_user_option(opts, "skyrec_try") or 0), "started": started,
+        base, ident = parse_app_name(str(job.get("name") or ""))
+
+        def field(short: str, option: str) -> Any:  # the name first; user-config (uber-jar mode) second
+            return ident.get(short) or _user_option(opts, option)
+
+        submitted = float(field("t", "skyrec_submitted") or 0)
+        return {"backend": self.kind, "job_key": base.removeprefix("skyrec-") if base.startswith("skyrec-") else None,
+                "job_id": job["jid"], "job_name": base, "run_id": field("run", "skyrec_run_id"),
+                "dag_id": field("dag", "skyrec_dag_id"), "task_id": field("task", "skyrec_task_id"),
+                "deploy": field("deploy", "skyrec_deploy"), "job": field("job", "skyrec_job"),
+                "try_number": int(field("try", "skyrec_try") or 0),
+                "started": submitted or float(job.get("start-time") or 0) / 1000,
                 "registered": float(job.get("start-time") or 0) / 1000}
 
     def find(self, job_key: str) -> list[JobHandle]:
         name = job_name(job_key)
-        found = [self._handle(j) for j in self._overview() if j.get("name") == name]
+        found = [self._handle(j) for j in self._overview() if parse_app_name(str(j.get("name") or ""))[0] == name]
         for h in found:
             h["job_key"] = job_key  # the name is truncated at 63 characters; the key is the one asked for
         return sorted(found, key=_cluster_order)
@@ -237,7 +258,7 @@ class FlinkBackend(BeamClusterBackend):
     def pipeline_options(self, spec: JobSpec) -> dict[str, Any]:
         cfg = self._cfg
         master = cfg.master or urllib.parse.urlsplit(cfg.rest_url).netloc or cfg.rest_url
-        return {"job_name": job_name(spec.job_key), "flink_master": master, "parallelism": cfg.parallelism,
+        return {"job_name": identity_name(spec), "flink_master": master, "parallelism": cfg.parallelism,
                 "environment_type": cfg.environment_type, "environment_config": cfg.environment_config,
                 **({"flink_submit_uber_jar": True} if cfg.submit_uber_jar else {}), **identity_options(spec)}
 
@@ -266,9 +287,10 @@ class FlinkBackend(BeamClusterBackend):
     def effective_settings(self, handle: JobHandle) -> dict[str, Any]:
         conf, opts = self._user_config(handle["job_id"])
         image = _user_option(opts, "environment_config")
+        name = str((self._get(f"/jobs/{handle['job_id']}") or {}).get("name") or "")
         return {"parallelism": conf.get("job-parallelism"), "environment_type": _user_option(opts, "environment_type"),
                 "environment_config": image, "sdk_version": image_tag(image),
-                "deploy": _user_option(opts, "skyrec_deploy")}
+                "deploy": parse_app_name(name)[1].get("deploy") or _user_option(opts, "skyrec_deploy")}
 
     def resources(self, handle: JobHandle) -> dict[str, float]:
         cfg = self._cfg
@@ -279,19 +301,6 @@ class FlinkBackend(BeamClusterBackend):
 
 SPARK_STATES = {"FINISHED": SUCCEEDED, "FAILED": FAILED, "KILLED": CANCELLED, "UNKNOWN": LOST}
 _APP_FIELDS = {"run": "run_id", "dag": "dag_id", "task": "task_id", "deploy": "deploy", "job": "job"}
-
-
-def spark_app_name(spec: JobSpec, submitted: float | None = None) -> str:
-    """The Spark application name: the job name, then the identity the master cannot otherwise echo."""
-    query = urllib.parse.urlencode({"run": spec.run.run_id, "dag": spec.run.dag_id, "task": spec.run.task_id,
-                                    "deploy": spec.deploy, "job": spec.job, "try": spec.run.try_number,
-                                    "t": f"{time.time() if submitted is None else submitted:.3f}"})
-    return f"{job_name(spec.job_key)}?{query}"
-
-
-def parse_app_name(name: str) -> tuple[str, dict[str, str]]:
-    base, _, query = name.partition("?")
-    return base, {k: v[-1] for k, v in urllib.parse.parse_qs(query).items()}
 
 
 class SparkBackend(BeamClusterBackend):
@@ -337,7 +346,7 @@ class SparkBackend(BeamClusterBackend):
 
     def pipeline_options(self, spec: JobSpec) -> dict[str, Any]:
         cfg = self._cfg
-        return {"job_name": job_name(spec.job_key), "app_name": spark_app_name(spec),
+        return {"job_name": job_name(spec.job_key), "app_name": identity_name(spec),
                 "spark_master_url": cfg.master_url, "environment_type": cfg.environment_type,
                 "environment_config": cfg.environment_config, **identity_options(spec)}
 
