@@ -47,6 +47,15 @@ _NO_INT = np.zeros(1, dtype=np.int64)[:0]
 _NO_BRANDS = np.zeros(1, dtype=np.int32)[:0]
 
 
+def _compiled(fn: Any) -> Any:
+    """``numba.njit(nogil=True)`` with the machine code cached on disk (next to the module, or in the user's
+    cache directory, or ``NUMBA_CACHE_DIR``); where none of these is writable, compiled once per process."""
+    try:
+        return numba.njit(nogil=True, cache=True)(fn)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(fn)
+
+
 @dataclass
 class TopK:
     """Result for a batch: ``items[i, :counts[i]]`` are candidate positions best first, with ``scores``."""
@@ -68,7 +77,7 @@ def _max_of(row: np.ndarray, s: int, n: int) -> np.float32:  # pragma: no cover 
     return m
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _block_maxima(row: np.ndarray, block: int, out: np.ndarray) -> int:  # pragma: no cover - compiled
     """Maximum of each contiguous ``block`` of ``row`` into ``out``; returns the number of blocks.
     Block sizes 8/16/32/64 are spelled out as constants so the compiler vectorises the reduction."""
@@ -95,7 +104,7 @@ def _block_maxima(row: np.ndarray, block: int, out: np.ndarray) -> int:  # pragm
     return full
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _threshold(bmax: np.ndarray, nblocks: int, p: int, hist: np.ndarray) -> float:  # pragma: no cover
     """A value ``t`` that at least ``p`` block maxima reach, and not many more: one histogram of the maxima
     over [min, max] in ``len(hist)`` buckets, counted from the top until ``p`` is reached; ``t`` is that
@@ -154,7 +163,7 @@ def _gather_block(row: np.ndarray, s: int, n: int, t: float, pos: np.ndarray, m:
     return m
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _sort_pool(key: np.ndarray, pos: np.ndarray, n: int, key2: np.ndarray, pos2: np.ndarray,
                count: np.ndarray) -> bool:  # pragma: no cover - compiled
     """Stable LSD radix sort of ``key[:n]`` (uint32-ranged) carrying ``pos``; bytes equal in every key are
@@ -189,7 +198,7 @@ def _sort_pool(key: np.ndarray, pos: np.ndarray, n: int, key2: np.ndarray, pos2:
     return swapped
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _select_rows(scores: np.ndarray, indptr: np.ndarray, indices: np.ndarray, k: int, brands: np.ndarray,
                  cap: int, p0: int, items: np.ndarray, out_scores: np.ndarray,
                  counts: np.ndarray) -> None:  # pragma: no cover - compiled
