@@ -36,12 +36,13 @@ def run_all(scale: str = "small", only: list[str] | None = None) -> int:
     for script in scripts:
         name = script.stem.removeprefix("bench_")
         print(f"== {name} ({scale})", flush=True)
-        spec = importlib.util.spec_from_file_location(f"skyrec_bench_{name}", script)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
         t = time.monotonic()
         try:
-            spec.loader.exec_module(module)
+            # imported by its file name from benchmarks/ on sys.path, so that child processes a benchmark
+            # spawns (multiprocessing "spawn" passes sys.path on) can import it to unpickle its functions
+            if str(script.parent) not in sys.path:
+                sys.path.insert(0, str(script.parent))
+            module = importlib.import_module(script.stem)
             result = module.main(scale)
             status = "ok"
         except Exception:  # noqa: BLE001 - one failing benchmark must not hide the others' figures
