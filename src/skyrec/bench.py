@@ -6,7 +6,7 @@ description, so BENCHMARKS.md figures can be traced to a run.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import platform

@@ -21,7 +21,7 @@ from skyrec.airflow.backends.beam_runners import (
     image_tag,
     job_name,
     launch_args,
-    parse_app_name,
+    parse_identity_name,
 )
 from skyrec.airflow.sweeper import sweep
 from skyrec.config import load_config
@@ -64,7 +64,7 @@ class Cluster:
 
     def identity(self, job: dict[str, Any]) -> dict[str, str]:
         """run/deploy as the cluster reports them: in the job name (Flink job / Spark app)."""
-        base, ident = parse_app_name(job["name"])
+        base, ident = parse_identity_name(job["name"])
         return {"name": base, "run": ident["run"], "deploy": ident["deploy"]}
 
 

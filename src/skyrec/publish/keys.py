@@ -24,7 +24,9 @@ sees a missing or mixed set. Values are UTF-8 JSON.
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 from skyrec.config import ConfigError
 
@@ -88,3 +90,14 @@ class Keys:
 
 
 VALID_USER_ID = _SAFE
+
+
+def decode_object(raw: Any) -> dict[str, Any] | None:
+    """A JSON object stored under a key; None when the key is absent or holds anything else."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from skyrec.publish.keys import Keys
+from skyrec.publish.keys import Keys, decode_object
 
 
 class PublishError(RuntimeError):
@@ -61,23 +61,13 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
     return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
-def _decode(raw: Any) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def current(redis_client: Any, keys: Keys, variant: str) -> dict[str, Any] | None:
     """The variant's current pointer (``None`` when nothing is published)."""
-    return _decode(redis_client.get(keys.current(variant)))
+    return decode_object(redis_client.get(keys.current(variant)))
 
 
 def history(redis_client: Any, keys: Keys, variant: str) -> list[dict[str, Any]]:
-    return [p for p in (_decode(r) for r in redis_client.lrange(keys.history(variant), 0, -1)) if p]
+    return [p for p in (decode_object(r) for r in redis_client.lrange(keys.history(variant), 0, -1)) if p]
 
 
 def publication_present(redis_client: Any, keys: Keys, variant: str, pub: str) -> bool:
@@ -96,7 +86,7 @@ def _switch(redis_client: Any, keys: Keys, variant: str, new: dict[str, Any], ke
             try:
                 pipe.watch(cur_key)
                 prev_raw = pipe.get(cur_key)
-                prev = _decode(prev_raw)
+                prev = decode_object(prev_raw)
                 if expect_current is not ... and (prev or {}).get("publication") != expect_current:
                     raise PublishError(f"variant {variant!r}: current publication changed concurrently "
                                        f"(now {(prev or {}).get('publication')!r})")
@@ -124,9 +114,9 @@ def rollback(redis_client: Any, keys: Keys, variant: str) -> dict[str, Any]:
         with redis_client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(cur_key, hist_key)
-                cur = _decode(pipe.get(cur_key))
+                cur = decode_object(pipe.get(cur_key))
                 prev_raw = pipe.lindex(hist_key, 0)
-                prev = _decode(prev_raw)
+                prev = decode_object(prev_raw)
                 if prev is None or not isinstance(prev.get("publication"), str):
                     raise LookupError(f"variant {variant!r}: no previous publication to roll back to")
                 if not publication_present(pipe, keys, variant, prev["publication"]):
@@ -183,7 +173,7 @@ def cleanup(redis_client: Any, keys: Keys, variant: str, keep_versions: int) -> 
     # history entries whose publication is gone cannot be rolled back to: drop them
     hist = redis_client.lrange(keys.history(variant), 0, -1)
     for raw in hist:
-        entry = _decode(raw)
+        entry = decode_object(raw)
         if entry is None or entry.get("publication") in removed:
             redis_client.lrem(keys.history(variant), 0, raw)
     return {"removed": removed, "deleted_keys": deleted, "kept": kept}

@@ -362,6 +362,14 @@ class _Plan:
         _select_rows(S, self.indptr[s:e + 1] if self.indptr.size else self.indptr, self.indices, self.kk, br, cap,
                      p0, self.items[s:e], self.scores[s:e], self.counts[s:e])
 
+    def run_serial(self) -> TopK:
+        """Every sub-batch in this thread, one score buffer."""
+        if self.n_chunks:
+            buf = self.buffer()
+            for chunk in range(self.n_chunks):
+                self.run(chunk, buf)
+        return self.result()
+
     def result(self) -> TopK:
         items, scores = self.items, self.scores
         if self.kk < self.k:  # fewer candidates than K: pad to the K columns callers expect
@@ -380,12 +388,7 @@ def topk_batch(user_factors: np.ndarray, item_factors_t: np.ndarray, k: int, *,
     ``sub_batch`` users so that the score matrix (``sub_batch x c`` float32, reused) stays in cache between
     the product and the selection.
     """
-    plan = _Plan(user_factors, item_factors_t, k, exclude, brands, max_per_brand, sub_batch)
-    if plan.n_chunks:
-        buf = plan.buffer()
-        for chunk in range(plan.n_chunks):
-            plan.run(chunk, buf)
-    return plan.result()
+    return _Plan(user_factors, item_factors_t, k, exclude, brands, max_per_brand, sub_batch).run_serial()
 
 
 _BLAS: Any = None
@@ -411,11 +414,7 @@ def topk_threaded(user_factors: np.ndarray, item_factors_t: np.ndarray, k: int, 
     plan = _Plan(user_factors, item_factors_t, k, exclude, brands, max_per_brand, sub_batch)
     workers = min(threads, plan.n_chunks)
     if pool is None or workers <= 1:
-        if plan.n_chunks:
-            buf = plan.buffer()
-            for chunk in range(plan.n_chunks):
-                plan.run(chunk, buf)
-        return plan.result()
+        return plan.run_serial()
     chunks = iter(range(plan.n_chunks))
     take = threading.Lock()
 

@@ -29,7 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from skyrec.publish.keys import Keys
+from skyrec.publish.keys import Keys, decode_object
 from skyrec.serve.fastget import PipelinedGet
 
 log = logging.getLogger("skyrec.serve")
@@ -413,14 +413,7 @@ class Store:
 
     # ---- other reads ---------------------------------------------------------------------------
     async def item(self, variant: str, pub: str, item_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.hget(self.keys.items(variant, pub), item_id)
-        if raw is None:
-            return None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            return None
-        return data if isinstance(data, dict) else None
+        return decode_object(await self.redis.hget(self.keys.items(variant, pub), item_id))
 
     async def random_user(self, variant: str, pub: str) -> str | None:
         """A user id present in the publication: SRANDMEMBER of its users set, else a bounded SCAN sample."""

@@ -119,9 +119,16 @@ class BeamClusterBackend(JobBackend):
 
         return httpx.Client(base_url=self.rest_url.rstrip("/"), timeout=max(5.0, self.config.jobs.poll_interval_seconds))
 
+    ended: dict[str, str] = {}  # the cluster's terminal states
+
+    @property
+    def _cfg(self) -> Any:
+        """This runner's section of ``jobs`` (``jobs.flink`` / ``jobs.spark``)."""
+        return getattr(self.config.jobs, self.kind)
+
     @property
     def rest_url(self) -> str:
-        raise NotImplementedError
+        return str(self._cfg.rest_url)
 
     def pipeline_options(self, spec: JobSpec) -> dict[str, Any]:
         raise NotImplementedError
@@ -129,8 +136,27 @@ class BeamClusterBackend(JobBackend):
     def _request_cancel(self, handle: JobHandle) -> None:
         raise NotImplementedError
 
+    def _listing(self) -> list[dict[str, Any]]:
+        """Every job/application the cluster lists (each with ``name`` and ``state``)."""
+        raise NotImplementedError
+
+    def _handle(self, job: dict[str, Any]) -> JobHandle:
+        raise NotImplementedError
+
     def _check_sdk(self) -> None:
-        """Refuse to launch with an SDK other than the pinned one (overridden per runner)."""
+        """Refuse to launch with an SDK other than the pinned one."""
+        check_sdk(self._cfg.sdk_version, f"jobs.{self.kind}")
+
+    def find(self, job_key: str) -> list[JobHandle]:
+        name = job_name(job_key)
+        found = [self._handle(j) for j in self._listing() if parse_identity_name(str(j.get("name") or ""))[0] == name]
+        for h in found:
+            h["job_key"] = job_key  # the name is truncated at 63 characters; the key is the one asked for
+        return sorted(found, key=_cluster_order)
+
+    def list_all(self) -> list[JobHandle]:
+        return [self._handle(j) for j in self._listing()
+                if str(j.get("name", "")).startswith("skyrec-") and j.get("state") not in self.ended]
 
     def submit(self, spec: JobSpec) -> JobHandle:
         self._check_sdk()
@@ -182,7 +208,7 @@ def identity_name(spec: JobSpec, submitted: float | None = None) -> str:
     return f"{job_name(spec.job_key)}?{query}"
 
 
-def parse_app_name(name: str) -> tuple[str, dict[str, str]]:
+def parse_identity_name(name: str) -> tuple[str, dict[str, str]]:
     """``(skyrec-<job key>, identity)`` from a name made by :func:`identity_name` (identity empty otherwise)."""
     base, _, query = name.partition("?")
     return base, {k: v[-1] for k, v in urllib.parse.parse_qs(query).items()}
@@ -205,14 +231,7 @@ class FlinkBackend(BeamClusterBackend):
     kind = "flink"
     runner = "FlinkRunner"
     cluster = "Flink"
-
-    @property
-    def _cfg(self) -> Any:
-        return self.config.jobs.flink
-
-    @property
-    def rest_url(self) -> str:
-        return str(self._cfg.rest_url)
+    ended = FLINK_STATES
 
     def _get(self, path: str) -> dict[str, Any] | None:
         resp = self.http.get(path)
@@ -221,7 +240,7 @@ class FlinkBackend(BeamClusterBackend):
         resp.raise_for_status()
         return dict(resp.json())
 
-    def _overview(self) -> list[dict[str, Any]]:
+    def _listing(self) -> list[dict[str, Any]]:
         return list((self._get("/jobs/overview") or {}).get("jobs") or [])
 
     def _user_config(self, jid: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -230,7 +249,7 @@ class FlinkBackend(BeamClusterBackend):
 
     def _handle(self, job: dict[str, Any]) -> JobHandle:
         _, opts = self._user_config(job["jid"])
-        base, ident = parse_app_name(str(job.get("name") or ""))
+        base, ident = parse_identity_name(str(job.get("name") or ""))
 
         def field(short: str, option: str) -> Any:  # the name first; user-config (uber-jar mode) second
             return ident.get(short) or _user_option(opts, option)
@@ -244,26 +263,12 @@ class FlinkBackend(BeamClusterBackend):
                 "started": submitted or float(job.get("start-time") or 0) / 1000,
                 "registered": float(job.get("start-time") or 0) / 1000}
 
-    def find(self, job_key: str) -> list[JobHandle]:
-        name = job_name(job_key)
-        found = [self._handle(j) for j in self._overview() if parse_app_name(str(j.get("name") or ""))[0] == name]
-        for h in found:
-            h["job_key"] = job_key  # the name is truncated at 63 characters; the key is the one asked for
-        return sorted(found, key=_cluster_order)
-
-    def list_all(self) -> list[JobHandle]:
-        return [self._handle(j) for j in self._overview()
-                if str(j.get("name", "")).startswith("skyrec-") and j.get("state") not in FLINK_STATES]
-
     def pipeline_options(self, spec: JobSpec) -> dict[str, Any]:
         cfg = self._cfg
         master = cfg.master or urllib.parse.urlsplit(cfg.rest_url).netloc or cfg.rest_url
         return {"job_name": identity_name(spec), "flink_master": master, "parallelism": cfg.parallelism,
                 "environment_type": cfg.environment_type, "environment_config": cfg.environment_config,
                 **({"flink_submit_uber_jar": True} if cfg.submit_uber_jar else {}), **identity_options(spec)}
-
-    def _check_sdk(self) -> None:
-        check_sdk(self._cfg.sdk_version, "jobs.flink")
 
     def status(self, handle: JobHandle) -> str:
         job = self._get(f"/jobs/{handle['job_id']}")
@@ -290,7 +295,7 @@ class FlinkBackend(BeamClusterBackend):
         name = str((self._get(f"/jobs/{handle['job_id']}") or {}).get("name") or "")
         return {"parallelism": conf.get("job-parallelism"), "environment_type": _user_option(opts, "environment_type"),
                 "environment_config": image, "sdk_version": image_tag(image),
-                "deploy": parse_app_name(name)[1].get("deploy") or _user_option(opts, "skyrec_deploy")}
+                "deploy": parse_identity_name(name)[1].get("deploy") or _user_option(opts, "skyrec_deploy")}
 
     def resources(self, handle: JobHandle) -> dict[str, float]:
         cfg = self._cfg
@@ -307,27 +312,20 @@ class SparkBackend(BeamClusterBackend):
     kind = "spark"
     runner = "SparkRunner"
     cluster = "Spark"
+    ended = SPARK_STATES
 
-    @property
-    def _cfg(self) -> Any:
-        return self.config.jobs.spark
-
-    @property
-    def rest_url(self) -> str:
-        return str(self._cfg.rest_url)
-
-    def _apps(self) -> list[dict[str, Any]]:
+    def _listing(self) -> list[dict[str, Any]]:
         resp = self.http.get("/json/")
         resp.raise_for_status()
         state = resp.json()
         return [*(state.get("activeapps") or []), *(state.get("completedapps") or [])]
 
     def _app(self, app_id: str) -> dict[str, Any] | None:
-        return next((a for a in self._apps() if a.get("id") == app_id), None)
+        return next((a for a in self._listing() if a.get("id") == app_id), None)
 
-    def _handle(self, app: dict[str, Any], job_key: str | None = None) -> JobHandle:
-        base, ident = parse_app_name(str(app.get("name") or ""))
-        handle: JobHandle = {"backend": self.kind, "job_key": job_key or base.removeprefix("skyrec-"),
+    def _handle(self, app: dict[str, Any]) -> JobHandle:
+        base, ident = parse_identity_name(str(app.get("name") or ""))
+        handle: JobHandle = {"backend": self.kind, "job_key": base.removeprefix("skyrec-"),
                              "job_id": app["id"], "job_name": base,
                              "try_number": int(ident.get("try") or 0),
                              "started": float(ident.get("t") or 0) or float(app.get("starttime") or 0) / 1000,
@@ -335,23 +333,11 @@ class SparkBackend(BeamClusterBackend):
         handle.update({key: ident.get(short) for short, key in _APP_FIELDS.items()})
         return handle
 
-    def find(self, job_key: str) -> list[JobHandle]:
-        name = job_name(job_key)
-        found = [self._handle(a, job_key) for a in self._apps() if parse_app_name(str(a.get("name") or ""))[0] == name]
-        return sorted(found, key=_cluster_order)
-
-    def list_all(self) -> list[JobHandle]:
-        return [self._handle(a) for a in self._apps()
-                if str(a.get("name", "")).startswith("skyrec-") and a.get("state") not in SPARK_STATES]
-
     def pipeline_options(self, spec: JobSpec) -> dict[str, Any]:
         cfg = self._cfg
         return {"job_name": job_name(spec.job_key), "app_name": identity_name(spec),
                 "spark_master_url": cfg.master_url, "environment_type": cfg.environment_type,
                 "environment_config": cfg.environment_config, **identity_options(spec)}
-
-    def _check_sdk(self) -> None:
-        check_sdk(self._cfg.sdk_version, "jobs.spark")
 
     def status(self, handle: JobHandle) -> str:
         app = self._app(handle["job_id"])
