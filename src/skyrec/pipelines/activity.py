@@ -228,33 +228,29 @@ class IngestActivity(beam.PTransform):
 
 
 def pipeline_options(config: Any, *, job_name: str) -> PipelineOptions:
-    """The Beam launcher's options when a Beam backend started the job; else DirectRunner locally, or
-    DataflowRunner with the pinned ``jobs.dataflow`` settings for backend=dataflow."""
+    """The Beam launcher's options when a Beam backend started the job; else DirectRunner locally, or the
+    runner of ``jobs.backend`` (dataflow, flink, spark) with its pinned settings."""
     import re
 
     from skyrec.config import ConfigError
     from skyrec.pipelines import launcher_options
+    from skyrec.pipelines.runners import RUNNERS, options_to_args, runner_options
 
     launched = launcher_options()
     if launched is not None:  # started by a Beam backend (Dataflow, Flink, Spark): its pinned options
         return PipelineOptions(launched)
-    if config.jobs.backend == "dataflow":
-        df = config.jobs.dataflow
-        if beam.__version__ != df.sdk_version:
-            raise ConfigError(f"jobs.dataflow.sdk_version: pinned {df.sdk_version!r} but apache-beam "
-                              f"{beam.__version__} is installed")
-        if not df.project:
-            raise ConfigError("jobs.dataflow.project: required when jobs.backend is dataflow")
-        name = re.sub(r"[^a-z0-9-]+", "-", job_name.lower()).strip("-")[:63] or "skyrec-activity"
-        args = ["--runner=DataflowRunner", f"--project={df.project}", f"--region={df.region}",
-                f"--job_name={name}", f"--worker_machine_type={df.machine_type}",
-                f"--disk_size_gb={df.disk_size_gb}", f"--max_num_workers={df.max_workers}",
-                f"--temp_location={config.lake_url.rstrip('/')}/_beam/temp",
-                f"--staging_location={config.lake_url.rstrip('/')}/_beam/staging",
-                f"--experiments=shuffle_mode={df.shuffle_mode}", "--labels=app=skyrec",
-                *[f"--experiments={e}" for e in df.experiments]]
-        return PipelineOptions(args)
-    return PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    runner = RUNNERS.get(config.jobs.backend)
+    if runner is None:
+        return PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    pinned = getattr(config.jobs, config.jobs.backend).sdk_version
+    if beam.__version__ != pinned:
+        raise ConfigError(f"jobs.{config.jobs.backend}.sdk_version: pinned {pinned!r} but apache-beam "
+                          f"{beam.__version__} is installed")
+    name = re.sub(r"[^a-z0-9-]+", "-", job_name.lower()).strip("-")[:63] or "skyrec-activity"
+    options = {"runner": runner, "job_name": name, **runner_options(config, runner)}
+    if runner == "DataflowRunner":
+        options["labels"] = ["app=skyrec"]
+    return PipelineOptions(options_to_args(options))
 
 
 def execute(spec: Spec, files: list[tuple[str, str]], options: PipelineOptions) -> dict[str, int]:

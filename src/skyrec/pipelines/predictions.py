@@ -8,7 +8,8 @@ folder under deterministic names, so a retried bundle overwrites its own files a
 results back after the run (no large data through the runner).
 
 Runners by config (``precompute.runner``): DirectRunner (``direct_num_workers``, ``direct_running_mode``),
-DataflowRunner with the pinned settings of ``jobs.dataflow``, FlinkRunner, SparkRunner.
+DataflowRunner, FlinkRunner or SparkRunner with the pinned settings of ``jobs.dataflow`` / ``jobs.flink`` /
+``jobs.spark`` (``skyrec.pipelines.runners``, the same options the Beam job backends launch with).
 """
 
 from __future__ import annotations
@@ -68,23 +69,14 @@ def pipeline_args(config: Config, job_name: str) -> list[str]:
     launched = launcher_options()
     if launched is not None:  # started by a Beam backend: its pinned options, its job name
         return launched
+    from skyrec.pipelines.runners import options_to_args, runner_options
+
     pc = config.precompute
     args = [f"--runner={pc.runner}", f"--job_name={job_name}"]
     if pc.runner == "DirectRunner":
-        args += [f"--direct_num_workers={pc.direct_num_workers}", f"--direct_running_mode={pc.direct_running_mode}"]
-    elif pc.runner == "DataflowRunner":
-        df = config.jobs.dataflow
-        if not df.project:
-            from skyrec.config import ConfigError
-
-            raise ConfigError("jobs.dataflow.project: required for precompute.runner=DataflowRunner")
-        args += [f"--project={df.project}", f"--region={df.region}", f"--machine_type={df.machine_type}",
-                 f"--disk_size_gb={df.disk_size_gb}", f"--max_num_workers={df.max_workers}",
-                 f"--temp_location={config.lake_url.rstrip('/')}/_tmp/dataflow"]
-        args += [f"--experiments={e}" for e in df.experiments]
-        if df.shuffle_mode == "service":
-            args.append("--experiments=shuffle_mode=service")
-    return args
+        return args + [f"--direct_num_workers={pc.direct_num_workers}",
+                       f"--direct_running_mode={pc.direct_running_mode}"]
+    return args + options_to_args(runner_options(config, pc.runner))
 
 
 def run(spec: PrecomputeSpec, shards: list[tuple[int, int, int]], args: list[str]) -> dict[str, Any]:

@@ -59,6 +59,7 @@ from skyrec.airflow.backends import (
     JobHandle,
     JobSpec,
 )
+from skyrec.pipelines.runners import runner_options
 
 
 def job_name(job_key: str) -> str:
@@ -264,11 +265,7 @@ class FlinkBackend(BeamClusterBackend):
                 "registered": float(job.get("start-time") or 0) / 1000}
 
     def pipeline_options(self, spec: JobSpec) -> dict[str, Any]:
-        cfg = self._cfg
-        master = cfg.master or urllib.parse.urlsplit(cfg.rest_url).netloc or cfg.rest_url
-        return {"job_name": identity_name(spec), "flink_master": master, "parallelism": cfg.parallelism,
-                "environment_type": cfg.environment_type, "environment_config": cfg.environment_config,
-                **({"flink_submit_uber_jar": True} if cfg.submit_uber_jar else {}), **identity_options(spec)}
+        return {"job_name": identity_name(spec), **runner_options(self.config, self.runner), **identity_options(spec)}
 
     def status(self, handle: JobHandle) -> str:
         job = self._get(f"/jobs/{handle['job_id']}")
@@ -334,10 +331,8 @@ class SparkBackend(BeamClusterBackend):
         return handle
 
     def pipeline_options(self, spec: JobSpec) -> dict[str, Any]:
-        cfg = self._cfg
         return {"job_name": job_name(spec.job_key), "app_name": identity_name(spec),
-                "spark_master_url": cfg.master_url, "environment_type": cfg.environment_type,
-                "environment_config": cfg.environment_config, **identity_options(spec)}
+                **runner_options(self.config, self.runner), **identity_options(spec)}
 
     def status(self, handle: JobHandle) -> str:
         app = self._app(handle["job_id"])

@@ -112,15 +112,11 @@ class DataflowBackend(JobBackend):
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def pipeline_options(self, spec: JobSpec) -> dict[str, Any]:
-        cfg = self._cfg
-        return {
-            "runner": "DataflowRunner", "project": cfg.project, "region": cfg.region,
-            "job_name": job_name(spec.job_key), "labels": spec.labels(),
-            "worker_machine_type": cfg.machine_type, "disk_size_gb": cfg.disk_size_gb,
-            "max_num_workers": cfg.max_workers, "experiments": [*cfg.experiments, f"shuffle_mode={cfg.shuffle_mode}"],
-            "skyrec_run_id": spec.run.run_id, "skyrec_dag_id": spec.run.dag_id, "skyrec_task_id": spec.run.task_id,
-            "skyrec_deploy": spec.deploy, "skyrec_job": spec.job, "skyrec_submitted": f"{time.time():.3f}",
-        }
+        from skyrec.airflow.backends.beam_runners import identity_options
+        from skyrec.pipelines.runners import runner_options
+
+        return {"runner": "DataflowRunner", "job_name": job_name(spec.job_key), "labels": spec.labels(),
+                **runner_options(self.config, "DataflowRunner"), **identity_options(spec)}
 
     def submit(self, spec: JobSpec) -> JobHandle:
         if not self._cfg.project:
