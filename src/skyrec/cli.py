@@ -136,6 +136,24 @@ def demo(
 
 
 @app.command()
+def gc(
+    env: EnvOpt = None,
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+    grace_hours: float = typer.Option(None, "--grace-hours", help="Override storage.gc_grace_hours."),
+) -> None:
+    """Remove staging left by dead attempts (never a committed file, never a live attempt's staging)."""
+    from skyrec.storage import Lake
+
+    cfg = _config(env)
+    hours = cfg.storage.gc_grace_hours if grace_hours is None else grace_hours
+    removed = Lake.from_config(cfg).collect_all(cfg, grace_seconds=hours * 3600.0, dry_run=dry_run)
+    for path in removed:
+        typer.echo(f"{'would remove' if dry_run else 'removed'} {path}")
+    typer.echo(f"{len(removed)} abandoned item(s) {'found' if dry_run else 'removed'} "
+               f"(grace {hours:g} h) in {cfg.lake_url}")
+
+
+@app.command()
 def stop(env: EnvOpt = None) -> None:
     """Stop the API and the local serving Redis left running by `make demo KEEP_SERVING=1` / `make serve`."""
     from skyrec.demo import stop_all

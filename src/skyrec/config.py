@@ -36,6 +36,9 @@ class StorageConfig(_Model):
     lake: str
     storage_options: dict[str, Any] = Field(default_factory=dict)
     state: str
+    # The collector of abandoned attempts (the sweeper, `skyrec gc`) removes an unreferenced staging
+    # folder only when it is older than this and its producer is not alive. Must exceed every job deadline.
+    gc_grace_hours: float = Field(24.0, gt=0)
 
 
 class SourceConfig(_Model):
@@ -326,6 +329,11 @@ class Config(_Model):
                 raise ValueError(
                     f"variants.{name}.model: unknown model {variant.model!r} (known: {sorted(self.models)})"
                 )
+        longest = max(self.jobs.deadlines_minutes.values(), default=0.0)
+        if self.storage.gc_grace_hours * 60.0 <= longest:
+            raise ValueError(f"storage.gc_grace_hours: {self.storage.gc_grace_hours} h is not longer than the "
+                             f"longest job deadline ({longest:g} min in jobs.deadlines_minutes): the collector "
+                             f"could remove the staging of a job still allowed to run")
         return self
 
     # ---- derived -------------------------------------------------------------------------------

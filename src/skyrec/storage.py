@@ -22,8 +22,10 @@ import json
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import Iterator
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
@@ -35,6 +37,7 @@ from skyrec.config import Config, ConfigError
 MANIFEST_DIR = "_manifest"
 ATTEMPTS_DIR = "_attempts"
 QUARANTINE_DIR = "_quarantine"
+ATTEMPT_MARKER = "_attempt.json"  # in each attempt folder: who writes there (for the collector)
 _REVISION = re.compile(r"^(\d{6})\.json$")
 
 
@@ -92,6 +95,9 @@ class Manifest:
     rows: int
     meta: dict[str, Any] = field(default_factory=dict)
     quarantine: dict[str, int] = field(default_factory=dict)
+    # Unique per commit call: lets a committer whose create-only request was answered "exists" (a retried
+    # request whose first response was lost) recognise the manifest as its own. Empty in old manifests.
+    commit_id: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
@@ -100,7 +106,8 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         raw = json.loads(text)
         raw["files"] = [FileEntry(**f) for f in raw["files"]]
-        return cls(**raw)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
     def file(self, name: str) -> FileEntry:
         for f in self.files:
@@ -141,21 +148,45 @@ class Lake:
         return self.abspath(rel)
 
     # ---- reading committed outputs ------------------------------------------------------------
+    def _fresh(self, full: str) -> None:
+        """Forget what this process's filesystem object cached about ``full`` (listings, file info).
+
+        fsspec shares one filesystem instance per process and object-store implementations cache
+        directory listings on it, so a long-lived reader (the API, a scheduler) would go on seeing the
+        revisions it listed first. Every read that decides *which* committed output or revision to use
+        looks at the store itself.
+        """
+        if not self.is_local:
+            self.fs.invalidate_cache(full)
+
+    def _ls(self, full: str, *, detail: bool) -> list[Any]:
+        self._fresh(full)
+        return self.fs.ls(full, detail=detail)
+
     def _revisions(self, rel: str) -> list[int]:
         mdir = self.abspath(f"{rel}/{MANIFEST_DIR}")
         try:
-            names = [p.rsplit("/", 1)[-1] for p in self.fs.ls(mdir, detail=False)]
+            names = [p.rsplit("/", 1)[-1] for p in self._ls(mdir, detail=False)]
         except FileNotFoundError:
             return []
         return sorted(int(m.group(1)) for n in names if (m := _REVISION.match(n)))
+
+    def read_manifest(self, rel: str, revision: int) -> Manifest | None:
+        """One revision's manifest, read from the store (None if it does not exist)."""
+        full = self.abspath(f"{rel}/{MANIFEST_DIR}/{revision:06d}.json")
+        self._fresh(full)
+        try:
+            with self.fs.open(full, "rb") as fh:
+                return Manifest.from_json(fh.read().decode())
+        except FileNotFoundError:
+            return None
 
     def manifest(self, rel: str) -> Manifest | None:
         """The committed manifest of the output at ``rel`` (highest revision), or None."""
         revs = self._revisions(rel)
         if not revs:
             return None
-        with self.fs.open(self.abspath(f"{rel}/{MANIFEST_DIR}/{revs[-1]:06d}.json"), "rb") as fh:
-            return Manifest.from_json(fh.read().decode())
+        return self.read_manifest(rel, revs[-1])
 
     def committed(self, rel: str) -> bool:
         return bool(self._revisions(rel))
@@ -179,7 +210,7 @@ class Lake:
         """Lake-relative output folders directly under ``prefix``, sorted by name (run keys sort by time)."""
         base = self.abspath(prefix.rstrip("/"))
         try:
-            entries = self.fs.ls(base, detail=True)
+            entries = self._ls(base, detail=True)
         except FileNotFoundError:
             return []
         rels = []
@@ -220,6 +251,7 @@ class Lake:
         """Post-condition: every file listed exists with the recorded size (and checksum)."""
         for entry in manifest.files:
             full = self.abspath(f"{manifest.path}/{entry.path}")
+            self._fresh(full)
             try:
                 size = self.fs.size(full)
             except FileNotFoundError:
@@ -279,30 +311,154 @@ class Lake:
             self.fs.pipe_file(full, data)  # single-object PUT is atomic on object stores
 
     def read_pointer(self, rel: str) -> dict[str, Any] | None:
+        full = self.abspath(rel)
+        self._fresh(full)
         try:
-            with self.fs.open(self.abspath(rel), "rb") as fh:
+            with self.fs.open(full, "rb") as fh:
                 return json.loads(fh.read())
         except FileNotFoundError:
             return None
 
-    def gc_attempts(self, rel: str) -> list[str]:
-        """Remove attempt folders the committed manifests do not reference (never a referenced file)."""
+    # ---- collecting abandoned attempts --------------------------------------------------------
+    def collect(self, rel: str, *, grace_seconds: float, is_live: LiveCheck | None = None,
+                dry_run: bool = False, now: float | None = None) -> list[str]:
+        """Remove what dead attempts left in the output at ``rel``; returns the lake paths removed.
+
+        An attempt folder is removed only when (1) no committed manifest revision references it, (2) its
+        newest file is older than ``grace_seconds`` (longer than any job may run: a job past its deadline
+        is cancelled), and (3) its producer is not alive (``is_live``, by default: same host and the
+        process still exists). Temporary files a killed commit left in ``_manifest/`` go after the grace
+        period. Never a file a manifest lists, never a live attempt's staging.
+        """
+        now = time.time() if now is None else now
+        live = is_live or process_alive
         keep: set[str] = set()
         for rev in self._revisions(rel):
-            with self.fs.open(self.abspath(f"{rel}/{MANIFEST_DIR}/{rev:06d}.json"), "rb") as fh:
-                m = Manifest.from_json(fh.read().decode())
+            m = self.read_manifest(rel, rev)
+            if m is None:  # listed a moment ago, unreadable now: do not guess
+                return []
             keep.update(f.path.split("/")[1] for f in m.files if f.path.startswith(ATTEMPTS_DIR + "/"))
-        removed = []
+        removed: list[str] = []
         base = self.abspath(f"{rel}/{ATTEMPTS_DIR}")
         try:
-            tokens = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False)]
+            tokens = [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in self._ls(base, detail=True)]
         except FileNotFoundError:
-            return []
+            tokens = []
         for token in tokens:
-            if token not in keep and self._revisions(rel):
-                self.fs.rm(f"{base}/{token}", recursive=True)
-                removed.append(token)
+            if token in keep:
+                continue
+            folder = f"{base}/{token}"
+            newest, marker = self._attempt_facts(folder)
+            if newest is not None and now - newest < grace_seconds:
+                continue
+            if marker is not None and live(marker):
+                continue
+            if not dry_run:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(folder, recursive=True)
+            removed.append(f"{rel}/{ATTEMPTS_DIR}/{token}")
+        mdir = self.abspath(f"{rel}/{MANIFEST_DIR}")
+        try:
+            entries = self._ls(mdir, detail=True)
+        except FileNotFoundError:
+            entries = []
+        for e in entries:
+            name = e["name"].rstrip("/").rsplit("/", 1)[-1]
+            if _REVISION.match(name) or ".tmp." not in name:
+                continue
+            mtime = _mtime(e)
+            if mtime is not None and now - mtime < grace_seconds:
+                continue
+            if not dry_run:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(e["name"])
+            removed.append(f"{rel}/{MANIFEST_DIR}/{name}")
         return removed
+
+    def _attempt_facts(self, folder: str) -> tuple[float | None, dict[str, Any] | None]:
+        """(newest modification time of any file in an attempt folder, its attempt marker or None)."""
+        self._fresh(folder)
+        try:
+            found = self.fs.find(folder, detail=True)
+        except FileNotFoundError:
+            return None, None
+        times = [t for info in found.values() if (t := _mtime(info)) is not None]
+        marker = None
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            with self.fs.open(f"{folder}/{ATTEMPT_MARKER}", "rb") as fh:
+                marker = json.loads(fh.read())
+        if not times and not found:  # an empty folder (object stores hold none; a local one may)
+            with contextlib.suppress(FileNotFoundError):
+                t = _mtime(self.fs.info(folder))
+                times = [t] if t is not None else []
+        return (max(times) if times else None), marker
+
+    def collect_all(self, config: Config, *, grace_seconds: float, is_live: LiveCheck | None = None,
+                    dry_run: bool = False) -> list[str]:
+        """``collect`` over every output of every dataset the config declares."""
+        removed: list[str] = []
+        for template in config.datasets.values():
+            pattern = re.sub(r"\{[^}]+\}", "*", template.strip("/"))
+            try:
+                folders = self.fs.glob(self.abspath(f"{pattern}/{ATTEMPTS_DIR}")) + \
+                    self.fs.glob(self.abspath(f"{pattern}/{MANIFEST_DIR}"))
+            except FileNotFoundError:
+                continue
+            outputs = sorted({f.rstrip("/").rsplit("/", 1)[0] for f in folders})
+            for full in outputs:
+                rel = full[len(self.root):].strip("/")
+                removed += self.collect(rel, grace_seconds=grace_seconds, is_live=is_live, dry_run=dry_run)
+        return removed
+
+
+LiveCheck = Any  # Callable[[dict[str, Any]], bool]: given an attempt marker, is its producer alive?
+
+
+def process_alive(marker: dict[str, Any]) -> bool:
+    """Default liveness: the producer ran on this host and its process (same start time) still exists.
+
+    A producer on another host cannot be checked from here; the grace period decides for it.
+    """
+    if marker.get("host") != socket.gethostname():
+        return False
+    pid = int(marker.get("pid") or 0)
+    if pid <= 0:
+        return False
+    started = _process_start(pid)
+    if started is None:
+        return False
+    recorded = marker.get("proc_start")
+    return recorded is None or recorded == started
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (tells a live process from a new one with a reused pid)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode(errors="replace")
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return "unknown"
+        return "unknown"
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    for key in ("mtime", "LastModified", "updated", "last_modified", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, dt.datetime):
+            return value.timestamp()
+        with contextlib.suppress(ValueError):
+            return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    return None
 
 
 def _sha256(fs: Any, full: str) -> str:
@@ -327,7 +483,12 @@ class Stage:
         self._rows: dict[str, int | None] = {}
         self.quarantine_counts: dict[str, int] = {}
         self.committed_manifest: Manifest | None = None
+        self._uncertain = False
         self.lake.fs.makedirs(self.path(""), exist_ok=True)
+        marker = {**asdict(producer), "token": self.token, "started": _now(),
+                  "proc_start": _process_start(producer.pid) if producer.pid == os.getpid() else None}
+        with self.fs.open(self.path(ATTEMPT_MARKER), "wb") as fh:
+            fh.write(json.dumps(marker, sort_keys=True).encode())
 
     # where to write
     def path(self, name: str) -> str:
@@ -391,19 +552,55 @@ class Stage:
         manifest = Manifest(
             dataset=self.dataset, path=self.rel, revision=self.base_revision, committed_at=_now(),
             producer=asdict(self.producer), files=entries, rows=data_rows, meta=meta or {},
-            quarantine=dict(self.quarantine_counts),
+            quarantine=dict(self.quarantine_counts), commit_id=f"{self.token}.{uuid.uuid4().hex}",
         )
         target = self.lake.abspath(f"{self.rel}/{MANIFEST_DIR}/{self.base_revision:06d}.json")
-        if not self.lake.create_only(target, manifest.to_json().encode()):
+        try:
+            created = self.lake.create_only(target, manifest.to_json().encode())
+        except Exception as exc:
+            # The request may have landed although it failed here (a timeout after the store wrote it):
+            # only the store can tell. If the manifest there is ours, we committed.
+            created = self._settle(manifest, exc)
+        else:
+            if not created:
+                # "Already exists" can be our own earlier request answered late: a retried conditional
+                # create whose first response was lost. Keep the commit if the manifest there is ours.
+                created = self._settle(manifest, None)
+        if not created:
             winner = self.lake.manifest(self.rel)
             self.discard()
             raise AlreadyCommitted(self.lake.abspath(self.rel), winner)
         self.committed_manifest = manifest
         return manifest
 
+    def _settle(self, manifest: Manifest, error: BaseException | None) -> bool:
+        """Whether the manifest at our revision is the one we tried to create.
+
+        False: another attempt's manifest is there (we lost). Raises (keeping our staging, which the
+        collector reclaims later if it is not referenced) when the store cannot tell us.
+        """
+        try:
+            there = self.lake.read_manifest(self.rel, manifest.revision)
+        except Exception as exc:  # noqa: BLE001 - cannot tell who won: keep everything, fail loudly
+            self._uncertain = True
+            raise StorageError(f"{self.lake.abspath(self.rel)}: commit outcome unknown "
+                               f"({error or 'exists'}; reading it back failed: {exc})") from exc
+        if there is None:
+            if error is None:  # "exists" but nothing there: a store we cannot trust for create-only
+                self._uncertain = True
+                raise StorageError(f"{self.lake.abspath(self.rel)}: create-only commit refused but no "
+                                   f"manifest revision {manifest.revision} exists")
+            self._uncertain = True  # a request still in flight could land later: keep the staging
+            raise StorageError(f"{self.lake.abspath(self.rel)}: commit failed: {error}") from error
+        return bool(manifest.commit_id) and there.commit_id == manifest.commit_id
+
     def discard(self) -> None:
-        """Remove this attempt's staging folder (only ours; never a committed file)."""
-        if self.committed_manifest is not None:
+        """Remove this attempt's staging folder (only ours; never a committed file).
+
+        Not after an uncertain commit: a manifest we cannot see may point at it (the collector of
+        abandoned attempts removes it later if no manifest does).
+        """
+        if self.committed_manifest is not None or self._uncertain:
             return
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.path(""), recursive=True)

@@ -26,7 +26,15 @@ def run_sweeper(**context: Any) -> list[dict[str, Any]]:
     from skyrec.airflow.sweeper import airflow_ti_state, sweep
     from skyrec.config import load_config
 
-    swept = sweep(load_config(), airflow_ti_state(context["ti"]))
+    from skyrec.storage import Lake
+
+    config = load_config()
+    swept = sweep(config, airflow_ti_state(context["ti"]))
     for entry in swept:
         print(f"swept {entry}")
-    return swept
+    # Staging of attempts that died without committing (killed, cancelled, lost): unreferenced, past the
+    # grace period (longer than any deadline) and with no live producer.
+    collected = Lake.from_config(config).collect_all(config, grace_seconds=config.storage.gc_grace_hours * 3600.0)
+    for path in collected:
+        print(f"collected abandoned staging {path}")
+    return swept + [{"collected": path} for path in collected]
