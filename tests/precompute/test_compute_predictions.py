@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -79,7 +80,7 @@ def test_compute_predictions_exact_and_loadable(config_factory, redis_client, en
     assert redis_client.dbsize() == meta["keys"]
     keys = Keys(cfg.publish.key_prefix)
     pub = meta["publication"]
-    assert pub == "v1.20260301T120000"
+    assert re.fullmatch(r"v1\.20260301T120000-[0-9a-f]{8}", pub)  # run key + this attempt's nonce
     for user, items in list(want.items())[:40]:
         value = json.loads(redis_client.get(keys.rec("comedy_featured", pub, user)))
         assert [i for i, _ in value] == items

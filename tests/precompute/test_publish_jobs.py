@@ -221,3 +221,37 @@ def test_history_published_with_predictions_and_served(config_factory, redis_ser
     assert not list(redis_client.scan_iter(match=keys.hist_pattern(ptr["activity"]), count=1000))
     now = current(redis_client, keys, VARIANT)
     assert json.loads(redis_client.get(keys.hist(now["activity"], user))) == want
+
+
+def test_forced_rerun_gets_a_new_publication_id_and_is_published(cfg, redis_client) -> None:
+    """A forced re-run of compute_predictions is a new revision: a new publication id (so no cache keyed by
+    the id can mix the two contents), and publishing it switches to it rather than answering 'already current'."""
+    keys = Keys(cfg.publish.key_prefix)
+    first = _job("compute_predictions", cfg, 0)
+    assert _job("publish_predictions", cfg, 0)["publication"] == first["publication"]
+    code, payload = execute("compute_predictions", config=cfg, run=_run(0), params={"variant": VARIANT}, force=True)
+    assert code == 0, payload.get("error")
+    second = payload["summary"]
+    assert second["publication"] != first["publication"]
+    out = _job("publish_predictions", cfg, 0)
+    assert out["publication"] == second["publication"] and out.get("note") != "already current"
+    assert current(redis_client, keys, VARIANT)["publication"] == second["publication"]
+    lake = Lake.from_config(cfg)
+    assert lake.read_pointer(published_predictions_pointer(VARIANT))["publication"] == second["publication"]
+
+
+def test_a_rebuilt_lake_never_reuses_the_served_publication_id(cfg, redis_client) -> None:
+    """The same run key on a rebuilt lake (a re-created environment, a restored backup) is new content: it must
+    not be taken for the publication Redis already serves."""
+    import shutil
+
+    keys = Keys(cfg.publish.key_prefix)
+    first = _job("compute_predictions", cfg, 0)
+    _job("publish_predictions", cfg, 0)
+    shutil.rmtree(Lake.from_config(cfg).root)
+    synth.build(cfg, n_users=250, n_items=300, seed=7)
+    second = _job("compute_predictions", cfg, 0)
+    assert second["publication"] != first["publication"]
+    out = _job("publish_predictions", cfg, 0)
+    assert out.get("note") != "already current"
+    assert current(redis_client, keys, VARIANT)["publication"] == second["publication"]

@@ -61,7 +61,11 @@ def run(ctx: JobContext) -> dict[str, Any]:
     at = ctx.run.end
 
     with ctx.stage("predictions", **fields) as stage:
-        run_key = ctx.run.run_key + (f"-r{stage.base_revision}" if stage.base_revision else "")
+        # Unique per committed revision, wherever it is served: the run, the revision, and this attempt's
+        # nonce (a rebuilt lake restarts revisions at 0 while Redis may still serve the old content under
+        # the old id; the API caches per publication id as immutable).
+        nonce = stage.token.rsplit(".", 1)[-1][:8]
+        run_key = ctx.run.run_key + (f"-r{stage.base_revision}" if stage.base_revision else "") + f"-{nonce}"
         pub = publication_id(v.version, run_key)
         spec = PrecomputeSpec(
             variant=variant, publication=pub, lake_url=cfg.lake_url, storage_options=dict(cfg.storage.storage_options),

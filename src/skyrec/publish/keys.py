@@ -1,6 +1,7 @@
 """The Redis key schema shared by the publisher and the API. One place, nothing else spells a key.
 
-A *publication* is one precomputed set for one variant, id ``<version>.<run_key>`` (e.g. ``v1.20261123T190000``).
+A *publication* is one precomputed set for one variant, id ``<version>.<run_key>[-r<revision>]-<nonce>``
+(e.g. ``v1.20261123T190000-3f9a1c2e``): unique per committed revision, also across rebuilt lakes.
 Its keys are written first; clients switch to it by one atomic SET of the variant's pointer, so nobody ever
 sees a missing or mixed set. Values are UTF-8 JSON.
 
