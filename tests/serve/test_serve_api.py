@@ -297,6 +297,11 @@ BAD = [
     ("/v1/recommendations/comedy_featured/a%2Fb", 404, "no such endpoint"),
     ("/v1/recommendations/comedy_featured/u'%20OR%201=1", 422, "user_id"),
     ("/v1/recommendations/comedy_featured/u*", 422, "user_id"),
+    ("/v1/recommendations/comedy_featured/alice%0A", 422, "user_id"),  # `$` matches before a final newline
+    ("/v1/recommendations/comedy_featured/" + "u" * 128 + "%0A", 422, "user_id"),
+    ("/v1/recommendations/comedy_featured%0A/u1", 422, "variant"),
+    ("/v1/users/alice%0A/history", 422, "user_id"),
+    ("/v1/items/p1%0A", 422, "item_id"),
     ("/v1/recommendations/" + "x" * 3000, 414, "longer than"),
     ("/v1/users/u%20x/history", 422, "user_id"),
     ("/v1/users/u1/history?limit=100000", 422, "limit"),

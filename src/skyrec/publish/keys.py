@@ -35,7 +35,7 @@ _SAFE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 
 
 def _check(kind: str, value: str) -> str:
-    if not _SAFE.match(value):
+    if not _SAFE.fullmatch(value):  # fullmatch: `$` alone would let a trailing newline through
         raise ConfigError(f"{kind}: {value!r} is not a valid identifier")
     return value
 

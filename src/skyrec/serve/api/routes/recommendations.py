@@ -39,7 +39,9 @@ def _invalid(where: str, name: str, value: str, msg: str, kind: str) -> RequestV
 
 
 def _match(where: str, name: str, value: str, pattern: re.Pattern[str]) -> str:
-    if not pattern.match(value):
+    # fullmatch, as the other routes' validation does: with ``match`` a pattern's ``$`` also matches before
+    # a trailing newline, so "alice\n" would pass here and fail everywhere else
+    if not pattern.fullmatch(value):
         raise _invalid(where, name, value, f"String should match pattern '{pattern.pattern}'",
                        "string_pattern_mismatch")
     return value
