@@ -252,3 +252,37 @@ def test_sweeper_task_asks_airflow_for_task_states(run_dag: Any, config: Any) ->
     swept = [a for a in read_alerts(config) if a["kind"] == "sweeper"]
     assert swept and "task instance selftest_sync_once.selftest" in swept[0]["summary"]
     assert "is failed" in swept[0]["summary"]  # decided from Airflow's metadata, not the owner fallback
+
+
+OLD_DEPLOY = "0.1.0+d20261120090000.gaaaaaaaaaaaa"
+NEW_DEPLOY = "0.1.0+d20261130090000.gbbbbbbbbbbbb"
+
+
+def test_deploy_order_by_deploy_time_then_package_version() -> None:
+    from skyrec.airflow.backends import deploy_order
+
+    assert deploy_order(NEW_DEPLOY, OLD_DEPLOY) == 1 and deploy_order(OLD_DEPLOY, NEW_DEPLOY) == -1
+    # a rollback to older code is a later deploy: newer
+    assert deploy_order("0.0.9+d20261201000000.gcccc", NEW_DEPLOY) == 1
+    assert deploy_order("skyrec-0.2.0", "skyrec-0.1.0") == 1
+    assert deploy_order("0.1.0+gaaaa", "0.1.0+gbbbb") is None  # two builds of one version: no order
+    assert deploy_order(NEW_DEPLOY, NEW_DEPLOY) == 0
+
+
+def test_an_older_deploy_never_cancels_a_newer_deploys_job(backend: Any) -> None:
+    from skyrec.airflow.backends import JobError
+
+    newer = backend.submit(spec({"hang": "1", "tag": "order"}, deploy=NEW_DEPLOY))
+    stale_worker = spec({"hang": "1", "tag": "order"}, try_number=2, deploy=OLD_DEPLOY)
+    with pytest.raises(JobError, match="not older than this deploy"):
+        decide(backend, stale_worker, cancel_timeout=0.5)
+    assert backend.status(newer) == RUNNING  # untouched
+    unordered = spec({"hang": "1", "tag": "order"}, try_number=3, deploy="0.1.0+gdev")
+    with pytest.raises(JobError, match="not older"):
+        decide(backend, unordered, cancel_timeout=0.5)
+    assert backend.status(newer) == RUNNING
+    # the newer deploy's own retry reattaches; an even newer deploy replaces it
+    assert decide(backend, spec({"hang": "1", "tag": "order"}, try_number=4, deploy=NEW_DEPLOY)).action == "reattach"
+    newest = spec({"hang": "1", "tag": "order"}, try_number=5, deploy="0.1.0+d20261201000000.gcccc")
+    d = decide(backend, newest, cancel_timeout=0.5)
+    assert d.action == "submit" and backend.status(newer) != RUNNING

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ def test_deploy_syncs_dags_with_deletion_and_a_versioned_wheel(config: Any, tmp_
     assert sorted(p.name for p in (target / "dags").iterdir()) == ["skyrec_dags.py"]
     assert manifest["dags"]["skyrec_dags.py"] == __import__("hashlib").sha256(
         (Path(config.project_root) / "dags" / "skyrec_dags.py").read_bytes()).hexdigest()
-    assert manifest["deploy_version"].startswith("0.1.0+g")
+    assert re.fullmatch(r"0\.1\.0\+d\d{14}\.g\w+(\.dirty)?", manifest["deploy_version"])
     wheel = target / "wheels" / manifest["wheel"]["name"]
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
@@ -67,4 +68,4 @@ def test_deploy_to_an_object_store_target_deletes_stale_dags(config: Any, s3_tar
     with zipfile.ZipFile(__import__("io").BytesIO(wheel)) as zf:
         assert "skyrec/airflow/backends/beam_runners.py" in zf.namelist()
     stored = json.loads(client.get_object(Bucket="composer", Key="airflow/deploy.json")["Body"].read())
-    assert stored == manifest and stored["deploy_version"].startswith("0.1.0+g")
+    assert stored == manifest and stored["deploy_version"].startswith("0.1.0+d")

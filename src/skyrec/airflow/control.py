@@ -28,6 +28,7 @@ from skyrec.airflow.backends import (
     JobSpec,
     SettingsDrift,
     check_drift,
+    deploy_order,
 )
 from skyrec.config import Config, ConfigError
 from skyrec.gates import disk_preflight
@@ -72,6 +73,12 @@ def decide(backend: JobBackend, spec: JobSpec, *, stored: JobHandle | None = Non
                 why = f"job {_ident(h)} belongs to run {h.get('run_id')!r}, not {spec.run.run_id!r}"
             elif not same_deploy:
                 why = f"job {_ident(h)} was submitted by deploy {h.get('deploy')!r}, this is {spec.deploy!r}"
+                if deploy_order(spec.deploy, h.get("deploy")) != 1:
+                    # Only a newer deploy replaces another deploy's job: an attempt of an older (or not
+                    # comparable) deploy -- a worker not yet upgraded -- must not cancel the newer one's job.
+                    raise JobError(f"{why}, which is not older than this deploy: not cancelling it and not "
+                                   "starting a second job (this attempt stands down; the sweeper or its "
+                                   "deadline ends that job if nobody owns it)")
             else:
                 live.append(h)
                 continue

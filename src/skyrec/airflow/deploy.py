@@ -5,7 +5,7 @@ operator of another is how a retry ends up reattaching to a job with different s
 is one step that:
 
 1. builds the ``skyrec`` wheel (``uv build --wheel``; ``python -m build`` as a fallback), versioned as
-   ``<package version>+g<git sha>[.dirty]`` -- the *deploy version* that job records, pod labels and
+   ``<package version>+d<deploy time>.g<git sha>[.dirty]`` -- the *deploy version* that job records, pod labels and
    Dataflow labels carry (``SKYREC_DEPLOY_VERSION`` on workers), so a retry never reattaches across an upgrade;
 2. uploads the wheel to ``<target>/wheels/``;
 3. syncs ``dags/`` to ``<target>/dags/`` **with deletion** of files that are no longer in the repo
@@ -72,7 +72,9 @@ def deploy(config: Config, target: str | None = None) -> dict[str, Any]:
     root = Path(config.project_root)
     dags_src = root / "dags"
     sha, dirty = git_sha(root)
-    version = f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
+    now = dt.datetime.now(dt.UTC)
+    # the deploy time orders deploys (an older deploy never cancels a newer one's job: backends.deploy_order)
+    version = f"{__version__}+d{now:%Y%m%d%H%M%S}.g{sha}{'.dirty' if dirty else ''}"
     fs, base = fsspec.core.url_to_fs(target)
     base = base.rstrip("/")
     with tempfile.TemporaryDirectory(prefix="skyrec-deploy-") as tmp:
@@ -95,7 +97,7 @@ def deploy(config: Config, target: str | None = None) -> dict[str, Any]:
             fs.rm(full)
             removed.append(rel)
     manifest = {"deploy_version": version, "package_version": __version__, "git_sha": sha, "dirty": dirty,
-                "deployed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "deployed_at": now.isoformat(timespec="seconds"),
                 "wheel": {"name": wheel.name, "sha256": wheel_sha}, "dags": files, "removed": removed,
                 "env": {"SKYREC_DEPLOY_VERSION": version}}
     fs.pipe_file(f"{base}/deploy.json", json.dumps(manifest, indent=1, sort_keys=True).encode())

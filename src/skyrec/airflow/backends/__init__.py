@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,33 @@ def deploy_version() -> str:
     without it, the package version.
     """
     return os.environ.get("SKYREC_DEPLOY_VERSION") or f"skyrec-{__version__}"
+
+
+_DEPLOYED_AT = re.compile(r"\+(?:[a-z0-9]+\.)*d(\d{14})(?:\.|$)")
+
+
+def deploy_order(a: str | None, b: str | None) -> int | None:
+    """Which of two deploy versions is newer: 1 if ``a`` is, -1 if ``b`` is, 0 if equal, None if unknown.
+
+    ``skyrec deploy`` stamps each deploy with its time (``<version>+d<YYYYMMDDHHMMSS>.g<sha>``): the later
+    deploy is the newer one, whatever the package versions say (a rollback is a new deploy). Without stamps
+    the package versions decide; two different builds of one version have no order.
+    """
+    if a == b:
+        return 0
+    if not a or not b:
+        return None
+    ta, tb = _DEPLOYED_AT.search(a), _DEPLOYED_AT.search(b)
+    if ta and tb:
+        return (ta.group(1) > tb.group(1)) - (ta.group(1) < tb.group(1)) or None
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        va = Version(a.removeprefix("skyrec-").split("+", 1)[0])
+        vb = Version(b.removeprefix("skyrec-").split("+", 1)[0])
+    except InvalidVersion:
+        return None
+    return (va > vb) - (va < vb) or None
 
 
 @dataclass
