@@ -92,6 +92,8 @@ def create_app(config: Config | None = None, redis_client: Any = None) -> FastAP
                     "Every answer names the publication it was read from.",
         lifespan=lifespan,
         default_response_class=JSON,
+        docs_url=None,  # served below from installed assets: FastAPI's defaults load Swagger UI from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -99,8 +101,40 @@ def create_app(config: Config | None = None, redis_client: Any = None) -> FastAP
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _install_docs(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, access_log=settings.access_log)
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def _install_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from the assets of an installed package (``fastapi-offline``), so
+    the API documents itself on a machine without internet; no page loads anything from another host."""
+    from pathlib import Path
+
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    async def swagger(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - docs",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png")
+
+    async def redoc(request: Request) -> HTMLResponse:
+        return get_redoc_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+
+    app.add_route("/docs", swagger, include_in_schema=False)
+    app.add_route("/redoc", redoc, include_in_schema=False)
 
 
 def app_from_environment() -> FastAPI:
