@@ -1,5 +1,5 @@
-"""A real uvicorn process over a real redis-server: JSON logs with request ids, graceful shutdown, schemathesis
-against the published OpenAPI schema, and the explorer page rendered by headless Chromium."""
+"""A real uvicorn process over a real redis-server: JSON logs with request ids, graceful shutdown, several workers,
+and the explorer page rendered by headless Chromium (the OpenAPI contract suite is test_serve_contract.py)."""
 
 from __future__ import annotations
 
@@ -130,47 +130,6 @@ def test_several_workers_share_the_port(tmp_path, live):
     finally:
         assert stop_api(server) in (0, -signal.SIGTERM)
     assert [e.get("msg") for e in server.logs()].count("stopped") == 2
-
-
-# ---- schemathesis: generated requests from the OpenAPI schema never produce a server error ------------------
-
-
-def test_schemathesis_no_server_errors(live):
-    """Positive and negative requests generated from /openapi.json for every operation (bounded examples).
-
-    Admin calls go without a key (401): a valid key would let the fuzzer roll publications back mid-run.
-    Needs the dev dependency ``schemathesis`` (it brings hypothesis)."""
-    import schemathesis
-    from hypothesis import HealthCheck, given, settings
-    from schemathesis.checks import not_a_server_error
-    from schemathesis.generation import GenerationMode
-
-    api = schemathesis.openapi.from_url(live.url + "/openapi.json")
-    operations = [result.ok() for result in api.get_all_operations()]
-    labels = {op.label for op in operations}
-    assert "GET /v1/recommendations/{variant}/{user_id}" in labels and "POST /v1/admin/reload" in labels
-    calls = 0
-    for op in operations:
-        modes = [GenerationMode.POSITIVE]
-        if list(op.iter_parameters()):  # nothing to make invalid in a parameterless operation
-            modes.append(GenerationMode.NEGATIVE)
-        for mode in modes:
-
-            @given(case=op.as_strategy(generation_mode=mode))
-            @settings(max_examples=20, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-            def check(case) -> None:
-                nonlocal calls
-                calls += 1
-                case.call_and_validate(checks=[not_a_server_error])
-
-            check()
-    assert calls >= 10 * len(operations)
-
-
-def test_no_unhandled_errors_after_fuzzing(live):
-    text = httpx.get(live.url + "/metrics").text
-    assert "skyrec_unhandled_errors_total 0.0" in text
-    assert 'status="500"' not in text
 
 
 # ---- explorer page in headless Chromium ----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from skyrec.serve.api.responses import JSON
 from skyrec.serve.api.routes import ROUTERS
 from skyrec.serve.api.routes.explorer import STATIC
 from skyrec.serve.fastget import PipelinedGet
-from skyrec.serve.observability import Metrics, RequestContextMiddleware, log_config
+from skyrec.serve.observability import MAX_PATH_BYTES, Metrics, RequestContextMiddleware, log_config
 from skyrec.serve.settings import ServeSettings
 from skyrec.serve.store import Store
 
@@ -102,11 +102,83 @@ def create_app(config: Config | None = None, redis_client: Any = None) -> FastAP
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _install_docs(app)
+    _openapi_states_the_limits(app, settings)
+    _refuse_unknown_query_parameters(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, access_log=settings.access_log)
     return app
 
 
 DOCS_ASSETS = "/docs-assets"
+_PAGE_BOUNDS = {"limit": "max_limit", "offset": "max_offset"}
+
+
+def _openapi_states_the_limits(app: FastAPI, settings: ServeSettings) -> None:
+    """Make the OpenAPI document say what the API enforces, where the bound is only known at runtime.
+
+    ``limit``/``offset`` bounds come from the config (``serve.max_limit``, ``serve.max_offset``), so route
+    declarations cannot carry them: they are written into every operation's parameters here. Every error
+    response is documented as the one JSON error shape (a route answering HTML on success, the report,
+    still answers errors in JSON).
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = build()
+        for ops in spec.get("paths", {}).values():
+            for op in ops.values():
+                for param in op.get("parameters", []):
+                    bound = _PAGE_BOUNDS.get(param.get("name", "")) if param.get("in") == "query" else None
+                    if bound:
+                        _set_maximum(param.get("schema", {}), int(getattr(settings, bound)))
+                op.setdefault("responses", {}).setdefault("414", {
+                    "description": f"request target longer than {MAX_PATH_BYTES} bytes (every route)"})
+                for status, response in op.get("responses", {}).items():
+                    if str(status)[:1] in ("4", "5"):
+                        response["content"] = {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _refuse_unknown_query_parameters(app: FastAPI) -> None:
+    """A query parameter a route does not declare is a 422 naming it (``?limt=5`` is a typo, not a request for
+    the default page). Each route's allowed names are what its OpenAPI operation lists, so the document and the
+    behaviour cannot drift apart."""
+    from urllib.parse import parse_qsl
+
+    from fastapi.dependencies.utils import get_flat_dependant
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.routing import APIRoute
+
+    def strict(inner: Any, allowed: frozenset[str]) -> Any:
+        async def asgi(scope: Any, receive: Any, send: Any) -> None:
+            raw = scope.get("query_string") or b""
+            if raw:
+                for name, _ in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+                    if name not in allowed:
+                        raise RequestValidationError([{
+                            "loc": ("query", name[:100]), "msg": f"unknown query parameter (allowed: "
+                            f"{', '.join(sorted(allowed)) or 'none'})", "type": "extra_forbidden"}])
+            await inner(scope, receive, send)
+
+        return asgi
+
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.include_in_schema:  # pages (the explorer) read their own query
+            names = {p.alias for p in get_flat_dependant(route.dependant).query_params}
+            names |= {p["name"] for p in (route.openapi_extra or {}).get("parameters", []) if p.get("in") == "query"}
+            route.app = strict(route.app, frozenset(names))
+
+
+def _set_maximum(schema: dict[str, Any], bound: int) -> None:
+    if schema.get("type") == "integer":
+        schema["maximum"] = min(bound, schema.get("maximum", bound))
+    for branch in schema.get("anyOf", []) + schema.get("oneOf", []):
+        _set_maximum(branch, bound)
 
 
 def _install_docs(app: FastAPI) -> None:

@@ -80,13 +80,20 @@ def check_variant(settings: ServeSettings, variant: str) -> str:
     return variant
 
 
+def _too_big(name: str, value: int, bound: int) -> ApiError:
+    """The same 422 shape FastAPI's own validation gives (``details`` naming the parameter)."""
+    msg = f"Input should be less than or equal to {bound}"
+    return ApiError(422, "invalid_request", f"{name}: must be at most {bound} (got {value})",
+                    details=[{"loc": ["query", name], "msg": msg, "type": "less_than_equal"}])
+
+
 def check_page(settings: ServeSettings, limit: int | None, offset: int) -> Page:
     if limit is None:
         limit = settings.default_limit
     if limit > settings.max_limit:
-        raise ApiError(422, "invalid_request", f"limit: must be at most {settings.max_limit} (got {limit})")
+        raise _too_big("limit", limit, settings.max_limit)
     if offset > settings.max_offset:
-        raise ApiError(422, "invalid_request", f"offset: must be at most {settings.max_offset} (got {offset})")
+        raise _too_big("offset", offset, settings.max_offset)
     return Page(limit=limit, offset=offset)
 
 
