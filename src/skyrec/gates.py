@@ -72,3 +72,39 @@ def disk_preflight(required_bytes: int, free_bytes: int, *, headroom: float = 1.
     ok = free_bytes >= need
     msg = f"needs ~{need / 1e9:.2f} GB (input-based estimate x{headroom}), {free_bytes / 1e9:.2f} GB free"
     return GateResult(name, ok, msg, details={"required_bytes": need, "free_bytes": free_bytes})
+
+
+def all_rejected_gate(committed: int, rejected_rows: int, rejected_files: int = 0, *,
+                      name: str = "all_rejected") -> GateResult:
+    """An input whose data was all rejected fails: nothing committed while records or files were rejected.
+
+    An empty output would read downstream as "no activity in this interval" and, being committed, would
+    never be rebuilt; failing keeps the interval visibly missing until the input is fixed (or replayed).
+    """
+    ok = committed > 0 or (rejected_rows == 0 and rejected_files == 0)
+    msg = (f"{committed} records committed, {rejected_rows} records and {rejected_files} files rejected"
+           + ("" if ok else ": every record of the input was rejected, refusing to commit an empty output"))
+    return GateResult(name, ok, msg, details={"committed": committed, "rejected_rows": rejected_rows,
+                                              "rejected_files": rejected_files})
+
+
+class InvariantBroken(RuntimeError):
+    """The ingest accounting does not add up: a record would be lost or doubled. Nothing is committed."""
+
+
+def ingest_invariant(unit: str, *, records_in: int, committed: int, quarantined: dict[str, int],
+                     filtered: dict[str, int]) -> dict:
+    """The ingest invariant ``in = committed + quarantined + filtered`` (every term with its reasons).
+
+    Returns the terms (for the run manifest's meta, so anyone can check them); raises InvariantBroken when
+    they do not add up -- that is a bug in the job, never a property of the input.
+    """
+    q = {k: int(v) for k, v in sorted(quarantined.items()) if v}
+    f = {k: int(v) for k, v in sorted(filtered.items()) if v}
+    total = committed + sum(q.values()) + sum(f.values())
+    terms = {"unit": unit, "in": int(records_in), "committed": int(committed), "quarantined": q, "filtered": f,
+             "holds": total == records_in}
+    if total != records_in:
+        raise InvariantBroken(f"ingest invariant broken for {unit}: in {records_in} != committed {committed} "
+                              f"+ quarantined {sum(q.values())} {q} + filtered {sum(f.values())} {f}")
+    return terms

@@ -16,6 +16,7 @@ the highest committed manifest revision, so they never see a partial or mixed ou
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -25,7 +26,6 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
@@ -581,7 +581,7 @@ class Stage:
         """
         try:
             there = self.lake.read_manifest(self.rel, manifest.revision)
-        except Exception as exc:  # noqa: BLE001 - cannot tell who won: keep everything, fail loudly
+        except Exception as exc:
             self._uncertain = True
             raise StorageError(f"{self.lake.abspath(self.rel)}: commit outcome unknown "
                                f"({error or 'exists'}; reading it back failed: {exc})") from exc

@@ -140,15 +140,33 @@ def test_corrupt_file_and_schema_drift_are_quarantined_and_the_run_continues(bac
     corrupt_file(cfg, activity_path(cfg, hour, 1), keep_fraction=0.6)
     write_activity_file(cfg, activity_path(cfg, hour, 2), drift_schema(renamed("-b"), rename={"item_id": "programme_id"}))
     write_activity_file(cfg, activity_path(cfg, hour, 3), drift_schema(renamed("-c"), add={"app_version": "7.1"}))
-    summary = ok(run_job(cfg, "ingest_activity", hour + H, overrides=("volume",)))
+    # two of four files rejected whole: their rows count as errors (not 0 of 3n), the gate fails
+    code, payload = run_job(cfg, "ingest_activity", hour + H, overrides=("volume",))
+    assert code == 3 and payload["gate"] == "error_rate", payload
+    details = payload["details"]
+    estimate = details["estimated_rows_of_uncounted_files"]
+    assert 0 < estimate <= src.num_rows  # the truncated file's rows, estimated from its size
+    assert details["bad"] == src.num_rows + estimate and details["rows"] == 3 * src.num_rows + estimate
+    assert f"{src.num_rows + estimate} of {3 * src.num_rows + estimate} records quarantined" in payload["error"]
+    assert not lake.committed("activity/deltas/interval=20260301T05")
+    summary = ok(run_job(cfg, "ingest_activity", hour + H, overrides=("volume", "error_rate"), try_number=2))
     m = lake.require("activity/deltas/interval=20260301T05")
-    assert m.quarantine["corrupt_file"] == 1
-    assert m.quarantine["missing_column_item_id"] == 1
+    assert m.quarantine["corrupt_file"] == 1  # one line: the file (its rows cannot be counted)
+    assert m.quarantine["missing_column_item_id"] == src.num_rows  # every row of the drifted file, kept
+    assert m.meta["quarantined"]["missing_column_item_id"] == src.num_rows
+    assert m.meta["quarantined_files"] == {"corrupt_file": 1, "missing_column_item_id": 1}
     assert list(m.meta["bad_files"].values()) == ["corrupt_file", "missing_column_item_id"]
     rec = json.loads(lake.open(m, "missing_column_item_id.jsonl").readline())
-    assert "'item_id' is missing" in rec["error"] and rec["file"].endswith("part-00002.parquet")
+    assert rec["_file"].endswith("part-00002.parquet") and "programme_id" in rec
+    rec = json.loads(lake.open(m, "corrupt_file.jsonl").readline())
+    assert rec["file"].endswith("part-00001.parquet") and rec["rows"] is None and rec["bytes"] > 0
     assert list(m.meta["extra_columns"].values()) == [["app_version"]]
-    assert m.meta["rows_in"] == 2 * src.num_rows + src.num_rows  # two readable files + the drifted one's rows
+    assert m.meta["rows_in"] == 3 * src.num_rows  # two readable files + the drifted one's rows
+    inv = m.meta["invariant"]
+    assert inv["rows"]["in"] == inv["rows"]["committed"] + sum(inv["rows"]["quarantined"].values()) + \
+        sum(inv["rows"]["filtered"].values()) and inv["rows"]["holds"] and inv["rows"]["uncounted_files"] == 1
+    assert inv["files"] == {"unit": "files", "in": 4, "committed": 2, "holds": True, "filtered": {},
+                            "quarantined": {"corrupt_file": 1, "missing_column_item_id": 1}}
     assert m.rows > src.num_rows  # the good file and the extra-column file both landed
     assert summary["counters"]["corrupt_file"] == 1
 

@@ -87,21 +87,37 @@ def test_read_and_filter_quarantines_whole_bad_files(spec: tuple[Spec, list[tupl
 
 
 def test_ingest_transform_writes_delta_and_summary(spec: tuple[Spec, list[tuple[str, str]]], tmp_path: Path) -> None:
+    """Rows of a file rejected whole count as quarantined rows (not a diluted 6 of 22): every row read is
+    committed, quarantined or filtered; the truncated file, whose rows cannot be counted, is listed with
+    its size."""
     s, files = spec
     with BeamTestPipeline() as p:
         summaries = p | beam.Create(files) | IngestActivity(s)
         assert_that(summaries | beam.Map(lambda d: (d["interval"], d["rows_in"], d["rows_out"], d["bad_rows"],
                                                     json.dumps(d["quarantined"], sort_keys=True),
-                                                    json.dumps(d["filtered"], sort_keys=True))),
-                    equal_to([("20260301T10", 22, 3, 6,
+                                                    json.dumps(d["quarantine_lines"], sort_keys=True),
+                                                    json.dumps(d["filtered"], sort_keys=True),
+                                                    sorted(k.rsplit("/", 1)[-1] for k in d["uncounted_files"]))),
+                    equal_to([("20260301T10", 22, 3, 17,
+                               json.dumps({"duplicate_event": 1, "future_ts": 1, "missing_column_item_id": 11,
+                                           "missing_field": 1, "too_old": 1, "unknown_event_type": 1,
+                                           "unknown_item": 1}, sort_keys=True),
                                json.dumps({"corrupt_file": 1, "duplicate_event": 1, "future_ts": 1,
-                                           "missing_column_item_id": 1, "missing_field": 1, "too_old": 1,
+                                           "missing_column_item_id": 11, "missing_field": 1, "too_old": 1,
                                            "unknown_event_type": 1, "unknown_item": 1}, sort_keys=True),
-                               json.dumps({"irrelevant_event_type": 1, "short_play": 1}, sort_keys=True))]))
+                               json.dumps({"irrelevant_event_type": 1, "short_play": 1}, sort_keys=True),
+                               ["bad.parquet"])]))
+    summary = json.loads((tmp_path / "out" / "_summary.json").read_text())
+    assert summary["rows_in"] == summary["rows_out"] + sum(summary["quarantined"].values()) + \
+        sum(summary["filtered"].values())
     delta = pq.read_table(tmp_path / "out" / "part-00000.parquet")
     assert delta.column_names == ["user_id", "item_id", "event_type", "event_ts", "played_seconds"]
     assert delta.column("user_id").to_pylist() == ["u1", "u1", "u3"]  # sorted by user, time
     assert (tmp_path / "out" / "_quarantine" / "corrupt_file.jsonl").exists()
+    drifted = [json.loads(x) for x in (tmp_path / "out" / "_quarantine" / "missing_column_item_id.jsonl")
+               .read_text().splitlines()]
+    assert len(drifted) == 11 and all(r["_file"].endswith("drift.parquet") for r in drifted)
+    assert {r["event_id"] for r in drifted} == {f"e{i}" for i in range(1, 11)}  # the rows, kept for replay
 
 
 def test_dataflow_options_are_pinned_from_config(config_factory) -> None:

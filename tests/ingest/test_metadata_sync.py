@@ -119,3 +119,61 @@ def test_build_catalogue_in_small_chunks_gives_the_same_catalogue(world: dict[st
     m = lake.require(summary["outputs"][0])
     assert m.revision == 1
     assert pq.read_table(lake.file_url(m, "catalogue.parquet")).equals(expected)
+
+
+def test_metadata_fields_are_type_strict_and_one_bad_record_never_fails_the_build(tmp_path: Path) -> None:
+    """'deleted': 'false' is not a deletion, 'updated': 1e20 is out of range: both quarantined naming the
+    field; the build commits everything else. A fixed record replayed comes back as a new revision."""
+    import subprocess
+    import sys
+
+    cfg = make_config(tmp_path)
+    generate(cfg, users=10, items=30, days=1, events_per_user=2, seed=4, end=END.isoformat(), bad_rate=0.0,
+             progress=False)
+    ok(run_job(cfg, "sync_metadata"))
+    ok(run_job(cfg, "build_catalogue"))
+    lake = Lake.from_config(cfg)
+    rows = pq.read_table(lake.file_url(lake.latest(cfg, "catalogue"), "catalogue.parquet")).to_pylist()
+    a, b, c, d = rows[:4]
+    src = Path(cfg.source_url)
+    later = END + H
+
+    def ep(row: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        return {"id": row["item_id"], "type": "episode", "title": row["title"],
+                "parent": {"id": row["series_id"] or row["brand_id"], "type": "series" if row["series_id"] else "brand"},
+                "updated": "2026-03-01T01:00:00Z", **fields}
+
+    _put(src, "episodes", a["item_id"], 7, ep(a, deleted="false"), later)
+    _put(src, "episodes", b["item_id"], 7, ep(b, updated=1e20, title="Never applied"), later)
+    _put(src, "episodes", c["item_id"], 7, ep(c, position=10 ** 12), later)
+    _put(src, "episodes", d["item_id"], 7, ep(d, title="Renamed", parent={"id": 5, "type": "series"}), later)
+    _put(src, "episodes", "p8888888", 99999999999, ep(a, id="p8888888"), later)  # seq beyond int32
+    ok(run_job(cfg, "sync_metadata", END + 2 * H))
+    built = ok(run_job(cfg, "build_catalogue", END + 2 * H))
+    assert built["invalid"] == {"bad_boolean": 1, "bad_number": 1, "bad_string": 1, "bad_timestamp": 1,
+                                "malformed_line": 1}
+    m = lake.latest(cfg, "catalogue")
+    assert m.meta["invalid_fields"] == {"deleted": 1, "id": 1, "position": 1, "updated": 1}
+    bad_bool = json.loads(lake.open(m, "bad_boolean.jsonl").readline())
+    assert bad_bool["field"] == "deleted" and "'false' (str)" in bad_bool["error"]
+    bad_ts = json.loads(lake.open(m, "bad_timestamp.jsonl").readline())
+    assert bad_ts["field"] == "updated" and "out of range" in bad_ts["error"]
+    inv = m.meta["invariant"]["records"]
+    assert inv["in"] == 5 and inv["committed"] == 0 and inv["holds"]
+    cat = {r["item_id"]: r for r in pq.read_table(lake.file_url(m, "catalogue.parquet")).to_pylist()}
+    assert a["item_id"] in cat  # a string "false" never deletes an episode
+    assert cat[b["item_id"]]["title"] == b["title"] and cat[d["item_id"]]["title"] == d["title"]
+
+    # replay the fixed 'deleted' record: a new revision of the same catalogue output, the original superseded
+    fixed = tmp_path / "fixed.jsonl"
+    rec = {**bad_bool, "record": {**bad_bool["record"], "deleted": True}}
+    fixed.write_text(json.dumps(rec) + "\n")
+    res = subprocess.run([sys.executable, "-m", "skyrec", "quarantine", "replay", "catalogue", m.key.split("=")[1],
+                          "--file", str(fixed)], env={**__import__("os").environ, "SKYREC_HOME": str(tmp_path)},
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    m2 = lake.require(m.path)
+    assert m2.revision == 1 and "bad_boolean" not in m2.quarantine
+    assert m2.meta["invariant"]["records"]["filtered"] == {"replaced_by_replay": 1}
+    cat2 = {r["item_id"] for r in pq.read_table(lake.file_url(m2, "catalogue.parquet")).to_pylist()}
+    assert a["item_id"] not in cat2 and len(cat2) == len(cat) - 1

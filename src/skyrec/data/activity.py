@@ -7,10 +7,13 @@ columns, never per record. Every row that does not end up in a delta gets exactl
   ``missing_field`` (null/empty event_id, user_id, item_id or event_ts), ``unknown_event_type``,
   ``future_ts`` (after the interval end + ``future_tolerance_minutes``), ``too_old`` (before the interval
   start - ``past_limit_days``), ``unknown_item`` (not in the latest committed catalogue),
-  ``duplicate_event`` (an event id seen before in the interval); whole files: ``corrupt_file``,
-  ``missing_column_<name>``, ``bad_column_type_<name>``.
+  ``invalid_played_seconds`` (null, NaN, infinite or negative duration -- a bad measurement is not a short
+  play), ``duplicate_event`` (an event id seen before in the interval); whole files (every row of the
+  file, see ``skyrec.pipelines.activity``): ``corrupt_file``, ``missing_column_<name>``,
+  ``bad_column_type_<name>``.
 - filtered (irrelevant by design, only counted): ``irrelevant_event_type`` (e.g. pause, seek),
-  ``short_play`` (played_seconds < ``min_play_seconds``).
+  ``short_play`` (0 <= played_seconds < ``min_play_seconds``), ``replaced_by_replay`` (a row whose event id
+  an operator replayed a fixed version of, see ``docs/ingest.md``).
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from skyrec.data.schemas import ACTIVITY, RAW_ACTIVITY, TS
 
 KNOWN_EVENT_TYPES = ("play", "complete", "pause", "resume", "seek", "stop", "skip")
 REQUIRED_COLUMNS = ("event_id", "user_id", "item_id", "event_type", "event_ts", "played_seconds")
-QUARANTINE_REASONS = ("missing_field", "unknown_event_type", "future_ts", "too_old", "unknown_item",
-                      "duplicate_event")
+QUARANTINE_REASONS = ("missing_field", "unknown_event_type", "future_ts", "too_old", "invalid_played_seconds",
+                      "unknown_item", "duplicate_event")
 FILTER_REASONS = ("irrelevant_event_type", "short_play")
+REPLACED = "replaced_by_replay"  # filter reason of original rows superseded by a replayed fixed version
 # Valid rows carry event_id (for de-duplication) and ``drop`` (the filter reason, null = keep) until the
 # interval is complete; the delta is then written with schema ACTIVITY.
 KEPT = pa.schema([("event_id", pa.string()), *[(f.name, f.type) for f in ACTIVITY], ("drop", pa.string())])
@@ -105,6 +109,12 @@ def _np(mask: Any) -> np.ndarray:
     return mask.to_numpy(zero_copy_only=False).astype(bool, copy=False)
 
 
+def invalid_seconds(col: Any) -> np.ndarray:
+    """Rows whose played_seconds is not a duration: null, NaN, +-inf or negative."""
+    finite = pc.is_finite(col).fill_null(False)
+    return ~_np(finite) | _np(pc.less(col, pa.scalar(0, col.type)).fill_null(False))
+
+
 def filter_activity(table: pa.Table, *, rules: ActivityRules, known_items: pa.Array | None,
                     start: dt.datetime, end: dt.datetime) -> FilterResult:
     """Split a RAW_ACTIVITY table into valid rows (schema KEPT, with their filter reason) and quarantined rows.
@@ -132,6 +142,7 @@ def filter_activity(table: pa.Table, *, rules: ActivityRules, known_items: pa.Ar
         ("unknown_event_type", ~_np(pc.is_in(etype, value_set=pa.array(KNOWN_EVENT_TYPES)).fill_null(False)), True),
         ("future_ts", _np(pc.greater(ts, pa.scalar(hi, TS)).fill_null(False)), True),
         ("too_old", _np(pc.less(ts, pa.scalar(lo, TS)).fill_null(False)), True),
+        ("invalid_played_seconds", invalid_seconds(table.column("played_seconds")), True),
     ]
     if known_items is not None:
         checks.append(("unknown_item", ~_np(pc.is_in(table.column("item_id"), value_set=known_items)
@@ -140,7 +151,7 @@ def filter_activity(table: pa.Table, *, rules: ActivityRules, known_items: pa.Ar
         ("irrelevant_event_type", ~_np(pc.is_in(etype, value_set=pa.array(rules.event_types)).fill_null(False)),
          False),
         ("short_play", _np(pc.less(table.column("played_seconds"),
-                                   pa.scalar(rules.min_play_seconds, pa.float32())).fill_null(True)), False),
+                                   pa.scalar(rules.min_play_seconds, pa.float32())).fill_null(False)), False),
     ]
     unmarked = np.ones(n, dtype=bool)
     for reason, bad, quarantine in checks:

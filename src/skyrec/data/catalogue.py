@@ -99,12 +99,16 @@ def normalise_list(values: Any, fn: Any) -> list[str]:
 def parse_ts(value: Any) -> dt.datetime:
     """Parse a source timestamp (ISO-8601 with offset or ``Z``, or epoch seconds) into an aware UTC datetime.
 
-    A naive ISO string is taken as UTC. Raises ValueError naming the value when it cannot be parsed.
+    A naive ISO string is taken as UTC. Raises ValueError naming the value when it cannot be parsed or is
+    out of range (epoch seconds beyond year 9999, NaN, infinity) -- never OverflowError.
     """
     if isinstance(value, bool) or value is None:
         raise ValueError(f"not a timestamp: {value!r}")
     if isinstance(value, int | float):
-        return dt.datetime.fromtimestamp(float(value), dt.UTC)
+        try:
+            return dt.datetime.fromtimestamp(float(value), dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"timestamp out of range: {value!r}") from None
     if not isinstance(value, str):
         raise ValueError(f"not a timestamp: {value!r}")
     try:
@@ -113,7 +117,10 @@ def parse_ts(value: Any) -> dt.datetime:
         raise ValueError(f"not an ISO-8601 timestamp: {value!r}") from None
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=dt.UTC)
-    return ts.astimezone(dt.UTC)
+    try:
+        return ts.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 falls before year 1 in UTC
+        raise ValueError(f"timestamp out of range: {value!r}") from None
 
 
 _ISO_DURATION = re.compile(r"^P(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)$")

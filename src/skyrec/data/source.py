@@ -117,3 +117,39 @@ def open_metadata_source(config: Config, *, max_connections: int = 16) -> LocalS
     if is_s3(config):
         return S3Source(config.source_url, endpoint_url=config.source.endpoint_url, max_connections=max_connections)
     return LocalSource(config.source_url)
+
+
+# ---- replayed inputs -----------------------------------------------------------------------------
+# Quarantined records, once fixed, come back as an extra input of the output they were quarantined from:
+# ``<lake>/_replay/<output path>/<token>/`` is itself a committed output (files + manifest, create-only), so a
+# job reads only complete replay inputs, and every later (forced) build of that output includes them.
+REPLAY_DIR = "_replay"
+
+
+def replay_prefix(output_rel: str) -> str:
+    return f"{REPLAY_DIR}/{output_rel.strip('/')}/"
+
+
+def replay_inputs(lake: Any, output_rel: str) -> list[Any]:
+    """Committed replay inputs of the output at ``output_rel`` (Manifests, oldest first)."""
+    out = []
+    for rel in lake.versions(replay_prefix(output_rel)):
+        m = lake.manifest(rel)
+        if m is not None:
+            out.append(m)
+    return out
+
+
+def add_replay_input(lake: Any, output_rel: str, producer: Any, files: dict[str, bytes],
+                     meta: dict[str, Any]) -> Any:
+    """Commit ``files`` (name -> bytes) as a new replay input of ``output_rel``; returns its Manifest."""
+    import datetime as dt
+    import uuid
+
+    token = f"r{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
+    stage = lake.stage("replay", f"{replay_prefix(output_rel)}{token}", producer)
+    with stage:
+        for name, data in files.items():
+            with stage.open(name, "wb", rows=meta.get("rows")) as fh:
+                fh.write(data)
+        return stage.commit(meta)

@@ -6,10 +6,17 @@ validated in bounded chunks (``chunk`` param, default 50,000 lines) and folded i
 version" tables -- latest ``updated`` wins, then the higher ``seq``; deletions are kept as tombstones so
 a stale re-delivery can never resurrect a withdrawn episode. Genres and formats are normalised (case,
 synonyms), episodes inherit brand genres/formats, brand/series/masterbrand are resolved through the
-programmes stream, availability comes from the availability stream. Records failing validation are
-quarantined by reason (``not_an_object``, ``missing_id``, ``unknown_type``, ``bad_timestamp``,
-``bad_duration``, ``bad_genres``, ``missing_title``; ``unresolved_parent`` for episodes whose
-series/brand is unknown).
+programmes stream, availability comes from the availability stream. Parsing is type-strict: records
+failing validation are quarantined by reason, naming the field (``not_an_object``, ``missing_id``,
+``unknown_type``, ``bad_timestamp`` (unparseable or out of range), ``bad_boolean`` (e.g. ``"deleted":
+"false"``), ``bad_number``, ``bad_string``, ``bad_object``, ``bad_duration``, ``bad_genres``,
+``missing_title``, ``malformed_line``; ``unresolved_parent`` for episodes whose series/brand is unknown);
+one bad record never fails the build.
+
+Invariant (meta ``invariant``): records read = applied + quarantined (by reason) + filtered
+(``replaced_by_replay``: a quarantined record whose fixed version was replayed, see ``docs/ingest.md``).
+Replayed records (``skyrec quarantine replay catalogue RUN_KEY --file FIXED.jsonl``) are read after the
+syncs from the committed replay inputs of this output.
 
 Output ``catalogue``::
 
@@ -49,14 +56,24 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+INT32 = (-(2 ** 31), 2 ** 31 - 1)
+
+
 class _Invalid(ValueError):
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.field = field
 
 
 def _parse_record(rec: Any) -> tuple[str, dict[str, Any]]:
-    """(entity table, row) for one raw record, or raise _Invalid(reason)."""
+    """(entity table, row) for one raw record, or raise _Invalid(reason, field).
+
+    Type-strict: a field holds the JSON type its contract says or is absent/null -- ``"deleted": "false"``
+    (a string) is not a boolean, ``"position": "3"`` not a number; a value out of range (a timestamp beyond
+    year 9999, a position beyond int32) is invalid. Such a record is quarantined naming the field, never
+    coerced into a different meaning and never allowed to fail the whole build.
+    """
     from skyrec.data.catalogue import (
         normalise_format,
         normalise_genre,
@@ -69,11 +86,11 @@ def _parse_record(rec: Any) -> tuple[str, dict[str, Any]]:
         raise _Invalid("not_an_object", f"record is {type(rec).__name__}")
     rid = rec.get("id")
     if not isinstance(rid, str) or not rid.strip():
-        raise _Invalid("missing_id", "record has no string 'id'")
+        raise _Invalid("missing_id", "record has no string 'id'", "id")
     rtype = rec.get("type")
     table = ENTITY_TYPES.get(rtype) if isinstance(rtype, str) else None
     if table is None:
-        raise _Invalid("unknown_type", f"unknown record type {rtype!r}")
+        raise _Invalid("unknown_type", f"unknown record type {rtype!r}", "type")
 
     def ts(name: str, *, required: bool = True) -> Any:
         value = rec.get(name)
@@ -82,53 +99,96 @@ def _parse_record(rec: Any) -> tuple[str, dict[str, Any]]:
         try:
             return parse_ts(value)
         except ValueError as exc:
-            raise _Invalid("bad_timestamp", f"{name}: {exc}") from None
+            raise _Invalid("bad_timestamp", f"{name}: {exc}", name) from None
 
-    row: dict[str, Any] = {"id": rid.strip(), "updated_ts": ts("updated"), "deleted": bool(rec.get("deleted"))}
+    def boolean(name: str) -> bool:
+        value = rec.get(name)
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            raise _Invalid("bad_boolean", f"{name}: expected true or false, got {value!r} "
+                           f"({type(value).__name__})", name)
+        return value
+
+    def string(name: str, *, source: dict[str, Any] | None = None) -> str | None:
+        value = (source if source is not None else rec).get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise _Invalid("bad_string", f"{name}: expected a string, got {value!r} ({type(value).__name__})",
+                           name)
+        return value.strip() or None
+
+    def integer(name: str) -> int | None:
+        value = rec.get(name)
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid("bad_number", f"{name}: expected an integer, got {value!r} ({type(value).__name__})",
+                           name)
+        if not INT32[0] <= value <= INT32[1]:
+            raise _Invalid("bad_number", f"{name}: {value} out of range", name)
+        return value
+
+    def obj(name: str) -> dict[str, Any]:
+        value = rec.get(name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise _Invalid("bad_object", f"{name}: expected an object, got {type(value).__name__}", name)
+        return value
+
+    row: dict[str, Any] = {"id": rid.strip(), "updated_ts": ts("updated"), "deleted": boolean("deleted")}
     if row["deleted"]:
         return table, row
 
     def lists(name: str, fn: Any) -> list[str] | None:
         if name not in rec or rec[name] is None:
             return None
+        value = rec[name]
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise _Invalid("bad_genres", f"{name}: expected a list of strings, got {value!r}", name)
         try:
-            return normalise_list(rec[name], fn)
+            return normalise_list(value, fn)
         except ValueError as exc:
-            raise _Invalid("bad_genres", f"{name}: {exc}") from None
+            raise _Invalid("bad_genres", f"{name}: {exc}", name) from None
 
     def title() -> str:
         t = rec.get("title")
         if not isinstance(t, str) or not t.strip():
-            raise _Invalid("missing_title", f"{rtype} {rid} has no title")
+            raise _Invalid("missing_title", f"{rtype} {rid} has no title", "title")
         return t.strip()
 
     if table == "brands":
         mb = rec.get("masterbrand")
-        mb_name = mb.get("name") or mb.get("id") if isinstance(mb, dict) else mb
-        row.update(title=title(), masterbrand=str(mb_name) if mb_name else None,
+        if isinstance(mb, dict):
+            mb_name = string("name", source=mb) or string("id", source=mb)
+        else:
+            mb_name = string("masterbrand")
+        row.update(title=title(), masterbrand=mb_name,
                    genres=lists("genres", normalise_genre) or [], formats=lists("formats", normalise_format) or [])
     elif table == "series":
-        pos = rec.get("position")
-        row.update(brand_id=rec.get("brand_id"), title=title(), position=pos if isinstance(pos, int) else None)
+        row.update(brand_id=string("brand_id"), title=title(), position=integer("position"))
     elif table == "episodes":
-        parent = rec.get("parent") or {}
-        if not isinstance(parent, dict):
-            parent = {}
+        parent = obj("parent")
         try:
             duration = parse_duration(rec.get("duration")) if rec.get("duration") is not None else None
         except ValueError as exc:
-            raise _Invalid("bad_duration", str(exc)) from None
-        pos = rec.get("position")
-        row.update(title=title(), parent_id=parent.get("id") or rec.get("series_id") or rec.get("brand_id"),
-                   parent_type=parent.get("type") or ("series" if rec.get("series_id") else "brand"),
-                   position=pos if isinstance(pos, int) else None, genres=lists("genres", normalise_genre),
+            raise _Invalid("bad_duration", f"duration: {exc}", "duration") from None
+        series_id, brand_id = string("series_id"), string("brand_id")
+        parent_id, parent_type = string("id", source=parent), string("type", source=parent)
+        row.update(title=title(), parent_id=parent_id or series_id or brand_id,
+                   parent_type=parent_type or ("series" if series_id else "brand"),
+                   position=integer("position"), genres=lists("genres", normalise_genre),
                    formats=lists("formats", normalise_format), release_ts=ts("release_date", required=False),
                    duration_seconds=duration)
     else:
-        row["id"] = str(rec.get("episode_id") or rid).strip()
+        row["id"] = string("episode_id") or rid.strip()
         row.update(available_from=ts("available_from"), available_until=ts("available_until", required=False))
         if row["available_until"] is not None and row["available_until"] <= row["available_from"]:
-            raise _Invalid("bad_timestamp", "available_until is not after available_from")
+            raise _Invalid("bad_timestamp", "available_until is not after available_from", "available_until")
     return table, row
 
 
@@ -220,11 +280,21 @@ def _resolve(entities: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
     return out.cast(CATALOGUE).sort_by("item_id"), unresolved
 
 
+def _field_counts(bad: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for records in bad.values():
+        for r in records:
+            if r.get("field"):
+                out[r["field"]] = out.get(r["field"], 0) + 1
+    return dict(sorted(out.items()))
+
+
 def run(ctx: Any) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from skyrec.data.lakeio import read_parquet, write_parquet
+    from skyrec.gates import ingest_invariant
     from skyrec.jobs.base import BadInput
     from skyrec.jobs.ingest_activity import error_rate_result
 
@@ -258,36 +328,78 @@ def run(ctx: Any) -> dict[str, Any]:
     pending: dict[str, list[dict[str, Any]]] = {name: [] for name in schemas}
 
     def fold() -> None:
+        nonlocal applied
         for name, rows in pending.items():
-            if rows:
+            if not rows:
+                continue
+            try:
                 new = pa.Table.from_pylist(rows, schema=schemas[name])
-                entities[name] = _latest(pa.concat_tables([entities[name], new]))
-                rows.clear()
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+                # a value the parser let through that Arrow cannot hold: find it, quarantine only that record
+                good = []
+                for row in rows:
+                    try:
+                        pa.Table.from_pylist([row], schema=schemas[name])
+                        good.append(row)
+                    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError) as exc:
+                        applied -= 1
+                        bad.setdefault("unconvertible", []).append(
+                            {"key": row.get("key"), "error": f"{type(exc).__name__}: {exc}", "record": row})
+                new = pa.Table.from_pylist(good, schema=schemas[name])
+            entities[name] = _latest(pa.concat_tables([entities[name], new]))
+            rows.clear()
 
-    n_pending = 0
-    for manifest in syncs:
-        for sync_path, line in _iter_lines(ctx.lake, manifest):
-            records_read += 1
-            try:
-                wrapper = json.loads(line)
-                key, seq, rec = wrapper["key"], int(wrapper.get("seq", 0)), wrapper["record"]
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                bad.setdefault("malformed_line", []).append({"sync": sync_path, "error": str(exc),
-                                                             "line": line[:2048].decode("utf-8", "replace")})
-                continue
-            try:
-                table, row = _parse_record(rec)
-            except _Invalid as exc:
-                bad.setdefault(exc.reason, []).append({"key": key, "error": str(exc), "record": rec})
-                continue
-            row.update(seq=seq, key=key)
-            pending[table].append(row)
-            applied += 1
-            n_pending += 1
-            if n_pending >= chunk:
-                fold()
-                n_pending = 0
+    def lines() -> Iterator[tuple[str, bytes]]:
+        for manifest in syncs:
+            yield from _iter_lines(ctx.lake, manifest)
+        for manifest in replays:
+            yield from _iter_lines(ctx.lake, manifest)
+
+    from skyrec.data.source import replay_inputs
+
+    replays = replay_inputs(ctx.lake, rel)
+    replayed_keys: set[str] = set()
+    n_pending = n_replayed = 0
+    for sync_path, line in lines():
+        records_read += 1
+        replayed = sync_path.startswith("_replay/")
+        n_replayed += replayed
+        try:
+            wrapper = json.loads(line)
+            key, seq, rec = wrapper["key"], wrapper.get("seq", 0), wrapper["record"]
+            if not isinstance(key, str):
+                raise TypeError(f"'key' is {type(key).__name__}, expected a string")
+            if isinstance(seq, bool) or not isinstance(seq, int) or not INT32[0] <= seq <= INT32[1]:
+                raise ValueError(f"'seq' {seq!r} is not an integer in range")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            bad.setdefault("malformed_line", []).append({"sync": sync_path, "error": str(exc),
+                                                         "line": line[:2048].decode("utf-8", "replace")})
+            continue
+        if replayed:
+            replayed_keys.add(key)
+        try:
+            table, row = _parse_record(rec)
+        except _Invalid as exc:
+            bad.setdefault(exc.reason, []).append({"key": key, "field": exc.field, "error": str(exc),
+                                                   "record": rec, **({"replayed": True} if replayed else {})})
+            continue
+        row.update(seq=seq, key=key)
+        pending[table].append(row)
+        applied += 1
+        n_pending += 1
+        if n_pending >= chunk:
+            fold()
+            n_pending = 0
     fold()
+    # a quarantined record whose key was replayed (fixed) is superseded: counted, not kept as an error
+    replaced = 0
+    if replayed_keys:
+        for reason in list(bad):
+            keep = [r for r in bad[reason] if r.get("replayed") or r.get("key") not in replayed_keys]
+            replaced += len(bad[reason]) - len(keep)
+            bad[reason] = keep
+            if not keep:
+                del bad[reason]
 
     catalogue, unresolved = _resolve(entities)
     n_bad = sum(len(v) for v in bad.values())
@@ -298,9 +410,13 @@ def run(ctx: Any) -> dict[str, Any]:
         write_parquet(stage, "catalogue.parquet", catalogue)
         for name, table in entities.items():
             write_parquet(stage, f"{name}.parquet", table.sort_by("id"))
-        ctx.gate(error_rate_result(n_bad, records_read, cfg.ingest.metadata.max_error_rate))
+        ctx.gate(error_rate_result(n_bad, records_read - replaced, cfg.ingest.metadata.max_error_rate))
         deleted = int(pc.sum(entities["episodes"].column("deleted")).as_py() or 0)
-        meta = {"previous": previous.path if previous else None, "raw_syncs": [m.path for m in syncs],
+        invariant = {"records": ingest_invariant(
+            "records", records_in=records_read, committed=applied,
+            quarantined={k: len(v) for k, v in bad.items()}, filtered={"replaced_by_replay": replaced})}
+        meta = {"invariant": invariant, "replay_inputs": [m.path for m in replays], "replayed": n_replayed,
+                "invalid_fields": _field_counts(bad), "previous": previous.path if previous else None, "raw_syncs": [m.path for m in syncs],
                 "last_sync": syncs[-1].path if syncs else last_sync, "records_read": records_read,
                 "records_applied": applied, "invalid": {k: len(v) for k, v in sorted(bad.items())},
                 "unresolved": len(unresolved), "items": catalogue.num_rows, "deleted_episodes": deleted,
@@ -309,3 +425,50 @@ def run(ctx: Any) -> dict[str, Any]:
         manifest = stage.commit(meta)
     return {"outputs": [manifest.path], "items": catalogue.num_rows, "records_read": records_read,
             "syncs": len(syncs), "invalid": meta["invalid"], "unresolved": len(unresolved)}
+
+
+def replay(config: Any, run_key: str, records: str, *, overrides: tuple[str, ...] = ()) -> tuple[int, dict[str, Any]]:
+    """Replay fixed metadata records into the catalogue of run ``run_key`` (``YYYYMMDDTHHMMSS``).
+
+    ``records`` is JSON lines of ``{"key": ..., "record": {...}}`` (the quarantine's own format, fixed; other
+    keys are ignored). They are committed as a replay input of that catalogue output, then this job runs for
+    the run, forced: a new revision through the commit protocol. A quarantined record with a replayed key is
+    counted as filtered ``replaced_by_replay``. Returns (exit code, payload).
+    """
+    import datetime as dt
+
+    from skyrec.data.source import add_replay_input
+    from skyrec.jobs.base import EXIT_BAD_INPUT, RunInfo, execute
+    from skyrec.storage import Lake, Producer
+
+    try:
+        logical = dt.datetime.strptime(run_key, "%Y%m%dT%H%M%S").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return EXIT_BAD_INPUT, {"status": "failed", "error": f"run key {run_key!r} is not YYYYMMDDTHHMMSS"}
+    lines = []
+    with open(records, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                return EXIT_BAD_INPUT, {"status": "failed", "error": f"{records}:{n}: not JSON: {exc}"}
+            if not isinstance(rec, dict) or not isinstance(rec.get("key"), str) or "record" not in rec:
+                return EXIT_BAD_INPUT, {"status": "failed",
+                                        "error": f"{records}:{n}: expected {{\"key\": ..., \"record\": ...}}"}
+            seq = rec.get("seq", 0)
+            lines.append(json.dumps({"key": rec["key"], "seq": seq if isinstance(seq, int) else 0,
+                                     "record": rec["record"]}, separators=(",", ":")) + "\n")
+    if not lines:
+        return EXIT_BAD_INPUT, {"status": "failed", "error": f"{records}: no records to replay"}
+    lake = Lake.from_config(config)
+    rel = config.dataset_path(DATASET, run_key=run_key)
+    token = f"replay-{run_key}-{int(time.time())}"
+    manifest = add_replay_input(lake, rel, Producer(dag_id="quarantine_replay", run_id=token, task_id=DATASET),
+                                {"records/replay.jsonl": "".join(lines).encode()},
+                                {"rows": len(lines), "from_file": records})
+    run = RunInfo(dag_id="quarantine_replay", run_id=token, task_id="build_catalogue", logical_date=logical)
+    code, payload = execute("build_catalogue", config=config, run=run, force=True, overrides=overrides)
+    payload["replay_input"] = manifest.path
+    return code, payload

@@ -5,7 +5,9 @@ For each hour of [ctx.run.start, ctx.run.end) (one hour for the hourly DAG) the 
 de-duplicated delta into a staging folder; this driver then checks the gates and commits each delta
 create-only, in time order:
 
-- error rate: quarantined rows / rows read <= ``ingest.activity.max_error_rate``;
+- all rejected: an interval whose every record (or file) was rejected fails -- never an empty delta;
+- error rate: quarantined rows / rows read <= ``ingest.activity.max_error_rate``, where the rows of files
+  rejected whole count as quarantined (an unreadable file's rows estimated from its size);
 - volume (``gates.volume``): rows against the same hour of the previous ``lookback_runs`` days (hourly
   listening has a strong daily cycle, so "the last 7 hours" would be the wrong baseline); needs
   ``min_history`` earlier deltas. Override one run with ``--override volume``.
@@ -15,8 +17,10 @@ the previous ``ingest.activity.snapshot_interval_days`` days (one ``part-YYYYMMD
 concatenated in interval order -- deterministic bytes).
 
 A committed delta is never rebuilt (nor counted twice) unless the job is forced. Output manifest meta of a
-delta: rows_in, rows_out, quarantined{reason: n}, filtered{reason: n}, bad_files, extra_columns, files,
-catalogue, gates. Snapshot meta: first_interval, last_interval, intervals, deltas, missing_intervals.
+delta: rows_in, rows_out, quarantined{reason: rows}, filtered{reason: rows}, bad_files{file: reason},
+quarantined_files{reason: files}, uncounted_files, files_in, extra_columns, files, replay_inputs, catalogue,
+gates, and ``invariant``: the terms of ``in = committed + quarantined + filtered`` for rows and for files
+(see ``docs/ingest.md``). Replayed inputs (``skyrec quarantine replay``) are read with the source files. Snapshot meta: first_interval, last_interval, intervals, deltas, missing_intervals.
 """
 
 from __future__ import annotations
@@ -85,12 +89,42 @@ def error_rate_result(bad: int, total: int, max_error_rate: float) -> Any:
     return result
 
 
+def estimated_rows(summary: dict[str, Any]) -> int:
+    """Rows of the files that could not even be counted, estimated from the bytes per row of the others
+    (one row per file at least): an unreadable file weighs in the error rate like the rows it held."""
+    uncounted = summary.get("uncounted_files") or {}
+    if not uncounted:
+        return 0
+    per_byte = summary["rows_in"] / summary["counted_bytes"] if summary.get("counted_bytes") else 0.0
+    return sum(max(1, round((size or 0) * per_byte)) for size in uncounted.values())
+
+
+def _replaced(path: str, replaces: set[str]) -> bool:
+    return any(path == r or path.endswith("/" + r.lstrip("/")) for r in replaces)
+
+
+def account(summary: dict[str, Any], files_in: int, files_replaced: int) -> dict[str, Any]:
+    """The ingest invariant of one interval, for rows and for files (raises InvariantBroken if broken)."""
+    from skyrec.gates import ingest_invariant
+
+    bad_files: dict[str, int] = {}
+    for reason in summary["bad_files"].values():
+        bad_files[reason] = bad_files.get(reason, 0) + 1
+    rows = ingest_invariant("rows", records_in=summary["rows_in"], committed=summary["rows_out"],
+                            quarantined=summary["quarantined"], filtered=summary["filtered"])
+    rows["uncounted_files"] = len(summary.get("uncounted_files") or {})
+    files = ingest_invariant("files", records_in=files_in,
+                             committed=len(summary["files"]) - len(summary["bad_files"]),
+                             quarantined=bad_files, filtered={"replaced_by_replay": files_replaced})
+    return {"rows": rows, "files": files}
+
+
 def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool = True) -> dict[str, Any]:
     """Build and commit the deltas of ``hours`` in ONE pipeline run. Returns per-interval results."""
     from skyrec.data.activity import ActivityRules
     from skyrec.data.lakeio import file_url
-    from skyrec.data.source import is_s3, s3_storage_options
-    from skyrec.gates import GateFailed, volume_gate
+    from skyrec.data.source import is_s3, replay_inputs, s3_storage_options
+    from skyrec.gates import GateFailed, all_rejected_gate, volume_gate
     from skyrec.jobs.base import BadInput
     from skyrec.jobs.ingest_availability import latest_catalogue
     from skyrec.storage import QUARANTINE_DIR
@@ -98,16 +132,24 @@ def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool 
     cfg = ctx.config
     catalogue = latest_catalogue(ctx)
     reused, missing, pending = [], [], []
+    replays: dict[str, dict[str, Any]] = {}
     for hour in hours:
         rel = cfg.dataset_path(DELTA, interval_key=interval_key(hour))
         if not ctx.force and ctx.lake.committed(rel):
             reused.append(rel)
             continue
-        files = _source_files(ctx, hour)
-        if not files:
+        listed = _source_files(ctx, hour)
+        inputs = replay_inputs(ctx.lake, rel)
+        replaces = {r for m in inputs for r in m.meta.get("replaces_files", [])}
+        files = [f for f in listed if not _replaced(f, replaces)]
+        extra = [ctx.lake.abspath(f"{m.path}/{e.path}") for m in inputs for e in m.files
+                 if e.path.endswith(".parquet")]
+        replays[interval_key(hour)] = {"inputs": [m.path for m in inputs], "files_in": len(listed) + len(extra),
+                                       "files_replaced": len(listed) - len(files)}
+        if not files and not extra:
             missing.append(interval_key(hour))
             continue
-        pending.append((hour, rel, files))
+        pending.append((hour, rel, files + extra))
     if missing and require_files:
         raise BadInput(f"no activity files in the source for interval(s) {missing} "
                        f"(under {cfg.source_url}/{cfg.source.activity_prefix}/date=.../hour=...)")
@@ -129,6 +171,7 @@ def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool 
             intervals={interval_key(h): IntervalTarget((h).isoformat(), (h + HOUR).isoformat(),
                                                        stages[interval_key(h)].path(""))
                        for h, _, _ in pending},
+            replay_files=sorted(f for _, _, fs in pending for f in fs if f.startswith(ctx.lake.abspath("_replay"))),
         )
         keyed_files = [(interval_key(h), f) for h, _, fs in pending for f in fs]
         try:
@@ -139,11 +182,19 @@ def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool 
                 stage = stages[key]
                 with stage.fs.open(stage.path("_summary.json"), "rb") as fh:
                     summary = json.loads(fh.read())
+                invariant = account(summary, replays[key]["files_in"], replays[key]["files_replaced"])
                 stage.add("part-00000.parquet", rows=summary["rows_out"])
-                for reason, n in summary["quarantined"].items():
+                for reason, n in summary["quarantine_lines"].items():
                     stage.add(f"{QUARANTINE_DIR}/{reason}.jsonl", rows=n)
                     stage.quarantine_counts[reason] = n
-                results = [error_rate_result(summary["bad_rows"], summary["rows_in"], a.max_error_rate)]
+                estimate = estimated_rows(summary)
+                results = [all_rejected_gate(summary["rows_out"], summary["bad_rows"], len(summary["bad_files"])),
+                           error_rate_result(summary["bad_rows"] + estimate, summary["rows_in"] + estimate,
+                                             a.max_error_rate)]
+                if estimate:
+                    results[1].details["estimated_rows_of_uncounted_files"] = estimate
+                    results[1].message += (f" (incl. ~{estimate} estimated rows of "
+                                           f"{len(summary['uncounted_files'])} unreadable file(s))")
                 v = cfg.gates.volume
                 results.append(volume_gate(summary["rows_out"], _volume_history(ctx, hour), min_ratio=v.min_ratio,
                                            max_ratio=v.max_ratio, min_history=v.min_history,
@@ -157,8 +208,11 @@ def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool 
                     gate_failures.append({"interval": key, "gate": exc.gate, "message": failed.message,
                                           "details": exc.details})
                     continue
+                bad_files = invariant["files"]["quarantined"]
                 meta = {**summary, "catalogue": catalogue.path, "window": [str(x) for x in rules.window(
-                    hour, hour + HOUR)], "gates": [r.as_dict() for r in results]}
+                    hour, hour + HOUR)], "gates": [r.as_dict() for r in results], "invariant": invariant,
+                    "files_in": replays[key]["files_in"], "quarantined_files": bad_files,
+                    "filtered_files": invariant["files"]["filtered"], "replay_inputs": replays[key]["inputs"]}
                 stage.commit(meta)
                 committed.append(rel)
         finally:
@@ -239,3 +293,79 @@ def run(ctx: Any) -> dict[str, Any]:
     return {"outputs": deltas + [snap], "committed": result["committed"], "reused": result["reused"],
             "snapshot_rows": meta.get("rows"), "counters": result["counters"],
             "seconds": round(time.time() - started, 3)}
+
+
+def load_records(path: str) -> Any:
+    """Fixed records for a replay: a Parquet file, or JSON lines (the quarantine's own format) -> Arrow table.
+
+    Bookkeeping keys of the quarantine (``_file``) are dropped; anything else is left to the job, which
+    checks it like any input. Raises BadInput naming the file (and line) when it cannot be read.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from skyrec.jobs.base import BadInput
+
+    if path.endswith(".parquet"):
+        try:
+            return pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file: say which and why
+            raise BadInput(f"{path}: not a readable Parquet file: {type(exc).__name__}: {exc}") from None
+    rows = []
+    with open(path, "rb") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BadInput(f"{path}:{n}: not JSON: {exc}") from None
+            if not isinstance(rec, dict) or "event_id" not in rec:
+                raise BadInput(f"{path}:{n}: expected an activity record (an object with 'event_id'); "
+                               "a whole-file reject is replayed as a fixed Parquet file with --replaces")
+            rows.append({k: v for k, v in rec.items() if not k.startswith("_")})
+    if not rows:
+        raise BadInput(f"{path}: no records to replay")
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise BadInput(f"{path}: records do not form a table (mixed types in a field?): {exc}") from None
+
+
+def replay(config: Any, key: str, records: str, *, replaces: tuple[str, ...] = (),
+           overrides: tuple[str, ...] = ()) -> tuple[int, dict[str, Any]]:
+    """Replay fixed records into interval ``key`` (``YYYYMMDDTHH``): commit them as a replay input of the
+    interval's delta, then run this job for the interval, forced -- a new revision through the commit
+    protocol (the earlier revision stays as it was). Original rows with a replayed event id, and source
+    files named in ``replaces``, are counted as filtered ``replaced_by_replay``. Returns (exit code, payload).
+    """
+    import io
+
+    import pyarrow.parquet as pq
+
+    from skyrec.data.lakeio import PARQUET_OPTIONS
+    from skyrec.data.source import add_replay_input
+    from skyrec.jobs.base import EXIT_BAD_INPUT, BadInput, RunInfo, execute
+    from skyrec.storage import Lake, Producer
+
+    try:
+        hour = parse_interval_key(key)
+    except ValueError:
+        return EXIT_BAD_INPUT, {"status": "failed", "error": f"interval key {key!r} is not YYYYMMDDTHH"}
+    try:
+        table = load_records(records)
+    except BadInput as exc:
+        return EXIT_BAD_INPUT, {"status": "failed", "error": str(exc)}
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **PARQUET_OPTIONS)
+    lake = Lake.from_config(config)
+    rel = config.dataset_path(DELTA, interval_key=key)
+    token = f"replay-{key}-{int(time.time())}"
+    producer = Producer(dag_id="quarantine_replay", run_id=token, task_id="ingest_activity")
+    manifest = add_replay_input(lake, rel, producer, {"records.parquet": buf.getvalue()},
+                                {"rows": table.num_rows, "from_file": records, "replaces_files": list(replaces)})
+    run = RunInfo(dag_id="quarantine_replay", run_id=token, task_id="ingest_activity", logical_date=hour + HOUR,
+                  interval_start=hour, interval_end=hour + HOUR)
+    code, payload = execute("ingest_activity", config=config, run=run, force=True, overrides=overrides)
+    payload["replay_input"] = manifest.path
+    return code, payload

@@ -9,7 +9,9 @@ AND available now; the top ``ingest.cold_start.size`` by score are kept, topped 
 available candidates (score 0) when fewer were played -- so a rail is never empty while it has candidates.
 
 Output ``cold_start``: ``cold_start.parquet`` (schema COLD_START: variant, rank (1-based), item_id, score
-(plays / the variant's top plays, in (0, 1]; 0 for top-ups)); meta per variant: candidates, played, rows.
+(plays / the variant's top plays, in (0, 1]; 0 for top-ups)); meta per variant: candidates, played, rows;
+meta ``invariant``: events read in the window = listeners counted (distinct user-item pairs of catalogue
+items) + quarantined (``missing_id``) + filtered (``repeat_listen``, ``not_in_catalogue``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def run(ctx: Any) -> dict[str, Any]:
     from skyrec.data.catalogue import available_mask, candidate_mask
     from skyrec.data.lakeio import parquet_files, read_parquet, write_parquet
     from skyrec.data.schemas import COLD_START, TS
+    from skyrec.gates import ingest_invariant
     from skyrec.jobs.base import BadInput
     from skyrec.jobs.ingest_availability import latest_catalogue
 
@@ -60,13 +63,26 @@ def run(ctx: Any) -> dict[str, Any]:
         played.append(t.select(["user_id", "item_id"]))
     plays = pa.concat_tables(played) if played else pa.table({"user_id": pa.array([], pa.string()),
                                                               "item_id": pa.array([], pa.string())})
-    # distinct listeners per item: one enthusiastic user cannot make an item "popular"
-    per_item = plays.group_by(["item_id", "user_id"]).aggregate([]).group_by("item_id").aggregate(
-        [("user_id", "count")])
-    idx = pc.index_in(catalogue.column("item_id"), value_set=per_item.column("item_id"))
-    counts = pc.fill_null(pc.take(per_item.column("user_id_count"), idx.fill_null(0)), 0).to_numpy(
-        zero_copy_only=False).astype(np.float64)
-    counts[~pc.is_valid(idx).to_numpy(zero_copy_only=False)] = 0.0
+    # distinct listeners per item: one enthusiastic user cannot make an item "popular". Every event read
+    # is accounted for: a listener counted, or quarantined (no user/item id), or filtered with a reason.
+    has_ids = pc.and_(pc.is_valid(plays.column("user_id")), pc.is_valid(plays.column("item_id")))
+    valid = plays.filter(has_ids)
+    all_pairs = valid.group_by(["item_id", "user_id"]).aggregate([])
+    n_pairs = all_pairs.num_rows
+    pairs = all_pairs.filter(pc.is_in(all_pairs.column("item_id"),
+                                      value_set=catalogue.column("item_id").combine_chunks()))
+    invariant = {"events": ingest_invariant(
+        "events", records_in=plays.num_rows, committed=pairs.num_rows,
+        quarantined={"missing_id": plays.num_rows - valid.num_rows},
+        filtered={"repeat_listen": valid.num_rows - n_pairs, "not_in_catalogue": n_pairs - pairs.num_rows})}
+    per_item = pairs.group_by("item_id").aggregate([("user_id", "count")])
+    if per_item.num_rows:
+        idx = pc.index_in(catalogue.column("item_id"), value_set=per_item.column("item_id"))
+        counts = pc.fill_null(pc.take(per_item.column("user_id_count"), idx.fill_null(0)), 0).to_numpy(
+            zero_copy_only=False).astype(np.float64)
+        counts[~pc.is_valid(idx).to_numpy(zero_copy_only=False)] = 0.0
+    else:  # nothing played in the window (a quiet week, a new deployment): newest candidates only
+        counts = np.zeros(catalogue.num_rows, dtype=np.float64)
     release = pc.cast(catalogue.column("release_ts"), pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
     item_ids = np.asarray(catalogue.column("item_id").to_pylist(), dtype=object)
     size = cfg.ingest.cold_start.size
@@ -91,6 +107,6 @@ def run(ctx: Any) -> dict[str, Any]:
         write_parquet(stage, "cold_start.parquet", out)
         meta = {"at": at.isoformat(), "activity_snapshot": snapshot.path, "catalogue": cat_manifest.path,
                 "availability": avail_manifest.path if avail_manifest else None, "window_end": end.isoformat(),
-                "window_days": cfg.ingest.cold_start.window_days, "variants": per_variant}
+                "window_days": cfg.ingest.cold_start.window_days, "variants": per_variant, "invariant": invariant}
         manifest = stage.commit(meta)
     return {"outputs": [manifest.path], "rows": out.num_rows, "variants": per_variant}

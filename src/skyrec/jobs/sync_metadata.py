@@ -4,7 +4,8 @@ Only new or changed objects (by key + ETag against the state that the last commi
 fetched, ``ingest.metadata.concurrency`` at a time. Progress is checkpointed batch by batch in
 ``ctx.checkpoint_dir()`` (stable across attempts of the same run), so a killed attempt's successor
 fetches only what is left. Malformed JSON is quarantined (reason ``malformed_json``) and counted; the
-run fails above ``ingest.metadata.max_error_rate``.
+run fails above ``ingest.metadata.max_error_rate``. Invariant (meta ``invariant``): objects listed = records
+written + quarantined (``malformed_json``) + filtered (``unchanged`` since the last committed sync).
 
 Output ``raw_metadata`` (one per run)::
 
@@ -181,14 +182,18 @@ def run(ctx: Any) -> dict[str, Any]:
         keys = sorted(state)
         write_parquet(stage, "state.parquet", pa.table({"key": pa.array(keys, pa.string()),
                                                         "etag": pa.array([state[k] for k in keys], pa.string())}))
+        from skyrec.gates import ingest_invariant
         from skyrec.jobs.ingest_activity import error_rate_result
 
+        invariant = {"objects": ingest_invariant(
+            "objects", records_in=len(listed), committed=sum(counts.values()),
+            quarantined={"malformed_json": len(malformed)}, filtered={"unchanged": len(listed) - len(todo)})}
         ctx.gate(error_rate_result(len(malformed), len(todo), cfg.ingest.metadata.max_error_rate))
         elapsed = time.time() - started
         meta = {"source": cfg.source_url, "previous": previous_path, "listed": len(listed), "fetched": len(todo),
                 "fetched_this_attempt": fetched_now, "resumed_from_checkpoint": resumed,
                 "unchanged": len(listed) - len(todo), "removed_from_source": len(removed),
-                "malformed": len(malformed), "records": counts, "seconds": round(elapsed, 3),
+                "malformed": len(malformed), "records": counts, "invariant": invariant, "seconds": round(elapsed, 3),
                 "gates": [g.as_dict() for g in ctx.gate_results]}
         manifest = stage.commit(meta)
     finally:

@@ -5,9 +5,11 @@ Shape (works on Arrow tables, never per record)::
     Create[(interval_key, file)] -> ParDo(ReadAndFilter) -> GroupByKey(interval) -> ParDo(FinishInterval)
 
 - ``ReadAndFilter`` reads one whole file (a truncated/corrupt file is quarantined as a whole:
-  ``corrupt_file``; schema drift: ``missing_column_<name>`` / ``bad_column_type_<name>``; extra columns
-  are tolerated and reported), then applies the vectorised rules of ``skyrec.data.activity`` batch by
-  batch.
+  ``corrupt_file``; schema drift: ``missing_column_<name>`` / ``bad_column_type_<name>``, every row of the
+  file quarantined under that reason; extra columns are tolerated and reported), then applies the
+  vectorised rules of ``skyrec.data.activity`` batch by batch. Replayed inputs (``Spec.replay_files``,
+  fixed records an operator put back, in the lake) are read the same way and replace the original rows
+  with the same event ids.
 - ``FinishInterval`` de-duplicates event ids across the interval's files, sorts, and writes into the
   interval's staging folder (given by the driver): ``part-00000.parquet`` (schema ACTIVITY),
   ``_quarantine/<reason>.jsonl`` and ``_summary.json`` (counts the driver puts into the manifest).
@@ -27,11 +29,14 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from skyrec.data.activity import (
+    KEPT,
+    REPLACED,
     ActivityRules,
     SchemaProblem,
     apply_filters,
@@ -65,6 +70,7 @@ class Spec:
     catalogue_file: str | None  # full lake path of catalogue.parquet (None: no item check)
     rules: dict[str, Any]
     intervals: dict[str, IntervalTarget] = field(default_factory=dict)
+    replay_files: list[str] = field(default_factory=list)  # full lake paths of replayed (fixed) inputs
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -96,7 +102,12 @@ def _rules(spec: Spec) -> ActivityRules:
 
 
 class ReadAndFilter(beam.DoFn):
-    """(interval_key, file path) -> (interval_key, per-file result dict)."""
+    """(interval_key, file path) -> (interval_key, per-file result dict).
+
+    A file that cannot be read is quarantined whole (``corrupt_file``; its rows counted when the Parquet
+    footer still says how many, else the file counts with its size). A file whose schema cannot be read as
+    RAW_ACTIVITY is quarantined whole too: every one of its rows, under the reason naming the column.
+    """
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
@@ -105,24 +116,32 @@ class ReadAndFilter(beam.DoFn):
 
     def setup(self) -> None:
         self._fs = _source_fs(self.spec)
+        self._lake = _lake_fs(self.spec)
         self._rules = _rules(self.spec)
         self._known = None
         if self.spec.catalogue_file:
-            with _lake_fs(self.spec).open(self.spec.catalogue_file, "rb") as fh:
+            with self._lake.open(self.spec.catalogue_file, "rb") as fh:
                 self._known = pq.read_table(fh, columns=["item_id"]).column("item_id").combine_chunks()
 
     def process(self, element: tuple[str, str]) -> Any:
         interval, path = element
         self.files.inc()
         target = self.spec.intervals[interval]
-        out: dict[str, Any] = {"file": path, "rows_in": 0, "valid": None, "quarantined": {},
-                               "file_problem": None, "extra_columns": []}
+        replay = path in self.spec.replay_files
+        fs = self._lake if replay else self._fs
+        out: dict[str, Any] = {"file": path, "replay": replay, "rows_in": 0, "bytes": None, "valid": None,
+                               "quarantined": {}, "file_problem": None, "rejected": None, "extra_columns": []}
         try:
-            with self._fs.open(path, "rb") as fh:
+            out["bytes"] = int(fs.size(path))
+        except Exception:  # noqa: BLE001 - the size only feeds an estimate; reading decides
+            pass
+        try:
+            with fs.open(path, "rb") as fh:
                 table = pq.read_table(fh)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is quarantined whole, the run goes on
             Metrics.counter(NAMESPACE, "corrupt_file").inc()
             out["file_problem"] = ("corrupt_file", f"{type(exc).__name__}: {exc}")
+            out["rows_in"] = _footer_rows(fs, path)  # None: the file's rows cannot be counted
             yield interval, out
             return
         try:
@@ -131,6 +150,8 @@ class ReadAndFilter(beam.DoFn):
             Metrics.counter(NAMESPACE, exc.reason).inc()
             out["file_problem"] = (exc.reason, str(exc))
             out["rows_in"] = table.num_rows
+            out["rejected"] = table  # every row of the file is quarantined under the file's reason
+            self.rows_in.inc(table.num_rows)
             yield interval, out
             return
         out["extra_columns"] = extra
@@ -145,10 +166,19 @@ class ReadAndFilter(beam.DoFn):
                 quarantined.setdefault(reason, []).append(t)
                 Metrics.counter(NAMESPACE, reason).inc(t.num_rows)
         out["rows_in"] = table.num_rows
-        out["valid"] = pa.concat_tables(valid) if valid else None
+        out["valid"] = pa.concat_tables(valid) if valid else KEPT.empty_table()
         out["quarantined"] = {r: pa.concat_tables(ts) for r, ts in quarantined.items()}
         self.rows_in.inc(table.num_rows)
         yield interval, out
+
+
+def _footer_rows(fs: Any, path: str) -> int | None:
+    """Row count from the Parquet footer of a file whose data could not be read (None: no footer either)."""
+    try:
+        with fs.open(path, "rb") as fh:
+            return int(pq.ParquetFile(fh).metadata.num_rows)
+    except Exception:  # noqa: BLE001 - unreadable footer: the rows cannot be counted
+        return None
 
 
 def _jsonl(table_or_rows: Any) -> bytes:
@@ -156,8 +186,32 @@ def _jsonl(table_or_rows: Any) -> bytes:
     return "".join(json.dumps(r, default=str, sort_keys=True) + "\n" for r in rows).encode()
 
 
+def _event_ids(table: pa.Table | None) -> set[str]:
+    if table is None or table.num_rows == 0 or "event_id" not in table.column_names:
+        return set()
+    col = table.column("event_id")
+    if not pa.types.is_string(col.type):
+        col = col.cast(pa.string(), safe=False) if pa.types.is_integer(col.type) else None
+    return {v for v in col.to_pylist() if v is not None} if col is not None else set()
+
+
+def _without(table: pa.Table, ids: set[str]) -> tuple[pa.Table, int]:
+    """(rows of ``table`` whose event_id is not in ``ids``, number removed)."""
+    if not ids or table.num_rows == 0 or "event_id" not in table.column_names \
+            or not pa.types.is_string(table.column("event_id").type):
+        return table, 0
+    hit = pc.is_in(table.column("event_id"), value_set=pa.array(sorted(ids), pa.string())).fill_null(False)
+    n = int(pc.sum(hit).as_py() or 0)
+    return (table.filter(pc.invert(hit)), n) if n else (table, 0)
+
+
 class FinishInterval(beam.DoFn):
-    """(interval_key, [per-file results]) -> writes the interval's delta + quarantine; yields its summary."""
+    """(interval_key, [per-file results]) -> writes the interval's delta + quarantine; yields its summary.
+
+    The summary accounts for every row and file read: ``rows_in = rows_out + sum(quarantined) +
+    sum(filtered)`` (rows of readable files and of files rejected whole) and every file is either read
+    or in ``bad_files``; files whose rows cannot be counted are listed in ``uncounted_files`` (bytes).
+    """
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
@@ -168,30 +222,67 @@ class FinishInterval(beam.DoFn):
         self._fs = _lake_fs(self.spec)
 
     def process(self, element: tuple[str, Any]) -> Any:
-        from skyrec.data.activity import KEPT
         from skyrec.data.lakeio import PARQUET_OPTIONS, ROW_GROUP
 
         interval, results = element
-        results = sorted(results, key=lambda r: r["file"])
+        results = sorted(results, key=lambda r: (r["replay"], r["file"]))
         target = self.spec.intervals[interval].target
+        # a replayed (fixed) record replaces every original row with its event id: counted, not doubled
+        replayed: set[str] = set()
+        for r in results:
+            if r["replay"]:
+                replayed |= _event_ids(r["valid"]) | _event_ids(r["rejected"])
+                for t in r["quarantined"].values():
+                    replayed |= _event_ids(t)
+        replaced = 0
+        for r in results:
+            if r["replay"] or not replayed:
+                continue
+            if r["valid"] is not None:
+                r["valid"], n = _without(r["valid"], replayed)
+                replaced += n
+            for reason in list(r["quarantined"]):
+                r["quarantined"][reason], n = _without(r["quarantined"][reason], replayed)
+                replaced += n
+            if r["rejected"] is not None:
+                r["rejected"], n = _without(r["rejected"], replayed)
+                replaced += n
         valid = [r["valid"] for r in results if r["valid"] is not None]
         table = pa.concat_tables(valid) if valid else KEPT.empty_table()
         unique, dups = dedupe(table)
         self.duplicates.inc(dups.num_rows)
         kept, filtered = apply_filters(unique)
+        if replaced:
+            filtered = dict(sorted({**filtered, REPLACED: replaced}.items()))
         for reason, n in filtered.items():
             Metrics.counter(NAMESPACE, reason).inc(n)
         delta = finalise(kept)
         self.rows_out.inc(delta.num_rows)
-        quarantine: dict[str, list[Any]] = {}
+        quarantine: dict[str, list[Any]] = {}  # reason -> quarantine lines (rows; one line per unreadable file)
+        rows_quarantined: dict[str, int] = {}
         for r in results:
             for reason, t in r["quarantined"].items():
-                quarantine.setdefault(reason, []).extend(t.to_pylist())
+                if t.num_rows:
+                    quarantine.setdefault(reason, []).extend(t.to_pylist())
+                    rows_quarantined[reason] = rows_quarantined.get(reason, 0) + t.num_rows
             if r["file_problem"]:
                 reason, message = r["file_problem"]
-                quarantine.setdefault(reason, []).append({"file": r["file"], "error": message})
+                if r["rejected"] is not None:
+                    rows = r["rejected"].to_pylist()
+                    for row in rows:
+                        row["_file"] = r["file"]
+                    quarantine.setdefault(reason, []).extend(rows)
+                    rows_quarantined[reason] = rows_quarantined.get(reason, 0) + len(rows)
+                    if not rows:  # a rejected file without rows still leaves a trace
+                        quarantine.setdefault(reason, []).append({"file": r["file"], "error": message, "rows": 0})
+                else:
+                    quarantine.setdefault(reason, []).append({"file": r["file"], "error": message,
+                                                              "rows": r["rows_in"], "bytes": r["bytes"]})
+                    if r["rows_in"]:
+                        rows_quarantined[reason] = rows_quarantined.get(reason, 0) + r["rows_in"]
         if dups.num_rows:
             quarantine["duplicate_event"] = dups.drop_columns(["drop"]).to_pylist()
+            rows_quarantined["duplicate_event"] = dups.num_rows
         self._fs.makedirs(target, exist_ok=True)
         with self._fs.open(f"{target}/{DELTA_FILE}", "wb") as fh:
             pq.write_table(delta, fh, row_group_size=ROW_GROUP, **PARQUET_OPTIONS)
@@ -199,13 +290,17 @@ class FinishInterval(beam.DoFn):
             self._fs.makedirs(f"{target}/_quarantine", exist_ok=True)
             with self._fs.open(f"{target}/_quarantine/{reason}.jsonl", "wb") as fh:
                 fh.write(_jsonl(rows))
-        bad_rows = sum(len(v) for k, v in quarantine.items() if k in {
-            "missing_field", "unknown_event_type", "future_ts", "too_old", "unknown_item", "duplicate_event"})
+        counted = [r for r in results if r["rows_in"] is not None]
         summary = {
             "interval": interval, "files": [r["file"] for r in results],
-            "rows_in": sum(r["rows_in"] for r in results), "rows_out": delta.num_rows, "bad_rows": bad_rows,
-            "quarantined": {k: len(v) for k, v in sorted(quarantine.items())}, "filtered": filtered,
+            "replay_files": [r["file"] for r in results if r["replay"]],
+            "rows_in": sum(r["rows_in"] for r in counted),
+            "rows_out": delta.num_rows, "bad_rows": sum(rows_quarantined.values()),
+            "quarantined": dict(sorted(rows_quarantined.items())), "filtered": filtered,
+            "quarantine_lines": {k: len(v) for k, v in sorted(quarantine.items())},
             "bad_files": {r["file"]: r["file_problem"][0] for r in results if r["file_problem"]},
+            "uncounted_files": {r["file"]: r["bytes"] for r in results if r["rows_in"] is None},
+            "counted_bytes": sum(r["bytes"] or 0 for r in counted),
             "extra_columns": {r["file"]: r["extra_columns"] for r in results if r["extra_columns"]},
         }
         with self._fs.open(f"{target}/{SUMMARY_FILE}", "wb") as fh:
