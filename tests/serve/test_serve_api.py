@@ -35,7 +35,7 @@ def test_personalised_answer_shape_and_order(client, redis_client):
     assert ids(body) == ["p010", "p011", "p012", "p013", "p014"]
     first = body["items"][0]
     assert first == {"id": "p010", "title": "Programme 10", "brand": "Brand 0", "genres": ["Drama", "Crime"],
-                     "score": pytest.approx(0.9)}
+                     "score": pytest.approx(0.9), "origin": "personalised"}
     assert r.headers["content-type"].startswith("application/json")
 
 
@@ -361,3 +361,37 @@ def test_a_user_key_deleted_in_place_is_not_served_from_cache(client, redis_clie
     assert client.get(f"/v1/recommendations/{V}/u1").json()["source"] == "personalised"
     redis_client.delete(Keys(PREFIX).rec(V, PUB, "u1"))
     assert client.get(f"/v1/recommendations/{V}/u1").json()["source"] == "fallback"
+
+
+def test_one_list_one_score_scale_padding_marked_and_last(client, redis_client):
+    standard_set(redis_client)  # u1: 4 own items, then padded from the fallback list
+    body = client.get(f"/v1/recommendations/{V}/u1?limit=15").json()
+    origins = [i["origin"] for i in body["items"]]
+    assert origins == ["personalised"] * 4 + ["fallback"] * 10
+    scored = [i["score"] for i in body["items"] if i["origin"] == "personalised"]
+    assert all(isinstance(s, float) for s in scored) and scored == sorted(scored, reverse=True)
+    assert all(i["score"] is None for i in body["items"] if i["origin"] == "fallback")
+    assert body["padded"] == 10
+    # the fallback answer is one list with its own scores, in order
+    fb = client.get(f"/v1/recommendations/{V}/newcomer?limit=5").json()
+    scores = [i["score"] for i in fb["items"]]
+    assert all(isinstance(s, float) for s in scores) and scores == sorted(scores, reverse=True)
+    assert {i["origin"] for i in fb["items"]} == {"fallback"} and fb["padded"] == 5
+
+
+def test_paging_walks_the_list_and_ends_cleanly(client, redis_client):
+    standard_set(redis_client)
+    whole = client.get(f"/v1/recommendations/{V}/u1?limit=100").json()
+    assert whole["next_offset"] is None
+    n = len(whole["items"])
+    walked, offset = [], 0
+    while offset is not None:
+        page = client.get(f"/v1/recommendations/{V}/u1?limit=3&offset={offset}").json()
+        assert page["padded"] == sum(i["origin"] == "fallback" for i in page["items"])
+        walked += [i["id"] for i in page["items"]]
+        offset = page["next_offset"]
+    assert walked == [i["id"] for i in whole["items"]] and len(walked) == n
+    past = client.get(f"/v1/recommendations/{V}/u1?limit=5&offset=1000").json()
+    assert past["items"] == [] and past["padded"] == 0 and past["next_offset"] is None
+    exact = client.get(f"/v1/recommendations/{V}/u1?limit={n}").json()
+    assert len(exact["items"]) == n and exact["next_offset"] is None

@@ -23,7 +23,10 @@ class ItemOut(BaseModel):
     title: str | None
     brand: str | None
     genres: list[str]
-    score: float
+    score: float | None = Field(description="the list's own score, best first; null for an item padded in from "
+                                            "the fallback list after a user's own items (another scale)")
+    origin: Literal["personalised", "fallback"] = Field(
+        description="personalised: from the user's precomputed list; fallback: from the variant's cold-start list")
 
 
 class RecommendationsOut(BaseModel):
@@ -35,7 +38,9 @@ class RecommendationsOut(BaseModel):
     items: list[ItemOut]
     offset: int
     limit: int
-    padded: int = Field(description="how many items came from the fallback list to fill the answer")
+    next_offset: int | None = Field(description="offset of the next page; null when this page is the last "
+                                                "(a page past the end has no items and next_offset null)")
+    padded: int = Field(description="how many items of this page came from the fallback list")
     stale: bool = Field(False, description="true when Redis was unreachable and a cached answer was served")
 
 

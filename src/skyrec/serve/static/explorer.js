@@ -89,7 +89,7 @@ async function load(variant, user) {
       getJSON(`/v1/users/${enc(user)}/history?limit=20&variant=${enc(variant)}`),
     ]);
     const ol = $("recs");
-    ol.replaceChildren(...recs.items.map((it) => itemNode(it, "score " + it.score.toFixed(3))));
+    ol.replaceChildren(...recs.items.map((it) => itemNode(it, it.score == null ? "from the rail's popular list" : "score " + it.score.toFixed(3))));
     const badge = $("source");
     badge.textContent = recs.source + (recs.padded ? ` (+${recs.padded} padded)` : "") + (recs.stale ? " · stale" : "");
     badge.className = "badge " + recs.source;

@@ -77,22 +77,31 @@ async def recommendations(request: Request) -> JSON:
     offset = _int("offset", query.get("offset"), 0) or 0
     check_variant(state.settings, variant)
     page = check_page(state.settings, limit, offset)
-    answer = await store.recommend(variant, user_id, page.offset + page.limit)
+    end = page.offset + page.limit
+    answer = await store.recommend(variant, user_id, end + 1)  # one more: is there a next page?
     ranked = answer.ranked
     source = "personalised" if answer.known_user else "fallback"
     metrics.count_answer(variant, source, ranked.padded, ranked.dropped_expired, answer.stale)
-    window = ranked.items[page.offset: page.offset + page.limit]
+    # One list, one score scale: the user's own items carry the model's scores, best first; items padded in
+    # from the fallback list follow them, marked, without a score (popularity is not on the model's scale).
+    # A fallback answer is the fallback list alone, with its own scores.
+    items = []
+    for position, (item_id, score, m) in enumerate(ranked.items[page.offset:end], start=page.offset):
+        padding = position >= ranked.personalised
+        items.append({"id": item_id, "title": m.title, "brand": m.brand, "genres": list(m.genres),
+                      "score": None if padding and answer.known_user else score,
+                      "origin": "fallback" if padding else "personalised"})
     body = {
         "user_id": user_id,
         "variant": variant,
         "model_version": answer.pointer.get("model_version"),
         "publication": answer.pointer["publication"],
         "source": source,
-        "items": [{"id": item_id, "title": m.title, "brand": m.brand, "genres": list(m.genres), "score": score}
-                  for item_id, score, m in window],
+        "items": items,
         "offset": page.offset,
         "limit": page.limit,
-        "padded": ranked.padded,
+        "next_offset": end if len(ranked.items) > end else None,
+        "padded": sum(1 for i in items if i["origin"] == "fallback"),
         "stale": answer.stale,
     }
     headers = {"Cache-Control": "no-store"}
