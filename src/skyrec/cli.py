@@ -19,6 +19,20 @@ app = typer.Typer(
     add_completion=False,
 )
 
+def _version(value: bool) -> None:
+    if value:
+        from skyrec import __version__
+
+        typer.echo(f"skyrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Batch personalised recommendations orchestrated by Apache Airflow 3."""
+
+
 EnvOpt = Annotated[str | None, typer.Option("--env", "-e", help="Config environment: local, dev, int, prod "
                                                                "(default: $SKYREC_ENV or local).")]
 
@@ -221,14 +235,26 @@ def bench(
     raise typer.Exit(run_all(scale=scale, only=only))
 
 
+def _resolve_home(data: Any, home: str) -> Any:
+    if isinstance(data, dict):
+        return {k: _resolve_home(v, home) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_resolve_home(v, home) for v in data]
+    return data.replace("{home}", home) if isinstance(data, str) else data
+
+
 @app.command()
 def config(
     env: EnvOpt = None,
     key: Annotated[str | None, typer.Argument(help="Dotted key to print, e.g. variants.music_mixes.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Show templates as written ({home}/lake), not resolved.")]
+    = False,
 ) -> None:
-    """Validate and print the effective configuration (base + env file + SKYREC__ variables)."""
+    """Validate and print the effective configuration (base + env file + SKYREC__ variables), resolved."""
     cfg = _config(env)
     data: Any = cfg.model_dump(mode="json")
+    if not raw:
+        data = _resolve_home(data, cfg.home)
     if key:
         for part in key.split("."):
             if not isinstance(data, dict) or part not in data:

@@ -166,8 +166,39 @@ class VariantConfig(_Model):
         return v
 
 
+def check_redis_url(value: str) -> str:
+    """A Redis URL redis-py can connect with: redis:// or rediss:// with a host, or unix:// with a path."""
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a Redis URL ({exc})") from None
+    if url.scheme in ("redis", "rediss"):
+        if not url.hostname:
+            raise ValueError(f"{value!r} is not a Redis URL: no host (e.g. redis://127.0.0.1:6379/0)")
+        db = url.path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"{value!r}: the database must be a number, got {db!r}")
+        if port == 0:
+            raise ValueError(f"{value!r}: port 0")
+    elif url.scheme == "unix":
+        if not url.path:
+            raise ValueError(f"{value!r} is not a Redis URL: no socket path (unix:///path/to/redis.sock)")
+    else:
+        raise ValueError(f"{value!r} is not a Redis URL: scheme must be redis, rediss or unix "
+                         "(e.g. redis://127.0.0.1:6379/0)")
+    return value
+
+
 class PublishConfig(_Model):
     redis_url: str = "redis://127.0.0.1:6390/0"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        return check_redis_url(v)
     key_prefix: str = "skyrec"
     strategy: Literal["versioned", "swapdb"] = "versioned"
     keep_versions: int = Field(2, ge=1)
@@ -182,6 +213,11 @@ class ServeConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     redis_url: str = "redis://127.0.0.1:6390/0"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        return check_redis_url(v)
     default_limit: int = Field(10, ge=1)
     max_limit: int = Field(100, ge=1)
     admin_api_key_env: str = "SKYREC_ADMIN_API_KEY"

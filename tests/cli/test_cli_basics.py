@@ -1,0 +1,48 @@
+"""`skyrec --version`, `skyrec config` (resolved and --raw) and typed settings, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from skyrec import __version__
+from skyrec.config import ConfigError, load_config
+
+
+def _skyrec(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "skyrec", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+
+
+def test_version() -> None:
+    out = _skyrec("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"skyrec {__version__}"
+
+
+def test_config_prints_resolved_values_and_templates_with_raw(skyrec_home) -> None:
+    resolved = json.loads(_skyrec("config", "storage", SKYREC_HOME=str(skyrec_home)).stdout)
+    assert resolved["lake"] == f"{skyrec_home}/lake" and "{home}" not in json.dumps(resolved)
+    raw = json.loads(_skyrec("config", "storage.lake", "--raw", SKYREC_HOME=str(skyrec_home)).stdout)
+    assert raw == "{home}/lake"
+
+
+@pytest.mark.parametrize("url, why", [
+    ("notaurl", "scheme must be redis"), ("redis://", "no host"), ("redis://h:1/x", "database must be a number"),
+    ("http://127.0.0.1:6379", "scheme must be redis"), ("redis://h:99999/0", "Redis URL"),
+])
+def test_redis_urls_are_validated_naming_the_key(url: str, why: str) -> None:
+    for section in ("publish", "serve"):
+        with pytest.raises(ConfigError, match=f"{section}.redis_url.*{why}"):
+            load_config("local", environ={**os.environ, f"SKYREC__{section.upper()}__REDIS_URL": url})
+    out = _skyrec("config", SKYREC__PUBLISH__REDIS_URL=url)
+    assert out.returncode != 0 and "publish.redis_url" in out.stderr and why in out.stderr
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://user:pw@cache.internal:6380/2",
+                                 "unix:///run/redis.sock"])
+def test_good_redis_urls_pass(url: str) -> None:
+    assert load_config("local", environ={**os.environ, "SKYREC__SERVE__REDIS_URL": url}).serve.redis_url == url
