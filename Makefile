@@ -9,7 +9,7 @@ export SKYREC_PROJECT_ROOT := $(CURDIR)
 # start from ~7 s to ~1.5 s. (Compiling the whole venv up front instead would cost minutes.)
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: airflow help test-deps setup demo test test-fast lint serve stop bench clean redis
+.PHONY: airflow help test-deps setup demo test test-fast lint serve stop bench clean redis chaos
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -64,6 +64,9 @@ airflow:  ## the same DAGs under `airflow standalone` (scheduler, triggerer, UI 
 
 stop:  ## stop what `make demo KEEP_SERVING=1` or `make serve` left running
 	$(PY) -m skyrec stop
+
+chaos: setup  ## randomized fault run (docs/chaos.md): kill -9, storage errors, lost responses, Redis restarts, two attempts; tens of minutes
+	$(PY) -m skyrec.chaos --min-faults $(or $(FAULTS),200) --runs 80 --faults-per-run 6 --seed $(or $(SEED),1) --report .skyrec/chaos-report.json
 
 bench: setup  ## benchmarks against named peers; writes BENCHMARKS.md figures to .bench/
 	$(PY) -m skyrec bench
