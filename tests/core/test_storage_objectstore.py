@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from skyrec.faults import LossyProxy, match
+from skyrec.chaos.proxy import FaultProxy, Rule
 from skyrec.redis_local import free_port
 from skyrec.storage import AlreadyCommitted, Lake, Producer
 
@@ -33,9 +33,17 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Any:
     endpoint = f"http://127.0.0.1:{port}"
     requests.post(f"{endpoint}/moto-api/reset", timeout=10)  # moto keeps state per process: start empty
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="lake")
-    with LossyProxy(endpoint) as proxy:
+    proxy = FaultProxy("127.0.0.1", port).start()
+    try:
         yield endpoint, proxy
-    server.stop()
+    finally:
+        proxy.stop()
+        server.stop()
+
+
+def _lose_manifest_put_response(proxy: FaultProxy) -> Rule:
+    """The create-only PUT of revision 0 lands, then its response is lost: the client library retries it."""
+    return proxy.arm(Rule("lost_response", methods=frozenset({"PUT"}), path_contains="/_manifest/000000.json"))
 
 
 def _lake(endpoint: str, *, fresh_instance: bool = True) -> Lake:
@@ -55,9 +63,9 @@ def test_lost_response_to_manifest_put_keeps_own_commit(s3: Any) -> None:
     endpoint, proxy = s3
     lake = _lake(proxy.url)
     st = _stage(lake, "d/run=1", b"payload")
-    proxy.lose_response(match("PUT", r"/_manifest/000000\.json"))
+    rule = _lose_manifest_put_response(proxy)
     m = st.commit({"k": 1})  # the first PUT lands, its answer is lost, the client's retry gets 412
-    assert proxy.counters.lost_responses == 1
+    assert len(rule.fired) == 1
     got = _lake(endpoint).require("d/run=1")
     assert got.commit_id == m.commit_id
     _lake(endpoint).verify(got)  # every listed file still there: the staging was not discarded
@@ -68,9 +76,10 @@ def test_lost_response_then_real_loser_still_refused(s3: Any) -> None:
     a = _stage(_lake(endpoint), "d/run=1", b"first", task="a")
     b = _stage(_lake(proxy.url), "d/run=1", b"second", task="b")
     a.commit()
-    proxy.lose_response(match("PUT", r"/_manifest/000000\.json"))  # b's request is refused, and answered late
+    rule = _lose_manifest_put_response(proxy)  # b's request is refused, and its answer lost
     with pytest.raises(AlreadyCommitted):
         b.commit()
+    assert len(rule.fired) == 1
     m = _lake(endpoint).require("d/run=1")
     with _lake(endpoint).open(m, "part-0.bin") as fh:
         assert fh.read() == b"first"
