@@ -191,22 +191,31 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    t = Table(title=f"committed outputs in {info['lake']}")
+    console = Console()  # as wide as the terminal: long paths fold inside their column, never cut off
+    t = Table(title=f"committed outputs in {info['lake']}", expand=False)
     for col in ("dataset", "for", "latest", "age", "rows", "quarantined"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for d in info["datasets"]:
         scope = " ".join(f"{k}={d[k]}" for k in ("model", "version", "variant") if k in d)
         t.add_row(d["dataset"], scope, d["latest"] or "[red]none[/red]", d["age"], str(d["rows"] or "-"),
                   str(d["quarantined"] if d["quarantined"] is not None else "-"))
     console.print(t)
+    m = Table(title="models served: latest evaluation (95% interval)")
+    for col in ("model", "version", "model_version", "users", "ndcg_at_k", "recall_at_k", "split", "gate"):
+        m.add_column(col, overflow="fold")
+    for row in info.get("models", []):
+        m.add_row(row["model"], row["version"], row["model_version"] or "[red]none[/red]", str(row["users"] or "-"),
+                  row["ndcg_at_k"], row["recall_at_k"], row["split"] or "-", row["gate"] or "-")
+    console.print(m)
+    errors = [row["error"] for row in info["published"] if "error" in row]
+    if errors:
+        for error in errors:
+            console.print(f"[bold red]warning:[/bold red] {error}: what is published is unknown")
+        return
     p = Table(title="published to serving Redis")
     for col in ("variant", "publication", "model_version", "age", "users"):
-        p.add_column(col)
+        p.add_column(col, overflow="fold")
     for row in info["published"]:
-        if "error" in row:
-            console.print(f"[red]{row['error']}[/red]")
-            continue
         p.add_row(row["variant"], row["publication"] or "[red]none[/red]", row["model_version"] or "-",
                   row["age"], str(row["users"] or "-"))
     console.print(p)

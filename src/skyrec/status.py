@@ -1,4 +1,5 @@
-"""``skyrec status``: the last committed output of every dataset and its age, and what is published."""
+"""``skyrec status``: the last committed output of every dataset and its age, each served model's latest
+evaluation figures (with intervals and the users behind them), and what is published."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def collect(config: Config) -> dict[str, Any]:
                 "quarantined": sum(m.quarantine.values()) if m else None,
             })
     published: list[dict[str, Any]] = []
+    models = model_evaluations(config, lake)
     try:
         import redis
 
@@ -65,4 +67,34 @@ def collect(config: Config) -> dict[str, Any]:
                               "age": _age(ptr.get("published_at")), "users": ptr.get("users")})
     except Exception as exc:  # noqa: BLE001 - status must report, not crash, when Redis is down
         published.append({"error": f"serving Redis {config.publish.redis_url} unreachable: {exc}"})
-    return {"lake": config.lake_url, "datasets": datasets, "published": published}
+    return {"lake": config.lake_url, "datasets": datasets, "models": models, "published": published}
+
+
+def _figure(evaluation: dict[str, Any], metric: str) -> str:
+    value = evaluation.get(metric)
+    if value is None:
+        return "-"
+    lo, hi = ((evaluation.get("ci") or {}).get(metric) or [None, None])[:2]
+    return f"{value:.4f} [{lo:.4f}, {hi:.4f}]" if lo is not None and hi is not None else f"{value:.4f}"
+
+
+def model_evaluations(config: Config, lake: Lake) -> list[dict[str, Any]]:
+    """Per (model, version) that a variant serves: the published model and its latest evaluation figures
+    (from the model pointer, as the publication carries them), with intervals, users and protocol."""
+    from skyrec.models.artefact import published_model_pointer
+
+    out = []
+    for model, version in sorted({(v.model, v.version) for v in config.variants.values()}):
+        ptr = lake.read_pointer(published_model_pointer(model, version)) or {}
+        ev = ptr.get("evaluation") or {}
+        split = ((ev.get("protocol") or {}).get("split") or {})
+        gate = ev.get("gate") or {}
+        out.append({
+            "model": model, "version": version, "model_version": ptr.get("model_version"),
+            "published_at": ptr.get("published_at"), "age": _age(ptr.get("published_at")),
+            "users": ev.get("users"), "ndcg_at_k": _figure(ev, "ndcg_at_k"), "recall_at_k": _figure(ev, "recall_at_k"),
+            "baseline": ev.get("baseline"), "split": split.get("kind"),
+            "insufficient_evidence": gate.get("insufficient_evidence"), "gate": gate.get("message"),
+            "evaluation": ev.get("evaluation_path"),
+        })
+    return out

@@ -46,3 +46,18 @@ def test_redis_urls_are_validated_naming_the_key(url: str, why: str) -> None:
                                  "unix:///run/redis.sock"])
 def test_good_redis_urls_pass(url: str) -> None:
     assert load_config("local", environ={**os.environ, "SKYREC__SERVE__REDIS_URL": url}).serve.redis_url == url
+
+
+def test_status_fits_the_terminal_and_warns_when_redis_is_unreachable(skyrec_home) -> None:
+    from skyrec.redis_local import free_port
+
+    env = {"SKYREC_HOME": str(skyrec_home), "COLUMNS": "80",
+           "SKYREC__PUBLISH__REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    out = _skyrec("status", **env)
+    assert out.returncode == 0, out.stderr
+    assert max(len(line) for line in out.stdout.splitlines()) <= 80
+    text = " ".join(out.stdout.split())
+    assert "warning: serving Redis" in text and "unreachable" in text and "published to serving Redis" not in text
+    assert "latest evaluation" in text
+    data = json.loads(_skyrec("status", "--json", **env).stdout)
+    assert {"datasets", "models", "published"} <= set(data) and "error" in data["published"][0]
