@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from skyrec.evaluation.gate import quality_gate
 from skyrec.evaluation.metrics import hits, per_user, popularity_percentile, top_k
 from skyrec.evaluation.offline import Scored, candidate_mask, evaluate
 
@@ -93,20 +92,3 @@ def test_candidate_mask_follows_the_variant_filter() -> None:
     assert candidate_mask(names, f, genres=["Comedy"], formats=["Talks"]).tolist() == [False, True, False, False]
     assert candidate_mask(names, f, masterbrands=["r4"]).tolist() == [False, False, True, False]
     assert candidate_mask(names, f, genres=["Nope"]).tolist() == [False] * 4
-
-
-@pytest.mark.parametrize(("new", "baseline", "published", "passed"), [
-    (0.20, 0.05, None, True),    # first model: beats baseline
-    (0.04, 0.05, None, False),   # does not beat baseline
-    (0.19, 0.05, 0.20, True),    # 5% worse is within tolerance
-    (0.18, 0.05, 0.20, False),   # 10% worse is not
-    (None, 0.05, None, False),   # nothing measured
-])
-def test_quality_gate(new, baseline, published, passed) -> None:
-    r = quality_gate(new, baseline, published, metric="ndcg_at_k", tolerance=0.05, must_beat_baseline=True)
-    assert r.passed is passed and r.gate == "quality"
-
-
-def test_quality_gate_without_baseline_requirement() -> None:
-    r = quality_gate(0.01, 0.05, None, metric="ndcg_at_k", tolerance=0.05, must_beat_baseline=False)
-    assert r.passed

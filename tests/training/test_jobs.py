@@ -56,8 +56,10 @@ def test_whole_chain_commits_dataset_model_evaluation_and_pointer(seeded) -> Non
         assert code == EXIT_OK and payload["summary"].get("note") in {"already committed", "already published"}
 
 
-def test_hybrid_scores_unplayed_catalogue_items(seeded) -> None:
-    config, lake, truth = seeded
+def test_hybrid_scores_unplayed_catalogue_items(seeded, config_factory) -> None:
+    """Cold items are a property of a global time split: new episodes nobody played before the cutoff."""
+    _, lake, truth = seeded
+    config = config_factory({**FAST, "training": {"holdout_days": 3, "split": {"kind": "global"}}})
     results = train_all(config, model="hybrid")
     assert all(code == EXIT_OK for code, _ in results.values()), results
     art = load_published(lake, "hybrid", "v1")
@@ -126,28 +128,123 @@ def test_create_dataset_ignores_snapshots_after_the_run(seeded) -> None:
     assert code == EXIT_BAD_INPUT
 
 
-def test_gate_fails_against_a_better_published_model_then_override(seeded) -> None:
+def _continue_snapshot(config, lake: Lake, days: float = 2.0, plays_per_user: float = 8.0) -> None:
+    """A later activity snapshot: the seeded events plus ``days`` more of the same planted tastes, so a
+    model published on the first snapshot can be compared on plays it has not seen."""
+    from skyrec.evaluation.synthetic import _draw, planted_tables
+
+    activity, _, truth = planted_tables(end=END, n_users=400, n_items=300, plays_per_user=25, seed=5)
+    rng = np.random.default_rng(99)
+    rows, cols = _draw(rng, truth.user_topic, truth.item_topic, np.ones(300, bool), plays_per_user, 0.85, 8)
+    ts = (END.timestamp() + rng.random(len(rows)) * days * 86400) * 1e6
+    extra = pa.table({"user_id": [f"u{r:06d}" for r in rows], "item_id": [f"i{c:06d}" for c in cols],
+                      "event_type": ["complete"] * len(rows),
+                      "event_ts": pa.array(ts.astype(np.int64), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                      "played_seconds": pa.array(np.full(len(rows), 3600.0, np.float32))}, schema=ACTIVITY)
+    later = END + dt.timedelta(days=days)
+    commit_table(lake, "activity_snapshot",
+                 config.dataset_path("activity_snapshot", interval_key=later.strftime("%Y%m%dT%H")),
+                 pa.concat_tables([activity, extra]))
+
+
+def test_gate_fails_against_a_better_published_model_on_the_same_users_then_override(seeded,
+                                                                                      config_factory) -> None:
+    """The published artefact is re-scored on the new split's unseen plays; a much weaker model fails."""
     config, lake, _ = seeded
     assert all(c == EXIT_OK for c, _ in train_all(config, hour=1).values())
     ptr_rel = published_model_pointer("als", "v1")
     ptr = lake.read_pointer(ptr_rel)
-    lake.write_pointer(ptr_rel, {**ptr, "evaluation": {**ptr["evaluation"], "ndcg_at_k": 0.99}})
-
-    train_all(config, hour=2, upto="train")
-    code, payload = run_job(config, "evaluate", hour=2)
-    assert code == EXIT_GATE and payload["gate"] == "quality"
-    ev = lake.require(config.dataset_path("evaluation", model="als", version="v1", run_key="20260301T020000"))
+    _continue_snapshot(config, lake)
+    weak = config_factory({**FAST, "models": {"als": {"params": {"factors": 2, "iterations": 1,
+                                                                  "regularization": 50.0}}},
+                           "training": {"holdout_days": 3, "quality_gate": {"must_beat_baseline": False}}})
+    hour = 49  # a run two days later, on the later snapshot
+    train_all(weak, hour=hour, upto="train")
+    code, payload = run_job(weak, "evaluate", hour=hour)
+    assert code == EXIT_GATE and payload["gate"] == "quality", payload
+    assert "below the published model's" in payload["error"] and "same users and split" in payload["error"]
+    rel = weak.dataset_path("evaluation", model="als", version="v1", run_key="20260303T010000")
+    ev = lake.require(rel)
     assert ev.meta["gate"]["passed"] is False  # the figures are committed for the operator to judge
-    code, payload = run_job(config, "publish_model", hour=2)
-    assert code == EXIT_GATE
+    figures = json.loads(lake.open(ev, "evaluation.json").read())
+    cmp = figures["comparisons"]["published"]
+    assert cmp["comparable"] and cmp["model_version"] == ptr["model_version"]
+    assert cmp["relevant_plays_seen_by_published"] >= 0
+    ndcg = cmp["ndcg_at_k"]
+    assert ndcg["users"] >= 100 and ndcg["ci"][1] < 0 and ndcg["mean_b"] > ndcg["mean_a"]
+    assert run_job(weak, "publish_model", hour=hour)[0] == EXIT_GATE
     assert lake.read_pointer(ptr_rel)["path"] == ptr["path"]  # unchanged
 
-    code, payload = run_job(config, "evaluate", hour=2, overrides=("quality",))
+    code, payload = run_job(weak, "evaluate", hour=hour, overrides=("quality",))
     assert code == EXIT_OK, payload
     ev = lake.require(ev.path)
     assert ev.revision == 1 and ev.meta["gate"]["overridden"] is True
-    code, payload = run_job(config, "publish_model", hour=2)
-    assert code == EXIT_OK and lake.read_pointer(ptr_rel)["model_version"] == "v1.20260301T020000"
+    code, payload = run_job(weak, "publish_model", hour=hour)
+    assert code == EXIT_OK and lake.read_pointer(ptr_rel)["model_version"] == "v1.20260303T010000"
+
+
+def test_a_good_model_passes_against_the_published_one(seeded) -> None:
+    config, lake, _ = seeded
+    assert all(c == EXIT_OK for c, _ in train_all(config, hour=1).values())
+    _continue_snapshot(config, lake)
+    steps = train_all(config, hour=49)
+    assert all(c == EXIT_OK for c, _ in steps.values()), steps
+    gate = steps["evaluate"][1]["summary"]["gate"]
+    assert "vs published" in gate["message"] and gate["insufficient_evidence"] is False
+    assert gate["published_comparison"]["users"] >= 100
+
+
+def test_insufficient_evidence_holds_or_publishes_with_an_alert(seeded, config_factory) -> None:
+    """Same snapshot an hour later: the published model has seen every test play, so nothing can be
+    compared -- the configured policy decides, and says so."""
+    config, lake, _ = seeded
+    assert all(c == EXIT_OK for c, _ in train_all(config, hour=1).values())
+    train_all(config, hour=2, upto="train")
+    code, payload = run_job(config, "evaluate", hour=2)
+    assert code == EXIT_GATE and "insufficient evidence" in payload["error"] and "'hold'" in payload["error"]
+    assert "plays it has not seen" in payload["error"]
+
+    alerting = config_factory({**FAST, "training": {"holdout_days": 3,
+                                                    "quality_gate": {"insufficient_evidence": "publish_with_alert"}}})
+    code, payload = run_job(alerting, "evaluate", hour=2)  # re-decided on the committed figures
+    assert code == EXIT_OK, payload
+    alerts = payload["summary"]["alerts"]
+    assert len(alerts) == 1 and alerts[0]["kind"] == "quality_gate" and "insufficient evidence" in alerts[0]["summary"]
+    assert run_job(alerting, "publish_model", hour=2)[0] == EXIT_OK
+    ptr = lake.read_pointer(published_model_pointer("als", "v1"))
+    assert ptr["model_version"] == "v1.20260301T020000" and ptr["evaluation"]["gate"]["insufficient_evidence"]
+
+
+def test_too_few_users_is_insufficient_evidence_not_a_verdict(seeded, config_factory) -> None:
+    _, lake, _ = seeded
+    strict = config_factory({**FAST, "training": {"holdout_days": 3, "quality_gate": {"min_users": 100_000}}})
+    train_all(strict, upto="train")
+    code, payload = run_job(strict, "evaluate")
+    assert code == EXIT_GATE
+    assert "insufficient evidence: only 400 evaluable users (training.quality_gate.min_users: 100000)" \
+        in payload["error"]
+
+
+def test_refuses_recorded_figures_from_another_protocol(seeded) -> None:
+    """When the published artefact cannot be re-scored, its recorded figures are not compared: the gate
+    names both protocols and applies the policy."""
+    config, lake, _ = seeded
+    assert all(c == EXIT_OK for c, _ in train_all(config, hour=1).values())
+    ptr_rel = published_model_pointer("als", "v1")
+    ptr = lake.read_pointer(ptr_rel)
+    assert ptr["evaluation"]["protocol"]["split"]["kind"] == "per_user"
+    old = {**ptr["evaluation"]["protocol"], "split": {"kind": "global", "holdout_days": 30}}
+    lake.write_pointer(ptr_rel, {**ptr, "evaluation": {**ptr["evaluation"], "protocol": old, "ndcg_at_k": 0.99}})
+    model = lake.require(ptr["path"])
+    import os
+
+    os.remove(lake.file_url(model, "factors.npz"))  # the artefact can no longer be re-scored
+    _continue_snapshot(config, lake)
+    train_all(config, hour=49, upto="train")
+    code, payload = run_job(config, "evaluate", hour=49)
+    assert code == EXIT_GATE
+    assert "refusing to compare figures from different protocols" in payload["error"]
+    assert "'global'" in payload["error"] and "'per_user'" in payload["error"]
 
 
 def test_gate_fails_when_the_baseline_is_not_beaten(seeded, config_factory) -> None:

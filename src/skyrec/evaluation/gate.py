@@ -1,31 +1,88 @@
-"""The model quality gate: a new model must not be worse than the last published one beyond a tolerance,
-and (when configured) must beat the popularity baseline evaluated in the same run."""
+"""The model quality gate: decisions on paired comparisons, never on two loose figures.
+
+Inputs are the paired comparisons of ``skyrec.evaluation.stats.paired_comparison`` on the same users and
+the same split: the new model against the baseline (evaluated in the same run) and against the last
+published model (its artefact re-scored on this run's split, ``skyrec.evaluation.compare``). Rules:
+
+1. Fewer than ``min_users`` evaluable users: *insufficient evidence*; nothing is decided on the figures,
+   the configured policy decides (``hold``: fail, publish nothing; ``publish_with_alert``: pass, with an
+   alert recorded for the notifier).
+2. ``must_beat_baseline``: the paired difference new - baseline must be above zero with confidence (the
+   lower end of its interval > 0); otherwise the gate fails ("does not beat the baseline beyond noise").
+3. Against the published model: the gate fails only when the new model is worse than
+   ``(1 - tolerance)`` x published with confidence (the upper end of the interval of
+   new - (1 - tolerance) x published < 0). When the published model cannot be compared on this split
+   (different protocol and no artefact to re-score, or fewer than ``min_users`` shared users), that
+   comparison is insufficient evidence and the policy decides; the message says why.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from skyrec.gates import GateResult
 
 GATE = "quality"
+POLICIES = ("hold", "publish_with_alert")
 
 
-def quality_gate(new: float | None, baseline: float | None, published: float | None, *, metric: str,
-                 tolerance: float, must_beat_baseline: bool, published_version: str | None = None) -> GateResult:
-    """``tolerance`` is relative: with 0.05 the new model may score down to 95% of the published one."""
-    details = {"metric": metric, "new": new, "baseline": baseline, "published": published,
-               "published_model_version": published_version, "tolerance": tolerance,
-               "must_beat_baseline": must_beat_baseline}
-    if new is None:
-        return GateResult(GATE, False, f"{metric} could not be computed (no test users)", details=details)
-    problems = []
-    if must_beat_baseline and baseline is not None and not new > baseline:
-        problems.append(f"{metric} {new:.4f} does not beat the baseline's {baseline:.4f}")
-    if published is not None and new < published * (1.0 - tolerance):
-        problems.append(f"{metric} {new:.4f} is below the published model's {published:.4f} "
-                        f"({published_version}) by more than {tolerance:.0%}")
+def _ci(c: dict[str, Any]) -> str:
+    lo, hi = c.get("ci") or [None, None]
+    if lo is None or hi is None:
+        return "no interval"
+    return f"difference {c['difference']:+.4f}, {c.get('confidence', 0.95):.0%} CI [{lo:+.4f}, {hi:+.4f}], " \
+           f"{c['users']} users"
+
+
+def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, policy: str,
+                 baseline: dict[str, Any] | None, published: dict[str, Any] | None, tolerance: float,
+                 must_beat_baseline: bool) -> GateResult:
+    """Decide. ``baseline``/``published``: paired comparisons (or None: no such model); ``published`` may
+    instead be ``{"comparable": False, "reason": ...}``."""
+    if policy not in POLICIES:
+        raise ValueError(f"training.quality_gate.insufficient_evidence: {policy!r} is not one of {POLICIES}")
+    details: dict[str, Any] = {"metric": metric, "new": new, "users": users, "min_users": min_users,
+                               "policy": policy, "tolerance": tolerance, "must_beat_baseline": must_beat_baseline,
+                               "baseline_comparison": baseline, "published_comparison": published,
+                               "insufficient_evidence": False}
+    if new is None or users == 0:
+        return GateResult(GATE, False, f"{metric} could not be computed (no evaluable test users)", details=details)
+    evidence: list[str] = []
+    problems: list[str] = []
+    if users < min_users:
+        evidence.append(f"only {users} evaluable users (training.quality_gate.min_users: {min_users})")
+    else:
+        if must_beat_baseline and baseline is not None:
+            lo = (baseline.get("ci") or [None])[0]
+            if lo is None or not lo > 0:
+                problems.append(f"{metric} {baseline['mean_a']:.4f} does not beat the baseline's "
+                                f"{baseline['mean_b']:.4f} beyond noise ({_ci(baseline)})")
+        if published is not None:
+            if not published.get("comparable", True):
+                evidence.append(f"the published model cannot be compared: {published.get('reason')}")
+            elif published["users"] < min_users:
+                evidence.append(f"only {published['users']} users can be compared with the published model "
+                                f"{published.get('model_version')} (plays it has not seen; min_users {min_users})")
+            else:
+                hi = (published.get("ci") or [None, None])[1]
+                if hi is not None and hi < 0:
+                    problems.append(f"{metric} {published['mean_a']:.4f} is below the published model's "
+                                    f"{published['mean_b']:.4f} ({published.get('model_version')}) by more than "
+                                    f"{tolerance:.0%} beyond noise ({_ci(published)}, same users and split)")
     if problems:
         return GateResult(GATE, False, "; ".join(problems), details=details)
-    parts = [f"{metric} {new:.4f}"]
-    if baseline is not None:
-        parts.append(f"baseline {baseline:.4f}")
-    parts.append(f"published {published:.4f}" if published is not None else "no published model yet")
+    parts = [f"{metric} {new:.4f} on {users} users"]
+    if baseline is not None and users >= min_users:
+        parts.append(f"vs baseline {baseline['mean_b']:.4f} ({_ci(baseline)})")
+    if published is None:
+        parts.append("no published model yet")
+    elif published.get("comparable", True) and published["users"] >= min_users:
+        parts.append(f"vs published {published['mean_b']:.4f} on the same users ({_ci(published)})")
+    if evidence:
+        details["insufficient_evidence"] = True
+        reason = "insufficient evidence: " + "; ".join(evidence)
+        if policy == "hold":
+            return GateResult(GATE, False, f"{reason}; policy 'hold': not published", details=details)
+        details["alert"] = f"{reason}; published under policy 'publish_with_alert' ({', '.join(parts)})"
+        return GateResult(GATE, True, details["alert"], details=details)
     return GateResult(GATE, True, ", ".join(parts), details=details)

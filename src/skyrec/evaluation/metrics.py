@@ -105,9 +105,18 @@ class Accumulator:
     rec_counts: np.ndarray | None = None
     score_sample: list[np.ndarray] = field(default_factory=list)
     sample_limit: int = 20_000
+    #: with ``n_positions``: per-user values [n_positions] (NaN = user not evaluated here), for intervals
+    n_positions: int = 0
+    values: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def add(self, rec: np.ndarray, rec_scores: np.ndarray, relevant: sp.csr_matrix) -> None:
-        """``rec`` [b, k] item indices (-1 = none) in this accumulator's item space; ``relevant`` [b, n_items]."""
+    def __post_init__(self) -> None:
+        if self.n_positions:
+            self.values = {name: np.full(self.n_positions, np.nan) for name in METRICS}
+
+    def add(self, rec: np.ndarray, rec_scores: np.ndarray, relevant: sp.csr_matrix,
+            positions: np.ndarray | None = None) -> None:
+        """``rec`` [b, k] item indices (-1 = none) in this accumulator's item space; ``relevant`` [b, n_items];
+        ``positions`` [b]: where each row's user sits in the per-user arrays (when kept)."""
         n_rel = np.diff(relevant.tocsr().indptr)
         keep = n_rel > 0
         if not keep.any():
@@ -116,6 +125,8 @@ class Accumulator:
         m = per_user(hits(rec, relevant.tocsr()[np.flatnonzero(keep)]), n_rel, self.k)
         for name, values in m.items():
             self.sums[name] += float(values.sum())
+            if self.n_positions and positions is not None:
+                self.values[name][np.asarray(positions)[keep]] = values
         self.users += int(keep.sum())
         if self.rec_counts is None:
             self.rec_counts = np.zeros(self.n_items, np.int64)

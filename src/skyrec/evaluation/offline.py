@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from skyrec.evaluation.metrics import Accumulator, hits, per_user, popularity_percentile, top_k
+from skyrec.evaluation.metrics import METRICS, Accumulator, hits, per_user, popularity_percentile, top_k
 
 
 @dataclass
@@ -49,8 +49,18 @@ def candidate_mask(feature_names: np.ndarray, item_features: sp.csr_matrix, *, g
 
 def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matrix, *, k: int,
              candidate_sets: dict[str, np.ndarray] | None = None, cold_items: np.ndarray | None = None,
-             max_users: int = 50_000, seed: int = 0, batch_cells: int = 1 << 24) -> dict[str, Any]:
-    """Evaluate ``models`` on (train, test). Returns a JSON-ready dict (see module docstring)."""
+             max_users: int = 50_000, seed: int = 0, batch_cells: int = 1 << 24, resamples: int = 1000,
+             confidence: float = 0.95, bootstrap_seed: int = 0,
+             per_user_out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate ``models`` on (train, test). Returns a JSON-ready dict (see module docstring).
+
+    Every per-user figure gets a bootstrap interval (``skyrec.evaluation.stats``: the evaluated users
+    resampled ``resamples`` times with ``bootstrap_seed``) in ``ci``: ``{metric: [low, high]}``. With
+    ``per_user_out`` (a dict), it receives ``users`` (the evaluated dataset rows) and ``values``
+    (``{model: {candidate set: {metric: per-user array}}}``, NaN where a user has no relevant candidate),
+    for paired comparisons on the same users."""
+    from skyrec.evaluation.stats import confidence_intervals
+
     train, test = train.tocsr(), test.tocsr()
     n_users, n_items = train.shape
     seen = train.copy()
@@ -74,7 +84,10 @@ def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matri
     item_users = np.bincount(seen.indices, minlength=n_items)
     n_train_users = int(has_train.sum())
 
-    acc = {m: {s: Accumulator(n_items=len(set_idx[s]), k=k) for s in sets} for m in models}
+    position = np.full(n_users, -1, np.int64)
+    position[eligible] = np.arange(len(eligible))
+    acc = {m: {s: Accumulator(n_items=len(set_idx[s]), k=k, n_positions=len(eligible)) for s in sets}
+           for m in models}
     cold_idx = np.flatnonzero(cold_items) if cold_items is not None else np.zeros(0, np.int64)
     cold_sums = {m: [0.0, 0] for m in models}
     cold_ok = {m: bool(len(cold_idx)) and (s.scorable is None or bool(s.scorable[cold_idx].all()))
@@ -97,7 +110,7 @@ def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matri
                 for sname, idx in set_idx.items():
                     sub = scores[ev][:, idx] if len(idx) < n_items else scores[ev]
                     rec, vals = top_k(sub, k)
-                    acc[name][sname].add(rec, vals, rel_b[np.flatnonzero(ev)][:, idx])
+                    acc[name][sname].add(rec, vals, rel_b[np.flatnonzero(ev)][:, idx], position[rows[ev]])
             if cold_ok[name] and cold_test is not None:
                 ct = cold_test[rows]
                 n_rel = np.diff(ct.indptr)
@@ -114,8 +127,19 @@ def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matri
                            "cold_items": int(len(cold_idx)), "models": {}, "distributions": {}}
     random_cold = min(k, len(cold_idx)) / len(cold_idx) if len(cold_idx) else None
     pct = popularity_percentile(item_users)
+    series = {(m, s, metric): acc[m][s].values[metric] for m in models for s in sets for metric in METRICS}
+    intervals = confidence_intervals({"|".join(key): v for key, v in series.items()}, resamples=resamples,
+                                     seed=bootstrap_seed, confidence=confidence)
+    out["bootstrap"] = {"resamples": resamples, "seed": bootstrap_seed, "confidence": confidence,
+                        "unit": "user"}
+    if per_user_out is not None:
+        per_user_out["users"] = eligible
+        per_user_out["values"] = {m: {s: acc[m][s].values for s in sets} for m in models}
     for name in models:
-        figures = {s: acc[name][s].result(item_users[set_idx[s]], n_train_users) for s in sets}
+        figures: dict[str, dict[str, Any]] = {s: dict(acc[name][s].result(item_users[set_idx[s]], n_train_users))
+                                              for s in sets}
+        for s, f in figures.items():
+            f["ci"] = {metric: intervals[f"{name}|{s}|{metric}"]["ci"] for metric in METRICS}
         total, n = cold_sums[name]
         cold = {"cold_item_recall_at_k": (total / n if n else None) if cold_ok[name] else None,
                 "users": n, "random_expectation": random_cold}

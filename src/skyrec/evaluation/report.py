@@ -102,6 +102,62 @@ def _legend(names: list[str], x: float, y: float) -> str:
     return "".join(out)
 
 
+def _ci(ci: Any) -> str | None:
+    if not isinstance(ci, list | tuple) or len(ci) != 2 or ci[0] is None or ci[1] is None:
+        return None
+    return f"[{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
+def _split_text(evaluation: dict[str, Any]) -> str:
+    split = evaluation.get("split") or {}
+    if split.get("kind") == "per_user":
+        size = f"{split.get('test_items')} items" if split.get("test_items") else \
+            f"{split.get('test_fraction', 0):.0%} of their positives"
+        return (f"Per-user temporal split: each user's latest {size} (first plays) are the test, "
+                f"{split.get('users_tested')} users tested")
+    return (f"Global time split: trained on events before {evaluation.get('cutoff')}, tested on the "
+            f"{evaluation.get('holdout_days')} days after")
+
+
+def _comparisons(evaluation: dict[str, Any]) -> list[str]:
+    metric = evaluation.get("metric", "ndcg_at_k")
+    comparisons = evaluation.get("comparisons") or {}
+    rows = []
+    for against, c in comparisons.items():
+        if c is None:
+            rows.append({"against": against, "note": "none published yet"})
+            continue
+        if against == "published" and not c.get("comparable", True):
+            rows.append({"against": against, "note": c.get("reason")})
+            continue
+        p = c.get(metric) or {}
+        rows.append({"against": against if against != "published" else f"published {c.get('model_version')}",
+                     "users": p.get("users"), "new": p.get("mean_a"), "other": p.get("mean_b"),
+                     "factor": p.get("factor"), "difference": p.get("difference"), "difference_ci": _ci(p.get("ci")),
+                     "relative": p.get("relative"), "p_value": p.get("p_value"), "note": c.get("method", "")})
+    if not rows:
+        return []
+    return [f"<h2>Paired comparisons ({html.escape(metric)}, same users)</h2>",
+            _table(rows, ["against", "users", "new", "other", "factor", "difference", "difference_ci", "relative",
+                          "p_value", "note"])]
+
+
+def _rules(evaluation: dict[str, Any]) -> list[str]:
+    rules = evaluation.get("rules") or {}
+    if not rules:
+        return []
+    rows = []
+    for variant, r in rules.items():
+        for stage, f in (r.get("stages") or {}).items():
+            rows.append({"variant": variant, "stage": stage, "users": f.get("users"), "ndcg_at_k": f.get("ndcg_at_k"),
+                         "ndcg_ci": _ci((f.get("ci") or {}).get("ndcg_at_k")), "recall_at_k": f.get("recall_at_k"),
+                         "recall_ci": _ci((f.get("ci") or {}).get("recall_at_k"))})
+    return ["<h2>After the business rules (per rail)</h2><p>Each stage adds one rule to the previous one: the "
+            "model's raw list, minus played items, the rail's candidate filter, availability and age, the brand "
+            "cap (what precompute publishes). Same users and relevance throughout.</p>",
+            _table(rows, ["variant", "stage", "users", "ndcg_at_k", "ndcg_ci", "recall_at_k", "recall_ci"])]
+
+
 def render(evaluation: dict[str, Any]) -> str:
     """The HTML report of one evaluation (the dict written to ``evaluation.json``)."""
     res = evaluation["results"]
@@ -109,12 +165,16 @@ def render(evaluation: dict[str, Any]) -> str:
     models = list(res["models"])
     title = f"skyrec evaluation: {evaluation.get('model')} {evaluation.get('model_version', '')}"
     overall = [{"model": m, **res["models"][m]["overall"],
+                **{f"{c}_ci": _ci(res["models"][m]["overall"].get("ci", {}).get(c)) for c in ("ndcg_at_k", "recall_at_k")},
                 "cold_item_recall_at_k": res["models"][m]["cold_start"]["cold_item_recall_at_k"]} for m in models]
-    cols = ["model", "users", *HEADLINE, "novelty", "popularity_percentile", "cold_item_recall_at_k"]
+    cols = ["model", "users", *HEADLINE, "ndcg_at_k_ci", "recall_at_k_ci", "novelty", "popularity_percentile",
+            "cold_item_recall_at_k"]
+    boot = res.get("bootstrap") or {}
     sections = [f"<h1>{html.escape(title)}</h1>",
-                f"<p>Time split: trained on events before {html.escape(str(evaluation.get('cutoff')))}, tested on "
-                f"the {html.escape(str(evaluation.get('holdout_days')))} days after; k = {k}; "
-                f"{res['users_evaluated']} test users; {res['n_items']} items ({res['cold_items']} cold).</p>",
+                f"<p>{html.escape(_split_text(evaluation))}; k = {k}; {res['users_evaluated']} test users; "
+                f"{res['n_items']} items ({res['cold_items']} cold). Intervals: {_fmt(boot.get('confidence'))} "
+                f"confidence, users resampled {html.escape(str(boot.get('resamples')))} times "
+                f"(seed {html.escape(str(boot.get('seed')))}).</p>",
                 "<h2>Overall</h2>", _table(overall, cols),
                 bar_chart([c.replace("_at_k", f"@{k}") for c in HEADLINE],
                           {m: [res["models"][m]["overall"][c] for c in HEADLINE] for m in models},
@@ -127,6 +187,8 @@ def render(evaluation: dict[str, Any]) -> str:
         sections.append(_table(rows, ["variant", "model", "candidates", "users", *HEADLINE]))
         sections.append(bar_chart(variants, {m: [res["models"][m]["variants"][v]["ndcg_at_k"] for v in variants]
                                              for m in models}, f"NDCG@{k} per variant"))
+    sections.extend(_comparisons(evaluation))
+    sections.extend(_rules(evaluation))
     cold_rnd = next(iter(res["models"].values()))["cold_start"]["random_expectation"] if models else None
     sections.append(f"<h2>Cold-start items</h2><p>Recall@{k} of test plays on items with no training plays when "
                     f"only those items are ranked (random ranking: {_fmt(cold_rnd)}).</p>")

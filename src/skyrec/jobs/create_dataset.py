@@ -1,8 +1,9 @@
 """train_model / create_dataset: the training dataset of one model from the latest activity snapshot and
 catalogue at or before the run's logical time.
 
-Output ``training_dataset`` (see ``skyrec.models.dataset`` for the files, the weighting and the time
-split). Events without user, item or time are quarantined and counted; the run fails above
+Output ``training_dataset`` (see ``skyrec.models.dataset`` for the files, the weighting and the split:
+``training.split``, per user by default, recorded in the meta's ``split``). Events without user, item or
+time are quarantined and counted; the run fails above
 ``ingest.activity.max_error_rate`` (gate ``error_rate``).
 """
 
@@ -41,13 +42,16 @@ def run(ctx: JobContext) -> dict[str, Any]:
     try:
         data, bad = build_training_data(activity, catalogue, weighting=cfg.weighting,
                                         played_fraction_weight=cfg.played_fraction_weight,
-                                        half_life_days=cfg.recency_half_life_days, holdout_days=cfg.holdout_days)
+                                        half_life_days=cfg.recency_half_life_days, holdout_days=cfg.holdout_days,
+                                        split=cfg.split.model_dump())
     except ValueError as exc:
         raise BadInput(f"{snapshot.path}: {exc}") from None
     if data.train.nnz == 0 or data.test.nnz == 0:
-        raise BadInput(f"{snapshot.path}: the time split (holdout {cfg.holdout_days} days before "
-                       f"{data.meta['end']}) leaves {data.train.nnz} train / {data.test.nnz} test interactions; "
-                       "both must be non-empty")
+        what = (f"the time split (holdout {cfg.holdout_days} days before {data.meta['end']})"
+                if cfg.split.kind == "global" else
+                f"the per-user split (training.split: {cfg.split.model_dump()})")
+        raise BadInput(f"{snapshot.path}: {what} leaves {data.train.nnz} train / {data.test.nnz} test "
+                       "interactions; both must be non-empty")
     data.meta.update(activity_snapshot=snapshot.path, catalogue=catalogue_m.path if catalogue_m else None,
                      model=model)
     with ctx.stage("training_dataset", model=model) as stage:

@@ -1,18 +1,27 @@
-"""train_model / evaluate: offline evaluation on the time split, then the quality gate.
+"""train_model / evaluate: offline evaluation on the run's split, then the quality gate.
 
-In one run, on the same sampled test users: the model (same class and parameters as the run's artefact,
-fit on the training part of the split) and the baseline (``training.baseline``, popularity), overall and
-per candidate set of every variant served by (model, version), plus cold-start item recall. The figures
-of the last published model for (model, version) come from its pointer.
+In one run, on the same test users of the dataset's split (``training.split``: per user by default): the
+model (same class and parameters as the run's artefact, fit on the training part of the split) and the
+baseline (``training.baseline``, popularity), overall and per candidate set of every variant served by
+(model, version), plus cold-start item recall. Every figure carries a bootstrap confidence interval
+(``training.bootstrap_resamples``, users resampled, seeded) and the number of users it rests on.
+
+Comparisons (``comparisons`` in ``evaluation.json``), each paired on the same users
+(``skyrec.evaluation.stats.paired_comparison``): the model vs the baseline, and the model vs the last
+published model of (model, version), whose artefact is *always re-scored* on this run's split (never its
+recorded figures, which were measured on other data, maybe under another protocol): see
+``skyrec.evaluation.compare`` for why only plays the published model has not seen count. When it cannot
+be re-scored, the recorded figures are not used: the comparison says why, naming both protocols when they
+differ. Per rail, ``rules`` holds the figures after each business rule (``skyrec.evaluation.rules``).
 
 Output ``evaluation`` (``evaluations/{model}/{version}/run={run_key}``): ``evaluation.json`` and
 ``report.html``. The figures are committed whatever the gate says (an operator deciding on an override
 needs them); the gate verdict is recorded in the manifest meta (``gate``) and publish_model refuses a model
-whose evaluation did not pass. Gate ``quality`` (``training.quality_gate``): fails when the model does not
-beat the baseline (``must_beat_baseline``) or is worse than the published model by more than
-``tolerance`` (relative) on ``metric``. Override for one run with ``--override quality``: a re-run of a
-failed evaluation re-decides the gate on the committed figures and commits a new manifest revision with
-the new verdict (the figures are not recomputed).
+whose evaluation did not pass. Gate ``quality``: ``skyrec.evaluation.gate``. Below
+``quality_gate.min_users`` the result is insufficient evidence and ``quality_gate.insufficient_evidence``
+decides (``hold`` or ``publish_with_alert``; the alert is in the summary's ``alerts``). Override for one
+run with ``--override quality``: a re-run of a failed evaluation re-decides the gate on the committed
+figures and comparisons and commits a new manifest revision with the new verdict (nothing recomputed).
 """
 
 from __future__ import annotations
@@ -32,26 +41,41 @@ def headline(figures: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in figures.items() if not isinstance(v, dict | list)}
 
 
-def _published(ctx: JobContext, model: str, version: str, metric: str) -> tuple[float | None, str | None]:
-    from skyrec.models.artefact import published_model_pointer
-
-    ptr = ctx.lake.read_pointer(published_model_pointer(model, version)) or {}
-    value = (ptr.get("evaluation") or {}).get(metric)
-    return (float(value) if value is not None else None), ptr.get("model_version")
+def protocol(cfg: Any, split: dict[str, Any] | None) -> dict[str, Any]:
+    """What makes two evaluations' figures comparable: the split definition (not its data), k, the
+    relevance and exclusion rules, the user sample and the interval method."""
+    split = {k: v for k, v in (split or {}).items() if k not in ("users_tested", "cutoff")}
+    return {"split": split, "k": cfg.k, "relevance": "test positives not played in train",
+            "exclusions": "items played in train", "max_users": cfg.eval_max_users,
+            "interval": f"user bootstrap, {cfg.bootstrap_resamples} resamples, {cfg.confidence:.0%}"}
 
 
 def _decide(ctx: JobContext, model: str, version: str, evaluation: dict[str, Any]):
     from skyrec.evaluation.gate import quality_gate
 
-    qg = ctx.config.training.quality_gate
-    published, published_version = _published(ctx, model, version, qg.metric)
-    if published_version == evaluation.get("model_version"):
+    cfg = ctx.config.training
+    qg = cfg.quality_gate
+    comparisons = evaluation.get("comparisons") or {}
+    metric = evaluation.get("metric") or qg.metric
+    baseline = (comparisons.get("baseline") or {}).get(metric)
+    published = comparisons.get("published")
+    if isinstance(published, dict) and published.get("comparable", True):
+        published = {**(published.get(metric) or {}), "model_version": published.get("model_version")}
+    if published is not None and published.get("model_version") == evaluation.get("model_version"):
         published = None  # re-deciding after this very model was published: do not compare with itself
-    new = evaluation["overall"].get(qg.metric)
-    baseline = (evaluation.get("baseline_overall") or {}).get(qg.metric)
-    return quality_gate(new, baseline, published, metric=qg.metric, tolerance=qg.tolerance,
-                        must_beat_baseline=qg.must_beat_baseline and evaluation.get("baseline") != model,
-                        published_version=published_version)
+    return quality_gate(metric=metric, new=evaluation["overall"].get(metric),
+                        users=int(evaluation["overall"].get("users") or 0), min_users=qg.min_users,
+                        policy=qg.insufficient_evidence, baseline=baseline, published=published,
+                        tolerance=qg.tolerance,
+                        must_beat_baseline=qg.must_beat_baseline and evaluation.get("baseline") != model)
+
+
+def _alerts(model: str, version: str, gate: dict[str, Any]) -> list[dict[str, Any]]:
+    if not gate.get("alert"):
+        return []
+    return [{"kind": "quality_gate", "summary": f"{model} {version}: {gate['alert']}",
+             "details": {"model": model, "version": version, "policy": gate.get("policy"),
+                         "users": gate.get("users"), "min_users": gate.get("min_users")}}]
 
 
 def _commit(ctx: JobContext, rel: str, evaluation: dict[str, Any], *, force: bool) -> Any:
@@ -66,8 +90,19 @@ def _commit(ctx: JobContext, rel: str, evaluation: dict[str, Any], *, force: boo
         meta = {k: evaluation[k] for k in ("model", "version", "model_version", "model_output", "dataset",
                                            "baseline", "metric")}
         meta.update(overall=evaluation["overall"], baseline_overall=evaluation["baseline_overall"],
-                    gate=evaluation["gate"])
+                    gate=evaluation["gate"], protocol=evaluation.get("protocol"),
+                    rules=_rules_summary(evaluation))
         return stage.commit(meta)
+
+
+def _rules_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Per variant and stage: the gate metric and its interval (what the pointer carries to the API)."""
+    metric = evaluation.get("metric", "ndcg_at_k")
+    out: dict[str, Any] = {}
+    for variant, stages in (evaluation.get("rules") or {}).items():
+        out[variant] = {stage: {metric: f.get(metric), "ci": (f.get("ci") or {}).get(metric), "users": f.get("users")}
+                        for stage, f in (stages.get("stages") or {}).items()}
+    return out
 
 
 def run(ctx: JobContext) -> dict[str, Any]:
@@ -90,16 +125,17 @@ def run(ctx: JobContext) -> dict[str, Any]:
     except GateFailed as exc:
         failure = exc
     evaluation["gate"] = result.as_dict()
-    evaluation["comparison"] = {k: result.details.get(k) for k in ("metric", "new", "baseline", "published",
-                                                                   "published_model_version")}
+    evaluation["comparison"] = {k: result.details.get(k) for k in ("metric", "new", "users", "min_users", "policy",
+                                                                   "insufficient_evidence")}
     manifest = _commit(ctx, rel, evaluation, force=ctx.force)
     if failure is not None:
         raise failure
-    return {"outputs": [manifest.path], "gate": result.as_dict(), **headline(evaluation["overall"])}
+    return {"outputs": [manifest.path], "gate": result.as_dict(), "alerts": _alerts(model, version, result.details),
+            **headline(evaluation["overall"])}
 
 
 def _recheck(ctx: JobContext, model: str, version: str, rel: str, done: Any) -> dict[str, Any]:
-    """Evaluation committed already: a no-op when its gate passed, else re-decide (override, new pointer)."""
+    """Evaluation committed already: a no-op when its gate passed, else re-decide (override, new config)."""
     from skyrec.gates import GateFailed
 
     gate = done.meta.get("gate") or {}
@@ -114,12 +150,93 @@ def _recheck(ctx: JobContext, model: str, version: str, rel: str, done: Any) -> 
     manifest = _commit(ctx, rel, evaluation, force=True)
     if manifest is None:  # pragma: no cover - commit raises on failure
         raise GateFailed("quality", "could not record the new verdict")
-    return {"outputs": [manifest.path], "gate": evaluation["gate"], "revision": manifest.revision}
+    return {"outputs": [manifest.path], "gate": evaluation["gate"], "revision": manifest.revision,
+            "alerts": _alerts(model, version, result.details)}
+
+
+def _published_comparison(ctx: JobContext, model: str, version: str, model_version: str | None, data: Any,
+                          per_user: dict[str, Any], new: Any, this_protocol: dict[str, Any]) -> dict[str, Any] | None:
+    """The new model vs the published artefact re-scored on this split (None: nothing published)."""
+    from skyrec.evaluation.compare import rescore_published
+    from skyrec.evaluation.stats import paired_comparison
+    from skyrec.models.artefact import load_published, published_model_pointer
+    from skyrec.storage import StorageError
+
+    cfg = ctx.config.training
+    ptr = ctx.lake.read_pointer(published_model_pointer(model, version))
+    if not ptr:
+        return None
+    if ptr.get("model_version") == model_version:
+        return None
+    recorded = (ptr.get("evaluation") or {}).get("protocol")
+    try:
+        art = load_published(ctx.lake, model, version)
+        if art is None:
+            raise FileNotFoundError("pointer names no model")
+    except (OSError, ValueError, KeyError, StorageError) as exc:
+        why = f"its artefact {ptr.get('path')} cannot be re-scored on this split ({exc})"
+        if recorded != this_protocol:
+            why += (f"; its recorded figures were measured under protocol {recorded}, this run's is "
+                    f"{this_protocol}: refusing to compare figures from different protocols")
+        else:
+            why += "; its recorded figures come from other data and users, so no paired test is possible"
+        return {"comparable": False, "reason": why, "model_version": ptr.get("model_version"),
+                "recorded_protocol": recorded}
+    scored = rescore_published(user_ids=data.user_ids, item_ids=data.item_ids, train=data.train, test=data.test,
+                               users=per_user["users"], new_user_factors=new.user_factors,
+                               new_item_factors=new.item_factors, new_scorable=new.scorable, published=art,
+                               k=cfg.k)
+    factor = 1.0 - cfg.quality_gate.tolerance
+    out: dict[str, Any] = {"comparable": True, "model_version": ptr.get("model_version"), "path": ptr.get("path"),
+                           "method": "published artefact re-scored on this split, on plays it has not seen",
+                           "recorded_protocol": recorded, "factor": factor,
+                           "relevant_plays_seen_by_published": scored["excluded_seen_by_published"],
+                           "users_unknown_to_published": scored["users_unknown_to_published"]}
+    for metric in scored["new"]:
+        out[metric] = paired_comparison(scored["new"][metric], scored["published"][metric],
+                                        resamples=cfg.bootstrap_resamples, seed=cfg.bootstrap_seed,
+                                        confidence=cfg.confidence, factor=factor)
+    return out
+
+
+def _rules(ctx: JobContext, variants: list[str], data: Any, ds: Any, per_user: dict[str, Any], new: Any,
+           relevant: Any) -> dict[str, Any]:
+    """Per variant: the figures after each business rule (``skyrec.evaluation.rules``), with intervals."""
+    from skyrec.evaluation.rules import rules_figures
+    from skyrec.evaluation.stats import confidence_intervals
+    from skyrec.jobs._model_inputs import latest_at_or_before
+    from skyrec.scoring.engine import read_table
+
+    cfg, rules = ctx.config.training, ctx.config.precompute.rules
+    if not variants or not ds.meta.get("catalogue"):
+        return {}
+    catalogue = read_table(ctx.lake, ds.meta["catalogue"])
+    availability_m = latest_at_or_before(ctx, "availability")
+    availability = read_table(ctx.lake, availability_m.path) if availability_m else None
+    at = dt.datetime.fromisoformat(ds.meta["end"])
+    out: dict[str, Any] = {}
+    for v in variants:
+        vc = ctx.config.variants[v]
+        got = rules_figures(item_ids=data.item_ids, user_factors=new.user_factors, item_factors=new.item_factors,
+                            scorable=new.scorable, users=per_user["users"], train=data.train, relevant=relevant,
+                            catalogue=catalogue, availability=availability, at=at, candidate_filter=vc.candidates,
+                            max_age_days=dict(rules.max_age_days), max_per_brand=rules.max_per_brand, k=cfg.k)
+        series = {f"{stage}|{m}": arr for stage, ms in got["values"].items() for m, arr in ms.items()}
+        ci = confidence_intervals(series, resamples=cfg.bootstrap_resamples, seed=cfg.bootstrap_seed,
+                                  confidence=cfg.confidence)
+        stages = {}
+        for stage, ms in got["values"].items():
+            stages[stage] = {m: ci[f"{stage}|{m}"]["mean"] for m in ms}
+            stages[stage]["ci"] = {m: ci[f"{stage}|{m}"]["ci"] for m in ms}
+            stages[stage]["users"] = ci[f"{stage}|{next(iter(ms))}"]["users"]
+        out[v] = {"stages": stages, "candidates": got["candidates"], "at": at.isoformat(),
+                  "availability": availability_m.path if availability_m else None}
+    return out
 
 
 def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) -> dict[str, Any]:
-
     from skyrec.evaluation.offline import Scored, candidate_mask, evaluate
+    from skyrec.evaluation.stats import paired_comparison
     from skyrec.models import build_model, model_class, variants_of
     from skyrec.models.dataset import load_training_data
     from skyrec.models.training import fit_on
@@ -152,19 +269,37 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
             candidate_sets[v] = candidate_mask(data.feature_names, data.item_features, genres=c.genres,
                                                formats=c.formats, masterbrands=c.masterbrands)
     cold = (data.train_item_plays == 0) & data.in_catalogue
+    per_user: dict[str, Any] = {}
     results = evaluate(scored, data.train, data.test, k=cfg.k, candidate_sets=candidate_sets,
                        cold_items=cold if cold.any() else None, max_users=cfg.eval_max_users,
-                       seed=0)
+                       seed=0, resamples=cfg.bootstrap_resamples, confidence=cfg.confidence,
+                       bootstrap_seed=cfg.bootstrap_seed, per_user_out=per_user)
+    this_protocol = protocol(cfg, ds.meta.get("split") or {"kind": "global", "holdout_days": ds.meta.get("holdout_days")})
+    comparisons: dict[str, Any] = {}
+    if cfg.baseline != model:
+        new_v, base_v = per_user["values"][model]["overall"], per_user["values"][cfg.baseline]["overall"]
+        comparisons["baseline"] = {m: paired_comparison(new_v[m], base_v[m], resamples=cfg.bootstrap_resamples,
+                                                        seed=cfg.bootstrap_seed, confidence=cfg.confidence)
+                                   for m in new_v}
+    comparisons["published"] = _published_comparison(ctx, model, version, model_m.meta.get("model_version"), data,
+                                                      per_user, scored[model], this_protocol)
+    train_seen = data.train.copy()
+    train_seen.data[:] = 1.0
+    relevant = (data.test - data.test.multiply(train_seen)).tocsr()
+    relevant.eliminate_zeros()
+    rules = _rules(ctx, variants, data, ds, per_user, scored[model], relevant)
     truth = _truth_figures(ctx, model_m, cfg.baseline, cfg.k)
     return {
         "truth": truth,
         "model": model, "version": version, "model_version": model_m.meta.get("model_version"),
         "model_output": model_m.path, "dataset": ds.path, "baseline": cfg.baseline,
         "metric": cfg.quality_gate.metric, "k": cfg.k, "cutoff": ds.meta.get("cutoff"), "end": ds.meta.get("end"),
-        "holdout_days": cfg.holdout_days, "variants": variants, "fit_seconds": fit_seconds,
+        "holdout_days": cfg.holdout_days, "split": ds.meta.get("split"), "protocol": this_protocol,
+        "variants": variants, "fit_seconds": fit_seconds,
         "overall": results["models"][model]["overall"],
         "cold_start": results["models"][model]["cold_start"],
         "baseline_overall": results["models"][cfg.baseline]["overall"],
+        "comparisons": comparisons, "rules": rules,
         "results": results, "evaluated_at": dt.datetime.now(dt.UTC).isoformat(),
     }
 

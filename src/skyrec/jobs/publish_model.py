@@ -7,7 +7,7 @@ batch of users scores finite; the run's evaluation is committed, names this very
 quality gate passed (or was overridden).
 
 Then the pointer ``pointers/models/<model>/<version>.json`` is replaced atomically with
-``{"path", "model", "version", "model_version", "run_key", "evaluation": <headline figures>,
+``{"path", "model", "version", "model_version", "run_key", "evaluation": <figures: pointer_evaluation>,
 "published_at", "published_by"}``. The pointer only ever names committed, verified outputs (``write_pointer``
 refuses anything else), so concurrent training runs can never leave it at a missing or partial model. An
 older run never replaces a newer run's published model (unless forced): the read-compare-replace runs
@@ -75,6 +75,25 @@ def prove(ctx: JobContext, model_rel: str, eval_rel: str) -> tuple[Any, Any]:
     return manifest, evaluation
 
 
+def pointer_evaluation(evaluation: Any) -> dict[str, Any]:
+    """What the pointer (and from it the predictions meta, the serving pointer and ``/v1/variants``) says
+    about the model's evaluation: the headline figures with their intervals, the users they rest on, the
+    protocol, the gate's verdict, the per-rail figures after the business rules, and the evaluation output
+    (whose ``report.html`` the API serves)."""
+    meta = evaluation.meta
+    metric = meta.get("metric")
+    overall = dict(meta.get("overall") or {})
+    base = meta.get("baseline_overall") or {}
+    gate = meta.get("gate") or {}
+    return {**{k: v for k, v in overall.items() if not isinstance(v, dict | list)},
+            "ci": overall.get("ci") or {}, "metric": metric, "evaluation_path": evaluation.path,
+            "baseline_model": meta.get("baseline"), "baseline": base.get(metric),
+            "baseline_ci": (base.get("ci") or {}).get(metric), "protocol": meta.get("protocol"),
+            "gate": {"passed": gate.get("passed"), "overridden": gate.get("overridden"),
+                     "message": gate.get("message"), "insufficient_evidence": gate.get("insufficient_evidence")},
+            "rules": meta.get("rules") or {}}
+
+
 def run(ctx: JobContext) -> dict[str, Any]:
     from skyrec.jobs._model_inputs import model_and_version
     from skyrec.models.artefact import published_model_pointer
@@ -88,9 +107,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     payload = {
         "path": manifest.path, "model": model, "version": version,
         "model_version": manifest.meta.get("model_version"), "run_key": run_key,
-        "evaluation": {**(evaluation.meta.get("overall") or {}), "metric": evaluation.meta.get("metric"),
-                       "evaluation_path": evaluation.path,
-                       "baseline": (evaluation.meta.get("baseline_overall") or {}).get(evaluation.meta.get("metric"))},
+        "evaluation": pointer_evaluation(evaluation),
         "published_at": dt.datetime.now(dt.UTC).isoformat(), "published_by": ctx.producer.job_key,
     }
     with _pointer_lock(ctx, model, version):

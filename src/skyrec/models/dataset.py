@@ -10,14 +10,23 @@ Weighting of one event (summed per user x item)::
     w = weighting[event_type] x (1 - a + a x min(1, played_seconds / duration_seconds)) x 0.5 ** (age / half_life)
 
 ``a = training.played_fraction_weight``: a play of a whole episode counts fully, a short sample counts
-``1 - a`` of that (duration unknown: counts fully). ``age`` is measured from the reference time of the
+``1 - a`` of that (duration unknown, or an event kind without a duration: counts fully). ``age`` is measured from the reference time of the
 matrix: the snapshot's last event for ``interactions`` (what the published model is fit on), the split
 cutoff for ``train`` (what the evaluated model is fit on, so evaluation sees the same decay shape).
 Event types without a weight are not interactions; they are counted in ``meta.ignored_events``.
 
-The split is by time: ``train`` holds events before ``cutoff = end - holdout_days``, ``test`` (binary) the
-events from the cutoff on. ``seen`` (binary) holds every play in the snapshot: precompute never recommends
-what a user already played.
+The split (``training.split``, recorded in ``meta["split"]``) is by time, in one of two ways:
+
+- ``per_user`` (default): a user's *positives* are the items they played, each dated by its first play.
+  The latest ``test_fraction`` of them (round half up, at least one; exactly ``test_items`` when set) are
+  the user's test items, provided ``min_train_items`` positives stay in train (else the user is not
+  tested). The user's split time is the first play of their earliest test item: ``train`` holds the
+  user's events strictly before it (decay relative to it), ``test`` (binary) the test items. Every user
+  with enough history is tested, however quiet the last days were.
+- ``global``: ``train`` holds events before ``cutoff = end - holdout_days`` (decay relative to the
+  cutoff), ``test`` (binary) the events from the cutoff on. Only users active in the last days are tested.
+
+``seen`` (binary) holds every play in the snapshot: precompute never recommends what a user already played.
 """
 
 from __future__ import annotations
@@ -122,10 +131,44 @@ def item_feature_matrix(catalogue: pa.Table, item_ids: np.ndarray) -> tuple[sp.c
     return m, names.astype(object)
 
 
+def per_user_split(u_codes: np.ndarray, i_codes: np.ndarray, ts: np.ndarray, *, test_fraction: float,
+                   test_items: int | None, min_train_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(split time per user in µs, int64 with ``INT64_MAX`` for users not tested; bool per event: the event
+    belongs to a test item) for the ``per_user`` split described in the module docstring."""
+    n_users = int(u_codes.max()) + 1 if len(u_codes) else 0
+    n_items = int(i_codes.max()) + 1 if len(i_codes) else 0
+    key = u_codes.astype(np.int64) * max(n_items, 1) + i_codes.astype(np.int64)
+    order = np.lexsort((ts, key))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    pair_key, pair_ts = key[order][first], ts[order][first]     # one row per (user, item): its first play
+    pair_user = pair_key // max(n_items, 1)
+    by_user = np.lexsort((pair_key, pair_ts, pair_user))        # per user: oldest positive first
+    pu, pt = pair_user[by_user], pair_ts[by_user]
+    n_pos = np.bincount(pu, minlength=n_users)
+    start = np.concatenate([[0], np.cumsum(n_pos)[:-1]])
+    rank = np.arange(len(pu)) - start[pu]
+    want = np.full(n_users, int(test_items)) if test_items else \
+        np.maximum(1, np.floor(test_fraction * n_pos + 0.5)).astype(np.int64)
+    n_test = np.clip(np.minimum(want, n_pos - min_train_items), 0, None)
+    is_test = rank >= (n_pos - n_test)[pu]
+    split = np.full(n_users, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(split, pu[is_test], pt[is_test])
+    test_keys = np.sort(pair_key[by_user][is_test])
+    pos = np.searchsorted(test_keys, key)
+    event_test = (pos < len(test_keys)) & (test_keys[np.minimum(pos, max(len(test_keys) - 1, 0))] == key) \
+        if len(test_keys) else np.zeros(len(key), dtype=bool)
+    return split, event_test
+
+
 def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weighting: dict[str, float],
                         played_fraction_weight: float, half_life_days: float, holdout_days: float,
-                        end: dt.datetime | None = None) -> tuple[TrainingData, dict[str, list[dict[str, Any]]]]:
-    """Build the dataset. Returns it and the bad records (by reason) the caller must quarantine."""
+                        end: dt.datetime | None = None, split: dict[str, Any] | None = None,
+                        ) -> tuple[TrainingData, dict[str, list[dict[str, Any]]]]:
+    """Build the dataset. Returns it and the bad records (by reason) the caller must quarantine.
+
+    ``split``: ``{"kind": "per_user", "test_fraction", "test_items", "min_train_items"}`` or
+    ``{"kind": "global"}`` (the default, with ``holdout_days``)."""
     bad: dict[str, list[dict[str, Any]]] = {}
     n_in = activity.num_rows
     missing = pc.or_(pc.is_null(activity.column("user_id")), pc.is_null(activity.column("item_id")))
@@ -150,8 +193,8 @@ def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weigh
     u_codes, user_ids = _encode(activity.column("user_id"))
     i_codes, played_items = _encode(activity.column("item_id"))
     ts = activity.column("event_ts").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
-    played = np.nan_to_num(activity.column("played_seconds").to_numpy(zero_copy_only=False).astype(np.float64),
-                           nan=0.0)
+    # null played_seconds: an event kind without a duration (a click, a rating) -- it counts fully
+    played = activity.column("played_seconds").to_numpy(zero_copy_only=False).astype(np.float64)
 
     # Item universe: played items, then catalogue items never played (cold start for feature models).
     item_ids = played_items
@@ -169,18 +212,42 @@ def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weigh
 
     if played_fraction_weight > 0:
         d = duration[i_codes]
-        frac = np.where(np.isfinite(d) & (d > 0), np.clip(played / np.where(d > 0, d, 1.0), 0.0, 1.0), 1.0)
+        frac = np.where(np.isfinite(d) & (d > 0) & np.isfinite(played),
+                        np.clip(np.nan_to_num(played) / np.where(d > 0, d, 1.0), 0.0, 1.0), 1.0)
         w = w * (1.0 - played_fraction_weight + played_fraction_weight * frac)
 
     end_us = int(ts.max()) if end is None else int(end.timestamp() * 1_000_000)
     cutoff_us = end_us - int(holdout_days * US_PER_DAY)
     shape = (len(user_ids), len(item_ids))
+    split = dict(split or {"kind": "global"})
+    if split.get("kind", "global") == "per_user":
+        user_split, event_test = per_user_split(
+            u_codes, i_codes, ts, test_fraction=float(split.get("test_fraction", 0.2)),
+            test_items=split.get("test_items"), min_train_items=int(split.get("min_train_items", 1)))
+        before = ~event_test & (ts <= user_split[u_codes])
+        test_mask = event_test
+        tested = user_split < np.iinfo(np.int64).max
+        train_ref: np.ndarray | int = np.where(tested, user_split, end_us)[u_codes]
+        split_meta = {"kind": "per_user", "test_fraction": float(split.get("test_fraction", 0.2)),
+                      "test_items": split.get("test_items"),
+                      "min_train_items": int(split.get("min_train_items", 1)),
+                      "positives": "distinct items played, dated by their first play",
+                      "users_tested": int(tested.sum())}
+        cutoff_iso = None
+    else:
+        before = ts < cutoff_us
+        test_mask = ~before
+        train_ref = cutoff_us
+        split_meta = {"kind": "global", "holdout_days": holdout_days}
+        cutoff_iso = dt.datetime.fromtimestamp(cutoff_us / 1e6, dt.UTC).isoformat()
+        split_meta["cutoff"] = cutoff_iso
 
-    def matrix(mask: np.ndarray, ref_us: int, binary: bool = False) -> sp.csr_matrix:
+    def matrix(mask: np.ndarray, ref_us: np.ndarray | int, binary: bool = False) -> sp.csr_matrix:
         if binary:
             vals = np.ones(int(mask.sum()), np.float32)
         else:
-            age_days = np.maximum(ref_us - ts[mask], 0) / US_PER_DAY
+            ref = ref_us[mask] if isinstance(ref_us, np.ndarray) else ref_us
+            age_days = np.maximum(ref - ts[mask], 0) / US_PER_DAY
             vals = (w[mask] * np.exp2(-age_days / half_life_days)).astype(np.float32)
         m = sp.csr_matrix((vals, (u_codes[mask], i_codes[mask])), shape=shape, dtype=np.float32)
         m.sum_duplicates()
@@ -189,11 +256,10 @@ def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weigh
         return m
 
     everything = np.ones(len(ts), dtype=bool)
-    before = ts < cutoff_us
     data = TrainingData(
         user_ids=user_ids.astype(object), item_ids=item_ids,
-        interactions=matrix(everything, end_us), train=matrix(before, cutoff_us),
-        test=matrix(~before, end_us, binary=True), seen=matrix(everything, end_us, binary=True),
+        interactions=matrix(everything, end_us), train=matrix(before, train_ref),
+        test=matrix(test_mask, end_us, binary=True), seen=matrix(everything, end_us, binary=True),
         item_features=sp.csr_matrix((len(item_ids), 0), dtype=np.float32),
         feature_names=np.zeros(0, dtype=object),
     )
@@ -201,8 +267,9 @@ def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weigh
         data.item_features, data.feature_names = item_feature_matrix(catalogue, item_ids)
     to_iso = lambda us: dt.datetime.fromtimestamp(us / 1e6, dt.UTC).isoformat()  # noqa: E731
     data.meta = {
-        "end": to_iso(end_us), "cutoff": to_iso(cutoff_us), "events_in": n_in, "events_used": int(len(ts)),
-        "events_train": int(before.sum()), "events_test": int((~before).sum()), "ignored_events": ignored,
+        "end": to_iso(end_us), "cutoff": cutoff_iso, "split": split_meta, "events_in": n_in,
+        "events_used": int(len(ts)), "events_train": int(before.sum()), "events_test": int(test_mask.sum()),
+        "ignored_events": ignored,
         "missing_ids": n_missing, "n_users": shape[0], "n_items": shape[1],
         "n_items_played": int(len(played_items)), "n_features": int(data.item_features.shape[1]),
         "nnz": int(data.interactions.nnz), "nnz_train": int(data.train.nnz), "nnz_test": int(data.test.nnz),

@@ -91,6 +91,24 @@ def read_table(lake: Lake, path: str) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
 
 
+def published_evaluation(lake: Lake, model_path: str, model_meta: dict[str, Any], variant: str,
+                         fallback: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The evaluation figures the publication carries: those the publish step recorded in the model
+    pointer (a committed model output is never modified, so its own manifest has none), when the pointer
+    still names this model output; ``rules`` narrowed to this variant's rail."""
+    from skyrec.models.artefact import published_model_pointer
+
+    evaluation = dict(fallback or {})
+    model, version = model_meta.get("model"), model_meta.get("version")
+    if model and version:
+        ptr = lake.read_pointer(published_model_pointer(str(model), str(version))) or {}
+        if ptr.get("path") == model_path and isinstance(ptr.get("evaluation"), dict):
+            evaluation = dict(ptr["evaluation"])
+    if isinstance(evaluation.get("rules"), dict):
+        evaluation["rules"] = evaluation["rules"].get(variant) or {}
+    return evaluation
+
+
 @dataclass
 class ShardResult:
     shard: int
@@ -146,7 +164,8 @@ class Scorer:
                                  candidate_filter=spec.candidate_filter, at=at, availability=availability,
                                  max_age_days=spec.max_age_days)
         return cls(spec, lake=lake, user_ids=art.user_ids, user_factors=art.user_factors, seen=art.seen,
-                   candidates=cands, model_meta=dict(art.meta), evaluation=dict(art.evaluation))
+                   candidates=cands, model_meta=dict(art.meta),
+                   evaluation=published_evaluation(lake, spec.model_path, art.meta, spec.variant, art.evaluation))
 
     @property
     def n_users(self) -> int:

@@ -37,16 +37,40 @@ function formatTime(iso) {
   return isNaN(d) ? iso : d.toISOString().slice(0, 19).replace("T", " ") + " UTC";
 }
 
-function flatten(obj, prefix, out) {
-  for (const [k, v] of Object.entries(obj || {})) {
-    const key = prefix ? prefix + "." + k : k;
-    if (v && typeof v === "object" && !Array.isArray(v)) flatten(v, key, out);
-    else out.push([key, typeof v === "number" ? +v.toFixed(4) : JSON.stringify(v)]);
-  }
-  return out;
+let variants = [];
+
+// A figure with its confidence interval: "0.1234 [0.1100, 0.1350]".
+function withCi(value, ci) {
+  if (value === null || value === undefined) return "–";
+  const f = (x) => (+x).toFixed(4);
+  return Array.isArray(ci) && ci[0] !== null && ci[1] !== null ? `${f(value)} [${f(ci[0])}, ${f(ci[1])}]` : f(value);
 }
 
-let variants = [];
+// The published evaluation as rows: headline figures with intervals, the users and protocol behind them,
+// the gate's verdict, and the rail's figures after each business rule (the cost of each rule).
+function evaluationRows(ev) {
+  const rows = [];
+  if (!ev || !Object.keys(ev).length) return rows;
+  const ci = ev.ci || {};
+  for (const m of ["ndcg_at_k", "recall_at_k", "precision_at_k", "map_at_k"]) {
+    if (m in ev) rows.push([m.replace("_at_k", "@k"), withCi(ev[m], ci[m])]);
+  }
+  if ("coverage" in ev) rows.push(["coverage", withCi(ev.coverage)]);
+  if (ev.users !== undefined) rows.push(["test users", ev.users]);
+  if (ev.baseline !== undefined && ev.baseline !== null)
+    rows.push([`baseline (${ev.baseline_model || "baseline"}) ${ev.metric || ""}`, withCi(ev.baseline, ev.baseline_ci)]);
+  const split = (ev.protocol || {}).split;
+  if (split) rows.push(["split", Object.entries(split).map(([k, x]) => `${k}=${x}`).join(", ")]);
+  if (ev.gate && ev.gate.message) rows.push([ev.gate.insufficient_evidence ? "gate (insufficient evidence)" : "gate", ev.gate.message]);
+  const rules = ev.rules || {};
+  for (const stage of ["model", "exclude_played", "candidates", "available", "served"]) {
+    const f = rules[stage];
+    if (!f) continue;
+    const m = ev.metric || "ndcg_at_k";
+    rows.push([`after rules: ${stage.replace("_", " ")}`, withCi(f[m], f.ci)]);
+  }
+  return rows;
+}
 
 function showPublication(name) {
   const v = variants.find((x) => x.variant === name);
@@ -62,7 +86,7 @@ function showPublication(name) {
     if (val === null || val === undefined || val === "") continue;
     dl.append(el("dt", {}, k), el("dd", {}, val));
   }
-  for (const [k, val] of flatten(v.evaluation || {}, "", [])) tbody.append(el("tr", {}, el("td", {}, k), el("td", {}, val)));
+  for (const [k, val] of evaluationRows(v.evaluation || {})) tbody.append(el("tr", {}, el("td", {}, k), el("td", {}, val)));
   if (!tbody.children.length) tbody.append(el("tr", {}, el("td", { class: "note" }, "no evaluation figures published")));
   if (v.report_url) $("report").append(el("a", { href: v.report_url, id: "report-link", target: "_blank", rel: "noopener" }, "Latest training report"));
 }

@@ -1,0 +1,80 @@
+"""Evaluation figures reach users: train_model -> precompute -> publish -> /v1/variants, the report
+endpoint and ``skyrec status``, on a small planted lake with a real redis-server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from skyrec.evaluation.synthetic import seed_lake
+from skyrec.jobs.base import EXIT_OK, RunInfo, execute
+from skyrec.storage import Lake
+
+pytestmark = pytest.mark.integration
+VARIANT = "comedy_featured"
+END = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+
+
+def train_all(config) -> dict:
+    out = {}
+    run = RunInfo(dag_id="train_model", run_id="run1", task_id="train", logical_date=END + dt.timedelta(hours=1))
+    for job in ("create_dataset", "train", "evaluate", "publish_model"):
+        out[job] = execute(job, config=config, run=run, params={"model": "als"})
+    return out
+
+
+@pytest.fixture
+def published(config_factory, redis_server, redis_client):
+    config = config_factory({
+        "models": {"als": {"params": {"factors": 16, "iterations": 6}}},
+        "training": {"bootstrap_resamples": 200},
+        "precompute": {"k": 10, "batch_size": 128, "threads": 1},
+        "publish": {"redis_url": redis_server.url, "probe_users": 5},
+        "serve": {"redis_url": redis_server.url, "pointer_cache_seconds": 0.0, "access_log": False}})
+    lake = Lake.from_config(config)
+    seed_lake(config, lake, end=END, n_users=400, n_items=300, plays_per_user=25, seed=5)
+    steps = train_all(config)
+    assert all(code == EXIT_OK for code, _ in steps.values()), steps
+    run = RunInfo(dag_id=f"precompute_recommendations_als_{VARIANT}_v1", run_id="p1", task_id="compute_predictions",
+                  logical_date=END + dt.timedelta(hours=2))
+    for job in ("compute_predictions", "publish_predictions"):
+        code, payload = execute(job, config=config, run=run, params={"variant": VARIANT})
+        assert code == EXIT_OK, payload.get("traceback") or payload.get("error")
+    return config, lake, steps["evaluate"][1]["summary"]
+
+
+def test_variants_show_the_evaluation_with_intervals_users_protocol_and_rules(make_client, published) -> None:
+    config, lake, summary = published
+    client = make_client(config)
+    body = client.get("/v1/variants").json()
+    v = next(x for x in body["variants"] if x["variant"] == VARIANT)
+    assert v["published"], v
+    ev = v["evaluation"]
+    assert ev, "no evaluation published"
+    assert ev["ndcg_at_k"] == pytest.approx(summary["ndcg_at_k"])
+    lo, hi = ev["ci"]["ndcg_at_k"]
+    assert lo < ev["ndcg_at_k"] < hi
+    assert ev["users"] == 400 and ev["protocol"]["split"]["kind"] == "per_user"
+    assert ev["gate"]["passed"] is True and ev["baseline"] < ev["ndcg_at_k"]
+    # this rail's figures after each business rule, from the same users
+    stages = ev["rules"]
+    assert set(stages) == {"model", "exclude_played", "candidates", "available", "served"}
+    assert all(s["users"] == 400 for s in stages.values())
+    assert stages["candidates"]["ndcg_at_k"] <= stages["exclude_played"]["ndcg_at_k"] + 1e-12  # a filter only hides
+    # the report link works
+    assert v["report_url"] == f"/v1/variants/{VARIANT}/report"
+    report = client.get(v["report_url"])
+    assert report.status_code == 200 and "skyrec evaluation" in report.text and "confidence" in report.text
+
+
+def test_status_shows_each_models_latest_evaluation(redis_client, published) -> None:
+    config, _, summary = published
+    from skyrec.status import collect
+
+    info = collect(config)
+    row = next(m for m in info["models"] if m["model"] == "als")
+    assert row["model_version"] == "v1.20260301T010000" and row["users"] == 400 and row["split"] == "per_user"
+    assert row["ndcg_at_k"].startswith(f"{summary['ndcg_at_k']:.4f} [")
+    json.dumps(info, default=str)
