@@ -2,7 +2,9 @@
 
 1. start the local serving ``redis-server`` (config ``publish.redis_url``),
 2. generate a small broadcaster-like dataset in raw form,
-3. run every DAG through Airflow itself (``dag.test()`` on SQLite) in dependency order,
+3. run every DAG through Airflow itself (``dag.test()`` on SQLite) in dependency order: one line per DAG
+   run and per task on the terminal, Airflow's own logs in ``<home>/logs/airflow/`` (``verbose``: on the
+   terminal instead); a failed task's error and the tail of its job log,
 4. start the API, print its JSON answers for a few users of two variants, and the URL to query,
 5. stop everything unless ``--keep-serving``.
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from skyrec.config import Config, load_config
+from skyrec.config import Config, ConfigError, load_config
 from skyrec.redis_local import LocalRedis, RedisUnavailable, ping
 
 DEMO_SCALE = {"users": 2000, "items": 3000, "days": 21, "events_per_user": 40.0}
@@ -128,14 +130,15 @@ def sample_users(config: Config, n: int = 3) -> list[str]:
     return [str(u) for u in ids[::step][:n]]
 
 
-def run_demo(*, keep_serving: bool = False, serve_only: bool = False, fresh: bool = True) -> int:
+def run_demo(*, keep_serving: bool = False, serve_only: bool = False, fresh: bool = True,
+             verbose: bool = False) -> int:
     t0 = time.monotonic()
     config = load_config(os.environ.get("SKYREC_ENV") or "local")
     home = Path(config.home)
     timings: dict[str, float] = {}
 
     if not serve_only and fresh:
-        for sub in ("source", "lake", "state", "airflow", "redis"):
+        for sub in ("source", "lake", "state", "airflow", "redis", "logs"):
             shutil.rmtree(home / sub, ignore_errors=True)
     home.mkdir(parents=True, exist_ok=True)
 
@@ -159,22 +162,30 @@ def run_demo(*, keep_serving: bool = False, serve_only: bool = False, fresh: boo
             _say(f"generated sample data in {timings['generate']:.1f}s: "
                  + ", ".join(f"{k}={v}" for k, v in summary.items() if isinstance(v, int)))
 
-            from skyrec.airflow.runner import run_dag
+            from skyrec.airflow.runner import NothingRan, TerminalReport, run, run_log_path
 
             # Activity covers [start, end). The backfill rebuilds every hour but the last; the hourly
             # ingest_user_activity run then takes the last hour, as it would in production.
             start = end - dt.timedelta(days=DEMO_SCALE["days"])
             logical = end - dt.timedelta(hours=1)
-            for dag_id, special in dag_order(config):
+            order = dag_order(config)
+            if not verbose:
+                _say(f"running {len(order)} DAGs through Airflow; Airflow's and the tasks' logs go to "
+                     f"{run_log_path(config, '<dag_id>', logical)}")
+            report = TerminalReport(show_log_file=False)
+            for dag_id, special in order:
                 conf = None
                 if special == "backfill":
                     conf = {"start": start.isoformat(), "end": logical.isoformat()}
-                t = time.monotonic()
-                state = run_dag(dag_id, logical_date=logical.isoformat(), conf=conf)
-                timings[dag_id] = time.monotonic() - t
-                _say(f"DAG {dag_id}: {state} in {timings[dag_id]:.1f}s")
-                if state != "success":
-                    _say(f"stopping: {dag_id} ended {state} (task logs under {home / 'airflow' / 'logs'})")
+                try:
+                    result = run(dag_id, logical_date=logical.isoformat(), conf=conf, observer=report,
+                                 quiet=not verbose)
+                except (ConfigError, NothingRan) as exc:
+                    _say(f"stopping: {dag_id}: {exc}")
+                    return 1
+                timings[dag_id] = result.seconds
+                if result.state != "success":
+                    _say(f"stopping: {dag_id} ended {result.state}")
                     return 1
 
         port = config.serve.port
