@@ -24,7 +24,8 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_NEED = $(strip $(if $(shell command -v redis-server),,redis-server) $(if $(shell command -v redis-cli),,redis-tools))
-APT_NEED_TEST = $(strip $(APT_NEED) $(if $(shell command -v chromium),,chromium))
+PG_BINDIR = $(firstword $(wildcard /usr/lib/postgresql/*/bin))
+APT_NEED_TEST = $(strip $(APT_NEED) $(if $(shell command -v chromium),,chromium) $(if $(PG_BINDIR),,postgresql))
 
 define apt_install
 	@if [ -n "$(1)" ]; then \
@@ -37,7 +38,7 @@ endef
 redis:  ## install redis-server and redis-tools from Debian when missing
 	$(call apt_install,$(APT_NEED))
 
-test-deps:  ## Debian packages the test suite needs (redis-server, redis-tools, chromium) when missing
+test-deps:  ## Debian packages the test suite needs (redis-server, redis-tools, chromium, postgresql) when missing
 	$(call apt_install,$(APT_NEED_TEST))
 
 setup: $(VENV)/.synced redis  ## uv-managed .venv + redis-server
@@ -59,10 +60,11 @@ lint: setup  ## ruff, mypy, import-linter layer contracts
 serve: setup  ## serve the last published recommendations (starts the local redis-server if needed)
 	$(PY) -m skyrec serve --start-redis
 
-airflow:  ## the same DAGs under `airflow standalone` (scheduler, triggerer, UI on http://127.0.0.1:8090)
-	eval "$$($(PY) -m skyrec airflow-env)" && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" AIRFLOW__API__PORT=8090 airflow standalone
+airflow: setup  ## skyrec under the real scheduler: Airflow (UI http://127.0.0.1:8090), serving Redis, API (skyrec up)
+	$(PY) -m skyrec up
 
-stop:  ## stop what `make demo KEEP_SERVING=1` or `make serve` left running
+stop:  ## stop what `make airflow`, `make demo KEEP_SERVING=1` or `make serve` left running
+	$(PY) -m skyrec down
 	$(PY) -m skyrec stop
 
 chaos: setup  ## randomized fault run (docs/chaos.md): kill -9, storage errors, lost responses, Redis restarts, two attempts; tens of minutes

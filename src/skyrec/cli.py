@@ -83,9 +83,16 @@ def run_dag(
     env: EnvOpt = None,
     logical_date: Annotated[str | None, typer.Option(help="Logical date, ISO-8601 (default: now, hour-aligned).")] = None,
     conf: Annotated[str | None, typer.Option(help="Run conf as JSON, e.g. '{\"overrides\": [\"volume\"]}'.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Airflow's own log lines on the terminal "
+                                                                   "instead of writing them to the log file.")] = False,
 ) -> None:
-    """Run one DAG through Airflow in-process (dag.test() on the embedded SQLite metadata DB)."""
-    from skyrec.airflow.runner import run_dag as runner
+    """Run one DAG through Airflow in-process (dag.test() on the embedded SQLite metadata DB).
+
+    Prints one line per task attempt and one for the run, with state and duration; for a failed task its
+    error and the last lines of its job log. Airflow's and the tasks' logs go to
+    <SKYREC_HOME>/logs/airflow/<dag_id>/<logical date>.log (the path is printed).
+    """
+    from skyrec.airflow.runner import NothingRan, TerminalReport, run
 
     if env:
         os.environ["SKYREC_ENV"] = env
@@ -93,9 +100,13 @@ def run_dag(
         run_conf = json.loads(conf) if conf else None
     except json.JSONDecodeError as exc:
         _fail(f"--conf is not valid JSON: {exc}")
-    state = runner(dag_id, logical_date=logical_date, conf=run_conf)
-    typer.echo(f"{dag_id}: {state}")
-    if state != "success":
+    try:
+        result = run(dag_id, logical_date=logical_date, conf=run_conf, observer=TerminalReport(), quiet=not verbose)
+    except ConfigError as exc:  # unknown DAG, bad date, a logical date outside the DAG's dates
+        _fail(str(exc))
+    except NothingRan as exc:
+        _fail(str(exc), code=1)
+    if result.state != "success":
         raise typer.Exit(1)
 
 
@@ -108,6 +119,52 @@ def airflow_env_cmd(env: EnvOpt = None) -> None:
 
     for key, value in sorted(airflow_env(_config(env)).items()):
         typer.echo(f"export {key}={shlex.quote(str(value))}")
+
+
+@app.command()
+def up(
+    env: EnvOpt = None,
+    api_port: Annotated[int | None, typer.Option(help="Airflow API server / UI port (default: config "
+                                                      "airflow.api_port).")] = None,
+    serve_port: Annotated[int | None, typer.Option(help="skyrec API port (default: config serve.port).")] = None,
+    redis_port: Annotated[int | None, typer.Option(help="Serving redis-server port (default: the port of config "
+                                                        "publish.redis_url).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every component to be ready.")] = 240.0,
+) -> None:
+    """Start Airflow (api-server, scheduler, dag-processor, triggerer), the serving Redis and the skyrec API."""
+    import time
+
+    from skyrec.airflow.platform import Platform, PlatformError
+
+    cfg = _config(env)
+    t0 = time.monotonic()
+    try:
+        platform = Platform(cfg, api_port=api_port, serve_port=serve_port, redis_port=redis_port)
+        typer.echo(f"skyrec up ({cfg.env}): starting what is not running; process logs in {platform.log_dir}",
+                   err=True)
+        result = platform.up(timeout=timeout)
+    except PlatformError as exc:
+        _fail(str(exc), code=1)
+    if result.started:
+        typer.echo(f"started {', '.join(result.started)} in {time.monotonic() - t0:.0f}s"
+                   + (f"; already running: {', '.join(result.running)}" if result.running else ""))
+    else:
+        typer.echo("everything was already running")
+    for line in result.lines:
+        typer.echo(line)
+
+
+@app.command()
+def down(env: EnvOpt = None) -> None:
+    """Stop every process `skyrec up` started (and nothing else)."""
+    from skyrec.airflow.platform import Platform, PlatformError
+
+    try:
+        lines = Platform(_config(env)).down()
+    except PlatformError as exc:
+        _fail(str(exc), code=1)
+    for line in lines:
+        typer.echo(line)
 
 
 @app.command()
@@ -142,11 +199,13 @@ def serve(
 @app.command()
 def demo(
     keep_serving: Annotated[bool, typer.Option("--keep-serving", help="Leave the API and Redis running.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Airflow's own log lines on the terminal "
+                                                                   "instead of writing them to log files.")] = False,
 ) -> None:
     """Generate sample data, run every DAG through Airflow, start the API and query it."""
     from skyrec.demo import run_demo
 
-    raise typer.Exit(run_demo(keep_serving=keep_serving))
+    raise typer.Exit(run_demo(keep_serving=keep_serving, verbose=verbose))
 
 
 @app.command()
@@ -270,6 +329,184 @@ def config(
                 _fail(f"config key {key!r} not found")
             data = data[part]
     typer.echo(json.dumps(data, indent=1))
+
+
+# ---- your own data: the input contracts and the importer (docs/data.md) ----------------------------------------
+ConfigDirOpt = Annotated[str | None, typer.Option("--config-dir", help="A config directory (base.yaml + env/) to "
+                                                                       "use instead of config/ (= $SKYREC_CONFIG_DIR).")]
+
+
+@app.command("schema")
+def schema_cmd(
+    name: Annotated[str | None, typer.Argument(help="brand, series, episode, availability, activity, popular_now "
+                                                    "(default: all).")] = None,
+) -> None:
+    """Print an input contract machine-readably: JSON Schema for metadata records, the Arrow schema for activity."""
+    from skyrec.data.schemas import CONTRACT_VERSION, CONTRACTS
+
+    if name is None:
+        typer.echo(json.dumps({"version": CONTRACT_VERSION, "contracts": {n: c.describe() for n, c in
+                                                                          CONTRACTS.items()}}, indent=1))
+        return
+    if name not in CONTRACTS:
+        _fail(f"no contract {name!r} (known: {', '.join(CONTRACTS)})")
+    typer.echo(json.dumps(CONTRACTS[name].describe(), indent=1))
+
+
+@app.command("import")
+def import_cmd(
+    interactions: Annotated[str | None, typer.Option(help="Interactions file: CSV, TSV, Parquet or JSON lines.")] = None,
+    items: Annotated[str | None, typer.Option(help="Items file: CSV, Parquet or JSON lines.")] = None,
+    mapping: Annotated[str | None, typer.Option(help="YAML file with the ingest.files mapping "
+                                                     "({interactions: ..., items: ...}).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Mapping key=value, e.g. "
+                                                                 "interactions.value=rating (repeatable).")] = None,
+    env: EnvOpt = None,
+    config_dir: ConfigDirOpt = None,
+) -> None:
+    """Turn your files into the source layout the ingest DAGs read (docs/data.md); idempotent and resumable."""
+    import yaml
+
+    from skyrec.data.importer import ImportFailed, run_import
+
+    if not interactions and not items:
+        _fail("give --interactions FILE and/or --items FILE")
+    environ = {**os.environ, **({"SKYREC_CONFIG_DIR": os.path.abspath(config_dir)} if config_dir else {})}
+    files: dict[str, Any] = {}
+    if mapping:
+        try:
+            with open(mapping) as fh:
+                files = yaml.safe_load(fh) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            _fail(f"{mapping}: cannot read the mapping: {exc}")
+        if not isinstance(files, dict):
+            _fail(f"{mapping}: expected a mapping with interactions: and/or items:")
+    for item in set_ or []:
+        dotted, sep, raw = item.partition("=")
+        if not sep or "." not in dotted:
+            _fail(f"--set {item!r}: expected SECTION.KEY=VALUE (section interactions or items)")
+        node = files
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        cfg = load_config(env, overrides={"ingest": {"files": files}} if files else None, environ=environ)
+    except ConfigError as exc:
+        _fail(str(exc).replace("overrides: ingest.files.", f"{mapping or '--set'}: "))
+    try:
+        summary = run_import(cfg, interactions=interactions, items=items,
+                             progress=lambda msg: typer.echo(msg, err=True))
+    except ImportFailed as exc:
+        _fail(str(exc), 3)
+    for f in summary["files"]:
+        state = "unchanged (already imported)" if f["noop"] else f"{f['seconds']:.1f} s"
+        typer.echo(f"{f['role']}: {f['file']}: {f['rows_in']:,} rows -> {f['imported']:,} imported, "
+                   f"{sum(f['quarantined'].values()):,} quarantined {f['quarantined'] or ''}, "
+                   f"{sum(f['filtered'].values()):,} filtered {f['filtered'] or ''} [{state}]")
+        for note in f["notes"]:
+            typer.echo(f"  note: {note}")
+    if summary.get("activity_range"):
+        r = summary["activity_range"]
+        typer.echo(f"activity from {r['start']} to {r['end']}; next: skyrec run ingest_programme_metadata, then "
+                   f"skyrec run backfill_user_activity --conf '{{\"start\": \"{r['start']}\", \"end\": "
+                   f"\"{r['end']}\"}}' (docs/data.md)")
+    typer.echo(json.dumps(summary, indent=1, default=str))
+
+
+# ---- quarantine: list, export and replay quarantined records (docs/ingest.md) ------------------------------
+quarantine_app = typer.Typer(help="Quarantined input: list it, export it for fixing, replay fixed records.",
+                             no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
+QUARANTINE_DATASETS = ("raw_metadata", "catalogue", "availability", "activity_delta")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    env: EnvOpt = None,
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset (e.g. activity_delta).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
+) -> None:
+    """Committed outputs with quarantined records: output, revision, reason, count."""
+    from skyrec.storage import Lake
+
+    cfg = _config(env)
+    lake = Lake.from_config(cfg)
+    names = [dataset] if dataset else list(QUARANTINE_DATASETS)
+    rows = []
+    for name in names:
+        if name not in cfg.datasets:
+            _fail(f"unknown dataset {name!r} (known: {', '.join(QUARANTINE_DATASETS)})")
+        for m in lake.history(cfg, name):
+            for reason, n in sorted(m.quarantine.items()):
+                rows.append({"dataset": name, "output": m.path, "revision": m.revision, "reason": reason,
+                             "count": n})
+    for row in rows:
+        typer.echo(json.dumps(row) if as_json else
+                   f"{row['dataset']:<15} {row['output']:<45} r{row['revision']:<3} {row['reason']:<28} {row['count']}")
+    if not rows and not as_json:
+        typer.echo("no quarantined records", err=True)
+
+
+@quarantine_app.command("export")
+def quarantine_export(
+    output: Annotated[str, typer.Argument(help="Output path as `quarantine list` prints it.")],
+    reason: Annotated[str, typer.Argument(help="Quarantine reason, e.g. unknown_item.")],
+    env: EnvOpt = None,
+    out: Annotated[str | None, typer.Option(help="Write to this file (default: stdout).")] = None,
+) -> None:
+    """Write the quarantined records of one output and reason (JSON lines) for fixing."""
+    from skyrec.storage import Lake
+
+    lake = Lake.from_config(_config(env))
+    m = lake.manifest(output)
+    if m is None:
+        _fail(f"{output}: no committed output")
+        return
+    try:
+        with lake.open(m, f"{reason}.jsonl") as fh:
+            data = fh.read()
+    except KeyError:
+        _fail(f"{output}: no quarantine {reason!r} (has {', '.join(sorted(m.quarantine)) or 'none'})")
+    if out:
+        with open(out, "wb") as fh:
+            fh.write(data)
+        n = data.count(b"\n")
+        typer.echo(f"{n} records -> {out}", err=True)
+    else:
+        sys.stdout.buffer.write(data)
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    dataset: Annotated[str, typer.Argument(help="activity_delta or catalogue.")],
+    key: Annotated[str, typer.Argument(help="Interval key YYYYMMDDTHH (activity_delta) or run key "
+                                            "YYYYMMDDTHHMMSS (catalogue).")],
+    file: Annotated[str, typer.Option("--file", help="Fixed records: JSON lines (as exported) or Parquet.")],
+    env: EnvOpt = None,
+    replaces: Annotated[list[str] | None, typer.Option(help="Source file the fixed file replaces whole "
+                                                           "(activity_delta; repeatable).")] = None,
+    override: Annotated[list[str] | None, typer.Option(help="Override a gate for this run.")] = None,
+) -> None:
+    """Take fixed records back through the same job: a new revision of the output, via the commit protocol."""
+    cfg = _config(env)
+    if not os.path.exists(file):
+        _fail(f"--file {file}: no such file")
+    if dataset == "activity_delta":
+        from skyrec.jobs.ingest_activity import replay
+        code, payload = replay(cfg, key, file, replaces=tuple(replaces or ()), overrides=tuple(override or ()))
+    elif dataset == "catalogue":
+        from skyrec.jobs.build_catalogue import replay as replay_catalogue
+        if replaces:
+            _fail("--replaces applies to activity_delta only")
+        code, payload = replay_catalogue(cfg, key, file, overrides=tuple(override or ()))
+    else:
+        _fail(f"cannot replay {dataset!r}: replay activity_delta or catalogue (raw_metadata records are replayed "
+              "into the catalogue built from that sync; availability and cold_start have no quarantine to fix)")
+    if code != 0:
+        _fail(f"replay failed: {payload.get('error')}", code)
+    typer.echo(json.dumps({"replay_input": payload.get("replay_input"), **payload.get("summary", {})},
+                          indent=1, default=str))
 
 
 def main() -> None:

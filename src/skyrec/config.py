@@ -5,6 +5,7 @@ Every error names the file and the dotted key that caused it.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import string
@@ -56,13 +57,116 @@ class MetadataIngestConfig(_Model):
     max_error_rate: float = Field(0.05, ge=0, le=1)
 
 
+class EventKindConfig(_Model):
+    """One kind of the activity vocabulary: whether its events carry a duration (``played_seconds``).
+
+    ``required``: a null/NaN/negative duration is quarantined (``invalid_played_seconds``), a short one
+    (< ``min_play_seconds``) filtered (``short_play``); ``optional``: null is fine, a present value must be a
+    duration; ``none``: the kind has no duration (clicks, ratings): the field is not read and not required.
+    """
+
+    duration: Literal["required", "optional", "none"] = "optional"
+
+
+def _default_event_kinds() -> dict[str, EventKindConfig]:
+    return {"play": EventKindConfig(duration="required"), "complete": EventKindConfig(duration="required"),
+            **{k: EventKindConfig(duration="optional") for k in ("pause", "resume", "seek", "stop", "skip")}}
+
+
 class ActivityIngestConfig(_Model):
-    event_types: list[str] = Field(default_factory=lambda: ["play", "complete"])
+    # the vocabulary: every event kind the source sends (anything else is quarantined, unknown_event_type)
+    events: dict[str, EventKindConfig] = Field(default_factory=_default_event_kinds)
+    event_types: list[str] = Field(default_factory=lambda: ["play", "complete"])  # kinds kept (others filtered)
     min_play_seconds: float = Field(30, ge=0)
-    snapshot_interval_days: int = Field(120, ge=1)
+    # days of deltas in the rolling snapshot; 0 or "all": every committed delta (older ones are counted)
+    snapshot_interval_days: int | Literal["all"] = 120
     max_error_rate: float = Field(0.05, ge=0, le=1)
     future_tolerance_minutes: float = Field(10, ge=0)
     past_limit_days: int = Field(400, ge=1)
+    # backfills/imports of history: each hour is judged against the backfill's own hours, not the week before
+    backfill_volume_factor: float = Field(20.0, gt=1)
+
+    @field_validator("events")
+    @classmethod
+    def _kinds(cls, v: dict[str, EventKindConfig]) -> dict[str, EventKindConfig]:
+        for kind in v:
+            if kind != kind.strip().lower() or not kind:
+                raise ValueError(f"event kind {kind!r}: kinds are lower case without surrounding spaces")
+        return v
+
+    @field_validator("snapshot_interval_days")
+    @classmethod
+    def _window(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be >= 0 (0 or 'all': keep every delta)")
+        return v
+
+    @model_validator(mode="after")
+    def _kept_known(self) -> ActivityIngestConfig:
+        unknown = sorted({t.lower() for t in self.event_types} - set(self.events))
+        if unknown:
+            raise ValueError(f"ingest.activity.event_types: {unknown} not in ingest.activity.events "
+                             f"(known kinds: {sorted(self.events)})")
+        return self
+
+    @property
+    def window_days(self) -> int | None:
+        """Days in the rolling snapshot, None for every delta (0 or "all")."""
+        d = self.snapshot_interval_days
+        return None if d == "all" or d == 0 else int(d)
+
+
+class FileReadConfig(_Model):
+    """How ``skyrec import`` reads one of your files (docs/data.md, "Importing your files")."""
+
+    format: Literal["auto", "csv", "tsv", "parquet", "jsonl"] = "auto"  # auto: by the file's extension
+    delimiter: str | None = None      # csv: one character (tsv: a tab)
+    header: bool = True               # false: name the columns with column_names
+    column_names: list[str] = Field(default_factory=list)
+    quote_char: str | None = '"'      # null: quotes are ordinary characters
+    encoding: str = "utf8"            # e.g. latin-1
+    columns: dict[str, str | None] = Field(default_factory=dict)  # skyrec field -> your column (null: absent)
+
+    @field_validator("delimiter", "quote_char")
+    @classmethod
+    def _one_char(cls, v: str | None) -> str | None:
+        if v is not None and len(v) != 1:
+            raise ValueError(f"expected one character, got {v!r}")
+        return v
+
+
+class RatingsConfig(_Model):
+    """Explicit ratings: a rating >= threshold is a positive interaction of ``kind`` (its weight is
+    ``training.weighting[kind]``); lower ratings are filtered (counted, reason ``below_threshold``)."""
+
+    threshold: float = 4.0
+    kind: str = "rating"
+
+
+class InteractionFileConfig(FileReadConfig):
+    # fields: user, item, timestamp (required), kind, value, event_id, platform
+    default_kind: str = "play"        # the kind of every row when no kind column is mapped
+    kinds: dict[str, str] = Field(default_factory=dict)  # your kind spelling -> skyrec kind (e.g. listen: play)
+    value: Literal["none", "duration", "rating", "count"] = "none"
+    timestamp_unit: Literal["auto", "s", "ms", "us", "iso"] = "auto"
+    timestamp_format: str | None = None   # strptime format for text times that are not ISO-8601
+    ratings: RatingsConfig = RatingsConfig()
+    max_count: int = Field(100, ge=1)     # value: count -- a row stands for min(count, max_count) events
+
+
+class ItemFileConfig(FileReadConfig):
+    # fields: id, title (required), brand, brand_title, series, genres, formats, masterbrand, release_date,
+    # duration, available_from, available_until, updated
+    list_separator: str = "|"             # genres/formats held in one text column
+    genre_flags: list[str] = Field(default_factory=list)   # 0/1 columns, one per genre (the column name is it)
+    format_flags: list[str] = Field(default_factory=list)
+    date_format: str | None = None        # strptime format for dates that are not ISO-8601 (e.g. %d-%b-%Y)
+    available_from_default: str = "1970-01-01T00:00:00Z"  # items without a window are playable from this
+
+
+class ImportConfig(_Model):
+    interactions: InteractionFileConfig = InteractionFileConfig()
+    items: ItemFileConfig = ItemFileConfig()
 
 
 class ColdStartConfig(_Model):
@@ -74,6 +178,7 @@ class IngestConfig(_Model):
     metadata: MetadataIngestConfig = MetadataIngestConfig()
     activity: ActivityIngestConfig = ActivityIngestConfig()
     cold_start: ColdStartConfig = ColdStartConfig()
+    files: ImportConfig = ImportConfig()  # how `skyrec import` maps your files onto the source layout
 
 
 class VolumeGateConfig(_Model):
@@ -110,6 +215,21 @@ class QualityGateConfig(_Model):
     metric: str = "ndcg_at_k"
     tolerance: float = Field(0.05, ge=0, le=1)
     must_beat_baseline: bool = True
+    # below this many evaluable users (or users shared with the published model) the figures are
+    # "insufficient evidence" and ``insufficient_evidence`` decides: hold (publish nothing) or publish and alert
+    min_users: int = Field(100, ge=1)
+    insufficient_evidence: Literal["hold", "publish_with_alert"] = "hold"
+
+
+class SplitConfig(_Model):
+    """How the evaluation splits the activity: ``per_user`` holds out each user's latest positives (their
+    latest ``test_fraction``, or ``test_items`` when set); ``global`` holds out every event of the last
+    ``training.holdout_days`` days."""
+
+    kind: Literal["per_user", "global"] = "per_user"
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    test_items: int | None = Field(None, ge=1)
+    min_train_items: int = Field(1, ge=1)  # a user keeps at least this many positives in train (else no test)
 
 
 class TrainingConfig(_Model):
@@ -122,6 +242,11 @@ class TrainingConfig(_Model):
     baseline: str = "popularity"          # model every trained model is compared with in the same run
     eval_max_users: int = Field(50000, ge=1)  # evaluation samples this many test users (seeded)
     fit_on_all_data: bool = True          # publish a model refit on all data after evaluating on the split
+    split: SplitConfig = SplitConfig()
+    # every figure carries a bootstrap confidence interval: users resampled ``bootstrap_resamples`` times
+    bootstrap_resamples: int = Field(1000, ge=50)
+    bootstrap_seed: int = 0
+    confidence: float = Field(0.95, gt=0.5, lt=1)
     quality_gate: QualityGateConfig = QualityGateConfig()
 
 
@@ -314,6 +439,13 @@ class AirflowConfig(_Model):
     retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(60, ge=0)
     schedules: dict[str, str | None] = Field(default_factory=dict)
+    # DAGs are created unpaused (the chain flows by its Assets with no click); false: paused at creation.
+    unpaused: bool = False
+    # Wait for jobs in the triggerer: true/false for every job task, or DAG-id patterns (fnmatch) whose
+    # job tasks defer; None: deferrable on the remote backends, in the worker for local processes.
+    deferrable: bool | list[str] | None = None
+    # `skyrec up`: the port of Airflow's API server (UI, public API and the execution API workers call).
+    api_port: int = Field(8090, ge=1, le=65535)
 
 
 DATASET_FIELDS = {"run_key", "interval_key", "model", "version", "variant"}
@@ -490,6 +622,21 @@ def _mark(tree: dict[str, Any], origin: dict[str, str], source: str, prefix: str
             _mark(value, origin, source, f"{prefix}{key}.")
 
 
+def _scalar(raw: str, value: Any) -> Any:
+    """An override's value as YAML reads it, except where YAML 1.1 would change the text's meaning: dates
+    and times stay text (``airflow.start_date=2026-01-01``, no inner quotes needed), ``yes``/``no``/``on``/
+    ``off`` stay words (only ``true``/``false`` are booleans), ``0123`` or ``1:30`` stay text (not octal or
+    sexagesimal numbers). Pydantic then converts the text to the key's type."""
+    text = raw.strip()
+    if isinstance(value, dt.date | dt.datetime):
+        return text
+    if isinstance(value, bool):
+        return value if text.lower() in ("true", "false") else text
+    if isinstance(value, int) and not re.fullmatch(r"[-+]?(0|[1-9][0-9_]*)", text):
+        return text
+    return value
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     """SKYREC__PUBLISH__REDIS_URL=... -> {"publish": {"redis_url": ...}}; values parsed as YAML scalars."""
     out: dict[str, Any] = {}
@@ -503,9 +650,10 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         for k in keys[:-1]:
             node = node.setdefault(k, {})
         try:
-            node[keys[-1]] = yaml.safe_load(raw)
+            value = yaml.safe_load(raw)
         except yaml.YAMLError:
-            node[keys[-1]] = raw
+            value = raw
+        node[keys[-1]] = _scalar(raw, value)
     return out
 
 

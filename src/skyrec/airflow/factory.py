@@ -10,6 +10,7 @@ Data-driven scheduling: ``ingest_user_activity`` / ``backfill_user_activity`` em
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import re
 from typing import Any
 
@@ -74,6 +75,20 @@ def interval_schedule(schedule: str | None) -> Any:
     return CronDataIntervalTimetable(_PRESETS.get(schedule, schedule), timezone="UTC")
 
 
+def deferrable_for(config: Config, dag_id: str) -> bool:
+    """Whether the job tasks of ``dag_id`` wait in the triggerer (config ``airflow.deferrable``).
+
+    ``None``: the remote backends defer (a pod or a cluster job needs no worker slot while it runs), local
+    processes are watched by the worker; ``true``/``false``: every DAG; a list: DAG ids matching a pattern.
+    """
+    setting = config.airflow.deferrable
+    if setting is None:
+        return config.jobs.backend != "local"
+    if isinstance(setting, bool):
+        return setting
+    return any(fnmatch.fnmatchcase(dag_id, pattern) for pattern in setting)
+
+
 def build_dags(config: Config) -> dict[str, Any]:
     """DAG id -> DAG for this configuration."""
     from airflow.providers.standard.operators.python import PythonOperator
@@ -94,14 +109,18 @@ def build_dags(config: Config) -> dict[str, Any]:
         """Backstop behind the job deadline (the job's own deadline is enforced first, from its start)."""
         return dt.timedelta(seconds=config.jobs.deadline_seconds(job) + 2 * config.jobs.cancel_timeout_seconds + 120)
 
+    defer = {"current": backend != "local"}  # set by dag() for the job tasks built inside it
+
     def job(task_id: str, job_name: str | None = None, **kw: Any) -> SkyrecJobOperator:
         name = job_name or task_id
         return SkyrecJobOperator(task_id=task_id, job=name, execution_timeout=timeout(name),
-                                 deferrable=backend != "local", **kw)
+                                 deferrable=defer["current"], **kw)
 
     def dag(dag_id: str, schedule: Any, doc: str, **kw: Any) -> DAG:
+        defer["current"] = deferrable_for(config, dag_id)
         return DAG(dag_id=dag_id, schedule=schedule, start_date=start, catchup=False, max_active_runs=1,
-                   default_args=default_args, tags=["skyrec"], doc_md=doc, **kw)
+                   default_args=default_args, tags=["skyrec"], doc_md=doc,
+                   is_paused_upon_creation=not af.unpaused, **kw)
 
     sched = af.schedules
     activity_asset = Asset(ACTIVITY_ASSET)
