@@ -37,3 +37,14 @@ def test_cli_bad_param_is_one_line(config, skyrec_home) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == EXIT_BAD_INPUT
     assert "must be KEY=VALUE" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_input_exit_code_when_run_as_the_launcher_runs_it(config, skyrec_home) -> None:
+    """``python -m skyrec.jobs.base`` (the local backend's command): a job's BadInput is exit 4 (not retried),
+    a missing upstream output exit 1 (retried)."""
+    base = [sys.executable, "-m", "skyrec.jobs.base"]
+    bad = subprocess.run([*base, "create_dataset", "--param", "model=nope"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == EXIT_BAD_INPUT, bad.stderr
+    assert "unknown model" in bad.stderr and "Traceback" not in bad.stderr
+    early = subprocess.run([*base, "ingest_availability"], capture_output=True, text=True, timeout=120)
+    assert early.returncode == 1 and "not ready" in early.stderr and "catalogue" in early.stderr, early.stderr

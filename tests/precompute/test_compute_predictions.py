@@ -97,10 +97,11 @@ def test_compute_predictions_exact_and_loadable(config_factory, redis_client, en
     assert code == 0 and again["summary"]["note"] == "already committed"
 
 
-def test_missing_model_is_bad_input(config_factory) -> None:
+def test_missing_model_is_not_ready_yet(config_factory) -> None:
+    """Upstream not committed yet (DAGs start in any order under the scheduler): a retryable failure."""
     cfg = config_factory()
     code, payload = execute("compute_predictions", config=cfg, run=RUN, params={"variant": "comedy_featured"})
-    assert code == 4 and "no published model" in payload["error"]
+    assert code == 1 and payload["error_kind"] == "not_ready" and "no published model" in payload["error"]
 
 
 def test_batches_bound_memory(config_factory) -> None:

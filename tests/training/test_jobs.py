@@ -117,15 +117,15 @@ def test_create_dataset_weighting_and_recency_by_hand(train_config) -> None:
     assert data.item_features.toarray()[items.index("z"), names.index("brand=b2")] == 1
 
 
-def test_create_dataset_without_activity_is_bad_input(train_config) -> None:
+def test_create_dataset_without_activity_is_not_ready_and_retryable(train_config) -> None:
     code, payload = run_job(train_config, "create_dataset")
-    assert code == EXIT_BAD_INPUT and "activity_snapshot" in payload["error"]
+    assert code == EXIT_ERROR and payload["error_kind"] == "not_ready" and "activity_snapshot" in payload["error"]
 
 
 def test_create_dataset_ignores_snapshots_after_the_run(seeded) -> None:
     config, lake, _ = seeded
     code, payload = run_job(config, "create_dataset", hour=-30)  # a run from before the snapshot existed
-    assert code == EXIT_BAD_INPUT
+    assert code == EXIT_ERROR and payload["error_kind"] == "not_ready"
 
 
 def _continue_snapshot(config, lake: Lake, days: float = 2.0, plays_per_user: float = 8.0) -> None:
@@ -276,7 +276,7 @@ def test_publish_needs_the_evaluation(seeded) -> None:
     config, lake, _ = seeded
     train_all(config, upto="train")
     code, payload = run_job(config, "publish_model")
-    assert code == EXIT_BAD_INPUT and "evaluation" in payload["error"]
+    assert code == EXIT_ERROR and payload["error_kind"] == "not_ready" and "evaluation" in payload["error"]
 
 
 def test_version_must_be_known(seeded) -> None:

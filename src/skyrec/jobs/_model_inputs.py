@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skyrec.jobs.base import BadInput, JobContext
+from skyrec.jobs.base import JobContext, NotReady
 from skyrec.models import resolve_version
 from skyrec.storage import Manifest
 
@@ -27,5 +27,5 @@ def require_output(ctx: JobContext, dataset: str, what: str, **fields: str) -> M
     rel = ctx.path(dataset, **fields)
     manifest = ctx.lake.manifest(rel)
     if manifest is None:
-        raise BadInput(f"{what} {rel} is not committed: run the upstream step first")
+        raise NotReady(f"{what} {rel} is not committed: run the upstream step first")
     return manifest

@@ -36,7 +36,12 @@ EXIT_OK, EXIT_ERROR, EXIT_GATE, EXIT_BAD_INPUT = 0, 1, 3, 4
 
 
 class BadInput(ValueError):
-    """Input that cannot be processed at all (empty dataset, missing upstream output, ...)."""
+    """Input that cannot be processed at all (empty dataset, malformed data, ...): retrying cannot help."""
+
+
+class NotReady(RuntimeError):
+    """An upstream output this job needs is not committed yet. Retryable: under the scheduler, DAGs start in
+    any order (the hourly ingest may run before the first catalogue is built), so a later attempt succeeds."""
 
 
 def _parse_ts(value: str | None) -> dt.datetime | None:
@@ -230,6 +235,9 @@ def execute(name: str, *, config: Config | None = None, env: str | None = None, 
         payload.update(status="failed", error=str(exc), error_kind="gate", gate=exc.gate, details=exc.details)
     except AlreadyCommitted as exc:  # lost a commit race: the winner's output stands, which is success
         payload.update(status="success", summary={"outputs": [exc.path], "note": "committed by another attempt"})
+    except NotReady as exc:
+        code = EXIT_ERROR  # retried by the task's retries
+        payload.update(status="failed", error=f"not ready: {exc}", error_kind="not_ready")
     except (ConfigError, BadInput, FileNotFoundError) as exc:
         code = EXIT_BAD_INPUT
         payload.update(status="failed", error=str(exc), error_kind=type(exc).__name__)
@@ -304,4 +312,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m skyrec.jobs.base``, this file is ``__main__``, and its exception classes are not the
+    # ones job modules raise (they import ``skyrec.jobs.base``): dispatch through the imported module, so
+    # ``except BadInput`` catches the jobs' BadInput and bad input is not retried.
+    from skyrec.jobs.base import main as _main
+
+    sys.exit(_main())

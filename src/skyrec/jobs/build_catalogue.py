@@ -295,7 +295,7 @@ def run(ctx: Any) -> dict[str, Any]:
 
     from skyrec.data.lakeio import read_parquet, write_parquet
     from skyrec.gates import ingest_invariant
-    from skyrec.jobs.base import BadInput
+    from skyrec.jobs.base import NotReady
     from skyrec.jobs.ingest_activity import error_rate_result
 
     cfg = ctx.config
@@ -314,7 +314,7 @@ def run(ctx: Any) -> dict[str, Any]:
     syncs = [m for m in ctx.lake.history(cfg, "raw_metadata")
              if m.path <= raw_rel and (last_sync is None or m.path > last_sync)]
     if previous is None and not syncs:
-        raise BadInput(f"build_catalogue: no committed raw_metadata sync at or before {raw_rel} and no previous "
+        raise NotReady(f"build_catalogue: no committed raw_metadata sync at or before {raw_rel} and no previous "
                        "catalogue (run sync_metadata first)")
 
     if previous is not None:

@@ -20,7 +20,7 @@ import json
 import time
 from typing import Any
 
-from skyrec.jobs.base import BadInput, JobContext
+from skyrec.jobs.base import BadInput, JobContext, NotReady
 
 
 def _fields(ctx: JobContext) -> tuple[str, Any, dict[str, str]]:
@@ -49,11 +49,11 @@ def run(ctx: JobContext) -> dict[str, Any]:
     cfg, lake = ctx.config, ctx.lake
     ptr = lake.read_pointer(published_model_pointer(v.model, v.version))
     if not ptr:
-        raise BadInput(f"variant {variant!r}: no published model for ({v.model}, {v.version}) "
+        raise NotReady(f"variant {variant!r}: no published model for ({v.model}, {v.version}) "
                        f"(pointer {published_model_pointer(v.model, v.version)} missing: run train_model)")
     catalogue_m = lake.latest(cfg, "catalogue")
     if catalogue_m is None:
-        raise BadInput("no committed catalogue: run ingest_programme_metadata first")
+        raise NotReady("no committed catalogue: run ingest_programme_metadata first")
     availability_m = lake.latest(cfg, "availability")
     cold_m = lake.latest(cfg, "cold_start")
     activity_m = lake.latest(cfg, "activity_snapshot") if cfg.publish.history_items > 0 else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from skyrec.jobs.base import BadInput, JobContext
+from skyrec.jobs.base import BadInput, JobContext, NotReady
 
 
 def run(ctx: JobContext) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
     snapshot = latest_at_or_before(ctx, "activity_snapshot")
     if snapshot is None:
-        raise BadInput(f"no committed activity_snapshot at or before {ctx.run.run_key}: ingest activity first")
+        raise NotReady(f"no committed activity_snapshot at or before {ctx.run.run_key}: ingest activity first")
     catalogue_m = latest_at_or_before(ctx, "catalogue")
     cfg = ctx.config.training
     activity = read_parquet_files(ctx.lake, snapshot, ["user_id", "item_id", "event_type", "event_ts",

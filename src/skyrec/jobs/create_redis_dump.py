@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skyrec.jobs.base import BadInput, JobContext
+from skyrec.jobs.base import JobContext, NotReady
 
 
 def predictions_manifest(ctx: JobContext, variant: str) -> Any:
     v = ctx.config.variant(variant)
     m = ctx.lake.manifest(ctx.path("predictions", variant=variant, version=v.version))
     if m is None:
-        raise BadInput(f"variant {variant!r}: predictions of this run are not committed: run compute_predictions")
+        raise NotReady(f"variant {variant!r}: predictions of this run are not committed: run compute_predictions")
     return m
 
 

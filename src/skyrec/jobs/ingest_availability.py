@@ -20,12 +20,12 @@ DATASET = "availability"
 
 def latest_catalogue(ctx: Any) -> Any:
     """The catalogue snapshot for this run: the newest committed at or before the run, else the newest."""
-    from skyrec.jobs.base import BadInput
+    from skyrec.jobs.base import NotReady
 
     own = ctx.path("catalogue")
     hist = ctx.lake.history(ctx.config, "catalogue")
     if not hist:
-        raise BadInput("no committed catalogue snapshot (run the ingest_programme_metadata DAG first)")
+        raise NotReady("no committed catalogue snapshot (run the ingest_programme_metadata DAG first)")
     before = [m for m in hist if m.path <= own]
     return (before or hist)[-1]
 

@@ -32,7 +32,7 @@ def run(ctx: Any) -> dict[str, Any]:
     from skyrec.data.lakeio import parquet_files, read_parquet, write_parquet
     from skyrec.data.schemas import COLD_START, TS
     from skyrec.gates import ingest_invariant
-    from skyrec.jobs.base import BadInput
+    from skyrec.jobs.base import NotReady
     from skyrec.jobs.ingest_availability import latest_catalogue
 
     cfg = ctx.config
@@ -41,7 +41,7 @@ def run(ctx: Any) -> dict[str, Any]:
         return {"outputs": [done.path], "noop": True, "rows": done.rows}
     snapshot = ctx.lake.latest(cfg, "activity_snapshot")
     if snapshot is None:
-        raise BadInput("no committed activity_snapshot (run ingest_user_activity or backfill_user_activity first)")
+        raise NotReady("no committed activity_snapshot (run ingest_user_activity or backfill_user_activity first)")
     cat_manifest = latest_catalogue(ctx)
     catalogue = read_parquet(ctx.lake, cat_manifest, "catalogue.parquet")
     at = ctx.run.logical_date

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from skyrec.jobs.base import BadInput, JobContext
+from skyrec.jobs.base import BadInput, JobContext, NotReady
 
 PROBE_USERS = 256
 
@@ -49,7 +49,7 @@ def prove(ctx: JobContext, model_rel: str, eval_rel: str) -> tuple[Any, Any]:
 
     manifest = ctx.lake.manifest(model_rel)
     if manifest is None:
-        raise BadInput(f"model output {model_rel} is not committed: nothing to publish")
+        raise NotReady(f"model output {model_rel} is not committed: nothing to publish")
     ctx.lake.verify(manifest, checksums=True)
     art = load_artefact(ctx.lake, manifest)
     allowed = {spec.class_path for spec in ctx.config.models.values()}
@@ -64,7 +64,7 @@ def prove(ctx: JobContext, model_rel: str, eval_rel: str) -> tuple[Any, Any]:
 
     evaluation = ctx.lake.manifest(eval_rel)
     if evaluation is None:
-        raise BadInput(f"evaluation {eval_rel} is not committed: run evaluate first")
+        raise NotReady(f"evaluation {eval_rel} is not committed: run evaluate first")
     ctx.lake.verify(evaluation, checksums=True)
     if evaluation.meta.get("model_output") != manifest.path:
         raise BadInput(f"evaluation {eval_rel} evaluated {evaluation.meta.get('model_output')}, not {manifest.path}")
