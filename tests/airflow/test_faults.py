@@ -394,3 +394,11 @@ def test_failed_gate_fails_without_retries_and_commits_nothing_until_overridden(
     assert state(dr) == "success"
     m = lake.require(rel)
     assert m.rows == 100
+
+
+def test_alerts_a_job_asks_for_are_delivered(run_dag: Any, config: Any, alerts: Any) -> None:
+    """Jobs cannot reach the notifier (no Airflow import): the operator delivers the alerts in their summary,
+    e.g. a model published on insufficient evidence under quality_gate.insufficient_evidence: publish_with_alert."""
+    dr = run_dag("selftest_sync", {"job_params": {"tag": "alerting", "rows": "10", "chunks": "1", "alert": "1"}})
+    assert state(dr) == "success"
+    assert "selftest" in alerts.kinds()

@@ -350,6 +350,11 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
                 self.lake.verify(m)
                 manifests.append(m)
         summary = (result or {}).get("summary") or {}
+        # alerts a job asks for (jobs cannot reach the notifier: e.g. a model published on insufficient
+        # evidence under quality_gate.insufficient_evidence: publish_with_alert)
+        for alert in summary.get("alerts") or []:
+            send_alert(self.config, str(alert.get("kind") or self.job), str(alert.get("summary") or alert),
+                       job_key=spec.job_key, **(alert.get("details") or {}))
         runtime = float((result or {}).get("duration_seconds") or (time.time() - self.job_backend.started_at(handle)))
         resources = self._max_resources or self.job_backend.resources(handle)
         cost = estimate_cost(self.config, resources, runtime)

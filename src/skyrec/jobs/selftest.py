@@ -117,8 +117,11 @@ def run(ctx: JobContext) -> dict[str, Any]:
         stage.commit(meta={"tag": tag, "chunks": chunks})
     usage = resource.getrusage(resource.RUSAGE_SELF)
     del ballast
+    alerts = ([{"kind": "selftest", "summary": f"selftest {tag}: alert on request (alert=1)",
+                "details": {"tag": tag}}] if _flag(ctx, "alert") else [])
     return {"outputs": [rel], "rows": rows, "chunks_computed": computed, "chunks_resumed": resumed,
-            "max_rss_mb": _peak_rss_mb(), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3)}
+            "max_rss_mb": _peak_rss_mb(), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            "alerts": alerts}
 
 
 def _peak_rss_mb() -> float:
