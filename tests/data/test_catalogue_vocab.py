@@ -23,7 +23,8 @@ def test_genres_and_formats_fold_case_and_synonyms() -> None:
     assert normalise_genre("  comedy ") == "Comedy"
     assert normalise_genre("Sci & Tech") == "Science"
     assert normalise_genre("Childrens") == "Children's"
-    assert normalise_genre("brand new genre") == "Brand New Genre"  # kept, not dropped
+    assert normalise_genre("brand new genre") == "brand new genre"  # kept as the source spells it, not re-cased
+    assert normalise_genre("Sci-Fi") == "Sci-Fi" and normalise_genre("Film-Noir") == "Film-Noir"
     assert normalise_genre("") is None and normalise_genre(3) is None
     assert normalise_format("podcast") == "Podcasts"
     assert normalise_format("DJ Mix") == "Mixes"

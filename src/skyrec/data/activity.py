@@ -3,16 +3,23 @@
 The Beam pipeline (``skyrec.pipelines.activity``) calls these on whole files / batches; they work on
 columns, never per record. Every row that does not end up in a delta gets exactly one reason:
 
+The event vocabulary is configuration (``ingest.activity.events``): each kind says whether its events carry
+a duration (``required``, ``optional`` or ``none``); a kind without a duration needs no ``played_seconds``.
+Files without an ``event_id`` column get one derived from the row (user, item, time, kind), so re-delivered
+rows still de-duplicate.
+
 - quarantined (bad input, counted and kept in ``_quarantine/<reason>.jsonl``):
-  ``missing_field`` (null/empty event_id, user_id, item_id or event_ts), ``unknown_event_type``,
+  ``missing_field`` (null/empty event_id, user_id, item_id or event_ts), ``unknown_event_type`` (a kind
+  not in the vocabulary),
   ``future_ts`` (after the interval end + ``future_tolerance_minutes``), ``too_old`` (before the interval
   start - ``past_limit_days``), ``unknown_item`` (not in the latest committed catalogue),
-  ``invalid_played_seconds`` (null, NaN, infinite or negative duration -- a bad measurement is not a short
-  play), ``duplicate_event`` (an event id seen before in the interval); whole files (every row of the
+  ``invalid_played_seconds`` (a kind whose duration is ``required``: null, NaN, infinite or negative; a kind
+  whose duration is ``optional``: a present value that is NaN, infinite or negative -- a bad measurement is
+  not a short play), ``duplicate_event`` (an event id seen before in the interval); whole files (every row of the
   file, see ``skyrec.pipelines.activity``): ``corrupt_file``, ``missing_column_<name>``,
   ``bad_column_type_<name>``.
 - filtered (irrelevant by design, only counted): ``irrelevant_event_type`` (e.g. pause, seek),
-  ``short_play`` (0 <= played_seconds < ``min_play_seconds``), ``replaced_by_replay`` (a row whose event id
+  ``short_play`` (a kind whose duration is ``required``: 0 <= played_seconds < ``min_play_seconds``), ``replaced_by_replay`` (a row whose event id
   an operator replayed a fixed version of, see ``docs/ingest.md``).
 """
 
@@ -28,8 +35,10 @@ import pyarrow.compute as pc
 
 from skyrec.data.schemas import ACTIVITY, RAW_ACTIVITY, TS
 
-KNOWN_EVENT_TYPES = ("play", "complete", "pause", "resume", "seek", "stop", "skip")
-REQUIRED_COLUMNS = ("event_id", "user_id", "item_id", "event_type", "event_ts", "played_seconds")
+KNOWN_EVENT_TYPES = ("play", "complete", "pause", "resume", "seek", "stop", "skip")  # the shipped vocabulary
+DEFAULT_DURATIONS = {"play": "required", "complete": "required"}  # the others: optional
+SHIPPED_KINDS = tuple((k, DEFAULT_DURATIONS.get(k, "optional")) for k in KNOWN_EVENT_TYPES)
+REQUIRED_COLUMNS = ("user_id", "item_id", "event_type", "event_ts")  # event_id derived, played_seconds per kind
 QUARANTINE_REASONS = ("missing_field", "unknown_event_type", "future_ts", "too_old", "invalid_played_seconds",
                       "unknown_item", "duplicate_event")
 FILTER_REASONS = ("irrelevant_event_type", "short_play")
@@ -49,16 +58,35 @@ class SchemaProblem(ValueError):
 
 @dataclass(frozen=True)
 class ActivityRules:
-    event_types: tuple[str, ...]
+    event_types: tuple[str, ...]  # kinds kept
     min_play_seconds: float
     future_tolerance_minutes: float
     past_limit_days: int
+    # the vocabulary: (kind, duration) pairs, duration one of required | optional | none
+    kinds: tuple[tuple[str, str], ...] = SHIPPED_KINDS
 
     @classmethod
     def from_config(cls, config: Any) -> ActivityRules:
         a = config.ingest.activity
         return cls(tuple(t.lower() for t in a.event_types), float(a.min_play_seconds),
-                   float(a.future_tolerance_minutes), int(a.past_limit_days))
+                   float(a.future_tolerance_minutes), int(a.past_limit_days),
+                   tuple((k, v.duration) for k, v in a.events.items()))
+
+    @classmethod
+    def from_dict(cls, r: dict[str, Any]) -> ActivityRules:
+        """From the plain dict the pipeline's Spec carries (``kinds`` optional: the shipped vocabulary)."""
+        kinds = r.get("kinds")
+        return cls(tuple(t.lower() for t in r["event_types"]), float(r["min_play_seconds"]),
+                   float(r["future_tolerance_minutes"]), int(r["past_limit_days"]),
+                   tuple((k, v) for k, v in kinds.items()) if kinds else SHIPPED_KINDS)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"event_types": list(self.event_types), "min_play_seconds": self.min_play_seconds,
+                "future_tolerance_minutes": self.future_tolerance_minutes, "past_limit_days": self.past_limit_days,
+                "kinds": dict(self.kinds)}
+
+    def kinds_with(self, *durations: str) -> list[str]:
+        return [k for k, d in self.kinds if d in durations]
 
     def window(self, start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
         """Accepted event times for the interval [start, end): late events are fine, the far past is not."""
@@ -80,6 +108,9 @@ def conform(table: pa.Table) -> tuple[pa.Table, list[str]]:
     cannot be cast (``bad_column_type_<name>``). Extra columns are tolerated (and reported by the caller).
     """
     names = set(table.column_names)
+    if "event_id" not in names and _has_required(names):
+        table = table.append_column("event_id", derived_event_ids(table))
+        names.add("event_id")
     for col in REQUIRED_COLUMNS:
         if col not in names:
             raise SchemaProblem(f"missing_column_{col}", f"required column {col!r} is missing "
@@ -101,6 +132,26 @@ def conform(table: pa.Table) -> tuple[pa.Table, list[str]]:
                                     f"column {f.name!r} has type {col.type}, cannot read as {f.type}: {exc}") from None
         arrays.append(col)
     return pa.Table.from_arrays(arrays, schema=RAW_ACTIVITY), extra
+
+
+def _has_required(names: set[str]) -> bool:
+    return all(c in names for c in REQUIRED_COLUMNS)
+
+
+def derived_event_ids(table: pa.Table) -> pa.ChunkedArray:
+    """Event ids for a file without them: ``user|item|time in microseconds|kind`` of each row (null when a
+    part is missing or unreadable -- the row is then quarantined ``missing_field`` like any id-less event)."""
+    parts = []
+    for name in ("user_id", "item_id", "event_ts", "event_type"):
+        col = table.column(name)
+        try:
+            if pa.types.is_timestamp(col.type):
+                col = col.cast(pa.int64())
+            col = col.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            col = pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
+        parts.append(col)
+    return pc.binary_join_element_wise(*parts, "|")
 
 
 def _np(mask: Any) -> np.ndarray:
@@ -137,12 +188,23 @@ def filter_activity(table: pa.Table, *, rules: ActivityRules, known_items: pa.Ar
             null |= _np(pc.equal(pc.utf8_trim_whitespace(c), "").fill_null(True))
         return null
 
+    def of_kinds(*durations: str) -> np.ndarray:
+        kinds = rules.kinds_with(*durations)
+        if not kinds:
+            return np.zeros(n, dtype=bool)
+        return _np(pc.is_in(etype, value_set=pa.array(kinds, pa.string())).fill_null(False))
+
+    secs = table.column("played_seconds")
+    bad_secs = invalid_seconds(secs)
+    present = ~_np(pc.is_null(secs))
+    needs, may, without = of_kinds("required"), of_kinds("optional"), of_kinds("none")
     checks: list[tuple[str, np.ndarray, bool]] = [
         ("missing_field", blank("event_id") | blank("user_id") | blank("item_id") | _np(pc.is_null(ts)), True),
-        ("unknown_event_type", ~_np(pc.is_in(etype, value_set=pa.array(KNOWN_EVENT_TYPES)).fill_null(False)), True),
+        ("unknown_event_type", ~_np(pc.is_in(etype, value_set=pa.array([k for k, _ in rules.kinds], pa.string()))
+                                    .fill_null(False)), True),
         ("future_ts", _np(pc.greater(ts, pa.scalar(hi, TS)).fill_null(False)), True),
         ("too_old", _np(pc.less(ts, pa.scalar(lo, TS)).fill_null(False)), True),
-        ("invalid_played_seconds", invalid_seconds(table.column("played_seconds")), True),
+        ("invalid_played_seconds", bad_secs & (needs | (may & present)), True),
     ]
     if known_items is not None:
         checks.append(("unknown_item", ~_np(pc.is_in(table.column("item_id"), value_set=known_items)
@@ -150,8 +212,8 @@ def filter_activity(table: pa.Table, *, rules: ActivityRules, known_items: pa.Ar
     checks += [
         ("irrelevant_event_type", ~_np(pc.is_in(etype, value_set=pa.array(rules.event_types)).fill_null(False)),
          False),
-        ("short_play", _np(pc.less(table.column("played_seconds"),
-                                   pa.scalar(rules.min_play_seconds, pa.float32())).fill_null(False)), False),
+        ("short_play", needs & _np(pc.less(secs, pa.scalar(rules.min_play_seconds, pa.float32())).fill_null(False)),
+         False),
     ]
     unmarked = np.ones(n, dtype=bool)
     for reason, bad, quarantine in checks:
@@ -169,7 +231,8 @@ def filter_activity(table: pa.Table, *, rules: ActivityRules, known_items: pa.Ar
     result.valid = pa.Table.from_arrays(
         [valid.column("event_id"), valid.column("user_id"), valid.column("item_id"),
          pc.utf8_lower(pc.utf8_trim_whitespace(valid.column("event_type"))), valid.column("event_ts"),
-         valid.column("played_seconds"),
+         pc.if_else(pa.array(without[remaining]), pa.scalar(None, pa.float32()), valid.column("played_seconds"))
+         if without.any() else valid.column("played_seconds"),
          pa.array([None, *FILTER_REASONS], pa.string()).take(pa.array(drop[remaining]))], schema=KEPT)
     return result
 

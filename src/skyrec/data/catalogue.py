@@ -1,8 +1,10 @@
 """Catalogue vocabulary and helpers shared by ingestion, training and precompute.
 
-- ``normalise_genre`` / ``normalise_format``: the source spells genres and formats inconsistently
-  ("comedy", "Sci & Tech", "podcast"); the catalogue stores one canonical spelling so that the
-  candidate filters in ``variants.<name>.candidates`` match reliably.
+- ``normalise_genre`` / ``normalise_format``: the shipped vocabulary (``GENRES``, ``FORMATS`` and their
+  synonyms: "comedy", "Sci & Tech", "podcast") is folded to one spelling; any other value is the source's
+  own and is kept exactly as spelled (only surrounding and repeated spaces removed): ``Sci-Fi`` stays
+  ``Sci-Fi``. Candidate filters (``variants.<name>.candidates``) match case-insensitively, so a rail
+  configured with ``sci-fi`` finds them.
 - ``parse_ts``: source timestamps carry UTC offsets (``+01:00``) or ``Z`` or epoch seconds; the lake
   stores UTC only.
 - ``candidate_mask``: the one implementation of a variant's candidate filter, over a catalogue table
@@ -66,8 +68,8 @@ def _normalise(value: Any, lookup: Mapping[str, str]) -> str | None:
         return None
     if k in lookup:
         return lookup[k]
-    # Unknown spellings are kept (title-cased) rather than dropped: a new genre is data, not an error.
-    return " ".join(w[:1].upper() + w[1:] for w in k.split(" "))
+    # The source's own vocabulary: kept as spelled (never re-cased, never dropped -- a new genre is data).
+    return re.sub(r"\s+", " ", value).strip()
 
 
 def normalise_genre(value: Any) -> str | None:
@@ -81,7 +83,8 @@ def normalise_format(value: Any) -> str | None:
 
 
 def normalise_list(values: Any, fn: Any) -> list[str]:
-    """Normalise a list (or a single string) of genres/formats; de-duplicated, order kept."""
+    """Normalise a list (or a single string) of genres/formats; de-duplicated (case-insensitively: the first
+    spelling wins), order kept."""
     if values is None:
         return []
     if isinstance(values, str):
@@ -89,9 +92,11 @@ def normalise_list(values: Any, fn: Any) -> list[str]:
     if not isinstance(values, list):
         raise ValueError(f"expected a list of strings, got {type(values).__name__}")
     out: list[str] = []
+    seen: set[str] = set()
     for v in values:
         n = fn(v)
-        if n is not None and n not in out:
+        if n is not None and n.casefold() not in seen:
+            seen.add(n.casefold())
             out.append(n)
     return out
 
@@ -166,9 +171,9 @@ def _list_match(column: pa.ChunkedArray | pa.Array, wanted: Iterable[str], n: in
         if column.num_chunks == 0:
             return np.zeros(n, dtype=bool)
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    flat = pc.list_flatten(column)
+    flat = pc.utf8_lower(pc.list_flatten(column))
     parents = pc.list_parent_indices(column)
-    hit = pc.is_in(flat, value_set=pa.array(sorted(set(wanted)), pa.string())).fill_null(False)
+    hit = pc.is_in(flat, value_set=pa.array(sorted({w.lower() for w in wanted}), pa.string())).fill_null(False)
     rows = np.asarray(parents.filter(hit)).astype(np.int64, copy=False)
     mask = np.zeros(n, dtype=bool)
     mask[rows] = True
@@ -181,8 +186,9 @@ def candidate_mask(catalogue: pa.Table, candidate_filter: Any) -> np.ndarray:
     ``candidate_filter`` is a ``skyrec.config.CandidateFilter`` (or a mapping with the same keys
     ``genres``, ``formats``, ``masterbrands``). An item is a candidate when it matches ANY listed genre
     (if genres are listed) AND ANY listed format (if formats are listed) AND ANY listed masterbrand (if
-    masterbrands are listed). An empty filter keeps every item. Filter values are normalised the same way
-    as the catalogue, so ``comedy`` in a config matches ``Comedy``; masterbrands compare case-insensitively.
+    masterbrands are listed). An empty filter keeps every item. Every value compares case-insensitively
+    (after folding the shipped synonyms), so ``comedy`` in a config matches ``Comedy`` and ``sci-fi`` matches
+    a source's ``Sci-Fi``.
     """
     n = catalogue.num_rows
     mask = np.ones(n, dtype=bool)

@@ -6,7 +6,9 @@ rewritten or counted twice (``--force`` rebuilds them as new manifest revisions)
 files are reported (``missing``) and skipped. Output bytes are deterministic (sorted rows, fixed Parquet
 writer settings): a backfill run twice, or in another lake, gives identical files.
 
-Gates are checked per delta, in time order; a delta failing a gate is not committed, the others are, and
+Volume is judged by the backfill rule (``skyrec.jobs.ingest_activity``: each hour against the other hours of
+the backfill, not against the week before, which history does not follow), so a clean historical import
+needs no override. Gates are checked per delta, in time order; a delta failing a gate is not committed, the others are, and
 the job then fails naming the intervals (re-run with ``--override <gate>`` after checking them). The
 snapshot ending with the last hour of the range is built only when every delta of the range is committed.
 
@@ -33,7 +35,7 @@ def run(ctx: Any) -> dict[str, Any]:
     if end <= start:
         end = start + (ctx.run.end - ctx.run.start if ctx.run.end > ctx.run.start else __import__("datetime").timedelta(hours=1))
     hours = hours_in(start, end)
-    result = ingest_intervals(ctx, hours, require_files=False)
+    result = ingest_intervals(ctx, hours, require_files=False, volume="backfill")
     deltas = [ctx.config.dataset_path(DELTA, interval_key=interval_key(h)) for h in hours]
     if result["gate_failures"]:
         names = ", ".join(f"{f['interval']} ({f['gate']}: {f['message']})" for f in result["gate_failures"][:5])
@@ -47,4 +49,5 @@ def run(ctx: Any) -> dict[str, Any]:
     return {"outputs": [d for d, h in zip(deltas, hours, strict=True) if h in present] + [snap],
             "committed": len(result["committed"]), "reused": len(result["reused"]), "missing": result["missing"],
             "snapshot": snap, "snapshot_built": built, "snapshot_rows": meta.get("rows"),
+            "older_than_window": meta.get("older_than_window"),
             "counters": result["counters"], "seconds": round(time.time() - started, 3)}

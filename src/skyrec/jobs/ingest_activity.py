@@ -13,8 +13,16 @@ create-only, in time order:
   ``min_history`` earlier deltas. Override one run with ``--override volume``.
 
 Then the rolling ``activity_snapshot`` ending with the last interval is built from the committed deltas of
-the previous ``ingest.activity.snapshot_interval_days`` days (one ``part-YYYYMMDD.parquet`` per day, deltas
-concatenated in interval order -- deterministic bytes).
+the previous ``ingest.activity.snapshot_interval_days`` days (``0`` or ``all``: every committed delta; one
+``part-YYYYMMDD.parquet`` per day, deltas concatenated in interval order -- deterministic bytes). Deltas older
+than the window are counted in the snapshot's meta and the run's summary (``older_than_window``: deltas,
+rows), never left out silently.
+
+Backfills and imports of history (``volume="backfill"``) judge volume differently: historical data is bursty
+and the hour a week before was built in the same run, so each hour is compared with the other hours of the
+backfill itself: it fails only when it holds more than ``ingest.activity.backfill_volume_factor`` times the
+largest other hour (and at least ``gates.volume.min_volume`` rows) -- a duplicated or runaway input, not a
+busy evening.
 
 A committed delta is never rebuilt (nor counted twice) unless the job is forced. Output manifest meta of a
 delta: rows_in, rows_out, quarantined{reason: rows}, filtered{reason: rows}, bad_files{file: reason},
@@ -119,8 +127,28 @@ def account(summary: dict[str, Any], files_in: int, files_replaced: int) -> dict
     return {"rows": rows, "files": files}
 
 
-def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool = True) -> dict[str, Any]:
-    """Build and commit the deltas of ``hours`` in ONE pipeline run. Returns per-interval results."""
+def backfill_volume_result(current: int, others: list[int], *, factor: float, min_volume: int) -> Any:
+    """The volume gate of a backfill: this hour against the largest other hour of the same backfill."""
+    from skyrec.gates import GateResult
+
+    largest = max(others, default=0)
+    details = {"rule": "backfill", "current": current, "largest_other_hour": largest, "factor": factor,
+               "hours": len(others) + 1}
+    if not others:
+        return GateResult("volume", True, "backfill of one hour: nothing to compare with", details=details)
+    if current > factor * largest and current >= min_volume:
+        return GateResult("volume", False, f"{current} rows: more than {factor:g}x the largest other hour of the "
+                          f"backfill ({largest})", details=details)
+    return GateResult("volume", True, f"{current} rows, largest other hour of the backfill {largest} "
+                      f"(limit {factor:g}x)", details=details)
+
+
+def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool = True,
+                     volume: str = "hourly") -> dict[str, Any]:
+    """Build and commit the deltas of ``hours`` in ONE pipeline run. Returns per-interval results.
+
+    ``volume``: ``hourly`` (against the same hour of the previous days) or ``backfill`` (against the other
+    hours of this run, see the module docstring)."""
     from skyrec.data.activity import ActivityRules
     from skyrec.data.lakeio import file_url
     from skyrec.data.source import is_s3, replay_inputs, s3_storage_options
@@ -161,13 +189,13 @@ def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool 
 
         stages = {interval_key(h): ctx.lake.stage(DELTA, rel, ctx.producer, force=ctx.force)
                   for h, rel, _ in pending}
+        rel_keys = {rel: interval_key(h) for h, rel, _ in pending}
         a = cfg.ingest.activity
         spec = Spec(
             source_kind=cfg.source.kind, source_options=s3_storage_options(cfg) if is_s3(cfg) else {},
             lake_url=cfg.lake_url, lake_options=dict(cfg.storage.storage_options),
             catalogue_file=file_url(ctx.lake, catalogue, "catalogue.parquet"),
-            rules={"event_types": list(a.event_types), "min_play_seconds": a.min_play_seconds,
-                   "future_tolerance_minutes": a.future_tolerance_minutes, "past_limit_days": a.past_limit_days},
+            rules=ActivityRules.from_config(cfg).as_dict(),
             intervals={interval_key(h): IntervalTarget((h).isoformat(), (h + HOUR).isoformat(),
                                                        stages[interval_key(h)].path(""))
                        for h, _, _ in pending},
@@ -177,6 +205,15 @@ def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool 
         try:
             counters = execute(spec, keyed_files, pipeline_options(cfg, job_name=f"activity-{ctx.run.job_key}"))
             rules = ActivityRules.from_config(cfg)
+            volumes: dict[str, int] = {}
+            if volume == "backfill":  # every hour's rows, committed earlier (reused) or built in this run
+                for rel in reused:
+                    m = ctx.lake.manifest(rel)
+                    volumes[rel] = m.rows if m is not None else 0
+                for _, rel, _ in pending:
+                    stage = stages[rel_keys[rel]]
+                    with stage.fs.open(stage.path("_summary.json"), "rb") as fh:
+                        volumes[rel] = int(json.loads(fh.read())["rows_out"])
             for hour, rel, _ in pending:  # time order: each delta is gated against the ones before it
                 key = interval_key(hour)
                 stage = stages[key]
@@ -196,9 +233,14 @@ def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool 
                     results[1].message += (f" (incl. ~{estimate} estimated rows of "
                                            f"{len(summary['uncounted_files'])} unreadable file(s))")
                 v = cfg.gates.volume
-                results.append(volume_gate(summary["rows_out"], _volume_history(ctx, hour), min_ratio=v.min_ratio,
-                                           max_ratio=v.max_ratio, min_history=v.min_history,
-                                           min_volume=v.min_volume))
+                if volume == "backfill":
+                    results.append(backfill_volume_result(
+                        summary["rows_out"], [n for r, n in volumes.items() if r != rel],
+                        factor=a.backfill_volume_factor, min_volume=v.min_volume))
+                else:
+                    results.append(volume_gate(summary["rows_out"], _volume_history(ctx, hour),
+                                               min_ratio=v.min_ratio, max_ratio=v.max_ratio,
+                                               min_history=v.min_history, min_volume=v.min_volume))
                 try:
                     for r in results:
                         ctx.gate(r)
@@ -236,16 +278,24 @@ def build_snapshot(ctx: Any, last: dt.datetime) -> tuple[str, bool, dict[str, An
     existing = None if ctx.force else ctx.lake.manifest(rel)
     if existing is not None:
         return rel, False, existing.meta
-    n_hours = cfg.ingest.activity.snapshot_interval_days * 24
-    first_key = interval_key(last - (n_hours - 1) * HOUR)
+    window_days = cfg.ingest.activity.window_days  # None: every committed delta
     prefix = cfg.dataset_prefix(DELTA)
     prefix = prefix.rsplit("/", 1)[0] + "/" if not prefix.endswith("/") else prefix
     token = cfg.datasets[DELTA].rsplit("/", 1)[-1].split("{", 1)[0]  # e.g. "interval="
-    deltas = []
-    for path in ctx.lake.versions(prefix):
-        key = path.rsplit("/", 1)[-1][len(token):]
-        if first_key <= key <= last_key:
-            deltas.append((key, path))
+    listed = sorted((path.rsplit("/", 1)[-1][len(token):], path) for path in ctx.lake.versions(prefix))
+    if window_days is None:
+        first_key = min((k for k, _ in listed if k <= last_key), default=last_key)
+        n_hours = int((last - parse_interval_key(first_key)) / HOUR) + 1
+    else:
+        n_hours = window_days * 24
+        first_key = interval_key(last - (n_hours - 1) * HOUR)
+    deltas = [(key, path) for key, path in listed if first_key <= key <= last_key]
+    # history older than the window is left out of the snapshot -- counted and reported, never silently
+    older = [path for key, path in listed if key < first_key]
+    older_rows = 0
+    for path in older:
+        m = ctx.lake.manifest(path)
+        older_rows += m.rows if m is not None else 0
     if not deltas or deltas[-1][0] != last_key:
         raise BadInput(f"activity snapshot ending {last_key}: its last delta is not committed")
     by_day: dict[str, list[str]] = {}
@@ -269,7 +319,8 @@ def build_snapshot(ctx: Any, last: dt.datetime) -> tuple[str, bool, dict[str, An
             rows += n
         meta = {"first_interval": first_key, "last_interval": last_key, "intervals": n_hours,
                 "deltas": len(deltas), "missing_intervals": n_hours - len(deltas), "rows": rows,
-                "days": cfg.ingest.activity.snapshot_interval_days}
+                "days": window_days if window_days is not None else "all",
+                "older_than_window": {"deltas": len(older), "rows": older_rows}}
         stage.commit(meta)
     return rel, True, meta
 
@@ -291,7 +342,8 @@ def run(ctx: Any) -> dict[str, Any]:
     snap, built, meta = build_snapshot(ctx, hours[-1])
     deltas = [ctx.config.dataset_path(DELTA, interval_key=interval_key(h)) for h in hours]
     return {"outputs": deltas + [snap], "committed": result["committed"], "reused": result["reused"],
-            "snapshot_rows": meta.get("rows"), "counters": result["counters"],
+            "snapshot_rows": meta.get("rows"), "older_than_window": meta.get("older_than_window"),
+            "counters": result["counters"],
             "seconds": round(time.time() - started, 3)}
 
 

@@ -96,9 +96,7 @@ def _lake_fs(spec: Spec) -> Any:
 
 
 def _rules(spec: Spec) -> ActivityRules:
-    r = spec.rules
-    return ActivityRules(tuple(r["event_types"]), float(r["min_play_seconds"]), float(r["future_tolerance_minutes"]),
-                         int(r["past_limit_days"]))
+    return ActivityRules.from_dict(spec.rules)
 
 
 class ReadAndFilter(beam.DoFn):

@@ -3,8 +3,11 @@
 Candidates are the model's items that are in the latest catalogue, match the variant's candidate filter
 (``skyrec.data.catalogue.candidate_mask``, the one implementation), are playable at the precompute time
 (the ``availability`` dataset; the catalogue's own windows when no availability output is committed) and
-pass the age rule (``precompute.rules.max_age_days``: e.g. News older than 2 days is excluded). The brand
-cap is per user and lives in the kernel; here we only give each candidate its brand code.
+pass the age rule (``precompute.rules.max_age_days``: e.g. News older than 2 days is excluded; genres
+compare case-insensitively). The brand cap (``precompute.rules.max_per_brand``, null: no cap) is per user
+and lives in the kernel; here we only give each candidate its brand code. An item without a brand gets
+``NO_BRAND``, which the kernel never caps: items without a brand are never capped together (``skyrec
+import`` makes an unbranded item its own brand, which amounts to the same).
 
 Candidate positions ascend with the model's item index, so the kernel's tie-break by candidate position is
 a tie-break by item index.
@@ -86,10 +89,11 @@ def _too_old(catalogue: pa.Table, max_age_days: dict[str, float], at: dt.datetim
 
 
 def _list_has(catalogue: pa.Table, genre: str) -> np.ndarray:
+    """Rows whose genres hold ``genre`` (case-insensitively, like the candidate filters)."""
     col = catalogue.column("genres")
-    flat = pc.list_flatten(col)
+    flat = pc.utf8_lower(pc.list_flatten(col))
     parents = _np(pc.list_parent_indices(col))
-    hit = _np(pc.fill_null(pc.equal(flat, genre), False)).astype(bool)
+    hit = _np(pc.fill_null(pc.equal(flat, genre.strip().lower()), False)).astype(bool)
     out = np.zeros(catalogue.num_rows, dtype=bool)
     out[parents[hit]] = True
     return out

@@ -1,0 +1,797 @@
+"""``skyrec import``: a user's own files -> the source layout the ingest jobs read (docs/data.md).
+
+Two inputs, each optional, each described by a mapping (``ingest.files`` in config, a ``--mapping`` file,
+``--set`` flags):
+
+- **interactions** (CSV, TSV, Parquet or JSON lines): user, item, timestamp, optionally an event kind and a
+  value (a rating, a duration in seconds or a count) -> hourly activity Parquet files (schema
+  ``RAW_ACTIVITY``) under ``{source}/{activity_prefix}/date=YYYY-MM-DD/hour=HH/``. A rating at or above
+  ``ratings.threshold`` becomes an event of kind ``ratings.kind`` (weight ``training.weighting[kind]``); lower
+  ratings are filtered and counted. A count stands for that many events (at most ``max_count``). Kinds
+  without a duration (clicks, views, ratings) are written with a null ``played_seconds``.
+- **items** (CSV, Parquet or JSON lines): id, title, optional brand/series/masterbrand, genres and formats
+  (a list, a separated text, or 0/1 flag columns named after the genre), dates, duration, availability ->
+  metadata JSON objects (brand, series, episode, availability records) under ``{source}/{metadata_prefix}/``.
+  An item without a brand is its own brand (id and title of the item), so the brand cap never groups
+  unbranded items.
+
+Files are read in streaming batches with pyarrow's readers (every mapped column as text, converted here),
+never per row in Python on the happy path.
+
+Bad input: a file the mapping cannot read (a mapped column that is not there, a column whose values
+mostly do not convert -- a wrong mapping) raises ``ImportFailed`` naming the file, the column and the first
+offending row. Otherwise bad rows are quarantined with their reason and row number under
+``{source}/_imports/<key>/quarantine/<reason>.jsonl`` and counted; the invariant ``rows in = imported +
+quarantined + filtered`` holds for every file (checked; a broken sum is a bug and fails the import).
+
+Idempotent and resumable: each input file has a stable key (its role and absolute path); the output files
+are named by that key and written whole (temporary name, then rename), with deterministic content (rows in
+time order, fixed Parquet settings). A state record ``{source}/_imports/<key>.json`` is written last, with
+the digest of the file's bytes and of the mapping: re-running on the same file and mapping changes nothing;
+re-running after a crash writes the same bytes again; a changed file replaces this key's earlier output
+(hours or items that disappeared are removed or withdrawn).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from skyrec.data.schemas import RAW_ACTIVITY, TS
+
+IMPORTS_DIR = "_imports"
+BLOCK_BYTES = 16 << 20  # CSV/JSON read block: the unit of streaming
+MAPPING_ERROR_SHARE = 0.5  # a column failing to convert for more than this share of a batch is a wrong mapping
+INTERACTION_FIELDS = ("user", "item", "timestamp", "kind", "value", "event_id", "platform")
+ITEM_FIELDS = ("id", "title", "brand", "brand_title", "series", "series_title", "masterbrand", "genres", "formats",
+               "release_date", "duration", "available_from", "available_until", "updated")
+DEFAULT_COLUMNS = {"interactions": {"user": "user_id", "item": "item_id", "timestamp": "timestamp"},
+                   "items": {"id": "id", "title": "title"}}
+REQUIRED = {"interactions": ("user", "item", "timestamp"), "items": ("id", "title")}
+
+
+class ImportFailed(ValueError):
+    """A file the mapping cannot read: the message names the file, the column and the first offending row."""
+
+
+@dataclass
+class FileReport:
+    role: str
+    path: str
+    key: str
+    rows_in: int = 0
+    imported: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    filtered: dict[str, int] = field(default_factory=dict)
+    written: dict[str, Any] = field(default_factory=dict)
+    noop: bool = False
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def invariant(self) -> dict[str, Any]:
+        from skyrec.gates import ingest_invariant
+
+        return ingest_invariant("rows", records_in=self.rows_in, committed=self.imported,
+                                quarantined=self.quarantined, filtered=self.filtered)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"role": self.role, "file": self.path, "key": self.key, "noop": self.noop, "rows_in": self.rows_in,
+                "imported": self.imported, "quarantined": dict(sorted(self.quarantined.items())),
+                "filtered": dict(sorted(self.filtered.items())), "written": self.written,
+                "seconds": round(self.seconds, 3), "notes": self.notes}
+
+
+# ---- reading ------------------------------------------------------------------------------------------------
+
+def file_format(path: str, spec: Any) -> str:
+    if spec.format != "auto":
+        return str(spec.format)
+    ext = path.lower().rsplit(".", 1)[-1] if "." in os.path.basename(path) else ""
+    return {"csv": "csv", "tsv": "tsv", "tab": "tsv", "parquet": "parquet", "pq": "parquet", "jsonl": "jsonl",
+            "ndjson": "jsonl", "json": "jsonl"}.get(ext, "csv")
+
+
+def _columns(role: str, spec: Any) -> dict[str, str]:
+    """skyrec field -> the file's column, defaults filled in, unknown fields refused."""
+    fields = INTERACTION_FIELDS if role == "interactions" else ITEM_FIELDS
+    unknown = sorted(set(spec.columns) - set(fields))
+    if unknown:
+        raise ImportFailed(f"ingest.files.{role}.columns: unknown field(s) {unknown} (fields: {list(fields)})")
+    cols = {**DEFAULT_COLUMNS[role], **spec.columns}
+    return {k: v for k, v in cols.items() if v}
+
+
+@dataclass
+class _Batch:
+    table: pa.Table
+    first_row: int  # 1-based data row number of the batch's first row
+
+
+def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callable[[int | None, str], None],
+                 ) -> Iterator[_Batch]:
+    """Stream the file's ``wanted`` columns; CSV/TSV/JSON columns as text. Raises ImportFailed for a missing
+    column or an unreadable file."""
+    fmt = file_format(path, spec)
+    row = 1
+
+    def missing(have: list[str]) -> None:
+        gone = [c for c in wanted if c not in have]
+        if gone:
+            raise ImportFailed(f"{path}: column {gone[0]!r} not found (row 1, the header); the file has columns "
+                               f"{have}" + ("" if spec.header or fmt in ("parquet", "jsonl") else
+                                            " (header: false -- name them with column_names)"))
+
+    try:
+        if fmt == "parquet":
+            pf = pq.ParquetFile(path)
+            missing(pf.schema_arrow.names)
+            for rb in pf.iter_batches(batch_size=1 << 20, columns=wanted):
+                yield _Batch(pa.Table.from_batches([rb]), row)
+                row += rb.num_rows
+            return
+        if fmt == "jsonl":
+            import pyarrow.json as pj
+
+            reader = pj.open_json(path, read_options=pj.ReadOptions(block_size=BLOCK_BYTES))
+            missing(reader.schema.names)
+            for rb in reader:
+                t = pa.Table.from_batches([rb])
+                t = t.select([c for c in wanted if c in t.column_names])
+                yield _Batch(t, row)
+                row += rb.num_rows
+            return
+        import pyarrow.csv as pcsv
+
+        delimiter = spec.delimiter or ("\t" if fmt == "tsv" else ",")
+        names = list(spec.column_names) or None
+
+        def handler(bad: Any) -> str:
+            on_bad_row(bad.number, f"expected {bad.expected_columns} columns, got {bad.actual_columns}: "
+                       f"{(bad.text or '')[:200]!r}")
+            return "skip"
+
+        read = pcsv.ReadOptions(block_size=BLOCK_BYTES, encoding=spec.encoding, column_names=names, use_threads=False,
+                                autogenerate_column_names=False)
+        if names is None and not spec.header:
+            raise ImportFailed(f"{path}: header is false but no column_names are given in the mapping")
+        if names is not None and spec.header:
+            read.skip_rows = 1
+        parse = pcsv.ParseOptions(delimiter=delimiter, quote_char=spec.quote_char or False,
+                                  invalid_row_handler=handler)
+        convert = pcsv.ConvertOptions(include_columns=wanted, column_types={c: pa.string() for c in wanted},
+                                      strings_can_be_null=False, quoted_strings_can_be_null=False)
+        try:
+            reader = pcsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+        except pa.ArrowKeyError:  # a mapped column is not in the file: say which, and what the file has
+            header = pcsv.open_csv(path, read_options=read, parse_options=parse,
+                                   convert_options=pcsv.ConvertOptions(column_types={}))
+            missing(header.schema.names)
+            raise
+        for rb in reader:
+            yield _Batch(pa.Table.from_batches([rb]), row)
+            row += rb.num_rows
+    except ImportFailed:
+        raise
+    except FileNotFoundError:
+        raise ImportFailed(f"{path}: no such file") from None
+    except (pa.ArrowInvalid, pa.ArrowKeyError, pa.ArrowTypeError, UnicodeDecodeError, OSError) as exc:
+        text = str(exc)
+        m = re.search(r"[Cc]olumn\(?'?#?([^\s':)]+)", text)
+        col = f" column {m.group(1).lstrip('/')!r}" if m else ""
+        raise ImportFailed(f"{path}:{col} cannot be read near data row {row} ({fmt}, delimiter "
+                           f"{getattr(spec, 'delimiter', None)!r}, encoding {spec.encoding!r}): {text[:300]}") from None
+
+
+def _text(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks else pa.array([], col.type)
+    if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+        col = col.cast(pa.string())
+    col = pc.utf8_trim_whitespace(col)
+    return pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
+
+
+def _mask(arr: Any) -> np.ndarray:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], pa.bool_())
+    return np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+_EPOCH = re.compile(r"^[-+]?\d+(\.\d+)?$")
+
+
+def parse_times(col: pa.ChunkedArray | pa.Array, unit: str, fmt: str | None = None) -> pa.Array:
+    """Timestamps (UTC, us) from epoch numbers (unit ``s``/``ms``/``us``; ``auto`` by magnitude), ISO-8601 text
+    (an offset or Z; naive = UTC) or text in ``fmt`` (strptime). Unreadable values become null."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks else pa.array([], col.type)
+    if pa.types.is_timestamp(col.type):
+        return (pc.assume_timezone(col, "UTC") if col.type.tz is None else col).cast(TS)
+    if pa.types.is_date(col.type):
+        return col.cast(pa.timestamp("us")).cast(pa.int64()).cast(TS)
+    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+        num = col.cast(pa.float64())
+    else:
+        text = _text(col)
+        if fmt:
+            out = pc.strptime(text, format=fmt, unit="us", error_is_null=True)
+            return pc.assume_timezone(out, "UTC").cast(TS) if out.type.tz is None else out.cast(TS)
+        numeric = _mask(pc.match_substring_regex(text, _EPOCH.pattern))
+        if unit != "iso" and numeric.any():
+            num = pc.if_else(pa.array(numeric), text, pa.scalar(None, pa.string())).cast(pa.float64())
+            if numeric.all():
+                return _epoch(num, unit)
+            return pc.coalesce(_epoch(num, unit), _iso(pc.if_else(pa.array(numeric), pa.scalar(None, pa.string()),
+                                                                  text)))
+        return _iso(text)
+    return _epoch(num, unit)
+
+
+def _epoch(num: pa.Array, unit: str) -> pa.Array:
+    values = num.to_numpy(zero_copy_only=False).astype(np.float64)
+    if unit in ("auto", "iso"):
+        mag = np.abs(values)
+        scale = np.where(mag < 1e11, 1e6, np.where(mag < 1e14, 1e3, 1.0))  # s, ms, us by magnitude
+    else:
+        scale = np.full(len(values), {"s": 1e6, "ms": 1e3, "us": 1.0}[unit])
+    us = values * scale
+    ok = np.isfinite(us) & (np.abs(us) < 253402300799e6)  # up to year 9999
+    out = pa.array(np.where(ok, us, 0).astype(np.int64), pa.int64(), mask=~ok)
+    return out.cast(TS)
+
+
+def _iso(text: pa.Array) -> pa.Array:
+    try:
+        return text.cast(TS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    try:
+        return pc.assume_timezone(text.cast(pa.timestamp("us")), "UTC").cast(TS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    from skyrec.data.catalogue import parse_ts
+
+    out: list[dt.datetime | None] = []
+    for v in text.to_pylist():  # mixed or odd spellings: one by one (bad input is the slow path)
+        try:
+            out.append(parse_ts(v) if v is not None else None)
+        except ValueError:
+            out.append(None)
+    return pa.array(out, TS)
+
+
+def _numbers(col: Any) -> pa.Array:
+    """Floats from a column (text or numeric); unreadable -> null."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks else pa.array([], col.type)
+    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+        return col.cast(pa.float64())
+    text = _text(col)
+    ok = pc.match_substring_regex(text, r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$").fill_null(False)
+    return pc.if_else(ok, text, pa.scalar(None, pa.string())).cast(pa.float64())
+
+
+# ---- output helpers -----------------------------------------------------------------------------------------
+
+class _Output:
+    """The source (local folder or S3 via fsspec): whole-file writes, listings, removals."""
+
+    def __init__(self, config: Any) -> None:
+        from skyrec.data.source import source_fs
+
+        self.fs, self.root = source_fs(config)
+        self.local = config.source.kind == "local"
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def write(self, rel: str, data: bytes) -> None:
+        full = self.path(rel)
+        if self.local:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            tmp = f"{os.path.dirname(full)}/.{os.path.basename(full)}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, full)  # whole or not at all: a killed import never leaves half a file
+        else:
+            self.fs.pipe_file(full, data)
+
+    def read(self, rel: str) -> bytes | None:
+        try:
+            with self.fs.open(self.path(rel), "rb") as fh:
+                return bytes(fh.read())
+        except FileNotFoundError:
+            return None
+
+    def remove(self, rel: str) -> None:
+        try:
+            self.fs.rm(self.path(rel))
+        except FileNotFoundError:
+            pass
+
+
+def _digest_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(8 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _key(role: str, path: str) -> str:
+    return hashlib.sha256(f"{role}\x00{os.path.abspath(path)}".encode()).hexdigest()[:12]
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd", compression_level=3, use_dictionary=True, write_statistics=True,
+                   row_group_size=1 << 20)
+    return buf.getvalue()
+
+
+class _Quarantine:
+    def __init__(self, path: str, report: FileReport) -> None:
+        self.path, self.report = path, report
+        self.lines: dict[str, list[str]] = {}
+
+    def add(self, reason: str, rows: list[int | None], values: list[dict[str, Any]], message: str) -> None:
+        if not rows:
+            return
+        self.report.quarantined[reason] = self.report.quarantined.get(reason, 0) + len(rows)
+        out = self.lines.setdefault(reason, [])
+        for r, v in zip(rows, values, strict=True):
+            out.append(json.dumps({"file": self.path, "row": r, "reason": reason, "error": message, "values": v},
+                                  default=str, sort_keys=True))
+
+    def write(self, out: _Output, key: str, previous: dict[str, Any] | None) -> dict[str, int]:
+        base = f"{IMPORTS_DIR}/{key}/quarantine"
+        for reason in (previous or {}).get("quarantine", {}):
+            if reason not in self.lines:
+                out.remove(f"{base}/{reason}.jsonl")
+        for reason, lines in sorted(self.lines.items()):
+            out.write(f"{base}/{reason}.jsonl", ("\n".join(lines) + "\n").encode())
+        return {r: len(v) for r, v in sorted(self.lines.items())}
+
+
+def _check_share(path: str, column: str, what: str, bad: np.ndarray, present: np.ndarray, batch: _Batch,
+                 values: pa.Array) -> None:
+    """A wrong mapping, not bad rows: most present values of the column fail -> ImportFailed naming the row."""
+    n_present = int(present.sum())
+    n_bad = int((bad & present).sum())
+    if n_bad and n_bad > MAPPING_ERROR_SHARE * n_present:
+        i = int(np.flatnonzero(bad & present)[0])
+        raise ImportFailed(f"{path}: column {column!r} cannot be read as {what}: first offending row "
+                           f"{batch.first_row + i}: {values[i].as_py()!r} ({n_bad} of {n_present} values in "
+                           f"rows {batch.first_row}-{batch.first_row + len(bad) - 1} fail; check the mapping)")
+
+
+def _state(out: _Output, key: str) -> dict[str, Any] | None:
+    raw = out.read(f"{IMPORTS_DIR}/{key}.json")
+    return json.loads(raw) if raw else None
+
+
+def _mapping_digest(role: str, spec: Any, extra: dict[str, Any]) -> str:
+    body = json.dumps({"role": role, "spec": spec.model_dump(mode="json"), **extra}, sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+# ---- interactions -------------------------------------------------------------------------------------------
+
+def import_interactions(config: Any, path: str, spec: Any | None = None, *,
+                        progress: Callable[[str], None] | None = None) -> FileReport:
+    """Convert an interactions file into hourly activity Parquet files in the source (see module docs)."""
+    started = time.time()
+    spec = spec or config.ingest.files.interactions
+    out = _Output(config)
+    key = _key("interactions", path)
+    report = FileReport("interactions", path, key)
+    vocab = config.ingest.activity.events
+    mapping = _mapping_digest("interactions", spec, {"vocab": {k: v.duration for k, v in vocab.items()},
+                                                     "prefix": config.source.activity_prefix})
+    if not os.path.isfile(path):
+        raise ImportFailed(f"{path}: no such file")
+    digest = _digest_file(path)
+    previous = _state(out, key)
+    if previous and previous.get("digest") == digest and previous.get("mapping") == mapping:
+        report.__dict__.update({k: previous["report"][k] for k in ("rows_in", "imported", "quarantined", "filtered",
+                                                                   "written")})
+        report.noop = True
+        report.seconds = time.time() - started
+        return report
+    cols = _columns("interactions", spec)
+    missing_req = [f for f in REQUIRED["interactions"] if f not in cols]
+    if missing_req:
+        raise ImportFailed(f"ingest.files.interactions.columns: {missing_req} must be mapped")
+    if spec.value != "none" and "value" not in cols:
+        raise ImportFailed(f"{path}: value is {spec.value!r} but no column is mapped to 'value'")
+    kinds_map = {k.strip().lower(): v.strip().lower() for k, v in spec.kinds.items()}
+    default_kind = spec.default_kind.strip().lower()
+    quarantine = _Quarantine(path, report)
+    parsed_bad_rows: list[tuple[int | None, str]] = []
+    wanted = list(dict.fromkeys(cols.values()))
+    parts: list[pa.Table] = []
+    has_ids = "event_id" in cols or spec.value == "count"
+    has_platform = "platform" in cols
+    for batch in read_batches(path, spec, wanted, on_bad_row=lambda n, msg: parsed_bad_rows.append((n, msg))):
+        t = batch.table
+        n = t.num_rows
+        report.rows_in += n
+        rownum = np.arange(batch.first_row, batch.first_row + n)
+        user, item = _text(t.column(cols["user"])), _text(t.column(cols["item"]))
+        raw_ts = t.column(cols["timestamp"])
+        ts = parse_times(raw_ts, spec.timestamp_unit, spec.timestamp_format)
+        present_ts = ~_mask(pc.is_null(raw_ts))
+        if pa.types.is_string(raw_ts.type):
+            present_ts &= ~_mask(pc.equal(pc.utf8_trim_whitespace(raw_ts), ""))
+        bad_ts = _mask(pc.is_null(ts)) & present_ts
+        _check_share(path, cols["timestamp"], f"a timestamp (timestamp_unit {spec.timestamp_unit})", bad_ts,
+                     present_ts, batch, raw_ts.combine_chunks() if isinstance(raw_ts, pa.ChunkedArray) else raw_ts)
+        if "kind" in cols:
+            kind = pc.utf8_lower(_text(t.column(cols["kind"])))
+            if kinds_map:
+                mapped = pc.index_in(kind, value_set=pa.array(list(kinds_map), pa.string()))
+                kind = pc.coalesce(pa.array(list(kinds_map.values()), pa.string()).take(mapped), kind)
+            kind = pc.fill_null(kind, default_kind)
+        else:
+            kind = pa.array(np.full(n, default_kind, dtype=object), pa.string())
+        seconds = pa.nulls(n, pa.float32())
+        value = None
+        keep = np.ones(n, dtype=bool)
+
+        def take_out(mask: np.ndarray, reason: str, message: str, *, filtered: bool = False, t: pa.Table = t,
+                     rownum: np.ndarray = rownum) -> None:
+            nonlocal keep
+            hit = mask & keep
+            if not hit.any():
+                return
+            idx = np.flatnonzero(hit)
+            if filtered:
+                report.filtered[reason] = report.filtered.get(reason, 0) + len(idx)
+            else:
+                rows = t.take(pa.array(idx)).to_pylist()
+                quarantine.add(reason, rownum[idx].tolist(), rows, message)
+            keep &= ~hit
+
+        take_out(_mask(pc.is_null(user)) | _mask(pc.is_null(item)) | ~present_ts, "missing_field",
+                 "user, item or timestamp is empty")
+        take_out(bad_ts, "bad_timestamp", f"not a timestamp (timestamp_unit {spec.timestamp_unit})")
+        if spec.value != "none":
+            raw_v = t.column(cols["value"])
+            value = _numbers(raw_v)
+            present_v = ~_mask(pc.is_null(_text(raw_v)))
+            bad_v = present_v & (_mask(pc.is_null(value)) | ~_mask(pc.is_finite(value)))
+            _check_share(path, cols["value"], f"a number ({spec.value})", bad_v, present_v, batch,
+                         _text(raw_v))
+            take_out(bad_v | ~present_v, "bad_value", f"the {spec.value} is missing or not a finite number")
+            v = value.to_numpy(zero_copy_only=False)
+            if spec.value == "duration":
+                take_out(np.nan_to_num(v, nan=-1) < 0, "bad_value", "negative duration")
+                seconds = value.cast(pa.float32())
+            elif spec.value == "rating":
+                take_out(np.nan_to_num(v, nan=-np.inf) < spec.ratings.threshold, "below_threshold", "",
+                         filtered=True)
+                kind = pa.array(np.full(n, spec.ratings.kind.strip().lower(), dtype=object), pa.string())
+            elif spec.value == "count":
+                take_out(np.nan_to_num(v, nan=-1) < 0, "bad_value", "negative count")
+                take_out(np.nan_to_num(v, nan=0) < 1, "zero_count", "", filtered=True)
+        known = _mask(pc.is_in(kind, value_set=pa.array(list(vocab), pa.string())))
+        take_out(~known, "unknown_event_type", f"kind not in ingest.activity.events {sorted(vocab)}")
+        if not keep.any():
+            continue
+        no_duration = [k for k, v in vocab.items() if v.duration == "none"]
+        if no_duration:
+            nd = _mask(pc.is_in(kind, value_set=pa.array(no_duration, pa.string())))
+            seconds = pc.if_else(pa.array(nd), pa.scalar(None, pa.float32()), seconds)
+        sel = pa.array(np.flatnonzero(keep))
+        arrays: dict[str, Any] = {"user_id": user.take(sel), "item_id": item.take(sel),
+                                  "event_type": kind.take(sel), "event_ts": ts.take(sel),
+                                  "played_seconds": seconds.take(sel)}
+        if has_platform:
+            arrays["platform"] = _text(t.column(cols["platform"])).take(sel)
+        if has_ids:
+            if "event_id" in cols:
+                eid = _text(t.column(cols["event_id"])).take(sel)
+            else:
+                from skyrec.data.activity import derived_event_ids
+
+                eid = derived_event_ids(pa.table({k: arrays[k] for k in ("user_id", "item_id", "event_ts",
+                                                                         "event_type")}))
+            arrays["event_id"] = eid
+        part = pa.table(arrays)
+        report.imported += part.num_rows
+        if spec.value == "count":
+            assert value is not None
+            reps = np.minimum(value.take(sel).to_numpy(zero_copy_only=False), spec.max_count).astype(np.int64)
+            capped = int((value.take(sel).to_numpy(zero_copy_only=False) > spec.max_count).sum())
+            if capped:
+                report.notes.append(f"{capped} rows' counts capped at max_count {spec.max_count}")
+            idx = np.repeat(np.arange(part.num_rows), reps)
+            nth = np.arange(len(idx)) - np.repeat(np.cumsum(reps) - reps, reps)
+            part = part.take(pa.array(idx))
+            part = part.set_column(part.column_names.index("event_id"), "event_id",
+                                   pc.binary_join_element_wise(part.column("event_id"),
+                                                               pa.array(nth.astype(str)), "#"))
+        parts.append(part)
+        if progress:
+            progress(f"{path}: {report.rows_in:,} rows read")
+    if parsed_bad_rows:
+        quarantine.add("malformed_row", [r for r, _ in parsed_bad_rows], [{"error": m} for _, m in parsed_bad_rows],
+                       "the row does not split into the file's columns")
+        report.rows_in += len(parsed_bad_rows)
+    report.invariant()  # raises when the terms do not add up
+    table = pa.concat_tables(parts, promote_options="default") if parts else None
+    written = _write_hours(config, out, key, table, has_ids, has_platform, previous)
+    report.written = {**written, "quarantine": quarantine.write(out, key, previous)}
+    report.seconds = time.time() - started
+    kept = set(config.ingest.activity.event_types)
+    kinds_written = written.get("kinds", {})
+    skipped = sorted(set(kinds_written) - kept)
+    if skipped:
+        report.notes.append(f"kinds {skipped} are not in ingest.activity.event_types: the ingest counts them as "
+                            "filtered (irrelevant_event_type)")
+    unweighted = sorted(k for k in set(kinds_written) & kept if not config.training.weighting.get(k))
+    if unweighted:
+        report.notes.append(f"kinds {unweighted} have no weight in training.weighting: they are not interactions "
+                            "for the models")
+    out.write(f"{IMPORTS_DIR}/{key}.json", json.dumps(
+        {"role": "interactions", "file": os.path.abspath(path), "digest": digest, "mapping": mapping,
+         "quarantine": report.written["quarantine"], "hours": written.get("hours_list", []),
+         "report": report.as_dict()}, sort_keys=True, default=str).encode())
+    return report
+
+
+def _write_hours(config: Any, out: _Output, key: str, table: pa.Table | None, has_ids: bool, has_platform: bool,
+                 previous: dict[str, Any] | None) -> dict[str, Any]:
+    prefix = config.source.activity_prefix
+    names: list[str] = []
+    kinds: dict[str, int] = {}
+    first = last = None
+    if table is not None and table.num_rows:
+        order = pc.sort_indices(table, sort_keys=[("event_ts", "ascending")])  # stable: input order within ties
+        table = table.take(order)
+        us = table.column("event_ts").cast(pa.int64()).to_numpy()
+        hour = us // 3_600_000_000
+        cuts = np.flatnonzero(np.diff(hour)) + 1
+        starts = np.concatenate([[0], cuts])
+        ends = np.concatenate([cuts, [len(hour)]])
+        columns = [f for f in RAW_ACTIVITY.names if (f != "event_id" or has_ids) and (f != "platform" or has_platform)]
+        schema = pa.schema([RAW_ACTIVITY.field(f) for f in columns])
+        table = table.select(columns).cast(schema)
+        vc = pc.value_counts(table.column("event_type").combine_chunks())
+        kinds = {v["values"].as_py(): v["counts"].as_py() for v in vc}
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            h = dt.datetime.fromtimestamp(int(hour[a]) * 3600, dt.UTC)
+            rel = f"{prefix}/date={h:%Y-%m-%d}/hour={h:%H}/import-{key}.parquet"
+            out.write(rel, _parquet_bytes(table.slice(a, b - a)))
+            names.append(rel)
+        first = dt.datetime.fromtimestamp(int(hour[0]) * 3600, dt.UTC)
+        last = dt.datetime.fromtimestamp(int(hour[-1]) * 3600, dt.UTC)
+    gone = sorted(set((previous or {}).get("hours", [])) - set(names))
+    for rel in gone:  # hours the earlier version of this file had and this one has not
+        out.remove(rel)
+    return {"events": int(table.num_rows) if table is not None else 0, "hours": len(names), "hours_list": names,
+            "removed_hours": len(gone), "kinds": dict(sorted(kinds.items())),
+            "first_hour": first.isoformat() if first else None,
+            "end": (last + dt.timedelta(hours=1)).isoformat() if last else None}
+
+
+# ---- items --------------------------------------------------------------------------------------------------
+
+_TRUE = {"1", "true", "yes", "y", "t", "1.0"}
+
+
+def _split_list(col: Any, sep: str) -> list[list[str] | None]:
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks else pa.array([], col.type)
+    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+        return [[str(x).strip() for x in v if x is not None and str(x).strip()] if v is not None else None
+                for v in col.to_pylist()]
+    return [[p.strip() for p in v.split(sep) if p.strip()] if v else None for v in _text(col).to_pylist()]
+
+
+def _iso_out(v: Any) -> str | None:
+    return None if v is None else v.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def import_items(config: Any, path: str, spec: Any | None = None, *,
+                 progress: Callable[[str], None] | None = None) -> FileReport:
+    """Convert an items file into metadata JSON records (brand, series, episode, availability) in the source."""
+    started = time.time()
+    spec = spec or config.ingest.files.items
+    out = _Output(config)
+    key = _key("items", path)
+    report = FileReport("items", path, key)
+    mapping = _mapping_digest("items", spec, {"prefix": config.source.metadata_prefix,
+                                              "streams": list(config.source.metadata_streams)})
+    if not os.path.isfile(path):
+        raise ImportFailed(f"{path}: no such file")
+    digest = _digest_file(path)
+    previous = _state(out, key)
+    if previous and previous.get("digest") == digest and previous.get("mapping") == mapping:
+        report.__dict__.update({k: previous["report"][k] for k in ("rows_in", "imported", "quarantined", "filtered",
+                                                                   "written")})
+        report.noop = True
+        report.seconds = time.time() - started
+        return report
+    cols = _columns("items", spec)
+    flags = {"genres": list(spec.genre_flags), "formats": list(spec.format_flags)}
+    wanted = list(dict.fromkeys([*cols.values(), *flags["genres"], *flags["formats"]]))
+    quarantine = _Quarantine(path, report)
+    parsed_bad_rows: list[tuple[int | None, str]] = []
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    default_from = spec.available_from_default
+    records: dict[str, dict[str, Any]] = {}  # item id -> record parts (first row of an id wins)
+    for batch in read_batches(path, spec, wanted, on_bad_row=lambda n, msg: parsed_bad_rows.append((n, msg))):
+        t = batch.table
+        n = t.num_rows
+        report.rows_in += n
+        rownum = np.arange(batch.first_row, batch.first_row + n)
+        text = {f: _text(t.column(c)).to_pylist() for f, c in cols.items() if f not in ("genres", "formats")}
+        times: dict[str, list[Any]] = {}
+        for f in ("release_date", "available_from", "available_until", "updated"):
+            if f in cols:
+                raw = t.column(cols[f])
+                parsed = parse_times(raw, "auto", spec.date_format)
+                present = ~_mask(pc.is_null(_text(raw)))
+                bad = _mask(pc.is_null(parsed)) & present
+                _check_share(path, cols[f], "a date" + (f" ({spec.date_format})" if spec.date_format else ""),
+                             bad, present, batch, _text(raw))
+                times[f] = [None if b else v for v, b in zip(parsed.to_pylist(), bad, strict=True)]
+                times[f + "_bad"] = bad.tolist()
+        duration = None
+        bad_d = np.zeros(n, dtype=bool)
+        if "duration" in cols:
+            raw_d = t.column(cols["duration"])
+            duration = _numbers(raw_d).to_pylist()
+            present_d = ~_mask(pc.is_null(_text(raw_d)))
+            bad_d = present_d & np.array([d is None or not np.isfinite(d) or d < 0 for d in duration], dtype=bool)
+            _check_share(path, cols["duration"], "a duration in seconds", bad_d, present_d, batch, _text(raw_d))
+        lists: dict[str, list[list[str]]] = {}
+        for name in ("genres", "formats"):
+            got: list[list[str]] = [[] for _ in range(n)]
+            if name in cols:
+                for i, v in enumerate(_split_list(t.column(cols[name]), spec.list_separator)):
+                    got[i].extend(v or [])
+            for flag in flags[name]:
+                on = [str(v).strip().lower() in _TRUE for v in t.column(flag).to_pylist()]
+                for pos in np.flatnonzero(on).tolist():
+                    got[pos].append(flag)
+            lists[name] = got
+        for i in range(n):
+            row = int(rownum[i])
+            iid, title = text["id"][i], text["title"][i]
+            values = {c: text[f][i] for f, c in cols.items() if f in text}
+            if iid is None:
+                quarantine.add("missing_id", [row], [values], "the id is empty")
+                continue
+            if title is None:
+                quarantine.add("missing_title", [row], [values], "the title is empty")
+                continue
+            bad_field = next((f for f in ("release_date", "available_from", "available_until", "updated")
+                              if times.get(f + "_bad", [False] * n)[i]), None)
+            if bad_field:
+                quarantine.add("bad_date", [row], [values], f"{bad_field}: not a date")
+                continue
+            if bad_d[i]:
+                quarantine.add("bad_duration", [row], [values], "duration: not a number of seconds >= 0")
+                continue
+            if iid in records:
+                quarantine.add("duplicate_item", [row], [values], f"id {iid!r} already on row {records[iid]['row']}")
+                continue
+            records[iid] = {"row": row, "id": iid, "title": title, "brand": text.get("brand", [None] * n)[i],
+                            "brand_title": text.get("brand_title", [None] * n)[i],
+                            "series": text.get("series", [None] * n)[i],
+                            "series_title": text.get("series_title", [None] * n)[i],
+                            "masterbrand": text.get("masterbrand", [None] * n)[i],
+                            "genres": lists["genres"][i], "formats": lists["formats"][i],
+                            "release": times.get("release_date", [None] * n)[i],
+                            "from": times.get("available_from", [None] * n)[i],
+                            "until": times.get("available_until", [None] * n)[i],
+                            "updated": times.get("updated", [None] * n)[i],
+                            "duration": int(round(duration[i])) if duration is not None and duration[i] is not None
+                            else None}
+        if progress:
+            progress(f"{path}: {report.rows_in:,} rows read")
+    if parsed_bad_rows:
+        quarantine.add("malformed_row", [r for r, _ in parsed_bad_rows], [{"error": m} for _, m in parsed_bad_rows],
+                       "the row does not split into the file's columns")
+        report.rows_in += len(parsed_bad_rows)
+    report.imported = len(records)
+    report.invariant()
+    written = _write_items(config, out, key, records, now, default_from, previous)
+    report.written = {**written, "quarantine": quarantine.write(out, key, previous)}
+    report.seconds = time.time() - started
+    out.write(f"{IMPORTS_DIR}/{key}.json", json.dumps(
+        {"role": "items", "file": os.path.abspath(path), "digest": digest, "mapping": mapping,
+         "quarantine": report.written["quarantine"], "ids": sorted(records), "objects": written["objects_list"],
+         "report": report.as_dict()}, sort_keys=True, default=str).encode())
+    return report
+
+
+def _write_items(config: Any, out: _Output, key: str, records: dict[str, dict[str, Any]], now: dt.datetime,
+                 default_from: str, previous: dict[str, Any] | None) -> dict[str, Any]:
+    prefix = config.source.metadata_prefix
+    s_prog, s_ep, s_av = (list(config.source.metadata_streams) + ["programmes", "episodes", "availability"])[:3]
+    stamp = _iso_out(now)
+    objects: list[str] = []
+
+    def put(stream: str, rid: str, record: dict[str, Any]) -> None:
+        rel = f"{prefix}/{stream}/import-{key}/{urllib.parse.quote(rid, safe='')}-0.json"
+        out.write(rel, json.dumps(record, separators=(",", ":"), sort_keys=True, default=str).encode())
+        objects.append(rel)
+
+    brands: dict[str, dict[str, Any]] = {}
+    series: dict[str, dict[str, Any]] = {}
+    own_brands = 0
+    for r in records.values():
+        updated = _iso_out(r["updated"]) or stamp
+        brand = r["brand"]
+        if brand is None:  # an unbranded item is its own brand: never capped together with other items
+            brand, own_brands = r["id"], own_brands + 1
+            brands.setdefault(brand, {"id": brand, "type": "brand", "title": r["title"], "updated": updated,
+                                      **({"masterbrand": r["masterbrand"]} if r["masterbrand"] else {})})
+        else:
+            brands.setdefault(brand, {"id": brand, "type": "brand", "title": r["brand_title"] or brand,
+                                      "updated": updated, **({"masterbrand": r["masterbrand"]}
+                                                             if r["masterbrand"] else {})})
+        if r["series"] is not None:
+            series.setdefault(r["series"], {"id": r["series"], "type": "series", "brand_id": brand,
+                                            "title": r["series_title"] or r["series"], "updated": updated})
+            parent = {"id": r["series"], "type": "series"}
+        else:
+            parent = {"id": brand, "type": "brand"}
+        episode: dict[str, Any] = {"id": r["id"], "type": "episode", "title": r["title"], "parent": parent,
+                                   "genres": r["genres"], "formats": r["formats"], "updated": updated}
+        if r["release"] is not None:
+            episode["release_date"] = _iso_out(r["release"])
+        if r["duration"] is not None:
+            episode["duration"] = r["duration"]
+        put(s_ep, r["id"], episode)
+        start = r["from"] or r["release"]
+        put(s_av, r["id"], {"id": r["id"], "type": "availability", "updated": updated,
+                            "available_from": _iso_out(start) if start is not None else default_from,
+                            "available_until": _iso_out(r["until"])})
+    for b in brands.values():
+        put(s_prog, b["id"], b)
+    for s in series.values():
+        put(s_prog, s["id"], s)
+    withdrawn = sorted(set((previous or {}).get("ids", [])) - set(records))
+    for iid in withdrawn:  # items the earlier version of this file had and this one has not
+        put(s_ep, iid, {"id": iid, "type": "episode", "deleted": True, "updated": stamp})
+    return {"items": len(records), "brands": len(brands), "own_brands": own_brands, "series": len(series),
+            "withdrawn": len(withdrawn), "objects": len(objects), "objects_list": objects}
+
+
+def run_import(config: Any, *, interactions: str | None = None, items: str | None = None,
+               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Import the given files (items first: activity refers to them). Returns the summary."""
+    reports = []
+    if items:
+        reports.append(import_items(config, items, progress=progress))
+    if interactions:
+        reports.append(import_interactions(config, interactions, progress=progress))
+    summary: dict[str, Any] = {"source": config.source_url, "files": []}
+    for r in reports:
+        d = r.as_dict()
+        d["written"] = {k: v for k, v in d["written"].items() if not k.endswith("_list")}
+        d["invariant"] = r.invariant()
+        summary["files"].append(d)
+    acts = [r for r in reports if r.role == "interactions"]
+    if acts and acts[0].written.get("end"):
+        summary["activity_range"] = {"start": acts[0].written["first_hour"], "end": acts[0].written["end"]}
+    return summary

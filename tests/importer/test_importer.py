@@ -1,0 +1,221 @@
+"""`skyrec import`: three shapes of files into the source layout; bad input named or quarantined and counted;
+idempotent and resumable."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from importer_files import T0, films_config, local_config, write_classic, write_clicks, write_plays
+
+from skyrec.data.importer import ImportFailed, import_interactions, import_items, run_import
+
+
+def _activity(cfg) -> pa.Table:
+    files = sorted(Path(cfg.source_url, cfg.source.activity_prefix).rglob("*.parquet"))
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_classic_ratings_and_pipe_items_with_genre_flags(tmp_path: Path) -> None:
+    data, item = write_classic(tmp_path / "in")
+    cfg = films_config(tmp_path / "home")
+    summary = run_import(cfg, interactions=str(data), items=str(item))
+    items_r, acts_r = summary["files"]
+    assert items_r["rows_in"] == 81 and items_r["imported"] == 80 and items_r["quarantined"] == {"missing_title": 1}
+    assert items_r["written"]["own_brands"] == 80  # every unbranded film is its own brand
+    assert acts_r["rows_in"] == 3002
+    assert acts_r["quarantined"] == {"bad_value": 1, "malformed_row": 1}
+    below = acts_r["filtered"]["below_threshold"]
+    assert acts_r["imported"] + below + 2 == 3002 and acts_r["invariant"]["holds"]
+    table = _activity(cfg)
+    assert table.num_rows == acts_r["imported"]
+    assert set(table.column("event_type").to_pylist()) == {"rating"}
+    assert table.column("played_seconds").null_count == table.num_rows  # a rating has no duration
+    assert "event_id" not in table.column_names  # derived by the ingest from user, item, time, kind
+    first = dt.datetime.fromtimestamp(min(table.column("event_ts").cast(pa.int64()).to_pylist()) / 1e6, dt.UTC)
+    assert first >= dt.datetime.fromtimestamp(T0, dt.UTC).replace(minute=0, second=0)
+    # each hourly file holds only its hour
+    for f in Path(cfg.source_url, "activity").rglob("*.parquet"):
+        hours = {t.strftime("date=%Y-%m-%d/hour=%H") for t in pq.read_table(f).column("event_ts").to_pylist()}
+        assert hours == {f"{f.parent.parent.name}/{f.parent.name}"}
+    # items: genre flags in the source's spelling, latin-1 decoded, an item without a date still available
+    eps = {json.loads(p.read_text())["id"]: json.loads(p.read_text())
+           for p in Path(cfg.source_url, "metadata", "episodes").rglob("*.json")}
+    assert "Sci-Fi" in eps["10"]["genres"] and eps["5"]["title"] == "Café Crème (1995)"
+    assert eps["7"].get("release_date") is None
+    av = [json.loads(p.read_text()) for p in Path(cfg.source_url, "metadata", "availability").rglob("7-0.json")]
+    assert av[0]["available_from"] == "1970-01-01T00:00:00Z"
+    # the bad rows are kept with their row number and reason
+    qdir = Path(cfg.source_url, "_imports", acts_r["key"], "quarantine")
+    bad = json.loads((qdir / "bad_value.jsonl").read_text())
+    assert bad["row"] == 3001 and bad["values"]["rating"] == "five"
+    assert json.loads((qdir / "malformed_row.jsonl").read_text())["row"] == 3002
+
+
+def test_rerunning_changes_nothing_and_a_changed_file_replaces_its_output(tmp_path: Path) -> None:
+    data, item = write_classic(tmp_path / "in")
+    cfg = films_config(tmp_path / "home")
+    first = run_import(cfg, interactions=str(data), items=str(item))
+    before = _snapshot(Path(cfg.source_url))
+    again = run_import(cfg, interactions=str(data), items=str(item))
+    assert [f["noop"] for f in again["files"]] == [True, True]
+    assert [f["imported"] for f in again["files"]] == [f["imported"] for f in first["files"]]
+    assert _snapshot(Path(cfg.source_url)) == before  # not one byte rewritten
+    # a smaller file over a shorter period: its earlier hours go, nothing is doubled
+    write_classic(tmp_path / "in", ratings=500, days=5)
+    third = import_interactions(cfg, str(data))
+    assert not third.noop and third.written["removed_hours"] > 0
+    assert _activity(cfg).num_rows == third.imported
+
+
+def test_an_interrupted_import_resumes_to_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from skyrec.data import importer
+
+    data, item = write_classic(tmp_path / "in")
+    clean = films_config(tmp_path / "clean")
+    run_import(clean, interactions=str(data), items=str(item))
+    cfg = films_config(tmp_path / "home")
+    real = importer._Output.write
+    calls = {"n": 0}
+
+    def dying(self, rel: str, payload: bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] == 40:
+            raise KeyboardInterrupt("killed")
+        real(self, rel, payload)
+
+    monkeypatch.setattr(importer._Output, "write", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_import(cfg, interactions=str(data), items=str(item))
+    monkeypatch.setattr(importer._Output, "write", real)
+    assert not Path(cfg.source_url, "_imports").exists() or not list(Path(cfg.source_url, "_imports").glob("*.json"))
+    run_import(cfg, interactions=str(data), items=str(item))
+    got, want = _snapshot(Path(cfg.source_url)), _snapshot(Path(clean.source_url))
+    strip = {k: v for k, v in got.items() if not k.startswith(("_imports", "metadata"))}
+    assert strip == {k: v for k, v in want.items() if not k.startswith(("_imports", "metadata"))}
+    assert sorted(k for k in got if k.startswith("metadata")) == sorted(k for k in want if k.startswith("metadata"))
+
+
+def test_a_plays_log_like_the_generators(tmp_path: Path) -> None:
+    plays = write_plays(tmp_path / "in")
+    cfg = local_config(tmp_path / "home", {"ingest": {"files": {"interactions": {
+        "columns": {"user": "user_id", "item": "item_id", "timestamp": "event_ts", "kind": "event_type",
+                    "value": "played_seconds", "event_id": "event_id", "platform": "platform"},
+        "value": "duration"}}}})
+    r = import_interactions(cfg, str(plays))
+    assert r.rows_in == 2000 and r.imported == 2000 and not r.quarantined
+    t = _activity(cfg)
+    assert set(t.column("event_type").to_pylist()) == {"play", "complete", "pause"}
+    assert t.column("event_id").null_count == 0 and t.column("played_seconds").null_count == 0
+    assert set(t.column("platform").to_pylist()) == {"ios"}
+
+
+def test_a_parquet_click_log_without_durations_is_first_class(tmp_path: Path) -> None:
+    from skyrec.data.activity import ActivityRules, conform, filter_activity
+
+    clicks = write_clicks(tmp_path / "in")
+    cfg = local_config(tmp_path / "home", {
+        "ingest": {"activity": {"events": {"click": {"duration": "none"}, "view": {"duration": "none"}},
+                                "event_types": ["play", "complete", "click", "view"]},
+                   "files": {"interactions": {"columns": {"user": "visitor", "item": "sku", "timestamp": "ts_ms",
+                                                          "kind": "action"}}}}})
+    r = import_interactions(cfg, str(clicks))
+    assert r.imported == 1500 and not r.quarantined
+    t = _activity(cfg)
+    assert set(t.column("event_type").to_pylist()) == {"click", "view"}
+    assert t.column("event_ts").to_pylist()[0].year == 2026  # milliseconds recognised
+    # the activity ingest keeps them: no duration needed for a kind without one, none quarantined
+    table, _ = conform(t)
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    res = filter_activity(table, rules=ActivityRules.from_config(cfg), known_items=None, start=start,
+                          end=start + dt.timedelta(days=2))
+    assert not res.quarantined and res.valid.num_rows == 1500
+    assert res.valid.column("drop").null_count == 1500  # nothing filtered either
+
+
+def test_an_unknown_kind_is_quarantined_not_imported(tmp_path: Path) -> None:
+    clicks = write_clicks(tmp_path / "in")
+    cfg = local_config(tmp_path / "home", {"ingest": {"files": {"interactions": {
+        "columns": {"user": "visitor", "item": "sku", "timestamp": "ts_ms", "kind": "action"}}}}})
+    r = import_interactions(cfg, str(clicks))  # the shipped vocabulary has no click/view
+    assert r.imported == 0 and r.quarantined == {"unknown_event_type": 1500}
+
+
+def test_a_file_the_mapping_cannot_read_names_file_column_and_row(tmp_path: Path) -> None:
+    plays = write_plays(tmp_path / "in", n=50)
+    cfg = local_config(tmp_path / "home", {"ingest": {"files": {"interactions": {
+        "columns": {"user": "user_id", "item": "item_id", "timestamp": "when"}}}}})
+    with pytest.raises(ImportFailed, match=r"plays\.csv: column 'when' not found"):
+        import_interactions(cfg, str(plays))
+    cfg = local_config(tmp_path / "home", {"ingest": {"files": {"interactions": {
+        "columns": {"user": "user_id", "item": "item_id", "timestamp": "platform"}}}}})
+    with pytest.raises(ImportFailed, match=r"plays\.csv: column 'platform' cannot be read as a timestamp.*"
+                                           r"first offending row 1: 'ios'"):
+        import_interactions(cfg, str(plays))
+    assert not Path(cfg.source_url, "activity").exists()  # nothing half-written
+
+
+def test_a_few_bad_timestamps_are_quarantined_with_their_rows(tmp_path: Path) -> None:
+    plays = write_plays(tmp_path / "in", n=100)
+    lines = plays.read_text().splitlines()
+    lines[10] = lines[10].replace("2026-02", "20X6-02")
+    plays.write_text("\n".join(lines) + "\n")
+    cfg = local_config(tmp_path / "home", {"ingest": {"files": {"interactions": {
+        "columns": {"user": "user_id", "item": "item_id", "timestamp": "event_ts", "kind": "event_type"}}}}})
+    r = import_interactions(cfg, str(plays))
+    assert r.quarantined == {"bad_timestamp": 1} and r.imported == 99
+    q = json.loads(Path(cfg.source_url, "_imports", r.key, "quarantine", "bad_timestamp.jsonl").read_text())
+    assert q["row"] == 10
+
+
+def test_import_command_prints_the_summary_and_fails_with_the_cause(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from skyrec.cli import app
+
+    data, item = write_classic(tmp_path / "in", bad=False)
+    monkeypatch.setenv("SKYREC_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+    result = runner.invoke(app, ["import", "--config-dir", str(Path(__file__).parents[2] / "config/examples/films"),
+                                 "--interactions", str(data), "--items", str(item),
+                                 "--set", "interactions.ratings.threshold=3"])
+    assert result.exit_code == 0, result.output
+    assert "interactions: " in result.output and "next: skyrec run ingest_programme_metadata" in result.output
+    result = runner.invoke(app, ["import", "--interactions", str(tmp_path / "missing.tsv")])
+    assert result.exit_code == 3 and "missing.tsv: no such file" in result.output
+
+
+def test_items_from_json_lines_with_brands_series_and_list_genres(tmp_path: Path) -> None:
+    rows = [{"id": "e1", "title": "One", "show": "b1", "show_title": "Show", "season": "s1",
+             "tags": ["Comedy", "comedy", "Stand-Up Special"], "secs": 1800, "from": "2026-01-01T00:00:00Z"},
+            {"id": "e2", "title": "Two", "show": "b1", "show_title": "Show", "tags": [], "secs": -5},
+            {"id": "e1", "title": "Dup"}]
+    path = tmp_path / "items.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = local_config(tmp_path / "home", {"ingest": {"files": {"items": {"columns": {
+        "id": "id", "title": "title", "brand": "show", "brand_title": "show_title", "series": "season",
+        "genres": "tags", "duration": "secs", "available_from": "from"}}}}})
+    r = import_items(cfg, str(path))
+    assert r.imported == 1 and r.quarantined == {"bad_duration": 1, "duplicate_item": 1}
+    ep = json.loads(next(Path(cfg.source_url, "metadata", "episodes").rglob("e1-0.json")).read_text())
+    assert ep["parent"] == {"id": "s1", "type": "series"} and ep["duration"] == 1800
+    from skyrec.data.catalogue import normalise_genre, normalise_list
+
+    assert normalise_list(ep["genres"], normalise_genre) == ["Comedy", "Stand-Up Special"]
+
+
+def test_a_json_column_of_mixed_types_names_the_file_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"id": "a", "title": "A", "secs": 10}\n{"id": "b", "title": "B", "secs": "ten"}\n')
+    cfg = local_config(tmp_path / "home", {"ingest": {"files": {"items": {"columns": {"duration": "secs"}}}}})
+    with pytest.raises(ImportFailed, match=r"items\.jsonl: column 'secs' cannot be read near data row 1"):
+        import_items(cfg, str(path))
