@@ -171,6 +171,10 @@ class Lake:
             return []
         return sorted(int(m.group(1)) for n in names if (m := _REVISION.match(n)))
 
+    def revisions(self, rel: str) -> list[int]:
+        """The committed revisions of the output at ``rel``, oldest first (empty: not committed)."""
+        return self._revisions(rel)
+
     def read_manifest(self, rel: str, revision: int) -> Manifest | None:
         """One revision's manifest, read from the store (None if it does not exist)."""
         full = self.abspath(f"{rel}/{MANIFEST_DIR}/{revision:06d}.json")
@@ -557,7 +561,7 @@ class Stage:
         target = self.lake.abspath(f"{self.rel}/{MANIFEST_DIR}/{self.base_revision:06d}.json")
         try:
             created = self.lake.create_only(target, manifest.to_json().encode())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure may hide a request that landed: ask the store
             # The request may have landed although it failed here (a timeout after the store wrote it):
             # only the store can tell. If the manifest there is ours, we committed.
             created = self._settle(manifest, exc)

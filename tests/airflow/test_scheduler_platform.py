@@ -113,8 +113,7 @@ class Chain:
         unpause = subprocess.Popen([sys.executable, "-m", "airflow", "dags", "unpause", "selftest_deferred_once"],
                                    env=self.platform.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs = [unpause, self.trigger("selftest_deferred_once", {"job_params": {"hang": "1", "tag": "triggerer_kill"}}),
-                 self.trigger("backfill_user_activity", {"start": start.isoformat(), "end": self.hour.isoformat(),
-                                                         "force": True})]
+                 self.trigger("backfill_user_activity", {"start": start.isoformat(), "end": self.hour.isoformat()})]
         for p in procs:
             assert p.wait(60) == 0
         obs["triggered_after_s"] = time.monotonic() - t0
@@ -340,9 +339,9 @@ def test_restart_of_the_scheduler_mid_chain_commits_nothing_twice(chain: Chain) 
     assert len([x for x in launches(chain.state_dir, dag_id="train_model") if x["job_key"] == train["job_key"]]) == 1
     runs = chain.runs("train_model")
     assert ("train_model", train["run_id"], "success") in runs, runs
-    # nothing committed twice: one manifest revision per output. The only exception is on purpose: the
-    # backfill's {"force": true} re-commits the activity outputs the start-up hourly/daily runs committed
-    # before it, as a second revision produced by that manual run
+    # nothing committed twice: one manifest revision per output. The one exception is on purpose: an
+    # activity snapshot the start-up hourly run built from its hour alone is rebuilt, as its next revision,
+    # once the backfill has committed the rest of its window (it says so, and its inputs differ)
     seen = 0
     for prefix in ("models", "training", "predictions", "publish", "evaluations", "catalogue", "availability",
                    "activity"):
@@ -350,9 +349,12 @@ def test_restart_of_the_scheduler_mid_chain_commits_nothing_twice(chain: Chain) 
             seen += 1
             if len(revs) == 1:
                 continue
-            second = read_json(chain.lake / path / "_manifest" / revs[1]) or {}
-            assert prefix == "activity" and revs == ["000000.json", "000001.json"], (path, revs)
-            assert second.get("producer", {}).get("run_id", "").startswith("manual__"), (path, second.get("producer"))
+            chain_of = [read_json(chain.lake / path / "_manifest" / r) or {} for r in revs]
+            assert path.startswith("activity/snapshots/"), (path, revs)
+            for before, after in zip(chain_of, chain_of[1:], strict=False):
+                meta = after.get("meta", {})
+                assert meta.get("rebuilt_stale") is True, (path, meta)
+                assert meta.get("inputs") != before.get("meta", {}).get("inputs"), path
     assert seen > 20
 
 

@@ -25,7 +25,6 @@ def check_canary(max_age_seconds: float, **context: Any) -> dict[str, Any]:
 def run_sweeper(**context: Any) -> list[dict[str, Any]]:
     from skyrec.airflow.sweeper import airflow_ti_state, sweep
     from skyrec.config import load_config
-
     from skyrec.storage import Lake
 
     config = load_config()

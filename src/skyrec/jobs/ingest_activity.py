@@ -275,9 +275,6 @@ def build_snapshot(ctx: Any, last: dt.datetime) -> tuple[str, bool, dict[str, An
     cfg = ctx.config
     last_key = interval_key(last)
     rel = cfg.dataset_path(SNAPSHOT, interval_key=last_key)
-    existing = None if ctx.force else ctx.lake.manifest(rel)
-    if existing is not None:
-        return rel, False, existing.meta
     window_days = cfg.ingest.activity.window_days  # None: every committed delta
     prefix = cfg.dataset_prefix(DELTA)
     prefix = prefix.rsplit("/", 1)[0] + "/" if not prefix.endswith("/") else prefix
@@ -290,6 +287,13 @@ def build_snapshot(ctx: Any, last: dt.datetime) -> tuple[str, bool, dict[str, An
         n_hours = window_days * 24
         first_key = interval_key(last - (n_hours - 1) * HOUR)
     deltas = [(key, path) for key, path in listed if first_key <= key <= last_key]
+    inputs = snapshot_inputs(ctx.lake, deltas)
+    existing = None if ctx.force else ctx.lake.manifest(rel)
+    if existing is not None and existing.meta.get("inputs") == inputs:
+        return rel, False, existing.meta
+    # Not built yet, forced, or built from other deltas than are committed in its window now (the hourly run
+    # that made it ran before a backfill filled the window): the next revision, through the commit protocol.
+    rebuild = existing is not None
     # history older than the window is left out of the snapshot -- counted and reported, never silently
     older = [path for key, path in listed if key < first_key]
     older_rows = 0
@@ -302,7 +306,7 @@ def build_snapshot(ctx: Any, last: dt.datetime) -> tuple[str, bool, dict[str, An
     for key, path in sorted(deltas):
         by_day.setdefault(key[:8], []).append(path)
     rows = 0
-    with ctx.lake.stage(SNAPSHOT, rel, ctx.producer, force=ctx.force) as stage:
+    with ctx.lake.stage(SNAPSHOT, rel, ctx.producer, force=ctx.force or rebuild) as stage:
         for day, paths in sorted(by_day.items()):
             name = f"part-{day}.parquet"
             n = 0
@@ -320,9 +324,21 @@ def build_snapshot(ctx: Any, last: dt.datetime) -> tuple[str, bool, dict[str, An
         meta = {"first_interval": first_key, "last_interval": last_key, "intervals": n_hours,
                 "deltas": len(deltas), "missing_intervals": n_hours - len(deltas), "rows": rows,
                 "days": window_days if window_days is not None else "all",
-                "older_than_window": {"deltas": len(older), "rows": older_rows}}
+                "older_than_window": {"deltas": len(older), "rows": older_rows},
+                "inputs": inputs, "rebuilt_stale": rebuild}
         stage.commit(meta)
     return rel, True, meta
+
+
+def snapshot_inputs(lake: Any, deltas: list[tuple[str, str]]) -> str:
+    """What a snapshot is built from, as one digest: every delta in its window and that delta's revision."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, path in deltas:
+        revs = lake.revisions(path)
+        h.update(f"{key}:{revs[-1] if revs else -1};".encode())
+    return f"{len(deltas)}:{h.hexdigest()[:32]}"
 
 
 def run(ctx: Any) -> dict[str, Any]:
@@ -333,8 +349,9 @@ def run(ctx: Any) -> dict[str, Any]:
     snap_rel = ctx.config.dataset_path(SNAPSHOT, interval_key=interval_key(hours[-1]))
     if not ctx.force and ctx.lake.committed(snap_rel) and all(
             ctx.lake.committed(ctx.config.dataset_path(DELTA, interval_key=interval_key(h))) for h in hours):
-        return {"outputs": [ctx.config.dataset_path(DELTA, interval_key=interval_key(h)) for h in hours] + [snap_rel],
-                "noop": True}
+        snap, built, _ = build_snapshot(ctx, hours[-1])  # reused unless its window's deltas changed
+        return {"outputs": [ctx.config.dataset_path(DELTA, interval_key=interval_key(h)) for h in hours] + [snap],
+                "noop": not built, "snapshot_rebuilt": built}
     result = ingest_intervals(ctx, hours)
     if result["gate_failures"]:
         f = result["gate_failures"][0]
