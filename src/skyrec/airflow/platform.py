@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from skyrec.airflow.backends.local import group_members
 from skyrec.config import Config
 
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -506,19 +507,7 @@ def stop_process(record: dict[str, Any], *, sig: int = signal.SIGTERM, timeout: 
 
 
 def _group_alive(pgid: int | None) -> bool:
-    if pgid is None:
-        return False
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        rest = raw[raw.rindex(")") + 2:].split()
-        if int(rest[2]) == pgid and rest[0] not in {"Z", "X"}:
-            return True
-    return False
+    return pgid is not None and bool(group_members(pgid))
 
 
 def _tail(path: Path, lines: int = 25) -> str:

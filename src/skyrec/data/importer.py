@@ -385,6 +385,22 @@ def _state(out: _Output, key: str) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
+def _already_imported(previous: dict[str, Any] | None, path: str, mapping: str, report: FileReport,
+                      started: float) -> tuple[str, bool]:
+    """(the file's digest, whether this file was imported with this mapping already: then ``report`` holds
+    that import's figures and nothing is written again -- re-running an import changes nothing)."""
+    if not os.path.isfile(path):
+        raise ImportFailed(f"{path}: no such file")
+    digest = _digest_file(path)
+    if not (previous and previous.get("digest") == digest and previous.get("mapping") == mapping):
+        return digest, False
+    report.__dict__.update({k: previous["report"][k] for k in ("rows_in", "imported", "quarantined", "filtered",
+                                                               "written")})
+    report.noop = True
+    report.seconds = time.time() - started
+    return digest, True
+
+
 def _mapping_digest(role: str, spec: Any, extra: dict[str, Any]) -> str:
     body = json.dumps({"role": role, "spec": spec.model_dump(mode="json"), **extra}, sort_keys=True, default=str)
     return hashlib.sha256(body.encode()).hexdigest()
@@ -403,15 +419,9 @@ def import_interactions(config: Any, path: str, spec: Any | None = None, *,
     vocab = config.ingest.activity.events
     mapping = _mapping_digest("interactions", spec, {"vocab": {k: v.duration for k, v in vocab.items()},
                                                      "prefix": config.source.activity_prefix})
-    if not os.path.isfile(path):
-        raise ImportFailed(f"{path}: no such file")
-    digest = _digest_file(path)
     previous = _state(out, key)
-    if previous and previous.get("digest") == digest and previous.get("mapping") == mapping:
-        report.__dict__.update({k: previous["report"][k] for k in ("rows_in", "imported", "quarantined", "filtered",
-                                                                   "written")})
-        report.noop = True
-        report.seconds = time.time() - started
+    digest, done = _already_imported(previous, path, mapping, report, started)
+    if done:
         return report
     cols = _columns("interactions", spec)
     missing_req = [f for f in REQUIRED["interactions"] if f not in cols]
@@ -618,15 +628,9 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
     report = FileReport("items", path, key)
     mapping = _mapping_digest("items", spec, {"prefix": config.source.metadata_prefix,
                                               "streams": list(config.source.metadata_streams)})
-    if not os.path.isfile(path):
-        raise ImportFailed(f"{path}: no such file")
-    digest = _digest_file(path)
     previous = _state(out, key)
-    if previous and previous.get("digest") == digest and previous.get("mapping") == mapping:
-        report.__dict__.update({k: previous["report"][k] for k in ("rows_in", "imported", "quarantined", "filtered",
-                                                                   "written")})
-        report.noop = True
-        report.seconds = time.time() - started
+    digest, done = _already_imported(previous, path, mapping, report, started)
+    if done:
         return report
     cols = _columns("items", spec)
     flags = {"genres": list(spec.genre_flags), "formats": list(spec.format_flags)}
