@@ -1,5 +1,6 @@
 """A real uvicorn process over a real redis-server: JSON logs with request ids, graceful shutdown, several workers,
-and the explorer page rendered by headless Chromium (the OpenAPI contract suite is test_serve_contract.py)."""
+and the headless-Chromium helper (the OpenAPI contract suite is test_serve_contract.py, the explorer's states
+test_explorer.py)."""
 
 from __future__ import annotations
 
@@ -132,7 +133,7 @@ def test_several_workers_share_the_port(tmp_path, live):
     assert [e.get("msg") for e in server.logs()].count("stopped") == 2
 
 
-# ---- explorer page in headless Chromium ----------------------------------------------------------------------
+# ---- headless Chromium (the API docs pages here; the explorer's states are in test_explorer.py) ---------------
 
 
 def chromium() -> str:
@@ -148,39 +149,3 @@ def run_chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
            "--hide-scrollbars", f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=5000", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=90)
-
-
-def test_explorer_renders_recommendations_and_plays(live, tmp_path):
-    url = live.url + "/?variant=comedy_featured&user=u1"
-    dom = run_chromium(["--dump-dom", url], tmp_path)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    html = dom.stdout
-    assert 'data-state="loaded"' in html, html[-3000:]
-    recs = html[html.index('id="recs"'):]
-    recs = recs[: recs.index("</ol>")]
-    for title in ("Programme 1", "Programme 3", "Programme 5", "Programme 7", "Programme 30"):
-        assert f">{title}<" in recs
-    plays = html[html.index('id="plays"'):]
-    plays = plays[: plays.index("</ol>")]
-    assert ">Programme 2<" in plays and ">Programme 4<" in plays
-    assert "v1.20261123T190000" in html and "ndcg_at_k" in html and "0.2345" in html
-    assert 'class="genre">Comedy<' in html
-
-
-def test_explorer_random_user_and_screenshot(live, tmp_path):
-    dom = run_chromium(["--dump-dom", live.url + "/?variant=drama_featured&random"], tmp_path)
-    assert 'data-state="loaded"' in dom.stdout, dom.stdout[-3000:]
-    assert 'value="u1"' in dom.stdout or 'value="u2"' in dom.stdout or "Programme 1" in dom.stdout
-    png = tmp_path / "explorer.png"
-    shot = run_chromium([f"--screenshot={png}", "--window-size=1280,900",
-                         live.url + "/?variant=comedy_featured&user=u2"], tmp_path)
-    assert png.exists(), shot.stderr[-2000:]
-    from PIL import Image
-
-    with Image.open(png) as img:
-        assert img.size == (1280, 900)
-        colours = img.convert("RGB").getcolors(maxcolors=1_000_000)
-    assert colours is not None and len(colours) > 50, "the screenshot is (nearly) blank"
-    assert png.stat().st_size > 20_000
-    if os.environ.get("SKYREC_KEEP_SCREENSHOT"):
-        shutil.copy(png, os.environ["SKYREC_KEEP_SCREENSHOT"])

@@ -1,8 +1,16 @@
-// skyrec explorer: pick a variant and a user, see recent plays, recommendations and the published model.
-// Plain DOM (textContent only: nothing from the API is parsed as HTML), no build step.
+// skyrec explorer: one user's recent plays and recommendations on one rail, or two rails side by side, with
+// what each rail serves (publication, evaluation figures). Plain DOM (textContent only: nothing from the API
+// is parsed as HTML), no build step.
+//
+// Page states (body[data-state]): "loading", "loaded" (a user shown), "empty" (nothing published: a prompt),
+// "unavailable" (the API cannot read Redis), "error" (any other failure, its message shown).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+
+class ApiError extends Error {
+  constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+}
 
 async function getJSON(url) {
   const resp = await fetch(url, { headers: { Accept: "application/json" } });
@@ -10,7 +18,7 @@ async function getJSON(url) {
   try { body = await resp.json(); } catch (e) { body = null; }
   if (!resp.ok) {
     const msg = body && body.message ? body.message : resp.status + " " + resp.statusText;
-    throw new Error(msg);
+    throw new ApiError(resp.status, body && body.error, msg);
   }
   return body;
 }
@@ -18,26 +26,45 @@ async function getJSON(url) {
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  for (const c of children) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
   return node;
 }
 
-function setStatus(text) { $("status").textContent = text || ""; }
-
-function formatAge(seconds) {
-  if (seconds === null || seconds === undefined) return "";
-  if (seconds < 120) return Math.round(seconds) + " s";
-  if (seconds < 7200) return Math.round(seconds / 60) + " min";
-  if (seconds < 172800) return (seconds / 3600).toFixed(1) + " h";
-  return (seconds / 86400).toFixed(1) + " days";
+// The message under the header: a guide, a prompt or an error. Hidden when there is nothing to say.
+function say(kind, ...parts) {
+  const box = $("message");
+  box.replaceChildren(...parts.map((p) => (p instanceof Node ? p : document.createTextNode(String(p)))));
+  box.className = kind || "";
+  box.hidden = !parts.length;
 }
 
-function formatTime(iso) {
+// ---- dates for people: "23 Nov 2026, 17:00 (2 hours ago)", in the reader's time zone ---------------------
+
+const DATE = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short", year: "numeric",
+  hour: "2-digit", minute: "2-digit", timeZoneName: "short" });
+const RELATIVE = new Intl.RelativeTimeFormat("en", { numeric: "auto" });
+
+function ago(seconds) {
+  const s = Math.max(0, seconds);
+  if (s < 60) return "just now";
+  const steps = [["minute", 60], ["hour", 3600], ["day", 86400], ["month", 30 * 86400], ["year", 365 * 86400]];
+  let unit = steps[0];
+  for (const step of steps) if (s >= step[1]) unit = step;
+  return RELATIVE.format(-Math.round(s / unit[1]), unit[0]);
+}
+
+// A <time> element: readable text, the exact instant in its datetime attribute (machine-readable only).
+function timeNode(iso, ageSeconds) {
   const d = new Date(iso);
-  return isNaN(d) ? iso : d.toISOString().slice(0, 19).replace("T", " ") + " UTC";
+  if (iso === null || iso === undefined || isNaN(d)) return document.createTextNode("unknown time");
+  const age = ageSeconds !== null && ageSeconds !== undefined ? ageSeconds : (Date.now() - d.getTime()) / 1000;
+  return el("time", { datetime: d.toISOString() }, `${DATE.format(d)} (${ago(age)})`);
 }
 
-let variants = [];
+// ---- evaluation figures of a rail ---------------------------------------------------------------------
 
 // A figure with its confidence interval: "0.1234 [0.1100, 0.1350]".
 function withCi(value, ci) {
@@ -46,19 +73,23 @@ function withCi(value, ci) {
   return Array.isArray(ci) && ci[0] !== null && ci[1] !== null ? `${f(value)} [${f(ci[0])}, ${f(ci[1])}]` : f(value);
 }
 
+const METRIC_NAMES = { ndcg_at_k: "NDCG@k", recall_at_k: "recall@k", precision_at_k: "precision@k", map_at_k: "MAP@k" };
+
 // The published evaluation as rows: headline figures with intervals, the users and protocol behind them,
 // the gate's verdict, and the rail's figures after each business rule (the cost of each rule).
 function evaluationRows(ev) {
   const rows = [];
   if (!ev || !Object.keys(ev).length) return rows;
   const ci = ev.ci || {};
-  for (const m of ["ndcg_at_k", "recall_at_k", "precision_at_k", "map_at_k"]) {
-    if (m in ev) rows.push([m.replace("_at_k", "@k"), withCi(ev[m], ci[m])]);
+  for (const m of Object.keys(METRIC_NAMES)) {
+    if (m in ev) rows.push([METRIC_NAMES[m], withCi(ev[m], ci[m])]);
   }
   if ("coverage" in ev) rows.push(["coverage", withCi(ev.coverage)]);
   if (ev.users !== undefined) rows.push(["test users", ev.users]);
+  const metric = ev.metric || "ndcg_at_k";
   if (ev.baseline !== undefined && ev.baseline !== null)
-    rows.push([`baseline (${ev.baseline_model || "baseline"}) ${ev.metric || ""}`, withCi(ev.baseline, ev.baseline_ci)]);
+    rows.push([`baseline (${ev.baseline_model || "baseline"}) ${METRIC_NAMES[metric] || metric}`,
+      withCi(ev.baseline, ev.baseline_ci)]);
   const split = (ev.protocol || {}).split;
   if (split) rows.push(["split", Object.entries(split).map(([k, x]) => `${k}=${x}`).join(", ")]);
   if (ev.gate && ev.gate.message) rows.push([ev.gate.insufficient_evidence ? "gate (insufficient evidence)" : "gate", ev.gate.message]);
@@ -66,69 +97,192 @@ function evaluationRows(ev) {
   for (const stage of ["model", "exclude_played", "candidates", "available", "served"]) {
     const f = rules[stage];
     if (!f) continue;
-    const m = ev.metric || "ndcg_at_k";
-    rows.push([`after rules: ${stage.replace("_", " ")}`, withCi(f[m], f.ci)]);
+    rows.push([`${METRIC_NAMES[metric] || metric} after rules: ${stage.replace("_", " ")}`, withCi(f[metric], f.ci)]);
   }
   return rows;
 }
 
-function showPublication(name) {
-  const v = variants.find((x) => x.variant === name);
-  const dl = $("publication");
-  dl.replaceChildren();
-  const tbody = $("evaluation").querySelector("tbody");
-  tbody.replaceChildren();
-  $("report").replaceChildren();
-  if (!v || !v.published) { dl.append(el("dt", {}, "status"), el("dd", {}, "nothing published yet")); return; }
-  const rows = [["publication", v.publication], ["model", v.model], ["model version", v.model_version],
-    ["published at", formatTime(v.published_at)], ["age", formatAge(v.age_seconds)], ["users", v.users], ["items", v.items]];
-  for (const [k, val] of rows) {
-    if (val === null || val === undefined || val === "") continue;
-    dl.append(el("dt", {}, k), el("dd", {}, val));
+// ---- items ------------------------------------------------------------------------------------------------
+
+// Hook for actions on each recommended item: {label, href(item, variant)}, rendered as links under the item
+// (class "actions"). Empty today. "More like this" belongs here once an item-to-item endpoint exists; the
+// page it links to (a view of similar items for one item) is not built yet. For example:
+//   ITEM_ACTIONS.push({ label: "More like this", href: (item, variant) => `...?variant=${variant}&item=${item.id}` });
+const ITEM_ACTIONS = [];
+
+function itemNode(item, meta, variant) {
+  const line = el("div", { class: "meta" }, ...meta);
+  for (const g of item.genres || []) line.append(el("span", { class: "genre" }, g));
+  const li = el("li", { "data-item": item.id }, el("div", { class: "title" }, item.title || item.id), line);
+  if (variant && ITEM_ACTIONS.length) {
+    li.append(el("div", { class: "actions" },
+      ...ITEM_ACTIONS.map((a) => el("a", { href: a.href(item, variant) }, a.label))));
   }
-  for (const [k, val] of evaluationRows(v.evaluation || {})) tbody.append(el("tr", {}, el("td", {}, k), el("td", {}, val)));
-  if (!tbody.children.length) tbody.append(el("tr", {}, el("td", { class: "note" }, "no evaluation figures published")));
-  if (v.report_url) $("report").append(el("a", { href: v.report_url, id: "report-link", target: "_blank", rel: "noopener" }, "Latest training report"));
+  return li;
 }
 
-function itemNode(item, extra) {
-  const genres = el("span", {});
-  for (const g of item.genres || []) genres.append(el("span", { class: "genre" }, g));
-  return el("li", { "data-item": item.id },
-    el("div", { class: "title" }, item.title || item.id),
-    el("div", { class: "meta" }, [item.brand, extra].filter(Boolean).join(" · ")),
-    genres);
+function joined(parts) {
+  const out = [];
+  for (const p of parts.filter((x) => x !== null && x !== undefined && x !== "")) {
+    if (out.length) out.push(" · ");
+    out.push(p);
+  }
+  return out;
 }
 
-async function load(variant, user) {
-  setStatus("");
-  showPublication(variant);
-  const params = new URLSearchParams({ variant, user });
+// ---- rails --------------------------------------------------------------------------------------------------
+
+let variants = [];
+
+function railPanel(index, name) {
+  const node = $("rail-template").content.firstElementChild.cloneNode(true);
+  node.id = `rail-${index}`;
+  node.dataset.variant = name;
+  node.querySelector(".rail-name").textContent = name;
+  node.querySelector(".recs").id = `recs-${index}`;
+  showPublication(node, variants.find((x) => x.variant === name));
+  return node;
+}
+
+function showPublication(node, v) {
+  const line = node.querySelector(".published");
+  const tbody = node.querySelector(".evaluation tbody");
+  if (!v || !v.published) {
+    line.textContent = "Nothing is published for this rail yet.";
+    tbody.append(el("tr", {}, el("td", { class: "note" }, "no evaluation figures")));
+    node.querySelector(".headline").textContent = "(nothing published)";
+    return;
+  }
+  line.replaceChildren(...joined([
+    el("span", {}, "Published ", timeNode(v.published_at, v.age_seconds)),
+    v.model ? `model ${v.model}${v.model_version ? " " + v.model_version : ""}` : null,
+    typeof v.users === "number" ? `${v.users.toLocaleString("en")} users` : null,
+    typeof v.items === "number" ? `${v.items.toLocaleString("en")} items` : null,
+  ]));
+  line.append(el("span", { class: "publication-id" }, ` · ${v.publication}`));
+  if (v.stale) line.append(el("span", { class: "badge stale" }, "stale"));
+  const rows = evaluationRows(v.evaluation || {});
+  for (const [k, val] of rows) tbody.append(el("tr", {}, el("th", { scope: "row" }, k), el("td", {}, val)));
+  if (!rows.length) tbody.append(el("tr", {}, el("td", { class: "note" }, "no evaluation figures published")));
+  node.querySelector(".headline").textContent = rows.length ? `${rows[0][0]} ${rows[0][1]}` : "(none published)";
+  if (v.report_url)
+    node.querySelector(".report").append(el("a", { href: v.report_url, class: "report-link", target: "_blank", rel: "noopener" }, "Latest training report"));
+}
+
+function showRecommendations(node, recs, user) {
+  node.dataset.source = recs.source;
+  const badge = node.querySelector(".source");
+  badge.textContent = recs.source === "personalised" ? "personalised" : "not personalised";
+  badge.className = "badge source " + recs.source;
+  if (recs.stale && !node.querySelector("h2 .stale"))
+    node.querySelector("h2").append(el("span", { class: "badge stale", title: "Redis unreachable" }, "stale"));
+  const note = node.querySelector(".rail-note");
+  const own = recs.items.filter((it) => it.origin === "personalised").length;
+  const notes = [];
+  if (recs.source === "fallback")
+    notes.push(`No precomputed list for ${user} in this publication (a new or unknown user): this is the rail's popular list.`);
+  else if (own < recs.items.length)
+    notes.push(`${own} of ${recs.items.length} items are ${user}'s own; the rest come from the rail's popular list.`);
+  if (recs.stale) notes.push("Redis is unreachable: this is the API's last answer from the same publication.");
+  note.textContent = notes.join(" ");
+  const ol = node.querySelector(".recs");
+  ol.replaceChildren();
+  for (const it of recs.items) {
+    const popular = it.origin === "fallback";
+    const score = it.score === null || it.score === undefined ? null
+      : (popular ? "popularity " : "score ") + it.score.toFixed(3);
+    const li = itemNode(it, joined([it.brand, popular && recs.source === "personalised" ? el("span", { class: "tag" }, "popular on this rail") : null, score]), recs.variant);
+    if (popular) li.classList.add("popular");
+    ol.append(li);
+  }
+  if (!recs.items.length) note.textContent = (note.textContent + " No items.").trim();
+}
+
+function showRailError(node, err) {
+  node.dataset.source = "error";
+  const badge = node.querySelector(".source");
+  badge.textContent = "no answer";
+  badge.className = "badge source error";
+  node.querySelector(".rail-note").textContent = err.message;
+  node.querySelector(".recs").replaceChildren();
+}
+
+// ---- loading a user ---------------------------------------------------------------------------------------
+
+function chosenRails() {
+  const a = $("variant").value;
+  const b = $("compare").value;
+  return b && b !== a ? [a, b] : [a];
+}
+
+function isUnavailable(err) { return err instanceof ApiError && err.status === 503; }
+
+function showUnavailable(err) {
+  document.body.dataset.state = "unavailable";
+  const retry = el("button", { type: "button", id: "retry" }, "Retry");
+  retry.addEventListener("click", () => location.reload());
+  say("error", el("strong", {}, "The recommendation store is unreachable. "),
+    `The API cannot read Redis (${err.message}). Recommendations come back as soon as Redis answers again. `, retry);
+}
+
+async function load(user, guide) {
+  const rails = chosenRails();
+  const params = new URLSearchParams({ variant: rails[0], user });
+  if (rails[1]) params.set("compare", rails[1]);
   history.replaceState(null, "", "?" + params.toString());
   document.body.dataset.state = "loading";
+  const board = $("board");
+  board.querySelectorAll(".rail").forEach((n) => n.remove());
+  board.dataset.rails = String(rails.length);
+  const panels = rails.map((name, i) => railPanel(i, name));
+  board.append(...panels);
   const enc = encodeURIComponent;
-  try {
-    const [recs, plays] = await Promise.all([
-      getJSON(`/v1/recommendations/${enc(variant)}/${enc(user)}?limit=20`),
-      getJSON(`/v1/users/${enc(user)}/history?limit=20&variant=${enc(variant)}`),
-    ]);
-    const ol = $("recs");
-    ol.replaceChildren(...recs.items.map((it) => itemNode(it, it.score == null ? "from the rail's popular list" : "score " + it.score.toFixed(3))));
-    const badge = $("source");
-    badge.textContent = recs.source + (recs.padded ? ` (+${recs.padded} padded)` : "") + (recs.stale ? " · stale" : "");
-    badge.className = "badge " + recs.source;
-    $("plays").replaceChildren(...plays.plays.map((p) => itemNode(p, p.played_at)));
-    $("plays-note").textContent = plays.note || (plays.plays.length ? "" : "no plays");
-    document.body.dataset.state = "loaded";
-  } catch (err) {
-    setStatus(err.message);
-    document.body.dataset.state = "error";
+  const answers = await Promise.allSettled([
+    getJSON(`/v1/users/${enc(user)}/history?limit=20&variant=${enc(rails[0])}`),
+    ...rails.map((name) => getJSON(`/v1/recommendations/${enc(name)}/${enc(user)}?limit=20`)),
+  ]);
+  const failed = answers.filter((a) => a.status === "rejected").map((a) => a.reason);
+  if (failed.some(isUnavailable) && answers.slice(1).every((a) => a.status === "rejected")) {
+    panels.forEach((p, i) => showRailError(p, answers[i + 1].reason));
+    showUnavailable(failed.find(isUnavailable));
+    return;
   }
+  const [plays, ...recs] = answers;
+  $("plays-panel").querySelector("h2").textContent = `Recent plays of ${user}`;
+  if (plays.status === "fulfilled") {
+    $("plays").replaceChildren(...plays.value.plays.map((p) =>
+      itemNode(p, joined([p.brand, el("span", {}, "played ", timeNode(p.played_at))]))));
+    $("plays-note").textContent = plays.value.note || (plays.value.plays.length ? "" : "no plays");
+  } else {
+    $("plays").replaceChildren();
+    $("plays-note").textContent = "plays unavailable: " + plays.reason.message;
+  }
+  recs.forEach((r, i) => (r.status === "fulfilled" ? showRecommendations(panels[i], r.value, user) : showRailError(panels[i], r.reason)));
+  if (failed.some(isUnavailable))
+    say("error", "Redis is unreachable: the API shows the last answers it kept, marked stale; "
+      + "what it did not keep comes back when Redis answers again.");
+  else if (guide) say("guide", guide);
+  else if (failed.length) say("error", failed[0].message);
+  else say("");
+  document.body.dataset.state = "loaded";
 }
 
 async function randomUser(variant) {
-  const r = await getJSON(`/v1/users/random?variant=${encodeURIComponent(variant)}`);
-  return r.user_id;
+  return (await getJSON(`/v1/users/random?variant=${encodeURIComponent(variant)}`)).user_id;
+}
+
+async function showRandom(guide) {
+  const rail = $("variant").value;
+  try {
+    const user = await randomUser(rail);
+    $("user").value = user;
+    await load(user, guide ? `A random user of ${rail}'s published set. Type another user id, press Random user, `
+      + "or pick a second rail to compare the two side by side." : null);
+  } catch (err) {
+    if (isUnavailable(err)) { showUnavailable(err); return; }
+    document.body.dataset.state = "empty";
+    say("guide", `No user to show for ${rail} (${err.message}). Type a user id above, or pick another rail.`);
+  }
 }
 
 async function main() {
@@ -136,35 +290,43 @@ async function main() {
   try {
     variants = (await getJSON("/v1/variants")).variants;
   } catch (err) {
-    setStatus("cannot list variants: " + err.message);
-    document.body.dataset.state = "error";
+    if (isUnavailable(err)) showUnavailable(err);
+    else { document.body.dataset.state = "error"; say("error", "Cannot list the rails: " + err.message); }
     return;
   }
   const select = $("variant");
-  for (const v of variants) select.append(el("option", { value: v.variant }, v.variant + (v.published ? "" : " (not published)")));
+  const compare = $("compare");
+  for (const v of variants) {
+    const label = v.variant + (v.published ? "" : " (not published)");
+    select.append(el("option", { value: v.variant }, label));
+    compare.append(el("option", { value: v.variant }, label));
+  }
+  const known = (name) => name && variants.some((v) => v.variant === name);
   const wanted = params.get("variant");
-  if (wanted && variants.some((v) => v.variant === wanted)) select.value = wanted;
+  if (known(wanted)) select.value = wanted;
   else { const first = variants.find((v) => v.published); if (first) select.value = first.variant; }
-  select.addEventListener("change", () => showPublication(select.value));
-  showPublication(select.value);
+  if (known(params.get("compare"))) compare.value = params.get("compare");
 
+  const reload = () => { const user = $("user").value.trim(); if (user) load(user); };
+  select.addEventListener("change", reload);
+  compare.addEventListener("change", reload);
   $("pick").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const user = $("user").value.trim();
-    if (!user) { setStatus("enter a user id, or pick a random one"); return; }
-    load(select.value, user);
+    if (!user) { say("guide", "Type a user id, or press Random user."); return; }
+    load(user);
   });
-  $("random").addEventListener("click", async () => {
-    try { $("user").value = await randomUser(select.value); load(select.value, $("user").value); }
-    catch (err) { setStatus(err.message); }
-  });
+  $("random").addEventListener("click", () => showRandom(false));
 
-  let user = params.get("user");
-  if (!user && params.get("random") !== null) {
-    try { user = await randomUser(select.value); } catch (err) { setStatus(err.message); }
+  if (!variants.some((v) => v.published)) {
+    document.body.dataset.state = "empty";
+    say("guide", "Nothing is published yet. Run ", el("code", {}, "make demo"),
+      " (or the precompute DAGs), then reload this page.");
+    return;
   }
-  if (user) { $("user").value = user; await load(select.value, user); }
-  else document.body.dataset.state = "ready";
+  const user = params.get("user");
+  if (user) { $("user").value = user; await load(user); }
+  else await showRandom(true);  // the first view: a real user rather than empty panels
 }
 
 main();
