@@ -29,8 +29,16 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="Print the version and exit.")] = False) -> None:
+                                                help="Print the version and exit.")] = False,
+          config_dir: Annotated[str | None, typer.Option(
+              "--config-dir", help="A config directory (base.yaml + env/) to use instead of the project's config/, "
+                                   "for this command and every job and DAG it runs (= $SKYREC_CONFIG_DIR).")] = None,
+          ) -> None:
     """Batch personalised recommendations orchestrated by Apache Airflow 3."""
+    if config_dir:
+        if not os.path.isfile(os.path.join(config_dir, "base.yaml")):
+            _fail(f"--config-dir {config_dir}: no base.yaml there")
+        os.environ["SKYREC_CONFIG_DIR"] = os.path.abspath(config_dir)  # child processes (jobs) inherit it
 
 
 EnvOpt = Annotated[str | None, typer.Option("--env", "-e", help="Config environment: local, dev, int, prod "
@@ -259,6 +267,12 @@ def status(
         t.add_row(d["dataset"], scope, d["latest"] or "[red]none[/red]", d["age"], str(d["rows"] or "-"),
                   str(d["quarantined"] if d["quarantined"] is not None else "-"))
     console.print(t)
+    for d in info["datasets"]:
+        older = d.get("older_than_window") or {}
+        if older.get("rows"):
+            console.print(f"[yellow]{d['dataset']}[/yellow] {d['latest']}: {older['rows']} rows in "
+                          f"{older.get('deltas', '?')} older deltas are outside its window "
+                          "(ingest.activity.snapshot_interval_days; 0 or all keeps every delta)")
     m = Table(title="models served: latest evaluation (95% interval)")
     for col in ("model", "version", "model_version", "users", "ndcg_at_k", "recall_at_k", "split", "gate"):
         m.add_column(col, overflow="fold")

@@ -49,6 +49,9 @@ def collect(config: Config) -> dict[str, Any]:
                 "age": _age(m.committed_at if m else None),
                 "rows": m.rows if m else None,
                 "quarantined": sum(m.quarantine.values()) if m else None,
+                # history left out of a rolling window is counted, never dropped silently
+                **({"older_than_window": m.meta["older_than_window"]}
+                   if m is not None and isinstance(m.meta.get("older_than_window"), dict) else {}),
             })
     published: list[dict[str, Any]] = []
     models = model_evaluations(config, lake)

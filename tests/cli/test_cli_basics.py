@@ -61,3 +61,24 @@ def test_status_fits_the_terminal_and_warns_when_redis_is_unreachable(skyrec_hom
     assert "latest evaluation" in text
     data = json.loads(_skyrec("status", "--json", **env).stdout)
     assert {"datasets", "models", "published"} <= set(data) and "error" in data["published"][0]
+
+
+def test_config_dir_option_applies_to_the_command(skyrec_home) -> None:
+    films = json.loads(_skyrec("--config-dir", "config/examples/films", "config", "variants").stdout)
+    shipped = json.loads(_skyrec("config", "variants").stdout)
+    assert "comedy_featured" in shipped and "comedy_featured" not in films and "drama" in films
+    bad = _skyrec("--config-dir", str(skyrec_home), "config")
+    assert bad.returncode == 2 and "no base.yaml" in bad.stderr
+
+
+def test_status_reports_history_outside_the_snapshot_window(config, skyrec_home) -> None:
+    from skyrec.storage import Lake, Producer
+
+    lake = Lake.from_config(config)
+    rel = config.dataset_path("activity_snapshot", interval_key="20261123T18")
+    st = lake.stage("activity_snapshot", rel, Producer(task_id="ingest_activity"))
+    with st.open("part-20261123.parquet", rows=5) as fh:
+        fh.write(b"x")
+    st.commit({"older_than_window": {"deltas": 3, "rows": 1234}})
+    out = _skyrec("status", SKYREC_HOME=str(skyrec_home), COLUMNS="200")
+    assert "1234 rows in 3 older deltas are outside its window" in " ".join(out.stdout.split()), out.stdout
