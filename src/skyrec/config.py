@@ -332,6 +332,10 @@ class PublishConfig(_Model):
     load_timeout_seconds: float = Field(600.0, gt=0)
     probe_users: int = Field(20, ge=1)
     history_items: int = Field(10, ge=0)  # recent plays per user published with predictions (0: none)
+    # rec values: packed (item-table positions + quantised scores: ~3.9x less Redis memory than json at k = 50,
+    # same served scores, BENCHMARKS.md) | json [["item", score], ...]. The API reads both; a publication names
+    # its encoding (skyrec.publish.codec).
+    encoding: Literal["json", "packed"] = "packed"
 
 
 class ServeConfig(_Model):

@@ -14,6 +14,7 @@ import synth
 
 from skyrec.data.lakeio import file_url
 from skyrec.jobs.base import RunInfo, execute
+from skyrec.publish.codec import ITEM_TABLE_FIELD, decode_value, parse_table
 from skyrec.publish.keys import Keys
 from skyrec.publish.resp import load_files
 from skyrec.scoring.topk import reference_topk
@@ -40,6 +41,16 @@ def _expected(s: synth.Synth, genre: str, k: int, cap: int) -> dict[str, list[st
     return out
 
 
+def _read_scores(lake: Lake, manifest) -> dict[str, list[float]]:
+    got: dict[str, list[float]] = {}
+    for f in manifest.files:
+        if f.path.endswith(".parquet"):
+            for row in pq.read_table(lake.abspath(f"{manifest.path}/{f.path}")).sort_by(
+                    [("user_id", "ascending"), ("rank", "ascending")]).to_pylist():
+                got.setdefault(row["user_id"], []).append(row["score"])
+    return got
+
+
 def _read_predictions(lake: Lake, manifest) -> dict[str, list[str]]:
     got: dict[str, list[str]] = {}
     for f in manifest.files:
@@ -51,11 +62,12 @@ def _read_predictions(lake: Lake, manifest) -> dict[str, list[str]]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("engine", ["local", "beam"])
-def test_compute_predictions_exact_and_loadable(config_factory, redis_client, engine: str) -> None:
+@pytest.mark.parametrize(("engine", "encoding"), [("local", "json"), ("local", "packed"), ("beam", "packed")])
+def test_compute_predictions_exact_and_loadable(config_factory, redis_client, engine: str, encoding: str) -> None:
     overrides = {"precompute": {"engine": engine, "k": 10, "batch_size": 64, "sub_batch": 16, "shard_users": 128,
                                 "threads": 2, "rules": {"max_per_brand": 2, "max_age_days": {"News": 2}},
-                                "direct_num_workers": 2, "direct_running_mode": "multi_processing"}}
+                                "direct_num_workers": 2, "direct_running_mode": "multi_processing"},
+                 "publish": {"encoding": encoding}}
     cfg = config_factory(overrides)
     s = synth.build(cfg)
     code, payload = execute("compute_predictions", config=cfg, run=RUN, params={"variant": "comedy_featured"})
@@ -64,6 +76,7 @@ def test_compute_predictions_exact_and_loadable(config_factory, redis_client, en
     m = lake.require(payload["summary"]["outputs"][0])
     meta = m.meta
     assert meta["invalid_users"] == 1 and m.quarantine == {"invalid_user_id": 1}
+    assert meta["encoding"] == encoding and meta["score_decimals"] == 5
     assert meta["users"] == 299 and meta["users_with_recs"] == 298  # user 5 saw everything: no key
     assert len(meta["resp_files"]) == 1 + 3  # meta + 3 shards of 128 users
 
@@ -81,15 +94,23 @@ def test_compute_predictions_exact_and_loadable(config_factory, redis_client, en
     keys = Keys(cfg.publish.key_prefix)
     pub = meta["publication"]
     assert re.fullmatch(r"v1\.20260301T120000-[0-9a-f]{8}", pub)  # run key + this attempt's nonce
+    raw_table = redis_client.hget(keys.items("comedy_featured", pub), ITEM_TABLE_FIELD)
+    table = parse_table(raw_table) if encoding == "packed" else None
+    assert (raw_table is None) == (encoding == "json")
+    scores = _read_scores(lake, m)
     for user, items in list(want.items())[:40]:
-        value = json.loads(redis_client.get(keys.rec("comedy_featured", pub, user)))
+        raw = redis_client.get(keys.rec("comedy_featured", pub, user))
+        assert raw[:1] == (b"\x01" if encoding == "packed" else b"[")
+        value = decode_value(raw, table)
         assert [i for i, _ in value] == items
+        assert [s for _, s in value] == [round(float(x), 5) for x in scores[user]]
     assert redis_client.get(keys.rec("comedy_featured", pub, "u000005")) is None
     fallback = json.loads(redis_client.get(keys.fallback("comedy_featured", pub)))
     assert fallback and all("Comedy" in json.loads(redis_client.hget(keys.items("comedy_featured", pub), i))["genres"]
                             for i, _ in fallback)
     referenced = {i for items in want.values() for i in items} | {i for i, _ in fallback}
-    assert {k.decode() for k in redis_client.hkeys(keys.items("comedy_featured", pub))} == referenced
+    table_field = {ITEM_TABLE_FIELD} if encoding == "packed" else set()
+    assert {k.decode() for k in redis_client.hkeys(keys.items("comedy_featured", pub))} == referenced | table_field
     assert redis_client.scard(keys.users("comedy_featured", pub)) > 0
 
     # re-running is a no-op

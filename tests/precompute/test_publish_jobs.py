@@ -255,3 +255,64 @@ def test_a_rebuilt_lake_never_reuses_the_served_publication_id(cfg, redis_client
     out = _job("publish_predictions", cfg, 0)
     assert out.get("note") != "already current"
     assert current(redis_client, keys, VARIANT)["publication"] == second["publication"]
+
+
+def test_rolling_encoding_change_json_packed_and_back(config_factory, redis_server, redis_client) -> None:
+    """publish.encoding changed between runs: the json publication, then a packed one (dumped and published
+    by the real jobs, probes decoded with its item table), then a rollback to json: the API answers every
+    publication with the Parquet's items and rounded scores; the old publication's item table is removed with
+    it; a corrupted packed value fails the publish post-condition."""
+    import pyarrow.parquet as pq
+    from fastapi.testclient import TestClient
+
+    from skyrec.publish.codec import ITEM_TABLE_FIELD
+    from skyrec.publish.verify import VerificationError, check_probes, probe_expectations
+    from skyrec.serve.main import create_app
+
+    def conf(encoding: str):
+        return config_factory({"precompute": {"k": 8, "batch_size": 64, "shard_users": 100, "threads": 1},
+                               "publish": {"redis_url": redis_server.url, "keep_versions": 2, "probe_users": 10,
+                                           "encoding": encoding},
+                               "serve": {"redis_url": redis_server.url, "pointer_cache_seconds": 0.0,
+                                         "access_log": False}})
+
+    synth.build(conf("json"), n_users=250, n_items=300)
+    keys = Keys("skyrec")
+    lake = Lake.from_config(conf("json"))
+    pubs: dict[str, dict] = {}
+    user = "u000012"
+    with TestClient(create_app(conf("json"))) as api:
+        for hour, encoding in enumerate(("json", "packed", "packed")):
+            c = conf(encoding)
+            out = _job("compute_predictions", c, hour)
+            m = lake.require(out["outputs"][0])
+            assert m.meta["encoding"] == encoding
+            if hour == 1:
+                _job("create_redis_dump", c, hour)  # its post-condition decodes packed probes
+            _job("publish_predictions", c, hour)
+            want = []
+            for f in m.files:
+                if f.path.endswith(".parquet"):
+                    rows = pq.read_table(lake.abspath(f"{m.path}/{f.path}")).to_pylist()
+                    want += sorted((r["rank"], r["item_id"], round(r["score"], 5)) for r in rows
+                                    if r["user_id"] == user)
+            body = api.get(f"/v1/recommendations/{VARIANT}/{user}?limit=8").json()
+            assert body["publication"] == out["publication"]
+            assert [(i["id"], i["score"]) for i in body["items"]] == [(i, s) for _, i, s in want]
+            pubs[out["publication"]] = {"encoding": encoding, "answer": body["items"]}
+        first, second, third = list(pubs)
+        # keep_versions=2: the json publication is gone; the first packed one keeps its item table
+        assert not redis_client.exists(keys.items(VARIANT, first))
+        assert redis_client.hexists(keys.items(VARIANT, second), ITEM_TABLE_FIELD)
+        _job("rollback_publication", conf("packed"), 2)
+        body = api.get(f"/v1/recommendations/{VARIANT}/{user}?limit=8").json()
+        assert body["publication"] == second and body["items"] == pubs[second]["answer"]
+    # the post-condition sees a corrupted packed value of a probe user
+    m = lake.require(lake.read_pointer(published_predictions_pointer(VARIANT))["path"])
+    probes = probe_expectations(lake, m, 10)
+    assert check_probes(redis_client, keys, VARIANT, second, probes) == len(probes) >= 10
+    victim = next(iter(probes))
+    raw = redis_client.get(keys.rec(VARIANT, second, victim))
+    redis_client.set(keys.rec(VARIANT, second, victim), raw[:3] + bytes([raw[3] ^ 1]) + raw[4:])
+    with pytest.raises(VerificationError, match="items differ"):
+        check_probes(redis_client, keys, VARIANT, second, probes)

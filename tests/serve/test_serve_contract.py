@@ -71,3 +71,11 @@ def test_page_bounds_are_in_the_schema_and_enforced_the_same(live):  # noqa: F81
     assert bad.status_code == 422 and bad.json()["details"][0]["loc"] == ["query", "limit"]
     report = spec["paths"]["/v1/variants/{variant}/report"]["get"]["responses"]
     assert all(set(r["content"]) == {"application/json"} for s, r in report.items() if s[0] in "45")
+
+
+def test_a_route_declared_bound_is_not_overwritten(live):  # noqa: F811
+    spec = httpx.get(live.url + "/openapi.json").json()
+    params = {p["name"]: p for p in spec["paths"]["/v1/users/{user_id}/history"]["get"]["parameters"]}
+    assert params["limit"]["schema"]["maximum"] == 1000
+    assert httpx.get(live.url + "/v1/users/u1/history?limit=1000").status_code == 200
+    assert httpx.get(live.url + "/v1/users/u1/history?limit=1001").status_code == 422

@@ -22,6 +22,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from skyrec.publish.codec import ITEM_TABLE_FIELD, decode_value, parse_table
 from skyrec.storage import MANIFEST_DIR, IntegrityError, Lake, Manifest, StorageError
 
 
@@ -210,6 +211,8 @@ def load_publication(lake: Lake, m: Manifest, key_prefix: str) -> Publication:
     recs: dict[str, list[tuple[str, float]]] = {}
     fallback: list[tuple[str, float]] = []
     items: dict[str, dict[str, Any]] = {}
+    raw_recs: dict[str, bytes] = {}
+    table = None
     for name in m.meta.get("resp_files") or []:
         entry = next((f for f in m.files if f.path == name or f.path.endswith(f"/{name}")), None)
         if entry is None:
@@ -219,12 +222,17 @@ def load_publication(lake: Lake, m: Manifest, key_prefix: str) -> Publication:
         for cmd in parse_resp(data):
             op = cmd[0].upper()
             if op == b"SET" and cmd[1].startswith(rec_prefix):
-                recs[cmd[1][len(rec_prefix):].decode()] = [(str(i), float(s)) for i, s in json.loads(cmd[2])]
+                raw_recs[cmd[1][len(rec_prefix):].decode()] = cmd[2]
             elif op == b"SET" and cmd[1] == fallback_key:
                 fallback = [(str(i), float(s)) for i, s in json.loads(cmd[2])]
             elif op == b"HSET" and cmd[1] == items_key:
                 for k in range(2, len(cmd) - 1, 2):
-                    items[cmd[k].decode()] = json.loads(cmd[k + 1])
+                    if cmd[k].decode() == ITEM_TABLE_FIELD:  # the packed encoding's item table, no item
+                        table = parse_table(cmd[k + 1])
+                    else:
+                        items[cmd[k].decode()] = json.loads(cmd[k + 1])
+    # rec values in the publication's encoding (json or packed; the item table may come in any file)
+    recs = {user: decode_value(raw, table) for user, raw in raw_recs.items()}
     return Publication(variant, pub, m.meta.get("model_version"), m.path, recs, fallback, items)
 
 

@@ -4,7 +4,9 @@ Inputs (committed outputs only): the published model of the variant's (model, ve
 ``catalogue``, ``availability`` (optional: the catalogue's windows otherwise) and ``cold_start``.
 Output ``predictions``: Parquet shards (schema PREDICTIONS) and RESP mass-insertion shards
 (``resp/part-NNNNN.resp`` per-user ``rec`` keys, ``resp/meta.resp`` with the fallback list, the items hash
-of every referenced item and a sample users set), keys namespaced by the publication id. With
+of every referenced item and a sample users set), keys namespaced by the publication id. The ``rec`` values
+are in ``publish.encoding`` (``skyrec.publish.codec``), which the meta names (``"encoding"``); ``packed``
+values are positions into the candidates, whose ordered ids (the item table) go into the items hash. With
 ``publish.history_items > 0`` and a committed ``activity_snapshot``, each shard's RESP file also holds its
 users' last plays (``hist`` keys in the publication's namespace ``<variant>:<publication>``, which the
 pointer names as ``activity``), and the items hash covers the played items too, so the API shows titles.
@@ -36,6 +38,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
     from skyrec.gates import volume_gate
     from skyrec.models.artefact import published_model_pointer
+    from skyrec.publish.codec import ITEM_TABLE_FIELD, table_value
     from skyrec.publish.keys import Keys, publication_id
     from skyrec.publish.resp import encode_hset, encode_sadd, encode_sets
     from skyrec.scoring.candidates import fallback_json, fallback_list, item_payload
@@ -75,7 +78,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
             k=v.k or pc.k, max_per_brand=pc.rules.max_per_brand, max_age_days=dict(pc.rules.max_age_days),
             batch_size=pc.batch_size, sub_batch=pc.sub_batch, threads=default_threads(pc.threads),
             score_decimals=pc.score_decimals, activity_path=activity_m.path if activity_m else None,
-            history_items=cfg.publish.history_items)
+            history_items=cfg.publish.history_items, encoding=cfg.publish.encoding)
         scorer = Scorer.from_spec(spec)  # the driver needs the candidates too (fallback, items hash)
         cands = scorer.candidates
         if len(cands) == 0:
@@ -133,6 +136,11 @@ def run(ctx: JobContext) -> dict[str, Any]:
                               or [("_none", "{}")])
         meta_resp += hset
         commands += n
+        if spec.encoding == "packed":  # the item table: one field of the items hash, positions = candidates
+            hset, n = encode_hset(keys.items(variant, pub),
+                                  [(ITEM_TABLE_FIELD, table_value(cands.item_ids.tolist(), spec.score_decimals))])
+            meta_resp += hset
+            commands += n
         sample = [u for r in results for u in r["sample_users"]]
         rng = np.random.default_rng(0)
         if len(sample) > pc.users_sample:
@@ -164,7 +172,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
             "variant": variant, "model": v.model, "version": v.version,
             "model_version": scorer.model_meta.get("model_version", ""), "model_path": ptr["path"],
             "publication": pub, "run_key": ctx.run.run_key, "at": at.isoformat(), "k": k,
-            "rules": pc.rules.model_dump(), "engine": pc.engine, "beam": beam_state,
+            "rules": pc.rules.model_dump(), "engine": pc.engine, "beam": beam_state, "encoding": spec.encoding,
+            "score_decimals": spec.score_decimals,
             "users": users, "users_with_recs": rec_keys, "users_without_recs": users - rec_keys,
             "invalid_users": len(bad_users), "rows": sum(r["rows"] for r in results),
             "keys": rec_keys + hist_keys + 2 + (1 if sample else 0), "commands": rec_keys + hist_keys + commands,

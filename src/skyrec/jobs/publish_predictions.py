@@ -46,6 +46,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
                "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                "users": meta.get("users_with_recs"), "items": meta.get("items"), "keys": meta.get("keys"),
                "k": meta.get("k"), "activity": meta.get("activity"),
+               "encoding": meta.get("encoding", "json"),  # how its rec values are written (publish.encoding)
                "evaluation": meta.get("evaluation", {}), "predictions": pred.path,
                "redis_dump": dump.path if dump else None}
     probes = probe_expectations(ctx.lake, pred, cfg.publish.probe_users)

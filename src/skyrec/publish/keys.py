@@ -3,15 +3,20 @@
 A *publication* is one precomputed set for one variant, id ``<version>.<run_key>[-r<revision>]-<nonce>``
 (e.g. ``v1.20261123T190000-3f9a1c2e``): unique per committed revision, also across rebuilt lakes.
 Its keys are written first; clients switch to it by one atomic SET of the variant's pointer, so nobody ever
-sees a missing or mixed set. Values are UTF-8 JSON.
+sees a missing or mixed set. Values are UTF-8 JSON, except ``rec`` values in the ``packed`` encoding
+(``skyrec.publish.codec``; the predictions meta and the pointer name a publication's ``encoding``).
 
   {p}:current:{variant}              JSON pointer {"publication", "model", "model_version", "run_key",
-                                     "published_at", "users", "items", "evaluation"}  (switched atomically)
+                                     "published_at", "users", "items", "evaluation", "encoding"}
+                                     (switched atomically)
   {p}:history:{variant}              list of previous pointer JSONs, newest first (for rollback)
-  {p}:rec:{variant}:{pub}:{user_id}  JSON [["item_id", score], ...] best first
+  {p}:rec:{variant}:{pub}:{user_id}  the user's list best first: JSON [["item_id", score], ...] or packed bytes
+                                     (tag 0x01, item-table positions, quantised scores; ``codec``)
   {p}:fallback:{variant}:{pub}       JSON [["item_id", score], ...] cold-start list
   {p}:items:{variant}:{pub}          hash item_id -> JSON {"title", "brand", "genres", "formats",
-                                     "available_until" (ISO-8601 or null)}
+                                     "available_until" (ISO-8601 or null)}; in a packed publication also the
+                                     field ``codec.ITEM_TABLE_FIELD`` ("\\x00item_table"): the item table,
+                                     JSON {"encoding", "version", "decimals", "items": [ids in position order]}
   {p}:users:{variant}:{pub}          set of the user ids that have a rec key in the publication (the explorer's
                                      "random user"; optional: the API falls back to a bounded SCAN without it).
                                      The publisher writes a random sample (``precompute.users_sample`` ids).

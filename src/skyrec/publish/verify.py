@@ -1,8 +1,8 @@
-"""Post-conditions of a load: probe users read back from Redis equal the committed Parquet."""
+"""Post-conditions of a load: probe users read back from Redis equal the committed Parquet (either value
+encoding, ``skyrec.publish.codec``: packed values are decoded with the publication's item table)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from skyrec.publish.codec import ITEM_TABLE_FIELD, CodecError, ItemTable, decode_value, is_packed, parse_table
 from skyrec.publish.keys import Keys
 from skyrec.storage import Lake, Manifest
 
@@ -50,10 +51,19 @@ def check_probes(redis_client: Any, keys: Keys, variant: str, pub: str, expected
     if not users:
         return 0
     raws = redis_client.mget([keys.rec(variant, pub, u) for u in users])
+    table: ItemTable | None = None
+    if any(raw is not None and is_packed(raw) for raw in raws):
+        try:
+            table = parse_table(redis_client.hget(keys.items(variant, pub), ITEM_TABLE_FIELD))
+        except CodecError as exc:
+            raise VerificationError(f"{pub}: {exc}") from None
     for user, raw in zip(users, raws, strict=True):
         if raw is None:
             raise VerificationError(f"{pub}: no rec key for probe user {user!r}")
-        got = json.loads(raw)
+        try:
+            got = decode_value(raw, table)
+        except CodecError as exc:
+            raise VerificationError(f"{pub}: user {user!r}: {exc}") from None
         want = expected[user]
         if [g[0] for g in got] != [w[0] for w in want]:
             raise VerificationError(f"{pub}: user {user!r} items differ from the Parquet")

@@ -5,8 +5,12 @@ Why it looks like this:
 * **One publication per answer.** A variant's ``current`` pointer names a publication; every key read for an
   answer (rec list, fallback list, item metadata) belongs to *that* publication. The pointer is cached for
   ``serve.pointer_cache_seconds`` (one GET per variant per second instead of one per request).
-* **Publications are immutable**, so their fallback list and item metadata can be cached in process without
-  invalidation (bounded LRU). A warm request costs one Redis round trip (GET of the user's rec key).
+* **Publications are immutable**, so their fallback list, item metadata and item table can be cached in
+  process without invalidation (bounded LRU). A warm request costs one Redis round trip (GET of the user's
+  rec key).
+* **Both value encodings** (``skyrec.publish.codec``): every rec value says what it is (a packed value starts
+  with its tag byte, a JSON one with ``[``); a packed publication's item table is read once with its fallback
+  list. So publications in either encoding can be served side by side during a rolling change.
 * **Redis down** never gives a 500 nor mixed data: the last pointer seen is kept, and a user's last answer
   (same publication) is served again, flagged ``stale``; anything not in the cache is a 503.
 * While Redis is up, every answer reads the user's key: Redis stays the source of truth (a user's key
@@ -29,6 +33,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from skyrec.publish.codec import ITEM_TABLE_FIELD, CodecError, ItemTable, decode_packed, is_packed, parse_table
 from skyrec.publish.keys import Keys, decode_object
 from skyrec.serve.fastget import PipelinedGet
 
@@ -158,6 +163,21 @@ def parse_scored(raw: bytes | str | None) -> list[tuple[str, float]] | None:
     return _tolerant_scored(data)
 
 
+def parse_rec(raw: bytes | str | None, table: ItemTable | None) -> list[tuple[str, float]] | None:
+    """A user's published list in either encoding; None when absent, [] (logged) when undecodable."""
+    if raw is None:
+        return None
+    if is_packed(raw):
+        try:
+            if table is None:
+                raise CodecError("packed value but the publication has no item table")
+            return decode_packed(raw, table)
+        except CodecError as exc:
+            log.error("unreadable published list", extra={"error": str(exc)})
+            return []
+    return parse_scored(raw)
+
+
 @dataclass
 class Ranked:
     """An assembled answer before slicing: best first, no duplicates, nothing expired."""
@@ -228,14 +248,16 @@ class Answer:
 
 
 class _PubCache:
-    """What the API keeps of one (immutable) publication: its fallback list and the item metadata seen so far."""
+    """What the API keeps of one (immutable) publication: its fallback list, its item table (packed encoding)
+    and the item metadata seen so far."""
 
-    __slots__ = ("fallback", "meta", "max_items")
+    __slots__ = ("fallback", "meta", "max_items", "table")
 
-    def __init__(self, fallback: list[tuple[str, float]], max_items: int) -> None:
+    def __init__(self, fallback: list[tuple[str, float]], max_items: int, table: ItemTable | None = None) -> None:
         self.fallback = fallback
         self.meta: dict[str, ItemMeta] = {}
         self.max_items = max_items
+        self.table = table
 
     def remember(self, item_id: str, meta: ItemMeta) -> None:
         if len(self.meta) < self.max_items:  # full: keep what is there (hot items came first), read the rest
@@ -343,18 +365,25 @@ class Store:
         raise Unavailable(f"publication of variant {variant!r} is being replaced; retry", code="switching")
 
     async def _publication(self, variant: str, pub: str) -> _PubCache | None:
-        """The publication's cache entry, loading its fallback list (and its items' metadata) on first use.
-        None when the publication has no keys (gone)."""
+        """The publication's cache entry, loading its fallback list, its item table (packed publications) and
+        its fallback items' metadata on first use. None when the publication has no keys (gone)."""
         cached = self._pubs.get((variant, pub))
         if cached is not None:
             return cached
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(self.keys.fallback(variant, pub))
         pipe.exists(self.keys.items(variant, pub))
-        raw_fallback, has_items = await pipe.execute()
+        pipe.hget(self.keys.items(variant, pub), ITEM_TABLE_FIELD)
+        raw_fallback, has_items, raw_table = await pipe.execute()
         if raw_fallback is None and not has_items:
             return None
-        entry = _PubCache(parse_scored(raw_fallback) or [], self.item_cache_size)
+        table = None
+        if raw_table is not None:
+            try:
+                table = parse_table(raw_table)
+            except CodecError as exc:  # its packed lists cannot be read: they are served as empty (fallback)
+                log.error("unreadable item table", extra={"variant": variant, "publication": pub, "error": str(exc)})
+        entry = _PubCache(parse_scored(raw_fallback) or [], self.item_cache_size, table)
         await self._fill_meta(variant, pub, entry, [i for i, _ in entry.fallback])
         self._pubs.put((variant, pub), entry)
         return entry
@@ -367,8 +396,8 @@ class Store:
         raw_rec = await self._get(self.keys.rec(variant, pub, user_id))
         if raw_rec is None and not await self.publication_present(variant, pub):
             return None  # removed between the two reads
-        personal = parse_scored(raw_rec)
-        # Kept as the raw value (~1 KB for 50 items; the parsed list would be ~6 KB of Python objects).
+        personal = parse_rec(raw_rec, entry.table)
+        # Kept as the raw value (~0.2-1 KB for 50 items; the parsed list would be ~6 KB of Python objects).
         self._last_good.put((variant, user_id), (pub, raw_rec))
         meta: Mapping[str, ItemMeta] = entry.meta
         if personal:
@@ -398,7 +427,7 @@ class Store:
         entry = self._pubs.get((variant, pub))
         if last is None or last[0] != pub or entry is None:
             raise Unavailable("Redis unreachable and no recent answer for this user cached", code="redis_unavailable")
-        personal = parse_scored(last[1])
+        personal = parse_rec(last[1], entry.table)
         ranked = assemble(personal, entry.fallback, entry.meta, time.time(), want, _depth(pointer))
         if any(item_id not in entry.meta for item_id, _, _ in ranked.items):
             raise Unavailable("Redis unreachable and item metadata for this answer not cached",
@@ -413,6 +442,8 @@ class Store:
 
     # ---- other reads ---------------------------------------------------------------------------
     async def item(self, variant: str, pub: str, item_id: str) -> dict[str, Any] | None:
+        if item_id == ITEM_TABLE_FIELD:  # the item table shares the hash; it is no item
+            return None
         return decode_object(await self.redis.hget(self.keys.items(variant, pub), item_id))
 
     async def random_user(self, variant: str, pub: str) -> str | None:
