@@ -14,10 +14,13 @@ import scipy.sparse as sp
 
 from skyrec.evaluation.synthetic import planted_matrix
 from skyrec.models import recommender_from_files
+from skyrec.models import representations as reps
 from skyrec.models.als import ALSModel
 from skyrec.models.base import Recommender
 from skyrec.models.bpr import BPRModel
+from skyrec.models.ease import EASEModel
 from skyrec.models.hybrid import HybridModel
+from skyrec.models.knn import ItemKNNModel
 from skyrec.models.popularity import PopularityModel
 
 MODELS = {
@@ -25,6 +28,9 @@ MODELS = {
     "bpr": (BPRModel, {"factors": 16, "iterations": 60, "learning_rate": 0.05, "random_state": 1}),
     "hybrid": (HybridModel, {"no_components": 16, "epochs": 15, "random_state": 1}),
     "popularity": (PopularityModel, {}),
+    "ease": (EASEModel, {"regularization": 50.0}),
+    "knn_cosine": (ItemKNNModel, {"similarity": "cosine", "neighbours": 30}),
+    "knn_bm25": (ItemKNNModel, {"similarity": "bm25", "neighbours": 30}),
 }
 N_USERS, N_ITEMS, N_TOPICS = 300, 400, 8
 
@@ -55,7 +61,8 @@ def test_representations_shapes_dtypes_finite(fitted: Recommender) -> None:
     U, V = fitted.user_representations(), fitted.item_representations()
     assert U.shape[0] == N_USERS and V.shape[0] == N_ITEMS and U.shape[1] == V.shape[1] >= 1
     assert U.dtype == np.float32 and V.dtype == np.float32
-    assert np.isfinite(U).all() and np.isfinite(V).all()
+    assert reps.all_finite(U) and np.isfinite(V).all()
+    assert isinstance(V, np.ndarray) and (isinstance(U, np.ndarray) or sp.isspmatrix_csr(U))
 
 
 def test_recommend_excludes_seen_and_is_deterministic(fitted: Recommender, planted) -> None:
@@ -70,7 +77,26 @@ def test_recommend_excludes_seen_and_is_deterministic(fitted: Recommender, plant
         assert np.all(np.diff(scores[r]) <= 0), "scores are not best-first"
     # the recommend() scores are the contract's dot product
     U, V = fitted.user_representations(), fitted.item_representations()
-    np.testing.assert_allclose(scores[0], U[rows[0]] @ V[idx[0]].T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores[0], reps.scores(U[rows[0:1]], V[idx[0]])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_the_kernel_scores_every_model_as_recommend_does(fitted: Recommender, planted) -> None:
+    """Precompute's kernel takes any model's representations (dense or sparse users) and agrees with the
+    brute-force specification and with ``recommend``."""
+    from skyrec.scoring.topk import reference_topk, topk_batch
+
+    train = planted[0]
+    rows = np.arange(0, N_USERS, 11)
+    U, V = fitted.user_representations(), fitted.item_representations()
+    got = topk_batch(U[rows], np.ascontiguousarray(V.T), 10, exclude=train[rows], sub_batch=8)
+    ref = reference_topk(U[rows], V, 10, exclude=train[rows])
+    idx, scores = fitted.recommend(rows, 10, exclude=train)
+    for r in range(len(rows)):
+        want = [j for j, _ in ref[r]]
+        assert got.items[r, : got.counts[r]].tolist() == want
+        np.testing.assert_allclose(got.scores[r, : got.counts[r]], [s for _, s in ref[r]], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.sort(scores[r])[::-1], scores[r])
+        np.testing.assert_allclose(got.scores[r, : got.counts[r]], scores[r][: got.counts[r]], rtol=1e-4, atol=1e-5)
 
 
 def test_save_load_round_trip_gives_identical_scores_without_pickle(fitted: Recommender, tmp_path) -> None:
@@ -81,9 +107,10 @@ def test_save_load_round_trip_gives_identical_scores_without_pickle(fitted: Reco
         assert all(npz[k].dtype != object for k in npz.files)
     loaded = type(fitted).load(tmp_path / "m")
     rows = np.arange(N_USERS)
-    before = fitted.user_representations() @ fitted.item_representations().T
-    after = loaded.user_representations() @ loaded.item_representations().T
+    before = reps.scores(fitted.user_representations(), fitted.item_representations())
+    after = reps.scores(loaded.user_representations(), loaded.item_representations())
     assert np.array_equal(before, after)
+    assert reps.equal(fitted.user_representations(), loaded.user_representations())
     assert np.array_equal(fitted.recommend(rows, 10)[0], loaded.recommend(rows, 10)[0])
     # and through the class-resolving loader used for artefacts
     again = recommender_from_files(fitted.to_files())

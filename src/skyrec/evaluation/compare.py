@@ -18,6 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from skyrec.evaluation.metrics import hits, per_user, top_k
+from skyrec.models.representations import Representation, as_float32
+from skyrec.models.representations import scores as representation_scores
 
 
 def _index(ids: np.ndarray, lookup: np.ndarray) -> np.ndarray:
@@ -27,7 +29,7 @@ def _index(ids: np.ndarray, lookup: np.ndarray) -> np.ndarray:
 
 
 def rescore_published(*, user_ids: np.ndarray, item_ids: np.ndarray, train: sp.csr_matrix, test: sp.csr_matrix,
-                      users: np.ndarray, new_user_factors: np.ndarray, new_item_factors: np.ndarray,
+                      users: np.ndarray, new_user_factors: Representation, new_item_factors: np.ndarray,
                       new_scorable: np.ndarray | None, published: Any, k: int,
                       batch: int = 1024) -> dict[str, Any]:
     """Per-user metrics of the new model and of the published artefact (``ModelArtefact``) for the
@@ -43,6 +45,7 @@ def rescore_published(*, user_ids: np.ndarray, item_ids: np.ndarray, train: sp.c
     pub_V[art_col >= 0] = published.item_factors[art_col[art_col >= 0]]
     pub_scorable = art_col >= 0
     new_V = np.asarray(new_item_factors, np.float32)
+    new_U, pub_U = as_float32(new_user_factors), as_float32(published.user_factors)  # dense or CSR
     out_new = {m: np.full(len(users), np.nan) for m in ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k")}
     out_pub = {m: np.full(len(users), np.nan) for m in out_new}
     removed = 0
@@ -76,10 +79,9 @@ def rescore_published(*, user_ids: np.ndarray, item_ids: np.ndarray, train: sp.c
         who = np.flatnonzero(n_rel > 0)
         if not len(who):
             continue
-        for U, V, scorable, out in ((np.asarray(new_user_factors, np.float32)[rows], new_V, new_scorable, out_new),
-                                    (np.asarray(published.user_factors, np.float32)[ar], pub_V, pub_scorable,
-                                     out_pub)):
-            scores = U @ V.T
+        for U, V, scorable, out in ((new_U[rows], new_V, new_scorable, out_new),
+                                    (pub_U[ar], pub_V, pub_scorable, out_pub)):
+            scores = representation_scores(U, V)
             if scorable is not None:
                 scores[:, ~scorable] = -np.inf
             scores[ex_r, exclude.indices] = -np.inf

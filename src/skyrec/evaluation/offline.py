@@ -1,6 +1,7 @@
 """Evaluate several models on one time split, in one pass over the same sampled test users.
 
-Every model is given as its representations (``score = U @ V.T``) over the dataset's full item space,
+Every model is given as its representations (``score = U @ V.T``; ``U`` sparse for the models whose
+``d`` is the item count, see ``skyrec.models.representations``) over the dataset's full item space,
 plus a mask of the items it can score at all (a pure collaborative model cannot score an item that had no
 training plays; those get -inf, i.e. are never recommended, yet still count as relevant when played -- so
 models are compared on the same relevance sets). Items a user played in training are excluded.
@@ -21,13 +22,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from skyrec.evaluation.metrics import METRICS, Accumulator, hits, per_user, popularity_percentile, top_k
+from skyrec.models.representations import Representation
+from skyrec.models.representations import scores as representation_scores
 
 
 @dataclass
 class Scored:
     """A model as seen by the evaluator."""
 
-    user_factors: np.ndarray            # [n_users, d] (dataset's user rows)
+    user_factors: Representation        # [n_users, d] (dataset's user rows; CSR for EASE, item-kNN)
     item_factors: np.ndarray            # [n_items, d] (dataset's item columns; unscorable rows ignored)
     scorable: np.ndarray | None = None  # bool [n_items]; None = every item
 
@@ -102,7 +105,7 @@ def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matri
         ex_r = np.repeat(np.arange(len(rows)), np.diff(ex.indptr))
         rel_b = relevant[rows]
         for name, model in models.items():
-            scores = np.asarray(model.user_factors[rows], np.float32) @ np.asarray(model.item_factors, np.float32).T
+            scores = representation_scores(model.user_factors[rows], model.item_factors)
             if model.scorable is not None:
                 scores[:, ~model.scorable] = -np.inf
             scores[ex_r, ex.indices] = -np.inf

@@ -26,6 +26,8 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from skyrec.evaluation.metrics import METRICS, hits, per_user, top_k
+from skyrec.models.representations import Representation, as_float32
+from skyrec.models.representations import scores as representation_scores
 
 STAGES = ("model", "exclude_played", "candidates", "available", "served")
 
@@ -37,7 +39,7 @@ def _always_available(catalogue: pa.Table) -> pa.Table:
                      "available_until": pa.nulls(len(ids), ts)})
 
 
-def rules_figures(*, item_ids: np.ndarray, user_factors: np.ndarray, item_factors: np.ndarray,
+def rules_figures(*, item_ids: np.ndarray, user_factors: Representation, item_factors: np.ndarray,
                   scorable: np.ndarray | None, users: np.ndarray, train: sp.csr_matrix, relevant: sp.csr_matrix,
                   catalogue: pa.Table, availability: pa.Table | None, at: dt.datetime, candidate_filter: Any,
                   max_age_days: dict[str, float], max_per_brand: int | None, k: int,
@@ -67,7 +69,7 @@ def rules_figures(*, item_ids: np.ndarray, user_factors: np.ndarray, item_factor
     }
     cands["served"] = cands["available"]
     values = {s: {m: np.full(len(users), np.nan) for m in METRICS} for s in STAGES}
-    U_all = np.asarray(user_factors, np.float32)
+    U_all = as_float32(user_factors)  # dense, or the CSR of interaction rows (EASE, item-kNN)
     for start in range(0, len(users), batch):
         rows = users[start:start + batch]
         rel = relevant[rows]
@@ -77,7 +79,7 @@ def rules_figures(*, item_ids: np.ndarray, user_factors: np.ndarray, item_factor
             continue
         rows, rel, n_rel, pos = rows[who], rel[who], n_rel[who], start + who
         U = U_all[rows]
-        scores = U @ V.T
+        scores = representation_scores(U, V)
         scores[:, ~scorable] = -np.inf
         rec, _ = top_k(scores, k)
         lists = {"model": rec}

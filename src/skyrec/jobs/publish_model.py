@@ -45,6 +45,7 @@ def prove(ctx: JobContext, model_rel: str, eval_rel: str) -> tuple[Any, Any]:
     import numpy as np
 
     from skyrec.gates import GateFailed
+    from skyrec.models import representations as reps
     from skyrec.models.artefact import load_artefact, load_model
 
     manifest = ctx.lake.manifest(model_rel)
@@ -54,11 +55,11 @@ def prove(ctx: JobContext, model_rel: str, eval_rel: str) -> tuple[Any, Any]:
     art = load_artefact(ctx.lake, manifest)
     allowed = {spec.class_path for spec in ctx.config.models.values()}
     recommender = load_model(ctx.lake, manifest, allowed=allowed)
-    if not (np.array_equal(recommender.user_representations(), art.user_factors)
+    if not (reps.equal(recommender.user_representations(), art.user_factors)
             and np.array_equal(recommender.item_representations(), art.item_factors)):
         raise ValueError(f"{model_rel}: the saved model's representations differ from factors.npz")
     probe = np.linspace(0, len(art.user_ids) - 1, num=min(PROBE_USERS, len(art.user_ids))).astype(np.int64)
-    scores = art.user_factors[probe] @ art.item_factors.T
+    scores = reps.scores(art.user_factors[probe], art.item_factors)
     if scores.shape != (len(probe), len(art.item_ids)) or not np.isfinite(scores).all():
         raise ValueError(f"{model_rel}: probe scores are not finite")
 

@@ -26,7 +26,11 @@ def model_class(config: Config, name: str) -> type[Recommender]:
 
 def build_model(config: Config, name: str, **extra: Any) -> Recommender:
     params = {**config.models[name].params, **extra} if name in config.models else extra
-    return model_class(config, name)(**params)
+    cls = model_class(config, name)
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as exc:  # unknown or invalid parameters: name the config key
+        raise ConfigError(f"models.{name}.params: {exc}") from None
 
 
 def recommender_from_files(files: dict[str, bytes], allowed: set[str] | None = None) -> Recommender:

@@ -1,4 +1,6 @@
-"""Shared plumbing of the pure collaborative-filtering models (ALS, BPR): parameters and factor storage."""
+"""Shared plumbing of the pure collaborative-filtering models (ALS, BPR, EASE, item-kNN): parameters and
+factor storage. The user side may be a sparse CSR (``skyrec.models.representations``): EASE and item-kNN
+score ``x_u @ B``, i.e. their user "factors" are the interaction rows."""
 
 from __future__ import annotations
 
@@ -7,11 +9,13 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from skyrec.models import representations as reps
 from skyrec.models.base import Recommender
 
 
 class FactorModel(Recommender):
-    """A model whose state is exactly two factor matrices with ``score = user_factors @ item_factors.T``."""
+    """A model whose state is exactly two factor matrices with ``score = user_factors @ item_factors.T``
+    (``user_factors`` dense, or sparse CSR for models with ``d = n_items``)."""
 
     #: accepted parameters and their defaults; unknown parameters are a configuration error
     defaults: ClassVar[dict[str, Any]] = {}
@@ -22,22 +26,22 @@ class FactorModel(Recommender):
             raise ValueError(f"{type(self).__name__}: unknown parameter(s) {sorted(unknown)} "
                              f"(known: {sorted(self.defaults)})")
         super().__init__(**params)
-        self._user: np.ndarray | None = None
+        self._user: reps.Representation | None = None
         self._item: np.ndarray | None = None
 
     def param(self, name: str) -> Any:
         return self.params.get(name, self.defaults[name])
 
-    def _set_factors(self, user: np.ndarray, item: np.ndarray) -> None:
-        self._user = np.ascontiguousarray(user, dtype=np.float32)
+    def _set_factors(self, user: reps.Representation, item: np.ndarray) -> None:
+        self._user = reps.as_float32(user)
         self._item = np.ascontiguousarray(item, dtype=np.float32)
 
-    def _check(self) -> tuple[np.ndarray, np.ndarray]:
+    def _check(self) -> tuple[reps.Representation, np.ndarray]:
         if self._user is None or self._item is None:
             raise RuntimeError(f"{type(self).__name__}: call fit() or load() first")
         return self._user, self._item
 
-    def user_representations(self) -> np.ndarray:
+    def user_representations(self) -> reps.Representation:
         return self._check()[0]
 
     def item_representations(self, item_features: sp.csr_matrix | None = None) -> np.ndarray:
@@ -49,7 +53,7 @@ class FactorModel(Recommender):
 
     def state(self) -> dict[str, np.ndarray]:
         user, item = self._check()
-        return {"user_factors": user, "item_factors": item}
+        return {**reps.to_arrays("user_factors", user), "item_factors": item}
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
-        self._set_factors(arrays["user_factors"], arrays["item_factors"])
+        self._set_factors(reps.from_arrays("user_factors", arrays), arrays["item_factors"])

@@ -2,7 +2,10 @@
 
 Scoring everywhere (evaluation, precompute, serving) is a dot product: ``score(u, i) = U[u] @ V[i]``,
 with ``U = user_representations()`` and ``V = item_representations()``. Models with biases fold them into
-an extra column. Artefacts are saved with ``np.savez`` + JSON and loaded with ``allow_pickle=False``.
+an extra column. Models that are not low-rank (EASE, item-kNN: ``score(u, .) = x_u @ B``) are the same
+product with ``d = n_items``: their ``U`` is the sparse CSR of interaction rows and ``V = B.T`` is dense
+(``skyrec.models.representations``, whose functions every scorer uses). Artefacts are saved with
+``np.savez`` + JSON and loaded with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ class Recommender(ABC):
         """Fit on a users x items matrix of (weighted) interactions."""
 
     @abstractmethod
-    def user_representations(self) -> np.ndarray:
-        """float32 [n_users, d]."""
+    def user_representations(self) -> np.ndarray | sp.csr_matrix:
+        """float32 [n_users, d]: dense, or a CSR for models whose ``d`` is the item count."""
 
     @abstractmethod
     def item_representations(self, item_features: sp.csr_matrix | None = None) -> np.ndarray:
@@ -41,9 +44,9 @@ class Recommender(ABC):
 
     def recommend(self, user_rows: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and scores for a batch of user rows (exact; excluded items never returned)."""
-        U = self.user_representations()[user_rows]
-        V = self.item_representations()
-        scores = U.astype(np.float32) @ V.T.astype(np.float32)
+        from skyrec.models.representations import scores as product
+
+        scores = product(self.user_representations()[user_rows], self.item_representations())
         if exclude is not None:
             ex = exclude[user_rows].tocoo()
             scores[ex.row, ex.col] = -np.inf

@@ -18,8 +18,8 @@ from skyrec.progress import interactive
 
 class BPRModel(FactorModel):
     name = "bpr"
-    defaults: ClassVar[dict[str, Any]] = {"factors": 64, "iterations": 100, "learning_rate": 0.05,
-                                          "regularization": 0.01, "random_state": 42, "num_threads": 0}
+    defaults: ClassVar[dict[str, Any]] = {"factors": 64, "iterations": 100, "learning_rate": 0.01,
+                                          "regularization": 0.001, "random_state": 42, "num_threads": 0}
 
     def fit(self, interactions: sp.csr_matrix, item_features: sp.csr_matrix | None = None,
             user_features: sp.csr_matrix | None = None) -> BPRModel:

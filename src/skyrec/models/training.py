@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from skyrec.models import representations as reps
 from skyrec.models.base import Recommender
 
 
@@ -21,7 +22,7 @@ from skyrec.models.base import Recommender
 class Fitted:
     model: Recommender
     item_cols: np.ndarray      # dataset item columns the model was fit on (its item rows, in order)
-    user_factors: np.ndarray   # float32 [n_users, d]
+    user_factors: reps.Representation  # float32 [n_users, d] (CSR for the d = n_items models)
     item_factors: np.ndarray   # float32 [len(item_cols), d]
     seconds: float
 
@@ -47,12 +48,12 @@ def fit_on(model: Recommender, matrix: sp.csr_matrix, item_features: sp.csr_matr
         cols = np.flatnonzero(np.bincount(matrix.indices, minlength=matrix.shape[1]) > 0)
         model.fit(matrix[:, cols] if len(cols) < matrix.shape[1] else matrix)
     seconds = time.perf_counter() - t0
-    user = np.ascontiguousarray(model.user_representations(), dtype=np.float32)
+    user = reps.as_float32(model.user_representations())
     item = np.ascontiguousarray(model.item_representations(), dtype=np.float32)
     if user.shape[0] != matrix.shape[0] or item.shape[0] != len(cols) or user.shape[1] != item.shape[1]:
         raise ValueError(f"{type(model).__name__}: representations {user.shape}/{item.shape} do not match "
                          f"{matrix.shape[0]} users x {len(cols)} items")
     for name, arr in (("user", user), ("item", item)):
-        if not np.isfinite(arr).all():
+        if not reps.all_finite(arr):
             raise ValueError(f"{type(model).__name__}: non-finite {name} representations after fit")
     return Fitted(model=model, item_cols=cols, user_factors=user, item_factors=item, seconds=seconds)

@@ -6,8 +6,9 @@ process, or per Beam worker in ``DoFn.setup``); ``Scorer.run_shard`` scores one 
 of ``batch_size`` with the kernel and writes, for that shard:
 
 - ``parquet/part-NNNNN.parquet`` (schema PREDICTIONS), for analysis;
-- ``resp/part-NNNNN.resp``: one ``SET {p}:rec:{variant}:{pub}:{user} [[item, score], ...]`` per user with
-  a result (users with none get no key: the API falls back), then, when ``history_items > 0`` and an
+- ``resp/part-NNNNN.resp``: one ``SET {p}:rec:{variant}:{pub}:{user} <list>`` per user with a result (users
+  with none get no key: the API falls back), the list in the spec's ``encoding`` (``skyrec.publish.codec``:
+  ``json`` ``[[item, score], ...]`` or ``packed`` candidate positions + quantised scores), then, when ``history_items > 0`` and an
   activity snapshot is given, one ``SET {p}:hist:{variant}:{pub}:{user} [[item, ts], ...]`` per user of the
   shard with plays (``skyrec.scoring.history``).
 
@@ -32,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from skyrec.data.schemas import PREDICTIONS
+from skyrec.publish.codec import check_encoding, encode_packed_sets
 from skyrec.publish.keys import VALID_USER_ID, Keys
 from skyrec.publish.resp import encode_rec_sets, fixed_width_fragments
 from skyrec.scoring.candidates import Candidates, build_candidates
@@ -68,6 +70,7 @@ class PrecomputeSpec:
     score_decimals: int = 5
     activity_path: str | None = None  # committed activity snapshot the recent plays are read from
     history_items: int = 0  # plays per user in the publication's history keys (0: none)
+    encoding: str = "json"  # rec values: json | packed (positions into the candidates, the item table)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -132,7 +135,7 @@ class ShardResult:
 class Scorer:
     """The model and a variant's candidates, loaded once; scores shards of users."""
 
-    def __init__(self, spec: PrecomputeSpec, *, lake: Lake, user_ids: np.ndarray, user_factors: np.ndarray,
+    def __init__(self, spec: PrecomputeSpec, *, lake: Lake, user_ids: np.ndarray, user_factors: Any,
                  seen: Any, candidates: Candidates, model_meta: dict[str, Any],
                  evaluation: dict[str, Any] | None = None) -> None:
         self.spec = spec
@@ -146,7 +149,8 @@ class Scorer:
         self.model_meta = model_meta
         self.evaluation = evaluation or {}
         self.cand_ids = pa.array(candidates.item_ids.tolist(), pa.string())
-        self.fragments = fixed_width_fragments(candidates.item_ids.tolist())
+        self.encoding = check_encoding(spec.encoding)
+        self.fragments = fixed_width_fragments(candidates.item_ids.tolist()) if self.encoding == "json" else None
         self.rec_prefix = Keys(spec.key_prefix).rec(spec.variant, spec.publication, "")
         self.hist_prefix = Keys(spec.key_prefix).hist(Keys.hist_namespace(spec.variant, spec.publication), "")
         self._pool = ThreadPoolExecutor(spec.threads) if spec.threads > 1 else None
@@ -198,8 +202,12 @@ class Scorer:
             [self.user_ids.take(pa.array(user_rep)), pa.array(ranks, pa.int16()), self.cand_ids.take(pa.array(cand)),
              pa.array(scores, pa.float32())], schema=PREDICTIONS)
         batch_users = self.user_ids.take(pa.array(rows)).to_pylist()
-        resp, _ = encode_rec_sets(self.rec_prefix, batch_users, self.fragments, res.items, res.scores, res.counts,
-                                  self.spec.score_decimals)
+        if self.fragments is None:  # packed: the item table is the candidates in their order
+            resp, _ = encode_packed_sets(self.rec_prefix, batch_users, res.items, res.scores, res.counts,
+                                         self.spec.score_decimals, len(self.candidates))
+        else:
+            resp, _ = encode_rec_sets(self.rec_prefix, batch_users, self.fragments, res.items, res.scores,
+                                      res.counts, self.spec.score_decimals)
         return table, resp, cand
 
     def run_shard(self, shard: int, start: int, end: int) -> ShardResult:

@@ -28,6 +28,11 @@ the threads of :func:`topk_threaded` run it in parallel), reading the row while 
 
 Every fallback is exact, so the result always equals :func:`reference_topk` (the brute-force
 specification, kept here so that tests and benchmarks check against one definition).
+
+Models that are not low-rank (EASE, item-kNN) give ``U`` as a sparse CSR of interaction rows with
+``d = n_items`` (``skyrec.models.representations``): the product is then sparse x dense (cost: the users'
+plays x candidates, not d x candidates) into the same score buffer, and everything after it is unchanged --
+one implementation of the rules for every model.
 Memory is bounded by the sub-batch: one ``sub_batch x c`` float32 score matrix at a time.
 """
 
@@ -40,6 +45,8 @@ from typing import Any
 import numba
 import numpy as np
 import scipy.sparse as sp
+
+from skyrec.models.representations import Representation, as_float32, product_into
 
 NO_BRAND = -1
 _NEG = np.float32(-np.inf)
@@ -329,7 +336,7 @@ class _Plan:
     score buffer, then the compiled selection straight into the batch's result arrays (no per-thread
     results to concatenate, no CSR slicing: ``indptr[s:e+1]`` still indexes the whole ``indices``)."""
 
-    def __init__(self, user_factors: np.ndarray, item_factors_t: np.ndarray, k: int,
+    def __init__(self, user_factors: Representation, item_factors_t: np.ndarray, k: int,
                  exclude: sp.csr_matrix | None, brands: np.ndarray | None, max_per_brand: int | None,
                  sub_batch: int) -> None:
         b = user_factors.shape[0]
@@ -348,7 +355,7 @@ class _Plan:
         if self.n_chunks:
             self.rules = _rules(c, self.kk, brands, max_per_brand, 1.5)
             self.indptr, self.indices = _csr_parts(exclude)
-            self.uf = np.ascontiguousarray(user_factors, dtype=np.float32)
+            self.uf = as_float32(user_factors)
             self.vt = item_factors_t
 
     def buffer(self) -> np.ndarray:
@@ -357,7 +364,7 @@ class _Plan:
     def run(self, chunk: int, buf: np.ndarray) -> None:
         s = chunk * self.step
         e = min(self.b, s + self.step)
-        S = np.matmul(self.uf[s:e], self.vt, out=buf[: e - s])
+        S = product_into(self.uf[s:e], self.vt, buf[: e - s])
         br, cap, p0 = self.rules
         _select_rows(S, self.indptr[s:e + 1] if self.indptr.size else self.indptr, self.indices, self.kk, br, cap,
                      p0, self.items[s:e], self.scores[s:e], self.counts[s:e])
@@ -378,7 +385,7 @@ class _Plan:
         return TopK(items, scores, self.counts)
 
 
-def topk_batch(user_factors: np.ndarray, item_factors_t: np.ndarray, k: int, *,
+def topk_batch(user_factors: Representation, item_factors_t: np.ndarray, k: int, *,
                exclude: sp.csr_matrix | None = None, brands: np.ndarray | None = None,
                max_per_brand: int | None = None, sub_batch: int = 64) -> TopK:
     """Score a batch of users against the candidates and select the exact constrained top-K.
@@ -404,7 +411,7 @@ def _one_blas_thread() -> Any:
     return _BLAS.limit(limits=1, user_api="blas")
 
 
-def topk_threaded(user_factors: np.ndarray, item_factors_t: np.ndarray, k: int, *, pool: Any | None,
+def topk_threaded(user_factors: Representation, item_factors_t: np.ndarray, k: int, *, pool: Any | None,
                   threads: int, exclude: sp.csr_matrix | None = None, brands: np.ndarray | None = None,
                   max_per_brand: int | None = None, sub_batch: int = 64) -> TopK:
     """``topk_batch`` with ``threads`` workers of a thread pool taking sub-batches from one queue (so a
@@ -432,11 +439,12 @@ def topk_threaded(user_factors: np.ndarray, item_factors_t: np.ndarray, k: int, 
     return plan.result()
 
 
-def reference_topk(user_factors: np.ndarray, item_factors: np.ndarray, k: int, *,
+def reference_topk(user_factors: Representation, item_factors: np.ndarray, k: int, *,
                    exclude: sp.csr_matrix | None = None, brands: np.ndarray | None = None,
                    max_per_brand: int | None = None) -> list[list[tuple[int, float]]]:
     """The specification, brute force in float64: per user the greedy walk described in the module doc."""
-    S = np.asarray(user_factors, dtype=np.float64) @ np.asarray(item_factors, dtype=np.float64).T
+    U = sp.csr_matrix(user_factors).toarray() if sp.issparse(user_factors) else user_factors
+    S = np.asarray(U, dtype=np.float64) @ np.asarray(item_factors, dtype=np.float64).T
     out = []
     for u in range(S.shape[0]):
         banned = set(exclude[u].indices.tolist()) if exclude is not None else set()

@@ -1,0 +1,81 @@
+"""Item-kNN: item-item neighbours from the ``implicit`` package (``CosineRecommender``, ``BM25Recommender``).
+
+implicit keeps, per item, its ``neighbours`` most similar items (a sparse items x items matrix ``S``) and
+scores a user as ``x_u @ S`` (``x_u`` the user's weighted interactions). In the model contract that is
+``U = X`` (sparse CSR rows) and ``V = S.T``, so the kernel, evaluation and the business rules score it like
+any other model (``skyrec.models.representations``). ``V`` is dense by contract (``d = n_items``): the same
+memory guard as EASE refuses item counts whose dense matrices exceed ``memory_limit_gb``. The model's own
+state keeps ``S`` sparse (``neighbours`` entries per item).
+
+``similarity``: ``cosine`` (cosine of the item columns) or ``bm25`` (columns BM25-weighted first, with
+``bm25_k1`` and ``bm25_b``: damps heavy users and very popular items).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from skyrec.models import representations as reps
+from skyrec.models._factors import FactorModel
+from skyrec.models._threads import fit_threads, single_threaded_blas
+from skyrec.progress import interactive
+
+SIMILARITIES = ("cosine", "bm25")
+COPIES = 3  # as EASE: the dense V, a serialised or sliced copy, one more at precompute
+
+
+class ItemKNNModel(FactorModel):
+    name = "knn"
+    defaults: ClassVar[dict[str, Any]] = {"similarity": "bm25", "neighbours": 100, "bm25_k1": 1.2, "bm25_b": 0.75,
+                                          "memory_limit_gb": 8.0, "num_threads": 0}
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        if self.param("similarity") not in SIMILARITIES:
+            raise ValueError(f"ItemKNNModel: similarity must be one of {SIMILARITIES}, got {self.param('similarity')!r}")
+        if int(self.param("neighbours")) < 1:
+            raise ValueError(f"ItemKNNModel: neighbours must be >= 1, got {self.param('neighbours')}")
+        self._similarity: sp.csr_matrix | None = None
+
+    def fit(self, interactions: sp.csr_matrix, item_features: sp.csr_matrix | None = None,
+            user_features: sp.csr_matrix | None = None) -> ItemKNNModel:
+        from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
+        from implicit.utils import ParameterWarning
+
+        X = sp.csr_matrix(interactions, dtype=np.float32, copy=True)
+        X.eliminate_zeros()
+        reps.guard_items("item-kNN", X.shape[1], limit_gb=float(self.param("memory_limit_gb")), copies=COPIES,
+                         key=f"models.{self.name}.params.memory_limit_gb", what="the dense item representations")
+        k = int(self.param("neighbours"))
+        threads = fit_threads(self.param("num_threads"))
+        model: Any
+        if self.param("similarity") == "bm25":
+            model = BM25Recommender(K=k, K1=float(self.param("bm25_k1")), B=float(self.param("bm25_b")),
+                                    num_threads=threads)
+        else:
+            model = CosineRecommender(K=k, num_threads=threads)
+        with single_threaded_blas(), warnings.catch_warnings():
+            # implicit's own weighting hands its kNN routine a COO and warns about converting it (its internals)
+            warnings.filterwarnings("ignore", message="Method expects CSR input", category=ParameterWarning)
+            model.fit(X, show_progress=interactive())
+        self._set_similarity(X, sp.csr_matrix(model.similarity, dtype=np.float32))
+        return self
+
+    def _set_similarity(self, X: sp.csr_matrix, S: sp.csr_matrix) -> None:
+        S = reps.as_float32(S)
+        self._similarity = S
+        self._set_factors(X, S.T.toarray())  # V[j] = S[:, j]: score(u, j) = x_u @ S[:, j]
+
+    def state(self) -> dict[str, np.ndarray]:
+        user, _ = self._check()
+        if self._similarity is None:  # pragma: no cover - set together with the factors
+            raise RuntimeError("ItemKNNModel: call fit() or load() first")
+        return {**reps.to_arrays("user_factors", user), **reps.to_arrays("similarity", self._similarity)}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        S = reps.from_arrays("similarity", arrays)
+        self._set_similarity(sp.csr_matrix(reps.from_arrays("user_factors", arrays)), sp.csr_matrix(S))

@@ -1,0 +1,114 @@
+"""EASE and item-kNN: the closed form, the library's neighbours, and the memory guard."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from skyrec.evaluation.synthetic import planted_matrix
+from skyrec.models import representations as reps
+from skyrec.models.ease import EASEModel
+from skyrec.models.knn import ItemKNNModel
+
+
+@pytest.fixture(scope="module")
+def plays() -> sp.csr_matrix:
+    m, _, _ = planted_matrix(200, 150, 6, plays_per_user=15, purity=0.85, seed=11)
+    m = sp.csr_matrix(m, dtype=np.float32)
+    m.data = (1.0 + np.arange(m.nnz) % 3).astype(np.float32)  # weights, so "binary" matters
+    return m
+
+
+def _textbook_ease(X: np.ndarray, lam: float) -> np.ndarray:
+    """Steck's formula in float64 with a general inverse."""
+    G = X.T @ X + lam * np.eye(X.shape[1])
+    P = np.linalg.inv(G)
+    B = -P / np.diag(P)[None, :]
+    np.fill_diagonal(B, 0.0)
+    return B
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_ease_is_the_closed_form(plays: sp.csr_matrix, binary: bool) -> None:
+    X = plays.toarray().astype(np.float64)
+    if binary:
+        X = (X > 0).astype(np.float64)
+    model = EASEModel(regularization=30.0, binary=binary).fit(plays)
+    B = _textbook_ease(X, 30.0)
+    V = model.item_representations()
+    np.testing.assert_allclose(V, B.T, atol=2e-5 * np.abs(B).max())
+    assert np.all(np.diag(V) == 0.0), "an item must not recommend itself"
+    U = model.user_representations()
+    assert sp.isspmatrix_csr(U) and np.array_equal(U.toarray(), X.astype(np.float32))
+    np.testing.assert_allclose(reps.scores(U, V), X @ B, rtol=1e-4, atol=1e-4)
+
+
+def test_ease_regularization_must_be_positive(plays: sp.csr_matrix) -> None:
+    with pytest.raises(ValueError, match="regularization must be > 0"):
+        EASEModel(regularization=0).fit(plays)
+
+
+@pytest.mark.parametrize("cls", [EASEModel, ItemKNNModel])
+def test_memory_guard_refuses_before_allocating_and_names_the_limit(cls, plays: sp.csr_matrix) -> None:
+    # 150 items: 3 x 150^2 float32 = 270 kB > 0.0001 GB (100 kB)
+    model = cls(memory_limit_gb=0.0001)
+    with pytest.raises(reps.MemoryGuardError) as err:
+        model.fit(plays)
+    msg = str(err.value)
+    assert "150 items" in msg and "0.0001 GB" in msg
+    assert f"models.{cls.name}.params.memory_limit_gb" in msg
+    assert "holds at most 91 items" in msg  # sqrt(1e5 / 12)
+    with pytest.raises(RuntimeError, match="fit"):  # nothing was fitted
+        model.user_representations()
+    cls(memory_limit_gb=0.001).fit(plays)  # 1 MB holds 150 items
+
+
+def test_the_guard_refuses_a_catalogue_size_without_touching_memory() -> None:
+    """200k items: ~480 GB of float32 matrices; refused at once, whatever the machine."""
+    X = sp.csr_matrix((np.ones(3, np.float32), ([0, 1, 2], [0, 5, 199_999])), shape=(3, 200_000))
+    with pytest.raises(reps.MemoryGuardError, match=r"200,000 items need ~480\.0 GB"):
+        EASEModel().fit(X)
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "bm25"])
+def test_knn_recommends_what_implicit_recommends(plays: sp.csr_matrix, similarity: str) -> None:
+    from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
+
+    model = ItemKNNModel(similarity=similarity, neighbours=25, num_threads=1).fit(plays)
+    ref = BM25Recommender(K=25, num_threads=1) if similarity == "bm25" else CosineRecommender(K=25, num_threads=1)
+    with warnings.catch_warnings():  # implicit's own note about converting its weighted matrix
+        warnings.simplefilter("ignore")
+        ref.fit(plays, show_progress=False)
+    users = np.arange(0, 200, 9)
+    ids, scores = ref.recommend(users, plays[users], N=10)
+    got, got_scores = model.recommend(users, 10, exclude=plays)
+    np.testing.assert_allclose(got_scores, scores, rtol=1e-4, atol=1e-5)
+    # the same lists, up to the order of exactly tied scores
+    for r in range(len(users)):
+        assert set(got[r][got_scores[r] > got_scores[r, -1]]) == set(ids[r][scores[r] > scores[r, -1]])
+    assert model.item_representations().shape == (150, 150)
+    S = model.state()
+    assert "similarity_csr_data" in S and S["similarity_csr_data"].size <= 150 * 25
+
+
+def test_knn_parameters_are_checked() -> None:
+    with pytest.raises(ValueError, match="similarity must be one of"):
+        ItemKNNModel(similarity="jaccard")
+    with pytest.raises(ValueError, match="neighbours must be >= 1"):
+        ItemKNNModel(neighbours=0)
+
+
+def test_a_bad_model_parameter_in_config_names_the_key(config_factory) -> None:
+    from skyrec.config import ConfigError
+    from skyrec.models import build_model
+
+    config = config_factory({"models": {"knn": {"params": {"similarity": "jaccard"}}}})
+    with pytest.raises(ConfigError, match=r"models\.knn\.params: .*similarity must be one of"):
+        build_model(config, "knn")
+    config = config_factory({"models": {"ease": {"params": {"lambda": 3}}}})
+    with pytest.raises(ConfigError, match=r"models\.ease\.params: .*unknown parameter\(s\) \['lambda'\]"):
+        build_model(config, "ease")
+    assert build_model(config_factory(), "ease").params["regularization"] == 200.0
