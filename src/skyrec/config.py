@@ -6,6 +6,8 @@ Every error names the file and the dotted key that caused it.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
 import re
 import string
@@ -248,6 +250,24 @@ class TrainingConfig(_Model):
     bootstrap_seed: int = 0
     confidence: float = Field(0.95, gt=0.5, lt=1)
     quality_gate: QualityGateConfig = QualityGateConfig()
+    # the models train_model trains and evaluates; None: the models the variants use
+    models: list[str] | None = None
+
+    def dataset_definition(self, model: str) -> dict[str, Any]:
+        """What the training dataset of ``model`` depends on besides the run's inputs: the event weights,
+        the recency decay and the evaluation split. Every model shares these settings today, so every
+        trained model reads the same dataset."""
+        del model  # no per-model dataset setting exists (yet): one definition for all models
+        return {"weighting": dict(sorted(self.weighting.items())),
+                "played_fraction_weight": self.played_fraction_weight,
+                "recency_half_life_days": self.recency_half_life_days, "holdout_days": self.holdout_days,
+                "split": self.split.model_dump()}
+
+    def dataset_id(self, model: str) -> str:
+        """Short digest of ``dataset_definition(model)``: the ``{dataset_id}`` field of the dataset's path, so
+        models with the same definition share one dataset and a changed definition never reuses an old one."""
+        blob = json.dumps(self.dataset_definition(model), sort_keys=True, default=str).encode()
+        return "d" + hashlib.sha256(blob).hexdigest()[:10]
 
 
 class RulesConfig(_Model):
@@ -452,7 +472,7 @@ class AirflowConfig(_Model):
     api_port: int = Field(8090, ge=1, le=65535)
 
 
-DATASET_FIELDS = {"run_key", "interval_key", "model", "version", "variant"}
+DATASET_FIELDS = {"run_key", "interval_key", "model", "version", "variant", "dataset_id"}
 
 
 class Config(_Model):
@@ -496,6 +516,9 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _variant_models(self) -> Config:
+        for name in self.training.models or []:
+            if name not in self.models:
+                raise ValueError(f"training.models: unknown model {name!r} (known: {sorted(self.models)})")
         for name, variant in self.variants.items():
             if variant.model not in self.models:
                 raise ValueError(

@@ -44,6 +44,38 @@ def test_adding_a_variant_is_a_config_change(config_factory: Any) -> None:
     assert {a.uri for a in publish.outlets} == {"skyrec://model/als/v1", "skyrec://model/als/v2"}
 
 
+def test_listed_models_are_trained_and_share_one_dataset_per_definition(config_factory: Any) -> None:
+    """training.models: a model no variant uses is trained and evaluated (not published); models of one
+    dataset definition read one create_dataset task and one declared output."""
+    cfg = config_factory({"training": {"models": ["als", "ease"]}})
+    train = build_dags(cfg)["train_model"]
+    ds_id = cfg.training.dataset_id("als")
+    assert cfg.training.dataset_id("ease") == ds_id
+    creators = [t for t in train.tasks if getattr(t, "job", None) == "create_dataset"]
+    assert [t.task_id for t in creators] == ["als.create_dataset"]
+    assert creators[0].job_params == {"dataset_id": ds_id}
+    assert train.get_task("ease.train").upstream_task_ids == {"als.create_dataset"}
+    assert train.get_task("ease.evaluate").upstream_task_ids == {"ease.train"}
+    assert "ease.publish_model" not in train.task_ids  # no rail serves it: trained and evaluated only
+    assert train.get_task("als.publish_model").upstream_task_ids == {"als.evaluate"}
+    # the declared outputs/inputs resolve to the one shared dataset, from the dataset task's and the models' params
+    import datetime as dt
+
+    from skyrec.airflow.backends import JobSpec
+    from skyrec.airflow.control import expected_outputs
+    from skyrec.jobs.base import RunInfo
+    run = RunInfo(dag_id="train_model", logical_date=dt.datetime(2026, 3, 1, 1, tzinfo=dt.UTC))
+    shared = f"training/dataset/{ds_id}/run={run.run_key}"
+    for params in ({"dataset_id": ds_id}, {"model": "als"}, {"model": "ease"}):
+        assert expected_outputs(cfg, JobSpec(job="x", run=run, params=params), ["training_dataset"]) == [shared]
+
+
+def test_training_models_must_be_configured_models(config_factory: Any) -> None:
+    from skyrec.config import ConfigError
+    with pytest.raises((ConfigError, ValueError), match=r"training\.models: unknown model 'nope'"):
+        config_factory({"training": {"models": ["als", "nope"]}})
+
+
 def test_schedules_assets_and_task_shapes(config: Any) -> None:
     dags = build_dags(config)
     assert {d.catchup for d in dags.values()} == {False}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +26,7 @@ def test_whole_chain_commits_dataset_model_evaluation_and_pointer(seeded) -> Non
         assert code == EXIT_OK, (job, payload.get("error"), payload.get("traceback"))
     run_key = (END + dt.timedelta(hours=1)).strftime("%Y%m%dT%H%M%S")
 
-    ds = lake.require(f"training/als/dataset/run={run_key}")
+    ds = lake.require(f"training/dataset/{config.training.dataset_id('als')}/run={run_key}")
     data = load_training_data(lake, ds)
     assert data.train.nnz and data.test.nnz and data.item_features.shape[1] > 0
     assert ds.meta["activity_snapshot"].startswith("activity/snapshots/")
@@ -54,6 +55,41 @@ def test_whole_chain_commits_dataset_model_evaluation_and_pointer(seeded) -> Non
     for job in ("create_dataset", "train", "evaluate", "publish_model"):
         code, payload = run_job(config, job)
         assert code == EXIT_OK and payload["summary"].get("note") in {"already committed", "already published"}
+
+
+def test_models_of_one_definition_share_one_committed_dataset(seeded, config_factory) -> None:
+    """Two trained models with the same dataset definition: one dataset is built and committed, the second
+    creator finds it committed, and both models are trained and evaluated on it."""
+    _, lake, _ = seeded
+    config = config_factory({**FAST, "training": {**FAST["training"], "models": ["als", "popularity"]}})
+    ds_id = config.training.dataset_id("als")
+    assert config.training.dataset_id("popularity") == ds_id
+    code, first = run_job(config, "create_dataset", params={"dataset_id": ds_id})
+    assert code == EXIT_OK, first.get("error")
+    assert first["summary"].get("note") is None  # built here
+    code, second = run_job(config, "create_dataset", params={"model": "popularity"})
+    assert code == EXIT_OK and second["summary"]["note"] == "already committed"
+    assert second["summary"]["outputs"] == first["summary"]["outputs"]
+    path = first["summary"]["outputs"][0]
+    assert path.startswith(f"training/dataset/{ds_id}/run=")
+    assert lake.require(path).meta["models"] == ["als", "popularity"]
+    assert [m.path for m in lake.history(config, "training_dataset", dataset_id=ds_id)] == [path]
+    root = Path(lake.abspath("training"))
+    built = sorted(f"training/{m.parent.parent.relative_to(root)}" for m in root.rglob("_manifest/*.json"))
+    assert built == [path]  # one dataset in the lake, not one per model
+    for model in ("als", "popularity"):
+        for job in ("train", "evaluate"):
+            code, payload = run_job(config, job, params={"model": model})
+            assert code == EXIT_OK, (model, job, payload.get("error"))
+        trained = lake.require(f"models/{model}/v1/run={path.rsplit('=', 1)[1]}")
+        assert trained.meta["dataset"] == path
+    # a changed definition is a different dataset: it is not served the one above
+    other = config_factory({**FAST, "training": {**FAST["training"], "recency_half_life_days": 7}})
+    assert other.training.dataset_id("als") != ds_id
+    code, payload = run_job(other, "train", force=True)
+    assert code != EXIT_OK and "is not committed" in payload["error"]
+    code, payload = run_job(config, "create_dataset", params={"dataset_id": "dnosuch"})
+    assert code == EXIT_BAD_INPUT and "dnosuch" in payload["error"]
 
 
 def test_hybrid_scores_unplayed_catalogue_items(seeded, config_factory) -> None:

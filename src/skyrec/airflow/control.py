@@ -133,6 +133,10 @@ def _fields(config: Config, spec: JobSpec) -> dict[str, str]:
         f["model"] = spec.params["model"]
     if spec.params.get("version"):
         f["version"] = spec.params["version"]
+    if spec.params.get("dataset_id"):
+        f["dataset_id"] = spec.params["dataset_id"]
+    elif f.get("model") in config.models:  # the training dataset a model's train/evaluate reads
+        f["dataset_id"] = config.training.dataset_id(f["model"])
     return f
 
 

@@ -1,7 +1,8 @@
 """Build every skyrec DAG from configuration. The DAG file only calls ``build_dags``.
 
 No I/O at parse time beyond reading the (already loaded) config: operators only store arguments.
-Variants become precompute DAGs; the models they name become task groups of ``train_model``.
+Variants become precompute DAGs; the models in ``training.models`` (default: those the variants name) become
+task groups of ``train_model``, sharing one ``create_dataset`` per distinct dataset definition.
 Data-driven scheduling: ``ingest_user_activity`` / ``backfill_user_activity`` emit the Asset
 ``skyrec://activity_snapshot`` (schedules ``train_model``); each ``publish_model`` emits
 ``skyrec://model/<model>/<version>`` (schedules the precompute DAGs of that model version).
@@ -44,6 +45,20 @@ def _models(config: Config) -> dict[str, list[str]]:
         if v.version not in versions:
             versions.append(v.version)
     return dict(sorted(out.items()))
+
+
+def trained_models(config: Config) -> list[str]:
+    """The models ``train_model`` trains and evaluates: ``training.models``, else those the variants use."""
+    listed = config.training.models
+    return sorted(set(listed)) if listed is not None else sorted(_models(config))
+
+
+def training_datasets(config: Config) -> dict[str, list[str]]:
+    """Dataset id -> the trained models that read it (one dataset per distinct definition)."""
+    out: dict[str, list[str]] = {}
+    for model in trained_models(config):
+        out.setdefault(config.training.dataset_id(model), []).append(model)
+    return out
 
 
 def schedule_interval_seconds(schedule: str | None) -> float:
@@ -156,15 +171,23 @@ def build_dags(config: Config) -> dict[str, Any]:
     dags[d.dag_id] = d
 
     with dag("train_model", [activity_asset],
-             "Per model used by a variant: create_dataset -> train -> evaluate (quality gate) -> publish_model.") as d:
-        for model, versions in _models(config).items():
+             "Per model in training.models (default: those a variant uses): train -> evaluate (quality gate) "
+             "[-> publish_model when a variant uses it], after the create_dataset of its dataset definition "
+             "(one per distinct definition, in the group of the first model that reads it).") as d:
+        used = _models(config)
+        dataset_task: dict[str, Any] = {}
+        for model in trained_models(config):
+            ds = config.training.dataset_id(model)
             with TaskGroup(group_id=model):
+                if ds not in dataset_task:
+                    dataset_task[ds] = job("create_dataset", job_params={"dataset_id": ds},
+                                           outputs=["training_dataset"], inputs=["activity_snapshot"])
                 p = {"model": model}
-                (job("create_dataset", job_params=p, outputs=["training_dataset"], inputs=["activity_snapshot"])
-                 >> job("train", job_params=p, outputs=["model"], inputs=["training_dataset"])
-                 >> job("evaluate", job_params=p)
-                 >> job("publish_model", job_params=p,
-                        outlets=[Asset(model_asset_uri(model, v)) for v in versions]))
+                chain = (dataset_task[ds] >> job("train", job_params=p, outputs=["model"], inputs=["training_dataset"])
+                         >> job("evaluate", job_params=p))
+                if model in used:
+                    chain >> job("publish_model", job_params=p,
+                                 outlets=[Asset(model_asset_uri(model, v)) for v in used[model]])
     dags[d.dag_id] = d
 
     for name, variant in sorted(config.variants.items()):

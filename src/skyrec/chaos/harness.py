@@ -113,7 +113,8 @@ def run_outputs(config: Any, hour: dt.datetime, variant: str) -> dict[str, str]:
     return {
         "activity_delta": config.dataset_path("activity_delta", interval_key=ik),
         "activity_snapshot": config.dataset_path("activity_snapshot", interval_key=ik),
-        "training_dataset": config.dataset_path("training_dataset", run_key=rk, model=MODEL),
+        "training_dataset": config.dataset_path("training_dataset", run_key=rk,
+                                                dataset_id=config.training.dataset_id(MODEL)),
         "model": config.dataset_path("model", run_key=rk, model=MODEL, version="v1"),
         "evaluation": config.dataset_path("evaluation", run_key=rk, model=MODEL, version="v1"),
         "predictions": config.dataset_path("predictions", run_key=rk, variant=variant, version="v1"),

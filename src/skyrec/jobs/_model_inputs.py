@@ -29,3 +29,10 @@ def require_output(ctx: JobContext, dataset: str, what: str, **fields: str) -> M
     if manifest is None:
         raise NotReady(f"{what} {rel} is not committed: run the upstream step first")
     return manifest
+
+
+def require_training_dataset(ctx: JobContext, model: str) -> Manifest:
+    """This run's training dataset of ``model``'s dataset definition (shared by the models of that
+    definition: ``training.dataset_id``)."""
+    return require_output(ctx, "training_dataset", "training dataset", model=model,
+                          dataset_id=ctx.config.training.dataset_id(model))

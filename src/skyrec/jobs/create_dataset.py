@@ -1,5 +1,10 @@
-"""train_model / create_dataset: the training dataset of one model from the latest activity snapshot and
-catalogue at or before the run's logical time.
+"""train_model / create_dataset: the training dataset of one dataset definition from the latest activity
+snapshot and catalogue at or before the run's logical time.
+
+A definition (``TrainingConfig.dataset_definition``: event weights, recency decay, split) is shared by every
+trained model that selects it; its short digest (``training.dataset_id``) is the ``{dataset_id}`` field of the
+output path, so the dataset is built once per run and read by each of those models' train/evaluate. A second
+creator of the same run finds it committed and does nothing.
 
 Output ``training_dataset`` (see ``skyrec.models.dataset`` for the files, the weighting and the split:
 ``training.split``, per user by default, recorded in the meta's ``split``). Events without user, item or
@@ -19,11 +24,9 @@ def run(ctx: JobContext) -> dict[str, Any]:
     from skyrec.jobs._model_inputs import latest_at_or_before
     from skyrec.models.dataset import build_training_data, read_parquet_files, save_training_data
 
-    model = ctx.param("model")
-    if model not in ctx.config.models:
-        raise BadInput(f"--param model={model}: unknown model (known: {sorted(ctx.config.models)})")
-    done = ctx.committed("training_dataset", model=model)
-    if done is not None:
+    dataset, models = _definition(ctx)
+    done = ctx.committed("training_dataset", dataset_id=dataset)
+    if done is not None:  # built by another model's task of the same definition, or an earlier try
         return {"outputs": [done.path], "note": "already committed", **done.meta}
 
     snapshot = latest_at_or_before(ctx, "activity_snapshot")
@@ -53,12 +56,33 @@ def run(ctx: JobContext) -> dict[str, Any]:
         raise BadInput(f"{snapshot.path}: {what} leaves {data.train.nnz} train / {data.test.nnz} test "
                        "interactions; both must be non-empty")
     data.meta.update(activity_snapshot=snapshot.path, catalogue=catalogue_m.path if catalogue_m else None,
-                     model=model)
-    with ctx.stage("training_dataset", model=model) as stage:
+                     dataset_id=dataset, definition=ctx.config.training.dataset_definition(models[0]), models=models)
+    with ctx.stage("training_dataset", dataset_id=dataset) as stage:
         for reason, records in bad.items():
             stage.quarantine(reason, records)
         ctx.gate(error_rate_gate(int(data.meta["missing_ids"]), int(data.meta["events_in"]),
                                  max_error_rate=ctx.config.ingest.activity.max_error_rate))
         save_training_data(stage, data)
         manifest = stage.commit(data.meta)
-    return {"outputs": [manifest.path], **{k: v for k, v in data.meta.items() if not isinstance(v, dict)}}
+    return {"outputs": [manifest.path],
+            **{k: v for k, v in data.meta.items() if not isinstance(v, (dict, list))}}
+
+
+def _definition(ctx: JobContext) -> tuple[str, list[str]]:
+    """The dataset to build (``--param dataset_id=<id>``, or the one of ``--param model=<name>``) and the
+    trained models (``training.models``) that read it."""
+    from skyrec.airflow.factory import training_datasets
+
+    shared = training_datasets(ctx.config)
+    if ctx.params.get("dataset_id"):
+        dataset = ctx.params["dataset_id"]
+        if dataset not in shared:
+            raise BadInput(f"--param dataset_id={dataset}: no trained model has this dataset definition (known: "
+                           f"{shared}); was training config changed since the DAG "
+                           "was parsed?")
+        return dataset, shared[dataset]
+    model = ctx.param("model")
+    if model not in ctx.config.models:
+        raise BadInput(f"--param model={model}: unknown model (known: {sorted(ctx.config.models)})")
+    dataset = ctx.config.training.dataset_id(model)
+    return dataset, shared.get(dataset, [model])

@@ -107,7 +107,7 @@ def _rules_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
 
 def run(ctx: JobContext) -> dict[str, Any]:
     from skyrec.gates import GateFailed
-    from skyrec.jobs._model_inputs import model_and_version, require_output
+    from skyrec.jobs._model_inputs import model_and_version, require_output, require_training_dataset
 
     model, version = model_and_version(ctx)
     rel = ctx.path("evaluation", model=model, version=version)
@@ -116,7 +116,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
         return _recheck(ctx, model, version, rel, done)
 
     model_m = require_output(ctx, "model", "model output", model=model, version=version)
-    ds = require_output(ctx, "training_dataset", "training dataset", model=model)
+    ds = require_training_dataset(ctx, model)
     evaluation = _evaluate(ctx, model, version, model_m, ds)
     result = _decide(ctx, model, version, evaluation)
     failure: GateFailed | None = None

@@ -22,7 +22,7 @@ from skyrec.jobs.base import BadInput, JobContext
 def run(ctx: JobContext) -> dict[str, Any]:
     import numpy as np
 
-    from skyrec.jobs._model_inputs import model_and_version, require_output
+    from skyrec.jobs._model_inputs import model_and_version, require_training_dataset
     from skyrec.models import build_model
     from skyrec.models.artefact import csr_to_arrays, save_artefact, save_model, write_ids, write_npz
     from skyrec.models.dataset import load_training_data
@@ -32,7 +32,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     done = ctx.committed("model", model=model, version=version)
     if done is not None:
         return {"outputs": [done.path], "note": "already committed", "model_version": done.meta.get("model_version")}
-    ds = require_output(ctx, "training_dataset", "training dataset", model=model)
+    ds = require_training_dataset(ctx, model)
     on_all = ctx.config.training.fit_on_all_data
     matrix_name = "interactions" if on_all else "train"
     data = load_training_data(ctx.lake, ds, only=(matrix_name, "seen", "item_features"))
