@@ -585,6 +585,18 @@ class Config(_Model):
                 break
         return "".join(parts)
 
+    def trained_models(self) -> list[str]:
+        """The models ``train_model`` trains and evaluates: ``training.models``, else those the variants use."""
+        listed = self.training.models
+        return sorted(set(listed)) if listed is not None else sorted({v.model for v in self.variants.values()})
+
+    def training_datasets(self) -> dict[str, list[str]]:
+        """Dataset id -> the trained models that read it (one dataset per distinct definition)."""
+        out: dict[str, list[str]] = {}
+        for model in self.trained_models():
+            out.setdefault(self.training.dataset_id(model), []).append(model)
+        return out
+
     def variant(self, name: str) -> VariantConfig:
         try:
             return self.variants[name]

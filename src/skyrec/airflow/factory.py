@@ -47,20 +47,6 @@ def _models(config: Config) -> dict[str, list[str]]:
     return dict(sorted(out.items()))
 
 
-def trained_models(config: Config) -> list[str]:
-    """The models ``train_model`` trains and evaluates: ``training.models``, else those the variants use."""
-    listed = config.training.models
-    return sorted(set(listed)) if listed is not None else sorted(_models(config))
-
-
-def training_datasets(config: Config) -> dict[str, list[str]]:
-    """Dataset id -> the trained models that read it (one dataset per distinct definition)."""
-    out: dict[str, list[str]] = {}
-    for model in trained_models(config):
-        out.setdefault(config.training.dataset_id(model), []).append(model)
-    return out
-
-
 def schedule_interval_seconds(schedule: str | None) -> float:
     """Rough interval of a cron/preset schedule (for staleness thresholds); an hour when unknown."""
     presets = {"@hourly": 3600, "@daily": 86400, "@weekly": 7 * 86400, "@once": 86400}
@@ -176,7 +162,7 @@ def build_dags(config: Config) -> dict[str, Any]:
              "(one per distinct definition, in the group of the first model that reads it).") as d:
         used = _models(config)
         dataset_task: dict[str, Any] = {}
-        for model in trained_models(config):
+        for model in config.trained_models():
             ds = config.training.dataset_id(model)
             with TaskGroup(group_id=model):
                 if ds not in dataset_task:

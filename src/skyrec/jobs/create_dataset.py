@@ -71,9 +71,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
 def _definition(ctx: JobContext) -> tuple[str, list[str]]:
     """The dataset to build (``--param dataset_id=<id>``, or the one of ``--param model=<name>``) and the
     trained models (``training.models``) that read it."""
-    from skyrec.airflow.factory import training_datasets
-
-    shared = training_datasets(ctx.config)
+    shared = ctx.config.training_datasets()
     if ctx.params.get("dataset_id"):
         dataset = ctx.params["dataset_id"]
         if dataset not in shared:
