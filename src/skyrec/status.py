@@ -47,7 +47,8 @@ def collect(config: Config) -> dict[str, Any]:
                 "latest": m.path if m else None,
                 "committed_at": m.committed_at if m else None,
                 "age": _age(m.committed_at if m else None),
-                "rows": m.rows if m else None,
+                # a catalogue's manifest also lists its brand/series/episode tables: count the items
+                "rows": (m.meta.get("items", m.rows) if name == "catalogue" else m.rows) if m else None,
                 "quarantined": sum(m.quarantine.values()) if m else None,
                 # history left out of a rolling window is counted, never dropped silently
                 **({"older_than_window": m.meta["older_than_window"]}

@@ -82,3 +82,18 @@ def test_status_reports_history_outside_the_snapshot_window(config, skyrec_home)
     st.commit({"older_than_window": {"deltas": 3, "rows": 1234}})
     out = _skyrec("status", SKYREC_HOME=str(skyrec_home), COLUMNS="200")
     assert "1234 rows in 3 older deltas are outside its window" in " ".join(out.stdout.split()), out.stdout
+
+
+def test_status_counts_catalogue_items_not_its_internal_tables(config, skyrec_home) -> None:
+    from skyrec.status import collect
+    from skyrec.storage import Lake, Producer
+
+    lake = Lake.from_config(config)
+    rel = config.dataset_path("catalogue", run_key="20261123T180000")
+    st = lake.stage("catalogue", rel, Producer(task_id="build_catalogue"))
+    for name, rows in (("catalogue.parquet", 1682), ("episodes.parquet", 1682), ("brands.parquet", 1682)):
+        with st.open(name, rows=rows) as fh:
+            fh.write(b"x")
+    st.commit({"items": 1682})
+    row = next(d for d in collect(config)["datasets"] if d["dataset"] == "catalogue")
+    assert row["rows"] == 1682

@@ -302,7 +302,7 @@ def run(ctx: Any) -> dict[str, Any]:
     rel = ctx.path(DATASET)
     done = ctx.committed(DATASET)
     if done is not None:
-        return {"outputs": [done.path], "noop": True, "items": done.rows}
+        return {"outputs": [done.path], "noop": True, "items": done.meta.get("items", done.rows)}
     started = time.time()
     chunk = max(1000, int(ctx.param("chunk", "50000")))
     schemas = _schemas()
