@@ -337,8 +337,12 @@ def test_restart_of_the_scheduler_mid_chain_commits_nothing_twice(chain: Chain) 
     train = obs["train_job"]
     # the train task's process died with the scheduler's group; its job survived and was not launched again
     assert len([x for x in launches(chain.state_dir, dag_id="train_model") if x["job_key"] == train["job_key"]]) == 1
-    runs = chain.runs("train_model")
-    assert ("train_model", train["run_id"], "success") in runs, runs
+    # the train task of that run finished on the restarted scheduler (its DAG run may still fail later on
+    # purpose: a train_model run started by the start-up hourly snapshot has too few users for the quality
+    # gate, whose policy 'hold' fails it), and the chain went on to succeed
+    trains = [t for t in chain.tis("train_model", "als.train") if t["run_id"] == train["run_id"]]
+    assert [t["state"] for t in trains] == ["success"], trains
+    assert any(state == "success" for _, _, state in chain.runs("train_model")), chain.runs("train_model")
     # nothing committed twice: one manifest revision per output. The one exception is on purpose: an
     # activity snapshot the start-up hourly run built from its hour alone is rebuilt, as its next revision,
     # once the backfill has committed the rest of its window (it says so, and its inputs differ)

@@ -284,6 +284,10 @@ class Harness:
                 i = len(tasks)
                 break
             if failed_at is None:
+                if code is not None and code < 0 and attempts <= len(tasks) * self.max_tries:
+                    # killed (a kill_worker fault) between tasks or before its first one began: as a scheduler
+                    # would, start the worker again at the same task and try (no attempt of it had started)
+                    continue
                 failure = f"worker exited {code} before starting a task"
                 break
             if code == 2:
