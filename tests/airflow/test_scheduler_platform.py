@@ -222,6 +222,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "SKYREC__JOBS__CANCEL_TIMEOUT_SECONDS": "3",
         "SKYREC__JOBS__DEADLINES_MINUTES__SELFTEST": str(SELFTEST_DEADLINE_S / 60),
         "SKYREC__GATES__VOLUME__MIN_VOLUME": "1000000",  # 300 users: hourly volumes are noise, not judged
+        # 300 users give ~150 evaluable ones: whether ALS beats popularity beyond the bootstrap interval there
+        # depends on the draw, and this test is about the scheduler, not model quality (tests/evaluation is)
+        "SKYREC__TRAINING__QUALITY_GATE__MUST_BEAT_BASELINE": "false",
         "SKYREC__PUBLISH__SCRATCH_REDIS_PORT": str(free_port()),
         "SKYREC__ALERTS__WEBHOOK_URL": "",
     })
