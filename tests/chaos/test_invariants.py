@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from skyrec.chaos.harness import KINDS, fault_kinds, plan_faults
-from skyrec.chaos.invariants import Publication, api_violations, check_answer, check_outputs, parse_resp
-from skyrec.publish.resp import encode_command
+from skyrec.chaos.invariants import Publication, api_violations, check_answer, check_outputs
+from skyrec.publish.resp import encode_command, parse_commands
 from skyrec.storage import Lake, Producer
 
 
@@ -42,7 +42,7 @@ def test_second_revision_missing_file_and_missing_output_are_violations(tmp_path
 
 def test_parse_resp_reads_the_publisher_encoding() -> None:
     data = encode_command("SET", "k", '[["a", 1.5]]') + encode_command("HSET", "h", "a", '{"title": "A"}')
-    assert parse_resp(data) == [[b"SET", b"k", b'[["a", 1.5]]'], [b"HSET", b"h", b"a", b'{"title": "A"}']]
+    assert parse_commands(data) == [[b"SET", b"k", b'[["a", 1.5]]'], [b"HSET", b"h", b"a", b'{"title": "A"}']]
 
 
 def _pub(pub: str, recs: list[tuple[str, float]], title: str) -> Publication:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from skyrec.publish.codec import ITEM_TABLE_FIELD, decode_value, parse_table
+from skyrec.publish.resp import parse_commands
 from skyrec.storage import MANIFEST_DIR, IntegrityError, Lake, Manifest, StorageError
 
 
@@ -170,26 +171,6 @@ def check_records(lake: Lake, config: Any, hour: dt.datetime, delta_rel: str, sn
 # ---- the API ------------------------------------------------------------------------------------
 
 
-def parse_resp(data: bytes) -> list[list[bytes]]:
-    """RESP command arrays (``*N`` of ``$len`` bulk strings), as the mass-insertion files hold them."""
-    cmds, i, n = [], 0, len(data)
-    while i < n:
-        if data[i:i + 1] != b"*":
-            raise ValueError(f"RESP: expected '*' at byte {i}")
-        j = data.index(b"\r\n", i)
-        count = int(data[i + 1:j])
-        i = j + 2
-        args = []
-        for _ in range(count):
-            j = data.index(b"\r\n", i)
-            length = int(data[i + 1:j])
-            i = j + 2
-            args.append(data[i:i + length])
-            i += length + 2
-        cmds.append(args)
-    return cmds
-
-
 @dataclass
 class Publication:
     """What one committed predictions output publishes: pointer fields, rec lists, fallback, item metadata."""
@@ -219,7 +200,7 @@ def load_publication(lake: Lake, m: Manifest, key_prefix: str) -> Publication:
             raise KeyError(f"{m.path}: RESP file {name!r} of the publication is not in the manifest")
         with lake.fs.open(lake.abspath(f"{m.path}/{entry.path}"), "rb") as fh:
             data = fh.read()
-        for cmd in parse_resp(data):
+        for cmd in parse_commands(data):
             op = cmd[0].upper()
             if op == b"SET" and cmd[1].startswith(rec_prefix):
                 raw_recs[cmd[1][len(rec_prefix):].decode()] = cmd[2]

@@ -204,6 +204,21 @@ def is_packed(raw: object) -> TypeGuard[bytes | bytearray]:
 
 
 
+
+def _varint(raw: bytes | bytearray, pos: int, truncated: str) -> tuple[int, int]:
+    """The unsigned LEB128 varint at ``pos`` and the position after it (CodecError ``truncated`` past the end)."""
+    value = shift = 0
+    size = len(raw)
+    while True:
+        if pos >= size:
+            raise CodecError(truncated)
+        byte = raw[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
 def decode_packed(raw: bytes | bytearray, table: ItemTable) -> list[tuple[str, float]]:
     """A packed value as ``[(item_id, score), ...]`` best first. CodecError when it is malformed."""
     size = len(raw)
@@ -212,31 +227,11 @@ def decode_packed(raw: bytes | bytearray, table: ItemTable) -> list[tuple[str, f
     flags = raw[1]
     wide = flags & FLAG_WIDE
     gw_code = (flags >> 1) & 0x03
-    pos = 2
-    n = shift = 0
-    while True:  # varint n
-        if pos >= size:
-            raise CodecError("packed value truncated in its length")
-        byte = raw[pos]
-        pos += 1
-        n |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            break
-        shift += 7
+    n, pos = _varint(raw, 2, "packed value truncated in its length")
     if n == 0:
         return []
     iw = 4 if wide else 2
-    stop = pos + n * iw
-    zig = shift = 0
-    while True:  # varint zigzag(q[0])
-        if stop >= size:
-            raise CodecError(f"packed value truncated: {n} items need more than {size} bytes")
-        byte = raw[stop]
-        stop += 1
-        zig |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            break
-        shift += 7
+    zig, stop = _varint(raw, pos + n * iw, f"packed value truncated: {n} items need more than {size} bytes")
     gw = _GAP_WIDTH[gw_code]
     if stop + (n - 1) * gw != size:
         raise CodecError(f"packed value of {size} bytes does not hold {n} items")

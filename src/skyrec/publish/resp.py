@@ -17,7 +17,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,21 +159,34 @@ class _ReplyCounter(threading.Thread):
             self.done.set()
 
 
-def count_commands(data: bytes) -> int:
-    """Number of RESP commands in ``data`` (every command starts with ``*`` at a line start; bulk strings
-    are length-prefixed, so we walk them rather than trust a byte search)."""
-    n, i, size = 0, 0, len(data)
+def _commands(data: bytes) -> Iterator[list[tuple[int, int]]]:
+    """Each RESP command array in ``data`` as the (start, end) byte spans of its arguments. Every command
+    starts with ``*``; bulk strings are length-prefixed, so they are walked, never searched for."""
+    i, size = 0, len(data)
     while i < size:
         if data[i:i + 1] != b"*":
             raise ValueError(f"malformed RESP at byte {i}: expected '*'")
         eol = data.index(b"\r\n", i)
         argc = int(data[i + 1:eol])
         i = eol + 2
+        spans = []
         for _ in range(argc):
             eol = data.index(b"\r\n", i)
-            i = eol + 2 + int(data[i + 1:eol]) + 2
-        n += 1
-    return n
+            start = eol + 2
+            i = start + int(data[i + 1:eol])
+            spans.append((start, i))
+            i += 2
+        yield spans
+
+
+def count_commands(data: bytes) -> int:
+    """Number of RESP commands in ``data``."""
+    return sum(1 for _ in _commands(data))
+
+
+def parse_commands(data: bytes) -> list[list[bytes]]:
+    """The RESP commands in ``data`` (mass-insertion files), each as its list of arguments."""
+    return [[data[a:b] for a, b in spans] for spans in _commands(data)]
 
 
 def load_files(host: str, port: int, paths: Iterable[str | Path], *, expected: int, db: int | None = None,
