@@ -186,29 +186,9 @@ def decode_cost(items: np.ndarray, scores: np.ndarray, item_ids: list[str]) -> d
 
 
 def _start_api(tmp: Path, name: str, redis_url: str) -> tuple[subprocess.Popen, str, Any]:
-    import httpx
+    from bench_serve import start_api
 
-    from skyrec.redis_local import free_port
-
-    port = free_port()
-    env = {**os.environ, "SKYREC_HOME": str(tmp / f"home-{name}"), "SKYREC_PROJECT_ROOT": str(ROOT),
-           "SKYREC__SERVE__REDIS_URL": redis_url, "SKYREC__SERVE__ACCESS_LOG": "true", "SKYREC__SERVE__WORKERS": "1",
-           "PYTHONPATH": str(ROOT / "src")}
-    log = open(tmp / f"api-{name}.log", "wb")
-    api = subprocess.Popen([sys.executable, "-m", "skyrec.serve", "--host", "127.0.0.1", "--port", str(port)],
-                           env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/readyz", timeout=1).status_code in (200, 503):
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or api.poll() is not None:
-            raise RuntimeError(f"API ({name}) did not start: " + (tmp / f"api-{name}.log").read_text()[-2000:])
-        time.sleep(0.1)
-    return api, base, log
+    return start_api(tmp, redis_url, f"api-{name}")
 
 
 def serve_p99(tmp: Path, cfg: dict[str, Any], items: np.ndarray, scores: np.ndarray,

@@ -238,11 +238,39 @@ def redis_benchmark(port: int, requests: int, clients: int) -> dict[str, Any]:
 # ---- main ----------------------------------------------------------------------------------------------------
 
 
+def start_api(tmp: Path, redis_url: str, name: str, env_extra: dict[str, str] | None = None,
+              timeout: float = 60) -> tuple[subprocess.Popen, str, Any]:
+    """``python -m skyrec.serve`` on a free port over ``redis_url``, once it answers /readyz: (process, base URL,
+    its log file). The caller stops it and closes the log."""
+    import httpx
+
+    from skyrec.redis_local import free_port
+
+    port = free_port()
+    env = {**os.environ, "SKYREC_HOME": str(tmp / f"home-{name}"), "SKYREC_PROJECT_ROOT": str(ROOT),
+           "SKYREC__SERVE__REDIS_URL": redis_url, "SKYREC__SERVE__ACCESS_LOG": "true", "SKYREC__SERVE__WORKERS": "1",
+           "PYTHONPATH": str(ROOT / "src"), **(env_extra or {})}
+    log = open(tmp / f"{name}.log", "wb")
+    api = subprocess.Popen([sys.executable, "-m", "skyrec.serve", "--host", "127.0.0.1", "--port", str(port)],
+                           env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(base + "/readyz", timeout=1).status_code in (200, 503):
+                return api, base, log
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or api.poll() is not None:
+            raise RuntimeError(f"API ({name}) did not start: " + (tmp / f"{name}.log").read_text()[-2000:])
+        time.sleep(0.1)
+
+
 def main(scale: str = "small") -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "src"))
     import httpx
 
-    from skyrec.redis_local import free_port, temporary_redis
+    from skyrec.redis_local import temporary_redis
 
     cfg = SCALES[scale]
     with tempfile.TemporaryDirectory(prefix="skyrec-bench-serve-") as tmp, temporary_redis(Path(tmp) / "redis") as rs:
@@ -250,30 +278,13 @@ def main(scale: str = "small") -> dict[str, Any]:
         populate(rs.url, cfg["users"], cfg["items"], cfg["k"])
         populate_s = time.perf_counter() - t
 
-        port = free_port()
-        env = {**os.environ, "SKYREC_HOME": str(Path(tmp) / "home"), "SKYREC_PROJECT_ROOT": str(ROOT),
-               "SKYREC__SERVE__REDIS_URL": rs.url,
-               "SKYREC__SERVE__ACCESS_LOG": os.environ.get("BENCH_SERVE_ACCESS_LOG", "true"),
-               "SKYREC__SERVE__WORKERS": os.environ.get("BENCH_SERVE_WORKERS", "1"),
-               "PYTHONPATH": str(ROOT / "src")}
-        log = open(Path(tmp) / "api.log", "wb")
-        api = subprocess.Popen([sys.executable, "-m", "skyrec.serve", "--host", "127.0.0.1", "--port", str(port)],
-                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        api, base, log = start_api(Path(tmp), rs.url, "api", {
+            "SKYREC__SERVE__ACCESS_LOG": os.environ.get("BENCH_SERVE_ACCESS_LOG", "true"),
+            "SKYREC__SERVE__WORKERS": os.environ.get("BENCH_SERVE_WORKERS", "1")}, timeout=30)
         try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(base + "/readyz", timeout=1).status_code in (200, 503):
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or api.poll() is not None:
-                    raise RuntimeError("API did not start: " + (Path(tmp) / "api.log").read_text()[-2000:])
-                time.sleep(0.1)
             sample = httpx.get(f"{base}/v1/recommendations/{VARIANT}/u1?limit=10").json()
             assert sample["source"] == "personalised" and len(sample["items"]) == 10, sample
-            common = {"host": "127.0.0.1", "port": port, "users": cfg["users"]}
+            common = {"host": "127.0.0.1", "port": int(base.rsplit(":", 1)[1]), "users": cfg["users"]}
             run_loadgen({**common, "mode": "closed", "connections": cfg["connections"], "duration": 2.0})  # warm-up
             cpu0 = cpu_seconds(api.pid)
             closed = run_loadgen({**common, "mode": "closed", "connections": cfg["connections"],

@@ -133,7 +133,8 @@ def _jobs_in(home: str) -> dict[str, Any]:
             out["events"] = payload["summary"]["events_used"]
         if job == "evaluate":
             out["ndcg_at_10"] = payload["summary"]["ndcg_at_k"]
-            out["baseline_ndcg_at_10"] = payload["summary"]["gates"][0]["baseline"]
+            gate = payload["summary"]["gates"][0]  # the quality gate's paired comparison with the baseline
+            out["baseline_ndcg_at_10"] = (gate.get("baseline_comparison") or {}).get("mean_b")
     return out
 
 
