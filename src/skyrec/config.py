@@ -234,6 +234,58 @@ class SplitConfig(_Model):
     min_train_items: int = Field(1, ge=1)  # a user keeps at least this many positives in train (else no test)
 
 
+class SearchSpace(_Model):
+    """One parameter's range in ``training.search.spaces.<model>.<param>``: exactly one of ``int: [low,
+    high]``, ``float: [low, high]`` (``log: true`` samples on a log scale; needs low > 0) or ``choice: [...]``."""
+
+    int_range: tuple[int, int] | None = Field(None, alias="int")
+    float_range: tuple[float, float] | None = Field(None, alias="float")
+    choice: list[str | int | float | bool] | None = None
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchSpace:
+        kinds = [n for n, v in (("int", self.int_range), ("float", self.float_range), ("choice", self.choice))
+                 if v is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of int: [low, high], float: [low, high] or choice: [...], got "
+                             f"{kinds or 'none'}")
+        bounds = self.int_range or self.float_range
+        if bounds is not None:
+            if not bounds[0] < bounds[1]:
+                raise ValueError(f"{kinds[0]}: low must be below high, got {list(bounds)}")
+            if self.log and not bounds[0] > 0:
+                raise ValueError(f"{kinds[0]}: log: true needs low > 0, got {list(bounds)}")
+        elif self.log:
+            raise ValueError("log: true applies to int or float ranges, not to choice")
+        elif not self.choice:
+            raise ValueError("choice: give at least one value")
+        return self
+
+
+class SearchConfig(_Model):
+    """``training.search``: the optional hyper-parameter search of the train step (docs/evaluation.md)."""
+
+    enabled: bool = False
+    models: list[str] | None = None   # the models searched; None: every trained model with a space
+    # per model, per parameter; ``null`` drops a parameter that a base layer declares
+    spaces: dict[str, dict[str, SearchSpace | None]] = Field(default_factory=dict)
+    n_trials: int | None = Field(20, ge=1)              # budget: trials (reproducible given the seed) ...
+    timeout_seconds: float | None = Field(None, gt=0)   # ... and/or wall time (not reproducible)
+    seed: int = 0                     # seeds the TPE sampler and the validation split
+    metric: Literal["ndcg_at_k", "recall_at_k", "precision_at_k", "map_at_k"] | None = None  # None: the gate's
+    validation_fraction: float = Field(0.2, gt=0, lt=1)  # share of a validation user's training positives held out
+    validation_max_users: int = Field(20000, ge=1)
+    deadline_fraction: float = Field(0.5, gt=0, le=0.9)  # the search ends within this share of the train deadline
+    include_configured: bool = True   # trial 0 = the configured params (the search never picks worse on validation)
+
+    @model_validator(mode="after")
+    def _budget(self) -> SearchConfig:
+        if self.n_trials is None and self.timeout_seconds is None:
+            raise ValueError("training.search: give a budget: n_trials and/or timeout_seconds")
+        return self
+
+
 class TrainingConfig(_Model):
     holdout_days: int = Field(7, ge=1)
     k: int = Field(10, ge=1)
@@ -252,6 +304,7 @@ class TrainingConfig(_Model):
     quality_gate: QualityGateConfig = QualityGateConfig()
     # the models train_model trains and evaluates; None: the models the variants use
     models: list[str] | None = None
+    search: SearchConfig = SearchConfig()  # optional hyper-parameter search in the train step
 
     def dataset_definition(self, model: str) -> dict[str, Any]:
         """What the training dataset of ``model`` depends on besides the run's inputs: the event weights,
@@ -529,6 +582,20 @@ class Config(_Model):
             raise ValueError(f"storage.gc_grace_hours: {self.storage.gc_grace_hours} h is not longer than the "
                              f"longest job deadline ({longest:g} min in jobs.deadlines_minutes): the collector "
                              f"could remove the staging of a job still allowed to run")
+        return self
+
+    @model_validator(mode="after")
+    def _search_models(self) -> Config:
+        search = self.training.search
+        for name in search.spaces:
+            if name not in self.models:
+                raise ValueError(f"training.search.spaces.{name}: unknown model {name!r} (known: {sorted(self.models)})")
+        for name in search.models or []:
+            if name not in self.models:
+                raise ValueError(f"training.search.models: unknown model {name!r} (known: {sorted(self.models)})")
+            if not any((search.spaces.get(name) or {}).values()):
+                raise ValueError(f"training.search.models: {name!r} has no search space "
+                                 f"(training.search.spaces.{name}: {{param: {{int|float|choice: ...}}}})")
         return self
 
     # ---- derived -------------------------------------------------------------------------------

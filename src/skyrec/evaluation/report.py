@@ -158,6 +158,44 @@ def _rules(evaluation: dict[str, Any]) -> list[str]:
             _table(rows, ["variant", "stage", "users", "ndcg_at_k", "ndcg_ci", "recall_at_k", "recall_ci"])]
 
 
+def _sig(v: Any) -> str:
+    """A parameter value: floats to 4 significant digits (search ranges span decades)."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _search(evaluation: dict[str, Any]) -> list[str]:
+    """The hyper-parameter search of the train step (``skyrec.evaluation.search``), when one ran."""
+    search = evaluation.get("search")
+    if not search:
+        return []
+    metric, k = search.get("metric", "ndcg_at_k"), search.get("k")
+    best = search.get("best") or {}
+    budget = search.get("budget") or {}
+    val = search.get("validation") or {}
+    params = list(search.get("space") or {})
+    rows = [{"trial": t.get("number"), "state": t.get("state"),
+             "": "best" if t.get("number") == best.get("number") else ("configured" if t.get("configured") else ""),
+             metric: t.get("value"), "seconds": t.get("seconds"),
+             **{p: _sig((t.get("params") or {}).get(p)) for p in params}, "error": t.get("error")}
+            for t in search.get("trials") or []]
+    limits = ", ".join(f"{name} {v}" for name, v in budget.items() if v is not None) or "none"
+    repro = ("reproducible: same data and seed give the same trials" if search.get("reproducible") else
+             "not reproducible: a time limit ended it (how many trials fit depends on the machine)")
+    best_text = (", ".join(f"{html.escape(str(p))} = {html.escape(_sig(v))}" for p, v in (best.get("params") or {}).items())
+                 if best else "none (no trial completed: the configured parameters were used)")
+    return [f"<h2>Hyper-parameter search ({html.escape(str(search.get('model')))})</h2>",
+            f"<p>{html.escape(str(search.get('sampler')))}; {html.escape(metric)} at k = {_fmt(k)} on a validation "
+            f"split carved from the training part only ({html.escape(str(val.get('method')))}; "
+            f"{_fmt(val.get('users'))} users, {_fmt(val.get('held_out_positives'))} held-out positives). Budget: "
+            f"{html.escape(limits)}; stopped by {html.escape(str(search.get('stopped')))} after "
+            f"{_fmt(search.get('seconds'))} s, {_fmt(search.get('n_complete'))} trials complete, "
+            f"{_fmt(search.get('n_failed'))} failed; {html.escape(repro)}.</p>",
+            f"<p><b>Best parameters</b> (trial {_fmt(best.get('number'))}, {html.escape(metric)} "
+            f"{_fmt(best.get('value'))}; configured parameters: {_fmt(search.get('configured_value'))}): "
+            f"{best_text}. The evaluation above measures the model fit with them.</p>",
+            _table(rows, ["trial", "", "state", metric, "seconds", *params, "error"])]
+
+
 def render(evaluation: dict[str, Any]) -> str:
     """The HTML report of one evaluation (the dict written to ``evaluation.json``)."""
     res = evaluation["results"]
@@ -189,6 +227,7 @@ def render(evaluation: dict[str, Any]) -> str:
                                              for m in models}, f"NDCG@{k} per variant"))
     sections.extend(_comparisons(evaluation))
     sections.extend(_rules(evaluation))
+    sections.extend(_search(evaluation))
     cold_rnd = next(iter(res["models"].values()))["cold_start"]["random_expectation"] if models else None
     sections.append(f"<h2>Cold-start items</h2><p>Recall@{k} of test plays on items with no training plays when "
                     f"only those items are ranked (random ranking: {_fmt(cold_rnd)}).</p>")

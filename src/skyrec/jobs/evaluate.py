@@ -295,6 +295,7 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
         "model_output": model_m.path, "dataset": ds.path, "baseline": cfg.baseline,
         "metric": cfg.quality_gate.metric, "k": cfg.k, "cutoff": ds.meta.get("cutoff"), "end": ds.meta.get("end"),
         "holdout_days": cfg.holdout_days, "split": ds.meta.get("split"), "protocol": this_protocol,
+        "search": model_m.meta.get("search"),  # the train job's hyper-parameter search, when it ran
         "variants": variants, "fit_seconds": fit_seconds,
         "overall": results["models"][model]["overall"],
         "cold_start": results["models"][model]["cold_start"],

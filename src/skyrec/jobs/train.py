@@ -7,6 +7,13 @@ tastes and the newest episodes -- exactly what recommendations tomorrow need. Th
 published fit share the class, the parameters and the preprocessing, so the evaluation is an honest
 (slightly pessimistic) estimate. With ``fit_on_all_data: false`` the artefact is the evaluated fit itself.
 
+Hyper-parameter search (``training.search``, off by default; ``skyrec.evaluation.search``): before the fit,
+the parameters of a searched model are chosen by a bounded Optuna search on a validation split carved from
+the *training part* of the evaluation split (never its test, on which evaluate and the gate judge), within
+``training.search.deadline_fraction`` of this job's deadline. The model is then fit as usual with the best
+trial's parameters; ``meta["params"]`` holds the parameters used (so evaluate re-fits the same ones) and
+``meta["search"]`` the whole search (space, budget, every trial, best).
+
 Output ``model`` in the format of ``skyrec.models.artefact`` (meta: model, version, model_version =
 "<version>.<run_key>", factors, n_users, n_items, dataset, activity_snapshot, params, class_path, ...).
 Feature models also carry ``item_features.npz`` + ``features.parquet`` so new episodes can be scored later.
@@ -14,14 +21,18 @@ Feature models also carry ``item_features.npz`` + ``features.parquet`` so new ep
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from skyrec.config import ConfigError
 from skyrec.jobs.base import BadInput, JobContext
 
 
 def run(ctx: JobContext) -> dict[str, Any]:
+    started = time.monotonic()
     import numpy as np
 
+    from skyrec.evaluation import search
     from skyrec.jobs._model_inputs import model_and_version, require_training_dataset
     from skyrec.models import build_model
     from skyrec.models.artefact import csr_to_arrays, save_artefact, save_model, write_ids, write_npz
@@ -35,8 +46,15 @@ def run(ctx: JobContext) -> dict[str, Any]:
     ds = require_training_dataset(ctx, model)
     on_all = ctx.config.training.fit_on_all_data
     matrix_name = "interactions" if on_all else "train"
-    data = load_training_data(ctx.lake, ds, only=(matrix_name, "seen", "item_features"))
-    recommender = build_model(ctx.config, model)
+    searching = search.applies(ctx.config, model)
+    data = load_training_data(ctx.lake, ds, only=(matrix_name, "seen", "item_features",
+                                                  *(("train",) if searching else ())))
+    record: dict[str, Any] | None = None
+    params = dict(ctx.config.models[model].params)
+    if searching:
+        record = _search(ctx, model, data, started)
+        params = record["best_params"]
+    recommender = build_model(ctx.config, model, **params)
     try:
         fitted = fit_on(recommender, getattr(data, matrix_name),
                         data.item_features if recommender.uses_item_features else None)
@@ -50,10 +68,12 @@ def run(ctx: JobContext) -> dict[str, Any]:
         "factors": int(fitted.user_factors.shape[1]), "n_users": int(fitted.user_factors.shape[0]),
         "n_items": int(len(cols)), "dataset": ds.path, "activity_snapshot": ds.meta.get("activity_snapshot"),
         "catalogue": ds.meta.get("catalogue"), "class_path": ctx.config.models[model].class_path,
-        "params": dict(ctx.config.models[model].params), "fit_on": "all" if on_all else "train_split",
+        "params": params, "fit_on": "all" if on_all else "train_split",
         "fit_seconds": round(fitted.seconds, 3), "data_end": ds.meta.get("end"), "cutoff": ds.meta.get("cutoff"),
         "uses_item_features": bool(recommender.uses_item_features),
     }
+    if record is not None:
+        meta["search"] = record
     with ctx.stage("model", model=model, version=version) as stage:
         seen = data.seen[:, cols] if len(cols) < data.seen.shape[1] else data.seen
         save_artefact(stage, user_ids=data.user_ids, item_ids=np.asarray(data.item_ids)[cols],
@@ -63,4 +83,29 @@ def run(ctx: JobContext) -> dict[str, Any]:
             write_npz(stage, "item_features.npz", **csr_to_arrays(data.item_features[cols]))
             write_ids(stage, "features.parquet", "feature", data.feature_names)
         manifest = stage.commit(meta)
-    return {"outputs": [manifest.path], **{k: v for k, v in meta.items() if k != "params"}}
+    summary = {k: v for k, v in meta.items() if k not in ("params", "search")}
+    if record is not None:
+        summary["search"] = {k: record[k] for k in ("stopped", "n_complete", "n_failed", "best", "configured_value",
+                                                    "seconds", "metric")}
+    return {"outputs": [manifest.path], **summary}
+
+
+def _search(ctx: JobContext, model: str, data: Any, started: float) -> dict[str, Any]:
+    """The hyper-parameter search (``skyrec.evaluation.search``) on the training part of the split only,
+    within ``training.search.deadline_fraction`` of this job's deadline counted from its start."""
+    from skyrec.evaluation import search
+
+    cfg = ctx.config.training.search
+    cap = cfg.deadline_fraction * ctx.config.jobs.deadline_seconds("train") - (time.monotonic() - started)
+    try:  # data.train only: the search must never see the split's test (the evaluate step judges on it)
+        record = search.run_search(ctx.config, model, data.train, item_features=data.item_features,
+                                   time_cap_seconds=max(cap, 0.0))
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise BadInput(f"training.search for {model}: {exc}") from None
+    out = record.as_dict()
+    search.log.info("search %s: %d trials complete, %d failed, stopped by %s after %.1f s; best %s; configured %s",
+                    model, out["n_complete"], out["n_failed"], out["stopped"], out["seconds"], out["best"],
+                    out["configured_value"])
+    return out

@@ -1,0 +1,286 @@
+"""The optional hyper-parameter search of train_model's train step (``training.search``, Optuna's TPE).
+
+Where it runs: inside the ``train`` job (outside the Airflow worker, like every heavy step), before the
+model is fit. What it sees: only the *training part* of the run's evaluation split (``train`` of the
+training dataset). The evaluate step and the quality gate judge on the split's test positives; a search that
+looked at them would pick the parameters that fit the test, and the gate would then pass an optimistic
+figure. So the search carves its own validation split out of the training part (``validation_split``):
+for up to ``validation_max_users`` users (seeded sample) with at least two training positives, a seeded
+random ``validation_fraction`` of those positives (at least one, never all) is held out; every trial fits on
+the rest and is scored on the held-out positives, with the evaluation's metric code (top-``k`` with the
+fit's positives excluded, ``skyrec.evaluation.metrics``). The hold-out is random within a user, not by time:
+the training dataset keeps weighted matrices, not event times.
+
+Trials: trial 0 is the configured parameters (``include_configured``), then the sampler (TPE, seeded with
+``seed``) proposes values from ``spaces.<model>``; the other parameters keep their configured values. A
+trial that the model refuses (a memory guard, a non-finite fit, a value the model rejects) is recorded as
+failed with its error, and the search goes on. Budget: ``n_trials`` and/or ``timeout_seconds``, and always
+a cap of ``deadline_fraction`` of the train job's deadline (counted from the job's start), so the final fit
+still has time: no trial starts when the time left is below the longest trial so far. With ``n_trials`` as
+the budget (and no time limit reached), the same data and seed give the same trials; a time budget is not
+reproducible (how many trials fit depends on the machine and its load), and the record says which applied.
+
+Record (``SearchRecord.as_dict``; in the model manifest's ``meta["search"]``, in ``evaluation.json`` and
+the report): the space, budget, why it stopped, the validation split's size, every trial (number, params,
+metric value, all four metrics, seconds, state, error) and the best trial's parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from skyrec.config import Config, ConfigError, SearchSpace
+from skyrec.evaluation.metrics import METRICS, hits, per_user, top_k
+from skyrec.models import model_class
+from skyrec.models.representations import scores as representation_scores
+from skyrec.models.training import fit_on
+
+log = logging.getLogger("skyrec.search")
+
+#: errors that make one trial fail (recorded) rather than the job
+TRIAL_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, MemoryError, ArithmeticError)
+
+
+def applies(config: Config, model: str) -> bool:
+    """Does the train step of ``model`` search (search enabled, and the model listed or with a space)?"""
+    s = config.training.search
+    if not s.enabled:
+        return False
+    if s.models is not None:
+        return model in s.models
+    return any((s.spaces.get(model) or {}).values())
+
+
+def space_of(config: Config, model: str) -> dict[str, SearchSpace]:
+    return {p: s for p, s in (config.training.search.spaces.get(model) or {}).items() if s is not None}
+
+
+def check_space(config: Config, model: str) -> None:
+    """Every searched parameter must be one the model accepts: try the model with each range's ends
+    (a ``ConfigError`` naming ``training.search.spaces.<model>.<param>`` otherwise)."""
+    cls = model_class(config, model)
+    base = dict(config.models[model].params)
+    known = getattr(cls, "defaults", None)
+    for param, space in space_of(config, model).items():
+        key = f"training.search.spaces.{model}.{param}"
+        if isinstance(known, dict) and param not in known:
+            raise ConfigError(f"{key}: {cls.__name__} has no parameter {param!r} (known: {sorted(known)})")
+        values = space.choice if space.choice is not None else list(space.int_range or space.float_range or ())
+        for value in values:
+            try:
+                cls(**{**base, param: value})
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{key}: {cls.__name__} refuses {param}={value!r}: {exc}") from None
+
+
+# ---- the validation split, carved from the training part only ------------------------------------------
+
+
+@dataclass
+class ValidationSplit:
+    fit: sp.csr_matrix        # the training part minus the held-out positives (what every trial fits on)
+    held_out: sp.csr_matrix   # binary: the held-out training positives of the validation users
+    users: np.ndarray         # validation users (rows), sorted
+
+    def describe(self, fraction: float, seed: int) -> dict[str, Any]:
+        return {"carved_from": "train (the training part of the evaluation split; never its test)",
+                "method": f"per validation user, a seeded random {fraction:.0%} of their training positives "
+                          "(at least one, never all) held out",
+                "fraction": fraction, "seed": seed, "users": int(len(self.users)),
+                "held_out_positives": int(self.held_out.nnz), "fit_pairs": int(self.fit.nnz)}
+
+
+def validation_split(train: sp.csr_matrix, *, fraction: float, max_users: int, seed: int) -> ValidationSplit:
+    """Hold out a random ``fraction`` of the positives of up to ``max_users`` users with >= 2 positives."""
+    train = sp.csr_matrix(train, dtype=np.float32, copy=True)
+    train.eliminate_zeros()
+    train.sort_indices()
+    rng = np.random.default_rng(seed)
+    n_pos = np.diff(train.indptr)
+    eligible = np.flatnonzero(n_pos >= 2)
+    if len(eligible) > max_users:
+        eligible = np.sort(rng.choice(eligible, max_users, replace=False))
+    n_hold = np.zeros(train.shape[0], np.int64)
+    n_hold[eligible] = np.clip(np.floor(fraction * n_pos[eligible] + 0.5).astype(np.int64), 1, n_pos[eligible] - 1)
+    row = np.repeat(np.arange(train.shape[0]), n_pos)
+    key = rng.random(train.nnz)
+    order = np.lexsort((key, row))                      # per row, entries in a random order
+    rank = np.empty(train.nnz, np.int64)
+    rank[order] = np.arange(train.nnz) - train.indptr[row[order]]
+    held = rank < n_hold[row]
+    held_out = sp.csr_matrix((np.ones(int(held.sum()), np.float32), (row[held], train.indices[held])),
+                             shape=train.shape)
+    keep = ~held
+    fit = sp.csr_matrix((train.data[keep], (row[keep], train.indices[keep])), shape=train.shape, dtype=np.float32)
+    return ValidationSplit(fit=fit, held_out=held_out, users=eligible)
+
+
+def validation_metrics(fitted: Any, split: ValidationSplit, *, k: int, batch: int = 2048) -> dict[str, float]:
+    """Mean metrics at ``k`` over the validation users: top-k of each user's scores with the fit's positives
+    (and the items the fit could not score) excluded, against the held-out positives."""
+    n_items = split.fit.shape[1]
+    item, scorable = fitted.full_item_factors(n_items)
+    seen = split.fit
+    sums = dict.fromkeys(METRICS, 0.0)
+    users = 0
+    for start in range(0, len(split.users), batch):
+        rows = split.users[start:start + batch]
+        s = representation_scores(fitted.user_factors[rows], item)
+        if not scorable.all():
+            s[:, ~scorable] = -np.inf
+        ex = seen[rows]
+        s[np.repeat(np.arange(len(rows)), np.diff(ex.indptr)), ex.indices] = -np.inf
+        rel = split.held_out[rows]
+        rec, _ = top_k(s, k)
+        m = per_user(hits(rec, rel), np.diff(rel.indptr), k)
+        for name in METRICS:
+            sums[name] += float(m[name].sum())
+        users += len(rows)
+    return {name: (sums[name] / users if users else 0.0) for name in METRICS}
+
+
+# ---- the search ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchRecord:
+    model: str
+    metric: str
+    k: int
+    seed: int
+    space: dict[str, Any]
+    budget: dict[str, Any]
+    configured_params: dict[str, Any]
+    validation: dict[str, Any]
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str = ""
+    seconds: float = 0.0
+    sampler: str = ""
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        done = [t for t in self.trials if t["state"] == "complete"]
+        return max(done, key=lambda t: (t["value"], -t["number"])) if done else None
+
+    def best_params(self) -> dict[str, Any]:
+        """The configured params with the best trial's values (the configured ones when no trial completed)."""
+        best = self.best
+        return {**self.configured_params, **(best["params"] if best else {})}
+
+    def as_dict(self) -> dict[str, Any]:
+        best = self.best
+        configured = next((t for t in self.trials if t.get("configured") and t["state"] == "complete"), None)
+        return {
+            "model": self.model, "metric": self.metric, "k": self.k, "seed": self.seed, "sampler": self.sampler,
+            "space": self.space, "budget": self.budget, "stopped": self.stopped,
+            "reproducible": self.stopped == "n_trials",
+            "seconds": round(self.seconds, 3), "validation": self.validation,
+            "configured_params": self.configured_params, "trials": self.trials,
+            "n_complete": sum(t["state"] == "complete" for t in self.trials),
+            "n_failed": sum(t["state"] == "failed" for t in self.trials),
+            "best": None if best is None else {"number": best["number"], "value": best["value"],
+                                               "params": best["params"]},
+            "best_params": self.best_params(),
+            "configured_value": None if configured is None else configured["value"],
+            "note": None if best is not None else "no trial completed: the configured params are used",
+        }
+
+
+def _distributions(space: dict[str, SearchSpace]) -> dict[str, Any]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out: dict[str, Any] = {}
+    for param, s in space.items():
+        if s.int_range is not None:
+            out[param] = IntDistribution(s.int_range[0], s.int_range[1], log=s.log)
+        elif s.float_range is not None:
+            out[param] = FloatDistribution(s.float_range[0], s.float_range[1], log=s.log)
+        else:
+            out[param] = CategoricalDistribution(list(s.choice or []))
+    return out
+
+
+def run_search(config: Config, model: str, train: sp.csr_matrix, *, item_features: sp.csr_matrix | None = None,
+               time_cap_seconds: float = math.inf) -> SearchRecord:
+    """Search ``model``'s parameters on a validation split carved from ``train`` (the training part of the
+    evaluation split; never pass anything holding its test). ``time_cap_seconds``: the deadline's share left
+    for the search (the caller computes it from the job's deadline and start)."""
+    import optuna
+
+    cfg = config.training.search
+    metric = cfg.metric or config.training.quality_gate.metric
+    if metric not in METRICS:
+        raise ConfigError(f"training.search.metric: the search needs one of {list(METRICS)}; "
+                          f"training.quality_gate.metric is {metric!r}: set training.search.metric")
+    check_space(config, model)
+    space = space_of(config, model)
+    if not space:
+        raise ConfigError(f"training.search.spaces.{model}: nothing to search")
+    cls = model_class(config, model)
+    configured = dict(config.models[model].params)
+    k = config.training.k
+    t0 = time.monotonic()
+    split = validation_split(train, fraction=cfg.validation_fraction, max_users=cfg.validation_max_users,
+                             seed=cfg.seed)
+    if not len(split.users):
+        raise ValueError("no user has two or more training positives to validate on")
+    record = SearchRecord(
+        model=model, metric=metric, k=k, seed=cfg.seed,
+        space={p: s.model_dump(by_alias=True, exclude_none=True) for p, s in space.items()},
+        budget={"n_trials": cfg.n_trials, "timeout_seconds": cfg.timeout_seconds,
+                "time_cap_seconds": None if math.isinf(time_cap_seconds) else round(time_cap_seconds, 3)},
+        configured_params=configured, validation=split.describe(cfg.validation_fraction, cfg.seed),
+        sampler=f"TPE (optuna {optuna.__version__}), seed {cfg.seed}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+    dists = _distributions(space)
+    if cfg.include_configured:
+        study.enqueue_trial({p: configured[p] for p in space if p in configured})
+    longest = 0.0
+    n_trials = cfg.n_trials if cfg.n_trials is not None else math.inf
+    record.stopped = "n_trials"
+    while len(record.trials) < n_trials:
+        # no trial starts that would end past a limit if it took as long as the longest one so far
+        ends = time.monotonic() - t0 + longest
+        stop = next((name for name, cap in (("timeout_seconds", cfg.timeout_seconds), ("deadline", time_cap_seconds))
+                     if cap is not None and ends > cap), None)
+        if stop:
+            record.stopped = stop
+            break
+        with warnings.catch_warnings():  # an enqueued configured value outside the range is still tried
+            warnings.filterwarnings("ignore", message="Fixed parameter", category=UserWarning)
+            trial = study.ask(dists)
+        params = dict(trial.params)
+        entry: dict[str, Any] = {"number": trial.number, "params": params,
+                                 "configured": bool(cfg.include_configured and trial.number == 0)}
+        started = time.monotonic()
+        try:
+            instance = cls(**{**configured, **params})
+            fitted = fit_on(instance, split.fit, item_features if instance.uses_item_features else None)
+            figures = validation_metrics(fitted, split, k=k)
+            value = figures[metric]
+            if not math.isfinite(value):
+                raise ValueError(f"non-finite {metric}")
+        except TRIAL_ERRORS as exc:
+            entry.update(state="failed", value=None, metrics=None, error=f"{type(exc).__name__}: {exc}")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            entry.update(state="complete", value=float(value), metrics=figures, error=None)
+            study.tell(trial, float(value))
+        entry["seconds"] = round(time.monotonic() - started, 3)
+        longest = max(longest, entry["seconds"])
+        record.trials.append(entry)
+        best = record.best
+        log.info("search %s trial %d: %s %s (%.1f s) %s; best so far %s", model, trial.number, metric,
+                 "failed" if entry["state"] == "failed" else f"{entry['value']:.4f}", entry["seconds"], params,
+                 f"{best['value']:.4f} (trial {best['number']})" if best else "none")
+    record.seconds = time.monotonic() - t0
+    return record

@@ -1,0 +1,233 @@
+"""The hyper-parameter search of the train step (``training.search``, ``skyrec.evaluation.search``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from _train_helpers import END, FAST, run_job
+
+from skyrec.config import Config, ConfigError, load_config
+from skyrec.evaluation import search
+from skyrec.evaluation.offline import Scored, evaluate
+from skyrec.evaluation.report import render
+from skyrec.evaluation.synthetic import planted_tables
+from skyrec.jobs.base import EXIT_BAD_INPUT, EXIT_OK
+from skyrec.models import build_model
+from skyrec.models.dataset import TrainingData, build_training_data, load_training_data
+from skyrec.models.training import fit_on
+
+ROOT = Path(__file__).resolve().parents[2]
+#: a deliberately bad starting point for ALS: two factors, heavy regularisation, little confidence
+BAD_ALS = {"factors": 2, "iterations": 6, "regularization": 50.0, "alpha": 0.5}
+
+
+def _config(**search_overrides: object) -> Config:
+    return load_config("local", root=ROOT, environ={**os.environ, "SKYREC_HOME": "/nonexistent-skyrec-home"},
+                       overrides={"models": {"als": {"params": BAD_ALS}},
+                                  "training": {"search": {"enabled": True, "models": ["als"], "n_trials": 12,
+                                                          **search_overrides}}})
+
+
+@pytest.fixture(scope="module")
+def data() -> TrainingData:
+    """Planted-taste data made into a dataset by the create_dataset code (per-user split)."""
+    activity, catalogue, _ = planted_tables(n_users=400, n_items=300, plays_per_user=25, seed=5)
+    built, _ = build_training_data(activity, catalogue, weighting={"play": 1.0, "complete": 2.0},
+                                   played_fraction_weight=0.5, half_life_days=30, holdout_days=3,
+                                   split={"kind": "per_user", "test_fraction": 0.2})
+    return built
+
+
+@pytest.fixture(scope="module")
+def searched(data: TrainingData) -> dict:
+    return search.run_search(_config(), "als", data.train, item_features=data.item_features).as_dict()
+
+
+def _test_ndcg(config: Config, data: TrainingData, params: dict) -> dict:
+    """NDCG@10 on the split's *test* (what evaluate and the gate judge on) of ALS fit on train with ``params``."""
+    fitted = fit_on(build_model(config, "als", **params), data.train, None)
+    full, mask = fitted.full_item_factors(data.train.shape[1])
+    res = evaluate({"m": Scored(fitted.user_factors, full, None if mask.all() else mask)}, data.train, data.test,
+                   k=10, resamples=200)
+    overall = res["models"]["m"]["overall"]
+    return {"ndcg": overall["ndcg_at_k"], "ci": overall["ci"]["ndcg_at_k"]}
+
+
+def test_validation_split_is_carved_from_the_training_part(data: TrainingData) -> None:
+    split = search.validation_split(data.train, fraction=0.2, max_users=10_000, seed=3)
+    pattern = lambda m: {(int(r), int(c)) for r, c in zip(*m.nonzero(), strict=True)}  # noqa: E731
+    fit, held, train = pattern(split.fit), pattern(split.held_out), pattern(data.train)
+    assert fit | held == train and not fit & held  # a partition of the training positives, nothing else
+    n_fit, n_held = np.diff(split.fit.indptr), np.diff(split.held_out.indptr)
+    assert (n_held[split.users] >= 1).all() and (n_fit[split.users] >= 1).all()  # never all of a user's
+    assert set(np.flatnonzero(n_held)) == set(split.users.tolist())
+    assert 0.15 < split.held_out.nnz / data.train.nnz < 0.3
+    fit_values = split.fit.toarray()
+    assert np.array_equal(fit_values[fit_values > 0], data.train.toarray()[fit_values > 0])  # weights kept
+    again = search.validation_split(data.train, fraction=0.2, max_users=10_000, seed=3)
+    assert (again.held_out != split.held_out).nnz == 0  # seeded
+    capped = search.validation_split(data.train, fraction=0.2, max_users=50, seed=3)
+    assert len(capped.users) == 50 and set(np.flatnonzero(np.diff(capped.held_out.indptr))) <= set(capped.users)
+
+
+def test_search_improves_over_a_bad_starting_point_on_the_test_split(data: TrainingData, searched: dict) -> None:
+    assert searched["stopped"] == "n_trials" and len(searched["trials"]) == 12 and searched["reproducible"]
+    first = searched["trials"][0]
+    assert first["configured"] and first["params"] == {p: BAD_ALS[p] for p in ("factors", "regularization", "alpha")}
+    assert searched["best"]["value"] > 1.2 * searched["configured_value"]
+    config = _config()
+    assert searched["best_params"] == {**config.models["als"].params, **searched["best"]["params"]}
+    # judged where the gate judges, on test positives the search never saw
+    bad = _test_ndcg(config, data, BAD_ALS)
+    tuned = _test_ndcg(config, data, searched["best_params"])
+    assert tuned["ndcg"] > 2 * bad["ndcg"] and tuned["ci"][0] > bad["ci"][1], (bad, tuned)
+
+
+def test_same_data_and_seed_give_the_same_trials(data: TrainingData, searched: dict) -> None:
+    again = search.run_search(_config(), "als", data.train, item_features=data.item_features).as_dict()
+    strip = lambda rec: [(t["number"], t["params"], t["value"], t["state"]) for t in rec["trials"]]  # noqa: E731
+    assert strip(again) == strip(searched)  # 12 trials: past TPE's 10 random start-up trials
+    other = search.run_search(_config(seed=1, n_trials=4), "als", data.train).as_dict()
+    assert [t["params"] for t in other["trials"][1:]] != [t["params"] for t in searched["trials"][1:4]]
+
+
+def test_a_refused_trial_is_recorded_as_failed_and_the_search_goes_on(data: TrainingData) -> None:
+    """item-kNN's memory guard refuses 300 items below ~0.0011 GB: trials under that limit fail, not the job."""
+    config = _config(models=["knn"], n_trials=10, spaces={"knn": {"memory_limit_gb": {"float": [1e-5, 1e-1],
+                                                                                       "log": True}}})
+    rec = search.run_search(config, "knn", data.train).as_dict()
+    failed = [t for t in rec["trials"] if t["state"] == "failed"]
+    done = [t for t in rec["trials"] if t["state"] == "complete"]
+    assert len(rec["trials"]) == 10 and failed and done, rec["trials"]
+    assert all("MemoryGuardError" in t["error"] and t["value"] is None for t in failed)
+    assert all(t["params"]["memory_limit_gb"] < 0.0011 for t in failed)
+    assert all(t["params"]["memory_limit_gb"] > 0.0010 for t in done)
+    assert rec["n_failed"] == len(failed) and rec["best"]["number"] in {t["number"] for t in done}
+
+
+def test_every_trial_failing_leaves_the_configured_params(data: TrainingData) -> None:
+    config = _config(models=["knn"], n_trials=3, include_configured=False,
+                     spaces={"knn": {"memory_limit_gb": {"float": [1e-6, 1e-4]}}})
+    rec = search.run_search(config, "knn", data.train).as_dict()
+    assert rec["n_failed"] == 3 and rec["best"] is None and rec["note"]
+    assert rec["best_params"] == dict(config.models["knn"].params)
+
+
+def test_time_budgets_stop_the_search_and_are_marked_not_reproducible(data: TrainingData) -> None:
+    capped = search.run_search(_config(n_trials=10_000), "als", data.train, time_cap_seconds=1.0).as_dict()
+    assert capped["stopped"] == "deadline" and not capped["reproducible"]
+    assert 1 <= len(capped["trials"]) < 10_000 and capped["seconds"] < 1.0 + 1.0  # no trial started past the cap
+    timed = search.run_search(_config(n_trials=None, timeout_seconds=1.0), "als", data.train).as_dict()
+    assert timed["stopped"] == "timeout_seconds" and not timed["reproducible"] and timed["seconds"] < 2.0
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ({"spaces": {"als": {"factors": {"int": [256, 16]}}}}, "training.search.spaces.als.factors"),
+    ({"spaces": {"als": {"regularization": {"float": [0.0, 1.0], "log": True}}}},
+     "training.search.spaces.als.regularization"),
+    ({"spaces": {"als": {"factors": {"int": [16, 64], "choice": [1]}}}}, "training.search.spaces.als.factors"),
+    ({"spaces": {"als": {"factors": {"range": [16, 64]}}}}, "training.search.spaces.als.factors.range"),
+    ({"spaces": {"nosuchmodel": {"factors": {"int": [16, 64]}}}}, "training.search.spaces.nosuchmodel"),
+    ({"models": ["nosuchmodel"]}, "training.search.models"),
+    ({"models": ["popularity"]}, "training.search.models"),
+    ({"n_trials": None, "timeout_seconds": None}, "training.search"),
+    ({"metric": "coverage"}, "training.search.metric"),
+])
+def test_config_errors_name_the_key(override: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _config(**override)
+    assert f"{key}:" in str(err.value)
+
+
+def test_a_parameter_the_model_does_not_have_is_a_config_error(data: TrainingData) -> None:
+    config = _config(spaces={"als": {"factorz": {"int": [16, 64]}}})
+    with pytest.raises(ConfigError, match=r"training\.search\.spaces\.als\.factorz: ALSModel has no parameter"):
+        search.run_search(config, "als", data.train)
+    refused = _config(models=["knn"], spaces={"knn": {"similarity": {"choice": ["cosine", "jaccard"]}}})
+    with pytest.raises(ConfigError, match=r"training\.search\.spaces\.knn\.similarity: .*'jaccard'"):
+        search.run_search(refused, "knn", data.train)
+
+
+# ---- the train job -------------------------------------------------------------------------------------
+
+
+def _job_config(config_factory, **search_overrides: object) -> Config:
+    return config_factory({**FAST, "models": {**FAST["models"], "als": {"params": BAD_ALS}},
+                           "training": {**FAST["training"],
+                                        "search": {"enabled": True, "models": ["als"], "n_trials": 6,
+                                                   **search_overrides}}})
+
+
+def test_train_job_searches_on_the_training_part_only_and_records_it(seeded, config_factory, monkeypatch) -> None:
+    _, lake, _ = seeded
+    config = _job_config(config_factory)
+    seen: dict[str, sp.csr_matrix] = {}
+    real = search.run_search
+
+    def spy(cfg, model, train, **kwargs):
+        seen["train"] = train.copy()
+        return real(cfg, model, train, **kwargs)
+
+    monkeypatch.setattr(search, "run_search", spy)
+    for job in ("create_dataset", "train"):
+        code, payload = run_job(config, job)
+        assert code == EXIT_OK, (job, payload.get("error"), payload.get("traceback"))
+    run_key = (END + dt.timedelta(hours=1)).strftime("%Y%m%dT%H%M%S")
+    data = load_training_data(lake, lake.require(f"training/dataset/{config.training.dataset_id('als')}/run={run_key}"))
+
+    # no leakage: the search saw exactly the training part of the split, not one test positive
+    given = seen["train"]
+    assert given.shape == data.train.shape and (given != data.train).nnz == 0
+    test_pairs = data.test.copy()
+    test_pairs.data[:] = 1.0
+    assert given.multiply(test_pairs).nnz == 0 and data.test.nnz > 0
+
+    model = lake.require(f"models/als/v1/run={run_key}")
+    rec = model.meta["search"]
+    assert len(rec["trials"]) == 6 and rec["stopped"] == "n_trials"
+    assert {"number", "params", "value", "seconds", "state", "metrics", "error"} <= set(rec["trials"][0])
+    assert rec["validation"]["carved_from"].startswith("train") and rec["validation"]["users"] > 0
+    assert rec["metric"] == config.training.quality_gate.metric and rec["k"] == config.training.k
+    assert model.meta["params"] == rec["best_params"] != BAD_ALS  # the artefact is fit with the best params
+    assert model.meta["factors"] == rec["best_params"]["factors"]
+    assert payload["summary"]["search"]["best"] == rec["best"]
+    budget = rec["budget"]["time_cap_seconds"]
+    assert 0 < budget <= config.training.search.deadline_fraction * config.jobs.deadline_seconds("train")
+
+    # evaluate re-fits the params the artefact records; the report shows the search
+    code, payload = run_job(config, "evaluate")
+    assert code in (EXIT_OK, 3), payload.get("error")
+    ev = lake.require(f"evaluations/als/v1/run={run_key}")
+    figures = json.loads(lake.open(ev, "evaluation.json").read())
+    assert figures["search"] == rec  # the evaluation carries the artefact's search record
+    html = render(figures)
+    assert "Hyper-parameter search (als)" in html and "stopped by n_trials" in html
+    best = rec["best"]
+    assert f"trial {best['number']}, ndcg_at_k {best['value']:.4f}" in html
+    assert html.count("<td>complete</td>") == 6 and f"factors = {best['params']['factors']}" in html
+    assert "Hyper-parameter search" not in render({**figures, "search": None})
+
+
+def test_train_job_search_respects_the_job_deadline(seeded, config_factory) -> None:
+    config = config_factory({**FAST, "models": {**FAST["models"], "als": {"params": BAD_ALS}},
+                             "jobs": {"deadlines_minutes": {"train": 0.05}},  # 3 s: the search gets 1.5 s
+                             "training": {**FAST["training"], "search": {"enabled": True, "models": ["als"],
+                                                                         "n_trials": 10_000}}})
+    assert run_job(config, "create_dataset")[0] == EXIT_OK
+    code, payload = run_job(config, "train")
+    assert code == EXIT_OK, payload.get("error")
+    summary = payload["summary"]["search"]
+    assert summary["stopped"] == "deadline" and summary["seconds"] < 3.0 and summary["n_complete"] >= 1
+
+
+def test_train_job_names_a_bad_search_parameter(seeded, config_factory) -> None:
+    config = _job_config(config_factory, spaces={"als": {"factorz": {"int": [16, 64]}}})
+    assert run_job(config, "create_dataset")[0] == EXIT_OK
+    code, payload = run_job(config, "train")
+    assert code == EXIT_BAD_INPUT and "training.search.spaces.als.factorz" in payload["error"]
