@@ -60,8 +60,8 @@ lint: setup  ## ruff, mypy, import-linter layer contracts
 serve: setup  ## serve the last published recommendations (starts the local redis-server if needed)
 	$(PY) -m skyrec serve --start-redis
 
-airflow: setup  ## skyrec under the real scheduler: Airflow (UI http://127.0.0.1:8090), serving Redis, API (skyrec up)
-	$(PY) -m skyrec up
+airflow: setup  ## skyrec under the real scheduler: Airflow (UI http://127.0.0.1:8090), serving Redis, API; follows the runs (FOLLOW=0: not)
+	$(PY) -m skyrec up $(if $(filter 0 no false,$(FOLLOW)),,--follow)
 
 stop:  ## stop what `make airflow`, `make demo KEEP_SERVING=1` or `make serve` left running
 	$(PY) -m skyrec down

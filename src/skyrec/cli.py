@@ -138,14 +138,20 @@ def up(
     redis_port: Annotated[int | None, typer.Option(help="Serving redis-server port (default: the port of config "
                                                         "publish.redis_url).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every component to be ready.")] = 240.0,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Then follow the scheduler's runs (as `skyrec "
+                                                               "watch`) until Ctrl-C; the platform keeps "
+                                                               "running.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --follow: JSON lines instead of text.")] = False,
 ) -> None:
     """Start Airflow (api-server, scheduler, dag-processor, triggerer), the serving Redis and the skyrec API."""
+    import datetime as dt
     import time
 
     from skyrec.airflow.platform import Platform, PlatformError
 
     cfg = _config(env)
     t0 = time.monotonic()
+    began = dt.datetime.now(dt.UTC)
     try:
         platform = Platform(cfg, api_port=api_port, serve_port=serve_port, redis_port=redis_port)
         typer.echo(f"skyrec up ({cfg.env}): starting what is not running; process logs in {platform.log_dir}",
@@ -153,13 +159,53 @@ def up(
         result = platform.up(timeout=timeout)
     except PlatformError as exc:
         _fail(str(exc), code=1)
+    to_stderr = follow and as_json  # stdout carries only the JSON lines
     if result.started:
         typer.echo(f"started {', '.join(result.started)} in {time.monotonic() - t0:.0f}s"
-                   + (f"; already running: {', '.join(result.running)}" if result.running else ""))
+                   + (f"; already running: {', '.join(result.running)}" if result.running else ""), err=to_stderr)
     else:
-        typer.echo("everything was already running")
+        typer.echo("everything was already running", err=to_stderr)
     for line in result.lines:
-        typer.echo(line)
+        typer.echo(line, err=to_stderr)
+    if follow:
+        _follow(platform, since=began, as_json=as_json)
+
+
+def _follow(platform: Any, **kwargs: Any) -> None:
+    from skyrec.airflow.watch import WatchError, follow_platform
+
+    try:
+        follow_platform(platform, **kwargs)
+    except WatchError as exc:
+        _fail(str(exc), code=1)
+    if not kwargs.get("as_json"):
+        typer.echo("the platform keeps running: `make stop` (skyrec down) stops it", err=True)
+
+
+@app.command()
+def watch(
+    env: EnvOpt = None,
+    since: Annotated[str | None, typer.Option(help="Also show what changed in this past period (10m, 2h, 1d) or "
+                                                   "since an ISO-8601 time (default: what is active now).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines (one object per change, then a summary).")]
+    = False,
+    all_states: Annotated[bool, typer.Option("--all-states", help="Also show scheduled and queued.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between polls of the Airflow API.")] = 2.0,
+    api_url: Annotated[str | None, typer.Option(help="Airflow API server to follow (default: the one `skyrec up` "
+                                                     "started; token in $SKYREC_AIRFLOW_TOKEN for another).")]
+    = None,
+) -> None:
+    """Follow the real scheduler's runs: one line per DAG run / task state change, with duration and try;
+    for a failed task its error and the last lines of its job log. Ctrl-C prints a summary."""
+    from skyrec.airflow.platform import Platform, PlatformError
+    from skyrec.airflow.watch import WatchError, parse_since
+
+    try:
+        platform = Platform(_config(env))
+        start = parse_since(since)
+    except (PlatformError, WatchError) as exc:
+        _fail(str(exc))
+    _follow(platform, since=start, as_json=as_json, all_states=all_states, interval=interval, api_url=api_url)
 
 
 @app.command()

@@ -12,6 +12,10 @@ DAGs and the fault-injection DAGs. One chain runs, triggered as the README says 
 * the worker process of ``compute_predictions`` (music_mixes, the one precompute DAG left synchronous) is
   killed (-9) while it watches its job.
 
+Beside it runs the follower a person sees in ``make airflow`` (``skyrec up --follow``, a subprocess), and
+a ``selftest`` job that fails on request, so that its output can be checked: the chain's task lines, and
+a failed task's error and job-log tail.
+
 The tests then check what each fault must not break. Small data (300 users, 10 days).
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -43,6 +48,7 @@ VARIANTS = ["comedy_featured", "drama_featured", "gripping_stories", "music_mixe
             "thought_provoking"]
 SYNC_VARIANT = "music_mixes"  # its compute_predictions is watched by the worker (the worker-kill case)
 SELFTEST_DEADLINE_S = 75.0
+FAILING = {"job_params": {"fail": "1", "tag": "follower"}}  # selftest_sync_once: its job fails after its work
 
 
 def pre(variant: str) -> str:
@@ -57,6 +63,36 @@ def _get(url: str, timeout: float = 3.0) -> tuple[int, Any]:
         return exc.code, None
     except (OSError, ValueError):
         return 0, None
+
+
+def start_follower(platform: Platform, env: dict[str, str], out: Path) -> subprocess.Popen[bytes]:
+    """What ``make airflow`` runs: ``skyrec up --follow`` (everything is up already, so it follows at once)."""
+    with open(out, "wb") as fh:
+        return subprocess.Popen([sys.executable, "-m", "skyrec", "up", "--follow", "--api-port", str(platform.api_port),
+                                 "--serve-port", str(platform.serve_port), "--redis-port", str(platform.redis_port)],
+                                env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def stop_follower(proc: subprocess.Popen[bytes], out: Path) -> dict[str, Any]:
+    """Let the follower print the chain's end (it polls every 2 s), then Ctrl-C it: it prints its summary."""
+    ends = [rf"^{pre(v)}\s+success\s" for v in VARIANTS] + [r"^selftest_sync_once\s+failed\s",
+                                                            r"^selftest_deferred_once\s+failed\s"]
+
+    def caught_up() -> bool:
+        text = out.read_text(errors="replace")
+        return all(re.search(p, text, re.MULTILINE) for p in ends)
+
+    try:
+        wait_for(caught_up, 60, "the follower to print the end of the chain", interval=1)
+    except AssertionError:
+        pass  # the follower test says what is missing
+    proc.send_signal(signal.SIGINT)
+    try:
+        rc = proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = proc.wait()
+    return {"rc": rc, "text": out.read_text(errors="replace"), "path": str(out)}
 
 
 def _kill_group(record: dict[str, Any]) -> None:
@@ -110,12 +146,14 @@ class Chain:
         obs = self.obs
         start = self.hour - dt.timedelta(days=10)
         t0 = time.monotonic()
-        unpause = subprocess.Popen([sys.executable, "-m", "airflow", "dags", "unpause", "selftest_deferred_once"],
+        unpause = subprocess.Popen([sys.executable, "-m", "airflow", "dags", "unpause", "--treat-dag-id-as-regex", "-y",
+                                    "^selftest_(deferred|sync)_once$"],
                                    env=self.platform.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs = [unpause, self.trigger("selftest_deferred_once", {"job_params": {"hang": "1", "tag": "triggerer_kill"}}),
+                 self.trigger("selftest_sync_once", FAILING),
                  self.trigger("backfill_user_activity", {"start": start.isoformat(), "end": self.hour.isoformat()})]
-        for p in procs:
-            assert p.wait(60) == 0
+        for p in procs:  # each is an Airflow CLI start-up: slow on a busy 2-core machine
+            assert p.wait(120) == 0
         obs["triggered_after_s"] = time.monotonic() - t0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -183,9 +221,9 @@ class Chain:
         obs["compute_status_at_kill"] = self.backend.status(cp[0])
 
     def _done(self) -> bool:
-        runs = self.runs("precompute_recommendations_%") + self.runs("selftest_deferred_once")
+        runs = self.runs("precompute_recommendations_%") + self.runs("selftest_%_once")
         finished = {d for d, _, s in runs if s in {"success", "failed"}}
-        if not {pre(v) for v in VARIANTS} | {"selftest_deferred_once"} <= finished:
+        if not {pre(v) for v in VARIANTS} | {"selftest_deferred_once", "selftest_sync_once"} <= finished:
             return False
         if any(s in {"running", "queued"} for _, _, s in runs):
             return False
@@ -233,13 +271,19 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Any:
     generate(config, users=300, items=600, days=10, events_per_user=30.0, seed=11, end=hour.isoformat())
     platform = Platform(config, api_port=free_port(), serve_port=free_port(), redis_port=free_port(), environ=env)
     t0 = time.monotonic()
+    follower = None
     try:
         up = platform.up(timeout=300)
         ch = Chain(platform, env, pg, hour)
         ch.obs["up"], ch.obs["up_seconds"] = up, time.monotonic() - t0
+        follower = start_follower(platform, env, base / "follow.out")
         ch.drive()
+        ch.obs["follow"] = stop_follower(follower, base / "follow.out")
         yield ch
     finally:
+        if follower is not None and follower.poll() is None:
+            follower.kill()
+            follower.wait()
         platform.down(timeout=20)
         from skyrec.airflow.backends.local import LocalProcessBackend
 
@@ -363,6 +407,54 @@ def test_restart_of_the_scheduler_mid_chain_commits_nothing_twice(chain: Chain) 
                 assert meta.get("rebuilt_stale") is True, (path, meta)
                 assert meta.get("inputs") != before.get("meta", {}).get("inputs"), path
     assert seen > 20
+
+
+def test_the_follower_prints_the_chains_task_lines_and_a_failed_tasks_error_and_job_log(chain: Chain) -> None:
+    """``skyrec up --follow`` (``make airflow``): one line per DAG run / task state change with state,
+    duration and try; for a failed task its error, the last lines of its job log and where the logs are;
+    a summary on Ctrl-C; none of Airflow's own log lines."""
+    follow = chain.obs["follow"]
+    text, lines = follow["text"], follow["text"].splitlines()
+    where = f"(follower output: {follow['path']})\n{text[-4000:]}"
+    assert follow["rc"] == 0, where
+
+    def line(name: str, state: str, rest: str = "") -> list[str]:
+        return [x for x in lines if re.match(rf"^\s*{re.escape(name)}\s+{state}\s{rest}", x)]
+
+    assert text.count("following Airflow at") == 1 and f"process logs   {chain.platform.log_dir}" in text, where
+    assert not [x for x in lines if '"logger":' in x or '"level":' in x], where  # Airflow's logs stay in files
+    took = r"\s*(\d+\.\ds|\d+m\d\ds)\s"  # a duration
+    for v in VARIANTS:
+        assert line(pre(v), "success", took), (v, where)
+        for task in ("compute_predictions", "create_redis_dump", "publish_predictions"):
+            assert line(f"{pre(v)} / {task}", "success", took), (v, task, where)
+    assert line("train_model / als.train", "success", took) and line("train_model", "success"), where
+    assert line("backfill_user_activity / backfill_activity", "success", took), where
+    # the worker killed during music_mixes' compute_predictions: its first attempt ended, a later one succeeded
+    compute = f"{pre(SYNC_VARIANT)} / compute_predictions"
+    assert line(compute, "(failed|up_for_retry)", r".*try 1 of \d"), where
+    assert line(compute, "success", r".*try [2-9] of \d"), where
+    # the deferred selftest's deadline: its error
+    (deadline,) = line("selftest_deferred_once / selftest", "failed")
+    after = lines[lines.index(deadline) + 1:lines.index(deadline) + 4]
+    assert after[0] == "  selftest_deferred_once / selftest (try 1): error" and "passed its deadline" in after[1], where
+    # the failing job: its error, the last lines of its job log, where the logs are
+    (failed,) = line("selftest_sync_once / selftest", "failed", took)
+    block = lines[lines.index(failed) + 1:lines.index(failed) + 30]
+    assert block[0] == "  selftest_sync_once / selftest (try 1): error", where
+    assert "JobError" in block[1] and "RuntimeError: selftest: failing on request (fail=1)" in block[1], where
+    task_log = next((x for x in block if "Airflow task log: " in x), "").split("Airflow task log: ")[-1]
+    assert task_log and Path(task_log).is_file(), where
+    summary = [x for x in lines if x.startswith("followed ")]
+    assert summary and re.match(r"followed \S+: \d+ DAG run\(s\) \(.*\d+ success.*\), \d+ task attempt\(s\) "
+                                r"ended", summary[0]), where
+    assert "  failed: selftest_sync_once / selftest (try 1, run " in text, where
+    job_log = next((re.match(r"^  last \d+ lines? of its job log (\S+):$", x) for x in block
+                    if x.startswith("  last ")), None)
+    assert job_log and Path(job_log.group(1)).is_file(), where
+    assert Path(job_log.group(1)).is_relative_to(chain.state_dir / "jobs"), where
+    tail = [x for x in block if x.startswith("    | ")]
+    assert any("failing on request (fail=1)" in x for x in tail), where
 
 
 def test_up_is_idempotent_prints_login_and_refuses_a_busy_port(chain: Chain) -> None:

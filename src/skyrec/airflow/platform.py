@@ -414,6 +414,14 @@ class Platform:
             return "no login: AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True"
         if env.get("AIRFLOW__CORE__AUTH_MANAGER", SIMPLE_AUTH) != SIMPLE_AUTH:
             return f"login through the auth manager {env['AIRFLOW__CORE__AUTH_MANAGER']}"
+        users, path, passwords = self._simple_auth(env)
+        shown = [f"{u} / {passwords[u]}" for u in users if u in passwords]
+        if shown:
+            return f"login {', '.join(shown)} (passwords file {path})"
+        return f"login {', '.join(users)}: password in {path}"
+
+    def _simple_auth(self, env: dict[str, str]) -> tuple[list[str], Path, dict[str, str]]:
+        """The simple auth manager's users, its passwords file and the passwords in it (empty if unreadable)."""
         users = [u.split(":")[0] for u in env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin").split(",")
                  if u.strip()]
         path = Path(env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
@@ -422,10 +430,24 @@ class Platform:
             passwords = json.loads(path.read_text())
         except (OSError, ValueError):
             passwords = {}
-        shown = [f"{u} / {passwords[u]}" for u in users if u in passwords]
-        if shown:
-            return f"login {', '.join(shown)} (passwords file {path})"
-        return f"login {', '.join(users)}: password in {path}"
+        return users, path, passwords if isinstance(passwords, dict) else {}
+
+    def api_auth(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        """How a client of this api-server's public REST API logs in (``skyrec watch``):
+        ``{"mode": "all_admins"}`` (no credentials), ``{"mode": "password", "username", "password"}`` (the
+        simple auth manager's first user with a password) or ``{"mode": "none", "why": ...}``."""
+        env = env or self.env()
+        if env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "").lower() == "true":
+            return {"mode": "all_admins"}
+        if env.get("AIRFLOW__CORE__AUTH_MANAGER", SIMPLE_AUTH) != SIMPLE_AUTH:
+            return {"mode": "none", "why": f"the auth manager {env['AIRFLOW__CORE__AUTH_MANAGER']} is not the simple "
+                                           "one: pass a token in $SKYREC_AIRFLOW_TOKEN"}
+        users, path, passwords = self._simple_auth(env)
+        for user in users:
+            if user in passwords:
+                return {"mode": "password", "username": user, "password": str(passwords[user])}
+        return {"mode": "none", "why": f"no password for {', '.join(users) or 'any user'} in {path} "
+                                       "(the api-server writes it when it starts)"}
 
     def describe(self, env: dict[str, str] | None = None) -> list[str]:
         env = env or self.env()
