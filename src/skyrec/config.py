@@ -338,6 +338,7 @@ class PrecomputeConfig(_Model):
     shard_users: int = Field(262144, ge=1)
     score_decimals: int = Field(5, ge=0, le=9)
     users_sample: int = Field(1000, ge=0)
+    similar_k: int = Field(20, ge=0, le=1000)  # "more like this" items per model item and rail (0: none)
     runner: str = "DirectRunner"
     direct_num_workers: int = Field(2, ge=1)
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "multi_processing"
@@ -356,6 +357,7 @@ class VariantConfig(_Model):
     version: str
     candidates: CandidateFilter = CandidateFilter()
     k: int | None = Field(None, ge=1, le=1000)
+    similar_k: int | None = Field(None, ge=0, le=1000)  # "more like this" list length (None: precompute.similar_k)
 
     @field_validator("version")
     @classmethod

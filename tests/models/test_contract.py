@@ -163,3 +163,81 @@ def test_hybrid_scores_cold_items_from_their_features(planted) -> None:
     np.testing.assert_allclose(model.item_representations()[cold], V_cold, rtol=1e-5, atol=1e-6)
     buf = io.BytesIO(model.to_files()["model.npz"])
     assert "meta_embeddings" in np.load(buf, allow_pickle=False).files
+
+
+# ---- item-to-item ("more like this"): the same contract with the seed item on the user side ----------------
+
+
+def test_similar_items_exclude_the_seed_are_best_first_and_are_the_contract_product(fitted: Recommender) -> None:
+    seeds = np.arange(0, N_ITEMS, 9)
+    idx, scores = fitted.similar_items(seeds, 10)
+    again, _ = fitted.similar_items(seeds, 10)
+    assert np.array_equal(idx, again) and idx.shape == (len(seeds), 10)
+    V = fitted.item_representations()
+    Q = type(fitted).item_queries(V, seeds)
+    assert Q.shape == (len(seeds), V.shape[1]) and Q.dtype == np.float32
+    full = reps.scores(Q, V)
+    for r, seed in enumerate(seeds):
+        assert seed not in idx[r], "an item is never 'more like' itself"
+        assert np.all(np.diff(scores[r]) <= 0), "scores are not best-first"
+        np.testing.assert_allclose(scores[r], full[r, idx[r]], rtol=1e-5, atol=1e-6)
+
+
+def test_the_kernel_scores_similar_items_as_the_model_does(fitted: Recommender) -> None:
+    """Precompute runs seeds through the same kernel as users (seed excluded as a 'played' item)."""
+    from skyrec.scoring.topk import reference_topk, topk_batch
+
+    seeds = np.arange(3, N_ITEMS, 13)
+    V = fitted.item_representations()
+    Q = type(fitted).item_queries(V, seeds)
+    own = sp.csr_matrix((np.ones(len(seeds), np.int8), (np.arange(len(seeds)), seeds)), shape=(len(seeds), N_ITEMS))
+    got = topk_batch(Q, np.ascontiguousarray(V.T), 10, exclude=own, sub_batch=4)
+    ref = reference_topk(Q, V, 10, exclude=own)
+    _, scores = fitted.similar_items(seeds, 10)
+    for r in range(len(seeds)):
+        assert got.items[r, : got.counts[r]].tolist() == [j for j, _ in ref[r]]
+        # the model's own top-10 has the same scores (its order among exact ties may differ)
+        np.testing.assert_allclose(got.scores[r, : got.counts[r]], scores[r], rtol=1e-4, atol=1e-5)
+
+
+def test_similar_items_learn_the_planted_topics(fitted: Recommender) -> None:
+    """Items similar to a seed share its planted topic (popularity, the baseline, knows no topics)."""
+    item_topic = planted_item_topics()
+    seeds = np.arange(0, N_ITEMS, 5)
+    idx, _ = fitted.similar_items(seeds, 10)
+    on_topic = float(np.mean(item_topic[idx] == item_topic[seeds][:, None]))
+    if fitted.name == "popularity":  # the most popular items, whatever the seed (the seed itself left out)
+        pop = fitted.item_representations()[:, 0]
+        for r, seed in enumerate(seeds):
+            best = [j for j in np.lexsort((np.arange(N_ITEMS), -pop)) if j != seed][:10]
+            np.testing.assert_allclose(pop[idx[r]], pop[best])
+        return
+    assert on_topic > 0.5, f"{fitted.name}: only {on_topic:.2f} of similar items share the seed's topic"
+
+
+def planted_item_topics() -> np.ndarray:
+    return planted_matrix(N_USERS, N_ITEMS, N_TOPICS, plays_per_user=20, purity=0.9, seed=3)[2]
+
+
+def test_item_item_models_score_similar_items_with_their_own_weights(planted) -> None:
+    """EASE: sim(i, j) = B[i, j]; item-kNN: sim(i, j) = S[i, j] (its kept neighbours); factors: V[i] . V[j]."""
+    train = planted[0]
+    seeds = np.array([0, 17, 123])
+    ease = EASEModel(regularization=50.0).fit(train)
+    B = ease.item_representations().T
+    _, s = ease.similar_items(seeds, 5)
+    idx, _ = ease.similar_items(seeds, 5)
+    np.testing.assert_allclose(s, np.take_along_axis(B[seeds], idx, axis=1), rtol=1e-6)
+    knn = ItemKNNModel(similarity="cosine", neighbours=30, num_threads=1).fit(train)
+    S = knn._similarity.toarray()
+    idx, s = knn.similar_items(seeds, 5)
+    np.testing.assert_allclose(s, np.take_along_axis(S[seeds], idx, axis=1), rtol=1e-6)
+    assert np.all(s > 0), "the best neighbours of an item are among its kept neighbours"
+    als = ALSModel(factors=8, iterations=3, random_state=1).fit(train)
+    V = als.item_representations()
+    idx, s = als.similar_items(seeds, 5)
+    np.testing.assert_allclose(s, np.einsum("rd,rkd->rk", V[seeds], V[idx]), rtol=1e-5)
+    bpr = BPRModel(factors=8, iterations=3, random_state=1).fit(train)
+    Vb = bpr.item_representations()
+    idx, s = bpr.similar_items(seeds, 5)
+    np.testing.assert_allclose(s, np.einsum("rd,rkd->rk", Vb[seeds, :-1], Vb[idx, :-1]), rtol=1e-5, atol=1e-6)

@@ -10,6 +10,10 @@ values are positions into the candidates, whose ordered ids (the item table) go 
 ``publish.history_items > 0`` and a committed ``activity_snapshot``, each shard's RESP file also holds its
 users' last plays (``hist`` keys in the publication's namespace ``<variant>:<publication>``, which the
 pointer names as ``activity``), and the items hash covers the played items too, so the API shows titles.
+With ``similar_k > 0`` (``variants.<name>.similar_k``, else ``precompute.similar_k``) every model item is
+also scored as a seed, through the model contract's ``item_queries`` and the same kernel and rules
+(``sim/part-NNNNN.resp``: ``sim`` keys, in the same encoding; counted in ``keys``/``commands``; the meta's
+``similar`` says what was computed, or why nothing was); the items hash then covers the seeds too.
 
 ``precompute.engine``: ``local`` scores the shards in this process (no runner start-up: the small demo
 stays fast, and one 2-core machine is fully used by the kernel's threads); ``beam`` runs the same shard
@@ -78,7 +82,9 @@ def run(ctx: JobContext) -> dict[str, Any]:
             k=v.k or pc.k, max_per_brand=pc.rules.max_per_brand, max_age_days=dict(pc.rules.max_age_days),
             batch_size=pc.batch_size, sub_batch=pc.sub_batch, threads=default_threads(pc.threads),
             score_decimals=pc.score_decimals, activity_path=activity_m.path if activity_m else None,
-            history_items=cfg.publish.history_items, encoding=cfg.publish.encoding)
+            history_items=cfg.publish.history_items, encoding=cfg.publish.encoding,
+            similar_k=v.similar_k if v.similar_k is not None else pc.similar_k,
+            model_classes=sorted({m.class_path for m in cfg.models.values()}))
         scorer = Scorer.from_spec(spec)  # the driver needs the candidates too (fallback, items hash)
         cands = scorer.candidates
         if len(cands) == 0:
@@ -90,6 +96,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
                                                  for u in bad_users])
         shards = shard_ranges(scorer.n_users, pc.shard_users)
         if pc.engine == "beam":
+            similar = _similar(scorer, pc.shard_users)  # the seeds in this process; the workers take the users
             scorer.close()
             scorer.user_factors = scorer.seen = None  # type: ignore[assignment]  # workers load their own copy
             from skyrec.pipelines.predictions import pipeline_args
@@ -108,6 +115,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
                 results = [scorer.run_shard(*s).as_dict()
                            for s in track(shards, f"scoring {variant}", total=len(shards), unit="shards")]
+                similar = _similar(scorer, pc.shard_users)  # after the users: the kernel is warm
             finally:
                 scorer.close()
         scoring_seconds = time.perf_counter() - started
@@ -120,11 +128,12 @@ def run(ctx: JobContext) -> dict[str, Any]:
         k = v.k or pc.k
         fallback = fallback_list(cold, variant, catalogue, v.candidates, at, availability, k)
         referenced = np.zeros(len(cands), dtype=bool)
-        for r in results:
+        for r in results + similar["results"]:
             referenced[np.asarray(r["referenced"], dtype=np.int64)] = True
         items = {cands.item_ids[j]: cands.metadata[cands.item_ids[j]] for j in np.nonzero(referenced)[0]}
         played = sorted({i for r in results for i in r.get("history_items", ())})
-        missing = [i for i in dict.fromkeys([i for i, _ in fallback] + played) if i not in items]
+        seeds = [i for r in similar["results"] for i in r["seed_ids"]]  # their titles name "more like X"
+        missing = [i for i in dict.fromkeys([i for i, _ in fallback] + played + seeds) if i not in items]
         if missing:
             cat_rows = catalogue.filter(pc_.is_in(catalogue.column("item_id"), value_set=pa.array(missing))).to_pylist()
             for row in cat_rows:
@@ -155,9 +164,12 @@ def run(ctx: JobContext) -> dict[str, Any]:
         users = sum(r["users"] for r in results)
         rec_keys = sum(r["rec_keys"] for r in results)
         hist_keys = sum(r.get("hist_keys", 0) for r in results)
+        sim_keys = sum(r["sim_keys"] for r in similar["results"])
         for r in results:
             stage.add(r["parquet"], rows=r["rows"])
             stage.add(r["resp"], rows=r["rec_keys"] + r.get("hist_keys", 0))
+        for r in similar["results"]:
+            stage.add(r["resp"], rows=r["sim_keys"])
         # post-condition: every shard file present (commit checks sizes), counts add up
         if users + len(bad_users) != scorer.n_users:
             raise RuntimeError(f"{users} users scored + {len(bad_users)} quarantined != {scorer.n_users} in the model")
@@ -176,11 +188,12 @@ def run(ctx: JobContext) -> dict[str, Any]:
             "score_decimals": spec.score_decimals,
             "users": users, "users_with_recs": rec_keys, "users_without_recs": users - rec_keys,
             "invalid_users": len(bad_users), "rows": sum(r["rows"] for r in results),
-            "keys": rec_keys + hist_keys + 2 + (1 if sample else 0), "commands": rec_keys + hist_keys + commands,
-            "hist_keys": hist_keys, "history_items": cfg.publish.history_items if activity_m else 0,
+            "keys": rec_keys + hist_keys + sim_keys + 2 + (1 if sample else 0),
+            "commands": rec_keys + hist_keys + sim_keys + commands,
+            "hist_keys": hist_keys, "sim_keys": sim_keys, "similar": similar["meta"], "history_items": cfg.publish.history_items if activity_m else 0,
             "activity": Keys.hist_namespace(variant, pub) if activity_m else None,
             "activity_snapshot": activity_m.path if activity_m else None, "played_items": len(played),
-            "resp_files": ["resp/meta.resp"] + [r["resp"] for r in results],
+            "resp_files": ["resp/meta.resp"] + [r["resp"] for r in results] + [r["resp"] for r in similar["results"]],
             "parquet_files": [r["parquet"] for r in results], "items": len(items), "fallback_items": len(fallback),
             "candidates": cands.counts, "sample_users": sample[:50],
             "evaluation": scorer.evaluation,
@@ -190,4 +203,41 @@ def run(ctx: JobContext) -> dict[str, Any]:
         }
         manifest = stage.commit(meta)
     return {"outputs": [manifest.path], "publication": pub, "users": users, "users_with_recs": rec_keys,
-            "keys": meta["keys"], "hist_keys": hist_keys, "candidates": len(cands), "seconds": meta["seconds"]}
+            "keys": meta["keys"], "hist_keys": hist_keys, "sim_keys": sim_keys,
+            "similar_seconds": similar["meta"].get("seconds"), "candidates": len(cands), "seconds": meta["seconds"]}
+
+
+def _similar(scorer: Any, shard_items: int) -> dict[str, Any]:
+    """Every model item's "more like this" list under the rail's rules (``Scorer.run_similar_shard``), in
+    shards of ``shard_items`` seeds. Returns the shard results and the manifest's ``similar`` record: its
+    ``k``, the seeds scored, the keys written, the seeds left out (ids that are no valid key), a few probe
+    lists for the load post-condition, the time taken, or why nothing was computed."""
+    import logging
+
+    from skyrec.progress import track
+    from skyrec.scoring.engine import shard_ranges
+
+    k = scorer.spec.similar_k
+    if k <= 0:
+        return {"results": [], "meta": {"k": 0, "sim_keys": 0, "note": "disabled (similar_k: 0)"}}
+    if not scorer.similar_enabled:
+        note = "the model output holds no model.json: its model class (what 'similar' means for it) is unknown"
+        logging.getLogger("skyrec.jobs").warning("similar items not computed: %s", note)
+        return {"results": [], "meta": {"k": k, "sim_keys": 0, "note": note}}
+    started = time.perf_counter()
+    n_items = len(scorer.item_ids)
+    shards = shard_ranges(n_items, shard_items)
+    results = [scorer.run_similar_shard(*s).as_dict()
+               for s in track(shards, f"similar items {scorer.spec.variant}", total=len(shards), unit="shards")]
+    invalid = scorer.invalid_seeds()
+    seeds = sum(r["seeds"] for r in results)
+    if seeds + len(invalid) != n_items:  # post-condition: every model item is a seed or counted out
+        raise RuntimeError(f"{seeds} seed items scored + {len(invalid)} invalid != {n_items} in the model")
+    probes: dict[str, Any] = {}
+    for r in results:
+        probes.update(list(r["probes"].items())[: max(0, 8 - len(probes))])
+    return {"results": results, "meta": {
+        "k": k, "model_class": f"{scorer.model_class.__module__}:{scorer.model_class.__qualname__}",
+        "seeds": seeds, "sim_keys": sum(r["sim_keys"] for r in results), "invalid_seeds": len(invalid),
+        "invalid_seed_examples": invalid[:5], "resp_files": [r["resp"] for r in results], "probes": probes,
+        "seconds": round(time.perf_counter() - started, 3)}}

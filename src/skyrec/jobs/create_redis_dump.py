@@ -1,7 +1,8 @@
 """Job ``create_redis_dump`` (param ``variant``): the committed predictions as a Redis RDB file.
 
 A scratch ``redis-server`` on a free port loads the RESP files; the key count (DBSIZE) must equal the
-predictions' recorded key count and probe users must read back equal to the Parquet; then ``SAVE`` writes
+predictions' recorded key count, probe users must read back equal to the Parquet and probe seed items'
+``sim`` lists equal to those the precompute recorded; then ``SAVE`` writes
 the RDB, which is committed as the ``redis_dump`` output (restorable into a fresh server or a managed
 Redis import). The scratch server is stopped on every path, errors included.
 """
@@ -46,7 +47,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
     from skyrec.publish.keys import Keys
     from skyrec.publish.resp import load_files
-    from skyrec.publish.verify import VerificationError, check_probes, probe_expectations
+    from skyrec.publish.verify import VerificationError, check_probes, probe_expectations, similar_probes
     from skyrec.redis_local import LocalRedis, free_port
 
     variant = ctx.param("variant")
@@ -74,6 +75,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
                 raise VerificationError(f"{pub}: scratch Redis holds {dbsize} keys, predictions recorded {meta['keys']}")
             probes = probe_expectations(ctx.lake, pred, ctx.config.publish.probe_users)
             checked = check_probes(client, keys, variant, pub, probes)
+            sim_checked = check_probes(client, keys, variant, pub, similar_probes(pred), kind="sim")
             _bgsave(client, ctx.config.publish.load_timeout_seconds)
         finally:
             client.close()
@@ -84,6 +86,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
             manifest = stage.commit({"variant": variant, "publication": pub, "keys": dbsize,
                                      "predictions": pred.path, "commands": load.commands,
                                      "load_seconds": round(load.seconds, 3), "probes_checked": checked,
+                                     "similar_probes_checked": sim_checked, "sim_keys": int(meta.get("sim_keys", 0)),
                                      "rdb_bytes": rdb.stat().st_size, "redis_version": _version(server)})
     finally:
         server.stop()

@@ -4,7 +4,8 @@ Strategy from ``publish.strategy`` (see ``skyrec.publish.publisher`` for both an
 ``versioned`` loads the publication's namespaced keys next to the served ones, proves them (every command
 acknowledged, probe users equal the Parquet, fallback/items present), switches the variant's pointer
 atomically and removes publications beyond ``publish.keep_versions`` (their ``hist`` keys included). The
-pointer's ``activity`` names the publication's history namespace (null when none was published). Then the lake pointer
+pointer's ``activity`` names the publication's history namespace (null when none was published), its
+``similar`` the publication's "more like this" lists (``{"k", "items"}``, null when none). Then the lake pointer
 ``pointers/published/<variant>.json`` names the committed predictions now served. Redis unreachable ->
 a retryable failure with the pointer unchanged.
 """
@@ -30,7 +31,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     from skyrec.publish.keys import Keys
     from skyrec.publish.publisher import publish_swapdb, publish_versioned
     from skyrec.publish.resp import load_files
-    from skyrec.publish.verify import check_probes, probe_expectations
+    from skyrec.publish.verify import check_probes, probe_expectations, similar_probes
 
     variant = ctx.param("variant")
     cfg = ctx.config
@@ -47,9 +48,13 @@ def run(ctx: JobContext) -> dict[str, Any]:
                "users": meta.get("users_with_recs"), "items": meta.get("items"), "keys": meta.get("keys"),
                "k": meta.get("k"), "activity": meta.get("activity"),
                "encoding": meta.get("encoding", "json"),  # how its rec values are written (publish.encoding)
+               # "more like this": the publication's sim keys (null when none were computed; docs/similar.md)
+               "similar": ({"k": (meta.get("similar") or {}).get("k"), "items": int(meta["sim_keys"])}
+                           if int(meta.get("sim_keys") or 0) > 0 else None),
                "evaluation": meta.get("evaluation", {}), "predictions": pred.path,
                "redis_dump": dump.path if dump else None}
     probes = probe_expectations(ctx.lake, pred, cfg.publish.probe_users)
+    sim_probes = similar_probes(pred)
     started = time.perf_counter()
     client = serving_client(ctx)
     conn = client.connection_pool.connection_kwargs
@@ -67,6 +72,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
         def verify(c: Any, p: str) -> None:
             check_probes(c, keys, variant, p, probes)
+            check_probes(c, keys, variant, p, sim_probes, kind="sim")
 
         if cfg.publish.strategy == "swapdb":
             result = publish_swapdb(client, keys, variant, pointer, load=load, expected_commands=int(meta["commands"]),

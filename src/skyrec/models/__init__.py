@@ -40,9 +40,16 @@ def recommender_from_files(files: dict[str, bytes], allowed: set[str] | None = N
     ``class_path`` values) or, when ``allowed`` is None, live in the ``skyrec.models`` package: a file in
     the lake never chooses an arbitrary module to import.
     """
+    return recommender_class(files["model.json"], allowed).from_files(files)
+
+
+def recommender_class(model_json: bytes | str, allowed: set[str] | None = None) -> type[Recommender]:
+    """The class a saved ``model.json`` names, under the rule of ``recommender_from_files`` (configured class
+    paths, or the ``skyrec.models`` package), without loading the model's arrays: precompute calls class
+    methods of the contract (``Recommender.item_queries``) on the artefact's factors."""
     import json
 
-    class_path = str(json.loads(files["model.json"]).get("class", ""))
+    class_path = str(json.loads(model_json).get("class", ""))
     module_name, _, class_name = class_path.partition(":")
     ok = class_path in allowed if allowed is not None else module_name.startswith("skyrec.models.")
     if not ok:
@@ -50,7 +57,7 @@ def recommender_from_files(files: dict[str, bytes], allowed: set[str] | None = N
     cls = getattr(importlib.import_module(module_name), class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Recommender)):
         raise ValueError(f"model.json: {class_path!r} is not a Recommender")
-    return cls.from_files(files)
+    return cls
 
 
 def resolve_version(config: Config, model: str, requested: str | None = None) -> str:

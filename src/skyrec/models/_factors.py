@@ -19,6 +19,8 @@ class FactorModel(Recommender):
 
     #: accepted parameters and their defaults; unknown parameters are a configuration error
     defaults: ClassVar[dict[str, Any]] = {}
+    #: True for ``d = n_items`` models whose ``V.T`` is an item-item matrix (item-to-item = its rows)
+    item_item_rows: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.defaults)
@@ -50,6 +52,15 @@ class FactorModel(Recommender):
             # Pure collaborative filtering knows nothing about unplayed items: neutral (zero) scores.
             return np.zeros((item_features.shape[0], item.shape[1]), dtype=np.float32)
         return item
+
+    @classmethod
+    def item_queries(cls, item_factors: np.ndarray, items: np.ndarray) -> reps.Representation:
+        """Low-rank models: the seed's own factors (the base contract). Models with ``d = n_items`` (EASE,
+        item-kNN: ``V = B.T``) set ``item_item_rows``: the seed is the one-hot interaction row, so
+        ``sim(i, .) = B[i, :]``, the model's own item-item weights."""
+        if cls.item_item_rows:
+            return reps.one_hot(items, np.shape(item_factors)[1])
+        return super().item_queries(item_factors, items)
 
     def state(self) -> dict[str, np.ndarray]:
         user, item = self._check()

@@ -6,6 +6,13 @@ an extra column. Models that are not low-rank (EASE, item-kNN: ``score(u, .) = x
 product with ``d = n_items``: their ``U`` is the sparse CSR of interaction rows and ``V = B.T`` is dense
 (``skyrec.models.representations``, whose functions every scorer uses). Artefacts are saved with
 ``np.savez`` + JSON and loaded with ``allow_pickle=False``.
+
+Item-to-item scoring ("more like this") is the same product with the *seed item* on the user side:
+``sim(i, .) = Q[i] @ V.T`` with ``Q = item_queries(V, items)``, the representation of "a listener who played
+only item i". Each model says what that is from its item representations alone (so precompute needs no
+second copy of the model): factor models the seed's own factors (``V[i] @ V[j]``, biases left out), EASE
+its weight row ``B[i, :]`` and item-kNN its neighbour row ``S[i, :]`` (a one-hot seed, since ``V = B.T``),
+popularity the popularity of ``j``. The kernel, the rules and the publication then treat seeds like users.
 """
 
 from __future__ import annotations
@@ -50,12 +57,32 @@ class Recommender(ABC):
         if exclude is not None:
             ex = exclude[user_rows].tocoo()
             scores[ex.row, ex.col] = -np.inf
-        k = min(k, scores.shape[1])
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.lexsort((part, -part_scores), axis=1)
-        idx = np.take_along_axis(part, order, axis=1)
-        return idx, np.take_along_axis(scores, idx, axis=1)
+        return _top(scores, k)
+
+    @classmethod
+    def item_queries(cls, item_factors: np.ndarray, items: np.ndarray) -> np.ndarray | sp.csr_matrix:
+        """The seed side of item-to-item scoring: one row per seed in ``items`` (model item indices), in the
+        user space, so that ``scores(item_queries(V, items), V)[r, j]`` is how much item ``j`` is like item
+        ``items[r]``. A classmethod on the item representations ``V = item_representations()`` only: precompute
+        calls it on a model artefact's item factors without loading the model's own state.
+
+        Default (factor models): the seed's own factors, ``sim(i, j) = V[i] @ V[j]``."""
+        return np.ascontiguousarray(np.asarray(item_factors, dtype=np.float32)[np.asarray(items, dtype=np.int64)])
+
+    def similar_items(self, items: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k most similar item indices and scores for each seed item (exact; the seed itself and the
+        items of ``exclude``'s rows, one row per seed, are never returned). Ties by item index."""
+        from skyrec.models.representations import scores as product
+
+        items = np.asarray(items, dtype=np.int64)
+        V = self.item_representations()
+        scores = product(type(self).item_queries(V, items), V)
+        scores[np.arange(items.size), items] = -np.inf
+        if exclude is not None:
+            ex = sp.csr_matrix(exclude).tocoo()
+            scores[ex.row, ex.col] = -np.inf
+        return _top(scores, k)
 
     # ---- persistence (no pickle) ---------------------------------------------------------------
     @abstractmethod
@@ -95,3 +122,13 @@ class Recommender(ABC):
     def load(cls, folder: str | Path) -> Recommender:
         folder = Path(folder)
         return cls.from_files({n: (folder / n).read_bytes() for n in ("model.npz", "model.json")})
+
+
+def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the ``k`` best column indices (score descending, index ascending on ties) and their scores."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    idx = np.take_along_axis(part, order, axis=1)
+    return idx, np.take_along_axis(scores, idx, axis=1)

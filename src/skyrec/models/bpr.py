@@ -21,6 +21,13 @@ class BPRModel(FactorModel):
     defaults: ClassVar[dict[str, Any]] = {"factors": 64, "iterations": 100, "learning_rate": 0.01,
                                           "regularization": 0.001, "random_state": 42, "num_threads": 0}
 
+    @classmethod
+    def item_queries(cls, item_factors: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """``V[i] @ V[j]`` without the bias column (its user-side 1 set to 0): taste alone, not popularity."""
+        q = np.array(np.asarray(item_factors, dtype=np.float32)[np.asarray(items, dtype=np.int64)])
+        q[:, -1] = 0.0
+        return q
+
     def fit(self, interactions: sp.csr_matrix, item_features: sp.csr_matrix | None = None,
             user_features: sp.csr_matrix | None = None) -> BPRModel:
         from implicit.cpu.bpr import BayesianPersonalizedRanking

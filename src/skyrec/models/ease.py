@@ -70,6 +70,7 @@ def ease_weights(G: np.ndarray, regularization: float) -> np.ndarray:
 
 class EASEModel(FactorModel):
     name = "ease"
+    item_item_rows = True  # more like item i: B[i, :]
     defaults: ClassVar[dict[str, Any]] = {"regularization": 200.0, "binary": True, "memory_limit_gb": 8.0}
 
     def fit(self, interactions: sp.csr_matrix, item_features: sp.csr_matrix | None = None,

@@ -84,6 +84,13 @@ class HybridModel(Recommender):
         self._meta_bias = np.ascontiguousarray(model.item_biases[n_items:], dtype=np.float32)
         return self
 
+    @classmethod
+    def item_queries(cls, item_factors: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """``V' = [v, 1, b_i]``: the seed ``[v_i, 0, 0]`` gives ``v_i @ v_j`` (embeddings alone, no biases)."""
+        q = np.array(np.asarray(item_factors, dtype=np.float32)[np.asarray(items, dtype=np.int64)])
+        q[:, -2:] = 0.0
+        return q
+
     def _check(self) -> None:
         if self._user is None:
             raise RuntimeError("HybridModel: call fit() or load() first")

@@ -48,6 +48,11 @@ class PopularityModel(Recommender):
             return np.zeros((item_features.shape[0], 1), dtype=np.float32)
         return pop.reshape(-1, 1).copy()
 
+    @classmethod
+    def item_queries(cls, item_factors: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The baseline's "more like this" is what is popular: every seed is the user row ``[1]``."""
+        return np.ones((np.asarray(items).size, 1), dtype=np.float32)
+
     def state(self) -> dict[str, np.ndarray]:
         return {"popularity": self._check(), "n_users": np.asarray(self._n_users, dtype=np.int64)}
 

@@ -62,6 +62,14 @@ def product_into(user_rows: Representation, item_t: np.ndarray, out: np.ndarray)
     return np.matmul(user_rows, item_t, out=out)
 
 
+def one_hot(rows: np.ndarray, n: int) -> sp.csr_matrix:
+    """float32 CSR ``[len(rows), n]`` with a 1 at column ``rows[r]`` of row ``r``: the interaction row of a
+    listener who played only that item (the seed side of item-to-item scoring for ``d = n_items`` models)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return sp.csr_matrix((np.ones(rows.size, np.float32), rows.astype(np.int32), np.arange(rows.size + 1)),
+                         shape=(rows.size, int(n)))
+
+
 def all_finite(x: Representation) -> bool:
     values = x.data if sp.issparse(x) else x
     return bool(np.isfinite(values).all())

@@ -12,6 +12,10 @@ sees a missing or mixed set. Values are UTF-8 JSON, except ``rec`` values in the
   {p}:history:{variant}              list of previous pointer JSONs, newest first (for rollback)
   {p}:rec:{variant}:{pub}:{user_id}  the user's list best first: JSON [["item_id", score], ...] or packed bytes
                                      (tag 0x01, item-table positions, quantised scores; ``codec``)
+  {p}:sim:{variant}:{pub}:{item_id}  "more like this": the items most similar to ``item_id`` under the rail's
+                                     rules, best first, in the same encoding as ``rec`` values (``codec``; the
+                                     same item table). Written with the publication, removed with it
+                                     (``precompute.similar_k``; docs/similar.md)
   {p}:fallback:{variant}:{pub}       JSON [["item_id", score], ...] cold-start list
   {p}:items:{variant}:{pub}          hash item_id -> JSON {"title", "brand", "genres", "formats",
                                      "available_until" (ISO-8601 or null)}; in a packed publication also the
@@ -65,6 +69,12 @@ class Keys:
     def rec_pattern(self, variant: str, pub: str) -> str:
         return f"{self.p}:rec:{variant}:{pub}:*"
 
+    def sim(self, variant: str, pub: str, item_id: str) -> str:
+        return f"{self.p}:sim:{variant}:{pub}:{item_id}"
+
+    def sim_pattern(self, variant: str, pub: str) -> str:
+        return f"{self.p}:sim:{variant}:{pub}:*"
+
     def fallback(self, variant: str, pub: str) -> str:
         return f"{self.p}:fallback:{variant}:{pub}"
 
@@ -91,7 +101,8 @@ class Keys:
 
     def publication_pattern(self, variant: str, pub: str) -> list[str]:
         """Patterns matching every key of one publication (for removal of old versions)."""
-        return [self.rec_pattern(variant, pub), self.fallback(variant, pub), self.items(variant, pub),
+        return [self.rec_pattern(variant, pub), self.sim_pattern(variant, pub), self.fallback(variant, pub),
+                self.items(variant, pub),
                 self.users(variant, pub), self.hist_pattern(self.hist_namespace(variant, pub))]
 
 

@@ -137,7 +137,8 @@ def _delete_publication(redis_client: Any, keys: Keys, variant: str, pub: str, *
     deleted = 0
     for key in (keys.fallback(variant, pub), keys.items(variant, pub), keys.users(variant, pub)):
         deleted += int(redis_client.unlink(key))
-    for pattern in (keys.rec_pattern(variant, pub), keys.hist_pattern(keys.hist_namespace(variant, pub))):
+    for pattern in (keys.rec_pattern(variant, pub), keys.sim_pattern(variant, pub),
+                    keys.hist_pattern(keys.hist_namespace(variant, pub))):
         cursor = 0
         while True:
             cursor, found = redis_client.scan(cursor=cursor, match=pattern, count=batch)

@@ -1,5 +1,6 @@
-"""Post-conditions of a load: probe users read back from Redis equal the committed Parquet (either value
-encoding, ``skyrec.publish.codec``: packed values are decoded with the publication's item table)."""
+"""Post-conditions of a load: probe users read back from Redis equal the committed Parquet, and probe seed
+items' "more like this" lists equal those the precompute recorded (either value encoding,
+``skyrec.publish.codec``: packed values are decoded with the publication's item table)."""
 
 from __future__ import annotations
 
@@ -44,13 +45,15 @@ def probe_expectations(lake: Lake, manifest: Manifest, n: int, *, seed: int = 0)
 
 
 def check_probes(redis_client: Any, keys: Keys, variant: str, pub: str, expected: dict[str, list[list[Any]]],
-                 *, tolerance: float = 1e-4) -> int:
+                 *, tolerance: float = 1e-4, kind: str = "rec") -> int:
     """Raise VerificationError unless every probe user's Redis value equals the Parquet (items in order,
-    scores within ``tolerance`` of the rounded values). Returns the number of users checked."""
+    scores within ``tolerance`` of the rounded values). Returns the number of users checked.
+    ``kind="sim"``: the probes are seed items and their ``sim`` keys are checked the same way."""
     users = list(expected)
     if not users:
         return 0
-    raws = redis_client.mget([keys.rec(variant, pub, u) for u in users])
+    key = keys.sim if kind == "sim" else keys.rec
+    raws = redis_client.mget([key(variant, pub, u) for u in users])
     table: ItemTable | None = None
     if any(raw is not None and is_packed(raw) for raw in raws):
         try:
@@ -59,15 +62,22 @@ def check_probes(redis_client: Any, keys: Keys, variant: str, pub: str, expected
             raise VerificationError(f"{pub}: {exc}") from None
     for user, raw in zip(users, raws, strict=True):
         if raw is None:
-            raise VerificationError(f"{pub}: no rec key for probe user {user!r}")
+            raise VerificationError(f"{pub}: no {kind} key for probe {'item' if kind == 'sim' else 'user'} {user!r}")
         try:
             got = decode_value(raw, table)
         except CodecError as exc:
-            raise VerificationError(f"{pub}: user {user!r}: {exc}") from None
+            raise VerificationError(f"{pub}: {kind} {user!r}: {exc}") from None
         want = expected[user]
         if [g[0] for g in got] != [w[0] for w in want]:
-            raise VerificationError(f"{pub}: user {user!r} items differ from the Parquet")
+            raise VerificationError(f"{pub}: {kind} {user!r}: items differ from the committed predictions")
         if any(abs(float(g[1]) - float(w[1])) > tolerance * max(1.0, abs(float(w[1]))) for g, w in
                zip(got, want, strict=True)):
-            raise VerificationError(f"{pub}: user {user!r} scores differ from the Parquet")
+            raise VerificationError(f"{pub}: {kind} {user!r}: scores differ from the committed predictions")
     return len(users)
+
+
+def similar_probes(manifest: Manifest) -> dict[str, list[list[Any]]]:
+    """The seed items' expected "more like this" lists the precompute recorded in its manifest."""
+    similar = manifest.meta.get("similar") or {}
+    probes = similar.get("probes") if isinstance(similar, dict) else None
+    return dict(probes) if isinstance(probes, dict) else {}

@@ -12,6 +12,12 @@ of ``batch_size`` with the kernel and writes, for that shard:
   activity snapshot is given, one ``SET {p}:hist:{variant}:{pub}:{user} [[item, ts], ...]`` per user of the
   shard with plays (``skyrec.scoring.history``).
 
+With ``similar_k > 0`` the same kernel also scores *items*: ``Scorer.run_similar_shard`` takes a range of the
+model's items as seeds (each seed on the user side through the model contract's ``item_queries``, the seed
+itself excluded like a played item, the same candidates and brand cap) and writes
+``sim/part-NNNNN.resp``: one ``SET {p}:sim:{variant}:{pub}:{item} <list>`` per seed with a result, in the
+same encoding (and item table) as the ``rec`` values.
+
 Both the local engine and the Beam pipeline call ``run_shard``; the pipeline only distributes the shards.
 Memory is bounded by the batch: one ``sub_batch x candidates`` score matrix per thread plus one batch of
 output rows.
@@ -31,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 
 from skyrec.data.schemas import PREDICTIONS
 from skyrec.publish.codec import check_encoding, encode_packed_sets
@@ -71,6 +78,8 @@ class PrecomputeSpec:
     activity_path: str | None = None  # committed activity snapshot the recent plays are read from
     history_items: int = 0  # plays per user in the publication's history keys (0: none)
     encoding: str = "json"  # rec values: json | packed (positions into the candidates, the item table)
+    similar_k: int = 0  # items per "more like this" list (sim keys; 0: none)
+    model_classes: list[str] | None = None  # configured model class paths (which model.json may name)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -132,12 +141,28 @@ class ShardResult:
         return asdict(self)
 
 
+@dataclass
+class SimilarResult:
+    shard: int
+    seeds: int  # seed items scored (valid item ids of the model)
+    sim_keys: int  # seeds with at least one similar item (one SET each)
+    resp: str
+    referenced: list[int]  # candidate positions referenced by any list
+    seed_ids: list[str]  # the seeds with a key (their metadata goes into the items hash)
+    probes: dict[str, list[list[Any]]]  # a few seeds' expected lists [[item, score], ...] (load post-condition)
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class Scorer:
     """The model and a variant's candidates, loaded once; scores shards of users."""
 
     def __init__(self, spec: PrecomputeSpec, *, lake: Lake, user_ids: np.ndarray, user_factors: Any,
                  seen: Any, candidates: Candidates, model_meta: dict[str, Any],
-                 evaluation: dict[str, Any] | None = None) -> None:
+                 evaluation: dict[str, Any] | None = None, item_ids: np.ndarray | None = None,
+                 item_factors: np.ndarray | None = None, model_class: Any = None) -> None:
         self.spec = spec
         self.lake = lake
         self.user_ids = pa.array(user_ids.tolist() if user_ids.dtype == object else user_ids, pa.string())
@@ -154,6 +179,11 @@ class Scorer:
         self.rec_prefix = Keys(spec.key_prefix).rec(spec.variant, spec.publication, "")
         self.hist_prefix = Keys(spec.key_prefix).hist(Keys.hist_namespace(spec.variant, spec.publication), "")
         self._pool = ThreadPoolExecutor(spec.threads) if spec.threads > 1 else None
+        # item-to-item: the model's items as seeds, scored through the contract's ``item_queries``
+        self.item_ids = np.asarray(item_ids if item_ids is not None else [], dtype=object)
+        self.item_factors = item_factors
+        self.model_class = model_class
+        self.sim_prefix = Keys(spec.key_prefix).sim(spec.variant, spec.publication, "")
 
     @classmethod
     def from_spec(cls, spec: PrecomputeSpec) -> Scorer:
@@ -167,9 +197,13 @@ class Scorer:
         cands = build_candidates(model_item_ids=art.item_ids, item_factors=art.item_factors, catalogue=catalogue,
                                  candidate_filter=spec.candidate_filter, at=at, availability=availability,
                                  max_age_days=spec.max_age_days)
+        model_class = None
+        if spec.similar_k > 0:
+            model_class = similar_model_class(lake, lake.require(spec.model_path), spec.model_classes)
         return cls(spec, lake=lake, user_ids=art.user_ids, user_factors=art.user_factors, seen=art.seen,
                    candidates=cands, model_meta=dict(art.meta),
-                   evaluation=published_evaluation(lake, spec.model_path, art.meta, spec.variant, art.evaluation))
+                   evaluation=published_evaluation(lake, spec.model_path, art.meta, spec.variant, art.evaluation),
+                   item_ids=art.item_ids, item_factors=art.item_factors, model_class=model_class)
 
     @property
     def n_users(self) -> int:
@@ -274,6 +308,89 @@ class Scorer:
         data, n, items = encode_history_sets(self.hist_prefix, plays)
         out.write(data)
         return n, items
+
+
+    # ---- item-to-item ("more like this") --------------------------------------------------------
+    @property
+    def similar_enabled(self) -> bool:
+        """Seeds are scored when the spec asks for them and the artefact names its model class."""
+        return self.spec.similar_k > 0 and self.model_class is not None and self.item_factors is not None
+
+    def invalid_seeds(self) -> list[str]:
+        """Model items whose id is not a valid key component (no sim key; counted by the caller)."""
+        return [str(i) for i in self.item_ids.tolist() if not VALID_USER_ID.fullmatch(str(i))]
+
+    def score_similar(self, seeds: np.ndarray) -> TopK:
+        """The exact constrained top-K most similar candidates of each seed (model item index): the seed as a
+        user (``item_queries``), itself excluded as a played item, the rail's candidates and brand cap."""
+        c = self.candidates
+        seeds = np.asarray(seeds, dtype=np.int64)
+        k = min(self.spec.similar_k, max(1, len(c)))
+        own = c.item_to_cand[seeds]
+        rows = np.nonzero(own >= 0)[0]
+        indptr = np.zeros(seeds.size + 1, dtype=np.int64)
+        np.cumsum(own >= 0, out=indptr[1:])
+        exclude = sp.csr_matrix((np.ones(rows.size, np.int8), own[rows].astype(np.int64), indptr),
+                                shape=(seeds.size, len(c)))
+        queries = self.model_class.item_queries(self.item_factors, seeds)
+        return topk_threaded(queries, c.item_factors_t, k, pool=self._pool, threads=self.spec.threads,
+                             exclude=exclude, brands=c.brands, max_per_brand=self.spec.max_per_brand,
+                             sub_batch=self.spec.sub_batch)
+
+    def run_similar_shard(self, shard: int, start: int, end: int, *, probes: int = 4) -> SimilarResult:
+        """Score model items [start, end) as seeds in batches; write ``sim/part-NNNNN.resp``."""
+        t0 = time.perf_counter()
+        spec = self.spec
+        name = f"sim/part-{shard:05d}.resp"
+        self.lake.fs.makedirs(f"{spec.out_dir}/sim", exist_ok=True)
+        referenced = np.zeros(len(self.candidates), dtype=bool)
+        seeds_total = keys = 0
+        seed_ids: list[str] = []
+        expected: dict[str, list[list[Any]]] = {}
+        valid = np.fromiter((bool(VALID_USER_ID.fullmatch(str(i))) for i in self.item_ids[start:end].tolist()),
+                            dtype=bool, count=max(0, end - start))
+        with self.lake.fs.open(f"{spec.out_dir}/{name}", "wb") as fh:
+            for s in range(start, end, spec.batch_size):
+                seeds = np.arange(s, min(end, s + spec.batch_size))
+                seeds = seeds[valid[seeds - start]]
+                if seeds.size == 0:
+                    continue
+                res = self.score_similar(seeds)
+                ids = [str(i) for i in self.item_ids[seeds].tolist()]
+                if self.fragments is None:
+                    data, n = encode_packed_sets(self.sim_prefix, ids, res.items, res.scores, res.counts,
+                                                 spec.score_decimals, len(self.candidates))
+                else:
+                    data, n = encode_rec_sets(self.sim_prefix, ids, self.fragments, res.items, res.scores,
+                                              res.counts, spec.score_decimals)
+                fh.write(data)
+                mask = np.arange(res.items.shape[1])[None, :] < res.counts[:, None]
+                referenced[res.items[mask]] = True
+                has = np.nonzero(res.counts > 0)[0]
+                seed_ids.extend(ids[r] for r in has.tolist())
+                for r in has[:: max(1, has.size // probes)][: max(0, probes - len(expected))].tolist():
+                    expected[ids[r]] = [[str(self.candidates.item_ids[j]), float(v)] for j, v in
+                                        zip(res.items[r, : res.counts[r]].tolist(),
+                                            res.scores[r, : res.counts[r]].tolist(), strict=True)]
+                seeds_total += seeds.size
+                keys += n
+        return SimilarResult(shard=shard, seeds=seeds_total, sim_keys=keys, resp=name,
+                             referenced=np.nonzero(referenced)[0].tolist(), seed_ids=seed_ids, probes=expected,
+                             seconds=round(time.perf_counter() - t0, 3))
+
+
+def similar_model_class(lake: Lake, manifest: Any, allowed: list[str] | None) -> Any:
+    """The model class a committed model output names in its ``model.json`` (restricted to the configured
+    class paths), whose ``item_queries`` scores seeds; None when the output holds no ``model.json`` (an
+    artefact written without the model's own state cannot say what "similar" means for it)."""
+    from skyrec.models import recommender_class
+
+    try:
+        with lake.open(manifest, "model.json") as fh:
+            raw = fh.read()
+    except KeyError:
+        return None
+    return recommender_class(raw, set(allowed) if allowed is not None else None)
 
 
 def shard_ranges(n_users: int, shard_users: int) -> list[tuple[int, int, int]]:

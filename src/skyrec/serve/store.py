@@ -247,6 +247,23 @@ class Answer:
     stale: bool = False
 
 
+@dataclass
+class SimilarAnswer:
+    pointer: dict[str, Any]
+    seed: ItemMeta
+    items: list[tuple[str, float, ItemMeta]] | None  # None: the publication holds no list for the seed
+
+
+@dataclass
+class BecauseAnswer:
+    pointer: dict[str, Any]
+    seed_id: str | None
+    seed: ItemMeta | None
+    played_at: str | None
+    items: list[tuple[str, float, ItemMeta]]
+    note: str | None
+
+
 class _PubCache:
     """What the API keeps of one (immutable) publication: its fallback list, its item table (packed encoding)
     and the item metadata seen so far."""
@@ -439,6 +456,65 @@ class Store:
         entry = await self._publication(variant, pub) or _PubCache([], 0)
         fetched = await self._fill_meta(variant, pub, entry, item_ids)
         return {i: fetched.get(i) or entry.meta.get(i, UNKNOWN_ITEM) for i in item_ids}
+
+    # ---- "more like this" and "because you played X" (sim keys; docs/similar.md) -------------------------
+    async def similar(self, variant: str, item_id: str, want: int) -> SimilarAnswer:
+        """The seed item's precomputed "more like this" list in the variant's current publication, best
+        first, items whose availability ended since the precompute dropped. ``items`` is None when the
+        publication holds no list for the item; Unavailable when nothing is published."""
+        pointer, pub, entry = await self._current_publication(variant)
+        raw = await self._get(self.keys.sim(variant, pub, item_id))
+        meta = await self.item_meta(variant, pub, [item_id])
+        if raw is None:
+            return SimilarAnswer(pointer, meta[item_id], None)
+        lst = parse_rec(raw, entry.table) or []
+        return SimilarAnswer(pointer, meta[item_id], await self._ranked(variant, pub, lst, want))
+
+    async def because_you_played(self, variant: str, user_id: str, want: int) -> BecauseAnswer:
+        """A "because you played X" rail: the user's most recent published play that has a "more like this"
+        list with something left to show (the items among the user's published recent plays and those no
+        longer available left out) is the seed; the answer is that list. ``seed`` is None when no play
+        qualifies (or the publication carries no plays: its pointer names no ``activity``)."""
+        pointer, pub, entry = await self._current_publication(variant)
+        activity = pointer.get("activity")
+        if not isinstance(activity, str):
+            return BecauseAnswer(pointer, None, None, None, [], "the publication carries no play history")
+        plays = await self.history(activity, user_id)
+        if not plays:
+            return BecauseAnswer(pointer, None, None, None, [], "no recent plays published for this user")
+        played = {i for i, _ in plays}
+        order = list(dict.fromkeys(i for i, _ in plays))  # newest first, each item once
+        raws = await self.redis.mget([self.keys.sim(variant, pub, i) for i in order])
+        when: dict[str, str] = {}
+        for i, ts in plays:
+            when.setdefault(i, ts)
+        for seed, raw in zip(order, raws, strict=True):
+            if raw is None:
+                continue
+            lst = [(i, v) for i, v in parse_rec(raw, entry.table) or [] if i not in played]
+            ranked = await self._ranked(variant, pub, lst, want)
+            if ranked:
+                seed_meta = (await self.item_meta(variant, pub, [seed]))[seed]
+                return BecauseAnswer(pointer, seed, seed_meta, when[seed], ranked, None)
+        return BecauseAnswer(pointer, None, None, None, [],
+                             f"none of the user's {len(order)} recent plays has similar items left to show")
+
+    async def _current_publication(self, variant: str) -> tuple[dict[str, Any], str, _PubCache]:
+        for attempt in range(2):
+            pointer, _ = await self.pointer(variant, fresh=attempt > 0)
+            if pointer is None:
+                raise Unavailable(f"variant {variant!r} has no published recommendations yet", code="not_published")
+            pub = pointer["publication"]
+            entry = await self._publication(variant, pub)
+            if entry is not None:
+                return pointer, pub, entry
+        raise Unavailable(f"publication of variant {variant!r} is being replaced; retry", code="switching")
+
+    async def _ranked(self, variant: str, pub: str, lst: list[tuple[str, float]], want: int
+                      ) -> list[tuple[str, float, ItemMeta]]:
+        """The list without expired items, at most ``want`` (metadata of its items: one HMGET at most)."""
+        meta = await self.item_meta(variant, pub, [i for i, _ in lst])
+        return assemble(lst, [], meta, time.time(), want).items
 
     # ---- other reads ---------------------------------------------------------------------------
     async def item(self, variant: str, pub: str, item_id: str) -> dict[str, Any] | None:

@@ -42,6 +42,16 @@ class RecommendationsOut(BaseModel):
                                                 "(a page past the end has no items and next_offset null)")
     padded: int = Field(description="how many items of this page came from the fallback list")
     stale: bool = Field(False, description="true when Redis was unreachable and a cached answer was served")
+    # experiments (docs/experiments.md): null outside an experiment; impression_id for reporting events
+    experiment: str | None = Field(None, description="the experiment measuring this answer (null outside one)")
+    arm: str | None = Field(None, description="the user's arm in that experiment (null outside one)")
+    impression_id: str | None = Field(None, description="this answer's id: name it in the events you report "
+                                                        "(POST /v1/events)")
+
+
+class SimilarSummary(BaseModel):
+    k: int
+    items: int
 
 
 class VariantOut(BaseModel):
@@ -56,6 +66,7 @@ class VariantOut(BaseModel):
     items: int | None = None
     evaluation: dict[str, Any] | None = None
     report_url: str | None = None
+    similar: SimilarSummary | None = None  # "more like this" lists in this publication (null: none)
     stale: bool = False
 
 
@@ -105,6 +116,48 @@ class ReadyOut(BaseModel):
 class AdminOut(BaseModel):
     action: str
     variants: dict[str, Any]
+
+
+class SimilarItemOut(BaseModel):
+    id: str
+    title: str | None
+    brand: str | None
+    genres: list[str]
+    score: float = Field(description="the model's item-to-item score, best first")
+
+
+class SeedOut(BaseModel):
+    id: str
+    title: str | None = Field(description="the seed item's title (null when the publication has no metadata for it)")
+    brand: str | None = None
+    genres: list[str] = []
+
+
+class PlayedSeedOut(SeedOut):
+    played_at: str = Field(description="when the user played it (ISO-8601)")
+
+
+class SimilarOut(BaseModel):
+    item: SeedOut
+    rail: str
+    publication: str
+    model_version: str | None
+    items: list[SimilarItemOut] = Field(description="best first: the rail's candidates most like the item, under "
+                                                    "its rules (the item itself never, available items only, "
+                                                    "the brand cap)")
+    limit: int
+
+
+class BecauseYouPlayedOut(BaseModel):
+    user_id: str
+    rail: str
+    publication: str
+    model_version: str | None
+    seed: PlayedSeedOut | None = Field(description="the user's most recent qualifying play: the \"X\" of "
+                                                   "\"because you played X\"; null when no play qualifies")
+    items: list[SimilarItemOut]
+    limit: int
+    note: str | None = Field(None, description="why there is no seed, when there is none")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -1,0 +1,211 @@
+""""More like this" in the precompute: every model item scored as a seed through the model contract, with the
+same kernel and rules as the users (seed excluded, availability, age rule, brand cap), written as ``sim`` keys
+of the same publication, counted in its key count, proven after the load, and switched with it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+import redis
+import scipy.sparse as sp
+import synth
+
+from skyrec.data.lakeio import file_url
+from skyrec.jobs.base import RunInfo, execute
+from skyrec.models.als import ALSModel
+from skyrec.models.artefact import published_model_pointer, save_artefact, save_model
+from skyrec.models.base import Recommender
+from skyrec.models.ease import EASEModel
+from skyrec.publish import current
+from skyrec.publish.codec import ITEM_TABLE_FIELD, decode_value, parse_table
+from skyrec.publish.keys import Keys
+from skyrec.publish.resp import load_files
+from skyrec.scoring.topk import reference_topk
+from skyrec.storage import Lake, Producer
+
+pytestmark = pytest.mark.integration
+VARIANT = "comedy_featured"
+
+
+def _run(hour: int = 0) -> RunInfo:
+    return RunInfo(dag_id=f"precompute_recommendations_ease_{VARIANT}_v1", run_id=f"r{hour}",
+                   task_id="compute_predictions", logical_date=synth.AT + dt.timedelta(hours=hour))
+
+
+def _job(name: str, cfg, hour: int = 0) -> dict:
+    code, payload = execute(name, config=cfg, run=_run(hour), params={"variant": VARIANT})
+    assert code == 0, payload.get("traceback") or payload.get("error")
+    return payload["summary"]
+
+
+def _with_model_state(cfg, s: synth.Synth, kind: str = "ease") -> Recommender:
+    """Re-commit the synthetic model as a real model whose model.json names its class, and publish it:
+    EASE fitted on the synthetic plays, or ALS holding the synthetic factors."""
+    lake = Lake.from_config(cfg)
+    model: Recommender
+    if kind == "ease":
+        model = EASEModel(regularization=20.0).fit(s.seen)
+    else:
+        model = ALSModel()
+        model._set_factors(s.U, s.V)
+    rel = cfg.dataset_path("model", model="als", version="v1", run_key="20260301T113000")
+    stage = lake.stage("model", rel, Producer())
+    save_artefact(stage, user_ids=s.user_ids, item_ids=s.item_ids, user_factors=model.user_representations(),
+                  item_factors=model.item_representations(), seen=s.seen)
+    save_model(stage, model)
+    stage.commit({"model": "als", "version": "v1", "model_version": "v1.20260301T113000",
+                  "n_users": len(s.user_ids), "n_items": len(s.item_ids)})
+    lake.write_pointer(published_model_pointer("als", "v1"), {"path": rel})
+    return model
+
+
+def _expected(s: synth.Synth, model: Recommender, k: int, cap: int) -> dict[str, list[tuple[str, float]]]:
+    """Independent brute force: the rail's candidates by hand, then the specification over the model's
+    item-item scores (EASE: its weights B; ALS: V V^T, where an item is its own best match) with the seed
+    itself excluded."""
+    genres = s.catalogue.column("genres").to_pylist()
+    cand = [j for j in range(len(s.item_ids)) if "Comedy" in genres[j] and s.item_ids[j] not in s.unavailable
+            and not ("News" in genres[j] and j % 5 > 2)]
+    names = [s.catalogue.column("brand_id")[j].as_py() for j in cand]
+    codes = {b: i for i, b in enumerate(sorted({b for b in names if b}))}
+    brands = np.array([codes[b] if b else -1 for b in names], dtype=np.int32)
+    V = model.item_representations()
+    S = V.T if isinstance(model, EASEModel) else V @ V.T  # S[i, j]: how much j is like i
+    eye = np.eye(len(cand), dtype=np.float32)
+    pos = {j: c for c, j in enumerate(cand)}
+    out = {}
+    for i in range(len(s.item_ids)):
+        excl = np.zeros((1, len(cand)), dtype=np.int8)
+        if i in pos:
+            excl[0, pos[i]] = 1
+        ref = reference_topk(S[i:i + 1, cand], eye, k, exclude=sp.csr_matrix(excl), brands=brands,
+                             max_per_brand=cap)[0]
+        if ref:
+            out[s.item_ids[i]] = [(s.item_ids[cand[j]], v) for j, v in ref]
+    return out
+
+
+@pytest.mark.parametrize(("kind", "encoding"), [("ease", "packed"), ("als", "json")])
+def test_similar_lists_are_exact_under_the_rules_and_load_with_the_publication(config_factory, redis_client,
+                                                                                 kind: str, encoding: str) -> None:
+    cfg = config_factory({"precompute": {"k": 10, "similar_k": 6, "batch_size": 64, "shard_users": 150, "threads": 2,
+                                         "rules": {"max_per_brand": 2, "max_age_days": {"News": 2}}},
+                          "publish": {"encoding": encoding}})
+    s = synth.build(cfg, bad_user=False)
+    model = _with_model_state(cfg, s, kind)
+    out = _job("compute_predictions", cfg)
+    lake = Lake.from_config(cfg)
+    m = lake.require(out["outputs"][0])
+    meta = m.meta
+    sim = meta["similar"]
+    assert sim["k"] == 6 and sim["seeds"] == 400 and sim["invalid_seeds"] == 0
+    assert sim["model_class"] == f"skyrec.models.{kind}:{type(model).__name__}"
+    assert len(sim["resp_files"]) == 3  # 400 seeds in shards of 150
+    want = _expected(s, model, 6, 2)
+    assert meta["sim_keys"] == sim["sim_keys"] == len(want) > 300
+
+    # loaded as the publishers load it: the key count includes the sim keys, every value is exact
+    pool = redis_client.connection_pool.connection_kwargs
+    res = load_files(pool["host"], pool["port"], [file_url(lake, m, n) for n in meta["resp_files"]],
+                     expected=meta["commands"])
+    assert res.errors == 0 and redis_client.dbsize() == meta["keys"]
+    keys = Keys(cfg.publish.key_prefix)
+    pub = meta["publication"]
+    table = parse_table(redis_client.hget(keys.items(VARIANT, pub), ITEM_TABLE_FIELD)) if encoding == "packed" else None
+    brand_of = dict(zip(s.item_ids.tolist(), s.catalogue.column("brand_id").to_pylist(), strict=True))
+    for seed, items in want.items():
+        got = decode_value(redis_client.get(keys.sim(VARIANT, pub, seed)), table)
+        assert [i for i, _ in got] == [i for i, _ in items], seed
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in items], atol=6e-6)
+        assert seed not in [i for i, _ in got], "an item is never 'more like' itself"
+        assert not {i for i, _ in got} & s.unavailable
+        per_brand: dict[str, int] = {}
+        for i, _ in got:
+            if brand_of[i]:
+                per_brand[brand_of[i]] = per_brand.get(brand_of[i], 0) + 1
+        assert max(per_brand.values(), default=0) <= 2
+    # the items hash names every seed (its title heads "more like X") and every similar item
+    named = {k.decode() for k in redis_client.hkeys(keys.items(VARIANT, pub))}
+    assert set(want) <= named and {i for items in want.values() for i, _ in items} <= named
+    assert json.loads(redis_client.hget(keys.items(VARIANT, pub), "i00001"))["title"] == "Title 1"
+    # the recorded probes are real lists of this publication
+    assert sim["probes"] and all([i for i, _ in want[p]] == [i for i, _ in v] for p, v in sim["probes"].items())
+
+
+def test_one_swap_switches_both_and_the_load_is_proven(config_factory, redis_server) -> None:
+    cfg = config_factory({"precompute": {"k": 8, "similar_k": 5, "batch_size": 64, "shard_users": 200, "threads": 1},
+                          "publish": {"redis_url": redis_server.url, "probe_users": 10}})
+    s = synth.build(cfg, n_users=120, n_items=200, bad_user=False)
+    _with_model_state(cfg, s)
+    _job("compute_predictions", cfg)
+    dump = _job("create_redis_dump", cfg)
+    lake = Lake.from_config(cfg)
+    dm = lake.require(dump["outputs"][0])
+    assert dm.meta["similar_probes_checked"] >= 4 and dm.meta["sim_keys"] > 150
+    _job("publish_predictions", cfg)
+    r = redis.Redis.from_url(redis_server.url)
+    try:
+        keys = Keys(cfg.publish.key_prefix)
+        ptr = current(r, keys, VARIANT)
+        pred = lake.require(dm.meta["predictions"])
+        assert ptr["similar"] == {"k": 5, "items": pred.meta["sim_keys"]}
+        assert len(list(r.scan_iter(keys.sim_pattern(VARIANT, ptr["publication"]), count=1000))) == ptr["similar"]["items"]
+        first = ptr["publication"]
+        # a second publication switches rec and sim together; the first one's sim keys go with it
+        # (keep_versions: 1 removes it at the switch)
+        cfg2 = config_factory({"precompute": {"k": 8, "similar_k": 5, "batch_size": 64, "shard_users": 200,
+                                              "threads": 1},
+                               "publish": {"redis_url": redis_server.url, "probe_users": 10, "keep_versions": 1}})
+        _job("compute_predictions", cfg2, 1)
+        _job("publish_predictions", cfg2, 1)
+        second = current(r, keys, VARIANT)["publication"]
+        assert second != first
+        assert not list(r.scan_iter(keys.sim_pattern(VARIANT, first), count=1000)), "old sim keys left behind"
+        assert list(r.scan_iter(keys.sim_pattern(VARIANT, second), count=1000))
+    finally:
+        for key in r.scan_iter(f"{cfg.publish.key_prefix}:*", count=1000):
+            r.unlink(key)
+        r.close()
+
+
+def test_a_sim_key_that_differs_from_the_precompute_fails_the_load(config_factory, redis_server, monkeypatch) -> None:
+    """The post-condition reads probe seeds back: a wrong list in the loaded data is refused, not published."""
+    from skyrec.publish import resp as resp_module
+
+    cfg = config_factory({"precompute": {"k": 8, "similar_k": 5, "batch_size": 64, "threads": 1},
+                          "publish": {"redis_url": redis_server.url}})
+    s = synth.build(cfg, n_users=60, n_items=120, bad_user=False)
+    _with_model_state(cfg, s)
+    _job("compute_predictions", cfg)
+    real = resp_module.load_files
+
+    def tampering(host, port, paths, **kw):
+        res = real(host, port, paths, **kw)
+        c = redis.Redis(host=host, port=port, db=kw.get("db") or 0)
+        for key in c.scan_iter(match=f"{cfg.publish.key_prefix}:sim:*", count=1000):
+            c.set(key, b"[]" if cfg.publish.encoding == "json" else c.get(key)[:-1])
+        c.close()
+        return res
+
+    monkeypatch.setattr(resp_module, "load_files", tampering)
+    code, payload = execute("create_redis_dump", config=cfg, run=_run(), params={"variant": VARIANT})
+    assert code != 0 and "sim" in payload["error"], payload.get("error")
+
+
+def test_disabled_or_without_a_model_class_nothing_is_written_and_the_manifest_says_why(config_factory) -> None:
+    cfg = config_factory({"precompute": {"k": 5, "similar_k": 4, "threads": 1}})
+    s = synth.build(cfg, n_users=50, n_items=80, bad_user=False)  # a bare artefact: no model.json
+    meta = Lake.from_config(cfg).require(_job("compute_predictions", cfg)["outputs"][0]).meta
+    assert meta["sim_keys"] == 0 and "no model.json" in meta["similar"]["note"]
+    assert not any(f.startswith("sim/") for f in meta["resp_files"])
+    _with_model_state(cfg, s)
+    cfg0 = config_factory({"precompute": {"k": 5, "similar_k": 4, "threads": 1},
+                           "variants": {VARIANT: {"similar_k": 0}}})
+    meta0 = Lake.from_config(cfg0).require(_job("compute_predictions", cfg0, 2)["outputs"][0]).meta
+    assert meta0["sim_keys"] == 0 and meta0["similar"]["note"].startswith("disabled")
+    meta1 = Lake.from_config(cfg).require(_job("compute_predictions", cfg, 3)["outputs"][0]).meta
+    # same users and shared keys; the differences are the sim keys and the seeds' metadata in the items hash
+    assert meta1["sim_keys"] > 0 and meta1["keys"] == meta0["keys"] + meta1["sim_keys"]
