@@ -328,6 +328,23 @@ class RulesConfig(_Model):
     max_age_days: dict[str, float] = Field(default_factory=dict)
 
 
+class DaskRunnerConfig(_Model):
+    """``precompute.runner: DaskRunner``: a self-hosted Dask cluster (``dask scheduler`` + ``dask worker``s)."""
+
+    address: str = ""  # the scheduler, tcp://host:8786 (tls:// with a secured cluster); required for DaskRunner
+    connection_timeout_seconds: int = Field(30, ge=1)  # first connection to the scheduler
+    # Dask partitions of the shards (the unit of model load and of re-execution after a lost worker);
+    # 0: one per shard. Beam's own default (128 elements a partition) would put every shard in one task.
+    partitions: int = Field(0, ge=0)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if v and not re.fullmatch(r"(tcp|tls)://[A-Za-z0-9.\-_]+:[0-9]{1,5}", v):
+            raise ValueError(f"{v!r} is not a Dask scheduler address (tcp://host:port or tls://host:port)")
+        return v
+
+
 class PrecomputeConfig(_Model):
     k: int = Field(50, ge=1, le=1000)
     batch_size: int = Field(4096, ge=1)
@@ -342,6 +359,14 @@ class PrecomputeConfig(_Model):
     runner: str = "DirectRunner"
     direct_num_workers: int = Field(2, ge=1)
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "multi_processing"
+    dask: DaskRunnerConfig = DaskRunnerConfig()
+
+    @model_validator(mode="after")
+    def _dask_address(self) -> PrecomputeConfig:
+        if self.runner == "DaskRunner" and not self.dask.address:
+            raise ValueError("precompute.dask.address: required when precompute.runner is DaskRunner "
+                             "(the scheduler, e.g. tcp://127.0.0.1:8786)")
+        return self
 
 
 class CandidateFilter(_Model):

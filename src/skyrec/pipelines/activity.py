@@ -355,7 +355,12 @@ def execute(spec: Spec, files: list[tuple[str, str]], options: PipelineOptions) 
          | "Files" >> beam.Create(sorted(files))
          | "Ingest" >> IngestActivity(spec))
     result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)
+        if client is not None:  # DaskRunner leaves its cluster client open (and reports no metrics)
+            client.close()
     counters: dict[str, int] = {}
     try:
         for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:

@@ -3,8 +3,14 @@
 
 ``runner_options(config, runner)`` gives the settings a runner must run with -- ``jobs.dataflow`` (project,
 region, machine type, disk, workers, experiments incl. the shuffle mode, temp and staging locations),
-``jobs.flink`` (master, parallelism, SDK harness environment, uber-jar submission) or ``jobs.spark`` (master,
-SDK harness environment) -- without the job's name or identity, which the caller adds.
+``jobs.flink`` (master, parallelism, SDK harness environment, uber-jar submission), ``jobs.spark`` (master,
+SDK harness environment) or ``precompute.dask`` (scheduler address, connection timeout, partitions) --
+without the job's name or identity, which the caller adds.
+
+DaskRunner is the self-hosted scale-out: Beam's Dask runner (``apache-beam[dask]``) translates the pipeline
+into a Dask graph that the cluster's scheduler spreads over its worker processes (``dask scheduler`` and
+``dask worker`` over TCP; no job server, no container). Beam knows it by its module path only
+(:data:`DASK_RUNNER`); config and docs call it ``DaskRunner``.
 """
 
 from __future__ import annotations
@@ -15,6 +21,12 @@ from typing import Any
 from skyrec.config import Config, ConfigError
 
 RUNNERS = {"dataflow": "DataflowRunner", "flink": "FlinkRunner", "spark": "SparkRunner"}
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+
+
+def beam_runner(runner: str) -> str:
+    """The name Beam resolves for a configured runner (``DaskRunner`` is not registered by short name)."""
+    return DASK_RUNNER if runner == "DaskRunner" else runner
 
 
 def runner_options(config: Config, runner: str) -> dict[str, Any]:
@@ -38,6 +50,12 @@ def runner_options(config: Config, runner: str) -> dict[str, Any]:
         sp = jobs.spark
         return {"spark_master_url": sp.master_url, "environment_type": sp.environment_type,
                 "environment_config": sp.environment_config}
+    if runner in ("DaskRunner", DASK_RUNNER):
+        dk = config.precompute.dask
+        if not dk.address:
+            raise ConfigError("precompute.dask.address: required to run on a Dask cluster (tcp://host:8786)")
+        return {"dask_client_address": dk.address, "dask_connection_timeout": dk.connection_timeout_seconds,
+                "dask_npartitions": dk.partitions or None}
     return {}
 
 

@@ -421,6 +421,9 @@ def topk_threaded(user_factors: Representation, item_factors_t: np.ndarray, k: i
     plan = _Plan(user_factors, item_factors_t, k, exclude, brands, max_per_brand, sub_batch)
     workers = min(threads, plan.n_chunks)
     if pool is None or workers <= 1:
+        if threads <= 1:  # one thread asked for: BLAS must not start its own (they would take the other cores)
+            with _one_blas_thread():
+                return plan.run_serial()
         return plan.run_serial()
     chunks = iter(range(plan.n_chunks))
     take = threading.Lock()
