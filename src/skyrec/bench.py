@@ -13,6 +13,7 @@ import platform
 import sys
 import time
 import traceback
+from pathlib import Path
 
 from skyrec.config import project_root
 
@@ -53,4 +54,20 @@ def run_all(scale: str = "small", only: list[str] | None = None) -> int:
                   "machine": _machine(), "result": result}
         (out_dir / f"{name}.{scale}.json").write_text(json.dumps(record, indent=1, default=str))
         print(json.dumps(record["result"], indent=1, default=str), flush=True)
+    failed += _plan_coefficients(out_dir, scale, [s.stem.removeprefix("bench_") for s in scripts])
     return 1 if failed else 0
+
+
+def _plan_coefficients(out_dir: Path, scale: str, ran: list[str]) -> int:
+    """Fold this run's kernel/precompute/encoding figures into ``.bench/coefficients.json`` (``skyrec plan``)."""
+    from skyrec.config import load_config
+    from skyrec.plan import update_from_bench
+
+    try:
+        written = update_from_bench(out_dir, scale, ran, load_config("local").publish.encoding)
+    except Exception:  # noqa: BLE001 - reported, and the run fails, but the benchmark records are kept
+        print(f"plan coefficients not updated:\n{traceback.format_exc()}", file=sys.stderr)
+        return 1
+    if written:
+        print(f"plan coefficients updated: {written}", flush=True)
+    return 0

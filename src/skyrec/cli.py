@@ -363,6 +363,65 @@ def bench(
     raise typer.Exit(run_all(scale=scale, only=only))
 
 
+@app.command()
+def plan(
+    users: Annotated[int | None, typer.Option(help="Listeners with recommendations.")] = None,
+    candidates: Annotated[int, typer.Option(help="Candidate items per rail.")] = 20_000,
+    rails: Annotated[int | None, typer.Option(help="Rails (variants); default: the configured ones.")] = None,
+    k: Annotated[int | None, typer.Option("--k", help="List length; default precompute.k.")] = None,
+    plays_per_user: Annotated[float, typer.Option(help="Plays per user in the activity snapshot.")] = 20.0,
+    cores: Annotated[int | None, typer.Option(help="Cores of the machine (default: this one's).")] = None,
+    encoding: Annotated[str | None, typer.Option(help="json | packed; default publish.encoding.")] = None,
+    interval_hours: Annotated[float, typer.Option(help="Every rail recomputed this often.")] = 24.0,
+    redis_node_gb: Annotated[float, typer.Option(help="Dataset one Redis node holds.")] = 100.0,
+    dataflow_speed: Annotated[float, typer.Option(help="Work of one Dataflow vCPU relative to one core "
+                                                       "of the measured machine.")] = 1.0,
+    coefficients: Annotated[str | None, typer.Option(help="Coefficients file (default: .bench/coefficients.json, "
+                                                          "else the committed one).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Plan vs the recorded reference run (exit 1 if a "
+                                                        "figure is off by more than 20%).")] = False,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="Measure the coefficients on this machine "
+                                                                "(a few minutes) into .bench/coefficients.json.")] = False,
+    calibrate_users: Annotated[int, typer.Option(help="Users of the calibration's larger precompute runs "
+                                                      "(the smaller: a third).")] = 60_000,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of the table.")] = False,
+    env: EnvOpt = None,
+) -> None:
+    """Capacity plan of the precompute path from coefficients measured on this machine (docs/scale.md)."""
+    from skyrec import plan as p
+
+    try:
+        if calibrate:
+            coef, path = p.calibrate(calibrate_users, progress=lambda m: typer.echo(m, err=True))
+            typer.echo(f"coefficients written to {path}", err=True)
+        else:
+            coef, path = p.load_coefficients(coefficients)
+        if check or calibrate:
+            rows = p.check_reference(coef)
+            if as_json:
+                typer.echo(json.dumps({"coefficients_file": str(path), "check": p.json_ready(rows)}, indent=1))
+            else:
+                from rich.console import Console
+
+                Console().print(p.render_check(rows, coef))
+            raise typer.Exit(0 if calibrate or all(r["within"] for r in rows) else 1)
+        if users is None:
+            _fail("plan: --users is required (or --check / --calibrate)")
+        inputs = p.inputs_from_config(_config(env), users=users, candidates=candidates, rails=rails, k=k,
+                                      plays_per_user=plays_per_user, cores=cores, encoding=encoding,
+                                      interval_hours=interval_hours, redis_node_gb=redis_node_gb,
+                                      dataflow_speed=dataflow_speed)
+        result = p.plan(inputs, coef)
+    except (p.CoefficientsError, ValueError) as exc:
+        _fail(f"plan: {exc}")
+    if as_json:
+        typer.echo(json.dumps({"coefficients_file": str(path), **p.json_ready(result)}, indent=1))
+        return
+    from rich.console import Console
+
+    Console().print(p.render(result, str(path)))
+
+
 def _resolve_home(data: Any, home: str) -> Any:
     if isinstance(data, dict):
         return {k: _resolve_home(v, home) for k, v in data.items()}

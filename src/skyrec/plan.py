@@ -1,0 +1,867 @@
+"""``skyrec plan``: a capacity model of the precompute path from coefficients measured on a real machine.
+
+Inputs: users, candidates, rails, k, plays per user, cores N, encoding (json | packed). Outputs: vCPU-seconds
+per run (local, and on Dataflow from ``jobs.cost`` rates and a stated per-vCPU speed), wall time on N cores,
+serving Redis memory, lake size and publish time, with the points where one machine stops being enough.
+
+The model (each term is a measured coefficient times an input; ``docs/scale.md`` explains it):
+
+* **compute_predictions** CPU-seconds = users x rails x (kernel(candidates, k) + overhead(k)), where the
+  kernel's CPU-microseconds per user are a plane in (candidates, k) fitted to a short sweep of the top-K
+  kernel, and the overhead (Parquet, RESP encoding, shard I/O) is the measured step's CPU time minus the
+  kernel at the measured point, proportional to k. Wall on N cores = CPU-seconds / (N x utilisation) + a
+  fixed start-up per rail (the shards are independent; utilisation is the measured run's CPU / (wall x cores)).
+  CPU time, unlike wall time, does not move with other load on a shared machine.
+* **create_redis_dump** and **publish_predictions**: fixed seconds per rail + wall microseconds per user and
+  rail, proportional to the RESP bytes (so to k). Each dump has its own scratch redis-server (one rail per
+  ``dump_cores`` cores at a time); every publication loads into the one serving Redis, whose command loop is
+  one thread, so publishing is serial over rails however many cores there are. Their cost per key grows with
+  the key count, so their coefficients come from a reference-scale run.
+* **Redis**: the measured ``used_memory`` delta per user and rail (per encoding), plus per publication its
+  keys that do not grow with users (items hash, item table, fallback), per candidate;
+  ``publish.keep_versions`` + 1 publications of every rail at the peak of a switch (``docs/deploy.md``).
+* **Lake**: activity bytes per play; per run and rail, Parquet bytes per prediction row (k rows a user),
+  RESP bytes and RDB bytes per user.
+
+Coefficients live in a versioned JSON file: ``.bench/coefficients.json`` (written by ``skyrec bench`` from its
+records, or by ``skyrec plan --calibrate``) when present, else the committed ``plan_coefficients.json``
+measured on the machine and date it names. The file also records a measured run at the reference scale;
+:func:`check_reference` compares the plan with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT = "skyrec-plan-coefficients"
+VERSION = 1
+ENCODINGS = ("json", "packed")
+DEFAULT_PATH = Path(__file__).with_name("plan_coefficients.json")
+TOLERANCE = 0.20  # the plan must reproduce each measured figure of the reference run within this
+
+
+class CoefficientsError(ValueError):
+    """A coefficients file that cannot be used (missing, wrong format or version, a missing figure)."""
+
+
+def bench_path() -> Path:
+    from skyrec.config import project_root
+
+    return project_root() / ".bench" / "coefficients.json"
+
+
+def _validate(data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CoefficientsError(f"{where}: not a {FORMAT} file")
+    if data.get("version") != VERSION:
+        raise CoefficientsError(f"{where}: version {data.get('version')!r}, this skyrec reads version {VERSION}")
+    need = {"kernel": ("core_us",), "lake": ("activity_bytes_per_play", "prediction_row_bytes"),
+            "basis": ("k", "cores")}
+    for section, keys in need.items():
+        for key in keys:
+            if key not in data.get(section, {}):
+                raise CoefficientsError(f"{where}: {section}.{key} missing")
+    for enc in ENCODINGS:
+        e = data.get("encodings", {}).get(enc)
+        if not isinstance(e, dict):
+            raise CoefficientsError(f"{where}: encodings.{enc} missing")
+        for key in ("compute_overhead_core_us", "dump_wall_us", "publish_wall_us", "redis_bytes", "resp_bytes",
+                    "rdb_bytes", "value_bytes_per_item"):
+            v = e.get(key)
+            if not isinstance(v, int | float) or v < 0 or not math.isfinite(v):
+                raise CoefficientsError(f"{where}: encodings.{enc}.{key} must be a number >= 0 (got {v!r})")
+    return data
+
+
+def load_coefficients(path: str | Path | None = None) -> tuple[dict[str, Any], Path]:
+    """The coefficients to plan with: ``path``, else ``.bench/coefficients.json`` (fresh benchmark figures),
+    else the committed default. Returns (coefficients, the file they came from)."""
+    candidates = [Path(path)] if path else [bench_path(), DEFAULT_PATH]
+    for p in candidates:
+        if p.is_file():
+            try:
+                data = json.loads(p.read_text())
+            except json.JSONDecodeError as exc:
+                raise CoefficientsError(f"{p}: not JSON ({exc})") from None
+            return _validate(data, str(p)), p
+        if path:
+            raise CoefficientsError(f"{p}: no such coefficients file")
+    raise CoefficientsError(f"no coefficients file ({DEFAULT_PATH} is missing from the installation)")
+
+
+# ---- the model ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlanInputs:
+    users: int
+    candidates: int = 20_000
+    rails: int = 1
+    k: int = 50
+    plays_per_user: float = 20.0
+    cores: int = 2
+    encoding: str = "packed"
+    keep_versions: int = 2           # publish.keep_versions
+    interval_hours: float = 24.0     # how often every rail must be recomputed (the model's schedule)
+    redis_node_gb: float = 100.0     # the dataset one Redis node can hold with room for fork and replication
+    machine_memory_gb: float = 24.0  # one machine's memory (Redis and the jobs share it when on one machine)
+    dataflow_speed: float = 1.0      # work of one Dataflow vCPU relative to one core of the measured machine
+    dataflow_vcpus_per_worker: int = 4
+    dataflow_memory_gb_per_worker: float = 32.0
+    dataflow_max_workers: int = 10
+    dataflow_startup_s: float = 180.0
+    vcpu_hour: float = 0.056
+    gb_hour: float = 0.0035
+    dump_cores: int = 2              # cores one rail's dump occupies (the scratch redis-server and the loader)
+
+    def check(self) -> None:
+        for name in ("users", "candidates", "rails", "k", "cores", "keep_versions", "dataflow_vcpus_per_worker",
+                     "dataflow_max_workers", "dump_cores"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        for name in ("plays_per_user", "dataflow_startup_s", "vcpu_hour", "gb_hour"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        for name in ("interval_hours", "redis_node_gb", "machine_memory_gb", "dataflow_speed",
+                     "dataflow_memory_gb_per_worker"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 (got {getattr(self, name)})")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)} (got {self.encoding!r})")
+        if self.k >= self.candidates:
+            raise ValueError(f"k ({self.k}) must be below the candidates ({self.candidates})")
+
+
+def machine_type_size(machine_type: str) -> tuple[int, float] | None:
+    """(vCPUs, memory GB) of a Compute Engine ``<family>-<standard|highmem|highcpu>-<vcpus>`` type, else None."""
+    parts = machine_type.split("-")
+    per = {"standard": 4.0, "highmem": 8.0, "highcpu": 1.0}
+    if len(parts) == 3 and parts[1] in per and parts[2].isdigit():
+        n = int(parts[2])
+        return n, n * per[parts[1]]
+    return None
+
+
+def kernel_core_us(coef: dict[str, Any], candidates: int, k: int) -> float:
+    """Core-microseconds of the top-K kernel per user at (candidates, k): the fitted plane."""
+    c = coef["kernel"]["core_us"]
+    return max(0.0, c["per_user"] + c["per_1k_candidates"] * candidates / 1000.0 + c["per_k"] * k)
+
+
+def _per_rail(coef: dict[str, Any], enc: str, k: int) -> dict[str, float]:
+    """The per user-rail figures of one encoding at k (basis figures scaled by k as the module doc says)."""
+    e = coef["encodings"][enc]
+    kb = coef["basis"]["k"]
+    d = e["value_bytes_per_item"] * (k - kb)
+    resp = max(1.0, e["resp_bytes"] + d)
+    byte_scale = resp / e["resp_bytes"] if e["resp_bytes"] else 1.0
+    return {"overhead_core_us": e["compute_overhead_core_us"] * k / kb,
+            "compute_fixed_s": e.get("compute_fixed_s", 0.0), "dump_fixed_s": e.get("dump_fixed_s", 0.0),
+            "publish_fixed_s": e.get("publish_fixed_s", 0.0),
+            "redis_fixed_bytes_per_candidate": e.get("redis_fixed_bytes_per_candidate", 0.0),
+            "dump_wall_us": e["dump_wall_us"] * byte_scale, "publish_wall_us": e["publish_wall_us"] * byte_scale,
+            "redis_bytes": max(1.0, e["redis_bytes"] + d), "resp_bytes": resp, "rdb_bytes": max(1.0, e["rdb_bytes"] + d)}
+
+
+def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
+    """The capacity plan for ``inputs`` (see the module doc); figures in seconds, bytes and currency units."""
+    inputs.check()
+    p = inputs
+    ur = p.users * p.rails
+    r = _per_rail(coef, p.encoding, p.k)
+    kern_us = kernel_core_us(coef, p.candidates, p.k)
+    compute_core_s = ur * (kern_us + r["overhead_core_us"]) / 1e6
+    # fixed per rail job (start-up, model and candidates loading): serial, not divided by cores
+    util = float(coef["basis"].get("compute_utilisation", 1.0))  # CPU time / (wall x cores) of the measured run
+    compute_wall = compute_core_s / (p.cores * util) + p.rails * r["compute_fixed_s"]
+    dump_per_rail = r["dump_fixed_s"] + p.users * r["dump_wall_us"] / 1e6
+    dump_parallel = max(1, p.cores // p.dump_cores)
+    dump_wall = math.ceil(p.rails / dump_parallel) * dump_per_rail
+    publish_wall = p.rails * (r["publish_fixed_s"] + p.users * r["publish_wall_us"] / 1e6)  # serial over rails
+    wall = compute_wall + dump_wall + publish_wall
+    vcpu_local = wall * p.cores
+
+    # Dataflow: compute_predictions as the Beam pipeline; the dump and the publication stay where they are
+    df_work_s = compute_core_s / p.dataflow_speed
+    df_vcpus = p.dataflow_max_workers * p.dataflow_vcpus_per_worker
+    df_wall = p.dataflow_startup_s + df_work_s / df_vcpus + p.rails * r["compute_fixed_s"]
+    df_vcpu_s = df_wall * df_vcpus
+    df_gb_s = df_wall * p.dataflow_max_workers * p.dataflow_memory_gb_per_worker
+    df_cost = df_vcpu_s / 3600 * p.vcpu_hour + df_gb_s / 3600 * p.gb_hour
+    df_path_wall = df_wall + dump_wall + publish_wall
+
+    # the rec keys, plus per publication its items hash, item table, fallback and users sample
+    pub_bytes = ur * r["redis_bytes"] + p.rails * p.candidates * r["redis_fixed_bytes_per_candidate"]
+    peak_bytes = pub_bytes * (p.keep_versions + 1)
+    activity = p.users * p.plays_per_user * coef["lake"]["activity_bytes_per_play"]
+    predictions = ur * (p.k * coef["lake"]["prediction_row_bytes"] + r["resp_bytes"] + r["rdb_bytes"])
+    interval_s = p.interval_hours * 3600
+    figures = {
+        "kernel_core_us_per_user": kern_us,
+        "compute_predictions_s": compute_wall, "create_redis_dump_s": dump_wall, "publish_predictions_s": publish_wall,
+        "whole_path_s": wall, "vcpu_s_local": vcpu_local, "compute_core_s": compute_core_s,
+        "compute_fixed_core_s": r["compute_fixed_s"],
+        "dataflow_vcpu_s": df_vcpu_s, "dataflow_wall_s": df_wall, "dataflow_path_wall_s": df_path_wall,
+        "dataflow_cost": df_cost, "redis_publication_bytes": pub_bytes, "redis_peak_bytes": peak_bytes,
+        "lake_activity_bytes": activity, "lake_predictions_bytes_per_run": predictions,
+        "lake_bytes": activity + predictions,
+    }
+    limits = []
+    if wall > interval_s:
+        limits.append({"what": "precompute wall time", "value_s": wall, "limit_s": interval_s,
+                       "then": f"more cores than {p.cores}: the compute step on Dataflow/Flink/Spark/Dask workers "
+                               "(it scales by shards); dump and publish do not scale with cores"})
+    if publish_wall > interval_s:
+        limits.append({"what": "publish time into one serving Redis", "value_s": publish_wall, "limit_s": interval_s,
+                       "then": "several Redis (one per group of rails) or a Redis Cluster: not supported by the "
+                               "publish code today (docs/scale.md)"})
+    if peak_bytes > p.redis_node_gb * 1e9:
+        limits.append({"what": "Redis memory beyond one node", "value_gb": peak_bytes / 1e9,
+                       "limit_gb": p.redis_node_gb,
+                       "then": "shard the serving keys over several Redis (Redis Cluster or one Redis per rail "
+                               "group): not supported by the publish code today (docs/scale.md)"})
+    if peak_bytes > p.machine_memory_gb * 1e9:
+        limits.append({"what": "Redis peak beyond this machine's memory", "value_gb": peak_bytes / 1e9,
+                       "limit_gb": p.machine_memory_gb, "then": "Redis on its own node(s), jobs elsewhere"})
+    notes = []
+    pts = coef["kernel"].get("points") or []
+    if pts:
+        cs, ks = [pt["candidates"] for pt in pts], [pt["k"] for pt in pts]
+        if not (min(cs) <= p.candidates <= max(cs) and min(ks) <= p.k <= max(ks)):
+            notes.append(f"kernel extrapolated: measured at {min(cs):,}-{max(cs):,} candidates, k {min(ks)}-{max(ks)}")
+    if p.k != coef["basis"]["k"]:
+        notes.append(f"output, dump and publish scaled from k = {coef['basis']['k']} (only that k is measured end to end)")
+    return {"inputs": asdict(p), "figures": figures, "limits": limits, "notes": notes,
+            "per_user_rail": {**r, "kernel_core_us": kern_us},
+            "coefficients": {k: coef.get(k) for k in ("measured_at", "machine", "source")}}
+
+
+def check_reference(coef: dict[str, Any], tolerance: float = TOLERANCE) -> list[dict[str, Any]]:
+    """The plan at the recorded reference run's inputs against its measured figures: one row per figure with
+    the ratio planned / measured and whether it is within ``tolerance``."""
+    ref = coef.get("reference_run")
+    if not isinstance(ref, dict) or "inputs" not in ref or "measured" not in ref:
+        raise CoefficientsError("the coefficients record no reference run (reference_run.inputs / .measured)")
+    fig = plan(PlanInputs(**ref["inputs"]), coef)["figures"]
+    planned = {"compute_predictions_s": fig["compute_predictions_s"], "create_redis_dump_s": fig["create_redis_dump_s"],
+               "publish_predictions_s": fig["publish_predictions_s"], "whole_path_s": fig["whole_path_s"],
+               "vcpu_s_local": fig["vcpu_s_local"], "redis_mb": fig["redis_publication_bytes"] / 1e6,
+               "compute_cpu_s": fig["compute_core_s"] + ref["inputs"].get("rails", 1) * fig["compute_fixed_core_s"]}
+    rows = []
+    for name, measured in ref["measured"].items():
+        if name not in planned:
+            raise CoefficientsError(f"reference_run.measured.{name}: the plan has no such figure")
+        ratio = planned[name] / measured
+        rows.append({"figure": name, "planned": planned[name], "measured": measured, "ratio": ratio,
+                     "within": abs(ratio - 1) <= tolerance})
+    return rows
+
+
+# ---- output for people ----------------------------------------------------------------------------------------
+
+def _dur(s: float) -> str:
+    if s < 120:
+        return f"{s:,.1f} s"
+    if s < 7200:
+        return f"{s / 60:,.1f} min"
+    return f"{s / 3600:,.1f} h"
+
+
+def _size(b: float) -> str:
+    for unit, f in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if b >= f:
+            return f"{b / f:,.1f} {unit}"
+    return f"{b / 1e3:,.1f} kB"
+
+
+def render(result: dict[str, Any], source: str) -> Any:
+    """A rich renderable: the plan's table, then the limits it crosses."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    p, f, r = result["inputs"], result["figures"], result["per_user_rail"]
+    title = (f"{p['users']:,} users x {p['rails']} rails, {p['candidates']:,} candidates, k = {p['k']}, "
+             f"{p['encoding']}, {p['cores']} cores")
+    t = Table(title=title, title_justify="left")
+    t.add_column("figure")
+    t.add_column("plan", justify="right")
+    t.add_column("how", overflow="fold")
+    kern, over = r["kernel_core_us"], r["overhead_core_us"]
+    t.add_row("compute_predictions", _dur(f["compute_predictions_s"]),
+              f"{p['users'] * p['rails']:,} user-rails x ({kern:.1f} kernel + {over:.1f} output) core-us / {p['cores']}")
+    t.add_row("create_redis_dump", _dur(f["create_redis_dump_s"]),
+              f"{r['dump_wall_us']:.1f} us per user-rail, {max(1, p['cores'] // p['dump_cores'])} rail(s) at a time")
+    t.add_row("publish_predictions", _dur(f["publish_predictions_s"]),
+              f"{r['publish_wall_us']:.1f} us per user-rail, serial into one serving Redis")
+    t.add_row("whole path, wall", _dur(f["whole_path_s"]), f"on {p['cores']} cores; schedule {p['interval_hours']:g} h")
+    t.add_row("vCPU-seconds per run (local)", f"{f['vcpu_s_local']:,.0f}", "cores x wall")
+    t.add_row("vCPU-seconds per run (Dataflow)", f"{f['dataflow_vcpu_s']:,.0f}",
+              f"compute only, {p['dataflow_max_workers']} x {p['dataflow_vcpus_per_worker']} vCPU, speed "
+              f"{p['dataflow_speed']:g}x a core here, +{p['dataflow_startup_s']:.0f} s start-up")
+    t.add_row("Dataflow compute wall / cost", f"{_dur(f['dataflow_wall_s'])} / {f['dataflow_cost']:,.2f}",
+              f"jobs.cost: {p['vcpu_hour']} per vCPU-hour, {p['gb_hour']} per GB-hour")
+    t.add_row("Redis, one publication of every rail", _size(f["redis_publication_bytes"]),
+              f"{r['redis_bytes']:.0f} bytes per user-rail ({p['encoding']})")
+    t.add_row("Redis, peak during a switch", _size(f["redis_peak_bytes"]),
+              f"keep_versions {p['keep_versions']} + 1 publications")
+    t.add_row("lake: activity snapshot", _size(f["lake_activity_bytes"]), f"{p['plays_per_user']:g} plays per user")
+    t.add_row("lake: predictions per run", _size(f["lake_predictions_bytes_per_run"]),
+              "Parquet + RESP + RDB of every rail")
+    parts: list[Any] = [t]
+    if result["limits"]:
+        for lim in result["limits"]:
+            if "value_s" in lim:
+                what = f"{lim['what']}: {_dur(lim['value_s'])} > {_dur(lim['limit_s'])}"
+            else:
+                what = f"{lim['what']}: {lim['value_gb']:,.1f} GB > {lim['limit_gb']:g} GB"
+            parts.append(Text(f"beyond one machine - {what}; then: {lim['then']}", style="yellow"))
+    else:
+        parts.append(Text("fits one machine at these inputs", style="green"))
+    for note in result.get("notes", []):
+        parts.append(Text(f"note: {note}", style="yellow"))
+    c = result["coefficients"]
+    parts.append(Text(f"coefficients: {source} (measured {c.get('measured_at')}, "
+                      f"{(c.get('machine') or {}).get('cpus')} cpus)", style="dim"))
+    return Group(*parts)
+
+
+def render_check(rows: list[dict[str, Any]], coef: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    ref = coef["reference_run"]
+    t = Table(title=f"plan vs measured: {ref.get('source', 'reference run')}", title_justify="left")
+    for col, just in (("figure", "left"), ("plan", "right"), ("measured", "right"), ("plan / measured", "right"),
+                      (f"within {TOLERANCE:.0%}", "left")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for row in rows:
+        t.add_row(row["figure"], f"{row['planned']:,.1f}", f"{row['measured']:,.1f}", f"{row['ratio']:.3f}",
+                  "yes" if row["within"] else "NO")
+    return t
+
+
+# ---- coefficients from measurements ---------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    mem = None
+    try:
+        mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {"cpus": os.cpu_count(), "memory_gib": mem, "platform": platform.platform(),
+            "python": sys.version.split()[0], "processor": platform.processor() or platform.machine()}
+
+
+def fit_kernel(points: list[dict[str, Any]]) -> dict[str, float]:
+    """Least-squares plane core_us = per_user + per_1k_candidates * C/1000 + per_k * k over the sweep's points
+    (core_us: the point's process CPU microseconds per user, else threads x 1e6 / users_per_s)."""
+    import numpy as np
+
+    if len({(p["candidates"], p["k"]) for p in points}) < 3:
+        raise CoefficientsError("the kernel fit needs at least 3 distinct (candidates, k) points")
+    a = np.array([[1.0, p["candidates"] / 1000.0, float(p["k"])] for p in points])
+    y = np.array([p.get("cpu_us_per_user") or p["threads"] * 1e6 / p["users_per_s"] for p in points])
+    sol, *_ = np.linalg.lstsq(a, y, rcond=None)
+    pred = a @ sol
+    return {"per_user": float(sol[0]), "per_1k_candidates": float(sol[1]), "per_k": float(sol[2]),
+            "max_rel_residual": float(np.max(np.abs(pred - y) / y))}
+
+
+def kernel_sweep(candidates: tuple[int, ...] = (5_000, 20_000, 50_000), ks: tuple[int, ...] = (50, 100),
+                 users: int = 4_096, repeat: int = 3, plays: int = 20) -> list[dict[str, Any]]:
+    """Users/s of the top-K kernel (the precompute's settings: all cores, 64-user sub-batches, 4,096-user
+    batches, played items excluded, at most 3 per brand of 2,000) at each (candidates, k): rounds over all
+    points, best of ``repeat`` rounds (on a shared machine the load moves between points)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    from skyrec.scoring.topk import topk_threaded
+
+    threads = os.cpu_count() or 1
+    rng = np.random.default_rng(42)
+    d = 64
+    U = rng.standard_normal((users, d)).astype(np.float32)
+    data = {}
+    for c in candidates:
+        data[c] = (np.ascontiguousarray(rng.standard_normal((c, d)).astype(np.float32).T),
+                   sp.random(users, c, density=plays / c, format="csr", random_state=1, dtype=np.float32),
+                   rng.integers(0, 2000, size=c).astype(np.int32))
+    best = {(c, k): float("inf") for c in candidates for k in ks}
+    cpu = dict(best)  # process CPU time of the round: what the kernel costs, whatever share of the cores it got
+    with ThreadPoolExecutor(threads) as pool:
+        for r in range(repeat + 1):  # round 0 compiles and warms up, untimed
+            for (c, k) in best:
+                VT, seen, brands = data[c]
+                t0, c0 = time.perf_counter(), time.process_time()
+                for s in range(0, users, 4096):
+                    topk_threaded(U[s:s + 4096], VT, k, pool=pool, threads=threads, exclude=seen[s:s + 4096],
+                                  brands=brands, max_per_brand=3, sub_batch=64)
+                if r:
+                    best[(c, k)] = min(best[(c, k)], time.perf_counter() - t0)
+                    cpu[(c, k)] = min(cpu[(c, k)], time.process_time() - c0)
+    return [{"candidates": c, "k": k, "users": users, "threads": threads, "users_per_s": round(users / t),
+             "cpu_us_per_user": round(cpu[(c, k)] / users * 1e6, 3)} for (c, k), t in best.items()]
+
+def encoders(k_low: int = 25, k_high: int = 100, batch: int = 4096, repeat: int = 7) -> dict[str, Any]:
+    """The real rec value encoders: bytes one more list item adds to a value (from two k), and microseconds
+    per user at k = 50 (a precompute batch of ``batch`` users, best of ``repeat`` interleaved rounds)."""
+    import numpy as np
+
+    from skyrec.publish.codec import encode_packed_sets
+    from skyrec.publish.resp import encode_rec_sets, fixed_width_fragments
+
+    ids = [f"p{j:07d}" for j in range(20_000)]
+    frags = fixed_width_fragments(ids)
+    rng = np.random.default_rng(3)
+    users = [f"u{i:08d}" for i in range(batch)]
+
+    def lists(k: int) -> tuple[Any, Any, Any]:
+        items = rng.integers(0, len(ids), size=(batch, k)).astype(np.int64)
+        scores = -np.sort(-rng.random((batch, k)).astype(np.float32) * 10, axis=1)
+        return items, scores, np.full(batch, k)
+
+    def run(enc: str, data: tuple[Any, Any, Any]) -> bytes:
+        if enc == "json":
+            return encode_rec_sets("x:", users, frags, *data, 5)[0]
+        return encode_packed_sets("x:", users, *data, 5, len(ids))[0]
+
+    sizes = {enc: [len(run(enc, lists(k))) / batch for k in (k_low, k_high)] for enc in ENCODINGS}
+    at50 = lists(50)
+    best = dict.fromkeys(ENCODINGS, float("inf"))
+    for _ in range(repeat):
+        for enc in ENCODINGS:
+            t0 = time.perf_counter()
+            run(enc, at50)
+            best[enc] = min(best[enc], time.perf_counter() - t0)
+    return {"per_item": {enc: round((v[1] - v[0]) / (k_high - k_low), 3) for enc, v in sizes.items()},
+            "encode_us": {enc: round(t / batch * 1e6, 3) for enc, t in best.items()}}
+
+def _precompute_run(home: Path, users: int, encoding: str) -> dict[str, Any]:
+    """compute_predictions -> create_redis_dump -> publish_predictions on a generated lake (the precompute
+    benchmark's ``build_lake``) with ``publish.encoding``; wall and process CPU per step, and the bytes."""
+    import datetime as dt
+    import resource
+
+    import redis
+
+    from skyrec.config import load_config, project_root
+    from skyrec.jobs.base import RunInfo, execute
+    from skyrec.redis_local import temporary_redis
+    from skyrec.storage import Lake
+
+    bench_dir = project_root() / "benchmarks"
+    if not (bench_dir / "bench_precompute.py").is_file():
+        raise CoefficientsError(f"{bench_dir}/bench_precompute.py not found: calibrate from a source checkout")
+    if str(bench_dir) not in sys.path:
+        sys.path.insert(0, str(bench_dir))
+    import bench_precompute
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    with temporary_redis(home / "serving") as serving:
+        cfg = load_config("local", overrides={"publish": {"redis_url": serving.url, "encoding": encoding}},
+                          environ={**os.environ, "SKYREC_HOME": str(home)})
+        if not cfg.lake_url.startswith(str(home)):
+            raise RuntimeError(f"calibration lake {cfg.lake_url} is not under its temporary home {home}")
+        bench_precompute.build_lake(cfg, users)
+        client = redis.Redis.from_url(serving.url)
+        before = int(client.info("memory")["used_memory"])
+        run = RunInfo(dag_id="precompute_recommendations_als_recommended_for_you_v1", run_id="plan",
+                      task_id="plan", logical_date=dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC))
+        steps: dict[str, Any] = {}
+        for job in ("compute_predictions", "create_redis_dump", "publish_predictions"):
+            c0, t0 = cpu(), time.perf_counter()
+            code, payload = execute(job, config=cfg, run=run, params={"variant": "recommended_for_you"})
+            if code != 0:
+                raise RuntimeError(f"calibration {job} ({encoding}) failed: {payload.get('error')}")
+            steps[job] = {"seconds": time.perf_counter() - t0, "process_cpu_seconds": cpu() - c0,
+                          "summary": {k: v for k, v in payload["summary"].items() if isinstance(v, int | float)}}
+        used = int(client.info("memory")["used_memory"]) - before
+        # the publication's keys that do not grow with users (items hash with the item table, fallback, users
+        # sample, pointers): MEMORY USAGE of every key that is not a user's list
+        fixed = sum(int(client.memory_usage(key, samples=0) or 0) for key in client.scan_iter(count=10_000)
+                    if b":rec:" not in key)
+        client.close()
+        lake = Lake.from_config(cfg)
+        pred = lake.latest(cfg, "predictions", variant="recommended_for_you", version="v1")
+        dump = lake.latest(cfg, "redis_dump", variant="recommended_for_you", version="v1")
+        if pred is None or dump is None:
+            raise RuntimeError("calibration: predictions or redis_dump not committed")
+        users_with = int(pred.meta["users_with_recs"])
+        parquet = [f for f in pred.files if f.path.endswith(".parquet")]
+        return {"users": users, "users_with_recs": users_with, "k": int(pred.meta.get("k", 50)),
+                "candidates": int(steps["compute_predictions"]["summary"]["candidates"]), "encoding": encoding,
+                "steps": steps,
+                "redis_used_memory_delta": used, "redis_fixed_keys_bytes": fixed, "parquet_bytes": sum(f.size for f in parquet),
+                "prediction_rows": sum(f.rows or 0 for f in parquet),
+                "resp_bytes": sum(f.size for f in pred.files if f.path.endswith(".resp")),
+                "rdb_bytes": sum(f.size for f in dump.files)}
+
+
+def activity_bytes_per_play(home: Path, users: int = 20_000, events_per_user: float = 20.0) -> dict[str, Any]:
+    """Committed activity snapshot bytes per row: ``skyrec generate``'s activity for one day through the
+    ``backfill_activity`` job (the ingest path's output)."""
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    from skyrec.config import load_config
+    from skyrec.data.generate import generate
+    from skyrec.data.lakeio import write_parquet
+    from skyrec.data.schemas import CATALOGUE
+    from skyrec.jobs.base import RunInfo, execute
+    from skyrec.storage import Lake, Producer
+
+    end = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    cfg = load_config("local", overrides={"storage": {"lake": f"{home}/lake", "state": f"{home}/state"},
+                                          "source": {"url": f"{home}/source"}},
+                      environ={**os.environ, "SKYREC_HOME": str(home)})
+    generate(cfg, users=users, items=20_000, days=1, events_per_user=events_per_user, seed=11, end=end.isoformat(),
+             progress=False, metadata=False)
+    truth = pq.read_table(f"{cfg.source_url}/_truth/catalogue.parquet").select(CATALOGUE.names)
+    lake = Lake.from_config(cfg)
+    with lake.stage("catalogue", cfg.dataset_path("catalogue", run_key="20260301T000000"), Producer()) as stage:
+        write_parquet(stage, "catalogue.parquet", truth)
+        stage.commit({})
+    code, payload = execute("backfill_activity", config=cfg, overrides=("volume",),
+                            params={"start": (end - dt.timedelta(days=1)).isoformat(), "end": end.isoformat()},
+                            run=RunInfo(dag_id="plan", run_id="plan", task_id="backfill_activity", logical_date=end,
+                                        interval_start=end - dt.timedelta(hours=1), interval_end=end))
+    if code != 0:
+        raise RuntimeError(f"calibration backfill_activity failed: {payload.get('error')}")
+    snap = lake.latest(cfg, "activity_snapshot")
+    if snap is None or not snap.rows:
+        raise RuntimeError("calibration: no activity snapshot committed")
+    size = sum(f.size for f in snap.files if f.path.endswith(".parquet"))
+    return {"rows": snap.rows, "bytes": size, "bytes_per_play": round(size / snap.rows, 2)}
+
+
+def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """(fixed, per unit) of a line through (n, y) points, least squares; fixed clamped at >= 0 (then the
+    line through the origin and the largest point)."""
+    if len({n for n, _ in points}) < 2:
+        n, y = max(points)
+        return 0.0, y / n
+    import numpy as np
+
+    a = np.array([[1.0, n] for n, _ in points])
+    sol, *_ = np.linalg.lstsq(a, np.array([y for _, y in points]), rcond=None)
+    if sol[0] < 0 or sol[1] <= 0:
+        n, y = max(points)
+        return 0.0, y / n
+    return float(sol[0]), float(sol[1])
+
+
+def derive(*, kernel_points: list[dict[str, Any]], runs: dict[str, list[dict[str, Any]]],
+           encoder: dict[str, Any], activity: dict[str, Any], cores: int, reference: dict[str, Any] | None = None,
+           how: str = "") -> dict[str, Any]:
+    """Coefficients from measurements: the kernel sweep, precompute runs of each encoding at two or more user
+    counts (same session; each step = fixed seconds per rail + seconds per user, least squares), bytes per list
+    item, the activity snapshot's bytes per play."""
+    core = fit_kernel(kernel_points)
+    enc: dict[str, Any] = {}
+    flat = [r for rs in runs.values() for r in rs]
+    basis_k, basis_c = {r["k"] for r in flat}, {r["candidates"] for r in flat}
+    if len(basis_k) != 1 or len(basis_c) != 1 or set(runs) != set(ENCODINGS):
+        raise CoefficientsError(f"need runs of each encoding at one k and one candidate count (got {sorted(runs)} "
+                                f"at k {sorted(basis_k)}, candidates {sorted(basis_c)})")
+    k, c = basis_k.pop(), basis_c.pop()
+    kern = kernel_core_us({"kernel": {"core_us": core}}, c, k)
+    row_bytes = []
+    for name, rs in runs.items():
+        fit = {job: _line([(r["users_with_recs"], r["steps"][job]["seconds"]) for r in rs])
+               for job in ("compute_predictions", "create_redis_dump", "publish_predictions")}
+        big = max(rs, key=lambda r: r["users_with_recs"])
+        n = big["users_with_recs"]
+        # compute: process CPU time (the kernel threads' and the writers'), which a busy machine does not
+        # inflate as it does wall time; the wall time follows from it on cores of one's own
+        cpu_fit = _line([(r["users_with_recs"], r["steps"]["compute_predictions"]["process_cpu_seconds"]) for r in rs])
+        fit["compute_predictions"] = cpu_fit
+        compute_core_us = cpu_fit[1] * 1e6
+        enc[name] = {
+            "compute_core_us": round(compute_core_us, 3),
+            "compute_overhead_core_us": round(max(0.0, compute_core_us - kern), 3),
+            "compute_fixed_s": round(fit["compute_predictions"][0], 3),
+            "dump_wall_us": round(fit["create_redis_dump"][1] * 1e6, 3),
+            "dump_fixed_s": round(fit["create_redis_dump"][0], 3),
+            "publish_wall_us": round(fit["publish_predictions"][1] * 1e6, 3),
+            "publish_fixed_s": round(fit["publish_predictions"][0], 3),
+            "redis_bytes": round((big["redis_used_memory_delta"] - big["redis_fixed_keys_bytes"]) / n, 1),
+            "redis_fixed_bytes_per_candidate": round(big["redis_fixed_keys_bytes"] / c, 2),
+            "resp_bytes": round(big["resp_bytes"] / n, 1), "rdb_bytes": round(big["rdb_bytes"] / n, 1),
+            "value_bytes_per_item": encoder["per_item"][name], "encode_us": encoder["encode_us"][name],
+        }
+        row_bytes.append(big["parquet_bytes"] / max(1, big["prediction_rows"]))
+    return {
+        "format": FORMAT, "version": VERSION,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "how": how,
+        "kernel": {"core_us": {key: round(v, 4) for key, v in core.items()}, "points": kernel_points},
+        "encodings": enc,
+        "lake": {"activity_bytes_per_play": activity["bytes_per_play"],
+                 "prediction_row_bytes": round(sum(row_bytes) / len(row_bytes), 2)},
+        "basis": {"users": sorted({r["users"] for r in flat}), "candidates": c, "k": k, "cores": cores,
+                  "runs": runs, "activity": activity},
+        "reference_run": reference,
+    }
+
+def _rebase(coef: dict[str, Any], enc: str, *, users: int, cores: int, candidates: int, k: int,
+            seconds: dict[str, float], compute_cpu_s: float | None = None, redis_steps: bool = True) -> None:
+    """Set ``enc``'s per-user step coefficients from one measured run (its fixed seconds per rail kept) and
+    scale the other encoding's by the same factors (it keeps its measured ratio to ``enc``). With the compute
+    step's process CPU time, its core-microseconds are CPU time and the run's utilisation of its cores (CPU
+    time / (wall x cores)) is kept for the wall time. ``redis_steps=False`` leaves the dump and publish
+    coefficients as they are (a run too small to rebase them on, see :func:`update_from_bench`). In place."""
+    if k != coef["basis"]["k"]:
+        raise CoefficientsError(f"a run at k {k} cannot rebase coefficients measured at k {coef['basis']['k']}")
+    old = coef["encodings"][enc]
+    new = dict(old)
+    per = {job: max(0.0, seconds[job] - old.get(fixed, 0.0)) / users
+           for job, fixed in (("compute_predictions", "compute_fixed_s"), ("create_redis_dump", "dump_fixed_s"),
+                              ("publish_predictions", "publish_fixed_s"))}
+    new["compute_core_us"] = per["compute_predictions"] * cores * 1e6
+    coef["basis"]["compute_utilisation"] = 1.0
+    if compute_cpu_s is not None:
+        fixed = old.get("compute_fixed_s", 0.0)
+        new["compute_core_us"] = max(0.0, compute_cpu_s - fixed) / users * 1e6
+        busy = max(1e-9, (seconds["compute_predictions"] - fixed) * cores)
+        coef["basis"]["compute_utilisation"] = min(1.0, max(0.01, (compute_cpu_s - fixed) / busy))
+    new["compute_overhead_core_us"] = max(0.0, new["compute_core_us"] - kernel_core_us(coef, candidates, k))
+    if redis_steps:
+        new["dump_wall_us"] = per["create_redis_dump"] * 1e6
+        new["publish_wall_us"] = per["publish_predictions"] * 1e6
+    for other in ENCODINGS:
+        if other == enc:
+            continue
+        o = dict(coef["encodings"][other])
+        for key in ("dump_wall_us", "publish_wall_us"):
+            o[key] = o[key] * new[key] / old[key] if old[key] else o[key]
+        # compute_predictions differs between encodings only in the encoder: the same output overhead, plus
+        # the difference of the encoders' measured cost (a ratio of two small, noisy overheads would not do)
+        o["compute_overhead_core_us"] = max(0.0, new["compute_overhead_core_us"] + o.get("encode_us", 0.0)
+                                            - new.get("encode_us", 0.0))
+        o["compute_core_us"] = o["compute_overhead_core_us"] + kernel_core_us(coef, candidates, k)
+        coef["encodings"][other] = {key: round(v, 3) if isinstance(v, float) else v for key, v in o.items()}
+    coef["encodings"][enc] = {key: round(v, 3) if isinstance(v, float) else v for key, v in new.items()}
+
+
+def anchor(coef: dict[str, Any], reference: dict[str, Any],
+           ratios: dict[str, float] | None = None) -> dict[str, Any]:
+    """Coefficients whose absolute level is a recorded run's, keeping the calibration's shapes and ratios.
+
+    ``reference``: ``inputs``/``measured`` of a precompute run (``compute_predictions_s``, ``create_redis_dump_s``,
+    ``publish_predictions_s``) and ``kernel`` (users/s of the kernel benchmark of the same session at its
+    candidates, k and threads). The kernel plane is rescaled to that users/s; the run's encoding gets its step
+    coefficients from the run; the other encoding keeps the calibration's ratio to it. Bytes stay the
+    calibration's. On a shared machine a short calibration's absolute times move with the load, its ratios
+    much less: this puts the level of a quiet, long run under the calibration's shape. ``ratios`` (e.g.
+    ``{"dump_wall_us": 0.7}``): the other encoding's step coefficients as these multiples of the reference
+    encoding's, measured elsewhere (e.g. alternating runs of both encodings at a larger scale), instead of the
+    calibration's."""
+    out = json.loads(json.dumps(coef))
+    kr = reference["kernel"]
+    f = (kr["threads"] * 1e6 / kr["users_per_s"]) / kernel_core_us(coef, kr["candidates"], kr["k"])
+    out["kernel"]["core_us"] = {k: (v * f if k != "max_rel_residual" else v) for k, v in coef["kernel"]["core_us"].items()}
+    inp, m = reference["inputs"], reference["measured"]
+    _rebase(out, inp["encoding"], users=inp["users"] * inp.get("rails", 1), cores=inp["cores"],
+            candidates=inp["candidates"], k=inp["k"],
+            seconds={job: m[f"{job}_s"] for job in ("compute_predictions", "create_redis_dump",
+                                                    "publish_predictions")},
+            compute_cpu_s=m.get("compute_cpu_s"))
+    for key, ratio in (ratios or {}).items():
+        for other in ENCODINGS:
+            if other != inp["encoding"]:
+                out["encodings"][other][key] = round(out["encodings"][inp["encoding"]][key] * ratio, 3)
+    out["basis"] = {**out["basis"], "anchored_to": reference.get("source"), "kernel_level_factor": round(f, 4)}
+    out["reference_run"] = reference
+    return out
+
+
+def calibrate(users: int = 60_000, out: Path | None = None, progress: Any = print,
+              kernel_points: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], Path]:
+    """Measure the coefficients on this machine (short runs, one at a time): the kernel sweep, precompute runs
+    of ``users`` // 3 and ``users`` users per encoding (alternating encodings, so background load hits both
+    alike), bytes per list item, the activity snapshot's bytes per play. Keeps the reference run recorded in
+    the committed coefficients. Writes ``out`` (default ``.bench/coefficients.json``)."""
+    import tempfile
+
+    current = json.loads(DEFAULT_PATH.read_text()) if DEFAULT_PATH.is_file() else {}
+    if kernel_points is None:
+        progress("kernel sweep (candidates 5k/20k/50k x k 50/100)")
+        kernel_points = kernel_sweep()
+    points = kernel_points
+    runs: dict[str, list[dict[str, Any]]] = {enc: [] for enc in ENCODINGS}
+    for n in (max(1_000, users // 3), users):
+        for enc in ENCODINGS:
+            progress(f"precompute path, {n:,} users, {enc}")
+            with tempfile.TemporaryDirectory(prefix="skyrec-plan-") as tmp:
+                runs[enc].append(_precompute_run(Path(tmp), n, enc))
+    progress("activity snapshot bytes per play")
+    with tempfile.TemporaryDirectory(prefix="skyrec-plan-activity-") as tmp:
+        activity = activity_bytes_per_play(Path(tmp))
+    coef = derive(kernel_points=points, runs=runs, encoder=encoders(), activity=activity,
+                  cores=os.cpu_count() or 1, reference=current.get("reference_run"),
+                  how=f"skyrec plan --calibrate --calibrate-users {users}")
+    # The Redis-bound steps cost more per key at millions of keys than these short runs measure (BENCHMARKS.md,
+    # "Scale — capacity plan"): their per-user coefficients stay those of the committed, reference-scale file;
+    # the calibration's are kept beside them for reference.
+    for enc, e in coef["encodings"].items():
+        base = (current.get("encodings") or {}).get(enc)
+        if base:
+            for key in ("dump_wall_us", "publish_wall_us"):
+                e[f"{key}_calibration"] = e[key]
+                e[key] = base[key]
+    if current.get("encodings"):
+        coef["how"] += "; dump and publish per-user costs kept from the committed (reference-scale) coefficients"
+    target = out or bench_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(coef, indent=1) + "\n")
+    return coef, target
+
+
+# ---- the benchmarks' hook -------------------------------------------------------------------------------------
+
+def update_from_bench(out_dir: Path, scale: str, ran: list[str], encoding: str) -> Path | None:
+    """After ``skyrec bench``: fold the fresh records of this run into ``.bench/coefficients.json``.
+
+    * ``kernel``: the kernel plane is rescaled so that it equals the measured users/s at the record's
+      (candidates, k) (the sweep's shape is kept; the level is this session's);
+    * ``precompute``: the step coefficients of ``encoding`` (the one the benchmark published with) from its
+      record — compute from its process CPU time, and Redis bytes per user-rail, at any scale; the dump and
+      publish steps only from a ``reference``-scale record, because their per-user cost grows with the key
+      count (200k-user runs predict 0.6x / 0.45x of the measured 3.5M-user figures); the other encoding keeps
+      its ratio to this one from the previous coefficients;
+    * ``encoding``: Redis bytes per user-rail of both encodings.
+    Returns the file written, or None when nothing this run measured feeds the plan."""
+    records = {}
+    for name in ("kernel", "precompute", "encoding"):
+        p = out_dir / f"{name}.{scale}.json"
+        if name in ran and p.is_file():
+            rec = json.loads(p.read_text())
+            if rec.get("status") == "ok":
+                records[name] = rec
+    if not records:
+        return None
+    target = out_dir / "coefficients.json"
+    coef, _ = load_coefficients(target if target.is_file() else DEFAULT_PATH)
+    sources = dict(coef.get("source") or {})
+    if "kernel" in records:
+        res = records["kernel"]["result"]
+        measured = res["threads"] * 1e6 / res["users_per_s"]["kernel"]
+        planned = kernel_core_us(coef, res["candidates"], res["k"])
+        f = measured / planned
+        coef["kernel"]["core_us"] = {k: (v * f if k != "max_rel_residual" else v)
+                                     for k, v in coef["kernel"]["core_us"].items()}
+        sources["kernel"] = f"{records['kernel']['machine']['when']} kernel.{scale} (level x{f:.3f})"
+    if "precompute" in records:
+        res = records["precompute"]["result"]
+        steps, n, cores = res["steps"], res["users"], res["cores"]
+        _rebase(coef, encoding, users=n, cores=cores, candidates=res["candidates"], k=res["k"],
+                seconds={job: steps[job]["seconds"] for job in ("compute_predictions", "create_redis_dump",
+                                                                "publish_predictions")},
+                compute_cpu_s=steps["compute_predictions"].get("process_cpu_seconds"),
+                redis_steps=scale == "reference")
+        mb = (steps.get("serving_redis") or {}).get("used_memory_mb")
+        if mb:  # the serving Redis after one publication: the rec keys and the publication's fixed keys
+            e = coef["encodings"][encoding]
+            e["redis_bytes"] = round(max(0.0, mb * 1e6 - res["candidates"] * e.get(
+                "redis_fixed_bytes_per_candidate", 0.0)) / n, 1)
+        coef["basis"] = {**coef["basis"], "rebased_on": f"precompute.{scale}: {n:,} users, {cores} cores"}
+        sources["precompute"] = (f"{records['precompute']['machine']['when']} precompute.{scale} ({encoding}): "
+                                 + ("every step" if scale == "reference" else
+                                    "compute and Redis bytes; dump and publish kept (per-user costs of the "
+                                    "Redis-bound steps grow with scale: BENCHMARKS.md, 'Scale — capacity plan')"))
+    if "encoding" in records:
+        mem = records["encoding"]["result"]["memory"]
+        for enc in ENCODINGS:
+            if enc in mem:
+                coef["encodings"][enc]["redis_bytes"] = mem[enc]["bytes_per_user_rail"]
+        sources["encoding"] = f"{records['encoding']['machine']['when']} encoding.{scale}"
+    coef["source"] = sources
+    coef["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    coef["machine"] = machine()
+    target.write_text(json.dumps(_validate(coef, str(target)), indent=1) + "\n")
+    return target
+
+
+# ---- the command ---------------------------------------------------------------------------------------------
+
+def inputs_from_config(config: Any, **given: Any) -> PlanInputs:
+    """PlanInputs from the options given (None: not given) with defaults from the configuration: rails = the
+    configured variants, k = ``precompute.k``, encoding = ``publish.encoding``, ``publish.keep_versions``,
+    ``jobs.cost`` rates, ``jobs.dataflow`` machine type and max workers; cores and memory of this machine."""
+    df = config.jobs.dataflow
+    size = machine_type_size(df.machine_type)
+    mem = machine().get("memory_gib")
+    values: dict[str, Any] = {
+        "rails": len(config.variants), "k": config.precompute.k, "encoding": config.publish.encoding,
+        "keep_versions": config.publish.keep_versions, "cores": os.cpu_count() or 1,
+        "machine_memory_gb": round(mem * 2**30 / 1e9, 1) if mem else 24.0,
+        "vcpu_hour": config.jobs.cost.vcpu_hour, "gb_hour": config.jobs.cost.gb_hour,
+        "dataflow_max_workers": df.max_workers,
+    }
+    if size:
+        values["dataflow_vcpus_per_worker"], values["dataflow_memory_gb_per_worker"] = size
+    values.update({k: v for k, v in given.items() if v is not None})
+    return PlanInputs(**values)
+
+
+def json_ready(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def cores_to_fit(inputs: PlanInputs, coef: dict[str, Any], max_cores: int = 4096) -> int | None:
+    """The fewest cores (powers of two) whose whole path fits ``interval_hours``; None when even ``max_cores``
+    do not (the serial publication into one Redis alone is longer than the interval)."""
+    n = 1
+    while n <= max_cores:
+        f = plan(PlanInputs(**{**asdict(inputs), "cores": n}), coef)["figures"]
+        if f["whole_path_s"] <= inputs.interval_hours * 3600:
+            return n
+        n *= 2
+    return None
+
+
+SCENARIOS = ((3_500_000, 6), (3_500_000, 20), (10_000_000, 6), (10_000_000, 20), (100_000_000, 6),
+             (100_000_000, 20))
+
+
+def scenarios_markdown(coef: dict[str, Any], *, encoding: str = "packed", cores: int = 2,
+                       interval_hours: float = 24.0, redis_node_gb: float = 100.0,
+                       machine_memory_gb: float = 24.0) -> str:
+    """The table of docs/scale.md: the plan of each (listeners, rails) of :data:`SCENARIOS`."""
+    head = ("| listeners x rails | compute, 2 cores | dump + publish | whole path, 2 cores | cores for 24 h "
+            "| Dataflow (compute) | Redis: one set / peak | lake per run | beyond one machine |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    lines = [head]
+    for users, rails in SCENARIOS:
+        inp = PlanInputs(users=users, rails=rails, encoding=encoding, cores=cores, interval_hours=interval_hours,
+                         redis_node_gb=redis_node_gb, machine_memory_gb=machine_memory_gb)
+        res = plan(inp, coef)
+        f = res["figures"]
+        fit = cores_to_fit(inp, coef)
+        limits = "; ".join(lim["what"] for lim in res["limits"]) or "fits"
+        lines.append(
+            f"| {users / 1e6:g}M x {rails} | {_dur(f['compute_predictions_s'])} | "
+            f"{_dur(f['create_redis_dump_s'] + f['publish_predictions_s'])} | {_dur(f['whole_path_s'])} | "
+            f"{fit if fit else 'none (publish alone ' + _dur(f['publish_predictions_s']) + ')'} | "
+            f"{f['dataflow_vcpu_s'] / 3600:,.1f} vCPU-h, {_dur(f['dataflow_wall_s'])}, {f['dataflow_cost']:,.2f} | "
+            f"{_size(f['redis_publication_bytes'])} / {_size(f['redis_peak_bytes'])} | "
+            f"{_size(f['lake_predictions_bytes_per_run'])} | {limits} |")
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""`skyrec plan`: the capacity model against the measured reference run, its scaling rules, its limits, and the
+benchmarks' coefficients hook.
+
+The reference check is a *fit* check: the committed coefficients were anchored on that run's step times
+(``plan.anchor``), so it proves the model's arithmetic and its composition (kernel + output, cores, bytes),
+not its predictive power. The out-of-sample check (small-scale coefficients predicting a larger measured run)
+is in BENCHMARKS.md, "Scale — capacity plan"."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from skyrec import plan as p
+
+
+def _skyrec(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "skyrec", *args], capture_output=True, text=True, timeout=120,
+                          env=os.environ.copy())
+
+
+@pytest.fixture(scope="module")
+def coef() -> dict:
+    data, path = p.load_coefficients(p.DEFAULT_PATH)
+    assert path == p.DEFAULT_PATH
+    return data
+
+
+def test_committed_coefficients_name_their_machine_date_and_reference(coef: dict) -> None:
+    assert coef["machine"]["cpus"] and coef["measured_at"][:4].isdigit()
+    ref = coef["reference_run"]
+    assert ref["inputs"]["users"] == 3_500_000 and ref["inputs"]["encoding"] == "json"
+    assert set(ref["measured"]) >= {"compute_predictions_s", "create_redis_dump_s", "publish_predictions_s",
+                                    "redis_mb"}
+
+
+def test_plan_reproduces_the_measured_reference_run_within_20_percent(coef: dict) -> None:
+    rows = p.check_reference(coef)
+    assert {r["figure"] for r in rows} >= {"compute_predictions_s", "create_redis_dump_s", "publish_predictions_s",
+                                           "whole_path_s", "vcpu_s_local", "redis_mb"}
+    off = [(r["figure"], round(r["ratio"], 3)) for r in rows if not abs(r["ratio"] - 1) <= 0.20]
+    assert not off, f"plan / measured beyond 20%: {off}"
+
+
+def test_check_flags_a_figure_off_by_more_than_20_percent(coef: dict) -> None:
+    bad = json.loads(json.dumps(coef))
+    bad["reference_run"]["measured"]["publish_predictions_s"] *= 1.5
+    rows = {r["figure"]: r for r in p.check_reference(bad)}
+    assert not rows["publish_predictions_s"]["within"] and rows["compute_predictions_s"]["within"]
+
+
+def test_scaling_rules(coef: dict) -> None:
+    base = p.PlanInputs(users=1_000_000, rails=6, cores=2, encoding="packed")
+    f2 = p.plan(base, coef)["figures"]
+    f8 = p.plan(p.PlanInputs(users=1_000_000, rails=6, cores=8, encoding="packed"), coef)["figures"]
+    # the compute step scales with cores; the publication is serial into the one serving Redis
+    fixed = 6 * f2["compute_fixed_core_s"]  # start-up per rail job: not shortened by cores
+    assert f8["compute_predictions_s"] - fixed == pytest.approx((f2["compute_predictions_s"] - fixed) / 4)
+    assert f8["publish_predictions_s"] == pytest.approx(f2["publish_predictions_s"])
+    assert f8["create_redis_dump_s"] < f2["create_redis_dump_s"]  # 4 dumps at a time instead of 1
+    # linear in users and rails
+    f_2m = p.plan(p.PlanInputs(users=2_000_000, rails=6, cores=2, encoding="packed"), coef)["figures"]
+    per_user_rail = p.plan(base, coef)["per_user_rail"]["redis_bytes"]
+    assert f_2m["redis_publication_bytes"] - f2["redis_publication_bytes"] == pytest.approx(1e6 * 6 * per_user_rail)
+    assert f_2m["compute_core_s"] == pytest.approx(2 * f2["compute_core_s"])
+    # more candidates cost more kernel time; packed holds less memory than json
+    big_c = p.plan(p.PlanInputs(users=1_000_000, rails=6, candidates=100_000, cores=2), coef)
+    assert big_c["figures"]["compute_core_s"] > f2["compute_core_s"]
+    assert any("extrapolated" in n for n in big_c["notes"]) and p.plan(base, coef)["notes"] == []
+    js = p.plan(p.PlanInputs(users=1_000_000, rails=6, cores=2, encoding="json"), coef)["figures"]
+    assert js["redis_publication_bytes"] > 3 * f2["redis_publication_bytes"]
+    # peak of a switch: keep_versions + 1 publications
+    assert f2["redis_peak_bytes"] == pytest.approx(3 * f2["redis_publication_bytes"])
+
+
+def test_limits_name_where_one_machine_stops(coef: dict) -> None:
+    small = p.plan(p.PlanInputs(users=3_500_000, rails=6, cores=2, encoding="packed", machine_memory_gb=24), coef)
+    assert small["limits"] == []
+    big = p.plan(p.PlanInputs(users=100_000_000, rails=20, cores=2, encoding="packed"), coef)
+    what = {lim["what"] for lim in big["limits"]}
+    assert {"Redis memory beyond one node", "precompute wall time"} <= what
+    # hourly: the serial publication into one Redis alone is too long, and no number of cores helps
+    hourly = p.PlanInputs(users=100_000_000, rails=20, cores=2, encoding="packed", interval_hours=1)
+    assert "publish time into one serving Redis" in {lim["what"] for lim in p.plan(hourly, coef)["limits"]}
+    assert p.cores_to_fit(hourly, coef) is None
+    assert p.cores_to_fit(p.PlanInputs(users=100_000_000, rails=20, encoding="packed"), coef) is not None
+
+
+@pytest.mark.parametrize("field, value", [("users", 0), ("encoding", "xml"), ("k", 30_000), ("cores", 0)])
+def test_bad_inputs_are_refused_naming_the_input(coef: dict, field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        p.plan(p.PlanInputs(**{"users": 1000, field: value}), coef)
+
+
+def test_command_prints_the_table_and_json_and_checks(tmp_path: Path) -> None:
+    default = str(p.DEFAULT_PATH)
+    out = _skyrec("plan", "--users", "3500000", "--rails", "6", "--cores", "2", "--coefficients", default)
+    assert out.returncode == 0, out.stderr
+    assert "compute_predictions" in out.stdout and "Redis, one publication" in out.stdout
+    js = json.loads(_skyrec("plan", "--users", "3500000", "--rails", "6", "--cores", "2", "--encoding", "json",
+                            "--coefficients", default, "--json").stdout)
+    assert js["inputs"]["encoding"] == "json" and js["figures"]["redis_publication_bytes"] > 2.5e10
+    # json values of 3.5M x 6 rails: three publications (~90 GB) do not fit this machine's memory
+    assert "Redis peak beyond this machine's memory" in {lim["what"] for lim in js["limits"]}
+    assert js["coefficients_file"] == default and js["coefficients"]["measured_at"] == \
+        json.loads(p.DEFAULT_PATH.read_text())["measured_at"]
+    check = _skyrec("plan", "--check", "--coefficients", default)
+    assert check.returncode == 0, check.stdout + check.stderr
+    bad = _skyrec("plan", "--users", "10", "--encoding", "xml", "--coefficients", default)
+    assert bad.returncode == 2 and "encoding" in bad.stderr
+    broken = tmp_path / "c.json"
+    broken.write_text(json.dumps({**json.loads(p.DEFAULT_PATH.read_text()), "version": 99}))
+    out = _skyrec("plan", "--users", "10", "--coefficients", str(broken))
+    assert out.returncode == 2 and "version 99" in out.stderr
+
+
+def test_bench_hook_folds_fresh_kernel_and_precompute_figures(tmp_path: Path, coef: dict) -> None:
+    when = {"machine": {"when": "2026-12-01T00:00:00Z"}, "status": "ok"}
+    kernel = {"candidates": 20_000, "k": 100, "threads": 2, "users_per_s": {"kernel": 25_000}}
+    pre = {"users": 200_000, "candidates": 20_000, "k": 50, "cores": 2,
+           "steps": {"compute_predictions": {"seconds": 10.0, "process_cpu_seconds": 16.0},
+                     "create_redis_dump": {"seconds": 4.0}, "publish_predictions": {"seconds": 2.0},
+                     "serving_redis": {"used_memory_mb": 80}}}
+    before = p.plan(p.PlanInputs(users=200_000, cores=2, encoding="packed"), coef)["figures"]
+    for scale in ("small", "reference"):
+        (tmp_path / f"kernel.{scale}.json").write_text(json.dumps({**when, "result": kernel}))
+        (tmp_path / f"precompute.{scale}.json").write_text(json.dumps({**when, "result": pre}))
+    small = tmp_path / "small"
+    small.mkdir()
+    for name in ("kernel", "precompute"):
+        (small / f"{name}.small.json").write_text((tmp_path / f"{name}.small.json").read_text())
+    written = p.update_from_bench(small, "small", ["kernel", "precompute"], "packed")
+    assert written == small / "coefficients.json"
+    new, _ = p.load_coefficients(written)
+    assert p.kernel_core_us(new, 20_000, 100) == pytest.approx(2e6 / 25_000)
+    f = p.plan(p.PlanInputs(users=200_000, cores=2, encoding="packed"), new)["figures"]
+    # compute: CPU time and wall of the record; Redis bytes of the record
+    assert f["compute_predictions_s"] == pytest.approx(10.0, rel=1e-4)
+    assert f["compute_core_s"] + f["compute_fixed_core_s"] == pytest.approx(16.0, rel=1e-4)
+    assert f["redis_publication_bytes"] == pytest.approx(80e6, rel=1e-3)
+    # a small run does not rebase the Redis-bound steps (their per-user cost grows with the key count)
+    assert f["create_redis_dump_s"] == pytest.approx(before["create_redis_dump_s"])
+    assert f["publish_predictions_s"] == pytest.approx(before["publish_predictions_s"])
+    # a reference-scale run does
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "precompute.reference.json").write_text((tmp_path / "precompute.reference.json").read_text())
+    new_ref, _ = p.load_coefficients(p.update_from_bench(big, "reference", ["precompute"], "packed"))
+    g = p.plan(p.PlanInputs(users=200_000, cores=2, encoding="packed"), new_ref)["figures"]
+    assert g["create_redis_dump_s"] == pytest.approx(4.0, rel=1e-4)
+    assert g["publish_predictions_s"] == pytest.approx(2.0, rel=1e-4)
+    # json keeps its measured ratio to packed
+    old_ratio = coef["encodings"]["json"]["publish_wall_us"] / coef["encodings"]["packed"]["publish_wall_us"]
+    assert new_ref["encodings"]["json"]["publish_wall_us"] / new_ref["encodings"]["packed"]["publish_wall_us"] == \
+        pytest.approx(old_ratio, rel=1e-3)
+    assert "precompute" in new["source"] and new["reference_run"] == coef["reference_run"]
+    # nothing this run measured feeds the plan: no file
+    assert p.update_from_bench(tmp_path / "none", "small", ["serve"], "packed") is None
+
+
+def test_docs_scale_table_is_the_committed_coefficients_plan(coef: dict) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "scale.md").read_text()
+    assert p.scenarios_markdown(coef) in doc, "docs/scale.md's table differs from `skyrec plan` (regenerate it)"
+
+
+@pytest.mark.integration
+def test_calibrate_measures_on_this_machine(tmp_path: Path) -> None:
+    """The calibration end to end at a tiny scale: kernel sweep, the three real jobs per encoding with a real
+    redis-server, the activity ingest; the result is a valid coefficients file with the committed reference
+    run and the committed dump/publish costs."""
+    points = p.kernel_sweep(candidates=(2_000, 5_000, 10_000), ks=(20, 50), users=1_024, repeat=1)
+    assert all(pt["users_per_s"] > 0 and pt["cpu_us_per_user"] > 0 for pt in points)
+    coef, path = p.calibrate(users=3_000, out=tmp_path / "c.json", progress=lambda m: None, kernel_points=points)
+    again, _ = p.load_coefficients(path)
+    assert again == coef and coef["reference_run"] == json.loads(p.DEFAULT_PATH.read_text())["reference_run"]
+    runs = coef["basis"]["runs"]
+    assert [r["users_with_recs"] for r in runs["packed"]] == [1_000, 3_000]
+    # bytes: packed well below json, both measured on the real publication (3,000 users: allocator noise)
+    assert coef["encodings"]["packed"]["redis_bytes"] * 2 < coef["encodings"]["json"]["redis_bytes"]
+    assert coef["lake"]["activity_bytes_per_play"] > 0 and coef["lake"]["prediction_row_bytes"] > 0
+    committed = json.loads(p.DEFAULT_PATH.read_text())["encodings"]["json"]
+    assert coef["encodings"]["json"]["publish_wall_us"] == committed["publish_wall_us"]
+    assert coef["encodings"]["json"]["publish_wall_us_calibration"] > 0
+    p.plan(p.PlanInputs(users=1_000_000, rails=6), coef)
