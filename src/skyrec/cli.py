@@ -237,6 +237,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default from config serve.port).")] = None,
     start_redis: Annotated[bool, typer.Option("--start-redis", help="Start the local serving redis-server "
                                                                      "(embedded default) if none answers.")] = False,
+    workers: Annotated[int | None, typer.Option(min=1, max=64, help="Worker processes sharing the port, each with "
+                                                "its own caches and Redis connections (default from config "
+                                                "serve.workers); one per core.")] = None,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI on uvicorn)."""
     from skyrec.serve.main import run as serve_run
@@ -247,7 +250,7 @@ def serve(
 
         server, started = ensure_serving_redis(cfg)
         typer.echo(f"serving Redis at {server.url} ({'started' if started else 'already running'})", err=True)
-    serve_run(cfg, host=host or cfg.serve.host, port=port or cfg.serve.port)
+    serve_run(cfg, host=host or cfg.serve.host, port=port or cfg.serve.port, workers=workers)
 
 
 @app.command()
@@ -626,6 +629,12 @@ def quarantine_replay(
         _fail(f"replay failed: {payload.get('error')}", code)
     typer.echo(json.dumps({"replay_input": payload.get("replay_input"), **payload.get("summary", {})},
                           indent=1, default=str))
+
+
+# ---- experiment: status and decisions (docs/experiments.md) ------------------------------------------------
+from skyrec.experiments.cli import app as experiment_app  # noqa: E402 - light: typer only at import
+
+app.add_typer(experiment_app, name="experiment")
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from skyrec.experiments.config import EventsConfig, ExperimentConfig, check_experiments
+
 ENV_PREFIX = "SKYREC__"
 ENVIRONMENTS = ("local", "dev", "int", "prod")
 _SAFE_FIELD = re.compile(r"^[A-Za-z0-9_.=\-]+$")
@@ -552,7 +554,7 @@ class AirflowConfig(_Model):
     api_port: int = Field(8090, ge=1, le=65535)
 
 
-DATASET_FIELDS = {"run_key", "interval_key", "model", "version", "variant", "dataset_id"}
+DATASET_FIELDS = {"run_key", "interval_key", "model", "version", "variant", "dataset_id", "experiment"}
 
 
 class Config(_Model):
@@ -573,6 +575,14 @@ class Config(_Model):
     jobs: JobsConfig = JobsConfig()
     alerts: AlertsConfig = AlertsConfig()
     airflow: AirflowConfig = AirflowConfig()
+    # online experiments on rails and their feedback stream (docs/experiments.md; models in skyrec.experiments)
+    experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)
+    events: EventsConfig = EventsConfig()
+
+    @model_validator(mode="after")
+    def _experiments(self) -> Config:
+        check_experiments(self.experiments, self.variants)
+        return self
 
     @field_validator("datasets")
     @classmethod

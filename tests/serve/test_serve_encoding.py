@@ -49,7 +49,7 @@ def answers(client: Any) -> dict[str, Any]:
             r = client.get(f"/v1/recommendations/{V}/{user}?{query}")
             assert r.status_code == 200, r.text
             body = r.json()
-            out[f"{user}?{query}"] = {k: v for k, v in body.items() if k not in ("publication", "request_id")}
+            out[f"{user}?{query}"] = {k: v for k, v in body.items() if k not in ("publication", "request_id", "impression_id")}
     return out
 
 

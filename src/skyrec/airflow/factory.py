@@ -20,6 +20,7 @@ from skyrec.config import Config
 FIXED_DAGS = ["ingest_programme_metadata", "ingest_user_activity", "backfill_user_activity", "ingest_availability",
               "ingest_cold_start", "train_model"]
 MONITORING_DAG = "airflow_monitoring"
+EXPERIMENT_DAGS = ["ingest_feedback", "evaluate_experiments"]  # only when ``experiments:`` is configured
 ACTIVITY_ASSET = "skyrec://activity_snapshot"
 
 
@@ -34,7 +35,8 @@ def precompute_dag_id(model: str, variant: str, version: str) -> str:
 def dag_ids(config: Config) -> list[str]:
     """Every DAG id this configuration builds, in dependency order (no Airflow import)."""
     pre = [precompute_dag_id(v.model, name, v.version) for name, v in sorted(config.variants.items())]
-    return [*FIXED_DAGS, *pre, MONITORING_DAG]
+    experiments = EXPERIMENT_DAGS if getattr(config, "experiments", None) else []
+    return [*FIXED_DAGS, *pre, *experiments, MONITORING_DAG]
 
 
 def _models(config: Config) -> dict[str, list[str]]:
@@ -184,6 +186,17 @@ def build_dags(config: Config) -> dict[str, Any]:
             (job("compute_predictions", job_params=p, outputs=["predictions"], inputs=["model"])
              >> job("create_redis_dump", job_params=p, outputs=["redis_dump"], inputs=["predictions"])
              >> job("publish_predictions", job_params=p, inputs=["redis_dump"]))
+        dags[d.dag_id] = d
+
+    if getattr(config, "experiments", None):  # online experiments (docs/experiments.md)
+        with dag("ingest_feedback", interval_schedule(sched.get("ingest_feedback", "@hourly")),
+                 "Drain the API's event stream into the lake, exactly once (acknowledged after the commit).") as d:
+            # runs even when its output is committed: a retry after a commit acknowledges the entries
+            job("ingest_feedback", outputs=["feedback"], skip_if_committed=False)
+        dags[d.dag_id] = d
+        with dag("evaluate_experiments", interval_schedule(sched.get("evaluate_experiments", "@daily")),
+                 "Per-arm online metrics with intervals, SRM check, sequential test, HTML report.") as d:
+            job("evaluate_experiments", inputs=["feedback"])
         dags[d.dag_id] = d
 
     monitoring_schedule = sched.get(MONITORING_DAG, "*/5 * * * *")

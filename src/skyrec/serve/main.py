@@ -9,6 +9,7 @@ loop, and closed on shutdown (uvicorn stops accepting, drains in-flight requests
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -24,8 +25,11 @@ from skyrec.config import Config, load_config
 from skyrec.serve.api import errors
 from skyrec.serve.api.responses import JSON
 from skyrec.serve.api.routes import ROUTERS
+from skyrec.serve.api.routes.events import install as install_experiments
+from skyrec.serve.api.routes.experiments import install as install_readouts
 from skyrec.serve.api.routes.explorer import STATIC
 from skyrec.serve.fastget import PipelinedGet
+from skyrec.serve.hotpath import HotPath
 from skyrec.serve.observability import MAX_PATH_BYTES, Metrics, RequestContextMiddleware, log_config
 from skyrec.serve.settings import ServeSettings
 from skyrec.serve.store import Store
@@ -62,8 +66,12 @@ def _async_client(settings: ServeSettings, given: Any) -> tuple[aioredis.Redis, 
     return aioredis.Redis(connection_pool=pool), True, fast
 
 
-def create_app(config: Config | None = None, redis_client: Any = None) -> FastAPI:
-    """The FastAPI app over the Redis named by ``config.serve.redis_url`` (or ``redis_client``)."""
+def create_app(config: Config | None = None, redis_client: Any = None, *, hot_path: bool = True) -> FastAPI:
+    """The FastAPI app over the Redis named by ``config.serve.redis_url`` (or ``redis_client``).
+
+    ``hot_path``: answer the recommendations route ahead of FastAPI's router (``skyrec.serve.hotpath``; same
+    answers, less CPU); off, every request takes FastAPI's routing (the tests compare the two).
+    """
     settings = ServeSettings.from_config(config)
     metrics = Metrics()
 
@@ -97,6 +105,9 @@ def create_app(config: Config | None = None, redis_client: Any = None) -> FastAP
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    # experiments: app.state.experiments (assignment, cached decisions, events stream writer) and POST /v1/events' schema
+    install_experiments(app, config or load_config())
+    install_readouts(app, config or load_config())  # GET /v1/experiments: where the readouts are
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
@@ -104,6 +115,8 @@ def create_app(config: Config | None = None, redis_client: Any = None) -> FastAP
     _install_docs(app)
     _openapi_states_the_limits(app, settings)
     _refuse_unknown_query_parameters(app)
+    if hot_path:  # inside the request-context middleware: ids, metrics and access log as for every route
+        app.add_middleware(HotPath, fastapi_app=app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, access_log=settings.access_log)
     return app
 
@@ -216,15 +229,19 @@ def app_from_environment() -> FastAPI:
     return create_app(load_config(os.environ.get("SKYREC_ENV")))
 
 
-def run(config: Config, host: str | None = None, port: int | None = None) -> None:
+def run(config: Config, host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
     """Serve on uvicorn (uvloop and httptools when installed), JSON logs, graceful shutdown on SIGTERM/SIGINT.
 
-    ``serve.workers`` > 1 starts that many processes on one socket (each with its own caches and Redis
-    connections), for machines where one event loop's core is the limit.
+    ``workers`` (default ``serve.workers``) > 1 starts that many processes on one socket, each with its own
+    caches and Redis connections and sharing nothing but Redis: throughput grows with cores (BENCHMARKS.md
+    "Serving").
     """
     import uvicorn
 
     settings = ServeSettings.from_config(config)
+    workers = config.serve.workers if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1 (got {workers})")
     common: dict[str, Any] = {
         "host": host or config.serve.host,
         "port": port or config.serve.port,
@@ -234,8 +251,17 @@ def run(config: Config, host: str | None = None, port: int | None = None) -> Non
         "server_header": False,
         "proxy_headers": False,
     }
-    if config.serve.workers > 1:
+    if importlib.util.find_spec("httptools") is not None:
+        common["http"] = "skyrec.serve.uvicorn_http:OneWriteHttpToolsProtocol"  # one write per response
+    if workers > 1:
+        from skyrec.serve import workers as worker_pool
+
         os.environ["SKYREC_ENV"] = config.env
-        uvicorn.run("skyrec.serve.main:app_from_environment", factory=True, workers=config.serve.workers, **common)
+        if worker_pool.supports_reuse_port():  # one socket per worker: connections spread evenly (workers.py)
+            status = worker_pool.serve(workers, common)
+            if status:
+                raise SystemExit(status)
+        else:
+            uvicorn.run(worker_pool.APP, factory=True, workers=workers, **common)
     else:
         uvicorn.run(create_app(config), **common)

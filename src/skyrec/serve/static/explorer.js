@@ -104,19 +104,31 @@ function evaluationRows(ev) {
 
 // ---- items ------------------------------------------------------------------------------------------------
 
-// Hook for actions on each recommended item: {label, href(item, variant)}, rendered as links under the item
-// (class "actions"). Empty today. "More like this" belongs here once an item-to-item endpoint exists; the
-// page it links to (a view of similar items for one item) is not built yet. For example:
-//   ITEM_ACTIONS.push({ label: "More like this", href: (item, variant) => `...?variant=${variant}&item=${item.id}` });
-const ITEM_ACTIONS = [];
+// Actions on each recommended item: {label, href(item, variant)}, rendered as links under the item (class
+// "actions"). "More like this" opens the item's similar items on the same rail (GET /v1/items/{id}/similar),
+// keeping the user being explored so that the page can lead back.
+// An action's optional ``when(variant)`` says whether it applies to the rail ("more like this" only where
+// the publication has similar lists: /v1/variants names them).
+const ITEM_ACTIONS = [
+  { label: "More like this", when: (variant) => {
+    const v = (variants || []).find((x) => x.variant === variant);
+    return !v || !!v.similar;
+  }, href: (item, variant) => {
+    const q = new URLSearchParams({ variant, item: item.id });
+    const user = $("user").value.trim();
+    if (user) q.set("user", user);
+    return "?" + q.toString();
+  } },
+];
 
 function itemNode(item, meta, variant) {
   const line = el("div", { class: "meta" }, ...meta);
   for (const g of item.genres || []) line.append(el("span", { class: "genre" }, g));
   const li = el("li", { "data-item": item.id }, el("div", { class: "title" }, item.title || item.id), line);
-  if (variant && ITEM_ACTIONS.length) {
+  const actions = variant ? ITEM_ACTIONS.filter((a) => !a.when || a.when(variant)) : [];
+  if (actions.length) {
     li.append(el("div", { class: "actions" },
-      ...ITEM_ACTIONS.map((a) => el("a", { href: a.href(item, variant) }, a.label))));
+      ...actions.map((a) => el("a", { href: a.href(item, variant) }, a.label))));
   }
   return li;
 }
@@ -207,6 +219,57 @@ function showRailError(node, err) {
   node.querySelector(".recs").replaceChildren();
 }
 
+// ---- "more like this" and "because you played X" ---------------------------------------------------------
+
+// Items of an item-to-item list (model scores, best first), each with its own "More like this" action.
+function similarItems(ol, items, variant) {
+  ol.replaceChildren(...items.map((it) => itemNode(it, joined([it.brand, "score " + it.score.toFixed(3)]), variant)));
+}
+
+// The because-you-played rail of the first rail: shown only when the user has a qualifying play.
+function showBecause(answer) {
+  const old = $("because-panel");
+  if (old) old.remove();
+  if (!answer || !answer.seed || !answer.items.length) return;
+  const seed = answer.seed;
+  const panel = el("section", { id: "because-panel", class: "panel because", "data-seed": seed.id },
+    el("h2", {}, "Because you played ", el("span", { class: "seed-title" }, `“${seed.title || seed.id}”`)),
+    el("p", { class: "published" }, ...joined([`${answer.rail}`, seed.brand,
+      el("span", {}, "played ", timeNode(seed.played_at))])),
+    el("ol", { class: "items", id: "because-items" }));
+  similarItems(panel.querySelector("ol"), answer.items, answer.rail);
+  $("board").append(panel);
+}
+
+// The "more like this" view: ?variant=RAIL&item=ID (and the user being explored, to go back to).
+async function showSimilar(item, variant, user) {
+  document.body.dataset.state = "loading";
+  document.body.dataset.view = "similar";
+  const board = $("board");
+  board.querySelectorAll(".rail, #because-panel, #similar-panel").forEach((n) => n.remove());
+  board.dataset.rails = "1";
+  const back = user ? el("a", { href: "?" + new URLSearchParams({ variant, user }).toString(), id: "back" },
+    `back to ${user}`) : null;
+  const panel = el("section", { id: "similar-panel", class: "panel similar", "data-item": item },
+    el("h2", {}, "More like ", el("span", { class: "seed-title" }, `“${item}”`)),
+    el("p", { class: "published" }), el("p", { class: "note similar-note" }), el("ol", { class: "items", id: "similar-items" }));
+  board.append(panel);
+  try {
+    const ans = await getJSON(`/v1/items/${encodeURIComponent(item)}/similar?rail=${encodeURIComponent(variant)}&limit=20`);
+    panel.querySelector(".seed-title").textContent = `“${ans.item.title || ans.item.id}”`;
+    panel.querySelector(".published").replaceChildren(...joined([ans.item.brand,
+      `the most similar items on ${ans.rail}`, el("span", { class: "publication-id" }, ans.publication), back]));
+    similarItems($("similar-items"), ans.items, variant);
+    if (!ans.items.length) panel.querySelector(".similar-note").textContent = "Nothing on this rail is like this item right now.";
+    say("");
+  } catch (err) {
+    if (isUnavailable(err)) { showUnavailable(err); return; }
+    panel.querySelector(".similar-note").textContent = err.message;
+    if (back) panel.querySelector(".published").replaceChildren(back);
+  }
+  document.body.dataset.state = "loaded";
+}
+
 // ---- loading a user ---------------------------------------------------------------------------------------
 
 function chosenRails() {
@@ -231,8 +294,9 @@ async function load(user, guide) {
   if (rails[1]) params.set("compare", rails[1]);
   history.replaceState(null, "", "?" + params.toString());
   document.body.dataset.state = "loading";
+  delete document.body.dataset.view;
   const board = $("board");
-  board.querySelectorAll(".rail").forEach((n) => n.remove());
+  board.querySelectorAll(".rail, #because-panel, #similar-panel").forEach((n) => n.remove());
   board.dataset.rails = String(rails.length);
   const panels = rails.map((name, i) => railPanel(i, name));
   board.append(...panels);
@@ -241,6 +305,8 @@ async function load(user, guide) {
     getJSON(`/v1/users/${enc(user)}/history?limit=20&variant=${enc(rails[0])}`),
     ...rails.map((name) => getJSON(`/v1/recommendations/${enc(name)}/${enc(user)}?limit=20`)),
   ]);
+  // "because you played X" on the first rail: optional (a rail published without similar lists has none)
+  const because = await getJSON(`/v1/because-you-played/${enc(rails[0])}/${enc(user)}?limit=10`).catch(() => null);
   const failed = answers.filter((a) => a.status === "rejected").map((a) => a.reason);
   if (failed.some(isUnavailable) && answers.slice(1).every((a) => a.status === "rejected")) {
     panels.forEach((p, i) => showRailError(p, answers[i + 1].reason));
@@ -258,6 +324,7 @@ async function load(user, guide) {
     $("plays-note").textContent = "plays unavailable: " + plays.reason.message;
   }
   recs.forEach((r, i) => (r.status === "fulfilled" ? showRecommendations(panels[i], r.value, user) : showRailError(panels[i], r.reason)));
+  showBecause(because);
   if (failed.some(isUnavailable))
     say("error", "Redis is unreachable: the API shows the last answers it kept, marked stale; "
       + "what it did not keep comes back when Redis answers again.");
@@ -285,6 +352,20 @@ async function showRandom(guide) {
   }
 }
 
+// Experiments on the rails and their latest readout report (GET /v1/experiments): links in the header.
+async function showExperiments() {
+  let list = [];
+  try { list = (await getJSON("/v1/experiments")).experiments; } catch (err) { return; }
+  const nav = document.querySelector("header nav");
+  if (!nav) return;
+  for (const x of list) {
+    const r = x.latest_readout;
+    const label = `experiment ${x.name} on ${x.rail}` + (r && r.decision ? `: ${r.decision.status}` : " (no readout yet)");
+    nav.append(" · ", r ? el("a", { href: r.report_url, class: "experiment-link", target: "_blank", rel: "noopener" }, label)
+      : el("span", { class: "experiment-link" }, label));
+  }
+}
+
 async function main() {
   const params = new URLSearchParams(location.search);
   try {
@@ -306,6 +387,7 @@ async function main() {
   if (known(wanted)) select.value = wanted;
   else { const first = variants.find((v) => v.published); if (first) select.value = first.variant; }
   if (known(params.get("compare"))) compare.value = params.get("compare");
+  showExperiments();  // not awaited: the rails do not wait for it
 
   const reload = () => { const user = $("user").value.trim(); if (user) load(user); };
   select.addEventListener("change", reload);
@@ -325,7 +407,9 @@ async function main() {
     return;
   }
   const user = params.get("user");
-  if (user) { $("user").value = user; await load(user); }
+  if (user) $("user").value = user;
+  if (params.get("item")) await showSimilar(params.get("item"), select.value, user);
+  else if (user) await load(user);
   else await showRandom(true);  // the first view: a real user rather than empty panels
 }
 

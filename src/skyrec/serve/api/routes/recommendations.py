@@ -1,4 +1,9 @@
-"""``GET /v1/recommendations/{variant}/{user_id}``: the hot path."""
+"""``GET /v1/recommendations/{variant}/{user_id}``: the hot path.
+
+``answer`` is the one implementation of the answer; the FastAPI route below (what the OpenAPI document, the
+docs and the tests see) and the hot path's dispatch ahead of FastAPI's router (``skyrec.serve.hotpath``) both
+call it. ``resolve_variant`` is where a rail is mapped to the variant that answers it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 
+from skyrec.experiments.assign import response_fields
 from skyrec.serve.api.deps import USER_ID_PATTERN, VARIANT_PATTERN, check_page, check_variant
 from skyrec.serve.api.responses import JSON
 from skyrec.serve.api.schemas import ERRORS, RecommendationsOut
@@ -59,6 +65,76 @@ def _int(name: str, raw: str | None, minimum: int) -> int | None:
     return value
 
 
+QUERY_NAMES = frozenset(p["name"] for p in PARAMETERS if p["in"] == "query")
+
+
+async def resolve_variant(state: Any, rail: str, user_id: str) -> tuple[str, dict[str, Any]]:
+    """Which variant answers ``rail`` for ``user_id``, and the fields it adds to the answer's body.
+
+    The one place where an experiment assigns a user to an arm of a rail (``skyrec.experiments``): the arm's
+    variant answers, and the body names ``experiment`` and ``arm`` (null outside an experiment) and carries a
+    fresh ``impression_id`` for the events the client reports. Assignment is a hash of (salt, user id) over
+    the config and the decisions in force, which the API refreshes in the background: no Redis round trip
+    per request.
+    """
+    experiments = getattr(state, "experiments", None)
+    if experiments is None:
+        return rail, {}
+    assignment = await experiments.assign(rail, user_id)
+    return assignment.variant, response_fields(assignment)
+
+
+async def answer(state: Any, raw_variant: str, raw_user_id: str, raw_limit: str | None,
+                 raw_offset: str | None) -> JSON:
+    """The answer to ``GET /v1/recommendations/{variant}/{user_id}`` from the raw (URL-decoded) path parameters
+    and query values: the one implementation, called by the FastAPI route and by the hot path's dispatch
+    (``skyrec.serve.hotpath``). Raises what the app's exception handlers turn into the error answers
+    (``RequestValidationError`` 422, ``ApiError`` 404/422, ``Unavailable``/``RedisError`` 503)."""
+    store, metrics = state.store, state.metrics
+    rail = _match("path", "variant", raw_variant, _VARIANT)
+    user_id = _match("path", "user_id", raw_user_id, _USER)
+    limit = _int("limit", raw_limit, 1)
+    offset = _int("offset", raw_offset, 0) or 0
+    check_variant(state.settings, rail)
+    page = check_page(state.settings, limit, offset)
+    variant, extra = await resolve_variant(state, rail, user_id)
+    end = page.offset + page.limit
+    found = await store.recommend(variant, user_id, end + 1)  # one more: is there a next page?
+    ranked = found.ranked
+    source = "personalised" if found.known_user else "fallback"
+    metrics.count_answer(variant, source, ranked.padded, ranked.dropped_expired, found.stale)
+    # One list, one score scale: the user's own items carry the model's scores, best first; items padded in
+    # from the fallback list follow them, marked, without a score (popularity is not on the model's scale).
+    # A fallback answer is the fallback list alone, with its own scores.
+    items = []
+    known = found.known_user
+    personalised = ranked.personalised
+    for position, (item_id, score, m) in enumerate(ranked.items[page.offset:end], start=page.offset):
+        padding = position >= personalised
+        items.append({"id": item_id, "title": m.title, "brand": m.brand, "genres": list(m.genres),
+                      "score": None if padding and known else score,
+                      "origin": "fallback" if padding else "personalised"})
+    body = {
+        "user_id": user_id,
+        "variant": variant,
+        "model_version": found.pointer.get("model_version"),
+        "publication": found.pointer["publication"],
+        "source": source,
+        "items": items,
+        "offset": page.offset,
+        "limit": page.limit,
+        "next_offset": end if len(ranked.items) > end else None,
+        "padded": sum(1 for i in items if i["origin"] == "fallback"),
+        "stale": found.stale,
+    }
+    if extra:
+        body.update(extra)
+    headers = {"Cache-Control": "no-store"}
+    if found.stale:
+        headers["Warning"] = '110 skyrec "stale: Redis unreachable"'
+    return JSON(body, headers=headers)
+
+
 @router.get("/recommendations/{variant}/{user_id}", response_model=RecommendationsOut, responses=ERRORS,
             summary="A user's recommendations for one variant", openapi_extra={"parameters": PARAMETERS})
 async def recommendations(request: Request) -> JSON:
@@ -67,44 +143,7 @@ async def recommendations(request: Request) -> JSON:
     Items whose availability ended since the precompute are dropped, and the answer is padded from the
     fallback list (no duplicates). All keys read belong to the publication named in the answer.
     """
-    state = request.app.state
-    store, metrics = state.store, state.metrics
     params = request.path_params
-    variant = _match("path", "variant", params["variant"], _VARIANT)
-    user_id = _match("path", "user_id", params["user_id"], _USER)
     query = request.query_params
-    limit = _int("limit", query.get("limit"), 1)
-    offset = _int("offset", query.get("offset"), 0) or 0
-    check_variant(state.settings, variant)
-    page = check_page(state.settings, limit, offset)
-    end = page.offset + page.limit
-    answer = await store.recommend(variant, user_id, end + 1)  # one more: is there a next page?
-    ranked = answer.ranked
-    source = "personalised" if answer.known_user else "fallback"
-    metrics.count_answer(variant, source, ranked.padded, ranked.dropped_expired, answer.stale)
-    # One list, one score scale: the user's own items carry the model's scores, best first; items padded in
-    # from the fallback list follow them, marked, without a score (popularity is not on the model's scale).
-    # A fallback answer is the fallback list alone, with its own scores.
-    items = []
-    for position, (item_id, score, m) in enumerate(ranked.items[page.offset:end], start=page.offset):
-        padding = position >= ranked.personalised
-        items.append({"id": item_id, "title": m.title, "brand": m.brand, "genres": list(m.genres),
-                      "score": None if padding and answer.known_user else score,
-                      "origin": "fallback" if padding else "personalised"})
-    body = {
-        "user_id": user_id,
-        "variant": variant,
-        "model_version": answer.pointer.get("model_version"),
-        "publication": answer.pointer["publication"],
-        "source": source,
-        "items": items,
-        "offset": page.offset,
-        "limit": page.limit,
-        "next_offset": end if len(ranked.items) > end else None,
-        "padded": sum(1 for i in items if i["origin"] == "fallback"),
-        "stale": answer.stale,
-    }
-    headers = {"Cache-Control": "no-store"}
-    if answer.stale:
-        headers["Warning"] = '110 skyrec "stale: Redis unreachable"'
-    return JSON(body, headers=headers)
+    return await answer(request.app.state, params["variant"], params["user_id"], query.get("limit"),
+                        query.get("offset"))

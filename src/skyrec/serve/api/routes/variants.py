@@ -54,6 +54,14 @@ def report_url(variant: str, pointer: dict[str, Any]) -> str | None:
     return None
 
 
+def _similar(value: Any) -> dict[str, int] | None:
+    """The publication's "more like this" summary ({k, items}), when it has lists."""
+    if isinstance(value, dict) and all(isinstance(value.get(f), int) and not isinstance(value.get(f), bool)
+                                       for f in ("k", "items")) and value["k"] > 0:
+        return {"k": value["k"], "items": value["items"]}
+    return None
+
+
 def describe(variant: str, pointer: dict[str, Any] | None, stale: bool) -> dict[str, Any]:
     if pointer is None:
         return {"variant": variant, "published": False, "stale": stale}
@@ -74,6 +82,7 @@ def describe(variant: str, pointer: dict[str, Any] | None, stale: bool) -> dict[
         "items": pointer.get("items"),
         "evaluation": evaluation if isinstance(evaluation, dict) else None,
         "report_url": report_url(variant, pointer),
+        "similar": _similar(pointer.get("similar")),
         "stale": stale,
     }
 
