@@ -26,6 +26,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_NEED = $(strip $(if $(shell command -v redis-server),,redis-server) $(if $(shell command -v redis-cli),,redis-tools))
 PG_BINDIR = $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 APT_NEED_TEST = $(strip $(APT_NEED) $(if $(shell command -v chromium),,chromium) $(if $(PG_BINDIR),,postgresql))
+APT_NEED_BENCH = $(strip $(APT_NEED) $(if $(shell command -v wrk),,wrk))
 
 define apt_install
 	@if [ -n "$(1)" ]; then \
@@ -70,7 +71,8 @@ stop:  ## stop what `make airflow`, `make demo KEEP_SERVING=1` or `make serve` l
 chaos: setup  ## randomized fault run (docs/chaos.md): kill -9, storage errors, lost responses, Redis restarts, two attempts; tens of minutes
 	$(PY) -m skyrec.chaos --min-faults $(or $(FAULTS),200) --runs 80 --faults-per-run 6 --seed $(or $(SEED),1) --report .skyrec/chaos-report.json
 
-bench: setup  ## benchmarks against named peers; writes BENCHMARKS.md figures to .bench/
+bench: setup  ## benchmarks against named peers (installs wrk when missing); writes BENCHMARKS.md figures to .bench/
+	$(call apt_install,$(APT_NEED_BENCH))
 	$(PY) -m skyrec bench
 
 clean:  ## remove generated data (.skyrec) and caches

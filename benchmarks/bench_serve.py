@@ -318,6 +318,24 @@ def start_api(tmp: Path, redis_url: str, name: str, env_extra: dict[str, str] | 
         time.sleep(0.1)
 
 
+def experiment_env() -> dict[str, str]:
+    """``BENCH_SERVE_EXPERIMENT=1``: the benchmarked rail runs an experiment (two arms, 50/50, all traffic), so
+    every answer is assigned (hash of salt and user) and carries experiment, arm and impression id. Both arms
+    read the one populated publication: what is measured is the assignment's cost on the hot path."""
+    if os.environ.get("BENCH_SERVE_EXPERIMENT", "0") in ("0", "", "false"):
+        return {}
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC)
+    p = "SKYREC__EXPERIMENTS__BENCH__"
+    return {p + "RAIL": VARIANT, p + "SALT": "bench", p + "TRAFFIC": "1.0", p + "DEFAULT_ARM": "control",
+            p + "START": (now - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            p + "END": (now + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            p + "ARMS__CONTROL__VARIANT": VARIANT, p + "ARMS__CONTROL__SHARE": "0.5",
+            p + "ARMS__TREATMENT__VARIANT": VARIANT, p + "ARMS__TREATMENT__SHARE": "0.5",
+            p + "PRIMARY_METRIC": "plays_per_impression"}
+
+
 def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -337,10 +355,11 @@ def main(scale: str = "small") -> dict[str, Any]:
 
         api, base, log = start_api(Path(tmp), rs.url, "api", {
             "SKYREC__SERVE__ACCESS_LOG": os.environ.get("BENCH_SERVE_ACCESS_LOG", "true"),
-            "SKYREC__SERVE__WORKERS": str(workers)}, timeout=60)
+            "SKYREC__SERVE__WORKERS": str(workers), **experiment_env()}, timeout=60)
         try:
             sample = httpx.get(f"{base}/v1/recommendations/{VARIANT}/u1?limit=10").json()
             assert sample["source"] == "personalised" and len(sample["items"]) == 10, sample
+            assert bool(experiment_env()) == (sample.get("experiment") == "bench"), sample
             common = {"host": "127.0.0.1", "port": int(base.rsplit(":", 1)[1]), "users": cfg["users"]}
 
             def closed_loop(duration: float) -> dict[str, Any]:
@@ -380,6 +399,7 @@ def main(scale: str = "small") -> dict[str, Any]:
     result: dict[str, Any] = {
         "scale": scale, "cpus": os.cpu_count(), "api_workers": workers, "users": cfg["users"], "k": cfg["k"],
         "access_log": os.environ.get("BENCH_SERVE_ACCESS_LOG", "true"),
+        "experiment": bool(experiment_env()),
         "populate_seconds": round(populate_s, 2),
         "api_closed_loop": {"connections": cfg["connections"], **closed},
         "api_fixed_rate": fixed_runs,

@@ -2,21 +2,41 @@
 
 The middleware is plain ASGI (not Starlette's ``BaseHTTPMiddleware``, which costs a task and a copy per
 request): at 1,000 req/s on two cores every tens of microseconds count.
+
+**Access log.** One JSON line per request, the fields :class:`JsonFormatter` writes for any record (``ts``,
+``level``, ``logger``, ``msg``, ``request_id``, then ``method``, ``path``, ``route``, ``status``,
+``duration_ms``). Through ``logging`` such a line cost ~25% of the API's CPU (a ``LogRecord``, the caller's
+frame lookup, ``json.dumps``, one write per line), so when the access logger's records would reach exactly one
+:class:`BufferedStreamHandler` (what :func:`log_config` sets up), the middleware formats the line itself and
+hands it to that handler, which gathers access lines and writes them every ``interval`` seconds (50 ms) in one
+write. Every other record is written at once, after the access lines gathered before it (the stream keeps its
+order). Gathered lines are written when the app's lifespan ends (after uvicorn drained the connections, before
+it re-raises SIGTERM), at interpreter exit and on a full buffer; only a SIGKILL loses the last ``interval`` of
+them. Any other logging setup (a test's ``caplog``, another handler) gets the records through ``logging``.
+
+**Metrics with several workers.** Each worker process has its own metric values; with
+``PROMETHEUS_MULTIPROC_DIR`` set (the worker supervisor, ``skyrec.serve.workers``, sets a fresh directory for
+each start) they live in files there and ``/metrics`` adds up every worker's, whichever worker answers the
+scrape (``prometheus_client`` multiprocess mode).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import datetime as dt
 import json
 import logging
+import os
 import re
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import values as prometheus_values
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
 from skyrec.serve.store import parse_time
@@ -32,12 +52,41 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+try:  # the access line's encoder (msgspec ships with the locked environment)
+    import msgspec
+
+    _ENCODER: Any = msgspec.json.Encoder()
+except ImportError:  # pragma: no cover - depends on the environment
+    _ENCODER = None
+
+
+def _encode_line(fields: dict[str, Any]) -> str:
+    if _ENCODER is not None:
+        return str(_ENCODER.encode(fields).decode())
+    return json.dumps(fields, default=str)  # pragma: no cover - depends on the environment
+
+_second: tuple[int, str] = (-1, "")
+ACCESS_LOGGER = "skyrec.serve.access"
+ACCESS_LOG_INTERVAL = 0.05  # seconds between writes of the gathered access lines
+
+
+def iso_ms(t: float) -> str:
+    """``t`` (Unix time) as ISO-8601 UTC with milliseconds, e.g. ``2026-11-30T07:50:00.123+00:00``; the part
+    up to the second is formatted once per second."""
+    global _second
+    sec = int(t)
+    cached = _second
+    if cached[0] != sec:
+        cached = _second = (sec, dt.datetime.fromtimestamp(sec, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{min(999, int((t - sec) * 1000)):03d}+00:00"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id and any ``extra=`` fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "ts": iso_ms(record.created),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -53,14 +102,109 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A ``StreamHandler`` that also takes pre-formatted access lines (:meth:`write_line`) and writes those
+    gathered within ``interval`` seconds in one write. Records (:meth:`emit`) are written at once, after the
+    lines gathered before them. Lines given outside an event loop, or past ``max_bytes`` gathered, are written
+    at once too. :meth:`flush` writes what is gathered (the lifespan's end, ``logging.shutdown`` at exit)."""
+
+    def __init__(self, stream: Any = None, interval: float | None = None, max_bytes: int = 256 * 1024) -> None:
+        super().__init__(stream)
+        self.interval = ACCESS_LOG_INTERVAL if interval is None else interval
+        self.max_bytes = max_bytes
+        self._lines: list[str] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+
+    def write_line(self, line: str) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._lines.append(line)
+            self._size += len(line)
+            if self._size >= self.max_bytes:
+                self.flush()
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            if self._timer is None or self._timer_loop is not loop:  # (a loop that closed never fires its timer)
+                self._timer_loop = loop
+                self._timer = loop.call_later(self.interval, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # noqa: BLE001 - logging's contract: an unformattable record is reported, not raised
+            self.handleError(record)
+            return
+        with self.lock:  # type: ignore[union-attr]
+            self._lines.append(line)
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            lines, self._lines, self._size = self._lines, [], 0
+            stream = self.stream
+            try:
+                if lines:
+                    lines.append("")
+                    stream.write(self.terminator.join(lines))
+                if stream and hasattr(stream, "flush"):
+                    stream.flush()
+            except (OSError, ValueError) as exc:  # a closed or broken stream: say so where it can be seen
+                if lines and sys.__stderr__ is not None and stream is not sys.__stderr__:
+                    print(f"skyrec: {len(lines) - 1} log lines could not be written: {exc}", file=sys.__stderr__)
+
+    def close(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        super().close()  # (StreamHandler.close flushes)
+
+
+def flush_access_log() -> None:
+    """Write the access lines gathered so far (every :class:`BufferedStreamHandler` of the access logger)."""
+    logger: logging.Logger | None = logging.getLogger(ACCESS_LOGGER)
+    while logger is not None:
+        for handler in logger.handlers:
+            if isinstance(handler, BufferedStreamHandler):
+                handler.flush()
+        logger = logger.parent if logger.propagate else None
+
+
+def _direct_handler(logger: logging.Logger) -> BufferedStreamHandler | None:
+    """The handler the access logger's records would reach when it is the only one, a
+    :class:`BufferedStreamHandler` with a :class:`JsonFormatter`, no filters and a level that lets INFO through
+    (then the middleware writes the line itself); else None (the record goes through ``logging``)."""
+    found: logging.Handler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if found is not None:
+                return None
+            found = handler
+        current = current.parent if current.propagate else None
+    if (isinstance(found, BufferedStreamHandler) and not found.filters and found.level <= logging.INFO
+            and type(found.formatter) is JsonFormatter and not logger.filters):
+        return found
+    return None
+
+
 def log_config(level: str = "INFO") -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for uvicorn and skyrec: JSON to stderr; uvicorn's own access log off
-    (the middleware writes one with the request id)."""
+    (the middleware writes one with the request id, gathered and written every 50 ms: module docstring)."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "handlers": {"stderr": {"()": BufferedStreamHandler, "formatter": "json", "stream": "ext://sys.stderr"}},
         "loggers": {
             "skyrec": {"handlers": ["stderr"], "level": level, "propagate": False},
             "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
@@ -70,33 +214,52 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
     }
 
 
+def multiprocess_dir() -> str | None:
+    """The directory of ``prometheus_client``'s multiprocess mode when this process uses it: the environment
+    names one and the metric values live in files (the variable was set before ``prometheus_client`` was
+    imported, as in a worker the supervisor started)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path and getattr(prometheus_values.ValueClass, "__name__", "") == "MmapedValue":
+        return path
+    return None
+
+
 class Metrics:
-    """The app's own registry (several apps in one process, e.g. tests, never collide)."""
+    """The app's own registry (several apps in one process, e.g. tests, never collide). In multiprocess mode
+    (:func:`multiprocess_dir`) the exposed registry reads every worker's values from the directory; the
+    metric objects write this process's values there."""
 
     def __init__(self) -> None:
+        shared = multiprocess_dir()
         self.registry = CollectorRegistry(auto_describe=True)
+        own: CollectorRegistry | None = self.registry
+        if shared is not None:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            MultiProcessCollector(self.registry, path=shared)
+            own = None  # registered here, they would expose this process's values only, next to the sum
         self.latency = Histogram(
             "skyrec_http_request_duration_seconds", "HTTP request latency by route template",
-            ["method", "route", "status"], registry=self.registry,
+            ["method", "route", "status"], registry=own,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
         self.recommendations = Counter(
             "skyrec_recommendations_total", "Recommendation answers by variant and source "
             "(personalised = the user had a precomputed list; fallback = cold-start list)",
-            ["variant", "source"], registry=self.registry,
+            ["variant", "source"], registry=own,
         )
         self.padded = Counter("skyrec_recommendations_padded_items_total",
                               "Items taken from the fallback list to fill short answers", ["variant"],
-                              registry=self.registry)
+                              registry=own)
         self.expired = Counter("skyrec_recommendations_expired_items_total",
                                "Items dropped at serve time because their availability ended", ["variant"],
-                               registry=self.registry)
+                               registry=own)
         self.stale = Counter("skyrec_stale_answers_total", "Answers served from cache while Redis was unreachable",
-                             ["variant"], registry=self.registry)
+                             ["variant"], registry=own)
         self.unavailable = Counter("skyrec_unavailable_total", "503 answers by reason", ["reason"],
-                                   registry=self.registry)
+                                   registry=own)
         self.unhandled = Counter("skyrec_unhandled_errors_total", "Requests that ended in an unexpected error",
-                                 registry=self.registry)
+                                 registry=own)
         self._pointers: Callable[[], dict[str, dict[str, Any]]] = dict
         self.registry.register(_PublicationCollector(self))
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -175,11 +338,14 @@ class RequestContextMiddleware:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
-        self.log = logging.getLogger("skyrec.serve.access")
+        self.log = logging.getLogger(ACCESS_LOGGER)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "lifespan":
+                await self.app(scope, receive, self._flush_at_shutdown(send))
+            else:
+                await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         rid = None
@@ -216,8 +382,25 @@ class RequestContextMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or ("<unmatched>" if status == 404 else "<other>")
             self.metrics.observe_request(scope.get("method", ""), template, status, elapsed)
-            if self.access_log:
-                self.log.info("request", extra={"method": scope.get("method"), "path": scope.get("path"),
-                                                "route": template, "status": status,
-                                                "duration_ms": round(elapsed * 1000, 3)})
+            if self.access_log and self.log.isEnabledFor(logging.INFO):
+                fields = {"method": scope.get("method"), "path": scope.get("path"), "route": template,
+                          "status": status, "duration_ms": round(elapsed * 1000, 3)}
+                handler = _direct_handler(self.log)
+                if handler is None:
+                    self.log.info("request", extra=fields)
+                else:
+                    handler.write_line(_encode_line({"ts": iso_ms(time.time()), "level": "INFO", "logger": ACCESS_LOGGER,
+                                                     "msg": "request", "request_id": rid, **fields}))
             request_id_var.reset(token)
+
+    @staticmethod
+    def _flush_at_shutdown(send: Send) -> Send:
+        """The lifespan's ``send``, writing the gathered access lines when the app has shut down: uvicorn has
+        drained every connection by then, and may re-raise SIGTERM (no interpreter exit handlers) after."""
+
+        async def lifespan_send(message: dict[str, Any]) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                flush_access_log()
+            await send(message)
+
+        return lifespan_send

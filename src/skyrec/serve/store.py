@@ -8,6 +8,11 @@ Why it looks like this:
 * **Publications are immutable**, so their fallback list, item metadata and item table can be cached in
   process without invalidation (bounded LRU). A warm request costs one Redis round trip (GET of the user's
   rec key).
+* **A publication's whole item hash is loaded once when it fits** ``serve.item_cache_size``: in the
+  background (HSCAN in chunks, so the event loop never stalls on a large hash), while requests read the
+  metadata they miss as before (HMGET). Once every item is in, the entry is *complete*: a request no longer
+  checks its items against the cache, and an item absent from it is absent from the publication. A larger
+  catalogue keeps the per-item cache, bounded by the same size.
 * **Both value encodings** (``skyrec.publish.codec``): every rec value says what it is (a packed value starts
   with its tag byte, a JSON one with ``[``); a packed publication's item table is read once with its fallback
   list. So publications in either encoding can be served side by side during a rolling change.
@@ -20,6 +25,7 @@ Why it looks like this:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -78,8 +84,8 @@ class LRU:
         while len(self._data) > self.size:
             self._data.popitem(last=False)
 
-    def pop(self, key: Any) -> None:
-        self._data.pop(key, None)
+    def pop(self, key: Any) -> Any:
+        return self._data.pop(key, None)
 
     def clear(self) -> None:
         self._data.clear()
@@ -266,15 +272,18 @@ class BecauseAnswer:
 
 class _PubCache:
     """What the API keeps of one (immutable) publication: its fallback list, its item table (packed encoding)
-    and the item metadata seen so far."""
+    and the item metadata seen so far; ``complete`` once every item of the publication is in ``meta`` (an item
+    not there is not in the publication)."""
 
-    __slots__ = ("fallback", "meta", "max_items", "table")
+    __slots__ = ("fallback", "meta", "max_items", "table", "complete", "loader")
 
     def __init__(self, fallback: list[tuple[str, float]], max_items: int, table: ItemTable | None = None) -> None:
         self.fallback = fallback
         self.meta: dict[str, ItemMeta] = {}
         self.max_items = max_items
         self.table = table
+        self.complete = False
+        self.loader: asyncio.Task[None] | None = None  # the background load of the whole item hash
 
     def remember(self, item_id: str, meta: ItemMeta) -> None:
         if len(self.meta) < self.max_items:  # full: keep what is there (hot items came first), read the rest
@@ -296,6 +305,7 @@ class Store:
     _last_pointer: dict[str, dict[str, Any]] = field(default_factory=dict)
     _pubs: LRU = field(default_factory=lambda: LRU(32))
     _last_good: LRU = field(init=False)
+    _opening: dict[tuple[str, str], asyncio.Future[_PubCache | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._last_good = LRU(self.last_good_size)
@@ -325,7 +335,9 @@ class Store:
             previous = self._last_pointer.get(variant)
             if previous is not None and previous["publication"] != pointer["publication"]:
                 # Superseded: free its cached metadata (requests still using it hold their own reference).
-                self._pubs.pop((variant, previous["publication"]))
+                gone = self._pubs.pop((variant, previous["publication"]))
+                if gone is not None and gone.loader is not None:
+                    gone.loader.cancel()
             self._last_pointer[variant] = pointer
         return pointer, False
 
@@ -356,7 +368,10 @@ class Store:
         self._last_good.clear()
 
     async def publication_present(self, variant: str, pub: str) -> bool:
-        return bool(await self.redis.exists(self.keys.items(variant, pub), self.keys.fallback(variant, pub)))
+        keys = (self.keys.items(variant, pub), self.keys.fallback(variant, pub))
+        if self.fast is not None:  # the hot path asks this for every unknown user: the pipelined connection
+            return bool(await self.fast.exists(*keys))
+        return bool(await self.redis.exists(*keys))
 
     # ---- recommendations -----------------------------------------------------------------------
     async def recommend(self, variant: str, user_id: str, want: int) -> Answer:
@@ -383,15 +398,26 @@ class Store:
 
     async def _publication(self, variant: str, pub: str) -> _PubCache | None:
         """The publication's cache entry, loading its fallback list, its item table (packed publications) and
-        its fallback items' metadata on first use. None when the publication has no keys (gone)."""
-        cached = self._pubs.get((variant, pub))
+        its fallback items' metadata on first use. None when the publication has no keys (gone). Requests that
+        arrive while it is being read wait for that one read (a new publication under load is read once, not
+        once per concurrent request)."""
+        key = (variant, pub)
+        cached = self._pubs.get(key)
         if cached is not None:
             return cached
+        opening = self._opening.get(key)
+        if opening is None:
+            opening = self._opening[key] = asyncio.ensure_future(self._open(variant, pub))
+            opening.add_done_callback(lambda _: self._opening.pop(key, None))
+        return await asyncio.shield(opening)  # (one waiter cancelled does not cancel the read for the others)
+
+    async def _open(self, variant: str, pub: str) -> _PubCache | None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(self.keys.fallback(variant, pub))
         pipe.exists(self.keys.items(variant, pub))
         pipe.hget(self.keys.items(variant, pub), ITEM_TABLE_FIELD)
-        raw_fallback, has_items, raw_table = await pipe.execute()
+        pipe.hlen(self.keys.items(variant, pub))
+        raw_fallback, has_items, raw_table, fields = await pipe.execute()
         if raw_fallback is None and not has_items:
             return None
         table = None
@@ -403,7 +429,40 @@ class Store:
         entry = _PubCache(parse_scored(raw_fallback) or [], self.item_cache_size, table)
         await self._fill_meta(variant, pub, entry, [i for i, _ in entry.fallback])
         self._pubs.put((variant, pub), entry)
+        items = int(fields) - (raw_table is not None)
+        if 0 < items <= self.item_cache_size:
+            entry.loader = asyncio.get_running_loop().create_task(self._load_items(variant, pub, entry, items))
         return entry
+
+    async def _load_items(self, variant: str, pub: str, entry: _PubCache, expected: int, chunk: int = 500) -> None:
+        """Read the publication's whole item hash (HSCAN, ``chunk`` fields a step) into ``entry`` and mark it
+        complete once all ``expected`` items are in. A publication removed meanwhile (fewer items found) or a
+        Redis error leaves the entry incomplete: requests keep reading the items they miss."""
+        name = self.keys.items(variant, pub)
+        loaded: dict[str, ItemMeta] = {}
+        cursor: Any = 0
+        try:
+            while True:
+                cursor, batch = await self.redis.hscan(name, cursor=cursor, count=chunk)
+                assert isinstance(batch, dict)  # (redis-py types HSCAN's reply for no_values=True too)
+                for raw_field, raw in batch.items():
+                    item_id = raw_field.decode() if isinstance(raw_field, bytes) else raw_field
+                    if item_id != ITEM_TABLE_FIELD:
+                        loaded[item_id] = parse_item_meta(raw)
+                if int(cursor) == 0:
+                    break
+        except RedisError as exc:
+            log.warning("item metadata not preloaded", extra={"variant": variant, "publication": pub,
+                                                              "error": type(exc).__name__})
+            return
+        finally:
+            entry.loader = None
+        if len(loaded) != expected:
+            log.warning("item metadata not preloaded: the publication changed while it was read",
+                        extra={"variant": variant, "publication": pub, "expected": expected, "found": len(loaded)})
+            return
+        entry.meta = loaded  # (requests in flight keep the dict they hold; both describe the same items)
+        entry.complete = True
 
     async def _recommend_from(self, variant: str, pub: str, pointer: dict[str, Any], user_id: str,
                               want: int) -> Answer | None:
@@ -416,16 +475,22 @@ class Store:
         personal = parse_rec(raw_rec, entry.table)
         # Kept as the raw value (~0.2-1 KB for 50 items; the parsed list would be ~6 KB of Python objects).
         self._last_good.put((variant, user_id), (pub, raw_rec))
-        meta: Mapping[str, ItemMeta] = entry.meta
-        if personal:
+        if personal and not entry.complete:
             fetched = await self._fill_meta(variant, pub, entry, [i for i, _ in personal])
-            if fetched and len(entry.meta) >= entry.max_items:  # cache full: some of these were not kept
-                meta = ChainMap(fetched, entry.meta)
+        else:
+            fetched = {}
+        # read after the fill: the background load may have swapped in the whole hash meanwhile
+        meta: Mapping[str, ItemMeta] = entry.meta
+        if fetched and len(entry.meta) >= entry.max_items:  # cache full: some of these were not kept
+            meta = ChainMap(fetched, entry.meta)
         ranked = assemble(personal, entry.fallback, meta, time.time(), want, _depth(pointer))
         return Answer(pointer=pointer, known_user=personal is not None, ranked=ranked)
 
     async def _fill_meta(self, variant: str, pub: str, entry: _PubCache, item_ids: list[str]) -> dict[str, ItemMeta]:
-        """Read the metadata of the items not cached yet (one HMGET); returns what was read."""
+        """Read the metadata of the items not cached yet (one HMGET); returns what was read. Nothing to read
+        once the entry is complete (an item not in it is in no field of the publication's hash)."""
+        if entry.complete:
+            return {}
         meta = entry.meta
         missing = [i for i in item_ids if i not in meta]
         if not missing:
@@ -446,7 +511,7 @@ class Store:
             raise Unavailable("Redis unreachable and no recent answer for this user cached", code="redis_unavailable")
         personal = parse_rec(last[1], entry.table)
         ranked = assemble(personal, entry.fallback, entry.meta, time.time(), want, _depth(pointer))
-        if any(item_id not in entry.meta for item_id, _, _ in ranked.items):
+        if not entry.complete and any(item_id not in entry.meta for item_id, _, _ in ranked.items):
             raise Unavailable("Redis unreachable and item metadata for this answer not cached",
                               code="redis_unavailable")
         return Answer(pointer=pointer, known_user=personal is not None, ranked=ranked, stale=True)

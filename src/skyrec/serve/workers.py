@@ -12,6 +12,11 @@ let a second server of the same user silently share it), forwards SIGTERM/SIGINT
 its requests for ``serve.graceful_shutdown_seconds`` and runs its shutdown), restarts a worker that dies
 after its server started, and stops everything when a worker exits before its server started (it cannot
 start). A worker stops when the supervisor dies (Linux parent-death signal).
+
+Metrics: every start gets a fresh directory for ``prometheus_client``'s multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``, set before the workers start, removed when the server stops): each worker
+writes its metric values there and ``/metrics`` adds up all workers' values, whichever worker answers. The
+values of a worker that died stay in the sums (counters never go back).
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -108,6 +115,9 @@ def serve(workers: int, options: dict[str, Any]) -> int:
         return 1
     ctx = multiprocessing.get_context("spawn")
     stopping: list[int] = []
+    metrics_dir = tempfile.mkdtemp(prefix="skyrec-metrics-")
+    previous_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the workers (spawned: fresh imports)
 
     def start() -> tuple[Any, Any]:
         ready = ctx.Event()
@@ -140,6 +150,7 @@ def serve(workers: int, options: dict[str, Any]) -> int:
                     on_signal(signal.SIGTERM, None)
                     break
                 log.warning("worker exited; restarting", extra={"pid": proc.pid, "exitcode": proc.exitcode})
+                _mark_dead(metrics_dir, proc.pid)
                 procs[i] = start()
         grace = float(options.get("timeout_graceful_shutdown") or 10) + 5
         deadline = time.monotonic() + grace
@@ -152,4 +163,19 @@ def serve(workers: int, options: dict[str, Any]) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if previous_dir is None:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        else:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = previous_dir
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return status
+
+
+def _mark_dead(metrics_dir: str, pid: int | None) -> None:
+    """Drop a dead worker's live gauges from the sums (its counters and histograms stay)."""
+    if pid is None:
+        return
+    with contextlib.suppress(OSError):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, metrics_dir)
