@@ -261,7 +261,16 @@ def run(config: Config, host: str | None = None, port: int | None = None, worker
             status = worker_pool.serve(workers, common)
             if status:
                 raise SystemExit(status)
-        else:
-            uvicorn.run(worker_pool.APP, factory=True, workers=workers, **common)
+        else:  # uvicorn's own process model (one shared socket); /metrics still sums every worker
+            import shutil
+            import tempfile
+
+            metrics_dir = tempfile.mkdtemp(prefix="skyrec-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            try:
+                uvicorn.run(worker_pool.APP, factory=True, workers=workers, **common)
+            finally:
+                os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+                shutil.rmtree(metrics_dir, ignore_errors=True)
     else:
         uvicorn.run(create_app(config), **common)
