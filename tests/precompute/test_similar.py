@@ -173,24 +173,24 @@ def test_one_swap_switches_both_and_the_load_is_proven(config_factory, redis_ser
 
 def test_a_sim_key_that_differs_from_the_precompute_fails_the_load(config_factory, redis_server, monkeypatch) -> None:
     """The post-condition reads probe seeds back: a wrong list in the loaded data is refused, not published."""
-    from skyrec.publish import resp as resp_module
+    from skyrec.redis_local import LocalRedis
 
     cfg = config_factory({"precompute": {"k": 8, "similar_k": 5, "batch_size": 64, "threads": 1},
                           "publish": {"redis_url": redis_server.url}})
     s = synth.build(cfg, n_users=60, n_items=120, bad_user=False)
     _with_model_state(cfg, s)
     _job("compute_predictions", cfg)
-    real = resp_module.load_files
+    real = LocalRedis.start
 
-    def tampering(host, port, paths, **kw):
-        res = real(host, port, paths, **kw)
-        c = redis.Redis(host=host, port=port, db=kw.get("db") or 0)
+    def tampering(self, **kw):  # the scratch server that checks the dump: its similar lists altered once loaded
+        res = real(self, **kw)
+        c = redis.Redis(host=self.host, port=self.port)
         for key in c.scan_iter(match=f"{cfg.publish.key_prefix}:sim:*", count=1000):
             c.set(key, b"[]" if cfg.publish.encoding == "json" else c.get(key)[:-1])
         c.close()
         return res
 
-    monkeypatch.setattr(resp_module, "load_files", tampering)
+    monkeypatch.setattr(LocalRedis, "start", tampering)
     code, payload = execute("create_redis_dump", config=cfg, run=_run(), params={"variant": VARIANT})
     assert code != 0 and "sim" in payload["error"], payload.get("error")
 

@@ -35,6 +35,25 @@ def _fields(ctx: JobContext) -> tuple[str, Any, dict[str, str]]:
     return variant, v, {"variant": variant, "version": v.version}
 
 
+def precompute_spec(cfg: Any, variant: str, *, model_path: str, catalogue_path: str, availability_path: str | None,
+                    activity_path: str | None, at: str, publication: str, out_dir: str) -> Any:
+    """The ``PrecomputeSpec`` of one variant's run (its inputs, rules and kernel settings from ``cfg``); the
+    precompute benchmark times the bare kernel on exactly this spec."""
+    from skyrec.scoring.engine import PrecomputeSpec, default_threads
+
+    v, pc = cfg.variant(variant), cfg.precompute
+    return PrecomputeSpec(
+        variant=variant, publication=publication, lake_url=cfg.lake_url,
+        storage_options=dict(cfg.storage.storage_options), model_path=model_path, catalogue_path=catalogue_path,
+        availability_path=availability_path, out_dir=out_dir, at=at, candidate_filter=v.candidates.model_dump(),
+        key_prefix=cfg.publish.key_prefix, k=v.k or pc.k, max_per_brand=pc.rules.max_per_brand,
+        max_age_days=dict(pc.rules.max_age_days), batch_size=pc.batch_size, sub_batch=pc.sub_batch,
+        threads=default_threads(pc.threads), score_decimals=pc.score_decimals, activity_path=activity_path,
+        history_items=cfg.publish.history_items, encoding=cfg.publish.encoding,
+        similar_k=v.similar_k if v.similar_k is not None else pc.similar_k,
+        model_classes=sorted({m.class_path for m in cfg.models.values()}))
+
+
 def run(ctx: JobContext) -> dict[str, Any]:
     import numpy as np
     import pyarrow as pa
@@ -46,7 +65,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     from skyrec.publish.keys import Keys, publication_id
     from skyrec.publish.resp import encode_hset, encode_sadd, encode_sets
     from skyrec.scoring.candidates import fallback_json, fallback_list, item_payload
-    from skyrec.scoring.engine import PrecomputeSpec, Scorer, default_threads, read_table, shard_ranges
+    from skyrec.scoring.engine import Scorer, read_table, shard_ranges
 
     started = time.perf_counter()
     variant, v, fields = _fields(ctx)
@@ -74,17 +93,10 @@ def run(ctx: JobContext) -> dict[str, Any]:
         nonce = stage.token.rsplit(".", 1)[-1][:8]
         run_key = ctx.run.run_key + (f"-r{stage.base_revision}" if stage.base_revision else "") + f"-{nonce}"
         pub = publication_id(v.version, run_key)
-        spec = PrecomputeSpec(
-            variant=variant, publication=pub, lake_url=cfg.lake_url, storage_options=dict(cfg.storage.storage_options),
-            model_path=ptr["path"], catalogue_path=catalogue_m.path,
-            availability_path=availability_m.path if availability_m else None, out_dir=stage.path(""),
-            at=at.isoformat(), candidate_filter=v.candidates.model_dump(), key_prefix=cfg.publish.key_prefix,
-            k=v.k or pc.k, max_per_brand=pc.rules.max_per_brand, max_age_days=dict(pc.rules.max_age_days),
-            batch_size=pc.batch_size, sub_batch=pc.sub_batch, threads=default_threads(pc.threads),
-            score_decimals=pc.score_decimals, activity_path=activity_m.path if activity_m else None,
-            history_items=cfg.publish.history_items, encoding=cfg.publish.encoding,
-            similar_k=v.similar_k if v.similar_k is not None else pc.similar_k,
-            model_classes=sorted({m.class_path for m in cfg.models.values()}))
+        spec = precompute_spec(cfg, variant, model_path=ptr["path"], catalogue_path=catalogue_m.path,
+                               availability_path=availability_m.path if availability_m else None,
+                               activity_path=activity_m.path if activity_m else None, at=at.isoformat(),
+                               publication=pub, out_dir=stage.path(""))
         scorer = Scorer.from_spec(spec)  # the driver needs the candidates too (fallback, items hash)
         cands = scorer.candidates
         if len(cands) == 0:

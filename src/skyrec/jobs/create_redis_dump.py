@@ -1,10 +1,14 @@
 """Job ``create_redis_dump`` (param ``variant``): the committed predictions as a Redis RDB file.
 
-A scratch ``redis-server`` on a free port loads the RESP files; the key count (DBSIZE) must equal the
-predictions' recorded key count, probe users must read back equal to the Parquet and probe seed items'
-``sim`` lists equal to those the precompute recorded; then ``SAVE`` writes
-the RDB, which is committed as the ``redis_dump`` output (restorable into a fresh server or a managed
-Redis import). The scratch server is stopped on every path, errors included.
+The RDB is written directly from the predictions' RESP files (``skyrec.publish.rdb``: no command is sent
+to a Redis to build it; every command converted must be a well-formed SET, or SET/HSET/SADD in the meta
+file, and their count must equal the predictions' recorded ``commands``). Then the file is proven the way
+a restore would use it: a scratch ``redis-server`` on a free port starts from it (Redis checks the CRC-64,
+refuses duplicated keys and malformed records), its key count (DBSIZE) must equal the predictions' recorded
+key count, probe users must read back equal to the Parquet and probe seed items' ``sim`` lists equal to
+those the precompute recorded. Only that very file is committed as the ``redis_dump`` output (restorable
+into a fresh server or a managed Redis import). The scratch server is stopped on every path, errors
+included.
 """
 
 from __future__ import annotations
@@ -42,13 +46,53 @@ def local_files(ctx: JobContext, manifest: Any, names: list[str], scratch: Path)
     return out
 
 
+def parquet_probes(lake: Any, manifest: Any, n: int, *, seed: int = 0) -> dict[str, list[list[Any]]]:
+    """``n`` probe users spread over the shards and their expected ``[[item, score], ...]`` read from the
+    committed Parquet, as ``skyrec.publish.verify.probe_expectations`` does, but reading one random row group
+    of each shard file (one scoring batch) and its neighbours, never a whole file: a file of a
+    reference-scale shard holds ~13M rows. The neighbours are read so that a user whose rows straddle a
+    row-group boundary is still compared on its whole list."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    files = [f for f in manifest.files if f.path.endswith(".parquet") and "/parquet/" in f"/{f.path}"]
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[list[Any]]] = {}
+    if not files or n <= 0:
+        return out
+    per_file = max(1, -(-n // len(files)))
+    for f in files:
+        with lake.fs.open(lake.abspath(f"{manifest.path}/{f.path}"), "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            groups = pf.metadata.num_row_groups
+            if groups == 0:
+                continue
+            g = int(rng.integers(groups))
+            middle = pf.read_row_group(g, columns=["user_id"]).column("user_id")
+            around = [i for i in (g - 1, g, g + 1) if 0 <= i < groups]
+            table = pf.read_row_groups(around)
+        if len(middle) == 0:
+            continue
+        users = pc.unique(middle).to_pylist()
+        pick = [users[i] for i in sorted(rng.choice(len(users), min(per_file, len(users)), replace=False))]
+        sub = table.filter(pc.is_in(table.column("user_id"), value_set=pa.array(pick, pa.string()))).sort_by(
+            [("user_id", "ascending"), ("rank", "ascending")]).to_pylist()
+        for row in sub:
+            out.setdefault(row["user_id"], []).append([row["item_id"], row["score"]])
+        if len(out) >= n:
+            break
+    return out
+
+
 def run(ctx: JobContext) -> dict[str, Any]:
     import redis
 
     from skyrec.publish.keys import Keys
-    from skyrec.publish.resp import load_files
-    from skyrec.publish.verify import VerificationError, check_probes, probe_expectations, similar_probes
-    from skyrec.redis_local import LocalRedis, free_port
+    from skyrec.publish.rdb import write_rdb
+    from skyrec.publish.verify import VerificationError, check_probes, similar_probes
+    from skyrec.redis_local import LocalRedis, RedisUnavailable, free_port
 
     variant = ctx.param("variant")
     v = ctx.config.variant(variant)
@@ -60,64 +104,62 @@ def run(ctx: JobContext) -> dict[str, Any]:
     meta = pred.meta
     pub = meta["publication"]
     keys = Keys(ctx.config.publish.key_prefix)
+    timeout = ctx.config.publish.load_timeout_seconds
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="skyrec-dump-", dir=ctx.checkpoint_dir()))
     server = LocalRedis(port=free_port(), dir=scratch)
     try:
         files = local_files(ctx, pred, meta["resp_files"], scratch)
-        server.start(dbfilename="dump.rdb")
-        load = load_files(server.host, server.port, files, expected=int(meta["commands"]),
-                          timeout=ctx.config.publish.load_timeout_seconds)
-        client = redis.Redis(host=server.host, port=server.port, socket_timeout=ctx.config.publish.load_timeout_seconds)
-        try:
-            dbsize = int(client.dbsize())
-            if dbsize != int(meta["keys"]):
-                raise VerificationError(f"{pub}: scratch Redis holds {dbsize} keys, predictions recorded {meta['keys']}")
-            probes = probe_expectations(ctx.lake, pred, ctx.config.publish.probe_users)
-            checked = check_probes(client, keys, variant, pub, probes)
-            sim_checked = check_probes(client, keys, variant, pub, similar_probes(pred), kind="sim")
-            _bgsave(client, ctx.config.publish.load_timeout_seconds)
-        finally:
-            client.close()
-        rdb = scratch / "dump.rdb"
+        meta_file = [f for f, name in zip(files, meta["resp_files"], strict=True) if name == "resp/meta.resp"]
+        if len(meta_file) != 1:
+            raise RuntimeError(f"{pred.path}: predictions name no single resp/meta.resp")
         with ctx.stage("redis_dump", **fields) as stage:
-            with stage.open("dump.rdb", "wb", rows=dbsize) as fh, open(rdb, "rb") as src:
-                shutil.copyfileobj(src, fh, 8 << 20)
+            # a local lake: the RDB is written into the staging folder and the scratch server loads that very
+            # file (through a link), so what was proven is what is committed, with no copy; a remote lake:
+            # written and proven here, then uploaded
+            rdb = Path(stage.path("dump.rdb")) if ctx.lake.is_local else scratch / "dump.rdb"
+            rdb.parent.mkdir(parents=True, exist_ok=True)
+            with open(rdb, "wb") as fh:
+                written = write_rdb(fh, meta_file[0], [f for f in files if f != meta_file[0]],
+                                    keys_hint=int(meta["keys"]))
+            if written.commands != int(meta["commands"]):
+                raise VerificationError(f"{pub}: {written.commands} commands in the RESP files, predictions "
+                                        f"recorded {meta['commands']}")
+            if rdb.parent != scratch:
+                (scratch / "dump.rdb").symlink_to(rdb)
+            write_seconds = time.perf_counter() - started
+            try:  # the scratch server loads the file before it answers PING
+                server.start(dbfilename="dump.rdb", wait=timeout)
+            except RedisUnavailable as exc:
+                raise VerificationError(f"{pub}: the RDB written from the predictions does not load: {exc}") from exc
+            load_seconds = time.perf_counter() - started - write_seconds
+            client = redis.Redis(host=server.host, port=server.port, socket_timeout=timeout)
+            try:
+                dbsize = int(client.dbsize())
+                if dbsize != int(meta["keys"]):
+                    raise VerificationError(f"{pub}: scratch Redis holds {dbsize} keys, predictions recorded "
+                                            f"{meta['keys']}")
+                probes = parquet_probes(ctx.lake, pred, ctx.config.publish.probe_users)
+                checked = check_probes(client, keys, variant, pub, probes)
+                sim_checked = check_probes(client, keys, variant, pub, similar_probes(pred), kind="sim")
+                version = str(client.info("server").get("redis_version", ""))
+            finally:
+                client.close()
+            server.stop()  # it runs with saving disabled: the file is left as written
+            if rdb.parent == scratch:
+                with stage.open("dump.rdb", "wb", rows=dbsize) as fh, open(rdb, "rb") as src:
+                    shutil.copyfileobj(src, fh, 8 << 20)
+            else:
+                stage.add("dump.rdb", rows=dbsize)
             manifest = stage.commit({"variant": variant, "publication": pub, "keys": dbsize,
-                                     "predictions": pred.path, "commands": load.commands,
-                                     "load_seconds": round(load.seconds, 3), "probes_checked": checked,
-                                     "similar_probes_checked": sim_checked, "sim_keys": int(meta.get("sim_keys", 0)),
-                                     "rdb_bytes": rdb.stat().st_size, "redis_version": _version(server)})
+                                     "predictions": pred.path, "commands": written.commands, "method": "rdb",
+                                     "write_seconds": round(write_seconds, 3), "load_seconds": round(load_seconds, 3),
+                                     "probes_checked": checked, "similar_probes_checked": sim_checked,
+                                     "sim_keys": int(meta.get("sim_keys", 0)), "rdb_bytes": written.bytes,
+                                     "rdb_crc64": f"{written.crc64:016x}", "redis_version": version})
     finally:
         server.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"outputs": [manifest.path], "keys": dbsize, "commands_per_second": round(load.commands_per_second),
-            "seconds": round(time.perf_counter() - started, 3)}
-
-
-def _bgsave(client: Any, timeout: float) -> None:
-    """BGSAVE and wait for it: a forked child writes the RDB, so no single command blocks for the whole
-    write (a multi-GB SAVE would outlast socket timeouts)."""
-    client.bgsave()  # the fork happens inside the command: "in progress" is visible as soon as it returns
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = client.info("persistence")
-        if not int(info.get("rdb_bgsave_in_progress", 0)):
-            if info.get("rdb_last_bgsave_status") != "ok" or int(info.get("rdb_changes_since_last_save", 1)):
-                raise RuntimeError(f"redis BGSAVE failed: {info.get('rdb_last_bgsave_status')}")
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"redis BGSAVE did not finish within {timeout}s")
-
-
-def _version(server: Any) -> str:
-    import redis
-
-    try:
-        c = redis.Redis(host=server.host, port=server.port)
-        try:
-            return str(c.info("server").get("redis_version", ""))
-        finally:
-            c.close()
-    except redis.RedisError:
-        return ""
+    seconds = time.perf_counter() - started
+    return {"outputs": [manifest.path], "keys": dbsize, "commands_per_second": round(written.commands / seconds),
+            "seconds": round(seconds, 3)}

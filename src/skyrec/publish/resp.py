@@ -345,3 +345,159 @@ def encode_rec_sets(key_prefix: str, user_ids: Sequence[str], fragments: np.ndar
         append(buf[n * stride:n * stride + ln - 1])
         append(b"\r\n")
     return b"".join(pieces), int(has.size)
+
+
+# ---- packed values (``skyrec.publish.codec``) and their SET commands in one compiled pass -----------------
+
+
+def _compiled(fn: Any) -> Any:
+    import numba
+
+    try:
+        return numba.njit(nogil=True, cache=True)(fn)
+    except RuntimeError:  # no cache locator: compile once per process
+        return numba.njit(nogil=True)(fn)
+
+
+def _digits_impl(out: np.ndarray, o: int, v: int) -> int:  # pragma: no cover - compiled
+    """ASCII decimal of ``v >= 0`` at ``out[o:]``; returns the position after it."""
+    n = 1
+    t = v
+    while t >= 10:
+        t //= 10
+        n += 1
+    for j in range(n - 1, -1, -1):
+        out[o + j] = 48 + v % 10
+        v //= 10
+    return o + n
+
+
+def _varint_impl(out: np.ndarray, o: int, v: np.uint64) -> int:  # pragma: no cover - compiled
+    while v >= 0x80:
+        out[o] = (v & 0x7F) | 0x80
+        v >>= np.uint64(7)
+        o += 1
+    out[o] = v
+    return o + 1
+
+
+def _varint_len_impl(v: np.uint64) -> int:  # pragma: no cover - compiled
+    n = 1
+    while v >= 0x80:
+        v >>= np.uint64(7)
+        n += 1
+    return n
+
+
+_digits = _compiled(_digits_impl)
+_varint = _compiled(_varint_impl)
+_varint_len = _compiled(_varint_len_impl)
+
+
+def _packed_sets_impl(head: np.ndarray, prefix: np.ndarray, uoff: np.ndarray, udata: np.ndarray, items: np.ndarray,
+                      q: np.ndarray, counts: np.ndarray, table_size: int,
+                      out: np.ndarray) -> tuple[int, int, int, int]:  # pragma: no cover
+    """RESP ``SET <prefix><user> <packed value>`` for rows with ``counts > 0``. Returns (bytes, commands, error,
+    row): error 1 = a position outside the table, 2 = scores increase along the list."""
+    b, k = items.shape
+    wide = table_size > 0x10000
+    iw = 4 if wide else 2
+    o = 0
+    cmds = 0
+    for r in range(b):
+        n = counts[r]
+        if n <= 0:
+            continue
+        top = 0
+        for j in range(n):
+            p = items[r, j]
+            if p < 0 or p >= table_size:
+                return 0, cmds, 1, r
+            if j > 0:
+                g = q[r, j - 1] - q[r, j]
+                if g < 0:
+                    return 0, cmds, 2, r
+                top = max(top, g)
+        code = 0 if top < 256 else (1 if top < 65536 else (2 if top < 4294967296 else 3))
+        gw = 1 << code
+        q0 = q[r, 0]
+        zig = np.uint64(q0 * 2) if q0 >= 0 else np.uint64(-q0 * 2 - 1)
+        vlen = 2 + _varint_len(np.uint64(n)) + n * iw + _varint_len(zig) + (n - 1) * gw
+        klen = prefix.size + uoff[r + 1] - uoff[r]
+        out[o:o + head.size] = head
+        o += head.size
+        o = _digits(out, o, klen)
+        out[o] = 13
+        out[o + 1] = 10
+        o += 2
+        out[o:o + prefix.size] = prefix
+        o += prefix.size
+        ulen = uoff[r + 1] - uoff[r]
+        out[o:o + ulen] = udata[uoff[r]:uoff[r + 1]]
+        o += ulen
+        out[o] = 13
+        out[o + 1] = 10
+        out[o + 2] = 36  # '$'
+        o = _digits(out, o + 3, vlen)
+        out[o] = 13
+        out[o + 1] = 10
+        o += 2
+        out[o] = 0x01
+        out[o + 1] = (1 if wide else 0) | (code << 1)
+        o = _varint(out, o + 2, np.uint64(n))
+        for j in range(n):
+            p = items[r, j]
+            for t in range(iw):
+                out[o + t] = (p >> (8 * t)) & 0xFF
+            o += iw
+        o = _varint(out, o, zig)
+        for j in range(1, n):
+            g = q[r, j - 1] - q[r, j]
+            for t in range(gw):
+                out[o + t] = (g >> (8 * t)) & 0xFF
+            o += gw
+        out[o] = 13
+        out[o + 1] = 10
+        o += 2
+        cmds += 1
+    return o, cmds, 0, -1
+
+
+_packed_sets = _compiled(_packed_sets_impl)
+_SET_HEAD = np.frombuffer(b"*3\r\n$3\r\nSET\r\n$", dtype=np.uint8)
+
+
+def encode_packed_rec_sets(key_prefix: str, user_ids: pa.Array, items: np.ndarray, scores: np.ndarray,
+                           counts: np.ndarray, decimals: int, table_size: int) -> tuple[bytes, int]:
+    """``skyrec.publish.codec.encode_packed_sets``, byte for byte, in one compiled pass that holds no GIL:
+    the keys come from the Arrow buffers of ``user_ids`` (a string array, one per row of ``items``), the
+    values and their RESP framing are written straight into one buffer (no per-user Python). Same errors
+    (ValueError) for positions outside the item table, lists not best first, scores too large to quantise."""
+    from skyrec.publish.codec import quantise
+
+    b, k = items.shape
+    if len(user_ids) != b:
+        raise ValueError(f"{len(user_ids)} user ids for {b} rows")
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    if b == 0:
+        return b"", 0
+    if counts.min() < 0 or counts.max() > k:
+        raise ValueError(f"counts must be within 0..{k}")
+    arr = user_ids.cast(pa.string()) if user_ids.type != pa.string() else user_ids
+    if arr.null_count:
+        raise ValueError("user ids must not be null")
+    bufs = arr.buffers()
+    uoff = np.frombuffer(bufs[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4).astype(np.int64)
+    udata = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, dtype=np.uint8)
+    prefix = np.frombuffer(key_prefix.encode(), dtype=np.uint8)
+    valid = np.arange(k)[None, :] < counts[:, None]
+    q = np.where(valid, quantise(scores, decimals), 0)
+    keys_max = int(uoff[-1] - uoff[0]) + b * prefix.size
+    out = np.empty(keys_max + b * (13 + 20 + 2 + 2 + 1 + 20 + 2 + 2 + 10 + 10 + k * 4 + k * 8 + 2), dtype=np.uint8)
+    size, cmds, err, row = _packed_sets(_SET_HEAD, prefix, uoff, udata, np.ascontiguousarray(items, dtype=np.int64), q,
+                                        counts, int(table_size), out)
+    if err == 1:
+        raise ValueError(f"item positions must be within the item table (0..{table_size - 1})")
+    if err == 2:
+        raise ValueError(f"list of batch row {row} is not best first (scores increase)")
+    return out[:size].tobytes(), int(cmds)

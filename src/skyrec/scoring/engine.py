@@ -20,7 +20,10 @@ same encoding (and item table) as the ``rec`` values.
 
 Both the local engine and the Beam pipeline call ``run_shard``; the pipeline only distributes the shards.
 Memory is bounded by the batch: one ``sub_batch x candidates`` score matrix per thread plus one batch of
-output rows.
+output rows. A batch's outputs are written on a writer thread while the next batch is scored (at most one
+batch in flight), and cheaply, so the writer takes little from the kernel's cores: the Parquet id columns
+go in dictionary-encoded (positions into the batch's users and the candidates), packed ``SET`` commands
+come from one compiled pass over the batch (``encode_packed_rec_sets``, no per-user Python).
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from skyrec.data.schemas import PREDICTIONS
-from skyrec.publish.codec import check_encoding, encode_packed_sets
+from skyrec.publish.codec import check_encoding
 from skyrec.publish.keys import VALID_USER_ID, Keys
-from skyrec.publish.resp import encode_rec_sets, fixed_width_fragments
+from skyrec.publish.resp import encode_packed_rec_sets, encode_rec_sets, fixed_width_fragments
 from skyrec.scoring.candidates import Candidates, build_candidates
 from skyrec.scoring.topk import TopK, topk_threaded
 from skyrec.storage import Lake
@@ -51,6 +54,15 @@ from skyrec.storage import Lake
 # for the ranks: ~2x faster to write and ~30% smaller than plain dictionary + zstd on every column
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1, "use_dictionary": ["user_id", "item_id"],
                                    "column_encoding": {"score": "BYTE_STREAM_SPLIT", "rank": "DELTA_BINARY_PACKED"}}
+# The id columns are handed to the writer already dictionary-encoded (the batch's users, the candidates, and
+# positions into them: no string is copied or hashed per row). The Arrow schema is not stored, so readers get
+# the file's Parquet types, which are PREDICTIONS' (string, int16, string, float32), not dictionary types.
+# No min/max statistics for item_id (random within a row group, so useless for pruning, and the costliest
+# part of writing: ~half the writer's time); user_id's are kept (a reader looking for users skips row groups).
+_WRITE_SCHEMA = pa.schema([pa.field("user_id", pa.dictionary(pa.int32(), pa.string())), PREDICTIONS.field("rank"),
+                           pa.field("item_id", pa.dictionary(pa.int32(), pa.string())), PREDICTIONS.field("score")])
+PREDICTIONS_WRITER: dict[str, Any] = {**PARQUET_OPTIONS, "store_schema": False,
+                                      "write_statistics": ["user_id", "rank", "score"]}
 
 
 @dataclass
@@ -230,17 +242,18 @@ class Scorer:
         mask = np.arange(k)[None, :] < res.counts[:, None]
         cand = res.items[mask]
         scores = res.scores[mask]
-        user_rep = np.repeat(rows, res.counts)
         ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int16), res.items.shape)[mask]
+        users = self.user_ids.take(pa.array(rows))
         table = pa.Table.from_arrays(
-            [self.user_ids.take(pa.array(user_rep)), pa.array(ranks, pa.int16()), self.cand_ids.take(pa.array(cand)),
-             pa.array(scores, pa.float32())], schema=PREDICTIONS)
-        batch_users = self.user_ids.take(pa.array(rows)).to_pylist()
+            [pa.DictionaryArray.from_arrays(pa.array(np.repeat(np.arange(rows.size, dtype=np.int32), res.counts)),
+                                            users),
+             pa.array(ranks, pa.int16()), pa.DictionaryArray.from_arrays(pa.array(cand, pa.int32()), self.cand_ids),
+             pa.array(scores, pa.float32())], schema=_WRITE_SCHEMA)
         if self.fragments is None:  # packed: the item table is the candidates in their order
-            resp, _ = encode_packed_sets(self.rec_prefix, batch_users, res.items, res.scores, res.counts,
-                                         self.spec.score_decimals, len(self.candidates))
+            resp, _ = encode_packed_rec_sets(self.rec_prefix, users, res.items, res.scores, res.counts,
+                                             self.spec.score_decimals, len(self.candidates))
         else:
-            resp, _ = encode_rec_sets(self.rec_prefix, batch_users, self.fragments, res.items, res.scores,
+            resp, _ = encode_rec_sets(self.rec_prefix, users.to_pylist(), self.fragments, res.items, res.scores,
                                       res.counts, self.spec.score_decimals)
         return table, resp, cand
 
@@ -257,7 +270,7 @@ class Scorer:
         sample: list[str] = []
         with fs.open(f"{spec.out_dir}/{pq_name}", "wb") as pfh, fs.open(f"{spec.out_dir}/{resp_name}", "wb") as rfh, \
                 ThreadPoolExecutor(1, thread_name_prefix="skyrec-shard-writer") as out_pool:
-            writer = pq.ParquetWriter(pfh, PREDICTIONS, **PARQUET_OPTIONS)
+            writer = pq.ParquetWriter(pfh, _WRITE_SCHEMA, **PREDICTIONS_WRITER)
 
             def emit(rows: np.ndarray, res: TopK) -> None:
                 """Format and write one batch (runs while the next batch is being scored)."""
@@ -358,8 +371,8 @@ class Scorer:
                 res = self.score_similar(seeds)
                 ids = [str(i) for i in self.item_ids[seeds].tolist()]
                 if self.fragments is None:
-                    data, n = encode_packed_sets(self.sim_prefix, ids, res.items, res.scores, res.counts,
-                                                 spec.score_decimals, len(self.candidates))
+                    data, n = encode_packed_rec_sets(self.sim_prefix, pa.array(ids, pa.string()), res.items,
+                                                     res.scores, res.counts, spec.score_decimals, len(self.candidates))
                 else:
                     data, n = encode_rec_sets(self.sim_prefix, ids, self.fragments, res.items, res.scores,
                                               res.counts, spec.score_decimals)
