@@ -15,13 +15,17 @@ Same data, same split, same run, same evaluator:
   same training matrix (BPR binarised, as implicit's docs do for implicit feedback);
 - figures: NDCG@10 and recall@10 with 95% user-bootstrap intervals (``skyrec.evaluation.offline``), a
   paired bootstrap of skyrec's best vs implicit's best on the same users, and on the generator's data the
-  planted-truth recall@10 (``_truth/next_items.parquet``: the 10 items each user was most likely to play
-  next; the oracle lists exactly those the user has not played yet, and the figure is given as a
-  fraction of the oracle's);
+  planted-truth recall@10 (``_truth/next_items.parquet``: the generator's own top 10 by planted probability
+  of being played next at the end; not sampled). References: the oracle lists exactly the truth items the
+  user has not played yet -- which is also the Bayes ranking (all items by planted probability, played
+  ones excluded) over the items anybody played -- and the oracle over the items with training plays (the
+  most a fit on the training part can score). Models are measured fit on the training part and fit on
+  all the data (what the train job publishes), the latter also by the truth items' release age;
 - EASE and item-kNN fit time and peak RSS at 20k items (each in a fresh process), and what the memory
   guard says at 200k items.
 
-``tune`` (``python benchmarks/bench_models.py tune``) runs the small grids the defaults were chosen from.
+``tune`` (``python benchmarks/bench_models.py tune``) runs the bounded search the defaults were chosen with
+(``skyrec.evaluation.search`` on a validation split carved from each shape's training part).
 Run: ``python benchmarks/bench_models.py [small|reference|tune]``; prints JSON.
 """
 
@@ -78,6 +82,12 @@ def generator_data(users: int, items: int, days: int, events_per_user: float, se
                                   half_life_days=t.recency_half_life_days, holdout_days=t.holdout_days, end=end,
                                   split={"kind": "per_user", **t.split.model_dump(exclude={"kind"})})
     truth = pq.read_table(source / "_truth" / "next_items.parquet", columns=["user_id", "item_id"])
+    released = pq.read_table(source / "_truth" / "catalogue.parquet", columns=["item_id", "release_ts"])
+    ages = {i: (end - ts).total_seconds() / 86400.0 for i, ts in zip(released.column("item_id").to_pylist(),
+                                                                    released.column("release_ts").to_pylist(),
+                                                                    strict=True)}
+    truth = truth.append_column("age_days", pa.array([ages.get(i, float("nan"))
+                                                      for i in truth.column("item_id").to_pylist()], pa.float64()))
     return data, truth
 
 
@@ -123,33 +133,48 @@ def _implicit(kind: str, train: Any, params: dict[str, Any]) -> tuple[Any, Any, 
     return model.user_factors, model.item_factors, seconds
 
 
-def score_models(data: Any, models: dict[str, tuple[str, dict[str, Any]]], *, resamples: int,
-                 truth: Any = None, peers: bool = True) -> dict[str, Any]:
-    """Fit ``{label: (skyrec model name, params)}`` (and implicit's peers) on ``data.train``; evaluate all."""
+def _fit_scored(models: dict[str, tuple[str, dict[str, Any]]], matrix: Any, *, peers: bool) -> tuple[dict[str, Any],
+                                                                                               dict[str, float]]:
+    """Fit every model (and implicit's peers) on ``matrix``: ``({label: Scored}, {label: fit seconds})``."""
     import numpy as np
+    import scipy.sparse as sp
 
     from skyrec.config import load_config
-    from skyrec.evaluation.offline import Scored, evaluate
-    from skyrec.evaluation.stats import paired_comparison
+    from skyrec.evaluation.offline import Scored
     from skyrec.models import model_class
     from skyrec.models.training import fit_on
 
     config = load_config("local", environ={"SKYREC_HOME": tempfile.mkdtemp(prefix="skyrec-bench-cfg-")})
-    n_items = data.train.shape[1]
+    n_items = matrix.shape[1]
     scored: dict[str, Scored] = {}
     fit_seconds: dict[str, float] = {}
     for label, (name, params) in models.items():
-        fitted = fit_on(model_class(config, name)(**params), data.train, None)
+        fitted = fit_on(model_class(config, name)(**params), matrix, None)
         full, mask = fitted.full_item_factors(n_items)
         scored[label] = Scored(fitted.user_factors, full, None if mask.all() else mask)
         fit_seconds[label] = round(fitted.seconds, 2)
     if peers:
-        played = np.bincount(data.train.indices, minlength=n_items) > 0
+        played = np.bincount(sp.csr_matrix(matrix).indices, minlength=n_items) > 0
         for kind, params in (("als", IMPLICIT_ALS), ("bpr", IMPLICIT_BPR)):
-            U, V, seconds = _implicit(kind, data.train, params)
+            U, V, seconds = _implicit(kind, matrix, params)
             scored[f"implicit_{kind}"] = Scored(np.asarray(U, np.float32), np.asarray(V, np.float32),
                                                 None if played.all() else played)
             fit_seconds[f"implicit_{kind}"] = round(seconds, 2)
+    return scored, fit_seconds
+
+
+def score_models(data: Any, models: dict[str, tuple[str, dict[str, Any]]], *, resamples: int,
+                 truth: Any = None, peers: bool = True) -> dict[str, Any]:
+    """Fit ``{label: (skyrec model name, params)}`` (and implicit's peers) on ``data.train``; evaluate all.
+    With ``truth``: the planted-truth figures, of these fits and of fits on all the data (``interactions``:
+    what the train job publishes with ``training.fit_on_all_data``, the default)."""
+    import numpy as np
+
+    from skyrec.evaluation.offline import evaluate
+    from skyrec.evaluation.stats import paired_comparison
+
+    n_items = data.train.shape[1]
+    scored, fit_seconds = _fit_scored(models, data.train, peers=peers)
     per_user: dict[str, Any] = {}
     res = evaluate(scored, data.train, data.test, k=K, resamples=resamples, per_user_out=per_user)
     out: dict[str, Any] = {"users": res["users_evaluated"], "items": n_items, "train_nnz": int(data.train.nnz),
@@ -162,12 +187,23 @@ def score_models(data: Any, models: dict[str, tuple[str, dict[str, Any]]], *, re
                                 "recall_ci": [round(x, 4) for x in o["ci"]["recall_at_k"]],
                                 "fit_seconds": fit_seconds[label]}
     if truth is not None:
+        trained = np.bincount(data.train.indices, minlength=n_items) > 0
         oracle = _truth_recall(data, None, truth)
+        oracle_trained = _truth_recall(data, None, truth, scorable=trained)
+        out["truth_users"] = _truth_users(data, truth)
         out["truth_oracle_recall_at_10"] = round(oracle, 4)
-        for label, s in scored.items():
-            got = _truth_recall(data, s, truth)
-            out["models"][label]["truth_recall_at_10"] = round(got, 4)
-            out["models"][label]["truth_fraction_of_oracle"] = round(got / oracle, 4) if oracle else None
+        out["truth_oracle_trained_items_recall_at_10"] = round(oracle_trained, 4)
+        published, _ = _fit_scored(models, data.interactions, peers=peers)
+        for label in scored:
+            got = _truth_recall(data, scored[label], truth)
+            pub = _truth_recall(data, published[label], truth)
+            m = out["models"][label]
+            m["truth_recall_at_10"] = round(got, 4)
+            m["truth_fraction_of_oracle"] = round(got / oracle, 4) if oracle else None
+            m["truth_fraction_of_oracle_trained_items"] = round(got / oracle_trained, 4) if oracle_trained else None
+            m["truth_recall_at_10_all_data_fit"] = round(pub, 4)
+            m["truth_fraction_of_oracle_all_data_fit"] = round(pub / oracle, 4) if oracle else None
+            m["truth_hits_by_release_age_all_data_fit"] = _truth_by_age(data, published[label], truth)
     if peers:
         ours = max((m for m in out["models"] if not m.startswith("implicit_") and m != "popularity"),
                    key=lambda m: out["models"][m]["ndcg_at_10"])
@@ -181,9 +217,81 @@ def score_models(data: Any, models: dict[str, tuple[str, dict[str, Any]]], *, re
     return out
 
 
-def _truth_recall(data: Any, s: Any, truth: Any) -> float:
+AGE_BUCKETS = ((0.0, 2.0, "released < 2 days before the end"), (2.0, 7.0, "2-7 days"),
+               (7.0, float("inf"), ">= 7 days"))
+
+
+def _truth_by_age(data: Any, s: Any, truth: Any) -> dict[str, Any]:
+    """Of the truth pairs the oracle lists (not yet played by the user, played by somebody), the share in
+    the model's top 10, by how long before the end the item was released."""
+    import numpy as np
+
+    from skyrec.evaluation.metrics import top_k
+    from skyrec.models.representations import scores
+
+    u_index = {u: i for i, u in enumerate(data.user_ids.tolist())}
+    i_index = {x: j for j, x in enumerate(data.item_ids.tolist())}
+    seen = (data.train + data.test).tocsr()
+    pairs: dict[int, list[tuple[int, float]]] = {}
+    for u, x, age in zip(truth.column("user_id").to_pylist(), truth.column("item_id").to_pylist(),
+                         truth.column("age_days").to_pylist(), strict=True):
+        if u in u_index and x in i_index:
+            pairs.setdefault(u_index[u], []).append((i_index[x], age))
+    rows = np.array(sorted(pairs), dtype=np.int64)
+    n = {label: 0 for *_, label in AGE_BUCKETS}
+    hit = dict.fromkeys(n, 0)
+    for start in range(0, len(rows), 1024):
+        b = rows[start:start + 1024]
+        sc = scores(s.user_factors[b], s.item_factors)
+        if s.scorable is not None:
+            sc[:, ~s.scorable] = -np.inf
+        ex = seen[b]
+        sc[np.repeat(np.arange(len(b)), np.diff(ex.indptr)), ex.indices] = -np.inf
+        rec, _ = top_k(sc, K)
+        for r, user in enumerate(b):
+            played = set(seen[int(user)].indices.tolist())
+            top = set(rec[r].tolist())
+            for j, age in pairs[int(user)]:
+                if j in played:
+                    continue
+                label = next((lb for lo, hi, lb in AGE_BUCKETS if lo <= age < hi), AGE_BUCKETS[-1][2])
+                n[label] += 1
+                hit[label] += j in top
+    return {label: {"pairs": n[label], "in_top_10": round(hit[label] / n[label], 4) if n[label] else None}
+            for label in n}
+
+
+def _truth_users(data: Any, truth: Any) -> dict[str, Any]:
+    """How many truth items a user has, how many of them nobody played, how many the user already played."""
+    import numpy as np
+
+    u_index = {u: i for i, u in enumerate(data.user_ids.tolist())}
+    i_index = {x: j for j, x in enumerate(data.item_ids.tolist())}
+    seen = (data.train + data.test).tocsr()
+    trained = np.bincount(data.train.indices, minlength=len(i_index)) > 0
+    n = unknown = played = untrained = 0
+    users = set()
+    for u, x in zip(truth.column("user_id").to_pylist(), truth.column("item_id").to_pylist(), strict=True):
+        if u not in u_index:
+            continue
+        users.add(u)
+        n += 1
+        if x not in i_index:
+            unknown += 1
+        elif i_index[x] in set(seen[u_index[u]].indices.tolist()):
+            played += 1
+        elif not trained[i_index[x]]:
+            untrained += 1
+    return {"users": len(users), "truth_pairs": n, "nobody_played": unknown, "already_played_by_the_user": played,
+            "fresh_without_training_plays": untrained, "fresh_with_training_plays": n - unknown - played - untrained}
+
+
+def _truth_recall(data: Any, s: Any, truth: Any, *, scorable: Any = None) -> float:
     """Recall@10 of each user's 10 most likely next items (played ones excluded, as precompute does).
-    ``s`` None: the oracle, which lists exactly the truth items the user has not played yet."""
+    ``s`` None: the oracle, which lists exactly the truth items the user has not played yet (the truth file
+    is the generator's own top 10 by planted probability, so this is also the Bayes ranking -- all items by
+    planted probability, played ones excluded -- over the items anybody played); with ``scorable`` (a mask
+    of items), only those of them a model fit on that data could score."""
     import numpy as np
 
     from skyrec.evaluation.metrics import top_k
@@ -207,6 +315,8 @@ def _truth_recall(data: Any, s: Any, truth: Any) -> float:
         if s is None:
             for user in b:
                 fresh = want.get(int(user), set()) - set(seen[int(user)].indices.tolist())
+                if scorable is not None:
+                    fresh = {j for j in fresh if scorable[j]}
                 total += min(K, len(fresh)) / min(K, n_truth[int(user)])
             continue
         sc = scores(s.user_factors[b], s.item_factors)
@@ -241,7 +351,8 @@ def _scale_child(kind: str, users: int, items: int, queue: Any) -> None:
         from skyrec.models.knn import ItemKNNModel
         from skyrec.models.representations import MemoryGuardError
 
-        model = EASEModel() if kind == "ease" else ItemKNNModel()  # the shipped memory limit
+        params = default_models()[kind][1]  # the shipped defaults (memory limit included)
+        model = EASEModel(**params) if kind == "ease" else ItemKNNModel(**params)
         t0 = time.perf_counter()
         try:
             model.fit(m)
@@ -264,37 +375,125 @@ def at_scale(kind: str, users: int, items: int) -> dict[str, Any]:
     return queue.get() if not queue.empty() else {"error": f"exit code {p.exitcode}"}
 
 
-# ---- tuning grids (how the defaults were chosen) ------------------------------------------------------
+# ---- how the defaults were chosen: the bounded search on a validation split of the training part ----------
 
-GRIDS: dict[str, list[dict[str, Any]]] = {
-    "als": [{"factors": f, "regularization": r, "alpha": a, "iterations": 15}
-            for f in (32, 64, 128) for r in (0.05, 1.0) for a in (0.5, 1.0, 2.0, 4.0, 10.0, 40.0)],
-    "bpr": [{"factors": f, "learning_rate": lr, "regularization": r, "iterations": 100}
-            for f in (64, 128) for lr in (0.005, 0.01, 0.02, 0.05) for r in (0.001, 0.01)]
-    + [{"factors": 64, "learning_rate": 0.01, "regularization": 0.001, "iterations": it} for it in (200, 400)],
-    "ease": [{"regularization": r, "binary": b} for r in (50.0, 100.0, 200.0, 300.0, 500.0, 1000.0)
-             for b in (True, False)],
-    "knn": [{"similarity": s, "neighbours": n} for s in ("cosine", "bm25") for n in (50, 100, 200)],
+#: the spaces searched (wider than the shipped ``training.search.spaces``: the defaults' neighbourhood and
+#: the BM25 weighting too); every other parameter keeps its configured value
+TUNE_SPACES: dict[str, dict[str, dict[str, Any]]] = {
+    "knn": {"neighbours": {"int": [10, 1000], "log": True}, "similarity": {"choice": ["cosine", "bm25"]},
+            "bm25_k1": {"float": [0.1, 5.0], "log": True}, "bm25_b": {"float": [0.0, 1.0]}},
+    "ease": {"regularization": {"float": [1.0, 10000.0], "log": True}, "binary": {"choice": [True, False]}},
+    "als": {"factors": {"int": [16, 256], "log": True}, "regularization": {"float": [0.01, 100.0], "log": True},
+            "alpha": {"float": [0.1, 50.0], "log": True}},
+}
+TUNE_TRIALS = 40
+#: the searched values rounded for shipping (and, for ALS, the same at 64 factors: precompute's cost grows
+#: with the factors), checked beside the search's own choice on both shapes' validation splits and tests
+ROUNDED: dict[str, dict[str, dict[str, Any]]] = {
+    "knn": {"rounded": {"similarity": "bm25", "neighbours": 500, "bm25_k1": 2.0, "bm25_b": 0.6}},
+    "als": {"rounded": {"factors": 128, "regularization": 6.0, "alpha": 0.4},
+            "rounded_64_factors": {"factors": 64, "regularization": 6.0, "alpha": 0.4}},
 }
 
 
-def tune(shapes: tuple[str, ...] = ("generator", "ratings")) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for shape in shapes:
-        data = generator_data(3000, 2000, 28, 40.0)[0] if shape == "generator" else ratings_data()
-        rows = {}
-        for name, grid in GRIDS.items():
-            models = {f"{name}:{json.dumps(p, sort_keys=True)}": (name, p) for p in grid}
-            res = score_models(data, models, resamples=200, peers=False)
-            rows[name] = sorted(((m["ndcg_at_10"], label) for label, m in res["models"].items()), reverse=True)
-        out[shape] = rows
+def _search_config(model: str, trials: int) -> Any:
+    from skyrec.config import load_config
+
+    return load_config("local", environ={"SKYREC_HOME": tempfile.mkdtemp(prefix="skyrec-bench-cfg-")},
+                       overrides={"training": {"search": {"enabled": True, "models": [model], "n_trials": trials,
+                                                          "timeout_seconds": None, "seed": 0,
+                                                          "spaces": {model: TUNE_SPACES[model]}}}})
+
+
+def _paired_test(data: Any, candidates: dict[str, tuple[str, dict[str, Any]]], pairs: list[tuple[str, str]],
+                 resamples: int) -> dict[str, Any]:
+    """Test-split NDCG@10 of ``candidates`` (fit on the training part) and paired a-vs-b comparisons."""
+    from skyrec.config import load_config
+    from skyrec.evaluation.offline import Scored, evaluate
+    from skyrec.evaluation.stats import paired_comparison
+    from skyrec.models import model_class
+    from skyrec.models.training import fit_on
+
+    config = load_config("local", environ={"SKYREC_HOME": tempfile.mkdtemp(prefix="skyrec-bench-cfg-")})
+    scored = {}
+    for label, (name, params) in candidates.items():
+        fitted = fit_on(model_class(config, name)(**params), data.train, None)
+        full, mask = fitted.full_item_factors(data.train.shape[1])
+        scored[label] = Scored(fitted.user_factors, full, None if mask.all() else mask)
+    per_user: dict[str, Any] = {}
+    res = evaluate(scored, data.train, data.test, k=K, resamples=resamples, per_user_out=per_user)
+    out: dict[str, Any] = {label: {"ndcg_at_10": round(r["overall"]["ndcg_at_k"], 4),
+                                   "ndcg_ci": [round(x, 4) for x in r["overall"]["ci"]["ndcg_at_k"]]}
+                           for label, r in res["models"].items()}
+    v = per_user["values"]
+    for a, b in pairs:
+        c = paired_comparison(v[a]["overall"]["ndcg_at_k"], v[b]["overall"]["ndcg_at_k"], resamples=resamples,
+                              seed=0, confidence=0.95)
+        out[f"{a} vs {b}"] = {"relative": c["relative"], "relative_ci": c["relative_ci"], "p_value": c["p_value"]}
+    return out
+
+
+def tune(models: tuple[str, ...] = ("knn", "ease", "als"), trials: int = TUNE_TRIALS) -> dict[str, Any]:
+    """``skyrec.evaluation.search.run_search`` (TPE, ``trials`` trials, trial 0 = the configured defaults) on
+    a validation split carved from the TRAINING part of each shape (``small``'s generator data and the
+    ratings shape); the test positives are never seen. Then the generator's choice is cross-checked on the
+    ratings shape's validation split, and both (defaults and choice) are reported on each shape's test."""
+    import subprocess
+
+    from skyrec.evaluation.search import run_search, validation_metrics, validation_split
+    from skyrec.models import model_class
+    from skyrec.models.training import fit_on
+
+    spec = SCALES["small"]
+    shapes = {"generator": generator_data(spec["users"], spec["items"], spec["days"], spec["events_per_user"])[0],
+              "ratings": ratings_data()}
+    out: dict[str, Any] = {"uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+                           "trials": trials, "spaces": {m: TUNE_SPACES[m] for m in models}, "models": {}}
+    for model in models:
+        config = _search_config(model, trials)
+        configured = dict(config.models[model].params)
+        row: dict[str, Any] = {"configured": configured}
+        for shape, data in shapes.items():
+            t0 = time.perf_counter()
+            rec = run_search(config, model, data.train).as_dict()
+            top = sorted((t for t in rec["trials"] if t["state"] == "complete"), key=lambda t: -t["value"])[:5]
+            row[shape] = {"best_params": rec["best_params"], "best_value": rec["best"]["value"] if rec["best"] else None,
+                          "configured_value": rec["configured_value"], "n_failed": rec["n_failed"],
+                          "stopped": rec["stopped"], "validation": rec["validation"],
+                          "top5": [(round(t["value"], 4), t["params"]) for t in top],
+                          "seconds": round(time.perf_counter() - t0, 1)}
+        # the generator's choice on the ratings shape's validation split (the same carving as the search's)
+        s = config.training.search
+        candidates = {"configured": configured, "generator_choice": row["generator"]["best_params"],
+                      "ratings_choice": row["ratings"]["best_params"]}
+        for label, params in ROUNDED.get(model, {}).items():
+            candidates[label] = {**configured, **params}
+        checks: dict[str, Any] = {}
+        for shape, data in shapes.items():
+            split = validation_split(data.train, fraction=s.validation_fraction, max_users=s.validation_max_users,
+                                     seed=s.seed)
+            checks[shape] = {}
+            for label, params in candidates.items():
+                fitted = fit_on(model_class(config, model)(**params), split.fit, None)
+                checks[shape][label] = round(validation_metrics(fitted, split, k=config.training.k)["ndcg_at_k"], 4)
+        row["validation_ndcg"] = checks
+        tested = {k: (model, v) for k, v in candidates.items() if k != "ratings_choice"}
+        row["test"] = {shape: _paired_test(data, tested, [(k, "configured") for k in tested if k != "configured"],
+                                           resamples=1000)
+                       for shape, data in shapes.items()}
+        out["models"][model] = row
+        print(json.dumps({model: row}, default=str), file=sys.stderr, flush=True)
+    out["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     return out
 
 
 def main(scale: str = "small") -> dict[str, Any]:
     if scale == "tune":
-        return tune()
+        return tune(tuple(sys.argv[2:]) or ("knn", "ease", "als"))
+    import subprocess
+
     spec = SCALES[scale]
+    uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     t0 = time.perf_counter()
     data, truth = generator_data(spec["users"], spec["items"], spec["days"], spec["events_per_user"])
     generated = round(time.perf_counter() - t0, 1)
@@ -308,6 +507,8 @@ def main(scale: str = "small") -> dict[str, Any]:
     out["ratings_figures"] = score_models(ratings_data(), models, resamples=spec["resamples"])
     out["scale"] = {kind: {f"{spec['scale_items']}_items": at_scale(kind, spec["scale_users"], spec["scale_items"]),
                            "200000_items": at_scale(kind, 1000, 200_000)} for kind in ("ease", "knn")}
+    out["uptime"] = {"before": uptime_before,
+                     "after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
     return out
 
 

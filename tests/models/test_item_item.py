@@ -78,7 +78,8 @@ def test_knn_recommends_what_implicit_recommends(plays: sp.csr_matrix, similarit
     from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
 
     model = ItemKNNModel(similarity=similarity, neighbours=25, num_threads=1).fit(plays)
-    ref = BM25Recommender(K=25, num_threads=1) if similarity == "bm25" else CosineRecommender(K=25, num_threads=1)
+    ref = (BM25Recommender(K=25, K1=float(model.param("bm25_k1")), B=float(model.param("bm25_b")), num_threads=1)
+           if similarity == "bm25" else CosineRecommender(K=25, num_threads=1))
     with warnings.catch_warnings():  # implicit's own note about converting its weighted matrix
         warnings.simplefilter("ignore")
         ref.fit(plays, show_progress=False)

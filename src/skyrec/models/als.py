@@ -18,7 +18,7 @@ from skyrec.progress import interactive
 
 class ALSModel(FactorModel):
     name = "als"
-    defaults: ClassVar[dict[str, Any]] = {"factors": 64, "iterations": 15, "regularization": 1.0, "alpha": 2.0,
+    defaults: ClassVar[dict[str, Any]] = {"factors": 128, "iterations": 15, "regularization": 6.0, "alpha": 0.4,
                                           "random_state": 42, "num_threads": 0}
 
     def fit(self, interactions: sp.csr_matrix, item_features: sp.csr_matrix | None = None,

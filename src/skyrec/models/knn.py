@@ -31,7 +31,7 @@ COPIES = 3  # as EASE: the dense V, a serialised or sliced copy, one more at pre
 class ItemKNNModel(FactorModel):
     name = "knn"
     item_item_rows = True  # more like item i: its neighbours S[i, :]
-    defaults: ClassVar[dict[str, Any]] = {"similarity": "bm25", "neighbours": 100, "bm25_k1": 1.2, "bm25_b": 0.75,
+    defaults: ClassVar[dict[str, Any]] = {"similarity": "bm25", "neighbours": 500, "bm25_k1": 2.0, "bm25_b": 0.6,
                                           "memory_limit_gb": 8.0, "num_threads": 0}
 
     def __init__(self, **params: Any) -> None:
