@@ -63,6 +63,8 @@ def _plan_coefficients(out_dir: Path, scale: str, ran: list[str]) -> int:
     from skyrec.config import load_config
     from skyrec.plan import update_from_bench
 
+    if not {"kernel", "precompute", "encoding"} & set(ran):
+        return 0  # nothing this run measured feeds the plan
     try:
         written = update_from_bench(out_dir, scale, ran, load_config("local").publish.encoding)
     except Exception:  # noqa: BLE001 - reported, and the run fails, but the benchmark records are kept
