@@ -142,7 +142,7 @@ def test_probe_lists_are_whole_even_across_row_groups(config_factory) -> None:
     import pyarrow.parquet as pq
 
     from skyrec.data.schemas import PREDICTIONS
-    from skyrec.jobs.create_redis_dump import parquet_probes
+    from skyrec.publish.verify import probe_expectations
 
     lake = Lake.from_config(config_factory({}))
     users = [f"u{u:03d}" for u in range(40) for _ in range(5)]  # 5 rows per user, row groups of 7 rows
@@ -157,5 +157,5 @@ def test_probe_lists_are_whole_even_across_row_groups(config_factory) -> None:
     for row in table.to_pylist():
         whole.setdefault(row["user_id"], []).append([row["item_id"], row["score"]])
     for seed in range(12):
-        got = parquet_probes(lake, m, 3, seed=seed)
+        got = probe_expectations(lake, m, 3, seed=seed)
         assert got and all(v == whole[u] for u, v in got.items()), seed

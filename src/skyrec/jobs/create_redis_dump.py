@@ -46,52 +46,12 @@ def local_files(ctx: JobContext, manifest: Any, names: list[str], scratch: Path)
     return out
 
 
-def parquet_probes(lake: Any, manifest: Any, n: int, *, seed: int = 0) -> dict[str, list[list[Any]]]:
-    """``n`` probe users spread over the shards and their expected ``[[item, score], ...]`` read from the
-    committed Parquet, as ``skyrec.publish.verify.probe_expectations`` does, but reading one random row group
-    of each shard file (one scoring batch) and its neighbours, never a whole file: a file of a
-    reference-scale shard holds ~13M rows. The neighbours are read so that a user whose rows straddle a
-    row-group boundary is still compared on its whole list."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    files = [f for f in manifest.files if f.path.endswith(".parquet") and "/parquet/" in f"/{f.path}"]
-    rng = np.random.default_rng(seed)
-    out: dict[str, list[list[Any]]] = {}
-    if not files or n <= 0:
-        return out
-    per_file = max(1, -(-n // len(files)))
-    for f in files:
-        with lake.fs.open(lake.abspath(f"{manifest.path}/{f.path}"), "rb") as fh:
-            pf = pq.ParquetFile(fh)
-            groups = pf.metadata.num_row_groups
-            if groups == 0:
-                continue
-            g = int(rng.integers(groups))
-            middle = pf.read_row_group(g, columns=["user_id"]).column("user_id")
-            around = [i for i in (g - 1, g, g + 1) if 0 <= i < groups]
-            table = pf.read_row_groups(around)
-        if len(middle) == 0:
-            continue
-        users = pc.unique(middle).to_pylist()
-        pick = [users[i] for i in sorted(rng.choice(len(users), min(per_file, len(users)), replace=False))]
-        sub = table.filter(pc.is_in(table.column("user_id"), value_set=pa.array(pick, pa.string()))).sort_by(
-            [("user_id", "ascending"), ("rank", "ascending")]).to_pylist()
-        for row in sub:
-            out.setdefault(row["user_id"], []).append([row["item_id"], row["score"]])
-        if len(out) >= n:
-            break
-    return out
-
-
 def run(ctx: JobContext) -> dict[str, Any]:
     import redis
 
     from skyrec.publish.keys import Keys
     from skyrec.publish.rdb import write_rdb
-    from skyrec.publish.verify import VerificationError, check_probes, similar_probes
+    from skyrec.publish.verify import VerificationError, check_probes, probe_expectations, similar_probes
     from skyrec.redis_local import LocalRedis, RedisUnavailable, free_port
 
     variant = ctx.param("variant")
@@ -139,7 +99,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
                 if dbsize != int(meta["keys"]):
                     raise VerificationError(f"{pub}: scratch Redis holds {dbsize} keys, predictions recorded "
                                             f"{meta['keys']}")
-                probes = parquet_probes(ctx.lake, pred, ctx.config.publish.probe_users)
+                probes = probe_expectations(ctx.lake, pred, ctx.config.publish.probe_users)
                 checked = check_probes(client, keys, variant, pub, probes)
                 sim_checked = check_probes(client, keys, variant, pub, similar_probes(pred), kind="sim")
                 version = str(client.info("server").get("redis_version", ""))

@@ -26,12 +26,12 @@ def serving_client(ctx: JobContext) -> Any:
 
 
 def run(ctx: JobContext) -> dict[str, Any]:
-    from skyrec.jobs.create_redis_dump import local_files, parquet_probes, predictions_manifest
+    from skyrec.jobs.create_redis_dump import local_files, predictions_manifest
     from skyrec.models.artefact import published_predictions_pointer
     from skyrec.publish.keys import Keys
     from skyrec.publish.publisher import publish_swapdb, publish_versioned
     from skyrec.publish.resp import load_files
-    from skyrec.publish.verify import check_probes, similar_probes
+    from skyrec.publish.verify import check_probes, probe_expectations, similar_probes
 
     variant = ctx.param("variant")
     cfg = ctx.config
@@ -53,7 +53,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
                            if int(meta.get("sim_keys") or 0) > 0 else None),
                "evaluation": meta.get("evaluation", {}), "predictions": pred.path,
                "redis_dump": dump.path if dump else None}
-    probes = parquet_probes(ctx.lake, pred, cfg.publish.probe_users)
+    probes = probe_expectations(ctx.lake, pred, cfg.publish.probe_users)
     sim_probes = similar_probes(pred)
     started = time.perf_counter()
     client = serving_client(ctx)
