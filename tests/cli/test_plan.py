@@ -34,7 +34,7 @@ def coef() -> dict:
 def test_committed_coefficients_name_their_machine_date_and_reference(coef: dict) -> None:
     assert coef["machine"]["cpus"] and coef["measured_at"][:4].isdigit()
     ref = coef["reference_run"]
-    assert ref["inputs"]["users"] == 3_500_000 and ref["inputs"]["encoding"] == "json"
+    assert ref["inputs"]["users"] == 3_500_000 and ref["inputs"]["encoding"] in ("json", "packed")
     assert set(ref["measured"]) >= {"compute_predictions_s", "create_redis_dump_s", "publish_predictions_s",
                                     "redis_mb"}
 
@@ -81,7 +81,8 @@ def test_scaling_rules(coef: dict) -> None:
 def test_limits_name_where_one_machine_stops(coef: dict) -> None:
     small = p.plan(p.PlanInputs(users=3_500_000, rails=6, cores=2, encoding="packed", machine_memory_gb=24), coef)
     assert small["limits"] == []
-    big = p.plan(p.PlanInputs(users=100_000_000, rails=20, cores=2, encoding="packed"), coef)
+    # twice a day: 100M x 20 rails on 2 cores does not fit the interval
+    big = p.plan(p.PlanInputs(users=100_000_000, rails=20, cores=2, encoding="packed", interval_hours=12), coef)
     what = {lim["what"] for lim in big["limits"]}
     assert {"Redis memory beyond one node", "precompute wall time"} <= what
     # hourly: the serial publication into one Redis alone is too long, and no number of cores helps
