@@ -34,8 +34,13 @@ def test_every_operation_conforms_to_its_openapi_contract(live):  # noqa: F811
         if case.meta is not None and case.meta.generation.mode == GenerationMode.NEGATIVE:
             if 200 <= response.status_code < 300 and _sent_parameters_are_valid(spec, case, response):
                 return None  # the invalid value did not survive serialisation (e.g. [] or {} in a query: omitted)
-            body = response.json()
-            assert 400 <= response.status_code < 500, f"invalid request answered {response.status_code}"
+            where = (f"{case.operation.method.upper()} {response.request.url} -> {response.status_code} "
+                     f"{response.headers.get('content-type')}: {response.content[:200]!r}")
+            assert 400 <= response.status_code < 500, f"invalid request answered {response.status_code}: {where}"
+            try:
+                body = response.json()
+            except ValueError:
+                raise AssertionError(f"invalid request rejected without a JSON body: {where}") from None
             assert body.get("error") and body.get("message"), body
         return None
 
