@@ -7,18 +7,26 @@
 - negative (schema-invalid) requests are rejected with a 4xx JSON error in the one error shape. schemathesis's
   own rejection check lists the statuses it expects and 414 (request target too long, documented on every
   route) is not among them, so this suite checks rejections itself: any 4xx, JSON, ``error`` and ``message``.
+  A negative case is judged by the request that went over the wire (a value that cannot be written into the
+  URL is dropped or coerced there), and a request the HTTP parser itself refuses gets the same JSON shape
+  (``test_a_request_the_http_parser_refuses_gets_a_json_400``).
 
 Admin calls go without a key (401): a valid key would let the fuzzer roll publications back mid-run.
 """
 
 from __future__ import annotations
 
+import json
+import os
+
 import httpx
 import pytest
 from test_serve_live import live  # noqa: F401 - the module-scoped live API fixture
 
+from skyrec.redis_local import free_port
+
 pytestmark = pytest.mark.integration
-EXAMPLES = 60
+EXAMPLES = int(os.environ.get("SKYREC_CONTRACT_EXAMPLES", "60"))  # per operation and mode; more for a long fuzz
 
 
 def test_every_operation_conforms_to_its_openapi_contract(live):  # noqa: F811
@@ -81,6 +89,17 @@ def _coerce(value: str, schema: dict):
     return value
 
 
+def _sent_path_values(template: str, raw_path: bytes) -> dict[str, str] | None:
+    """The path parameters as the server reads them from the path that was sent (percent-decoded), or None
+    when that path does not match the operation's template."""
+    import re
+    from urllib.parse import unquote
+
+    pattern = re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?P<{m.group(1)}>[^/]*)", re.escape(template))
+    match = re.fullmatch(pattern, raw_path.decode("ascii", "replace"))
+    return None if match is None else {k: unquote(v) for k, v in match.groupdict().items()}
+
+
 def _sent_parameters_are_valid(spec: dict, case, response) -> bool:
     """Whether the request that went over the wire (not the generated case) satisfies the operation's
     parameters: a negative case whose invalid part could not be written into the URL is a valid request."""
@@ -95,11 +114,13 @@ def _sent_parameters_are_valid(spec: dict, case, response) -> bool:
     sent: dict[str, list[str]] = {}
     for name, value in query:
         sent.setdefault(name, []).append(value)
-    path_values = case.path_parameters or {}
+    path_values = _sent_path_values(case.operation.path, response.request.url.raw_path.split(b"?")[0])
+    if path_values is None:
+        return False  # the path sent does not have the operation's shape
     for param in operation.get("parameters", []):
         name, where, schema = param["name"], param["in"], param.get("schema", {})
         values = sent.pop(name, []) if where == "query" else (
-            [str(path_values[name])] if where == "path" and name in path_values else [])
+            [path_values[name]] if where == "path" and name in path_values else [])
         if where not in ("query", "path"):
             return False  # headers and cookies: not checked here
         if not values:
@@ -133,3 +154,67 @@ def test_a_route_declared_bound_is_not_overwritten(live):  # noqa: F811
     assert params["limit"]["schema"]["maximum"] == 1000
     assert httpx.get(live.url + "/v1/users/u1/history?limit=1000").status_code == 200
     assert httpx.get(live.url + "/v1/users/u1/history?limit=1001").status_code == 422
+
+
+MALFORMED_REQUESTS = [
+    b"GET /v1/recommendations/comedy_featured/u\xff HTTP/1.1\r\nHost: x\r\n\r\n",          # raw non-ASCII path
+    b"GET /v1/recommendations/comedy_featured/u1?limit=\xff HTTP/1.1\r\nHost: x\r\n\r\n",  # ... query
+    b"POST /v1/admin/reload HTTP/1.1\r\nHost: x\r\nX-API-Key: a\x01b\r\nContent-Length: 0\r\n\r\n",  # control byte
+    b"GET /v1/variants HTTP/1.1 junk\r\nHost: x\r\n\r\n",                                 # bad request line
+]
+
+
+def raw_exchange(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as raw bytes (no client library to correct it); (status, headers, body) of the answer."""
+    import socket
+
+    host, port = url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after a malformed request
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED_REQUESTS)
+def test_a_request_the_http_parser_refuses_gets_a_json_400(live, request_bytes: bytes) -> None:  # noqa: F811
+    status, headers, body = raw_exchange(live.url, request_bytes)
+    assert status == 400 and headers["content-type"] == "application/json", (status, headers, body)
+    payload = json.loads(body)
+    assert payload["error"] == "bad_request" and "malformed HTTP request" in payload["message"]
+    assert payload["request_id"] == headers["x-request-id"]
+    spec = httpx.get(live.url + "/openapi.json").json()
+    assert all("400" in op["responses"] for ops in spec["paths"].values() for op in ops.values())
+    assert httpx.get(live.url + "/healthz").status_code == 200  # and the server is still there
+
+
+def test_the_h11_protocol_answers_malformed_requests_in_json_too(tmp_path) -> None:
+    """Where httptools is not installed the API runs on h11 (``skyrec.serve.main.run``): same JSON 400."""
+    import threading
+
+    import uvicorn
+
+    async def app(scope, receive, send):  # never reached by a malformed request
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="critical",
+                                           http="skyrec.serve.uvicorn_http:JsonErrorH11Protocol"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            threading.Event().wait(0.02)
+        status, headers, body = raw_exchange(f"http://127.0.0.1:{port}", b"GET /x\x01 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 400 and headers["content-type"] == "application/json", (status, headers, body)
+        assert json.loads(body)["error"] == "bad_request"
+    finally:
+        server.should_exit = True
+        thread.join(10)

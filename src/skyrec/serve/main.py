@@ -148,6 +148,9 @@ def _openapi_states_the_limits(app: FastAPI, settings: ServeSettings) -> None:
                         _set_maximum(param.get("schema", {}), int(getattr(settings, bound)))
                 op.setdefault("responses", {}).setdefault("414", {
                     "description": f"request target longer than {MAX_PATH_BYTES} bytes (every route)"})
+                op["responses"].setdefault("400", {
+                    "description": "malformed HTTP request: the server's HTTP parser refused the request line or "
+                                   "a header (every route)"})
                 for status, response in op.get("responses", {}).items():
                     if str(status)[:1] in ("4", "5"):
                         response["content"] = {"application/json": {
@@ -251,8 +254,10 @@ def run(config: Config, host: str | None = None, port: int | None = None, worker
         "server_header": False,
         "proxy_headers": False,
     }
-    if importlib.util.find_spec("httptools") is not None:
-        common["http"] = "skyrec.serve.uvicorn_http:OneWriteHttpToolsProtocol"  # one write per response
+    if importlib.util.find_spec("httptools") is not None:  # one write per response; JSON for unparsable requests
+        common["http"] = "skyrec.serve.uvicorn_http:OneWriteHttpToolsProtocol"
+    else:
+        common["http"] = "skyrec.serve.uvicorn_http:JsonErrorH11Protocol"
     if workers > 1:
         from skyrec.serve import workers as worker_pool
 

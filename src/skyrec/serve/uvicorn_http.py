@@ -7,16 +7,41 @@ held until the next write on the same connection (then both leave in one call) o
 event loop's current turn, whichever comes first: a response's head and body leave together, a streaming
 response's chunks are never held longer than one turn, and the order of bytes on a connection is unchanged.
 
-Used by :func:`skyrec.serve.main.run` (``http=``, uvicorn's documented way to choose the protocol class) when
-httptools is installed.
+A request the HTTP parser itself refuses (raw non-ASCII or control bytes in the request target, a control
+byte in a header value, a malformed request line) never reaches the application; uvicorn answers it with a
+plain-text 400. Both protocol classes here answer it in the API's one JSON error shape instead
+(``{"error": "bad_request", "message", "request_id"}``, documented as a 400 on every operation), so a client
+gets the same kind of error whichever layer refused its request.
+
+Used by :func:`skyrec.serve.main.run` (``http=``, uvicorn's documented way to choose the protocol class):
+``OneWriteHttpToolsProtocol`` when httptools is installed, ``JsonErrorH11Protocol`` otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
+from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+MALFORMED = ("malformed HTTP request: the request line or a header could not be parsed (raw non-ASCII or "
+             "control bytes in the path, query or a header value?); percent-encode the request target")
+
+
+def malformed_request_response(extra_headers: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
+    """The whole HTTP/1.1 400 response (status line, headers, JSON body) for a request the parser refused;
+    the connection is closed after it, as uvicorn does."""
+    rid = uuid.uuid4().hex
+    body = json.dumps({"error": "bad_request", "message": MALFORMED, "request_id": rid}).encode()
+    head = [b"HTTP/1.1 400 Bad Request"]
+    head += [name + b": " + value for name, value in extra_headers]
+    head += [b"content-type: application/json", b"content-length: " + str(len(body)).encode(),
+             b"x-request-id: " + rid.encode(), b"connection: close"]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
 class _HeldWrite:
@@ -68,7 +93,20 @@ class _HeldWrite:
 
 
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's ``HttpToolsProtocol`` over a transport whose writes are joined as described above."""
+    """uvicorn's ``HttpToolsProtocol`` over a transport whose writes are joined as described above, answering
+    requests its parser refuses in the JSON error shape."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_HeldWrite(transport, self.loop))  # type: ignore[arg-type]
+
+    def send_400_response(self, msg: str) -> None:
+        self.transport.write(malformed_request_response(list(self.server_state.default_headers)))
+        self.transport.close()
+
+
+class JsonErrorH11Protocol(H11Protocol):
+    """uvicorn's ``H11Protocol`` (no httptools) answering requests its parser refuses in the JSON error shape."""
+
+    def send_400_response(self, msg: str) -> None:
+        self.transport.write(malformed_request_response(list(self.server_state.default_headers)))
+        self.transport.close()
