@@ -58,11 +58,12 @@ SKYREC_MODELS = ("als", "bpr", "ease", "knn", "popularity")
 def generator_data(users: int, items: int, days: int, events_per_user: float, seed: int = 7) -> tuple[Any, Any]:
     """(TrainingData with the default per-user split, truth table) from ``skyrec generate``'s files."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from skyrec.config import load_config
     from skyrec.data.generate import generate
-    from skyrec.data.schemas import ACTIVITY
+    from skyrec.data.schemas import ACTIVITY, CATALOGUE
     from skyrec.models.dataset import build_training_data
 
     home = Path(tempfile.mkdtemp(prefix="skyrec-bench-models-"))
@@ -76,8 +77,13 @@ def generator_data(users: int, items: int, days: int, events_per_user: float, se
     activity = pa.concat_tables([t.cast(ACTIVITY) for t in tables])
     events = set(config.ingest.activity.event_types)
     activity = activity.filter(pa.array([e in events for e in activity.column("event_type").to_pylist()]))
+    # the generator's catalogue (brands, release times: what the series term reads), for the played items
+    # only, so the item universe -- and the oracle -- stay those of the activity
+    played = pa.array(sorted(set(activity.column("item_id").to_pylist())), pa.string())
+    catalogue = pq.read_table(source / "_truth" / "catalogue.parquet", columns=CATALOGUE.names).cast(CATALOGUE)
+    catalogue = catalogue.filter(pc.is_in(catalogue.column("item_id"), value_set=played))
     t = config.training
-    data, _ = build_training_data(activity, None, weighting=dict(t.weighting),
+    data, _ = build_training_data(activity, catalogue, weighting=dict(t.weighting),
                                   played_fraction_weight=t.played_fraction_weight,
                                   half_life_days=t.recency_half_life_days, holdout_days=t.holdout_days, end=end,
                                   split={"kind": "per_user", **t.split.model_dump(exclude={"kind"})})
@@ -88,7 +94,7 @@ def generator_data(users: int, items: int, days: int, events_per_user: float, se
                                                                     strict=True)}
     truth = truth.append_column("age_days", pa.array([ages.get(i, float("nan"))
                                                       for i in truth.column("item_id").to_pylist()], pa.float64()))
-    return data, truth
+    return data, truth.replace_schema_metadata({"source": str(source), "end": end.isoformat()})
 
 
 def ratings_data(seed: int = 3) -> Any:
@@ -133,9 +139,11 @@ def _implicit(kind: str, train: Any, params: dict[str, Any]) -> tuple[Any, Any, 
     return model.user_factors, model.item_factors, seconds
 
 
-def _fit_scored(models: dict[str, tuple[str, dict[str, Any]]], matrix: Any, *, peers: bool) -> tuple[dict[str, Any],
-                                                                                               dict[str, float]]:
-    """Fit every model (and implicit's peers) on ``matrix``: ``({label: Scored}, {label: fit seconds})``."""
+def _fit_scored(models: dict[str, tuple[str, dict[str, Any]]], matrix: Any, *, peers: bool,
+                context: Any = None) -> tuple[dict[str, Any], dict[str, float]]:
+    """Fit every model (and implicit's peers) on ``matrix``: ``({label: Scored}, {label: fit seconds})``;
+    ``context``: the items' brands and release times (``skyrec.models.series.item_context``) as the train
+    job passes them."""
     import numpy as np
     import scipy.sparse as sp
 
@@ -149,7 +157,7 @@ def _fit_scored(models: dict[str, tuple[str, dict[str, Any]]], matrix: Any, *, p
     scored: dict[str, Scored] = {}
     fit_seconds: dict[str, float] = {}
     for label, (name, params) in models.items():
-        fitted = fit_on(model_class(config, name)(**params), matrix, None)
+        fitted = fit_on(model_class(config, name)(**params), matrix, None, context)
         full, mask = fitted.full_item_factors(n_items)
         scored[label] = Scored(fitted.user_factors, full, None if mask.all() else mask)
         fit_seconds[label] = round(fitted.seconds, 2)
@@ -172,9 +180,10 @@ def score_models(data: Any, models: dict[str, tuple[str, dict[str, Any]]], *, re
 
     from skyrec.evaluation.offline import evaluate
     from skyrec.evaluation.stats import paired_comparison
+    from skyrec.models.series import item_context
 
     n_items = data.train.shape[1]
-    scored, fit_seconds = _fit_scored(models, data.train, peers=peers)
+    scored, fit_seconds = _fit_scored(models, data.train, peers=peers, context=item_context(data, "train"))
     per_user: dict[str, Any] = {}
     res = evaluate(scored, data.train, data.test, k=K, resamples=resamples, per_user_out=per_user)
     out: dict[str, Any] = {"users": res["users_evaluated"], "items": n_items, "train_nnz": int(data.train.nnz),
@@ -193,7 +202,8 @@ def score_models(data: Any, models: dict[str, tuple[str, dict[str, Any]]], *, re
         out["truth_users"] = _truth_users(data, truth)
         out["truth_oracle_recall_at_10"] = round(oracle, 4)
         out["truth_oracle_trained_items_recall_at_10"] = round(oracle_trained, 4)
-        published, _ = _fit_scored(models, data.interactions, peers=peers)
+        published, _ = _fit_scored(models, data.interactions, peers=peers,
+                                   context=item_context(data, "interactions"))
         for label in scored:
             got = _truth_recall(data, scored[label], truth)
             pub = _truth_recall(data, published[label], truth)
@@ -330,12 +340,97 @@ def _truth_recall(data: Any, s: Any, truth: Any, *, scorable: Any = None) -> flo
     return total / max(len(rows), 1)
 
 
+def plug_in_references(data: Any, truth: Any) -> dict[str, Any]:
+    """Planted-truth recall (as a fraction of the oracle) of the generator's own scoring form -- the newest
+    six released episodes of a user's brands (0.55 x 0.45^k), the 20 most popular available items of their
+    genres, the 20 most popular overall, mixed by the user's mode probabilities -- fed (a) the user's true
+    planted tastes (``_truth/user_tastes.parquet``: checks the form, ~1.0) and (b) tastes *estimated from the
+    user's plays*: brand and genre shares of their played items, the genre and popular terms weighted
+    ``genre_weight`` and ``popular_weight`` (the best of a small grid is reported, so it flatters the
+    estimate). Popularity and availability are the generator's own, known to neither skyrec nor implicit.
+    (b) is what a model that knows exactly how the data were made can reach from this much listening."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    import scipy.sparse as sp
+
+    from skyrec.evaluation.offline import Scored
+
+    meta = {k.decode(): v.decode() for k, v in (truth.schema.metadata or {}).items()}
+    source = Path(meta["source"])
+    end_us = int(dt.datetime.fromisoformat(meta["end"]).timestamp() * 1_000_000)
+    hour_us = 3_600_000_000
+    cat = pq.read_table(source / "_truth" / "catalogue.parquet").to_pylist()
+    tastes = pq.read_table(source / "_truth" / "user_tastes.parquet").to_pylist()
+    i_index = {x: j for j, x in enumerate(data.item_ids.tolist())}
+    n = len(i_index)
+    brands = sorted({r["brand_id"] for r in cat})
+    genres = sorted({r["genres"][0] for r in cat if r["genres"]})
+    b_code, g_code = {b: k for k, b in enumerate(brands)}, {g: k for k, g in enumerate(genres)}
+    brand, genre = np.full(n, -1), np.full(n, -1)
+    release, weight = np.zeros(n, np.int64), np.zeros(n)
+    cutoff, now = end_us - 6 * hour_us, end_us - hour_us  # the generator's cold window; its last hour's sampler
+    for r in cat:
+        j = i_index.get(r["item_id"])
+        if j is None:
+            continue
+        brand[j] = b_code[r["brand_id"]]
+        genre[j] = g_code[r["genres"][0]] if r["genres"] else -1
+        us = lambda t: int(t.timestamp() * 1_000_000)  # noqa: E731
+        release[j] = us(r["release_ts"])
+        until = r["available_until"]
+        available = (release[j] <= now and us(r["available_from"]) <= now and (until is None or us(until) > now)
+                     and not r["cold_start"])
+        weight[j] = float(r["popularity"]) if available else 0.0
+    nb, ng = len(brands), len(genres)
+    V = np.zeros((n, nb + ng + 1), np.float32)
+    for b in range(nb):
+        m = np.flatnonzero((brand == b) & (release <= cutoff))
+        m = m[np.argsort(-release[m], kind="stable")][:6]
+        V[m, b] = 0.55 * 0.45 ** np.arange(len(m))
+    for g in range(ng):
+        m = np.flatnonzero(genre == g)
+        top = m[np.argsort(-weight[m], kind="stable")[:20]]
+        if weight[m].sum() > 0:
+            V[top, nb + g] = weight[top] / weight[m].sum()
+    top = np.argsort(-weight, kind="stable")[:20]
+    V[top, -1] = weight[top] / weight.sum()
+    u_index = {u: i for i, u in enumerate(data.user_ids.tolist())}
+    U_true = np.zeros((len(u_index), nb + ng + 1), np.float32)
+    for r in tastes:
+        u = u_index.get(r["user_id"])
+        if u is None:
+            continue
+        for b, w in zip(r["brands"], r["brand_weights"], strict=True):
+            U_true[u, b_code[b]] += r["p_brand"] * w
+        for g, w in zip(r["genres"], r["genre_weights"], strict=True):
+            U_true[u, nb + g_code[g]] += r["p_genre"] * w
+        U_true[u, -1] = r["p_popular"]
+    played = sp.csr_matrix(data.seen, dtype=np.float32)
+    per_user = np.maximum(np.asarray(played.sum(axis=1)).ravel(), 1.0)[:, None]
+    onehot = lambda codes, k: sp.csr_matrix((np.ones(n), (np.arange(n), np.maximum(codes, 0))),  # noqa: E731
+                                            shape=(n, k)).multiply((codes >= 0)[:, None]).tocsr()
+    brand_share = (played @ onehot(brand, nb)).toarray() / per_user
+    genre_share = (played @ onehot(genre, ng)).toarray() / per_user
+    oracle = _truth_recall(data, None, truth)
+    out: dict[str, Any] = {"true_tastes": round(_truth_recall(data, Scored(U_true, V, None), truth) / oracle, 4)}
+    best = None
+    for gw, pw in ((0.5, 0.1), (1.0, 0.2), (1.0, 0.5), (2.0, 0.5)):
+        U = np.hstack([brand_share, gw * genre_share, np.full((len(u_index), 1), pw)]).astype(np.float32)
+        got = round(_truth_recall(data, Scored(U, V, None), truth) / oracle, 4)
+        if best is None or got > best[0]:
+            best = (got, gw, pw)
+    assert best is not None
+    out["estimated_tastes"] = {"fraction_of_oracle": best[0], "genre_weight": best[1], "popular_weight": best[2]}
+    return out
+
+
 def default_models() -> dict[str, tuple[str, dict[str, Any]]]:
     from skyrec.config import load_config
 
     config = load_config("local", environ={"SKYREC_HOME": tempfile.mkdtemp(prefix="skyrec-bench-cfg-")})
     out = {name: (name, dict(config.models[name].params)) for name in SKYREC_MODELS}
     out["knn_cosine"] = ("knn", {**config.models["knn"].params, "similarity": "cosine"})
+    out["knn_without_series"] = ("knn", {**config.models["knn"].params, "series_weight": 0.0})
     return out
 
 
@@ -381,16 +476,25 @@ def at_scale(kind: str, users: int, items: int) -> dict[str, Any]:
 #: the BM25 weighting too); every other parameter keeps its configured value
 TUNE_SPACES: dict[str, dict[str, dict[str, Any]]] = {
     "knn": {"neighbours": {"int": [10, 1000], "log": True}, "similarity": {"choice": ["cosine", "bm25"]},
-            "bm25_k1": {"float": [0.1, 5.0], "log": True}, "bm25_b": {"float": [0.0, 1.0]}},
+            "bm25_k1": {"float": [0.1, 5.0], "log": True}, "bm25_b": {"float": [0.0, 1.0]},
+            "series_weight": {"float": [0.0, 16.0]}, "series_depth": {"int": [1, 20]},
+            "series_decay": {"float": [0.2, 1.0]}},
     "ease": {"regularization": {"float": [1.0, 10000.0], "log": True}, "binary": {"choice": [True, False]}},
     "als": {"factors": {"int": [16, 256], "log": True}, "regularization": {"float": [0.01, 100.0], "log": True},
             "alpha": {"float": [0.1, 50.0], "log": True}},
+    "bpr": {"factors": {"int": [16, 256], "log": True}, "learning_rate": {"float": [0.001, 0.1], "log": True},
+            "regularization": {"float": [0.00001, 0.1], "log": True}},
 }
 TUNE_TRIALS = 40
 #: the searched values rounded for shipping (and, for ALS, the same at 64 factors: precompute's cost grows
 #: with the factors), checked beside the search's own choice on both shapes' validation splits and tests
 ROUNDED: dict[str, dict[str, dict[str, Any]]] = {
-    "knn": {"rounded": {"similarity": "bm25", "neighbours": 500, "bm25_k1": 2.0, "bm25_b": 0.6}},
+    "knn": {"rounded": {"similarity": "bm25", "neighbours": 40, "bm25_k1": 1.0, "bm25_b": 0.1, "series_weight": 2.0,
+                        "series_depth": 6, "series_decay": 0.75},
+            "rounded_without_series": {"similarity": "bm25", "neighbours": 40, "bm25_k1": 1.0, "bm25_b": 0.1,
+                                       "series_weight": 0.0},
+            "previous_with_series": {"similarity": "bm25", "neighbours": 500, "bm25_k1": 2.0, "bm25_b": 0.6,
+                                     "series_weight": 2.0, "series_depth": 6, "series_decay": 0.75}},
     "als": {"rounded": {"factors": 128, "regularization": 6.0, "alpha": 0.4},
             "rounded_64_factors": {"factors": 64, "regularization": 6.0, "alpha": 0.4}},
 }
@@ -412,12 +516,13 @@ def _paired_test(data: Any, candidates: dict[str, tuple[str, dict[str, Any]]], p
     from skyrec.evaluation.offline import Scored, evaluate
     from skyrec.evaluation.stats import paired_comparison
     from skyrec.models import model_class
+    from skyrec.models.series import item_context
     from skyrec.models.training import fit_on
 
     config = load_config("local", environ={"SKYREC_HOME": tempfile.mkdtemp(prefix="skyrec-bench-cfg-")})
     scored = {}
     for label, (name, params) in candidates.items():
-        fitted = fit_on(model_class(config, name)(**params), data.train, None)
+        fitted = fit_on(model_class(config, name)(**params), data.train, None, item_context(data, "train"))
         full, mask = fitted.full_item_factors(data.train.shape[1])
         scored[label] = Scored(fitted.user_factors, full, None if mask.all() else mask)
     per_user: dict[str, Any] = {}
@@ -442,6 +547,7 @@ def tune(models: tuple[str, ...] = ("knn", "ease", "als"), trials: int = TUNE_TR
 
     from skyrec.evaluation.search import run_search, validation_metrics, validation_split
     from skyrec.models import model_class
+    from skyrec.models.series import item_context
     from skyrec.models.training import fit_on
 
     spec = SCALES["small"]
@@ -455,7 +561,7 @@ def tune(models: tuple[str, ...] = ("knn", "ease", "als"), trials: int = TUNE_TR
         row: dict[str, Any] = {"configured": configured}
         for shape, data in shapes.items():
             t0 = time.perf_counter()
-            rec = run_search(config, model, data.train).as_dict()
+            rec = run_search(config, model, data.train, context=item_context(data, "train")).as_dict()
             top = sorted((t for t in rec["trials"] if t["state"] == "complete"), key=lambda t: -t["value"])[:5]
             row[shape] = {"best_params": rec["best_params"], "best_value": rec["best"]["value"] if rec["best"] else None,
                           "configured_value": rec["configured_value"], "n_failed": rec["n_failed"],
@@ -474,7 +580,7 @@ def tune(models: tuple[str, ...] = ("knn", "ease", "als"), trials: int = TUNE_TR
                                      seed=s.seed)
             checks[shape] = {}
             for label, params in candidates.items():
-                fitted = fit_on(model_class(config, model)(**params), split.fit, None)
+                fitted = fit_on(model_class(config, model)(**params), split.fit, None, item_context(data, "train"))
                 checks[shape][label] = round(validation_metrics(fitted, split, k=config.training.k)["ndcg_at_k"], 4)
         row["validation_ndcg"] = checks
         tested = {k: (model, v) for k, v in candidates.items() if k != "ratings_choice"}
@@ -504,6 +610,7 @@ def main(scale: str = "small") -> dict[str, Any]:
     models = default_models()
     out["skyrec_params"] = {k: v[1] for k, v in models.items()}
     out["generator_figures"] = score_models(data, models, resamples=spec["resamples"], truth=truth)
+    out["generator_figures"]["truth_plug_in_references"] = plug_in_references(data, truth)
     out["ratings_figures"] = score_models(ratings_data(), models, resamples=spec["resamples"])
     out["scale"] = {kind: {f"{spec['scale_items']}_items": at_scale(kind, spec["scale_users"], spec["scale_items"]),
                            "200000_items": at_scale(kind, 1000, 200_000)} for kind in ("ease", "knn")}

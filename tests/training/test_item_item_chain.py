@@ -21,7 +21,7 @@ from skyrec.models.artefact import load_artefact, load_model
 from skyrec.models.representations import equal
 
 CONFIG = {**FAST, "models": {**FAST["models"], "ease": {"params": {"regularization": 20.0}},
-                             "knn": {"params": {"neighbours": 40}}}}
+                             "knn": {"params": {"neighbours": 40, "series_weight": 2.0}}}}
 
 
 @pytest.mark.parametrize("model", ["ease", "knn"])
@@ -45,6 +45,8 @@ def test_item_item_models_train_evaluate_and_precompute(config_factory, model: s
     assert sp.isspmatrix_csr(art.user_factors) and art.user_factors.shape == (len(art.user_ids), len(art.item_ids))
     assert art.item_factors.shape == (len(art.item_ids), len(art.item_ids))
     assert m.meta["factors"] == len(art.item_ids)
+    if model == "knn":  # the catalogue's brands and release times reached the fit through the saved dataset
+        assert m.meta["series"]["weight"] == 2.0 and m.meta["series"]["entries"] > 0, m.meta.get("series")
     saved = load_model(lake, m)
     assert equal(saved.user_representations(), art.user_factors)
     assert np.array_equal(saved.item_representations(), art.item_factors)

@@ -41,6 +41,7 @@ from skyrec.config import Config, ConfigError, SearchSpace
 from skyrec.evaluation.metrics import METRICS, hits, per_user, top_k
 from skyrec.models import model_class
 from skyrec.models.representations import scores as representation_scores
+from skyrec.models.series import ItemContext
 from skyrec.models.training import fit_on
 
 log = logging.getLogger("skyrec.search")
@@ -209,10 +210,12 @@ def _distributions(space: dict[str, SearchSpace]) -> dict[str, Any]:
 
 
 def run_search(config: Config, model: str, train: sp.csr_matrix, *, item_features: sp.csr_matrix | None = None,
-               time_cap_seconds: float = math.inf) -> SearchRecord:
+               context: ItemContext | None = None, time_cap_seconds: float = math.inf) -> SearchRecord:
     """Search ``model``'s parameters on a validation split carved from ``train`` (the training part of the
-    evaluation split; never pass anything holding its test). ``time_cap_seconds``: the deadline's share left
-    for the search (the caller computes it from the job's deadline and start)."""
+    evaluation split; never pass anything holding its test). ``context``: the items' brands and release
+    times for models that use them (``skyrec.models.series.item_context`` of the same matrix).
+    ``time_cap_seconds``: the deadline's share left for the search (the caller computes it from the job's
+    deadline and start)."""
     import optuna
 
     cfg = config.training.search
@@ -264,7 +267,7 @@ def run_search(config: Config, model: str, train: sp.csr_matrix, *, item_feature
         started = time.monotonic()
         try:
             instance = cls(**{**configured, **params})
-            fitted = fit_on(instance, split.fit, item_features if instance.uses_item_features else None)
+            fitted = fit_on(instance, split.fit, item_features if instance.uses_item_features else None, context)
             figures = validation_metrics(fitted, split, k=k)
             value = figures[metric]
             if not math.isfinite(value):

@@ -40,7 +40,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     catalogue = None
     if catalogue_m is not None:
         catalogue = read_parquet_files(ctx.lake, catalogue_m, ["item_id", "brand_id", "masterbrand", "genres",
-                                                                "formats", "duration_seconds"],
+                                                                "formats", "duration_seconds", "release_ts"],
                                        prefer="catalogue.parquet")
     try:
         data, bad = build_training_data(activity, catalogue, weighting=cfg.weighting,

@@ -239,6 +239,7 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
     from skyrec.evaluation.stats import paired_comparison
     from skyrec.models import build_model, model_class, variants_of
     from skyrec.models.dataset import load_training_data
+    from skyrec.models.series import item_context
     from skyrec.models.training import fit_on
 
     cfg = ctx.config.training
@@ -254,7 +255,8 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
         if name in scored:
             continue
         try:
-            fitted = fit_on(instance, data.train, data.item_features if instance.uses_item_features else None)
+            fitted = fit_on(instance, data.train, data.item_features if instance.uses_item_features else None,
+                            item_context(data, "train"))
         except ValueError as exc:
             raise BadInput(f"{ds.path}: {name}: {exc}") from None
         full, mask = fitted.full_item_factors(n_items)

@@ -37,6 +37,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     from skyrec.models import build_model
     from skyrec.models.artefact import csr_to_arrays, save_artefact, save_model, write_ids, write_npz
     from skyrec.models.dataset import load_training_data
+    from skyrec.models.series import item_context
     from skyrec.models.training import fit_on
 
     model, version = model_and_version(ctx)
@@ -57,7 +58,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
     recommender = build_model(ctx.config, model, **params)
     try:
         fitted = fit_on(recommender, getattr(data, matrix_name),
-                        data.item_features if recommender.uses_item_features else None)
+                        data.item_features if recommender.uses_item_features else None,
+                        item_context(data, matrix_name))
     except ValueError as exc:
         raise BadInput(f"{ds.path}: {exc}") from None
 
@@ -72,6 +74,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
         "fit_seconds": round(fitted.seconds, 3), "data_end": ds.meta.get("end"), "cutoff": ds.meta.get("cutoff"),
         "uses_item_features": bool(recommender.uses_item_features),
     }
+    if getattr(recommender, "series", None) is not None:
+        meta["series"] = recommender.series  # type: ignore[attr-defined]
     if record is not None:
         meta["search"] = record
     with ctx.stage("model", model=model, version=version) as stage:
@@ -94,12 +98,13 @@ def _search(ctx: JobContext, model: str, data: Any, started: float) -> dict[str,
     """The hyper-parameter search (``skyrec.evaluation.search``) on the training part of the split only,
     within ``training.search.deadline_fraction`` of this job's deadline counted from its start."""
     from skyrec.evaluation import search
+    from skyrec.models.series import item_context
 
     cfg = ctx.config.training.search
     cap = cfg.deadline_fraction * ctx.config.jobs.deadline_seconds("train") - (time.monotonic() - started)
     try:  # data.train only: the search must never see the split's test (the evaluate step judges on it)
         record = search.run_search(ctx.config, model, data.train, item_features=data.item_features,
-                                   time_cap_seconds=max(cap, 0.0))
+                                   context=item_context(data, "train"), time_cap_seconds=max(cap, 0.0))
     except ValueError as exc:
         if isinstance(exc, ConfigError):
             raise

@@ -32,6 +32,9 @@ class Recommender(ABC):
     name: ClassVar[str] = "base"
     #: True when the model uses item features (and can score items with no interactions)
     uses_item_features: ClassVar[bool] = False
+    #: True when ``fit`` accepts ``item_context`` (``skyrec.models.series.ItemContext``: each item's brand and
+    #: release time, for the item columns it is fit on); ``fit_on`` passes it when the dataset has one
+    uses_item_context: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params = dict(params)

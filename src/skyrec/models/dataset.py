@@ -59,6 +59,9 @@ class TrainingData:
     item_features: sp.csr_matrix    # float32 binary [n_items, n_features]
     feature_names: np.ndarray       # object [n_features], "genre=Comedy", "brand=b123", ...
     meta: dict[str, Any] = field(default_factory=dict)
+    #: int64 [n_items] release time (µs) from the catalogue, ``series.UNKNOWN_RELEASE`` where unknown; None
+    #: for a dataset built without a catalogue (or written before the field existed)
+    item_release_us: np.ndarray | None = None
 
     @property
     def in_catalogue(self) -> np.ndarray:
@@ -131,6 +134,25 @@ def item_feature_matrix(catalogue: pa.Table, item_ids: np.ndarray) -> tuple[sp.c
     return m, names.astype(object)
 
 
+def _release_times(catalogue: pa.Table, item_ids: np.ndarray) -> np.ndarray:
+    """int64 release time (µs) per item of ``item_ids`` from the catalogue's ``release_ts`` (the earliest when
+    an item has several rows); ``UNKNOWN_RELEASE`` for items missing from it or without a release time."""
+    from skyrec.models.series import UNKNOWN_RELEASE
+
+    out = np.full(len(item_ids), UNKNOWN_RELEASE, dtype=np.int64)
+    if "release_ts" not in catalogue.column_names:
+        return out
+    index = {item: i for i, item in enumerate(item_ids)}
+    rows = np.fromiter((index.get(x, -1) for x in catalogue.column("item_id").to_pylist()), dtype=np.int64,
+                       count=catalogue.num_rows)
+    ts = catalogue.column("release_ts").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    valid = pc.invert(pc.is_null(ts)).to_numpy(zero_copy_only=False)
+    values = pc.fill_null(ts, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    ok = (rows >= 0) & valid
+    np.minimum.at(out, rows[ok], values[ok])
+    return out
+
+
 def per_user_split(u_codes: np.ndarray, i_codes: np.ndarray, ts: np.ndarray, *, test_fraction: float,
                    test_items: int | None, min_train_items: int) -> tuple[np.ndarray, np.ndarray]:
     """(split time per user in µs, int64 with ``INT64_MAX`` for users not tested; bool per event: the event
@@ -199,6 +221,7 @@ def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weigh
     # Item universe: played items, then catalogue items never played (cold start for feature models).
     item_ids = played_items
     duration = np.full(len(item_ids), np.nan)
+    release: np.ndarray | None = None
     if catalogue is not None and catalogue.num_rows:
         cat_ids = np.asarray(catalogue.column("item_id").to_pylist(), dtype=object)
         index = {item: i for i, item in enumerate(played_items)}
@@ -208,6 +231,7 @@ def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weigh
         dur = catalogue.column("duration_seconds").to_numpy(zero_copy_only=False).astype(np.float64)
         known = pos >= 0
         duration[pos[known]] = dur[known]
+        release = _release_times(catalogue, item_ids)
     item_ids = item_ids.astype(object)
 
     if played_fraction_weight > 0:
@@ -265,6 +289,7 @@ def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weigh
     )
     if catalogue is not None and catalogue.num_rows:
         data.item_features, data.feature_names = item_feature_matrix(catalogue, item_ids)
+        data.item_release_us = release
     to_iso = lambda us: dt.datetime.fromtimestamp(us / 1e6, dt.UTC).isoformat()  # noqa: E731
     data.meta = {
         "end": to_iso(end_us), "cutoff": cutoff_iso, "split": split_meta, "events_in": n_in,
@@ -290,6 +315,8 @@ def save_training_data(stage: Stage, data: TrainingData) -> None:
     for name in _MATRICES:
         m = getattr(data, name)
         write_npz(stage, f"{name}.npz", rows=int(m.nnz), **csr_to_arrays(m))
+    if data.item_release_us is not None:
+        write_npz(stage, "item_release.npz", rows=len(data.item_release_us), release_us=data.item_release_us)
 
 
 def load_training_data(lake: Lake, manifest: Manifest, *, only: tuple[str, ...] | None = None) -> TrainingData:
@@ -304,6 +331,9 @@ def load_training_data(lake: Lake, manifest: Manifest, *, only: tuple[str, ...] 
         else:
             s = (shape[0], len(features)) if name == "item_features" else shape
             mats[name] = sp.csr_matrix(s, dtype=np.float32)
+    release = None
+    if any(e.path.rsplit("/", 1)[-1] == "item_release.npz" for e in manifest.files):  # none in older datasets
+        release = np.asarray(read_npz(lake, manifest, "item_release.npz")["release_us"], dtype=np.int64)
     return TrainingData(user_ids=ids["user"], item_ids=ids["item"], feature_names=features,
-                        meta=dict(manifest.meta), **mats)
+                        meta=dict(manifest.meta), item_release_us=release, **mats)
 

@@ -9,6 +9,11 @@ state keeps ``S`` sparse (``neighbours`` entries per item).
 
 ``similarity``: ``cosine`` (cosine of the item columns) or ``bm25`` (columns BM25-weighted first, with
 ``bm25_k1`` and ``bm25_b``: damps heavy users and very popular items).
+
+``series_weight`` (> 0, given the catalogue's brands and release times through ``item_context``) adds the
+"new in a series you follow" term of ``skyrec.models.series`` to ``S``: the newest ``series_depth`` episodes
+of each brand, ``series_decay`` apart, lifted for the brand's listeners. Without a context (no catalogue)
+the model is plain item-kNN.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import scipy.sparse as sp
 from skyrec.models import representations as reps
 from skyrec.models._factors import FactorModel
 from skyrec.models._threads import fit_threads, single_threaded_blas
+from skyrec.models.series import ItemContext, add_series
 from skyrec.progress import interactive
 
 SIMILARITIES = ("cosine", "bm25")
@@ -31,7 +37,9 @@ COPIES = 3  # as EASE: the dense V, a serialised or sliced copy, one more at pre
 class ItemKNNModel(FactorModel):
     name = "knn"
     item_item_rows = True  # more like item i: its neighbours S[i, :]
+    uses_item_context = True
     defaults: ClassVar[dict[str, Any]] = {"similarity": "bm25", "neighbours": 500, "bm25_k1": 2.0, "bm25_b": 0.6,
+                                          "series_weight": 0.0, "series_depth": 6, "series_decay": 0.45,
                                           "memory_limit_gb": 8.0, "num_threads": 0}
 
     def __init__(self, **params: Any) -> None:
@@ -40,10 +48,17 @@ class ItemKNNModel(FactorModel):
             raise ValueError(f"ItemKNNModel: similarity must be one of {SIMILARITIES}, got {self.param('similarity')!r}")
         if int(self.param("neighbours")) < 1:
             raise ValueError(f"ItemKNNModel: neighbours must be >= 1, got {self.param('neighbours')}")
+        if float(self.param("series_weight")) < 0 or int(self.param("series_depth")) < 1 \
+                or not 0 < float(self.param("series_decay")) <= 1:
+            raise ValueError("ItemKNNModel: series_weight must be >= 0, series_depth >= 1 and series_decay in "
+                             f"(0, 1], got {self.param('series_weight')}, {self.param('series_depth')}, "
+                             f"{self.param('series_decay')}")
         self._similarity: sp.csr_matrix | None = None
+        #: what the series term added at fit (weight 0 when off), recorded in the artefact's meta by the train job
+        self.series: dict[str, float | int] = {"weight": 0.0, "entries": 0}
 
     def fit(self, interactions: sp.csr_matrix, item_features: sp.csr_matrix | None = None,
-            user_features: sp.csr_matrix | None = None) -> ItemKNNModel:
+            user_features: sp.csr_matrix | None = None, item_context: ItemContext | None = None) -> ItemKNNModel:
         from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
         from implicit.utils import ParameterWarning
 
@@ -63,7 +78,10 @@ class ItemKNNModel(FactorModel):
             # implicit's own weighting hands its kNN routine a COO and warns about converting it (its internals)
             warnings.filterwarnings("ignore", message="Method expects CSR input", category=ParameterWarning)
             model.fit(X, show_progress=interactive())
-        self._set_similarity(X, sp.csr_matrix(model.similarity, dtype=np.float32))
+        S, self.series = add_series(sp.csr_matrix(model.similarity, dtype=np.float32), item_context,
+                                    weight=float(self.param("series_weight")), depth=int(self.param("series_depth")),
+                                    decay=float(self.param("series_decay")))
+        self._set_similarity(X, S)
         return self
 
     def _set_similarity(self, X: sp.csr_matrix, S: sp.csr_matrix) -> None:

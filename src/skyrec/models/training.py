@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from skyrec.models import representations as reps
 from skyrec.models.base import Recommender
+from skyrec.models.series import ItemContext
 
 
 @dataclass
@@ -35,8 +36,12 @@ class Fitted:
         return full, mask
 
 
-def fit_on(model: Recommender, matrix: sp.csr_matrix, item_features: sp.csr_matrix | None) -> Fitted:
-    """Fit ``model`` on ``matrix`` (users x items); check the representations are finite float32."""
+def fit_on(model: Recommender, matrix: sp.csr_matrix, item_features: sp.csr_matrix | None,
+           context: ItemContext | None = None) -> Fitted:
+    """Fit ``model`` on ``matrix`` (users x items); check the representations are finite float32.
+
+    ``context`` (over ``matrix``'s item columns, ``skyrec.models.series.item_context``) reaches models that
+    declare ``uses_item_context``, restricted to the columns they are fit on."""
     matrix = sp.csr_matrix(matrix, dtype=np.float32)
     if matrix.nnz == 0:
         raise ValueError("no interactions to fit on")
@@ -46,7 +51,13 @@ def fit_on(model: Recommender, matrix: sp.csr_matrix, item_features: sp.csr_matr
         model.fit(matrix, item_features=item_features)
     else:
         cols = np.flatnonzero(np.bincount(matrix.indices, minlength=matrix.shape[1]) > 0)
-        model.fit(matrix[:, cols] if len(cols) < matrix.shape[1] else matrix)
+        fit_matrix = matrix[:, cols] if len(cols) < matrix.shape[1] else matrix
+        if model.uses_item_context and context is not None:
+            if len(context.brand) != matrix.shape[1]:
+                raise ValueError(f"item context has {len(context.brand)} items, the matrix {matrix.shape[1]}")
+            model.fit(fit_matrix, item_context=context.take(cols))  # type: ignore[call-arg]
+        else:
+            model.fit(fit_matrix)
     seconds = time.perf_counter() - t0
     user = reps.as_float32(model.user_representations())
     item = np.ascontiguousarray(model.item_representations(), dtype=np.float32)

@@ -1,0 +1,146 @@
+""""New in a series you follow": the catalogue's series structure as an item-item term.
+
+Much of a radio and podcast audience's listening is the newest episode of a programme it follows. A
+collaborative model only learns an episode once people have played it, so the newest episodes -- the ones
+such a listener wants -- are the ones it ranks worst (docs/evaluation.md, "planted truth"). The catalogue
+already knows what the model is missing: which brand (programme) an episode belongs to and when it was
+released. This module turns that into the term
+
+    series(u, i) = fresh(i) x sum over the user's items j of the same brand as i of x_uj
+
+with ``fresh(i) = decay ** k`` for the ``k``-th newest episode of its brand released by the reference time
+(``k < depth``; older episodes and unreleased ones 0) and ``x_uj`` the user's weighted, recency-decayed
+interactions -- so a brand the user listened to recently and much lifts that brand's newest episodes.
+
+It is an items x items matrix ``T[j, i] = fresh(i) x [brand(j) == brand(i)]``, so a ``d = n_items`` model
+(item-kNN, EASE) adds it to its own item-item weights: ``score(u, .) = x_u @ (S + w T)``. Nothing downstream
+changes (the kernel, evaluation, the business rules and "more like this" score the combined matrix like
+the model's own), and the artefact is the model's usual one. ``T`` has at most ``depth`` entries per item.
+
+The term needs each item's brand and release time: ``ItemContext``, built from a training dataset by
+:func:`item_context` (brand from the ``brand=`` item features, release from the catalogue's ``release_ts``).
+A dataset without them (no catalogue, or one without brands) gives no context and the term is simply off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from skyrec.models.dataset import TrainingData
+
+UNKNOWN_RELEASE = np.iinfo(np.int64).max
+
+
+@dataclass(frozen=True)
+class ItemContext:
+    """Catalogue facts per item column of the matrix a model is fit on."""
+
+    brand: np.ndarray        # int64 [n_items]: brand code, -1 when unknown
+    release_us: np.ndarray   # int64 [n_items]: release time (µs since the epoch), UNKNOWN_RELEASE when unknown
+    reference_us: int        # "now" for the matrix: which episodes are released and which are the newest
+
+    def take(self, cols: np.ndarray) -> ItemContext:
+        """The context of the item columns ``cols`` (in that order)."""
+        cols = np.asarray(cols, dtype=np.int64)
+        return ItemContext(brand=self.brand[cols], release_us=self.release_us[cols], reference_us=self.reference_us)
+
+    @property
+    def usable(self) -> bool:
+        return bool(((self.brand >= 0) & (self.release_us != UNKNOWN_RELEASE)).any())
+
+
+def item_context(data: TrainingData, matrix: str = "interactions") -> ItemContext | None:
+    """The context of ``data``'s items for a fit on ``matrix`` (``interactions`` or ``train``), or None
+    when the dataset has no brands or release times.
+
+    The reference time is the end of the data for ``interactions``; for ``train`` it is the split's cutoff
+    under the global split. Under the per-user split every user has their own split time and one matrix
+    cannot hold them all: the end of the data is used, so the evaluated fit knows which episodes were
+    released by then (catalogue facts, not plays) -- docs/evaluation.md says so."""
+    import datetime as dt
+
+    release = getattr(data, "item_release_us", None)
+    if release is None or len(release) != len(data.item_ids):
+        return None
+    names = np.asarray(data.feature_names, dtype=object)
+    is_brand = np.array([str(n).startswith("brand=") for n in names], dtype=bool)
+    if not is_brand.any():
+        return None
+    brand_cols = np.flatnonzero(is_brand)
+    features = sp.csr_matrix(data.item_features)[:, brand_cols].tocsr()
+    brand = np.full(len(data.item_ids), -1, dtype=np.int64)
+    has = np.diff(features.indptr) > 0
+    brand[has] = features.indices[features.indptr[:-1][has]]  # one brand per item (the first if several)
+
+    def us(iso: str | None) -> int | None:
+        return int(dt.datetime.fromisoformat(iso).timestamp() * 1_000_000) if iso else None
+
+    end = us(data.meta.get("end"))
+    if end is None:
+        return None
+    reference = end
+    if matrix == "train" and (data.meta.get("split") or {}).get("kind", "global") == "global":
+        reference = us(data.meta.get("cutoff")) or end
+    ctx = ItemContext(brand=brand, release_us=np.asarray(release, dtype=np.int64), reference_us=reference)
+    return ctx if ctx.usable else None
+
+
+def series_matrix(context: ItemContext, *, depth: int, decay: float) -> sp.csr_matrix:
+    """``T[j, i] = decay ** k(i)`` when items ``j`` and ``i`` share a brand and ``i`` is that brand's ``k``-th
+    newest episode released by ``context.reference_us`` (``k < depth``); float32 CSR [n_items, n_items].
+
+    Ties in release time go to the item column order, so the matrix is deterministic."""
+    brand, release = context.brand, context.release_us
+    n = len(brand)
+    if depth < 1 or n == 0:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    released = (brand >= 0) & (release <= context.reference_us)
+    cand = np.flatnonzero(released)
+    # newest first within each brand (ties: lower column first)
+    order = cand[np.lexsort((cand, -release[cand], brand[cand]))]
+    ob = brand[order]
+    starts = np.flatnonzero(np.r_[True, ob[1:] != ob[:-1]])
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    keep = rank < depth
+    fresh_items, fresh_brand = order[keep], ob[keep]
+    fresh_value = (float(decay) ** rank[keep]).astype(np.float32)
+    # every item j of a brand gets that brand's fresh items as its row
+    members = np.flatnonzero(brand >= 0)
+    mb = brand[members]
+    by_brand = np.argsort(fresh_brand, kind="stable")
+    fb_sorted = fresh_brand[by_brand]
+    lo = np.searchsorted(fb_sorted, mb, side="left")
+    hi = np.searchsorted(fb_sorted, mb, side="right")
+    counts = hi - lo
+    rows = np.repeat(members, counts)
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    picks = by_brand[np.repeat(lo, counts) + offsets]
+    t = sp.csr_matrix((fresh_value[picks], (rows, fresh_items[picks])), shape=(n, n), dtype=np.float32)
+    t.sum_duplicates()
+    return t
+
+
+def add_series(S: sp.csr_matrix, context: ItemContext | None, *, weight: float, depth: int, decay: float
+               ) -> tuple[sp.csr_matrix, dict[str, float | int]]:
+    """``S + w T``, with ``w = weight x`` the mean of ``S``'s row maxima so that ``weight`` means the same
+    whatever the scale of the model's own weights (BM25 similarities run in the hundreds, cosines below 1):
+    at ``weight`` 4 the newest episode of a brand counts four times a typical strongest neighbour link.
+
+    Returns the matrix and a record of what was added (for the model artefact and the report)."""
+    S = sp.csr_matrix(S, dtype=np.float32)
+    if context is None or weight <= 0 or not context.usable:
+        return S, {"weight": 0.0, "entries": 0}
+    if len(context.brand) != S.shape[0]:
+        raise ValueError(f"series: item context has {len(context.brand)} items, the model {S.shape[0]}")
+    T = series_matrix(context, depth=depth, decay=decay)
+    row_max = S.max(axis=1).toarray().ravel() if S.nnz else np.zeros(S.shape[0])
+    positive = row_max[row_max > 0]
+    scale = float(positive.mean()) if positive.size else 1.0
+    out = sp.csr_matrix(S + np.float32(weight * scale) * T, dtype=np.float32)
+    return out, {"weight": float(weight), "scale": scale, "entries": int(T.nnz), "depth": int(depth),
+                 "decay": float(decay)}

@@ -1,0 +1,141 @@
+""""New in a series you follow" (``skyrec.models.series``): the matrix, the context from a dataset, and
+item-kNN with the term, fit through ``fit_on`` as the train job fits it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import scipy.sparse as sp
+
+from skyrec.models.dataset import build_training_data
+from skyrec.models.knn import ItemKNNModel
+from skyrec.models.representations import scores
+from skyrec.models.series import UNKNOWN_RELEASE, ItemContext, add_series, item_context, series_matrix
+from skyrec.models.training import fit_on
+
+DAY = 86_400 * 1_000_000
+
+
+def _context(brand: list[int], release_days: list[float | None], reference_day: float = 10.0) -> ItemContext:
+    release = np.array([UNKNOWN_RELEASE if d is None else int(d * DAY) for d in release_days], dtype=np.int64)
+    return ItemContext(brand=np.array(brand, dtype=np.int64), release_us=release,
+                       reference_us=int(reference_day * DAY))
+
+
+def test_the_matrix_lifts_each_brands_newest_released_episodes() -> None:
+    # brand 0: items 0..3 released days 1,2,3 and 12 (after the reference: not released yet)
+    # brand 1: items 4, 5 (same release day: tie by column); item 6 no brand; item 7 no release time
+    ctx = _context([0, 0, 0, 0, 1, 1, -1, 1], [1, 2, 3, 12, 5, 5, 4, None])
+    T = series_matrix(ctx, depth=2, decay=0.5).toarray()
+    for j in (0, 1, 2, 3):  # every item of brand 0 points at its two newest released episodes
+        assert T[j].tolist() == [0, 0.5, 1, 0, 0, 0, 0, 0]
+    for j in (4, 5, 7):  # brand 1: the tie goes to the lower column
+        assert T[j].tolist() == [0, 0, 0, 0, 1, 0.5, 0, 0]
+    assert not T[6].any() and not T[:, 6].any() and not T[:, 3].any() and not T[:, 7].any()
+    assert series_matrix(ctx, depth=1, decay=0.5).nnz == 7  # one entry per item with a brand
+
+
+def test_the_series_term_is_scaled_by_the_models_own_weights() -> None:
+    ctx = _context([0, 0, 1], [1, 2, 3])
+    S = sp.csr_matrix(np.array([[0, 200, 0], [100, 0, 0], [0, 0, 0]], dtype=np.float32))
+    out, record = add_series(S, ctx, weight=2.0, depth=1, decay=0.5)
+    assert record["scale"] == 150.0 and record["entries"] == 3  # mean of the positive row maxima
+    assert out.toarray().tolist() == [[0, 500, 0], [100, 300, 0], [0, 0, 300]]
+    same, off = add_series(S, ctx, weight=0.0, depth=1, decay=0.5)
+    assert (same != S).nnz == 0 and off["entries"] == 0
+    same, off = add_series(S, None, weight=2.0, depth=1, decay=0.5)
+    assert (same != S).nnz == 0 and off["entries"] == 0
+
+
+def _activity_and_catalogue(end: dt.datetime) -> tuple[pa.Table, pa.Table]:
+    """Listeners of brand "b1" played its older episodes; its newest episode e9 was released a day before
+    the end and played by one listener only; e10 is released after the end. Everybody also plays p1..p3."""
+    rows = []
+    at = end - dt.timedelta(days=3)
+    for u in range(30):
+        for k, item in enumerate(["p1", "p2", "p3"] + (["e6", "e7", "e8"] if u < 20 else ["q1", "q2"])):
+            rows.append((f"ev{u}-{k}", f"u{u:02d}", item, at + dt.timedelta(minutes=k)))
+    rows.append(("ev-new", "u29", "e9", end - dt.timedelta(hours=2)))
+    activity = pa.table({
+        "event_id": [r[0] for r in rows], "user_id": [r[1] for r in rows], "item_id": [r[2] for r in rows],
+        "event_type": ["play"] * len(rows), "event_ts": pa.array([r[3] for r in rows], pa.timestamp("us", tz="UTC")),
+        "played_seconds": pa.array([None] * len(rows), pa.float32())})
+    items = ["p1", "p2", "p3", "q1", "q2", "e6", "e7", "e8", "e9", "e10"]
+    brands = ["bp", "bp", "bp", "bq", "bq", "b1", "b1", "b1", "b1", "b1"]
+    days = [30, 29, 28, 20, 19, 10, 8, 6, 1, -1]  # days before the end
+    catalogue = pa.table({"item_id": items, "brand_id": brands, "masterbrand": ["m"] * 10,
+                          "genres": [["Comedy"]] * 10, "formats": [[]] * 10,
+                          "release_ts": pa.array([end - dt.timedelta(days=d) for d in days],
+                                                 pa.timestamp("us", tz="UTC")),
+                          "duration_seconds": pa.array([1800] * 10, pa.int32())})
+    return activity, catalogue
+
+
+def _dataset(end: dt.datetime, split: dict | None = None):
+    activity, catalogue = _activity_and_catalogue(end)
+    data, bad = build_training_data(activity, catalogue, weighting={"play": 1.0}, played_fraction_weight=0.0,
+                                    half_life_days=30.0, holdout_days=2.0, end=end, split=split)
+    assert not bad
+    return data
+
+
+def test_the_context_comes_from_the_catalogue_and_the_split() -> None:
+    end = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    data = _dataset(end)
+    ctx = item_context(data, "interactions")
+    assert ctx is not None and ctx.reference_us == int(end.timestamp() * 1e6)
+    ids = data.item_ids.tolist()
+    b1 = {ctx.brand[ids.index(x)] for x in ("e6", "e7", "e8", "e9", "e10")}
+    assert len(b1) == 1 and ctx.brand[ids.index("p1")] not in b1
+    assert ctx.release_us[ids.index("e9")] == int((end - dt.timedelta(days=1)).timestamp() * 1e6)
+    train = item_context(data, "train")  # global split: "now" for the training part is its cutoff
+    assert train is not None and train.reference_us == int((end - dt.timedelta(days=2)).timestamp() * 1e6)
+    per_user = _dataset(end, {"kind": "per_user", "test_fraction": 0.2})
+    assert item_context(per_user, "train").reference_us == ctx.reference_us  # type: ignore[union-attr]
+    activity, _ = _activity_and_catalogue(end)
+    bare, _ = build_training_data(activity, None, weighting={"play": 1.0}, played_fraction_weight=0.0,
+                                  half_life_days=30.0, holdout_days=2.0, end=end)
+    assert item_context(bare, "interactions") is None
+
+
+def test_knn_with_the_series_term_offers_the_newest_episode_to_the_brands_listeners() -> None:
+    end = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    data = _dataset(end)
+    ids = data.item_ids.tolist()
+    ctx = item_context(data, "interactions")
+    listeners = np.arange(20)  # u00..u19 played b1's older episodes, not e9
+
+    def top(model: ItemKNNModel) -> list[str]:
+        fitted = fit_on(model, data.interactions, None, ctx)
+        full, mask = fitted.full_item_factors(len(ids))
+        s = scores(fitted.user_factors[listeners], full)
+        s[:, ~mask] = -np.inf
+        s[data.seen[listeners].nonzero()] = -np.inf
+        return [ids[j] for j in np.argmax(s, axis=1)]
+
+    assert set(top(ItemKNNModel(similarity="cosine", neighbours=20, series_weight=4.0))) == {"e9"}
+    # without the term the newest episode, played once, loses to the other brand's items
+    assert "e9" not in set(top(ItemKNNModel(similarity="cosine", neighbours=20, series_weight=0.0)))
+    # e10 is not released: no plays, so not a model item at all, and never lifted
+    fitted = fit_on(ItemKNNModel(series_weight=4.0, series_depth=20), data.interactions, None, ctx)
+    assert ids.index("e10") not in fitted.item_cols.tolist()
+    assert fitted.model.series["entries"] > 0  # type: ignore[attr-defined]
+
+
+def test_the_context_must_match_the_matrix() -> None:
+    end = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    data = _dataset(end)
+    ctx = item_context(data, "interactions")
+    assert ctx is not None
+    with pytest.raises(ValueError, match="item context has"):
+        fit_on(ItemKNNModel(series_weight=1.0), data.interactions[:, :5], None, ctx)
+
+
+@pytest.mark.parametrize("params", [{"series_weight": -1}, {"series_depth": 0}, {"series_decay": 0.0},
+                                    {"series_decay": 1.5}])
+def test_series_parameters_are_checked(params: dict) -> None:
+    with pytest.raises(ValueError, match="series_weight must be >= 0"):
+        ItemKNNModel(**params)
