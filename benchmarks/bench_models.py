@@ -489,6 +489,7 @@ TUNE_TRIALS = 40
 #: the searched values rounded for shipping (and, for ALS, the same at 64 factors: precompute's cost grows
 #: with the factors), checked beside the search's own choice on both shapes' validation splits and tests
 ROUNDED: dict[str, dict[str, dict[str, Any]]] = {
+    "bpr": {"rounded": {"factors": 64, "learning_rate": 0.007, "regularization": 0.004}},
     "knn": {"rounded": {"similarity": "bm25", "neighbours": 40, "bm25_k1": 1.0, "bm25_b": 0.1, "series_weight": 2.0,
                         "series_depth": 6, "series_decay": 0.75},
             "rounded_without_series": {"similarity": "bm25", "neighbours": 40, "bm25_k1": 1.0, "bm25_b": 0.1,

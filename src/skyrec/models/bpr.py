@@ -18,8 +18,8 @@ from skyrec.progress import interactive
 
 class BPRModel(FactorModel):
     name = "bpr"
-    defaults: ClassVar[dict[str, Any]] = {"factors": 64, "iterations": 100, "learning_rate": 0.01,
-                                          "regularization": 0.001, "random_state": 42, "num_threads": 0}
+    defaults: ClassVar[dict[str, Any]] = {"factors": 64, "iterations": 100, "learning_rate": 0.007,
+                                          "regularization": 0.004, "random_state": 42, "num_threads": 0}
 
     @classmethod
     def item_queries(cls, item_factors: np.ndarray, items: np.ndarray) -> np.ndarray:

@@ -38,8 +38,8 @@ class ItemKNNModel(FactorModel):
     name = "knn"
     item_item_rows = True  # more like item i: its neighbours S[i, :]
     uses_item_context = True
-    defaults: ClassVar[dict[str, Any]] = {"similarity": "bm25", "neighbours": 500, "bm25_k1": 2.0, "bm25_b": 0.6,
-                                          "series_weight": 0.0, "series_depth": 6, "series_decay": 0.45,
+    defaults: ClassVar[dict[str, Any]] = {"similarity": "bm25", "neighbours": 40, "bm25_k1": 1.0, "bm25_b": 0.1,
+                                          "series_weight": 2.0, "series_depth": 6, "series_decay": 0.75,
                                           "memory_limit_gb": 8.0, "num_threads": 0}
 
     def __init__(self, **params: Any) -> None:
