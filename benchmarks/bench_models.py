@@ -231,13 +231,27 @@ AGE_BUCKETS = ((0.0, 2.0, "released < 2 days before the end"), (2.0, 7.0, "2-7 d
                (7.0, float("inf"), ">= 7 days"))
 
 
+def _top_unplayed(s: Any, rows: Any, seen: Any) -> Any:
+    """The model's top K for the user ``rows``: scorable items only, each user's played items excluded (as
+    precompute does)."""
+    import numpy as np
+
+    from skyrec.evaluation.metrics import top_k
+    from skyrec.models.representations import scores
+
+    sc = scores(s.user_factors[rows], s.item_factors)
+    if s.scorable is not None:
+        sc[:, ~s.scorable] = -np.inf
+    ex = seen[rows]
+    sc[np.repeat(np.arange(len(rows)), np.diff(ex.indptr)), ex.indices] = -np.inf
+    return top_k(sc, K)[0]
+
+
 def _truth_by_age(data: Any, s: Any, truth: Any) -> dict[str, Any]:
     """Of the truth pairs the oracle lists (not yet played by the user, played by somebody), the share in
     the model's top 10, by how long before the end the item was released."""
     import numpy as np
 
-    from skyrec.evaluation.metrics import top_k
-    from skyrec.models.representations import scores
 
     u_index = {u: i for i, u in enumerate(data.user_ids.tolist())}
     i_index = {x: j for j, x in enumerate(data.item_ids.tolist())}
@@ -252,12 +266,7 @@ def _truth_by_age(data: Any, s: Any, truth: Any) -> dict[str, Any]:
     hit = dict.fromkeys(n, 0)
     for start in range(0, len(rows), 1024):
         b = rows[start:start + 1024]
-        sc = scores(s.user_factors[b], s.item_factors)
-        if s.scorable is not None:
-            sc[:, ~s.scorable] = -np.inf
-        ex = seen[b]
-        sc[np.repeat(np.arange(len(b)), np.diff(ex.indptr)), ex.indices] = -np.inf
-        rec, _ = top_k(sc, K)
+        rec = _top_unplayed(s, b, seen)
         for r, user in enumerate(b):
             played = set(seen[int(user)].indices.tolist())
             top = set(rec[r].tolist())
@@ -304,8 +313,6 @@ def _truth_recall(data: Any, s: Any, truth: Any, *, scorable: Any = None) -> flo
     of items), only those of them a model fit on that data could score."""
     import numpy as np
 
-    from skyrec.evaluation.metrics import top_k
-    from skyrec.models.representations import scores
 
     u_index = {u: i for i, u in enumerate(data.user_ids.tolist())}
     i_index = {x: j for j, x in enumerate(data.item_ids.tolist())}
@@ -329,12 +336,7 @@ def _truth_recall(data: Any, s: Any, truth: Any, *, scorable: Any = None) -> flo
                     fresh = {j for j in fresh if scorable[j]}
                 total += min(K, len(fresh)) / min(K, n_truth[int(user)])
             continue
-        sc = scores(s.user_factors[b], s.item_factors)
-        if s.scorable is not None:
-            sc[:, ~s.scorable] = -np.inf
-        ex = seen[b]
-        sc[np.repeat(np.arange(len(b)), np.diff(ex.indptr)), ex.indices] = -np.inf
-        rec, _ = top_k(sc, K)
+        rec = _top_unplayed(s, b, seen)
         for r, user in enumerate(b):
             total += len(want.get(int(user), set()) & set(rec[r].tolist())) / min(K, n_truth[int(user)])
     return total / max(len(rows), 1)

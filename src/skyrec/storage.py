@@ -277,11 +277,7 @@ class Lake:
         """Create ``full`` with ``data`` only if it does not exist. True if we created it."""
         self.fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
         if self.is_local:
-            tmp = f"{full}.tmp.{uuid.uuid4().hex}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            tmp = _synced_temp(full, data)
             try:
                 os.link(tmp, full)  # atomic, fails if the name exists; the content is complete before
                 return True
@@ -305,12 +301,7 @@ class Lake:
         data = json.dumps(payload, indent=1, sort_keys=True).encode()
         self.fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
         if self.is_local:
-            tmp = f"{full}.tmp.{uuid.uuid4().hex}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, full)
+            os.replace(_synced_temp(full, data), full)
         else:
             self.fs.pipe_file(full, data)  # single-object PUT is atomic on object stores
 
@@ -620,3 +611,14 @@ class Stage:
 def require_config_dataset(config: Config, name: str) -> None:
     if name not in config.datasets:
         raise ConfigError(f"datasets.{name}: not declared in config")
+
+
+def _synced_temp(full: str, data: bytes) -> str:
+    """A uniquely named temporary file beside ``full`` holding ``data``, flushed and fsynced (its path): the
+    local file system's way to make a name appear only with complete content (``os.link`` or ``os.replace``)."""
+    tmp = f"{full}.tmp.{uuid.uuid4().hex}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return tmp
