@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -14,7 +16,7 @@ import scipy.sparse as sp
 
 from skyrec.config import Config
 from skyrec.data.schemas import ACTIVITY, AVAILABILITY, CATALOGUE, COLD_START
-from skyrec.models.artefact import published_model_pointer, save_artefact
+from skyrec.models.artefact import published_model_pointer, save_artefact, save_model
 from skyrec.storage import Lake, Producer
 
 AT = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
@@ -120,3 +122,39 @@ def expected_history(plays: pa.Table, user_id: str, n: int) -> list[list[str]]:
     mine = [r for r in plays.to_pylist() if r["user_id"] == user_id]
     mine.sort(key=lambda r: (-r["event_ts"].timestamp(), r["item_id"]))
     return [[r["item_id"], r["event_ts"].strftime("%Y-%m-%dT%H:%M:%SZ")] for r in mine[:n]]
+
+
+
+def publish_model(config: Config, s: Synth, model: Any) -> str:
+    """Commit ``model`` (fitted or holding factors for the synthetic users and items) as the published
+    ``als``/``v1`` artefact, with its ``model.json`` naming its class (so precompute computes the similar
+    lists); the artefact's path."""
+    lake = Lake.from_config(config)
+    rel = config.dataset_path("model", model="als", version="v1", run_key="20260301T113000")
+    stage = lake.stage("model", rel, Producer())
+    save_artefact(stage, user_ids=s.user_ids, item_ids=s.item_ids, user_factors=model.user_representations(),
+                  item_factors=model.item_representations(), seen=s.seen)
+    save_model(stage, model)
+    stage.commit({"model": "als", "version": "v1", "model_version": "v1.20260301T113000",
+                  "n_users": len(s.user_ids), "n_items": len(s.item_ids)})
+    lake.write_pointer(published_model_pointer("als", "v1"), {"path": rel})
+    return rel
+
+
+def restored_key_count(rdb: bytes, folder: Path) -> int:
+    """The keys a fresh redis-server holds after loading the RDB file ``rdb`` (started in ``folder``)."""
+    import redis
+
+    from skyrec.redis_local import LocalRedis, free_port
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dump.rdb").write_bytes(rdb)
+    server = LocalRedis(port=free_port(), dir=folder).start(dbfilename="dump.rdb")
+    try:
+        client = redis.Redis(host=server.host, port=server.port)
+        try:
+            return int(client.dbsize())
+        finally:
+            client.close()
+    finally:
+        server.stop()

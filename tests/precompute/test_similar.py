@@ -16,7 +16,6 @@ import synth
 from skyrec.data.lakeio import file_url
 from skyrec.jobs.base import RunInfo, execute
 from skyrec.models.als import ALSModel
-from skyrec.models.artefact import published_model_pointer, save_artefact, save_model
 from skyrec.models.base import Recommender
 from skyrec.models.ease import EASEModel
 from skyrec.publish import current
@@ -24,7 +23,7 @@ from skyrec.publish.codec import ITEM_TABLE_FIELD, decode_value, parse_table
 from skyrec.publish.keys import Keys
 from skyrec.publish.resp import load_files
 from skyrec.scoring.topk import reference_topk
-from skyrec.storage import Lake, Producer
+from skyrec.storage import Lake
 
 pytestmark = pytest.mark.integration
 VARIANT = "comedy_featured"
@@ -44,21 +43,13 @@ def _job(name: str, cfg, hour: int = 0) -> dict:
 def _with_model_state(cfg, s: synth.Synth, kind: str = "ease") -> Recommender:
     """Re-commit the synthetic model as a real model whose model.json names its class, and publish it:
     EASE fitted on the synthetic plays, or ALS holding the synthetic factors."""
-    lake = Lake.from_config(cfg)
     model: Recommender
     if kind == "ease":
         model = EASEModel(regularization=20.0).fit(s.seen)
     else:
         model = ALSModel()
         model._set_factors(s.U, s.V)
-    rel = cfg.dataset_path("model", model="als", version="v1", run_key="20260301T113000")
-    stage = lake.stage("model", rel, Producer())
-    save_artefact(stage, user_ids=s.user_ids, item_ids=s.item_ids, user_factors=model.user_representations(),
-                  item_factors=model.item_representations(), seen=s.seen)
-    save_model(stage, model)
-    stage.commit({"model": "als", "version": "v1", "model_version": "v1.20260301T113000",
-                  "n_users": len(s.user_ids), "n_items": len(s.item_ids)})
-    lake.write_pointer(published_model_pointer("als", "v1"), {"path": rel})
+    synth.publish_model(cfg, s, model)
     return model
 
 
