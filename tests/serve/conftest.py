@@ -40,3 +40,22 @@ def make_client(redis_client, monkeypatch) -> Iterator[Any]:
 @pytest.fixture
 def client(make_client, serve_config) -> TestClient:
     return make_client(serve_config)
+
+
+@pytest.fixture
+def own_redis(tmp_path) -> Iterator[str]:
+    """A redis-server of this test's own, holding the standard publication (``serve_data.standard_set``): for
+    tests that start API processes and must not share the session's server; its URL."""
+    import redis
+    from serve_data import standard_set
+
+    from skyrec.redis_local import LocalRedis, free_port
+
+    server = LocalRedis(port=free_port(), dir=tmp_path / "redis").start()
+    try:
+        r = redis.Redis.from_url(server.url)
+        standard_set(r)
+        r.close()
+        yield server.url
+    finally:
+        server.stop()

@@ -23,11 +23,10 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 from serve_data import standard_set
 
-from skyrec.redis_local import LocalRedis, free_port
+from skyrec.redis_local import free_port
 from skyrec.serve.observability import ACCESS_LOGGER, BufferedStreamHandler, JsonFormatter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,18 +161,6 @@ if __name__ == "__main__":
 """
 
 
-@pytest.fixture
-def published(tmp_path) -> Iterator[str]:
-    server = LocalRedis(port=free_port(), dir=tmp_path / "redis").start()
-    try:
-        r = redis.Redis.from_url(server.url)
-        standard_set(r)
-        r.close()
-        yield server.url
-    finally:
-        server.stop()
-
-
 def _start(tmp_path: Path, redis_url: str, workers: int) -> tuple[subprocess.Popen, str, Path]:
     port = free_port()
     script = tmp_path / "run_api.py"
@@ -207,8 +194,8 @@ def _requests(url: str, n: int, tag: str) -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("workers", [1, 2])
-def test_no_access_line_is_lost_on_sigterm(tmp_path, published, workers):
-    proc, url, log_path = _start(tmp_path, published, workers)
+def test_no_access_line_is_lost_on_sigterm(tmp_path, own_redis, workers):
+    proc, url, log_path = _start(tmp_path, own_redis, workers)
     try:
         _requests(url, 40, "t")
         time.sleep(0.3)
@@ -231,8 +218,8 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 
 @pytest.mark.integration
-def test_metrics_add_up_every_worker(tmp_path, published):
-    proc, url, log_path = _start(tmp_path, published, 2)
+def test_metrics_add_up_every_worker(tmp_path, own_redis):
+    proc, url, log_path = _start(tmp_path, own_redis, 2)
     try:
         workers = [p for p in psutil.Process(proc.pid).children()
                    if "resource_tracker" not in " ".join(p.cmdline())]

@@ -11,18 +11,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import pytest
-import redis
-from serve_data import standard_set
 from typer.testing import CliRunner
 
-from skyrec.redis_local import LocalRedis, free_port
+from skyrec.redis_local import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,21 +84,9 @@ def _stop(proc: subprocess.Popen) -> int:
     return proc.wait(timeout=40)
 
 
-@pytest.fixture
-def published(tmp_path) -> Iterator[str]:
-    redis_server = LocalRedis(port=free_port(), dir=tmp_path / "redis").start()
-    try:
-        r = redis.Redis.from_url(redis_server.url)
-        standard_set(r)
-        r.close()
-        yield redis_server.url
-    finally:
-        redis_server.stop()
-
-
 @pytest.mark.integration
-def test_two_workers_share_the_connections_and_nothing_else(tmp_path, published):
-    proc, url, log_path = _start(tmp_path, published)
+def test_two_workers_share_the_connections_and_nothing_else(tmp_path, own_redis):
+    proc, url, log_path = _start(tmp_path, own_redis)
     try:
         _wait_serving(proc, log_path, 2)
         workers = _workers(proc)
@@ -133,8 +118,8 @@ def test_two_workers_share_the_connections_and_nothing_else(tmp_path, published)
 
 
 @pytest.mark.integration
-def test_a_killed_worker_is_replaced(tmp_path, published):
-    proc, url, log_path = _start(tmp_path, published)
+def test_a_killed_worker_is_replaced(tmp_path, own_redis):
+    proc, url, log_path = _start(tmp_path, own_redis)
     try:
         _wait_serving(proc, log_path, 2)
         victim = _workers(proc)[0]
@@ -148,12 +133,12 @@ def test_a_killed_worker_is_replaced(tmp_path, published):
 
 
 @pytest.mark.integration
-def test_a_port_in_use_is_refused(tmp_path, published):
+def test_a_port_in_use_is_refused(tmp_path, own_redis):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc, _, log_path = _start(tmp_path, published, port=port)
+        proc, _, log_path = _start(tmp_path, own_redis, port=port)
         assert proc.wait(timeout=60) == 1
     assert "is already in use" in log_path.read_text()
 
