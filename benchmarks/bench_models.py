@@ -481,7 +481,9 @@ TUNE_SPACES: dict[str, dict[str, dict[str, Any]]] = {
             "bm25_k1": {"float": [0.1, 5.0], "log": True}, "bm25_b": {"float": [0.0, 1.0]},
             "series_weight": {"float": [0.0, 16.0]}, "series_depth": {"int": [1, 20]},
             "series_decay": {"float": [0.2, 1.0]}},
-    "ease": {"regularization": {"float": [1.0, 10000.0], "log": True}, "binary": {"choice": [True, False]}},
+    "ease": {"regularization": {"float": [1.0, 10000.0], "log": True}, "binary": {"choice": [True, False]},
+             "series_weight": {"float": [0.0, 16.0]}, "series_depth": {"int": [1, 20]},
+             "series_decay": {"float": [0.2, 1.0]}},
     "als": {"factors": {"int": [16, 256], "log": True}, "regularization": {"float": [0.01, 100.0], "log": True},
             "alpha": {"float": [0.1, 50.0], "log": True}},
     "bpr": {"factors": {"int": [16, 256], "log": True}, "learning_rate": {"float": [0.001, 0.1], "log": True},
@@ -491,6 +493,10 @@ TUNE_TRIALS = 40
 #: the searched values rounded for shipping (and, for ALS, the same at 64 factors: precompute's cost grows
 #: with the factors), checked beside the search's own choice on both shapes' validation splits and tests
 ROUNDED: dict[str, dict[str, dict[str, Any]]] = {
+    "ease": {"rounded": {"regularization": 1000.0, "binary": False, "series_weight": 2.0, "series_depth": 16,
+                         "series_decay": 0.75},
+             "rounded_depth_6": {"regularization": 1000.0, "binary": False, "series_weight": 2.0, "series_depth": 6,
+                                 "series_decay": 0.75}},
     "bpr": {"rounded": {"factors": 64, "learning_rate": 0.007, "regularization": 0.004}},
     "knn": {"rounded": {"similarity": "bm25", "neighbours": 40, "bm25_k1": 1.0, "bm25_b": 0.1, "series_weight": 2.0,
                         "series_depth": 6, "series_decay": 0.75},

@@ -112,4 +112,4 @@ def test_a_bad_model_parameter_in_config_names_the_key(config_factory) -> None:
     config = config_factory({"models": {"ease": {"params": {"lambda": 3}}}})
     with pytest.raises(ConfigError, match=r"models\.ease\.params: .*unknown parameter\(s\) \['lambda'\]"):
         build_model(config, "ease")
-    assert build_model(config_factory(), "ease").params["regularization"] == 200.0
+    assert build_model(config_factory(), "ease").params["regularization"] == 1000.0

@@ -1,5 +1,5 @@
 """"New in a series you follow" (``skyrec.models.series``): the matrix, the context from a dataset, and
-item-kNN with the term, fit through ``fit_on`` as the train job fits it."""
+item-kNN and EASE with the term, fit through ``fit_on`` as the train job fits them."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from skyrec.models.dataset import build_training_data
+from skyrec.models.ease import EASEModel
 from skyrec.models.knn import ItemKNNModel
 from skyrec.models.representations import scores
 from skyrec.models.series import UNKNOWN_RELEASE, ItemContext, add_series, item_context, series_matrix
@@ -101,14 +102,20 @@ def test_the_context_comes_from_the_catalogue_and_the_split() -> None:
     assert item_context(bare, "interactions") is None
 
 
-def test_knn_with_the_series_term_offers_the_newest_episode_to_the_brands_listeners() -> None:
+MODELS = {"knn": lambda w, **kw: ItemKNNModel(similarity="cosine", neighbours=20, series_weight=w, **kw),
+          "ease": lambda w, **kw: EASEModel(regularization=5.0, series_weight=w, **kw)}
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_the_series_term_offers_the_newest_episode_to_the_brands_listeners(kind: str) -> None:
+    make = MODELS[kind]
     end = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     data = _dataset(end)
     ids = data.item_ids.tolist()
     ctx = item_context(data, "interactions")
     listeners = np.arange(20)  # u00..u19 played b1's older episodes, not e9
 
-    def top(model: ItemKNNModel) -> list[str]:
+    def top(model) -> list[str]:
         fitted = fit_on(model, data.interactions, None, ctx)
         full, mask = fitted.full_item_factors(len(ids))
         s = scores(fitted.user_factors[listeners], full)
@@ -116,11 +123,11 @@ def test_knn_with_the_series_term_offers_the_newest_episode_to_the_brands_listen
         s[data.seen[listeners].nonzero()] = -np.inf
         return [ids[j] for j in np.argmax(s, axis=1)]
 
-    assert set(top(ItemKNNModel(similarity="cosine", neighbours=20, series_weight=4.0))) == {"e9"}
+    assert set(top(make(4.0))) == {"e9"}
     # without the term the newest episode, played once, loses to the other brand's items
-    assert "e9" not in set(top(ItemKNNModel(similarity="cosine", neighbours=20, series_weight=0.0)))
+    assert "e9" not in set(top(make(0.0)))
     # e10 is not released: no plays, so not a model item at all, and never lifted
-    fitted = fit_on(ItemKNNModel(series_weight=4.0, series_depth=20), data.interactions, None, ctx)
+    fitted = fit_on(make(4.0, series_depth=20), data.interactions, None, ctx)
     assert ids.index("e10") not in fitted.item_cols.tolist()
     assert fitted.model.series["entries"] > 0  # type: ignore[attr-defined]
 
@@ -134,8 +141,9 @@ def test_the_context_must_match_the_matrix() -> None:
         fit_on(ItemKNNModel(series_weight=1.0), data.interactions[:, :5], None, ctx)
 
 
+@pytest.mark.parametrize("cls", [ItemKNNModel, EASEModel])
 @pytest.mark.parametrize("params", [{"series_weight": -1}, {"series_depth": 0}, {"series_decay": 0.0},
                                     {"series_decay": 1.5}])
-def test_series_parameters_are_checked(params: dict) -> None:
-    with pytest.raises(ValueError, match="series_weight must be >= 0"):
-        ItemKNNModel(**params)
+def test_series_parameters_are_checked(cls, params: dict) -> None:
+    with pytest.raises(ValueError, match=f"{cls.__name__}: series_weight must be >= 0"):
+        cls(**params)

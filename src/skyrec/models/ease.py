@@ -8,6 +8,9 @@ In the model contract that is ``U = X`` (sparse CSR rows) and ``V = B.T`` (dense
 kernel, evaluation and the business rules score EASE like any other model
 (``skyrec.models.representations``).
 
+``series_weight`` > 0 (with the catalogue's brands and release times) adds the "new in a series you follow"
+term of ``skyrec.models.series`` to ``B``, in place (docs/evaluation.md).
+
 Memory: one dense items x items float32 matrix is built and inverted *in place* (the Gram matrix is filled
 a block of columns at a time, LAPACK's Cholesky ``spotrf``/``spotri`` overwrite it with the inverse, and
 the scaling to ``B`` is in place too). Serialising the model and scoring it hold up to two more copies, so
@@ -24,6 +27,7 @@ import scipy.sparse as sp
 
 from skyrec.models._factors import FactorModel
 from skyrec.models.representations import guard_items
+from skyrec.models.series import PARAMS, ItemContext, add_series_dense, checked_params
 
 #: items^2 float32 matrices held at the peak of train/evaluate/precompute (B + a serialised or sliced copy + one)
 COPIES = 3
@@ -71,10 +75,18 @@ def ease_weights(G: np.ndarray, regularization: float) -> np.ndarray:
 class EASEModel(FactorModel):
     name = "ease"
     item_item_rows = True  # more like item i: B[i, :]
-    defaults: ClassVar[dict[str, Any]] = {"regularization": 200.0, "binary": True, "memory_limit_gb": 8.0}
+    uses_item_context = True
+    defaults: ClassVar[dict[str, Any]] = {"regularization": 1000.0, "binary": False, "memory_limit_gb": 8.0,
+                                          "series_weight": 2.0, "series_depth": 6, "series_decay": 0.75}
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._series_params = checked_params("EASEModel", *(self.param(k) for k in PARAMS))
+        #: what the series term added at fit (``skyrec.models.series``; weight 0 when off)
+        self.series: dict[str, float | int] = {"weight": 0.0, "entries": 0}
 
     def fit(self, interactions: sp.csr_matrix, item_features: sp.csr_matrix | None = None,
-            user_features: sp.csr_matrix | None = None) -> EASEModel:
+            user_features: sp.csr_matrix | None = None, item_context: ItemContext | None = None) -> EASEModel:
         reg = float(self.param("regularization"))
         if not reg > 0:
             raise ValueError(f"EASE: regularization must be > 0, got {reg}")
@@ -85,5 +97,6 @@ class EASEModel(FactorModel):
         guard_items("EASE", X.shape[1], limit_gb=float(self.param("memory_limit_gb")), copies=COPIES,
                     key=f"models.{self.name}.params.memory_limit_gb", what="the item-item weights")
         B = ease_weights(gram_matrix(X), reg)
+        self.series = add_series_dense(B, item_context, **self._series_params)  # type: ignore[arg-type]
         self._set_factors(X, B.T)  # B is Fortran-ordered: B.T is the C-contiguous V without a copy
         return self

@@ -27,7 +27,7 @@ import scipy.sparse as sp
 from skyrec.models import representations as reps
 from skyrec.models._factors import FactorModel
 from skyrec.models._threads import fit_threads, single_threaded_blas
-from skyrec.models.series import ItemContext, add_series
+from skyrec.models.series import PARAMS, ItemContext, add_series, checked_params
 from skyrec.progress import interactive
 
 SIMILARITIES = ("cosine", "bm25")
@@ -48,11 +48,7 @@ class ItemKNNModel(FactorModel):
             raise ValueError(f"ItemKNNModel: similarity must be one of {SIMILARITIES}, got {self.param('similarity')!r}")
         if int(self.param("neighbours")) < 1:
             raise ValueError(f"ItemKNNModel: neighbours must be >= 1, got {self.param('neighbours')}")
-        if float(self.param("series_weight")) < 0 or int(self.param("series_depth")) < 1 \
-                or not 0 < float(self.param("series_decay")) <= 1:
-            raise ValueError("ItemKNNModel: series_weight must be >= 0, series_depth >= 1 and series_decay in "
-                             f"(0, 1], got {self.param('series_weight')}, {self.param('series_depth')}, "
-                             f"{self.param('series_decay')}")
+        self._series_params = checked_params("ItemKNNModel", *(self.param(k) for k in PARAMS))
         self._similarity: sp.csr_matrix | None = None
         #: what the series term added at fit (weight 0 when off), recorded in the artefact's meta by the train job
         self.series: dict[str, float | int] = {"weight": 0.0, "entries": 0}
@@ -79,8 +75,7 @@ class ItemKNNModel(FactorModel):
             warnings.filterwarnings("ignore", message="Method expects CSR input", category=ParameterWarning)
             model.fit(X, show_progress=interactive())
         S, self.series = add_series(sp.csr_matrix(model.similarity, dtype=np.float32), item_context,
-                                    weight=float(self.param("series_weight")), depth=int(self.param("series_depth")),
-                                    decay=float(self.param("series_decay")))
+                                    **self._series_params)  # type: ignore[arg-type]
         self._set_similarity(X, S)
         return self
 

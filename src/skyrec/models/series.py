@@ -13,7 +13,7 @@ with ``fresh(i) = decay ** k`` for the ``k``-th newest episode of its brand rele
 interactions -- so a brand the user listened to recently and much lifts that brand's newest episodes.
 
 It is an items x items matrix ``T[j, i] = fresh(i) x [brand(j) == brand(i)]``, so a ``d = n_items`` model
-(item-kNN, EASE) adds it to its own item-item weights: ``score(u, .) = x_u @ (S + w T)``. Nothing downstream
+(item-kNN's ``S``, EASE's ``B``) adds it to its own item-item weights: ``score(u, .) = x_u @ (S + w T)``. Nothing downstream
 changes (the kernel, evaluation, the business rules and "more like this" score the combined matrix like
 the model's own), and the artefact is the model's usual one. ``T`` has at most ``depth`` entries per item.
 
@@ -90,6 +90,18 @@ def item_context(data: TrainingData, matrix: str = "interactions") -> ItemContex
     return ctx if ctx.usable else None
 
 
+#: the parameters of the term, as models that take it name them, and their defaults when off
+PARAMS = ("series_weight", "series_depth", "series_decay")
+
+
+def checked_params(model: str, weight: float, depth: int, decay: float) -> dict[str, float | int]:
+    """The term's parameters as ``add_series`` takes them; a ValueError naming the model when out of range."""
+    if float(weight) < 0 or int(depth) < 1 or not 0 < float(decay) <= 1:
+        raise ValueError(f"{model}: series_weight must be >= 0, series_depth >= 1 and series_decay in (0, 1], "
+                         f"got {weight}, {depth}, {decay}")
+    return {"weight": float(weight), "depth": int(depth), "decay": float(decay)}
+
+
 def series_matrix(context: ItemContext, *, depth: int, decay: float) -> sp.csr_matrix:
     """``T[j, i] = decay ** k(i)`` when items ``j`` and ``i`` share a brand and ``i`` is that brand's ``k``-th
     newest episode released by ``context.reference_us`` (``k < depth``); float32 CSR [n_items, n_items].
@@ -123,6 +135,22 @@ def series_matrix(context: ItemContext, *, depth: int, decay: float) -> sp.csr_m
     t = sp.csr_matrix((fresh_value[picks], (rows, fresh_items[picks])), shape=(n, n), dtype=np.float32)
     t.sum_duplicates()
     return t
+
+
+def add_series_dense(B: np.ndarray, context: ItemContext | None, *, weight: float, depth: int, decay: float
+                     ) -> dict[str, float | int]:
+    """:func:`add_series` for a dense item-item matrix (EASE's ``B``), in place: ``B += w T``."""
+    if context is None or weight <= 0 or not context.usable:
+        return {"weight": 0.0, "entries": 0}
+    if len(context.brand) != B.shape[0]:
+        raise ValueError(f"series: item context has {len(context.brand)} items, the model {B.shape[0]}")
+    T = series_matrix(context, depth=depth, decay=decay).tocoo()
+    row_max = B.max(axis=1) if B.size else np.zeros(0)
+    positive = row_max[row_max > 0]
+    scale = float(positive.mean()) if positive.size else 1.0
+    B[T.row, T.col] += np.float32(weight * scale) * T.data
+    return {"weight": float(weight), "scale": scale, "entries": int(T.nnz), "depth": int(depth),
+            "decay": float(decay)}
 
 
 def add_series(S: sp.csr_matrix, context: ItemContext | None, *, weight: float, depth: int, decay: float
