@@ -165,6 +165,32 @@ def test_readme_example_runs_as_written(example: Example, demo: tuple[str, dict[
             assert re.search(rf"{variant}\s+│\s+{re.escape(publication)}\s", done.stdout), done.stdout[-3000:]
 
 
+def test_the_readme_user_listens_whatever_the_hour_the_demo_runs(tmp_path):
+    """The demo's data end an hour before it runs, and the generator's hourly volume follows the clock
+    (a diurnal curve), so which sample users played anything depends on the hour: the README's example
+    user must be a regular listener at any hour, not one who happened to play at the hour it was written."""
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    from skyrec.data.generate import generate
+    from skyrec.demo import DEMO_SCALE
+
+    users = set(re.findall(r"u\d{8}", section(README, "Two commands")[0])) - {"u00000000", "u00001999"}
+    assert users, "the README names no sample user"
+    for hour in (3, 15):  # two phases of the day
+        home = tmp_path / f"h{hour}"
+        config = load_config("local", environ={"SKYREC_HOME": str(home)})
+        generate(config, end=dt.datetime(2026, 11, 30, hour, tzinfo=dt.UTC).isoformat(), progress=False,
+                 metadata=False, **DEMO_SCALE)  # type: ignore[arg-type]
+        plays = dict.fromkeys(users, 0)
+        for f in (Path(config.source_url) / config.source.activity_prefix).rglob("*.parquet"):
+            for user in pq.read_table(f, columns=["user_id"]).column("user_id").to_pylist():
+                if user in plays:
+                    plays[user] += 1
+        assert all(n >= 20 for n in plays.values()), (hour, plays)
+
+
 # ---- ports in the docs ---------------------------------------------------------------------------------
 
 
