@@ -42,6 +42,14 @@ def ping(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def _parent_death_prefix() -> list[str]:
+    """The command prefix that makes the kernel SIGKILL the server when this process ends (Linux's
+    ``PR_SET_PDEATHSIG``, set by util-linux ``setpriv`` before it execs the server, so nothing runs in the
+    forked child of this possibly multi-threaded process); empty where ``setpriv`` is missing."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
 @dataclass
 class LocalRedis:
     port: int
@@ -58,8 +66,15 @@ class LocalRedis:
         return self.dir / f"redis-{self.port}.pid"
 
     def start(self, *, dbfilename: str = "dump.rdb", persist: bool = False, wait: float = 10.0,
-              daemonize: bool = False) -> LocalRedis:
-        """Start redis-server on ``port`` with its data in ``dir``. ``daemonize`` leaves it running after we exit."""
+              daemonize: bool = False, die_with_parent: bool = False) -> LocalRedis:
+        """Start redis-server on ``port`` with its data in ``dir``. ``daemonize`` leaves it running after we exit.
+
+        ``die_with_parent``: the kernel kills the server when this process ends, however it ends (Linux's
+        parent-death signal, through ``setpriv``; where that is missing the server is started without it): a
+        scratch server of a job killed with SIGKILL does not outlive it. Start it from the thread that lives as
+        long as the server is needed (the signal follows the starting thread)."""
+        if die_with_parent and daemonize:
+            raise ValueError("die_with_parent and daemonize exclude each other")
         if ping(self.host, self.port):
             raise RedisUnavailable(f"port {self.port} already has a Redis listening")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +84,8 @@ class LocalRedis:
                 "--save", "" if not persist else "3600 1"]
         if daemonize:
             args += ["--daemonize", "yes"]
+        if die_with_parent:
+            args = _parent_death_prefix() + args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=True)
         deadline = time.monotonic() + wait

@@ -105,3 +105,27 @@ def test_cli_rejects_unknown_kinds(bad: str, capsys: pytest.CaptureFixture[str])
         main(["--kinds", bad])
     assert exc.value.code == 2
     assert bad in capsys.readouterr().err
+
+
+def test_a_process_left_running_in_the_world_is_an_orphan(tmp_path: Path) -> None:
+    """``no_orphans``: a process naming the world's home that is not one of the world's servers is reported;
+    the world's own (and their children) are not."""
+    import subprocess
+    import sys
+
+    from skyrec.chaos.invariants import orphan_processes
+
+    home = tmp_path / "home"
+    home.mkdir()
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)", str(home / "state" / "scratch")]
+    stray = subprocess.Popen(sleeper)
+    server = subprocess.Popen(sleeper)
+    try:
+        found = orphan_processes(home, own={server.pid})
+        assert [v.invariant for v in found] == ["no_orphans"] and f"pid {stray.pid} " in found[0].detail
+        assert orphan_processes(home, own={server.pid, stray.pid}) == []
+    finally:
+        for p in (stray, server):
+            p.kill()
+            p.wait()
+    assert orphan_processes(home, own=set()) == []  # ended (reaped) processes are not orphans

@@ -44,6 +44,7 @@ from skyrec.chaos.invariants import (
     check_outputs,
     check_records,
     load_publication,
+    orphan_processes,
     verify_all,
 )
 from skyrec.chaos.poller import ApiPoller
@@ -254,6 +255,7 @@ class Harness:
             known = {(v.invariant, v.path) for v in self.violations}
             self.violations.extend(v for v in bad if (v.invariant, v.path) not in known)  # damaged later
             self.violations.extend(self.live_job_violations)
+            self.violations.extend(orphan_processes(self.world.home, self.world.own_pids()))
             report = self.report(time.time() - started, setup_seconds, checked)
         finally:
             self.teardown()

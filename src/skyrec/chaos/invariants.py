@@ -11,6 +11,8 @@
   names a committed publication of its variant, that publication's model version, and only items of that
   publication, with its titles and scores, in its order (personalised list, then fallback padding).
 * ``one_live_job``: never two live job processes for one job key (sampled while the run goes).
+* ``no_orphans``: when the runs are over, no process that names the world's home is left running but the
+  world's own servers (a scratch redis-server of a job killed mid-proof, say, would run forever).
 
 Each check returns a list of :class:`Violation`; an empty list is a pass.
 """
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from skyrec.publish.codec import ITEM_TABLE_FIELD, decode_value, parse_table
@@ -275,3 +279,40 @@ def api_violations(answers: list[dict[str, Any]], pubs: dict[tuple[str, str], Pu
             if why is not None:
                 out.append(Violation("api", f"{a['url']}: {why}"))
     return out
+
+
+def _process_table() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, state letter, command line) of every process (Linux ``/proc``; empty elsewhere)."""
+    table: dict[int, tuple[int, str, str]] = {}
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                fields = fh.read().rsplit(") ", 1)[1].split()
+            with open(f"/proc/{name}/cmdline", "rb") as fh:
+                cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue  # ended while being read
+        table[int(name)] = (int(fields[1]), fields[0], cmdline)
+    return table
+
+
+def orphan_processes(home: Path, own: set[int]) -> list[Violation]:
+    """``no_orphans``: processes (not zombies) whose command line names ``home``, other than ``own`` (the
+    world's servers), their descendants and this process itself (a job this process started and that never
+    ended is reported)."""
+    table = _process_table()
+
+    def owned(pid: int) -> bool:
+        seen = set()
+        while pid > 1 and pid not in seen:
+            if pid in own:
+                return True
+            seen.add(pid)
+            pid = table.get(pid, (0, "", ""))[0]
+        return False
+
+    return [Violation("no_orphans", f"pid {pid} still running after the runs: {cmd[:300]}")
+            for pid, (_, state, cmd) in sorted(table.items())
+            if str(home) in cmd and state != "Z" and pid != os.getpid() and not owned(pid)]

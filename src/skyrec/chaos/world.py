@@ -112,6 +112,11 @@ class World:
         boto3.client("s3", endpoint_url=self.direct_endpoint).create_bucket(Bucket=BUCKET)
         return self
 
+    def own_pids(self) -> set[int]:
+        """The world's own long-running servers (moto, the serving Redis, the API), which may name the home."""
+        procs = [self.moto, self.api, self.redis.process if self.redis is not None else None]
+        return {p.pid for p in procs if p is not None and p.poll() is None}
+
     def stop(self) -> None:
         self.stop_api()
         if self.redis is not None:

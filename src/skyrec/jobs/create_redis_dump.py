@@ -89,7 +89,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
                 (scratch / "dump.rdb").symlink_to(rdb)
             write_seconds = time.perf_counter() - started
             try:  # the scratch server loads the file before it answers PING
-                server.start(dbfilename="dump.rdb", wait=timeout)
+                server.start(dbfilename="dump.rdb", wait=timeout, die_with_parent=True)  # not outliving a kill -9
             except RedisUnavailable as exc:
                 raise VerificationError(f"{pub}: the RDB written from the predictions does not load: {exc}") from exc
             load_seconds = time.perf_counter() - started - write_seconds
