@@ -153,8 +153,8 @@ def test_publication_removed_under_a_cached_pointer_rereads_the_pointer(make_cli
 
 def test_not_published_variant_is_503_json(client, redis_client):
     r = client.get("/v1/recommendations/drama_featured/u1")
-    assert r.status_code == 503
-    assert r.json()["error"] == "not_published" and "drama_featured" in r.json()["message"]
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "not_published" and "drama_featured" in r.json()["message"], r.json()
 
 
 def test_variants_lists_every_configured_variant(client, redis_client):

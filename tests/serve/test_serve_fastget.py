@@ -57,6 +57,26 @@ def test_concurrent_gets_are_matched_in_order(redis_server, redis_client):
     asyncio.run(main())
 
 
+def test_a_pause_of_the_api_process_before_the_write_is_not_a_redis_timeout(redis_server, redis_client):
+    """The event loop stalls (a garbage collection, a busy callback) between queueing a GET and writing it, for
+    longer than the timeout: the watchdog runs in the same loop turn as the write, and must not fail a command
+    Redis has not even received yet."""
+    redis_client.set("k", b"v")
+
+    async def main():
+        fast = PipelinedGet(redis_server.url, connections=1, timeout=0.3)
+        try:
+            assert await fast.get("k") == b"v"  # connected, watchdog armed
+            proto = await fast._protocol()
+            fut = proto.send(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+            time.sleep(0.6)  # the stall: this loop does nothing for twice the timeout
+            return await fut
+        finally:
+            await fast.aclose()
+
+    assert asyncio.run(main()) == b"v"
+
+
 def test_selects_the_database_in_the_url(redis_server, redis_client):
     other = redis.Redis(host="127.0.0.1", port=redis_server.port, db=3)
     other.set("only-in-3", "yes")

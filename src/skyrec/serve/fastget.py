@@ -12,13 +12,16 @@ in the same turn.
 Scope is deliberately tiny (GET and EXISTS, RESP2 bulk strings, integers, nil and errors); everything else stays on redis-py.
 Failures surface as redis-py exceptions (``ConnectionError``, ``TimeoutError``, ``ResponseError``) so callers
 handle one family. A watchdog closes a connection whose oldest reply is later than the timeout, failing its
-waiters (they fall back to the cached answers or 503) instead of hanging.
+waiters (they fall back to the cached answers or 503) instead of hanging; a reply is late from the moment
+its command was written, so a pause of this process (a garbage collection, a busy event loop) between
+queueing a command and writing it does not count against Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections import deque
 from typing import Any
@@ -78,7 +81,9 @@ class _Parser:
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.waiters: deque[tuple[asyncio.Future, float]] = deque()
+        # [future, time its command was written]; inf while the command waits for this turn's write, so a
+        # stall of this process's own event loop between queueing and writing is never blamed on Redis
+        self.waiters: deque[list[Any]] = deque()
         self.parser = _Parser()
         self.closed = False
         self.pending: list[bytes] | None = None  # commands waiting for this turn's write
@@ -125,7 +130,7 @@ class _Protocol(asyncio.Protocol):
         """Queue one command; the commands queued during one turn of the event loop leave in one write."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self.waiters.append((fut, time.monotonic()))
+        self.waiters.append([fut, math.inf])
         if self.pending is None:
             self.pending = [payload]
             loop.call_soon(self._flush)
@@ -138,6 +143,9 @@ class _Protocol(asyncio.Protocol):
         transport = self.transport
         if pending and not self.closed and transport is not None and not transport.is_closing():
             transport.write(b"".join(pending))  # (a failed connection has failed these waiters already)
+            now = time.monotonic()
+            for i in range(len(self.waiters) - len(pending), len(self.waiters)):  # the commands just written
+                self.waiters[i][1] = now
 
 
 def _command(*parts: bytes) -> bytes:
