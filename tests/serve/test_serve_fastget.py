@@ -77,6 +77,27 @@ def test_a_pause_of_the_api_process_before_the_write_is_not_a_redis_timeout(redi
     assert asyncio.run(main()) == b"v"
 
 
+def test_a_pause_after_the_write_does_not_fail_a_reply_waiting_in_the_socket(redis_server, redis_client):
+    """The command is written, then the loop stalls in the same turn, and the watchdog (already due) runs right
+    after: Redis's reply is in the socket, unread. The watchdog must let the loop read it first."""
+    redis_client.set("k", b"v")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        fast = PipelinedGet(redis_server.url, connections=1, timeout=0.3)
+        try:
+            assert await fast.get("k") == b"v"
+            proto = await fast._protocol()
+            time.sleep(0.2)  # the watchdog's timer (every 0.1 s) is due: it joins the next turn, after these two
+            fut = proto.send(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")  # the write is queued for this turn
+            loop.call_soon(time.sleep, 0.6)  # and the turn stalls right after writing
+            return await fut
+        finally:
+            await fast.aclose()
+
+    assert asyncio.run(main()) == b"v"
+
+
 def test_selects_the_database_in_the_url(redis_server, redis_client):
     other = redis.Redis(host="127.0.0.1", port=redis_server.port, db=3)
     other.set("only-in-3", "yes")

@@ -87,6 +87,7 @@ class _Protocol(asyncio.Protocol):
         self.parser = _Parser()
         self.closed = False
         self.pending: list[bytes] | None = None  # commands waiting for this turn's write
+        self.overdue: asyncio.Future | None = None  # the oldest waiter, once the watchdog found it late
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -225,16 +226,25 @@ class PipelinedGet:
         proto = await self._protocol()
         return await proto.send(_command(b"EXISTS", *(k.encode() for k in keys)))
 
-    def _arm_watchdog(self) -> None:
+    def _arm_watchdog(self, delay: float | None = None) -> None:
         loop = asyncio.get_running_loop()
-        self._watchdog = loop.call_later(min(0.1, self.timeout / 2), self._check)
+        self._watchdog = loop.call_later(min(0.1, self.timeout / 2) if delay is None else delay, self._check)
 
     def _check(self) -> None:
+        """Fail a connection whose oldest reply is overdue on two checks with a poll for replies between them:
+        the first finding only marks it (the reply may be in the socket already, unread because this loop was
+        busy), and the next check comes after the loop's next look at the sockets."""
         now = time.monotonic()
+        recheck = False
         for proto in self._slots:
-            if proto is not None and not proto.closed and proto.waiters and now - proto.waiters[0][1] > self.timeout:
+            if proto is None or proto.closed or not proto.waiters or now - proto.waiters[0][1] <= self.timeout:
+                continue
+            oldest = proto.waiters[0][0]
+            if proto.overdue is oldest:
                 proto.fail(RedisTimeoutError(f"Redis did not answer within {self.timeout} s"))
-        self._arm_watchdog()
+            else:
+                proto.overdue, recheck = oldest, True
+        self._arm_watchdog(0.0 if recheck else None)
 
     async def aclose(self) -> None:
         if self._watchdog is not None:
