@@ -93,8 +93,15 @@ def raw_rate(url: str, batch: int, duration: float) -> dict[str, Any]:
     return {"batch": batch, "events_per_second": round(n * batch / elapsed), "uptime": _load()}
 
 
-def main(duration: float = 8.0) -> dict[str, Any]:
+DURATION = {"small": 4.0, "reference": 8.0}  # seconds per measurement, by ``make bench``'s scale
+
+
+def main(scale: str = "reference", duration: float | None = None) -> dict[str, Any]:
+    """``scale`` as ``skyrec bench`` passes it (small: 4 s per measurement, reference: 8 s, BENCHMARKS.md's);
+    ``duration`` overrides it."""
     from bench_serve import start_api
+
+    duration = DURATION[scale] if duration is None else duration
 
     from skyrec.redis_local import temporary_redis
 
@@ -119,4 +126,4 @@ def main(duration: float = 8.0) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(float(sys.argv[1]) if len(sys.argv) > 1 else 8.0), indent=1))
+    print(json.dumps(main(duration=float(sys.argv[1]) if len(sys.argv) > 1 else None), indent=1))

@@ -17,12 +17,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def main(n_events: int = 10_000_000) -> None:
+EVENTS = {"small": 1_000_000, "reference": 10_000_000}  # by ``make bench``'s scale (BENCHMARKS.md: reference)
+
+
+def main(scale: str = "reference", n_events: int | None = None) -> dict[str, Any]:
+    """The readout of ``n_events`` synthetic events (default by ``scale``); returns the figures it prints."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -32,6 +37,7 @@ def main(n_events: int = 10_000_000) -> None:
     from skyrec.jobs.base import RunInfo, execute
     from skyrec.storage import Lake, Producer
 
+    n_events = EVENTS[scale] if n_events is None else n_events
     per_user = 3 * (1 + 0.3 + 0.2)  # impressions per user x (1 + clicks + plays per impression)
     users = int(n_events / per_user)
     t0 = time.time()
@@ -70,9 +76,12 @@ def main(n_events: int = 10_000_000) -> None:
         (one,) = payload["summary"]["experiments"]
         print(f"readout of {n:,} events ({users:,} users): {seconds:.1f} s wall "
               f"(statistics {one['seconds']:.1f} s of it); decision {one['decision']['status']}")
+        after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
         print(f"load before: {load}")
-        print(f"load after:  {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+        print(f"load after:  {after}")
+    return {"events": n, "users": users, "seconds": round(seconds, 1), "statistics_seconds": round(one["seconds"], 1),
+            "decision": one["decision"]["status"], "uptime_before": load, "uptime_after": after}
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000)
+    main(n_events=int(sys.argv[1]) if len(sys.argv) > 1 else None)
