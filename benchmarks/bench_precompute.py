@@ -201,11 +201,7 @@ def time_kernel(cfg: Any, variant: str, at: dt.datetime) -> dict[str, Any]:
         cpu0, t0 = _cpu(), time.perf_counter()
         with_recs = rows = users = 0
         for _, start, end in shard_ranges(scorer.n_users, cfg.precompute.shard_users):
-            for s in range(start, end, spec.batch_size):
-                r = np.arange(s, min(end, s + spec.batch_size))
-                r = r[scorer.valid[r]]
-                if r.size == 0:
-                    continue
+            for r in scorer.batches(start, end):
                 res = scorer.score(r)
                 users += r.size
                 with_recs += int((res.counts > 0).sum())

@@ -32,6 +32,7 @@ import datetime as dt
 import json
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -229,6 +230,15 @@ class Scorer:
             self._pool.shutdown()
 
     # ---- scoring ------------------------------------------------------------------------------
+    def batches(self, start: int, end: int) -> Iterator[np.ndarray]:
+        """The valid user rows of ``[start, end)``, ``spec.batch_size`` rows of the range at a time (a batch
+        whose rows are all invalid is skipped): the batches a shard is scored in."""
+        for s in range(start, end, self.spec.batch_size):
+            rows = np.arange(s, min(end, s + self.spec.batch_size))
+            rows = rows[self.valid[rows]]
+            if rows.size:
+                yield rows
+
     def score(self, rows: np.ndarray) -> TopK:
         """The exact constrained top-K of the given user rows (the kernel, threaded over the rows)."""
         c = self.candidates
@@ -287,11 +297,7 @@ class Scorer:
 
             pending = None
             try:
-                for s in range(start, end, spec.batch_size):
-                    rows = np.arange(s, min(end, s + spec.batch_size))
-                    rows = rows[self.valid[rows]]
-                    if rows.size == 0:
-                        continue
+                for rows in self.batches(start, end):
                     res = self.score(rows)
                     if pending is not None:
                         pending.result()  # at most one batch in flight: memory stays bounded by the batch
