@@ -137,38 +137,41 @@ def series_matrix(context: ItemContext, *, depth: int, decay: float) -> sp.csr_m
     return t
 
 
-def add_series_dense(B: np.ndarray, context: ItemContext | None, *, weight: float, depth: int, decay: float
-                     ) -> dict[str, float | int]:
-    """:func:`add_series` for a dense item-item matrix (EASE's ``B``), in place: ``B += w T``."""
+def scaled_term(row_max: np.ndarray, context: ItemContext | None, *, weight: float, depth: int, decay: float
+                ) -> tuple[sp.coo_matrix | None, dict[str, float | int]]:
+    """``w T`` for a model whose item-item matrix has row maxima ``row_max`` (None when the term is off), with
+    ``w = weight x`` the mean of the positive row maxima, so that ``weight`` means the same whatever the scale of
+    the model's own weights (BM25 similarities run in the hundreds, cosines below 1): at ``weight`` 4 the newest
+    episode of a brand counts four times a typical strongest neighbour link. Also the record of what is added
+    (for the model artefact and the report)."""
     if context is None or weight <= 0 or not context.usable:
-        return {"weight": 0.0, "entries": 0}
-    if len(context.brand) != B.shape[0]:
-        raise ValueError(f"series: item context has {len(context.brand)} items, the model {B.shape[0]}")
+        return None, {"weight": 0.0, "entries": 0}
+    if len(context.brand) != len(row_max):
+        raise ValueError(f"series: item context has {len(context.brand)} items, the model {len(row_max)}")
     T = series_matrix(context, depth=depth, decay=decay).tocoo()
-    row_max = B.max(axis=1) if B.size else np.zeros(0)
     positive = row_max[row_max > 0]
     scale = float(positive.mean()) if positive.size else 1.0
-    B[T.row, T.col] += np.float32(weight * scale) * T.data
-    return {"weight": float(weight), "scale": scale, "entries": int(T.nnz), "depth": int(depth),
-            "decay": float(decay)}
+    T.data *= np.float32(weight * scale)
+    return T, {"weight": float(weight), "scale": scale, "entries": int(T.nnz), "depth": int(depth),
+               "decay": float(decay)}
+
+
+def add_series_dense(B: np.ndarray, context: ItemContext | None, *, weight: float, depth: int, decay: float
+                     ) -> dict[str, float | int]:
+    """The term added to a dense item-item matrix (EASE's ``B``), in place: ``B += w T``."""
+    row_max = B.max(axis=1) if B.size else np.zeros(B.shape[0], np.float32)
+    term, record = scaled_term(row_max, context, weight=weight, depth=depth, decay=decay)
+    if term is not None:
+        B[term.row, term.col] += term.data
+    return record
 
 
 def add_series(S: sp.csr_matrix, context: ItemContext | None, *, weight: float, depth: int, decay: float
                ) -> tuple[sp.csr_matrix, dict[str, float | int]]:
-    """``S + w T``, with ``w = weight x`` the mean of ``S``'s row maxima so that ``weight`` means the same
-    whatever the scale of the model's own weights (BM25 similarities run in the hundreds, cosines below 1):
-    at ``weight`` 4 the newest episode of a brand counts four times a typical strongest neighbour link.
-
-    Returns the matrix and a record of what was added (for the model artefact and the report)."""
+    """``S + w T`` for a sparse item-item matrix (item-kNN's ``S``), and the record (:func:`scaled_term`)."""
     S = sp.csr_matrix(S, dtype=np.float32)
-    if context is None or weight <= 0 or not context.usable:
-        return S, {"weight": 0.0, "entries": 0}
-    if len(context.brand) != S.shape[0]:
-        raise ValueError(f"series: item context has {len(context.brand)} items, the model {S.shape[0]}")
-    T = series_matrix(context, depth=depth, decay=decay)
-    row_max = S.max(axis=1).toarray().ravel() if S.nnz else np.zeros(S.shape[0])
-    positive = row_max[row_max > 0]
-    scale = float(positive.mean()) if positive.size else 1.0
-    out = sp.csr_matrix(S + np.float32(weight * scale) * T, dtype=np.float32)
-    return out, {"weight": float(weight), "scale": scale, "entries": int(T.nnz), "depth": int(depth),
-                 "decay": float(decay)}
+    row_max = S.max(axis=1).toarray().ravel() if S.nnz else np.zeros(S.shape[0], np.float32)
+    term, record = scaled_term(row_max, context, weight=weight, depth=depth, decay=decay)
+    if term is not None:
+        S = sp.csr_matrix(S + term, dtype=np.float32)
+    return S, record
