@@ -92,21 +92,25 @@ class _HeldWrite:
         return getattr(self._transport, name)
 
 
-class OneWriteHttpToolsProtocol(HttpToolsProtocol):
+class _JsonBadRequest:
+    """Mixin for uvicorn's protocol classes: a request their parser refuses is answered in the JSON error shape
+    (uvicorn calls ``send_400_response`` for it), then the connection is closed."""
+
+    transport: Any
+    server_state: Any
+
+    def send_400_response(self, msg: str) -> None:
+        self.transport.write(malformed_request_response(list(self.server_state.default_headers)))
+        self.transport.close()
+
+
+class OneWriteHttpToolsProtocol(_JsonBadRequest, HttpToolsProtocol):
     """uvicorn's ``HttpToolsProtocol`` over a transport whose writes are joined as described above, answering
     requests its parser refuses in the JSON error shape."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_HeldWrite(transport, self.loop))  # type: ignore[arg-type]
 
-    def send_400_response(self, msg: str) -> None:
-        self.transport.write(malformed_request_response(list(self.server_state.default_headers)))
-        self.transport.close()
 
-
-class JsonErrorH11Protocol(H11Protocol):
+class JsonErrorH11Protocol(_JsonBadRequest, H11Protocol):
     """uvicorn's ``H11Protocol`` (no httptools) answering requests its parser refuses in the JSON error shape."""
-
-    def send_400_response(self, msg: str) -> None:
-        self.transport.write(malformed_request_response(list(self.server_state.default_headers)))
-        self.transport.close()
