@@ -39,6 +39,7 @@ from scheduler_fixtures import LocalPostgres, launches, manifests, read_json, wa
 
 from skyrec.airflow.platform import Platform, PortBusy, is_ours, proc_start
 from skyrec.config import load_config
+from skyrec.jobs.base import RunInfo
 from skyrec.redis_local import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -347,7 +348,7 @@ def test_kill_of_the_worker_during_compute_predictions_reattaches_one_job_one_co
     assert any(m in retry_log for m in adopted), retry_log[-1500:]
     assert "submitted job" not in retry_log
     committed = manifests(chain.lake, f"predictions/{SYNC_VARIANT}")
-    run_key = job["spec"]["run"]["logical_date"][:19].replace("-", "").replace(":", "")
+    run_key = RunInfo(logical_date=dt.datetime.fromisoformat(job["spec"]["run"]["logical_date"])).run_key
     mine = {k: v for k, v in committed.items() if k.endswith(f"run={run_key}")}
     assert len(mine) == 1 and all(revs == ["000000.json"] for revs in mine.values()), committed
 

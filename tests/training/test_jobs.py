@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from _train_helpers import END, FAST, run_job, train_all
 
@@ -162,6 +163,44 @@ def test_create_dataset_ignores_snapshots_after_the_run(seeded) -> None:
     config, lake, _ = seeded
     code, payload = run_job(config, "create_dataset", hour=-30)  # a run from before the snapshot existed
     assert code == EXIT_ERROR and payload["error_kind"] == "not_ready"
+
+
+def test_two_runs_in_one_second_keep_their_own_inputs(seeded) -> None:
+    """Two asset-triggered train_model runs queued in the same second (the snapshot was committed, then rebuilt
+    within the second) are distinct runs: the later one builds its dataset from the rebuilt snapshot instead of
+    finding the earlier run's outputs "already committed"."""
+    from skyrec.jobs.base import RunInfo, execute
+    from skyrec.storage import Producer
+
+    config, lake, _ = seeded
+    queued = END + dt.timedelta(hours=1)
+    first, second = (RunInfo(dag_id="train_model", run_id=f"asset_triggered__{at.isoformat()}",
+                             task_id="create_dataset", logical_date=at)
+                     for at in (queued + dt.timedelta(microseconds=70573), queued + dt.timedelta(microseconds=742270)))
+    assert first.run_key != second.run_key and first.run_key < second.run_key
+    assert first.run_key.startswith(queued.strftime("%Y%m%dT%H%M%S"))
+    assert RunInfo(logical_date=queued).run_key == queued.strftime("%Y%m%dT%H%M%S")  # scheduled: short form
+
+    code, one = execute("create_dataset", config=config, run=first, params={"model": "als"})
+    assert code == EXIT_OK, one.get("error")
+    snap_rel = config.dataset_path("activity_snapshot", interval_key=END.strftime("%Y%m%dT%H"))
+    old = lake.require(snap_rel)
+    with lake.open(old, old.files[0].path) as fh:
+        table = pq.read_table(fh)
+    rebuilt = table.slice(0, table.num_rows // 2)  # the rebuilt snapshot: a different table at the same key
+    stage = lake.stage("activity_snapshot", snap_rel, Producer(task_id="ingest_backfill"), force=True)
+    with stage.open("part-0.parquet", "wb", rows=rebuilt.num_rows) as fh:
+        pq.write_table(rebuilt, fh)
+    new = stage.commit({})
+    assert new.revision > old.revision
+
+    code, two = execute("create_dataset", config=config, run=second, params={"model": "als"})
+    assert code == EXIT_OK, two.get("error")
+    assert two["summary"].get("note") != "already committed"
+    assert two["summary"]["outputs"] != one["summary"]["outputs"]
+    assert one["summary"]["activity_snapshot_revision"] == old.revision
+    assert two["summary"]["activity_snapshot_revision"] == new.revision
+    assert two["summary"]["events_in"] < one["summary"]["events_in"]
 
 
 def _continue_snapshot(config, lake: Lake, days: float = 2.0, plays_per_user: float = 8.0) -> None:

@@ -50,6 +50,7 @@ from skyrec.chaos.invariants import (
 from skyrec.chaos.poller import ApiPoller
 from skyrec.chaos.proxy import Rule
 from skyrec.chaos.world import MODEL, VARIANTS, World
+from skyrec.jobs.base import RunInfo
 
 KINDS = ("kill_job", "kill_worker", "storage_write", "storage_commit", "lost_response", "redis_restart",
          "concurrent")
@@ -110,7 +111,7 @@ def chain(hour: dt.datetime, variant: str) -> list[dict[str, Any]]:
 
 def run_outputs(config: Any, hour: dt.datetime, variant: str) -> dict[str, str]:
     ik = hour.strftime("%Y%m%dT%H")
-    rk = (hour + dt.timedelta(hours=1)).strftime("%Y%m%dT%H%M%S")
+    rk = RunInfo(logical_date=hour + dt.timedelta(hours=1)).run_key  # the train/precompute runs' key
     return {
         "activity_delta": config.dataset_path("activity_delta", interval_key=ik),
         "activity_snapshot": config.dataset_path("activity_snapshot", interval_key=ik),

@@ -78,7 +78,15 @@ class RunInfo:
 
     @property
     def run_key(self) -> str:
-        return self.logical_date.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        """The run's identity in output paths, model versions and publication ids: ``YYYYMMDDTHHMMSS``, with
+        ``.ffffff`` (microseconds) when the logical time has them. Scheduled runs fall on whole seconds and keep
+        the short form; asset-triggered and manual runs are dated by when they were queued, and two of them can
+        fall in one second (a snapshot committed twice in a second): each keeps its own outputs, so the later
+        run reads its own newer input instead of finding the earlier run's outputs "already committed".
+        Lexical order is time order."""
+        ts = self.logical_date.astimezone(dt.UTC)
+        key = ts.strftime("%Y%m%dT%H%M%S")
+        return f"{key}.{ts.microsecond:06d}" if ts.microsecond else key
 
     @property
     def interval_key(self) -> str:

@@ -55,7 +55,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
                 f"the per-user split (training.split: {cfg.split.model_dump()})")
         raise BadInput(f"{snapshot.path}: {what} leaves {data.train.nnz} train / {data.test.nnz} test "
                        "interactions; both must be non-empty")
-    data.meta.update(activity_snapshot=snapshot.path, catalogue=catalogue_m.path if catalogue_m else None,
+    data.meta.update(activity_snapshot=snapshot.path, activity_snapshot_revision=snapshot.revision,
+                     catalogue=catalogue_m.path if catalogue_m else None,
                      dataset_id=dataset, definition=ctx.config.training.dataset_definition(models[0]), models=models)
     with ctx.stage("training_dataset", dataset_id=dataset) as stage:
         for reason, records in bad.items():
