@@ -570,7 +570,8 @@ def tune(models: tuple[str, ...] = ("knn", "ease", "als"), trials: int = TUNE_TR
         row: dict[str, Any] = {"configured": configured}
         for shape, data in shapes.items():
             t0 = time.perf_counter()
-            rec = run_search(config, model, data.train, context=item_context(data, "train")).as_dict()
+            rec = run_search(config, model, data.train, context=item_context(data, "train"),
+                             first_play=data.train_first_play).as_dict()
             top = sorted((t for t in rec["trials"] if t["state"] == "complete"), key=lambda t: -t["value"])[:5]
             row[shape] = {"best_params": rec["best_params"], "best_value": rec["best"]["value"] if rec["best"] else None,
                           "configured_value": rec["configured_value"], "n_failed": rec["n_failed"],
@@ -586,7 +587,7 @@ def tune(models: tuple[str, ...] = ("knn", "ease", "als"), trials: int = TUNE_TR
         checks: dict[str, Any] = {}
         for shape, data in shapes.items():
             split = validation_split(data.train, fraction=s.validation_fraction, max_users=s.validation_max_users,
-                                     seed=s.seed)
+                                     seed=s.seed, first_play=data.train_first_play, method=s.validation_method)
             checks[shape] = {}
             for label, params in candidates.items():
                 fitted = fit_on(model_class(config, model)(**params), split.fit, None, item_context(data, "train"))

@@ -40,7 +40,8 @@ def main(scale: str = "reference", model: str = "als", trials: int | None = None
                                   half_life_days=t.recency_half_life_days, holdout_days=t.holdout_days,
                                   split=t.split.model_dump())
     t0 = time.perf_counter()
-    rec = search.run_search(cfg, model, data.train, item_features=data.item_features).as_dict()
+    rec = search.run_search(cfg, model, data.train, item_features=data.item_features,
+                            first_play=data.train_first_play).as_dict()
     wall = time.perf_counter() - t0
     up1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     scored = {}

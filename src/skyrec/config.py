@@ -277,6 +277,8 @@ class SearchConfig(_Model):
     seed: int = 0                     # seeds the TPE sampler and the validation split
     metric: Literal["ndcg_at_k", "recall_at_k", "precision_at_k", "map_at_k"] | None = None  # None: the gate's
     validation_fraction: float = Field(0.2, gt=0, lt=1)  # share of a validation user's training positives held out
+    # which of them: each user's latest by first play (the test split's shape), or a seeded random subset
+    validation_method: Literal["latest", "random"] = "latest"
     validation_max_users: int = Field(20000, ge=1)
     deadline_fraction: float = Field(0.5, gt=0, le=0.9)  # the search ends within this share of the train deadline
     include_configured: bool = True   # trial 0 = the configured params (the search never picks worse on validation)

@@ -149,6 +149,11 @@ def test_create_dataset_weighting_and_recency_by_hand(train_config) -> None:
     # split: holdout 3 days -> only a's play of y (today) is in test
     assert data.test.toarray()[a, y] == 1 and data.test.nnz == 1
     assert data.train.toarray()[a, y] == 0
+    # each training pair's first play, on train's pattern (the search's "latest" validation split reads it)
+    first = data.train_first_play
+    assert np.array_equal(first.indptr, data.train.indptr) and np.array_equal(first.indices, data.train.indices)
+    us = lambda t: int(t.timestamp() * 1_000_000)  # noqa: E731
+    assert first[a, x] == us(ts(30)) and first[b, y] == us(ts(10)) and first.nnz == data.train.nnz == 2
     names = list(data.feature_names)
     assert {"genre=Comedy", "format=Talks", "brand=b1", "masterbrand=r4"} <= set(names)
     assert data.item_features.toarray()[items.index("z"), names.index("brand=b2")] == 1

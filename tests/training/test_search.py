@@ -76,6 +76,48 @@ def test_validation_split_is_carved_from_the_training_part(data: TrainingData) -
     assert len(capped.users) == 50 and set(np.flatnonzero(np.diff(capped.held_out.indptr))) <= set(capped.users)
 
 
+def test_latest_validation_holds_out_each_users_newest_positives_by_first_play(data: TrainingData) -> None:
+    """``validation_method: latest`` holds out what the test split holds out one step earlier: per validation
+    user, the training positives first played last."""
+    first = data.train_first_play
+    assert first is not None and np.array_equal(first.indptr, data.train.indptr) \
+        and np.array_equal(first.indices, data.train.indices)
+    split = search.validation_split(data.train, fraction=0.2, max_users=10_000, seed=3, first_play=first,
+                                    method="latest")
+    assert split.method == "latest" and split.fallback is None
+    assert split.describe(0.2, 3)["kind"] == "latest"
+    pattern = lambda m: {(int(r), int(c)) for r, c in zip(*m.nonzero(), strict=True)}  # noqa: E731
+    fit, held = pattern(split.fit), pattern(split.held_out)
+    assert fit | held == pattern(data.train) and not fit & held
+    when = {(int(r), int(c)): int(t) for r, c, t in zip(*sp.find(first), strict=True)}
+    for u in split.users.tolist():
+        kept = [when[(u, i)] for i in split.fit[u].indices]
+        out = [when[(u, i)] for i in split.held_out[u].indices]
+        assert out and kept and min(out) >= max(kept), u  # nothing kept was first played after a held-out one
+    rnd = search.validation_split(data.train, fraction=0.2, max_users=10_000, seed=3, first_play=first,
+                                  method="random")
+    assert rnd.method == "random" and (rnd.held_out != split.held_out).nnz > 0
+
+
+def test_latest_validation_without_first_play_times_falls_back_to_random_and_says_so(data: TrainingData) -> None:
+    split = search.validation_split(data.train, fraction=0.2, max_users=10_000, seed=3, first_play=None,
+                                    method="latest")
+    rnd = search.validation_split(data.train, fraction=0.2, max_users=10_000, seed=3)
+    assert split.method == "random" and "first-play" in split.fallback
+    assert (split.held_out != rnd.held_out).nnz == 0
+    assert "first-play" in split.describe(0.2, 3)["fallback"]
+    shifted = sp.csr_matrix(data.train_first_play[:, ::-1])  # times on another pattern: not used
+    odd = search.validation_split(data.train, fraction=0.2, max_users=10_000, seed=3, first_play=shifted,
+                                  method="latest")
+    assert odd.method == "random" and "do not cover" in odd.fallback
+
+
+def test_search_records_the_latest_validation_split(data: TrainingData) -> None:
+    rec = search.run_search(_config(n_trials=2), "als", data.train, first_play=data.train_first_play).as_dict()
+    assert rec["validation"]["kind"] == "latest" and "fallback" not in rec["validation"]
+    assert rec["n_complete"] == 2
+
+
 def test_search_improves_over_a_bad_starting_point_on_the_test_split(data: TrainingData, searched: dict) -> None:
     assert searched["stopped"] == "n_trials" and len(searched["trials"]) == 12 and searched["reproducible"]
     first = searched["trials"][0]

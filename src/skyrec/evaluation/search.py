@@ -8,8 +8,13 @@ figure. So the search carves its own validation split out of the training part (
 for up to ``validation_max_users`` users (seeded sample) with at least two training positives, a seeded
 random ``validation_fraction`` of those positives (at least one, never all) is held out; every trial fits on
 the rest and is scored on the held-out positives, with the evaluation's metric code (top-``k`` with the
-fit's positives excluded, ``skyrec.evaluation.metrics``). The hold-out is random within a user, not by time:
-the training dataset keeps weighted matrices, not event times.
+fit's positives excluded, ``skyrec.evaluation.metrics``). Which positives (``validation_method``):
+``latest`` (the default) holds out each validation user's latest training positives by first play -- the
+shape of the per-user test split, so the search rewards what the test measures (what a listener plays
+*next*: a new episode of a followed series rather than a random old favourite); ``random`` a seeded random
+subset. ``latest`` needs the dataset's first-play times (``train_first_play.npz``); on a dataset written
+before they existed it falls back to ``random`` and the record says so. Not removed from the fit: replays,
+after the held-out time, of the user's older positives (the weighted matrix sums a pair's events).
 
 Trials: trial 0 is the configured parameters (``include_configured``), then the sampler (TPE, seeded with
 ``seed``) proposes values from ``spaces.<model>``; the other parameters keep their configured values. A
@@ -91,19 +96,43 @@ class ValidationSplit:
     held_out: sp.csr_matrix   # binary: the held-out training positives of the validation users
     users: np.ndarray         # validation users (rows), sorted
 
+    method: str = "random"    # "latest" (by first play) or "random"
+    fallback: str | None = None  # why "latest" was asked for and "random" used
+
     def describe(self, fraction: float, seed: int) -> dict[str, Any]:
-        return {"carved_from": "train (the training part of the evaluation split; never its test)",
-                "method": f"per validation user, a seeded random {fraction:.0%} of their training positives "
-                          "(at least one, never all) held out",
-                "fraction": fraction, "seed": seed, "users": int(len(self.users)),
-                "held_out_positives": int(self.held_out.nnz), "fit_pairs": int(self.fit.nnz)}
+        which = "latest, by first play," if self.method == "latest" else "seeded random"
+        out = {"carved_from": "train (the training part of the evaluation split; never its test)",
+               "method": f"per validation user, the {which} {fraction:.0%} of their training positives "
+                         "(at least one, never all) held out",
+               "kind": self.method, "fraction": fraction, "seed": seed, "users": int(len(self.users)),
+               "held_out_positives": int(self.held_out.nnz), "fit_pairs": int(self.fit.nnz)}
+        if self.fallback:
+            out["fallback"] = self.fallback
+        return out
 
 
-def validation_split(train: sp.csr_matrix, *, fraction: float, max_users: int, seed: int) -> ValidationSplit:
-    """Hold out a random ``fraction`` of the positives of up to ``max_users`` users with >= 2 positives."""
+def _aligned_times(train: sp.csr_matrix, first_play: sp.csr_matrix | None) -> tuple[np.ndarray | None, str | None]:
+    """``first_play``'s values on ``train``'s (canonical) pattern, or None and why not."""
+    if first_play is None:
+        return None, "the training dataset has no first-play times (written before train_first_play.npz)"
+    fp = sp.csr_matrix(first_play, copy=True)
+    fp.sort_indices()
+    if fp.shape != train.shape or not (np.array_equal(fp.indptr, train.indptr)
+                                       and np.array_equal(fp.indices, train.indices)):
+        return None, "the first-play times do not cover the training pairs"
+    return np.asarray(fp.data, dtype=np.int64), None
+
+
+def validation_split(train: sp.csr_matrix, *, fraction: float, max_users: int, seed: int,
+                     first_play: sp.csr_matrix | None = None, method: str = "random") -> ValidationSplit:
+    """Hold out ``fraction`` of the positives of up to ``max_users`` users with >= 2 positives: the latest by
+    ``first_play`` (µs, on ``train``'s pattern) with ``method="latest"``, else a seeded random subset."""
     train = sp.csr_matrix(train, dtype=np.float32, copy=True)
+    train.sum_duplicates()
+    times, fallback = _aligned_times(train, first_play) if method == "latest" else (None, None)
+    if times is not None and not np.all(train.data != 0):
+        times = times[train.data != 0]
     train.eliminate_zeros()
-    train.sort_indices()
     rng = np.random.default_rng(seed)
     n_pos = np.diff(train.indptr)
     eligible = np.flatnonzero(n_pos >= 2)
@@ -113,7 +142,8 @@ def validation_split(train: sp.csr_matrix, *, fraction: float, max_users: int, s
     n_hold[eligible] = np.clip(np.floor(fraction * n_pos[eligible] + 0.5).astype(np.int64), 1, n_pos[eligible] - 1)
     row = np.repeat(np.arange(train.shape[0]), n_pos)
     key = rng.random(train.nnz)
-    order = np.lexsort((key, row))                      # per row, entries in a random order
+    # per row, entries in the order they are held out: newest first play first ("latest"), or at random
+    order = np.lexsort((key, -times, row)) if times is not None else np.lexsort((key, row))
     rank = np.empty(train.nnz, np.int64)
     rank[order] = np.arange(train.nnz) - train.indptr[row[order]]
     held = rank < n_hold[row]
@@ -121,7 +151,8 @@ def validation_split(train: sp.csr_matrix, *, fraction: float, max_users: int, s
                              shape=train.shape)
     keep = ~held
     fit = sp.csr_matrix((train.data[keep], (row[keep], train.indices[keep])), shape=train.shape, dtype=np.float32)
-    return ValidationSplit(fit=fit, held_out=held_out, users=eligible)
+    return ValidationSplit(fit=fit, held_out=held_out, users=eligible,
+                           method="latest" if times is not None else "random", fallback=fallback)
 
 
 def validation_metrics(fitted: Any, split: ValidationSplit, *, k: int, batch: int = 2048) -> dict[str, float]:
@@ -210,10 +241,12 @@ def _distributions(space: dict[str, SearchSpace]) -> dict[str, Any]:
 
 
 def run_search(config: Config, model: str, train: sp.csr_matrix, *, item_features: sp.csr_matrix | None = None,
-               context: ItemContext | None = None, time_cap_seconds: float = math.inf) -> SearchRecord:
+               context: ItemContext | None = None, first_play: sp.csr_matrix | None = None,
+               time_cap_seconds: float = math.inf) -> SearchRecord:
     """Search ``model``'s parameters on a validation split carved from ``train`` (the training part of the
     evaluation split; never pass anything holding its test). ``context``: the items' brands and release
     times for models that use them (``skyrec.models.series.item_context`` of the same matrix).
+    ``first_play``: the dataset's ``train_first_play`` (for ``validation_method: latest``).
     ``time_cap_seconds``: the deadline's share left for the search (the caller computes it from the job's
     deadline and start)."""
     import optuna
@@ -232,7 +265,7 @@ def run_search(config: Config, model: str, train: sp.csr_matrix, *, item_feature
     k = config.training.k
     t0 = time.monotonic()
     split = validation_split(train, fraction=cfg.validation_fraction, max_users=cfg.validation_max_users,
-                             seed=cfg.seed)
+                             seed=cfg.seed, first_play=first_play, method=cfg.validation_method)
     if not len(split.users):
         raise ValueError("no user has two or more training positives to validate on")
     record = SearchRecord(

@@ -104,7 +104,8 @@ def _search(ctx: JobContext, model: str, data: Any, started: float) -> dict[str,
     cap = cfg.deadline_fraction * ctx.config.jobs.deadline_seconds("train") - (time.monotonic() - started)
     try:  # data.train only: the search must never see the split's test (the evaluate step judges on it)
         record = search.run_search(ctx.config, model, data.train, item_features=data.item_features,
-                                   context=item_context(data, "train"), time_cap_seconds=max(cap, 0.0))
+                                   context=item_context(data, "train"), first_play=data.train_first_play,
+                                   time_cap_seconds=max(cap, 0.0))
     except ValueError as exc:
         if isinstance(exc, ConfigError):
             raise

@@ -62,6 +62,9 @@ class TrainingData:
     #: int64 [n_items] release time (µs) from the catalogue, ``series.UNKNOWN_RELEASE`` where unknown; None
     #: for a dataset built without a catalogue (or written before the field existed)
     item_release_us: np.ndarray | None = None
+    #: int64 µs, the pattern of ``train``: when each training pair was first played (the search's validation
+    #: split holds out each user's latest, as the test split does); None in datasets written before it existed
+    train_first_play: sp.csr_matrix | None = None
 
     @property
     def in_catalogue(self) -> np.ndarray:
@@ -279,13 +282,26 @@ def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weigh
             m.data[:] = 1.0
         return m
 
+    def first_play(mask: np.ndarray) -> sp.csr_matrix:
+        """Per (user, item) of the events in ``mask``: its first play (µs), on the same pattern as ``matrix``."""
+        key = u_codes[mask].astype(np.int64) * max(shape[1], 1) + i_codes[mask]
+        t = ts[mask]
+        order = np.lexsort((t, key))
+        head = np.ones(len(order), dtype=bool)
+        head[1:] = key[order][1:] != key[order][:-1]
+        pairs, when = key[order][head], t[order][head]
+        m = sp.csr_matrix((when.astype(np.int64), (pairs // max(shape[1], 1), pairs % max(shape[1], 1))),
+                          shape=shape, dtype=np.int64)
+        m.sort_indices()
+        return m
+
     everything = np.ones(len(ts), dtype=bool)
     data = TrainingData(
         user_ids=user_ids.astype(object), item_ids=item_ids,
         interactions=matrix(everything, end_us), train=matrix(before, train_ref),
         test=matrix(test_mask, end_us, binary=True), seen=matrix(everything, end_us, binary=True),
         item_features=sp.csr_matrix((len(item_ids), 0), dtype=np.float32),
-        feature_names=np.zeros(0, dtype=object),
+        feature_names=np.zeros(0, dtype=object), train_first_play=first_play(before),
     )
     if catalogue is not None and catalogue.num_rows:
         data.item_features, data.feature_names = item_feature_matrix(catalogue, item_ids)
@@ -317,6 +333,9 @@ def save_training_data(stage: Stage, data: TrainingData) -> None:
         write_npz(stage, f"{name}.npz", rows=int(m.nnz), **csr_to_arrays(m))
     if data.item_release_us is not None:
         write_npz(stage, "item_release.npz", rows=len(data.item_release_us), release_us=data.item_release_us)
+    if data.train_first_play is not None:
+        write_npz(stage, "train_first_play.npz", rows=int(data.train_first_play.nnz),
+                  **csr_to_arrays(data.train_first_play))
 
 
 def load_training_data(lake: Lake, manifest: Manifest, *, only: tuple[str, ...] | None = None) -> TrainingData:
@@ -331,9 +350,12 @@ def load_training_data(lake: Lake, manifest: Manifest, *, only: tuple[str, ...] 
         else:
             s = (shape[0], len(features)) if name == "item_features" else shape
             mats[name] = sp.csr_matrix(s, dtype=np.float32)
-    release = None
-    if any(e.path.rsplit("/", 1)[-1] == "item_release.npz" for e in manifest.files):  # none in older datasets
+    files = {e.path.rsplit("/", 1)[-1] for e in manifest.files}
+    release = first_play = None
+    if "item_release.npz" in files:  # none in older datasets
         release = np.asarray(read_npz(lake, manifest, "item_release.npz")["release_us"], dtype=np.int64)
+    if "train_first_play.npz" in files and (only is None or "train" in only):  # none in older datasets
+        first_play = csr_from_arrays(read_npz(lake, manifest, "train_first_play.npz"))
     return TrainingData(user_ids=ids["user"], item_ids=ids["item"], feature_names=features,
-                        meta=dict(manifest.meta), item_release_us=release, **mats)
+                        meta=dict(manifest.meta), item_release_us=release, train_first_play=first_play, **mats)
 
