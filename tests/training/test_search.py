@@ -140,10 +140,10 @@ def test_same_data_and_seed_give_the_same_trials(data: TrainingData, searched: d
 
 
 def test_a_refused_trial_is_recorded_as_failed_and_the_search_goes_on(data: TrainingData) -> None:
-    """item-kNN's memory guard refuses 300 items below ~0.0011 GB: trials under that limit fail, not the job."""
-    config = _config(models=["knn"], n_trials=10, spaces={"knn": {"memory_limit_gb": {"float": [1e-5, 1e-1],
-                                                                                       "log": True}}})
-    rec = search.run_search(config, "knn", data.train).as_dict()
+    """EASE's memory guard refuses 300 items below ~0.0011 GB: trials under that limit fail, not the job."""
+    config = _config(models=["ease"], n_trials=10, spaces={"ease": {"memory_limit_gb": {"float": [1e-5, 1e-1],
+                                                                                         "log": True}}})
+    rec = search.run_search(config, "ease", data.train).as_dict()
     failed = [t for t in rec["trials"] if t["state"] == "failed"]
     done = [t for t in rec["trials"] if t["state"] == "complete"]
     assert len(rec["trials"]) == 10 and failed and done, rec["trials"]
@@ -154,11 +154,11 @@ def test_a_refused_trial_is_recorded_as_failed_and_the_search_goes_on(data: Trai
 
 
 def test_every_trial_failing_leaves_the_configured_params(data: TrainingData) -> None:
-    config = _config(models=["knn"], n_trials=3, include_configured=False,
-                     spaces={"knn": {"memory_limit_gb": {"float": [1e-6, 1e-4]}}})
-    rec = search.run_search(config, "knn", data.train).as_dict()
+    config = _config(models=["ease"], n_trials=3, include_configured=False,
+                     spaces={"ease": {"memory_limit_gb": {"float": [1e-6, 1e-4]}}})
+    rec = search.run_search(config, "ease", data.train).as_dict()
     assert rec["n_failed"] == 3 and rec["best"] is None and rec["note"]
-    assert rec["best_params"] == dict(config.models["knn"].params)
+    assert rec["best_params"] == dict(config.models["ease"].params)
 
 
 def test_time_budgets_stop_the_search_and_are_marked_not_reproducible(data: TrainingData) -> None:

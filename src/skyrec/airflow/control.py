@@ -241,14 +241,16 @@ def check_model(lake: Lake, m: Manifest) -> None:
     except (KeyError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise JobError(f"model {m.path} does not load: {exc}") from exc
     uf, itf = shapes.get("user_factors"), shapes.get("item_factors")
-    if uf is None and "user_factors_csr_shape" in shapes:  # a sparse user side (EASE, item-kNN): its stored shape
+    sparse = [n for n, got in (("user_factors", uf), ("item_factors", itf)) if got is None and f"{n}_csr_shape" in shapes]
+    if sparse:  # a sparse side (EASE's and item-kNN's users, item-kNN's items): its stored shape
         import numpy as np
 
         try:
             with lake.open(m, "factors.npz") as fh, np.load(fh, allow_pickle=False) as npz:
-                uf = tuple(int(v) for v in npz["user_factors_csr_shape"])
+                stored = {n: tuple(int(v) for v in npz[f"{n}_csr_shape"]) for n in sparse}
         except (KeyError, OSError, ValueError, zipfile.BadZipFile) as exc:
             raise JobError(f"model {m.path} does not load: {exc}") from exc
+        uf, itf = stored.get("user_factors", uf), stored.get("item_factors", itf)
     if uf is None or itf is None:
         raise JobError(f"model {m.path}: factors.npz lacks user_factors/item_factors (has {sorted(shapes)})")
     if uf[0] != n_users or itf[0] != n_items or uf[1:] != itf[1:]:

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from skyrec.evaluation.metrics import hits, per_user, top_k
-from skyrec.models.representations import Representation, as_float32
+from skyrec.models.representations import Representation, as_float32, expand_rows
 from skyrec.models.representations import scores as representation_scores
 
 
@@ -29,7 +29,7 @@ def _index(ids: np.ndarray, lookup: np.ndarray) -> np.ndarray:
 
 
 def rescore_published(*, user_ids: np.ndarray, item_ids: np.ndarray, train: sp.csr_matrix, test: sp.csr_matrix,
-                      users: np.ndarray, new_user_factors: Representation, new_item_factors: np.ndarray,
+                      users: np.ndarray, new_user_factors: Representation, new_item_factors: Representation,
                       new_scorable: np.ndarray | None, published: Any, k: int,
                       batch: int = 1024) -> dict[str, Any]:
     """Per-user metrics of the new model and of the published artefact (``ModelArtefact``) for the
@@ -41,10 +41,10 @@ def rescore_published(*, user_ids: np.ndarray, item_ids: np.ndarray, train: sp.c
     art_col = _index(np.asarray(published.item_ids, dtype=object), np.asarray(item_ids, dtype=object))
     ds_of_art = np.full(len(published.item_ids), -1, np.int64)
     ds_of_art[art_col[art_col >= 0]] = np.flatnonzero(art_col >= 0)
-    pub_V = np.zeros((n_items, published.item_factors.shape[1]), np.float32)
-    pub_V[art_col >= 0] = published.item_factors[art_col[art_col >= 0]]
     pub_scorable = art_col >= 0
-    new_V = np.asarray(new_item_factors, np.float32)
+    pub_V = expand_rows(as_float32(published.item_factors)[art_col[pub_scorable]], np.flatnonzero(pub_scorable),
+                        n_items)
+    new_V = as_float32(new_item_factors)
     new_U, pub_U = as_float32(new_user_factors), as_float32(published.user_factors)  # dense or CSR
     out_new = {m: np.full(len(users), np.nan) for m in ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k")}
     out_pub = {m: np.full(len(users), np.nan) for m in out_new}

@@ -39,7 +39,7 @@ def _always_available(catalogue: pa.Table) -> pa.Table:
                      "available_until": pa.nulls(len(ids), ts)})
 
 
-def rules_figures(*, item_ids: np.ndarray, user_factors: Representation, item_factors: np.ndarray,
+def rules_figures(*, item_ids: np.ndarray, user_factors: Representation, item_factors: Representation,
                   scorable: np.ndarray | None, users: np.ndarray, train: sp.csr_matrix, relevant: sp.csr_matrix,
                   catalogue: pa.Table, availability: pa.Table | None, at: dt.datetime, candidate_filter: Any,
                   max_age_days: dict[str, float], max_per_brand: int | None, k: int,
@@ -53,7 +53,7 @@ def rules_figures(*, item_ids: np.ndarray, user_factors: Representation, item_fa
     n_items = train.shape[1]
     scorable = np.ones(n_items, bool) if scorable is None else np.asarray(scorable, bool)
     model_cols = np.flatnonzero(scorable)                     # the "model items", as in an artefact
-    V = np.asarray(item_factors, np.float32)
+    V = as_float32(item_factors)  # dense, or CSR (item-kNN)
     seen = train.copy()
     seen.data[:] = 1.0
     seen_model = seen[:, model_cols].tocsr()

@@ -335,6 +335,8 @@ def _truth_figures(ctx: JobContext, model_m: Any, baseline: str, k: int) -> dict
         return None
     import scipy.sparse as sp
 
+    from skyrec.models import representations as reps
+
     art = load_artefact(ctx.lake, model_m)
     u_index = {u: i for i, u in enumerate(art.user_ids)}
     i_index = {x: j for j, x in enumerate(art.item_ids)}
@@ -363,7 +365,7 @@ def _truth_figures(ctx: JobContext, model_m: Any, baseline: str, k: int) -> dict
         total = 0.0
         for start in range(0, len(rows), 2048):
             b = rows[start:start + 2048]
-            scores = np.asarray(U[b] @ V.T, np.float32)
+            scores = reps.scores(U[b], V)
             ex = art.seen[b]
             scores[np.repeat(np.arange(len(b)), np.diff(ex.indptr)), ex.indices] = -np.inf
             rec, _ = top_k(scores, k)

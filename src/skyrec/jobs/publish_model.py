@@ -56,7 +56,7 @@ def prove(ctx: JobContext, model_rel: str, eval_rel: str) -> tuple[Any, Any]:
     allowed = {spec.class_path for spec in ctx.config.models.values()}
     recommender = load_model(ctx.lake, manifest, allowed=allowed)
     if not (reps.equal(recommender.user_representations(), art.user_factors)
-            and np.array_equal(recommender.item_representations(), art.item_factors)):
+            and reps.equal(recommender.item_representations(), art.item_factors)):
         raise ValueError(f"{model_rel}: the saved model's representations differ from factors.npz")
     probe = np.linspace(0, len(art.user_ids) - 1, num=min(PROBE_USERS, len(art.user_ids))).astype(np.int64)
     scores = reps.scores(art.user_factors[probe], art.item_factors)

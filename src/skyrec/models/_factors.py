@@ -29,16 +29,16 @@ class FactorModel(Recommender):
                              f"(known: {sorted(self.defaults)})")
         super().__init__(**params)
         self._user: reps.Representation | None = None
-        self._item: np.ndarray | None = None
+        self._item: reps.Representation | None = None
 
     def param(self, name: str) -> Any:
         return self.params.get(name, self.defaults[name])
 
-    def _set_factors(self, user: reps.Representation, item: np.ndarray) -> None:
+    def _set_factors(self, user: reps.Representation, item: reps.Representation) -> None:
         self._user = reps.as_float32(user)
-        self._item = np.ascontiguousarray(item, dtype=np.float32)
+        self._item = reps.as_float32(item)
 
-    def _check(self) -> tuple[reps.Representation, np.ndarray]:
+    def _check(self) -> tuple[reps.Representation, reps.Representation]:
         if self._user is None or self._item is None:
             raise RuntimeError(f"{type(self).__name__}: call fit() or load() first")
         return self._user, self._item
@@ -46,15 +46,15 @@ class FactorModel(Recommender):
     def user_representations(self) -> reps.Representation:
         return self._check()[0]
 
-    def item_representations(self, item_features: sp.csr_matrix | None = None) -> np.ndarray:
+    def item_representations(self, item_features: sp.csr_matrix | None = None) -> reps.Representation:
         item = self._check()[1]
         if item_features is not None:
             # Pure collaborative filtering knows nothing about unplayed items: neutral (zero) scores.
-            return np.zeros((item_features.shape[0], item.shape[1]), dtype=np.float32)
+            return reps.zeros(item_features.shape[0], item.shape[1], like=item)
         return item
 
     @classmethod
-    def item_queries(cls, item_factors: np.ndarray, items: np.ndarray) -> reps.Representation:
+    def item_queries(cls, item_factors: reps.Representation, items: np.ndarray) -> reps.Representation:
         """Low-rank models: the seed's own factors (the base contract). Models with ``d = n_items`` (EASE,
         item-kNN: ``V = B.T``) set ``item_item_rows``: the seed is the one-hot interaction row, so
         ``sim(i, .) = B[i, :]``, the model's own item-item weights."""
@@ -64,7 +64,7 @@ class FactorModel(Recommender):
 
     def state(self) -> dict[str, np.ndarray]:
         user, item = self._check()
-        return {**reps.to_arrays("user_factors", user), "item_factors": item}
+        return {**reps.to_arrays("user_factors", user), **reps.to_arrays("item_factors", item)}
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
-        self._set_factors(reps.from_arrays("user_factors", arrays), arrays["item_factors"])
+        self._set_factors(reps.from_arrays("user_factors", arrays), reps.from_arrays("item_factors", arrays))

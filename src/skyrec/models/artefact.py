@@ -5,7 +5,8 @@ A committed ``model`` output holds (all loaded without pickle)::
     factors.npz      user_factors float32 [n_users, d], item_factors float32 [n_items, d]
                      (score = user_factors @ item_factors.T; biases folded into a column). Models whose
                      d is the item count (EASE, item-kNN) store the user side sparse, as
-                     user_factors_csr_{data,indices,indptr,shape} (``skyrec.models.representations``)
+                     user_factors_csr_{data,indices,indptr,shape}, and item-kNN its item side too
+                     (item_factors_csr_*; ``skyrec.models.representations``)
     users.parquet    user_id (row i <-> user_factors[i])
     items.parquet    item_id (row j <-> item_factors[j]); includes catalogue items with no plays when the
                      model scores from item features (cold-start items)
@@ -81,7 +82,7 @@ class ModelArtefact:
     user_ids: np.ndarray
     item_ids: np.ndarray
     user_factors: reps.Representation  # dense, or CSR for the d = n_items models
-    item_factors: np.ndarray
+    item_factors: reps.Representation  # dense, or CSR (item-kNN)
     seen: sp.csr_matrix
     meta: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
@@ -102,15 +103,16 @@ class ModelArtefact:
         if self.seen.shape != (nu, ni):
             raise ValueError(f"{self.path}: seen matrix {self.seen.shape} != ({nu}, {ni})")
         for name, arr in (("user_factors", self.user_factors), ("item_factors", self.item_factors)):
-            if arr.dtype != np.float32 or not reps.all_finite(arr):
+            if arr.dtype != np.float32 or not reps.all_finite(arr):  # dense or CSR
                 raise ValueError(f"{self.path}: {name} must be finite float32")
 
 
 def save_artefact(stage: Stage, *, user_ids: np.ndarray, item_ids: np.ndarray, user_factors: reps.Representation,
-                  item_factors: np.ndarray, seen: sp.csr_matrix, evaluation: dict[str, Any] | None = None) -> None:
+                  item_factors: reps.Representation, seen: sp.csr_matrix,
+                  evaluation: dict[str, Any] | None = None) -> None:
     """Write the artefact files into a stage (the caller commits with the meta described above)."""
     write_npz(stage, "factors.npz", rows=len(user_ids), **reps.to_arrays("user_factors", user_factors),
-              item_factors=np.ascontiguousarray(item_factors, dtype=np.float32))
+              **reps.to_arrays("item_factors", item_factors))
     write_ids(stage, "users.parquet", "user_id", user_ids)
     write_ids(stage, "items.parquet", "item_id", item_ids)
     write_npz(stage, "seen.npz", **csr_to_arrays(seen))
@@ -149,7 +151,7 @@ def load_artefact(lake: Lake, manifest: Manifest) -> ModelArtefact:
         user_ids=read_ids(lake, manifest, "users.parquet", "user_id"),
         item_ids=read_ids(lake, manifest, "items.parquet", "item_id"),
         user_factors=reps.from_arrays("user_factors", factors),
-        item_factors=factors["item_factors"],
+        item_factors=reps.from_arrays("item_factors", factors),
         seen=csr_from_arrays(read_npz(lake, manifest, "seen.npz")),
         meta=dict(manifest.meta),
         evaluation=evaluation or dict(manifest.meta.get("evaluation", {})),

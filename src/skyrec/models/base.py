@@ -49,8 +49,9 @@ class Recommender(ABC):
         """float32 [n_users, d]: dense, or a CSR for models whose ``d`` is the item count."""
 
     @abstractmethod
-    def item_representations(self, item_features: sp.csr_matrix | None = None) -> np.ndarray:
-        """float32 [n_items, d]; with ``item_features``, representations for those items (cold start)."""
+    def item_representations(self, item_features: sp.csr_matrix | None = None) -> Any:
+        """float32 [n_items, d], dense or CSR (``skyrec.models.representations``); with ``item_features``,
+        representations for those items (cold start)."""
 
     def recommend(self, user_rows: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and scores for a batch of user rows (exact; excluded items never returned)."""
@@ -63,7 +64,7 @@ class Recommender(ABC):
         return _top(scores, k)
 
     @classmethod
-    def item_queries(cls, item_factors: np.ndarray, items: np.ndarray) -> np.ndarray | sp.csr_matrix:
+    def item_queries(cls, item_factors: Any, items: np.ndarray) -> np.ndarray | sp.csr_matrix:
         """The seed side of item-to-item scoring: one row per seed in ``items`` (model item indices), in the
         user space, so that ``scores(item_queries(V, items), V)[r, j]`` is how much item ``j`` is like item
         ``items[r]``. A classmethod on the item representations ``V = item_representations()`` only: precompute

@@ -2,10 +2,11 @@
 
 implicit keeps, per item, its ``neighbours`` most similar items (a sparse items x items matrix ``S``) and
 scores a user as ``x_u @ S`` (``x_u`` the user's weighted interactions). In the model contract that is
-``U = X`` (sparse CSR rows) and ``V = S.T``, so the kernel, evaluation and the business rules score it like
-any other model (``skyrec.models.representations``). ``V`` is dense by contract (``d = n_items``): the same
-memory guard as EASE refuses item counts whose dense matrices exceed ``memory_limit_gb``. The model's own
-state keeps ``S`` sparse (``neighbours`` entries per item).
+``U = X`` (sparse CSR rows) and ``V = S.T`` (sparse CSR, ``d = n_items``), so the kernel, evaluation and the
+business rules score it like any other model (``skyrec.models.representations``), and the model costs
+``n_items x neighbours`` entries, not ``n_items^2``: a 200k-item catalogue fits. ``memory_limit_gb`` bounds
+those sparse matrices (``S``, ``V`` and a copy at precompute: ``neighbours`` large against the item count is
+the only way to exceed it).
 
 ``similarity``: ``cosine`` (cosine of the item columns) or ``bm25`` (columns BM25-weighted first, with
 ``bm25_k1`` and ``bm25_b``: damps heavy users and very popular items).
@@ -31,7 +32,8 @@ from skyrec.models.series import PARAMS, ItemContext, add_series, checked_params
 from skyrec.progress import interactive
 
 SIMILARITIES = ("cosine", "bm25")
-COPIES = 3  # as EASE: the dense V, a serialised or sliced copy, one more at precompute
+COPIES = 3  # S, V = S.T, and a serialised or sliced copy at precompute
+ENTRY_BYTES = 8  # float32 value + int32 column index per stored entry
 
 
 class ItemKNNModel(FactorModel):
@@ -60,9 +62,8 @@ class ItemKNNModel(FactorModel):
 
         X = sp.csr_matrix(interactions, dtype=np.float32, copy=True)
         X.eliminate_zeros()
-        reps.guard_items("item-kNN", X.shape[1], limit_gb=float(self.param("memory_limit_gb")), copies=COPIES,
-                         key=f"models.{self.name}.params.memory_limit_gb", what="the dense item representations")
         k = int(self.param("neighbours"))
+        self._guard(X.shape[1], k)
         threads = fit_threads(self.param("num_threads"))
         model: Any
         if self.param("similarity") == "bm25":
@@ -79,10 +80,21 @@ class ItemKNNModel(FactorModel):
         self._set_similarity(X, S)
         return self
 
+    def _guard(self, n_items: int, neighbours: int) -> None:
+        """Refuse, before fitting, a neighbourhood whose sparse matrices exceed ``memory_limit_gb``."""
+        need = COPIES * n_items * min(neighbours, n_items) * ENTRY_BYTES
+        limit = float(self.param("memory_limit_gb"))
+        if need > limit * 1e9:
+            key = f"models.{self.name}.params.memory_limit_gb"
+            raise reps.MemoryGuardError(
+                f"item-kNN: {n_items:,} items x {neighbours:,} neighbours need ~{need / 1e6:,.1f} MB for the "
+                f"neighbour matrices ({COPIES} x {n_items:,} x {min(neighbours, n_items):,} entries), above the "
+                f"limit of {limit:g} GB ({key}); lower models.{self.name}.params.neighbours or raise {key}")
+
     def _set_similarity(self, X: sp.csr_matrix, S: sp.csr_matrix) -> None:
         S = reps.as_float32(S)
         self._similarity = S
-        self._set_factors(X, S.T.toarray())  # V[j] = S[:, j]: score(u, j) = x_u @ S[:, j]
+        self._set_factors(X, sp.csr_matrix(S.T))  # V[j] = S[:, j]: score(u, j) = x_u @ S[:, j]
 
     def state(self) -> dict[str, np.ndarray]:
         user, _ = self._check()

@@ -4,11 +4,13 @@ The model contract scores ``score(u, i) = U[u] @ V[i]`` everywhere. For a factor
 popularity) ``U`` and ``V`` are dense float32 ``[n, d]`` with a small ``d``. A neighbourhood or closed-form
 model is the same product with ``d = n_items``: EASE scores ``x_u @ B`` and item-kNN ``x_u @ S``, so its user
 representation is the user's interaction row ``x_u`` -- a *sparse* float32 CSR ``[n_users, n_items]``
-(dense it would be users x items) -- and its item representation ``V = B.T`` (resp. ``S.T``) stays dense.
+(dense it would be users x items). Its item representation is ``V = B.T`` (resp. ``S.T``): dense for EASE
+(``B`` is dense by nature), sparse CSR for item-kNN (``S`` keeps ``neighbours`` entries per item, so ``V``
+costs ``n_items x neighbours`` entries instead of ``n_items^2``: 200k items fit).
 
 Everything that scores (the kernel, offline evaluation, the business-rule figures) goes through the few
-functions below, so a sparse user side costs one sparse-times-dense product per batch and nothing else in
-the pipeline changes: one implementation of the rules, whatever the model.
+functions below, so a sparse side costs one sparse product per batch (written into the same dense score
+buffer) and nothing else in the pipeline changes: one implementation of the rules, whatever the model.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import scipy.sparse as sp
 
-#: what ``Recommender.user_representations`` may return (``item_representations`` is always dense)
+#: what ``Recommender.user_representations`` / ``item_representations`` may return
 Representation: TypeAlias = np.ndarray | sp.csr_matrix
 
 _PARTS = ("data", "indices", "indptr", "shape")
@@ -46,20 +48,65 @@ def rows(x: Representation, index: np.ndarray | slice) -> Representation:
     return x[index]
 
 
-def scores(user_rows: Representation, item: np.ndarray) -> np.ndarray:
-    """``user_rows @ item.T`` as a dense float32 [b, n_items] array (the scoring product, any kind)."""
+def _dense32(x: Any) -> np.ndarray:
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
+
+
+def scores(user_rows: Representation, item: Representation) -> np.ndarray:
+    """``user_rows @ item.T`` as a dense float32 [b, n_items] array (the scoring product, any kinds)."""
+    if sp.issparse(item):
+        return _dense32(sp.csr_matrix(user_rows, dtype=np.float32) @ _csr32(item).T)
     item_t = np.asarray(item, dtype=np.float32).T
     if sp.issparse(user_rows):
         return np.asarray(sp.csr_matrix(user_rows, dtype=np.float32) @ item_t, dtype=np.float32)
     return np.asarray(user_rows, dtype=np.float32) @ item_t
 
 
-def product_into(user_rows: Representation, item_t: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``user_rows @ item_t`` written into ``out`` (float32 [b, c]); ``item_t`` is ``V.T`` (d x c)."""
+def transposed(item: Representation) -> Representation:
+    """``V.T`` (d x c) in the layout ``product_into`` wants: C-contiguous float32 (the GEMM's), or CSR."""
+    if sp.issparse(item):
+        return _csr32(sp.csr_matrix(item).T)
+    return np.ascontiguousarray(np.asarray(item, dtype=np.float32).T)
+
+
+def product_into(user_rows: Representation, item_t: Representation, out: np.ndarray) -> np.ndarray:
+    """``user_rows @ item_t`` written into ``out`` (float32 [b, c]); ``item_t`` is ``transposed(V)`` (d x c).
+    A sparse item side gives a sparse product: written as zeros plus its entries (no dense temporary)."""
+    if sp.issparse(item_t):
+        prod = sp.csr_matrix(sp.csr_matrix(user_rows, dtype=np.float32) @ item_t)
+        prod.sum_duplicates()
+        out.fill(0.0)
+        rows = np.repeat(np.arange(prod.shape[0]), np.diff(prod.indptr))
+        out[rows, prod.indices] = prod.data
+        return out
     if sp.issparse(user_rows):
         out[...] = user_rows @ item_t
         return out
     return np.matmul(user_rows, item_t, out=out)
+
+
+def expand_rows(x: Representation, rows: np.ndarray, n: int) -> Representation:
+    """``x``'s rows placed at ``rows`` of an ``n``-row matrix of the same kind, zeros elsewhere."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if sp.issparse(x):
+        place = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, np.arange(rows.size))), shape=(n, rows.size))
+        return _csr32(place @ _csr32(x))
+    full = np.zeros((n, x.shape[1]), np.float32)
+    full[rows] = x
+    return full
+
+
+def zeros(n: int, d: int, like: Representation) -> Representation:
+    """An ``n x d`` zero representation of ``like``'s kind (sparse zeros hold nothing)."""
+    if sp.issparse(like):
+        return sp.csr_matrix((n, d), dtype=np.float32)
+    return np.zeros((n, d), dtype=np.float32)
+
+
+def nbytes(x: Representation) -> int:
+    if sp.issparse(x):
+        return int(x.data.nbytes + x.indices.nbytes + x.indptr.nbytes)
+    return int(np.asarray(x).nbytes)
 
 
 def one_hot(rows: np.ndarray, n: int) -> sp.csr_matrix:

@@ -24,13 +24,12 @@ class Fitted:
     model: Recommender
     item_cols: np.ndarray      # dataset item columns the model was fit on (its item rows, in order)
     user_factors: reps.Representation  # float32 [n_users, d] (CSR for the d = n_items models)
-    item_factors: np.ndarray   # float32 [len(item_cols), d]
+    item_factors: reps.Representation  # float32 [len(item_cols), d] (CSR for item-kNN)
     seconds: float
 
-    def full_item_factors(self, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    def full_item_factors(self, n_items: int) -> tuple[reps.Representation, np.ndarray]:
         """(item factors over all ``n_items`` dataset columns with zeros where not fit, scorable mask)."""
-        full = np.zeros((n_items, self.item_factors.shape[1]), np.float32)
-        full[self.item_cols] = self.item_factors
+        full = reps.expand_rows(self.item_factors, self.item_cols, n_items)
         mask = np.zeros(n_items, bool)
         mask[self.item_cols] = True
         return full, mask
@@ -60,7 +59,7 @@ def fit_on(model: Recommender, matrix: sp.csr_matrix, item_features: sp.csr_matr
             model.fit(fit_matrix)
     seconds = time.perf_counter() - t0
     user = reps.as_float32(model.user_representations())
-    item = np.ascontiguousarray(model.item_representations(), dtype=np.float32)
+    item = reps.as_float32(model.item_representations())
     if user.shape[0] != matrix.shape[0] or item.shape[0] != len(cols) or user.shape[1] != item.shape[1]:
         raise ValueError(f"{type(model).__name__}: representations {user.shape}/{item.shape} do not match "
                          f"{matrix.shape[0]} users x {len(cols)} items")

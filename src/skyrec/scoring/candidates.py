@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from skyrec.models.representations import Representation, as_float32, transposed
 from skyrec.scoring.topk import NO_BRAND
 
 
@@ -35,7 +36,7 @@ class Candidates:
     positions: np.ndarray  # int64 [c]: model item index of each candidate (ascending)
     item_ids: np.ndarray  # object [c]
     brands: np.ndarray  # int32 [c]: brand code, NO_BRAND when the item has none
-    item_factors_t: np.ndarray  # float32 [d, c] C-contiguous (V_cand.T, the GEMM's layout)
+    item_factors_t: Representation  # float32 [d, c]: V_cand.T, C-contiguous (the GEMM's layout) or CSR
     item_to_cand: np.ndarray  # int32 [n_model_items]: candidate position, -1 when not a candidate
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # item_id -> item hash payload
     counts: dict[str, int] = field(default_factory=dict)  # why items were left out (for the manifest)
@@ -112,7 +113,7 @@ def item_payload(row: dict[str, Any]) -> dict[str, Any]:
             "available_until": _iso(row.get("available_until"))}
 
 
-def build_candidates(*, model_item_ids: np.ndarray, item_factors: np.ndarray, catalogue: pa.Table,
+def build_candidates(*, model_item_ids: np.ndarray, item_factors: Representation, catalogue: pa.Table,
                      candidate_filter: Any, at: dt.datetime, availability: pa.Table | None = None,
                      max_age_days: dict[str, float] | None = None) -> Candidates:
     """Intersect the model's items with the catalogue, the filter, availability and the age rule."""
@@ -152,7 +153,7 @@ def build_candidates(*, model_item_ids: np.ndarray, item_factors: np.ndarray, ca
     counts["candidates"] = int(model_pos.size)
     return Candidates(
         positions=model_pos, item_ids=np.asarray(model_item_ids, dtype=object)[model_pos], brands=brands,
-        item_factors_t=np.ascontiguousarray(np.asarray(item_factors, dtype=np.float32)[model_pos].T),
+        item_factors_t=transposed(as_float32(item_factors)[model_pos]),
         item_to_cand=item_to_cand, metadata=metadata, counts=counts)
 
 

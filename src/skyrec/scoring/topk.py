@@ -31,8 +31,9 @@ specification, kept here so that tests and benchmarks check against one definiti
 
 Models that are not low-rank (EASE, item-kNN) give ``U`` as a sparse CSR of interaction rows with
 ``d = n_items`` (``skyrec.models.representations``): the product is then sparse x dense (cost: the users'
-plays x candidates, not d x candidates) into the same score buffer, and everything after it is unchanged --
-one implementation of the rules for every model.
+plays x candidates, not d x candidates) into the same score buffer -- or sparse x sparse for item-kNN, whose
+``V_cand.T`` is a CSR of its kept neighbours (cost: the users' plays x neighbours, written into the zeroed
+buffer) -- and everything after it is unchanged: one implementation of the rules for every model.
 Memory is bounded by the sub-batch: one ``sub_batch x c`` float32 score matrix at a time.
 """
 
@@ -336,7 +337,7 @@ class _Plan:
     score buffer, then the compiled selection straight into the batch's result arrays (no per-thread
     results to concatenate, no CSR slicing: ``indptr[s:e+1]`` still indexes the whole ``indices``)."""
 
-    def __init__(self, user_factors: Representation, item_factors_t: np.ndarray, k: int,
+    def __init__(self, user_factors: Representation, item_factors_t: Representation, k: int,
                  exclude: sp.csr_matrix | None, brands: np.ndarray | None, max_per_brand: int | None,
                  sub_batch: int) -> None:
         b = user_factors.shape[0]
@@ -385,13 +386,13 @@ class _Plan:
         return TopK(items, scores, self.counts)
 
 
-def topk_batch(user_factors: Representation, item_factors_t: np.ndarray, k: int, *,
+def topk_batch(user_factors: Representation, item_factors_t: Representation, k: int, *,
                exclude: sp.csr_matrix | None = None, brands: np.ndarray | None = None,
                max_per_brand: int | None = None, sub_batch: int = 64) -> TopK:
     """Score a batch of users against the candidates and select the exact constrained top-K.
 
-    ``item_factors_t`` is ``V_cand.T`` (d x c, C-contiguous: the GEMM's preferred layout, prepared once per
-    model); ``exclude`` is a CSR (users of this batch x candidate positions). Works in sub-batches of
+    ``item_factors_t`` is ``V_cand.T`` (d x c, ``representations.transposed``: C-contiguous, the GEMM's
+    preferred layout, or CSR for a sparse item side; prepared once per model); ``exclude`` is a CSR (users of this batch x candidate positions). Works in sub-batches of
     ``sub_batch`` users so that the score matrix (``sub_batch x c`` float32, reused) stays in cache between
     the product and the selection.
     """
@@ -411,7 +412,7 @@ def _one_blas_thread() -> Any:
     return _BLAS.limit(limits=1, user_api="blas")
 
 
-def topk_threaded(user_factors: Representation, item_factors_t: np.ndarray, k: int, *, pool: Any | None,
+def topk_threaded(user_factors: Representation, item_factors_t: Representation, k: int, *, pool: Any | None,
                   threads: int, exclude: sp.csr_matrix | None = None, brands: np.ndarray | None = None,
                   max_per_brand: int | None = None, sub_batch: int = 64) -> TopK:
     """``topk_batch`` with ``threads`` workers of a thread pool taking sub-batches from one queue (so a
@@ -442,12 +443,13 @@ def topk_threaded(user_factors: Representation, item_factors_t: np.ndarray, k: i
     return plan.result()
 
 
-def reference_topk(user_factors: Representation, item_factors: np.ndarray, k: int, *,
+def reference_topk(user_factors: Representation, item_factors: Representation, k: int, *,
                    exclude: sp.csr_matrix | None = None, brands: np.ndarray | None = None,
                    max_per_brand: int | None = None) -> list[list[tuple[int, float]]]:
     """The specification, brute force in float64: per user the greedy walk described in the module doc."""
     U = sp.csr_matrix(user_factors).toarray() if sp.issparse(user_factors) else user_factors
-    S = np.asarray(U, dtype=np.float64) @ np.asarray(item_factors, dtype=np.float64).T
+    V = sp.csr_matrix(item_factors).toarray() if sp.issparse(item_factors) else item_factors
+    S = np.asarray(U, dtype=np.float64) @ np.asarray(V, dtype=np.float64).T
     out = []
     for u in range(S.shape[0]):
         banned = set(exclude[u].indices.tolist()) if exclude is not None else set()
