@@ -537,7 +537,9 @@ ROUNDED: dict[str, dict[str, dict[str, Any]]] = {
             "rounded_without_series": {"similarity": "bm25", "neighbours": 40, "bm25_k1": 1.0, "bm25_b": 0.1,
                                        "series_weight": 0.0},
             "previous_with_series": {"similarity": "bm25", "neighbours": 500, "bm25_k1": 2.0, "bm25_b": 0.6,
-                                     "series_weight": 2.0, "series_depth": 6, "series_decay": 0.75}},
+                                     "series_weight": 2.0, "series_depth": 6, "series_decay": 0.75},
+            "rounded_latest": {"similarity": "bm25", "neighbours": 70, "bm25_k1": 1.0, "bm25_b": 0.2,
+                               "series_weight": 3.5, "series_depth": 5, "series_decay": 0.75}},
     "als": {"rounded": {"factors": 128, "regularization": 6.0, "alpha": 0.4},
             "rounded_64_factors": {"factors": 64, "regularization": 6.0, "alpha": 0.4}},
 }

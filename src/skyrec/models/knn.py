@@ -40,8 +40,8 @@ class ItemKNNModel(FactorModel):
     name = "knn"
     item_item_rows = True  # more like item i: its neighbours S[i, :]
     uses_item_context = True
-    defaults: ClassVar[dict[str, Any]] = {"similarity": "bm25", "neighbours": 40, "bm25_k1": 1.0, "bm25_b": 0.1,
-                                          "series_weight": 2.0, "series_depth": 6, "series_decay": 0.75,
+    defaults: ClassVar[dict[str, Any]] = {"similarity": "bm25", "neighbours": 70, "bm25_k1": 1.0, "bm25_b": 0.2,
+                                          "series_weight": 3.5, "series_depth": 5, "series_decay": 0.75,
                                           "memory_limit_gb": 8.0, "num_threads": 0}
 
     def __init__(self, **params: Any) -> None:
