@@ -478,6 +478,7 @@ def _knn_scoring(model: Any, m: Any, params: dict[str, Any], n: int = 2000) -> d
 
     rows = np.arange(min(n, m.shape[0]))
     U, Vt = model.user_representations(), reps.transposed(model.item_representations())
+    topk_batch(U[rows[:8]], Vt, K, exclude=m[rows[:8]])  # warm: the compiled selection loads once per process
     t0 = time.perf_counter()
     ours = topk_batch(U[rows], Vt, K, exclude=m[rows], sub_batch=64)
     skyrec_s = time.perf_counter() - t0
@@ -485,6 +486,7 @@ def _knn_scoring(model: Any, m: Any, params: dict[str, Any], n: int = 2000) -> d
     peer = (BM25Recommender(K=k, K1=float(params["bm25_k1"]), B=float(params["bm25_b"]), num_threads=1)
             if params["similarity"] == "bm25" else CosineRecommender(K=k, num_threads=1))
     peer.fit(m, show_progress=False)
+    peer.recommend(rows[:8], m[rows[:8]], N=K, filter_already_liked_items=True)
     t0 = time.perf_counter()
     ids, _ = peer.recommend(rows, m[rows], N=K, filter_already_liked_items=True)
     implicit_s = time.perf_counter() - t0
