@@ -104,8 +104,10 @@ def zeros(n: int, d: int, like: Representation) -> Representation:
 
 
 def nbytes(x: Representation) -> int:
+    """Bytes held: a CSR's three arrays, or a dense array's buffer."""
     if sp.issparse(x):
-        return int(x.data.nbytes + x.indices.nbytes + x.indptr.nbytes)
+        m = sp.csr_matrix(x)
+        return int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)
     return int(np.asarray(x).nbytes)
 
 
