@@ -213,7 +213,9 @@ def score_models(data: Any, models: dict[str, tuple[str, dict[str, Any]]], *, re
             m["truth_fraction_of_oracle_trained_items"] = round(got / oracle_trained, 4) if oracle_trained else None
             m["truth_recall_at_10_all_data_fit"] = round(pub, 4)
             m["truth_fraction_of_oracle_all_data_fit"] = round(pub / oracle, 4) if oracle else None
-            m["truth_hits_by_release_age_all_data_fit"] = _truth_by_age(data, published[label], truth)
+            by_age, by_brand = _truth_hits(data, published[label], truth)
+            m["truth_hits_by_release_age_all_data_fit"] = by_age
+            m["truth_hits_by_brand_all_data_fit"] = by_brand
     if peers:
         ours = max((m for m in out["models"] if not m.startswith("implicit_") and m != "popularity"),
                    key=lambda m: out["models"][m]["ndcg_at_10"])
@@ -247,11 +249,19 @@ def _top_unplayed(s: Any, rows: Any, seen: Any) -> Any:
     return top_k(sc, K)[0]
 
 
-def _truth_by_age(data: Any, s: Any, truth: Any) -> dict[str, Any]:
+BRAND_BUCKETS = ("a programme (brand) the user has played", "a programme the user has never played")
+
+
+def _truth_hits(data: Any, s: Any, truth: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Of the truth pairs the oracle lists (not yet played by the user, played by somebody), the share in
-    the model's top 10, by how long before the end the item was released."""
+    the model's top 10, by how long before the end the item was released, and by whether the item's brand is
+    one the user has played (the catalogue's brands, ``item_context``)."""
     import numpy as np
 
+    from skyrec.models.series import item_context
+
+    ctx = item_context(data, "interactions")
+    brand = ctx.brand if ctx is not None else np.full(len(data.item_ids), -1)
 
     u_index = {u: i for i, u in enumerate(data.user_ids.tolist())}
     i_index = {x: j for j, x in enumerate(data.item_ids.tolist())}
@@ -262,22 +272,25 @@ def _truth_by_age(data: Any, s: Any, truth: Any) -> dict[str, Any]:
         if u in u_index and x in i_index:
             pairs.setdefault(u_index[u], []).append((i_index[x], age))
     rows = np.array(sorted(pairs), dtype=np.int64)
-    n = {label: 0 for *_, label in AGE_BUCKETS}
+    n = dict.fromkeys([label for *_, label in AGE_BUCKETS] + list(BRAND_BUCKETS), 0)
     hit = dict.fromkeys(n, 0)
     for start in range(0, len(rows), 1024):
         b = rows[start:start + 1024]
         rec = _top_unplayed(s, b, seen)
         for r, user in enumerate(b):
-            played = set(seen[int(user)].indices.tolist())
-            top = set(rec[r].tolist())
+            played = seen[int(user)].indices
+            followed = set(brand[played].tolist()) - {-1}
+            played_set, top = set(played.tolist()), set(rec[r].tolist())
             for j, age in pairs[int(user)]:
-                if j in played:
+                if j in played_set:
                     continue
-                label = next((lb for lo, hi, lb in AGE_BUCKETS if lo <= age < hi), AGE_BUCKETS[-1][2])
-                n[label] += 1
-                hit[label] += j in top
-    return {label: {"pairs": n[label], "in_top_10": round(hit[label] / n[label], 4) if n[label] else None}
-            for label in n}
+                age_label = next((lb for lo, hi, lb in AGE_BUCKETS if lo <= age < hi), AGE_BUCKETS[-1][2])
+                for label in (age_label, BRAND_BUCKETS[0] if brand[j] in followed else BRAND_BUCKETS[1]):
+                    n[label] += 1
+                    hit[label] += j in top
+    out = {label: {"pairs": n[label], "in_top_10": round(hit[label] / n[label], 4) if n[label] else None}
+           for label in n}
+    return ({lb: out[lb] for *_, lb in AGE_BUCKETS}, {lb: out[lb] for lb in BRAND_BUCKETS})
 
 
 def _truth_users(data: Any, truth: Any) -> dict[str, Any]:
