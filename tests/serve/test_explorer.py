@@ -71,8 +71,22 @@ class Browser:
                     raise RuntimeError(f"{method}: {msg['error']}")
                 return msg["result"]
 
+    #: what DevTools answers when a page navigates while an expression is evaluated in it (a click that
+    #: follows a link, polled right after): the expression is simply asked again on the new page
+    NAVIGATED = ("Inspected target navigated or closed", "Execution context was destroyed",
+                 "Cannot find context with specified id")
+
     def js(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        for _ in range(100):
+            try:
+                result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+                break
+            except RuntimeError as exc:
+                if not any(m in str(exc) for m in self.NAVIGATED):
+                    raise
+                time.sleep(0.05)
+        else:
+            raise AssertionError(f"{expression}: the page kept navigating for 5 s")
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")

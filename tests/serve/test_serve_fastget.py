@@ -169,3 +169,21 @@ def test_only_plain_redis_urls():
     assert not PipelinedGet.supports("rediss://h:1/0") and not PipelinedGet.supports("unix:///tmp/r.sock")
     with pytest.raises(ValueError):
         PipelinedGet("rediss://h:1/0")
+
+
+def test_connect_all_opens_every_connection_before_any_request(redis_server, redis_client):
+    """The API's start-up connects every pipelined connection (a first request then pays no connect); a
+    server that refuses leaves the slots for the first request, without raising."""
+    async def main() -> None:
+        fast = PipelinedGet(redis_server.url, connections=3, timeout=0.5)
+        assert await fast.connect_all(2.0) == 3
+        assert all(p is not None and not p.closed for p in fast._slots)
+        redis_client.set("k", b"v")
+        assert [await fast.get("k") for _ in range(3)] == [b"v"] * 3
+        assert await fast.connect_all(2.0) == 3  # already open: nothing reconnected
+        await fast.aclose()
+        refused = PipelinedGet(f"redis://127.0.0.1:{free_port()}/0", connections=2, timeout=0.5)
+        assert await refused.connect_all(1.0) == 0 and refused._slots == [None, None]
+        await refused.aclose()
+
+    asyncio.run(main())

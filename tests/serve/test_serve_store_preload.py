@@ -249,3 +249,33 @@ def test_concurrent_first_requests_read_a_publication_once(redis_server, redis_c
 
     asyncio.run(main())
     assert opened == [PUB] and scans == [PUB]
+
+
+def test_a_failed_hot_path_read_with_nothing_cached_asks_redis_py_before_answering_503(redis_server,
+                                                                                      redis_client) -> None:
+    """The pipelined connection fails (here: it points at a port nobody listens on) and no pointer was ever
+    seen: the store reads the pointer once more on redis-py's pool instead of taking Redis for down. When
+    that fails too, 503 ``redis_unavailable``."""
+    from skyrec.redis_local import free_port
+
+    standard_set(redis_client, V, PUB)
+
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_server.url)
+        broken = PipelinedGet(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+        store = Store(redis=client, fast=broken, keys=Keys(PREFIX), variants=(V,), pointer_ttl=0.0)
+        pointer, stale = await store.pointer(V)
+        assert pointer is not None and pointer["publication"] == PUB and not stale
+        await client.aclose()
+        down = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+        store = Store(redis=down, fast=broken, keys=Keys(PREFIX), variants=(V,), pointer_ttl=0.0)
+        try:
+            await store.pointer(V)
+        except Unavailable as exc:
+            assert exc.code == "redis_unavailable"
+        else:
+            raise AssertionError("a pointer without any Redis")
+        await down.aclose()
+        await broken.aclose()
+
+    asyncio.run(main())

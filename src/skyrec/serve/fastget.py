@@ -178,10 +178,11 @@ class PipelinedGet:
     def supports(cls, url: str) -> bool:
         return urlparse(url).scheme == "redis"
 
-    async def _connect(self, slot: int) -> _Protocol:
+    async def _connect(self, slot: int, timeout: float | None = None) -> _Protocol:
         loop = asyncio.get_running_loop()
+        timeout = self.timeout if timeout is None else timeout
         try:
-            _, proto = await asyncio.wait_for(loop.create_connection(_Protocol, self.host, self.port), self.timeout)
+            _, proto = await asyncio.wait_for(loop.create_connection(_Protocol, self.host, self.port), timeout)
         except (TimeoutError, OSError) as exc:
             raise RedisConnectionError(f"cannot connect to Redis at {self.host}:{self.port}: {exc}") from None
         setup = []
@@ -193,7 +194,7 @@ class PipelinedGet:
             setup.append(proto.send(_command(b"SELECT", str(self.db).encode())))
         if setup:
             try:
-                await asyncio.wait_for(asyncio.gather(*setup), self.timeout)
+                await asyncio.wait_for(asyncio.gather(*setup), timeout)
             except TimeoutError:
                 proto.fail(RedisTimeoutError("Redis did not answer AUTH/SELECT in time"))
                 raise RedisTimeoutError("Redis did not answer AUTH/SELECT in time") from None
@@ -216,6 +217,22 @@ class PipelinedGet:
             finally:
                 self._connecting[slot] = None
         return await asyncio.shield(pending)
+
+    async def connect_all(self, timeout: float) -> int:
+        """Open every connection now (the API's start-up), each within ``timeout``, so that no request pays for
+        a connect: under load a first request's connect can take longer than the per-command timeout. A slot
+        that cannot connect is left for the first request to try again. Returns the connections open."""
+        opened = 0
+        for slot, proto in enumerate(self._slots):
+            if proto is not None and not proto.closed:
+                opened += 1
+                continue
+            try:
+                self._slots[slot] = await self._connect(slot, timeout)
+                opened += 1
+            except (RedisConnectionError, RedisTimeoutError):
+                continue
+        return opened
 
     async def get(self, key: str) -> bytes | None:
         proto = await self._protocol()

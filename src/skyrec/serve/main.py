@@ -82,6 +82,10 @@ def create_app(config: Config | None = None, redis_client: Any = None, *, hot_pa
                                 pointer_ttl=settings.pointer_cache_seconds, item_cache_size=settings.item_cache_size,
                                 last_good_size=settings.last_good_users)
         metrics.publications_from(app.state.store.cached_pointers)
+        if fast is not None:  # connect before the first request (a connect under load can outlast a command's timeout)
+            opened = await fast.connect_all(max(2.0, 4 * settings.redis_timeout_seconds))
+            if not opened:
+                log.warning("Redis not reachable at start-up; requests will retry", extra={"url": settings.redis_url})
         log.info("serving", extra={"variants": list(settings.variants), "key_prefix": settings.key_prefix,
                                    "admin_enabled": settings.admin_api_key is not None})
         try:

@@ -325,10 +325,11 @@ class Store:
             raw = await self._get(self.keys.current(variant))
         except RedisError as exc:
             last = self._last_pointer.get(variant)
-            if last is None:
-                raise Unavailable(f"Redis unreachable ({type(exc).__name__}) and no publication of variant "
-                                  f"{variant!r} cached", code="redis_unavailable") from None
-            return last, True
+            if last is not None:
+                return last, True
+            # Nothing to fall back on: before answering 503, ask once more on the pooled client (another
+            # connection), so one slow or lost pipelined connection is not taken for Redis being down.
+            raw = await self._pointer_retry(variant, exc)
         pointer = self._decode_pointer(variant, raw)
         self._pointers[variant] = PointerEntry(now, pointer)
         if pointer is not None:
@@ -340,6 +341,17 @@ class Store:
                     gone.loader.cancel()
             self._last_pointer[variant] = pointer
         return pointer, False
+
+    async def _pointer_retry(self, variant: str, first: RedisError) -> bytes | str | None:
+        """The pointer read again on redis-py's pool after the hot path's read failed (Unavailable if it fails too,
+        or if there is no second client to ask)."""
+        if self.fast is not None:
+            try:
+                return await self.redis.get(self.keys.current(variant))
+            except RedisError:
+                pass
+        raise Unavailable(f"Redis unreachable ({type(first).__name__}) and no publication of variant {variant!r} "
+                          "cached", code="redis_unavailable") from None
 
     def _decode_pointer(self, variant: str, raw: bytes | str | None) -> dict[str, Any] | None:
         if raw is None:
