@@ -253,9 +253,9 @@ def test_concurrent_first_requests_read_a_publication_once(redis_server, redis_c
 
 def test_a_failed_hot_path_read_with_nothing_cached_asks_redis_py_before_answering_503(redis_server,
                                                                                       redis_client) -> None:
-    """The pipelined connection fails (here: it points at a port nobody listens on) and no pointer was ever
-    seen: the store reads the pointer once more on redis-py's pool instead of taking Redis for down. When
-    that fails too, 503 ``redis_unavailable``."""
+    """The pipelined connection fails (here: it points at a port nobody listens on) and no pointer (no answer
+    for the user) was ever seen: the store reads the pointer (the user's list) once more on redis-py's pool
+    instead of taking Redis for down. When that fails too, 503 ``redis_unavailable``."""
     from skyrec.redis_local import free_port
 
     standard_set(redis_client, V, PUB)
@@ -277,5 +277,41 @@ def test_a_failed_hot_path_read_with_nothing_cached_asks_redis_py_before_answeri
             raise AssertionError("a pointer without any Redis")
         await down.aclose()
         await broken.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_failed_read_of_a_users_list_with_no_answer_cached_is_tried_again_on_redis_py(redis_server,
+                                                                                       redis_client) -> None:
+    """The pointer is read on the pipelined connection, the user's list read fails there (one connection timed
+    out): with no answer of this user cached the alternative is a 503, so the list is read once more on
+    redis-py's pool. A user with a cached answer gets it (stale) without the second read."""
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    standard_set(redis_client, V, PUB)
+    failing = {Keys(PREFIX).rec(V, PUB, "u1")}
+
+    class RecReadsTimeOut(PipelinedGet):  # the pipelined client, with one key's reads failing
+        async def get(self, key: str) -> bytes | None:
+            if key in failing:
+                raise RedisTimeoutError("Redis did not answer within 0.5 s")
+            return await super().get(key)
+
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_server.url)
+        pool_reads = Counting(client)
+        for name in ("get",):
+            setattr(client, name, pool_reads._wrap(name, getattr(client, name)))
+        fast = RecReadsTimeOut(redis_server.url, timeout=0.5)
+        store = Store(redis=client, fast=fast, keys=Keys(PREFIX), variants=(V,), pointer_ttl=0.0)
+        answer = await store.recommend(V, "u1", 3)
+        assert answer.known_user and not answer.stale and answer.ranked.items[0][0] == "p001"
+        assert pool_reads.calls.get("get") == 1  # the one retried read
+        failing.add(Keys(PREFIX).rec(V, PUB, "u2"))
+        await store.recommend(V, "u2", 3)  # nothing cached: read on the pool (the second read there), cached
+        answer = await store.recommend(V, "u2", 3)  # cached: the failed read answers from the cache
+        assert answer.stale and pool_reads.calls["get"] == 2
+        await fast.aclose()
+        await client.aclose()
 
     asyncio.run(main())

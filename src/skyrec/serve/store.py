@@ -481,7 +481,13 @@ class Store:
         entry = await self._publication(variant, pub)
         if entry is None:
             return None  # the publication is gone: the pointer moved on
-        raw_rec = await self._get(self.keys.rec(variant, pub, user_id))
+        try:
+            raw_rec = await self._get(self.keys.rec(variant, pub, user_id))
+        except RedisError:
+            if self.fast is None or self._last_good.get((variant, user_id)) is not None:
+                raise  # the caller answers from this user's last good answer
+            # nothing cached for this user, so the alternative is a 503: one more try on the pooled client
+            raw_rec = await self.redis.get(self.keys.rec(variant, pub, user_id))
         if raw_rec is None and not await self.publication_present(variant, pub):
             return None  # removed between the two reads
         personal = parse_rec(raw_rec, entry.table)
