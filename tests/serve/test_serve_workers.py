@@ -67,8 +67,10 @@ def _logs(log_path: Path) -> list[dict[str, Any]]:
 
 
 def _wait_serving(proc: subprocess.Popen, log_path: Path, count: int) -> None:
+    """Until ``count`` workers were ready as the supervisor sees them (a worker that dies before that is a
+    failed start, which stops the supervisor; its app's own "serving" log comes a little earlier)."""
     deadline = time.monotonic() + 60
-    while sum(1 for e in _logs(log_path) if e.get("msg") == "serving") < count:
+    while sum(1 for e in _logs(log_path) if e.get("msg") == "worker ready") < count:
         assert proc.poll() is None, log_path.read_text()[-2000:]
         assert time.monotonic() < deadline, log_path.read_text()[-2000:]
         time.sleep(0.1)

@@ -139,9 +139,13 @@ def serve(workers: int, options: dict[str, Any]) -> int:
         procs.extend(start() for _ in range(workers))
         log.info("workers started", extra={"workers": workers, "pids": [p.pid for p, _ in procs],
                                            "host": host, "port": port})
+        announced: set[int] = set()
         while not stopping:
             time.sleep(0.2)
             for i, (proc, ready) in enumerate(procs):
+                if ready.is_set() and proc.pid not in announced:  # from here on, its exit is a restart
+                    announced.add(proc.pid)
+                    log.info("worker ready", extra={"pid": proc.pid})
                 if proc.is_alive() or stopping:
                     continue
                 if not ready.is_set():
