@@ -243,6 +243,8 @@ def test_train_job_searches_on_the_training_part_only_and_records_it(seeded, con
     assert len(rec["trials"]) == 6 and rec["stopped"] == "n_trials"
     assert {"number", "params", "value", "seconds", "state", "metrics", "error"} <= set(rec["trials"][0])
     assert rec["validation"]["carved_from"].startswith("train") and rec["validation"]["users"] > 0
+    # the job hands the dataset's first-play times to the search: the test's shape, no fallback
+    assert rec["validation"]["kind"] == "latest" and "fallback" not in rec["validation"]
     assert rec["metric"] == config.training.quality_gate.metric and rec["k"] == config.training.k
     assert model.meta["params"] == rec["best_params"] != BAD_ALS  # the artefact is fit with the best params
     assert model.meta["factors"] == rec["best_params"]["factors"]

@@ -49,7 +49,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     matrix_name = "interactions" if on_all else "train"
     searching = search.applies(ctx.config, model)
     data = load_training_data(ctx.lake, ds, only=(matrix_name, "seen", "item_features",
-                                                  *(("train",) if searching else ())))
+                                                  *(("train", "train_first_play") if searching else ())))
     record: dict[str, Any] | None = None
     params = dict(ctx.config.models[model].params)
     if searching:

@@ -339,7 +339,8 @@ def save_training_data(stage: Stage, data: TrainingData) -> None:
 
 
 def load_training_data(lake: Lake, manifest: Manifest, *, only: tuple[str, ...] | None = None) -> TrainingData:
-    """Read a committed training dataset (``only``: the matrices to read; others come back empty)."""
+    """Read a committed training dataset (``only``: the matrices to read; others come back empty, and
+    ``train_first_play`` -- as large as ``train`` -- is read only when named)."""
     ids = {name: read_ids(lake, manifest, f"{name}s.parquet", f"{name}_id") for name in ("user", "item")}
     features = read_ids(lake, manifest, "features.parquet", "feature")
     shape = (len(ids["user"]), len(ids["item"]))
@@ -354,7 +355,7 @@ def load_training_data(lake: Lake, manifest: Manifest, *, only: tuple[str, ...] 
     release = first_play = None
     if "item_release.npz" in files:  # none in older datasets
         release = np.asarray(read_npz(lake, manifest, "item_release.npz")["release_us"], dtype=np.int64)
-    if "train_first_play.npz" in files and (only is None or "train" in only):  # none in older datasets
+    if "train_first_play.npz" in files and (only is None or "train_first_play" in only):  # none in older datasets
         first_play = csr_from_arrays(read_npz(lake, manifest, "train_first_play.npz"))
     return TrainingData(user_ids=ids["user"], item_ids=ids["item"], feature_names=features,
                         meta=dict(manifest.meta), item_release_us=release, train_first_play=first_play, **mats)
