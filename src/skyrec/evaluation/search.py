@@ -130,8 +130,8 @@ def validation_split(train: sp.csr_matrix, *, fraction: float, max_users: int, s
     train = sp.csr_matrix(train, dtype=np.float32, copy=True)
     train.sum_duplicates()
     times, fallback = _aligned_times(train, first_play) if method == "latest" else (None, None)
-    if times is not None and not np.all(train.data != 0):
-        times = times[train.data != 0]
+    if times is not None:
+        times = times[train.data != 0]  # the entries eliminate_zeros drops below
     train.eliminate_zeros()
     rng = np.random.default_rng(seed)
     n_pos = np.diff(train.indptr)

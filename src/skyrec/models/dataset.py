@@ -156,6 +156,16 @@ def _release_times(catalogue: pa.Table, item_ids: np.ndarray) -> np.ndarray:
     return out
 
 
+def first_plays(u_codes: np.ndarray, i_codes: np.ndarray, ts: np.ndarray, n_items: int) -> tuple[np.ndarray,
+                                                                                                  np.ndarray]:
+    """One row per (user, item) of the events: (pair key ``user * n_items + item``, ascending; its first play)."""
+    key = u_codes.astype(np.int64) * max(n_items, 1) + i_codes.astype(np.int64)
+    order = np.lexsort((ts, key))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    return key[order][first], ts[order][first]
+
+
 def per_user_split(u_codes: np.ndarray, i_codes: np.ndarray, ts: np.ndarray, *, test_fraction: float,
                    test_items: int | None, min_train_items: int) -> tuple[np.ndarray, np.ndarray]:
     """(split time per user in µs, int64 with ``INT64_MAX`` for users not tested; bool per event: the event
@@ -163,10 +173,7 @@ def per_user_split(u_codes: np.ndarray, i_codes: np.ndarray, ts: np.ndarray, *, 
     n_users = int(u_codes.max()) + 1 if len(u_codes) else 0
     n_items = int(i_codes.max()) + 1 if len(i_codes) else 0
     key = u_codes.astype(np.int64) * max(n_items, 1) + i_codes.astype(np.int64)
-    order = np.lexsort((ts, key))
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = key[order][1:] != key[order][:-1]
-    pair_key, pair_ts = key[order][first], ts[order][first]     # one row per (user, item): its first play
+    pair_key, pair_ts = first_plays(u_codes, i_codes, ts, n_items)  # one row per (user, item): its first play
     pair_user = pair_key // max(n_items, 1)
     by_user = np.lexsort((pair_key, pair_ts, pair_user))        # per user: oldest positive first
     pu, pt = pair_user[by_user], pair_ts[by_user]
@@ -284,12 +291,7 @@ def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weigh
 
     def first_play(mask: np.ndarray) -> sp.csr_matrix:
         """Per (user, item) of the events in ``mask``: its first play (µs), on the same pattern as ``matrix``."""
-        key = u_codes[mask].astype(np.int64) * max(shape[1], 1) + i_codes[mask]
-        t = ts[mask]
-        order = np.lexsort((t, key))
-        head = np.ones(len(order), dtype=bool)
-        head[1:] = key[order][1:] != key[order][:-1]
-        pairs, when = key[order][head], t[order][head]
+        pairs, when = first_plays(u_codes[mask], i_codes[mask], ts[mask], shape[1])
         m = sp.csr_matrix((when.astype(np.int64), (pairs // max(shape[1], 1), pairs % max(shape[1], 1))),
                           shape=shape, dtype=np.int64)
         m.sort_indices()

@@ -321,15 +321,14 @@ class Store:
         now = time.monotonic()
         if not fresh and entry is not None and now - entry.fetched < self.pointer_ttl:
             return entry.pointer, False
+        last = self._last_pointer.get(variant)
         try:
-            raw = await self._get(self.keys.current(variant))
+            raw = await self._hot_get(self.keys.current(variant), cached=last is not None)
         except RedisError as exc:
-            last = self._last_pointer.get(variant)
             if last is not None:
                 return last, True
-            # Nothing to fall back on: before answering 503, ask once more on the pooled client (another
-            # connection), so one slow or lost pipelined connection is not taken for Redis being down.
-            raw = await self._pointer_retry(variant, exc)
+            raise Unavailable(f"Redis unreachable ({type(exc).__name__}) and no publication of variant "
+                              f"{variant!r} cached", code="redis_unavailable") from None
         pointer = self._decode_pointer(variant, raw)
         self._pointers[variant] = PointerEntry(now, pointer)
         if pointer is not None:
@@ -342,16 +341,17 @@ class Store:
             self._last_pointer[variant] = pointer
         return pointer, False
 
-    async def _pointer_retry(self, variant: str, first: RedisError) -> bytes | str | None:
-        """The pointer read again on redis-py's pool after the hot path's read failed (Unavailable if it fails too,
-        or if there is no second client to ask)."""
-        if self.fast is not None:
-            try:
-                return await self.redis.get(self.keys.current(variant))
-            except RedisError:
-                pass
-        raise Unavailable(f"Redis unreachable ({type(first).__name__}) and no publication of variant {variant!r} "
-                          "cached", code="redis_unavailable") from None
+    async def _hot_get(self, key: str, *, cached: bool) -> bytes | str | None:
+        """GET on the hot path. When the pipelined connection fails and nothing is ``cached`` to answer from
+        (the alternative is a 503), the key is read once more on redis-py's pool (another connection), so one
+        slow or lost pipelined connection is not taken for Redis being down; with something cached the
+        failure goes straight to the caller, which answers from the cache."""
+        try:
+            return await self._get(key)
+        except RedisError:
+            if self.fast is None or cached:
+                raise
+            return await self.redis.get(key)
 
     def _decode_pointer(self, variant: str, raw: bytes | str | None) -> dict[str, Any] | None:
         if raw is None:
@@ -481,13 +481,8 @@ class Store:
         entry = await self._publication(variant, pub)
         if entry is None:
             return None  # the publication is gone: the pointer moved on
-        try:
-            raw_rec = await self._get(self.keys.rec(variant, pub, user_id))
-        except RedisError:
-            if self.fast is None or self._last_good.get((variant, user_id)) is not None:
-                raise  # the caller answers from this user's last good answer
-            # nothing cached for this user, so the alternative is a 503: one more try on the pooled client
-            raw_rec = await self.redis.get(self.keys.rec(variant, pub, user_id))
+        raw_rec = await self._hot_get(self.keys.rec(variant, pub, user_id),
+                                      cached=self._last_good.get((variant, user_id)) is not None)
         if raw_rec is None and not await self.publication_present(variant, pub):
             return None  # removed between the two reads
         personal = parse_rec(raw_rec, entry.table)
