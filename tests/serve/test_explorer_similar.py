@@ -67,7 +67,7 @@ def test_more_like_this_from_a_recommended_item(server: LiveServer, browser: Bro
     # follow the link as a person would (a click), then wait for the new page to settle
     browser.js("document.querySelector('#recs-0 > li:first-child .actions a').click()")
     deadline = time.monotonic() + 20
-    while "item=" not in browser.js("location.href") or browser.js("document.body.dataset.state") != "loaded":
+    while "item=" not in browser.js("location.href") or browser.js("document.body && document.body.dataset.state") != "loaded":
         assert time.monotonic() < deadline, "the 'more like this' view did not load"
         time.sleep(0.1)
     time.sleep(0.2)
