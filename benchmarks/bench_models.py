@@ -355,27 +355,14 @@ def _truth_recall(data: Any, s: Any, truth: Any, *, scorable: Any = None) -> flo
     return total / max(len(rows), 1)
 
 
-def plug_in_references(data: Any, truth: Any) -> dict[str, Any]:
-    """Planted-truth recall (as a fraction of the oracle) of the generator's own scoring form -- the newest
-    six released episodes of a user's brands (0.55 x 0.45^k), the 20 most popular available items of their
-    genres, the 20 most popular overall, mixed by the user's mode probabilities -- fed (a) the user's true
-    planted tastes (``_truth/user_tastes.parquet``: checks the form, ~1.0) and (b) tastes *estimated from the
-    user's plays*: brand and genre shares of their played items, the genre and popular terms weighted
-    ``genre_weight`` and ``popular_weight`` (the best of a small grid is reported, so it flatters the
-    estimate). Popularity and availability are the generator's own, known to neither skyrec nor implicit.
-    (b) is what a model that knows exactly how the data were made can reach from this much listening."""
+def _generator_form(data: Any, cat: list[dict[str, Any]], end_us: int) -> tuple[Any, Any, Any, dict[str, int],
+                                                                          dict[str, int]]:
+    """The generator's next-item scoring form over ``data``'s items, one column per brand (its six newest
+    episodes released by the cold window, 0.55 x 0.45^k), per genre (its 20 most popular available items, by
+    share) and one for the 20 most popular overall: ``(V, item brand codes, item genre codes, brand codes,
+    genre codes)``. A user's row of mode weights times ``V.T`` is their planted next-item probability."""
     import numpy as np
-    import pyarrow.parquet as pq
-    import scipy.sparse as sp
 
-    from skyrec.evaluation.offline import Scored
-
-    meta = {k.decode(): v.decode() for k, v in (truth.schema.metadata or {}).items()}
-    source = Path(meta["source"])
-    end_us = int(dt.datetime.fromisoformat(meta["end"]).timestamp() * 1_000_000)
-    hour_us = 3_600_000_000
-    cat = pq.read_table(source / "_truth" / "catalogue.parquet").to_pylist()
-    tastes = pq.read_table(source / "_truth" / "user_tastes.parquet").to_pylist()
     i_index = {x: j for j, x in enumerate(data.item_ids.tolist())}
     n = len(i_index)
     brands = sorted({r["brand_id"] for r in cat})
@@ -383,6 +370,7 @@ def plug_in_references(data: Any, truth: Any) -> dict[str, Any]:
     b_code, g_code = {b: k for k, b in enumerate(brands)}, {g: k for k, g in enumerate(genres)}
     brand, genre = np.full(n, -1), np.full(n, -1)
     release, weight = np.zeros(n, np.int64), np.zeros(n)
+    hour_us = 3_600_000_000
     cutoff, now = end_us - 6 * hour_us, end_us - hour_us  # the generator's cold window; its last hour's sampler
     for r in cat:
         j = i_index.get(r["item_id"])
@@ -409,6 +397,31 @@ def plug_in_references(data: Any, truth: Any) -> dict[str, Any]:
             V[top, nb + g] = weight[top] / weight[m].sum()
     top = np.argsort(-weight, kind="stable")[:20]
     V[top, -1] = weight[top] / weight.sum()
+    return V, brand, genre, b_code, g_code
+
+
+def plug_in_references(data: Any, truth: Any) -> dict[str, Any]:
+    """Planted-truth recall (as a fraction of the oracle) of the generator's own scoring form -- the newest
+    six released episodes of a user's brands (0.55 x 0.45^k), the 20 most popular available items of their
+    genres, the 20 most popular overall, mixed by the user's mode probabilities -- fed (a) the user's true
+    planted tastes (``_truth/user_tastes.parquet``: checks the form, ~1.0) and (b) tastes *estimated from the
+    user's plays*: brand and genre shares of their played items, the genre and popular terms weighted
+    ``genre_weight`` and ``popular_weight`` (the best of a small grid is reported, so it flatters the
+    estimate). Popularity and availability are the generator's own, known to neither skyrec nor implicit.
+    (b) is what a model that knows exactly how the data were made can reach from this much listening."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    import scipy.sparse as sp
+
+    from skyrec.evaluation.offline import Scored
+
+    meta = {k.decode(): v.decode() for k, v in (truth.schema.metadata or {}).items()}
+    source = Path(meta["source"])
+    end_us = int(dt.datetime.fromisoformat(meta["end"]).timestamp() * 1_000_000)
+    cat = pq.read_table(source / "_truth" / "catalogue.parquet").to_pylist()
+    tastes = pq.read_table(source / "_truth" / "user_tastes.parquet").to_pylist()
+    V, brand, genre, b_code, g_code = _generator_form(data, cat, end_us)
+    n, nb, ng = len(brand), len(b_code), len(g_code)
     u_index = {u: i for i, u in enumerate(data.user_ids.tolist())}
     U_true = np.zeros((len(u_index), nb + ng + 1), np.float32)
     for r in tastes:
@@ -437,6 +450,115 @@ def plug_in_references(data: Any, truth: Any) -> dict[str, Any]:
     assert best is not None
     out["estimated_tastes"] = {"fraction_of_oracle": best[0], "genre_weight": best[1], "popular_weight": best[2]}
     return out
+
+
+def informed_references(data: Any, truth: Any, *, iterations: int = 50) -> dict[str, Any]:
+    """Planted-truth recall (fraction of the oracle) of an estimator that knows *how the data were made*:
+    the generator's scoring form (as ``plug_in_references``), its popularity and release times, and the
+    likelihood of every play under each of its modes -- a brand's episodes (0.55 x 0.45^k for the episode
+    ``k`` releases behind that brand's newest at the play's time), a genre's items (by popularity), the
+    popular items -- fed each user's mode weights fit to their plays by EM (maximum likelihood, per user),
+    over the brands and genres the user played (``em``) and, knowing more than any model can, over the
+    user's true brands and genres (``em_true_brands_and_genres``). What is left below 1.0 is what ~40
+    plays per user cannot tell."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from skyrec.evaluation.offline import Scored
+
+    meta = {k.decode(): v.decode() for k, v in (truth.schema.metadata or {}).items()}
+    source = Path(meta["source"])
+    end_us = int(dt.datetime.fromisoformat(meta["end"]).timestamp() * 1_000_000)
+    cutoff = end_us - 6 * 3_600_000_000  # the generator's cold window
+    cat = pq.read_table(source / "_truth" / "catalogue.parquet").to_pylist()
+    brands = sorted({r["brand_id"] for r in cat})
+    genres = sorted({r["genres"][0] for r in cat if r["genres"]})
+    b_code, g_code = {b: k for k, b in enumerate(brands)}, {g: k for k, g in enumerate(genres)}
+    nb, ng = len(brands), len(genres)
+    c_index = {r["item_id"]: k for k, r in enumerate(cat)}
+    c_brand = np.array([b_code[r["brand_id"]] for r in cat], dtype=np.int64)
+    c_genre = np.array([g_code[r["genres"][0]] if r["genres"] else -1 for r in cat], dtype=np.int64)
+    c_release = np.array([int(r["release_ts"].timestamp() * 1_000_000) for r in cat], dtype=np.int64)
+    c_pop = np.array([float(r["popularity"]) for r in cat])
+    # every play (plays and completes, as the dataset keeps) with its time
+    files = [f for f in sorted(source.rglob("*.parquet")) if "_truth" not in f.parts]
+    act = pa.concat_tables([pq.read_table(f, columns=["user_id", "item_id", "event_type", "event_ts"])
+                            for f in files])
+    act = act.filter(pc.is_in(act.column("event_type"), value_set=pa.array(["play", "complete"])))
+    u_index = {u: i for i, u in enumerate(data.user_ids.tolist())}
+    users = np.array([u_index.get(u, -1) for u in act.column("user_id").to_pylist()], dtype=np.int64)
+    items = np.array([c_index.get(x, -1) for x in act.column("item_id").to_pylist()], dtype=np.int64)
+    ts = pc.cast(act.column("event_ts"), pa.int64()).to_numpy()
+    ok = (users >= 0) & (items >= 0)
+    users, items, ts = users[ok], items[ok], ts[ok]
+    # each play's likelihood under its brand, its genre and the popular mode
+    t0 = int(c_release.min())
+    key = np.sort(c_brand * (1 << 50) + (c_release - t0))
+    brand = c_brand[items]
+    released = np.searchsorted(key, brand * (1 << 50) + (np.minimum(ts, cutoff) - t0), side="right")
+    position = np.searchsorted(key, brand * (1 << 50) + (c_release[items] - t0), side="left")
+    l_brand = 0.55 * 0.45 ** np.maximum(released - 1 - position, 0)
+    genre_total = np.bincount(np.maximum(c_genre, 0), weights=c_pop * (c_genre >= 0), minlength=ng)
+    genre = c_genre[items]
+    l_genre = np.where(genre >= 0, c_pop[items] / np.maximum(genre_total[np.maximum(genre, 0)], 1e-12), 0.0)
+    l_popular = c_pop[items] / c_pop.sum()
+    tastes = pq.read_table(source / "_truth" / "user_tastes.parquet").to_pylist()
+    true_sets = {u_index[r["user_id"]]: (np.unique([b_code[b] for b in r["brands"]]),
+                                         np.unique([g_code[g] for g in r["genres"]]))
+                 for r in tastes if r["user_id"] in u_index}
+    order = np.argsort(users, kind="stable")
+    bounds = np.searchsorted(users[order], np.arange(len(u_index) + 1))
+
+    def fit(true_support: bool) -> np.ndarray:
+        U = np.zeros((len(u_index), nb + ng + 1), np.float32)
+        for u in range(len(u_index)):
+            p = order[bounds[u]:bounds[u + 1]]
+            if not len(p):
+                continue
+            ub, ug = true_sets[u] if true_support else (np.unique(brand[p]), np.unique(genre[p][genre[p] >= 0]))
+            L = np.hstack([(brand[p][:, None] == ub[None, :]) * l_brand[p][:, None],
+                           (genre[p][:, None] == ug[None, :]) * l_genre[p][:, None], l_popular[p][:, None]])
+            keep = L.sum(axis=1) > 0  # a play no mode of the support explains (true support only)
+            L = L[keep]
+            pi = np.full(L.shape[1], 1.0 / L.shape[1])
+            for _ in range(iterations):
+                r = L * pi
+                r /= r.sum(axis=1, keepdims=True)
+                pi = r.sum(axis=0) / len(L)
+            U[u, ub] = pi[:len(ub)]
+            U[u, nb + ug] = pi[len(ub):len(ub) + len(ug)]
+            U[u, -1] = pi[-1]
+        return U
+
+    V = _generator_form(data, cat, end_us)[0]  # its brand and genre codes are these (both sorted)
+    oracle = _truth_recall(data, None, truth)
+    return {label: round(_truth_recall(data, Scored(fit(support), V, None), truth) / oracle, 4)
+            for label, support in (("em", False), ("em_true_brands_and_genres", True))}
+
+
+def density_check(spec: dict[str, Any], factor: float = 10.0, reference_items: float = 13.0) -> dict[str, Any]:
+    """item-kNN's defaults on the generator's data with ``factor`` x the listening per user: the default (its
+    series term scaled with the median items per user) against the same weight held at the strength it has
+    at the default density (``reference_items``: the median items per user of the default's training part),
+    as the term was before that scale. NDCG@10 on the test split (paired) and planted truth."""
+    import numpy as np
+
+    from skyrec.models.series import typical_user_items
+
+    data, truth = generator_data(spec["users"], spec["items"], spec["days"], spec["events_per_user"] * factor)
+    knn = default_models()["knn"]
+    items = typical_user_items(data.train)
+    held = ("knn", {**knn[1], "series_weight": float(np.round(knn[1]["series_weight"] * reference_items / items, 4))})
+    candidates = {"knn": knn, "knn_weight_not_rescaled": held}
+    figures = score_models(data, candidates, resamples=spec["resamples"], truth=truth, peers=False)
+    paired = _paired_test(data, candidates, [("knn", "knn_weight_not_rescaled")], resamples=spec["resamples"])
+    return {"events_per_user": spec["events_per_user"] * factor, "median_items_per_user_train": items,
+            "not_rescaled_weight": held[1]["series_weight"],
+            "models": {label: {k: m[k] for k in ("ndcg_at_10", "ndcg_ci", "truth_fraction_of_oracle_all_data_fit")}
+                       for label, m in figures["models"].items()},
+            "paired": paired["knn vs knn_weight_not_rescaled"]}
 
 
 def default_models() -> dict[str, tuple[str, dict[str, Any]]]:
@@ -528,7 +650,7 @@ def at_scale(kind: str, users: int, items: int) -> dict[str, Any]:
 TUNE_SPACES: dict[str, dict[str, dict[str, Any]]] = {
     "knn": {"neighbours": {"int": [10, 1000], "log": True}, "similarity": {"choice": ["cosine", "bm25"]},
             "bm25_k1": {"float": [0.1, 5.0], "log": True}, "bm25_b": {"float": [0.0, 1.0]},
-            "series_weight": {"float": [0.0, 16.0]}, "series_depth": {"int": [1, 20]},
+            "series_weight": {"float": [0.0, 1.2]}, "series_depth": {"int": [1, 20]},
             "series_decay": {"float": [0.2, 1.0]}},
     "ease": {"regularization": {"float": [1.0, 10000.0], "log": True}, "binary": {"choice": [True, False]},
              "series_weight": {"float": [0.0, 16.0]}, "series_depth": {"int": [1, 20]},
@@ -540,21 +662,23 @@ TUNE_SPACES: dict[str, dict[str, dict[str, Any]]] = {
 }
 TUNE_TRIALS = 40
 #: the searched values rounded for shipping (and, for ALS, the same at 64 factors: precompute's cost grows
-#: with the factors), checked beside the search's own choice on both shapes' validation splits and tests
+#: with the factors), checked beside the search's own choice on both shapes' validation splits and tests.
+#: kNN's series weights are in the units of its scale with the median items per user (13 on the generator's
+#: training part): the 2.0 and 3.5 chosen before that scale are 0.15 and 0.27 here
 ROUNDED: dict[str, dict[str, dict[str, Any]]] = {
     "ease": {"rounded": {"regularization": 1000.0, "binary": False, "series_weight": 2.0, "series_depth": 16,
                          "series_decay": 0.75},
              "rounded_depth_6": {"regularization": 1000.0, "binary": False, "series_weight": 2.0, "series_depth": 6,
                                  "series_decay": 0.75}},
     "bpr": {"rounded": {"factors": 64, "learning_rate": 0.007, "regularization": 0.004}},
-    "knn": {"rounded": {"similarity": "bm25", "neighbours": 40, "bm25_k1": 1.0, "bm25_b": 0.1, "series_weight": 2.0,
+    "knn": {"rounded": {"similarity": "bm25", "neighbours": 40, "bm25_k1": 1.0, "bm25_b": 0.1, "series_weight": 0.15,
                         "series_depth": 6, "series_decay": 0.75},
             "rounded_without_series": {"similarity": "bm25", "neighbours": 40, "bm25_k1": 1.0, "bm25_b": 0.1,
                                        "series_weight": 0.0},
             "previous_with_series": {"similarity": "bm25", "neighbours": 500, "bm25_k1": 2.0, "bm25_b": 0.6,
-                                     "series_weight": 2.0, "series_depth": 6, "series_decay": 0.75},
+                                     "series_weight": 0.15, "series_depth": 6, "series_decay": 0.75},
             "rounded_latest": {"similarity": "bm25", "neighbours": 70, "bm25_k1": 1.0, "bm25_b": 0.2,
-                               "series_weight": 3.5, "series_depth": 5, "series_decay": 0.75}},
+                               "series_weight": 0.27, "series_depth": 5, "series_decay": 0.75}},
     "als": {"rounded": {"factors": 128, "regularization": 6.0, "alpha": 0.4},
             "rounded_64_factors": {"factors": 64, "regularization": 6.0, "alpha": 0.4}},
 }
@@ -672,6 +796,8 @@ def main(scale: str = "small") -> dict[str, Any]:
     out["skyrec_params"] = {k: v[1] for k, v in models.items()}
     out["generator_figures"] = score_models(data, models, resamples=spec["resamples"], truth=truth)
     out["generator_figures"]["truth_plug_in_references"] = plug_in_references(data, truth)
+    out["generator_figures"]["truth_informed_references"] = informed_references(data, truth)
+    out["density"] = density_check(spec)
     out["ratings_figures"] = score_models(ratings_data(), models, resamples=spec["resamples"])
     out["scale"] = {kind: {f"{spec['scale_items']}_items": at_scale(kind, spec["scale_users"], spec["scale_items"]),
                            "200000_items": at_scale(kind, spec["scale_users"], 200_000)} for kind in ("ease", "knn")}

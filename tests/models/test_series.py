@@ -132,6 +132,27 @@ def test_the_series_term_offers_the_newest_episode_to_the_brands_listeners(kind:
     assert fitted.model.series["entries"] > 0  # type: ignore[attr-defined]
 
 
+def test_knn_scales_the_term_with_how_many_items_a_typical_user_has() -> None:
+    """A user's item-kNN score sums one link per item they played, so it grows with how much they listen;
+    the term's scale is the mean strongest link x the median items per user (EASE's regression scores do
+    not grow that way: its scale is the strongest weight alone)."""
+    end = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    data = _dataset(end)
+    ctx = item_context(data, "interactions")
+    fitted = fit_on(MODELS["knn"](1.0), data.interactions, None, ctx)
+    plain = fit_on(MODELS["knn"](0.0), data.interactions, None, ctx)
+    counts = np.diff(sp.csr_matrix(fitted.user_factors).indptr)
+    median = float(np.median(counts[counts > 0]))
+    assert median > 1
+    S = sp.csr_matrix(plain.model._similarity)  # type: ignore[attr-defined]
+    row_max = S.max(axis=1).toarray().ravel()
+    record = fitted.model.series  # type: ignore[attr-defined]
+    assert record["user_items"] == median
+    assert record["scale"] == pytest.approx(float(row_max[row_max > 0].mean()) * median, rel=1e-6)
+    ease = fit_on(MODELS["ease"](1.0), data.interactions, None, ctx).model.series  # type: ignore[attr-defined]
+    assert ease["user_items"] == 1.0
+
+
 def test_the_context_must_match_the_matrix() -> None:
     end = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     data = _dataset(end)

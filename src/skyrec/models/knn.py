@@ -13,8 +13,10 @@ the only way to exceed it).
 
 ``series_weight`` (> 0, given the catalogue's brands and release times through ``item_context``) adds the
 "new in a series you follow" term of ``skyrec.models.series`` to ``S``: the newest ``series_depth`` episodes
-of each brand, ``series_decay`` apart, lifted for the brand's listeners. Without a context (no catalogue)
-the model is plain item-kNN.
+of each brand, ``series_decay`` apart, lifted for the brand's listeners. A user's kNN score sums one link
+per item they played, so it grows with how much they listen; the term is scaled by the mean strongest link
+times the median number of items per user, and the weight keeps its meaning when the data is ten times
+denser (docs/evaluation.md). Without a context (no catalogue) the model is plain item-kNN.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import scipy.sparse as sp
 from skyrec.models import representations as reps
 from skyrec.models._factors import FactorModel
 from skyrec.models._threads import fit_threads, single_threaded_blas
-from skyrec.models.series import PARAMS, ItemContext, add_series, checked_params
+from skyrec.models.series import PARAMS, ItemContext, add_series, checked_params, typical_user_items
 from skyrec.progress import interactive
 
 SIMILARITIES = ("cosine", "bm25")
@@ -41,7 +43,7 @@ class ItemKNNModel(FactorModel):
     item_item_rows = True  # more like item i: its neighbours S[i, :]
     uses_item_context = True
     defaults: ClassVar[dict[str, Any]] = {"similarity": "bm25", "neighbours": 70, "bm25_k1": 1.0, "bm25_b": 0.2,
-                                          "series_weight": 3.5, "series_depth": 5, "series_decay": 0.75,
+                                          "series_weight": 0.27, "series_depth": 5, "series_decay": 0.75,
                                           "memory_limit_gb": 8.0, "num_threads": 0}
 
     def __init__(self, **params: Any) -> None:
@@ -76,6 +78,7 @@ class ItemKNNModel(FactorModel):
             warnings.filterwarnings("ignore", message="Method expects CSR input", category=ParameterWarning)
             model.fit(X, show_progress=interactive())
         S, self.series = add_series(sp.csr_matrix(model.similarity, dtype=np.float32), item_context,
+                                    user_items=typical_user_items(X),
                                     **self._series_params)  # type: ignore[arg-type]
         self._set_similarity(X, S)
         return self

@@ -137,23 +137,32 @@ def series_matrix(context: ItemContext, *, depth: int, decay: float) -> sp.csr_m
     return t
 
 
-def scaled_term(row_max: np.ndarray, context: ItemContext | None, *, weight: float, depth: int, decay: float
-                ) -> tuple[sp.coo_matrix | None, dict[str, float | int]]:
+def scaled_term(row_max: np.ndarray, context: ItemContext | None, *, weight: float, depth: int, decay: float,
+                user_items: float = 1.0) -> tuple[sp.coo_matrix | None, dict[str, float | int]]:
     """``w T`` for a model whose item-item matrix has row maxima ``row_max`` (None when the term is off), with
-    ``w = weight x`` the mean of the positive row maxima, so that ``weight`` means the same whatever the scale of
-    the model's own weights (BM25 similarities run in the hundreds, cosines below 1): at ``weight`` 4 the newest
-    episode of a brand counts four times a typical strongest neighbour link. Also the record of what is added
-    (for the model artefact and the report)."""
+    ``w = weight x`` the mean of the positive row maxima ``x user_items``: the scale of the model's own scores,
+    so that ``weight`` means the same whatever the scale of its weights (BM25 similarities run in the hundreds,
+    cosines below 1) and, for a model whose score sums one link per item the user played (item-kNN:
+    ``user_items`` the median number of items per user, see :func:`typical_user_items`), whatever how much
+    its users listen. Also the record of what is added (for the model artefact and the report)."""
     if context is None or weight <= 0 or not context.usable:
         return None, {"weight": 0.0, "entries": 0}
     if len(context.brand) != len(row_max):
         raise ValueError(f"series: item context has {len(context.brand)} items, the model {len(row_max)}")
     T = series_matrix(context, depth=depth, decay=decay).tocoo()
     positive = row_max[row_max > 0]
-    scale = float(positive.mean()) if positive.size else 1.0
+    scale = (float(positive.mean()) if positive.size else 1.0) * float(user_items)
     T.data *= np.float32(weight * scale)
-    return T, {"weight": float(weight), "scale": scale, "entries": int(T.nnz), "depth": int(depth),
-               "decay": float(decay)}
+    return T, {"weight": float(weight), "scale": scale, "user_items": float(user_items), "entries": int(T.nnz),
+               "depth": int(depth), "decay": float(decay)}
+
+
+def typical_user_items(interactions: sp.csr_matrix) -> float:
+    """The median number of items a user with any has in ``interactions`` (1 when nobody has any): how many
+    links a typical item-kNN score sums."""
+    counts = np.diff(sp.csr_matrix(interactions).indptr)
+    counts = counts[counts > 0]
+    return float(np.median(counts)) if counts.size else 1.0
 
 
 def add_series_dense(B: np.ndarray, context: ItemContext | None, *, weight: float, depth: int, decay: float
@@ -166,12 +175,12 @@ def add_series_dense(B: np.ndarray, context: ItemContext | None, *, weight: floa
     return record
 
 
-def add_series(S: sp.csr_matrix, context: ItemContext | None, *, weight: float, depth: int, decay: float
-               ) -> tuple[sp.csr_matrix, dict[str, float | int]]:
+def add_series(S: sp.csr_matrix, context: ItemContext | None, *, weight: float, depth: int, decay: float,
+               user_items: float = 1.0) -> tuple[sp.csr_matrix, dict[str, float | int]]:
     """``S + w T`` for a sparse item-item matrix (item-kNN's ``S``), and the record (:func:`scaled_term`)."""
     S = sp.csr_matrix(S, dtype=np.float32)
     row_max = S.max(axis=1).toarray().ravel() if S.nnz else np.zeros(S.shape[0], np.float32)
-    term, record = scaled_term(row_max, context, weight=weight, depth=depth, decay=decay)
+    term, record = scaled_term(row_max, context, weight=weight, depth=depth, decay=decay, user_items=user_items)
     if term is not None:
         S = sp.csr_matrix(S + term, dtype=np.float32)
     return S, record
