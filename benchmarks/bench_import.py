@@ -50,9 +50,9 @@ def _write_ratings(path: Path, n: int, seed: int = 3) -> None:
 
 
 def _peak_mb() -> float:
-    import resource
+    from skyrec.procstat import peak_rss_mb
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return peak_rss_mb()  # not ru_maxrss: that carries the launcher's size across the spawn's exec
 
 
 def _skyrec(path: str, home: str, q: Any) -> None:

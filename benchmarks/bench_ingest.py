@@ -124,7 +124,7 @@ cfg = b._config(__import__("pathlib").Path({home!r}))
 t0 = time.perf_counter()
 s = b._job(cfg, "backfill_activity", b.END, params={{"start": {start!r}, "end": {end!r}}})
 print(json.dumps({{"seconds": time.perf_counter() - t0, "rows_out": s["snapshot_rows"],
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "rss_mb": __import__("skyrec.procstat").procstat.peak_rss_mb()}}))
 """
 
 _PANDAS = r"""
@@ -149,7 +149,7 @@ for path in sorted(glob.glob({pattern!r})):
         {out!r} + "/" + hour.strftime("%Y%m%dT%H") + ".parquet", index=False)
     rows += len(df)
 print(json.dumps({{"seconds": time.perf_counter() - t0, "rows_out": rows,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "rss_mb": __import__("skyrec.procstat").procstat.peak_rss_mb()}}))
 """
 
 

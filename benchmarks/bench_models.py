@@ -34,7 +34,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import multiprocessing as mp
-import resource
 import sys
 import tempfile
 import time
@@ -592,8 +591,10 @@ def _scale_child(kind: str, users: int, items: int, queue: Any) -> None:
             queue.put({"refused": str(exc), "seconds": round(time.perf_counter() - t0, 3)})
             return
         seconds = time.perf_counter() - t0
-        out = {"fit_seconds": round(seconds, 2), "peak_rss_mb": round(resource.getrusage(
-            resource.RUSAGE_SELF).ru_maxrss / 1024.0), "users": users, "items": items, "nnz": int(m.nnz)}
+        from skyrec.procstat import peak_rss_mb  # not ru_maxrss: that carries this launcher's size into the child
+
+        out = {"fit_seconds": round(seconds, 2), "peak_rss_mb": round(peak_rss_mb()), "users": users,
+               "items": items, "nnz": int(m.nnz)}
         if kind == "knn":
             out["scoring"] = _knn_scoring(model, m, params)
         queue.put(out)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import resource
 import sys
 import time
 from typing import Any
@@ -48,7 +47,9 @@ def _matrix(users: int, items: int, plays: int, seed: int = 0):
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    from skyrec.procstat import peak_rss_mb
+
+    return peak_rss_mb()  # not ru_maxrss: that carries the launcher's size across the spawn's exec
 
 
 def _child(kind: str, spec: dict[str, Any], queue: Any) -> None:

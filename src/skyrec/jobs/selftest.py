@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from skyrec.jobs.base import JobContext
+from skyrec.procstat import peak_rss_mb
 
 
 def _flag(ctx: JobContext, name: str) -> bool:
@@ -120,13 +121,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     alerts = ([{"kind": "selftest", "summary": f"selftest {tag}: alert on request (alert=1)",
                 "details": {"tag": tag}}] if _flag(ctx, "alert") else [])
     return {"outputs": [rel], "rows": rows, "chunks_computed": computed, "chunks_resumed": resumed,
-            "max_rss_mb": _peak_rss_mb(), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            "max_rss_mb": peak_rss_mb(), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
             "alerts": alerts}
 
 
-def _peak_rss_mb() -> float:
-    """This process's own peak RSS (VmHWM; unlike ru_maxrss it does not carry over the launcher's across exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0

@@ -1,0 +1,22 @@
+"""This process's resource figures, as the benchmarks and the self-test job report them."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory in MB: ``VmHWM`` of ``/proc/self/status``.
+
+    Not ``ru_maxrss``: Linux keeps that across ``exec``, so a process started by ``multiprocessing``'s spawn
+    (fork, then exec) reports at least its launcher's resident size at the fork -- a small job launched from
+    a benchmark holding a large data set would report the benchmark's memory. ``ru_maxrss`` where there is
+    no ``/proc``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
