@@ -188,7 +188,7 @@ def test_job_entry_point_hands_launcher_options_to_its_pipelines(config: Any, mo
     from skyrec.pipelines.predictions import pipeline_args
 
     monkeypatch.setenv(BEAM_OPTIONS_ENV, "")  # main() sets it in this process: restored (unset) afterwards
-    assert launcher_options() is None and pipeline_args(config, "x")[0] == "--runner=DirectRunner"
+    assert launcher_options() is None and pipeline_args(config, "x")[0] == "--runner=FnApiRunner"
     beam = ["--runner=FlinkRunner", "--job_name=skyrec-k", "--parallelism=4", "--flink_submit_uber_jar"]
     assert main(["--param", "tag=opts", "--param", "rows=3", "--param", "chunks=1", "selftest", *beam]) == 0
     assert launcher_options() == beam and pipeline_args(config, "x") == beam

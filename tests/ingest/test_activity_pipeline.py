@@ -132,4 +132,4 @@ def test_dataflow_options_are_pinned_from_config(config_factory) -> None:
     bad = config_factory({"jobs": {"backend": "dataflow", "dataflow": {"project": "p1", "sdk_version": "1.0.0"}}})
     with pytest.raises(ConfigError, match="sdk_version"):
         pipeline_options(bad, job_name="x")
-    assert pipeline_options(config_factory(), job_name="x").get_all_options()["runner"] == "DirectRunner"
+    assert pipeline_options(config_factory(), job_name="x").get_all_options()["runner"] == "FnApiRunner"

@@ -38,3 +38,33 @@ def test_options_to_args_follows_beams_command_line_forms(config_factory) -> Non
     assert options_to_args({"a": True, "b": False, "c": [1, 2], "d": {"k": "v"}, "e": None, "f": 3}) == [
         "--a", "--c=1", "--c=2", "--d=k=v", "--f=3"]
     assert runner_options(config_factory(), "DirectRunner") == {}
+
+
+def test_the_local_runner_is_beams_python_runner_and_never_prism(config_factory, monkeypatch) -> None:
+    """Config's DirectRunner runs in process on Beam's Python runner. Beam's own DirectRunner name would
+    first try Prism -- download its binary from GitHub while the job runs and start it as a job server --
+    which the jobs here must never do; the attempt is recorded (and refused) to show it does not happen."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability import prism_runner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from skyrec.pipelines.activity import pipeline_options
+
+    tried: list[str] = []
+
+    def refuse(self, pipeline, options):  # type: ignore[no-untyped-def]
+        tried.append("prism")
+        raise RuntimeError("Prism is not for skyrec's local jobs")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", refuse)
+    config = config_factory()
+    for options in (pipeline_options(config, job_name="activity"),
+                    PipelineOptions(pipeline_args(config, "predictions"))):
+        assert options.get_all_options()["runner"] == "FnApiRunner"
+        p = beam.Pipeline(options=options)
+        grouped = (p | beam.Create([("a", 1), ("a", 2), ("b", 3)]) | beam.GroupByKey()
+                   | beam.MapTuple(lambda k, v: (k, sorted(v))))
+        assert_that(grouped, equal_to([("a", [1, 2]), ("b", [3])]))
+        p.run().wait_until_finish()
+    assert tried == []

@@ -327,14 +327,15 @@ def pipeline_options(config: Any, *, job_name: str) -> PipelineOptions:
 
     from skyrec.config import ConfigError
     from skyrec.pipelines import launcher_options
-    from skyrec.pipelines.runners import RUNNERS, options_to_args, runner_options
+    from skyrec.pipelines.runners import LOCAL_RUNNER, RUNNERS, options_to_args, runner_options
 
     launched = launcher_options()
     if launched is not None:  # started by a Beam backend (Dataflow, Flink, Spark): its pinned options
         return PipelineOptions(launched)
     runner = RUNNERS.get(config.jobs.backend)
     if runner is None:
-        return PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"])
+        return PipelineOptions([f"--runner={LOCAL_RUNNER}", "--direct_num_workers=1",
+                                "--direct_running_mode=in_memory"])  # config's DirectRunner: runners.py
     pinned = getattr(config.jobs, config.jobs.backend).sdk_version
     if beam.__version__ != pinned:
         raise ConfigError(f"jobs.{config.jobs.backend}.sdk_version: pinned {pinned!r} but apache-beam "
@@ -382,7 +383,9 @@ def run(argv: list[str] | None = None) -> dict[str, int]:
         spec = Spec.from_json(fh.read())
     with open(known.files) as fh:
         files = [tuple(x) for x in json.load(fh)]
-    return execute(spec, files, PipelineOptions(beam_args or ["--runner=DirectRunner"]))
+    from skyrec.pipelines.runners import LOCAL_RUNNER
+
+    return execute(spec, files, PipelineOptions(beam_args or [f"--runner={LOCAL_RUNNER}"]))
 
 
 if __name__ == "__main__":

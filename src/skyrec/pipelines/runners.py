@@ -11,6 +11,13 @@ DaskRunner is the self-hosted scale-out: Beam's Dask runner (``apache-beam[dask]
 into a Dask graph that the cluster's scheduler spreads over its worker processes (``dask scheduler`` and
 ``dask worker`` over TCP; no job server, no container). Beam knows it by its module path only
 (:data:`DASK_RUNNER`); config and docs call it ``DaskRunner``.
+
+``DirectRunner`` in skyrec's config is Beam's in-process Python runner, named :data:`LOCAL_RUNNER`
+(``FnApiRunner``) to Beam. Beam's own ``DirectRunner`` name first tries the Prism runner: it downloads a Go
+binary from GitHub while the job runs, starts it as a job server (leaving a ``beam-temp*`` folder in the
+temporary directory each time) and runs the pipeline there, falling back to the Python runner only when that
+fails. A job that fetches and runs an executable from the internet, on a runner its tests never used (they
+run where the fetch fails), is not the embedded default skyrec ships: it names the Python runner directly.
 """
 
 from __future__ import annotations
@@ -22,11 +29,13 @@ from skyrec.config import Config, ConfigError
 
 RUNNERS = {"dataflow": "DataflowRunner", "flink": "FlinkRunner", "spark": "SparkRunner"}
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+LOCAL_RUNNER = "FnApiRunner"  # what config's DirectRunner runs on: in process, never Prism (above)
 
 
 def beam_runner(runner: str) -> str:
-    """The name Beam resolves for a configured runner (``DaskRunner`` is not registered by short name)."""
-    return DASK_RUNNER if runner == "DaskRunner" else runner
+    """The name Beam resolves for a configured runner (``DaskRunner`` is not registered by short name;
+    ``DirectRunner`` is the Python runner, :data:`LOCAL_RUNNER`)."""
+    return {"DaskRunner": DASK_RUNNER, "DirectRunner": LOCAL_RUNNER}.get(runner, runner)
 
 
 def runner_options(config: Config, runner: str) -> dict[str, Any]:
