@@ -89,6 +89,9 @@ class ActivityIngestConfig(_Model):
     past_limit_days: int = Field(400, ge=1)
     # backfills/imports of history: each hour is judged against the backfill's own hours, not the week before
     backfill_volume_factor: float = Field(20.0, gt=1)
+    # the in-process runner holds a pipeline run's rows until they are grouped by interval: a long backfill
+    # runs as pipelines of at most this many hours each (a Beam backend runs every hour as one job)
+    hours_per_pipeline: int = Field(6, ge=1)
 
     @field_validator("events")
     @classmethod

@@ -143,9 +143,24 @@ def backfill_volume_result(current: int, others: list[int], *, factor: float, mi
                       f"(limit {factor:g}x)", details=details)
 
 
+def _pipeline_batches(cfg: Any, pending: list[Any]) -> list[list[Any]]:
+    """The pending hours as pipeline runs: all in one on a Beam backend (one job; its workers spread it), in
+    runs of ``ingest.activity.hours_per_pipeline`` hours in process, where Beam's runner holds a run's
+    filtered rows in memory until they are grouped by interval -- so a backfill's memory is one batch's,
+    not the whole range's. Every hour is staged before the first run and gated and committed after the
+    last, in time order, as in one run (the backfill volume rule compares the hours with each other)."""
+    from skyrec.pipelines.runners import RUNNERS
+
+    if cfg.jobs.backend in RUNNERS:
+        return [pending] if pending else []
+    size = cfg.ingest.activity.hours_per_pipeline
+    return [pending[i:i + size] for i in range(0, len(pending), size)]
+
+
 def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool = True,
                      volume: str = "hourly") -> dict[str, Any]:
-    """Build and commit the deltas of ``hours`` in ONE pipeline run. Returns per-interval results.
+    """Build and commit the deltas of ``hours`` (in pipeline runs of :func:`_pipeline_batches`). Returns
+    per-interval results.
 
     ``volume``: ``hourly`` (against the same hour of the previous days) or ``backfill`` (against the other
     hours of this run, see the module docstring)."""
@@ -201,9 +216,13 @@ def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool 
                        for h, _, _ in pending},
             replay_files=sorted(f for _, _, fs in pending for f in fs if f.startswith(ctx.lake.abspath("_replay"))),
         )
-        keyed_files = [(interval_key(h), f) for h, _, fs in pending for f in fs]
         try:
-            counters = execute(spec, keyed_files, pipeline_options(cfg, job_name=f"activity-{ctx.run.job_key}"))
+            counters = {}
+            for batch in _pipeline_batches(cfg, pending):
+                keyed_files = [(interval_key(h), f) for h, _, fs in batch for f in fs]
+                ran = execute(spec, keyed_files, pipeline_options(cfg, job_name=f"activity-{ctx.run.job_key}"))
+                for name, n in ran.items():
+                    counters[name] = counters.get(name, 0) + n
             rules = ActivityRules.from_config(cfg)
             volumes: dict[str, int] = {}
             if volume == "backfill":  # every hour's rows, committed earlier (reused) or built in this run
