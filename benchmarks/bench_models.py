@@ -47,6 +47,15 @@ SCALES: dict[str, dict[str, Any]] = {
                   "scale_items": 20_000, "scale_users": 200_000},
 }
 K = 10
+#: every folder this run writes (generated data, model homes) lives under one temporary folder, removed when
+#: the process exits (a spawned child has its own)
+_RUN_DIR = tempfile.TemporaryDirectory(prefix="skyrec-bench-models-")
+
+
+def _scratch(prefix: str) -> str:
+    return tempfile.mkdtemp(prefix=prefix, dir=_RUN_DIR.name)
+
+
 IMPLICIT_ALS = {"factors": 100, "regularization": 0.01, "alpha": 1.0, "iterations": 15}
 IMPLICIT_BPR = {"factors": 100, "learning_rate": 0.01, "regularization": 0.01, "iterations": 100}
 SKYREC_MODELS = ("als", "bpr", "ease", "knn", "popularity")
@@ -65,7 +74,7 @@ def generator_data(users: int, items: int, days: int, events_per_user: float, se
     from skyrec.data.schemas import ACTIVITY, CATALOGUE
     from skyrec.models.dataset import build_training_data
 
-    home = Path(tempfile.mkdtemp(prefix="skyrec-bench-models-"))
+    home = Path(_scratch("generated-"))
     config = load_config("local", environ={"SKYREC_HOME": str(home)})
     end = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     generate(config, users=users, items=items, days=days, events_per_user=events_per_user, seed=seed,
@@ -102,7 +111,7 @@ def ratings_data(seed: int = 3) -> Any:
     from skyrec.evaluation.synthetic import planted_tables
     from skyrec.models.dataset import build_training_data
 
-    config = load_config("local", environ={"SKYREC_HOME": tempfile.mkdtemp(prefix="skyrec-bench-ratings-")})
+    config = load_config("local", environ={"SKYREC_HOME": _scratch("ratings-")})
     end = dt.datetime(1998, 4, 23, tzinfo=dt.UTC)
     activity, _, _ = planted_tables(n_users=943, n_items=1682, n_topics=18, plays_per_user=60, purity=0.7,
                                     days=215, new_days=20, new_fraction=0.05, end=end, seed=seed)
@@ -151,7 +160,7 @@ def _fit_scored(models: dict[str, tuple[str, dict[str, Any]]], matrix: Any, *, p
     from skyrec.models import model_class
     from skyrec.models.training import fit_on
 
-    config = load_config("local", environ={"SKYREC_HOME": tempfile.mkdtemp(prefix="skyrec-bench-cfg-")})
+    config = load_config("local", environ={"SKYREC_HOME": _scratch("config-")})
     n_items = matrix.shape[1]
     scored: dict[str, Scored] = {}
     fit_seconds: dict[str, float] = {}
@@ -563,7 +572,7 @@ def density_check(spec: dict[str, Any], factor: float = 10.0, reference_items: f
 def default_models() -> dict[str, tuple[str, dict[str, Any]]]:
     from skyrec.config import load_config
 
-    config = load_config("local", environ={"SKYREC_HOME": tempfile.mkdtemp(prefix="skyrec-bench-cfg-")})
+    config = load_config("local", environ={"SKYREC_HOME": _scratch("config-")})
     out = {name: (name, dict(config.models[name].params)) for name in SKYREC_MODELS}
     out["knn_cosine"] = ("knn", {**config.models["knn"].params, "similarity": "cosine"})
     out["knn_without_series"] = ("knn", {**config.models["knn"].params, "series_weight": 0.0})
@@ -688,7 +697,7 @@ ROUNDED: dict[str, dict[str, dict[str, Any]]] = {
 def _search_config(model: str, trials: int) -> Any:
     from skyrec.config import load_config
 
-    return load_config("local", environ={"SKYREC_HOME": tempfile.mkdtemp(prefix="skyrec-bench-cfg-")},
+    return load_config("local", environ={"SKYREC_HOME": _scratch("config-")},
                        overrides={"training": {"search": {"enabled": True, "models": [model], "n_trials": trials,
                                                           "timeout_seconds": None, "seed": 0,
                                                           "spaces": {model: TUNE_SPACES[model]}}}})
@@ -704,7 +713,7 @@ def _paired_test(data: Any, candidates: dict[str, tuple[str, dict[str, Any]]], p
     from skyrec.models.series import item_context
     from skyrec.models.training import fit_on
 
-    config = load_config("local", environ={"SKYREC_HOME": tempfile.mkdtemp(prefix="skyrec-bench-cfg-")})
+    config = load_config("local", environ={"SKYREC_HOME": _scratch("config-")})
     scored = {}
     for label, (name, params) in candidates.items():
         fitted = fit_on(model_class(config, name)(**params), data.train, None, item_context(data, "train"))
