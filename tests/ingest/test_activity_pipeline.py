@@ -1,4 +1,4 @@
-"""The Beam transforms of the activity ingest, with TestPipeline and assert_that (DirectRunner)."""
+"""The Beam transforms of the activity ingest, with TestPipeline and assert_that (on the Python runner config's DirectRunner names)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from skyrec.data.activity import ActivityRules, apply_filters, dedupe, filter_activity
 from skyrec.data.schemas import RAW_ACTIVITY
 from skyrec.pipelines.activity import IngestActivity, IntervalTarget, ReadAndFilter, Spec, pipeline_options
+from skyrec.pipelines.runners import LOCAL_RUNNER
 
 HOUR = dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC)
 RULES = {"event_types": ["play", "complete"], "min_play_seconds": 30, "future_tolerance_minutes": 10,
@@ -78,7 +79,7 @@ def spec(tmp_path: Path) -> tuple[Spec, list[tuple[str, str]]]:
 
 def test_read_and_filter_quarantines_whole_bad_files(spec: tuple[Spec, list[tuple[str, str]]]) -> None:
     s, files = spec
-    with BeamTestPipeline() as p:
+    with BeamTestPipeline(runner=LOCAL_RUNNER) as p:
         out = (p | beam.Create(files) | beam.ParDo(ReadAndFilter(s))
                | beam.Map(lambda kv: (kv[1]["file"].rsplit("/", 1)[-1], kv[1]["file_problem"] and kv[1]["file_problem"][0],
                                       kv[1]["valid"].num_rows if kv[1]["valid"] is not None else None)))
@@ -91,7 +92,7 @@ def test_ingest_transform_writes_delta_and_summary(spec: tuple[Spec, list[tuple[
     committed, quarantined or filtered; the truncated file, whose rows cannot be counted, is listed with
     its size."""
     s, files = spec
-    with BeamTestPipeline() as p:
+    with BeamTestPipeline(runner=LOCAL_RUNNER) as p:
         summaries = p | beam.Create(files) | IngestActivity(s)
         assert_that(summaries | beam.Map(lambda d: (d["interval"], d["rows_in"], d["rows_out"], d["bad_rows"],
                                                     json.dumps(d["quarantined"], sort_keys=True),

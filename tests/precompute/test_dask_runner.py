@@ -28,7 +28,7 @@ import synth
 from skyrec.config import Config, ConfigError, load_config
 from skyrec.jobs.base import RunInfo, execute
 from skyrec.pipelines.predictions import comparable_files, pipeline_args
-from skyrec.pipelines.runners import DASK_RUNNER
+from skyrec.pipelines.runners import DASK_RUNNER, LOCAL_RUNNER
 from skyrec.storage import MANIFEST_DIR, Lake
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -259,7 +259,7 @@ def test_activity_ingest_pipeline_on_dask_equals_direct_runner(tmp_path: Path, d
     files = [("20260301T10", str(src / f"f{i}.parquet")) for i in range(3)] + [
         ("20260301T10", str(src / "bad.parquet")), ("20260301T11", str(src / "f3.parquet"))]
     out = {}
-    for name, args in {"direct": ["--runner=DirectRunner"],
+    for name, args in {"direct": [f"--runner={LOCAL_RUNNER}"],  # what config's DirectRunner runs on
                        "dask": [f"--runner={DASK_RUNNER}", f"--dask_client_address={dask_cluster.address}",
                                 "--dask_npartitions=5"]}.items():
         spec = Spec(source_kind="local", source_options={}, lake_url=str(tmp_path), lake_options={},
