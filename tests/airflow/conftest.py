@@ -6,9 +6,11 @@ AIRFLOW_HOME must be set before anything imports airflow, hence at conftest impo
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
 import os
+import shutil
 import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 _AF = Path(tempfile.mkdtemp(prefix="skyrec-airflow-tests-"))
+atexit.register(shutil.rmtree, _AF, ignore_errors=True)  # the session's Airflow home and DAG folder
 _DAGS = _AF / "dags"
 _DAGS.mkdir()
 (_DAGS / "skyrec_dags.py").symlink_to(ROOT / "dags" / "skyrec_dags.py")
