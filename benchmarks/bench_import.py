@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from skyrec.procstat import peak_rss_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 SCALES = {"small": 1_000_000, "reference": 10_000_000}
 T0 = 874_724_710
@@ -49,12 +51,6 @@ def _write_ratings(path: Path, n: int, seed: int = 3) -> None:
             fh.write(buf.getvalue().to_pybytes())
 
 
-def _peak_mb() -> float:
-    from skyrec.procstat import peak_rss_mb
-
-    return peak_rss_mb()  # not ru_maxrss: that carries the launcher's size across the spawn's exec
-
-
 def _skyrec(path: str, home: str, q: Any) -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from skyrec.config import load_config
@@ -71,7 +67,7 @@ def _skyrec(path: str, home: str, q: Any) -> None:
     report = import_interactions(cfg, path)
     seconds = time.perf_counter() - started
     q.put({"seconds": seconds, "rows_in": report.rows_in, "events": report.written["events"],
-           "hours": report.written["hours"], "peak_rss_mb": _peak_mb()})
+           "hours": report.written["hours"], "peak_rss_mb": peak_rss_mb()})
 
 
 def _pandas(path: str, out: str, q: Any) -> None:
@@ -102,7 +98,7 @@ def _pandas(path: str, out: str, q: Any) -> None:
         (folder / "part.parquet").write_bytes(buf.getvalue())
         hours += 1
     q.put({"seconds": time.perf_counter() - started, "rows_in": rows_in, "events": len(df), "hours": hours,
-           "peak_rss_mb": _peak_mb()})
+           "peak_rss_mb": peak_rss_mb()})
 
 
 def _run(target: Any, *args: Any) -> dict[str, Any]:

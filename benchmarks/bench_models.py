@@ -180,10 +180,11 @@ def _fit_scored(models: dict[str, tuple[str, dict[str, Any]]], matrix: Any, *, p
 
 
 def score_models(data: Any, models: dict[str, tuple[str, dict[str, Any]]], *, resamples: int,
-                 truth: Any = None, peers: bool = True) -> dict[str, Any]:
+                 truth: Any = None, peers: bool = True, pairs: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
     """Fit ``{label: (skyrec model name, params)}`` (and implicit's peers) on ``data.train``; evaluate all.
     With ``truth``: the planted-truth figures, of these fits and of fits on all the data (``interactions``:
-    what the train job publishes with ``training.fit_on_all_data``, the default)."""
+    what the train job publishes with ``training.fit_on_all_data``, the default). ``pairs``: paired NDCG@10
+    comparisons ``(a, b)`` on the same users (``out["paired"]["a vs b"]``)."""
     import numpy as np
 
     from skyrec.evaluation.offline import evaluate
@@ -224,11 +225,17 @@ def score_models(data: Any, models: dict[str, tuple[str, dict[str, Any]]], *, re
             by_age, by_brand = _truth_hits(data, published[label], truth)
             m["truth_hits_by_release_age_all_data_fit"] = by_age
             m["truth_hits_by_brand_all_data_fit"] = by_brand
+    values = per_user["values"]
+    out["paired"] = {}
+    for a, b in pairs:
+        c = paired_comparison(values[a]["overall"]["ndcg_at_k"], values[b]["overall"]["ndcg_at_k"],
+                              resamples=resamples, seed=0, confidence=0.95)
+        out["paired"][f"{a} vs {b}"] = {"relative": c["relative"], "relative_ci": c["relative_ci"],
+                                        "p_value": c["p_value"]}
     if peers:
         ours = max((m for m in out["models"] if not m.startswith("implicit_") and m != "popularity"),
                    key=lambda m: out["models"][m]["ndcg_at_10"])
         theirs = max(("implicit_als", "implicit_bpr"), key=lambda m: out["models"][m]["ndcg_at_10"])
-        values = per_user["values"]
         cmp = paired_comparison(values[ours]["overall"]["ndcg_at_k"], values[theirs]["overall"]["ndcg_at_k"],
                                 resamples=resamples, seed=0, confidence=0.95)
         out["best"] = {"skyrec": ours, "implicit": theirs, "ndcg_paired": cmp,
@@ -363,6 +370,16 @@ def _truth_recall(data: Any, s: Any, truth: Any, *, scorable: Any = None) -> flo
     return total / max(len(rows), 1)
 
 
+def _truth_source(truth: Any) -> tuple[Path, int, list[dict[str, Any]]]:
+    """The generator's folder behind ``truth``, the end of its data (µs) and its catalogue's rows."""
+    import pyarrow.parquet as pq
+
+    meta = {k.decode(): v.decode() for k, v in (truth.schema.metadata or {}).items()}
+    source = Path(meta["source"])
+    end_us = int(dt.datetime.fromisoformat(meta["end"]).timestamp() * 1_000_000)
+    return source, end_us, pq.read_table(source / "_truth" / "catalogue.parquet").to_pylist()
+
+
 def _generator_form(data: Any, cat: list[dict[str, Any]], end_us: int) -> tuple[Any, Any, Any, dict[str, int],
                                                                           dict[str, int]]:
     """The generator's next-item scoring form over ``data``'s items, one column per brand (its six newest
@@ -423,10 +440,7 @@ def plug_in_references(data: Any, truth: Any) -> dict[str, Any]:
 
     from skyrec.evaluation.offline import Scored
 
-    meta = {k.decode(): v.decode() for k, v in (truth.schema.metadata or {}).items()}
-    source = Path(meta["source"])
-    end_us = int(dt.datetime.fromisoformat(meta["end"]).timestamp() * 1_000_000)
-    cat = pq.read_table(source / "_truth" / "catalogue.parquet").to_pylist()
+    source, end_us, cat = _truth_source(truth)
     tastes = pq.read_table(source / "_truth" / "user_tastes.parquet").to_pylist()
     V, brand, genre, b_code, g_code = _generator_form(data, cat, end_us)
     n, nb, ng = len(brand), len(b_code), len(g_code)
@@ -476,15 +490,10 @@ def informed_references(data: Any, truth: Any, *, iterations: int = 50) -> dict[
 
     from skyrec.evaluation.offline import Scored
 
-    meta = {k.decode(): v.decode() for k, v in (truth.schema.metadata or {}).items()}
-    source = Path(meta["source"])
-    end_us = int(dt.datetime.fromisoformat(meta["end"]).timestamp() * 1_000_000)
+    source, end_us, cat = _truth_source(truth)
     cutoff = end_us - 6 * 3_600_000_000  # the generator's cold window
-    cat = pq.read_table(source / "_truth" / "catalogue.parquet").to_pylist()
-    brands = sorted({r["brand_id"] for r in cat})
-    genres = sorted({r["genres"][0] for r in cat if r["genres"]})
-    b_code, g_code = {b: k for k, b in enumerate(brands)}, {g: k for k, g in enumerate(genres)}
-    nb, ng = len(brands), len(genres)
+    V, _, _, b_code, g_code = _generator_form(data, cat, end_us)
+    nb, ng = len(b_code), len(g_code)
     c_index = {r["item_id"]: k for k, r in enumerate(cat)}
     c_brand = np.array([b_code[r["brand_id"]] for r in cat], dtype=np.int64)
     c_genre = np.array([g_code[r["genres"][0]] if r["genres"] else -1 for r in cat], dtype=np.int64)
@@ -540,7 +549,6 @@ def informed_references(data: Any, truth: Any, *, iterations: int = 50) -> dict[
             U[u, -1] = pi[-1]
         return U
 
-    V = _generator_form(data, cat, end_us)[0]  # its brand and genre codes are these (both sorted)
     oracle = _truth_recall(data, None, truth)
     return {label: round(_truth_recall(data, Scored(fit(support), V, None), truth) / oracle, 4)
             for label, support in (("em", False), ("em_true_brands_and_genres", True))}
@@ -560,13 +568,13 @@ def density_check(spec: dict[str, Any], factor: float = 10.0, reference_items: f
     items = typical_user_items(data.train)
     held = ("knn", {**knn[1], "series_weight": float(np.round(knn[1]["series_weight"] * reference_items / items, 4))})
     candidates = {"knn": knn, "knn_weight_not_rescaled": held}
-    figures = score_models(data, candidates, resamples=spec["resamples"], truth=truth, peers=False)
-    paired = _paired_test(data, candidates, [("knn", "knn_weight_not_rescaled")], resamples=spec["resamples"])
+    figures = score_models(data, candidates, resamples=spec["resamples"], truth=truth, peers=False,
+                           pairs=(("knn", "knn_weight_not_rescaled"),))
     return {"events_per_user": spec["events_per_user"] * factor, "median_items_per_user_train": items,
             "not_rescaled_weight": held[1]["series_weight"],
             "models": {label: {k: m[k] for k in ("ndcg_at_10", "ndcg_ci", "truth_fraction_of_oracle_all_data_fit")}
                        for label, m in figures["models"].items()},
-            "paired": paired["knn vs knn_weight_not_rescaled"]}
+            "paired": figures["paired"]["knn vs knn_weight_not_rescaled"]}
 
 
 def default_models() -> dict[str, tuple[str, dict[str, Any]]]:

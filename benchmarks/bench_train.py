@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Any
 
+from skyrec.procstat import peak_rss_mb
+
 SCALES: dict[str, dict[str, Any]] = {
     "small": {"users": 20_000, "items": 5_000, "plays": 30, "factors": 64, "iterations": 15, "repeats": 3},
     "reference": {"users": 3_500_000, "items": 200_000, "plays": 20, "factors": 64, "iterations": 3,
@@ -46,12 +48,6 @@ def _matrix(users: int, items: int, plays: int, seed: int = 0):
     return m
 
 
-def _peak_mb() -> float:
-    from skyrec.procstat import peak_rss_mb
-
-    return peak_rss_mb()  # not ru_maxrss: that carries the launcher's size across the spawn's exec
-
-
 def _child(kind: str, spec: dict[str, Any], queue: Any) -> None:
     try:
         m = _matrix(spec["users"], spec["items"], spec["plays"])
@@ -62,7 +58,7 @@ def _child(kind: str, spec: dict[str, Any], queue: Any) -> None:
         from skyrec.models.als import ALSModel
         from skyrec.models.training import fit_on
 
-        base_mb = _peak_mb()
+        base_mb = peak_rss_mb()
         t0 = time.perf_counter()
         if kind == "implicit_direct":
             with threadpool_limits(1, "blas"):
@@ -73,7 +69,7 @@ def _child(kind: str, spec: dict[str, Any], queue: Any) -> None:
             fit_on(ALSModel(factors=spec["factors"], iterations=spec["iterations"], regularization=0.05,
                             alpha=10.0, random_state=42), m, None)
         seconds = time.perf_counter() - t0
-        queue.put({"seconds": seconds, "peak_mb": _peak_mb(), "matrix_peak_mb": base_mb, "nnz": int(m.nnz)})
+        queue.put({"seconds": seconds, "peak_mb": peak_rss_mb(), "matrix_peak_mb": base_mb, "nnz": int(m.nnz)})
     except Exception as exc:  # noqa: BLE001 - report to the parent
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
 

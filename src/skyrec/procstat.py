@@ -6,6 +6,18 @@ import resource
 from pathlib import Path
 
 
+def vm_hwm_kb(pid: int | str = "self") -> int | None:
+    """Peak resident memory in kB of process ``pid`` (``VmHWM`` of its ``/proc/<pid>/status``); None when
+    it cannot be read (gone, or no ``/proc``)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def peak_rss_mb() -> float:
     """This process's own peak resident memory in MB: ``VmHWM`` of ``/proc/self/status``.
 
@@ -13,10 +25,7 @@ def peak_rss_mb() -> float:
     (fork, then exec) reports at least its launcher's resident size at the fork -- a small job launched from
     a benchmark holding a large data set would report the benchmark's memory. ``ru_maxrss`` where there is
     no ``/proc``."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    kb = vm_hwm_kb()
+    if kb is None:
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / 1024, 1)

@@ -26,3 +26,23 @@ def test_a_spawned_process_reports_its_own_peak_not_its_launchers() -> None:
     p.join(60)
     # a bare Python child peaks far below what its launcher held; ru_maxrss carries the launcher's across exec
     assert own < 200, (own, carried)
+
+
+def test_another_processs_peak_is_read_by_pid_and_none_once_it_is_gone() -> None:
+    import subprocess
+    import sys
+
+    from skyrec.procstat import vm_hwm_kb
+
+    child = subprocess.Popen([sys.executable, "-c", "b = bytearray(100 * 2**20); import time; time.sleep(30)"])
+    try:
+        import time
+
+        deadline = time.monotonic() + 20
+        while (vm_hwm_kb(child.pid) or 0) < 100 * 1024 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (vm_hwm_kb(child.pid) or 0) >= 100 * 1024
+    finally:
+        child.kill()
+        child.wait()
+    assert vm_hwm_kb(child.pid) is None

@@ -42,6 +42,7 @@ from skyrec.airflow.backends import (
     JobHandle,
     JobSpec,
 )
+from skyrec.procstat import vm_hwm_kb
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # processes this interpreter started (to reap them)
 LAUNCH_GRACE_SECONDS = 15.0
@@ -313,10 +314,7 @@ class LocalProcessBackend(JobBackend):
         pgid = handle.get("pgid")
         if pgid is not None:
             for pid in group_members(int(pgid)):
-                with contextlib.suppress(OSError):
-                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                        if line.startswith("VmHWM:"):
-                            mem_kb += int(line.split()[1])
+                mem_kb += vm_hwm_kb(pid) or 0
         return {"vcpus": 1.0, "memory_gb": mem_kb / 1024 / 1024}
 
     def read_log(self, handle: JobHandle, offset: int) -> tuple[str, int]:
