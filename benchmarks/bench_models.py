@@ -19,8 +19,10 @@ Same data, same split, same run, same evaluator:
   of being played next at the end; not sampled). References: the oracle lists exactly the truth items the
   user has not played yet -- which is also the Bayes ranking (all items by planted probability, played
   ones excluded) over the items anybody played -- and the oracle over the items with training plays (the
-  most a fit on the training part can score). Models are measured fit on the training part and fit on
-  all the data (what the train job publishes), the latter also by the truth items' release age;
+  most a fit on the training part can score); and the ceiling, the Bayes decision from the activity under
+  the generator's own model (``truth_ceiling.py``: what no estimator can beat in expectation). Models are
+  measured fit on the training part and fit on all the data (what the train job publishes), the latter
+  also by the truth items' release age;
 - EASE and item-kNN fit time and peak RSS at 20k items (each in a fresh process), and what the memory
   guard says at 200k items.
 
@@ -102,7 +104,8 @@ def generator_data(users: int, items: int, days: int, events_per_user: float, se
                                                                     strict=True)}
     truth = truth.append_column("age_days", pa.array([ages.get(i, float("nan"))
                                                       for i in truth.column("item_id").to_pylist()], pa.float64()))
-    return data, truth.replace_schema_metadata({"source": str(source), "end": end.isoformat()})
+    return data, truth.replace_schema_metadata({"source": str(source), "end": end.isoformat(), "seed": str(seed),
+                                                 "users": str(users), "items": str(items), "days": str(days)})
 
 
 def ratings_data(seed: int = 3) -> Any:
@@ -474,84 +477,16 @@ def plug_in_references(data: Any, truth: Any) -> dict[str, Any]:
     return out
 
 
-def informed_references(data: Any, truth: Any, *, iterations: int = 50) -> dict[str, Any]:
-    """Planted-truth recall (fraction of the oracle) of an estimator that knows *how the data were made*:
-    the generator's scoring form (as ``plug_in_references``), its popularity and release times, and the
-    likelihood of every play under each of its modes -- a brand's episodes (0.55 x 0.45^k for the episode
-    ``k`` releases behind that brand's newest at the play's time), a genre's items (by popularity), the
-    popular items -- fed each user's mode weights fit to their plays by EM (maximum likelihood, per user),
-    over the brands and genres the user played (``em``) and, knowing more than any model can, over the
-    user's true brands and genres (``em_true_brands_and_genres``). What is left below 1.0 is what ~40
-    plays per user cannot tell."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+def bayes_references(data: Any, truth: Any) -> dict[str, Any]:
+    """Planted-truth recall (fraction of the oracle) of the Bayes decision under the generator's own model
+    (``truth_ceiling.bayes_ceiling``): from the activity alone (``bayes``: what no estimator can beat in
+    expectation) and told each user's planted brands and genres (``bayes_true_brands_and_genres``: more than
+    any model can know; also the sampler's check)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from truth_ceiling import bayes_ceiling
 
-    from skyrec.evaluation.offline import Scored
-
-    source, end_us, cat = _truth_source(truth)
-    cutoff = end_us - 6 * 3_600_000_000  # the generator's cold window
-    V, _, _, b_code, g_code = _generator_form(data, cat, end_us)
-    nb, ng = len(b_code), len(g_code)
-    c_index = {r["item_id"]: k for k, r in enumerate(cat)}
-    c_brand = np.array([b_code[r["brand_id"]] for r in cat], dtype=np.int64)
-    c_genre = np.array([g_code[r["genres"][0]] if r["genres"] else -1 for r in cat], dtype=np.int64)
-    c_release = np.array([int(r["release_ts"].timestamp() * 1_000_000) for r in cat], dtype=np.int64)
-    c_pop = np.array([float(r["popularity"]) for r in cat])
-    # every play (plays and completes, as the dataset keeps) with its time
-    files = [f for f in sorted(source.rglob("*.parquet")) if "_truth" not in f.parts]
-    act = pa.concat_tables([pq.read_table(f, columns=["user_id", "item_id", "event_type", "event_ts"])
-                            for f in files])
-    act = act.filter(pc.is_in(act.column("event_type"), value_set=pa.array(["play", "complete"])))
-    u_index = {u: i for i, u in enumerate(data.user_ids.tolist())}
-    users = np.array([u_index.get(u, -1) for u in act.column("user_id").to_pylist()], dtype=np.int64)
-    items = np.array([c_index.get(x, -1) for x in act.column("item_id").to_pylist()], dtype=np.int64)
-    ts = pc.cast(act.column("event_ts"), pa.int64()).to_numpy()
-    ok = (users >= 0) & (items >= 0)
-    users, items, ts = users[ok], items[ok], ts[ok]
-    # each play's likelihood under its brand, its genre and the popular mode
-    t0 = int(c_release.min())
-    key = np.sort(c_brand * (1 << 50) + (c_release - t0))
-    brand = c_brand[items]
-    released = np.searchsorted(key, brand * (1 << 50) + (np.minimum(ts, cutoff) - t0), side="right")
-    position = np.searchsorted(key, brand * (1 << 50) + (c_release[items] - t0), side="left")
-    l_brand = 0.55 * 0.45 ** np.maximum(released - 1 - position, 0)
-    genre_total = np.bincount(np.maximum(c_genre, 0), weights=c_pop * (c_genre >= 0), minlength=ng)
-    genre = c_genre[items]
-    l_genre = np.where(genre >= 0, c_pop[items] / np.maximum(genre_total[np.maximum(genre, 0)], 1e-12), 0.0)
-    l_popular = c_pop[items] / c_pop.sum()
-    tastes = pq.read_table(source / "_truth" / "user_tastes.parquet").to_pylist()
-    true_sets = {u_index[r["user_id"]]: (np.unique([b_code[b] for b in r["brands"]]),
-                                         np.unique([g_code[g] for g in r["genres"]]))
-                 for r in tastes if r["user_id"] in u_index}
-    order = np.argsort(users, kind="stable")
-    bounds = np.searchsorted(users[order], np.arange(len(u_index) + 1))
-
-    def fit(true_support: bool) -> np.ndarray:
-        U = np.zeros((len(u_index), nb + ng + 1), np.float32)
-        for u in range(len(u_index)):
-            p = order[bounds[u]:bounds[u + 1]]
-            if not len(p):
-                continue
-            ub, ug = true_sets[u] if true_support else (np.unique(brand[p]), np.unique(genre[p][genre[p] >= 0]))
-            L = np.hstack([(brand[p][:, None] == ub[None, :]) * l_brand[p][:, None],
-                           (genre[p][:, None] == ug[None, :]) * l_genre[p][:, None], l_popular[p][:, None]])
-            keep = L.sum(axis=1) > 0  # a play no mode of the support explains (true support only)
-            L = L[keep]
-            pi = np.full(L.shape[1], 1.0 / L.shape[1])
-            for _ in range(iterations):
-                r = L * pi
-                r /= r.sum(axis=1, keepdims=True)
-                pi = r.sum(axis=0) / len(L)
-            U[u, ub] = pi[:len(ub)]
-            U[u, nb + ug] = pi[len(ub):len(ub) + len(ug)]
-            U[u, -1] = pi[-1]
-        return U
-
-    oracle = _truth_recall(data, None, truth)
-    return {label: round(_truth_recall(data, Scored(fit(support), V, None), truth) / oracle, 4)
-            for label, support in (("em", False), ("em_true_brands_and_genres", True))}
+    return {"bayes": bayes_ceiling(data, truth), "bayes_true_brands_and_genres": bayes_ceiling(data, truth,
+                                                                                               true_support=True)}
 
 
 def density_check(spec: dict[str, Any], factor: float = 10.0, reference_items: float = 13.0) -> dict[str, Any]:
@@ -814,7 +749,7 @@ def main(scale: str = "small") -> dict[str, Any]:
     out["skyrec_params"] = {k: v[1] for k, v in models.items()}
     out["generator_figures"] = score_models(data, models, resamples=spec["resamples"], truth=truth)
     out["generator_figures"]["truth_plug_in_references"] = plug_in_references(data, truth)
-    out["generator_figures"]["truth_informed_references"] = informed_references(data, truth)
+    out["generator_figures"]["truth_bayes_references"] = bayes_references(data, truth)
     out["density"] = density_check(spec)
     out["ratings_figures"] = score_models(ratings_data(), models, resamples=spec["resamples"])
     out["scale"] = {kind: {f"{spec['scale_items']}_items": at_scale(kind, spec["scale_users"], spec["scale_items"]),
