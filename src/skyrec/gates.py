@@ -88,6 +88,15 @@ def all_rejected_gate(committed: int, rejected_rows: int, rejected_files: int = 
                                               "rejected_files": rejected_files})
 
 
+def empty_gate(count: int, *, name: str, what: str, hint: str) -> GateResult:
+    """Fails when an output would hold none of ``what``: a first sync of an empty or mistyped source would
+    otherwise commit an empty catalogue, and every later activity record would be rejected as an unknown
+    item (an all-rejected ingest, far from the cause). ``hint`` says where to look."""
+    ok = count > 0
+    msg = f"{count} {what}" + ("" if ok else f": refusing to commit an empty output ({hint})")
+    return GateResult(name, ok, msg, details={"count": count})
+
+
 class InvariantBroken(RuntimeError):
     """The ingest accounting does not add up: a record would be lost or doubled. Nothing is committed."""
 

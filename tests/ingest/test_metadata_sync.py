@@ -177,3 +177,37 @@ def test_metadata_fields_are_type_strict_and_one_bad_record_never_fails_the_buil
     assert m2.meta["invariant"]["records"]["filtered"] == {"replaced_by_replay": 1}
     cat2 = {r["item_id"] for r in pq.read_table(lake.file_url(m2, "catalogue.parquet")).to_pylist()}
     assert a["item_id"] not in cat2 and len(cat2) == len(cat) - 1
+
+
+def test_an_empty_source_commits_no_sync_and_no_catalogue_and_says_where_it_looked(tmp_path: Path) -> None:
+    """Started before any data exists (or with a mistyped prefix), the first sync would commit an empty
+    catalogue and every activity record after it would be rejected as an unknown item. It fails instead,
+    naming where it looked; an operator can still override it for one run."""
+    cfg = make_config(tmp_path)
+    Path(cfg.source_url).mkdir(parents=True)
+    code, payload = run_job(cfg, "sync_metadata")
+    assert code == 3 and payload["gate"] == "empty_source", payload
+    assert f"0 metadata objects listed under {cfg.source_url}/metadata/{{" in payload["error"]
+    assert "skyrec generate" in payload["error"]
+    lake = Lake.from_config(cfg)
+    assert lake.latest(cfg, "raw_metadata") is None
+    code, payload = run_job(cfg, "build_catalogue")
+    assert code != 0 and lake.latest(cfg, "catalogue") is None, payload
+    # overridden, the sync commits; the catalogue it would build is empty and is refused the same way
+    assert ok(run_job(cfg, "sync_metadata", overrides=("empty_source",), try_number=2))["fetched"] == 0
+    code, payload = run_job(cfg, "build_catalogue", try_number=2)
+    assert code == 3 and payload["gate"] == "empty_catalogue", payload
+    assert "0 programmes in the catalogue" in payload["error"] and lake.latest(cfg, "catalogue") is None
+
+
+def test_a_source_that_lost_every_object_does_not_empty_the_catalogue(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    src = Path(cfg.source_url)
+    _put(src, "episodes", "p0000001", 0, {"id": "p0000001", "type": "episode", "title": "ok",
+                                          "updated": "2026-03-01T00:00:00Z"}, END)
+    ok(run_job(cfg, "sync_metadata", END - H))
+    for f in src.rglob("*.json"):
+        f.unlink()
+    code, payload = run_job(cfg, "sync_metadata")
+    assert code == 3 and payload["gate"] == "empty_source", payload
+    assert "1 known from the last sync" in payload["error"]

@@ -294,7 +294,7 @@ def run(ctx: Any) -> dict[str, Any]:
     import pyarrow.compute as pc
 
     from skyrec.data.lakeio import read_parquet, write_parquet
-    from skyrec.gates import ingest_invariant
+    from skyrec.gates import empty_gate, ingest_invariant
     from skyrec.jobs.base import NotReady
     from skyrec.jobs.ingest_activity import error_rate_result
 
@@ -411,6 +411,9 @@ def run(ctx: Any) -> dict[str, Any]:
         for name, table in entities.items():
             write_parquet(stage, f"{name}.parquet", table.sort_by("id"))
         ctx.gate(error_rate_result(n_bad, records_read - replaced, cfg.ingest.metadata.max_error_rate))
+        ctx.gate(empty_gate(catalogue.num_rows, name="empty_catalogue", what="programmes in the catalogue",
+                            hint=f"{records_read} metadata records read, {n_bad} quarantined, "
+                                 f"{len(unresolved)} without their parent"))
         deleted = int(pc.sum(entities["episodes"].column("deleted")).as_py() or 0)
         invariant = {"records": ingest_invariant(
             "records", records_in=records_read, committed=applied,

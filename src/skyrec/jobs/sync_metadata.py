@@ -95,6 +95,12 @@ def run(ctx: Any) -> dict[str, Any]:
             stream_of[obj.key] = stream
     todo = sorted((k, e) for k, e in listed.items() if previous.get(k) != e)
     removed = sorted(k for k in previous if k not in listed)
+    from skyrec.gates import empty_gate
+
+    where = f"{cfg.source_url.rstrip('/')}/{prefix}/{{{','.join(streams)}}}"
+    ctx.gate(empty_gate(len(listed), name="empty_source", what=f"metadata objects listed under {where}",
+                        hint=f"{len(previous)} known from the last sync; check source.url and "
+                             "source.metadata_prefix, or generate sample data with `skyrec generate`"))
 
     # checkpoint: the plan (what to fetch) + one file per finished batch; a new attempt resumes from it
     cp = Path(ctx.checkpoint_dir()) / "sync_metadata"
