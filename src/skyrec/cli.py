@@ -75,14 +75,29 @@ def generate(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 7,
     end: Annotated[str | None, typer.Option(help="Last hour of activity, ISO-8601 UTC (default: now).")] = None,
     bad_rate: Annotated[float, typer.Option(help="Fraction of deliberately malformed raw records.")] = 0.002,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole summary as JSON.")] = False,
 ) -> None:
     """Generate a broadcaster-like catalogue and listening activity, landed in raw form in the source."""
     from skyrec.data.generate import generate as gen
 
     cfg = _config(env)
-    summary = gen(cfg, users=users, items=items, days=days, events_per_user=events_per_user, seed=seed,
-                  end=end, bad_rate=bad_rate)
-    typer.echo(json.dumps(summary, indent=1, default=str))
+    s = gen(cfg, users=users, items=items, days=days, events_per_user=events_per_user, seed=seed,
+            end=end, bad_rate=bad_rate)
+    if as_json:
+        typer.echo(json.dumps(s, indent=1, default=str))
+        return
+    objects = s["metadata_objects"]
+    typer.echo(f"generated into {s['source']} in {s['seconds']:.1f} s (seed {s['seed']}):\n"
+               f"  catalogue  {s['items']:,} episodes of {s['brands']:,} programmes; metadata objects "
+               + ", ".join(f"{n:,} {k}" for k, n in objects.items())
+               + f" ({s['malformed_objects']} malformed on purpose)\n"
+               f"  activity   {s['activity_rows']:,} events of {s['users']:,} listeners, {s['start'][:16]} to "
+               f"{s['end'][:16]} UTC, {s['activity_files']} hourly files"
+               + (f" ({sum(s['bad_events'].values())} bad on purpose: "
+                  + ", ".join(f"{n} {k}" for k, n in sorted(s['bad_events'].items())) + ")" if s['bad_events'] else "")
+               + "\n"
+               f"  truth      {s['truth']} (planted tastes and next items, for the evaluation)\n"
+               "next: `make airflow` (or `skyrec run ingest_programme_metadata`); `--json` for this summary as JSON")
 
 
 @app.command("run")

@@ -97,3 +97,15 @@ def test_status_counts_catalogue_items_not_its_internal_tables(config, skyrec_ho
     st.commit({"items": 1682})
     row = next(d for d in collect(config)["datasets"] if d["dataset"] == "catalogue")
     assert row["rows"] == 1682
+
+
+def test_generate_prints_a_summary_for_people_and_json_on_request(skyrec_home) -> None:
+    out = _skyrec("generate", "--users", "300", "--items", "200", "--days", "2", SKYREC_HOME=str(skyrec_home))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith(f"generated into {skyrec_home}/source in ") and len(lines) == 5, out.stdout
+    assert "events of 300 listeners" in lines[2] and "48 hourly files" in lines[2] and "bad on purpose" in lines[2]
+    as_json = json.loads(_skyrec("generate", "--users", "300", "--items", "200", "--days", "2", "--json",
+                                 SKYREC_HOME=str(skyrec_home)).stdout)
+    assert as_json["users"] == 300 and as_json["activity_files"] == 48
+    assert f"{as_json['activity_rows']:,} events" in lines[2]  # same seed, same data
