@@ -166,7 +166,10 @@ def bayes_ceiling(data: Any, truth: Any, *, true_support: bool = False, burn: in
     bw = np.full((n_users, BRAND_SLOTS), 1.0 / BRAND_SLOTS)
     gw = (np.arange(GENRE_SLOTS)[None, :] < n_g[:, None]) / n_g[:, None].astype(float)
 
-    # ---- the truth's scoring form at the end (as the generator's _next_items)
+    # ---- the truth's scoring form at the end, as the generator's _next_items computes it: from its own arrays
+    # and over every catalogue item (an item nobody played can still push others out of a sampled top 10);
+    # bench_models._generator_form rebuilds the same form from the published truth catalogue, over the
+    # items anybody played, for the plug-in references (0.997 of the oracle with the planted tastes)
     w_end = np.diff(np.concatenate([[0.0], gen._DaySampler(cat, end - gen.HOUR, end).global_cum]))
     gtop_i, gtop_p = np.zeros((ng, 20), np.int64), np.zeros((ng, 20))
     for g in range(ng):
