@@ -485,8 +485,7 @@ def bayes_references(data: Any, truth: Any) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).parent))
     from truth_ceiling import bayes_ceiling
 
-    return {"bayes": bayes_ceiling(data, truth), "bayes_true_brands_and_genres": bayes_ceiling(data, truth,
-                                                                                               true_support=True)}
+    return bayes_ceiling(data, truth)
 
 
 def density_check(spec: dict[str, Any], factor: float = 10.0, reference_items: float = 13.0) -> dict[str, Any]:

@@ -21,7 +21,7 @@ module computes that decision for the generator's own model, exactly:
   assignments summed out; Gibbs steps on the assignments, each brand slot's genre pick, the number of
   weighted genres (Dirichlet-multinomial, weights summed out) and the weights (conjugate).
 
-``true_support=True`` pins each user's brands and genres to their planted ones (only the weights are
+The chain ``bayes_true_brands_and_genres`` pins each user's brands and genres to their planted ones (only the weights are
 sampled): more than any estimator can know, and a check of the sampler. The returned figures are realised
 recall as a fraction of the oracle on these users' truth (the Bayes decision maximises the *expected*
 recall, so on one draw of users a lucky estimator can pass it by sampling noise, never by much on
@@ -37,6 +37,8 @@ import numpy as np
 
 BRAND_SLOTS, GENRE_SLOTS = 4, 3
 N_GENRES_PRIOR = (0.4, 0.4, 0.2)
+#: the chains: from the activity alone, and with each user's planted brands and genres pinned
+CHAINS = {"bayes": False, "bayes_true_brands_and_genres": True}
 
 
 def _events(source: Any, cat: Any, users: Any, start: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,10 +60,12 @@ def _events(source: Any, cat: Any, users: Any, start: int, end: int) -> tuple[np
     return uid[ok][order], item[ok][order], ts[ok][order]
 
 
-def bayes_ceiling(data: Any, truth: Any, *, true_support: bool = False, burn: int = 100, samples: int = 100,
-                  seed: int = 0) -> dict[str, Any]:
-    """The Bayes decision's planted-truth recall as a fraction of the oracle (see the module's doc).
-    ``truth`` is ``bench_models.generator_data``'s (its metadata names the generator's folder and call)."""
+def bayes_ceiling(data: Any, truth: Any, *, chains: tuple[str, ...] = tuple(CHAINS), burn: int = 100,
+                  samples: int = 100, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """``{chain: figures}``: the Bayes decision's planted-truth recall as a fraction of the oracle, for each of
+    ``chains`` (``CHAINS``; see the module's doc). The generator, the events and their likelihoods are set up
+    once for all of them. ``truth`` is ``bench_models.generator_data``'s (its metadata names the generator's
+    folder and call)."""
     import datetime as dt
     from pathlib import Path
 
@@ -81,7 +85,6 @@ def bayes_ceiling(data: Any, truth: Any, *, true_support: bool = False, burn: in
     ustart = np.searchsorted(uid, np.arange(n_users + 1))
     per_user = np.diff(ustart)
     rows = np.arange(n_users)
-    rng = np.random.default_rng(seed)
 
     # ---- each event's likelihood under "a slot holding its brand", "a slot holding its genre", popular
     ibrand = cat.brand[item].astype(np.int64)
@@ -147,24 +150,9 @@ def bayes_ceiling(data: Any, truth: Any, *, true_support: bool = False, burn: in
     def draw(p_cum: np.ndarray) -> np.ndarray:  # one categorical draw per row of cumulative probabilities
         return (rng.random(len(p_cum))[:, None] * p_cum[:, -1:] > p_cum).sum(axis=1).clip(0, p_cum.shape[1] - 1)
 
-    # ---- the start: the user's most played genres and brands (or the planted ones)
+    # ---- each user's events by brand (the brand moves' proposal)
     by_brand = np.zeros((n_users, nbr))
     np.add.at(by_brand, (uid, ibrand), 1)
-    if true_support:
-        genres, brands = users.genres.astype(np.int64), users.brands.astype(np.int64)
-        n_g = (users.genre_w > 0).sum(axis=1)
-    else:
-        by_genre = np.zeros((n_users, ng))
-        np.add.at(by_genre, (uid, igenre), 1)
-        genres = np.argsort(-(by_genre + 1e-3 * gprior[None, :]), axis=1, kind="stable")[:, :GENRE_SLOTS]
-        n_g = np.full(n_users, GENRE_SLOTS)
-        brands = np.argsort(-(by_brand + 1e-6 * bpop[None, :]), axis=1, kind="stable")[:, :BRAND_SLOTS]
-        for s in range(BRAND_SLOTS):  # every brand must be drawable from the start's genres
-            bad = ~(bgenre[brands[:, s]][:, None] == genres).any(axis=1)
-            brands[bad, s] = draw(cum_bg[genres[bad, 0]])
-    pb = np.full(n_users, 0.6)
-    bw = np.full((n_users, BRAND_SLOTS), 1.0 / BRAND_SLOTS)
-    gw = (np.arange(GENRE_SLOTS)[None, :] < n_g[:, None]) / n_g[:, None].astype(float)
 
     # ---- the truth's scoring form at the end, as the generator's _next_items computes it: from its own arrays
     # and over every catalogue item (an item nobody played can still push others out of a sampled top 10);
@@ -199,80 +187,105 @@ def bayes_ceiling(data: Any, truth: Any, *, true_support: bool = False, burn: in
         S[:, top_all] += ((1 - pb) * 0.3)[:, None] * p_all[None, :]
         return S
 
-    in_top = np.zeros((n_users, n_items), np.float32)
-    mean_score = np.zeros((n_users, n_items), np.float32)
-    L = components(brands, genres, n_g)
-    lgamma_v = np.vectorize(lgamma)
-    for sweep in range(burn + samples):
-        if not true_support:
-            W = mode_weights(pb, bw, gw)
-            current = loglik(L, W) + log_prior(brands, genres, gw)
-            for s in range(BRAND_SLOTS):
-                # proposal: half the time the brand of one of the user's events, half a draw from the prior
-                e = np.minimum(ustart[:-1] + np.floor(rng.random(n_users) * np.maximum(per_user, 1)).astype(np.int64),
-                               n_events - 1)
-                from_prior = draw(cum_bg[genres[rows, draw(np.cumsum(gw, axis=1))]])
-                proposed = brands.copy()
-                proposed[:, s] = np.where((rng.random(n_users) < 0.5) & (per_user > 0), ibrand[e], from_prior)
-
-                Ln = L.copy()
-                Ln[:, s] = lb * (proposed[uid, s] == ibrand)
-                new = loglik(Ln, W) + log_prior(proposed, genres, gw)
-                a = (new - current + np.log(np.maximum(proposal(brands[:, s], genres, gw), 1e-300))
-                     - np.log(np.maximum(proposal(proposed[:, s], genres, gw), 1e-300)))
-                accept = np.log(rng.random(n_users)) < a
-                brands[accept, s] = proposed[accept, s]
-                current = np.where(accept, new, current)
-                L[:, s] = lb * (brands[uid, s] == ibrand)
-            for s in range(GENRE_SLOTS):  # a uniformly proposed genre (symmetric), distinct from the others
-                proposed = genres.copy()
-                proposed[:, s] = rng.integers(0, ng, n_users)
-                clash = (proposed[:, s][:, None] == np.delete(genres, s, axis=1)).any(axis=1)
-                Ln = L.copy()
-                Ln[:, BRAND_SLOTS + s] = lg * (proposed[uid, s] == igenre) * (s < n_g[uid])
-                new = loglik(Ln, W) + log_prior(brands, proposed, gw)
-                accept = (np.log(rng.random(n_users)) < new - current) & ~clash
-                genres[accept, s] = proposed[accept, s]
-                current = np.where(accept, new, current)
-                L[:, BRAND_SLOTS + s] = lg * (genres[uid, s] == igenre) * (s < n_g[uid])
-        # Gibbs: each event's mode, each brand slot's genre pick, the number of weighted genres, the weights
-        z = draw(np.cumsum(L * mode_weights(pb, bw, gw)[uid], axis=1))
-        counts = np.zeros((n_users, BRAND_SLOTS + GENRE_SLOTS + 1))
-        np.add.at(counts, (uid, z), 1)
-        in_genre = counts[:, BRAND_SLOTS:BRAND_SLOTS + GENRE_SLOTS].copy()
-        for s in range(BRAND_SLOTS):
-            in_genre[rows, draw(np.cumsum(gw * p_bg[genres, brands[:, s][:, None]], axis=1))] += 1
-        if not true_support:
-            needed = np.where(in_genre[:, 2] > 0, 3, np.where(in_genre[:, 1] > 0, 2, 1))
-            total = in_genre.sum(axis=1)
-            logp = np.full((n_users, GENRE_SLOTS), -np.inf)
-            for k in range(1, GENRE_SLOTS + 1):
-                dm = lgamma_v(k) - lgamma_v(k + total) + sum(lgamma_v(1 + in_genre[:, j]) for j in range(k))
-                logp[:, k - 1] = np.where(needed <= k, np.log(N_GENRES_PRIOR[k - 1]) + dm, -np.inf)
-            n_g = 1 + draw(np.cumsum(np.exp(logp - logp.max(axis=1, keepdims=True)), axis=1))
-        weighted = np.arange(GENRE_SLOTS)[None, :] < n_g[:, None]
-        pb = rng.beta(6 + counts[:, :BRAND_SLOTS].sum(axis=1), 4 + counts[:, BRAND_SLOTS:].sum(axis=1))
-        bw = rng.gamma(0.8 + counts[:, :BRAND_SLOTS])
-        bw /= bw.sum(axis=1, keepdims=True)
-        gw = np.where(weighted, rng.gamma(np.where(weighted, 1 + in_genre, 1.0)), 0.0)
-        gw /= gw.sum(axis=1, keepdims=True)
-        L = components(brands, genres, n_g)
-        if sweep >= burn:
-            S = next_item_scores()
-            np.add.at(in_top, (np.repeat(rows, 10), np.argpartition(-S, 10, axis=1)[:, :10].ravel()), 1)
-            mean_score += S
-
-    # the decision: per user, the unplayed items most often in the posterior's top 10 (ties by mean score)
+    # the decision's items and users: the data's, in the generator's indices
     c_index = {x: k for k, x in enumerate(cat.item_ids.tolist())}
     u_index = {u: k for k, u in enumerate(users.ids.to_pylist())}
     cols = np.array([c_index[x] for x in data.item_ids.tolist()], dtype=np.int64)
     urows = np.array([u_index[u] for u in data.user_ids.tolist()], dtype=np.int64)
-    mean = mean_score[np.ix_(urows, cols)] / samples
-    decision = in_top[np.ix_(urows, cols)] / samples + 1e-3 * mean / max(float(mean.max()), 1e-12)
     identity = np.eye(len(cols), dtype=np.float32)
     oracle = _truth_recall(data, None, truth)
-    found = np.array([len(set(brands[u]) & set(users.brands[u])) / len(set(users.brands[u])) for u in urows])
-    return {"fraction_of_oracle": round(_truth_recall(data, Scored(decision, identity, None), truth) / oracle, 4),
-            "posterior_mean_ranking": round(_truth_recall(data, Scored(mean, identity, None), truth) / oracle, 4),
-            "planted_brands_in_the_last_sample": round(float(found.mean()), 3),
-            "events": n_events, "burn": burn, "samples": samples}
+    out: dict[str, dict[str, Any]] = {}
+    for label in chains:
+        true_support = CHAINS[label]
+        rng = np.random.default_rng(seed)  # each chain as if run alone
+        # the start: the user's most played genres and brands (or the planted ones)
+        if true_support:
+            genres, brands = users.genres.astype(np.int64), users.brands.astype(np.int64)
+            n_g = (users.genre_w > 0).sum(axis=1)
+        else:
+            by_genre = np.zeros((n_users, ng))
+            np.add.at(by_genre, (uid, igenre), 1)
+            genres = np.argsort(-(by_genre + 1e-3 * gprior[None, :]), axis=1, kind="stable")[:, :GENRE_SLOTS]
+            n_g = np.full(n_users, GENRE_SLOTS)
+            brands = np.argsort(-(by_brand + 1e-6 * bpop[None, :]), axis=1, kind="stable")[:, :BRAND_SLOTS]
+            for s in range(BRAND_SLOTS):  # every brand must be drawable from the start's genres
+                bad = ~(bgenre[brands[:, s]][:, None] == genres).any(axis=1)
+                brands[bad, s] = draw(cum_bg[genres[bad, 0]])
+        pb = np.full(n_users, 0.6)
+        bw = np.full((n_users, BRAND_SLOTS), 1.0 / BRAND_SLOTS)
+        gw = (np.arange(GENRE_SLOTS)[None, :] < n_g[:, None]) / n_g[:, None].astype(float)
+
+
+        in_top = np.zeros((n_users, n_items), np.float32)
+        mean_score = np.zeros((n_users, n_items), np.float32)
+        L = components(brands, genres, n_g)
+        lgamma_v = np.vectorize(lgamma)
+        for sweep in range(burn + samples):
+            if not true_support:
+                W = mode_weights(pb, bw, gw)
+                current = loglik(L, W) + log_prior(brands, genres, gw)
+                for s in range(BRAND_SLOTS):
+                    # proposal: half the time the brand of one of the user's events, half a draw from the prior
+                    e = np.minimum(ustart[:-1] + np.floor(rng.random(n_users) * np.maximum(per_user, 1)).astype(np.int64),
+                                   n_events - 1)
+                    from_prior = draw(cum_bg[genres[rows, draw(np.cumsum(gw, axis=1))]])
+                    proposed = brands.copy()
+                    proposed[:, s] = np.where((rng.random(n_users) < 0.5) & (per_user > 0), ibrand[e], from_prior)
+
+                    Ln = L.copy()
+                    Ln[:, s] = lb * (proposed[uid, s] == ibrand)
+                    new = loglik(Ln, W) + log_prior(proposed, genres, gw)
+                    a = (new - current + np.log(np.maximum(proposal(brands[:, s], genres, gw), 1e-300))
+                         - np.log(np.maximum(proposal(proposed[:, s], genres, gw), 1e-300)))
+                    accept = np.log(rng.random(n_users)) < a
+                    brands[accept, s] = proposed[accept, s]
+                    current = np.where(accept, new, current)
+                    L[:, s] = lb * (brands[uid, s] == ibrand)
+                for s in range(GENRE_SLOTS):  # a uniformly proposed genre (symmetric), distinct from the others
+                    proposed = genres.copy()
+                    proposed[:, s] = rng.integers(0, ng, n_users)
+                    clash = (proposed[:, s][:, None] == np.delete(genres, s, axis=1)).any(axis=1)
+                    Ln = L.copy()
+                    Ln[:, BRAND_SLOTS + s] = lg * (proposed[uid, s] == igenre) * (s < n_g[uid])
+                    new = loglik(Ln, W) + log_prior(brands, proposed, gw)
+                    accept = (np.log(rng.random(n_users)) < new - current) & ~clash
+                    genres[accept, s] = proposed[accept, s]
+                    current = np.where(accept, new, current)
+                    L[:, BRAND_SLOTS + s] = lg * (genres[uid, s] == igenre) * (s < n_g[uid])
+            # Gibbs: each event's mode, each brand slot's genre pick, the number of weighted genres, the weights
+            z = draw(np.cumsum(L * mode_weights(pb, bw, gw)[uid], axis=1))
+            counts = np.zeros((n_users, BRAND_SLOTS + GENRE_SLOTS + 1))
+            np.add.at(counts, (uid, z), 1)
+            in_genre = counts[:, BRAND_SLOTS:BRAND_SLOTS + GENRE_SLOTS].copy()
+            for s in range(BRAND_SLOTS):
+                in_genre[rows, draw(np.cumsum(gw * p_bg[genres, brands[:, s][:, None]], axis=1))] += 1
+            if not true_support:
+                needed = np.where(in_genre[:, 2] > 0, 3, np.where(in_genre[:, 1] > 0, 2, 1))
+                total = in_genre.sum(axis=1)
+                logp = np.full((n_users, GENRE_SLOTS), -np.inf)
+                for k in range(1, GENRE_SLOTS + 1):
+                    dm = lgamma_v(k) - lgamma_v(k + total) + sum(lgamma_v(1 + in_genre[:, j]) for j in range(k))
+                    logp[:, k - 1] = np.where(needed <= k, np.log(N_GENRES_PRIOR[k - 1]) + dm, -np.inf)
+                n_g = 1 + draw(np.cumsum(np.exp(logp - logp.max(axis=1, keepdims=True)), axis=1))
+            weighted = np.arange(GENRE_SLOTS)[None, :] < n_g[:, None]
+            pb = rng.beta(6 + counts[:, :BRAND_SLOTS].sum(axis=1), 4 + counts[:, BRAND_SLOTS:].sum(axis=1))
+            bw = rng.gamma(0.8 + counts[:, :BRAND_SLOTS])
+            bw /= bw.sum(axis=1, keepdims=True)
+            gw = np.where(weighted, rng.gamma(np.where(weighted, 1 + in_genre, 1.0)), 0.0)
+            gw /= gw.sum(axis=1, keepdims=True)
+            L = components(brands, genres, n_g)
+            if sweep >= burn:
+                S = next_item_scores()
+                np.add.at(in_top, (np.repeat(rows, 10), np.argpartition(-S, 10, axis=1)[:, :10].ravel()), 1)
+                mean_score += S
+
+        # the decision: per user, the unplayed items most often in the posterior's top 10 (ties by mean score)
+        mean = mean_score[np.ix_(urows, cols)] / samples
+        decision = in_top[np.ix_(urows, cols)] / samples + 1e-3 * mean / max(float(mean.max()), 1e-12)
+        found = np.array([len(set(brands[u]) & set(users.brands[u])) / len(set(users.brands[u])) for u in urows])
+        recall = {k: _truth_recall(data, Scored(x, identity, None), truth) / oracle
+                  for k, x in (("fraction_of_oracle", decision), ("posterior_mean_ranking", mean))}
+        out[label] = {**{k: round(v, 4) for k, v in recall.items()},
+                      "planted_brands_in_the_last_sample": round(float(found.mean()), 3),
+                      "events": n_events, "burn": burn, "samples": samples}
+    return out

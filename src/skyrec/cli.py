@@ -81,23 +81,24 @@ def generate(
     from skyrec.data.generate import generate as gen
 
     cfg = _config(env)
-    s = gen(cfg, users=users, items=items, days=days, events_per_user=events_per_user, seed=seed,
-            end=end, bad_rate=bad_rate)
-    if as_json:
-        typer.echo(json.dumps(s, indent=1, default=str))
-        return
-    objects = s["metadata_objects"]
-    typer.echo(f"generated into {s['source']} in {s['seconds']:.1f} s (seed {s['seed']}):\n"
-               f"  catalogue  {s['items']:,} episodes of {s['brands']:,} programmes; metadata objects "
-               + ", ".join(f"{n:,} {k}" for k, n in objects.items())
-               + f" ({s['malformed_objects']} malformed on purpose)\n"
-               f"  activity   {s['activity_rows']:,} events of {s['users']:,} listeners, {s['start'][:16]} to "
-               f"{s['end'][:16]} UTC, {s['activity_files']} hourly files"
-               + (f" ({sum(s['bad_events'].values())} bad on purpose: "
-                  + ", ".join(f"{n} {k}" for k, n in sorted(s['bad_events'].items())) + ")" if s['bad_events'] else "")
-               + "\n"
-               f"  truth      {s['truth']} (planted tastes and next items, for the evaluation)\n"
-               "next: `make airflow` (or `skyrec run ingest_programme_metadata`); `--json` for this summary as JSON")
+    summary = gen(cfg, users=users, items=items, days=days, events_per_user=events_per_user, seed=seed,
+                  end=end, bad_rate=bad_rate)
+    typer.echo(json.dumps(summary, indent=1, default=str) if as_json else _generated_text(summary))
+
+
+def _generated_text(s: dict[str, Any]) -> str:
+    """``skyrec generate``'s summary for people: where, the catalogue, the activity, the truth, what next."""
+    objects = ", ".join(f"{n:,} {kind}" for kind, n in s["metadata_objects"].items())
+    bad = ", ".join(f"{n} {kind}" for kind, n in sorted(s["bad_events"].items()))
+    planted = f" ({sum(s['bad_events'].values())} bad on purpose: {bad})" if bad else ""
+    return "\n".join([
+        f"generated into {s['source']} in {s['seconds']:.1f} s (seed {s['seed']}):",
+        f"  catalogue  {s['items']:,} episodes of {s['brands']:,} programmes; metadata objects {objects} "
+        f"({s['malformed_objects']} malformed on purpose)",
+        f"  activity   {s['activity_rows']:,} events of {s['users']:,} listeners, {s['start'][:16]} to "
+        f"{s['end'][:16]} UTC, {s['activity_files']} hourly files{planted}",
+        f"  truth      {s['truth']} (planted tastes and next items, for the evaluation)",
+        "next: `make airflow` (or `skyrec run ingest_programme_metadata`); `--json` for this summary as JSON"])
 
 
 @app.command("run")

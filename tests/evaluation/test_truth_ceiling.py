@@ -32,8 +32,8 @@ def test_the_ceiling_told_the_planted_support_nearly_reaches_the_oracle_and_from
         from truth_ceiling import bayes_ceiling
 
         data, truth = generated
-        told = bayes_ceiling(data, truth, true_support=True, burn=30, samples=30)
-        alone = bayes_ceiling(data, truth, burn=60, samples=30)
+        figures = bayes_ceiling(data, truth, burn=60, samples=30)
+        told, alone = figures["bayes_true_brands_and_genres"], figures["bayes"]
     finally:
         sys.path.remove(str(BENCHMARKS))
     assert told["planted_brands_in_the_last_sample"] == 1.0

@@ -403,6 +403,11 @@ def run(ctx: Any) -> dict[str, Any]:
 
     catalogue, unresolved = _resolve(entities)
     n_bad = sum(len(v) for v in bad.values())
+    # the gates before staging: nothing is written for a catalogue that cannot be committed
+    ctx.gate(error_rate_result(n_bad, records_read - replaced, cfg.ingest.metadata.max_error_rate))
+    ctx.gate(empty_gate(catalogue.num_rows, name="empty_catalogue", what="programmes in the catalogue",
+                        hint=f"{records_read} metadata records read, {n_bad} quarantined, "
+                             f"{len(unresolved)} without their parent"))
     with ctx.stage(DATASET) as stage:
         for reason, records in sorted(bad.items()):
             stage.quarantine(reason, records)
@@ -410,10 +415,6 @@ def run(ctx: Any) -> dict[str, Any]:
         write_parquet(stage, "catalogue.parquet", catalogue)
         for name, table in entities.items():
             write_parquet(stage, f"{name}.parquet", table.sort_by("id"))
-        ctx.gate(error_rate_result(n_bad, records_read - replaced, cfg.ingest.metadata.max_error_rate))
-        ctx.gate(empty_gate(catalogue.num_rows, name="empty_catalogue", what="programmes in the catalogue",
-                            hint=f"{records_read} metadata records read, {n_bad} quarantined, "
-                                 f"{len(unresolved)} without their parent"))
         deleted = int(pc.sum(entities["episodes"].column("deleted")).as_py() or 0)
         invariant = {"records": ingest_invariant(
             "records", records_in=records_read, committed=applied,

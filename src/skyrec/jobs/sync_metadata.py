@@ -73,6 +73,7 @@ def _plan_digest(rel: str, todo: list[tuple[str, str]]) -> str:
 
 def run(ctx: Any) -> dict[str, Any]:
     from skyrec.data.source import open_metadata_source
+    from skyrec.gates import empty_gate, ingest_invariant
 
     cfg = ctx.config
     rel = ctx.path(DATASET)
@@ -95,8 +96,6 @@ def run(ctx: Any) -> dict[str, Any]:
             stream_of[obj.key] = stream
     todo = sorted((k, e) for k, e in listed.items() if previous.get(k) != e)
     removed = sorted(k for k in previous if k not in listed)
-    from skyrec.gates import empty_gate
-
     where = f"{cfg.source_url.rstrip('/')}/{prefix}/{{{','.join(streams)}}}"
     ctx.gate(empty_gate(len(listed), name="empty_source", what=f"metadata objects listed under {where}",
                         hint=f"{len(previous)} known from the last sync; check source.url and "
@@ -188,7 +187,6 @@ def run(ctx: Any) -> dict[str, Any]:
         keys = sorted(state)
         write_parquet(stage, "state.parquet", pa.table({"key": pa.array(keys, pa.string()),
                                                         "etag": pa.array([state[k] for k in keys], pa.string())}))
-        from skyrec.gates import ingest_invariant
         from skyrec.jobs.ingest_activity import error_rate_result
 
         invariant = {"objects": ingest_invariant(
