@@ -518,6 +518,10 @@ def default_models() -> dict[str, tuple[str, dict[str, Any]]]:
     out = {name: (name, dict(config.models[name].params)) for name in SKYREC_MODELS}
     out["knn_cosine"] = ("knn", {**config.models["knn"].params, "similarity": "cosine"})
     out["knn_without_series"] = ("knn", {**config.models["knn"].params, "series_weight": 0.0})
+    # the series term without the "followed" weighting: every play alike, at its own tuned weight (the default
+    # before the weighting)
+    out["knn_every_play_alike"] = ("knn", {**config.models["knn"].params, "series_weight": 0.27,
+                                           "series_catch_up": 1.0})
     return out
 
 
@@ -603,7 +607,8 @@ TUNE_SPACES: dict[str, dict[str, dict[str, Any]]] = {
     "knn": {"neighbours": {"int": [10, 1000], "log": True}, "similarity": {"choice": ["cosine", "bm25"]},
             "bm25_k1": {"float": [0.1, 5.0], "log": True}, "bm25_b": {"float": [0.0, 1.0]},
             "series_weight": {"float": [0.0, 1.2]}, "series_depth": {"int": [1, 20]},
-            "series_decay": {"float": [0.2, 1.0]}},
+            "series_decay": {"float": [0.2, 1.0]}, "series_catch_up": {"float": [0.0, 1.0]},
+            "series_follow_within": {"int": [0, 4]}},
     "ease": {"regularization": {"float": [1.0, 10000.0], "log": True}, "binary": {"choice": [True, False]},
              "series_weight": {"float": [0.0, 16.0]}, "series_depth": {"int": [1, 20]},
              "series_decay": {"float": [0.2, 1.0]}},
@@ -624,13 +629,17 @@ ROUNDED: dict[str, dict[str, dict[str, Any]]] = {
                                  "series_decay": 0.75}},
     "bpr": {"rounded": {"factors": 64, "learning_rate": 0.007, "regularization": 0.004}},
     "knn": {"rounded": {"similarity": "bm25", "neighbours": 40, "bm25_k1": 1.0, "bm25_b": 0.1, "series_weight": 0.15,
-                        "series_depth": 6, "series_decay": 0.75},
+                        "series_depth": 6, "series_decay": 0.75, "series_catch_up": 1.0},
             "rounded_without_series": {"similarity": "bm25", "neighbours": 40, "bm25_k1": 1.0, "bm25_b": 0.1,
                                        "series_weight": 0.0},
             "previous_with_series": {"similarity": "bm25", "neighbours": 500, "bm25_k1": 2.0, "bm25_b": 0.6,
-                                     "series_weight": 0.15, "series_depth": 6, "series_decay": 0.75},
+                                     "series_weight": 0.15, "series_depth": 6, "series_decay": 0.75,
+                                     "series_catch_up": 1.0},
             "rounded_latest": {"similarity": "bm25", "neighbours": 70, "bm25_k1": 1.0, "bm25_b": 0.2,
-                               "series_weight": 0.27, "series_depth": 5, "series_decay": 0.75}},
+                               "series_weight": 0.27, "series_depth": 5, "series_decay": 0.75, "series_catch_up": 1.0},
+            "rounded_followed": {"similarity": "bm25", "neighbours": 70, "bm25_k1": 1.0, "bm25_b": 0.2,
+                                 "series_weight": 0.54, "series_depth": 5, "series_decay": 0.75,
+                                 "series_catch_up": 0.1, "series_follow_within": 1}},
     "als": {"rounded": {"factors": 128, "regularization": 6.0, "alpha": 0.4},
             "rounded_64_factors": {"factors": 64, "regularization": 6.0, "alpha": 0.4}},
 }

@@ -48,9 +48,15 @@ def config(skyrec_home: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
 
 @pytest.fixture
 def config_factory(skyrec_home: Path):
-    """Build a local config with overrides (nested dict), e.g. {"publish": {"redis_url": ...}}."""
+    """Build a local config with overrides (nested dict), e.g. {"publish": {"redis_url": ...}}.
+
+    The API's Redis timeout is 5 s unless a test sets it: the shipped 0.5 s answers 503 when a loaded
+    2-core CI machine delays one reply (seen once under the chaos test's workers); the tests of that
+    503 path set their own small timeouts."""
 
     def make(overrides: dict | None = None) -> Config:
+        overrides = dict(overrides or {})
+        overrides["serve"] = {"redis_timeout_seconds": 5.0, **(overrides.get("serve") or {})}
         return load_config("local", root=ROOT, overrides=overrides,
                            environ={**os.environ, "SKYREC_HOME": str(skyrec_home)})
 

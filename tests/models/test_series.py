@@ -14,7 +14,14 @@ from skyrec.models.dataset import build_training_data
 from skyrec.models.ease import EASEModel
 from skyrec.models.knn import ItemKNNModel
 from skyrec.models.representations import scores
-from skyrec.models.series import UNKNOWN_RELEASE, ItemContext, add_series, item_context, series_matrix
+from skyrec.models.series import (
+    UNKNOWN_RELEASE,
+    ItemContext,
+    add_series,
+    item_context,
+    newest_rank,
+    series_matrix,
+)
 from skyrec.models.training import fit_on
 
 DAY = 86_400 * 1_000_000
@@ -141,7 +148,7 @@ def test_knn_scales_the_term_with_how_many_items_a_typical_user_has() -> None:
     ctx = item_context(data, "interactions")
     fitted = fit_on(MODELS["knn"](1.0), data.interactions, None, ctx)
     plain = fit_on(MODELS["knn"](0.0), data.interactions, None, ctx)
-    counts = np.diff(sp.csr_matrix(fitted.user_factors).indptr)
+    counts = np.diff(sp.csr_matrix(data.interactions).indptr)
     median = float(np.median(counts[counts > 0]))
     assert median > 1
     S = sp.csr_matrix(plain.model._similarity)  # type: ignore[attr-defined]
@@ -168,3 +175,168 @@ def test_the_context_must_match_the_matrix() -> None:
 def test_series_parameters_are_checked(cls, params: dict) -> None:
     with pytest.raises(ValueError, match=f"{cls.__name__}: series_weight must be >= 0"):
         cls(**params)
+
+
+@pytest.mark.parametrize("params", [{"series_catch_up": -0.1}, {"series_catch_up": 1.5},
+                                    {"series_follow_within": -1}])
+def test_follow_parameters_are_checked(params: dict) -> None:
+    with pytest.raises(ValueError, match="ItemKNNModel: series_catch_up must be in"):
+        ItemKNNModel(**params)
+
+
+# ---- "followed" listening: plays of an episode while it was new ----------------------------------------------
+
+def test_newest_rank_counts_the_brands_episodes_out_between_the_episode_and_its_first_play() -> None:
+    # brand 0: items 0..3 released days 1, 2, 3, 5; item 4 brand 1 day 1; item 5 no brand; item 6 no release
+    brand = np.array([0, 0, 0, 0, 1, -1, 0], dtype=np.int64)
+    release = np.array([1 * DAY, 2 * DAY, 3 * DAY, 5 * DAY, 1 * DAY, 1 * DAY, UNKNOWN_RELEASE], dtype=np.int64)
+    plays = {(0, 0): 1.5, (0, 1): 2.5, (0, 2): 9.0, (1, 0): 4.0, (1, 3): 5.0, (1, 4): 30.0, (1, 5): 2.0,
+             (1, 6): 6.0, (2, 0): 0.5}  # (user, item): first play, in days
+    rows, cols = zip(*plays, strict=True)
+    fp = sp.csr_matrix((np.array([int(d * DAY) for d in plays.values()], np.int64), (rows, cols)), shape=(3, 7))
+    rank = newest_rank(fp, brand, release).toarray()
+    assert rank[0, :4].tolist() == [1, 1, 2, 0]  # item 2 played on day 9: item 3 (day 5) was out by then
+    assert rank[1, 0] == 3 and rank[1, 3] == 1  # item 0 on day 4: items 1, 2 newer; item 3 on its release day
+    assert rank[1, 4] == 1  # another brand's releases do not count, however late the play
+    assert rank[1, 5] == 0 and rank[1, 6] == 0  # no brand, no release time: unknown, left out
+    assert rank[2, 0] == 1  # a play before the release time (a clock out of step): the newest
+    ctx = ItemContext(brand=brand, release_us=release, reference_us=10 * DAY, newest_rank=sp.csr_matrix(rank))
+    assert ctx.followed(0).toarray()[0, :3].tolist() == [1, 1, 0]
+    assert ctx.followed(1).toarray()[1].tolist() == [0, 0, 0, 1, 1, 0, 0]
+    assert ctx.followed(2).toarray()[1, 0] == 1
+    taken = ctx.take(np.array([3, 0]))
+    assert taken.newest_rank.toarray().tolist() == [[0, 1], [1, 3], [0, 1]]  # type: ignore[union-attr]
+
+
+def _followers_and_catch_up(end: dt.datetime) -> tuple[pa.Table, pa.Table]:
+    """Brand "b1" releases e1..e6 every two days and e7 a day before the end. Followers u00..u09 play each
+    episode hours after its release; catch-up listeners u10..u19 play the same six in one sitting two days
+    before the end (their plays are the more recent: recency decay alone favours them). Everybody plays
+    p1..p3; u20 plays e7 (so that it is a model item)."""
+    rel = {f"e{k}": end - dt.timedelta(days=15 - 2 * k) for k in range(1, 7)} | {"e7": end - dt.timedelta(days=1)}
+    rows = []
+    for u in range(21):
+        for k, item in enumerate(["p1", "p2", "p3"]):
+            rows.append((f"u{u:02d}", item, end - dt.timedelta(days=20, minutes=-k)))
+    for u in range(10):
+        rows += [(f"u{u:02d}", f"e{k}", rel[f"e{k}"] + dt.timedelta(hours=3)) for k in range(1, 7)]
+    for u in range(10, 20):
+        rows += [(f"u{u:02d}", f"e{k}", end - dt.timedelta(days=2, minutes=-10 * k)) for k in range(1, 7)]
+    rows.append(("u20", "e7", end - dt.timedelta(hours=5)))
+    activity = pa.table({
+        "event_id": [f"ev{i}" for i in range(len(rows))], "user_id": [r[0] for r in rows],
+        "item_id": [r[1] for r in rows], "event_type": ["play"] * len(rows),
+        "event_ts": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")),
+        "played_seconds": pa.array([None] * len(rows), pa.float32())})
+    items = ["p1", "p2", "p3", *rel]
+    catalogue = pa.table({
+        "item_id": items, "brand_id": ["bp"] * 3 + ["b1"] * 7, "masterbrand": ["m"] * 10,
+        "genres": [["Comedy"]] * 10, "formats": [[]] * 10,
+        "release_ts": pa.array([end - dt.timedelta(days=40)] * 3 + list(rel.values()), pa.timestamp("us", tz="UTC")),
+        "duration_seconds": pa.array([1800] * 10, pa.int32())})
+    return activity, catalogue
+
+
+def _follow_data(end: dt.datetime):
+    activity, catalogue = _followers_and_catch_up(end)
+    data, bad = build_training_data(activity, catalogue, weighting={"play": 1.0}, played_fraction_weight=0.0,
+                                    half_life_days=30.0, holdout_days=2.0, end=end)
+    assert not bad
+    return data
+
+
+def _e7_scores(model: ItemKNNModel, data, ctx) -> tuple[np.ndarray, ItemKNNModel]:
+    """Each user's score of e7 from ``model`` fit on everything."""
+    ids = data.item_ids.tolist()
+    fitted = fit_on(model, data.interactions, None, ctx)
+    full, _ = fitted.full_item_factors(len(ids))
+    return scores(fitted.user_factors, full)[:, ids.index("e7")], fitted.model  # type: ignore[return-value]
+
+
+def test_the_dataset_dates_every_pair_by_its_first_play() -> None:
+    end = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    data = _follow_data(end)
+    fp = data.first_play
+    assert fp is not None and (fp != 0).nnz == data.interactions.nnz
+    assert np.array_equal(fp.indptr, data.interactions.indptr) and np.array_equal(fp.indices, data.interactions.indices)
+    u, e3 = data.user_ids.tolist().index("u03"), data.item_ids.tolist().index("e3")
+    assert fp[u, e3] == int((end - dt.timedelta(days=9) + dt.timedelta(hours=3)).timestamp() * 1_000_000)
+    ctx = item_context(data, "interactions")
+    assert ctx is not None and ctx.newest_rank is not None
+    followed = ctx.followed(1).toarray()
+    users = data.user_ids.tolist()
+    episodes = [data.item_ids.tolist().index(f"e{k}") for k in range(1, 7)]
+    assert followed[[users.index(f"u{u:02d}") for u in range(10)]][:, episodes].all()
+    assert not followed[[users.index(f"u{u:02d}") for u in range(10, 20)]][:, episodes[:4]].any()
+
+
+def test_knn_offers_a_new_episode_to_those_who_follow_its_programme_before_those_who_catch_up() -> None:
+    end = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    data = _follow_data(end)
+    ctx = item_context(data, "interactions")
+    users = data.user_ids.tolist()
+    followers = [users.index(f"u{u:02d}") for u in range(10)]
+    catch_up = [users.index(f"u{u:02d}") for u in range(10, 20)]
+    make = lambda c: ItemKNNModel(similarity="cosine", neighbours=20, series_weight=1.0, series_catch_up=c)  # noqa: E731
+    alike, _ = _e7_scores(make(1.0), data, ctx)
+    weighted, model = _e7_scores(make(0.1), data, ctx)
+    # every play alike: the catch-up listeners' more recent plays lift e7 for them at least as much
+    assert alike[catch_up].mean() >= alike[followers].mean()
+    # weighted by how they listened: e7 goes to the followers first, clearly
+    assert weighted[followers].min() > 2 * weighted[catch_up].max()
+    record = model.series
+    assert record["catch_up"] == 0.1 and record["follow_within"] == 1
+    assert 60 <= record["followed_pairs"] < record["pairs"]  # the followers' 60 plays, plus the new episodes'
+    # more like this seeds the first block: S[i, :] + c w T[i, :], whatever the followed block holds
+    S = model._similarity.toarray()  # type: ignore[union-attr]
+    item_rows = fit_on(make(0.1), data.interactions, None, ctx).item_cols
+    i = int(np.flatnonzero(item_rows == data.item_ids.tolist().index("e3"))[0])
+    got = scores(ItemKNNModel.item_queries(model.item_representations(), np.array([i])), model.item_representations())
+    assert np.allclose(got[0], S[i])
+
+
+def test_knn_with_the_followed_block_saves_and_loads_to_the_same_scores(tmp_path) -> None:
+    end = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    data = _follow_data(end)
+    model = ItemKNNModel(similarity="cosine", neighbours=20)  # the defaults weigh the term by followed plays
+    fit_on(model, data.interactions, None, item_context(data, "interactions"))
+    U = model.user_representations()
+    assert U.shape[1] == 2 * model.item_representations().shape[0]
+    model.save(tmp_path)
+    back = ItemKNNModel.load(tmp_path)
+    assert np.array_equal(scores(back.user_representations(), back.item_representations()),
+                          scores(U, model.item_representations()))
+
+
+def test_without_first_play_times_every_play_counts_alike_and_the_record_says_so() -> None:
+    """A dataset written before first-play times: the term is the unweighted one, and says why."""
+    end = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    data = _follow_data(end)
+    data.first_play = None
+    ctx = item_context(data, "interactions")
+    assert ctx is not None and ctx.newest_rank is None
+    old, model = _e7_scores(ItemKNNModel(similarity="cosine", neighbours=20, series_weight=1.0, series_catch_up=0.1),
+                            data, ctx)
+    alike, _ = _e7_scores(ItemKNNModel(similarity="cosine", neighbours=20, series_weight=1.0, series_catch_up=1.0),
+                          data, ctx)
+    assert np.allclose(old, alike)
+    assert "no first-play times" in model.series["follow"]
+
+
+def test_a_fit_on_part_of_the_matrix_weighs_only_the_pairs_it_holds() -> None:
+    """The search fits on the training part minus held-out positives, with the training part's context:
+    the followed block holds only pairs of the matrix fit (nothing held out leaks in)."""
+    end = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    data = _follow_data(end)
+    ctx = item_context(data, "interactions")
+    keep = np.ones(data.interactions.shape[1], np.float32)
+    keep[data.item_ids.tolist().index("e6")] = 0  # e6's plays held out
+    part = sp.csr_matrix(data.interactions @ sp.diags(keep), dtype=np.float32)
+    part.eliminate_zeros()
+    model = ItemKNNModel(similarity="cosine", neighbours=20)
+    fitted = fit_on(model, part, None, ctx)
+    U = sp.csr_matrix(fitted.user_factors)
+    n = len(fitted.item_cols)
+    followed_block = U[:, n:]
+    assert followed_block.nnz == model.series["followed_pairs"] > 0
+    assert (followed_block.astype(bool) > U[:, :n].astype(bool)).nnz == 0  # a subset of the fitted pairs

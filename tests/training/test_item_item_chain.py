@@ -39,14 +39,22 @@ def test_item_item_models_train_evaluate_and_precompute(config_factory, model: s
         assert code == EXIT_OK, (job, payload.get("error"), payload.get("traceback"))
     run_key = (END + dt.timedelta(hours=1)).strftime("%Y%m%dT%H%M%S")
 
-    # the artefact: sparse interaction rows x dense item side, the same as the saved model's
+    # the artefact: sparse interaction rows x the item side, the same as the saved model's; item-kNN's rows
+    # carry their followed part beside them (the series term weighted by plays of episodes when new)
     m = lake.require(f"models/{model}/v1/run={run_key}")
     art = load_artefact(lake, m)
-    assert sp.isspmatrix_csr(art.user_factors) and art.user_factors.shape == (len(art.user_ids), len(art.item_ids))
-    assert art.item_factors.shape == (len(art.item_ids), len(art.item_ids))
-    assert m.meta["factors"] == len(art.item_ids)
-    if model == "knn":  # the catalogue's brands and release times reached the fit through the saved dataset
-        assert m.meta["series"]["weight"] == 2.0 and m.meta["series"]["entries"] > 0, m.meta.get("series")
+    d = len(art.item_ids) * (2 if model == "knn" else 1)
+    assert sp.isspmatrix_csr(art.user_factors) and art.user_factors.shape == (len(art.user_ids), d)
+    assert art.item_factors.shape == (len(art.item_ids), d)
+    assert m.meta["factors"] == d
+    if model == "knn":  # the catalogue's brands, release times and first plays reached the fit via the dataset
+        series = m.meta["series"]
+        assert series["weight"] == 2.0 and series["entries"] > 0, series
+        assert series["catch_up"] == 0.1 and 0 < series["followed_pairs"] < series["pairs"], series
+        n = len(art.item_ids)
+        followed = art.user_factors[:, n:]
+        assert followed.nnz == series["followed_pairs"]
+        assert (followed.astype(bool) > art.user_factors[:, :n].astype(bool)).nnz == 0
     saved = load_model(lake, m)
     assert equal(saved.user_representations(), art.user_factors)
     assert equal(saved.item_representations(), art.item_factors)

@@ -245,7 +245,7 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
     cfg = ctx.config.training
     if cfg.baseline not in ctx.config.models:
         raise BadInput(f"training.baseline: {cfg.baseline!r} is not a configured model")
-    data = load_training_data(ctx.lake, ds, only=("train", "test", "item_features"))
+    data = load_training_data(ctx.lake, ds, only=("train", "train_first_play", "test", "item_features"))
     n_items = data.train.shape[1]
     params = dict(model_m.meta.get("params", ctx.config.models[model].params))
     scored: dict[str, Scored] = {}

@@ -48,7 +48,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
     on_all = ctx.config.training.fit_on_all_data
     matrix_name = "interactions" if on_all else "train"
     searching = search.applies(ctx.config, model)
-    data = load_training_data(ctx.lake, ds, only=(matrix_name, "seen", "item_features",
+    plays = "first_play" if on_all else "train_first_play"  # the series term's "played when new"
+    data = load_training_data(ctx.lake, ds, only=(matrix_name, plays, "seen", "item_features",
                                                   *(("train", "train_first_play") if searching else ())))
     record: dict[str, Any] | None = None
     params = dict(ctx.config.models[model].params)

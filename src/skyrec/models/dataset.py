@@ -65,6 +65,9 @@ class TrainingData:
     #: int64 µs, the pattern of ``train``: when each training pair was first played (the search's validation
     #: split holds out each user's latest, as the test split does); None in datasets written before it existed
     train_first_play: sp.csr_matrix | None = None
+    #: int64 µs, the pattern of ``interactions``: when each pair was first played (the series term's "played
+    #: when new", ``skyrec.models.series``); None in datasets written before it existed
+    first_play: sp.csr_matrix | None = None
 
     @property
     def in_catalogue(self) -> np.ndarray:
@@ -304,6 +307,7 @@ def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weigh
         test=matrix(test_mask, end_us, binary=True), seen=matrix(everything, end_us, binary=True),
         item_features=sp.csr_matrix((len(item_ids), 0), dtype=np.float32),
         feature_names=np.zeros(0, dtype=object), train_first_play=first_play(before),
+        first_play=first_play(everything),
     )
     if catalogue is not None and catalogue.num_rows:
         data.item_features, data.feature_names = item_feature_matrix(catalogue, item_ids)
@@ -323,6 +327,8 @@ def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weigh
 
 
 _MATRICES = ("interactions", "train", "test", "seen", "item_features")
+#: first-play times (int64 µs) on the pattern of ``train`` and of ``interactions``; read only when named
+_FIRST_PLAYS = ("train_first_play", "first_play")
 
 
 def save_training_data(stage: Stage, data: TrainingData) -> None:
@@ -335,14 +341,16 @@ def save_training_data(stage: Stage, data: TrainingData) -> None:
         write_npz(stage, f"{name}.npz", rows=int(m.nnz), **csr_to_arrays(m))
     if data.item_release_us is not None:
         write_npz(stage, "item_release.npz", rows=len(data.item_release_us), release_us=data.item_release_us)
-    if data.train_first_play is not None:
-        write_npz(stage, "train_first_play.npz", rows=int(data.train_first_play.nnz),
-                  **csr_to_arrays(data.train_first_play))
+    for name in _FIRST_PLAYS:
+        m = getattr(data, name)
+        if m is not None:
+            write_npz(stage, f"{name}.npz", rows=int(m.nnz), **csr_to_arrays(m))
 
 
 def load_training_data(lake: Lake, manifest: Manifest, *, only: tuple[str, ...] | None = None) -> TrainingData:
     """Read a committed training dataset (``only``: the matrices to read; others come back empty, and
-    ``train_first_play`` -- as large as ``train`` -- is read only when named)."""
+    ``train_first_play`` / ``first_play`` -- as large as ``train`` / ``interactions`` -- are read only when
+    named, and are None in datasets written before they existed)."""
     ids = {name: read_ids(lake, manifest, f"{name}s.parquet", f"{name}_id") for name in ("user", "item")}
     features = read_ids(lake, manifest, "features.parquet", "feature")
     shape = (len(ids["user"]), len(ids["item"]))
@@ -354,11 +362,11 @@ def load_training_data(lake: Lake, manifest: Manifest, *, only: tuple[str, ...] 
             s = (shape[0], len(features)) if name == "item_features" else shape
             mats[name] = sp.csr_matrix(s, dtype=np.float32)
     files = {e.path.rsplit("/", 1)[-1] for e in manifest.files}
-    release = first_play = None
+    release = None
     if "item_release.npz" in files:  # none in older datasets
         release = np.asarray(read_npz(lake, manifest, "item_release.npz")["release_us"], dtype=np.int64)
-    if "train_first_play.npz" in files and (only is None or "train_first_play" in only):  # none in older datasets
-        first_play = csr_from_arrays(read_npz(lake, manifest, "train_first_play.npz"))
+    plays = {name: csr_from_arrays(read_npz(lake, manifest, f"{name}.npz"))
+             for name in _FIRST_PLAYS if f"{name}.npz" in files and (only is None or name in only)}
     return TrainingData(user_ids=ids["user"], item_ids=ids["item"], feature_names=features,
-                        meta=dict(manifest.meta), item_release_us=release, train_first_play=first_play, **mats)
+                        meta=dict(manifest.meta), item_release_us=release, **plays, **mats)
 
