@@ -162,21 +162,36 @@ def _release_times(catalogue: pa.Table, item_ids: np.ndarray) -> np.ndarray:
 def first_plays(u_codes: np.ndarray, i_codes: np.ndarray, ts: np.ndarray, n_items: int) -> tuple[np.ndarray,
                                                                                                   np.ndarray]:
     """One row per (user, item) of the events: (pair key ``user * n_items + item``, ascending; its first play)."""
+    pair_key, pair_ts, _ = _pairs(u_codes, i_codes, ts, n_items)
+    return pair_key, pair_ts
+
+
+def _pairs(u_codes: np.ndarray, i_codes: np.ndarray, ts: np.ndarray, n_items: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``first_plays`` and, per event, the row of its pair in them (int64)."""
     key = u_codes.astype(np.int64) * max(n_items, 1) + i_codes.astype(np.int64)
     order = np.lexsort((ts, key))
+    sorted_key = key[order]
     first = np.ones(len(order), dtype=bool)
-    first[1:] = key[order][1:] != key[order][:-1]
-    return key[order][first], ts[order][first]
+    first[1:] = sorted_key[1:] != sorted_key[:-1]
+    pair_of_event = np.empty(len(order), dtype=np.int64)
+    pair_of_event[order] = np.cumsum(first) - 1
+    return sorted_key[first], ts[order][first], pair_of_event
 
 
 def per_user_split(u_codes: np.ndarray, i_codes: np.ndarray, ts: np.ndarray, *, test_fraction: float,
-                   test_items: int | None, min_train_items: int) -> tuple[np.ndarray, np.ndarray]:
+                   test_items: int | None, min_train_items: int,
+                   pairs: tuple[np.ndarray, np.ndarray, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(split time per user in µs, int64 with ``INT64_MAX`` for users not tested; bool per event: the event
-    belongs to a test item) for the ``per_user`` split described in the module docstring."""
+    belongs to a test item) for the ``per_user`` split described in the module docstring. ``pairs``: the
+    events' ``first_plays`` already computed, with the item count of their keys (not computed again)."""
     n_users = int(u_codes.max()) + 1 if len(u_codes) else 0
     n_items = int(i_codes.max()) + 1 if len(i_codes) else 0
+    if pairs is not None:
+        pair_key, pair_ts, n_items = pairs
+    else:
+        pair_key, pair_ts = first_plays(u_codes, i_codes, ts, n_items)  # one row per (user, item): its first play
     key = u_codes.astype(np.int64) * max(n_items, 1) + i_codes.astype(np.int64)
-    pair_key, pair_ts = first_plays(u_codes, i_codes, ts, n_items)  # one row per (user, item): its first play
     pair_user = pair_key // max(n_items, 1)
     by_user = np.lexsort((pair_key, pair_ts, pair_user))        # per user: oldest positive first
     pu, pt = pair_user[by_user], pair_ts[by_user]
@@ -257,10 +272,14 @@ def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weigh
     cutoff_us = end_us - int(holdout_days * US_PER_DAY)
     shape = (len(user_ids), len(item_ids))
     split = dict(split or {"kind": "global"})
+    # every (user, item) pair once, with its first play: sorted keys ``user * n_items + item`` (one sort of
+    # the events, shared by the per-user split and both first-play matrices)
+    pair_key, pair_ts, pair_of_event = _pairs(u_codes, i_codes, ts, shape[1])
     if split.get("kind", "global") == "per_user":
         user_split, event_test = per_user_split(
             u_codes, i_codes, ts, test_fraction=float(split.get("test_fraction", 0.2)),
-            test_items=split.get("test_items"), min_train_items=int(split.get("min_train_items", 1)))
+            test_items=split.get("test_items"), min_train_items=int(split.get("min_train_items", 1)),
+            pairs=(pair_key, pair_ts, shape[1]))
         before = ~event_test & (ts <= user_split[u_codes])
         test_mask = event_test
         tested = user_split < np.iinfo(np.int64).max
@@ -293,8 +312,12 @@ def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weigh
         return m
 
     def first_play(mask: np.ndarray) -> sp.csr_matrix:
-        """Per (user, item) of the events in ``mask``: its first play (µs), on the same pattern as ``matrix``."""
-        pairs, when = first_plays(u_codes[mask], i_codes[mask], ts[mask], shape[1])
+        """Per (user, item) of the events in ``mask``: its first play (µs), on the same pattern as ``matrix``.
+        A pair with an event in ``mask`` has its first play there too (``train`` holds every event of its
+        pairs up to the split; ``interactions`` all), so it is the pair's first play over all events."""
+        keep = np.zeros(len(pair_key), dtype=bool)
+        keep[pair_of_event[mask]] = True
+        pairs, when = pair_key[keep], pair_ts[keep]
         m = sp.csr_matrix((when.astype(np.int64), (pairs // max(shape[1], 1), pairs % max(shape[1], 1))),
                           shape=shape, dtype=np.int64)
         m.sort_indices()
