@@ -17,7 +17,7 @@ from skyrec.models.representations import scores
 from skyrec.models.series import (
     UNKNOWN_RELEASE,
     ItemContext,
-    add_series,
+    add_followed_series,
     item_context,
     newest_rank,
     series_matrix,
@@ -49,12 +49,14 @@ def test_the_matrix_lifts_each_brands_newest_released_episodes() -> None:
 def test_the_series_term_is_scaled_by_the_models_own_weights() -> None:
     ctx = _context([0, 0, 1], [1, 2, 3])
     S = sp.csr_matrix(np.array([[0, 200, 0], [100, 0, 0], [0, 0, 0]], dtype=np.float32))
-    out, record = add_series(S, ctx, weight=2.0, depth=1, decay=0.5)
+    X = sp.csr_matrix(np.ones((2, 3), np.float32))
+    alike = {"user_items": 1.0, "catch_up": 1.0, "within": 1}  # every play alike: no followed block
+    out, XF, follow, record = add_followed_series(S, X, ctx, weight=2.0, depth=1, decay=0.5, **alike)
     assert record["scale"] == 150.0 and record["entries"] == 3  # mean of the positive row maxima
-    assert out.toarray().tolist() == [[0, 500, 0], [100, 300, 0], [0, 0, 300]]
-    same, off = add_series(S, ctx, weight=0.0, depth=1, decay=0.5)
+    assert out.toarray().tolist() == [[0, 500, 0], [100, 300, 0], [0, 0, 300]] and XF is None and follow is None
+    same, _, _, off = add_followed_series(S, X, ctx, weight=0.0, depth=1, decay=0.5, **alike)
     assert (same != S).nnz == 0 and off["entries"] == 0
-    same, off = add_series(S, None, weight=2.0, depth=1, decay=0.5)
+    same, _, _, off = add_followed_series(S, X, None, weight=2.0, depth=1, decay=0.5, **alike)
     assert (same != S).nnz == 0 and off["entries"] == 0
 
 

@@ -20,6 +20,11 @@ the model's own), and the artefact is the model's usual one. ``T`` has at most `
 The term needs each item's brand and release time: ``ItemContext``, built from a training dataset by
 :func:`item_context` (brand from the ``brand=`` item features, release from the catalogue's ``release_ts``).
 A dataset without them (no catalogue, or one without brands) gives no context and the term is simply off.
+
+Not every play says "I follow this programme": a listener working through its back catalogue is not
+waiting for the next episode. With the dataset's first-play times the context ranks each pair (the
+episode was its brand's ``r``-th newest when first played: ``newest_rank``), and item-kNN weighs the term
+by it (:func:`add_followed_series`): plays of episodes that were new count fully, catch-up plays a share.
 """
 
 from __future__ import annotations
@@ -146,7 +151,8 @@ FOLLOW_PARAMS = ("series_catch_up", "series_follow_within")
 
 
 def checked_params(model: str, weight: float, depth: int, decay: float) -> dict[str, float | int]:
-    """The term's parameters as ``add_series`` takes them; a ValueError naming the model when out of range."""
+    """The term's parameters as ``add_followed_series`` / ``add_series_dense`` take them; a ValueError naming
+    the model when out of range."""
     if float(weight) < 0 or int(depth) < 1 or not 0 < float(decay) <= 1:
         raise ValueError(f"{model}: series_weight must be >= 0, series_depth >= 1 and series_decay in (0, 1], "
                          f"got {weight}, {depth}, {decay}")
@@ -232,17 +238,6 @@ def add_series_dense(B: np.ndarray, context: ItemContext | None, *, weight: floa
     if term is not None:
         B[term.row, term.col] += term.data
     return record
-
-
-def add_series(S: sp.csr_matrix, context: ItemContext | None, *, weight: float, depth: int, decay: float,
-               user_items: float = 1.0) -> tuple[sp.csr_matrix, dict[str, float | int]]:
-    """``S + w T`` for a sparse item-item matrix (item-kNN's ``S``), and the record (:func:`scaled_term`)."""
-    S = sp.csr_matrix(S, dtype=np.float32)
-    row_max = S.max(axis=1).toarray().ravel() if S.nnz else np.zeros(S.shape[0], np.float32)
-    term, record = scaled_term(row_max, context, weight=weight, depth=depth, decay=decay, user_items=user_items)
-    if term is not None:
-        S = sp.csr_matrix(S + term, dtype=np.float32)
-    return S, record
 
 
 def add_followed_series(S: sp.csr_matrix, X: sp.csr_matrix, context: ItemContext | None, *, weight: float,
