@@ -590,6 +590,51 @@ def _knn_scoring(model: Any, m: Any, params: dict[str, Any], n: int = 2000) -> d
             "note": "the series term is off here (no catalogue), so both score the same neighbourhood"}
 
 
+def kernel_cost(users: int, items: int, rounds: int = 2) -> dict[str, Any]:
+    """Users/s of precompute's top-K kernel (``skyrec.scoring.topk.topk_threaded``: all cores, 4,096-user
+    batches, 64-user sub-batches, k = 50, played items excluded, at most 3 per brand) scoring the ALS default
+    (dense, 128 factors) and the item-kNN default (sparse, with its followed block) fit on the same generated
+    data (``users`` x ``items``, 28 days, 40 events per user): whether moving a rail from ALS to kNN costs
+    precompute time. Best of ``rounds`` interleaved rounds."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    from skyrec.config import load_config
+    from skyrec.models import model_class
+    from skyrec.models import representations as reps
+    from skyrec.models.series import item_context
+    from skyrec.models.training import fit_on
+    from skyrec.scoring.topk import topk_threaded
+
+    data, _ = generator_data(users, items, 28, 40.0)
+    config = load_config("local", environ={"SKYREC_HOME": _scratch("config-")})
+    ctx = item_context(data, "interactions")
+    threads = os.cpu_count() or 1
+    prepared = {}
+    for name in ("als", "knn"):
+        fitted = fit_on(model_class(config, name)(**config.models[name].params), data.interactions, None, ctx)
+        brands = (np.asarray(ctx.brand, np.int32)[fitted.item_cols] if ctx is not None
+                  else np.zeros(len(fitted.item_cols), np.int32))
+        prepared[name] = (fitted.user_factors, reps.transposed(fitted.item_factors),
+                          sp.csr_matrix(data.seen[:, fitted.item_cols]), brands, int(fitted.user_factors.shape[1]))
+    best = {name: float("inf") for name in prepared}
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(rounds):
+            for name, (U, VT, seen, brands, _d) in prepared.items():
+                t0 = time.perf_counter()
+                for s in range(0, U.shape[0], 4096):
+                    topk_threaded(U[s:s + 4096], VT, 50, pool=pool, threads=threads, exclude=seen[s:s + 4096],
+                                  brands=brands, max_per_brand=3, sub_batch=64)
+                best[name] = min(best[name], time.perf_counter() - t0)
+    n = data.interactions.shape[0]
+    return {"users": n, "items": int(data.interactions.shape[1]), "threads": threads,
+            "models": {name: {"d": prepared[name][4], "users_per_s": round(n / t)} for name, t in best.items()},
+            "knn_vs_als_time": round(best["knn"] / best["als"], 2)}
+
+
 def at_scale(kind: str, users: int, items: int) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -760,6 +805,7 @@ def main(scale: str = "small") -> dict[str, Any]:
     out["generator_figures"]["truth_bayes_references"] = bayes_references(data, truth)
     out["density"] = density_check(spec)
     out["ratings_figures"] = score_models(ratings_data(), models, resamples=spec["resamples"])
+    out["precompute_kernel"] = {f"{items}_items": kernel_cost(30_000, items) for items in (20_000, 100_000)}
     out["scale"] = {kind: {f"{spec['scale_items']}_items": at_scale(kind, spec["scale_users"], spec["scale_items"]),
                            "200000_items": at_scale(kind, spec["scale_users"], 200_000)} for kind in ("ease", "knn")}
     out["uptime"] = {"before": uptime_before,
