@@ -103,7 +103,7 @@ def main(scale: str = "small") -> dict[str, Any]:
 
 def _run(home: str, address: str, n_users: int, cores: int, cluster_start: float, scale: str) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_precompute import build_lake
+    from bench_precompute import RAIL_ON_ALS, build_lake
 
     from skyrec.config import load_config
     from skyrec.jobs.base import RunInfo, execute
@@ -118,7 +118,7 @@ def _run(home: str, address: str, n_users: int, cores: int, cluster_start: float
                    "direct_running_mode": "multi_processing"},
         "dask": {"engine": "beam", "runner": "DaskRunner", "threads": 1, "dask": {"address": address}},
     }
-    base = load_config("local", overrides={"precompute": common})
+    base = load_config("local", overrides={"precompute": common, **RAIL_ON_ALS})
     if not base.lake_url.startswith(home):
         raise RuntimeError(f"benchmark lake {base.lake_url} is not under its temporary home {home}")
     out: dict[str, Any] = {"benchmark": "dask", "scale": scale, "users": n_users, "candidates": 20_000,
@@ -130,7 +130,7 @@ def _run(home: str, address: str, n_users: int, cores: int, cluster_start: float
     rounds = ROUNDS.get(scale, 2)
     order = [name for r in range(rounds) for name in (list(engines) if r % 2 == 0 else list(engines)[::-1])]
     for i, name in enumerate(order):  # interleaved rounds: the machine's other load falls on every engine
-        cfg = load_config("local", overrides={"precompute": {**common, **engines[name]}})
+        cfg = load_config("local", overrides={"precompute": {**common, **engines[name]}, **RAIL_ON_ALS})
         # a run of its own (own output folder), the same scoring time ("at") for every engine
         run = RunInfo(dag_id="precompute_recommendations_als_recommended_for_you_v1", run_id=f"bench-{name}-{i}",
                       task_id="compute_predictions", logical_date=AT + dt.timedelta(minutes=i), interval_end=AT)

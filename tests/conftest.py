@@ -46,17 +46,30 @@ def config(skyrec_home: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
     return load_config("local", root=ROOT, environ={**os.environ, "SKYREC_HOME": str(skyrec_home)})
 
 
+def shipped_rails() -> list[str]:
+    """The rails of ``config/base.yaml``."""
+    import yaml
+
+    return list(yaml.safe_load((ROOT / "config" / "base.yaml").read_text())["variants"])
+
+
 @pytest.fixture
 def config_factory(skyrec_home: Path):
-    """Build a local config with overrides (nested dict), e.g. {"publish": {"redis_url": ...}}.
+    """Build a local config with overrides (nested dict), e.g. {"publish": {"redis_url": ...}};
+    ``rails="als"`` puts every shipped rail on that model (tests of a synthetic dense artefact committed as
+    ``als``: the shipped rails use item-kNN).
 
     The API's Redis timeout is 5 s unless a test sets it: the shipped 0.5 s answers 503 when a loaded
     2-core CI machine delays one reply (seen once under the chaos test's workers); the tests of that
     503 path set their own small timeouts."""
 
-    def make(overrides: dict | None = None) -> Config:
+    def make(overrides: dict | None = None, *, rails: str | None = None) -> Config:
         overrides = dict(overrides or {})
         overrides["serve"] = {"redis_timeout_seconds": 5.0, **(overrides.get("serve") or {})}
+        if rails is not None:  # every shipped rail on this model (a test's own variants override win)
+            own = overrides.get("variants") or {}
+            on = {name: {"model": rails, **(own.get(name) or {})} for name in shipped_rails()}
+            overrides["variants"] = {**own, **on}
         return load_config("local", root=ROOT, overrides=overrides,
                            environ={**os.environ, "SKYREC_HOME": str(skyrec_home)})
 

@@ -470,7 +470,8 @@ def _precompute_run(home: Path, users: int, encoding: str) -> dict[str, Any]:
         return r.ru_utime + r.ru_stime
 
     with temporary_redis(home / "serving") as serving:
-        cfg = load_config("local", overrides={"publish": {"redis_url": serving.url, "encoding": encoding}},
+        cfg = load_config("local", overrides={"publish": {"redis_url": serving.url, "encoding": encoding},
+                                              **bench_precompute.RAIL_ON_ALS},
                           environ={**os.environ, "SKYREC_HOME": str(home)})
         if not cfg.lake_url.startswith(str(home)):
             raise RuntimeError(f"calibration lake {cfg.lake_url} is not under its temporary home {home}")

@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = [
     "ingest_programme_metadata", "ingest_user_activity", "backfill_user_activity", "ingest_availability",
     "ingest_cold_start", "train_model",
-    "precompute_recommendations_als_comedy_featured_v1", "precompute_recommendations_als_drama_featured_v1",
-    "precompute_recommendations_als_gripping_stories_v1", "precompute_recommendations_als_music_mixes_v1",
-    "precompute_recommendations_als_recommended_for_you_v1", "precompute_recommendations_als_thought_provoking_v1",
+    "precompute_recommendations_knn_comedy_featured_v1", "precompute_recommendations_knn_drama_featured_v1",
+    "precompute_recommendations_knn_gripping_stories_v1", "precompute_recommendations_knn_music_mixes_v1",
+    "precompute_recommendations_knn_recommended_for_you_v1", "precompute_recommendations_knn_thought_provoking_v1",
     "airflow_monitoring",
 ]
 
@@ -36,28 +36,28 @@ def test_dagbag_has_exactly_the_configured_dags_and_no_import_errors(dagbag: Any
 
 
 def test_adding_a_variant_is_a_config_change(config_factory: Any) -> None:
-    cfg = config_factory({"variants": {"late_night": {"model": "als", "version": "v2"}}})
+    cfg = config_factory({"variants": {"late_night": {"model": "knn", "version": "v2"}}})
     dags = build_dags(cfg)
-    assert "precompute_recommendations_als_late_night_v2" in dags
+    assert "precompute_recommendations_knn_late_night_v2" in dags
     train = dags["train_model"]
-    publish = train.get_task("als.publish_model")
-    assert {a.uri for a in publish.outlets} == {"skyrec://model/als/v1", "skyrec://model/als/v2"}
+    publish = train.get_task("knn.publish_model")
+    assert {a.uri for a in publish.outlets} == {"skyrec://model/knn/v1", "skyrec://model/knn/v2"}
 
 
 def test_listed_models_are_trained_and_share_one_dataset_per_definition(config_factory: Any) -> None:
     """training.models: a model no variant uses is trained and evaluated (not published); models of one
     dataset definition read one create_dataset task and one declared output."""
-    cfg = config_factory({"training": {"models": ["als", "ease"]}})
+    cfg = config_factory({"training": {"models": ["knn", "ease"]}})
     train = build_dags(cfg)["train_model"]
-    ds_id = cfg.training.dataset_id("als")
+    ds_id = cfg.training.dataset_id("knn")
     assert cfg.training.dataset_id("ease") == ds_id
     creators = [t for t in train.tasks if getattr(t, "job", None) == "create_dataset"]
-    assert [t.task_id for t in creators] == ["als.create_dataset"]
+    assert [t.task_id for t in creators] == ["ease.create_dataset"]  # in the group of the first model by name
     assert creators[0].job_params == {"dataset_id": ds_id}
-    assert train.get_task("ease.train").upstream_task_ids == {"als.create_dataset"}
+    assert train.get_task("knn.train").upstream_task_ids == {"ease.create_dataset"}
     assert train.get_task("ease.evaluate").upstream_task_ids == {"ease.train"}
     assert "ease.publish_model" not in train.task_ids  # no rail serves it: trained and evaluated only
-    assert train.get_task("als.publish_model").upstream_task_ids == {"als.evaluate"}
+    assert train.get_task("knn.publish_model").upstream_task_ids == {"knn.evaluate"}
     # the declared outputs/inputs resolve to the one shared dataset, from the dataset task's and the models' params
     import datetime as dt
 
@@ -66,7 +66,7 @@ def test_listed_models_are_trained_and_share_one_dataset_per_definition(config_f
     from skyrec.jobs.base import RunInfo
     run = RunInfo(dag_id="train_model", logical_date=dt.datetime(2026, 3, 1, 1, tzinfo=dt.UTC))
     shared = f"training/dataset/{ds_id}/run={run.run_key}"
-    for params in ({"dataset_id": ds_id}, {"model": "als"}, {"model": "ease"}):
+    for params in ({"dataset_id": ds_id}, {"model": "knn"}, {"model": "ease"}):
         assert expected_outputs(cfg, JobSpec(job="x", run=run, params=params), ["training_dataset"]) == [shared]
 
 
@@ -84,10 +84,10 @@ def test_schedules_assets_and_task_shapes(config: Any) -> None:
     assert dags["backfill_user_activity"].get_task("backfill_activity").outlets[0].name == "skyrec://activity_snapshot"
     train = dags["train_model"]
     assert [a.name for a in train.schedule] == ["skyrec://activity_snapshot"]
-    assert [a.name for a in dags["precompute_recommendations_als_music_mixes_v1"].schedule] == ["skyrec://model/als/v1"]
-    assert train.get_task("als.train").upstream_task_ids == {"als.create_dataset"}
-    assert train.get_task("als.publish_model").upstream_task_ids == {"als.evaluate"}
-    pre = dags["precompute_recommendations_als_music_mixes_v1"]
+    assert [a.name for a in dags["precompute_recommendations_knn_music_mixes_v1"].schedule] == ["skyrec://model/knn/v1"]
+    assert train.get_task("knn.train").upstream_task_ids == {"knn.create_dataset"}
+    assert train.get_task("knn.publish_model").upstream_task_ids == {"knn.evaluate"}
+    pre = dags["precompute_recommendations_knn_music_mixes_v1"]
     assert pre.get_task("publish_predictions").upstream_task_ids == {"create_redis_dump"}
     assert pre.get_task("compute_predictions").job_params == {"variant": "music_mixes"}
     for dag in dags.values():

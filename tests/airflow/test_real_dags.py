@@ -51,7 +51,7 @@ def test_publish_fails_cleanly_while_redis_is_down_and_the_retry_succeeds(
     delta = Lake.from_config(config).require("activity/deltas/interval=20261120T11")
     assert delta.producer["dag_id"] == "ingest_user_activity" and delta.rows > 0
 
-    pre = "precompute_recommendations_als_music_mixes_v1"
+    pre = "precompute_recommendations_knn_music_mixes_v1"  # the shipped rails' model
     dr = run_dag(pre, logical_date=logical)  # nothing listens on the serving Redis port
     assert state(dr) == "failed"
     assert run_dag.states(dr) == {"compute_predictions": "success", "create_redis_dump": "success",

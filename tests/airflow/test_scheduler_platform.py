@@ -52,8 +52,11 @@ SELFTEST_DEADLINE_S = 75.0
 FAILING = {"job_params": {"fail": "1", "tag": "follower"}}  # selftest_sync_once: its job fails after its work
 
 
+MODEL = "knn"  # the shipped rails' model (config/base.yaml variants)
+
+
 def pre(variant: str) -> str:
-    return f"precompute_recommendations_als_{variant}_v1"
+    return f"precompute_recommendations_{MODEL}_{variant}_v1"
 
 
 def _get(url: str, timeout: float = 3.0) -> tuple[int, Any]:
@@ -229,6 +232,7 @@ class Chain:
         if any(s in {"running", "queued"} for _, _, s in runs):
             return False
         code, body = _get(f"{self.platform.api_url}/readyz")
+        self.obs["last_readyz"] = (code, body)  # in the timeout's message when the API never became ready
         return code == 200 and set((body or {}).get("variants", {})) == set(VARIANTS)
 
 
@@ -261,7 +265,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "SKYREC__JOBS__CANCEL_TIMEOUT_SECONDS": "3",
         "SKYREC__JOBS__DEADLINES_MINUTES__SELFTEST": str(SELFTEST_DEADLINE_S / 60),
         "SKYREC__GATES__VOLUME__MIN_VOLUME": "1000000",  # 300 users: hourly volumes are noise, not judged
-        # 300 users give ~150 evaluable ones: whether ALS beats popularity beyond the bootstrap interval there
+        # 300 users give ~150 evaluable ones: whether the model beats popularity beyond the bootstrap interval there
         # depends on the draw, and this test is about the scheduler, not model quality (tests/evaluation is)
         "SKYREC__TRAINING__QUALITY_GATE__MUST_BEAT_BASELINE": "false",
         "SKYREC__PUBLISH__SCRATCH_REDIS_PORT": str(free_port()),
@@ -319,7 +323,7 @@ def test_chain_runs_by_itself_and_the_api_serves_the_new_publication(chain: Chai
     from skyrec.storage import Lake
 
     lake = Lake.from_config(chain.config)
-    ptr = lake.read_pointer(published_model_pointer("als", "v1"))
+    ptr = lake.read_pointer(published_model_pointer(MODEL, "v1"))
     users = read_ids(lake, lake.require(ptr["path"]), "users.parquet", "user_id")
     code, body = _get(f"{chain.platform.api_url}/v1/recommendations/recommended_for_you/{users[0]}?limit=5")
     assert code == 200 and body["source"] == "personalised" and body["items"], body
@@ -388,7 +392,7 @@ def test_restart_of_the_scheduler_mid_chain_commits_nothing_twice(chain: Chain) 
     # the train task of that run finished on the restarted scheduler (its DAG run may still fail later on
     # purpose: a train_model run started by the start-up hourly snapshot has too few users for the quality
     # gate, whose policy 'hold' fails it), and the chain went on to succeed
-    trains = [t for t in chain.tis("train_model", "als.train") if t["run_id"] == train["run_id"]]
+    trains = [t for t in chain.tis("train_model", f"{MODEL}.train") if t["run_id"] == train["run_id"]]
     assert [t["state"] for t in trains] == ["success"], trains
     assert any(state == "success" for _, _, state in chain.runs("train_model")), chain.runs("train_model")
     # nothing committed twice: one manifest revision per output. The one exception is on purpose: an
@@ -429,7 +433,7 @@ def test_the_follower_prints_the_chains_task_lines_and_a_failed_tasks_error_and_
         assert line(pre(v), "success", took), (v, where)
         for task in ("compute_predictions", "create_redis_dump", "publish_predictions"):
             assert line(f"{pre(v)} / {task}", "success", took), (v, task, where)
-    assert line("train_model / als.train", "success", took) and line("train_model", "success"), where
+    assert line(f"train_model / {MODEL}.train", "success", took) and line("train_model", "success"), where
     assert line("backfill_user_activity / backfill_activity", "success", took), where
     # the worker killed during music_mixes' compute_predictions: its first attempt ended, a later one succeeded
     compute = f"{pre(SYNC_VARIANT)} / compute_predictions"

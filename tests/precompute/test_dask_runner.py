@@ -101,7 +101,8 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskClust
 def _config(home: Path, overrides: dict) -> Config:
     home.mkdir(parents=True, exist_ok=True)
     base = {"precompute": {"k": 10, "batch_size": 32, "sub_batch": 16, "shard_users": 64, "threads": 1,
-                           "rules": {"max_per_brand": 2, "max_age_days": {"News": 2}}}}
+                           "rules": {"max_per_brand": 2, "max_age_days": {"News": 2}}},
+            "variants": {VARIANT["variant"]: {"model": "als"}}}  # synth.py's dense artefact is committed as als
     for key, value in overrides.get("precompute", {}).items():
         base["precompute"][key] = value
     return load_config("local", root=ROOT, overrides=base, environ={**os.environ, "SKYREC_HOME": str(home)})

@@ -14,6 +14,7 @@ from skyrec.storage import Lake
 
 pytestmark = pytest.mark.integration
 VARIANT = "comedy_featured"
+MODEL = "knn"  # the shipped rails' model
 END = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
 
@@ -21,14 +22,13 @@ def train_all(config) -> dict:
     out = {}
     run = RunInfo(dag_id="train_model", run_id="run1", task_id="train", logical_date=END + dt.timedelta(hours=1))
     for job in ("create_dataset", "train", "evaluate", "publish_model"):
-        out[job] = execute(job, config=config, run=run, params={"model": "als"})
+        out[job] = execute(job, config=config, run=run, params={"model": MODEL})
     return out
 
 
 @pytest.fixture
 def published(config_factory, redis_server, redis_client):
     config = config_factory({
-        "models": {"als": {"params": {"factors": 16, "iterations": 6}}},
         "training": {"bootstrap_resamples": 200},
         "precompute": {"k": 10, "batch_size": 128, "threads": 1},
         "publish": {"redis_url": redis_server.url, "probe_users": 5},
@@ -37,7 +37,7 @@ def published(config_factory, redis_server, redis_client):
     seed_lake(config, lake, end=END, n_users=400, n_items=300, plays_per_user=25, seed=5)
     steps = train_all(config)
     assert all(code == EXIT_OK for code, _ in steps.values()), steps
-    run = RunInfo(dag_id=f"precompute_recommendations_als_{VARIANT}_v1", run_id="p1", task_id="compute_predictions",
+    run = RunInfo(dag_id=f"precompute_recommendations_{MODEL}_{VARIANT}_v1", run_id="p1", task_id="compute_predictions",
                   logical_date=END + dt.timedelta(hours=2))
     for job in ("compute_predictions", "publish_predictions"):
         code, payload = execute(job, config=config, run=run, params={"variant": VARIANT})
@@ -74,7 +74,7 @@ def test_status_shows_each_models_latest_evaluation(redis_client, published) -> 
     from skyrec.status import collect
 
     info = collect(config)
-    row = next(m for m in info["models"] if m["model"] == "als")
+    row = next(m for m in info["models"] if m["model"] == MODEL)
     assert row["model_version"] == "v1.20260301T010000" and row["users"] == 400 and row["split"] == "per_user"
     assert row["ndcg_at_k"].startswith(f"{summary['ndcg_at_k']:.4f} [")
     json.dumps(info, default=str)

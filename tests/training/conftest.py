@@ -10,7 +10,8 @@ from skyrec.storage import Lake
 
 @pytest.fixture
 def train_config(config_factory) -> Config:
-    return config_factory(FAST)
+    """The train chain of ALS (``run_job``'s default model) with the rails that serve it."""
+    return config_factory(FAST, rails="als")
 
 
 @pytest.fixture

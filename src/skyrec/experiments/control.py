@@ -3,7 +3,7 @@
 The record lives in the serving Redis under ``{prefix}:experiments:overrides`` (JSON)::
 
     {"version": 1, "seq": 3,
-     "experiments": {"rfy_als_vs_ease": {"action": "promote", "arm": "treatment", "seq": 3, "by": "ana@host",
+     "experiments": {"rfy_knn_vs_ease": {"action": "promote", "arm": "treatment", "seq": 3, "by": "ana@host",
                                          "at": "2026-12-30T09:00:00Z", "reason": "..."}},
      "history": [{"seq": 1, "experiment": "...", "action": "stop", "arm": null, "by": "...", "at": "...",
                   "reason": "...", "before": null, "after": {...}, "reverted_by": 2}, ...]}
