@@ -1,4 +1,4 @@
-"""Training benchmark: skyrec's ALS training vs calling implicit's ALS directly on the same matrix.
+"""Training benchmark: skyrec's ALS and item-kNN training vs calling implicit directly on the same matrix.
 
 Each measurement runs in a fresh process (so peak RSS is that step's alone) on the same synthetic
 matrix (users x items with Zipf item popularity, generated from a seed inside the process, not timed):
@@ -7,6 +7,10 @@ matrix (users x items with Zipf item popularity, generated from a seed inside th
   one thread, as implicit recommends -- the peer;
 - ``skyrec_fit``: ``skyrec.models.training.fit_on(ALSModel(...), matrix)`` -- what the train job runs
   (column selection, representation checks included);
+- ``implicit_knn_direct``: ``implicit.nearest_neighbours.BM25Recommender(K=70, K1=1.0, B=0.2).fit(matrix)``
+  -- the peer of the shipped rails' model;
+- ``skyrec_knn_fit``: ``fit_on(ItemKNNModel(), matrix)`` with its defaults (BM25, 70 neighbours; no catalogue
+  here, so no series term) -- the neighbours plus the sparse user and item sides the kernel scores;
 - at the small scale also ``skyrec_jobs``: the create_dataset + train jobs end to end on a planted lake
   (Parquet in, committed artefact out), for the wall time of the whole step.
 
@@ -55,12 +59,19 @@ def _child(kind: str, spec: dict[str, Any], queue: Any) -> None:
         from implicit.cpu.als import AlternatingLeastSquares
         from threadpoolctl import threadpool_limits
 
+        from implicit.nearest_neighbours import BM25Recommender
+
         from skyrec.models.als import ALSModel
+        from skyrec.models.knn import ItemKNNModel
         from skyrec.models.training import fit_on
 
         base_mb = peak_rss_mb()
         t0 = time.perf_counter()
-        if kind == "implicit_direct":
+        if kind == "implicit_knn_direct":
+            BM25Recommender(K=70, K1=1.0, B=0.2).fit(m, show_progress=False)
+        elif kind == "skyrec_knn_fit":
+            fit_on(ItemKNNModel(), m, None)
+        elif kind == "implicit_direct":
             with threadpool_limits(1, "blas"):
                 model = AlternatingLeastSquares(factors=spec["factors"], iterations=spec["iterations"],
                                                 regularization=0.05, alpha=10.0, random_state=42)
@@ -157,6 +168,22 @@ def main(scale: str = "small") -> dict[str, Any]:
         "skyrec_fit_peak_rss_mb": round(best["skyrec_fit"]["peak_mb"], 1),
         "skyrec_vs_implicit_peak_rss_ratio": round(best["skyrec_fit"]["peak_mb"] / best["implicit_direct"]["peak_mb"], 3),
         "matrix_only_peak_rss_mb": round(best["implicit_direct"]["matrix_peak_mb"], 1),
+    }
+    knn: dict[str, list[dict[str, Any]]] = {"implicit_knn_direct": [], "skyrec_knn_fit": []}
+    for _ in range(spec["repeats"]):
+        for kind in knn:
+            knn[kind].append(_measure(kind, spec))
+    kb = {k: min(v, key=lambda r: r["seconds"]) for k, v in knn.items()}
+    result["knn"] = {
+        "params": "BM25, 70 neighbours, k1 1.0, b 0.2 (the shipped defaults; no series term without a catalogue)",
+        "implicit_direct_seconds": round(kb["implicit_knn_direct"]["seconds"], 3),
+        "skyrec_fit_seconds": round(kb["skyrec_knn_fit"]["seconds"], 3),
+        "skyrec_vs_implicit_time_ratio": round(kb["skyrec_knn_fit"]["seconds"]
+                                               / kb["implicit_knn_direct"]["seconds"], 3),
+        "implicit_direct_peak_rss_mb": round(kb["implicit_knn_direct"]["peak_mb"], 1),
+        "skyrec_fit_peak_rss_mb": round(kb["skyrec_knn_fit"]["peak_mb"], 1),
+        "skyrec_vs_implicit_peak_rss_ratio": round(kb["skyrec_knn_fit"]["peak_mb"]
+                                                   / kb["implicit_knn_direct"]["peak_mb"], 3),
     }
     if scale == "small":
         result["jobs"] = _jobs_small()
