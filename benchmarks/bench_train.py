@@ -57,9 +57,8 @@ def _child(kind: str, spec: dict[str, Any], queue: Any) -> None:
         m = _matrix(spec["users"], spec["items"], spec["plays"])
         # imports happen before the clock starts: the figure is the fit, not Python's import time
         from implicit.cpu.als import AlternatingLeastSquares
-        from threadpoolctl import threadpool_limits
-
         from implicit.nearest_neighbours import BM25Recommender
+        from threadpoolctl import threadpool_limits
 
         from skyrec.models.als import ALSModel
         from skyrec.models.knn import ItemKNNModel
