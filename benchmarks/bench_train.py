@@ -145,45 +145,36 @@ def _jobs_in(home: str) -> dict[str, Any]:
     return out
 
 
+def _compare(peer: str, ours: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Best of ``spec["repeats"]`` alternating fresh-process fits of implicit called directly (``peer``) and of
+    skyrec's fit (``ours``) on the same matrix: seconds, peak RSS and their ratios."""
+    runs: dict[str, list[dict[str, Any]]] = {peer: [], ours: []}
+    for _ in range(spec["repeats"]):  # alternate so drift affects both alike
+        for kind in runs:
+            runs[kind].append(_measure(kind, spec))
+    them, us = (min(runs[k], key=lambda r: r["seconds"]) for k in (peer, ours))
+    return {"nnz": them["nnz"],
+            "implicit_direct_seconds": round(them["seconds"], 3), "skyrec_fit_seconds": round(us["seconds"], 3),
+            "skyrec_vs_implicit_time_ratio": round(us["seconds"] / them["seconds"], 3),
+            "implicit_direct_peak_rss_mb": round(them["peak_mb"], 1), "skyrec_fit_peak_rss_mb": round(us["peak_mb"], 1),
+            "skyrec_vs_implicit_peak_rss_ratio": round(us["peak_mb"] / them["peak_mb"], 3),
+            "matrix_only_peak_rss_mb": round(them["matrix_peak_mb"], 1)}
+
+
 def main(scale: str = "small") -> dict[str, Any]:
     if scale not in SCALES:
         raise SystemExit(f"unknown scale {scale!r} (known: {sorted(SCALES)})")
     spec = SCALES[scale]
-    runs: dict[str, list[dict[str, Any]]] = {"implicit_direct": [], "skyrec_fit": []}
-    for _ in range(spec["repeats"]):  # alternate so drift affects both alike
-        for kind in runs:
-            runs[kind].append(_measure(kind, spec))
-    best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
-    ratio = best["skyrec_fit"]["seconds"] / best["implicit_direct"]["seconds"]
+    als = _compare("implicit_direct", "skyrec_fit", spec)
     result: dict[str, Any] = {
-        "scale": scale, **{k: spec[k] for k in ("users", "items", "factors", "iterations")},
-        "nnz": best["implicit_direct"]["nnz"],
-        "implicit_direct_seconds": round(best["implicit_direct"]["seconds"], 3),
-        "skyrec_fit_seconds": round(best["skyrec_fit"]["seconds"], 3),
-        "skyrec_vs_implicit_time_ratio": round(ratio, 3),
-        "skyrec_overhead_within_10pct": ratio <= 1.10,
-        "seconds_per_iteration": round(best["skyrec_fit"]["seconds"] / spec["iterations"], 3),
-        "implicit_direct_peak_rss_mb": round(best["implicit_direct"]["peak_mb"], 1),
-        "skyrec_fit_peak_rss_mb": round(best["skyrec_fit"]["peak_mb"], 1),
-        "skyrec_vs_implicit_peak_rss_ratio": round(best["skyrec_fit"]["peak_mb"] / best["implicit_direct"]["peak_mb"], 3),
-        "matrix_only_peak_rss_mb": round(best["implicit_direct"]["matrix_peak_mb"], 1),
+        "scale": scale, **{k: spec[k] for k in ("users", "items", "factors", "iterations")}, "nnz": als.pop("nnz"),
+        **als, "skyrec_overhead_within_10pct": als["skyrec_vs_implicit_time_ratio"] <= 1.10,
+        "seconds_per_iteration": round(als["skyrec_fit_seconds"] / spec["iterations"], 3),
     }
-    knn: dict[str, list[dict[str, Any]]] = {"implicit_knn_direct": [], "skyrec_knn_fit": []}
-    for _ in range(spec["repeats"]):
-        for kind in knn:
-            knn[kind].append(_measure(kind, spec))
-    kb = {k: min(v, key=lambda r: r["seconds"]) for k, v in knn.items()}
-    result["knn"] = {
-        "params": "BM25, 70 neighbours, k1 1.0, b 0.2 (the shipped defaults; no series term without a catalogue)",
-        "implicit_direct_seconds": round(kb["implicit_knn_direct"]["seconds"], 3),
-        "skyrec_fit_seconds": round(kb["skyrec_knn_fit"]["seconds"], 3),
-        "skyrec_vs_implicit_time_ratio": round(kb["skyrec_knn_fit"]["seconds"]
-                                               / kb["implicit_knn_direct"]["seconds"], 3),
-        "implicit_direct_peak_rss_mb": round(kb["implicit_knn_direct"]["peak_mb"], 1),
-        "skyrec_fit_peak_rss_mb": round(kb["skyrec_knn_fit"]["peak_mb"], 1),
-        "skyrec_vs_implicit_peak_rss_ratio": round(kb["skyrec_knn_fit"]["peak_mb"]
-                                                   / kb["implicit_knn_direct"]["peak_mb"], 3),
-    }
+    knn = _compare("implicit_knn_direct", "skyrec_knn_fit", spec)
+    del knn["nnz"], knn["matrix_only_peak_rss_mb"]
+    result["knn"] = {"params": "BM25, 70 neighbours, k1 1.0, b 0.2 (the shipped defaults; no series term "
+                               "without a catalogue)", **knn}
     if scale == "small":
         result["jobs"] = _jobs_small()
     return result

@@ -49,7 +49,7 @@ from skyrec.chaos.invariants import (
 )
 from skyrec.chaos.poller import ApiPoller
 from skyrec.chaos.proxy import Rule
-from skyrec.chaos.world import MODEL, VARIANTS, World
+from skyrec.chaos.world import VARIANTS, World
 from skyrec.jobs.base import RunInfo
 
 KINDS = ("kill_job", "kill_worker", "storage_write", "storage_commit", "lost_response", "redis_restart",
@@ -92,8 +92,8 @@ def _log(msg: str) -> None:
     print(f"[chaos] {msg}", file=sys.stderr, flush=True)
 
 
-def chain(hour: dt.datetime, variant: str) -> list[dict[str, Any]]:
-    """The task attempts of one run (try numbers filled in by the loop)."""
+def chain(hour: dt.datetime, variant: str, model: str) -> list[dict[str, Any]]:
+    """The task attempts of one run (try numbers filled in by the loop); ``model``: the rail's."""
     from skyrec.airflow.factory import precompute_dag_id
 
     key = hour.strftime("%Y%m%dT%H")
@@ -101,9 +101,9 @@ def chain(hour: dt.datetime, variant: str) -> list[dict[str, Any]]:
               "logical_date": hour.isoformat(), "interval_start": hour.isoformat(),
               "interval_end": (hour + dt.timedelta(hours=1)).isoformat()}
     after = (hour + dt.timedelta(hours=1)).isoformat()
-    train = [{"dag_id": TRAIN_DAG, "task_id": f"{MODEL}.{t}", "run_id": f"chaos__{key}", "logical_date": after,
+    train = [{"dag_id": TRAIN_DAG, "task_id": f"{model}.{t}", "run_id": f"chaos__{key}", "logical_date": after,
               "interval_start": None, "interval_end": None} for t in TRAIN_TASKS]
-    pre_dag = precompute_dag_id(MODEL, variant, "v1")
+    pre_dag = precompute_dag_id(model, variant, "v1")
     pre = [{"dag_id": pre_dag, "task_id": t, "run_id": f"chaos__{key}", "logical_date": after,
             "interval_start": None, "interval_end": None} for t in PRECOMPUTE_TASKS]
     return [ingest, *train, *pre]
@@ -112,13 +112,14 @@ def chain(hour: dt.datetime, variant: str) -> list[dict[str, Any]]:
 def run_outputs(config: Any, hour: dt.datetime, variant: str) -> dict[str, str]:
     ik = hour.strftime("%Y%m%dT%H")
     rk = RunInfo(logical_date=hour + dt.timedelta(hours=1)).run_key  # the train/precompute runs' key
+    model = config.variants[variant].model
     return {
         "activity_delta": config.dataset_path("activity_delta", interval_key=ik),
         "activity_snapshot": config.dataset_path("activity_snapshot", interval_key=ik),
         "training_dataset": config.dataset_path("training_dataset", run_key=rk,
-                                                dataset_id=config.training.dataset_id(MODEL)),
-        "model": config.dataset_path("model", run_key=rk, model=MODEL, version="v1"),
-        "evaluation": config.dataset_path("evaluation", run_key=rk, model=MODEL, version="v1"),
+                                                dataset_id=config.training.dataset_id(model)),
+        "model": config.dataset_path("model", run_key=rk, model=model, version="v1"),
+        "evaluation": config.dataset_path("evaluation", run_key=rk, model=model, version="v1"),
         "predictions": config.dataset_path("predictions", run_key=rk, variant=variant, version="v1"),
         "redis_dump": config.dataset_path("redis_dump", run_key=rk, variant=variant, version="v1"),
     }
@@ -267,7 +268,7 @@ class Harness:
 
         rng = random.Random(f"{self.seed}:{r}")
         variant = VARIANTS[r % len(VARIANTS)]
-        tasks = chain(hour, variant)
+        tasks = chain(hour, variant, self.world.config().variants[variant].model)
         faults = plan_faults(rng, len(tasks), fault_kinds(self.seed, r, self.faults_per_run, self.kinds))
         keys = [job_key(t["dag_id"], t["run_id"], t["task_id"]) for t in tasks]
         self._watch_keys = keys

@@ -25,7 +25,6 @@ from skyrec.redis_local import LocalRedis, free_port, ping
 
 BUCKET = "lake"
 VARIANTS = ("recommended_for_you", "comedy_featured")
-MODEL = "knn"  # the shipped rails' model (config/base.yaml variants)
 
 
 def _wait(pred: Any, timeout: float, what: str) -> None:
