@@ -590,12 +590,14 @@ def _knn_scoring(model: Any, m: Any, params: dict[str, Any], n: int = 2000) -> d
             "note": "the series term is off here (no catalogue), so both score the same neighbourhood"}
 
 
-def kernel_cost(users: int, items: int, rounds: int = 2) -> dict[str, Any]:
+def kernel_cost(users: int, items: int, rounds: int = 2, models: tuple[str, ...] = ("als", "knn")) -> dict[str, Any]:
     """Users/s of precompute's top-K kernel (``skyrec.scoring.topk.topk_threaded``: all cores, 4,096-user
     batches, 64-user sub-batches, k = 50, played items excluded, at most 3 per brand) scoring the ALS default
     (dense, 128 factors) and the item-kNN default (sparse, with its followed block) fit on the same generated
     data (``users`` x ``items``, 28 days, 40 events per user): whether moving a rail from ALS to kNN costs
-    precompute time. Best of ``rounds`` interleaved rounds."""
+    precompute time. Best of ``rounds`` interleaved rounds, wall (users/s) and process CPU time (core-us per
+    user); for a sparse item side also the sparse product's multiply-adds per user (``products_per_user``: the
+    entries of the item rows of a user's non-zeros), what ``skyrec plan``'s item-kNN kernel is a plane in."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
@@ -614,25 +616,44 @@ def kernel_cost(users: int, items: int, rounds: int = 2) -> dict[str, Any]:
     ctx = item_context(data, "interactions")
     threads = os.cpu_count() or 1
     prepared = {}
-    for name in ("als", "knn"):
+    for name in models:
         fitted = fit_on(model_class(config, name)(**config.models[name].params), data.interactions, None, ctx)
         brands = (np.asarray(ctx.brand, np.int32)[fitted.item_cols] if ctx is not None
                   else np.zeros(len(fitted.item_cols), np.int32))
         prepared[name] = (fitted.user_factors, reps.transposed(fitted.item_factors),
                           sp.csr_matrix(data.seen[:, fitted.item_cols]), brands, int(fitted.user_factors.shape[1]))
     best = {name: float("inf") for name in prepared}
+    cpu = dict(best)
     with ThreadPoolExecutor(threads) as pool:
         for _ in range(rounds):
             for name, (U, VT, seen, brands, _d) in prepared.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for s in range(0, U.shape[0], 4096):
                     topk_threaded(U[s:s + 4096], VT, 50, pool=pool, threads=threads, exclude=seen[s:s + 4096],
                                   brands=brands, max_per_brand=3, sub_batch=64)
                 best[name] = min(best[name], time.perf_counter() - t0)
+                cpu[name] = min(cpu[name], time.process_time() - c0)
     n = data.interactions.shape[0]
-    return {"users": n, "items": int(data.interactions.shape[1]), "threads": threads,
-            "models": {name: {"d": prepared[name][4], "users_per_s": round(n / t)} for name, t in best.items()},
-            "knn_vs_als_time": round(best["knn"] / best["als"], 2)}
+    out: dict[str, Any] = {"users": n, "items": int(data.interactions.shape[1]), "threads": threads,
+                           "candidates": int(prepared[models[0]][1].shape[1]), "models": {}}
+    for name, t in best.items():
+        U, VT, seen = prepared[name][:3]
+        rec = {"d": prepared[name][4], "users_per_s": round(n / t), "cpu_us_per_user": round(cpu[name] / n * 1e6, 3)}
+        if sp.issparse(VT):
+            VT = sp.csr_matrix(VT)
+            row_nnz = np.diff(VT.indptr).astype(np.float64)
+            rec["products_per_user"] = round(float(((sp.csr_matrix(U) != 0) @ row_nnz).mean()), 1)
+            rec["played_items_per_user"] = round(float(seen.getnnz() / n), 2)
+            outputs = 0  # the product's result entries (its merge, sort and scatter pay for them)
+            for s in range(0, n, 4096):
+                part = sp.csr_matrix(sp.csr_matrix(U[s:s + 4096]) @ VT)
+                part.sum_duplicates()
+                outputs += part.getnnz()
+            rec["outputs_per_user"] = round(outputs / n, 1)
+        out["models"][name] = rec
+    if {"als", "knn"} <= set(best):
+        out["knn_vs_als_time"] = round(best["knn"] / best["als"], 2)
+    return out
 
 
 def at_scale(kind: str, users: int, items: int) -> dict[str, Any]:

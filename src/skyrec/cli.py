@@ -389,6 +389,12 @@ def plan(
     rails: Annotated[int | None, typer.Option(help="Rails (variants); default: the configured ones.")] = None,
     k: Annotated[int | None, typer.Option("--k", help="List length; default precompute.k.")] = None,
     plays_per_user: Annotated[float, typer.Option(help="Plays per user in the activity snapshot.")] = 20.0,
+    model: Annotated[str | None, typer.Option(help="The rails' model (a configured one); default: the "
+                                                   "rails' model.")] = None,
+    items_per_user: Annotated[float | None, typer.Option(help="item-kNN: distinct items a user has played "
+                                                             "(default: --plays-per-user).")] = None,
+    neighbours: Annotated[int | None, typer.Option(help="item-kNN: entries per item row (default: the model's "
+                                                        "neighbours + series_depth).")] = None,
     cores: Annotated[int | None, typer.Option(help="Cores of the machine (default: this one's).")] = None,
     encoding: Annotated[str | None, typer.Option(help="json | packed; default publish.encoding.")] = None,
     interval_hours: Annotated[float, typer.Option(help="Every rail recomputed this often.")] = 24.0,
@@ -428,6 +434,7 @@ def plan(
             _fail("plan: --users is required (or --check / --calibrate)")
         inputs = p.inputs_from_config(_config(env), users=users, candidates=candidates, rails=rails, k=k,
                                       plays_per_user=plays_per_user, cores=cores, encoding=encoding,
+                                      model=model, items_per_user=items_per_user, neighbours=neighbours,
                                       interval_hours=interval_hours, redis_node_gb=redis_node_gb,
                                       dataflow_speed=dataflow_speed)
         result = p.plan(inputs, coef)

@@ -6,9 +6,11 @@ serving Redis memory, lake size and publish time, with the points where one mach
 
 The model (each term is a measured coefficient times an input; ``docs/scale.md`` explains it):
 
-* **compute_predictions** CPU-seconds = users x rails x (kernel(candidates, k) + overhead(k)), where the
-  kernel's CPU-microseconds per user are a plane in (candidates, k) fitted to a short sweep of the top-K
-  kernel, and the overhead (Parquet, RESP encoding, shard I/O) is the measured step's CPU time minus the
+* **compute_predictions** CPU-seconds = users x rails x (kernel + overhead(k)). The kernel's CPU-microseconds
+  per user depend on the rails' model: for a factor model (ALS, BPR, LightFM, popularity) a plane in
+  (candidates, k) fitted to a short sweep of the top-K kernel on dense factors; for item-kNN (a sparse
+  product: each played item adds its row of ``neighbours`` entries) a plane in (candidates, k, the product's
+  result entries) fitted to a sweep of the same kernel on sparse neighbour rows (``kernel_knn``). The overhead (Parquet, RESP encoding, shard I/O) is the measured step's CPU time minus the
   kernel at the measured point, proportional to k. Wall on N cores = CPU-seconds / (N x utilisation) + a
   fixed start-up per rail (the shards are independent; utilisation is the measured run's CPU / (wall x cores)).
   CPU time, unlike wall time, does not move with other load on a shared machine.
@@ -46,6 +48,9 @@ VERSION = 1
 ENCODINGS = ("json", "packed")
 DEFAULT_PATH = Path(__file__).with_name("plan_coefficients.json")
 TOLERANCE = 0.20  # the plan must reproduce each measured figure of the reference run within this
+#: how precompute's kernel scores a model: a dense product of factors, or item-kNN's sparse neighbour rows
+KERNELS = ("factors", "neighbours")
+KNN_TERMS = ("per_user", "per_1k_candidates", "per_k", "per_1k_products", "per_1k_outputs")
 
 
 class CoefficientsError(ValueError):
@@ -69,6 +74,10 @@ def _validate(data: Any, where: str) -> dict[str, Any]:
         for key in keys:
             if key not in data.get(section, {}):
                 raise CoefficientsError(f"{where}: {section}.{key} missing")
+    knn = data.get("kernel_knn")
+    if knn is not None and not all(isinstance((knn.get("core_us") or {}).get(key), int | float)
+                                   for key in KNN_TERMS):
+        raise CoefficientsError(f"{where}: kernel_knn.core_us needs {', '.join(KNN_TERMS)}")
     for enc in ENCODINGS:
         e = data.get("encodings", {}).get(enc)
         if not isinstance(e, dict):
@@ -91,10 +100,33 @@ def load_coefficients(path: str | Path | None = None) -> tuple[dict[str, Any], P
                 data = json.loads(p.read_text())
             except json.JSONDecodeError as exc:
                 raise CoefficientsError(f"{p}: not JSON ({exc})") from None
-            return _validate(data, str(p)), p
+            return _with_knn_kernel(_validate(data, str(p)), p), p
         if path:
             raise CoefficientsError(f"{p}: no such coefficients file")
     raise CoefficientsError(f"no coefficients file ({DEFAULT_PATH} is missing from the installation)")
+
+
+def _with_knn_kernel(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A file measured before the item-kNN kernel was (no ``kernel_knn``) borrows the committed one, put on this
+    file's level: x (this file's dense plane / the committed dense plane, geometric mean over the committed
+    sweep's points). Recorded in ``kernel_knn.borrowed``; the plan says so in its notes."""
+    if data.get("kernel_knn") or path == DEFAULT_PATH or not DEFAULT_PATH.is_file():
+        return data
+    base = json.loads(DEFAULT_PATH.read_text())
+    if not base.get("kernel_knn"):
+        return data
+    pts = base["kernel"].get("points") or [{"candidates": 20_000, "k": 50}]
+    ratios = [kernel_core_us(data, pt["candidates"], pt["k"]) / kernel_core_us(base, pt["candidates"], pt["k"])
+              for pt in pts]
+    if not all(r > 0 for r in ratios):
+        return data
+    f = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    knn = base["kernel_knn"]
+    data["kernel_knn"] = {"core_us": {k: (v * f if k != "max_rel_residual" else v) for k, v in knn["core_us"].items()},
+                          "points": knn.get("points") or [],
+                          "borrowed": f"{DEFAULT_PATH.name} (measured {base.get('measured_at')}) x {f:.3f}, this "
+                                      "file's dense kernel level"}
+    return data
 
 
 # ---- the model ----------------------------------------------------------------------------------------------
@@ -107,6 +139,10 @@ class PlanInputs:
     k: int = 50
     plays_per_user: float = 20.0
     cores: int = 2
+    model: str = "als"               # the rails' model (its name in the configuration)
+    kernel: str = "factors"          # factors | neighbours (item-kNN): how precompute's kernel scores it
+    neighbours: int = 75             # item-kNN: entries of an item's row (neighbours + series_depth)
+    items_per_user: float | None = None  # distinct items a user has played (default: plays_per_user)
     encoding: str = "packed"
     keep_versions: int = 2           # publish.keep_versions
     interval_hours: float = 24.0     # how often every rail must be recomputed (the model's schedule)
@@ -133,6 +169,12 @@ class PlanInputs:
                      "dataflow_memory_gb_per_worker"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 (got {getattr(self, name)})")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)} (got {self.kernel!r})")
+        if self.neighbours < 1:
+            raise ValueError(f"neighbours must be >= 1 (got {self.neighbours})")
+        if self.items_per_user is not None and not self.items_per_user >= 0:
+            raise ValueError(f"items_per_user must be >= 0 (got {self.items_per_user})")
         if self.encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)} (got {self.encoding!r})")
         if self.k >= self.candidates:
@@ -150,9 +192,44 @@ def machine_type_size(machine_type: str) -> tuple[int, float] | None:
 
 
 def kernel_core_us(coef: dict[str, Any], candidates: int, k: int) -> float:
-    """Core-microseconds of the top-K kernel per user at (candidates, k): the fitted plane."""
+    """Core-microseconds of the top-K kernel per user at (candidates, k) on dense factors: the fitted plane."""
     c = coef["kernel"]["core_us"]
     return max(0.0, c["per_user"] + c["per_1k_candidates"] * candidates / 1000.0 + c["per_k"] * k)
+
+
+def knn_outputs(candidates: float, products: float) -> float:
+    """Entries of a user's sparse score row when ``products`` neighbour entries land at random among
+    ``candidates``: ``C (1 - exp(-P / C))`` (~P while P << C; real neighbour lists overlap more, so fewer)."""
+    return candidates * -math.expm1(-products / candidates) if candidates > 0 else 0.0
+
+
+def knn_kernel_core_us(coef: dict[str, Any], candidates: int, k: int, products: float,
+                       outputs: float | None = None) -> float:
+    """Core-microseconds of the top-K kernel per user scoring item-kNN: the fitted plane of ``kernel_knn`` in
+    (candidates, k, products, outputs). ``products`` = played items x entries per neighbour row (the sparse
+    product's multiply-adds); ``outputs`` = its result entries, which its merge, sort and scatter pay for
+    (default :func:`knn_outputs`, random rows: an upper bound, since real neighbour lists overlap)."""
+    knn = coef.get("kernel_knn")
+    if not knn:
+        raise CoefficientsError("these coefficients have no item-kNN kernel (kernel_knn): measure it with "
+                                "`skyrec plan --calibrate`, or plan a factor model (--model als)")
+    c = knn["core_us"]
+    return max(0.0, c["per_user"] + c["per_1k_candidates"] * candidates / 1000.0 + c["per_k"] * k
+               + c["per_1k_products"] * products / 1000.0
+               + c["per_1k_outputs"] * (knn_outputs(candidates, products) if outputs is None else outputs) / 1000.0)
+
+
+def products_per_user(inputs: PlanInputs) -> float:
+    """item-kNN's multiply-adds per user: distinct played items x entries per neighbour row."""
+    items = inputs.plays_per_user if inputs.items_per_user is None else inputs.items_per_user
+    return items * inputs.neighbours
+
+
+def rail_kernel_core_us(coef: dict[str, Any], inputs: PlanInputs) -> float:
+    """The kernel's core-microseconds per user and rail for the inputs' model."""
+    if inputs.kernel == "neighbours":
+        return knn_kernel_core_us(coef, inputs.candidates, inputs.k, products_per_user(inputs))
+    return kernel_core_us(coef, inputs.candidates, inputs.k)
 
 
 def _per_rail(coef: dict[str, Any], enc: str, k: int) -> dict[str, float]:
@@ -176,7 +253,7 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
     p = inputs
     ur = p.users * p.rails
     r = _per_rail(coef, p.encoding, p.k)
-    kern_us = kernel_core_us(coef, p.candidates, p.k)
+    kern_us = rail_kernel_core_us(coef, p)
     compute_core_s = ur * (kern_us + r["overhead_core_us"]) / 1e6
     # fixed per rail job (start-up, model and candidates loading): serial, not divided by cores
     util = float(coef["basis"].get("compute_utilisation", 1.0))  # CPU time / (wall x cores) of the measured run
@@ -231,11 +308,19 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
         limits.append({"what": "Redis peak beyond this machine's memory", "value_gb": peak_bytes / 1e9,
                        "limit_gb": p.machine_memory_gb, "then": "Redis on its own node(s), jobs elsewhere"})
     notes = []
-    pts = coef["kernel"].get("points") or []
+    pts = (coef["kernel_knn"] if p.kernel == "neighbours" else coef["kernel"]).get("points") or []
     if pts:
         cs, ks = [pt["candidates"] for pt in pts], [pt["k"] for pt in pts]
         if not (min(cs) <= p.candidates <= max(cs) and min(ks) <= p.k <= max(ks)):
             notes.append(f"kernel extrapolated: measured at {min(cs):,}-{max(cs):,} candidates, k {min(ks)}-{max(ks)}")
+        if p.kernel == "neighbours":
+            if coef["kernel_knn"].get("borrowed"):
+                notes.append(f"item-kNN kernel from {coef['kernel_knn']['borrowed']} (recalibrate: skyrec plan "
+                             "--calibrate)")
+            ps = [pt["plays"] * pt["neighbours"] for pt in pts]
+            if not min(ps) <= products_per_user(p) <= max(ps):
+                notes.append(f"item-kNN kernel extrapolated: measured at {min(ps):,}-{max(ps):,} played items x "
+                             f"neighbours per user, planned {products_per_user(p):,.0f}")
     if p.k != coef["basis"]["k"]:
         notes.append(f"output, dump and publish scaled from k = {coef['basis']['k']} (only that k is measured end to end)")
     return {"inputs": asdict(p), "figures": figures, "limits": limits, "notes": notes,
@@ -288,8 +373,8 @@ def render(result: dict[str, Any], source: str) -> Any:
     from rich.text import Text
 
     p, f, r = result["inputs"], result["figures"], result["per_user_rail"]
-    title = (f"{p['users']:,} users x {p['rails']} rails, {p['candidates']:,} candidates, k = {p['k']}, "
-             f"{p['encoding']}, {p['cores']} cores")
+    title = (f"{p['users']:,} users x {p['rails']} rails ({p['model']}), {p['candidates']:,} candidates, "
+             f"k = {p['k']}, {p['encoding']}, {p['cores']} cores")
     t = Table(title=title, title_justify="left")
     t.add_column("figure")
     t.add_column("plan", justify="right")
@@ -297,6 +382,12 @@ def render(result: dict[str, Any], source: str) -> Any:
     kern, over = r["kernel_core_us"], r["overhead_core_us"]
     t.add_row("compute_predictions", _dur(f["compute_predictions_s"]),
               f"{p['users'] * p['rails']:,} user-rails x ({kern:.1f} kernel + {over:.1f} output) core-us / {p['cores']}")
+    if p["kernel"] == "neighbours":
+        items = p["plays_per_user"] if p["items_per_user"] is None else p["items_per_user"]
+        t.add_row("  kernel: item-kNN", f"{kern:.1f} us", f"sparse: {items:g} played items x {p['neighbours']} "
+                  "neighbour entries per user, then the same selection")
+    else:
+        t.add_row("  kernel: factors", f"{kern:.1f} us", "dense product over the candidates, then the selection")
     t.add_row("create_redis_dump", _dur(f["create_redis_dump_s"]),
               f"{r['dump_wall_us']:.1f} us per user-rail, {max(1, p['cores'] // p['dump_cores'])} rail(s) at a time")
     t.add_row("publish_predictions", _dur(f["publish_predictions_s"]),
@@ -410,6 +501,91 @@ def kernel_sweep(candidates: tuple[int, ...] = (5_000, 20_000, 50_000), ks: tupl
                     cpu[(c, k)] = min(cpu[(c, k)], time.process_time() - c0)
     return [{"candidates": c, "k": k, "users": users, "threads": threads, "users_per_s": round(users / t),
              "cpu_us_per_user": round(cpu[(c, k)] / users * 1e6, 3)} for (c, k), t in best.items()]
+
+def fit_knn_kernel(points: list[dict[str, Any]]) -> dict[str, float]:
+    """Least-squares core_us = per_user + per_1k_candidates * C/1000 + per_k * k + per_1k_products * P/1000
+    + per_1k_outputs * O/1000 over the item-kNN sweep's points, P = played items x neighbours per user, O =
+    :func:`knn_outputs` (the sweep's rows are random, so O is known). (A plane in P alone leaves residuals of
+    50%: at few candidates the products land on the same entries, at many each is a new one.)"""
+    import numpy as np
+
+    if len({(p["candidates"], p["k"], p["plays"] * p["neighbours"]) for p in points}) < 6:
+        raise CoefficientsError("the item-kNN kernel fit needs at least 6 distinct (candidates, k, products) points")
+    a = np.array([[1.0, p["candidates"] / 1000.0, float(p["k"]), p["plays"] * p["neighbours"] / 1000.0,
+                   knn_outputs(p["candidates"], p["plays"] * p["neighbours"]) / 1000.0] for p in points])
+    y = np.array([p["cpu_us_per_user"] for p in points])
+    sol, *_ = np.linalg.lstsq(a, y, rcond=None)
+    pred = a @ sol
+    return {**dict(zip(KNN_TERMS, (float(v) for v in sol), strict=True)),
+            "max_rel_residual": float(np.max(np.abs(pred - y) / y))}
+
+
+def knn_kernel_sweep(candidates: tuple[int, ...] = (5_000, 20_000, 50_000), ks: tuple[int, ...] = (50, 100),
+                     shapes: tuple[tuple[int, int], ...] = ((10, 75), (25, 75), (25, 200), (50, 150)),
+                     users: int = 4_096, repeat: int = 3) -> list[dict[str, Any]]:
+    """The top-K kernel scoring item-kNN's representation, with the precompute's settings (as
+    :func:`kernel_sweep`): each user a sparse row of ``plays`` played items (excluded from the list), the item
+    side a sparse ``candidates x candidates`` matrix of ``neighbours`` entries per row (a played item adds its
+    row), at each (candidates, k, (plays, neighbours)): CPU microseconds per user, best of ``repeat`` rounds.
+    Random neighbours: a user's rows rarely overlap, so the product has ~plays x neighbours entries (real
+    neighbour lists overlap more, which costs less)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    from skyrec.scoring.topk import topk_threaded
+
+    threads = os.cpu_count() or 1
+    rng = np.random.default_rng(7)
+
+    def rows(n: int, width: int, c: int) -> sp.csr_matrix:
+        cols = rng.integers(0, c, size=n * width)  # a repeat within a row (rare at these widths) is summed
+        m = sp.csr_matrix((rng.random(n * width, dtype=np.float32) + 0.01, cols,
+                           np.arange(0, n * width + 1, width)), shape=(n, c))
+        m.sum_duplicates()
+        return m
+
+    data = {}
+    for c in candidates:
+        brands = rng.integers(0, 2000, size=c).astype(np.int32)
+        for plays, width in shapes:
+            U = rows(users, plays, c)
+            data[(c, plays, width)] = (U, rows(c, width, c), U, brands)
+    keys = [(c, k, plays, width) for c in candidates for k in ks for plays, width in shapes]
+    best = {key: float("inf") for key in keys}
+    with ThreadPoolExecutor(threads) as pool:
+        for r in range(repeat + 1):  # round 0 compiles and warms up, untimed
+            for key in keys:
+                c, k, plays, width = key
+                U, VT, seen, brands = data[(c, plays, width)]
+                c0 = time.process_time()
+                for s in range(0, users, 4096):
+                    topk_threaded(U[s:s + 4096], VT, k, pool=pool, threads=threads, exclude=seen[s:s + 4096],
+                                  brands=brands, max_per_brand=3, sub_batch=64)
+                if r:
+                    best[key] = min(best[key], time.process_time() - c0)
+    return [{"candidates": c, "k": k, "plays": plays, "neighbours": width, "users": users, "threads": threads,
+             "cpu_us_per_user": round(best[(c, k, plays, width)] / users * 1e6, 3)}
+            for (c, k, plays, width) in keys]
+
+
+def relevel_knn_kernel(coef: dict[str, Any], dense_points: list[dict[str, Any]],
+                       knn_points: list[dict[str, Any]], how: str) -> dict[str, Any]:
+    """``coef`` with a ``kernel_knn`` from sweeps of both kernels run in one session, put on the level of the
+    file's dense kernel: the item-kNN plane x (the file's dense plane / this session's dense sweep, geometric
+    mean over its points). The ratio of the two kernels is what the session measures; the absolute level stays
+    the file's (anchored on a quiet reference run), as :func:`anchor` does for the dense kernel."""
+    out = json.loads(json.dumps(coef))
+    ratios = [kernel_core_us(coef, pt["candidates"], pt["k"]) / pt["cpu_us_per_user"] for pt in dense_points]
+    f = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    fit = fit_knn_kernel(knn_points)
+    out["kernel_knn"] = {"core_us": {key: round(v * f if key != "max_rel_residual" else v, 4)
+                                     for key, v in fit.items()},
+                         "points": knn_points, "level_factor": round(f, 4), "dense_points": dense_points,
+                         "how": how}
+    return out
+
 
 def encoders(k_low: int = 25, k_high: int = 100, batch: int = 4096, repeat: int = 7) -> dict[str, Any]:
     """The real rec value encoders: bytes one more list item adds to a value (from two k), and microseconds
@@ -566,7 +742,7 @@ def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
 
 def derive(*, kernel_points: list[dict[str, Any]], runs: dict[str, list[dict[str, Any]]],
            encoder: dict[str, Any], activity: dict[str, Any], cores: int, reference: dict[str, Any] | None = None,
-           how: str = "") -> dict[str, Any]:
+           how: str = "", knn_points: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Coefficients from measurements: the kernel sweep, precompute runs of each encoding at two or more user
     counts (same session; each step = fixed seconds per rail + seconds per user, least squares), bytes per list
     item, the activity snapshot's bytes per play."""
@@ -604,10 +780,13 @@ def derive(*, kernel_points: list[dict[str, Any]], runs: dict[str, list[dict[str
             "value_bytes_per_item": encoder["per_item"][name], "encode_us": encoder["encode_us"][name],
         }
         row_bytes.append(big["parquet_bytes"] / max(1, big["prediction_rows"]))
+    knn = ({"kernel_knn": {"core_us": {key: round(v, 4) for key, v in fit_knn_kernel(knn_points).items()},
+                           "points": knn_points}} if knn_points else {})
     return {
         "format": FORMAT, "version": VERSION,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "how": how,
         "kernel": {"core_us": {key: round(v, 4) for key, v in core.items()}, "points": kernel_points},
+        **knn,
         "encodings": enc,
         "lake": {"activity_bytes_per_play": activity["bytes_per_play"],
                  "prediction_row_bytes": round(sum(row_bytes) / len(row_bytes), 2)},
@@ -656,6 +835,15 @@ def _rebase(coef: dict[str, Any], enc: str, *, users: int, cores: int, candidate
     coef["encodings"][enc] = {key: round(v, 3) if isinstance(v, float) else v for key, v in new.items()}
 
 
+def _scale_kernels(coef: dict[str, Any], f: float) -> None:
+    """Both kernel planes x ``f`` (a new level for this machine; the item-kNN kernel keeps its measured ratio
+    to the dense one)."""
+    for name in ("kernel", "kernel_knn"):
+        if coef.get(name):
+            coef[name]["core_us"] = {k: (v * f if k != "max_rel_residual" else v)
+                                     for k, v in coef[name]["core_us"].items()}
+
+
 def anchor(coef: dict[str, Any], reference: dict[str, Any],
            ratios: dict[str, float] | None = None) -> dict[str, Any]:
     """Coefficients whose absolute level is a recorded run's, keeping the calibration's shapes and ratios.
@@ -672,7 +860,7 @@ def anchor(coef: dict[str, Any], reference: dict[str, Any],
     out = json.loads(json.dumps(coef))
     kr = reference["kernel"]
     f = (kr["threads"] * 1e6 / kr["users_per_s"]) / kernel_core_us(coef, kr["candidates"], kr["k"])
-    out["kernel"]["core_us"] = {k: (v * f if k != "max_rel_residual" else v) for k, v in coef["kernel"]["core_us"].items()}
+    _scale_kernels(out, f)
     inp, m = reference["inputs"], reference["measured"]
     _rebase(out, inp["encoding"], users=inp["users"] * inp.get("rails", 1), cores=inp["cores"],
             candidates=inp["candidates"], k=inp["k"],
@@ -689,7 +877,8 @@ def anchor(coef: dict[str, Any], reference: dict[str, Any],
 
 
 def calibrate(users: int = 60_000, out: Path | None = None, progress: Any = print,
-              kernel_points: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], Path]:
+              kernel_points: list[dict[str, Any]] | None = None,
+              knn_points: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], Path]:
     """Measure the coefficients on this machine (short runs, one at a time): the kernel sweep, precompute runs
     of ``users`` // 3 and ``users`` users per encoding (alternating encodings, so background load hits both
     alike), bytes per list item, the activity snapshot's bytes per play. Keeps the reference run recorded in
@@ -701,6 +890,9 @@ def calibrate(users: int = 60_000, out: Path | None = None, progress: Any = prin
         progress("kernel sweep (candidates 5k/20k/50k x k 50/100)")
         kernel_points = kernel_sweep()
     points = kernel_points
+    if knn_points is None:
+        progress("item-kNN kernel sweep (candidates 5k/20k/50k x k 50/100 x played items x neighbours)")
+        knn_points = knn_kernel_sweep()
     runs: dict[str, list[dict[str, Any]]] = {enc: [] for enc in ENCODINGS}
     for n in (max(1_000, users // 3), users):
         for enc in ENCODINGS:
@@ -712,7 +904,7 @@ def calibrate(users: int = 60_000, out: Path | None = None, progress: Any = prin
         activity = activity_bytes_per_play(Path(tmp))
     coef = derive(kernel_points=points, runs=runs, encoder=encoders(), activity=activity,
                   cores=os.cpu_count() or 1, reference=current.get("reference_run"),
-                  how=f"skyrec plan --calibrate --calibrate-users {users}")
+                  how=f"skyrec plan --calibrate --calibrate-users {users}", knn_points=knn_points)
     # The Redis-bound steps cost more per key at millions of keys than these short runs measure (BENCHMARKS.md,
     # "Scale — capacity plan"): their per-user coefficients stay those of the committed, reference-scale file;
     # the calibration's are kept beside them for reference.
@@ -761,8 +953,7 @@ def update_from_bench(out_dir: Path, scale: str, ran: list[str], encoding: str) 
         measured = res["threads"] * 1e6 / res["users_per_s"]["kernel"]
         planned = kernel_core_us(coef, res["candidates"], res["k"])
         f = measured / planned
-        coef["kernel"]["core_us"] = {k: (v * f if k != "max_rel_residual" else v)
-                                     for k, v in coef["kernel"]["core_us"].items()}
+        _scale_kernels(coef, f)
         sources["kernel"] = f"{records['kernel']['machine']['when']} kernel.{scale} (level x{f:.3f})"
     if "precompute" in records:
         res = records["precompute"]["result"]
@@ -797,10 +988,39 @@ def update_from_bench(out_dir: Path, scale: str, ran: list[str], encoding: str) 
 
 # ---- the command ---------------------------------------------------------------------------------------------
 
+def model_kernel(config: Any, name: str) -> dict[str, Any]:
+    """How precompute's kernel scores the configured model ``name``: ``{"model", "kernel", "neighbours"}``.
+    item-kNN: sparse rows of ``neighbours`` (+ ``series_depth`` when its series term is on) entries; EASE (a
+    dense items x items product) is not modelled; every other model scores dense factors."""
+    from skyrec.models import model_class
+    from skyrec.models.ease import EASEModel
+    from skyrec.models.knn import ItemKNNModel
+
+    if name not in config.models:
+        raise ValueError(f"model {name!r} is not configured (models: {', '.join(sorted(config.models))})")
+    cls = model_class(config, name)
+    if issubclass(cls, EASEModel):
+        raise ValueError(f"model {name!r} is EASE, whose kernel (a dense items x items product, cost ~ played "
+                         "items x candidates) the plan does not model; plan a factor model or item-kNN")
+    if issubclass(cls, ItemKNNModel):
+        params = {**cls.defaults, **config.models[name].params}
+        width = int(params["neighbours"]) + (int(params["series_depth"]) if float(params["series_weight"]) > 0 else 0)
+        return {"model": name, "kernel": "neighbours", "neighbours": width}
+    return {"model": name, "kernel": "factors"}
+
+
 def inputs_from_config(config: Any, **given: Any) -> PlanInputs:
     """PlanInputs from the options given (None: not given) with defaults from the configuration: rails = the
-    configured variants, k = ``precompute.k``, encoding = ``publish.encoding``, ``publish.keep_versions``,
-    ``jobs.cost`` rates, ``jobs.dataflow`` machine type and max workers; cores and memory of this machine."""
+    configured variants, model = the rails' (with item-kNN's neighbours), k = ``precompute.k``, encoding =
+    ``publish.encoding``, ``publish.keep_versions``, ``jobs.cost`` rates, ``jobs.dataflow`` machine type and max
+    workers; cores and memory of this machine."""
+    name = given.pop("model", None)
+    if name is None:
+        models = sorted({v.model for v in config.variants.values()})
+        if len(models) != 1:
+            raise ValueError(f"the rails use several models ({', '.join(models)}): plan them one at a time "
+                             "with --model and --rails")
+        name = models[0]
     df = config.jobs.dataflow
     size = machine_type_size(df.machine_type)
     mem = machine().get("memory_gib")
@@ -813,6 +1033,7 @@ def inputs_from_config(config: Any, **given: Any) -> PlanInputs:
     }
     if size:
         values["dataflow_vcpus_per_worker"], values["dataflow_memory_gb_per_worker"] = size
+    values.update(model_kernel(config, name))
     values.update({k: v for k, v in given.items() if v is not None})
     return PlanInputs(**values)
 
@@ -839,21 +1060,27 @@ def cores_to_fit(inputs: PlanInputs, coef: dict[str, Any], max_cores: int = 4096
     return None
 
 
+#: the shipped rails' model as :func:`model_kernel` reads ``config/base.yaml`` (a test keeps them equal)
+SHIPPED_MODEL = {"model": "knn", "kernel": "neighbours", "neighbours": 75}
+FACTORS_MODEL = {"model": "als", "kernel": "factors"}
+
 SCENARIOS = ((3_500_000, 6), (3_500_000, 20), (10_000_000, 6), (10_000_000, 20), (100_000_000, 6),
              (100_000_000, 20))
 
 
 def scenarios_markdown(coef: dict[str, Any], *, encoding: str = "packed", cores: int = 2,
                        interval_hours: float = 24.0, redis_node_gb: float = 100.0,
-                       machine_memory_gb: float = 24.0) -> str:
-    """The table of docs/scale.md: the plan of each (listeners, rails) of :data:`SCENARIOS`."""
+                       machine_memory_gb: float = 24.0, rails_model: dict[str, Any] | None = None) -> str:
+    """A table of docs/scale.md: the plan of each (listeners, rails) of :data:`SCENARIOS`, the rails on
+    ``rails_model`` (default: the shipped one)."""
     head = ("| listeners x rails | compute, 2 cores | dump + publish | whole path, 2 cores | cores for 24 h "
             "| Dataflow (compute) | Redis: one set / peak | lake per run | beyond one machine |\n"
             "|---|---:|---:|---:|---:|---:|---:|---:|---|")
     lines = [head]
     for users, rails in SCENARIOS:
         inp = PlanInputs(users=users, rails=rails, encoding=encoding, cores=cores, interval_hours=interval_hours,
-                         redis_node_gb=redis_node_gb, machine_memory_gb=machine_memory_gb)
+                         redis_node_gb=redis_node_gb, machine_memory_gb=machine_memory_gb,
+                         **(rails_model or SHIPPED_MODEL))
         res = plan(inp, coef)
         f = res["figures"]
         fit = cores_to_fit(inp, coef)

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,6 +93,71 @@ def test_limits_name_where_one_machine_stops(coef: dict) -> None:
     assert p.cores_to_fit(p.PlanInputs(users=100_000_000, rails=20, encoding="packed"), coef) is not None
 
 
+def test_item_knn_kernel_grows_with_played_items_times_neighbours(coef: dict) -> None:
+    """The shipped rails' item-kNN: its kernel is the sparse plane (kernel_knn) at played items x neighbours,
+    not the dense factors' plane; the output, dump, publish and Redis figures are the same as any model's."""
+    assert len(coef["kernel_knn"]["points"]) >= 6 and coef["kernel_knn"]["level_factor"] > 0
+    base = dict(users=1_000_000, rails=6, cores=2, encoding="packed", plays_per_user=20)
+    als = p.plan(p.PlanInputs(**base), coef)
+    knn = p.plan(p.PlanInputs(**base, model="knn", kernel="neighbours", neighbours=75), coef)
+    assert knn["per_user_rail"]["kernel_core_us"] == pytest.approx(p.knn_kernel_core_us(coef, 20_000, 50, 20 * 75))
+    assert als["per_user_rail"]["kernel_core_us"] == pytest.approx(p.kernel_core_us(coef, 20_000, 50))
+    assert knn["per_user_rail"]["kernel_core_us"] != pytest.approx(als["per_user_rail"]["kernel_core_us"])
+    for key in ("redis_publication_bytes", "publish_predictions_s", "create_redis_dump_s", "lake_bytes"):
+        assert knn["figures"][key] == pytest.approx(als["figures"][key])
+    # more played items or wider neighbour rows cost more; items_per_user (distinct items) overrides plays
+    wide = p.plan(p.PlanInputs(**base, kernel="neighbours", neighbours=300), coef)["per_user_rail"]["kernel_core_us"]
+    few = p.PlanInputs(**base, kernel="neighbours", neighbours=75, items_per_user=5)
+    assert wide > knn["per_user_rail"]["kernel_core_us"] > p.plan(few, coef)["per_user_rail"]["kernel_core_us"]
+    assert p.products_per_user(few) == 5 * 75
+    far = p.plan(p.PlanInputs(**base, kernel="neighbours", neighbours=2_000), coef)
+    assert any("item-kNN kernel extrapolated" in n for n in far["notes"])
+    assert not any("item-kNN" in n for n in knn["notes"])
+
+
+def test_coefficients_without_the_item_knn_kernel(coef: dict, tmp_path: Path) -> None:
+    """A file measured before the item-kNN kernel (e.g. an older .bench/coefficients.json) borrows the
+    committed one at its own dense level, and says so; coefficients with no source for it refuse clearly."""
+    old = {key: v for key, v in coef.items() if key != "kernel_knn"}
+    with pytest.raises(p.CoefficientsError, match="--calibrate"):
+        p.plan(p.PlanInputs(users=1000, kernel="neighbours"), old)
+    p.plan(p.PlanInputs(users=1000), old)  # a factor model still plans
+    slower = json.loads(json.dumps(old))
+    slower["kernel"]["core_us"] = {k: v * 2 if k != "max_rel_residual" else v
+                                   for k, v in slower["kernel"]["core_us"].items()}
+    (tmp_path / "old.json").write_text(json.dumps(slower))
+    loaded, _ = p.load_coefficients(tmp_path / "old.json")
+    assert "x 2.000" in loaded["kernel_knn"]["borrowed"]
+    assert p.knn_kernel_core_us(loaded, 20_000, 50, 1500) == pytest.approx(2 * p.knn_kernel_core_us(coef, 20_000, 50, 1500))
+    res = p.plan(p.PlanInputs(users=1000, kernel="neighbours"), loaded)
+    assert any("item-kNN kernel from plan_coefficients.json" in n for n in res["notes"])
+    broken = {**coef, "kernel_knn": {"core_us": {"per_user": 1.0}}}
+    with pytest.raises(p.CoefficientsError, match="kernel_knn"):
+        p._validate(broken, "x.json")
+    with pytest.raises(p.CoefficientsError, match="6 distinct"):
+        p.fit_knn_kernel(coef["kernel_knn"]["points"][:5])
+
+
+def test_inputs_follow_the_rails_model(config_factory: Any) -> None:
+    cfg = config_factory()
+    shipped = p.inputs_from_config(cfg, users=1000)
+    knn = cfg.models["knn"].params
+    assert (shipped.model, shipped.kernel) == ("knn", "neighbours")
+    assert shipped.neighbours == knn["neighbours"] + knn["series_depth"]
+    assert p.inputs_from_config(cfg, users=1000, model="als").kernel == "factors"
+    assert p.inputs_from_config(cfg, users=1000, neighbours=20).neighbours == 20
+    assert p.inputs_from_config(config_factory(rails="als"), users=1000).kernel == "factors"
+    with pytest.raises(ValueError, match="EASE"):
+        p.inputs_from_config(cfg, users=1000, model="ease")
+    with pytest.raises(ValueError, match="not configured"):
+        p.inputs_from_config(cfg, users=1000, model="nope")
+    mixed = config_factory({"variants": {"recommended_for_you": {"model": "als"}}})
+    with pytest.raises(ValueError, match="several models"):
+        p.inputs_from_config(mixed, users=1000)
+    with pytest.raises(ValueError, match="kernel"):
+        p.plan(p.PlanInputs(users=1000, kernel="dense"), {})
+
+
 @pytest.mark.parametrize("field, value", [("users", 0), ("encoding", "xml"), ("k", 30_000), ("cores", 0)])
 def test_bad_inputs_are_refused_naming_the_input(coef: dict, field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
@@ -103,6 +169,9 @@ def test_command_prints_the_table_and_json_and_checks(tmp_path: Path) -> None:
     out = _skyrec("plan", "--users", "3500000", "--rails", "6", "--cores", "2", "--coefficients", default)
     assert out.returncode == 0, out.stderr
     assert "compute_predictions" in out.stdout and "Redis, one publication" in out.stdout
+    assert "(knn)" in out.stdout and "kernel: item-kNN" in out.stdout  # the shipped rails' model
+    als = _skyrec("plan", "--users", "3500000", "--model", "als", "--coefficients", default)
+    assert als.returncode == 0 and "kernel: factors" in als.stdout, als.stderr
     js = json.loads(_skyrec("plan", "--users", "3500000", "--rails", "6", "--cores", "2", "--encoding", "json",
                             "--coefficients", default, "--json").stdout)
     assert js["inputs"]["encoding"] == "json" and js["figures"]["redis_publication_bytes"] > 2.5e10
@@ -167,6 +236,12 @@ def test_bench_hook_folds_fresh_kernel_and_precompute_figures(tmp_path: Path, co
 def test_docs_scale_table_is_the_committed_coefficients_plan(coef: dict) -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "scale.md").read_text()
     assert p.scenarios_markdown(coef) in doc, "docs/scale.md's table differs from `skyrec plan` (regenerate it)"
+    assert p.scenarios_markdown(coef, rails_model=p.FACTORS_MODEL) in doc, "docs/scale.md's ALS table is stale"
+
+
+def test_shipped_model_constant_is_the_shipped_configuration(config_factory: Any) -> None:
+    assert p.model_kernel(config_factory(), "knn") == p.SHIPPED_MODEL
+    assert p.model_kernel(config_factory(), "als") == p.FACTORS_MODEL
 
 
 @pytest.mark.integration
@@ -176,7 +251,11 @@ def test_calibrate_measures_on_this_machine(tmp_path: Path) -> None:
     run and the committed dump/publish costs."""
     points = p.kernel_sweep(candidates=(2_000, 5_000, 10_000), ks=(20, 50), users=1_024, repeat=1)
     assert all(pt["users_per_s"] > 0 and pt["cpu_us_per_user"] > 0 for pt in points)
-    coef, path = p.calibrate(users=3_000, out=tmp_path / "c.json", progress=lambda m: None, kernel_points=points)
+    knn = p.knn_kernel_sweep(candidates=(2_000, 5_000), ks=(20, 50), users=512, repeat=1)
+    assert {(pt["plays"], pt["neighbours"]) for pt in knn} >= {(10, 75), (50, 150)}
+    assert all(pt["cpu_us_per_user"] > 0 for pt in knn)
+    coef, path = p.calibrate(users=3_000, out=tmp_path / "c.json", progress=lambda m: None, kernel_points=points,
+                             knn_points=knn)
     again, _ = p.load_coefficients(path)
     assert again == coef and coef["reference_run"] == json.loads(p.DEFAULT_PATH.read_text())["reference_run"]
     runs = coef["basis"]["runs"]
@@ -188,3 +267,5 @@ def test_calibrate_measures_on_this_machine(tmp_path: Path) -> None:
     assert coef["encodings"]["json"]["publish_wall_us"] == committed["publish_wall_us"]
     assert coef["encodings"]["json"]["publish_wall_us_calibration"] > 0
     p.plan(p.PlanInputs(users=1_000_000, rails=6), coef)
+    assert coef["kernel_knn"]["points"] == knn
+    p.plan(p.PlanInputs(users=1_000_000, rails=6, kernel="neighbours"), coef)
