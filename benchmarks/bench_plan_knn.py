@@ -13,8 +13,9 @@ precompute's kernel scoring a fitted item-kNN.
    (played items x ``neighbours + series_depth``), and from the product's actual result entries (real
    neighbour lists overlap, so fewer than the random rows the plane assumes: how much of the gap that is).
 
-``python benchmarks/bench_plan_knn.py`` prints the figures as JSON; ``--write`` also stores the releveled
-``kernel_knn`` in ``src/skyrec/plan_coefficients.json``.
+``python benchmarks/bench_plan_knn.py`` (also ``skyrec bench --only plan_knn``) prints the figures as JSON;
+``python benchmarks/bench_plan_knn.py --write`` also stores the releveled ``kernel_knn`` in
+``src/skyrec/plan_coefficients.json``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from skyrec import plan as p
 SHIPPED_WIDTH = 70 + 5
 
 
-def main(write: bool = False) -> dict[str, Any]:
+def main(scale: str = "small", write: bool = False) -> dict[str, Any]:
+    """``scale`` (``skyrec bench`` passes it) does not change the sizes: the sweep and the check are minutes
+    at any scale. ``write``: store the releveled ``kernel_knn`` in the committed coefficients."""
     out: dict[str, Any] = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
     coef, path = p.load_coefficients(p.DEFAULT_PATH)
@@ -77,4 +80,4 @@ def main(write: bool = False) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(write="--write" in sys.argv[1:]), indent=1))
+    print(json.dumps(main(write="--write" in sys.argv[1:]), indent=1))  # never written by `skyrec bench`
