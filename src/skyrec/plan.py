@@ -50,6 +50,8 @@ DEFAULT_PATH = Path(__file__).with_name("plan_coefficients.json")
 TOLERANCE = 0.20  # the plan must reproduce each measured figure of the reference run within this
 #: how precompute's kernel scores a model: a dense product of factors, or item-kNN's sparse neighbour rows
 KERNELS = ("factors", "neighbours")
+#: the factor count the dense kernel plane is measured at (the sweep's, and the reference run's artefact)
+BASE_FACTORS = 64
 KNN_TERMS = ("per_user", "per_1k_candidates", "per_k", "per_1k_products", "per_1k_outputs")
 
 
@@ -100,17 +102,19 @@ def load_coefficients(path: str | Path | None = None) -> tuple[dict[str, Any], P
                 data = json.loads(p.read_text())
             except json.JSONDecodeError as exc:
                 raise CoefficientsError(f"{p}: not JSON ({exc})") from None
-            return _with_knn_kernel(_validate(data, str(p)), p), p
+            return _borrow_kernels(_validate(data, str(p)), p), p
         if path:
             raise CoefficientsError(f"{p}: no such coefficients file")
     raise CoefficientsError(f"no coefficients file ({DEFAULT_PATH} is missing from the installation)")
 
 
-def _with_knn_kernel(data: dict[str, Any], path: Path) -> dict[str, Any]:
-    """A file measured before the item-kNN kernel was (no ``kernel_knn``) borrows the committed one, put on this
-    file's level: x (this file's dense plane / the committed dense plane, geometric mean over the committed
-    sweep's points). Recorded in ``kernel_knn.borrowed``; the plan says so in its notes."""
-    if data.get("kernel_knn") or path == DEFAULT_PATH or not DEFAULT_PATH.is_file():
+def _borrow_kernels(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A file measured before the item-kNN kernel and the factors term were (no ``kernel_knn``, no
+    ``per_1k_candidates_per_factor``) borrows the committed ones, put on this file's level: x (this file's dense
+    plane / the committed dense plane, geometric mean over the committed sweep's points). Recorded in
+    ``kernel_knn.borrowed`` / ``kernel.factors_borrowed``; the plan says so in its notes."""
+    has_factors = "per_1k_candidates_per_factor" in data["kernel"]["core_us"]
+    if (data.get("kernel_knn") and has_factors) or path == DEFAULT_PATH or not DEFAULT_PATH.is_file():
         return data
     base = json.loads(DEFAULT_PATH.read_text())
     if not base.get("kernel_knn"):
@@ -121,11 +125,16 @@ def _with_knn_kernel(data: dict[str, Any], path: Path) -> dict[str, Any]:
     if not all(r > 0 for r in ratios):
         return data
     f = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    borrowed = f"{DEFAULT_PATH.name} (measured {base.get('measured_at')}) x {f:.3f}, this file's dense kernel level"
+    g = base["kernel"]["core_us"].get("per_1k_candidates_per_factor")
+    if not has_factors and g is not None:
+        data["kernel"]["core_us"]["per_1k_candidates_per_factor"] = g * f
+        data["kernel"]["factors_borrowed"] = borrowed
+    if data.get("kernel_knn"):
+        return data
     knn = base["kernel_knn"]
     data["kernel_knn"] = {"core_us": {k: (v * f if k != "max_rel_residual" else v) for k, v in knn["core_us"].items()},
-                          "points": knn.get("points") or [],
-                          "borrowed": f"{DEFAULT_PATH.name} (measured {base.get('measured_at')}) x {f:.3f}, this "
-                                      "file's dense kernel level"}
+                          "points": knn.get("points") or [], "borrowed": borrowed}
     return data
 
 
@@ -141,6 +150,7 @@ class PlanInputs:
     cores: int = 2
     model: str = "als"               # the rails' model (its name in the configuration)
     kernel: str = "factors"          # factors | neighbours (item-kNN): how precompute's kernel scores it
+    factors: int = BASE_FACTORS      # a factor model's representation width (ALS/BPR factors, LightFM components)
     neighbours: int = 75             # item-kNN: entries of an item's row (neighbours + series_depth)
     items_per_user: float | None = None  # distinct items a user has played (default: plays_per_user)
     encoding: str = "packed"
@@ -173,6 +183,8 @@ class PlanInputs:
             raise ValueError(f"kernel must be one of {', '.join(KERNELS)} (got {self.kernel!r})")
         if self.neighbours < 1:
             raise ValueError(f"neighbours must be >= 1 (got {self.neighbours})")
+        if self.factors < 1:
+            raise ValueError(f"factors must be >= 1 (got {self.factors})")
         if self.items_per_user is not None and not self.items_per_user >= 0:
             raise ValueError(f"items_per_user must be >= 0 (got {self.items_per_user})")
         if self.encoding not in ENCODINGS:
@@ -191,10 +203,18 @@ def machine_type_size(machine_type: str) -> tuple[int, float] | None:
     return None
 
 
-def kernel_core_us(coef: dict[str, Any], candidates: int, k: int) -> float:
-    """Core-microseconds of the top-K kernel per user at (candidates, k) on dense factors: the fitted plane."""
+def kernel_core_us(coef: dict[str, Any], candidates: int, k: int, factors: int = BASE_FACTORS) -> float:
+    """Core-microseconds of the top-K kernel per user at (candidates, k) on dense factors: the fitted plane at
+    :data:`BASE_FACTORS`, plus ``per_1k_candidates_per_factor`` x candidates/1000 x (factors - 64) (the
+    product's multiply-adds; the selection does not depend on them)."""
     c = coef["kernel"]["core_us"]
-    return max(0.0, c["per_user"] + c["per_1k_candidates"] * candidates / 1000.0 + c["per_k"] * k)
+    extra = 0.0
+    if factors != BASE_FACTORS:
+        if "per_1k_candidates_per_factor" not in c:
+            raise CoefficientsError(f"these coefficients measure the dense kernel at {BASE_FACTORS} factors only: "
+                                    f"plan {factors} factors after `skyrec plan --calibrate`")
+        extra = c["per_1k_candidates_per_factor"] * candidates / 1000.0 * (factors - BASE_FACTORS)
+    return max(0.0, c["per_user"] + c["per_1k_candidates"] * candidates / 1000.0 + c["per_k"] * k + extra)
 
 
 def knn_outputs(candidates: float, products: float) -> float:
@@ -229,7 +249,7 @@ def rail_kernel_core_us(coef: dict[str, Any], inputs: PlanInputs) -> float:
     """The kernel's core-microseconds per user and rail for the inputs' model."""
     if inputs.kernel == "neighbours":
         return knn_kernel_core_us(coef, inputs.candidates, inputs.k, products_per_user(inputs))
-    return kernel_core_us(coef, inputs.candidates, inputs.k)
+    return kernel_core_us(coef, inputs.candidates, inputs.k, inputs.factors)
 
 
 def _per_rail(coef: dict[str, Any], enc: str, k: int) -> dict[str, float]:
@@ -321,6 +341,13 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
             if not min(ps) <= products_per_user(p) <= max(ps):
                 notes.append(f"item-kNN kernel extrapolated: measured at {min(ps):,}-{max(ps):,} played items x "
                              f"neighbours per user, planned {products_per_user(p):,.0f}")
+    if p.kernel == "factors" and p.factors != BASE_FACTORS:
+        fp = coef["kernel"].get("factor_points") or []
+        ds = [pt.get("factors", BASE_FACTORS) for pt in fp]
+        if ds and not min(ds) <= p.factors <= max(ds):
+            notes.append(f"factors extrapolated: the kernel measured at {min(ds)}-{max(ds)} factors")
+        if coef["kernel"].get("factors_borrowed"):
+            notes.append(f"factors term from {coef['kernel']['factors_borrowed']} (recalibrate: skyrec plan --calibrate)")
     if p.k != coef["basis"]["k"]:
         notes.append(f"output, dump and publish scaled from k = {coef['basis']['k']} (only that k is measured end to end)")
     return {"inputs": asdict(p), "figures": figures, "limits": limits, "notes": notes,
@@ -387,7 +414,8 @@ def render(result: dict[str, Any], source: str) -> Any:
         t.add_row("  kernel: item-kNN", f"{kern:.1f} us", f"sparse: {items:g} played items x {p['neighbours']} "
                   "neighbour entries per user, then the same selection")
     else:
-        t.add_row("  kernel: factors", f"{kern:.1f} us", "dense product over the candidates, then the selection")
+        t.add_row("  kernel: factors", f"{kern:.1f} us", f"dense: {p['factors']} factors x the candidates, then "
+                  "the selection")
     t.add_row("create_redis_dump", _dur(f["create_redis_dump_s"]),
               f"{r['dump_wall_us']:.1f} us per user-rail, {max(1, p['cores'] // p['dump_cores'])} rail(s) at a time")
     t.add_row("publish_predictions", _dur(f["publish_predictions_s"]),
@@ -455,6 +483,7 @@ def fit_kernel(points: list[dict[str, Any]]) -> dict[str, float]:
     (core_us: the point's process CPU microseconds per user, else threads x 1e6 / users_per_s)."""
     import numpy as np
 
+    points = [p for p in points if p.get("factors", BASE_FACTORS) == BASE_FACTORS]
     if len({(p["candidates"], p["k"]) for p in points}) < 3:
         raise CoefficientsError("the kernel fit needs at least 3 distinct (candidates, k) points")
     a = np.array([[1.0, p["candidates"] / 1000.0, float(p["k"])] for p in points])
@@ -466,7 +495,8 @@ def fit_kernel(points: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def kernel_sweep(candidates: tuple[int, ...] = (5_000, 20_000, 50_000), ks: tuple[int, ...] = (50, 100),
-                 users: int = 4_096, repeat: int = 3, plays: int = 20) -> list[dict[str, Any]]:
+                 users: int = 4_096, repeat: int = 3, plays: int = 20,
+                 factors: tuple[int, ...] = (BASE_FACTORS,)) -> list[dict[str, Any]]:
     """Users/s of the top-K kernel (the precompute's settings: all cores, 64-user sub-batches, 4,096-user
     batches, played items excluded, at most 3 per brand of 2,000) at each (candidates, k): rounds over all
     points, best of ``repeat`` rounds (on a shared machine the load moves between points)."""
@@ -479,28 +509,46 @@ def kernel_sweep(candidates: tuple[int, ...] = (5_000, 20_000, 50_000), ks: tupl
 
     threads = os.cpu_count() or 1
     rng = np.random.default_rng(42)
-    d = 64
-    U = rng.standard_normal((users, d)).astype(np.float32)
+    Us = {d: rng.standard_normal((users, d)).astype(np.float32) for d in factors}
     data = {}
     for c in candidates:
-        data[c] = (np.ascontiguousarray(rng.standard_normal((c, d)).astype(np.float32).T),
-                   sp.random(users, c, density=plays / c, format="csr", random_state=1, dtype=np.float32),
-                   rng.integers(0, 2000, size=c).astype(np.int32))
-    best = {(c, k): float("inf") for c in candidates for k in ks}
+        seen = sp.random(users, c, density=plays / c, format="csr", random_state=1, dtype=np.float32)
+        brands = rng.integers(0, 2000, size=c).astype(np.int32)
+        for d in factors:
+            data[(c, d)] = (np.ascontiguousarray(rng.standard_normal((c, d)).astype(np.float32).T), seen, brands)
+    best = {(c, k, d): float("inf") for c in candidates for k in ks for d in factors}
     cpu = dict(best)  # process CPU time of the round: what the kernel costs, whatever share of the cores it got
     with ThreadPoolExecutor(threads) as pool:
         for r in range(repeat + 1):  # round 0 compiles and warms up, untimed
-            for (c, k) in best:
-                VT, seen, brands = data[c]
+            for (c, k, d) in best:
+                VT, seen, brands = data[(c, d)]
+                U = Us[d]
                 t0, c0 = time.perf_counter(), time.process_time()
                 for s in range(0, users, 4096):
                     topk_threaded(U[s:s + 4096], VT, k, pool=pool, threads=threads, exclude=seen[s:s + 4096],
                                   brands=brands, max_per_brand=3, sub_batch=64)
                 if r:
-                    best[(c, k)] = min(best[(c, k)], time.perf_counter() - t0)
-                    cpu[(c, k)] = min(cpu[(c, k)], time.process_time() - c0)
+                    best[(c, k, d)] = min(best[(c, k, d)], time.perf_counter() - t0)
+                    cpu[(c, k, d)] = min(cpu[(c, k, d)], time.process_time() - c0)
     return [{"candidates": c, "k": k, "users": users, "threads": threads, "users_per_s": round(users / t),
-             "cpu_us_per_user": round(cpu[(c, k)] / users * 1e6, 3)} for (c, k), t in best.items()]
+             "cpu_us_per_user": round(cpu[(c, k, d)] / users * 1e6, 3), **({"factors": d} if d != BASE_FACTORS else {})}
+            for (c, k, d), t in best.items()]
+
+
+def fit_factors_term(points: list[dict[str, Any]]) -> float:
+    """``per_1k_candidates_per_factor``: least squares of (a point's CPU us per user - the same (candidates, k)'s
+    at :data:`BASE_FACTORS`) on candidates/1000 x (factors - 64), over a sweep at several factor counts."""
+    base = {(p["candidates"], p["k"]): p["cpu_us_per_user"] for p in points if p.get("factors", BASE_FACTORS) == BASE_FACTORS}
+    xs, ys = [], []
+    for p in points:
+        d = p.get("factors", BASE_FACTORS)
+        if d != BASE_FACTORS and (p["candidates"], p["k"]) in base:
+            xs.append(p["candidates"] / 1000.0 * (d - BASE_FACTORS))
+            ys.append(p["cpu_us_per_user"] - base[(p["candidates"], p["k"])])
+    if len(xs) < 2:
+        raise CoefficientsError(f"the factors term needs points at {BASE_FACTORS} and at other factor counts "
+                                "for the same (candidates, k)")
+    return sum(x * y for x, y in zip(xs, ys, strict=True)) / sum(x * x for x in xs)
 
 def fit_knn_kernel(points: list[dict[str, Any]]) -> dict[str, float]:
     """Least-squares core_us = per_user + per_1k_candidates * C/1000 + per_k * k + per_1k_products * P/1000
@@ -570,15 +618,20 @@ def knn_kernel_sweep(candidates: tuple[int, ...] = (5_000, 20_000, 50_000), ks: 
             for (c, k, plays, width) in keys]
 
 
-def relevel_knn_kernel(coef: dict[str, Any], dense_points: list[dict[str, Any]],
-                       knn_points: list[dict[str, Any]], how: str) -> dict[str, Any]:
-    """``coef`` with a ``kernel_knn`` from sweeps of both kernels run in one session, put on the level of the
-    file's dense kernel: the item-kNN plane x (the file's dense plane / this session's dense sweep, geometric
-    mean over its points). The ratio of the two kernels is what the session measures; the absolute level stays
-    the file's (anchored on a quiet reference run), as :func:`anchor` does for the dense kernel."""
+def relevel_kernels(coef: dict[str, Any], dense_points: list[dict[str, Any]],
+                    knn_points: list[dict[str, Any]], how: str) -> dict[str, Any]:
+    """``coef`` with a ``kernel_knn`` and the dense kernel's factors term from sweeps run in one session (the
+    dense sweep at several factor counts, the item-kNN sweep), put on the level of the file's dense kernel:
+    x (the file's dense plane / this session's dense sweep at 64 factors, geometric mean over its points). The
+    ratios are what the session measures; the absolute level stays the file's (anchored on a quiet reference
+    run), as :func:`anchor` does for the dense kernel."""
     out = json.loads(json.dumps(coef))
-    ratios = [kernel_core_us(coef, pt["candidates"], pt["k"]) / pt["cpu_us_per_user"] for pt in dense_points]
+    base = [pt for pt in dense_points if pt.get("factors", BASE_FACTORS) == BASE_FACTORS]
+    ratios = [kernel_core_us(coef, pt["candidates"], pt["k"]) / pt["cpu_us_per_user"] for pt in base]
     f = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    if any(pt.get("factors", BASE_FACTORS) != BASE_FACTORS for pt in dense_points):
+        out["kernel"]["core_us"]["per_1k_candidates_per_factor"] = round(fit_factors_term(dense_points) * f, 5)
+        out["kernel"]["factor_points"] = dense_points
     fit = fit_knn_kernel(knn_points)
     out["kernel_knn"] = {"core_us": {key: round(v * f if key != "max_rel_residual" else v, 4)
                                      for key, v in fit.items()},
@@ -747,6 +800,8 @@ def derive(*, kernel_points: list[dict[str, Any]], runs: dict[str, list[dict[str
     counts (same session; each step = fixed seconds per rail + seconds per user, least squares), bytes per list
     item, the activity snapshot's bytes per play."""
     core = fit_kernel(kernel_points)
+    if any(p.get("factors", BASE_FACTORS) != BASE_FACTORS for p in kernel_points):
+        core["per_1k_candidates_per_factor"] = fit_factors_term(kernel_points)
     enc: dict[str, Any] = {}
     flat = [r for rs in runs.values() for r in rs]
     basis_k, basis_c = {r["k"] for r in flat}, {r["candidates"] for r in flat}
@@ -887,8 +942,8 @@ def calibrate(users: int = 60_000, out: Path | None = None, progress: Any = prin
 
     current = json.loads(DEFAULT_PATH.read_text()) if DEFAULT_PATH.is_file() else {}
     if kernel_points is None:
-        progress("kernel sweep (candidates 5k/20k/50k x k 50/100)")
-        kernel_points = kernel_sweep()
+        progress("kernel sweep (candidates 5k/20k/50k x k 50/100 x 32/64/128 factors)")
+        kernel_points = kernel_sweep(factors=(32, BASE_FACTORS, 128))
     points = kernel_points
     if knn_points is None:
         progress("item-kNN kernel sweep (candidates 5k/20k/50k x k 50/100 x played items x neighbours)")
@@ -989,9 +1044,10 @@ def update_from_bench(out_dir: Path, scale: str, ran: list[str], encoding: str) 
 # ---- the command ---------------------------------------------------------------------------------------------
 
 def model_kernel(config: Any, name: str) -> dict[str, Any]:
-    """How precompute's kernel scores the configured model ``name``: ``{"model", "kernel", "neighbours"}``.
-    item-kNN: sparse rows of ``neighbours`` (+ ``series_depth`` when its series term is on) entries; EASE (a
-    dense items x items product) is not modelled; every other model scores dense factors."""
+    """How precompute's kernel scores the configured model ``name``: ``{"model", "kernel", "neighbours" |
+    "factors"}``. item-kNN: sparse rows of ``neighbours`` (+ ``series_depth`` when its series term is on)
+    entries; EASE (a dense items x items product) is not modelled; every other model scores dense factors
+    (``factors``, LightFM's ``no_components``)."""
     from skyrec.models import model_class
     from skyrec.models.ease import EASEModel
     from skyrec.models.knn import ItemKNNModel
@@ -1006,7 +1062,9 @@ def model_kernel(config: Any, name: str) -> dict[str, Any]:
         params = {**cls.defaults, **config.models[name].params}
         width = int(params["neighbours"]) + (int(params["series_depth"]) if float(params["series_weight"]) > 0 else 0)
         return {"model": name, "kernel": "neighbours", "neighbours": width}
-    return {"model": name, "kernel": "factors"}
+    params = {**getattr(cls, "defaults", {}), **config.models[name].params}
+    # the representation's width, to within the bias columns BPR and LightFM add; popularity scores one column
+    return {"model": name, "kernel": "factors", "factors": int(params.get("factors", params.get("no_components", 1)))}
 
 
 def inputs_from_config(config: Any, **given: Any) -> PlanInputs:
@@ -1062,7 +1120,7 @@ def cores_to_fit(inputs: PlanInputs, coef: dict[str, Any], max_cores: int = 4096
 
 #: the shipped rails' model as :func:`model_kernel` reads ``config/base.yaml`` (a test keeps them equal)
 SHIPPED_MODEL = {"model": "knn", "kernel": "neighbours", "neighbours": 75}
-FACTORS_MODEL = {"model": "als", "kernel": "factors"}
+FACTORS_MODEL = {"model": "als", "kernel": "factors", "factors": 128}
 
 SCENARIOS = ((3_500_000, 6), (3_500_000, 20), (10_000_000, 6), (10_000_000, 20), (100_000_000, 6),
              (100_000_000, 20))

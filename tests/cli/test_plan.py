@@ -115,10 +115,33 @@ def test_item_knn_kernel_grows_with_played_items_times_neighbours(coef: dict) ->
     assert not any("item-kNN" in n for n in knn["notes"])
 
 
+def test_factor_models_pay_for_their_factors(coef: dict, config_factory: Any) -> None:
+    """The dense plane is measured at 64 factors; a model with more pays the product's extra multiply-adds per
+    candidate (the selection is the same), read from the model's configuration."""
+    g = coef["kernel"]["core_us"]["per_1k_candidates_per_factor"]
+    assert g > 0 and len({pt.get("factors", 64) for pt in coef["kernel"]["factor_points"]}) >= 3
+    at = {d: p.plan(p.PlanInputs(users=1000, factors=d), coef)["per_user_rail"]["kernel_core_us"] for d in (64, 128)}
+    assert at[128] - at[64] == pytest.approx(g * 20 * 64)
+    assert at[64] == pytest.approx(p.kernel_core_us(coef, 20_000, 50))
+    cfg = config_factory()
+    assert {m: p.model_kernel(cfg, m).get("factors") for m in ("als", "bpr", "hybrid", "popularity")} == \
+        {"als": 128, "bpr": cfg.models["bpr"].params["factors"], "hybrid": 48, "popularity": 1}
+    assert p.inputs_from_config(cfg, users=1000, model="als", factors=32).factors == 32
+    assert any("factors extrapolated" in n for n in p.plan(p.PlanInputs(users=1000, factors=512), coef)["notes"])
+    old = json.loads(json.dumps(coef))
+    del old["kernel"]["core_us"]["per_1k_candidates_per_factor"]
+    with pytest.raises(p.CoefficientsError, match="64 factors only"):
+        p.plan(p.PlanInputs(users=1000, factors=128), old)
+    p.plan(p.PlanInputs(users=1000), old)
+    with pytest.raises(p.CoefficientsError, match="other factor counts"):
+        p.fit_factors_term([pt for pt in coef["kernel"]["factor_points"] if "factors" not in pt])
+
+
 def test_coefficients_without_the_item_knn_kernel(coef: dict, tmp_path: Path) -> None:
     """A file measured before the item-kNN kernel (e.g. an older .bench/coefficients.json) borrows the
     committed one at its own dense level, and says so; coefficients with no source for it refuse clearly."""
-    old = {key: v for key, v in coef.items() if key != "kernel_knn"}
+    old = json.loads(json.dumps({key: v for key, v in coef.items() if key != "kernel_knn"}))
+    del old["kernel"]["core_us"]["per_1k_candidates_per_factor"]
     with pytest.raises(p.CoefficientsError, match="--calibrate"):
         p.plan(p.PlanInputs(users=1000, kernel="neighbours"), old)
     p.plan(p.PlanInputs(users=1000), old)  # a factor model still plans
@@ -131,6 +154,10 @@ def test_coefficients_without_the_item_knn_kernel(coef: dict, tmp_path: Path) ->
     assert p.knn_kernel_core_us(loaded, 20_000, 50, 1500) == pytest.approx(2 * p.knn_kernel_core_us(coef, 20_000, 50, 1500))
     res = p.plan(p.PlanInputs(users=1000, kernel="neighbours"), loaded)
     assert any("item-kNN kernel from plan_coefficients.json" in n for n in res["notes"])
+    g = coef["kernel"]["core_us"]["per_1k_candidates_per_factor"]
+    assert loaded["kernel"]["core_us"]["per_1k_candidates_per_factor"] == pytest.approx(2 * g)
+    res = p.plan(p.PlanInputs(users=1000, factors=128), loaded)
+    assert any("factors term from plan_coefficients.json" in n for n in res["notes"])
     broken = {**coef, "kernel_knn": {"core_us": {"per_user": 1.0}}}
     with pytest.raises(p.CoefficientsError, match="kernel_knn"):
         p._validate(broken, "x.json")
@@ -249,7 +276,8 @@ def test_calibrate_measures_on_this_machine(tmp_path: Path) -> None:
     """The calibration end to end at a tiny scale: kernel sweep, the three real jobs per encoding with a real
     redis-server, the activity ingest; the result is a valid coefficients file with the committed reference
     run and the committed dump/publish costs."""
-    points = p.kernel_sweep(candidates=(2_000, 5_000, 10_000), ks=(20, 50), users=1_024, repeat=1)
+    points = p.kernel_sweep(candidates=(2_000, 5_000, 10_000), ks=(20, 50), users=1_024, repeat=1, factors=(32, 64))
+    assert {pt.get("factors", 64) for pt in points} == {32, 64}
     assert all(pt["users_per_s"] > 0 and pt["cpu_us_per_user"] > 0 for pt in points)
     knn = p.knn_kernel_sweep(candidates=(2_000, 5_000), ks=(20, 50), users=512, repeat=1)
     assert {(pt["plays"], pt["neighbours"]) for pt in knn} >= {(10, 75), (50, 150)}
@@ -268,4 +296,6 @@ def test_calibrate_measures_on_this_machine(tmp_path: Path) -> None:
     assert coef["encodings"]["json"]["publish_wall_us_calibration"] > 0
     p.plan(p.PlanInputs(users=1_000_000, rails=6), coef)
     assert coef["kernel_knn"]["points"] == knn
+    assert "per_1k_candidates_per_factor" in coef["kernel"]["core_us"]
+    p.plan(p.PlanInputs(users=1_000_000, rails=6, factors=128), coef)
     p.plan(p.PlanInputs(users=1_000_000, rails=6, kernel="neighbours"), coef)

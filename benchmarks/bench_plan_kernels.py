@@ -1,0 +1,94 @@
+"""``skyrec plan``'s kernels beyond the dense 64-factor plane: item-kNN's (the shipped rails') and the factors
+term, measured, put on the committed coefficients' level, and checked against precompute's kernel scoring
+fitted models.
+
+1. the dense kernel sweep of ``skyrec plan --calibrate`` (``plan.kernel_sweep``) at 32, 64 and 128 factors,
+   before and after everything else: this session's level (its 64-factor points) and the factors term
+   (``per_1k_candidates_per_factor``: the product's cost per candidate and factor beyond 64);
+2. the item-kNN sweep (``plan.knn_kernel_sweep``: random sparse neighbour rows, 5k-50k candidates, k 50/100,
+   10-50 played items x 75-200 entries per row) and its plane; both put on the file's level by
+   ``plan.relevel_kernels`` (x the file's dense plane / this session's 64-factor sweep);
+3. the check, out of sample: the ALS default (128 factors) and the item-kNN default (its series term and
+   followed block, real overlapping neighbour lists) fit on generated data (30,000 users, 20k and 100k items;
+   ``bench_models.kernel_cost``) and scored by ``topk_threaded`` with the precompute's settings; their CPU
+   microseconds per user (x the same level factor) against the plan at that point -- kNN from the exact
+   multiply-adds, from the plan's own inputs (played items x ``neighbours + series_depth``) and from the
+   product's actual result entries; ALS at its 128 factors and, for comparison, at the plane's 64.
+
+``python benchmarks/bench_plan_kernels.py`` (also ``skyrec bench --only plan_kernels``) prints the figures as
+JSON; ``python benchmarks/bench_plan_kernels.py --write`` also stores the releveled terms in
+``src/skyrec/plan_coefficients.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_models import kernel_cost
+
+from skyrec import plan as p
+
+#: items per user x entries per row as ``skyrec plan`` derives them from the shipped kNN's parameters
+SHIPPED_WIDTH = p.SHIPPED_MODEL["neighbours"]
+
+
+def main(scale: str = "small", write: bool = False) -> dict[str, Any]:
+    """``scale`` (``skyrec bench`` passes it) does not change the sizes: the sweep and the check are minutes
+    at any scale. ``write``: store the releveled terms in the committed coefficients."""
+    out: dict[str, Any] = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
+    coef, path = p.load_coefficients(p.DEFAULT_PATH)
+    sweep = {"factors": (32, p.BASE_FACTORS, 128)}
+    dense = p.kernel_sweep(**sweep)
+    knn = p.knn_kernel_sweep()
+    real = [kernel_cost(30_000, items) for items in (20_000, 100_000)]
+    dense += p.kernel_sweep(**sweep)
+    new = p.relevel_kernels(coef, dense, knn, how="benchmarks/bench_plan_kernels.py --write, " + out["when"])
+    f = new["kernel_knn"]["level_factor"]
+    out["kernel_knn"] = new["kernel_knn"]["core_us"]
+    out["per_1k_candidates_per_factor"] = new["kernel"]["core_us"]["per_1k_candidates_per_factor"]
+    out["level_factor"] = f
+    checks = []
+    for r in real:
+        m, a = r["models"]["knn"], r["models"]["als"]
+        measured = m["cpu_us_per_user"] * f
+        exact = p.knn_kernel_core_us(new, r["candidates"], 50, m["products_per_user"])
+        from_inputs = p.knn_kernel_core_us(new, r["candidates"], 50, m["played_items_per_user"] * SHIPPED_WIDTH)
+        actual = p.knn_kernel_core_us(new, r["candidates"], 50, m["products_per_user"], m["outputs_per_user"])
+        als_measured = a["cpu_us_per_user"] * f
+        als_plan = p.kernel_core_us(new, r["candidates"], 50, a["d"])
+        als_plan_64 = p.kernel_core_us(new, r["candidates"], 50)
+        checks.append({"items": r["items"], "candidates": r["candidates"], "users": r["users"],
+                       "knn": {"played_items_per_user": m["played_items_per_user"],
+                               "products_per_user": m["products_per_user"],
+                               "outputs_per_user": m["outputs_per_user"],
+                               "random_outputs_per_user": round(p.knn_outputs(r["candidates"],
+                                                                              m["products_per_user"]), 1),
+                               "measured_core_us": round(measured, 2),
+                               "planned_core_us_from_inputs": round(from_inputs, 2),
+                               "planned_core_us_exact_products": round(exact, 2),
+                               "planned_core_us_actual_outputs": round(actual, 2),
+                               "ratio_from_inputs": round(from_inputs / measured, 3),
+                               "ratio_exact": round(exact / measured, 3),
+                               "ratio_actual_outputs": round(actual / measured, 3)},
+                       "als": {"factors": a["d"], "measured_core_us": round(als_measured, 2),
+                               "planned_core_us": round(als_plan, 2), "ratio": round(als_plan / als_measured, 3),
+                               "planned_core_us_at_64_factors": round(als_plan_64, 2),
+                               "ratio_at_64_factors": round(als_plan_64 / als_measured, 3)}})
+    out["checks"] = checks
+    out["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    if write:
+        path.write_text(json.dumps(new, indent=1) + "\n")
+        out["written"] = str(path)
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(write="--write" in sys.argv[1:]), indent=1))  # never written by `skyrec bench`
