@@ -74,6 +74,7 @@ def test_concurrent_publishers_leave_the_newest_committed_model(seeded) -> None:
     ptr = lake.read_pointer(published_model_pointer("als", "v1"))
     newest = f"v1.{(END + dt.timedelta(hours=max(HOURS))).strftime('%Y%m%dT%H%M%S')}"
     assert ptr["model_version"] == newest  # an older run never replaced a newer one
+    assert seen, "the watcher never saw a published pointer: its checks judged nothing"
     assert all(path.startswith("models/als/v1/run=") and path != partial_rel for path in seen)
     assert not [n for n in os.listdir(os.path.dirname(lake.abspath(published_model_pointer("als", "v1"))))
                 if ".tmp." in n]
