@@ -595,11 +595,10 @@ def kernel_cost(users: int, items: int, rounds: int = 2, models: tuple[str, ...]
     batches, 64-user sub-batches, k = 50, played items excluded, at most 3 per brand) scoring the ALS default
     (dense, 128 factors) and the item-kNN default (sparse, with its followed block) fit on the same generated
     data (``users`` x ``items``, 28 days, 40 events per user): whether moving a rail from ALS to kNN costs
-    precompute time. Best of ``rounds`` interleaved rounds, wall (users/s) and process CPU time (core-us per
+    precompute time. Best of ``rounds`` interleaved rounds (``skyrec.plan.time_kernel``, no warm-up round), wall (users/s) and process CPU time (core-us per
     user); for a sparse item side also the sparse product's multiply-adds per user (``products_per_user``: the
     entries of the item rows of a user's non-zeros), what ``skyrec plan``'s item-kNN kernel is a plane in."""
     import os
-    from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
     import scipy.sparse as sp
@@ -609,7 +608,7 @@ def kernel_cost(users: int, items: int, rounds: int = 2, models: tuple[str, ...]
     from skyrec.models import representations as reps
     from skyrec.models.series import item_context
     from skyrec.models.training import fit_on
-    from skyrec.scoring.topk import topk_threaded
+    from skyrec.plan import time_kernel
 
     data, _ = generator_data(users, items, 28, 40.0)
     config = load_config("local", environ={"SKYREC_HOME": _scratch("config-")})
@@ -622,17 +621,10 @@ def kernel_cost(users: int, items: int, rounds: int = 2, models: tuple[str, ...]
                   else np.zeros(len(fitted.item_cols), np.int32))
         prepared[name] = (fitted.user_factors, reps.transposed(fitted.item_factors),
                           sp.csr_matrix(data.seen[:, fitted.item_cols]), brands, int(fitted.user_factors.shape[1]))
-    best = {name: float("inf") for name in prepared}
-    cpu = dict(best)
-    with ThreadPoolExecutor(threads) as pool:
-        for _ in range(rounds):
-            for name, (U, VT, seen, brands, _d) in prepared.items():
-                t0, c0 = time.perf_counter(), time.process_time()
-                for s in range(0, U.shape[0], 4096):
-                    topk_threaded(U[s:s + 4096], VT, 50, pool=pool, threads=threads, exclude=seen[s:s + 4096],
-                                  brands=brands, max_per_brand=3, sub_batch=64)
-                best[name] = min(best[name], time.perf_counter() - t0)
-                cpu[name] = min(cpu[name], time.process_time() - c0)
+    timed = time_kernel({name: (U, VT, seen, brands, 50) for name, (U, VT, seen, brands, _d) in prepared.items()},
+                        repeat=rounds, warmup=False)
+    best = {name: wall for name, (wall, _) in timed.items()}
+    cpu = {name: c for name, (_, c) in timed.items()}
     n = data.interactions.shape[0]
     out: dict[str, Any] = {"users": n, "items": int(data.interactions.shape[1]), "threads": threads,
                            "candidates": int(prepared[models[0]][1].shape[1]), "models": {}}

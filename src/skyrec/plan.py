@@ -108,6 +108,15 @@ def load_coefficients(path: str | Path | None = None) -> tuple[dict[str, Any], P
     raise CoefficientsError(f"no coefficients file ({DEFAULT_PATH} is missing from the installation)")
 
 
+def _scaled(core_us: dict[str, float], f: float) -> dict[str, float]:
+    """A kernel plane's terms x ``f`` (its fit residual stays)."""
+    return {k: (v * f if k != "max_rel_residual" else v) for k, v in core_us.items()}
+
+
+def _geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
 def _borrow_kernels(data: dict[str, Any], path: Path) -> dict[str, Any]:
     """A file measured before the item-kNN kernel and the factors term were (no ``kernel_knn``, no
     ``per_1k_candidates_per_factor``) borrows the committed ones, put on this file's level: x (this file's dense
@@ -124,7 +133,7 @@ def _borrow_kernels(data: dict[str, Any], path: Path) -> dict[str, Any]:
               for pt in pts]
     if not all(r > 0 for r in ratios):
         return data
-    f = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    f = _geomean(ratios)
     borrowed = f"{DEFAULT_PATH.name} (measured {base.get('measured_at')}) x {f:.3f}, this file's dense kernel level"
     g = base["kernel"]["core_us"].get("per_1k_candidates_per_factor")
     if not has_factors and g is not None:
@@ -133,8 +142,8 @@ def _borrow_kernels(data: dict[str, Any], path: Path) -> dict[str, Any]:
     if data.get("kernel_knn"):
         return data
     knn = base["kernel_knn"]
-    data["kernel_knn"] = {"core_us": {k: (v * f if k != "max_rel_residual" else v) for k, v in knn["core_us"].items()},
-                          "points": knn.get("points") or [], "borrowed": borrowed}
+    data["kernel_knn"] = {"core_us": _scaled(knn["core_us"], f), "points": knn.get("points") or [],
+                          "borrowed": borrowed}
     return data
 
 
@@ -239,10 +248,14 @@ def knn_kernel_core_us(coef: dict[str, Any], candidates: int, k: int, products: 
                + c["per_1k_outputs"] * (knn_outputs(candidates, products) if outputs is None else outputs) / 1000.0)
 
 
+def played_items(plays_per_user: float, items_per_user: float | None) -> float:
+    """Distinct items a user has played: ``items_per_user`` when given, else every play a new item."""
+    return plays_per_user if items_per_user is None else items_per_user
+
+
 def products_per_user(inputs: PlanInputs) -> float:
     """item-kNN's multiply-adds per user: distinct played items x entries per neighbour row."""
-    items = inputs.plays_per_user if inputs.items_per_user is None else inputs.items_per_user
-    return items * inputs.neighbours
+    return played_items(inputs.plays_per_user, inputs.items_per_user) * inputs.neighbours
 
 
 def rail_kernel_core_us(coef: dict[str, Any], inputs: PlanInputs) -> float:
@@ -410,7 +423,7 @@ def render(result: dict[str, Any], source: str) -> Any:
     t.add_row("compute_predictions", _dur(f["compute_predictions_s"]),
               f"{p['users'] * p['rails']:,} user-rails x ({kern:.1f} kernel + {over:.1f} output) core-us / {p['cores']}")
     if p["kernel"] == "neighbours":
-        items = p["plays_per_user"] if p["items_per_user"] is None else p["items_per_user"]
+        items = played_items(p["plays_per_user"], p["items_per_user"])
         t.add_row("  kernel: item-kNN", f"{kern:.1f} us", f"sparse: {items:g} played items x {p['neighbours']} "
                   "neighbour entries per user, then the same selection")
     else:
@@ -494,18 +507,39 @@ def fit_kernel(points: list[dict[str, Any]]) -> dict[str, float]:
             "max_rel_residual": float(np.max(np.abs(pred - y) / y))}
 
 
+def time_kernel(cases: dict[Any, tuple[Any, Any, Any, Any, int]], *, repeat: int, warmup: bool = True
+                ) -> dict[Any, tuple[float, float]]:
+    """Precompute's top-K kernel (``topk_threaded`` with its settings: all cores, 4,096-user batches, 64-user
+    sub-batches, played items excluded, at most 3 per brand) on each case ``key: (U, V.T, played, brands, k)``:
+    ``key: (wall seconds, process CPU seconds)``, the best of ``repeat`` rounds over all cases (on a shared
+    machine the load moves between cases), after an untimed round that compiles and warms up."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skyrec.scoring.topk import topk_threaded
+
+    threads = os.cpu_count() or 1
+    best = {key: (float("inf"), float("inf")) for key in cases}
+    with ThreadPoolExecutor(threads) as pool:
+        for r in range(repeat + 1 if warmup else repeat):
+            for key, (U, VT, seen, brands, k) in cases.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                for s in range(0, U.shape[0], 4096):
+                    topk_threaded(U[s:s + 4096], VT, k, pool=pool, threads=threads, exclude=seen[s:s + 4096],
+                                  brands=brands, max_per_brand=3, sub_batch=64)
+                if r or not warmup:
+                    wall, cpu = best[key]
+                    best[key] = (min(wall, time.perf_counter() - t0), min(cpu, time.process_time() - c0))
+    return best
+
+
 def kernel_sweep(candidates: tuple[int, ...] = (5_000, 20_000, 50_000), ks: tuple[int, ...] = (50, 100),
                  users: int = 4_096, repeat: int = 3, plays: int = 20,
                  factors: tuple[int, ...] = (BASE_FACTORS,)) -> list[dict[str, Any]]:
-    """Users/s of the top-K kernel (the precompute's settings: all cores, 64-user sub-batches, 4,096-user
-    batches, played items excluded, at most 3 per brand of 2,000) at each (candidates, k): rounds over all
-    points, best of ``repeat`` rounds (on a shared machine the load moves between points)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Users/s and CPU microseconds per user of the top-K kernel (:func:`time_kernel`; brands of 2,000) on dense
+    ``d``-factor rows at each (candidates, k, d); the process CPU time is what the kernel costs, whatever share
+    of the cores it got."""
     import numpy as np
     import scipy.sparse as sp
-
-    from skyrec.scoring.topk import topk_threaded
 
     threads = os.cpu_count() or 1
     rng = np.random.default_rng(42)
@@ -516,23 +550,11 @@ def kernel_sweep(candidates: tuple[int, ...] = (5_000, 20_000, 50_000), ks: tupl
         brands = rng.integers(0, 2000, size=c).astype(np.int32)
         for d in factors:
             data[(c, d)] = (np.ascontiguousarray(rng.standard_normal((c, d)).astype(np.float32).T), seen, brands)
-    best = {(c, k, d): float("inf") for c in candidates for k in ks for d in factors}
-    cpu = dict(best)  # process CPU time of the round: what the kernel costs, whatever share of the cores it got
-    with ThreadPoolExecutor(threads) as pool:
-        for r in range(repeat + 1):  # round 0 compiles and warms up, untimed
-            for (c, k, d) in best:
-                VT, seen, brands = data[(c, d)]
-                U = Us[d]
-                t0, c0 = time.perf_counter(), time.process_time()
-                for s in range(0, users, 4096):
-                    topk_threaded(U[s:s + 4096], VT, k, pool=pool, threads=threads, exclude=seen[s:s + 4096],
-                                  brands=brands, max_per_brand=3, sub_batch=64)
-                if r:
-                    best[(c, k, d)] = min(best[(c, k, d)], time.perf_counter() - t0)
-                    cpu[(c, k, d)] = min(cpu[(c, k, d)], time.process_time() - c0)
-    return [{"candidates": c, "k": k, "users": users, "threads": threads, "users_per_s": round(users / t),
-             "cpu_us_per_user": round(cpu[(c, k, d)] / users * 1e6, 3), **({"factors": d} if d != BASE_FACTORS else {})}
-            for (c, k, d), t in best.items()]
+    best = time_kernel({(c, k, d): (Us[d], *data[(c, d)], k) for c in candidates for k in ks for d in factors},
+                       repeat=repeat)
+    return [{"candidates": c, "k": k, "users": users, "threads": threads, "users_per_s": round(users / wall),
+             "cpu_us_per_user": round(cpu / users * 1e6, 3), **({"factors": d} if d != BASE_FACTORS else {})}
+            for (c, k, d), (wall, cpu) in best.items()]
 
 
 def fit_factors_term(points: list[dict[str, Any]]) -> float:
@@ -577,12 +599,8 @@ def knn_kernel_sweep(candidates: tuple[int, ...] = (5_000, 20_000, 50_000), ks: 
     row), at each (candidates, k, (plays, neighbours)): CPU microseconds per user, best of ``repeat`` rounds.
     Random neighbours: a user's rows rarely overlap, so the product has ~plays x neighbours entries (real
     neighbour lists overlap more, which costs less)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     import numpy as np
     import scipy.sparse as sp
-
-    from skyrec.scoring.topk import topk_threaded
 
     threads = os.cpu_count() or 1
     rng = np.random.default_rng(7)
@@ -600,22 +618,10 @@ def knn_kernel_sweep(candidates: tuple[int, ...] = (5_000, 20_000, 50_000), ks: 
         for plays, width in shapes:
             U = rows(users, plays, c)
             data[(c, plays, width)] = (U, rows(c, width, c), U, brands)
-    keys = [(c, k, plays, width) for c in candidates for k in ks for plays, width in shapes]
-    best = {key: float("inf") for key in keys}
-    with ThreadPoolExecutor(threads) as pool:
-        for r in range(repeat + 1):  # round 0 compiles and warms up, untimed
-            for key in keys:
-                c, k, plays, width = key
-                U, VT, seen, brands = data[(c, plays, width)]
-                c0 = time.process_time()
-                for s in range(0, users, 4096):
-                    topk_threaded(U[s:s + 4096], VT, k, pool=pool, threads=threads, exclude=seen[s:s + 4096],
-                                  brands=brands, max_per_brand=3, sub_batch=64)
-                if r:
-                    best[key] = min(best[key], time.process_time() - c0)
+    best = time_kernel({(c, k, plays, width): (*data[(c, plays, width)], k)
+                        for c in candidates for k in ks for plays, width in shapes}, repeat=repeat)
     return [{"candidates": c, "k": k, "plays": plays, "neighbours": width, "users": users, "threads": threads,
-             "cpu_us_per_user": round(best[(c, k, plays, width)] / users * 1e6, 3)}
-            for (c, k, plays, width) in keys]
+             "cpu_us_per_user": round(cpu / users * 1e6, 3)} for (c, k, plays, width), (_, cpu) in best.items()]
 
 
 def relevel_kernels(coef: dict[str, Any], dense_points: list[dict[str, Any]],
@@ -627,16 +633,12 @@ def relevel_kernels(coef: dict[str, Any], dense_points: list[dict[str, Any]],
     run), as :func:`anchor` does for the dense kernel."""
     out = json.loads(json.dumps(coef))
     base = [pt for pt in dense_points if pt.get("factors", BASE_FACTORS) == BASE_FACTORS]
-    ratios = [kernel_core_us(coef, pt["candidates"], pt["k"]) / pt["cpu_us_per_user"] for pt in base]
-    f = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    f = _geomean([kernel_core_us(coef, pt["candidates"], pt["k"]) / pt["cpu_us_per_user"] for pt in base])
+    out["kernel"]["factor_points"] = dense_points  # this session's dense sweep: the level and the factors term
     if any(pt.get("factors", BASE_FACTORS) != BASE_FACTORS for pt in dense_points):
         out["kernel"]["core_us"]["per_1k_candidates_per_factor"] = round(fit_factors_term(dense_points) * f, 5)
-        out["kernel"]["factor_points"] = dense_points
-    fit = fit_knn_kernel(knn_points)
-    out["kernel_knn"] = {"core_us": {key: round(v * f if key != "max_rel_residual" else v, 4)
-                                     for key, v in fit.items()},
-                         "points": knn_points, "level_factor": round(f, 4), "dense_points": dense_points,
-                         "how": how}
+    out["kernel_knn"] = {"core_us": {key: round(v, 4) for key, v in _scaled(fit_knn_kernel(knn_points), f).items()},
+                         "points": knn_points, "level_factor": round(f, 4), "how": how}
     return out
 
 
@@ -895,8 +897,7 @@ def _scale_kernels(coef: dict[str, Any], f: float) -> None:
     to the dense one)."""
     for name in ("kernel", "kernel_knn"):
         if coef.get(name):
-            coef[name]["core_us"] = {k: (v * f if k != "max_rel_residual" else v)
-                                     for k, v in coef[name]["core_us"].items()}
+            coef[name]["core_us"] = _scaled(coef[name]["core_us"], f)
 
 
 def anchor(coef: dict[str, Any], reference: dict[str, Any],
@@ -1055,14 +1056,13 @@ def model_kernel(config: Any, name: str) -> dict[str, Any]:
     if name not in config.models:
         raise ValueError(f"model {name!r} is not configured (models: {', '.join(sorted(config.models))})")
     cls = model_class(config, name)
+    params = {**getattr(cls, "defaults", {}), **config.models[name].params}
     if issubclass(cls, EASEModel):
         raise ValueError(f"model {name!r} is EASE, whose kernel (a dense items x items product, cost ~ played "
                          "items x candidates) the plan does not model; plan a factor model or item-kNN")
     if issubclass(cls, ItemKNNModel):
-        params = {**cls.defaults, **config.models[name].params}
         width = int(params["neighbours"]) + (int(params["series_depth"]) if float(params["series_weight"]) > 0 else 0)
         return {"model": name, "kernel": "neighbours", "neighbours": width}
-    params = {**getattr(cls, "defaults", {}), **config.models[name].params}
     # the representation's width, to within the bias columns BPR and LightFM add; popularity scores one column
     return {"model": name, "kernel": "factors", "factors": int(params.get("factors", params.get("no_components", 1)))}
 
