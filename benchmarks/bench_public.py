@@ -4,15 +4,19 @@
   ``skyrec import`` with the films example configuration and its atomic-layout mapping (ratings >= 4 become
   events), and made into a dataset by the create_dataset code with that configuration's weighting, recency
   and split (the default: each user's latest 20% of positives);
-- models: skyrec's configured defaults (``config/examples/films``' ``models:``, which are base's) through
-  ``fit_on``, as the train job fits them; implicit's ALS and BPR called directly with implicit's documented
-  parameters (``bench_models``: the same peers and evaluator as on the generator's data);
+- models: skyrec's configured defaults (``config/examples/films``' ``models:``: ALS, EASE and item-kNN
+  searched on this data set's validation split, docs/evaluation.md "Ratings data") through ``fit_on``, as
+  the train job fits them, and those three with ``config/base.yaml``'s defaults (searched on the
+  generator's listening data); implicit's ALS and BPR called directly with implicit's documented parameters
+  (``bench_models``: the same peers and evaluator as on the generator's data);
 - figures: NDCG@10 and recall@10 with 95% user-bootstrap intervals, skyrec's best against implicit's best
-  paired on the same users, skyrec's BPR default against implicit's BPR, ALS against popularity;
+  paired on the same users, skyrec's BPR default against implicit's BPR, ALS against popularity, each
+  searched model against base's defaults;
 - the split the issue started from: the global time holdout (the last ``holdout_days`` = 7 days are the
   test) on the same data -- how many users it leaves, and what the quality gate decides on them.
 
 Run: ``python benchmarks/bench_public.py`` (``skyrec bench --only public``); prints JSON.
+``python benchmarks/bench_public.py tune [als ease knn]``: the search the films defaults were chosen with.
 """
 
 from __future__ import annotations
@@ -97,9 +101,19 @@ def dataset(activity: Any, config: Any, split: dict[str, Any]) -> Any:
     return data
 
 
+#: models whose films defaults were searched on this data set; each is also measured with ``config/base.yaml``'s
+#: defaults (searched on the generator's listening data) to show what those cost on ratings data
+SEARCHED_HERE = ("als", "ease", "knn")
+
+
 def models(config: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The films configuration's models, and base's defaults of those searched here (``<name>_base``)."""
+    from skyrec.config import load_config
+
     out = {name: (name, dict(config.models[name].params)) for name in bench_models.SKYREC_MODELS}
-    out["knn_cosine"] = ("knn", {**config.models["knn"].params, "similarity": "cosine"})
+    base = load_config("local", environ={"SKYREC_HOME": tempfile.mkdtemp(dir=bench_models._RUN_DIR.name)})
+    for name in SEARCHED_HERE:
+        out[f"{name}_base"] = (name, dict(base.models[name].params))
     return out
 
 
@@ -135,7 +149,63 @@ def global_holdout(activity: Any, config: Any) -> dict[str, Any]:
             "min_users": q.min_users, "gate": verdicts}
 
 
+#: the rounded forms of the search's choices measured on validation beside it (the films defaults are the
+#: best of these by validation NDCG@10, the test never deciding)
+ROUNDED = {
+    "als": {"256_30_8": {"factors": 256, "regularization": 30.0, "alpha": 8.0},
+            "224_30_8": {"factors": 224, "regularization": 30.0, "alpha": 8.0},
+            "256_20_6": {"factors": 256, "regularization": 20.0, "alpha": 6.0},
+            "128_30_8": {"factors": 128, "regularization": 30.0, "alpha": 8.0}},
+    "ease": {"150": {"regularization": 150.0}, "200": {"regularization": 200.0}},
+    "knn": {"cosine_250": {"similarity": "cosine", "neighbours": 250},
+            "cosine_200": {"similarity": "cosine", "neighbours": 200},
+            "bm25_250": {"similarity": "bm25", "neighbours": 250}},
+}
+
+
+def tune(names: tuple[str, ...] = SEARCHED_HERE, trials: int = bench_models.TUNE_TRIALS) -> dict[str, Any]:
+    """How the films defaults were chosen: ``run_search`` (TPE, seed 0, ``trials`` trials, the spaces of
+    ``bench_models.TUNE_SPACES``, trial 0 = base's defaults) on the validation split carved from the training
+    part (the test positives never seen); then the search's choice, its rounded forms, base's and the films
+    defaults on that validation split, and all of them on the test, paired against base's defaults."""
+    from skyrec.evaluation.search import run_search, validation_metrics, validation_split
+    from skyrec.models import model_class
+    from skyrec.models.series import item_context
+    from skyrec.models.training import fit_on
+
+    activity, info = imported_activity()
+    films = info.pop("config")
+    t = films.training
+    data = dataset(activity, films, {"kind": "per_user", **t.split.model_dump(exclude={"kind"})})
+    out: dict[str, Any] = {"trials": trials, "models": {}}
+    for name in names:
+        config = bench_models._search_config(name, trials)  # base's defaults as trial 0
+        base = dict(config.models[name].params)
+        t0 = time.perf_counter()
+        rec = run_search(config, name, data.train, context=item_context(data, "train"),
+                         first_play=data.train_first_play).as_dict()
+        seconds = round(time.perf_counter() - t0, 1)
+        candidates = {"base": base, "films": dict(films.models[name].params),
+                      "searched": {**base, **rec["best_params"]},
+                      **{f"rounded_{k}": {**base, **v} for k, v in ROUNDED.get(name, {}).items()}}
+        s = config.training.search
+        split = validation_split(data.train, fraction=s.validation_fraction, max_users=s.validation_max_users,
+                                 seed=s.seed, first_play=data.train_first_play, method=s.validation_method)
+        validation = {}
+        for label, params in candidates.items():
+            fitted = fit_on(model_class(config, name)(**params), split.fit, None, item_context(data, "train"))
+            validation[label] = round(validation_metrics(fitted, split, k=config.training.k)["ndcg_at_k"], 4)
+        test = bench_models._paired_test(data, {k: (name, v) for k, v in candidates.items()},
+                                         [(k, "base") for k in candidates if k != "base"], resamples=RESAMPLES)
+        out["models"][name] = {"best_params": rec["best_params"], "search_seconds": seconds,
+                               "validation_ndcg": validation, "test": test}
+        print(json.dumps({name: out["models"][name]}, default=str), file=sys.stderr, flush=True)
+    return out
+
+
 def main(scale: str = "small") -> dict[str, Any]:
+    if scale == "tune":
+        return tune(tuple(sys.argv[2:]) or SEARCHED_HERE)
     import subprocess
 
     from skyrec.evaluation.stats import paired_comparison  # noqa: F401 - imported early: fail before the fits
@@ -148,7 +218,8 @@ def main(scale: str = "small") -> dict[str, Any]:
     split = {"kind": "per_user", **t.split.model_dump(exclude={"kind"})}
     data = dataset(activity, config, split)
     chosen = models(config)
-    pairs = (("bpr", "implicit_bpr"), ("als", "popularity"), ("knn", "als"))
+    pairs = (("bpr", "implicit_bpr"), ("als", "popularity"), ("knn", "als"), ("ease", "als"),
+             *((name, f"{name}_base") for name in SEARCHED_HERE))
     figures = bench_models.score_models(data, chosen, resamples=RESAMPLES, pairs=pairs)
     out: dict[str, Any] = {
         "dataset": DATASET, "import": info, "k": bench_models.K,
