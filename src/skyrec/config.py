@@ -226,6 +226,10 @@ class QualityGateConfig(_Model):
     # "insufficient evidence" and ``insufficient_evidence`` decides: hold (publish nothing) or publish and alert
     min_users: int = Field(100, ge=1)
     insufficient_evidence: Literal["hold", "publish_with_alert"] = "hold"
+    # when fewer than min_users can be compared with the published artefact (it has seen their test plays: a
+    # retrain on the same data, a static data set), refit the published model's parameters on this split's
+    # training part and compare on every evaluated user (one more fit in the evaluate step)
+    refit_published: bool = True
 
 
 class SplitConfig(_Model):

@@ -275,9 +275,10 @@ def test_a_good_model_passes_against_the_published_one(seeded) -> None:
 
 
 def test_insufficient_evidence_holds_or_publishes_with_an_alert(seeded, config_factory) -> None:
-    """Same snapshot an hour later: the published model has seen every test play, so nothing can be
+    """Same snapshot an hour later, no refit: the published model has seen every test play, so nothing can be
     compared -- the configured policy decides, and says so."""
-    config, lake, _ = seeded
+    _, lake, _ = seeded
+    config = config_factory({**FAST, "training": {"holdout_days": 3, "quality_gate": {"refit_published": False}}})
     assert all(c == EXIT_OK for c, _ in train_all(config, hour=1).values())
     train_all(config, hour=2, upto="train")
     code, payload = run_job(config, "evaluate", hour=2)
@@ -285,7 +286,8 @@ def test_insufficient_evidence_holds_or_publishes_with_an_alert(seeded, config_f
     assert "plays it has not seen" in payload["error"]
 
     alerting = config_factory({**FAST, "training": {"holdout_days": 3,
-                                                    "quality_gate": {"insufficient_evidence": "publish_with_alert"}}})
+                                                    "quality_gate": {"insufficient_evidence": "publish_with_alert",
+                                                                     "refit_published": False}}})
     code, payload = run_job(alerting, "evaluate", hour=2)  # re-decided on the committed figures
     assert code == EXIT_OK, payload
     alerts = payload["summary"]["alerts"]
@@ -293,6 +295,37 @@ def test_insufficient_evidence_holds_or_publishes_with_an_alert(seeded, config_f
     assert run_job(alerting, "publish_model", hour=2)[0] == EXIT_OK
     ptr = lake.read_pointer(published_model_pointer("als", "v1"))
     assert ptr["model_version"] == "v1.20260301T020000" and ptr["evaluation"]["gate"]["insufficient_evidence"]
+
+
+def test_same_data_later_compares_with_the_published_parameters_refit_on_this_split(seeded, config_factory) -> None:
+    """Same snapshot an hour later (a static data set, a changed configuration): the published artefact has
+    seen every test play, so its parameters are refit on this split and both are judged on every user. A much
+    weaker configuration fails against it; the same configuration passes."""
+    config, lake, _ = seeded
+    assert all(c == EXIT_OK for c, _ in train_all(config, hour=1).values())
+    ptr_rel = published_model_pointer("als", "v1")
+    ptr = lake.read_pointer(ptr_rel)
+    weak = config_factory({**FAST, "models": {"als": {"params": {"factors": 2, "iterations": 1,
+                                                                  "regularization": 50.0}}},
+                           "training": {"holdout_days": 3, "quality_gate": {"must_beat_baseline": False}}})
+    train_all(weak, hour=2, upto="train")
+    code, payload = run_job(weak, "evaluate", hour=2)
+    assert code == EXIT_GATE and payload["gate"] == "quality", payload
+    assert "below the published model's" in payload["error"] and "its parameters refit on this split" in payload["error"]
+    ev = lake.require(weak.dataset_path("evaluation", model="als", version="v1", run_key="20260301T020000"))
+    cmp = json.loads(lake.open(ev, "evaluation.json").read())["comparisons"]["published"]
+    assert cmp["refit"] is True and cmp["model_version"] == ptr["model_version"]
+    assert cmp["params"]["factors"] == dict(config.models["als"].params)["factors"]  # the published parameters
+    assert cmp["artefact"]["ndcg_at_k"]["users"] < 100  # why it refit: the artefact had seen the test plays
+    ndcg = cmp["ndcg_at_k"]
+    assert ndcg["users"] >= 100 and ndcg["ci"][1] < 0 and ndcg["mean_b"] > ndcg["mean_a"]
+    assert lake.read_pointer(ptr_rel)["path"] == ptr["path"]
+
+    steps = train_all(config, hour=3)  # the published configuration again: no worse than itself
+    assert all(c == EXIT_OK for c, _ in steps.values()), steps
+    gate = steps["evaluate"][1]["summary"]["gate"]
+    assert gate["insufficient_evidence"] is False and "its parameters refit on this split" in gate["message"]
+    assert gate["published_comparison"]["users"] >= 100
 
 
 def test_too_few_users_is_insufficient_evidence_not_a_verdict(seeded, config_factory) -> None:

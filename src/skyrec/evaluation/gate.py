@@ -26,6 +26,10 @@ GATE = "quality"
 POLICIES = ("hold", "publish_with_alert")
 
 
+#: how a verdict names a comparison with the published model's parameters refit on this split
+_REFIT = ", its parameters refit on this split"
+
+
 def _ci(c: dict[str, Any]) -> str:
     lo, hi = c.get("ci") or [None, None]
     if lo is None or hi is None:
@@ -67,7 +71,8 @@ def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, 
                 hi = (published.get("ci") or [None, None])[1]
                 if hi is not None and hi < 0:
                     problems.append(f"{metric} {published['mean_a']:.4f} is below the published model's "
-                                    f"{published['mean_b']:.4f} ({published.get('model_version')}) by more than "
+                                    f"{published['mean_b']:.4f} ({published.get('model_version')}"
+                                    f"{_REFIT if published.get('refit') else ''}) by more than "
                                     f"{tolerance:.0%} beyond noise ({_ci(published)}, same users and split)")
     if problems:
         return GateResult(GATE, False, "; ".join(problems), details=details)
@@ -77,7 +82,8 @@ def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, 
     if published is None:
         parts.append("no published model yet")
     elif published.get("comparable", True) and published["users"] >= min_users:
-        parts.append(f"vs published {published['mean_b']:.4f} on the same users ({_ci(published)})")
+        parts.append(f"vs published {published['mean_b']:.4f}{_REFIT if published.get('refit') else ''} on the "
+                     f"same users ({_ci(published)})")
     if evidence:
         details["insufficient_evidence"] = True
         reason = "insufficient evidence: " + "; ".join(evidence)

@@ -10,9 +10,11 @@ Comparisons (``comparisons`` in ``evaluation.json``), each paired on the same us
 (``skyrec.evaluation.stats.paired_comparison``): the model vs the baseline, and the model vs the last
 published model of (model, version), whose artefact is *always re-scored* on this run's split (never its
 recorded figures, which were measured on other data, maybe under another protocol): see
-``skyrec.evaluation.compare`` for why only plays the published model has not seen count. When it cannot
-be re-scored, the recorded figures are not used: the comparison says why, naming both protocols when they
-differ. Per rail, ``rules`` holds the figures after each business rule (``skyrec.evaluation.rules``).
+``skyrec.evaluation.compare`` for why only plays the published model has not seen count. When fewer than
+``quality_gate.min_users`` users can be compared that way (it has seen their test plays: a retrain on the
+same data), ``quality_gate.refit_published`` refits the published model's parameters on this split's
+training part and compares on every evaluated user (``_refit_published``). When it cannot be re-scored,
+the recorded figures are not used: the comparison says why, naming both protocols when they differ. Per rail, ``rules`` holds the figures after each business rule (``skyrec.evaluation.rules``).
 
 Output ``evaluation`` (``evaluations/{model}/{version}/run={run_key}``): ``evaluation.json`` and
 ``report.html``. The figures are committed whatever the gate says (an operator deciding on an override
@@ -60,7 +62,8 @@ def _decide(ctx: JobContext, model: str, version: str, evaluation: dict[str, Any
     baseline = (comparisons.get("baseline") or {}).get(metric)
     published = comparisons.get("published")
     if isinstance(published, dict) and published.get("comparable", True):
-        published = {**(published.get(metric) or {}), "model_version": published.get("model_version")}
+        published = {**(published.get(metric) or {}), "model_version": published.get("model_version"),
+                     "refit": bool(published.get("refit"))}
     if published is not None and published.get("model_version") == evaluation.get("model_version"):
         published = None  # re-deciding after this very model was published: do not compare with itself
     return quality_gate(metric=metric, new=evaluation["overall"].get(metric),
@@ -189,13 +192,58 @@ def _published_comparison(ctx: JobContext, model: str, version: str, model_versi
     factor = 1.0 - cfg.quality_gate.tolerance
     out: dict[str, Any] = {"comparable": True, "model_version": ptr.get("model_version"), "path": ptr.get("path"),
                            "method": "published artefact re-scored on this split, on plays it has not seen",
-                           "recorded_protocol": recorded, "factor": factor,
+                           "recorded_protocol": recorded, "factor": factor, "params": art.meta.get("params"),
                            "relevant_plays_seen_by_published": scored["excluded_seen_by_published"],
                            "users_unknown_to_published": scored["users_unknown_to_published"]}
     for metric in scored["new"]:
         out[metric] = paired_comparison(scored["new"][metric], scored["published"][metric],
                                         resamples=cfg.bootstrap_resamples, seed=cfg.bootstrap_seed,
                                         confidence=cfg.confidence, factor=factor)
+    return out
+
+
+def _refit_published(ctx: JobContext, model: str, data: Any, new: Any, rescored: dict[str, Any]) -> dict[str, Any]:
+    """When too few users can be compared with the published artefact (it has seen their test plays): its
+    parameters refit on this split's training part, both models scored on every evaluated user, paired.
+    ``rescored`` (the artefact's comparison) is kept under ``artefact``; it is returned unchanged when the
+    artefact records no parameters or they do not fit the configured model class."""
+    import time
+
+    from skyrec.evaluation.offline import Scored, evaluate
+    from skyrec.evaluation.stats import paired_comparison
+    from skyrec.models import model_class
+    from skyrec.models.series import item_context
+    from skyrec.models.training import fit_on
+
+    cfg = ctx.config.training
+    params = rescored.get("params")
+    if not isinstance(params, dict):
+        return {**rescored, "refit_skipped": "the published artefact records no parameters"}
+    t0 = time.perf_counter()
+    try:
+        instance = model_class(ctx.config, model)(**params)
+        fitted = fit_on(instance, data.train, data.item_features if instance.uses_item_features else None,
+                        item_context(data, "train"))
+    except (TypeError, ValueError) as exc:
+        return {**rescored, "refit_skipped": f"its parameters {params} cannot be refit: {exc}"}
+    full, mask = fitted.full_item_factors(data.train.shape[1])
+    per_user: dict[str, Any] = {}
+    evaluate({"new": new, "published": Scored(fitted.user_factors, full, None if mask.all() else mask)},
+             data.train, data.test, k=cfg.k, max_users=cfg.eval_max_users, seed=0, resamples=1, confidence=cfg.confidence,
+             bootstrap_seed=cfg.bootstrap_seed, per_user_out=per_user)
+    a, b = per_user["values"]["new"]["overall"], per_user["values"]["published"]["overall"]
+    artefact_users = (rescored.get(cfg.quality_gate.metric) or {}).get("users")
+    out: dict[str, Any] = {
+        "comparable": True, "refit": True, "model_version": rescored.get("model_version"),
+        "path": rescored.get("path"), "params": params, "factor": rescored["factor"],
+        "method": f"the published model's parameters refit on this split's training part (only "
+                  f"{artefact_users} users could be compared with its artefact, which had seen the others' "
+                  f"test plays)",
+        "refit_seconds": round(time.perf_counter() - t0, 3), "recorded_protocol": rescored.get("recorded_protocol"),
+        "artefact": {k: v for k, v in rescored.items() if k != "params"}}
+    for metric in a:
+        out[metric] = paired_comparison(a[metric], b[metric], resamples=cfg.bootstrap_resamples,
+                                        seed=cfg.bootstrap_seed, confidence=cfg.confidence, factor=rescored["factor"])
     return out
 
 
@@ -285,6 +333,10 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
                                    for m in new_v}
     comparisons["published"] = _published_comparison(ctx, model, version, model_m.meta.get("model_version"), data,
                                                       per_user, scored[model], this_protocol)
+    pub, qg = comparisons["published"], cfg.quality_gate
+    if (qg.refit_published and pub and pub.get("comparable")
+            and int((pub.get(qg.metric) or {}).get("users") or 0) < qg.min_users):
+        comparisons["published"] = _refit_published(ctx, model, data, scored[model], pub)
     train_seen = data.train.copy()
     train_seen.data[:] = 1.0
     relevant = (data.test - data.test.multiply(train_seen)).tocsr()
