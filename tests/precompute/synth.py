@@ -36,11 +36,26 @@ class Synth:
     activity: pa.Table | None = None  # the committed activity snapshot (``activity=True``)
 
 
-def _write(lake: Lake, dataset: str, rel: str, name: str, table: pa.Table, meta: dict | None = None) -> None:
+def _write(lake: Lake, dataset: str, rel: str, name: str, table: pa.Table, meta: dict | None = None,
+           beside: dict[str, pa.Table] | None = None) -> None:
+    """Commit ``table`` as ``name`` (and the tables of ``beside`` next to it) as one output."""
     stage = lake.stage(dataset, rel, Producer(), force=True)
-    with stage.open(name, "wb", rows=table.num_rows) as fh:
-        pq.write_table(table, fh)
+    for file, t in {name: table, **(beside or {})}.items():
+        with stage.open(file, "wb", rows=t.num_rows) as fh:
+            pq.write_table(t, fh)
     stage.commit(meta or {})
+
+
+def entity_tables(catalogue: pa.Table) -> dict[str, pa.Table]:
+    """What build_catalogue commits beside ``catalogue.parquet``: the entity tables the items were built from
+    (no ``item_id``; brands carry genres, availability its windows), which are not items."""
+    brands = sorted({b for b in catalogue.column("brand_id").to_pylist() if b})
+    return {"brands.parquet": pa.table({"id": brands, "title": [b.upper() for b in brands],
+                                        "masterbrand": ["radio4"] * len(brands),
+                                        "genres": [["Comedy"]] * len(brands), "formats": [["Podcasts"]] * len(brands)}),
+            "availability.parquet": pa.table({"id": catalogue.column("item_id"),
+                                              "available_from": catalogue.column("available_from"),
+                                              "available_until": catalogue.column("available_until")})}
 
 
 def build(config: Config, *, n_users: int = 300, n_items: int = 400, d: int = 8, seed: int = 0,
@@ -60,7 +75,8 @@ def build(config: Config, *, n_users: int = 300, n_items: int = 400, d: int = 8,
         "release_ts": release[j], "duration_seconds": 1800, "available_from": AT - dt.timedelta(days=30),
         "available_until": None, "updated_ts": AT} for j in range(n_items)], schema=CATALOGUE)
     cat_key = "20260301T100000"
-    _write(lake, "catalogue", config.dataset_path("catalogue", run_key=cat_key), "catalogue.parquet", catalogue)
+    _write(lake, "catalogue", config.dataset_path("catalogue", run_key=cat_key), "catalogue.parquet", catalogue,
+           beside=entity_tables(catalogue))
     unavailable = {item_ids[j] for j in range(0, n_items, 13)}
     avail = pa.Table.from_pylist([{"item_id": i, "available_from": AT - dt.timedelta(days=1),
                                    "available_until": (AT - dt.timedelta(hours=1)) if i in unavailable else None}

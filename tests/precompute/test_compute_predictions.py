@@ -79,6 +79,13 @@ def test_compute_predictions_exact_and_loadable(config_factory, redis_client, en
     assert meta["encoding"] == encoding and meta["score_decimals"] == 5
     assert meta["users"] == 299 and meta["users_with_recs"] == 298  # user 5 saw everything: no key
     assert len(meta["resp_files"]) == 1 + 3  # meta + 3 shards of 128 users
+    # the candidates' counts are of the catalogue's items, not of the entity tables committed beside them
+    comedy = {i for i, g in zip(s.catalogue.column("item_id").to_pylist(), s.catalogue.column("genres").to_pylist(),
+                                strict=True) if "Comedy" in g}
+    counts = meta["candidates"]
+    assert counts["catalogue_items"] == s.catalogue.num_rows == 400
+    assert counts["filter_excluded"] == 400 - len(comedy) and counts["unavailable"] == len(comedy & s.unavailable)
+    assert counts["not_in_model"] == 0
 
     want = _expected(s, "Comedy", 10, 2)
     got = _read_predictions(lake, m)

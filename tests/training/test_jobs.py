@@ -127,7 +127,8 @@ def test_create_dataset_weighting_and_recency_by_hand(train_config) -> None:
     }, schema=CATALOGUE)
     commit_table(lake, "activity_snapshot", train_config.dataset_path("activity_snapshot", interval_key="20260301T00"),
                  activity)
-    commit_table(lake, "catalogue", train_config.dataset_path("catalogue", run_key="20260301T000000"), catalogue)
+    commit_table(lake, "catalogue", train_config.dataset_path("catalogue", run_key="20260301T000000"), catalogue,
+                 name="catalogue.parquet")
     code, payload = run_job(train_config, "create_dataset")
     assert code == EXIT_GATE and payload["gate"] == "error_rate"  # 1 bad event in 6 is above 5%
     code, payload = run_job(train_config, "create_dataset", overrides=("error_rate",))

@@ -133,5 +133,5 @@ def seed_lake(config: Config, lake: Lake, *, end: dt.datetime | None = None, **k
     commit_table(lake, "activity_snapshot",
                  config.dataset_path("activity_snapshot", interval_key=end.strftime("%Y%m%dT%H")), activity)
     commit_table(lake, "catalogue", config.dataset_path("catalogue", run_key=end.strftime("%Y%m%dT%H%M%S")),
-                 catalogue)
+                 catalogue, name="catalogue.parquet")  # the file a committed catalogue holds its items in
     return truth

@@ -65,7 +65,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     from skyrec.publish.keys import Keys, publication_id
     from skyrec.publish.resp import encode_hset, encode_sadd, encode_sets
     from skyrec.scoring.candidates import fallback_json, fallback_list, item_payload
-    from skyrec.scoring.engine import Scorer, read_table, shard_ranges
+    from skyrec.scoring.engine import Scorer, read_catalogue, read_table, shard_ranges
 
     started = time.perf_counter()
     variant, v, fields = _fields(ctx)
@@ -134,7 +134,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
         # the publication's shared keys: fallback list, items hash (every referenced item), users sample
         keys = Keys(cfg.publish.key_prefix)
-        catalogue = read_table(lake, catalogue_m.path)
+        catalogue = read_catalogue(lake, catalogue_m.path)
         availability = read_table(lake, availability_m.path) if availability_m else None
         cold = read_table(lake, cold_m.path) if cold_m else None
         k = v.k or pc.k

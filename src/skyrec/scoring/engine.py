@@ -102,17 +102,30 @@ class PrecomputeSpec:
         return cls(**json.loads(text))
 
 
-def read_table(lake: Lake, path: str) -> pa.Table:
-    """All data Parquet files of a committed output, concatenated (quarantine excluded)."""
+#: the file of a committed ``catalogue`` output that holds the catalogue; its other files are the entity
+#: tables it was built from (brands, series, episodes, availability), which are not items
+CATALOGUE_FILE = "catalogue.parquet"
+
+
+def read_catalogue(lake: Lake, path: str) -> pa.Table:
+    """The catalogue table of a committed ``catalogue`` output: one row per item (``CATALOGUE_FILE`` only)."""
+    return read_table(lake, path, only=CATALOGUE_FILE)
+
+
+def read_table(lake: Lake, path: str, *, only: str | None = None) -> pa.Table:
+    """All data Parquet files of a committed output, concatenated (quarantine excluded); ``only``: just the
+    file of that name (an error naming the output when it has none)."""
     manifest = lake.require(path)
     tables = []
     for f in manifest.files:
         name = f.path.rsplit("/", 1)[-1]
+        if only is not None and name != only:
+            continue
         if name.endswith(".parquet") and "/_quarantine/" not in f"/{f.path}":
             with lake.fs.open(lake.abspath(f"{manifest.path}/{f.path}"), "rb") as fh:
                 tables.append(pq.read_table(fh))
     if not tables:
-        raise ValueError(f"{path}: committed output holds no Parquet file")
+        raise ValueError(f"{path}: committed output holds no Parquet file" + (f" named {only}" if only else ""))
     return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
 
 
@@ -204,7 +217,7 @@ class Scorer:
 
         lake = Lake(spec.lake_url, spec.storage_options)
         art = load_artefact(lake, lake.require(spec.model_path))
-        catalogue = read_table(lake, spec.catalogue_path)
+        catalogue = read_catalogue(lake, spec.catalogue_path)
         availability = read_table(lake, spec.availability_path) if spec.availability_path else None
         at = dt.datetime.fromisoformat(spec.at)
         cands = build_candidates(model_item_ids=art.item_ids, item_factors=art.item_factors, catalogue=catalogue,
