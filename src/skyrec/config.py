@@ -367,6 +367,9 @@ class PrecomputeConfig(_Model):
     score_decimals: int = Field(5, ge=0, le=9)
     users_sample: int = Field(1000, ge=0)
     similar_k: int = Field(20, ge=0, le=1000)  # "more like this" items per model item and rail (0: none)
+    # what "more like this" measures for low-rank models (docs/similar.md): dot (the model's own product, what
+    # predicts the next play best) | cosine (the items' factors at unit length: less pull to popular items)
+    similar_measure: Literal["dot", "cosine"] = "dot"
     runner: str = "DirectRunner"
     direct_num_workers: int = Field(2, ge=1)
     direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "multi_processing"
@@ -394,6 +397,7 @@ class VariantConfig(_Model):
     candidates: CandidateFilter = CandidateFilter()
     k: int | None = Field(None, ge=1, le=1000)
     similar_k: int | None = Field(None, ge=0, le=1000)  # "more like this" list length (None: precompute.similar_k)
+    similar_measure: Literal["dot", "cosine"] | None = None  # None: precompute.similar_measure
 
     @field_validator("version")
     @classmethod

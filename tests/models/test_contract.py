@@ -183,6 +183,31 @@ def test_similar_items_exclude_the_seed_are_best_first_and_are_the_contract_prod
         np.testing.assert_allclose(scores[r], full[r, idx[r]], rtol=1e-5, atol=1e-6)
 
 
+def test_cosine_similar_items_are_the_cosine_of_the_seed_rows_or_refused(fitted: Recommender) -> None:
+    """``similar_measure: cosine``: the cosine of the items' seed rows, for models that offer it (low-rank
+    factors); EASE, item-kNN and popularity refuse it, naming the model (precompute then uses their own)."""
+    cls = type(fitted)
+    V = fitted.item_representations()
+    seeds = np.arange(0, N_ITEMS, 11)
+    if "cosine" not in cls.similar_measures:
+        with pytest.raises(ValueError, match=f"{cls.__name__}: similar_measure 'cosine' is not one of"):
+            cls.item_targets(V, "cosine")
+        return
+    rows = np.asarray(cls.item_queries(V, np.arange(N_ITEMS)), dtype=np.float64)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    unit = rows / np.where(norms > 0, norms, 1.0)  # an all-zero row (an item never fit) stays zero
+    want = unit[seeds] @ unit.T
+    idx, scores = fitted.similar_items(seeds, 10, measure="cosine")
+    for r, seed in enumerate(seeds):
+        assert seed not in idx[r]
+        np.testing.assert_allclose(scores[r], want[r, idx[r]], rtol=1e-4, atol=1e-5)
+        best = [j for j in np.argsort(-want[r], kind="stable") if j != seed][:10]
+        np.testing.assert_allclose(np.sort(want[r, best]), np.sort(scores[r]), rtol=1e-4, atol=1e-5)
+    assert np.all(np.abs(scores) <= 1 + 1e-5)
+    dot_idx, _ = fitted.similar_items(seeds, 10)
+    assert not np.array_equal(dot_idx, idx), "cosine and dot gave the same lists: the measure was not applied"
+
+
 def test_the_kernel_scores_similar_items_as_the_model_does(fitted: Recommender) -> None:
     """Precompute runs seeds through the same kernel as users (seed excluded as a 'played' item)."""
     from skyrec.scoring.topk import reference_topk, topk_batch

@@ -152,3 +152,15 @@ def test_a_bad_model_parameter_in_config_names_the_key(config_factory) -> None:
     with pytest.raises(ConfigError, match=r"models\.ease\.params: .*unknown parameter\(s\) \['lambda'\]"):
         build_model(config, "ease")
     assert build_model(config_factory(), "ease").params["regularization"] == 1000.0
+
+
+def test_a_seed_outside_the_models_items_is_refused_not_a_corrupt_matrix() -> None:
+    """EASE's and item-kNN's seed row is one-hot in their own item space; an index beyond it (a dataset-wide
+    index given to a model fit on fewer items) is an error, not a CSR matrix scipy would multiply out of
+    bounds."""
+    V = sp.identity(5, dtype=np.float32, format="csr")
+    assert ItemKNNModel.item_queries(V, np.array([0, 4])).shape == (2, 5)
+    with pytest.raises(ValueError, match="item index 5 outside the model's 5 items"):
+        ItemKNNModel.item_queries(V, np.array([1, 5]))
+    with pytest.raises(ValueError, match="item index -1 outside"):
+        reps.one_hot(np.array([-1]), 5)

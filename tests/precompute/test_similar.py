@@ -53,10 +53,11 @@ def _with_model_state(cfg, s: synth.Synth, kind: str = "ease") -> Recommender:
     return model
 
 
-def _expected(s: synth.Synth, model: Recommender, k: int, cap: int) -> dict[str, list[tuple[str, float]]]:
+def _expected(s: synth.Synth, model: Recommender, k: int, cap: int,
+              measure: str = "dot") -> dict[str, list[tuple[str, float]]]:
     """Independent brute force: the rail's candidates by hand, then the specification over the model's
-    item-item scores (EASE: its weights B; ALS: V V^T, where an item is its own best match) with the seed
-    itself excluded."""
+    item-item scores (EASE: its weights B, whatever the measure; ALS: V V^T, where an item is its own best
+    match, or with ``cosine`` the same over the rows of V at unit length) with the seed itself excluded."""
     genres = s.catalogue.column("genres").to_pylist()
     cand = [j for j in range(len(s.item_ids)) if "Comedy" in genres[j] and s.item_ids[j] not in s.unavailable
             and not ("News" in genres[j] and j % 5 > 2)]
@@ -64,7 +65,11 @@ def _expected(s: synth.Synth, model: Recommender, k: int, cap: int) -> dict[str,
     codes = {b: i for i, b in enumerate(sorted({b for b in names if b}))}
     brands = np.array([codes[b] if b else -1 for b in names], dtype=np.int32)
     V = model.item_representations()
-    S = V.T if isinstance(model, EASEModel) else V @ V.T  # S[i, j]: how much j is like i
+    if isinstance(model, EASEModel):
+        S = V.T  # S[i, j]: how much j is like i
+    else:
+        W = V / np.linalg.norm(V, axis=1, keepdims=True) if measure == "cosine" else V
+        S = W @ W.T
     eye = np.eye(len(cand), dtype=np.float32)
     pos = {j: c for c, j in enumerate(cand)}
     out = {}
@@ -79,11 +84,14 @@ def _expected(s: synth.Synth, model: Recommender, k: int, cap: int) -> dict[str,
     return out
 
 
-@pytest.mark.parametrize(("kind", "encoding"), [("ease", "packed"), ("als", "json")])
+@pytest.mark.parametrize(("kind", "encoding", "measure"), [("ease", "packed", "dot"), ("als", "json", "dot"),
+                                                         ("als", "packed", "cosine"), ("ease", "json", "cosine")])
 def test_similar_lists_are_exact_under_the_rules_and_load_with_the_publication(config_factory, redis_client,
-                                                                                 kind: str, encoding: str) -> None:
+                                                                                 kind: str, encoding: str,
+                                                                                 measure: str) -> None:
     cfg = config_factory({"precompute": {"k": 10, "similar_k": 6, "batch_size": 64, "shard_users": 150, "threads": 2,
-                                         "rules": {"max_per_brand": 2, "max_age_days": {"News": 2}}},
+                                         "rules": {"max_per_brand": 2, "max_age_days": {"News": 2}},
+                                         "similar_measure": measure},
                           "publish": {"encoding": encoding}})
     s = synth.build(cfg, bad_user=False)
     model = _with_model_state(cfg, s, kind)
@@ -95,7 +103,9 @@ def test_similar_lists_are_exact_under_the_rules_and_load_with_the_publication(c
     assert sim["k"] == 6 and sim["seeds"] == 400 and sim["invalid_seeds"] == 0
     assert sim["model_class"] == f"skyrec.models.{kind}:{type(model).__name__}"
     assert len(sim["resp_files"]) == 3  # 400 seeds in shards of 150
-    want = _expected(s, model, 6, 2)
+    # EASE's weights are its only measure: a configured cosine is recorded and not applied
+    assert sim["measure_configured"] == measure and sim["measure"] == (measure if kind == "als" else "dot")
+    want = _expected(s, model, 6, 2, sim["measure"])
     assert meta["sim_keys"] == sim["sim_keys"] == len(want) > 300
 
     # loaded as the publishers load it: the key count includes the sim keys, every value is exact

@@ -51,6 +51,7 @@ def precompute_spec(cfg: Any, variant: str, *, model_path: str, catalogue_path: 
         threads=default_threads(pc.threads), score_decimals=pc.score_decimals, activity_path=activity_path,
         history_items=cfg.publish.history_items, encoding=cfg.publish.encoding,
         similar_k=v.similar_k if v.similar_k is not None else pc.similar_k,
+        similar_measure=v.similar_measure or pc.similar_measure,
         model_classes=sorted({m.class_path for m in cfg.models.values()}))
 
 
@@ -250,6 +251,7 @@ def _similar(scorer: Any, shard_items: int) -> dict[str, Any]:
         probes.update(list(r["probes"].items())[: max(0, 8 - len(probes))])
     return {"results": results, "meta": {
         "k": k, "model_class": f"{scorer.model_class.__module__}:{scorer.model_class.__qualname__}",
+        "measure": scorer.similar_measure, "measure_configured": scorer.spec.similar_measure,
         "seeds": seeds, "sim_keys": sum(r["sim_keys"] for r in results), "invalid_seeds": len(invalid),
         "invalid_seed_examples": invalid[:5], "resp_files": [r["resp"] for r in results], "probes": probes,
         "seconds": round(time.perf_counter() - started, 3)}}

@@ -21,6 +21,9 @@ class FactorModel(Recommender):
     defaults: ClassVar[dict[str, Any]] = {}
     #: True for ``d = n_items`` models whose ``V.T`` is an item-item matrix (item-to-item = its rows)
     item_item_rows: ClassVar[bool] = False
+    #: low-rank factors: the dot product, or the cosine of the items' factors (EASE and item-kNN: their own
+    #: item-item weights only)
+    similar_measures: ClassVar[tuple[str, ...]] = ("dot", "cosine")
 
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.defaults)

@@ -63,6 +63,10 @@ class Recommender(ABC):
             scores[ex.row, ex.col] = -np.inf
         return _top(scores, k)
 
+    #: what "more like this" may measure for this model (``item_targets``): ``dot`` always; ``cosine`` for
+    #: low-rank factor models
+    similar_measures: ClassVar[tuple[str, ...]] = ("dot",)
+
     @classmethod
     def item_queries(cls, item_factors: Any, items: np.ndarray) -> np.ndarray | sp.csr_matrix:
         """The seed side of item-to-item scoring: one row per seed in ``items`` (model item indices), in the
@@ -73,15 +77,34 @@ class Recommender(ABC):
         Default (factor models): the seed's own factors, ``sim(i, j) = V[i] @ V[j]``."""
         return np.ascontiguousarray(np.asarray(item_factors, dtype=np.float32)[np.asarray(items, dtype=np.int64)])
 
-    def similar_items(self, items: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    @classmethod
+    def item_targets(cls, item_factors: Any, measure: str = "dot") -> Any:
+        """The candidate side of item-to-item scoring under ``measure`` (``precompute.similar_measure``):
+        ``dot``: ``V`` itself (``sim(i, j) = item_queries(V, [i]) @ V[j]``); ``cosine`` (models listing it in
+        ``similar_measures``): every item's own seed row scaled to unit length, ``T``, with the seeds' rows
+        ``T[items]`` as queries, so ``sim(i, j)`` is the cosine of the two items' seed rows -- what a dot
+        product gives popular items (long vectors) no longer counts. An all-zero row stays zero."""
+        if measure not in cls.similar_measures:
+            raise ValueError(f"{cls.__name__}: similar_measure {measure!r} is not one of {cls.similar_measures}")
+        if measure == "dot":
+            return item_factors
+        rows = np.asarray(cls.item_queries(item_factors, np.arange(np.shape(item_factors)[0])), dtype=np.float32)
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        return np.ascontiguousarray(rows / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+    def similar_items(self, items: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
+                      measure: str = "dot") -> tuple[np.ndarray, np.ndarray]:
         """Top-k most similar item indices and scores for each seed item (exact; the seed itself and the
         items of ``exclude``'s rows, one row per seed, are never returned). Ties by item index."""
         from skyrec.models.representations import scores as product
 
         items = np.asarray(items, dtype=np.int64)
         V = self.item_representations()
-        scores = product(type(self).item_queries(V, items), V)
+        if measure == "dot":
+            scores = product(type(self).item_queries(V, items), V)
+        else:
+            T = type(self).item_targets(V, measure)
+            scores = product(T[items], T)
         scores[np.arange(items.size), items] = -np.inf
         if exclude is not None:
             ex = sp.csr_matrix(exclude).tocoo()

@@ -75,6 +75,7 @@ def ease_weights(G: np.ndarray, regularization: float) -> np.ndarray:
 class EASEModel(FactorModel):
     name = "ease"
     item_item_rows = True  # more like item i: B[i, :]
+    similar_measures = ("dot",)  # its weights are the measure
     uses_item_context = True
     defaults: ClassVar[dict[str, Any]] = {"regularization": 1000.0, "binary": False, "memory_limit_gb": 8.0,
                                           "series_weight": 2.0, "series_depth": 6, "series_decay": 0.75}

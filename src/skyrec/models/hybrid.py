@@ -32,6 +32,7 @@ def _row_normalise(m: sp.csr_matrix) -> sp.csr_matrix:
 class HybridModel(Recommender):
     name = "hybrid"
     uses_item_features = True
+    similar_measures = ("dot", "cosine")  # cosine of the embeddings (biases out, as item_queries)
     defaults: ClassVar[dict[str, Any]] = {
         "no_components": 48, "epochs": 20, "loss": "warp", "learning_rate": 0.05, "random_state": 42,
         "item_alpha": 0.0, "user_alpha": 0.0, "max_sampled": 10, "num_threads": 0,

@@ -58,6 +58,7 @@ ENTRY_BYTES = 8  # float32 value + int32 column index per stored entry
 class ItemKNNModel(FactorModel):
     name = "knn"
     item_item_rows = True  # more like item i: its neighbours S[i, :]
+    similar_measures = ("dot",)  # its neighbour similarities are the measure
     uses_item_context = True
     defaults: ClassVar[dict[str, Any]] = {"similarity": "bm25", "neighbours": 70, "bm25_k1": 1.0, "bm25_b": 0.2,
                                           "series_weight": 0.54, "series_depth": 5, "series_decay": 0.75,

@@ -115,6 +115,9 @@ def one_hot(rows: np.ndarray, n: int) -> sp.csr_matrix:
     """float32 CSR ``[len(rows), n]`` with a 1 at column ``rows[r]`` of row ``r``: the interaction row of a
     listener who played only that item (the seed side of item-to-item scoring for ``d = n_items`` models)."""
     rows = np.asarray(rows, dtype=np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= n):  # scipy would build an invalid matrix, not refuse
+        raise ValueError(f"one_hot: item index {int(rows.max() if rows.max() >= n else rows.min())} outside the "
+                         f"model's {int(n)} items (seeds index the model's own items, not a wider item space)")
     return sp.csr_matrix((np.ones(rows.size, np.float32), rows.astype(np.int32), np.arange(rows.size + 1)),
                          shape=(rows.size, int(n)))
 

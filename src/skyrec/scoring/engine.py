@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from skyrec.data.schemas import PREDICTIONS
+from skyrec.models.representations import transposed
 from skyrec.publish.codec import check_encoding
 from skyrec.publish.keys import VALID_USER_ID, Keys
 from skyrec.publish.resp import encode_packed_rec_sets, encode_rec_sets, fixed_width_fragments
@@ -92,6 +93,7 @@ class PrecomputeSpec:
     history_items: int = 0  # plays per user in the publication's history keys (0: none)
     encoding: str = "json"  # rec values: json | packed (positions into the candidates, the item table)
     similar_k: int = 0  # items per "more like this" list (sim keys; 0: none)
+    similar_measure: str = "dot"  # dot | cosine (models that do not list it use their own: dot)
     model_classes: list[str] | None = None  # configured model class paths (which model.json may name)
 
     def to_json(self) -> str:
@@ -210,6 +212,8 @@ class Scorer:
         self.item_factors = item_factors
         self.model_class = model_class
         self.sim_prefix = Keys(spec.key_prefix).sim(spec.variant, spec.publication, "")
+        self._sim_targets: Any = None
+        self._sim_targets_t: Any = None
 
     @classmethod
     def from_spec(cls, spec: PrecomputeSpec) -> Scorer:
@@ -348,6 +352,13 @@ class Scorer:
         """Seeds are scored when the spec asks for them and the artefact names its model class."""
         return self.spec.similar_k > 0 and self.model_class is not None and self.item_factors is not None
 
+    @property
+    def similar_measure(self) -> str:
+        """The spec's measure when the model class offers it, else its own (``dot``: EASE's and item-kNN's
+        weights, popularity)."""
+        offered = getattr(self.model_class, "similar_measures", ("dot",))
+        return self.spec.similar_measure if self.spec.similar_measure in offered else "dot"
+
     def invalid_seeds(self) -> list[str]:
         """Model items whose id is not a valid key component (no sim key; counted by the caller)."""
         return [str(i) for i in self.item_ids.tolist() if not VALID_USER_ID.fullmatch(str(i))]
@@ -364,8 +375,14 @@ class Scorer:
         np.cumsum(own >= 0, out=indptr[1:])
         exclude = sp.csr_matrix((np.ones(rows.size, np.int8), own[rows].astype(np.int64), indptr),
                                 shape=(seeds.size, len(c)))
-        queries = self.model_class.item_queries(self.item_factors, seeds)
-        return topk_threaded(queries, c.item_factors_t, k, pool=self._pool, threads=self.spec.threads,
+        if self.similar_measure == "dot":
+            queries, targets_t = self.model_class.item_queries(self.item_factors, seeds), c.item_factors_t
+        else:
+            if self._sim_targets is None:  # once per scorer: every item's seed row at unit length
+                self._sim_targets = self.model_class.item_targets(self.item_factors, self.similar_measure)
+                self._sim_targets_t = transposed(np.asarray(self._sim_targets)[c.positions])
+            queries, targets_t = np.asarray(self._sim_targets)[seeds], self._sim_targets_t
+        return topk_threaded(queries, targets_t, k, pool=self._pool, threads=self.spec.threads,
                              exclude=exclude, brands=c.brands, max_per_brand=self.spec.max_per_brand,
                              sub_batch=self.spec.sub_batch)
 
