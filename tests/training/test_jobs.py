@@ -330,13 +330,18 @@ def test_same_data_later_compares_with_the_published_parameters_refit_on_this_sp
 
 
 def test_too_few_users_is_insufficient_evidence_not_a_verdict(seeded, config_factory) -> None:
-    _, lake, _ = seeded
+    config, lake, _ = seeded
+    assert all(c == EXIT_OK for c, _ in train_all(config, hour=1).values())  # a published model, same data
     strict = config_factory({**FAST, "training": {"holdout_days": 3, "quality_gate": {"min_users": 100_000}}})
-    train_all(strict, upto="train")
-    code, payload = run_job(strict, "evaluate")
+    train_all(strict, hour=2, upto="train")
+    code, payload = run_job(strict, "evaluate", hour=2)
     assert code == EXIT_GATE
     assert "insufficient evidence: only 400 evaluable users (training.quality_gate.min_users: 100000)" \
         in payload["error"]
+    # too few evaluable users: refitting the published parameters could not make a verdict, so it is not done
+    ev = lake.require(strict.dataset_path("evaluation", model="als", version="v1", run_key="20260301T020000"))
+    published = json.loads(lake.open(ev, "evaluation.json").read())["comparisons"]["published"]
+    assert published["comparable"] is True and "refit" not in published
 
 
 def test_refuses_recorded_figures_from_another_protocol(seeded) -> None:

@@ -334,7 +334,8 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
     comparisons["published"] = _published_comparison(ctx, model, version, model_m.meta.get("model_version"), data,
                                                       per_user, scored[model], this_protocol)
     pub, qg = comparisons["published"], cfg.quality_gate
-    if (qg.refit_published and pub and pub.get("comparable")
+    evaluable = int(results["models"][model]["overall"].get("users") or 0)
+    if (qg.refit_published and pub and pub.get("comparable") and evaluable >= qg.min_users  # else nothing to gain
             and int((pub.get(qg.metric) or {}).get("users") or 0) < qg.min_users):
         comparisons["published"] = _refit_published(ctx, model, data, scored[model], pub)
     train_seen = data.train.copy()
