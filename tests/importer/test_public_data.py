@@ -136,6 +136,42 @@ def test_unreachable_and_offline_copy(tmp_path: Path, monkeypatch: pytest.Monkey
         public.fetch("nope", tmp_path / "out")
 
 
+def test_bad_output_folder_missing_package_and_a_failed_write_are_errors(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         served: dict) -> None:
+    _register(monkeypatch, served, _wheel())
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(public.PublicDataError, match="cannot use .*a-file as the output folder"):
+        public.fetch("test-set", a_file)
+    with pytest.raises(public.PublicDataError, match="--package .*nope.whl: no such file"):
+        public.fetch("test-set", tmp_path / "out", package=tmp_path / "nope.whl")
+    real_open = open
+
+    class FullDisk:  # the file is created, then its first write fails
+        def __init__(self, fh) -> None:
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.fh.close()
+
+        def write(self, block: bytes) -> int:
+            raise OSError(28, "No space left on device")
+
+    def full_disk(path, mode="r", *args, **kwargs):  # the second member's write fails
+        fh = real_open(path, mode, *args, **kwargs)
+        return FullDisk(fh) if "w" in mode and ".x.item.tmp-" in str(path) else fh
+
+    monkeypatch.setattr("builtins.open", full_disk)
+    with pytest.raises(public.PublicDataError, match="No space left on device; nothing was left half-written"):
+        public.fetch("test-set", tmp_path / "out")
+    monkeypatch.setattr("builtins.open", real_open)
+    assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".") or "skyrec-fetch" in p.name]
+
+
 def test_cli_prints_the_next_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: dict) -> None:
     from typer.testing import CliRunner
 

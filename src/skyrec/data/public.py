@@ -130,6 +130,9 @@ def _extract(ds: PublicDataset, package: Path, dest: Path) -> None:
             except KeyError as exc:
                 tmp.unlink(missing_ok=True)
                 raise PublicDataError(f"{package}: has no {m.archive_path}") from exc
+            except BaseException:  # a full disk, an interrupt: no temporary file is left behind
+                tmp.unlink(missing_ok=True)
+                raise
             if h.hexdigest() != m.sha256:
                 tmp.unlink(missing_ok=True)
                 raise PublicDataError(f"{m.archive_path}: SHA-256 {h.hexdigest()} is not the pinned {m.sha256}")
@@ -145,14 +148,22 @@ def fetch(name: str, dest: str | os.PathLike[str], *, package: str | os.PathLike
         raise PublicDataError(f"unknown data set {name!r} (known: {', '.join(sorted(DATASETS))})")
     ds = DATASETS[name]
     out = Path(dest).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    reused = _intact(out, ds)
-    if not reused:
-        if package is not None:
-            _extract(ds, Path(package), out)
-        else:
-            with tempfile.TemporaryDirectory(prefix="skyrec-fetch-", dir=out) as tmp:
-                _extract(ds, _download(ds, Path(tmp), progress, timeout), out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PublicDataError(f"cannot use {dest} as the output folder: {exc}") from exc
+    if package is not None and not Path(package).is_file():
+        raise PublicDataError(f"--package {package}: no such file (the pinned package is {ds.url})")
+    try:
+        reused = _intact(out, ds)
+        if not reused:
+            if package is not None:
+                _extract(ds, Path(package), out)
+            else:
+                with tempfile.TemporaryDirectory(prefix="skyrec-fetch-", dir=out) as tmp:
+                    _extract(ds, _download(ds, Path(tmp), progress, timeout), out)
+    except OSError as exc:  # reading the package, writing the files (a full disk, no permission)
+        raise PublicDataError(f"{ds.name}: {exc}; nothing was left half-written") from exc
     from skyrec.config import project_root
 
     root = project_root()
