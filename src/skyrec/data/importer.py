@@ -323,7 +323,8 @@ class _Output:
             pass
 
 
-def _digest_file(path: str) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(8 << 20), b""):
@@ -391,7 +392,7 @@ def _already_imported(previous: dict[str, Any] | None, path: str, mapping: str, 
     that import's figures and nothing is written again -- re-running an import changes nothing)."""
     if not os.path.isfile(path):
         raise ImportFailed(f"{path}: no such file")
-    digest = _digest_file(path)
+    digest = file_sha256(path)
     if not (previous and previous.get("digest") == digest and previous.get("mapping") == mapping):
         return digest, False
     report.__dict__.update({k: previous["report"][k] for k in ("rows_in", "imported", "quarantined", "filtered",

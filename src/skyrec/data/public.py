@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skyrec.data.importer import file_sha256
+
 
 class PublicDataError(RuntimeError):
     """A data set could not be fetched or did not match its pinned digests; the message says what to do."""
@@ -84,16 +86,8 @@ DATASETS: dict[str, PublicDataset] = {
 }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _intact(dest: Path, ds: PublicDataset) -> bool:
-    return all((dest / m.name).is_file() and _sha256(dest / m.name) == m.sha256 for m in ds.members)
+    return all((dest / m.name).is_file() and file_sha256(dest / m.name) == m.sha256 for m in ds.members)
 
 
 def _download(ds: PublicDataset, into: Path, progress: Callable[[str], None], timeout: float) -> Path:
@@ -110,7 +104,7 @@ def _download(ds: PublicDataset, into: Path, progress: Callable[[str], None], ti
 
 
 def _extract(ds: PublicDataset, package: Path, dest: Path) -> None:
-    got = _sha256(package)
+    got = file_sha256(package)
     if got != ds.sha256:
         raise PublicDataError(f"{package.name}: SHA-256 {got} is not the pinned {ds.sha256} of {ds.url}; "
                               "nothing was written")

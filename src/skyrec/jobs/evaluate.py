@@ -14,7 +14,8 @@ recorded figures, which were measured on other data, maybe under another protoco
 ``quality_gate.min_users`` users can be compared that way (it has seen their test plays: a retrain on the
 same data), ``quality_gate.refit_published`` refits the published model's parameters on this split's
 training part and compares on every evaluated user (``_refit_published``). When it cannot be re-scored,
-the recorded figures are not used: the comparison says why, naming both protocols when they differ. Per rail, ``rules`` holds the figures after each business rule (``skyrec.evaluation.rules``).
+the recorded figures are not used: the comparison says why, naming both protocols when they differ. Per
+rail, ``rules`` holds the figures after each business rule (``skyrec.evaluation.rules``).
 
 Output ``evaluation`` (``evaluations/{model}/{version}/run={run_key}``): ``evaluation.json`` and
 ``report.html``. The figures are committed whatever the gate says (an operator deciding on an override
@@ -202,6 +203,19 @@ def _published_comparison(ctx: JobContext, model: str, version: str, model_versi
     return out
 
 
+def _fit_scored(instance: Any, data: Any) -> tuple[Any, float]:
+    """``instance`` fit on the split's training part as the train job fits it, scored over every dataset
+    item (items it was not fit on unscorable): ``(Scored, fit seconds)``."""
+    from skyrec.evaluation.offline import Scored
+    from skyrec.models.series import item_context
+    from skyrec.models.training import fit_on
+
+    fitted = fit_on(instance, data.train, data.item_features if instance.uses_item_features else None,
+                    item_context(data, "train"))
+    full, mask = fitted.full_item_factors(data.train.shape[1])
+    return Scored(fitted.user_factors, full, None if mask.all() else mask), fitted.seconds
+
+
 def _refit_published(ctx: JobContext, model: str, data: Any, new: Any, rescored: dict[str, Any]) -> dict[str, Any]:
     """When too few users can be compared with the published artefact (it has seen their test plays): its
     parameters refit on this split's training part, both models scored on every evaluated user, paired.
@@ -209,11 +223,9 @@ def _refit_published(ctx: JobContext, model: str, data: Any, new: Any, rescored:
     artefact records no parameters or they do not fit the configured model class."""
     import time
 
-    from skyrec.evaluation.offline import Scored, evaluate
+    from skyrec.evaluation.offline import evaluate
     from skyrec.evaluation.stats import paired_comparison
     from skyrec.models import model_class
-    from skyrec.models.series import item_context
-    from skyrec.models.training import fit_on
 
     cfg = ctx.config.training
     params = rescored.get("params")
@@ -221,16 +233,13 @@ def _refit_published(ctx: JobContext, model: str, data: Any, new: Any, rescored:
         return {**rescored, "refit_skipped": "the published artefact records no parameters"}
     t0 = time.perf_counter()
     try:
-        instance = model_class(ctx.config, model)(**params)
-        fitted = fit_on(instance, data.train, data.item_features if instance.uses_item_features else None,
-                        item_context(data, "train"))
+        published, _ = _fit_scored(model_class(ctx.config, model)(**params), data)
     except (TypeError, ValueError) as exc:
         return {**rescored, "refit_skipped": f"its parameters {params} cannot be refit: {exc}"}
-    full, mask = fitted.full_item_factors(data.train.shape[1])
     per_user: dict[str, Any] = {}
-    evaluate({"new": new, "published": Scored(fitted.user_factors, full, None if mask.all() else mask)},
-             data.train, data.test, k=cfg.k, max_users=cfg.eval_max_users, seed=0, resamples=1, confidence=cfg.confidence,
-             bootstrap_seed=cfg.bootstrap_seed, per_user_out=per_user)
+    # the same users as the run's evaluation (same sample size and seed); only the per-user values are used
+    evaluate({"new": new, "published": published}, data.train, data.test, k=cfg.k, max_users=cfg.eval_max_users,
+             seed=0, resamples=1, confidence=cfg.confidence, bootstrap_seed=cfg.bootstrap_seed, per_user_out=per_user)
     a, b = per_user["values"]["new"]["overall"], per_user["values"]["published"]["overall"]
     artefact_users = (rescored.get(cfg.quality_gate.metric) or {}).get("users")
     out: dict[str, Any] = {
@@ -287,14 +296,11 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
     from skyrec.evaluation.stats import paired_comparison
     from skyrec.models import build_model, model_class, variants_of
     from skyrec.models.dataset import load_training_data
-    from skyrec.models.series import item_context
-    from skyrec.models.training import fit_on
 
     cfg = ctx.config.training
     if cfg.baseline not in ctx.config.models:
         raise BadInput(f"training.baseline: {cfg.baseline!r} is not a configured model")
     data = load_training_data(ctx.lake, ds, only=("train", "train_first_play", "test", "item_features"))
-    n_items = data.train.shape[1]
     params = dict(model_m.meta.get("params", ctx.config.models[model].params))
     scored: dict[str, Scored] = {}
     fit_seconds: dict[str, float] = {}
@@ -303,13 +309,10 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
         if name in scored:
             continue
         try:
-            fitted = fit_on(instance, data.train, data.item_features if instance.uses_item_features else None,
-                            item_context(data, "train"))
+            scored[name], seconds = _fit_scored(instance, data)
         except ValueError as exc:
             raise BadInput(f"{ds.path}: {name}: {exc}") from None
-        full, mask = fitted.full_item_factors(n_items)
-        scored[name] = Scored(fitted.user_factors, full, None if mask.all() else mask)
-        fit_seconds[name] = round(fitted.seconds, 3)
+        fit_seconds[name] = round(seconds, 3)
 
     variants = variants_of(ctx.config, model, version)
     candidate_sets = {}
