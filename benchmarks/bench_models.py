@@ -28,7 +28,9 @@ Same data, same split, same run, same evaluator:
 
 ``tune`` (``python benchmarks/bench_models.py tune``) runs the bounded search the defaults were chosen with
 (``skyrec.evaluation.search`` on a validation split carved from each shape's training part).
-Run: ``python benchmarks/bench_models.py [small|reference|tune]``; prints JSON.
+``ceiling`` (``python benchmarks/bench_models.py ceiling [factor ...]``, ~10 min) measures the models and the
+ceiling at 1, 3 and 10 x the listening per user: whether more data makes "0.9 of the oracle" reachable.
+Run: ``python benchmarks/bench_models.py [small|reference|tune|ceiling]``; prints JSON.
 """
 
 from __future__ import annotations
@@ -511,6 +513,39 @@ def density_check(spec: dict[str, Any], factor: float = 10.0, reference_items: f
             "paired": figures["paired"]["knn vs knn_weight_not_rescaled"]}
 
 
+def ceiling_by_density(factors: tuple[float, ...] = (1.0, 3.0, 10.0), resamples: int = 200) -> dict[str, Any]:
+    """Does more listening per user make "0.9 of the oracle" reachable? For each density ``factor`` (x the
+    small scale's events per user, same generator and seed): the planted-truth recall of item-kNN, EASE and
+    ALS with their defaults (all-data fit) and of the Bayes decision from the activity (``bayes_references``'
+    first chain), each as a fraction of the oracle, and the best model as a fraction of that ceiling. The
+    oracle itself moves with the density (more of the truth is already played)."""
+    import subprocess
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from truth_ceiling import bayes_ceiling
+
+    spec = SCALES["small"]
+    out: dict[str, Any] = {"uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+                           "densities": {}}
+    models = {k: v for k, v in default_models().items() if k in ("knn", "ease", "als")}
+    for factor in factors:
+        t0 = time.perf_counter()
+        data, truth = generator_data(spec["users"], spec["items"], spec["days"], spec["events_per_user"] * factor)
+        figures = score_models(data, models, resamples=resamples, truth=truth, peers=False)
+        row = {label: m["truth_fraction_of_oracle_all_data_fit"] for label, m in figures["models"].items()}
+        ceiling = bayes_ceiling(data, truth, chains=("bayes",))["bayes"]
+        best = max(row, key=lambda k: row[k] or 0.0)
+        out["densities"][f"x{factor:g}"] = {
+            "events_per_user": spec["events_per_user"] * factor, "truth_fraction_of_oracle": row,
+            "oracle_recall_at_10": figures["truth_oracle_recall_at_10"],
+            "ceiling_fraction_of_oracle": ceiling["fraction_of_oracle"],
+            "best": best, "best_fraction_of_ceiling": round(row[best] / ceiling["fraction_of_oracle"], 3),
+            "seconds": round(time.perf_counter() - t0, 1)}
+        print(json.dumps({f"x{factor:g}": out["densities"][f"x{factor:g}"]}, default=str), file=sys.stderr, flush=True)
+    out["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return out
+
+
 def default_models() -> dict[str, tuple[str, dict[str, Any]]]:
     from skyrec.config import load_config
 
@@ -800,6 +835,8 @@ def tune(models: tuple[str, ...] = ("knn", "ease", "als"), trials: int = TUNE_TR
 def main(scale: str = "small") -> dict[str, Any]:
     if scale == "tune":
         return tune(tuple(sys.argv[2:]) or ("knn", "ease", "als"))
+    if scale == "ceiling":
+        return ceiling_by_density(tuple(float(f) for f in sys.argv[2:]) or (1.0, 3.0, 10.0))
     import subprocess
 
     spec = SCALES[scale]
