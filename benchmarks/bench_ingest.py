@@ -120,11 +120,18 @@ _SKYREC = r"""
 import json, resource, sys, time, datetime as dt
 sys.path.insert(0, {bench_dir!r})
 import bench_ingest as b
+import skyrec.pipelines.activity as pipeline
+runs = []
+real = pipeline.execute
+def counted(spec, files, options):
+    runs.append(len({{key for key, _ in files}}))
+    return real(spec, files, options)
+pipeline.execute = counted
 cfg = b._config(__import__("pathlib").Path({home!r}))
 t0 = time.perf_counter()
 s = b._job(cfg, "backfill_activity", b.END, params={{"start": {start!r}, "end": {end!r}}})
 print(json.dumps({{"seconds": time.perf_counter() - t0, "rows_out": s["snapshot_rows"],
-                  "rss_mb": __import__("skyrec.procstat").procstat.peak_rss_mb()}}))
+                  "rss_mb": __import__("skyrec.procstat").procstat.peak_rss_mb(), "pipeline_hours": runs}}))
 """
 
 _PANDAS = r"""
@@ -188,8 +195,10 @@ def bench_activity(scale: dict[str, Any], work: Path) -> dict[str, Any]:
     out.mkdir()
     peer = _measure(_PANDAS.format(catalogue=f"{cfg.source_url}/_truth/catalogue.parquet",
                                    pattern=f"{cfg.source_url}/activity/date=*/hour=*/*.parquet", out=str(out)))
+    source_mb = sum(f.stat().st_size for f in Path(cfg.source_url, cfg.source.activity_prefix).rglob("*.parquet"))
     return {"events": gen["activity_rows"], "users": scale["users"], "programmes": scale["items"],
-            "generate_seconds": round(gen_s, 1),
+            "generate_seconds": round(gen_s, 1), "source_mb": round(source_mb / 2**20, 1),
+            "skyrec_pipeline_runs_hours": ours["pipeline_hours"],
             "skyrec_seconds": round(ours["seconds"], 2), "skyrec_peak_rss_mb": round(ours["rss_mb"]),
             "pandas_seconds": round(peer["seconds"], 2), "pandas_peak_rss_mb": round(peer["rss_mb"]),
             "time_ratio_skyrec_over_pandas": round(ours["seconds"] / peer["seconds"], 2),

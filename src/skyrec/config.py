@@ -90,8 +90,10 @@ class ActivityIngestConfig(_Model):
     # backfills/imports of history: each hour is judged against the backfill's own hours, not the week before
     backfill_volume_factor: float = Field(20.0, gt=1)
     # the in-process runner holds a pipeline run's rows until they are grouped by interval: a long backfill
-    # runs as pipelines of at most this many hours each (a Beam backend runs every hour as one job)
-    hours_per_pipeline: int = Field(6, ge=1)
+    # runs as pipelines of consecutive hours up to this many MB of input files (compressed Parquet) and
+    # at most ``hours_per_pipeline`` hours each (a Beam backend runs every hour as one job)
+    pipeline_source_mb: float = Field(24.0, gt=0)
+    hours_per_pipeline: int = Field(744, ge=1)
 
     @field_validator("events")
     @classmethod

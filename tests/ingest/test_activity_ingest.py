@@ -82,38 +82,71 @@ def test_backfill_again_is_a_noop_and_forced_rebuild_gives_identical_bytes(backf
                [(f["path"].split("/", 2)[-1], f["sha256"]) for f in second["files"]]
 
 
-def test_a_backfill_in_pipelines_of_a_few_hours_commits_the_same_deltas(backfilled: dict[str, Any],
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """In process, a backfill's hours go through pipelines of ``ingest.activity.hours_per_pipeline`` hours
-    (Beam's runner holds a run's rows until they are grouped by interval): the deltas are the same bytes."""
-    import skyrec.pipelines.activity as activity
+@pytest.mark.parametrize(("activity", "runs_expected"), [
+    ({"hours_per_pipeline": 2}, [2, 2, 1]),       # the hours' cap
+    ({"pipeline_source_mb": 1e-6}, [1] * 5),      # every hour's files above the budget: each hour runs alone
+    ({}, [5]),                                    # the defaults: these hours' files fit one run
+], ids=["two-hours", "one-byte-budget", "defaults"])
+def test_a_backfill_in_pipelines_of_a_few_hours_commits_the_same_deltas(
+        backfilled: dict[str, Any], monkeypatch: pytest.MonkeyPatch, activity: dict[str, Any],
+        runs_expected: list[int]) -> None:
+    """In process, a backfill's hours go through pipelines of consecutive hours bounded by the size of their
+    input files (``ingest.activity.pipeline_source_mb``, from the source listing) and by
+    ``hours_per_pipeline`` (Beam's runner holds a run's rows until they are grouped by interval): the deltas
+    are the same bytes however the hours are cut."""
+    import skyrec.pipelines.activity as activity_pipeline
 
     runs: list[list[str]] = []
-    real = activity.execute
+    real = activity_pipeline.execute
 
     def counted(spec, files, options):  # type: ignore[no-untyped-def]
         runs.append(sorted({key for key, _ in files}))
         return real(spec, files, options)
 
-    monkeypatch.setattr(activity, "execute", counted)
-    cfg = make_config(backfilled["home"], {"ingest": {"activity": {"hours_per_pipeline": 2}}})
-    assert cfg.ingest.activity.hours_per_pipeline == 2
-    s, e = END - 11 * H, END - 6 * H  # 5 hours, across the first backfill's pipeline of 6
+    monkeypatch.setattr(activity_pipeline, "execute", counted)
+    cfg = make_config(backfilled["home"], {"ingest": {"activity": activity}})
+    s, e = END - 11 * H, END - 6 * H  # 5 hours, across the first backfill's pipeline runs
     forced = ok(run_job(cfg, "backfill_activity", params={"start": s.isoformat(), "end": e.isoformat()}, force=True,
-                        run_id="two-hours-a-pipeline"))
+                        run_id=f"pipelines-{'-'.join(map(str, runs_expected))}"))
     assert forced["committed"] == 5
-    assert [len(r) for r in runs] == [2, 2, 1]
+    assert [len(r) for r in runs] == runs_expected
     assert sum(runs, []) == [f"{s + k * H:%Y%m%dT%H}" for k in range(5)]
     lake = backfilled["lake"]
     for rel in forced["outputs"]:
         if "deltas" not in rel:
             continue
         revs = sorted(Path(lake.abspath(rel), "_manifest").glob("*.json"))
-        assert len(revs) == 2, rel
-        first, second = (json.loads(p.read_text()) for p in revs)
+        assert len(revs) >= 2, rel
+        first, latest = (json.loads(p.read_text()) for p in (revs[0], revs[-1]))
         assert [(f["path"].split("/", 2)[-1], f["sha256"]) for f in first["files"]] == \
-               [(f["path"].split("/", 2)[-1], f["sha256"]) for f in second["files"]]
-        assert first["rows"] == second["rows"] and first["quarantine"] == second["quarantine"]
+               [(f["path"].split("/", 2)[-1], f["sha256"]) for f in latest["files"]]
+        assert first["rows"] == latest["rows"] and first["quarantine"] == latest["quarantine"]
+
+
+def test_pipeline_runs_take_consecutive_hours_up_to_the_input_budget() -> None:
+    """The cut itself: hours in order, a new run when the next hour's files would pass the budget or the run
+    holds ``hours_per_pipeline`` hours; an hour above the budget alone; a Beam backend: one run."""
+    from types import SimpleNamespace
+
+    from skyrec.jobs.ingest_activity import _pipeline_batches
+
+    mb = 1024 * 1024
+    sizes = {"a": 4 * mb, "b": 4 * mb, "c": 1 * mb, "d": 30 * mb, "e": 2 * mb, "f": 1 * mb, "g": 1 * mb}
+    pending = [(k, f"rel-{k}", [k]) for k in "abcdefg"]
+
+    def cut(backend: str = "local", mb_budget: float = 10.0, hours: int = 744, hours_pending: str = "abcdefg"
+            ) -> list[str]:
+        cfg = SimpleNamespace(jobs=SimpleNamespace(backend=backend), ingest=SimpleNamespace(
+            activity=SimpleNamespace(pipeline_source_mb=mb_budget, hours_per_pipeline=hours)))
+        runs = _pipeline_batches(cfg, [p for p in pending if p[0] in hours_pending], sizes)
+        return ["".join(h for h, _, _ in run) for run in runs]
+
+    assert cut() == ["abc", "d", "efg"]
+    assert cut(hours=2) == ["ab", "c", "d", "ef", "g"]
+    assert cut(mb_budget=8.5) == ["ab", "c", "d", "efg"]
+    assert cut(mb_budget=9.0) == ["abc", "d", "efg"]  # up to the budget, inclusive
+    assert cut(backend="dataflow") == ["abcdefg"]
+    assert cut(hours_pending="") == [] and cut(backend="dataflow", hours_pending="") == []
 
 
 def test_hourly_ingest_spike_fails_volume_gate_and_override_passes(backfilled: dict[str, Any]) -> None:

@@ -63,16 +63,18 @@ def hours_in(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
     return out
 
 
-def _source_files(ctx: Any, hour: dt.datetime) -> list[str]:
+def _source_files(ctx: Any, hour: dt.datetime) -> dict[str, int]:
+    """``{path: size in bytes}`` of the hour's Parquet files in the source (sizes from the same listing)."""
     from skyrec.data.source import source_fs
 
     fs, root = source_fs(ctx.config)
     folder = f"{root}/{ctx.config.source.activity_prefix}/date={hour:%Y-%m-%d}/hour={hour:%H}"
     try:
-        names = fs.ls(folder, detail=False)
+        entries = fs.ls(folder, detail=True)
     except FileNotFoundError:
-        return []
-    return sorted(n for n in names if n.endswith(".parquet"))
+        return {}
+    return {e["name"]: int(e.get("size") or 0) for e in sorted(entries, key=lambda e: e["name"])
+            if e["name"].endswith(".parquet") and e.get("type", "file") != "directory"}
 
 
 def _volume_history(ctx: Any, hour: dt.datetime) -> list[int]:
@@ -143,18 +145,31 @@ def backfill_volume_result(current: int, others: list[int], *, factor: float, mi
                       f"(limit {factor:g}x)", details=details)
 
 
-def _pipeline_batches(cfg: Any, pending: list[Any]) -> list[list[Any]]:
-    """The pending hours as pipeline runs: all in one on a Beam backend (one job; its workers spread it), in
-    runs of ``ingest.activity.hours_per_pipeline`` hours in process, where Beam's runner holds a run's
-    filtered rows in memory until they are grouped by interval -- so a backfill's memory is one batch's,
-    not the whole range's. Every hour is staged before the first run and gated and committed after the
-    last, in time order, as in one run (the backfill volume rule compares the hours with each other)."""
+def _pipeline_batches(cfg: Any, pending: list[Any], sizes: dict[str, int]) -> list[list[Any]]:
+    """The pending hours as pipeline runs: all in one on a Beam backend (one job; its workers spread it). In
+    process, Beam's runner holds a run's filtered rows in memory until they are grouped by interval, so
+    consecutive hours are taken into a run until their input files reach ``ingest.activity.pipeline_source_mb``
+    (compressed Parquet, sizes from the listing) or ``hours_per_pipeline`` hours: a backfill's memory is one
+    run's, not the whole range's, and sparse history (a few rows an hour) does not pay a pipeline start per
+    handful of hours. An hour above the budget runs alone. Every hour is staged before the first run and
+    gated and committed after the last, in time order, as in one run (the backfill volume rule compares the
+    hours with each other)."""
     from skyrec.pipelines.runners import RUNNERS
 
     if cfg.jobs.backend in RUNNERS:
         return [pending] if pending else []
-    size = cfg.ingest.activity.hours_per_pipeline
-    return [pending[i:i + size] for i in range(0, len(pending), size)]
+    a = cfg.ingest.activity
+    budget = a.pipeline_source_mb * 1024 * 1024
+    runs: list[list[Any]] = []
+    held = 0
+    for item in pending:
+        size = sum(sizes.get(f, 0) for f in item[2])
+        if not runs or len(runs[-1]) >= a.hours_per_pipeline or (held + size > budget and runs[-1]):
+            runs.append([])
+            held = 0
+        runs[-1].append(item)
+        held += size
+    return runs
 
 
 def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool = True,
@@ -175,6 +190,7 @@ def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool 
     cfg = ctx.config
     catalogue = latest_catalogue(ctx)
     reused, missing, pending = [], [], []
+    sizes: dict[str, int] = {}  # input file -> bytes, for the in-process pipeline runs' budget
     replays: dict[str, dict[str, Any]] = {}
     for hour in hours:
         rel = cfg.dataset_path(DELTA, interval_key=interval_key(hour))
@@ -187,6 +203,8 @@ def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool 
         files = [f for f in listed if not _replaced(f, replaces)]
         extra = [ctx.lake.abspath(f"{m.path}/{e.path}") for m in inputs for e in m.files
                  if e.path.endswith(".parquet")]
+        sizes.update(listed)
+        sizes.update({ctx.lake.abspath(f"{m.path}/{e.path}"): e.size for m in inputs for e in m.files})
         replays[interval_key(hour)] = {"inputs": [m.path for m in inputs], "files_in": len(listed) + len(extra),
                                        "files_replaced": len(listed) - len(files)}
         if not files and not extra:
@@ -218,7 +236,7 @@ def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool 
         )
         try:
             counters = {}
-            for batch in _pipeline_batches(cfg, pending):
+            for batch in _pipeline_batches(cfg, pending, sizes):
                 keyed_files = [(interval_key(h), f) for h, _, fs in batch for f in fs]
                 ran = execute(spec, keyed_files, pipeline_options(cfg, job_name=f"activity-{ctx.run.job_key}"))
                 for name, n in ran.items():
