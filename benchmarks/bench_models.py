@@ -538,7 +538,7 @@ def ceiling_by_density(factors: tuple[float, ...] = (1.0, 3.0, 10.0), resamples:
         out["densities"][f"x{factor:g}"] = {
             "events_per_user": spec["events_per_user"] * factor, "truth_fraction_of_oracle": row,
             "oracle_recall_at_10": figures["truth_oracle_recall_at_10"],
-            "ceiling_fraction_of_oracle": ceiling["fraction_of_oracle"],
+            "ceiling_fraction_of_oracle": ceiling["fraction_of_oracle"], "ceiling": ceiling,
             "best": best, "best_fraction_of_ceiling": round(row[best] / ceiling["fraction_of_oracle"], 3),
             "seconds": round(time.perf_counter() - t0, 1)}
         print(json.dumps({f"x{factor:g}": out["densities"][f"x{factor:g}"]}, default=str), file=sys.stderr, flush=True)

@@ -70,11 +70,15 @@ def _get(url: str, timeout: float = 3.0) -> tuple[int, Any]:
 
 
 def start_follower(platform: Platform, env: dict[str, str], out: Path) -> subprocess.Popen[bytes]:
-    """What ``make airflow`` runs: ``skyrec up --follow`` (everything is up already, so it follows at once)."""
+    """What ``make airflow`` runs: ``skyrec up --follow`` (everything is up already, so it follows at once).
+    Ctrl-C is given back its default action in the child: a suite started as a background job (``cmd &``
+    from a script, as CI runners may) inherits SIGINT ignored, and the follower would never see the Ctrl-C
+    this test sends."""
     with open(out, "wb") as fh:
         return subprocess.Popen([sys.executable, "-m", "skyrec", "up", "--follow", "--api-port", str(platform.api_port),
                                  "--serve-port", str(platform.serve_port), "--redis-port", str(platform.redis_port)],
-                                env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+                                env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def stop_follower(proc: subprocess.Popen[bytes], out: Path) -> dict[str, Any]:
