@@ -30,7 +30,9 @@ Same data, same split, same run, same evaluator:
 (``skyrec.evaluation.search`` on a validation split carved from each shape's training part).
 ``ceiling`` (``python benchmarks/bench_models.py ceiling [factor ...]``, ~10 min) measures the models and the
 ceiling at 1, 3 and 10 x the listening per user: whether more data makes "0.9 of the oracle" reachable.
-Run: ``python benchmarks/bench_models.py [small|reference|tune|ceiling]``; prints JSON.
+``kernels`` (~3 min) measures only the scoring figures: precompute's kernel on ALS and item-kNN, and EASE /
+item-kNN at 20k and 200k items (fit, memory, item-kNN's kernel against implicit's ``recommend``).
+Run: ``python benchmarks/bench_models.py [small|reference|tune|ceiling|kernels]``; prints JSON.
 """
 
 from __future__ import annotations
@@ -839,6 +841,14 @@ def main(scale: str = "small") -> dict[str, Any]:
         return ceiling_by_density(tuple(float(f) for f in sys.argv[2:]) or (1.0, 3.0, 10.0))
     import subprocess
 
+    if scale == "kernels":  # the kernel and at-scale figures alone (minutes): precompute_kernel and scale below
+        before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        spec = SCALES["small"]
+        return {"precompute_kernel": {f"{items}_items": kernel_cost(30_000, items) for items in (20_000, 100_000)},
+                "scale": {kind: {f"{spec['scale_items']}_items": at_scale(kind, spec["scale_users"], spec["scale_items"]),
+                                 "200000_items": at_scale(kind, spec["scale_users"], 200_000)} for kind in ("ease", "knn")},
+                "uptime": {"before": before,
+                           "after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}}
     spec = SCALES[scale]
     uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     t0 = time.perf_counter()

@@ -134,3 +134,84 @@ def test_nan_scores_are_never_selected() -> None:
     want = select_topk(clean, 50)
     assert (res.items == want.items).all() and not np.isin(res.items, nan_at).any()
     assert (select_topk(np.full((1, 10), np.nan, np.float32), 3).counts == 0).all()
+
+
+# ---- a sparse item side (item-kNN): scored from the sparse product, zeros and fallbacks exact -------------
+
+def _sparse_case(rng: np.random.Generator, *, signed: bool):
+    b, d = int(rng.integers(1, 60)), int(rng.integers(1, 40))
+    c = int(rng.choice([1, 5, 64, 300, 3000]))
+    U = sp.random(b, d, density=float(rng.choice([0.02, 0.2, 0.6])), format="csr", dtype=np.float32,
+                  random_state=int(rng.integers(1 << 30)))
+    V = sp.random(c, d, density=float(rng.choice([0.01, 0.1, 0.5])), format="csr", dtype=np.float32,
+                  random_state=int(rng.integers(1 << 30)))
+    U.data = np.ceil(U.data * 3)  # small integers: exact float32 sums, so scores tie and ties break by position
+    V.data = np.ceil(V.data * 3) - (2 if signed else 0)  # signed: negative and zero entries rank below zeros
+    exclude = sp.random(b, c, density=float(rng.choice([0.0, 0.05, 0.5])), format="csr",
+                        random_state=int(rng.integers(1 << 30)))
+    exclude.data[:] = 1
+    brands = rng.integers(-1, int(rng.integers(1, 12)), size=c).astype(np.int32)
+    cap = None if rng.random() < 0.3 else int(rng.integers(1, 4))
+    return U, V, int(rng.choice([1, 3, 10, 50])), exclude, brands, cap
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_sparse_item_side_equals_brute_force_whichever_selection_a_row_takes(signed: bool) -> None:
+    from skyrec.scoring.topk import _Plan
+
+    rng = np.random.default_rng(77 + signed)
+    sparse_rows = dense_rows = 0
+    for _ in range(120):
+        U, V, k, exclude, brands, cap = _sparse_case(rng, signed=signed)
+        plan = _Plan(U, sp.csr_matrix(V.T), k, exclude, brands, cap, int(rng.integers(1, 16)))
+        got = _as_lists(plan.run_serial())
+        want = reference_topk(U, V, k, exclude=exclude, brands=brands, max_per_brand=cap)
+        for g, w in zip(got, want, strict=True):
+            assert [i for i, _ in g] == [i for i, _ in w]
+            np.testing.assert_allclose([s for _, s in g], [s for _, s in w], rtol=1e-6)
+        dense_rows += int(plan.dense_rows.sum())
+        sparse_rows += U.shape[0] - int(plan.dense_rows.sum()) if min(k, V.shape[0]) else 0
+    # both ways were taken: rows whose positive scores gave K items, and rows selected densely
+    assert sparse_rows > 100 and dense_rows > 100
+
+
+def test_sparse_item_side_takes_positive_scores_then_zeros_by_position() -> None:
+    from skyrec.scoring.topk import _Plan
+
+    # candidates 0..9; the user's one play links to candidates 7 (score 2) and 3 (score 1) only
+    V_t = sp.csr_matrix(np.array([[0, 0, 0, 1, 0, 0, 0, 2, 0, 0]], dtype=np.float32))
+    U = sp.csr_matrix(np.ones((2, 1), dtype=np.float32))
+    brands = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4], dtype=np.int32)
+    exclude = sp.csr_matrix(np.array([[0] * 10, [1, 0, 0, 0, 0, 0, 0, 1, 0, 0]], dtype=np.float32))
+    plan = _Plan(U, V_t, 2, exclude, brands, 1, 64)
+    res = plan.run_serial()
+    assert res.items[0].tolist() == [7, 3] and res.scores[0].tolist() == [2.0, 1.0]  # positives alone fill K
+    plan = _Plan(U, V_t, 4, exclude, brands, 1, 64)
+    res = plan.run_serial()
+    # positives first, then the zeros by position; at most one per brand; excluded 0 and 7 never
+    assert res.items.tolist() == [[7, 3, 0, 4], [3, 1, 4, 6]]
+    assert res.scores[1].tolist() == [1.0, 0.0, 0.0, 0.0] and plan.dense_rows.sum() == 2
+
+
+def test_sparse_item_side_never_selects_nan_and_threads_agree() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skyrec.scoring.topk import topk_threaded
+
+    rng = np.random.default_rng(5)
+    U = sp.random(500, 300, density=0.05, format="csr", dtype=np.float32, random_state=1)
+    V = sp.random(4000, 300, density=0.03, format="csr", dtype=np.float32, random_state=2)
+    V.data[::13] = np.nan
+    V_t = sp.csr_matrix(V.T)
+    ex = sp.random(500, 4000, density=0.01, format="csr", random_state=3)
+    brands = rng.integers(-1, 200, size=4000).astype(np.int32)
+    one = topk_batch(U, V_t, 20, exclude=ex, brands=brands, max_per_brand=2, sub_batch=64)
+    dense = (U @ V_t).toarray().astype(np.float32)
+    dense[np.isnan(dense)] = -np.inf
+    dense[ex.toarray() > 0] = -np.inf
+    want = select_topk(dense, 20, brands=brands, max_per_brand=2)
+    assert (one.items == want.items).all() and (one.counts == want.counts).all()
+    with ThreadPoolExecutor(2) as pool:
+        two = topk_threaded(U, V_t, 20, pool=pool, threads=2, exclude=ex, brands=brands, max_per_brand=2,
+                            sub_batch=16)
+    assert (one.items == two.items).all() and (one.counts == two.counts).all()

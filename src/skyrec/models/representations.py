@@ -9,8 +9,9 @@ representation is the user's interaction row ``x_u`` -- a *sparse* float32 CSR `
 costs ``n_items x neighbours`` entries instead of ``n_items^2``: 200k items fit).
 
 Everything that scores (the kernel, offline evaluation, the business-rule figures) goes through the few
-functions below, so a sparse side costs one sparse product per batch (written into the same dense score
-buffer) and nothing else in the pipeline changes: one implementation of the rules, whatever the model.
+functions below and ``skyrec.scoring.topk``, so a sparse side costs one sparse product per batch (the kernel
+scores a sparse item side row by row from it) and nothing else in the pipeline changes: one implementation
+of the rules, whatever the model.
 """
 
 from __future__ import annotations

@@ -30,18 +30,23 @@ Every fallback is exact, so the result always equals :func:`reference_topk` (the
 specification, kept here so that tests and benchmarks check against one definition).
 
 Models that are not low-rank (EASE, item-kNN) give ``U`` as a sparse CSR of interaction rows with
-``d = n_items`` (``skyrec.models.representations``): the product is then sparse x dense (cost: the users'
-plays x candidates, not d x candidates) into the same score buffer -- or sparse x sparse for item-kNN, whose
-``V_cand.T`` is a CSR of its kept neighbours (cost: the users' plays x neighbours, written into the zeroed
-buffer) -- and everything after it is unchanged: one implementation of the rules for every model.
-Memory is bounded by the sub-batch: one ``sub_batch x c`` float32 score matrix at a time.
+``d = n_items`` (``skyrec.models.representations``). For EASE the product is then sparse x dense (cost: the
+users' plays x candidates, not d x candidates) into the same score buffer, and everything after it is
+unchanged. item-kNN's ``V_cand.T`` is a CSR of its kept neighbours too, so a user's scores are sparse: a few
+hundred to a few thousand candidates touched (the plays x neighbours), every other one scoring 0.
+:func:`_sparse_rows` accumulates each user's product into one zeroed row, and since the *positive* scores
+precede every other candidate in the order, it sorts and walks only those (same key, same walk); when they
+give K items that is the dense selection's result, exactly, at a cost that does not grow with the
+candidates (at 200k candidates ~3x less than the dense row's). A row they cannot fill (few plays, a tight
+brand cap, negative scores) is selected densely like any other. One implementation of the rules (``_walk``)
+for every model. Memory is bounded by the sub-batch: one ``sub_batch x c`` float32 score matrix at a time.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numba
 import numpy as np
@@ -173,10 +178,11 @@ def _gather_block(row: np.ndarray, s: int, n: int, t: float, pos: np.ndarray, m:
 
 @_compiled
 def _sort_pool(key: np.ndarray, pos: np.ndarray, n: int, key2: np.ndarray, pos2: np.ndarray,
-               count: np.ndarray) -> bool:  # pragma: no cover - compiled
-    """Stable LSD radix sort of ``key[:n]`` (uint32-ranged) carrying ``pos``; bytes equal in every key are
-    skipped. Returns True when the result is in ``key2``/``pos2`` (an odd number of passes)."""
-    all_and = np.int64(0xFFFFFFFF)
+               count: np.ndarray, nbytes: int = 4) -> bool:  # pragma: no cover - compiled
+    """Stable LSD radix sort of ``key[:n]`` (unsigned keys of ``nbytes`` bytes: 4, or 8 for a key that
+    carries the position too) carrying ``pos``; bytes equal in every key are skipped. Returns True when the
+    result is in ``key2``/``pos2`` (an odd number of passes)."""
+    all_and = np.int64(-1)
     all_or = np.int64(0)
     for q in range(n):
         all_and &= key[q]
@@ -184,7 +190,7 @@ def _sort_pool(key: np.ndarray, pos: np.ndarray, n: int, key2: np.ndarray, pos2:
     varying = all_and ^ all_or
     swapped = False
     src_k, src_p, dst_k, dst_p = key, pos, key2, pos2
-    for shift in range(0, 32, 8):
+    for shift in range(0, 8 * nbytes, 8):
         if (varying >> shift) & 0xFF == 0:
             continue
         count[:] = 0
@@ -206,6 +212,43 @@ def _sort_pool(key: np.ndarray, pos: np.ndarray, n: int, key2: np.ndarray, pos2:
     return swapped
 
 
+@numba.njit(inline="always")
+def _brand_slots(brands: np.ndarray, c: int, cap: int) -> tuple[bool, np.ndarray]:  # pragma: no cover - compiled
+    """Whether the brand cap applies, and the per-brand counters of the walk (slot 0: no brand)."""
+    use_cap = cap > 0 and brands.shape[0] == c
+    n_brand_slots = 1
+    if use_cap:
+        for j in range(c):
+            n_brand_slots = max(n_brand_slots, brands[j] + 2)
+    return use_cap, np.zeros(n_brand_slots, dtype=np.int32)
+
+
+@numba.njit(inline="always")
+def _walk(row: np.ndarray, order: np.ndarray, n: int, k: int, brands: np.ndarray, use_cap: bool, cap: int,
+          taken: np.ndarray, items: np.ndarray, out_scores: np.ndarray, i: int) -> int:  # pragma: no cover
+    """The rules: walk the first ``n`` candidate positions of ``order`` (best first) and take a position
+    while fewer than ``cap`` of its brand were taken, up to ``k``, into row ``i`` of ``items``/``out_scores``
+    (scores read from ``row``). Returns how many were taken; the brand counters are left at zero."""
+    got = 0
+    for q in range(n):
+        j = order[q]
+        if use_cap:
+            slot = brands[j] + 1  # slot 0: no brand, never capped
+            if slot > 0:
+                if taken[slot] >= cap:
+                    continue
+                taken[slot] += 1
+        items[i, got] = j
+        out_scores[i, got] = row[j]
+        got += 1
+        if got == k:
+            break
+    if use_cap:
+        for q in range(got):
+            taken[brands[items[i, q]] + 1] = 0
+    return got
+
+
 @_compiled
 def _select_rows(scores: np.ndarray, indptr: np.ndarray, indices: np.ndarray, k: int, brands: np.ndarray,
                  cap: int, p0: int, items: np.ndarray, out_scores: np.ndarray,
@@ -213,12 +256,7 @@ def _select_rows(scores: np.ndarray, indptr: np.ndarray, indices: np.ndarray, k:
     """The exact constrained top-K of every row of ``scores`` (modified: excluded entries become -inf).
     ``indptr``/``indices``: CSR of excluded positions (empty ``indptr``: none); ``cap`` 0: no brand cap."""
     b, c = scores.shape
-    use_cap = cap > 0 and brands.shape[0] == c
-    n_brand_slots = 1
-    if use_cap:
-        for j in range(c):
-            n_brand_slots = max(n_brand_slots, brands[j] + 2)
-    taken = np.zeros(n_brand_slots, dtype=np.int32)
+    use_cap, taken = _brand_slots(brands, c, cap)
     bmax = np.empty(c, dtype=np.float32)
     blocks = np.empty(c, dtype=np.int64)
     hist = np.zeros(256, dtype=np.int32)
@@ -273,23 +311,7 @@ def _select_rows(scores: np.ndarray, indptr: np.ndarray, indices: np.ndarray, k:
             for q in range(n):
                 key[q] = _descending_key(bits[pos[q]])
             order = pos2 if _sort_pool(key, pos, n, key2, pos2, radix) else pos
-            got = 0
-            for q in range(n):
-                j = order[q]
-                if use_cap:
-                    slot = brands[j] + 1  # slot 0: no brand, never capped
-                    if slot > 0:
-                        if taken[slot] >= cap:
-                            continue
-                        taken[slot] += 1
-                items[i, got] = j
-                out_scores[i, got] = row[j]
-                got += 1
-                if got == k:
-                    break
-            if use_cap:
-                for q in range(got):
-                    taken[brands[items[i, q]] + 1] = 0
+            got = _walk(row, order, n, k, brands, use_cap, cap, taken, items, out_scores, i)
             if got == k or whole:
                 counts[i] = got
                 for q in range(got, k):
@@ -297,6 +319,110 @@ def _select_rows(scores: np.ndarray, indptr: np.ndarray, indices: np.ndarray, k:
                     out_scores[i, q] = np.nan
                 break
             p *= 2
+
+
+@_compiled
+def _sparse_rows(u_data: np.ndarray, u_indices: np.ndarray, u_indptr: np.ndarray, v_data: np.ndarray,
+                 v_indices: np.ndarray, v_indptr: np.ndarray, ex_indptr: np.ndarray, ex_indices: np.ndarray,
+                 row0: int, k: int, brands: np.ndarray, cap: int, p0: int, acc: np.ndarray, stamp: np.ndarray,
+                 spill: np.ndarray, items: np.ndarray, out_scores: np.ndarray,
+                 counts: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Score and select every row of a sparse user side against a sparse item side (item-kNN's neighbour
+    rows), ``u @ v`` (CSR ``u`` rows x CSR ``v`` = ``V_cand.T``, d x c); returns how many rows took the
+    dense selection.
+
+    Each row's product is accumulated into ``acc`` (float32 [c], all zeros on entry and on return) with the
+    list of candidates it touched, skipping the row's excluded candidates; every other candidate scores 0. The row's *positive*, non-excluded scores
+    precede every other candidate in the order (score descending, position ascending), so they alone are
+    sorted (one key: score, then position) and walked with the rules; when that walk takes ``k`` items the
+    result is the dense selection's, exactly. Otherwise (too few positive scores after the rules: zeros, ties
+    among them and negative scores decide) the row is copied into ``spill`` and selected densely by
+    :func:`_select_rows`, with the rest of such rows, at the end. ``stamp`` (int32 [c]) marks the excluded
+    candidates of row ``r = row0 + i`` with ``2 r`` and the touched ones with ``2 r + 1`` (one array, so the
+    accumulation reads one mark per entry; never reset: the next call passes a later ``row0``).
+    Exclusions: CSR ``ex_indptr`` (empty: none; offsets into ``ex_indices``)."""
+    b = u_indptr.shape[0] - 1
+    c = acc.shape[0]
+    use_cap, taken = _brand_slots(brands, c, cap)
+    width = 1
+    for i in range(b):  # the most candidates a row can touch
+        m = 0
+        for q in range(u_indptr[i], u_indptr[i + 1]):
+            j = u_indices[q]
+            m += v_indptr[j + 1] - v_indptr[j]
+        width = max(width, min(m, c))
+    touched = np.empty(width, dtype=np.int64)
+    pos = np.empty(width, dtype=np.int64)
+    key = np.empty(width, dtype=np.int64)
+    pos2 = np.empty(width, dtype=np.int64)
+    key2 = np.empty(width, dtype=np.int64)
+    radix = np.zeros(256, dtype=np.int64)
+    acc_bits = acc.view(np.int32)
+    has_exclusions = ex_indptr.shape[0] > 0
+    spilled = np.empty(b, dtype=np.int64)
+    n_spilled = 0
+    for i in range(b):
+        excluded = np.int32(2 * (row0 + i))
+        mark = excluded + 1
+        if has_exclusions:
+            for q in range(ex_indptr[i], ex_indptr[i + 1]):
+                stamp[ex_indices[q]] = excluded
+        nt = 0
+        for q in range(u_indptr[i], u_indptr[i + 1]):  # 1: the sparse product into acc
+            w = u_data[q]
+            j = u_indices[q]
+            for r in range(v_indptr[j], v_indptr[j + 1]):
+                t = v_indices[r]
+                m = stamp[t]
+                if m != mark:
+                    if m == excluded:
+                        continue
+                    stamp[t] = mark
+                    touched[nt] = t
+                    nt += 1
+                acc[t] += w * v_data[r]
+        n = 0
+        for q in range(nt):  # 2: the pool of positive scores, one key each (score, then position)
+            t = touched[q]
+            pos[n] = t
+            key[n] = (_descending_key(acc_bits[t]) << 32) | t
+            n += acc[t] > 0  # NaN, zero and negative scores rank with the untouched
+        got = 0
+        if n >= k:
+            order = pos2 if _sort_pool(key, pos, n, key2, pos2, radix, 8) else pos
+            got = _walk(acc, order, n, k, brands, use_cap, cap, taken, items, out_scores, i)
+        if got == k:
+            counts[i] = k
+        else:  # 3: the dense row, selected below with the rows like it
+            spill[n_spilled, :] = acc
+            spilled[n_spilled] = i
+            n_spilled += 1
+        for q in range(nt):
+            acc[touched[q]] = 0.0
+    if n_spilled:
+        sub_indptr = np.zeros(n_spilled + 1 if has_exclusions else 0, dtype=np.int64)
+        total = 0
+        if has_exclusions:
+            for q in range(n_spilled):
+                i = spilled[q]
+                total += ex_indptr[i + 1] - ex_indptr[i]
+                sub_indptr[q + 1] = total
+        sub_indices = np.empty(total, dtype=np.int64)
+        if has_exclusions:
+            for q in range(n_spilled):
+                i = spilled[q]
+                sub_indices[sub_indptr[q]:sub_indptr[q + 1]] = ex_indices[ex_indptr[i]:ex_indptr[i + 1]]
+        sub_items = np.empty((n_spilled, items.shape[1]), dtype=items.dtype)
+        sub_scores = np.empty((n_spilled, items.shape[1]), dtype=out_scores.dtype)
+        sub_counts = np.empty(n_spilled, dtype=counts.dtype)
+        _select_rows(spill[:n_spilled], sub_indptr, sub_indices, k, brands, cap, p0, sub_items, sub_scores,
+                     sub_counts)
+        for q in range(n_spilled):
+            i = spilled[q]
+            items[i, :] = sub_items[q]
+            out_scores[i, :] = sub_scores[q]
+            counts[i] = sub_counts[q]
+    return n_spilled
 
 
 def _rules(c: int, k: int, brands: np.ndarray | None, max_per_brand: int | None,
@@ -335,7 +461,9 @@ def select_topk(scores: np.ndarray, k: int, *, brands: np.ndarray | None = None,
 class _Plan:
     """One batch's scoring, cut into sub-batches that any thread may take: the product into the thread's own
     score buffer, then the compiled selection straight into the batch's result arrays (no per-thread
-    results to concatenate, no CSR slicing: ``indptr[s:e+1]`` still indexes the whole ``indices``)."""
+    results to concatenate, no CSR slicing: ``indptr[s:e+1]`` still indexes the whole ``indices``). A
+    sparse item side is scored and selected row by row in one compiled pass (``_sparse_rows``);
+    ``dense_rows`` counts, per sub-batch, the rows of it that needed the dense selection."""
 
     def __init__(self, user_factors: Representation, item_factors_t: Representation, k: int,
                  exclude: sp.csr_matrix | None, brands: np.ndarray | None, max_per_brand: int | None,
@@ -353,22 +481,42 @@ class _Plan:
         self.counts = np.zeros(b, dtype=np.int32)
         self.step = max(1, min(sub_batch, b)) if b else 1
         self.n_chunks = (b + self.step - 1) // self.step if self.kk else 0
+        # a sparse item side (item-kNN) is scored row by row from the sparse product (``_sparse_rows``)
+        self.sparse = bool(sp.issparse(item_factors_t))
+        if self.sparse and b >= 1 << 30:  # the int32 marks of the sparse selection number rows as 2 r + 1
+            raise ValueError(f"{b:,} users in one batch: score a sparse item side in batches below 2^30 users")
+        self.dense_rows = np.zeros(self.n_chunks, dtype=np.int64)  # rows the sparse path selected densely
         if self.n_chunks:
             self.rules = _rules(c, self.kk, brands, max_per_brand, 1.5)
             self.indptr, self.indices = _csr_parts(exclude)
-            self.uf = as_float32(user_factors)
-            self.vt = item_factors_t
+            self.uf = as_float32(sp.csr_matrix(user_factors) if self.sparse else user_factors)
+            self.vt = as_float32(item_factors_t) if self.sparse else item_factors_t
 
-    def buffer(self) -> np.ndarray:
-        return np.empty((self.step, self.c), dtype=np.float32)
+    def buffer(self) -> tuple[np.ndarray, ...]:
+        """One thread's scratch: the sub-batch's score matrix; for a sparse item side also the score row the
+        product accumulates into (kept at zero between rows) and the excluded / touched marks (stamped from
+        the row's number in the batch, so never reset)."""
+        scores = np.empty((self.step, self.c), dtype=np.float32)
+        if not self.sparse:
+            return (scores,)
+        return scores, np.zeros(self.c, np.float32), np.full(self.c, -1, np.int32)
 
-    def run(self, chunk: int, buf: np.ndarray) -> None:
+    def run(self, chunk: int, buf: tuple[np.ndarray, ...]) -> None:
         s = chunk * self.step
         e = min(self.b, s + self.step)
-        S = product_into(self.uf[s:e], self.vt, buf[: e - s])
         br, cap, p0 = self.rules
-        _select_rows(S, self.indptr[s:e + 1] if self.indptr.size else self.indptr, self.indices, self.kk, br, cap,
-                     p0, self.items[s:e], self.scores[s:e], self.counts[s:e])
+        ex_indptr = self.indptr[s:e + 1] if self.indptr.size else self.indptr
+        if not self.sparse:
+            S = product_into(self.uf[s:e], self.vt, buf[0][: e - s])
+            _select_rows(S, ex_indptr, self.indices, self.kk, br, cap, p0, self.items[s:e], self.scores[s:e],
+                         self.counts[s:e])
+            return
+        u, v = cast(sp.csr_matrix, self.uf), cast(sp.csr_matrix, self.vt)
+        lo, hi = u.indptr[s], u.indptr[e]
+        self.dense_rows[chunk] = _sparse_rows(
+            u.data[lo:hi], u.indices[lo:hi], u.indptr[s:e + 1] - lo, v.data, v.indices, v.indptr,
+            ex_indptr, self.indices, s, self.kk, br, cap, p0, buf[1], buf[2], buf[0], self.items[s:e],
+            self.scores[s:e], self.counts[s:e])
 
     def run_serial(self) -> TopK:
         """Every sub-batch in this thread, one score buffer."""
