@@ -1,25 +1,27 @@
-"""``skyrec plan``'s kernels beyond the dense 64-factor plane: item-kNN's (the shipped rails') and the factors
-term, measured, put on the committed coefficients' level, and checked against precompute's kernel scoring
-fitted models.
+"""``skyrec plan``'s kernels beyond the dense 64-factor plane: item-kNN's (the shipped rails'), EASE's and the
+factors term, measured, put on the committed coefficients' level, and checked against precompute's kernel
+scoring fitted models.
 
 1. the dense kernel sweep of ``skyrec plan --calibrate`` (``plan.kernel_sweep``) at 32, 64 and 128 factors,
    before and after everything else: this session's level (its 64-factor points) and the factors term
    (``per_1k_candidates_per_factor``: the product's cost per candidate and factor beyond 64);
 2. the item-kNN sweep (``plan.knn_kernel_sweep``: random sparse neighbour rows, 5k-50k candidates, k 50/100,
-   10-50 played items x 75-200 entries per row) and its plane; both put on the file's level by
-   ``plan.relevel_kernels`` (x the file's dense plane / this session's 64-factor sweep);
-3. the check, out of sample: the ALS default (128 factors) and the item-kNN default (its series term and
-   followed block, real overlapping neighbour lists) fit on generated data (30,000 users, 20k and 100k items;
-   ``bench_models.kernel_cost``) and scored by ``topk_threaded`` with the precompute's settings; their CPU
-   microseconds per user (x the same level factor) against the plan at that point -- kNN from the exact
-   multiply-adds, from the plan's own inputs (played items x ``neighbours + series_depth``) and from the
-   product's actual result entries; ALS at its 128 factors and, for comparison, at the plane's 64.
+   10-50 played items x 75-200 entries per row) and the EASE sweep (``plan.ease_kernel_sweep``: dense
+   item-item weights, 2k-20k candidates, k 50/100, 10-50 played items) and their planes; all put on the
+   file's level by ``plan.relevel_kernels`` (x the file's dense plane / this session's 64-factor sweep);
+3. the check, out of sample: the ALS default (128 factors), the item-kNN default (its series term and
+   followed block, real overlapping neighbour lists) and, at 20k items, the EASE default fit on generated
+   data (30,000 users, 20k and 100k items; ``bench_models.kernel_cost``) and scored by ``topk_threaded`` with
+   the precompute's settings; their CPU microseconds per user (x the same level factor) against the plan at
+   that point -- kNN from the exact multiply-adds, from the plan's own inputs (played items x ``neighbours +
+   series_depth``) and from the product's actual result entries; ALS at its 128 factors and, for
+   comparison, at the plane's 64; EASE from its inputs (played items x candidates).
 
 ``python benchmarks/bench_plan_kernels.py`` (also ``skyrec bench --only plan_kernels``) prints the figures as
-JSON; ``python benchmarks/bench_plan_kernels.py --write`` also stores the releveled terms in
-``src/skyrec/plan_coefficients.json``.
+JSON; ``python benchmarks/bench_plan_kernels.py --write [--keep-factors]`` also stores the releveled terms in
+``src/skyrec/plan_coefficients.json`` (``--keep-factors``: all but the factors term, e.g. when only the
+item-kNN or EASE kernel changed).
 """
-
 from __future__ import annotations
 
 import json
@@ -39,20 +41,25 @@ from skyrec import plan as p
 SHIPPED_WIDTH = p.SHIPPED_MODEL["neighbours"]
 
 
-def main(scale: str = "small", write: bool = False) -> dict[str, Any]:
+def main(scale: str = "small", write: bool = False, keep_factors: bool = False) -> dict[str, Any]:
     """``scale`` (``skyrec bench`` passes it) does not change the sizes: the sweep and the check are minutes
-    at any scale. ``write``: store the releveled terms in the committed coefficients."""
+    at any scale. ``write``: store the releveled terms in the committed coefficients (``keep_factors``: all but
+    the dense kernel's factors term, which stays the file's)."""
     out: dict[str, Any] = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
     coef, path = p.load_coefficients(p.DEFAULT_PATH)
     sweep = {"factors": (32, p.BASE_FACTORS, 128)}
     dense = p.kernel_sweep(**sweep)
     knn = p.knn_kernel_sweep()
-    real = [kernel_cost(30_000, items) for items in (20_000, 100_000)]
+    ease = p.ease_kernel_sweep()
+    # EASE only where its memory guard admits the catalogue (~16k items with plays; 63k are refused)
+    real = [kernel_cost(30_000, 20_000, models=("als", "knn", "ease")), kernel_cost(30_000, 100_000)]
     dense += p.kernel_sweep(**sweep)
-    new = p.relevel_kernels(coef, dense, knn, how="benchmarks/bench_plan_kernels.py --write, " + out["when"])
+    how = "benchmarks/bench_plan_kernels.py --write" + (" --keep-factors" if keep_factors else "") + ", " + out["when"]
+    new = p.relevel_kernels(coef, dense, knn, how=how, ease_points=ease, factors_term=not keep_factors)
     f = new["kernel_knn"]["level_factor"]
     out["kernel_knn"] = new["kernel_knn"]["core_us"]
+    out["kernel_ease"] = new["kernel_ease"]["core_us"]
     out["per_1k_candidates_per_factor"] = new["kernel"]["core_us"]["per_1k_candidates_per_factor"]
     out["level_factor"] = f
     checks = []
@@ -82,6 +89,12 @@ def main(scale: str = "small", write: bool = False) -> dict[str, Any]:
                                "planned_core_us": round(als_plan, 2), "ratio": round(als_plan / als_measured, 3),
                                "planned_core_us_at_64_factors": round(als_plan_64, 2),
                                "ratio_at_64_factors": round(als_plan_64 / als_measured, 3)}})
+        e = r["models"].get("ease")
+        if e:  # EASE from its inputs: played items (the same users' as kNN's) x candidates
+            ease_measured = e["cpu_us_per_user"] * f
+            ease_plan = p.ease_kernel_core_us(new, r["candidates"], 50, m["played_items_per_user"])
+            checks[-1]["ease"] = {"measured_core_us": round(ease_measured, 2), "planned_core_us": round(ease_plan, 2),
+                                  "ratio": round(ease_plan / ease_measured, 3)}
     out["checks"] = checks
     out["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     if write:
@@ -91,4 +104,5 @@ def main(scale: str = "small", write: bool = False) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(write="--write" in sys.argv[1:]), indent=1))  # never written by `skyrec bench`
+    print(json.dumps(main(write="--write" in sys.argv[1:], keep_factors="--keep-factors" in sys.argv[1:]),
+                     indent=1))  # never written by `skyrec bench`

@@ -396,6 +396,8 @@ def plan(
     neighbours: Annotated[int | None, typer.Option(help="item-kNN: entries per item row (default: the model's "
                                                         "neighbours + series_depth).")] = None,
     factors: Annotated[int | None, typer.Option(help="A factor model's factors (default: the model's).")] = None,
+    items: Annotated[int | None, typer.Option(help="EASE: the model's items, whose items x items weights its "
+                                                   "memory guard counts (default: --candidates).")] = None,
     cores: Annotated[int | None, typer.Option(help="Cores of the machine (default: this one's).")] = None,
     encoding: Annotated[str | None, typer.Option(help="json | packed; default publish.encoding.")] = None,
     interval_hours: Annotated[float, typer.Option(help="Every rail recomputed this often.")] = 24.0,
@@ -436,7 +438,7 @@ def plan(
         inputs = p.inputs_from_config(_config(env), users=users, candidates=candidates, rails=rails, k=k,
                                       plays_per_user=plays_per_user, cores=cores, encoding=encoding,
                                       model=model, items_per_user=items_per_user, neighbours=neighbours,
-                                      factors=factors,
+                                      factors=factors, items=items,
                                       interval_hours=interval_hours, redis_node_gb=redis_node_gb,
                                       dataflow_speed=dataflow_speed)
         result = p.plan(inputs, coef)

@@ -10,7 +10,9 @@ The model (each term is a measured coefficient times an input; ``docs/scale.md``
   per user depend on the rails' model: for a factor model (ALS, BPR, LightFM, popularity) a plane in
   (candidates, k) fitted to a short sweep of the top-K kernel on dense factors; for item-kNN (a sparse
   product: each played item adds its row of ``neighbours`` entries) a plane in (candidates, k, the product's
-  result entries) fitted to a sweep of the same kernel on sparse neighbour rows (``kernel_knn``). The overhead (Parquet, RESP encoding, shard I/O) is the measured step's CPU time minus the
+  result entries) fitted to a sweep of the same kernel on sparse neighbour rows (``kernel_knn``); for EASE (a
+  user's played items x its dense item-item weights) a plane in (candidates, k, played items x candidates)
+  fitted to a sweep on dense weights (``kernel_ease``), with its weights' memory against the model's guard. The overhead (Parquet, RESP encoding, shard I/O) is the measured step's CPU time minus the
   kernel at the measured point, proportional to k. Wall on N cores = CPU-seconds / (N x utilisation) + a
   fixed start-up per rail (the shards are independent; utilisation is the measured run's CPU / (wall x cores)).
   CPU time, unlike wall time, does not move with other load on a shared machine.
@@ -48,11 +50,14 @@ VERSION = 1
 ENCODINGS = ("json", "packed")
 DEFAULT_PATH = Path(__file__).with_name("plan_coefficients.json")
 TOLERANCE = 0.20  # the plan must reproduce each measured figure of the reference run within this
-#: how precompute's kernel scores a model: a dense product of factors, or item-kNN's sparse neighbour rows
-KERNELS = ("factors", "neighbours")
+#: how precompute's kernel scores a model: a dense product of factors, item-kNN's sparse neighbour rows, or
+#: EASE's dense item-item weights (a user's played rows of them)
+KERNELS = ("factors", "neighbours", "item_weights")
 #: the factor count the dense kernel plane is measured at (the sweep's, and the reference run's artefact)
 BASE_FACTORS = 64
 KNN_TERMS = ("per_user", "per_1k_candidates", "per_k", "per_1k_products", "per_1k_outputs")
+#: EASE's kernel plane: products = played items x candidates (the sparse x dense product's multiply-adds)
+EASE_TERMS = ("per_user", "per_1k_candidates", "per_k", "per_m_products")
 
 
 class CoefficientsError(ValueError):
@@ -76,10 +81,11 @@ def _validate(data: Any, where: str) -> dict[str, Any]:
         for key in keys:
             if key not in data.get(section, {}):
                 raise CoefficientsError(f"{where}: {section}.{key} missing")
-    knn = data.get("kernel_knn")
-    if knn is not None and not all(isinstance((knn.get("core_us") or {}).get(key), int | float)
-                                   for key in KNN_TERMS):
-        raise CoefficientsError(f"{where}: kernel_knn.core_us needs {', '.join(KNN_TERMS)}")
+    for section, terms in (("kernel_knn", KNN_TERMS), ("kernel_ease", EASE_TERMS)):
+        kern = data.get(section)
+        if kern is not None and not all(isinstance((kern.get("core_us") or {}).get(key), int | float)
+                                        for key in terms):
+            raise CoefficientsError(f"{where}: {section}.core_us needs {', '.join(terms)}")
     for enc in ENCODINGS:
         e = data.get("encodings", {}).get(enc)
         if not isinstance(e, dict):
@@ -117,17 +123,20 @@ def _geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
+#: kernels beyond the dense plane that a coefficients file may lack (measured later than it) and borrow
+EXTRA_KERNELS = ("kernel_knn", "kernel_ease")
+
+
 def _borrow_kernels(data: dict[str, Any], path: Path) -> dict[str, Any]:
-    """A file measured before the item-kNN kernel and the factors term were (no ``kernel_knn``, no
-    ``per_1k_candidates_per_factor``) borrows the committed ones, put on this file's level: x (this file's dense
-    plane / the committed dense plane, geometric mean over the committed sweep's points). Recorded in
-    ``kernel_knn.borrowed`` / ``kernel.factors_borrowed``; the plan says so in its notes."""
+    """A file measured before the item-kNN or EASE kernel or the factors term were (no ``kernel_knn`` /
+    ``kernel_ease``, no ``per_1k_candidates_per_factor``) borrows the committed ones, put on this file's level:
+    x (this file's dense plane / the committed dense plane, geometric mean over the committed sweep's points).
+    Recorded in ``<kernel>.borrowed`` / ``kernel.factors_borrowed``; the plan says so in its notes."""
     has_factors = "per_1k_candidates_per_factor" in data["kernel"]["core_us"]
-    if (data.get("kernel_knn") and has_factors) or path == DEFAULT_PATH or not DEFAULT_PATH.is_file():
+    complete = has_factors and all(data.get(name) for name in EXTRA_KERNELS)
+    if complete or path == DEFAULT_PATH or not DEFAULT_PATH.is_file():
         return data
     base = json.loads(DEFAULT_PATH.read_text())
-    if not base.get("kernel_knn"):
-        return data
     pts = base["kernel"].get("points") or [{"candidates": 20_000, "k": 50}]
     ratios = [kernel_core_us(data, pt["candidates"], pt["k"]) / kernel_core_us(base, pt["candidates"], pt["k"])
               for pt in pts]
@@ -139,10 +148,9 @@ def _borrow_kernels(data: dict[str, Any], path: Path) -> dict[str, Any]:
     if not has_factors and g is not None:
         data["kernel"]["core_us"]["per_1k_candidates_per_factor"] = g * f
         data["kernel"]["factors_borrowed"] = borrowed
-    if data.get("kernel_knn"):
-        return data
-    knn = base["kernel_knn"]
-    data["kernel_knn"] = {"core_us": _scaled(knn["core_us"], f), "points": knn.get("points") or [],
+    for name in EXTRA_KERNELS:
+        if base.get(name) and not data.get(name):
+            data[name] = {"core_us": _scaled(base[name]["core_us"], f), "points": base[name].get("points") or [],
                           "borrowed": borrowed}
     return data
 
@@ -161,6 +169,8 @@ class PlanInputs:
     kernel: str = "factors"          # factors | neighbours (item-kNN): how precompute's kernel scores it
     factors: int = BASE_FACTORS      # a factor model's representation width (ALS/BPR factors, LightFM components)
     neighbours: int = 75             # item-kNN: entries of an item's row (neighbours + series_depth)
+    items: int | None = None         # EASE: the model's items (its weights are items x items; default: candidates)
+    weights_limit_gb: float = 8.0    # EASE: its memory guard (models.ease.params.memory_limit_gb)
     items_per_user: float | None = None  # distinct items a user has played (default: plays_per_user)
     encoding: str = "packed"
     keep_versions: int = 2           # publish.keep_versions
@@ -185,7 +195,7 @@ class PlanInputs:
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
         for name in ("interval_hours", "redis_node_gb", "machine_memory_gb", "dataflow_speed",
-                     "dataflow_memory_gb_per_worker"):
+                     "dataflow_memory_gb_per_worker", "weights_limit_gb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 (got {getattr(self, name)})")
         if self.kernel not in KERNELS:
@@ -194,6 +204,9 @@ class PlanInputs:
             raise ValueError(f"neighbours must be >= 1 (got {self.neighbours})")
         if self.factors < 1:
             raise ValueError(f"factors must be >= 1 (got {self.factors})")
+        if self.items is not None and self.items < self.candidates:
+            raise ValueError(f"items ({self.items}) must be at least the candidates ({self.candidates}): the "
+                             "candidates are some of the model's items")
         if self.items_per_user is not None and not self.items_per_user >= 0:
             raise ValueError(f"items_per_user must be >= 0 (got {self.items_per_user})")
         if self.encoding not in ENCODINGS:
@@ -248,6 +261,28 @@ def knn_kernel_core_us(coef: dict[str, Any], candidates: int, k: int, products: 
                + c["per_1k_outputs"] * (knn_outputs(candidates, products) if outputs is None else outputs) / 1000.0)
 
 
+def ease_kernel_core_us(coef: dict[str, Any], candidates: int, k: int, played: float) -> float:
+    """Core-microseconds of the top-K kernel per user scoring EASE: the fitted plane of ``kernel_ease`` in
+    (candidates, k, played items x candidates): the sparse x dense product adds one row of the weights (a
+    value per candidate) per played item, then the dense selection over the candidates."""
+    ease = coef.get("kernel_ease")
+    if not ease:
+        raise CoefficientsError("these coefficients have no EASE kernel (kernel_ease): measure it with "
+                                "`skyrec plan --calibrate` or `python benchmarks/bench_plan_kernels.py --write`")
+    c = ease["core_us"]
+    return max(0.0, c["per_user"] + c["per_1k_candidates"] * candidates / 1000.0 + c["per_k"] * k
+               + c["per_m_products"] * played * candidates / 1e6)
+
+
+def ease_weights_bytes(inputs: PlanInputs) -> float:
+    """What EASE's memory guard counts for the inputs' items (the candidates unless ``items`` is given): its
+    float32 copies of the items x items weights at the peak over train, evaluate and precompute."""
+    from skyrec.models.ease import COPIES
+    from skyrec.models.representations import square_bytes
+
+    return float(square_bytes(inputs.items if inputs.items is not None else inputs.candidates, COPIES))
+
+
 def played_items(plays_per_user: float, items_per_user: float | None) -> float:
     """Distinct items a user has played: ``items_per_user`` when given, else every play a new item."""
     return plays_per_user if items_per_user is None else items_per_user
@@ -262,6 +297,9 @@ def rail_kernel_core_us(coef: dict[str, Any], inputs: PlanInputs) -> float:
     """The kernel's core-microseconds per user and rail for the inputs' model."""
     if inputs.kernel == "neighbours":
         return knn_kernel_core_us(coef, inputs.candidates, inputs.k, products_per_user(inputs))
+    if inputs.kernel == "item_weights":
+        return ease_kernel_core_us(coef, inputs.candidates, inputs.k,
+                                   played_items(inputs.plays_per_user, inputs.items_per_user))
     return kernel_core_us(coef, inputs.candidates, inputs.k, inputs.factors)
 
 
@@ -340,8 +378,21 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
     if peak_bytes > p.machine_memory_gb * 1e9:
         limits.append({"what": "Redis peak beyond this machine's memory", "value_gb": peak_bytes / 1e9,
                        "limit_gb": p.machine_memory_gb, "then": "Redis on its own node(s), jobs elsewhere"})
+    if p.kernel == "item_weights":
+        weights = ease_weights_bytes(p)
+        figures["ease_weights_bytes"] = weights
+        if weights > p.weights_limit_gb * 1e9:
+            limits.append({"what": "EASE's item-item weights: refused by its memory guard", "value_gb": weights / 1e9,
+                           "limit_gb": p.weights_limit_gb,
+                           "then": "item-kNN (sparse neighbour rows: the shipped rails), fewer items, or "
+                                   "models.ease.params.memory_limit_gb raised on machines with the memory"})
+        elif weights > p.machine_memory_gb * 1e9:
+            limits.append({"what": "EASE's item-item weights beyond this machine's memory",
+                           "value_gb": weights / 1e9, "limit_gb": p.machine_memory_gb,
+                           "then": "train and score EASE on a machine with the memory, or item-kNN"})
     notes = []
-    pts = (coef["kernel_knn"] if p.kernel == "neighbours" else coef["kernel"]).get("points") or []
+    section = {"neighbours": "kernel_knn", "item_weights": "kernel_ease"}.get(p.kernel, "kernel")
+    pts = coef[section].get("points") or []
     if pts:
         cs, ks = [pt["candidates"] for pt in pts], [pt["k"] for pt in pts]
         if not (min(cs) <= p.candidates <= max(cs) and min(ks) <= p.k <= max(ks)):
@@ -354,6 +405,15 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
             if not min(ps) <= products_per_user(p) <= max(ps):
                 notes.append(f"item-kNN kernel extrapolated: measured at {min(ps):,}-{max(ps):,} played items x "
                              f"neighbours per user, planned {products_per_user(p):,.0f}")
+        if p.kernel == "item_weights":
+            if coef["kernel_ease"].get("borrowed"):
+                notes.append(f"EASE kernel from {coef['kernel_ease']['borrowed']} (recalibrate: skyrec plan "
+                             "--calibrate)")
+            played = played_items(p.plays_per_user, p.items_per_user)
+            ps = [pt["plays"] for pt in pts]
+            if not min(ps) <= played <= max(ps):
+                notes.append(f"EASE kernel extrapolated: measured at {min(ps)}-{max(ps)} played items per user, "
+                             f"planned {played:g}")
     if p.kernel == "factors" and p.factors != BASE_FACTORS:
         fp = coef["kernel"].get("factor_points") or []
         ds = [pt.get("factors", BASE_FACTORS) for pt in fp]
@@ -426,6 +486,13 @@ def render(result: dict[str, Any], source: str) -> Any:
         items = played_items(p["plays_per_user"], p["items_per_user"])
         t.add_row("  kernel: item-kNN", f"{kern:.1f} us", f"sparse: {items:g} played items x {p['neighbours']} "
                   "neighbour entries per user, then the same selection")
+    elif p["kernel"] == "item_weights":
+        items = played_items(p["plays_per_user"], p["items_per_user"])
+        t.add_row("  kernel: EASE", f"{kern:.1f} us", f"{items:g} played items x {p['candidates']:,} candidates of "
+                  "dense item-item weights per user, then the selection")
+        t.add_row("  EASE's weights (its memory guard)", _size(f["ease_weights_bytes"]),
+                  f"the guard's estimate for {p['items'] or p['candidates']:,} items x as many; limit "
+                  f"{p['weights_limit_gb']:g} GB (models.{p['model']}.params.memory_limit_gb)")
     else:
         t.add_row("  kernel: factors", f"{kern:.1f} us", f"dense: {p['factors']} factors x the candidates, then "
                   "the selection")
@@ -624,21 +691,70 @@ def knn_kernel_sweep(candidates: tuple[int, ...] = (5_000, 20_000, 50_000), ks: 
              "cpu_us_per_user": round(cpu / users * 1e6, 3)} for (c, k, plays, width), (_, cpu) in best.items()]
 
 
+def fit_ease_kernel(points: list[dict[str, Any]]) -> dict[str, float]:
+    """Least-squares core_us = per_user + per_1k_candidates * C/1000 + per_k * k + per_m_products * P C/1e6
+    over the EASE sweep's points, P = played items per user (each adds a row of C weights)."""
+    import numpy as np
+
+    if len({(p["candidates"], p["k"], p["plays"]) for p in points}) < 5:
+        raise CoefficientsError("the EASE kernel fit needs at least 5 distinct (candidates, k, played items) points")
+    a = np.array([[1.0, p["candidates"] / 1000.0, float(p["k"]), p["plays"] * p["candidates"] / 1e6]
+                  for p in points])
+    y = np.array([p["cpu_us_per_user"] for p in points])
+    sol, *_ = np.linalg.lstsq(a, y, rcond=None)
+    pred = a @ sol
+    return {**dict(zip(EASE_TERMS, (float(v) for v in sol), strict=True)),
+            "max_rel_residual": float(np.max(np.abs(pred - y) / y))}
+
+
+def ease_kernel_sweep(candidates: tuple[int, ...] = (2_000, 5_000, 10_000, 20_000), ks: tuple[int, ...] = (50, 100),
+                      plays: tuple[int, ...] = (10, 25, 50), users: int = 1_024,
+                      repeat: int = 2) -> list[dict[str, Any]]:
+    """The top-K kernel scoring EASE's representation, with the precompute's settings (as :func:`kernel_sweep`):
+    each user a sparse row of ``plays`` played items (excluded from the list), the item side dense
+    ``candidates x candidates`` weights (EASE's ``B``, every item a candidate), at each (candidates, k,
+    plays): CPU microseconds per user, best of ``repeat`` rounds. EASE holds at most ~26k items at its
+    default memory limit, so the sweep stops at 20k."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    threads = os.cpu_count() or 1
+    rng = np.random.default_rng(11)
+    data = {}
+    for c in candidates:
+        weights = rng.random((c, c), dtype=np.float32)
+        weights -= 0.5  # EASE's weights have both signs
+        brands = rng.integers(0, 2000, size=c).astype(np.int32)
+        for n in plays:
+            cols = np.stack([rng.choice(c, size=n, replace=False) for _ in range(users)]).ravel()
+            U = sp.csr_matrix((np.ones(users * n, np.float32), cols, np.arange(0, users * n + 1, n)), shape=(users, c))
+            U.sort_indices()
+            data[(c, n)] = (U, weights, U, brands)
+    best = time_kernel({(c, k, n): (*data[(c, n)], k) for c in candidates for k in ks for n in plays}, repeat=repeat)
+    return [{"candidates": c, "k": k, "plays": n, "users": users, "threads": threads,
+             "cpu_us_per_user": round(cpu / users * 1e6, 3)} for (c, k, n), (_, cpu) in best.items()]
+
+
 def relevel_kernels(coef: dict[str, Any], dense_points: list[dict[str, Any]],
-                    knn_points: list[dict[str, Any]], how: str) -> dict[str, Any]:
-    """``coef`` with a ``kernel_knn`` and the dense kernel's factors term from sweeps run in one session (the
-    dense sweep at several factor counts, the item-kNN sweep), put on the level of the file's dense kernel:
-    x (the file's dense plane / this session's dense sweep at 64 factors, geometric mean over its points). The
-    ratios are what the session measures; the absolute level stays the file's (anchored on a quiet reference
-    run), as :func:`anchor` does for the dense kernel."""
+                    knn_points: list[dict[str, Any]] | None, how: str, *,
+                    ease_points: list[dict[str, Any]] | None = None, factors_term: bool = True) -> dict[str, Any]:
+    """``coef`` with a ``kernel_knn`` / ``kernel_ease`` and the dense kernel's factors term from sweeps run in
+    one session (the dense sweep at several factor counts, the item-kNN and EASE sweeps; a kernel whose points
+    are None is left as it is, and ``factors_term=False`` keeps the file's factors term), put on the level of
+    the file's dense kernel: x (the file's dense plane / this session's dense sweep at 64 factors, geometric
+    mean over its points). The ratios are what the session measures; the absolute level stays the file's
+    (anchored on a quiet reference run), as :func:`anchor` does for the dense kernel."""
     out = json.loads(json.dumps(coef))
     base = [pt for pt in dense_points if pt.get("factors", BASE_FACTORS) == BASE_FACTORS]
     f = _geomean([kernel_core_us(coef, pt["candidates"], pt["k"]) / pt["cpu_us_per_user"] for pt in base])
-    out["kernel"]["factor_points"] = dense_points  # this session's dense sweep: the level and the factors term
-    if any(pt.get("factors", BASE_FACTORS) != BASE_FACTORS for pt in dense_points):
-        out["kernel"]["core_us"]["per_1k_candidates_per_factor"] = round(fit_factors_term(dense_points) * f, 5)
-    out["kernel_knn"] = {"core_us": {key: round(v, 4) for key, v in _scaled(fit_knn_kernel(knn_points), f).items()},
-                         "points": knn_points, "level_factor": round(f, 4), "how": how}
+    if factors_term:
+        out["kernel"]["factor_points"] = dense_points  # this session's dense sweep: the level and the factors term
+        if any(pt.get("factors", BASE_FACTORS) != BASE_FACTORS for pt in dense_points):
+            out["kernel"]["core_us"]["per_1k_candidates_per_factor"] = round(fit_factors_term(dense_points) * f, 5)
+    for name, points, fit in (("kernel_knn", knn_points, fit_knn_kernel), ("kernel_ease", ease_points, fit_ease_kernel)):
+        if points:
+            out[name] = {"core_us": {key: round(v, 4) for key, v in _scaled(fit(points), f).items()},
+                         "points": points, "level_factor": round(f, 4), "how": how}
     return out
 
 
@@ -797,7 +913,8 @@ def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
 
 def derive(*, kernel_points: list[dict[str, Any]], runs: dict[str, list[dict[str, Any]]],
            encoder: dict[str, Any], activity: dict[str, Any], cores: int, reference: dict[str, Any] | None = None,
-           how: str = "", knn_points: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+           how: str = "", knn_points: list[dict[str, Any]] | None = None,
+           ease_points: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Coefficients from measurements: the kernel sweep, precompute runs of each encoding at two or more user
     counts (same session; each step = fixed seconds per rail + seconds per user, least squares), bytes per list
     item, the activity snapshot's bytes per play."""
@@ -839,6 +956,9 @@ def derive(*, kernel_points: list[dict[str, Any]], runs: dict[str, list[dict[str
         row_bytes.append(big["parquet_bytes"] / max(1, big["prediction_rows"]))
     knn = ({"kernel_knn": {"core_us": {key: round(v, 4) for key, v in fit_knn_kernel(knn_points).items()},
                            "points": knn_points}} if knn_points else {})
+    if ease_points:
+        knn["kernel_ease"] = {"core_us": {key: round(v, 4) for key, v in fit_ease_kernel(ease_points).items()},
+                              "points": ease_points}
     return {
         "format": FORMAT, "version": VERSION,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "how": how,
@@ -893,9 +1013,9 @@ def _rebase(coef: dict[str, Any], enc: str, *, users: int, cores: int, candidate
 
 
 def _scale_kernels(coef: dict[str, Any], f: float) -> None:
-    """Both kernel planes x ``f`` (a new level for this machine; the item-kNN kernel keeps its measured ratio
-    to the dense one)."""
-    for name in ("kernel", "kernel_knn"):
+    """Every kernel plane x ``f`` (a new level for this machine; the item-kNN and EASE kernels keep their
+    measured ratios to the dense one)."""
+    for name in ("kernel", *EXTRA_KERNELS):
         if coef.get(name):
             coef[name]["core_us"] = _scaled(coef[name]["core_us"], f)
 
@@ -934,7 +1054,8 @@ def anchor(coef: dict[str, Any], reference: dict[str, Any],
 
 def calibrate(users: int = 60_000, out: Path | None = None, progress: Any = print,
               kernel_points: list[dict[str, Any]] | None = None,
-              knn_points: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], Path]:
+              knn_points: list[dict[str, Any]] | None = None,
+              ease_points: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], Path]:
     """Measure the coefficients on this machine (short runs, one at a time): the kernel sweep, precompute runs
     of ``users`` // 3 and ``users`` users per encoding (alternating encodings, so background load hits both
     alike), bytes per list item, the activity snapshot's bytes per play. Keeps the reference run recorded in
@@ -949,6 +1070,9 @@ def calibrate(users: int = 60_000, out: Path | None = None, progress: Any = prin
     if knn_points is None:
         progress("item-kNN kernel sweep (candidates 5k/20k/50k x k 50/100 x played items x neighbours)")
         knn_points = knn_kernel_sweep()
+    if ease_points is None:
+        progress("EASE kernel sweep (candidates 2k-20k x k 50/100 x played items)")
+        ease_points = ease_kernel_sweep()
     runs: dict[str, list[dict[str, Any]]] = {enc: [] for enc in ENCODINGS}
     for n in (max(1_000, users // 3), users):
         for enc in ENCODINGS:
@@ -960,7 +1084,8 @@ def calibrate(users: int = 60_000, out: Path | None = None, progress: Any = prin
         activity = activity_bytes_per_play(Path(tmp))
     coef = derive(kernel_points=points, runs=runs, encoder=encoders(), activity=activity,
                   cores=os.cpu_count() or 1, reference=current.get("reference_run"),
-                  how=f"skyrec plan --calibrate --calibrate-users {users}", knn_points=knn_points)
+                  how=f"skyrec plan --calibrate --calibrate-users {users}", knn_points=knn_points,
+                  ease_points=ease_points)
     # The Redis-bound steps cost more per key at millions of keys than these short runs measure (BENCHMARKS.md,
     # "Scale — capacity plan"): their per-user coefficients stay those of the committed, reference-scale file;
     # the calibration's are kept beside them for reference.
@@ -1047,8 +1172,8 @@ def update_from_bench(out_dir: Path, scale: str, ran: list[str], encoding: str) 
 def model_kernel(config: Any, name: str) -> dict[str, Any]:
     """How precompute's kernel scores the configured model ``name``: ``{"model", "kernel", "neighbours" |
     "factors"}``. item-kNN: sparse rows of ``neighbours`` (+ ``series_depth`` when its series term is on)
-    entries; EASE (a dense items x items product) is not modelled; every other model scores dense factors
-    (``factors``, LightFM's ``no_components``)."""
+    entries; EASE: its dense item-item weights (``weights_limit_gb``: its memory guard); every other model
+    scores dense factors (``factors``, LightFM's ``no_components``)."""
     from skyrec.models import model_class
     from skyrec.models.ease import EASEModel
     from skyrec.models.knn import ItemKNNModel
@@ -1058,8 +1183,7 @@ def model_kernel(config: Any, name: str) -> dict[str, Any]:
     cls = model_class(config, name)
     params = {**getattr(cls, "defaults", {}), **config.models[name].params}
     if issubclass(cls, EASEModel):
-        raise ValueError(f"model {name!r} is EASE, whose kernel (a dense items x items product, cost ~ played "
-                         "items x candidates) the plan does not model; plan a factor model or item-kNN")
+        return {"model": name, "kernel": "item_weights", "weights_limit_gb": float(params["memory_limit_gb"])}
     if issubclass(cls, ItemKNNModel):
         width = int(params["neighbours"]) + (int(params["series_depth"]) if float(params["series_weight"]) > 0 else 0)
         return {"model": name, "kernel": "neighbours", "neighbours": width}

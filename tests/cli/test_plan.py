@@ -140,7 +140,7 @@ def test_factor_models_pay_for_their_factors(coef: dict, config_factory: Any) ->
 def test_coefficients_without_the_item_knn_kernel(coef: dict, tmp_path: Path) -> None:
     """A file measured before the item-kNN kernel (e.g. an older .bench/coefficients.json) borrows the
     committed one at its own dense level, and says so; coefficients with no source for it refuse clearly."""
-    old = json.loads(json.dumps({key: v for key, v in coef.items() if key != "kernel_knn"}))
+    old = json.loads(json.dumps({key: v for key, v in coef.items() if key not in ("kernel_knn", "kernel_ease")}))
     del old["kernel"]["core_us"]["per_1k_candidates_per_factor"]
     with pytest.raises(p.CoefficientsError, match="--calibrate"):
         p.plan(p.PlanInputs(users=1000, kernel="neighbours"), old)
@@ -154,6 +154,9 @@ def test_coefficients_without_the_item_knn_kernel(coef: dict, tmp_path: Path) ->
     assert p.knn_kernel_core_us(loaded, 20_000, 50, 1500) == pytest.approx(2 * p.knn_kernel_core_us(coef, 20_000, 50, 1500))
     res = p.plan(p.PlanInputs(users=1000, kernel="neighbours"), loaded)
     assert any("item-kNN kernel from plan_coefficients.json" in n for n in res["notes"])
+    assert p.ease_kernel_core_us(loaded, 10_000, 50, 20) == pytest.approx(2 * p.ease_kernel_core_us(coef, 10_000, 50, 20))
+    res = p.plan(p.PlanInputs(users=1000, candidates=10_000, kernel="item_weights"), loaded)
+    assert any("EASE kernel from plan_coefficients.json" in n for n in res["notes"])
     g = coef["kernel"]["core_us"]["per_1k_candidates_per_factor"]
     assert loaded["kernel"]["core_us"]["per_1k_candidates_per_factor"] == pytest.approx(2 * g)
     res = p.plan(p.PlanInputs(users=1000, factors=128), loaded)
@@ -161,8 +164,46 @@ def test_coefficients_without_the_item_knn_kernel(coef: dict, tmp_path: Path) ->
     broken = {**coef, "kernel_knn": {"core_us": {"per_user": 1.0}}}
     with pytest.raises(p.CoefficientsError, match="kernel_knn"):
         p._validate(broken, "x.json")
+    with pytest.raises(p.CoefficientsError, match="kernel_ease.core_us needs"):
+        p._validate({**coef, "kernel_ease": {"core_us": {"per_user": 1.0}}}, "x.json")
     with pytest.raises(p.CoefficientsError, match="6 distinct"):
         p.fit_knn_kernel(coef["kernel_knn"]["points"][:5])
+
+
+def test_ease_plans_its_dense_weights_and_its_memory_guard(coef: dict) -> None:
+    """EASE: its kernel is the plane of kernel_ease in played items x candidates (a user's played rows of its
+    dense weights), and its weights (the guard's estimate, items^2) are planned against its memory limit:
+    a catalogue the guard refuses is named as a limit, not planned as if it would run."""
+    assert len(coef["kernel_ease"]["points"]) >= 12 and coef["kernel_ease"]["level_factor"] > 0
+    base = dict(users=1_000_000, rails=6, cores=2, plays_per_user=20, model="ease", kernel="item_weights")
+    ease = p.plan(p.PlanInputs(**base, candidates=10_000), coef)
+    assert ease["per_user_rail"]["kernel_core_us"] == pytest.approx(p.ease_kernel_core_us(coef, 10_000, 50, 20))
+    assert ease["figures"]["ease_weights_bytes"] == 3 * 4 * 10_000**2 and not ease["limits"]
+    more = p.plan(p.PlanInputs(**base, candidates=10_000, items_per_user=40), coef)
+    assert more["per_user_rail"]["kernel_core_us"] > ease["per_user_rail"]["kernel_core_us"]
+    # the weights are the model's items squared, whatever the rail's candidates
+    wide = p.plan(p.PlanInputs(**base, candidates=10_000, items=30_000), coef)
+    assert wide["per_user_rail"]["kernel_core_us"] == pytest.approx(ease["per_user_rail"]["kernel_core_us"])
+    refused = {lim["what"]: lim for lim in wide["limits"]}["EASE's item-item weights: refused by its memory guard"]
+    assert refused["value_gb"] == pytest.approx(10.8) and refused["limit_gb"] == 8.0
+    big = p.plan(p.PlanInputs(**base, candidates=10_000, items=30_000, weights_limit_gb=64.0), coef)
+    assert [lim["what"] for lim in big["limits"]] == []  # 10.8 GB: within the raised limit and this machine's 24
+    assert "EASE's item-item weights beyond this machine's memory" in {
+        lim["what"] for lim in p.plan(p.PlanInputs(**base, candidates=10_000, items=50_000, weights_limit_gb=64.0),
+                                      coef)["limits"]}
+    assert any("EASE kernel extrapolated" in n for n in p.plan(p.PlanInputs(**base, candidates=10_000,
+                                                                         items_per_user=500), coef)["notes"])
+    with pytest.raises(ValueError, match="items"):
+        p.plan(p.PlanInputs(**base, candidates=10_000, items=5_000), coef)
+    with pytest.raises(p.CoefficientsError, match="kernel_ease"):
+        p.plan(p.PlanInputs(**base), {key: v for key, v in coef.items() if key != "kernel_ease"})
+    # the plane's fit recovers a known plane, and refuses too few points
+    pts = [{"candidates": c, "k": k, "plays": n, "cpu_us_per_user": 3 + 0.5 * c / 1000 + 0.01 * k + 2.0 * n * c / 1e6}
+           for c in (2_000, 10_000) for k in (50, 100) for n in (10, 50)]
+    fit = p.fit_ease_kernel(pts)
+    assert fit["per_m_products"] == pytest.approx(2.0) and fit["per_1k_candidates"] == pytest.approx(0.5)
+    with pytest.raises(p.CoefficientsError, match="5 distinct"):
+        p.fit_ease_kernel(pts[:4])
 
 
 def test_inputs_follow_the_rails_model(config_factory: Any) -> None:
@@ -174,8 +215,8 @@ def test_inputs_follow_the_rails_model(config_factory: Any) -> None:
     assert p.inputs_from_config(cfg, users=1000, model="als").kernel == "factors"
     assert p.inputs_from_config(cfg, users=1000, neighbours=20).neighbours == 20
     assert p.inputs_from_config(config_factory(rails="als"), users=1000).kernel == "factors"
-    with pytest.raises(ValueError, match="EASE"):
-        p.inputs_from_config(cfg, users=1000, model="ease")
+    ease = p.inputs_from_config(cfg, users=1000, model="ease", items=30_000)
+    assert (ease.kernel, ease.weights_limit_gb, ease.items) == ("item_weights", 8.0, 30_000)
     with pytest.raises(ValueError, match="not configured"):
         p.inputs_from_config(cfg, users=1000, model="nope")
     mixed = config_factory({"variants": {"recommended_for_you": {"model": "als"}}})
@@ -199,6 +240,10 @@ def test_command_prints_the_table_and_json_and_checks(tmp_path: Path) -> None:
     assert "(knn)" in out.stdout and "kernel: item-kNN" in out.stdout  # the shipped rails' model
     als = _skyrec("plan", "--users", "3500000", "--model", "als", "--coefficients", default)
     assert als.returncode == 0 and "kernel: factors" in als.stdout, als.stderr
+    ease = _skyrec("plan", "--users", "3500000", "--model", "ease", "--candidates", "200000", "--coefficients",
+                   default)
+    assert ease.returncode == 0 and "kernel: EASE" in ease.stdout, ease.stderr
+    assert "refused by its memory guard" in ease.stdout and "item-kNN" in ease.stdout
     js = json.loads(_skyrec("plan", "--users", "3500000", "--rails", "6", "--cores", "2", "--encoding", "json",
                             "--coefficients", default, "--json").stdout)
     assert js["inputs"]["encoding"] == "json" and js["figures"]["redis_publication_bytes"] > 2.5e10
@@ -282,8 +327,11 @@ def test_calibrate_measures_on_this_machine(tmp_path: Path) -> None:
     knn = p.knn_kernel_sweep(candidates=(2_000, 5_000), ks=(20, 50), users=512, repeat=1)
     assert {(pt["plays"], pt["neighbours"]) for pt in knn} >= {(10, 75), (50, 150)}
     assert all(pt["cpu_us_per_user"] > 0 for pt in knn)
+    ease = p.ease_kernel_sweep(candidates=(500, 1_000), ks=(20, 50), plays=(5, 20), users=256, repeat=1)
+    assert len(ease) == 8 and all(pt["cpu_us_per_user"] > 0 for pt in ease)
     coef, path = p.calibrate(users=3_000, out=tmp_path / "c.json", progress=lambda m: None, kernel_points=points,
-                             knn_points=knn)
+                             knn_points=knn, ease_points=ease)
+    assert set(coef["kernel_ease"]["core_us"]) >= set(p.EASE_TERMS)
     again, _ = p.load_coefficients(path)
     assert again == coef and coef["reference_run"] == json.loads(p.DEFAULT_PATH.read_text())["reference_run"]
     runs = coef["basis"]["runs"]

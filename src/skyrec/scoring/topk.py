@@ -37,7 +37,7 @@ hundred to a few thousand candidates touched (the plays x neighbours), every oth
 :func:`_sparse_rows` accumulates each user's product into one zeroed row, and since the *positive* scores
 precede every other candidate in the order, it sorts and walks only those (same key, same walk); when they
 give K items that is the dense selection's result, exactly, at a cost that does not grow with the
-candidates (at 200k candidates ~3x less than the dense row's). A row they cannot fill (few plays, a tight
+candidates (at 200k candidates ~4x less than the dense row's). A row they cannot fill (few plays, a tight
 brand cap, negative scores) is selected densely like any other. One implementation of the rules (``_walk``)
 for every model. Memory is bounded by the sub-batch: one ``sub_batch x c`` float32 score matrix at a time.
 """
