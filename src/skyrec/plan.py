@@ -251,27 +251,30 @@ def knn_kernel_core_us(coef: dict[str, Any], candidates: int, k: int, products: 
     (candidates, k, products, outputs). ``products`` = played items x entries per neighbour row (the sparse
     product's multiply-adds); ``outputs`` = its result entries, which its merge, sort and scatter pay for
     (default :func:`knn_outputs`, random rows: an upper bound, since real neighbour lists overlap)."""
-    knn = coef.get("kernel_knn")
-    if not knn:
-        raise CoefficientsError("these coefficients have no item-kNN kernel (kernel_knn): measure it with "
-                                "`skyrec plan --calibrate`, or plan a factor model (--model als)")
-    c = knn["core_us"]
-    return max(0.0, c["per_user"] + c["per_1k_candidates"] * candidates / 1000.0 + c["per_k"] * k
-               + c["per_1k_products"] * products / 1000.0
+    c = _plane_terms(coef, "kernel_knn", "item-kNN")
+    return max(0.0, _common_terms(c, candidates, k) + c["per_1k_products"] * products / 1000.0
                + c["per_1k_outputs"] * (knn_outputs(candidates, products) if outputs is None else outputs) / 1000.0)
+
+
+def _plane_terms(coef: dict[str, Any], section: str, what: str) -> dict[str, float]:
+    """The fitted terms of a kernel beyond the dense plane, or an error naming how to measure them."""
+    if not coef.get(section):
+        raise CoefficientsError(f"these coefficients have no {what} kernel ({section}): measure it with "
+                                "`skyrec plan --calibrate` (or `python benchmarks/bench_plan_kernels.py --write`), "
+                                "or plan a factor model (--model als)")
+    return coef[section]["core_us"]
+
+
+def _common_terms(c: dict[str, float], candidates: int, k: int) -> float:
+    return c["per_user"] + c["per_1k_candidates"] * candidates / 1000.0 + c["per_k"] * k
 
 
 def ease_kernel_core_us(coef: dict[str, Any], candidates: int, k: int, played: float) -> float:
     """Core-microseconds of the top-K kernel per user scoring EASE: the fitted plane of ``kernel_ease`` in
     (candidates, k, played items x candidates): the sparse x dense product adds one row of the weights (a
     value per candidate) per played item, then the dense selection over the candidates."""
-    ease = coef.get("kernel_ease")
-    if not ease:
-        raise CoefficientsError("these coefficients have no EASE kernel (kernel_ease): measure it with "
-                                "`skyrec plan --calibrate` or `python benchmarks/bench_plan_kernels.py --write`")
-    c = ease["core_us"]
-    return max(0.0, c["per_user"] + c["per_1k_candidates"] * candidates / 1000.0 + c["per_k"] * k
-               + c["per_m_products"] * played * candidates / 1e6)
+    c = _plane_terms(coef, "kernel_ease", "EASE")
+    return max(0.0, _common_terms(c, candidates, k) + c["per_m_products"] * played * candidates / 1e6)
 
 
 def ease_weights_bytes(inputs: PlanInputs) -> float:
@@ -370,26 +373,18 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
         limits.append({"what": "publish time into one serving Redis", "value_s": publish_wall, "limit_s": interval_s,
                        "then": "several Redis (one per group of rails) or a Redis Cluster: not supported by the "
                                "publish code today (docs/scale.md)"})
-    if peak_bytes > p.redis_node_gb * 1e9:
-        limits.append({"what": "Redis memory beyond one node", "value_gb": peak_bytes / 1e9,
-                       "limit_gb": p.redis_node_gb,
-                       "then": "shard the serving keys over several Redis (Redis Cluster or one Redis per rail "
-                               "group): not supported by the publish code today (docs/scale.md)"})
-    if peak_bytes > p.machine_memory_gb * 1e9:
-        limits.append({"what": "Redis peak beyond this machine's memory", "value_gb": peak_bytes / 1e9,
-                       "limit_gb": p.machine_memory_gb, "then": "Redis on its own node(s), jobs elsewhere"})
+    _beyond(limits, "Redis memory beyond one node", peak_bytes, p.redis_node_gb,
+            "shard the serving keys over several Redis (Redis Cluster or one Redis per rail group): not supported "
+            "by the publish code today (docs/scale.md)")
+    _beyond(limits, "Redis peak beyond this machine's memory", peak_bytes, p.machine_memory_gb,
+            "Redis on its own node(s), jobs elsewhere")
     if p.kernel == "item_weights":
-        weights = ease_weights_bytes(p)
-        figures["ease_weights_bytes"] = weights
-        if weights > p.weights_limit_gb * 1e9:
-            limits.append({"what": "EASE's item-item weights: refused by its memory guard", "value_gb": weights / 1e9,
-                           "limit_gb": p.weights_limit_gb,
-                           "then": "item-kNN (sparse neighbour rows: the shipped rails), fewer items, or "
-                                   "models.ease.params.memory_limit_gb raised on machines with the memory"})
-        elif weights > p.machine_memory_gb * 1e9:
-            limits.append({"what": "EASE's item-item weights beyond this machine's memory",
-                           "value_gb": weights / 1e9, "limit_gb": p.machine_memory_gb,
-                           "then": "train and score EASE on a machine with the memory, or item-kNN"})
+        figures["ease_weights_bytes"] = weights = ease_weights_bytes(p)
+        if not _beyond(limits, "EASE's item-item weights: refused by its memory guard", weights, p.weights_limit_gb,
+                       "item-kNN (sparse neighbour rows: the shipped rails), fewer items, or "
+                       "models.ease.params.memory_limit_gb raised on machines with the memory"):
+            _beyond(limits, "EASE's item-item weights beyond this machine's memory", weights, p.machine_memory_gb,
+                    "train and score EASE on a machine with the memory, or item-kNN")
     notes = []
     section = {"neighbours": "kernel_knn", "item_weights": "kernel_ease"}.get(p.kernel, "kernel")
     pts = coef[section].get("points") or []
@@ -426,6 +421,14 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
     return {"inputs": asdict(p), "figures": figures, "limits": limits, "notes": notes,
             "per_user_rail": {**r, "kernel_core_us": kern_us},
             "coefficients": {k: coef.get(k) for k in ("measured_at", "machine", "source")}}
+
+
+def _beyond(limits: list[dict[str, Any]], what: str, value_bytes: float, limit_gb: float, then: str) -> bool:
+    """Record a memory limit when ``value_bytes`` exceeds ``limit_gb``; whether it did."""
+    if value_bytes > limit_gb * 1e9:
+        limits.append({"what": what, "value_gb": value_bytes / 1e9, "limit_gb": limit_gb, "then": then})
+        return True
+    return False
 
 
 def check_reference(coef: dict[str, Any], tolerance: float = TOLERANCE) -> list[dict[str, Any]]:
@@ -561,17 +564,12 @@ def machine() -> dict[str, Any]:
 def fit_kernel(points: list[dict[str, Any]]) -> dict[str, float]:
     """Least-squares plane core_us = per_user + per_1k_candidates * C/1000 + per_k * k over the sweep's points
     (core_us: the point's process CPU microseconds per user, else threads x 1e6 / users_per_s)."""
-    import numpy as np
-
     points = [p for p in points if p.get("factors", BASE_FACTORS) == BASE_FACTORS]
     if len({(p["candidates"], p["k"]) for p in points}) < 3:
         raise CoefficientsError("the kernel fit needs at least 3 distinct (candidates, k) points")
-    a = np.array([[1.0, p["candidates"] / 1000.0, float(p["k"])] for p in points])
-    y = np.array([p.get("cpu_us_per_user") or p["threads"] * 1e6 / p["users_per_s"] for p in points])
-    sol, *_ = np.linalg.lstsq(a, y, rcond=None)
-    pred = a @ sol
-    return {"per_user": float(sol[0]), "per_1k_candidates": float(sol[1]), "per_k": float(sol[2]),
-            "max_rel_residual": float(np.max(np.abs(pred - y) / y))}
+    return _fit_plane(("per_user", "per_1k_candidates", "per_k"),
+                      [[1.0, p["candidates"] / 1000.0, float(p["k"])] for p in points],
+                      [p.get("cpu_us_per_user") or p["threads"] * 1e6 / p["users_per_s"] for p in points])
 
 
 def time_kernel(cases: dict[Any, tuple[Any, Any, Any, Any, int]], *, repeat: int, warmup: bool = True
@@ -644,17 +642,21 @@ def fit_knn_kernel(points: list[dict[str, Any]]) -> dict[str, float]:
     + per_1k_outputs * O/1000 over the item-kNN sweep's points, P = played items x neighbours per user, O =
     :func:`knn_outputs` (the sweep's rows are random, so O is known). (A plane in P alone leaves residuals of
     50%: at few candidates the products land on the same entries, at many each is a new one.)"""
-    import numpy as np
-
     if len({(p["candidates"], p["k"], p["plays"] * p["neighbours"]) for p in points}) < 6:
         raise CoefficientsError("the item-kNN kernel fit needs at least 6 distinct (candidates, k, products) points")
-    a = np.array([[1.0, p["candidates"] / 1000.0, float(p["k"]), p["plays"] * p["neighbours"] / 1000.0,
-                   knn_outputs(p["candidates"], p["plays"] * p["neighbours"]) / 1000.0] for p in points])
-    y = np.array([p["cpu_us_per_user"] for p in points])
-    sol, *_ = np.linalg.lstsq(a, y, rcond=None)
-    pred = a @ sol
-    return {**dict(zip(KNN_TERMS, (float(v) for v in sol), strict=True)),
-            "max_rel_residual": float(np.max(np.abs(pred - y) / y))}
+    return _fit_plane(KNN_TERMS, [[1.0, p["candidates"] / 1000.0, float(p["k"]), p["plays"] * p["neighbours"] / 1000.0,
+                                   knn_outputs(p["candidates"], p["plays"] * p["neighbours"]) / 1000.0]
+                                  for p in points], [p["cpu_us_per_user"] for p in points])
+
+
+def _fit_plane(terms: tuple[str, ...], rows: list[list[float]], y: list[float]) -> dict[str, float]:
+    """Least squares of ``y`` on ``rows`` (one column per term), with the largest relative residual."""
+    import numpy as np
+
+    a, b = np.array(rows), np.array(y)
+    sol, *_ = np.linalg.lstsq(a, b, rcond=None)
+    return {**dict(zip(terms, (float(v) for v in sol), strict=True)),
+            "max_rel_residual": float(np.max(np.abs(a @ sol - b) / b))}
 
 
 def knn_kernel_sweep(candidates: tuple[int, ...] = (5_000, 20_000, 50_000), ks: tuple[int, ...] = (50, 100),
@@ -694,17 +696,10 @@ def knn_kernel_sweep(candidates: tuple[int, ...] = (5_000, 20_000, 50_000), ks: 
 def fit_ease_kernel(points: list[dict[str, Any]]) -> dict[str, float]:
     """Least-squares core_us = per_user + per_1k_candidates * C/1000 + per_k * k + per_m_products * P C/1e6
     over the EASE sweep's points, P = played items per user (each adds a row of C weights)."""
-    import numpy as np
-
     if len({(p["candidates"], p["k"], p["plays"]) for p in points}) < 5:
         raise CoefficientsError("the EASE kernel fit needs at least 5 distinct (candidates, k, played items) points")
-    a = np.array([[1.0, p["candidates"] / 1000.0, float(p["k"]), p["plays"] * p["candidates"] / 1e6]
-                  for p in points])
-    y = np.array([p["cpu_us_per_user"] for p in points])
-    sol, *_ = np.linalg.lstsq(a, y, rcond=None)
-    pred = a @ sol
-    return {**dict(zip(EASE_TERMS, (float(v) for v in sol), strict=True)),
-            "max_rel_residual": float(np.max(np.abs(pred - y) / y))}
+    return _fit_plane(EASE_TERMS, [[1.0, p["candidates"] / 1000.0, float(p["k"]), p["plays"] * p["candidates"] / 1e6]
+                                   for p in points], [p["cpu_us_per_user"] for p in points])
 
 
 def ease_kernel_sweep(candidates: tuple[int, ...] = (2_000, 5_000, 10_000, 20_000), ks: tuple[int, ...] = (50, 100),
