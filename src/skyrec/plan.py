@@ -127,16 +127,31 @@ def _geomean(values: list[float]) -> float:
 EXTRA_KERNELS = ("kernel_knn", "kernel_ease")
 
 
+def _outdated(mine: dict[str, Any] | None, committed: dict[str, Any]) -> bool:
+    """Whether a file's extra kernel should be (re)borrowed from the committed one: it has none, or its kernel
+    *is* the committed one (copied by ``skyrec bench``, which keeps its ``how``, or borrowed) from an earlier
+    measurement than the committed file's now -- e.g. the kernel's code changed and was re-measured. A kernel
+    this file measured itself (``skyrec plan --calibrate``: no ``how``) is kept."""
+    if not mine:
+        return True
+    if "borrowed" in mine:
+        return mine.get("source_how") != committed.get("how")
+    return bool(mine.get("how")) and mine.get("how") != committed.get("how")
+
+
 def _borrow_kernels(data: dict[str, Any], path: Path) -> dict[str, Any]:
     """A file measured before the item-kNN or EASE kernel or the factors term were (no ``kernel_knn`` /
-    ``kernel_ease``, no ``per_1k_candidates_per_factor``) borrows the committed ones, put on this file's level:
-    x (this file's dense plane / the committed dense plane, geometric mean over the committed sweep's points).
-    Recorded in ``<kernel>.borrowed`` / ``kernel.factors_borrowed``; the plan says so in its notes."""
-    has_factors = "per_1k_candidates_per_factor" in data["kernel"]["core_us"]
-    complete = has_factors and all(data.get(name) for name in EXTRA_KERNELS)
-    if complete or path == DEFAULT_PATH or not DEFAULT_PATH.is_file():
+    ``kernel_ease``, no ``per_1k_candidates_per_factor``), or holding a copy of a committed kernel that has
+    been re-measured since, borrows the committed ones, put on this file's level: x (this file's dense plane /
+    the committed dense plane, geometric mean over the committed sweep's points). Recorded in
+    ``<kernel>.borrowed`` / ``kernel.factors_borrowed``; the plan says so in its notes."""
+    if path == DEFAULT_PATH or not DEFAULT_PATH.is_file():
         return data
     base = json.loads(DEFAULT_PATH.read_text())
+    has_factors = "per_1k_candidates_per_factor" in data["kernel"]["core_us"]
+    stale = [name for name in EXTRA_KERNELS if base.get(name) and _outdated(data.get(name), base[name])]
+    if has_factors and not stale:
+        return data
     pts = base["kernel"].get("points") or [{"candidates": 20_000, "k": 50}]
     ratios = [kernel_core_us(data, pt["candidates"], pt["k"]) / kernel_core_us(base, pt["candidates"], pt["k"])
               for pt in pts]
@@ -148,10 +163,9 @@ def _borrow_kernels(data: dict[str, Any], path: Path) -> dict[str, Any]:
     if not has_factors and g is not None:
         data["kernel"]["core_us"]["per_1k_candidates_per_factor"] = g * f
         data["kernel"]["factors_borrowed"] = borrowed
-    for name in EXTRA_KERNELS:
-        if base.get(name) and not data.get(name):
-            data[name] = {"core_us": _scaled(base[name]["core_us"], f), "points": base[name].get("points") or [],
-                          "borrowed": borrowed}
+    for name in stale:
+        data[name] = {"core_us": _scaled(base[name]["core_us"], f), "points": base[name].get("points") or [],
+                      "borrowed": borrowed, "source_how": base[name].get("how")}
     return data
 
 

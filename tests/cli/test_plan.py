@@ -206,6 +206,31 @@ def test_ease_plans_its_dense_weights_and_its_memory_guard(coef: dict) -> None:
         p.fit_ease_kernel(pts[:4])
 
 
+def test_a_copied_kernel_follows_the_committed_one_when_it_is_re_measured(coef: dict, tmp_path: Path) -> None:
+    """`skyrec bench` copies the committed item-kNN kernel into .bench/coefficients.json; when the committed one
+    is re-measured (the kernel's code changed), the copy is outdated and the committed one is borrowed at the
+    file's level. A kernel the file measured itself (`--calibrate`: no `how`) is kept."""
+    older = json.loads(json.dumps(coef))
+    older["kernel_knn"]["how"] = "benchmarks/bench_plan_kernels.py --write, 2026-01-01T00:00:00Z"
+    older["kernel_knn"]["core_us"] = _doubled(older["kernel_knn"]["core_us"])
+    (tmp_path / "copied.json").write_text(json.dumps(older))
+    loaded, _ = p.load_coefficients(tmp_path / "copied.json")
+    assert loaded["kernel_knn"]["source_how"] == coef["kernel_knn"]["how"] and "x 1.000" in loaded["kernel_knn"]["borrowed"]
+    assert p.knn_kernel_core_us(loaded, 20_000, 50, 1500) == pytest.approx(p.knn_kernel_core_us(coef, 20_000, 50, 1500))
+    assert loaded["kernel_ease"] == coef["kernel_ease"]  # the same measurement as the committed one: kept
+    # a borrowed kernel, persisted by `skyrec bench`, is kept while the committed one is the one it borrowed
+    (tmp_path / "again.json").write_text(json.dumps(loaded))
+    assert p.load_coefficients(tmp_path / "again.json")[0]["kernel_knn"] == loaded["kernel_knn"]
+    own = json.loads(json.dumps(coef))
+    own["kernel_knn"] = {"core_us": _doubled(coef["kernel_knn"]["core_us"]), "points": []}
+    (tmp_path / "own.json").write_text(json.dumps(own))
+    assert p.load_coefficients(tmp_path / "own.json")[0]["kernel_knn"] == own["kernel_knn"]
+
+
+def _doubled(core_us: dict[str, float]) -> dict[str, float]:
+    return {key: v * 2 if key != "max_rel_residual" else v for key, v in core_us.items()}
+
+
 def test_inputs_follow_the_rails_model(config_factory: Any) -> None:
     cfg = config_factory()
     shipped = p.inputs_from_config(cfg, users=1000)
