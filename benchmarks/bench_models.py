@@ -627,14 +627,18 @@ def _knn_scoring(model: Any, m: Any, params: dict[str, Any], n: int = 2000) -> d
             "note": "the series term is off here (no catalogue), so both score the same neighbourhood"}
 
 
-def kernel_cost(users: int, items: int, rounds: int = 2, models: tuple[str, ...] = ("als", "knn")) -> dict[str, Any]:
+def kernel_cost(users: int, items: int, rounds: int = 2, models: tuple[str, ...] = ("als", "knn"),
+                brand_fraction: float = 1.0) -> dict[str, Any]:
     """Users/s of precompute's top-K kernel (``skyrec.scoring.topk.topk_threaded``: all cores, 4,096-user
     batches, 64-user sub-batches, k = 50, played items excluded, at most 3 per brand) scoring the ALS default
     (dense, 128 factors) and the item-kNN default (sparse, with its followed block) fit on the same generated
     data (``users`` x ``items``, 28 days, 40 events per user): whether moving a rail from ALS to kNN costs
     precompute time. Best of ``rounds`` interleaved rounds (``skyrec.plan.time_kernel``, no warm-up round), wall (users/s) and process CPU time (core-us per
     user); for a sparse item side also the sparse product's multiply-adds per user (``products_per_user``: the
-    entries of the item rows of a user's non-zeros), what ``skyrec plan``'s item-kNN kernel is a plane in."""
+    entries of the item rows of a user's non-zeros), what ``skyrec plan``'s item-kNN kernel is a plane in, and
+    the share of users whose list the touched candidates could not fill (selected over every candidate).
+    ``brand_fraction`` < 1: the candidates are the items of that share of the brands (seeded), the shape of a
+    genre rail, whose candidates hold few of a user's neighbours."""
     import os
 
     import numpy as np
@@ -646,6 +650,7 @@ def kernel_cost(users: int, items: int, rounds: int = 2, models: tuple[str, ...]
     from skyrec.models.series import item_context
     from skyrec.models.training import fit_on
     from skyrec.plan import time_kernel
+    from skyrec.scoring.topk import _Plan
 
     data, _ = generator_data(users, items, 28, 40.0)
     config = load_config("local", environ={"SKYREC_HOME": _scratch("config-")})
@@ -656,8 +661,12 @@ def kernel_cost(users: int, items: int, rounds: int = 2, models: tuple[str, ...]
         fitted = fit_on(model_class(config, name)(**config.models[name].params), data.interactions, None, ctx)
         brands = (np.asarray(ctx.brand, np.int32)[fitted.item_cols] if ctx is not None
                   else np.zeros(len(fitted.item_cols), np.int32))
-        prepared[name] = (fitted.user_factors, reps.transposed(fitted.item_factors),
-                          sp.csr_matrix(data.seen[:, fitted.item_cols]), brands, int(fitted.user_factors.shape[1]))
+        VT, seen = reps.transposed(fitted.item_factors), sp.csr_matrix(data.seen[:, fitted.item_cols])
+        if brand_fraction < 1:  # the same brands for every model: the brand ids and the seed are the data's
+            chosen = np.random.default_rng(0).random(int(brands.max()) + 1) < brand_fraction
+            cols = np.flatnonzero(chosen[np.maximum(brands, 0)])
+            VT, seen, brands = VT[:, cols], seen[:, cols], brands[cols]
+        prepared[name] = (fitted.user_factors, VT, seen, brands, int(fitted.user_factors.shape[1]))
     timed = time_kernel({name: (U, VT, seen, brands, 50) for name, (U, VT, seen, brands, _d) in prepared.items()},
                         repeat=rounds, warmup=False)
     best = {name: wall for name, (wall, _) in timed.items()}
@@ -679,6 +688,12 @@ def kernel_cost(users: int, items: int, rounds: int = 2, models: tuple[str, ...]
                 part.sum_duplicates()
                 outputs += part.getnnz()
             rec["outputs_per_user"] = round(outputs / n, 1)
+            dense = 0
+            for s in range(0, n, 4096):
+                plan = _Plan(U[s:s + 4096], VT, 50, seen[s:s + 4096], prepared[name][3], 3, 64)
+                plan.run_serial()
+                dense += int(plan.dense_rows.sum())
+            rec["dense_rows_share"] = round(dense / n, 4)
         out["models"][name] = rec
     if {"als", "knn"} <= set(best):
         out["knn_vs_als_time"] = round(best["knn"] / best["als"], 2)
@@ -844,7 +859,9 @@ def main(scale: str = "small") -> dict[str, Any]:
     if scale == "kernels":  # the kernel and at-scale figures alone (minutes): precompute_kernel and scale below
         before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
         spec = SCALES["small"]
-        return {"precompute_kernel": {f"{items}_items": kernel_cost(30_000, items) for items in (20_000, 100_000)},
+        return {"precompute_kernel": {**{f"{items}_items": kernel_cost(30_000, items) for items in (20_000, 100_000)},
+                                      "20000_items_eighth_of_the_brands": kernel_cost(30_000, 20_000,
+                                                                                      brand_fraction=0.125)},
                 "scale": {kind: {f"{spec['scale_items']}_items": at_scale(kind, spec["scale_users"], spec["scale_items"]),
                                  "200000_items": at_scale(kind, spec["scale_users"], 200_000)} for kind in ("ease", "knn")},
                 "uptime": {"before": before,
