@@ -636,7 +636,8 @@ def kernel_cost(users: int, items: int, rounds: int = 2, models: tuple[str, ...]
     precompute time. Best of ``rounds`` interleaved rounds (``skyrec.plan.time_kernel``, no warm-up round), wall (users/s) and process CPU time (core-us per
     user); for a sparse item side also the sparse product's multiply-adds per user (``products_per_user``: the
     entries of the item rows of a user's non-zeros), what ``skyrec plan``'s item-kNN kernel is a plane in, and
-    the share of users whose list the touched candidates could not fill (selected over every candidate).
+    the shares of users whose list the positive scores did not fill (filled with zero scores by position) and
+    of those selected over every candidate.
     ``brand_fraction`` < 1: the candidates are the items of that share of the brands (seeded), the shape of a
     genre rail, whose candidates hold few of a user's neighbours."""
     import os
@@ -688,11 +689,12 @@ def kernel_cost(users: int, items: int, rounds: int = 2, models: tuple[str, ...]
                 part.sum_duplicates()
                 outputs += part.getnnz()
             rec["outputs_per_user"] = round(outputs / n, 1)
-            dense = 0
+            dense = zeros = 0
             for s in range(0, n, 4096):
                 plan = _Plan(U[s:s + 4096], VT, 50, seen[s:s + 4096], prepared[name][3], 3, 64)
                 plan.run_serial()
-                dense += int(plan.dense_rows.sum())
+                dense, zeros = dense + int(plan.dense_rows.sum()), zeros + int(plan.zero_rows.sum())
+            rec["zero_fill_share"] = round((zeros - dense) / n, 4)
             rec["dense_rows_share"] = round(dense / n, 4)
         out["models"][name] = rec
     if {"als", "knn"} <= set(best):

@@ -160,7 +160,7 @@ def test_sparse_item_side_equals_brute_force_whichever_selection_a_row_takes(sig
     from skyrec.scoring.topk import _Plan
 
     rng = np.random.default_rng(77 + signed)
-    sparse_rows = dense_rows = 0
+    ways = {"positive scores": 0, "zero fill": 0, "dense": 0}
     for _ in range(120):
         U, V, k, exclude, brands, cap = _sparse_case(rng, signed=signed)
         plan = _Plan(U, sp.csr_matrix(V.T), k, exclude, brands, cap, int(rng.integers(1, 16)))
@@ -169,10 +169,15 @@ def test_sparse_item_side_equals_brute_force_whichever_selection_a_row_takes(sig
         for g, w in zip(got, want, strict=True):
             assert [i for i, _ in g] == [i for i, _ in w]
             np.testing.assert_allclose([s for _, s in g], [s for _, s in w], rtol=1e-6)
-        dense_rows += int(plan.dense_rows.sum())
-        sparse_rows += U.shape[0] - int(plan.dense_rows.sum()) if min(k, V.shape[0]) else 0
-    # both ways were taken: rows whose positive scores gave K items, and rows selected densely
-    assert sparse_rows > 100 and dense_rows > 100
+        if min(k, V.shape[0]):
+            dense, zeros = int(plan.dense_rows.sum()), int(plan.zero_rows.sum())
+            ways["dense"] += dense
+            ways["zero fill"] += zeros - dense  # a dense row tried the zeros first
+            ways["positive scores"] += U.shape[0] - zeros
+    # every way was taken: rows the positive scores filled, rows the zeros filled after them, and (only with
+    # negative scores, which rank after the zeros) rows selected densely
+    assert ways["positive scores"] > 100 and ways["zero fill"] > 100, ways
+    assert (ways["dense"] > 20) if signed else (ways["dense"] == 0), ways
 
 
 def test_sparse_item_side_takes_positive_scores_then_zeros_by_position() -> None:
@@ -190,7 +195,14 @@ def test_sparse_item_side_takes_positive_scores_then_zeros_by_position() -> None
     res = plan.run_serial()
     # positives first, then the zeros by position; at most one per brand; excluded 0 and 7 never
     assert res.items.tolist() == [[7, 3, 0, 4], [3, 1, 4, 6]]
-    assert res.scores[1].tolist() == [1.0, 0.0, 0.0, 0.0] and plan.dense_rows.sum() == 2
+    assert res.scores[1].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert plan.zero_rows.sum() == 2 and plan.dense_rows.sum() == 0
+    # a negative score ranks after every zero: when the zeros run out it is next (the dense selection's row)
+    neg = _Plan(sp.csr_matrix(np.ones((1, 1), np.float32)), sp.csr_matrix(np.array([[0, 2, -1, 0]], np.float32)),
+                4, None, None, None, 64)
+    res = neg.run_serial()
+    assert res.items.tolist() == [[1, 0, 3, 2]] and res.scores.tolist() == [[2.0, 0.0, 0.0, -1.0]]
+    assert neg.dense_rows.sum() == 1
 
 
 def test_sparse_item_side_never_selects_nan_and_threads_agree() -> None:

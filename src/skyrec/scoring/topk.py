@@ -37,8 +37,9 @@ hundred to a few thousand candidates touched (the plays x neighbours), every oth
 :func:`_sparse_rows` accumulates each user's product into one zeroed row, and since the *positive* scores
 precede every other candidate in the order, it sorts and walks only those (same key, same walk); when they
 give K items that is the dense selection's result, exactly, at a cost that does not grow with the
-candidates (at 200k candidates ~4x less than the dense row's). A row they cannot fill (few plays, a tight
-brand cap, negative scores) is selected densely like any other. One implementation of the rules (``_walk``)
+candidates (at 200k candidates ~4x less than the dense row's). A row they cannot fill (few plays, a narrow
+rail, a tight brand cap) goes on through the zero scores by position, as the order has it; only a row with
+negative scores that even those cannot fill is selected densely like any other. One implementation of the rules (``_walk``)
 for every model. Memory is bounded by the sub-batch: one ``sub_batch x c`` float32 score matrix at a time.
 """
 
@@ -58,6 +59,7 @@ NO_BRAND = -1
 _NEG = np.float32(-np.inf)
 _NO_INT = np.zeros(1, dtype=np.int64)[:0]
 _NO_BRANDS = np.zeros(1, dtype=np.int32)[:0]
+_ZERO_BLOCK = 256  # candidates the sparse selection's zero fill gathers at a time
 
 
 def _compiled(fn: Any) -> Any:
@@ -225,11 +227,14 @@ def _brand_slots(brands: np.ndarray, c: int, cap: int) -> tuple[bool, np.ndarray
 
 @numba.njit(inline="always")
 def _walk(row: np.ndarray, order: np.ndarray, n: int, k: int, brands: np.ndarray, use_cap: bool, cap: int,
-          taken: np.ndarray, items: np.ndarray, out_scores: np.ndarray, i: int) -> int:  # pragma: no cover
+          taken: np.ndarray, items: np.ndarray, out_scores: np.ndarray, i: int,
+          got: int = 0) -> int:  # pragma: no cover - compiled
     """The rules: walk the first ``n`` candidate positions of ``order`` (best first) and take a position
     while fewer than ``cap`` of its brand were taken, up to ``k``, into row ``i`` of ``items``/``out_scores``
-    (scores read from ``row``). Returns how many were taken; the brand counters are left at zero."""
-    got = 0
+    (scores read from ``row``), after the ``got`` already taken. Returns how many are taken; the brand
+    counters keep them (:func:`_release` sets them back to zero)."""
+    if got >= k:
+        return got
     for q in range(n):
         j = order[q]
         if use_cap:
@@ -243,10 +248,16 @@ def _walk(row: np.ndarray, order: np.ndarray, n: int, k: int, brands: np.ndarray
         got += 1
         if got == k:
             break
+    return got
+
+
+@numba.njit(inline="always")
+def _release(brands: np.ndarray, use_cap: bool, taken: np.ndarray, items: np.ndarray, i: int,
+             got: int) -> None:  # pragma: no cover - compiled
+    """The brand counters of row ``i``'s ``got`` taken items back to zero (for the next row)."""
     if use_cap:
         for q in range(got):
             taken[brands[items[i, q]] + 1] = 0
-    return got
 
 
 @_compiled
@@ -312,6 +323,7 @@ def _select_rows(scores: np.ndarray, indptr: np.ndarray, indices: np.ndarray, k:
                 key[q] = _descending_key(bits[pos[q]])
             order = pos2 if _sort_pool(key, pos, n, key2, pos2, radix) else pos
             got = _walk(row, order, n, k, brands, use_cap, cap, taken, items, out_scores, i)
+            _release(brands, use_cap, taken, items, i, got)
             if got == k or whole:
                 counts[i] = got
                 for q in range(got, k):
@@ -326,18 +338,20 @@ def _sparse_rows(u_data: np.ndarray, u_indices: np.ndarray, u_indptr: np.ndarray
                  v_indices: np.ndarray, v_indptr: np.ndarray, ex_indptr: np.ndarray, ex_indices: np.ndarray,
                  row0: int, k: int, brands: np.ndarray, cap: int, p0: int, acc: np.ndarray, stamp: np.ndarray,
                  spill: np.ndarray, items: np.ndarray, out_scores: np.ndarray,
-                 counts: np.ndarray) -> int:  # pragma: no cover - compiled
+                 counts: np.ndarray) -> tuple[int, int]:  # pragma: no cover - compiled
     """Score and select every row of a sparse user side against a sparse item side (item-kNN's neighbour
     rows), ``u @ v`` (CSR ``u`` rows x CSR ``v`` = ``V_cand.T``, d x c); returns how many rows took the
-    dense selection.
+    dense selection, and how many were filled with zeros.
 
     Each row's product is accumulated into ``acc`` (float32 [c], all zeros on entry and on return) with the
-    list of candidates it touched, skipping the row's excluded candidates; every other candidate scores 0. The row's *positive*, non-excluded scores
-    precede every other candidate in the order (score descending, position ascending), so they alone are
-    sorted (one key: score, then position) and walked with the rules; when that walk takes ``k`` items the
-    result is the dense selection's, exactly. Otherwise (too few positive scores after the rules: zeros, ties
-    among them and negative scores decide) the row is copied into ``spill`` and selected densely by
-    :func:`_select_rows`, with the rest of such rows, at the end. ``stamp`` (int32 [c]) marks the excluded
+    list of candidates it touched, skipping the row's excluded candidates; every other candidate scores 0.
+    The order (score descending, position ascending) is then: the row's *positive* scores, the zeros (untouched
+    candidates, and touched ones scoring exactly 0) by position, the negative scores; NaN never. So the
+    positive scores alone are sorted (one key: score, then position) and walked with the rules; a walk they
+    do not fill goes on through the zeros by position, gathered a block at a time; either way the result is
+    the dense selection's, exactly. Only a row that even the zeros cannot fill and that holds negative scores
+    is copied into ``spill`` and selected densely by :func:`_select_rows`, with the rest of such rows, at the
+    end. ``stamp`` (int32 [c]) marks the excluded
     candidates of row ``r = row0 + i`` with ``2 r`` and the touched ones with ``2 r + 1`` (one array, so the
     accumulation reads one mark per entry; never reset: the next call passes a later ``row0``).
     Exclusions: CSR ``ex_indptr`` (empty: none; offsets into ``ex_indices``)."""
@@ -361,6 +375,8 @@ def _sparse_rows(u_data: np.ndarray, u_indices: np.ndarray, u_indptr: np.ndarray
     has_exclusions = ex_indptr.shape[0] > 0
     spilled = np.empty(b, dtype=np.int64)
     n_spilled = 0
+    n_zeros = 0
+    zero = np.empty(_ZERO_BLOCK, dtype=np.int64)
     for i in range(b):
         excluded = np.int32(2 * (row0 + i))
         mark = excluded + 1
@@ -382,18 +398,35 @@ def _sparse_rows(u_data: np.ndarray, u_indices: np.ndarray, u_indptr: np.ndarray
                     nt += 1
                 acc[t] += w * v_data[r]
         n = 0
+        negative = 0
         for q in range(nt):  # 2: the pool of positive scores, one key each (score, then position)
             t = touched[q]
             pos[n] = t
             key[n] = (_descending_key(acc_bits[t]) << 32) | t
-            n += acc[t] > 0  # NaN, zero and negative scores rank with the untouched
+            n += acc[t] > 0
+            negative += acc[t] < 0  # NaN never ranks; zeros come next, negative scores after them
         got = 0
-        if n >= k:
+        if n:
             order = pos2 if _sort_pool(key, pos, n, key2, pos2, radix, 8) else pos
             got = _walk(acc, order, n, k, brands, use_cap, cap, taken, items, out_scores, i)
-        if got == k:
-            counts[i] = k
-        else:  # 3: the dense row, selected below with the rows like it
+        if got < k:  # 3: the zeros, tied, by position: untouched or scoring exactly 0, not excluded
+            n_zeros += 1
+            s = 0
+            while got < k and s < c:
+                nz = 0
+                for j in range(s, min(s + _ZERO_BLOCK, c)):
+                    m = stamp[j]
+                    zero[nz] = j
+                    nz += (m != excluded) & ((m != mark) | (acc[j] == 0))
+                got = _walk(acc, zero, nz, k, brands, use_cap, cap, taken, items, out_scores, i, got)
+                s += _ZERO_BLOCK
+        _release(brands, use_cap, taken, items, i, got)
+        if got == k or not negative:
+            counts[i] = got
+            for q in range(got, k):
+                items[i, q] = -1
+                out_scores[i, q] = np.nan
+        else:  # 4: negative scores would be next: the dense row, selected below with the rows like it
             spill[n_spilled, :] = acc
             spilled[n_spilled] = i
             n_spilled += 1
@@ -422,7 +455,7 @@ def _sparse_rows(u_data: np.ndarray, u_indices: np.ndarray, u_indptr: np.ndarray
             items[i, :] = sub_items[q]
             out_scores[i, :] = sub_scores[q]
             counts[i] = sub_counts[q]
-    return n_spilled
+    return n_spilled, n_zeros
 
 
 def _rules(c: int, k: int, brands: np.ndarray | None, max_per_brand: int | None,
@@ -463,7 +496,8 @@ class _Plan:
     score buffer, then the compiled selection straight into the batch's result arrays (no per-thread
     results to concatenate, no CSR slicing: ``indptr[s:e+1]`` still indexes the whole ``indices``). A
     sparse item side is scored and selected row by row in one compiled pass (``_sparse_rows``);
-    ``dense_rows`` counts, per sub-batch, the rows of it that needed the dense selection."""
+    ``dense_rows`` / ``zero_rows`` count, per sub-batch, the rows of it that needed the dense selection / that
+    the positive scores did not fill and zero scores did."""
 
     def __init__(self, user_factors: Representation, item_factors_t: Representation, k: int,
                  exclude: sp.csr_matrix | None, brands: np.ndarray | None, max_per_brand: int | None,
@@ -486,6 +520,7 @@ class _Plan:
         if self.sparse and b >= 1 << 30:  # the int32 marks of the sparse selection number rows as 2 r + 1
             raise ValueError(f"{b:,} users in one batch: score a sparse item side in batches below 2^30 users")
         self.dense_rows = np.zeros(self.n_chunks, dtype=np.int64)  # rows the sparse path selected densely
+        self.zero_rows = np.zeros(self.n_chunks, dtype=np.int64)  # rows it filled with zero scores
         if self.n_chunks:
             self.rules = _rules(c, self.kk, brands, max_per_brand, 1.5)
             self.indptr, self.indices = _csr_parts(exclude)
@@ -513,7 +548,7 @@ class _Plan:
             return
         u, v = cast(sp.csr_matrix, self.uf), cast(sp.csr_matrix, self.vt)
         lo, hi = u.indptr[s], u.indptr[e]
-        self.dense_rows[chunk] = _sparse_rows(
+        self.dense_rows[chunk], self.zero_rows[chunk] = _sparse_rows(
             u.data[lo:hi], u.indices[lo:hi], u.indptr[s:e + 1] - lo, v.data, v.indices, v.indptr,
             ex_indptr, self.indices, s, self.kk, br, cap, p0, buf[1], buf[2], buf[0], self.items[s:e],
             self.scores[s:e], self.counts[s:e])
