@@ -350,8 +350,7 @@ def _sparse_rows(u_data: np.ndarray, u_indices: np.ndarray, u_indptr: np.ndarray
     positive scores alone are sorted (one key: score, then position) and walked with the rules; a walk they
     do not fill goes on through the zeros by position, gathered a block at a time; either way the result is
     the dense selection's, exactly. Only a row that even the zeros cannot fill and that holds negative scores
-    is copied into ``spill`` and selected densely by :func:`_select_rows`, with the rest of such rows, at the
-    end. ``stamp`` (int32 [c]) marks the excluded
+    is copied into ``spill`` (a scratch score row) and selected densely by :func:`_select_rows`. ``stamp`` (int32 [c]) marks the excluded
     candidates of row ``r = row0 + i`` with ``2 r`` and the touched ones with ``2 r + 1`` (one array, so the
     accumulation reads one mark per entry; never reset: the next call passes a later ``row0``).
     Exclusions: CSR ``ex_indptr`` (empty: none; offsets into ``ex_indices``)."""
@@ -373,7 +372,6 @@ def _sparse_rows(u_data: np.ndarray, u_indices: np.ndarray, u_indptr: np.ndarray
     radix = np.zeros(256, dtype=np.int64)
     acc_bits = acc.view(np.int32)
     has_exclusions = ex_indptr.shape[0] > 0
-    spilled = np.empty(b, dtype=np.int64)
     n_spilled = 0
     n_zeros = 0
     zero = np.empty(_ZERO_BLOCK, dtype=np.int64)
@@ -426,35 +424,13 @@ def _sparse_rows(u_data: np.ndarray, u_indices: np.ndarray, u_indptr: np.ndarray
             for q in range(got, k):
                 items[i, q] = -1
                 out_scores[i, q] = np.nan
-        else:  # 4: negative scores would be next: the dense row, selected below with the rows like it
-            spill[n_spilled, :] = acc
-            spilled[n_spilled] = i
+        else:  # 4: negative scores would be next: the dense selection of this row (rare: kNN's are never negative)
+            spill[0, :] = acc
+            _select_rows(spill[:1], ex_indptr[i:i + 2] if has_exclusions else ex_indptr, ex_indices, k, brands, cap,
+                         p0, items[i:i + 1], out_scores[i:i + 1], counts[i:i + 1])
             n_spilled += 1
         for q in range(nt):
             acc[touched[q]] = 0.0
-    if n_spilled:
-        sub_indptr = np.zeros(n_spilled + 1 if has_exclusions else 0, dtype=np.int64)
-        total = 0
-        if has_exclusions:
-            for q in range(n_spilled):
-                i = spilled[q]
-                total += ex_indptr[i + 1] - ex_indptr[i]
-                sub_indptr[q + 1] = total
-        sub_indices = np.empty(total, dtype=np.int64)
-        if has_exclusions:
-            for q in range(n_spilled):
-                i = spilled[q]
-                sub_indices[sub_indptr[q]:sub_indptr[q + 1]] = ex_indices[ex_indptr[i]:ex_indptr[i + 1]]
-        sub_items = np.empty((n_spilled, items.shape[1]), dtype=items.dtype)
-        sub_scores = np.empty((n_spilled, items.shape[1]), dtype=out_scores.dtype)
-        sub_counts = np.empty(n_spilled, dtype=counts.dtype)
-        _select_rows(spill[:n_spilled], sub_indptr, sub_indices, k, brands, cap, p0, sub_items, sub_scores,
-                     sub_counts)
-        for q in range(n_spilled):
-            i = spilled[q]
-            items[i, :] = sub_items[q]
-            out_scores[i, :] = sub_scores[q]
-            counts[i] = sub_counts[q]
     return n_spilled, n_zeros
 
 
