@@ -146,6 +146,20 @@ def test_people_get_a_line_per_change_and_a_failures_error_and_job_log() -> None
     assert " queued " in all_states.getvalue()
 
 
+def test_a_try_beyond_the_tasks_own_tries_is_said_so() -> None:
+    """A task without retries whose attempt Airflow ran again (the scheduler restarted under it) is on try 2
+    of a task that allows 1: the line says so instead of "try 2 of 1"; a task's only try has no note."""
+    out = io.StringIO()
+    human = HumanOutput(out)
+    human.change(failed_change(state="running", try_number=1, max_tries=1, error=None, duration=None))
+    human.change(failed_change(try_number=2, max_tries=1))
+    human.change(failed_change(try_number=3, max_tries=3))
+    lines = out.getvalue().splitlines()
+    assert "try" not in lines[0]
+    assert lines[1].endswith("try 2, beyond the 1 allowed (run again by Airflow)") and " of 1" not in lines[1]
+    assert any(line.endswith("try 3 of 3") for line in lines[2:])
+
+
 def test_the_summary_counts_runs_and_attempts_and_names_the_failures() -> None:
     tracker = StateTracker()
     tracker.dag_runs(runs(), NOW)

@@ -164,3 +164,21 @@ def test_a_seed_outside_the_models_items_is_refused_not_a_corrupt_matrix() -> No
         ItemKNNModel.item_queries(V, np.array([1, 5]))
     with pytest.raises(ValueError, match="item index -1 outside"):
         reps.one_hot(np.array([-1]), 5)
+
+
+def test_a_canonical_sparse_side_is_used_as_is_and_any_other_is_made_canonical() -> None:
+    """Scoring converts its item side on every batch: an already canonical CSR (float32, sorted indices) must
+    not be re-wrapped (that re-checks every index), and anything else must come out canonical and equal."""
+    m = sp.random(50, 40, density=0.2, format="csr", dtype=np.float32, random_state=3)
+    m.sort_indices()
+    assert reps.as_float32(m) is m
+    shuffled = m.copy()
+    for r in range(shuffled.shape[0]):  # reverse each row's entries: unsorted, same matrix
+        lo, hi = shuffled.indptr[r], shuffled.indptr[r + 1]
+        shuffled.indices[lo:hi], shuffled.data[lo:hi] = shuffled.indices[lo:hi][::-1], shuffled.data[lo:hi][::-1]
+    shuffled.has_sorted_indices = False
+    for other in (shuffled, m.astype(np.float64), m.tocsc(), sp.csr_array(m)):
+        out = reps.as_float32(other)
+        assert type(out) is sp.csr_matrix and out.dtype == np.float32 and out.has_sorted_indices
+        assert out is not other and reps.equal(out, m)
+        assert np.array_equal(out.indices, m.indices) and np.array_equal(out.data, m.data)

@@ -305,6 +305,17 @@ def task_log_path(airflow_home: Path, change: Change) -> Path:
 # ---- output ---------------------------------------------------------------------------------------
 
 
+def _tries(n: int, allowed: int) -> str:
+    """The try note of a task line: "try 2 of 3"; nothing for a task's only try. A try past the tries the
+    task allows is Airflow running it again (e.g. an attempt reset when the scheduler restarted), not one
+    of the task's own retries: said so, never "try 2 of 1"."""
+    if not n or (allowed <= 1 and n <= 1):
+        return ""
+    if n > allowed:
+        return f"  try {n}, beyond the {allowed} allowed (run again by Airflow)"
+    return f"  try {n} of {allowed}"
+
+
 class HumanOutput:
     """One ``StepLines`` line per change (``skyrec run``'s format, with the time of the change); for a
     failed attempt its error, its job log's last lines and where the full logs are."""
@@ -335,8 +346,7 @@ class HumanOutput:
         if c.task_id is None:
             self.lines.state_line(c.name, c.state, c.duration, note=f"{clock}  run {c.run_id}", width=self.width)
         else:
-            tries = f"  try {c.try_number} of {c.max_tries}" if c.try_number and (
-                c.max_tries > 1 or c.try_number > 1) else ""
+            tries = _tries(c.try_number, c.max_tries)
             self.lines.state_line(c.name, c.state, c.duration, note=f"{clock}{tries}", indent=2, width=self.width)
         final = c.state == "failed" and not c.retried
         if c.error:

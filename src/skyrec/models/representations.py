@@ -39,6 +39,8 @@ def as_float32(x: Any) -> Representation:
 
 
 def _csr32(x: Any) -> sp.csr_matrix:
+    if type(x) is sp.csr_matrix and x.dtype == np.float32 and x.has_sorted_indices:
+        return x  # already canonical: re-wrapping re-checks every index (~6 ms at 200k x 57 entries)
     m = sp.csr_matrix(x, dtype=np.float32)
     m.sort_indices()
     return m
