@@ -9,7 +9,11 @@ The bare top-K kernel is timed in the same run on exactly the job's inputs (``pr
 users, factors, candidates, k, played-item exclusions, brand cap, batches and threads; no output written),
 once before and once after the path; ``path_over_kernel`` divides the whole path (and each step) by the
 faster of the two kernel runs. The kernel run must reproduce the job's users with a list and rows.
-``python benchmarks/bench_precompute.py [small|medium|reference]`` (small: 200k users, medium: 600k).
+``python benchmarks/bench_precompute.py [small|medium|reference] [--model als|knn]`` (small: 200k users,
+medium: 600k). ``--model knn`` puts the rail on an item-kNN artefact instead, the shipped rails' model: the
+users' rows are their plays (the same ~20 a user, weight 1) and each item has the default 70 neighbours
+(generated, positive similarities), so precompute's kernel scores the sparse product; the same path, steps,
+kernel runs and checks (``skyrec bench`` runs the ALS one, which ``skyrec plan``'s coefficients read).
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import datetime as dt
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,9 +35,10 @@ import scipy.sparse as sp
 SCALES = {"small": 200_000, "medium": 600_000, "reference": 3_500_000}
 REFERENCE_VCPU_HOURS = 2633.0
 REFERENCE_VARIANTS = 6
-# build_lake commits a synthetic dense artefact as the ``als`` model: the rail scored here is put on it (the
-# shipped rails use item-kNN, whose cost BENCHMARKS.md compares in "Precompute's kernel: item-kNN against ALS")
-RAIL_ON_ALS = {"variants": {"recommended_for_you": {"model": "als"}}}
+# build_lake commits a synthetic artefact as the ``als`` model (dense factors) or the ``knn`` one (sparse rows
+# and neighbours); the rail scored here is put on it
+MODELS = ("als", "knn")
+KNN_NEIGHBOURS = 70  # models.knn.params.neighbours's default
 AT = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
 
 
@@ -47,8 +51,20 @@ def _commit_table(lake: Any, dataset: str, rel: str, name: str, table: pa.Table)
     stage.commit({})
 
 
-def build_lake(config: Any, n_users: int, n_items: int = 20_000, d: int = 64, plays: int = 20) -> dict[str, Any]:
-    """Generated catalogue/availability/cold_start and a published model artefact of the given size."""
+def rail_on(model: str) -> dict[str, Any]:
+    """Config overrides that put the benchmark's rail on ``model``'s artefact."""
+    if model not in MODELS:
+        raise ValueError(f"--model {model!r}: one of {', '.join(MODELS)}")
+    return {"variants": {"recommended_for_you": {"model": model}}}
+
+
+RAIL_ON_ALS = rail_on("als")
+
+
+def build_lake(config: Any, n_users: int, n_items: int = 20_000, d: int = 64, plays: int = 20,
+               model: str = "als") -> dict[str, Any]:
+    """Generated catalogue/availability/cold_start and a published model artefact of the given size: ``als``,
+    dense factors (``d`` of them); ``knn``, the users' play rows and each item's ``KNN_NEIGHBOURS``."""
     from skyrec.data.schemas import AVAILABILITY, CATALOGUE, COLD_START
     from skyrec.models.artefact import published_model_pointer, save_artefact
     from skyrec.storage import Lake, Producer
@@ -81,20 +97,32 @@ def build_lake(config: Any, n_users: int, n_items: int = 20_000, d: int = 64, pl
                     schema=COLD_START)
     _commit_table(lake, "cold_start", config.dataset_path("cold_start", run_key="20260301T100000"),
                   "cold_start.parquet", cold)
-    U = (rng.standard_normal((n_users, d), dtype=np.float32) * 0.3).astype(np.float32)
-    V = (rng.standard_normal((n_items, d), dtype=np.float32) * 0.3).astype(np.float32)
     indptr = np.arange(0, n_users * plays + 1, plays, dtype=np.int64)
     indices = rng.integers(0, n_items, size=n_users * plays).astype(np.int32)
     seen = sp.csr_matrix((np.ones(indices.size, np.float32), indices, indptr), shape=(n_users, n_items))
     seen.sum_duplicates()
-    rel = config.dataset_path("model", model="als", version="v1", run_key="20260301T110000")
+    U: Any
+    V: Any
+    if model == "knn":
+        # score(u, j) = x_u @ S[:, j]: V's row j is S's column j; S holds each item's neighbours, as the model's
+        nb = min(KNN_NEIGHBOURS, n_items - 1)
+        rows = np.repeat(np.arange(n_items), nb)
+        cols = (rows + rng.integers(1, n_items, size=rows.size)) % n_items  # never the item itself
+        S = sp.csr_matrix((rng.uniform(0.05, 1.0, rows.size).astype(np.float32), (rows, cols)), shape=(n, n))
+        U, V = seen, sp.csr_matrix(S.T)
+        shape = {"neighbours": nb, "item_side_nnz": int(V.nnz)}
+    else:
+        U = (rng.standard_normal((n_users, d), dtype=np.float32) * 0.3).astype(np.float32)
+        V = (rng.standard_normal((n_items, d), dtype=np.float32) * 0.3).astype(np.float32)
+        shape = {"factors": d}
+    rel = config.dataset_path("model", model=model, version="v1", run_key="20260301T110000")
     stage = lake.stage("model", rel, Producer())
     save_artefact(stage, user_ids=np.array([f"u{u:08d}" for u in range(n_users)], dtype=object), item_ids=item_ids,
                   user_factors=U, item_factors=V, seen=seen)
-    stage.commit({"model": "als", "version": "v1", "model_version": "v1.20260301T110000", "factors": d,
+    stage.commit({"model": model, "version": "v1", "model_version": "v1.20260301T110000", **shape,
                   "n_users": n_users, "n_items": n_items})
-    lake.write_pointer(published_model_pointer("als", "v1"), {"path": rel})
-    return {"generate_seconds": round(time.perf_counter() - t0, 1), "seen_nnz": int(seen.nnz)}
+    lake.write_pointer(published_model_pointer(model, "v1"), {"path": rel})
+    return {"generate_seconds": round(time.perf_counter() - t0, 1), "seen_nnz": int(seen.nnz), **shape}
 
 
 def _cpu() -> float:
@@ -102,21 +130,22 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def main(scale: str = "small") -> dict[str, Any]:
+def main(scale: str = "small", model: str = "als") -> dict[str, Any]:
     import redis
 
     from skyrec.redis_local import temporary_redis
 
     n_users = SCALES[scale]
     cores = os.cpu_count() or 1
-    out: dict[str, Any] = {"benchmark": "precompute", "scale": scale, "users": n_users, "candidates": 20_000,
-                           "factors": 64, "k": 50, "cores": cores}
+    rail_on(model)  # a bad name fails before anything is generated
+    out: dict[str, Any] = {"benchmark": "precompute", "model": model, "scale": scale, "users": n_users,
+                           "candidates": 20_000, "k": 50, "cores": cores}
     saved_home = os.environ.get("SKYREC_HOME")
     with tempfile.TemporaryDirectory(prefix="skyrec-bench-precompute-") as home, \
             temporary_redis(Path(home) / "serving") as serving:
         os.environ["SKYREC_HOME"] = home  # the config resolves {home} from the process environment
         try:
-            steps = _run(out, home, serving.url, n_users)
+            steps = _run(out, home, serving.url, n_users, model)
         finally:
             if saved_home is None:
                 os.environ.pop("SKYREC_HOME", None)
@@ -128,16 +157,16 @@ def main(scale: str = "small") -> dict[str, Any]:
     return _summary(out, steps, n_users, scale, cores)
 
 
-def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int) -> dict[str, Any]:
+def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int, model: str) -> dict[str, Any]:
     from skyrec.config import load_config
     from skyrec.jobs.base import RunInfo, execute
 
-    cfg = load_config("local", overrides={"publish": {"redis_url": redis_url}, **RAIL_ON_ALS})
+    cfg = load_config("local", overrides={"publish": {"redis_url": redis_url}, **rail_on(model)})
     if not cfg.lake_url.startswith(home):
         raise RuntimeError(f"benchmark lake {cfg.lake_url} is not under its temporary home {home}")
-    out.update(build_lake(cfg, n_users))
+    out.update(build_lake(cfg, n_users, model=model))
     os.sync()  # the generated lake's dirty pages are written back now, not during the first timed step
-    run = RunInfo(dag_id="precompute_recommendations_als_recommended_for_you_v1", run_id="bench",
+    run = RunInfo(dag_id=f"precompute_recommendations_{model}_recommended_for_you_v1", run_id="bench",
                   task_id="bench", logical_date=AT)
     steps: dict[str, Any] = {}
     kernel_runs = [time_kernel(cfg, "recommended_for_you", run.end)]
@@ -269,4 +298,10 @@ def _summary(out: dict[str, Any], steps: dict[str, Any], n_users: int, scale: st
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1] if len(sys.argv) > 1 else "small"), indent=1))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scale", nargs="?", default="small", choices=sorted(SCALES))
+    parser.add_argument("--model", default="als", choices=MODELS)
+    args = parser.parse_args()
+    print(json.dumps(main(args.scale, args.model), indent=1))
