@@ -657,12 +657,14 @@ def kernel_cost(users: int, items: int, rounds: int = 2, models: tuple[str, ...]
     config = load_config("local", environ={"SKYREC_HOME": _scratch("config-")})
     ctx = item_context(data, "interactions")
     threads = os.cpu_count() or 1
-    prepared = {}
+    prepared, model_items, played = {}, {}, {}
     for name in models:
         fitted = fit_on(model_class(config, name)(**config.models[name].params), data.interactions, None, ctx)
+        model_items[name] = len(fitted.item_cols)  # the candidates are these, or a genre rail's share of them
         brands = (np.asarray(ctx.brand, np.int32)[fitted.item_cols] if ctx is not None
                   else np.zeros(len(fitted.item_cols), np.int32))
         VT, seen = reps.transposed(fitted.item_factors), sp.csr_matrix(data.seen[:, fitted.item_cols])
+        played[name] = seen.getnnz() / seen.shape[0]  # of every model item, whatever the candidates
         if brand_fraction < 1:  # the same brands for every model: the brand ids and the seed are the data's
             chosen = np.random.default_rng(0).random(int(brands.max()) + 1) < brand_fraction
             cols = np.flatnonzero(chosen[np.maximum(brands, 0)])
@@ -677,12 +679,14 @@ def kernel_cost(users: int, items: int, rounds: int = 2, models: tuple[str, ...]
                            "candidates": int(prepared[models[0]][1].shape[1]), "models": {}}
     for name, t in best.items():
         U, VT, seen = prepared[name][:3]
-        rec = {"d": prepared[name][4], "users_per_s": round(n / t), "cpu_us_per_user": round(cpu[name] / n * 1e6, 3)}
+        rec = {"d": prepared[name][4], "users_per_s": round(n / t), "cpu_us_per_user": round(cpu[name] / n * 1e6, 3),
+               "model_items": model_items[name]}
         if sp.issparse(VT):
             VT = sp.csr_matrix(VT)
             row_nnz = np.diff(VT.indptr).astype(np.float64)
             rec["products_per_user"] = round(float(((sp.csr_matrix(U) != 0) @ row_nnz).mean()), 1)
-            rec["played_items_per_user"] = round(float(seen.getnnz() / n), 2)
+            rec["played_items_per_user"] = round(float(played[name]), 2)
+            rec["played_candidates_per_user"] = round(float(seen.getnnz() / n), 2)
             outputs = 0  # the product's result entries (its merge, sort and scatter pay for them)
             for s in range(0, n, 4096):
                 part = sp.csr_matrix(sp.csr_matrix(U[s:s + 4096]) @ VT)

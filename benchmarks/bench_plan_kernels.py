@@ -5,13 +5,14 @@ scoring fitted models.
 1. the dense kernel sweep of ``skyrec plan --calibrate`` (``plan.kernel_sweep``) at 32, 64 and 128 factors,
    before and after everything else: this session's level (its 64-factor points) and the factors term
    (``per_1k_candidates_per_factor``: the product's cost per candidate and factor beyond 64);
-2. the item-kNN sweep (``plan.knn_kernel_sweep``: random sparse neighbour rows, 5k-50k candidates, k 50/100,
-   10-50 played items x 75-200 entries per row) and the EASE sweep (``plan.ease_kernel_sweep``: dense
+2. the item-kNN sweep (``plan.knn_kernel_sweep``: random sparse neighbour rows, 2k-50k candidates, k 50/100,
+   4-50 played items x 50-200 entries per row) and the EASE sweep (``plan.ease_kernel_sweep``: dense
    item-item weights, 2k-20k candidates, k 50/100, 10-50 played items) and their planes; all put on the
    file's level by ``plan.relevel_kernels`` (x the file's dense plane / this session's 64-factor sweep);
 3. the check, out of sample: the ALS default (128 factors), the item-kNN default (its series term and
    followed block, real overlapping neighbour lists) and, at 20k items, the EASE default fit on generated
-   data (30,000 users, 20k and 100k items; ``bench_models.kernel_cost``) and scored by ``topk_threaded`` with
+   data (30,000 users, 20k and 100k items, and a genre rail's shape at 20k: an eighth of the brands' items
+   as the candidates; ``bench_models.kernel_cost``) and scored by ``topk_threaded`` with
    the precompute's settings; their CPU microseconds per user (x the same level factor) against the plan at
    that point -- kNN from the exact multiply-adds, from the plan's own inputs (played items x ``neighbours +
    series_depth``) and from the product's actual result entries; ALS at its 128 factors and, for
@@ -53,7 +54,10 @@ def main(scale: str = "small", write: bool = False, keep_factors: bool = False) 
     knn = p.knn_kernel_sweep()
     ease = p.ease_kernel_sweep()
     # EASE only where its memory guard admits the catalogue (~16k items with plays; 63k are refused)
-    real = [kernel_cost(30_000, 20_000, models=("als", "knn", "ease")), kernel_cost(30_000, 100_000)]
+    # and a genre rail's shape: the candidates an eighth of the brands' items, most of a user's neighbours not
+    # among them (``skyrec plan --items``: the model's items, of which the candidates are some)
+    real = [kernel_cost(30_000, 20_000, models=("als", "knn", "ease")), kernel_cost(30_000, 100_000),
+            kernel_cost(30_000, 20_000, brand_fraction=0.125)]
     dense += p.kernel_sweep(**sweep)
     how = "benchmarks/bench_plan_kernels.py --write" + (" --keep-factors" if keep_factors else "") + ", " + out["when"]
     new = p.relevel_kernels(coef, dense, knn, how=how, ease_points=ease, factors_term=not keep_factors)
@@ -67,15 +71,19 @@ def main(scale: str = "small", write: bool = False, keep_factors: bool = False) 
         m, a = r["models"]["knn"], r["models"]["als"]
         measured = m["cpu_us_per_user"] * f
         exact = p.knn_kernel_core_us(new, r["candidates"], 50, m["products_per_user"])
-        from_inputs = p.knn_kernel_core_us(new, r["candidates"], 50, m["played_items_per_user"] * SHIPPED_WIDTH)
+        # the plan's products from its inputs: played items x a row's entries among the candidates
+        among = r["candidates"] / m["model_items"]
+        from_inputs = p.knn_kernel_core_us(new, r["candidates"], 50, m["played_items_per_user"] * SHIPPED_WIDTH * among)
         actual = p.knn_kernel_core_us(new, r["candidates"], 50, m["products_per_user"], m["outputs_per_user"])
         als_measured = a["cpu_us_per_user"] * f
         als_plan = p.kernel_core_us(new, r["candidates"], 50, a["d"])
         als_plan_64 = p.kernel_core_us(new, r["candidates"], 50)
-        checks.append({"items": r["items"], "candidates": r["candidates"], "users": r["users"],
+        checks.append({"items": r["items"], "model_items": m["model_items"], "candidates": r["candidates"],
+                       "users": r["users"],
                        "knn": {"played_items_per_user": m["played_items_per_user"],
                                "products_per_user": m["products_per_user"],
                                "outputs_per_user": m["outputs_per_user"],
+                               "zero_fill_share": m["zero_fill_share"],
                                "random_outputs_per_user": round(p.knn_outputs(r["candidates"],
                                                                               m["products_per_user"]), 1),
                                "measured_core_us": round(measured, 2),

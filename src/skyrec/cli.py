@@ -396,8 +396,9 @@ def plan(
     neighbours: Annotated[int | None, typer.Option(help="item-kNN: entries per item row (default: the model's "
                                                         "neighbours + series_depth).")] = None,
     factors: Annotated[int | None, typer.Option(help="A factor model's factors (default: the model's).")] = None,
-    items: Annotated[int | None, typer.Option(help="EASE: the model's items, whose items x items weights its "
-                                                   "memory guard counts (default: --candidates).")] = None,
+    items: Annotated[int | None, typer.Option(help="The model's items, of which a rail's candidates are some "
+                                                   "(default: --candidates): EASE's guard counts items x items "
+                                                   "weights; item-kNN's rows spread over them.")] = None,
     cores: Annotated[int | None, typer.Option(help="Cores of the machine (default: this one's).")] = None,
     encoding: Annotated[str | None, typer.Option(help="json | packed; default publish.encoding.")] = None,
     interval_hours: Annotated[float, typer.Option(help="Every rail recomputed this often.")] = 24.0,

@@ -183,7 +183,8 @@ class PlanInputs:
     kernel: str = "factors"          # factors | neighbours (item-kNN): how precompute's kernel scores it
     factors: int = BASE_FACTORS      # a factor model's representation width (ALS/BPR factors, LightFM components)
     neighbours: int = 75             # item-kNN: entries of an item's row (neighbours + series_depth)
-    items: int | None = None         # EASE: the model's items (its weights are items x items; default: candidates)
+    items: int | None = None         # the model's items, of which the candidates are some (default: candidates):
+    #                                  EASE's weights are items x items; item-kNN's rows spread over them
     weights_limit_gb: float = 8.0    # EASE: its memory guard (models.ease.params.memory_limit_gb)
     items_per_user: float | None = None  # distinct items a user has played (default: plays_per_user)
     encoding: str = "packed"
@@ -306,8 +307,11 @@ def played_items(plays_per_user: float, items_per_user: float | None) -> float:
 
 
 def products_per_user(inputs: PlanInputs) -> float:
-    """item-kNN's multiply-adds per user: distinct played items x entries per neighbour row."""
-    return played_items(inputs.plays_per_user, inputs.items_per_user) * inputs.neighbours
+    """item-kNN's multiply-adds per user: distinct played items x the entries of a neighbour row among the
+    candidates. A rail scores the candidates' columns of the item side only, so when they are some of the
+    model's ``items`` (a genre rail) a row's ``neighbours`` entries land among them in that proportion."""
+    share = 1.0 if inputs.items is None else inputs.candidates / inputs.items
+    return played_items(inputs.plays_per_user, inputs.items_per_user) * inputs.neighbours * share
 
 
 def rail_kernel_core_us(coef: dict[str, Any], inputs: PlanInputs) -> float:
@@ -501,8 +505,10 @@ def render(result: dict[str, Any], source: str) -> Any:
               f"{p['users'] * p['rails']:,} user-rails x ({kern:.1f} kernel + {over:.1f} output) core-us / {p['cores']}")
     if p["kernel"] == "neighbours":
         items = played_items(p["plays_per_user"], p["items_per_user"])
+        among = (f" x {p['candidates']:,} / {p['items']:,} items (those among the candidates)"
+                 if p["items"] and p["items"] > p["candidates"] else "")
         t.add_row("  kernel: item-kNN", f"{kern:.1f} us", f"sparse: {items:g} played items x {p['neighbours']} "
-                  "neighbour entries per user, then the same selection")
+                  f"neighbour entries per user{among}, then the same selection")
     elif p["kernel"] == "item_weights":
         items = played_items(p["plays_per_user"], p["items_per_user"])
         t.add_row("  kernel: EASE", f"{kern:.1f} us", f"{items:g} played items x {p['candidates']:,} candidates of "
@@ -664,24 +670,30 @@ def fit_knn_kernel(points: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def _fit_plane(terms: tuple[str, ...], rows: list[list[float]], y: list[float]) -> dict[str, float]:
-    """Least squares of ``y`` on ``rows`` (one column per term), with the largest relative residual."""
+    """Least squares of ``y`` on ``rows`` (one column per term) in *relative* errors (each point weighted by
+    1 / y), with the largest relative residual: the plan is judged in ratios, and a sweep spans ~5-200 us a
+    user, where plain least squares fits the large points and leaves the small ones (a genre rail's item-kNN,
+    EASE at 2k candidates) 60% off."""
     import numpy as np
 
-    a, b = np.array(rows), np.array(y)
-    sol, *_ = np.linalg.lstsq(a, b, rcond=None)
+    a, b = np.array(rows, dtype=float), np.array(y, dtype=float)
+    if not (b > 0).all():
+        raise CoefficientsError("a kernel sweep point measured no CPU time: measure again")
+    sol, *_ = np.linalg.lstsq(a / b[:, None], np.ones_like(b), rcond=None)
     return {**dict(zip(terms, (float(v) for v in sol), strict=True)),
             "max_rel_residual": float(np.max(np.abs(a @ sol - b) / b))}
 
 
-def knn_kernel_sweep(candidates: tuple[int, ...] = (5_000, 20_000, 50_000), ks: tuple[int, ...] = (50, 100),
-                     shapes: tuple[tuple[int, int], ...] = ((10, 75), (25, 75), (25, 200), (50, 150)),
+def knn_kernel_sweep(candidates: tuple[int, ...] = (2_000, 5_000, 20_000, 50_000), ks: tuple[int, ...] = (50, 100),
+                     shapes: tuple[tuple[int, int], ...] = ((4, 50), (10, 75), (25, 75), (25, 200), (50, 150)),
                      users: int = 4_096, repeat: int = 3) -> list[dict[str, Any]]:
     """The top-K kernel scoring item-kNN's representation, with the precompute's settings (as
     :func:`kernel_sweep`): each user a sparse row of ``plays`` played items (excluded from the list), the item
     side a sparse ``candidates x candidates`` matrix of ``neighbours`` entries per row (a played item adds its
     row), at each (candidates, k, (plays, neighbours)): CPU microseconds per user, best of ``repeat`` rounds.
     Random neighbours: a user's rows rarely overlap, so the product has ~plays x neighbours entries (real
-    neighbour lists overlap more, which costs less)."""
+    neighbour lists overlap more, which costs less). The smallest shapes (200 entries over 2k candidates) are a
+    genre rail's: few of a user's neighbours among its candidates."""
     import numpy as np
     import scipy.sparse as sp
 

@@ -8,6 +8,7 @@ is in BENCHMARKS.md, "Scale — capacity plan"."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from skyrec import plan as p
 
@@ -113,6 +115,25 @@ def test_item_knn_kernel_grows_with_played_items_times_neighbours(coef: dict) ->
     far = p.plan(p.PlanInputs(**base, kernel="neighbours", neighbours=2_000), coef)
     assert any("item-kNN kernel extrapolated" in n for n in far["notes"])
     assert not any("item-kNN" in n for n in knn["notes"])
+
+
+def test_a_genre_rails_item_knn_counts_the_neighbour_entries_among_its_candidates(coef: dict) -> None:
+    """A rail whose candidates are some of the model's items (a genre rail) scores their columns only: a
+    played item's row has neighbours x candidates / items entries among them; the table says so."""
+    base = dict(users=1_000_000, rails=1, cores=2, plays_per_user=20, kernel="neighbours", neighbours=75,
+                candidates=2_000)
+    every = p.PlanInputs(**base)
+    genre = p.PlanInputs(**base, items=16_000)
+    assert p.products_per_user(every) == 20 * 75
+    assert p.products_per_user(genre) == pytest.approx(20 * 75 * 2_000 / 16_000)
+    planned = p.plan(genre, coef)
+    assert planned["per_user_rail"]["kernel_core_us"] == pytest.approx(
+        p.knn_kernel_core_us(coef, 2_000, 50, 20 * 75 / 8))
+    assert planned["per_user_rail"]["kernel_core_us"] < p.plan(every, coef)["per_user_rail"]["kernel_core_us"]
+    console = Console(file=io.StringIO(), width=200)
+    console.print(p.render(planned, "test"))
+    assert "75 neighbour entries per user x 2,000 / 16,000 items (those among the candidates)" in \
+        console.file.getvalue()
 
 
 def test_factor_models_pay_for_their_factors(coef: dict, config_factory: Any) -> None:
@@ -372,3 +393,22 @@ def test_calibrate_measures_on_this_machine(tmp_path: Path) -> None:
     assert "per_1k_candidates_per_factor" in coef["kernel"]["core_us"]
     p.plan(p.PlanInputs(users=1_000_000, rails=6, factors=128), coef)
     p.plan(p.PlanInputs(users=1_000_000, rails=6, kernel="neighbours"), coef)
+
+
+def test_kernel_planes_are_fitted_in_relative_errors() -> None:
+    """A sweep spans small and large points (a genre rail's ~5 us a user beside 200 us): with a 10% error on
+    every point, the fit must keep each point near 10%, not fit the large points and leave the small ones
+    ~30% off (plain least squares on these points)."""
+    pts = []
+    for i, (c, k, n) in enumerate((c, k, n) for c in (2_000, 5_000, 10_000, 20_000) for k in (50, 100)
+                                  for n in (10, 25, 50)):
+        true = 2.0 + 1.5 * c / 1000 + 0.1 * k + 350 * n * c / 1e6
+        pts.append({"candidates": c, "k": k, "plays": n, "cpu_us_per_user": true * (1.1 if i % 2 else 0.9)})
+    fit = p.fit_ease_kernel(pts)
+    assert fit["max_rel_residual"] < 0.2
+    for pt in pts:
+        planned = (fit["per_user"] + fit["per_1k_candidates"] * pt["candidates"] / 1000 + fit["per_k"] * pt["k"]
+                   + fit["per_m_products"] * pt["plays"] * pt["candidates"] / 1e6)
+        assert abs(planned / pt["cpu_us_per_user"] - 1) < 0.2
+    with pytest.raises(p.CoefficientsError, match="no CPU time"):
+        p.fit_ease_kernel([{**pt, "cpu_us_per_user": 0.0} for pt in pts])
