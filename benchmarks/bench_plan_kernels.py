@@ -5,7 +5,7 @@ scoring fitted models.
 1. the dense kernel sweep of ``skyrec plan --calibrate`` (``plan.kernel_sweep``) at 32, 64 and 128 factors,
    before and after everything else: this session's level (its 64-factor points) and the factors term
    (``per_1k_candidates_per_factor``: the product's cost per candidate and factor beyond 64);
-2. the item-kNN sweep (``plan.knn_kernel_sweep``: random sparse neighbour rows, 2k-50k candidates, k 50/100,
+2. the item-kNN sweep (``plan.knn_kernel_sweep``: random sparse neighbour rows, 2k-200k candidates, k 50/100,
    4-50 played items x 50-200 entries per row) and the EASE sweep (``plan.ease_kernel_sweep``: dense
    item-item weights, 2k-20k candidates, k 50/100, 10-50 played items) and their planes; all put on the
    file's level by ``plan.relevel_kernels`` (x the file's dense plane / this session's 64-factor sweep);

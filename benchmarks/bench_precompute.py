@@ -14,6 +14,11 @@ medium: 600k). ``--model knn`` puts the rail on an item-kNN artefact instead, th
 users' rows are their plays (the same ~20 a user, weight 1) and each item has the default 70 neighbours
 (generated, positive similarities), so precompute's kernel scores the sparse product; the same path, steps,
 kernel runs and checks (``skyrec bench`` runs the ALS one, which ``skyrec plan``'s coefficients read).
+``--similar``: the artefact names its model class (as a trained one does), so the job also precomputes "more
+like this" for every item (``precompute.similar_k`` = 20 a seed; ``similar_seconds`` and ``sim_keys`` in its
+step; the kernel runs score the users only); without it, as ``skyrec bench`` runs it, the job skips that, so
+the plan's per-user coefficients hold the users' work alone. ``--items N``: the catalogue (every item a
+candidate), default 20,000.
 """
 
 from __future__ import annotations
@@ -62,9 +67,13 @@ RAIL_ON_ALS = rail_on("als")
 
 
 def build_lake(config: Any, n_users: int, n_items: int = 20_000, d: int = 64, plays: int = 20,
-               model: str = "als") -> dict[str, Any]:
+               model: str = "als", similar: bool = False) -> dict[str, Any]:
     """Generated catalogue/availability/cold_start and a published model artefact of the given size: ``als``,
-    dense factors (``d`` of them); ``knn``, the users' play rows and each item's ``KNN_NEIGHBOURS``."""
+    dense factors (``d`` of them); ``knn``, the users' play rows and each item's ``KNN_NEIGHBOURS``.
+    ``similar``: the artefact names its model class (``model.json``, as a trained one does), so
+    compute_predictions also scores every item as a seed ("more like this", ``precompute.similar_k``);
+    without it the job skips that and its manifest says why (``skyrec plan``'s calibration: its coefficients
+    are per user)."""
     from skyrec.data.schemas import AVAILABILITY, CATALOGUE, COLD_START
     from skyrec.models.artefact import published_model_pointer, save_artefact
     from skyrec.storage import Lake, Producer
@@ -119,6 +128,10 @@ def build_lake(config: Any, n_users: int, n_items: int = 20_000, d: int = 64, pl
     stage = lake.stage("model", rel, Producer())
     save_artefact(stage, user_ids=np.array([f"u{u:08d}" for u in range(n_users)], dtype=object), item_ids=item_ids,
                   user_factors=U, item_factors=V, seen=seen)
+    if similar:  # the class and parameters a trained artefact's model.json holds; the arrays are the artefact's
+        spec = config.models[model]
+        with stage.open("model.json", "wb") as fh:
+            fh.write(json.dumps({"name": model, "class": spec.class_path, "params": spec.params}).encode())
     stage.commit({"model": model, "version": "v1", "model_version": "v1.20260301T110000", **shape,
                   "n_users": n_users, "n_items": n_items})
     lake.write_pointer(published_model_pointer(model, "v1"), {"path": rel})
@@ -130,7 +143,7 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def main(scale: str = "small", model: str = "als") -> dict[str, Any]:
+def main(scale: str = "small", model: str = "als", similar: bool = False, items: int = 20_000) -> dict[str, Any]:
     import redis
 
     from skyrec.redis_local import temporary_redis
@@ -139,13 +152,13 @@ def main(scale: str = "small", model: str = "als") -> dict[str, Any]:
     cores = os.cpu_count() or 1
     rail_on(model)  # a bad name fails before anything is generated
     out: dict[str, Any] = {"benchmark": "precompute", "model": model, "scale": scale, "users": n_users,
-                           "candidates": 20_000, "k": 50, "cores": cores}
+                           "candidates": items, "k": 50, "similar": similar, "cores": cores}
     saved_home = os.environ.get("SKYREC_HOME")
     with tempfile.TemporaryDirectory(prefix="skyrec-bench-precompute-") as home, \
             temporary_redis(Path(home) / "serving") as serving:
         os.environ["SKYREC_HOME"] = home  # the config resolves {home} from the process environment
         try:
-            steps = _run(out, home, serving.url, n_users, model)
+            steps = _run(out, home, serving.url, n_users, model, similar, items)
         finally:
             if saved_home is None:
                 os.environ.pop("SKYREC_HOME", None)
@@ -157,14 +170,15 @@ def main(scale: str = "small", model: str = "als") -> dict[str, Any]:
     return _summary(out, steps, n_users, scale, cores)
 
 
-def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int, model: str) -> dict[str, Any]:
+def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int, model: str, similar: bool,
+         items: int) -> dict[str, Any]:
     from skyrec.config import load_config
     from skyrec.jobs.base import RunInfo, execute
 
     cfg = load_config("local", overrides={"publish": {"redis_url": redis_url}, **rail_on(model)})
     if not cfg.lake_url.startswith(home):
         raise RuntimeError(f"benchmark lake {cfg.lake_url} is not under its temporary home {home}")
-    out.update(build_lake(cfg, n_users, model=model))
+    out.update(build_lake(cfg, n_users, n_items=items, model=model, similar=similar))
     os.sync()  # the generated lake's dirty pages are written back now, not during the first timed step
     run = RunInfo(dag_id=f"precompute_recommendations_{model}_recommended_for_you_v1", run_id="bench",
                   task_id="bench", logical_date=AT)
@@ -184,7 +198,8 @@ def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int, model: st
                       "cpu_seconds": round(process_cpu + _children_cpu() - children0 + _redis_cpu(redis_url) - redis0,
                                            1),
                       "load_1min_at_start": round(load, 2),
-                      **{k: s[k] for k in ("users", "users_with_recs", "keys", "commands_per_second") if k in s}}
+                      **{k: s[k] for k in ("users", "users_with_recs", "keys", "commands_per_second", "sim_keys",
+                                           "similar_seconds") if k in s}}
     kernel_runs.append(time_kernel(cfg, "recommended_for_you", run.end))
     _check_same_work(cfg, kernel_runs)
     steps["kernel"] = {"seconds": min(r["seconds"] for r in kernel_runs), "runs": kernel_runs}
@@ -303,5 +318,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scale", nargs="?", default="small", choices=sorted(SCALES))
     parser.add_argument("--model", default="als", choices=MODELS)
+    parser.add_argument("--similar", action="store_true", help="also precompute 'more like this' for every item")
+    parser.add_argument("--items", type=int, default=20_000, help="catalogue size (every item a candidate)")
     args = parser.parse_args()
-    print(json.dumps(main(args.scale, args.model), indent=1))
+    if args.items < 100:
+        parser.error(f"--items {args.items}: at least 100 (the cold-start list holds 100 items)")
+    print(json.dumps(main(args.scale, args.model, args.similar, args.items), indent=1))

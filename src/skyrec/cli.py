@@ -396,6 +396,9 @@ def plan(
     neighbours: Annotated[int | None, typer.Option(help="item-kNN: entries per item row (default: the model's "
                                                         "neighbours + series_depth).")] = None,
     factors: Annotated[int | None, typer.Option(help="A factor model's factors (default: the model's).")] = None,
+    similar_k: Annotated[int | None, typer.Option(help="\"More like this\" list length of every rail, every "
+                                                       "model item a seed (default precompute.similar_k; 0: "
+                                                       "none).")] = None,
     items: Annotated[int | None, typer.Option(help="The model's items, of which a rail's candidates are some "
                                                    "(default: --candidates): EASE's guard counts items x items "
                                                    "weights; item-kNN's rows spread over them.")] = None,
@@ -439,7 +442,7 @@ def plan(
         inputs = p.inputs_from_config(_config(env), users=users, candidates=candidates, rails=rails, k=k,
                                       plays_per_user=plays_per_user, cores=cores, encoding=encoding,
                                       model=model, items_per_user=items_per_user, neighbours=neighbours,
-                                      factors=factors, items=items,
+                                      factors=factors, items=items, similar_k=similar_k,
                                       interval_hours=interval_hours, redis_node_gb=redis_node_gb,
                                       dataflow_speed=dataflow_speed)
         result = p.plan(inputs, coef)

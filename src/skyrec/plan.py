@@ -187,6 +187,7 @@ class PlanInputs:
     #                                  EASE's weights are items x items; item-kNN's rows spread over them
     weights_limit_gb: float = 8.0    # EASE: its memory guard (models.ease.params.memory_limit_gb)
     items_per_user: float | None = None  # distinct items a user has played (default: plays_per_user)
+    similar_k: int = 0               # "more like this" list length: every model item a seed, each rail (0: none)
     encoding: str = "packed"
     keep_versions: int = 2           # publish.keep_versions
     interval_hours: float = 24.0     # how often every rail must be recomputed (the model's schedule)
@@ -222,6 +223,8 @@ class PlanInputs:
         if self.items is not None and self.items < self.candidates:
             raise ValueError(f"items ({self.items}) must be at least the candidates ({self.candidates}): the "
                              "candidates are some of the model's items")
+        if self.similar_k < 0:
+            raise ValueError(f"similar_k must be >= 0 (got {self.similar_k})")
         if self.items_per_user is not None and not self.items_per_user >= 0:
             raise ValueError(f"items_per_user must be >= 0 (got {self.items_per_user})")
         if self.encoding not in ENCODINGS:
@@ -324,6 +327,24 @@ def rail_kernel_core_us(coef: dict[str, Any], inputs: PlanInputs) -> float:
     return kernel_core_us(coef, inputs.candidates, inputs.k, inputs.factors)
 
 
+def seed_kernel_core_us(coef: dict[str, Any], inputs: PlanInputs) -> float:
+    """The kernel's core-microseconds per "more like this" seed and rail: a seed is scored as a user whose one
+    played item is the seed (item-kNN, EASE: its row of the item-item weights; a factor model: its own
+    factors against every candidate), at ``similar_k``."""
+    k = inputs.similar_k
+    if inputs.kernel == "neighbours":
+        share = 1.0 if inputs.items is None else inputs.candidates / inputs.items
+        return knn_kernel_core_us(coef, inputs.candidates, k, inputs.neighbours * share)
+    if inputs.kernel == "item_weights":
+        return ease_kernel_core_us(coef, inputs.candidates, k, 1.0)
+    return kernel_core_us(coef, inputs.candidates, k, inputs.factors)
+
+
+def seeds(inputs: PlanInputs) -> int:
+    """"More like this" seeds per rail: every model item (``items``, default the candidates) when on."""
+    return (inputs.items or inputs.candidates) if inputs.similar_k > 0 else 0
+
+
 def _per_rail(coef: dict[str, Any], enc: str, k: int) -> dict[str, float]:
     """The per user-rail figures of one encoding at k (basis figures scaled by k as the module doc says)."""
     e = coef["encodings"][enc]
@@ -347,13 +368,21 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
     r = _per_rail(coef, p.encoding, p.k)
     kern_us = rail_kernel_core_us(coef, p)
     compute_core_s = ur * (kern_us + r["overhead_core_us"]) / 1e6
+    # "more like this": every model item scored as a seed in each rail, one sim key each (RESP, no Parquet)
+    n_seeds = seeds(p)
+    sr = n_seeds * p.rails
+    rs = _per_rail(coef, p.encoding, max(1, p.similar_k))
+    seed_us = seed_kernel_core_us(coef, p) if n_seeds else 0.0
+    similar_core_s = sr * (seed_us + rs["overhead_core_us"]) / 1e6
+    compute_core_s += similar_core_s
     # fixed per rail job (start-up, model and candidates loading): serial, not divided by cores
     util = float(coef["basis"].get("compute_utilisation", 1.0))  # CPU time / (wall x cores) of the measured run
     compute_wall = compute_core_s / (p.cores * util) + p.rails * r["compute_fixed_s"]
-    dump_per_rail = r["dump_fixed_s"] + p.users * r["dump_wall_us"] / 1e6
+    dump_per_rail = r["dump_fixed_s"] + (p.users * r["dump_wall_us"] + n_seeds * rs["dump_wall_us"]) / 1e6
     dump_parallel = max(1, p.cores // p.dump_cores)
     dump_wall = math.ceil(p.rails / dump_parallel) * dump_per_rail
-    publish_wall = p.rails * (r["publish_fixed_s"] + p.users * r["publish_wall_us"] / 1e6)  # serial over rails
+    publish_wall = p.rails * (r["publish_fixed_s"] + (p.users * r["publish_wall_us"] + n_seeds * rs["publish_wall_us"])
+                              / 1e6)  # serial over rails
     wall = compute_wall + dump_wall + publish_wall
     vcpu_local = wall * p.cores
 
@@ -367,13 +396,16 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
     df_path_wall = df_wall + dump_wall + publish_wall
 
     # the rec keys, plus per publication its items hash, item table, fallback and users sample
-    pub_bytes = ur * r["redis_bytes"] + p.rails * p.candidates * r["redis_fixed_bytes_per_candidate"]
+    pub_bytes = (ur * r["redis_bytes"] + sr * rs["redis_bytes"]
+                 + p.rails * p.candidates * r["redis_fixed_bytes_per_candidate"])
     peak_bytes = pub_bytes * (p.keep_versions + 1)
     activity = p.users * p.plays_per_user * coef["lake"]["activity_bytes_per_play"]
-    predictions = ur * (p.k * coef["lake"]["prediction_row_bytes"] + r["resp_bytes"] + r["rdb_bytes"])
+    predictions = (ur * (p.k * coef["lake"]["prediction_row_bytes"] + r["resp_bytes"] + r["rdb_bytes"])
+                   + sr * (rs["resp_bytes"] + rs["rdb_bytes"]))
     interval_s = p.interval_hours * 3600
     figures = {
         "kernel_core_us_per_user": kern_us,
+        "similar_seeds": sr, "similar_kernel_core_us_per_seed": seed_us, "similar_core_s": similar_core_s,
         "compute_predictions_s": compute_wall, "create_redis_dump_s": dump_wall, "publish_predictions_s": publish_wall,
         "whole_path_s": wall, "vcpu_s_local": vcpu_local, "compute_core_s": compute_core_s,
         "compute_fixed_core_s": r["compute_fixed_s"],
@@ -501,8 +533,10 @@ def render(result: dict[str, Any], source: str) -> Any:
     t.add_column("plan", justify="right")
     t.add_column("how", overflow="fold")
     kern, over = r["kernel_core_us"], r["overhead_core_us"]
+    seeds_text = " + the seeds' (below)" if f["similar_seeds"] else ""
     t.add_row("compute_predictions", _dur(f["compute_predictions_s"]),
-              f"{p['users'] * p['rails']:,} user-rails x ({kern:.1f} kernel + {over:.1f} output) core-us / {p['cores']}")
+              f"{p['users'] * p['rails']:,} user-rails x ({kern:.1f} kernel + {over:.1f} output) core-us{seeds_text} "
+              f"/ {p['cores']}")
     if p["kernel"] == "neighbours":
         items = played_items(p["plays_per_user"], p["items_per_user"])
         among = (f" x {p['candidates']:,} / {p['items']:,} items (those among the candidates)"
@@ -519,6 +553,11 @@ def render(result: dict[str, Any], source: str) -> Any:
     else:
         t.add_row("  kernel: factors", f"{kern:.1f} us", f"dense: {p['factors']} factors x the candidates, then "
                   "the selection")
+    if f["similar_seeds"]:
+        t.add_row("  more like this", f"{f['similar_kernel_core_us_per_seed']:.1f} us",
+                  f"{f['similar_seeds']:,} seed-rails (every model item) at similar_k {p['similar_k']}, each scored "
+                  f"as a user whose one play is the seed, + its output: "
+                  f"{f['similar_core_s'] / f['compute_core_s']:.1%} of the compute's CPU")
     t.add_row("create_redis_dump", _dur(f["create_redis_dump_s"]),
               f"{r['dump_wall_us']:.1f} us per user-rail, {max(1, p['cores'] // p['dump_cores'])} rail(s) at a time")
     t.add_row("publish_predictions", _dur(f["publish_predictions_s"]),
@@ -684,7 +723,8 @@ def _fit_plane(terms: tuple[str, ...], rows: list[list[float]], y: list[float]) 
             "max_rel_residual": float(np.max(np.abs(a @ sol - b) / b))}
 
 
-def knn_kernel_sweep(candidates: tuple[int, ...] = (2_000, 5_000, 20_000, 50_000), ks: tuple[int, ...] = (50, 100),
+def knn_kernel_sweep(candidates: tuple[int, ...] = (2_000, 5_000, 20_000, 50_000, 200_000),
+                     ks: tuple[int, ...] = (50, 100),
                      shapes: tuple[tuple[int, int], ...] = ((4, 50), (10, 75), (25, 75), (25, 200), (50, 150)),
                      users: int = 4_096, repeat: int = 3) -> list[dict[str, Any]]:
     """The top-K kernel scoring item-kNN's representation, with the precompute's settings (as
@@ -693,7 +733,8 @@ def knn_kernel_sweep(candidates: tuple[int, ...] = (2_000, 5_000, 20_000, 50_000
     row), at each (candidates, k, (plays, neighbours)): CPU microseconds per user, best of ``repeat`` rounds.
     Random neighbours: a user's rows rarely overlap, so the product has ~plays x neighbours entries (real
     neighbour lists overlap more, which costs less). The smallest shapes (200 entries over 2k candidates) are a
-    genre rail's: few of a user's neighbours among its candidates."""
+    genre rail's: few of a user's neighbours among its candidates; the largest catalogue, 200k items, the
+    reference deployment's (its accumulator and marks no longer fit the caches)."""
     import numpy as np
     import scipy.sparse as sp
 
@@ -1236,6 +1277,7 @@ def inputs_from_config(config: Any, **given: Any) -> PlanInputs:
     }
     if size:
         values["dataflow_vcpus_per_worker"], values["dataflow_memory_gb_per_worker"] = size
+    values["similar_k"] = config.precompute.similar_k  # each rail's (variants.<name>.similar_k may differ)
     values.update(model_kernel(config, name))
     values.update({k: v for k, v in given.items() if v is not None})
     return PlanInputs(**values)
@@ -1266,6 +1308,8 @@ def cores_to_fit(inputs: PlanInputs, coef: dict[str, Any], max_cores: int = 4096
 #: the shipped rails' model as :func:`model_kernel` reads ``config/base.yaml`` (a test keeps them equal)
 SHIPPED_MODEL = {"model": "knn", "kernel": "neighbours", "neighbours": 75}
 FACTORS_MODEL = {"model": "als", "kernel": "factors", "factors": 128}
+#: precompute.similar_k as shipped: every rail precomputes "more like this" for every model item
+SHIPPED_SIMILAR_K = 20
 
 SCENARIOS = ((3_500_000, 6), (3_500_000, 20), (10_000_000, 6), (10_000_000, 20), (100_000_000, 6),
              (100_000_000, 20))
@@ -1283,7 +1327,7 @@ def scenarios_markdown(coef: dict[str, Any], *, encoding: str = "packed", cores:
     for users, rails in SCENARIOS:
         inp = PlanInputs(users=users, rails=rails, encoding=encoding, cores=cores, interval_hours=interval_hours,
                          redis_node_gb=redis_node_gb, machine_memory_gb=machine_memory_gb,
-                         **(rails_model or SHIPPED_MODEL))
+                         similar_k=SHIPPED_SIMILAR_K, **(rails_model or SHIPPED_MODEL))
         res = plan(inp, coef)
         f = res["figures"]
         fit = cores_to_fit(inp, coef)

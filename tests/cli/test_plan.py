@@ -260,6 +260,8 @@ def test_inputs_follow_the_rails_model(config_factory: Any) -> None:
     assert shipped.neighbours == knn["neighbours"] + knn["series_depth"]
     assert p.inputs_from_config(cfg, users=1000, model="als").kernel == "factors"
     assert p.inputs_from_config(cfg, users=1000, neighbours=20).neighbours == 20
+    assert shipped.similar_k == cfg.precompute.similar_k == p.SHIPPED_SIMILAR_K  # the tables' "more like this"
+    assert p.inputs_from_config(cfg, users=1000, similar_k=0).similar_k == 0
     assert p.inputs_from_config(config_factory(rails="als"), users=1000).kernel == "factors"
     ease = p.inputs_from_config(cfg, users=1000, model="ease", items=30_000)
     assert (ease.kernel, ease.weights_limit_gb, ease.items) == ("item_weights", 8.0, 30_000)
@@ -412,3 +414,32 @@ def test_kernel_planes_are_fitted_in_relative_errors() -> None:
         assert abs(planned / pt["cpu_us_per_user"] - 1) < 0.2
     with pytest.raises(p.CoefficientsError, match="no CPU time"):
         p.fit_ease_kernel([{**pt, "cpu_us_per_user": 0.0} for pt in pts])
+
+
+def test_more_like_this_seeds_every_model_item_in_each_rail(coef: dict) -> None:
+    """compute_predictions also scores every model item as a seed (its one play), writes one sim key each:
+    the plan counts them in the compute, the dump, the publication, Redis and the lake; similar_k 0: none."""
+    base = dict(users=200_000, rails=3, cores=2, candidates=20_000, model="als", factors=64)
+    off = p.plan(p.PlanInputs(**base), coef)
+    on = p.plan(p.PlanInputs(**base, similar_k=20, items=30_000), coef)
+    f0, f1 = off["figures"], on["figures"]
+    assert f0["similar_seeds"] == 0 and f0["similar_core_s"] == 0
+    assert f1["similar_seeds"] == 3 * 30_000
+    seed_us = p.kernel_core_us(coef, 20_000, 20, 64)  # a factor model's seed: its factors x every candidate
+    assert f1["similar_kernel_core_us_per_seed"] == pytest.approx(seed_us)
+    over = p._per_rail(coef, "packed", 20)["overhead_core_us"]
+    assert f1["similar_core_s"] == pytest.approx(3 * 30_000 * (seed_us + over) / 1e6)
+    assert f1["compute_core_s"] == pytest.approx(f0["compute_core_s"] + f1["similar_core_s"])
+    for key in ("create_redis_dump_s", "publish_predictions_s", "redis_publication_bytes",
+                "lake_predictions_bytes_per_run"):
+        assert f1[key] > f0[key], key
+    # item-kNN's seed is one row of neighbours (among the candidates); EASE's one row of dense weights
+    knn = p.PlanInputs(**{**base, "model": "knn"}, kernel="neighbours", neighbours=75, similar_k=20, items=40_000)
+    assert p.seed_kernel_core_us(coef, knn) == pytest.approx(p.knn_kernel_core_us(coef, 20_000, 20, 75 / 2))
+    ease = p.PlanInputs(**{**base, "model": "ease"}, kernel="item_weights", similar_k=20)
+    assert p.seed_kernel_core_us(coef, ease) == pytest.approx(p.ease_kernel_core_us(coef, 20_000, 20, 1.0))
+    console = Console(file=io.StringIO(), width=200)
+    console.print(p.render(on, "test"))
+    assert "90,000 seed-rails (every model item) at similar_k 20" in console.file.getvalue()
+    with pytest.raises(ValueError, match="similar_k must be >= 0"):
+        p.plan(p.PlanInputs(**base, similar_k=-1), coef)
