@@ -6,7 +6,8 @@ serving Redis memory, lake size and publish time, with the points where one mach
 
 The model (each term is a measured coefficient times an input; ``docs/scale.md`` explains it):
 
-* **compute_predictions** CPU-seconds = users x rails x (kernel + overhead(k)). The kernel's CPU-microseconds
+* **compute_predictions** CPU-seconds = users x rails x (kernel + overhead(k)) + the "more like this" seeds
+  (every model item in each rail, scored as a user with one play, at ``similar_k``). The kernel's CPU-microseconds
   per user depend on the rails' model: for a factor model (ALS, BPR, LightFM, popularity) a plane in
   (candidates, k) fitted to a short sweep of the top-K kernel on dense factors; for item-kNN (a sparse
   product: each played item adds its row of ``neighbours`` entries) a plane in (candidates, k, the product's
