@@ -314,8 +314,13 @@ def products_per_user(inputs: PlanInputs) -> float:
     """item-kNN's multiply-adds per user: distinct played items x the entries of a neighbour row among the
     candidates. A rail scores the candidates' columns of the item side only, so when they are some of the
     model's ``items`` (a genre rail) a row's ``neighbours`` entries land among them in that proportion."""
-    share = 1.0 if inputs.items is None else inputs.candidates / inputs.items
-    return played_items(inputs.plays_per_user, inputs.items_per_user) * inputs.neighbours * share
+    return played_items(inputs.plays_per_user, inputs.items_per_user) * _row_entries(inputs)
+
+
+def _row_entries(inputs: PlanInputs) -> float:
+    """Entries of one item-kNN neighbour row among a rail's candidates: ``neighbours``, times candidates /
+    ``items`` when the candidates are some of the model's items (a genre rail)."""
+    return inputs.neighbours * (1.0 if inputs.items is None else inputs.candidates / inputs.items)
 
 
 def rail_kernel_core_us(coef: dict[str, Any], inputs: PlanInputs) -> float:
@@ -334,8 +339,7 @@ def seed_kernel_core_us(coef: dict[str, Any], inputs: PlanInputs) -> float:
     factors against every candidate), at ``similar_k``."""
     k = inputs.similar_k
     if inputs.kernel == "neighbours":
-        share = 1.0 if inputs.items is None else inputs.candidates / inputs.items
-        return knn_kernel_core_us(coef, inputs.candidates, k, inputs.neighbours * share)
+        return knn_kernel_core_us(coef, inputs.candidates, k, _row_entries(inputs))
     if inputs.kernel == "item_weights":
         return ease_kernel_core_us(coef, inputs.candidates, k, 1.0)
     return kernel_core_us(coef, inputs.candidates, k, inputs.factors)

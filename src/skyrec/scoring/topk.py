@@ -260,6 +260,16 @@ def _release(brands: np.ndarray, use_cap: bool, taken: np.ndarray, items: np.nda
             taken[brands[items[i, q]] + 1] = 0
 
 
+@numba.njit(inline="always")
+def _close_row(items: np.ndarray, out_scores: np.ndarray, counts: np.ndarray, i: int, got: int,
+               k: int) -> None:  # pragma: no cover - compiled
+    """Row ``i`` took ``got`` items: its count, and the places after them empty (-1, NaN)."""
+    counts[i] = got
+    for q in range(got, k):
+        items[i, q] = -1
+        out_scores[i, q] = np.nan
+
+
 @_compiled
 def _select_rows(scores: np.ndarray, indptr: np.ndarray, indices: np.ndarray, k: int, brands: np.ndarray,
                  cap: int, p0: int, items: np.ndarray, out_scores: np.ndarray,
@@ -325,10 +335,7 @@ def _select_rows(scores: np.ndarray, indptr: np.ndarray, indices: np.ndarray, k:
             got = _walk(row, order, n, k, brands, use_cap, cap, taken, items, out_scores, i)
             _release(brands, use_cap, taken, items, i, got)
             if got == k or whole:
-                counts[i] = got
-                for q in range(got, k):
-                    items[i, q] = -1
-                    out_scores[i, q] = np.nan
+                _close_row(items, out_scores, counts, i, got, k)
                 break
             p *= 2
 
@@ -420,10 +427,7 @@ def _sparse_rows(u_data: np.ndarray, u_indices: np.ndarray, u_indptr: np.ndarray
                 s += _ZERO_BLOCK
         _release(brands, use_cap, taken, items, i, got)
         if got == k or not negative:
-            counts[i] = got
-            for q in range(got, k):
-                items[i, q] = -1
-                out_scores[i, q] = np.nan
+            _close_row(items, out_scores, counts, i, got, k)
         else:  # 4: negative scores would be next: the dense selection of this row (rare: kNN's are never negative)
             spill[0, :] = acc
             _select_rows(spill[:1], ex_indptr[i:i + 2] if has_exclusions else ex_indptr, ex_indices, k, brands, cap,
