@@ -58,14 +58,13 @@ def precompute_spec(cfg: Any, variant: str, *, model_path: str, catalogue_path: 
 def run(ctx: JobContext) -> dict[str, Any]:
     import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc_
 
     from skyrec.gates import volume_gate
     from skyrec.models.artefact import published_model_pointer
     from skyrec.publish.codec import ITEM_TABLE_FIELD, table_value
     from skyrec.publish.keys import Keys, publication_id
-    from skyrec.publish.resp import encode_hset, encode_sadd, encode_sets
-    from skyrec.scoring.candidates import fallback_json, fallback_list, item_payload
+    from skyrec.publish.resp import encode_hset, encode_hset_columns, encode_sadd, encode_sets
+    from skyrec.scoring.candidates import fallback_json, fallback_list, items_hash
     from skyrec.scoring.engine import Scorer, read_catalogue, read_table, shard_ranges
 
     started = time.perf_counter()
@@ -143,19 +142,14 @@ def run(ctx: JobContext) -> dict[str, Any]:
         referenced = np.zeros(len(cands), dtype=bool)
         for r in results + similar["results"]:
             referenced[np.asarray(r["referenced"], dtype=np.int64)] = True
-        items = {cands.item_ids[j]: cands.metadata[cands.item_ids[j]] for j in np.nonzero(referenced)[0]}
         played = sorted({i for r in results for i in r.get("history_items", ())})
         seeds = [i for r in similar["results"] for i in r["seed_ids"]]  # their titles name "more like X"
-        missing = [i for i in dict.fromkeys([i for i, _ in fallback] + played + seeds) if i not in items]
-        if missing:
-            cat_rows = catalogue.filter(pc_.is_in(catalogue.column("item_id"), value_set=pa.array(missing))).to_pylist()
-            for row in cat_rows:
-                items.setdefault(row["item_id"], item_payload(row))
+        fields, values = items_hash(cands, referenced, catalogue, [i for i, _ in fallback] + played + seeds)
         meta_resp = encode_sets(pa.array([keys.fallback(variant, pub)]), pa.array([fallback_json(fallback)]))
         commands = 1
-        hset, n = encode_hset(keys.items(variant, pub), [(i, json.dumps(p, sort_keys=True, separators=(",", ":")))
-                                                          for i, p in sorted(items.items())]
-                              or [("_none", "{}")])
+        if len(fields) == 0:
+            fields, values = pa.array(["_none"]), pa.array(["{}"])
+        hset, n = encode_hset_columns(keys.items(variant, pub), fields, values)
         meta_resp += hset
         commands += n
         if spec.encoding == "packed":  # the item table: one field of the items hash, positions = candidates
@@ -207,7 +201,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
             "activity": Keys.hist_namespace(variant, pub) if activity_m else None,
             "activity_snapshot": activity_m.path if activity_m else None, "played_items": len(played),
             "resp_files": ["resp/meta.resp"] + [r["resp"] for r in results] + [r["resp"] for r in similar["results"]],
-            "parquet_files": [r["parquet"] for r in results], "items": len(items), "fallback_items": len(fallback),
+            "parquet_files": [r["parquet"] for r in results], "items": len(fields), "fallback_items": len(fallback),
             "candidates": cands.counts, "sample_users": sample[:50],
             "evaluation": scorer.evaluation,
             "catalogue": catalogue_m.path, "availability": availability_m.path if availability_m else None,

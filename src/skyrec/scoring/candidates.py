@@ -28,6 +28,9 @@ import scipy.sparse as sp
 from skyrec.models.representations import Representation, as_float32, transposed
 from skyrec.scoring.topk import NO_BRAND
 
+# the catalogue columns an item's items-hash value is made of
+PAYLOAD_COLUMNS = ("item_id", "title", "brand_id", "brand_title", "genres", "formats", "available_until")
+
 
 @dataclass
 class Candidates:
@@ -38,8 +41,18 @@ class Candidates:
     brands: np.ndarray  # int32 [c]: brand code, NO_BRAND when the item has none
     item_factors_t: Representation  # float32 [d, c]: V_cand.T, C-contiguous (the GEMM's layout) or CSR
     item_to_cand: np.ndarray  # int32 [n_model_items]: candidate position, -1 when not a candidate
-    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # item_id -> item hash payload
+    rows: pa.Table | None = None  # the candidates' catalogue rows (PAYLOAD_COLUMNS), in candidate order
     counts: dict[str, int] = field(default_factory=dict)  # why items were left out (for the manifest)
+    _payloads: pa.Array | None = field(default=None, repr=False)
+
+    def payloads(self) -> pa.Array:
+        """The items-hash value (JSON) of each candidate, in candidate order; built on first use (the Beam
+        workers score without it)."""
+        if self._payloads is None:
+            if self.rows is None:
+                raise ValueError("these candidates were built without their catalogue rows")
+            self._payloads = item_payloads_json(self.rows)
+        return self._payloads
 
     def __len__(self) -> int:
         return int(self.positions.size)
@@ -100,61 +113,118 @@ def _list_has(catalogue: pa.Table, genre: str) -> np.ndarray:
     return out
 
 
-def _iso(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+# The items hash's value of an item: what the API shows next to an item id. Compact JSON with sorted keys
+# (``available_until``: ISO 8601 in UTC with a ``Z``, seconds or microseconds as Python's ``isoformat``
+# writes them; ``brand``: the brand's title, else its id; ``formats``/``genres``: lists, [] when null;
+# ``title``), non-ASCII characters as they are (UTF-8), as ``json.dumps(..., sort_keys=True,
+# separators=(",", ":"), ensure_ascii=False)`` writes it. Built column-wise over Arrow arrays: one pass
+# for 200k items, where a Python dict and ``json.dumps`` per item cost ~1.5 s (the old path).
+_SHORT_ESCAPES = {"\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def item_payload(row: dict[str, Any]) -> dict[str, Any]:
-    """The items-hash value of one catalogue row (what the API shows next to an item id)."""
-    return {"title": row.get("title"), "brand": row.get("brand_title") or row.get("brand_id"),
-            "genres": list(row.get("genres") or []), "formats": list(row.get("formats") or []),
-            "available_until": _iso(row.get("available_until"))}
+def _json_strings(arr: pa.Array) -> pa.Array:
+    """Each string as a JSON string literal (quoted, escaped); null stays null."""
+    s = pc.replace_substring(arr, "\\", "\\\\")
+    s = pc.replace_substring(s, '"', '\\"')
+    if len(s) and pc.any(pc.match_substring_regex(s, r"[\x00-\x1f]")).as_py():
+        for code in range(0x20):
+            ch = chr(code)
+            s = pc.replace_substring(s, ch, _SHORT_ESCAPES.get(ch, f"\\u{code:04x}"))
+    return pc.binary_join_element_wise('"', s, '"', "")
+
+
+def _json_string_lists(col: pa.Array) -> pa.Array:
+    """Each list of strings as a JSON array; a null list is ``[]``, a null element ``null``."""
+    lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(col) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = pc.fill_null(_json_strings(pc.list_flatten(col)), "null")
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values)
+    return pc.binary_join_element_wise("[", pc.binary_join(lists, ","), "]", "")
+
+
+def _json_timestamps(col: pa.Array) -> pa.Array:
+    """Each UTC timestamp as a JSON string ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``; null is ``null``."""
+    us = pc.cast(col, pa.timestamp("us", tz="UTC"), safe=False).cast(pa.int64())
+    valid = pc.is_valid(us).to_numpy(zero_copy_only=False)
+    v = pc.fill_null(us, 0).to_numpy(zero_copy_only=False)
+    frac = v % 1_000_000 != 0
+    text = np.datetime_as_string((v // 1_000_000).astype("datetime64[s]")).astype(object)
+    if frac.any():
+        text[frac] = np.datetime_as_string(v[frac].astype("datetime64[us]")).astype(object)
+    quoted = pc.binary_join_element_wise('"', pa.array(text, pa.string()), 'Z"', "")
+    return pc.if_else(pa.array(valid), quoted, "null")
+
+
+def item_payloads_json(rows: pa.Table) -> pa.Array:
+    """The items-hash value (JSON) of every row of a catalogue table, column-wise (see above)."""
+    def col(name: str) -> pa.Array:
+        c = rows.column(name)
+        return c.combine_chunks() if c.num_chunks else pa.array([], c.type)
+
+    if rows.num_rows == 0:
+        return pa.array([], pa.string())
+    brand_title, brand_id = col("brand_title"), col("brand_id")
+    has_title = pc.fill_null(pc.greater(pc.binary_length(brand_title), 0), False)
+    brand = pc.if_else(has_title, brand_title, brand_id)
+    return pc.binary_join_element_wise(
+        '{"available_until":', _json_timestamps(col("available_until")),
+        ',"brand":', pc.fill_null(_json_strings(brand), "null"),
+        ',"formats":', _json_string_lists(col("formats")),
+        ',"genres":', _json_string_lists(col("genres")),
+        ',"title":', pc.fill_null(_json_strings(col("title")), "null"), "}", "")
+
+
+def _bool(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return _np(pc.fill_null(arr, False)).astype(bool, copy=False)
+
+
+def _playable(catalogue: pa.Table, availability: pa.Table | None, at: dt.datetime) -> np.ndarray:
+    """Catalogue rows playable at ``at``: listed in the availability output's open windows, or, without one,
+    by the catalogue's own windows."""
+    if availability is None:
+        return _available(catalogue, at)
+    open_ids = availability.column("item_id").filter(pa.array(_available(availability, at)))
+    return _bool(pc.is_in(catalogue.column("item_id"), value_set=open_ids.combine_chunks()))
 
 
 def build_candidates(*, model_item_ids: np.ndarray, item_factors: Representation, catalogue: pa.Table,
                      candidate_filter: Any, at: dt.datetime, availability: pa.Table | None = None,
                      max_age_days: dict[str, float] | None = None) -> Candidates:
-    """Intersect the model's items with the catalogue, the filter, availability and the age rule."""
+    """Intersect the model's items with the catalogue, the filter, availability and the age rule.
+
+    Column-wise (Arrow set look-ups, no Python per item): at 200k items this is a fraction of a second."""
     n_items = len(model_item_ids)
     counts = {"model_items": n_items, "catalogue_items": catalogue.num_rows}
-    cat_ids = _np(catalogue.column("item_id")).astype(object)
     keep = _mask_candidates(catalogue, candidate_filter)
     counts["filter_excluded"] = int((~keep).sum())
-    if availability is not None:
-        avail_ids = set(_np(availability.column("item_id")).astype(object)[_available(availability, at)].tolist())
-        playable = np.fromiter((i in avail_ids for i in cat_ids), dtype=bool, count=len(cat_ids))
-    else:
-        playable = _available(catalogue, at)
+    playable = _playable(catalogue, availability, at)
     counts["unavailable"] = int((keep & ~playable).sum())
     keep &= playable
     old = _too_old(catalogue, max_age_days or {}, at)
     counts["too_old"] = int((keep & old).sum())
     keep &= ~old
 
-    index = {iid: j for j, iid in enumerate(model_item_ids.tolist())}
     cat_rows = np.nonzero(keep)[0]
-    model_pos = np.fromiter((index.get(cat_ids[r], -1) for r in cat_rows), dtype=np.int64, count=cat_rows.size)
+    model_ids = pa.array(np.asarray(model_item_ids, dtype=object), pa.string())
+    where = pc.index_in(catalogue.column("item_id").take(pa.array(cat_rows, pa.int64())), value_set=model_ids)
+    model_pos = _np(pc.fill_null(where, -1)).astype(np.int64, copy=False)
     counts["not_in_model"] = int((model_pos < 0).sum())
     cat_rows, model_pos = cat_rows[model_pos >= 0], model_pos[model_pos >= 0]
     model_pos, first = np.unique(model_pos, return_index=True)  # one row per item, ascending item index
     cat_rows = cat_rows[first]
 
-    brand_col = _np(catalogue.column("brand_id")).astype(object)[cat_rows]
-    brand_codes: dict[str, int] = {}
-    brands = np.fromiter((NO_BRAND if b is None else brand_codes.setdefault(b, len(brand_codes)) for b in brand_col),
-                         dtype=np.int32, count=cat_rows.size)
+    rows = catalogue.take(pa.array(cat_rows, pa.int64())).select(list(PAYLOAD_COLUMNS))
+    # brand codes in order of first appearance; an item without a brand is never capped
+    codes = pc.dictionary_encode(rows.column("brand_id").combine_chunks()).indices
+    brands = _np(pc.fill_null(codes, NO_BRAND)).astype(np.int32)
     item_to_cand = np.full(n_items, -1, dtype=np.int32)
     item_to_cand[model_pos] = np.arange(model_pos.size, dtype=np.int32)
-    meta_rows = catalogue.take(pa.array(cat_rows, pa.int64())).select(
-        ["item_id", "title", "brand_id", "brand_title", "genres", "formats", "available_until"]).to_pylist()
-    metadata = {r["item_id"]: item_payload(r) for r in meta_rows}
     counts["candidates"] = int(model_pos.size)
     return Candidates(
         positions=model_pos, item_ids=np.asarray(model_item_ids, dtype=object)[model_pos], brands=brands,
         item_factors_t=transposed(as_float32(item_factors)[model_pos]),
-        item_to_cand=item_to_cand, metadata=metadata, counts=counts)
+        item_to_cand=item_to_cand, rows=rows, counts=counts)
 
 
 def fallback_list(cold_start: pa.Table | None, variant: str, catalogue: pa.Table, candidate_filter: Any,
@@ -162,24 +232,39 @@ def fallback_list(cold_start: pa.Table | None, variant: str, catalogue: pa.Table
     """The variant's popular-now list (cold_start), kept to items that are candidates and playable now."""
     if cold_start is None or cold_start.num_rows == 0:
         return []
-    rows = cold_start.filter(pc.equal(cold_start.column("variant"), variant)).sort_by("rank").to_pylist()
-    cat_ids = _np(catalogue.column("item_id")).astype(object)
-    ok = _mask_candidates(catalogue, candidate_filter)
-    if availability is not None:
-        avail = set(_np(availability.column("item_id")).astype(object)[_available(availability, at)].tolist())
-        ok &= np.fromiter((i in avail for i in cat_ids), dtype=bool, count=len(cat_ids))
-    else:
-        ok &= _available(catalogue, at)
-    allowed = set(cat_ids[ok].tolist())
+    ok = _mask_candidates(catalogue, candidate_filter) & _playable(catalogue, availability, at)
+    allowed = catalogue.column("item_id").filter(pa.array(ok)).combine_chunks()
+    rows = cold_start.filter(pc.equal(cold_start.column("variant"), variant)).sort_by("rank")
+    rows = rows.filter(pc.is_in(rows.column("item_id"), value_set=allowed)).select(["item_id", "score"]).to_pylist()
     out: list[tuple[str, float]] = []
     seen: set[str] = set()
     for r in rows:
-        if r["item_id"] in allowed and r["item_id"] not in seen:
+        if r["item_id"] not in seen:
             seen.add(r["item_id"])
             out.append((r["item_id"], float(r["score"] if r["score"] is not None else 0.0)))
         if len(out) >= k:
             break
     return out
+
+
+def items_hash(cands: Candidates, referenced: np.ndarray, catalogue: pa.Table,
+               also: list[str]) -> tuple[pa.Array, pa.Array]:
+    """The items hash of a publication as (fields, values), sorted by item id: every candidate a list
+    references (``referenced``, a mask over candidate positions) and the items of ``also`` (fallback, played
+    and seed items) from the catalogue's first row of each; ids the catalogue does not hold are left out."""
+    ref = np.nonzero(referenced)[0]
+    ids = pa.array(cands.item_ids[ref], pa.string())
+    values = cands.payloads().take(pa.array(ref, pa.int64()))
+    if also:
+        extra = pa.array(list(dict.fromkeys(also)), pa.string())
+        extra = extra.filter(pc.invert(pc.is_in(extra, value_set=ids)))
+        at = pc.drop_null(pc.index_in(extra, value_set=catalogue.column("item_id").combine_chunks()))
+        if len(at):
+            rows = catalogue.take(at).select(list(PAYLOAD_COLUMNS))
+            ids = pa.concat_arrays([ids, rows.column("item_id").combine_chunks()])
+            values = pa.concat_arrays([values, item_payloads_json(rows)])
+    order = pc.sort_indices(ids)
+    return ids.take(order), values.take(order)
 
 
 def fallback_json(items: list[tuple[str, float]]) -> str:
