@@ -16,12 +16,16 @@ scoring fitted models.
    the precompute's settings; their CPU microseconds per user (x the same level factor) against the plan at
    that point -- kNN from the exact multiply-adds, from the plan's own inputs (played items x ``neighbours +
    series_depth``) and from the product's actual result entries; ALS at its 128 factors and, for
-   comparison, at the plane's 64; EASE from its inputs (played items x candidates).
+   comparison, at the plane's 64; EASE from its inputs (played items x candidates);
+4. the compute step's per-rail cost that grows with the catalogue (``plan.catalogue_sweep``: the job with 500
+   users at 20k, 100k and 200k items, its users' kernel taken out): core-microseconds per model item, on the
+   file's level like the kernels.
 
 ``python benchmarks/bench_plan_kernels.py`` (also ``skyrec bench --only plan_kernels``) prints the figures as
 JSON; ``python benchmarks/bench_plan_kernels.py --write [--keep-factors]`` also stores the releveled terms in
 ``src/skyrec/plan_coefficients.json`` (``--keep-factors``: all but the factors term, e.g. when only the
-item-kNN or EASE kernel changed).
+item-kNN or EASE kernel changed; ``--catalogue-only``: the dense sweep at 64 factors for the level and the
+catalogue cost, nothing else measured or written).
 """
 from __future__ import annotations
 
@@ -42,17 +46,21 @@ from skyrec import plan as p
 SHIPPED_WIDTH = p.SHIPPED_MODEL["neighbours"]
 
 
-def main(scale: str = "small", write: bool = False, keep_factors: bool = False) -> dict[str, Any]:
+def main(scale: str = "small", write: bool = False, keep_factors: bool = False,
+         catalogue_only: bool = False) -> dict[str, Any]:
     """``scale`` (``skyrec bench`` passes it) does not change the sizes: the sweep and the check are minutes
     at any scale. ``write``: store the releveled terms in the committed coefficients (``keep_factors``: all but
-    the dense kernel's factors term, which stays the file's)."""
+    the dense kernel's factors term, which stays the file's; ``catalogue_only``: only the catalogue cost)."""
     out: dict[str, Any] = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
     coef, path = p.load_coefficients(p.DEFAULT_PATH)
+    if catalogue_only:
+        return _catalogue_only(out, coef, path, write)
     sweep = {"factors": (32, p.BASE_FACTORS, 128)}
     dense = p.kernel_sweep(**sweep)
     knn = p.knn_kernel_sweep()
     ease = p.ease_kernel_sweep()
+    catalogue = p.catalogue_sweep()
     # EASE only where its memory guard admits the catalogue (~16k items with plays; 63k are refused)
     # and a genre rail's shape: the candidates an eighth of the brands' items, most of a user's neighbours not
     # among them (``skyrec plan --items``: the model's items, of which the candidates are some)
@@ -60,8 +68,10 @@ def main(scale: str = "small", write: bool = False, keep_factors: bool = False) 
             kernel_cost(30_000, 20_000, brand_fraction=0.125)]
     dense += p.kernel_sweep(**sweep)
     how = "benchmarks/bench_plan_kernels.py --write" + (" --keep-factors" if keep_factors else "") + ", " + out["when"]
-    new = p.relevel_kernels(coef, dense, knn, how=how, ease_points=ease, factors_term=not keep_factors)
+    new = p.relevel_kernels(coef, dense, knn, how=how, ease_points=ease, factors_term=not keep_factors,
+                            catalogue_points=catalogue)
     f = new["kernel_knn"]["level_factor"]
+    out["catalogue"] = new["catalogue"]["core_us"]
     out["kernel_knn"] = new["kernel_knn"]["core_us"]
     out["kernel_ease"] = new["kernel_ease"]["core_us"]
     out["per_1k_candidates_per_factor"] = new["kernel"]["core_us"]["per_1k_candidates_per_factor"]
@@ -111,6 +121,22 @@ def main(scale: str = "small", write: bool = False, keep_factors: bool = False) 
     return out
 
 
+def _catalogue_only(out: dict[str, Any], coef: dict[str, Any], path: Path, write: bool) -> dict[str, Any]:
+    """The catalogue cost alone, between two dense sweeps at 64 factors (this session's level)."""
+    dense = p.kernel_sweep()
+    catalogue = p.catalogue_sweep()
+    dense += p.kernel_sweep()
+    how = "benchmarks/bench_plan_kernels.py --write --catalogue-only, " + out["when"]
+    new = p.relevel_kernels(coef, dense, None, how=how, factors_term=False, catalogue_points=catalogue)
+    out["catalogue"] = new["catalogue"]
+    out["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    if write:
+        path.write_text(json.dumps(new, indent=1) + "\n")
+        out["written"] = str(path)
+    return out
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(write="--write" in sys.argv[1:], keep_factors="--keep-factors" in sys.argv[1:]),
-                     indent=1))  # never written by `skyrec bench`
+    args = sys.argv[1:]
+    print(json.dumps(main(write="--write" in args, keep_factors="--keep-factors" in args,
+                          catalogue_only="--catalogue-only" in args), indent=1))  # never written by `skyrec bench`

@@ -377,9 +377,13 @@ def test_calibrate_measures_on_this_machine(tmp_path: Path) -> None:
     assert all(pt["cpu_us_per_user"] > 0 for pt in knn)
     ease = p.ease_kernel_sweep(candidates=(500, 1_000), ks=(20, 50), plays=(5, 20), users=256, repeat=1)
     assert len(ease) == 8 and all(pt["cpu_us_per_user"] > 0 for pt in ease)
+    catalogue = p.catalogue_sweep(items=(2_000, 20_000), users=200, runs=2)
+    assert [pt["items"] for pt in catalogue] == [pt["candidates"] for pt in catalogue] == [2_000, 20_000]
+    assert all(len(pt["cpu_s_runs"]) == 2 and pt["cpu_s"] == min(pt["cpu_s_runs"]) > 0 for pt in catalogue)
     coef, path = p.calibrate(users=3_000, out=tmp_path / "c.json", progress=lambda m: None, kernel_points=points,
-                             knn_points=knn, ease_points=ease)
+                             knn_points=knn, ease_points=ease, catalogue_points=catalogue)
     assert set(coef["kernel_ease"]["core_us"]) >= set(p.EASE_TERMS)
+    assert coef["catalogue"]["points"] == catalogue and coef["catalogue"]["core_us"]["per_item"] > 0
     again, _ = p.load_coefficients(path)
     assert again == coef and coef["reference_run"] == json.loads(p.DEFAULT_PATH.read_text())["reference_run"]
     runs = coef["basis"]["runs"]
@@ -443,3 +447,56 @@ def test_more_like_this_seeds_every_model_item_in_each_rail(coef: dict) -> None:
     assert "90,000 seed-rails (every model item) at similar_k 20" in console.file.getvalue()
     with pytest.raises(ValueError, match="similar_k must be >= 0"):
         p.plan(p.PlanInputs(**base, similar_k=-1), coef)
+
+
+def test_the_compute_steps_per_rail_cost_grows_with_the_catalogue(coef: dict, tmp_path: Path) -> None:
+    """Building a rail's candidates and items hash costs per model item, once per rail and serially (not
+    divided by cores): the plan adds (items - the basis run's) x the measured core-us per item to each rail's
+    fixed seconds, says when it extrapolates, and says when its coefficients lack the term."""
+    assert coef["catalogue"]["core_us"]["per_item"] > 0 and len(coef["catalogue"]["points"]) >= 2
+    c = json.loads(json.dumps(coef))
+    c["catalogue"]["core_us"]["per_item"] = 5.0
+    basis = c["basis"]["candidates"]
+    small = p.plan(p.PlanInputs(users=100_000, rails=6, candidates=basis), c)
+    big = p.plan(p.PlanInputs(users=100_000, rails=6, candidates=basis, items=200_000), c)
+    per_rail = (200_000 - basis) * 5.0 / 1e6
+    assert small["figures"]["catalogue_core_s_per_rail"] == 0
+    assert big["figures"]["catalogue_core_s_per_rail"] == pytest.approx(per_rail)
+    for fig in ("compute_predictions_s", "dataflow_wall_s"):  # serial per rail, locally and on workers
+        assert big["figures"][fig] - small["figures"][fig] == pytest.approx(6 * per_rail)
+    # the kernel and the seeds do not change with the model's items (the candidates are the same)
+    assert big["figures"]["kernel_core_us_per_user"] == small["figures"]["kernel_core_us_per_user"]
+    # without --items the candidates are the model's items
+    assert p.plan(p.PlanInputs(users=1_000, candidates=200_000), c)["figures"]["catalogue_core_s_per_rail"] == \
+        pytest.approx(per_rail)
+    tiny = p.plan(p.PlanInputs(users=1_000, candidates=100), c)  # a smaller catalogue: less, never below 0
+    assert 0 <= tiny["figures"]["compute_fixed_core_s"] < small["figures"]["compute_fixed_core_s"]
+    far = p.plan(p.PlanInputs(users=1_000, candidates=basis, items=1_000_000), c)
+    assert any("catalogue cost extrapolated" in n for n in far["notes"])
+    assert not any("catalogue" in n for n in big["notes"])
+    without = {k: v for k, v in c.items() if k != "catalogue"}
+    res = p.plan(p.PlanInputs(users=1_000, candidates=basis, items=200_000), without)
+    assert res["figures"]["catalogue_core_s_per_rail"] == 0
+    assert any("grows with the catalogue is not in these coefficients" in n for n in res["notes"])
+    # an older .bench file without the term borrows the committed one at its own level (here 2x slower)
+    slower = json.loads(json.dumps(without))
+    slower["kernel"]["core_us"] = {k: v * 2 if k != "max_rel_residual" else v
+                                   for k, v in slower["kernel"]["core_us"].items()}
+    (tmp_path / "old.json").write_text(json.dumps(slower))
+    loaded, _ = p.load_coefficients(tmp_path / "old.json")
+    assert loaded["catalogue"]["core_us"]["per_item"] == pytest.approx(2 * coef["catalogue"]["core_us"]["per_item"])
+    assert "x 2.000" in loaded["catalogue"]["borrowed"]
+    with pytest.raises(p.CoefficientsError, match="catalogue.core_us needs per_item"):
+        p._validate({**coef, "catalogue": {"core_us": {}}}, "x.json")
+
+
+def test_the_catalogue_cost_is_fitted_without_the_users_kernel(coef: dict) -> None:
+    """The sweep's CPU seconds hold a fixed start-up, its users' kernel (large at 200k candidates) and the
+    per-item cost: the fit takes the kernel out, on the session's level."""
+    for level in (1.0, 0.8):
+        pts = [{"items": n, "candidates": n, "users": 500, "k": 50,
+                "cpu_s": 0.3 + 500 * p.kernel_core_us(coef, n, 50) / level / 1e6 + n * 4e-6}
+               for n in (20_000, 100_000, 200_000)]
+        assert p.fit_catalogue(coef, pts, level=level)["per_item"] == pytest.approx(4.0 * level, rel=1e-3)
+    with pytest.raises(p.CoefficientsError, match="two or more catalogue sizes"):
+        p.fit_catalogue(coef, pts[:1])
