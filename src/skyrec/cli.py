@@ -384,11 +384,17 @@ def bench(
 
 @app.command()
 def plan(
-    users: Annotated[int | None, typer.Option(help="Listeners with recommendations.")] = None,
-    candidates: Annotated[int, typer.Option(help="Candidate items per rail.")] = 20_000,
+    users: Annotated[int | None, typer.Option(help="Listeners with recommendations (--from-lake: default the "
+                                                   "models' users).")] = None,
+    from_lake: Annotated[bool, typer.Option("--from-lake", help="Plan the configured rails as the lake has them: "
+                                                                "each rail's candidates, model, users and plays "
+                                                                "from its latest catalogue and published "
+                                                                "model.")] = False,
+    candidates: Annotated[int | None, typer.Option(help="Candidate items per rail (default 20,000).")] = None,
     rails: Annotated[int | None, typer.Option(help="Rails (variants); default: the configured ones.")] = None,
     k: Annotated[int | None, typer.Option("--k", help="List length; default precompute.k.")] = None,
-    plays_per_user: Annotated[float, typer.Option(help="Plays per user in the activity snapshot.")] = 20.0,
+    plays_per_user: Annotated[float | None, typer.Option(help="Plays per user in the activity snapshot (default "
+                                                              "20).")] = None,
     model: Annotated[str | None, typer.Option(help="The rails' model (a configured one); default: the "
                                                    "rails' model.")] = None,
     items_per_user: Annotated[float | None, typer.Option(help="item-kNN: distinct items a user has played "
@@ -437,10 +443,22 @@ def plan(
 
                 Console().print(p.render_check(rows, coef))
             raise typer.Exit(0 if calibrate or all(r["within"] for r in rows) else 1)
+        if from_lake:
+            shape = {"--candidates": candidates, "--rails": rails, "--k": k, "--plays-per-user": plays_per_user,
+                     "--model": model, "--items-per-user": items_per_user, "--neighbours": neighbours,
+                     "--factors": factors, "--similar-k": similar_k, "--items": items}
+            given = [opt for opt, value in shape.items() if value is not None]
+            if given:
+                _fail(f"plan: {', '.join(given)} not with --from-lake (each rail's comes from the lake)")
+            _plan_from_lake(p, coef, path, _config(env), users=users, cores=cores, as_json=as_json,
+                            common={"encoding": encoding, "interval_hours": interval_hours,
+                                    "redis_node_gb": redis_node_gb, "dataflow_speed": dataflow_speed})
+            return
         if users is None:
-            _fail("plan: --users is required (or --check / --calibrate)")
-        inputs = p.inputs_from_config(_config(env), users=users, candidates=candidates, rails=rails, k=k,
-                                      plays_per_user=plays_per_user, cores=cores, encoding=encoding,
+            _fail("plan: --users is required (or --from-lake, --check, --calibrate)")
+        inputs = p.inputs_from_config(_config(env), users=users, candidates=candidates or 20_000, rails=rails, k=k,
+                                      plays_per_user=20.0 if plays_per_user is None else plays_per_user,
+                                      cores=cores, encoding=encoding,
                                       model=model, items_per_user=items_per_user, neighbours=neighbours,
                                       factors=factors, items=items, similar_k=similar_k,
                                       interval_hours=interval_hours, redis_node_gb=redis_node_gb,
@@ -454,6 +472,31 @@ def plan(
     from rich.console import Console
 
     Console().print(p.render(result, str(path)))
+
+
+def _plan_from_lake(p: Any, coef: dict[str, Any], path: Any, config: Any, *, users: int | None, cores: int | None,
+                    as_json: bool, common: dict[str, Any]) -> None:
+    """``skyrec plan --from-lake``: every configured rail from the lake (``skyrec.plan_lake``), put together."""
+    from dataclasses import replace
+
+    from skyrec.plan_lake import rails_from_lake
+
+    shapes = rails_from_lake(config, users=users, cores=cores)
+    skipped = {s.name: s.skipped for s in shapes if s.skipped}
+    planned = [(s.name, replace(s.inputs, **{k: v for k, v in common.items() if v is not None}))
+               for s in shapes if s.inputs is not None]
+    if not planned:
+        _fail("plan --from-lake: no rail can be planned: " + "; ".join(f"{n}: {why}" for n, why in skipped.items()))
+    result = p.plan_rails(planned, coef)
+    if as_json:
+        typer.echo(json.dumps({"coefficients_file": str(path), **p.json_ready(result), "skipped": skipped,
+                               "lake": {s.name: p.json_ready(s.facts) for s in shapes}}, indent=1))
+        return
+    from rich.console import Console
+
+    last = {s.name: s.facts["last_run"]["compute_predictions_s"] for s in shapes
+            if s.inputs is not None and "last_run" in s.facts and s.facts["last_run"]["users"] == s.inputs.users}
+    Console().print(p.render_rails(result, skipped, str(path), last))
 
 
 def _resolve_home(data: Any, home: str) -> Any:

@@ -44,7 +44,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -411,14 +411,7 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
     wall = compute_wall + dump_wall + publish_wall
     vcpu_local = wall * p.cores
 
-    # Dataflow: compute_predictions as the Beam pipeline; the dump and the publication stay where they are
-    df_work_s = compute_core_s / p.dataflow_speed
-    df_vcpus = p.dataflow_max_workers * p.dataflow_vcpus_per_worker
-    df_wall = p.dataflow_startup_s + df_work_s / df_vcpus + p.rails * r["compute_fixed_s"]
-    df_vcpu_s = df_wall * df_vcpus
-    df_gb_s = df_wall * p.dataflow_max_workers * p.dataflow_memory_gb_per_worker
-    df_cost = df_vcpu_s / 3600 * p.vcpu_hour + df_gb_s / 3600 * p.gb_hour
-    df_path_wall = df_wall + dump_wall + publish_wall
+    df = _dataflow(p, compute_core_s, p.rails * r["compute_fixed_s"], dump_wall + publish_wall)
 
     # the rec keys, plus per publication its items hash, item table, fallback and users sample
     pub_bytes = (ur * r["redis_bytes"] + sr * rs["redis_bytes"]
@@ -427,7 +420,6 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
     activity = p.users * p.plays_per_user * coef["lake"]["activity_bytes_per_play"]
     predictions = (ur * (p.k * coef["lake"]["prediction_row_bytes"] + r["resp_bytes"] + r["rdb_bytes"])
                    + sr * (rs["resp_bytes"] + rs["rdb_bytes"]))
-    interval_s = p.interval_hours * 3600
     figures = {
         "kernel_core_us_per_user": kern_us,
         "similar_seeds": sr, "similar_kernel_core_us_per_seed": seed_us, "similar_core_s": similar_core_s,
@@ -435,25 +427,11 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
         "whole_path_s": wall, "vcpu_s_local": vcpu_local, "compute_core_s": compute_core_s,
         "compute_fixed_core_s": r["compute_fixed_s"], "catalogue_core_s_per_rail": catalogue_s,
         "catalogue_basis_items": coef["basis"]["candidates"],
-        "dataflow_vcpu_s": df_vcpu_s, "dataflow_wall_s": df_wall, "dataflow_path_wall_s": df_path_wall,
-        "dataflow_cost": df_cost, "redis_publication_bytes": pub_bytes, "redis_peak_bytes": peak_bytes,
+        **df, "redis_publication_bytes": pub_bytes, "redis_peak_bytes": peak_bytes,
         "lake_activity_bytes": activity, "lake_predictions_bytes_per_run": predictions,
         "lake_bytes": activity + predictions,
     }
-    limits = []
-    if wall > interval_s:
-        limits.append({"what": "precompute wall time", "value_s": wall, "limit_s": interval_s,
-                       "then": f"more cores than {p.cores}: the compute step on Dataflow/Flink/Spark/Dask workers "
-                               "(it scales by shards); dump and publish do not scale with cores"})
-    if publish_wall > interval_s:
-        limits.append({"what": "publish time into one serving Redis", "value_s": publish_wall, "limit_s": interval_s,
-                       "then": "several Redis (one per group of rails) or a Redis Cluster: not supported by the "
-                               "publish code today (docs/scale.md)"})
-    _beyond(limits, "Redis memory beyond one node", peak_bytes, p.redis_node_gb,
-            "shard the serving keys over several Redis (Redis Cluster or one Redis per rail group): not supported "
-            "by the publish code today (docs/scale.md)")
-    _beyond(limits, "Redis peak beyond this machine's memory", peak_bytes, p.machine_memory_gb,
-            "Redis on its own node(s), jobs elsewhere")
+    limits = _shared_limits(p, figures)
     if p.kernel == "item_weights":
         figures["ease_weights_bytes"] = weights = ease_weights_bytes(p)
         if not _beyond(limits, "EASE's item-item weights: refused by its memory guard", weights, p.weights_limit_gb,
@@ -507,6 +485,79 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
             "coefficients": {k: coef.get(k) for k in ("measured_at", "machine", "source")}}
 
 
+#: figures of a set of rails that are the sum of each rail's (each rail's job runs alone on the cores)
+SUMMED = ("compute_predictions_s", "publish_predictions_s", "compute_core_s", "similar_core_s", "similar_seeds",
+          "redis_publication_bytes", "redis_peak_bytes", "lake_predictions_bytes_per_run")
+
+
+def plan_rails(rails: list[tuple[str, PlanInputs]], coef: dict[str, Any]) -> dict[str, Any]:
+    """The capacity plan of rails that differ (each its own candidates, model, shape: ``skyrec plan
+    --from-lake``): each rail planned alone (``rails=1``), then put together as the precompute runs them --
+    the compute steps one after another on all the cores, the dumps ``cores // dump_cores`` at a time (each
+    group as long as its longest), the publications serial into the one serving Redis, one Dataflow start-up;
+    the activity snapshot is the users' once. Machine, schedule and Dataflow settings are the first rail's."""
+    if not rails:
+        raise ValueError("no rails to plan")
+    names = [n for n, _ in rails]
+    if len(set(names)) != len(names):
+        raise ValueError(f"rail names repeat: {names}")
+    per = {name: plan(replace(inp, rails=1), coef) for name, inp in rails}
+    p = rails[0][1]
+    figs = [r["figures"] for r in per.values()]
+    total: dict[str, float] = {key: sum(f[key] for f in figs) for key in SUMMED}
+    dumps = sorted((f["create_redis_dump_s"] for f in figs), reverse=True)
+    parallel = max(1, p.cores // p.dump_cores)
+    total["create_redis_dump_s"] = sum(dumps[::parallel])
+    total["whole_path_s"] = total["compute_predictions_s"] + total["create_redis_dump_s"] + total["publish_predictions_s"]
+    total["vcpu_s_local"] = total["whole_path_s"] * p.cores
+    total["lake_activity_bytes"] = max(f["lake_activity_bytes"] for f in figs)
+    total["lake_bytes"] = total["lake_activity_bytes"] + total["lake_predictions_bytes_per_run"]
+    total.update(_dataflow(p, total["compute_core_s"], sum(f["compute_fixed_core_s"] for f in figs),
+                           total["create_redis_dump_s"] + total["publish_predictions_s"]))
+    limits = _shared_limits(p, total)
+    limits += [{**lim, "what": f"{name}: {lim['what']}"} for name, r in per.items() for lim in r["limits"]
+               if lim["what"].startswith("EASE")]
+    by_note: dict[str, list[str]] = {}
+    for name, r in per.items():
+        for n in r["notes"]:
+            by_note.setdefault(n, []).append(name)
+    notes = [f"{', '.join(who) if len(who) < len(per) else 'every rail'}: {n}" for n, who in by_note.items()]
+    return {"rails": per, "figures": total, "limits": limits, "notes": notes,
+            "coefficients": {k: coef.get(k) for k in ("measured_at", "machine", "source")}}
+
+
+def _dataflow(p: PlanInputs, compute_core_s: float, fixed_s: float, rest_wall_s: float) -> dict[str, float]:
+    """compute_predictions as the Beam pipeline on Dataflow (one start-up, the work over its vCPUs, the rails'
+    fixed seconds); the dump and the publication (``rest_wall_s``) stay where they are."""
+    df_vcpus = p.dataflow_max_workers * p.dataflow_vcpus_per_worker
+    df_wall = p.dataflow_startup_s + compute_core_s / p.dataflow_speed / df_vcpus + fixed_s
+    df_vcpu_s = df_wall * df_vcpus
+    df_gb_s = df_wall * p.dataflow_max_workers * p.dataflow_memory_gb_per_worker
+    return {"dataflow_vcpu_s": df_vcpu_s, "dataflow_wall_s": df_wall, "dataflow_path_wall_s": df_wall + rest_wall_s,
+            "dataflow_cost": df_vcpu_s / 3600 * p.vcpu_hour + df_gb_s / 3600 * p.gb_hour}
+
+
+def _shared_limits(p: PlanInputs, f: dict[str, float]) -> list[dict[str, Any]]:
+    """Where one machine, one serving Redis or one schedule interval stops being enough for these figures."""
+    interval_s = p.interval_hours * 3600
+    limits: list[dict[str, Any]] = []
+    if f["whole_path_s"] > interval_s:
+        limits.append({"what": "precompute wall time", "value_s": f["whole_path_s"], "limit_s": interval_s,
+                       "then": f"more cores than {p.cores}: the compute step on Dataflow/Flink/Spark/Dask workers "
+                               "(it scales by shards); dump and publish do not scale with cores"})
+    if f["publish_predictions_s"] > interval_s:
+        limits.append({"what": "publish time into one serving Redis", "value_s": f["publish_predictions_s"],
+                       "limit_s": interval_s,
+                       "then": "several Redis (one per group of rails) or a Redis Cluster: not supported by the "
+                               "publish code today (docs/scale.md)"})
+    _beyond(limits, "Redis memory beyond one node", f["redis_peak_bytes"], p.redis_node_gb,
+            "shard the serving keys over several Redis (Redis Cluster or one Redis per rail group): not supported "
+            "by the publish code today (docs/scale.md)")
+    _beyond(limits, "Redis peak beyond this machine's memory", f["redis_peak_bytes"], p.machine_memory_gb,
+            "Redis on its own node(s), jobs elsewhere")
+    return limits
+
+
 def _beyond(limits: list[dict[str, Any]], what: str, value_bytes: float, limit_gb: float, then: str) -> bool:
     """Record a memory limit when ``value_bytes`` exceeds ``limit_gb``; whether it did."""
     if value_bytes > limit_gb * 1e9:
@@ -557,7 +608,6 @@ def render(result: dict[str, Any], source: str) -> Any:
     """A rich renderable: the plan's table, then the limits it crosses."""
     from rich.console import Group
     from rich.table import Table
-    from rich.text import Text
 
     p, f, r = result["inputs"], result["figures"], result["per_user_rail"]
     title = (f"{p['users']:,} users x {p['rails']} rails ({p['model']}), {p['candidates']:,} candidates, "
@@ -617,7 +667,14 @@ def render(result: dict[str, Any], source: str) -> Any:
     t.add_row("lake: activity snapshot", _size(f["lake_activity_bytes"]), f"{p['plays_per_user']:g} plays per user")
     t.add_row("lake: predictions per run", _size(f["lake_predictions_bytes_per_run"]),
               "Parquet + RESP + RDB of every rail")
-    parts: list[Any] = [t]
+    return Group(t, *_closing(result, source))
+
+
+def _closing(result: dict[str, Any], source: str) -> list[Any]:
+    """The lines under a plan's table: the limits it crosses (or that it fits), its notes, its coefficients."""
+    from rich.text import Text
+
+    parts: list[Any] = []
     if result["limits"]:
         for lim in result["limits"]:
             if "value_s" in lim:
@@ -632,7 +689,45 @@ def render(result: dict[str, Any], source: str) -> Any:
     c = result["coefficients"]
     parts.append(Text(f"coefficients: {source} (measured {c.get('measured_at')}, "
                       f"{(c.get('machine') or {}).get('cpus')} cpus)", style="dim"))
-    return Group(*parts)
+    return parts
+
+
+def render_rails(result: dict[str, Any], skipped: dict[str, str], source: str,
+                 last_runs: dict[str, float] | None = None) -> Any:
+    """A rich renderable of :func:`plan_rails`: one row per rail (with its last run's compute seconds, from
+    ``last_runs``, where it has one), the totals, the rails left out and why."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    rails, f = result["rails"], result["figures"]
+    last = last_runs or {}
+    first = next(iter(rails.values()))["inputs"]
+    t = Table(title=f"{len(rails)} rail(s) planned from the lake, {first['cores']} cores, {first['encoding']}",
+              title_justify="left")
+    for col, just in (("rail", "left"), ("model", "left"), ("users", "right"), ("candidates / items", "right"),
+                      ("kernel us/user", "right"), ("compute", "right"), ("last run", "right"), ("dump", "right"),
+                      ("publish", "right"), ("Redis", "right")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for name, r in rails.items():
+        p, g = r["inputs"], r["figures"]
+        shape = {"neighbours": f"kNN, {p['neighbours']} per row", "item_weights": "EASE"}.get(
+            p["kernel"], f"{p['factors']} factors")
+        t.add_row(name, f"{p['model']} ({shape})", f"{p['users']:,}", f"{p['candidates']:,} / {p['items']:,}",
+                  f"{g['kernel_core_us_per_user']:.1f}", _dur(g["compute_predictions_s"]),
+                  _dur(last[name]) if name in last else "-", _dur(g["create_redis_dump_s"]),
+                  _dur(g["publish_predictions_s"]), _size(g["redis_publication_bytes"]))
+    t.add_section()
+    t.add_row("all rails", "", "", "", "", _dur(f["compute_predictions_s"]),
+              _dur(sum(last.values())) if last and set(last) == set(rails) else "-", _dur(f["create_redis_dump_s"]),
+              _dur(f["publish_predictions_s"]), _size(f["redis_publication_bytes"]))
+    parts: list[Any] = [t, Text(
+        f"whole path {_dur(f['whole_path_s'])} on {first['cores']} cores (schedule {first['interval_hours']:g} h), "
+        f"{f['vcpu_s_local']:,.0f} vCPU-s; on Dataflow {_dur(f['dataflow_wall_s'])}, {f['dataflow_cost']:,.2f}; "
+        f"Redis peak during a switch {_size(f['redis_peak_bytes'])}; lake {_size(f['lake_bytes'])} per run")]
+    for name, why in skipped.items():
+        parts.append(Text(f"left out - {name}: {why}", style="yellow"))
+    return Group(*parts, *_closing(result, source))
 
 
 def render_check(rows: list[dict[str, Any]], coef: dict[str, Any]) -> Any:
@@ -1414,13 +1509,35 @@ def cores_to_fit(inputs: PlanInputs, coef: dict[str, Any], max_cores: int = 4096
 
 
 #: the shipped rails' model as :func:`model_kernel` reads ``config/base.yaml`` (a test keeps them equal)
-SHIPPED_MODEL = {"model": "knn", "kernel": "neighbours", "neighbours": 75}
-FACTORS_MODEL = {"model": "als", "kernel": "factors", "factors": 128}
+SHIPPED_MODEL: dict[str, Any] = {"model": "knn", "kernel": "neighbours", "neighbours": 75}
+FACTORS_MODEL: dict[str, Any] = {"model": "als", "kernel": "factors", "factors": 128}
 #: precompute.similar_k as shipped: every rail precomputes "more like this" for every model item
 SHIPPED_SIMILAR_K = 20
 
 SCENARIOS = ((3_500_000, 6), (3_500_000, 20), (10_000_000, 6), (10_000_000, 20), (100_000_000, 6),
              (100_000_000, 20))
+#: the shipped rails' candidates as shares of the all-items rail's, as ``skyrec plan --from-lake`` read them
+#: on ``make demo``'s lake (2026-12-01: 1,128 candidates for recommended_for_you; 130-214 for the genre rails)
+SHIPPED_MIX = {"recommended_for_you": 1.0, "gripping_stories": 214 / 1128, "thought_provoking": 177 / 1128,
+               "comedy_featured": 158 / 1128, "drama_featured": 152 / 1128, "music_mixes": 130 / 1128}
+
+
+def mix_markdown(coef: dict[str, Any], *, items: int = 20_000, cores: int = 2) -> str:
+    """A table of docs/scale.md: the six shipped rails as they differ (:data:`SHIPPED_MIX` of ``items``
+    candidates, the model's items all ``items``), put together by :func:`plan_rails`, against the same six
+    planned as if each scored every item (the scenario tables)."""
+    lines = ["| listeners | compute, 2 cores | dump + publish | whole path | compute if every rail scored every item |",
+             "|---|---:|---:|---:|---:|"]
+    for users in sorted({u for u, _ in SCENARIOS}):
+        base = PlanInputs(users=users, candidates=items, items=items, cores=cores, similar_k=SHIPPED_SIMILAR_K,
+                          **SHIPPED_MODEL)
+        mixed = plan_rails([(name, replace(base, candidates=max(base.k + 1, round(items * share))))
+                            for name, share in SHIPPED_MIX.items()], coef)["figures"]
+        flat = plan(replace(base, rails=len(SHIPPED_MIX)), coef)["figures"]
+        lines.append(f"| {users / 1e6:g}M | {_dur(mixed['compute_predictions_s'])} | "
+                     f"{_dur(mixed['create_redis_dump_s'] + mixed['publish_predictions_s'])} | "
+                     f"{_dur(mixed['whole_path_s'])} | {_dur(flat['compute_predictions_s'])} |")
+    return "\n".join(lines)
 
 
 def scenarios_markdown(coef: dict[str, Any], *, encoding: str = "packed", cores: int = 2,

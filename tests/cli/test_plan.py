@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -357,6 +358,7 @@ def test_docs_scale_table_is_the_committed_coefficients_plan(coef: dict) -> None
     doc = (Path(__file__).resolve().parents[2] / "docs" / "scale.md").read_text()
     assert p.scenarios_markdown(coef) in doc, "docs/scale.md's table differs from `skyrec plan` (regenerate it)"
     assert p.scenarios_markdown(coef, rails_model=p.FACTORS_MODEL) in doc, "docs/scale.md's ALS table is stale"
+    assert p.mix_markdown(coef) in doc, "docs/scale.md's table of the shipped mix is stale"
 
 
 def test_shipped_model_constant_is_the_shipped_configuration(config_factory: Any) -> None:
@@ -500,3 +502,34 @@ def test_the_catalogue_cost_is_fitted_without_the_users_kernel(coef: dict) -> No
         assert p.fit_catalogue(coef, pts, level=level)["per_item"] == pytest.approx(4.0 * level, rel=1e-3)
     with pytest.raises(p.CoefficientsError, match="two or more catalogue sizes"):
         p.fit_catalogue(coef, pts[:1])
+
+
+def test_rails_that_differ_are_put_together_as_precompute_runs_them(coef: dict) -> None:
+    """plan_rails: identical rails give exactly the plan of that many rails; different ones add up step by step
+    (compute and publish serial, the dumps a core pair at a time, each group as long as its longest), the
+    activity counted once, one Dataflow start-up, per-rail limits named by rail."""
+    one = p.PlanInputs(users=2_000_000, candidates=20_000, kernel="neighbours", model="knn", similar_k=20, cores=4)
+    same = p.plan_rails([(f"r{i}", one) for i in range(5)], coef)
+    whole = p.plan(replace(one, rails=5), coef)["figures"]
+    for key in ("compute_predictions_s", "create_redis_dump_s", "publish_predictions_s", "whole_path_s",
+                "vcpu_s_local", "compute_core_s", "dataflow_wall_s", "dataflow_cost", "redis_peak_bytes",
+                "lake_bytes", "similar_seeds"):
+        assert same["figures"][key] == pytest.approx(whole[key]), key
+    genre = replace(one, candidates=2_000, items=20_000)
+    small = replace(one, users=10_000, candidates=500, items=20_000)
+    mixed = p.plan_rails([("all", one), ("genre", genre), ("small", small)], coef)
+    f, per = mixed["figures"], {n: r["figures"] for n, r in mixed["rails"].items()}
+    assert f["compute_predictions_s"] == pytest.approx(sum(g["compute_predictions_s"] for g in per.values()))
+    dumps = sorted((g["create_redis_dump_s"] for g in per.values()), reverse=True)
+    assert f["create_redis_dump_s"] == pytest.approx(dumps[0] + dumps[2])  # 4 cores: two dumps at a time
+    assert f["lake_activity_bytes"] == per["all"]["lake_activity_bytes"]
+    assert per["genre"]["kernel_core_us_per_user"] < per["all"]["kernel_core_us_per_user"]
+    assert f["dataflow_wall_s"] < sum(g["dataflow_wall_s"] for g in per.values())  # one start-up, not three
+    ease = replace(one, kernel="item_weights", model="ease", candidates=100_000, items=200_000)
+    res = p.plan_rails([("all", one), ("ease", ease)], coef)
+    assert any(lim["what"].startswith("ease: EASE") for lim in res["limits"])
+    assert any(n.startswith("ease: ") for n in res["notes"])
+    with pytest.raises(ValueError, match="repeat"):
+        p.plan_rails([("a", one), ("a", one)], coef)
+    with pytest.raises(ValueError, match="no rails"):
+        p.plan_rails([], coef)

@@ -212,28 +212,14 @@ def _lake_relative(lake: Lake, path: str) -> str:
     return path[len(root):] if path.startswith(root) else path
 
 
-def _npz_shapes(lake: Lake, m: Manifest, name: str) -> dict[str, tuple[int, ...]]:
-    """Array shapes in an .npz, reading only the zip directory and each array header (cheap)."""
-    import numpy as np
-
-    shapes = {}
-    with lake.open(m, name) as fh, zipfile.ZipFile(fh) as zf:
-        for info in zf.infolist():
-            with zf.open(info) as member:
-                fmt = np.lib.format
-                version = fmt.read_magic(member)
-                reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-                shape, _, _ = reader(member)
-                shapes[info.filename.removesuffix(".npy")] = shape
-    return shapes
-
-
 def check_model(lake: Lake, m: Manifest) -> None:
     """A model output loads: factor matrices present, their rows match the id lists, same dimension."""
     import pyarrow.parquet as pq
 
+    from skyrec.models.artefact import npz_shapes
+
     try:
-        shapes = _npz_shapes(lake, m, "factors.npz")
+        shapes = npz_shapes(lake, m, "factors.npz")
         with lake.open(m, "users.parquet") as fh:
             n_users = pq.read_metadata(fh).num_rows
         with lake.open(m, "items.parquet") as fh:

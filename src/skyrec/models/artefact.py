@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,26 @@ def read_npz(lake: Lake, manifest: Manifest, name: str) -> dict[str, np.ndarray]
         data = fh.read()
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}
+
+
+def npz_shapes(lake: Lake, manifest: Manifest, name: str) -> dict[str, tuple[int, ...]]:
+    """Array shapes in an .npz of a committed output, reading only the zip directory and each array header."""
+    shapes = {}
+    with lake.open(manifest, name) as fh, zipfile.ZipFile(fh) as zf:
+        for info in zf.infolist():
+            with zf.open(info) as member:
+                fmt = np.lib.format
+                version = fmt.read_magic(member)
+                reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, _, _ = reader(member)
+                shapes[info.filename.removesuffix(".npy")] = shape
+    return shapes
+
+
+def npz_arrays(lake: Lake, manifest: Manifest, name: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Only ``keys`` of an .npz of a committed output (the others are not read); KeyError for a missing one."""
+    with lake.open(manifest, name) as fh, np.load(fh, allow_pickle=False) as npz:
+        return {k: npz[k] for k in keys}
 
 
 @dataclass

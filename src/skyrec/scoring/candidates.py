@@ -188,14 +188,14 @@ def _playable(catalogue: pa.Table, availability: pa.Table | None, at: dt.datetim
     return _bool(pc.is_in(catalogue.column("item_id"), value_set=open_ids.combine_chunks()))
 
 
-def build_candidates(*, model_item_ids: np.ndarray, item_factors: Representation, catalogue: pa.Table,
-                     candidate_filter: Any, at: dt.datetime, availability: pa.Table | None = None,
-                     max_age_days: dict[str, float] | None = None) -> Candidates:
-    """Intersect the model's items with the catalogue, the filter, availability and the age rule.
-
-    Column-wise (Arrow set look-ups, no Python per item): at 200k items this is a fraction of a second."""
-    n_items = len(model_item_ids)
-    counts = {"model_items": n_items, "catalogue_items": catalogue.num_rows}
+def select_candidates(*, model_item_ids: np.ndarray, catalogue: pa.Table, candidate_filter: Any, at: dt.datetime,
+                      availability: pa.Table | None = None, max_age_days: dict[str, float] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Which model items are a rail's candidates: the model's items in the catalogue that pass the filter,
+    are playable at ``at`` and pass the age rule, one catalogue row (the first) each. Returns (model positions,
+    ascending; their catalogue rows; counts of why items were left out). Column-wise (Arrow set look-ups, no
+    Python per item): at 200k items a fraction of a second."""
+    counts = {"model_items": len(model_item_ids), "catalogue_items": catalogue.num_rows}
     keep = _mask_candidates(catalogue, candidate_filter)
     counts["filter_excluded"] = int((~keep).sum())
     playable = _playable(catalogue, availability, at)
@@ -212,15 +212,23 @@ def build_candidates(*, model_item_ids: np.ndarray, item_factors: Representation
     counts["not_in_model"] = int((model_pos < 0).sum())
     cat_rows, model_pos = cat_rows[model_pos >= 0], model_pos[model_pos >= 0]
     model_pos, first = np.unique(model_pos, return_index=True)  # one row per item, ascending item index
-    cat_rows = cat_rows[first]
+    counts["candidates"] = int(model_pos.size)
+    return model_pos, cat_rows[first], counts
 
+
+def build_candidates(*, model_item_ids: np.ndarray, item_factors: Representation, catalogue: pa.Table,
+                     candidate_filter: Any, at: dt.datetime, availability: pa.Table | None = None,
+                     max_age_days: dict[str, float] | None = None) -> Candidates:
+    """A rail's candidates (:func:`select_candidates`) with what the kernel and the writers need of them."""
+    model_pos, cat_rows, counts = select_candidates(
+        model_item_ids=model_item_ids, catalogue=catalogue, candidate_filter=candidate_filter, at=at,
+        availability=availability, max_age_days=max_age_days)
     rows = catalogue.take(pa.array(cat_rows, pa.int64())).select(list(PAYLOAD_COLUMNS))
     # brand codes in order of first appearance; an item without a brand is never capped
     codes = pc.dictionary_encode(rows.column("brand_id").combine_chunks()).indices
     brands = _np(pc.fill_null(codes, NO_BRAND)).astype(np.int32)
-    item_to_cand = np.full(n_items, -1, dtype=np.int32)
+    item_to_cand = np.full(len(model_item_ids), -1, dtype=np.int32)
     item_to_cand[model_pos] = np.arange(model_pos.size, dtype=np.int32)
-    counts["candidates"] = int(model_pos.size)
     return Candidates(
         positions=model_pos, item_ids=np.asarray(model_item_ids, dtype=object)[model_pos], brands=brands,
         item_factors_t=transposed(as_float32(item_factors)[model_pos]),
