@@ -18,7 +18,9 @@ kernel runs and checks (``skyrec bench`` runs the ALS one, which ``skyrec plan``
 like this" for every item (``precompute.similar_k`` = 20 a seed; ``similar_seconds`` and ``sim_keys`` in its
 step; the kernel runs score the users only); without it, as ``skyrec bench`` runs it, the job skips that, so
 the plan's per-user coefficients hold the users' work alone. ``--items N``: the catalogue (every item a
-candidate), default 20,000.
+candidate of the all-items rail), default 20,000. ``--rail comedy_featured``: a genre rail instead of the
+all-items ``recommended_for_you``: an eighth of the generated items are Comedy (the rest Drama), so its
+candidates are an eighth of the model's items, the shape of the shipped genre rails (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -56,11 +58,16 @@ def _commit_table(lake: Any, dataset: str, rel: str, name: str, table: pa.Table)
     stage.commit({})
 
 
-def rail_on(model: str) -> dict[str, Any]:
+RAILS = ("recommended_for_you", "comedy_featured")
+
+
+def rail_on(model: str, rail: str = "recommended_for_you") -> dict[str, Any]:
     """Config overrides that put the benchmark's rail on ``model``'s artefact."""
     if model not in MODELS:
         raise ValueError(f"--model {model!r}: one of {', '.join(MODELS)}")
-    return {"variants": {"recommended_for_you": {"model": model}}}
+    if rail not in RAILS:
+        raise ValueError(f"--rail {rail!r}: one of {', '.join(RAILS)}")
+    return {"variants": {rail: {"model": model}}}
 
 
 RAIL_ON_ALS = rail_on("als")
@@ -88,7 +95,7 @@ def build_lake(config: Any, n_users: int, n_items: int = 20_000, d: int = 64, pl
         "brand_id": pa.array([f"b{j % 2000:05d}" for j in range(n)]),
         "brand_title": pa.array([f"Brand {j % 2000}" for j in range(n)]),
         "series_id": pa.nulls(n, pa.string()), "masterbrand": pa.array(["radio"] * n),
-        "genres": pa.array([["Drama"] if j % 3 else ["Comedy"] for j in range(n)], pa.list_(pa.string())),
+        "genres": pa.array([["Drama"] if j % 8 else ["Comedy"] for j in range(n)], pa.list_(pa.string())),
         "formats": pa.array([["Podcasts"]] * n, pa.list_(pa.string())),
         "release_ts": pa.array([AT - dt.timedelta(days=10)] * n, pa.timestamp("us", tz="UTC")),
         "duration_seconds": pa.array([1800] * n, pa.int32()),
@@ -101,9 +108,10 @@ def build_lake(config: Any, n_users: int, n_items: int = 20_000, d: int = 64, pl
                       "available_until": catalogue.column("available_until")}, schema=AVAILABILITY)
     _commit_table(lake, "availability", config.dataset_path("availability", run_key="20260301T100000"),
                   "availability.parquet", avail)
-    cold = pa.table({"variant": ["recommended_for_you"] * 100, "rank": pa.array(range(100), pa.int32()),
-                     "item_id": item_ids[:100].tolist(), "score": pa.array(np.linspace(1, 0, 100), pa.float32())},
-                    schema=COLD_START)
+    cold = pa.table({"variant": [v for v in RAILS for _ in range(100)],
+                     "rank": pa.array([r for _ in RAILS for r in range(100)], pa.int32()),
+                     "item_id": [i for _ in RAILS for i in item_ids[:100].tolist()],
+                     "score": pa.array(np.tile(np.linspace(1, 0, 100), len(RAILS)), pa.float32())}, schema=COLD_START)
     _commit_table(lake, "cold_start", config.dataset_path("cold_start", run_key="20260301T100000"),
                   "cold_start.parquet", cold)
     indptr = np.arange(0, n_users * plays + 1, plays, dtype=np.int64)
@@ -143,22 +151,23 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def main(scale: str = "small", model: str = "als", similar: bool = False, items: int = 20_000) -> dict[str, Any]:
+def main(scale: str = "small", model: str = "als", similar: bool = False, items: int = 20_000,
+         rail: str = "recommended_for_you") -> dict[str, Any]:
     import redis
 
     from skyrec.redis_local import temporary_redis
 
     n_users = SCALES[scale]
     cores = os.cpu_count() or 1
-    rail_on(model)  # a bad name fails before anything is generated
-    out: dict[str, Any] = {"benchmark": "precompute", "model": model, "scale": scale, "users": n_users,
-                           "candidates": items, "k": 50, "similar": similar, "cores": cores}
+    rail_on(model, rail)  # a bad name fails before anything is generated
+    out: dict[str, Any] = {"benchmark": "precompute", "model": model, "rail": rail, "scale": scale, "users": n_users,
+                           "catalogue_items": items, "k": 50, "similar": similar, "cores": cores}
     saved_home = os.environ.get("SKYREC_HOME")
     with tempfile.TemporaryDirectory(prefix="skyrec-bench-precompute-") as home, \
             temporary_redis(Path(home) / "serving") as serving:
         os.environ["SKYREC_HOME"] = home  # the config resolves {home} from the process environment
         try:
-            steps = _run(out, home, serving.url, n_users, model, similar, items)
+            steps = _run(out, home, serving.url, n_users, model, similar, items, rail)
         finally:
             if saved_home is None:
                 os.environ.pop("SKYREC_HOME", None)
@@ -171,23 +180,24 @@ def main(scale: str = "small", model: str = "als", similar: bool = False, items:
 
 
 def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int, model: str, similar: bool,
-         items: int) -> dict[str, Any]:
+         items: int, rail: str = "recommended_for_you") -> dict[str, Any]:
     from skyrec.config import load_config
     from skyrec.jobs.base import RunInfo, execute
+    from skyrec.storage import Lake
 
-    cfg = load_config("local", overrides={"publish": {"redis_url": redis_url}, **rail_on(model)})
+    cfg = load_config("local", overrides={"publish": {"redis_url": redis_url}, **rail_on(model, rail)})
     if not cfg.lake_url.startswith(home):
         raise RuntimeError(f"benchmark lake {cfg.lake_url} is not under its temporary home {home}")
     out.update(build_lake(cfg, n_users, n_items=items, model=model, similar=similar))
     os.sync()  # the generated lake's dirty pages are written back now, not during the first timed step
-    run = RunInfo(dag_id=f"precompute_recommendations_{model}_recommended_for_you_v1", run_id="bench",
+    run = RunInfo(dag_id=f"precompute_recommendations_{model}_{rail}_v1", run_id="bench",
                   task_id="bench", logical_date=AT)
     steps: dict[str, Any] = {}
-    kernel_runs = [time_kernel(cfg, "recommended_for_you", run.end)]
+    kernel_runs = [time_kernel(cfg, rail, run.end)]
     for job in ("compute_predictions", "create_redis_dump", "publish_predictions"):
         cpu0, t0, load = _cpu(), time.perf_counter(), os.getloadavg()[0]
         children0, redis0 = _children_cpu(), _redis_cpu(redis_url)
-        code, payload = execute(job, config=cfg, run=run, params={"variant": "recommended_for_you"})
+        code, payload = execute(job, config=cfg, run=run, params={"variant": rail})
         wall = time.perf_counter() - t0
         if code != 0:
             raise RuntimeError(f"{job} failed: {payload.get('error')}")
@@ -200,8 +210,12 @@ def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int, model: st
                       "load_1min_at_start": round(load, 2),
                       **{k: s[k] for k in ("users", "users_with_recs", "keys", "commands_per_second", "sim_keys",
                                            "similar_seconds") if k in s}}
-    kernel_runs.append(time_kernel(cfg, "recommended_for_you", run.end))
-    _check_same_work(cfg, kernel_runs)
+    kernel_runs.append(time_kernel(cfg, rail, run.end))
+    _check_same_work(cfg, kernel_runs, rail)
+    pred = Lake.from_config(cfg).latest(cfg, "predictions", variant=rail, version="v1")
+    if pred is None:
+        raise RuntimeError("predictions not committed")
+    out["candidates"] = int(pred.meta["candidates"]["candidates"])
     steps["kernel"] = {"seconds": min(r["seconds"] for r in kernel_runs), "runs": kernel_runs}
     return steps
 
@@ -262,11 +276,11 @@ def time_kernel(cfg: Any, variant: str, at: dt.datetime) -> dict[str, Any]:
             "threads": spec.threads, "load_1min_at_start": round(load, 2)}
 
 
-def _check_same_work(cfg: Any, kernel_runs: list[dict[str, Any]]) -> None:
+def _check_same_work(cfg: Any, kernel_runs: list[dict[str, Any]], rail: str = "recommended_for_you") -> None:
     """The kernel runs did the job's work: the same users with a list and the same prediction rows."""
     from skyrec.storage import Lake
 
-    pred = Lake.from_config(cfg).latest(cfg, "predictions", variant="recommended_for_you", version="v1")
+    pred = Lake.from_config(cfg).latest(cfg, "predictions", variant=rail, version="v1")
     if pred is None:
         raise RuntimeError("predictions not committed")
     for r in kernel_runs:
@@ -320,7 +334,9 @@ if __name__ == "__main__":
     parser.add_argument("--model", default="als", choices=MODELS)
     parser.add_argument("--similar", action="store_true", help="also precompute 'more like this' for every item")
     parser.add_argument("--items", type=int, default=20_000, help="catalogue size (every item a candidate)")
+    parser.add_argument("--rail", default="recommended_for_you", choices=RAILS,
+                        help="the all-items rail, or a genre rail on an eighth of the items")
     args = parser.parse_args()
     if args.items < 100:
         parser.error(f"--items {args.items}: at least 100 (the cold-start list holds 100 items)")
-    print(json.dumps(main(args.scale, args.model, args.similar, args.items), indent=1))
+    print(json.dumps(main(args.scale, args.model, args.similar, args.items, args.rail), indent=1))
