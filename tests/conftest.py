@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,34 @@ def skyrec_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def config(skyrec_home: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
     """The local config with SKYREC_HOME isolated under tmp_path."""
     return load_config("local", root=ROOT, environ={**os.environ, "SKYREC_HOME": str(skyrec_home)})
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A real S3 endpoint over HTTP (moto's server) with a bucket ``lake``, behind a fault-injecting proxy:
+    yields (endpoint, proxy)."""
+    from moto.server import ThreadedMotoServer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    import boto3
+    import requests
+
+    endpoint = f"http://127.0.0.1:{port}"
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10)  # moto keeps state per process: start empty
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="lake")
+    from skyrec.chaos.proxy import FaultProxy
+
+    proxy = FaultProxy("127.0.0.1", port).start()
+    try:
+        yield endpoint, proxy
+    finally:
+        proxy.stop()
+        server.stop()
 
 
 def shipped_rails() -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import zipfile
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -92,9 +93,14 @@ def rails_from_lake(config: Any, *, users: int | None = None, at: dt.datetime | 
             out.append(RailShape(name, skipped="no committed catalogue: run ingest_programme_metadata"))
             continue
         if (v.model, v.version) not in shapes:
-            manifest = lake.require(ptr["path"])
-            shapes[(v.model, v.version)] = (_model_shape(lake, manifest),
-                                           read_ids(lake, manifest, "items.parquet", "item_id"))
+            try:
+                manifest = lake.require(ptr["path"])
+                shapes[(v.model, v.version)] = (_model_shape(lake, manifest),
+                                               read_ids(lake, manifest, "items.parquet", "item_id"))
+            except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+                out.append(RailShape(name, skipped=f"the published model {ptr['path']} does not read: "
+                                                   f"{type(exc).__name__}: {exc}"))
+                continue
         model, item_ids = shapes[(v.model, v.version)]
         _, _, counts = select_candidates(model_item_ids=item_ids, catalogue=catalogue, candidate_filter=v.candidates,
                                          at=at, availability=availability,

@@ -11,34 +11,9 @@ from typing import Any
 import pytest
 
 from skyrec.chaos.proxy import FaultProxy, Rule
-from skyrec.redis_local import free_port
 from skyrec.storage import AlreadyCommitted, Lake, Producer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Any:
-    from moto.server import ThreadedMotoServer
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    import boto3
-    import requests
-
-    endpoint = f"http://127.0.0.1:{port}"
-    requests.post(f"{endpoint}/moto-api/reset", timeout=10)  # moto keeps state per process: start empty
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="lake")
-    proxy = FaultProxy("127.0.0.1", port).start()
-    try:
-        yield endpoint, proxy
-    finally:
-        proxy.stop()
-        server.stop()
 
 
 def _lose_manifest_put_response(proxy: FaultProxy) -> Rule:
