@@ -42,6 +42,7 @@ def _model_shape(lake: Any, manifest: Any) -> dict[str, Any]:
     n_users, n_items = (int(v) for v in seen["shape"])
     facts: dict[str, Any] = {"users": n_users, "model_items": n_items,
                              "played_items_per_user": float(seen["indptr"][-1]) / max(1, n_users)}
+    facts["items_per_user"] = facts["played_items_per_user"]
     user_sparse, item_sparse = "user_factors" not in shapes, "item_factors" not in shapes
     if item_sparse:  # item-kNN: each item's row of neighbours (and series entries)
         item = npz_arrays(lake, manifest, "factors.npz", ("item_factors_csr_indptr",))["item_factors_csr_indptr"]
@@ -50,7 +51,7 @@ def _model_shape(lake: Any, manifest: Any) -> dict[str, Any]:
         facts.update(kernel="item_weights")
     else:
         facts.update(kernel="factors", factors=int(shapes["item_factors"][1]))
-    if user_sparse:  # the kernel's played items: the entries of a user's row
+    if user_sparse:  # item-kNN's and EASE's kernels read a user's row: its entries
         user = npz_arrays(lake, manifest, "factors.npz", ("user_factors_csr_indptr",))["user_factors_csr_indptr"]
         facts["items_per_user"] = float(user[-1]) / max(1, n_users)
     return facts
@@ -81,6 +82,7 @@ def rails_from_lake(config: Any, *, users: int | None = None, at: dt.datetime | 
     availability_m = lake.latest(config, "availability")
     catalogue = read_catalogue(lake, catalogue_m.path) if catalogue_m else None
     availability = read_table(lake, availability_m.path) if availability_m else None
+    activity_m = lake.latest(config, "activity_snapshot")  # its rows: the plays the lake holds per user
     shapes: dict[tuple[str, str], tuple[dict[str, Any], Any]] = {}
     out = []
     for name in sorted(config.variants):
@@ -106,7 +108,11 @@ def rails_from_lake(config: Any, *, users: int | None = None, at: dt.datetime | 
                                          at=at, availability=availability,
                                          max_age_days=dict(config.precompute.rules.max_age_days))
         n = counts["candidates"]
-        facts = {**model, "model": v.model, "version": v.version, "model_path": ptr["path"], "candidates": n,
+        plays = model["played_items_per_user"]
+        if activity_m is not None and activity_m.rows:
+            plays = activity_m.rows / max(1, model["users"])
+        facts = {**model, "plays_per_user": plays, "activity_snapshot": activity_m.path if activity_m else None,
+                 "model": v.model, "version": v.version, "model_path": ptr["path"], "candidates": n,
                  "candidate_counts": counts, "at": at.isoformat(), **_last_run(lake, config, name, v, ptr["path"])}
         if n < 2:
             out.append(RailShape(name, facts=facts, skipped=f"{n} candidate(s) at {at:%Y-%m-%d %H:%M}Z: precompute "
@@ -118,7 +124,7 @@ def rails_from_lake(config: Any, *, users: int | None = None, at: dt.datetime | 
             k = n - 1  # a list holds at most the candidates
         inputs = inputs_from_config(
             config, model=v.model, rails=1, users=users or model["users"], candidates=n, items=model["model_items"],
-            k=k, plays_per_user=model["played_items_per_user"], items_per_user=model.get("items_per_user"),
+            k=k, plays_per_user=plays, items_per_user=model["items_per_user"],
             similar_k=v.similar_k if v.similar_k is not None else config.precompute.similar_k,
             cores=cores or os.cpu_count() or 1)
         shape = {key: model[key] for key in ("kernel", "neighbours", "factors") if key in model}

@@ -54,7 +54,7 @@ def test_rails_are_read_from_the_lake_as_precompute_sees_them(config_factory: An
                                                                                            "formats": []}},
                                        "music_mixes": {"model": "bpr"},  # never trained: no published model
                                        "gripping_stories": {"candidates": {"genres": ["Nonexistent"]}}}})
-    s = synth.build(cfg)
+    s = synth.build(cfg, activity=True)
     knn = _sparse_artefact(cfg, s, "knn", item_side="sparse")
     ease = _sparse_artefact(cfg, s, "ease", item_side="dense")
     shapes = {r.name: r for r in rails_from_lake(cfg, at=AT, cores=2)}
@@ -62,7 +62,8 @@ def test_rails_are_read_from_the_lake_as_precompute_sees_them(config_factory: An
     assert "no published model (bpr, v1)" in (shapes["music_mixes"].skipped or "")
     assert "0 candidate(s)" in (shapes["gripping_stories"].skipped or "")
     n_users, n_items = len(s.user_ids), len(s.item_ids)
-    plays = s.seen.nnz / n_users
+    assert s.activity is not None
+    plays = s.activity.num_rows / n_users  # the activity snapshot's plays; the kernel's: the seen items
     for name in ("comedy_featured", "drama_featured"):  # the candidates are the real job's, at its time
         run = RunInfo(dag_id=f"precompute_recommendations_als_{name}_v1", run_id="r1", task_id="compute_predictions",
                       logical_date=synth.AT)
@@ -75,6 +76,7 @@ def test_rails_are_read_from_the_lake_as_precompute_sees_them(config_factory: An
         assert (got.inputs.kernel, got.inputs.factors, got.inputs.users, got.inputs.items, got.inputs.k) == \
             ("factors", s.U.shape[1], n_users, n_items, 10)
         assert got.inputs.plays_per_user == pytest.approx(plays)
+        assert got.inputs.items_per_user == pytest.approx(s.seen.nnz / n_users) != pytest.approx(plays)
     again = {r.name: r for r in rails_from_lake(cfg, at=AT, cores=2)}
     assert again["comedy_featured"].facts["last_run"]["candidates"] == shapes["comedy_featured"].inputs.candidates
     k = shapes["recommended_for_you"].inputs
