@@ -456,7 +456,8 @@ def plan(
             return
         if users is None:
             _fail("plan: --users is required (or --from-lake, --check, --calibrate)")
-        inputs = p.inputs_from_config(_config(env), users=users, candidates=candidates or 20_000, rails=rails, k=k,
+        inputs = p.inputs_from_config(_config(env), users=users, rails=rails, k=k,
+                                      candidates=20_000 if candidates is None else candidates,
                                       plays_per_user=20.0 if plays_per_user is None else plays_per_user,
                                       cores=cores, encoding=encoding,
                                       model=model, items_per_user=items_per_user, neighbours=neighbours,
@@ -494,8 +495,9 @@ def _plan_from_lake(p: Any, coef: dict[str, Any], path: Any, config: Any, *, use
         return
     from rich.console import Console
 
+    # a rail's last compute beside its plan, when the plan is of the audience it ran on (no --users)
     last = {s.name: s.facts["last_run"]["compute_predictions_s"] for s in shapes
-            if s.inputs is not None and "last_run" in s.facts and s.facts["last_run"]["users"] == s.inputs.users}
+            if s.inputs is not None and "last_run" in s.facts and users is None}
     Console().print(p.render_rails(result, skipped, str(path), last))
 
 
