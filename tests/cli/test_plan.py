@@ -304,6 +304,8 @@ def test_command_prints_the_table_and_json_and_checks(tmp_path: Path) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
     bad = _skyrec("plan", "--users", "10", "--encoding", "xml", "--coefficients", default)
     assert bad.returncode == 2 and "encoding" in bad.stderr
+    zero = _skyrec("plan", "--users", "10", "--candidates", "0", "--coefficients", default)
+    assert zero.returncode == 2 and "candidates must be >= 1 (got 0)" in zero.stderr
     broken = tmp_path / "c.json"
     broken.write_text(json.dumps({**json.loads(p.DEFAULT_PATH.read_text()), "version": 99}))
     out = _skyrec("plan", "--users", "10", "--coefficients", str(broken))
