@@ -183,7 +183,6 @@ def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int, model: st
          items: int, rail: str = "recommended_for_you") -> dict[str, Any]:
     from skyrec.config import load_config
     from skyrec.jobs.base import RunInfo, execute
-    from skyrec.storage import Lake
 
     cfg = load_config("local", overrides={"publish": {"redis_url": redis_url}, **rail_on(model, rail)})
     if not cfg.lake_url.startswith(home):
@@ -211,10 +210,7 @@ def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int, model: st
                       **{k: s[k] for k in ("users", "users_with_recs", "keys", "commands_per_second", "sim_keys",
                                            "similar_seconds") if k in s}}
     kernel_runs.append(time_kernel(cfg, rail, run.end))
-    _check_same_work(cfg, kernel_runs, rail)
-    pred = Lake.from_config(cfg).latest(cfg, "predictions", variant=rail, version="v1")
-    if pred is None:
-        raise RuntimeError("predictions not committed")
+    pred = _check_same_work(cfg, kernel_runs, rail)
     out["candidates"] = int(pred.meta["candidates"]["candidates"])
     steps["kernel"] = {"seconds": min(r["seconds"] for r in kernel_runs), "runs": kernel_runs}
     return steps
@@ -276,8 +272,9 @@ def time_kernel(cfg: Any, variant: str, at: dt.datetime) -> dict[str, Any]:
             "threads": spec.threads, "load_1min_at_start": round(load, 2)}
 
 
-def _check_same_work(cfg: Any, kernel_runs: list[dict[str, Any]], rail: str = "recommended_for_you") -> None:
-    """The kernel runs did the job's work: the same users with a list and the same prediction rows."""
+def _check_same_work(cfg: Any, kernel_runs: list[dict[str, Any]], rail: str = "recommended_for_you") -> Any:
+    """The kernel runs did the job's work: the same users with a list and the same prediction rows. Returns the
+    job's committed predictions manifest."""
     from skyrec.storage import Lake
 
     pred = Lake.from_config(cfg).latest(cfg, "predictions", variant=rail, version="v1")
@@ -287,6 +284,7 @@ def _check_same_work(cfg: Any, kernel_runs: list[dict[str, Any]], rail: str = "r
         if (r["users_with_recs"], r["rows"]) != (pred.meta["users_with_recs"], pred.meta["rows"]):
             raise RuntimeError(f"kernel run {r} differs from the job's predictions "
                                f"({pred.meta['users_with_recs']} users with a list, {pred.meta['rows']} rows)")
+    return pred
 
 
 PATH_STEPS = ("compute_predictions", "create_redis_dump", "publish_predictions")

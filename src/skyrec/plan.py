@@ -1054,31 +1054,28 @@ def _precompute_run(home: Path, users: int, encoding: str, *, items: int = 20_00
                 if job not in steps or used_cpu < steps[job]["process_cpu_seconds"]:
                     steps[job] = step
                 steps[job]["cpu_seconds_runs"] = tried
-        used = int(client.info("memory")["used_memory"]) - before
+        lake = Lake.from_config(cfg)
+        pred = lake.latest(cfg, "predictions", variant="recommended_for_you", version="v1")
+        if pred is None:
+            raise RuntimeError("calibration: predictions not committed")
+        run_out = {"users": users, "k": int(pred.meta.get("k", 50)), "encoding": encoding, "steps": steps,
+                   "candidates": int(steps["compute_predictions"]["summary"]["candidates"])}
         if jobs != PATH_JOBS:
             client.close()
-            pred = Lake.from_config(cfg).latest(cfg, "predictions", variant="recommended_for_you", version="v1")
-            if pred is None:
-                raise RuntimeError("calibration: predictions not committed")
-            return {"users": users, "k": int(pred.meta["k"]), "encoding": encoding, "steps": steps,
-                    "candidates": int(steps["compute_predictions"]["summary"]["candidates"])}
+            return run_out
+        used = int(client.info("memory")["used_memory"]) - before
         # the publication's keys that do not grow with users (items hash with the item table, fallback, users
         # sample, pointers): MEMORY USAGE of every key that is not a user's list
         fixed = sum(int(client.memory_usage(key, samples=0) or 0) for key in client.scan_iter(count=10_000)
                     if b":rec:" not in key)
         client.close()
-        lake = Lake.from_config(cfg)
-        pred = lake.latest(cfg, "predictions", variant="recommended_for_you", version="v1")
         dump = lake.latest(cfg, "redis_dump", variant="recommended_for_you", version="v1")
-        if pred is None or dump is None:
-            raise RuntimeError("calibration: predictions or redis_dump not committed")
-        users_with = int(pred.meta["users_with_recs"])
+        if dump is None:
+            raise RuntimeError("calibration: redis_dump not committed")
         parquet = [f for f in pred.files if f.path.endswith(".parquet")]
-        return {"users": users, "users_with_recs": users_with, "k": int(pred.meta.get("k", 50)),
-                "candidates": int(steps["compute_predictions"]["summary"]["candidates"]), "encoding": encoding,
-                "steps": steps,
-                "redis_used_memory_delta": used, "redis_fixed_keys_bytes": fixed, "parquet_bytes": sum(f.size for f in parquet),
-                "prediction_rows": sum(f.rows or 0 for f in parquet),
+        return {**run_out, "users_with_recs": int(pred.meta["users_with_recs"]),
+                "redis_used_memory_delta": used, "redis_fixed_keys_bytes": fixed,
+                "parquet_bytes": sum(f.size for f in parquet), "prediction_rows": sum(f.rows or 0 for f in parquet),
                 "resp_bytes": sum(f.size for f in pred.files if f.path.endswith(".resp")),
                 "rdb_bytes": sum(f.size for f in dump.files)}
 
