@@ -21,6 +21,11 @@ the plan's per-user coefficients hold the users' work alone. ``--items N``: the 
 candidate of the all-items rail), default 20,000. ``--rail comedy_featured``: a genre rail instead of the
 all-items ``recommended_for_you``: an eighth of the generated items are Comedy (the rest Drama), so its
 candidates are an eighth of the model's items, the shape of the shipped genre rails (docs/scale.md).
+``--mix``: the six shipped rails (model ``knn`` unless ``--model`` says otherwise), on a catalogue whose genres
+and formats give each rail its share of the demo lake's items (``plan.SHIPPED_MIX``), run as the precompute DAGs
+run them -- every rail's compute step one after another, then every dump, then every publication into the one
+serving Redis -- each step measured and set beside the plan ``skyrec plan --from-lake`` makes of the same lake
+before the first rail runs (no kernel runs: the plan is the reference here).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import datetime as dt
 import json
 import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,6 +65,16 @@ def _commit_table(lake: Any, dataset: str, rel: str, name: str, table: pa.Table)
 
 
 RAILS = ("recommended_for_you", "comedy_featured")
+# --mix: the catalogue's items take, by their position modulo MIX_PERIOD, a genre and a format that put each
+# shipped rail's candidates at its share of the demo lake (plan.SHIPPED_MIX: 158 of 1,128 items are Comedy, ...);
+# (genres, formats, items of a period), in order; the last kind is in no genre rail, only in the all-items one
+MIX_PERIOD = 1128
+MIX_KINDS = ((["Comedy"], ["Podcasts"], 158),   # comedy_featured
+             (["Drama"], ["Podcasts"], 152),    # drama_featured and gripping_stories
+             (["Crime"], ["Audiobooks"], 62),   # gripping_stories (214 with the Drama podcasts)
+             (["Music"], ["Mixes"], 130),       # music_mixes
+             (["Factual"], ["Talks"], 177),     # thought_provoking
+             (["Sport"], ["Podcasts"], 449))    # recommended_for_you only
 
 
 def rail_on(model: str, rail: str = "recommended_for_you") -> dict[str, Any]:
@@ -70,17 +86,36 @@ def rail_on(model: str, rail: str = "recommended_for_you") -> dict[str, Any]:
     return {"variants": {rail: {"model": model}}}
 
 
+def rails_on(model: str, rails: list[str]) -> dict[str, Any]:
+    """Config overrides that put every one of ``rails`` on ``model``'s artefact (``--mix``)."""
+    if model not in MODELS:
+        raise ValueError(f"--model {model!r}: one of {', '.join(MODELS)}")
+    return {"variants": {rail: {"model": model} for rail in rails}}
+
+
+def item_kinds(n_items: int, mix: bool = False) -> tuple[list[list[str]], list[list[str]]]:
+    """Each generated item's genres and formats: an eighth Comedy and the rest Drama (the single-rail runs), or
+    with ``mix`` the shipped rails' shares (``MIX_KINDS``)."""
+    if not mix:
+        return [["Drama"] if j % 8 else ["Comedy"] for j in range(n_items)], [["Podcasts"]] * n_items
+    period = [(g, f) for g, f, count in MIX_KINDS for _ in range(count)]
+    if len(period) != MIX_PERIOD:
+        raise AssertionError(f"MIX_KINDS cover {len(period)} items of a {MIX_PERIOD}-item period")
+    kinds = [period[j % MIX_PERIOD] for j in range(n_items)]
+    return [g for g, _ in kinds], [f for _, f in kinds]
+
+
 RAIL_ON_ALS = rail_on("als")
 
 
 def build_lake(config: Any, n_users: int, n_items: int = 20_000, d: int = 64, plays: int = 20,
-               model: str = "als", similar: bool = False) -> dict[str, Any]:
+               model: str = "als", similar: bool = False, mix: bool = False) -> dict[str, Any]:
     """Generated catalogue/availability/cold_start and a published model artefact of the given size: ``als``,
     dense factors (``d`` of them); ``knn``, the users' play rows and each item's ``KNN_NEIGHBOURS``.
     ``similar``: the artefact names its model class (``model.json``, as a trained one does), so
     compute_predictions also scores every item as a seed ("more like this", ``precompute.similar_k``);
     without it the job skips that and its manifest says why (``skyrec plan``'s calibration: its coefficients
-    are per user)."""
+    are per user). ``mix``: the items' genres and formats at the shipped rails' shares (:func:`item_kinds`)."""
     from skyrec.data.schemas import AVAILABILITY, CATALOGUE, COLD_START
     from skyrec.models.artefact import published_model_pointer, save_artefact
     from skyrec.storage import Lake, Producer
@@ -90,13 +125,13 @@ def build_lake(config: Any, n_users: int, n_items: int = 20_000, d: int = 64, pl
     rng = np.random.default_rng(0)
     item_ids = np.array([f"p{j:07d}" for j in range(n_items)], dtype=object)
     n = n_items
+    genres, formats = item_kinds(n, mix)
     catalogue = pa.table({
         "item_id": pa.array(item_ids.tolist()), "title": pa.array([f"Episode {j}" for j in range(n)]),
         "brand_id": pa.array([f"b{j % 2000:05d}" for j in range(n)]),
         "brand_title": pa.array([f"Brand {j % 2000}" for j in range(n)]),
         "series_id": pa.nulls(n, pa.string()), "masterbrand": pa.array(["radio"] * n),
-        "genres": pa.array([["Drama"] if j % 8 else ["Comedy"] for j in range(n)], pa.list_(pa.string())),
-        "formats": pa.array([["Podcasts"]] * n, pa.list_(pa.string())),
+        "genres": pa.array(genres, pa.list_(pa.string())), "formats": pa.array(formats, pa.list_(pa.string())),
         "release_ts": pa.array([AT - dt.timedelta(days=10)] * n, pa.timestamp("us", tz="UTC")),
         "duration_seconds": pa.array([1800] * n, pa.int32()),
         "available_from": pa.array([AT - dt.timedelta(days=30)] * n, pa.timestamp("us", tz="UTC")),
@@ -108,10 +143,11 @@ def build_lake(config: Any, n_users: int, n_items: int = 20_000, d: int = 64, pl
                       "available_until": catalogue.column("available_until")}, schema=AVAILABILITY)
     _commit_table(lake, "availability", config.dataset_path("availability", run_key="20260301T100000"),
                   "availability.parquet", avail)
-    cold = pa.table({"variant": [v for v in RAILS for _ in range(100)],
-                     "rank": pa.array([r for _ in RAILS for r in range(100)], pa.int32()),
-                     "item_id": [i for _ in RAILS for i in item_ids[:100].tolist()],
-                     "score": pa.array(np.tile(np.linspace(1, 0, 100), len(RAILS)), pa.float32())}, schema=COLD_START)
+    rails = sorted(config.variants)
+    cold = pa.table({"variant": [v for v in rails for _ in range(100)],
+                     "rank": pa.array([r for _ in rails for r in range(100)], pa.int32()),
+                     "item_id": [i for _ in rails for i in item_ids[:100].tolist()],
+                     "score": pa.array(np.tile(np.linspace(1, 0, 100), len(rails)), pa.float32())}, schema=COLD_START)
     _commit_table(lake, "cold_start", config.dataset_path("cold_start", run_key="20260301T100000"),
                   "cold_start.parquet", cold)
     indptr = np.arange(0, n_users * plays + 1, plays, dtype=np.int64)
@@ -214,6 +250,129 @@ def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int, model: st
     out["candidates"] = int(pred.meta["candidates"]["candidates"])
     steps["kernel"] = {"seconds": min(r["seconds"] for r in kernel_runs), "runs": kernel_runs}
     return steps
+
+
+def main_mix(scale: str = "small", model: str = "knn", similar: bool = False, items: int = 20_000) -> dict[str, Any]:
+    """``--mix``: the shipped rails one after another as the precompute DAGs run them (every rail's compute, then
+    every dump, then every publication, into one serving Redis), on a catalogue at the shipped rails' shares;
+    each rail's steps measured and set beside ``skyrec plan --from-lake``'s plan of the same lake."""
+    from skyrec.redis_local import temporary_redis
+
+    n_users = SCALES[scale]
+    cores = os.cpu_count() or 1
+    rails_on(model, [])  # a bad name fails before anything is generated
+    out: dict[str, Any] = {"benchmark": "precompute_mix", "model": model, "scale": scale, "users": n_users,
+                           "catalogue_items": items, "similar": similar, "cores": cores}
+    saved_home = os.environ.get("SKYREC_HOME")
+    with tempfile.TemporaryDirectory(prefix="skyrec-bench-precompute-") as home, \
+            temporary_redis(Path(home) / "serving") as serving:
+        os.environ["SKYREC_HOME"] = home
+        try:
+            out.update(_run_mix(home, serving.url, n_users, model, similar, items))
+        finally:
+            if saved_home is None:
+                os.environ.pop("SKYREC_HOME", None)
+            else:
+                os.environ["SKYREC_HOME"] = saved_home
+    out["peak_rss_mb_benchmark_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return out
+
+
+def _run_mix(home: str, redis_url: str, n_users: int, model: str, similar: bool, items: int) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from skyrec.config import load_config
+    from skyrec.jobs.base import RunInfo, execute
+    from skyrec.plan import load_coefficients, plan_rails
+    from skyrec.plan_lake import rails_from_lake
+
+    base = load_config("local")
+    rails = sorted(base.variants)
+    cfg = load_config("local", overrides={"publish": {"redis_url": redis_url}, **rails_on(model, rails)})
+    if not cfg.lake_url.startswith(home):
+        raise RuntimeError(f"benchmark lake {cfg.lake_url} is not under its temporary home {home}")
+    lake = build_lake(cfg, n_users, n_items=items, model=model, similar=similar, mix=True)
+    os.sync()
+    runs = {rail: RunInfo(dag_id=f"precompute_recommendations_{model}_{rail}_v1", run_id="bench", task_id="bench",
+                          logical_date=AT) for rail in rails}
+    at = runs[rails[0]].end
+    # the plan first, from the lake as it stands before any rail ran (the plan reads headers, not factors)
+    t0 = time.perf_counter()
+    shapes = {s.name: s for s in rails_from_lake(cfg, at=at)}
+    plan_seconds = time.perf_counter() - t0
+    left_out = {name: s.skipped for name, s in shapes.items() if s.skipped}
+    if left_out:
+        raise RuntimeError(f"the plan leaves rails out: {left_out}")
+    coef, coef_path = load_coefficients()
+    planned = plan_rails([(name, replace(shapes[name].inputs, **({} if similar else {"similar_k": 0})))
+                          for name in rails], coef)
+    measured: dict[str, dict[str, Any]] = {rail: {} for rail in rails}
+    for job in PATH_STEPS:
+        for rail in rails:
+            cpu0, t0, load = _cpu(), time.perf_counter(), os.getloadavg()[0]
+            children0, redis0 = _children_cpu(), _redis_cpu(redis_url)
+            code, payload = execute(job, config=cfg, run=runs[rail], params={"variant": rail})
+            wall = time.perf_counter() - t0
+            if code != 0:
+                raise RuntimeError(f"{job} of {rail} failed: {payload.get('error')}")
+            s = payload["summary"]
+            measured[rail][job] = {
+                "seconds": round(wall, 2),
+                "cpu_seconds": round(_cpu() - cpu0 + _children_cpu() - children0 + _redis_cpu(redis_url) - redis0, 2),
+                "load_1min_at_start": round(load, 2),
+                **{k: s[k] for k in ("users", "users_with_recs", "keys", "sim_keys") if k in s}}
+            if job == "publish_predictions":  # the serving Redis grows by a rail's keys with each publication
+                measured[rail][job]["serving_keys_after"] = _dbsize(redis_url)
+            print(f"{job} {rail}: {wall:.1f} s", file=sys.stderr, flush=True)
+    per_rail: dict[str, Any] = {}
+    for rail in rails:
+        f = planned["rails"][rail]["figures"]
+        m = measured[rail]
+        per_rail[rail] = {
+            "candidates": shapes[rail].facts["candidates"], "steps": m,
+            "compute_seconds": m["compute_predictions"]["seconds"],
+            "compute_planned_s": round(f["compute_predictions_s"], 2),
+            "compute_measured_over_planned": round(m["compute_predictions"]["seconds"] / f["compute_predictions_s"], 2),
+            "dump_seconds": m["create_redis_dump"]["seconds"], "dump_planned_s": round(f["create_redis_dump_s"], 2),
+            "publish_seconds": m["publish_predictions"]["seconds"],
+            "publish_planned_s": round(f["publish_predictions_s"], 2),
+            "kernel_core_us_per_user_planned": round(f["kernel_core_us_per_user"], 2)}
+    tot = planned["figures"]
+    compute = sum(r["compute_seconds"] for r in per_rail.values())
+    # the rails' dumps ran one after another here; the plan's whole path groups them cores // dump_cores at a
+    # time (one at a time on 2 cores), so its sum of dumps is the one compared
+    dumps = sum(measured[r]["create_redis_dump"]["seconds"] for r in rails)
+    publish = sum(measured[r]["publish_predictions"]["seconds"] for r in rails)
+    planned_dumps = sum(planned["rails"][r]["figures"]["create_redis_dump_s"] for r in rails)
+    whole = compute + dumps + publish
+    planned_whole = tot["compute_predictions_s"] + planned_dumps + tot["publish_predictions_s"]
+    all_items = per_rail["recommended_for_you"]["compute_seconds"]
+    genre = [r for r in rails if r != "recommended_for_you"]
+    return {
+        "generated": lake, "rails": per_rail,
+        "plan": {"coefficients_file": str(coef_path), "coefficients_measured_at": coef.get("measured_at"),
+                 "from_lake_seconds": round(plan_seconds, 2), "notes": planned["notes"]},
+        "compute_seconds": round(compute, 1), "compute_planned_s": round(tot["compute_predictions_s"], 1),
+        "compute_measured_over_planned": round(compute / tot["compute_predictions_s"], 2),
+        "dump_seconds": round(dumps, 1), "dump_planned_s": round(planned_dumps, 1),
+        "publish_seconds": round(publish, 1), "publish_planned_s": round(tot["publish_predictions_s"], 1),
+        "whole_path_seconds": round(whole, 1), "whole_path_planned_s": round(planned_whole, 1),
+        "whole_path_measured_over_planned": round(whole / planned_whole, 2),
+        "compute_cpu_seconds": round(sum(measured[r]["compute_predictions"]["cpu_seconds"] for r in rails), 1),
+        # the mix against six all-items rails: the genre rails' compute over the all-items rail's
+        "genre_rails_compute_over_all_items": {r: round(per_rail[r]["compute_seconds"] / all_items, 2) for r in genre},
+        "mix_compute_over_six_all_items_rails": round(compute / (len(rails) * all_items), 2),
+    }
+
+
+def _dbsize(url: str) -> int:
+    import redis
+
+    c = redis.Redis.from_url(url)
+    try:
+        return int(c.dbsize())
+    finally:
+        c.close()
 
 
 def _children_cpu() -> float:
@@ -329,12 +488,20 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scale", nargs="?", default="small", choices=sorted(SCALES))
-    parser.add_argument("--model", default="als", choices=MODELS)
+    parser.add_argument("--model", choices=MODELS, help="the rails' model (default: als; with --mix, knn, the shipped "
+                                                        "rails' model)")
     parser.add_argument("--similar", action="store_true", help="also precompute 'more like this' for every item")
     parser.add_argument("--items", type=int, default=20_000, help="catalogue size (every item a candidate)")
     parser.add_argument("--rail", default="recommended_for_you", choices=RAILS,
                         help="the all-items rail, or a genre rail on an eighth of the items")
+    parser.add_argument("--mix", action="store_true",
+                        help="the six shipped rails at their shares of the catalogue, against their plan")
     args = parser.parse_args()
     if args.items < 100:
         parser.error(f"--items {args.items}: at least 100 (the cold-start list holds 100 items)")
-    print(json.dumps(main(args.scale, args.model, args.similar, args.items, args.rail), indent=1))
+    if args.mix:
+        if args.rail != "recommended_for_you":
+            parser.error("--mix runs every shipped rail: not with --rail")
+        print(json.dumps(main_mix(args.scale, args.model or "knn", args.similar, args.items), indent=1))
+    else:
+        print(json.dumps(main(args.scale, args.model or "als", args.similar, args.items, args.rail), indent=1))

@@ -652,7 +652,8 @@ def render(result: dict[str, Any], source: str) -> Any:
     t.add_row("create_redis_dump", _dur(f["create_redis_dump_s"]),
               f"{r['dump_wall_us']:.1f} us per user-rail, {max(1, p['cores'] // p['dump_cores'])} rail(s) at a time")
     t.add_row("publish_predictions", _dur(f["publish_predictions_s"]),
-              f"{r['publish_wall_us']:.1f} us per user-rail, serial into one serving Redis")
+              f"{r['publish_wall_us']:.1f} us per user-rail, serial into one serving Redis (measured into an "
+              "empty one; up to 2x while its key table doubles: docs/scale.md)")
     t.add_row("whole path, wall", _dur(f["whole_path_s"]), f"on {p['cores']} cores; schedule {p['interval_hours']:g} h")
     t.add_row("vCPU-seconds per run (local)", f"{f['vcpu_s_local']:,.0f}", "cores x wall")
     t.add_row("vCPU-seconds per run (Dataflow)", f"{f['dataflow_vcpu_s']:,.0f}",
