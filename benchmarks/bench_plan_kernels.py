@@ -19,13 +19,16 @@ scoring fitted models.
    comparison, at the plane's 64; EASE from its inputs (played items x candidates);
 4. the compute step's per-rail cost that grows with the catalogue (``plan.catalogue_sweep``: the job with 500
    users at 20k, 100k and 200k items, its users' kernel taken out): core-microseconds per model item, on the
-   file's level like the kernels.
+   file's level like the kernels;
+5. item-kNN's compute per user as the candidates grow, measured on the job (``plan.knn_catalogue_sweep``: 20,000
+   users at 20k, 100k and 200k items, an item-kNN artefact, every item a candidate): what the plan of the
+   terms above does not count, per user and 1,000 candidates beyond the basis run's (``knn_catalogue``).
 
 ``python benchmarks/bench_plan_kernels.py`` (also ``skyrec bench --only plan_kernels``) prints the figures as
 JSON; ``python benchmarks/bench_plan_kernels.py --write [--keep-factors]`` also stores the releveled terms in
 ``src/skyrec/plan_coefficients.json`` (``--keep-factors``: all but the factors term, e.g. when only the
 item-kNN or EASE kernel changed; ``--catalogue-only``: the dense sweep at 64 factors for the level and the
-catalogue cost, nothing else measured or written).
+catalogue costs (4 and 5), nothing else measured or written; ``--knn-catalogue-only``: 5 alone).
 """
 from __future__ import annotations
 
@@ -47,20 +50,23 @@ SHIPPED_WIDTH = p.SHIPPED_MODEL["neighbours"]
 
 
 def main(scale: str = "small", write: bool = False, keep_factors: bool = False,
-         catalogue_only: bool = False) -> dict[str, Any]:
+         catalogue_only: bool = False, knn_catalogue_only: bool = False) -> dict[str, Any]:
     """``scale`` (``skyrec bench`` passes it) does not change the sizes: the sweep and the check are minutes
     at any scale. ``write``: store the releveled terms in the committed coefficients (``keep_factors``: all but
-    the dense kernel's factors term, which stays the file's; ``catalogue_only``: only the catalogue cost)."""
+    the dense kernel's factors term, which stays the file's; ``catalogue_only``: only the catalogue costs;
+    ``knn_catalogue_only``: only item-kNN's per-user growth with the candidates)."""
     out: dict[str, Any] = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
     coef, path = p.load_coefficients(p.DEFAULT_PATH)
-    if catalogue_only:
-        return _catalogue_only(out, coef, path, write)
+    if catalogue_only or knn_catalogue_only:
+        return _catalogue_only(out, coef, path, write, ("catalogue", "knn_catalogue") if catalogue_only
+                               else ("knn_catalogue",))
     sweep = {"factors": (32, p.BASE_FACTORS, 128)}
     dense = p.kernel_sweep(**sweep)
     knn = p.knn_kernel_sweep()
     ease = p.ease_kernel_sweep()
     catalogue = p.catalogue_sweep()
+    knn_catalogue = p.knn_catalogue_sweep()
     # EASE only where its memory guard admits the catalogue (~16k items with plays; 63k are refused)
     # and a genre rail's shape: the candidates an eighth of the brands' items, most of a user's neighbours not
     # among them (``skyrec plan --items``: the model's items, of which the candidates are some)
@@ -69,9 +75,10 @@ def main(scale: str = "small", write: bool = False, keep_factors: bool = False,
     dense += p.kernel_sweep(**sweep)
     how = "benchmarks/bench_plan_kernels.py --write" + (" --keep-factors" if keep_factors else "") + ", " + out["when"]
     new = p.relevel_kernels(coef, dense, knn, how=how, ease_points=ease, factors_term=not keep_factors,
-                            catalogue_points=catalogue)
+                            catalogue_points=catalogue, knn_catalogue_points=knn_catalogue)
     f = new["kernel_knn"]["level_factor"]
     out["catalogue"] = new["catalogue"]["core_us"]
+    out["knn_catalogue"] = new["knn_catalogue"]["core_us"]
     out["kernel_knn"] = new["kernel_knn"]["core_us"]
     out["kernel_ease"] = new["kernel_ease"]["core_us"]
     out["per_1k_candidates_per_factor"] = new["kernel"]["core_us"]["per_1k_candidates_per_factor"]
@@ -121,14 +128,19 @@ def main(scale: str = "small", write: bool = False, keep_factors: bool = False,
     return out
 
 
-def _catalogue_only(out: dict[str, Any], coef: dict[str, Any], path: Path, write: bool) -> dict[str, Any]:
-    """The catalogue cost alone, between two dense sweeps at 64 factors (this session's level)."""
+def _catalogue_only(out: dict[str, Any], coef: dict[str, Any], path: Path, write: bool,
+                    which: tuple[str, ...] = ("catalogue", "knn_catalogue")) -> dict[str, Any]:
+    """The catalogue costs alone (``which``: the per-rail one, item-kNN's per-user one, or both), between two
+    dense sweeps at 64 factors (this session's level); the sections not measured stay the file's."""
     dense = p.kernel_sweep()
-    catalogue = p.catalogue_sweep()
+    catalogue = p.catalogue_sweep() if "catalogue" in which else None
+    knn_catalogue = p.knn_catalogue_sweep() if "knn_catalogue" in which else None
     dense += p.kernel_sweep()
-    how = "benchmarks/bench_plan_kernels.py --write --catalogue-only, " + out["when"]
-    new = p.relevel_kernels(coef, dense, None, how=how, factors_term=False, catalogue_points=catalogue)
-    out["catalogue"] = new["catalogue"]
+    option = "--catalogue-only" if len(which) == 2 else f"--{which[0].replace('_', '-')}-only"
+    how = f"benchmarks/bench_plan_kernels.py --write {option}, " + out["when"]
+    new = p.relevel_kernels(coef, dense, None, how=how, factors_term=False, catalogue_points=catalogue,
+                            knn_catalogue_points=knn_catalogue)
+    out.update({name: new[name] for name in which})
     out["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     if write:
         path.write_text(json.dumps(new, indent=1) + "\n")
@@ -139,4 +151,5 @@ def _catalogue_only(out: dict[str, Any], coef: dict[str, Any], path: Path, write
 if __name__ == "__main__":
     args = sys.argv[1:]
     print(json.dumps(main(write="--write" in args, keep_factors="--keep-factors" in args,
-                          catalogue_only="--catalogue-only" in args), indent=1))  # never written by `skyrec bench`
+                          catalogue_only="--catalogue-only" in args, knn_catalogue_only="--knn-catalogue-only" in args),
+                     indent=1))  # never written by `skyrec bench`

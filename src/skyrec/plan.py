@@ -64,6 +64,9 @@ EASE_TERMS = ("per_user", "per_1k_candidates", "per_k", "per_m_products")
 #: the compute step's cost per rail that grows with the catalogue (candidates, popular-now list, items hash):
 #: core-microseconds per model item beyond the basis run's (``catalogue_sweep``)
 CATALOGUE_TERMS = ("per_item",)
+#: item-kNN's compute per user that grows with the candidates beyond the basis run's and that its kernel plane
+#: misses (measured on the job itself, ``knn_catalogue_sweep``): core-microseconds per user per 1,000 candidates
+KNN_CATALOGUE_TERMS = ("per_user_per_1k_candidates",)
 
 
 class CoefficientsError(ValueError):
@@ -87,7 +90,8 @@ def _validate(data: Any, where: str) -> dict[str, Any]:
         for key in keys:
             if key not in data.get(section, {}):
                 raise CoefficientsError(f"{where}: {section}.{key} missing")
-    for section, terms in (("kernel_knn", KNN_TERMS), ("kernel_ease", EASE_TERMS), ("catalogue", CATALOGUE_TERMS)):
+    for section, terms in (("kernel_knn", KNN_TERMS), ("kernel_ease", EASE_TERMS), ("catalogue", CATALOGUE_TERMS),
+                           ("knn_catalogue", KNN_CATALOGUE_TERMS)):
         kern = data.get(section)
         if kern is not None and not all(isinstance((kern.get("core_us") or {}).get(key), int | float)
                                         for key in terms):
@@ -131,7 +135,7 @@ def _geomean(values: list[float]) -> float:
 
 #: sections beyond the dense plane that a coefficients file may lack (measured later than it) and borrow: the
 #: item-kNN and EASE kernels and the per-rail catalogue cost (CPU time too, so on the same level)
-EXTRA_KERNELS = ("kernel_knn", "kernel_ease", "catalogue")
+EXTRA_KERNELS = ("kernel_knn", "kernel_ease", "catalogue", "knn_catalogue")
 
 
 def _outdated(mine: dict[str, Any] | None, committed: dict[str, Any]) -> bool:
@@ -339,6 +343,16 @@ def rail_kernel_core_us(coef: dict[str, Any], inputs: PlanInputs) -> float:
     return kernel_core_us(coef, inputs.candidates, inputs.k, inputs.factors)
 
 
+def knn_catalogue_core_us(coef: dict[str, Any], inputs: PlanInputs) -> float:
+    """What item-kNN's compute costs per user and rail beyond its kernel plane when the candidates outnumber the
+    basis run's (``knn_catalogue``: measured on the job, :func:`knn_catalogue_sweep`); 0 at or below them, for
+    the other kernels, or in coefficients without it (the plan then says so)."""
+    c = (coef.get("knn_catalogue") or {}).get("core_us")
+    if inputs.kernel != "neighbours" or not c:
+        return 0.0
+    return c["per_user_per_1k_candidates"] * max(0.0, inputs.candidates - coef["basis"]["candidates"]) / 1000.0
+
+
 def seed_kernel_core_us(coef: dict[str, Any], inputs: PlanInputs) -> float:
     """The kernel's core-microseconds per "more like this" seed and rail: a seed is scored as a user whose one
     played item is the seed (item-kNN, EASE: its row of the item-item weights; a factor model: its own
@@ -389,7 +403,8 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
     ur = p.users * p.rails
     r = _per_rail(coef, p.encoding, p.k)
     kern_us = rail_kernel_core_us(coef, p)
-    compute_core_s = ur * (kern_us + r["overhead_core_us"]) / 1e6
+    growth_us = knn_catalogue_core_us(coef, p)
+    compute_core_s = ur * (kern_us + growth_us + r["overhead_core_us"]) / 1e6
     # "more like this": every model item scored as a seed in each rail, one sim key each (RESP, no Parquet)
     n_seeds = seeds(p)
     sr = n_seeds * p.rails
@@ -421,7 +436,7 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
     predictions = (ur * (p.k * coef["lake"]["prediction_row_bytes"] + r["resp_bytes"] + r["rdb_bytes"])
                    + sr * (rs["resp_bytes"] + rs["rdb_bytes"]))
     figures = {
-        "kernel_core_us_per_user": kern_us,
+        "kernel_core_us_per_user": kern_us, "knn_catalogue_core_us_per_user": growth_us,
         "similar_seeds": sr, "similar_kernel_core_us_per_seed": seed_us, "similar_core_s": similar_core_s,
         "compute_predictions_s": compute_wall, "create_redis_dump_s": dump_wall, "publish_predictions_s": publish_wall,
         "whole_path_s": wall, "vcpu_s_local": vcpu_local, "compute_core_s": compute_core_s,
@@ -470,6 +485,17 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
             notes.append(f"factors extrapolated: the kernel measured at {min(ds)}-{max(ds)} factors")
         if coef["kernel"].get("factors_borrowed"):
             notes.append(f"factors term from {coef['kernel']['factors_borrowed']} (recalibrate: skyrec plan --calibrate)")
+    if p.kernel == "neighbours" and p.candidates > coef["basis"]["candidates"]:
+        kc = coef.get("knn_catalogue") or {}
+        kc_pts = kc.get("points") or []
+        if not kc:
+            notes.append(f"item-kNN's per-user growth beyond {coef['basis']['candidates']:,} candidates is not in these "
+                         "coefficients: the plan is low at large catalogues (docs/scale.md)")
+        elif kc_pts and p.candidates > max(pt["candidates"] for pt in kc_pts):
+            notes.append(f"item-kNN's per-user growth with the candidates extrapolated: measured up to "
+                         f"{max(pt['candidates'] for pt in kc_pts):,}")
+        if kc.get("borrowed"):
+            notes.append(f"item-kNN's per-user growth with the candidates from {kc['borrowed']}")
     cat_pts = (coef.get("catalogue") or {}).get("points") or []
     if not coef.get("catalogue"):
         notes.append("the compute step's per-rail cost that grows with the catalogue is not in these coefficients "
@@ -617,16 +643,22 @@ def render(result: dict[str, Any], source: str) -> Any:
     t.add_column("plan", justify="right")
     t.add_column("how", overflow="fold")
     kern, over = r["kernel_core_us"], r["overhead_core_us"]
+    growth = f.get("knn_catalogue_core_us_per_user", 0.0)
     seeds_text = " + the seeds' (below)" if f["similar_seeds"] else ""
+    growth_text = f" + {growth:.1f} beyond {f['catalogue_basis_items']:,} candidates" if growth else ""
     t.add_row("compute_predictions", _dur(f["compute_predictions_s"]),
-              f"{p['users'] * p['rails']:,} user-rails x ({kern:.1f} kernel + {over:.1f} output) core-us{seeds_text} "
-              f"/ {p['cores']}")
+              f"{p['users'] * p['rails']:,} user-rails x ({kern:.1f} kernel{growth_text} + {over:.1f} output) "
+              f"core-us{seeds_text} / {p['cores']}")
     if p["kernel"] == "neighbours":
         items = played_items(p["plays_per_user"], p["items_per_user"])
         among = (f" x {p['candidates']:,} / {p['items']:,} items (those among the candidates)"
                  if p["items"] and p["items"] > p["candidates"] else "")
         t.add_row("  kernel: item-kNN", f"{kern:.1f} us", f"sparse: {items:g} played items x {p['neighbours']} "
                   f"neighbour entries per user{among}, then the same selection")
+        if growth:
+            t.add_row("  item-kNN beyond the basis", f"{growth:.1f} us",
+                      f"{p['candidates']:,} candidates: the job's per-user cost that the kernel plane misses (the "
+                      "item side and the accumulator out of the caches, the output's dictionary), measured on the job")
     elif p["kernel"] == "item_weights":
         items = played_items(p["plays_per_user"], p["items_per_user"])
         t.add_row("  kernel: EASE", f"{kern:.1f} us", f"{items:g} played items x {p['candidates']:,} candidates of "
@@ -937,7 +969,8 @@ def ease_kernel_sweep(candidates: tuple[int, ...] = (2_000, 5_000, 10_000, 20_00
 def relevel_kernels(coef: dict[str, Any], dense_points: list[dict[str, Any]],
                     knn_points: list[dict[str, Any]] | None, how: str, *,
                     ease_points: list[dict[str, Any]] | None = None, factors_term: bool = True,
-                    catalogue_points: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                    catalogue_points: list[dict[str, Any]] | None = None,
+                    knn_catalogue_points: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """``coef`` with a ``kernel_knn`` / ``kernel_ease``, the dense kernel's factors term and the per-rail
     catalogue cost from sweeps run in one session (the dense sweep at several factor counts, the item-kNN and
     EASE sweeps, :func:`catalogue_sweep`; one whose points are None is left as it is, and
@@ -959,6 +992,9 @@ def relevel_kernels(coef: dict[str, Any], dense_points: list[dict[str, Any]],
     if catalogue_points:
         out["catalogue"] = {"core_us": fit_catalogue(coef, catalogue_points, level=f), "points": catalogue_points,
                             "level_factor": round(f, 4), "how": how}
+    if knn_catalogue_points:  # beyond what the plan of the terms above counts (their session's, or the file's)
+        out["knn_catalogue"] = {"core_us": fit_knn_catalogue(out, knn_catalogue_points, level=f),
+                                "points": knn_catalogue_points, "level_factor": round(f, 4), "how": how}
     return out
 
 
@@ -1000,12 +1036,13 @@ PATH_JOBS = ("compute_predictions", "create_redis_dump", "publish_predictions")
 
 
 def _precompute_run(home: Path, users: int, encoding: str, *, items: int = 20_000,
-                    jobs: tuple[str, ...] = PATH_JOBS, runs: int = 1) -> dict[str, Any]:
+                    jobs: tuple[str, ...] = PATH_JOBS, runs: int = 1, model: str = "als") -> dict[str, Any]:
     """compute_predictions -> create_redis_dump -> publish_predictions (or the first of ``jobs``) on a generated
     lake (the precompute benchmark's ``build_lake``, ``items`` items) with ``publish.encoding``; wall and
     process CPU per step, and the bytes (those of the whole path only). ``runs`` > 1 (``jobs`` other than the
     whole path): the jobs run that many times, each an hour later (a run of its own), and each step keeps the
-    run with the least CPU time (``cpu_seconds_runs``: all of them)."""
+    run with the least CPU time (``cpu_seconds_runs``: all of them). ``model``: the benchmark's ``als`` (dense
+    factors) or ``knn`` (neighbour rows) artefact."""
     import datetime as dt
     import resource
 
@@ -1029,18 +1066,18 @@ def _precompute_run(home: Path, users: int, encoding: str, *, items: int = 20_00
 
     with temporary_redis(home / "serving") as serving:
         cfg = load_config("local", overrides={"publish": {"redis_url": serving.url, "encoding": encoding},
-                                              **bench_precompute.RAIL_ON_ALS},
+                                              **bench_precompute.rail_on(model)},
                           environ={**os.environ, "SKYREC_HOME": str(home)})
         if not cfg.lake_url.startswith(str(home)):
             raise RuntimeError(f"calibration lake {cfg.lake_url} is not under its temporary home {home}")
-        bench_precompute.build_lake(cfg, users, n_items=items)
+        built = bench_precompute.build_lake(cfg, users, n_items=items, model=model)
         client = redis.Redis.from_url(serving.url)
         before = int(client.info("memory")["used_memory"])
         if runs > 1 and jobs == PATH_JOBS:
             raise ValueError("repeated runs are for single steps (the whole path's bytes are of one publication)")
         steps: dict[str, Any] = {}
         for i in range(runs):
-            run = RunInfo(dag_id="precompute_recommendations_als_recommended_for_you_v1", run_id=f"plan-{i}",
+            run = RunInfo(dag_id=f"precompute_recommendations_{model}_recommended_for_you_v1", run_id=f"plan-{i}",
                           task_id="plan", logical_date=dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC) + dt.timedelta(hours=i))
             for job in jobs:
                 c0, t0 = cpu(), time.perf_counter()
@@ -1060,7 +1097,8 @@ def _precompute_run(home: Path, users: int, encoding: str, *, items: int = 20_00
         if pred is None:
             raise RuntimeError("calibration: predictions not committed")
         run_out = {"users": users, "k": int(pred.meta.get("k", 50)), "encoding": encoding, "steps": steps,
-                   "candidates": int(steps["compute_predictions"]["summary"]["candidates"])}
+                   "candidates": int(steps["compute_predictions"]["summary"]["candidates"]),
+                   "items_per_user": round(built["seen_nnz"] / users, 3), "neighbours": built.get("neighbours")}
         if jobs != PATH_JOBS:
             client.close()
             return run_out
@@ -1110,6 +1148,50 @@ def fit_catalogue(coef: dict[str, Any], points: list[dict[str, Any]], level: flo
     if len({n for n, _ in line}) < 2:
         raise CoefficientsError("the catalogue cost needs runs at two or more catalogue sizes")
     return {"per_item": round(_line(line)[1] * 1e6 * level, 4)}
+
+
+def knn_catalogue_sweep(items: tuple[int, ...] = (20_000, 100_000, 200_000), users: int = 20_000,
+                        runs: int = 2) -> list[dict[str, Any]]:
+    """item-kNN's compute per user as the candidates grow, measured on the job itself: ``compute_predictions`` on
+    generated lakes (the precompute benchmark's ``build_lake`` with its item-kNN artefact: ~20 played items per
+    user, 70 neighbours per item, every item a candidate, no "more like this") of ``users`` users at each
+    catalogue size, the least process CPU of ``runs`` runs. The synthetic kernel sweep misses part of this
+    growth (on the job, the item side and the accumulator leave the caches; the predictions' Parquet carries a
+    dictionary of the candidates): :func:`fit_knn_catalogue` keeps what the plan does not already count."""
+    import tempfile
+
+    points = []
+    for n in items:
+        with tempfile.TemporaryDirectory(prefix="skyrec-plan-knn-catalogue-") as tmp:
+            run = _precompute_run(Path(tmp), users, "packed", items=n, jobs=("compute_predictions",), runs=runs,
+                                  model="knn")
+        step = run["steps"]["compute_predictions"]
+        points.append({"items": n, "users": users, "k": run["k"], "candidates": run["candidates"],
+                       "plays": run["items_per_user"], "neighbours": run["neighbours"],
+                       "cpu_s": round(step["process_cpu_seconds"], 3), "seconds": round(step["seconds"], 3),
+                       "cpu_s_runs": step["cpu_seconds_runs"]})
+    return points
+
+
+def fit_knn_catalogue(coef: dict[str, Any], points: list[dict[str, Any]], level: float = 1.0) -> dict[str, float]:
+    """Core-microseconds per user per 1,000 candidates that item-kNN's compute costs beyond what the plan of
+    ``coef`` (without this term) counts: at each point, the job's CPU (x ``level``: the coefficients' level,
+    see :func:`relevel_kernels`) less the plan's compute core-seconds and fixed seconds of the same inputs, per
+    user; the slope of that over the candidates (least squares, floored at 0)."""
+    import numpy as np
+
+    if len({pt["candidates"] for pt in points}) < 2:
+        raise CoefficientsError("item-kNN's growth with the candidates needs runs at two or more catalogue sizes")
+    base = {key: v for key, v in coef.items() if key != "knn_catalogue"}
+    xs, ys = [], []
+    for pt in points:
+        inputs = PlanInputs(users=pt["users"], candidates=pt["candidates"], k=pt["k"], plays_per_user=pt["plays"],
+                            items_per_user=pt["plays"], model="knn", kernel="neighbours", neighbours=pt["neighbours"])
+        f = plan(inputs, base)["figures"]
+        xs.append(pt["candidates"] / 1000.0)
+        ys.append((pt["cpu_s"] * level - f["compute_core_s"] - f["compute_fixed_core_s"]) * 1e6 / pt["users"])
+    slope = float(np.polyfit(np.array(xs), np.array(ys), 1)[0])
+    return {"per_user_per_1k_candidates": round(max(0.0, slope), 4)}
 
 
 def activity_bytes_per_play(home: Path, users: int = 20_000, events_per_user: float = 20.0) -> dict[str, Any]:
@@ -1170,10 +1252,12 @@ def derive(*, kernel_points: list[dict[str, Any]], runs: dict[str, list[dict[str
            encoder: dict[str, Any], activity: dict[str, Any], cores: int, reference: dict[str, Any] | None = None,
            how: str = "", knn_points: list[dict[str, Any]] | None = None,
            ease_points: list[dict[str, Any]] | None = None,
-           catalogue_points: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+           catalogue_points: list[dict[str, Any]] | None = None,
+           knn_catalogue_points: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Coefficients from measurements: the kernel sweep, precompute runs of each encoding at two or more user
     counts (same session; each step = fixed seconds per rail + seconds per user, least squares), bytes per list
-    item, the activity snapshot's bytes per play."""
+    item, the activity snapshot's bytes per play; item-kNN's growth with the candidates beyond what those
+    coefficients plan (with the item-kNN kernel's points only)."""
     core = fit_kernel(kernel_points)
     if any(p.get("factors", BASE_FACTORS) != BASE_FACTORS for p in kernel_points):
         core["per_1k_candidates_per_factor"] = fit_factors_term(kernel_points)
@@ -1218,7 +1302,7 @@ def derive(*, kernel_points: list[dict[str, Any]], runs: dict[str, list[dict[str
     if catalogue_points:
         knn["catalogue"] = {"core_us": fit_catalogue({"kernel": {"core_us": core}}, catalogue_points),
                             "points": catalogue_points}
-    return {
+    out = {
         "format": FORMAT, "version": VERSION,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "how": how,
         "kernel": {"core_us": {key: round(v, 4) for key, v in core.items()}, "points": kernel_points},
@@ -1230,6 +1314,10 @@ def derive(*, kernel_points: list[dict[str, Any]], runs: dict[str, list[dict[str
                   "runs": runs, "activity": activity},
         "reference_run": reference,
     }
+    if knn_catalogue_points and knn_points:
+        out["knn_catalogue"] = {"core_us": fit_knn_catalogue(out, knn_catalogue_points),
+                                "points": knn_catalogue_points}
+    return out
 
 def _rebase(coef: dict[str, Any], enc: str, *, users: int, cores: int, candidates: int, k: int,
             seconds: dict[str, float], compute_cpu_s: float | None = None, redis_steps: bool = True) -> None:
@@ -1315,7 +1403,8 @@ def calibrate(users: int = 60_000, out: Path | None = None, progress: Any = prin
               kernel_points: list[dict[str, Any]] | None = None,
               knn_points: list[dict[str, Any]] | None = None,
               ease_points: list[dict[str, Any]] | None = None,
-              catalogue_points: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], Path]:
+              catalogue_points: list[dict[str, Any]] | None = None,
+              knn_catalogue_points: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], Path]:
     """Measure the coefficients on this machine (short runs, one at a time): the kernel sweep, precompute runs
     of ``users`` // 3 and ``users`` users per encoding (alternating encodings, so background load hits both
     alike), bytes per list item, the activity snapshot's bytes per play. Keeps the reference run recorded in
@@ -1336,6 +1425,9 @@ def calibrate(users: int = 60_000, out: Path | None = None, progress: Any = prin
     if catalogue_points is None:
         progress("the compute step's per-rail catalogue cost (20k/100k/200k items, 500 users)")
         catalogue_points = catalogue_sweep()
+    if knn_catalogue_points is None:
+        progress("item-kNN's compute per user as the candidates grow (20k/100k/200k items, 20,000 users)")
+        knn_catalogue_points = knn_catalogue_sweep()
     runs: dict[str, list[dict[str, Any]]] = {enc: [] for enc in ENCODINGS}
     for n in (max(1_000, users // 3), users):
         for enc in ENCODINGS:
@@ -1348,7 +1440,8 @@ def calibrate(users: int = 60_000, out: Path | None = None, progress: Any = prin
     coef = derive(kernel_points=points, runs=runs, encoder=encoders(), activity=activity,
                   cores=os.cpu_count() or 1, reference=current.get("reference_run"),
                   how=f"skyrec plan --calibrate --calibrate-users {users}", knn_points=knn_points,
-                  ease_points=ease_points, catalogue_points=catalogue_points)
+                  ease_points=ease_points, catalogue_points=catalogue_points,
+                  knn_catalogue_points=knn_catalogue_points)
     # The Redis-bound steps cost more per key at millions of keys than these short runs measure (BENCHMARKS.md,
     # "Scale — capacity plan"): their per-user coefficients stay those of the committed, reference-scale file;
     # the calibration's are kept beside them for reference.

@@ -384,8 +384,17 @@ def test_calibrate_measures_on_this_machine(tmp_path: Path) -> None:
     catalogue = p.catalogue_sweep(items=(2_000, 20_000), users=200, runs=2)
     assert [pt["items"] for pt in catalogue] == [pt["candidates"] for pt in catalogue] == [2_000, 20_000]
     assert all(len(pt["cpu_s_runs"]) == 2 and pt["cpu_s"] == min(pt["cpu_s_runs"]) > 0 for pt in catalogue)
+    knn_catalogue = p.knn_catalogue_sweep(items=(2_000, 20_000), users=300, runs=2)  # on an item-kNN artefact
+    assert [(pt["candidates"], pt["neighbours"]) for pt in knn_catalogue] == [(2_000, 70), (20_000, 70)]
+    assert all(19 < pt["plays"] <= 20 and pt["cpu_s"] == min(pt["cpu_s_runs"]) > 0 for pt in knn_catalogue)
+    releveled = p.relevel_kernels(json.loads(p.DEFAULT_PATH.read_text()), points, None, how="test",
+                                  factors_term=False, knn_catalogue_points=knn_catalogue)
+    assert releveled["knn_catalogue"]["points"] == knn_catalogue
+    assert releveled["knn_catalogue"]["core_us"]["per_user_per_1k_candidates"] >= 0
     coef, path = p.calibrate(users=3_000, out=tmp_path / "c.json", progress=lambda m: None, kernel_points=points,
-                             knn_points=knn, ease_points=ease, catalogue_points=catalogue)
+                             knn_points=knn, ease_points=ease, catalogue_points=catalogue,
+                             knn_catalogue_points=knn_catalogue)
+    assert coef["knn_catalogue"]["points"] == knn_catalogue and "borrowed" not in coef["knn_catalogue"]
     assert set(coef["kernel_ease"]["core_us"]) >= set(p.EASE_TERMS)
     assert coef["catalogue"]["points"] == catalogue and coef["catalogue"]["core_us"]["per_item"] > 0
     again, _ = p.load_coefficients(path)
@@ -504,6 +513,62 @@ def test_the_catalogue_cost_is_fitted_without_the_users_kernel(coef: dict) -> No
         assert p.fit_catalogue(coef, pts, level=level)["per_item"] == pytest.approx(4.0 * level, rel=1e-3)
     with pytest.raises(p.CoefficientsError, match="two or more catalogue sizes"):
         p.fit_catalogue(coef, pts[:1])
+
+
+def test_item_knn_pays_for_the_candidates_beyond_the_basis_as_measured_on_the_job(coef: dict, tmp_path: Path) -> None:
+    """item-kNN's compute per user grows with the candidates more than its kernel plane says (measured on the
+    job, ``knn_catalogue``): the term adds per user and 1,000 candidates beyond the basis run's, to item-kNN
+    only, in the compute and the Dataflow figures; notes when missing or extrapolated; older files borrow it."""
+    per_1k = coef["knn_catalogue"]["core_us"]["per_user_per_1k_candidates"]
+    assert per_1k > 0
+    basis = coef["basis"]["candidates"]
+    knn = p.PlanInputs(users=1_000_000, candidates=200_000, model="knn", kernel="neighbours", neighbours=70)
+    res = p.plan(knn, coef)
+    f = res["figures"]
+    assert f["knn_catalogue_core_us_per_user"] == pytest.approx(per_1k * (200_000 - basis) / 1000)
+    without = {k: v for k, v in coef.items() if k != "knn_catalogue"}
+    bare = p.plan(knn, without)
+    assert bare["figures"]["knn_catalogue_core_us_per_user"] == 0
+    assert f["compute_core_s"] - bare["figures"]["compute_core_s"] == \
+        pytest.approx(1_000_000 * f["knn_catalogue_core_us_per_user"] / 1e6)
+    assert f["dataflow_vcpu_s"] > bare["figures"]["dataflow_vcpu_s"]
+    assert any("not in these coefficients" in n and "item-kNN" in n for n in bare["notes"])
+    assert not any("item-kNN's per-user growth" in n for n in res["notes"])
+    # at or below the basis, and for the other kernels: nothing
+    for inputs in (replace(knn, candidates=basis), replace(knn, candidates=2_000),
+                   p.PlanInputs(users=1_000_000, candidates=200_000)):
+        assert p.plan(inputs, coef)["figures"]["knn_catalogue_core_us_per_user"] == 0
+    far = p.plan(replace(knn, candidates=1_000_000), coef)
+    assert any("growth with the candidates extrapolated" in n for n in far["notes"])
+    # an older .bench file without the term borrows the committed one at its own level (here 2x slower)
+    slower = json.loads(json.dumps(without))
+    slower["kernel"]["core_us"] = {k: v * 2 if k != "max_rel_residual" else v
+                                   for k, v in slower["kernel"]["core_us"].items()}
+    (tmp_path / "old.json").write_text(json.dumps(slower))
+    loaded, _ = p.load_coefficients(tmp_path / "old.json")
+    assert loaded["knn_catalogue"]["core_us"]["per_user_per_1k_candidates"] == pytest.approx(2 * per_1k)
+    assert any("growth with the candidates from" in n for n in p.plan(knn, loaded)["notes"])
+    with pytest.raises(p.CoefficientsError, match="knn_catalogue.core_us needs per_user_per_1k_candidates"):
+        p._validate({**coef, "knn_catalogue": {"core_us": {}}}, "x.json")
+
+
+def test_item_knns_growth_is_fitted_beyond_what_the_plan_counts(coef: dict) -> None:
+    """The sweep's CPU seconds hold what the plan (without the term) counts at each size -- the kernel plane,
+    the output, the fixed and catalogue seconds -- plus the growth: the fit keeps the growth alone, on the
+    session's level, whatever the offset at the basis."""
+    without = {k: v for k, v in coef.items() if k != "knn_catalogue"}
+    for level, offset in ((1.0, 0.0), (0.8, 5.0)):
+        pts = []
+        for n in (20_000, 100_000, 200_000):
+            f = p.plan(p.PlanInputs(users=20_000, candidates=n, model="knn", kernel="neighbours", neighbours=70,
+                                    plays_per_user=20, items_per_user=20), without)["figures"]
+            per_user = (f["compute_core_s"] + f["compute_fixed_core_s"]) * 1e6 / 20_000 + offset + 0.15 * n / 1000
+            pts.append({"items": n, "candidates": n, "users": 20_000, "k": 50, "plays": 20, "neighbours": 70,
+                        "cpu_s": per_user * 20_000 / 1e6 / level})
+        got = p.fit_knn_catalogue(coef, pts, level=level)["per_user_per_1k_candidates"]
+        assert got == pytest.approx(0.15, rel=1e-3)
+    with pytest.raises(p.CoefficientsError, match="two or more catalogue sizes"):
+        p.fit_knn_catalogue(coef, pts[:1])
 
 
 def test_rails_that_differ_are_put_together_as_precompute_runs_them(coef: dict) -> None:
