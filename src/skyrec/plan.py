@@ -134,7 +134,8 @@ def _geomean(values: list[float]) -> float:
 
 
 #: sections beyond the dense plane that a coefficients file may lack (measured later than it) and borrow: the
-#: item-kNN and EASE kernels and the per-rail catalogue cost (CPU time too, so on the same level)
+#: item-kNN and EASE kernels, the per-rail catalogue cost and item-kNN's per-user growth with the candidates
+#: (CPU time too, so on the same level)
 EXTRA_KERNELS = ("kernel_knn", "kernel_ease", "catalogue", "knn_catalogue")
 
 
