@@ -492,15 +492,21 @@ def test_the_compute_steps_per_rail_cost_grows_with_the_catalogue(coef: dict, tm
     assert res["figures"]["catalogue_core_s_per_rail"] == 0
     assert any("grows with the catalogue is not in these coefficients" in n for n in res["notes"])
     # an older .bench file without the term borrows the committed one at its own level (here 2x slower)
-    slower = json.loads(json.dumps(without))
-    slower["kernel"]["core_us"] = {k: v * 2 if k != "max_rel_residual" else v
-                                   for k, v in slower["kernel"]["core_us"].items()}
-    (tmp_path / "old.json").write_text(json.dumps(slower))
-    loaded, _ = p.load_coefficients(tmp_path / "old.json")
+    loaded = _older_file_at_twice_the_level(without, tmp_path)
     assert loaded["catalogue"]["core_us"]["per_item"] == pytest.approx(2 * coef["catalogue"]["core_us"]["per_item"])
     assert "x 2.000" in loaded["catalogue"]["borrowed"]
     with pytest.raises(p.CoefficientsError, match="catalogue.core_us needs per_item"):
         p._validate({**coef, "catalogue": {"core_us": {}}}, "x.json")
+
+
+def _older_file_at_twice_the_level(without: dict, tmp_path: Path) -> dict:
+    """``without`` (coefficients lacking a section) as an older .bench file whose dense kernel is 2x slower,
+    loaded: what it borrows from the committed file."""
+    slower = json.loads(json.dumps(without))
+    slower["kernel"]["core_us"] = {k: v * 2 if k != "max_rel_residual" else v
+                                   for k, v in slower["kernel"]["core_us"].items()}
+    (tmp_path / "old.json").write_text(json.dumps(slower))
+    return p.load_coefficients(tmp_path / "old.json")[0]
 
 
 def test_the_catalogue_cost_is_fitted_without_the_users_kernel(coef: dict) -> None:
@@ -541,11 +547,7 @@ def test_item_knn_pays_for_the_candidates_beyond_the_basis_as_measured_on_the_jo
     far = p.plan(replace(knn, candidates=1_000_000), coef)
     assert any("growth with the candidates extrapolated" in n for n in far["notes"])
     # an older .bench file without the term borrows the committed one at its own level (here 2x slower)
-    slower = json.loads(json.dumps(without))
-    slower["kernel"]["core_us"] = {k: v * 2 if k != "max_rel_residual" else v
-                                   for k, v in slower["kernel"]["core_us"].items()}
-    (tmp_path / "old.json").write_text(json.dumps(slower))
-    loaded, _ = p.load_coefficients(tmp_path / "old.json")
+    loaded = _older_file_at_twice_the_level(without, tmp_path)
     assert loaded["knn_catalogue"]["core_us"]["per_user_per_1k_candidates"] == pytest.approx(2 * per_1k)
     assert any("growth with the candidates from" in n for n in p.plan(knn, loaded)["notes"])
     with pytest.raises(p.CoefficientsError, match="knn_catalogue.core_us needs per_user_per_1k_candidates"):
