@@ -149,7 +149,18 @@ def _catalogue_only(out: dict[str, Any], coef: dict[str, Any], path: Path, write
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    print(json.dumps(main(write="--write" in args, keep_factors="--keep-factors" in args,
-                          catalogue_only="--catalogue-only" in args, knn_catalogue_only="--knn-catalogue-only" in args),
-                     indent=1))  # never written by `skyrec bench`
+    import argparse
+
+    parser = argparse.ArgumentParser(description="skyrec plan's kernel terms beyond the dense 64-factor plane, "
+                                                 "measured on this machine and checked (the module's doc)")
+    parser.add_argument("--write", action="store_true",
+                        help="store the releveled terms in src/skyrec/plan_coefficients.json (never by `skyrec bench`)")
+    parser.add_argument("--keep-factors", action="store_true", help="with --write: keep the file's factors term")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--catalogue-only", action="store_true",
+                      help="the dense sweep for the level and the two catalogue costs, nothing else")
+    only.add_argument("--knn-catalogue-only", action="store_true",
+                      help="the dense sweep for the level and item-kNN's per-user growth with the candidates")
+    args = parser.parse_args()
+    print(json.dumps(main(write=args.write, keep_factors=args.keep_factors, catalogue_only=args.catalogue_only,
+                          knn_catalogue_only=args.knn_catalogue_only), indent=1))
