@@ -285,4 +285,6 @@ def main(scale: str = "small") -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1] if len(sys.argv) > 1 else "small"), indent=1))
+    from _cli import scale_argument
+
+    print(json.dumps(main(scale_argument(__doc__, SCALES)), indent=1))
