@@ -30,6 +30,7 @@ before the first rail runs (no kernel runs: the plan is the reference here).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -37,6 +38,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +81,9 @@ MIX_KINDS = ((["Comedy"], ["Podcasts"], 158),   # comedy_featured
 
 def rail_on(model: str, rail: str = "recommended_for_you") -> dict[str, Any]:
     """Config overrides that put the benchmark's rail on ``model``'s artefact."""
-    if model not in MODELS:
-        raise ValueError(f"--model {model!r}: one of {', '.join(MODELS)}")
     if rail not in RAILS:
         raise ValueError(f"--rail {rail!r}: one of {', '.join(RAILS)}")
-    return {"variants": {rail: {"model": model}}}
+    return rails_on(model, [rail])
 
 
 def rails_on(model: str, rails: list[str]) -> dict[str, Any]:
@@ -187,29 +187,53 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+@contextlib.contextmanager
+def _bench_home() -> Iterator[tuple[str, str]]:
+    """A temporary ``SKYREC_HOME`` (the config resolves ``{home}`` from the process environment; restored
+    after) and a real serving redis-server in it: (home, the server's URL)."""
+    from skyrec.redis_local import temporary_redis
+
+    saved_home = os.environ.get("SKYREC_HOME")
+    with tempfile.TemporaryDirectory(prefix="skyrec-bench-precompute-") as home, \
+            temporary_redis(Path(home) / "serving") as serving:
+        os.environ["SKYREC_HOME"] = home
+        try:
+            yield home, serving.url
+        finally:
+            if saved_home is None:
+                os.environ.pop("SKYREC_HOME", None)
+            else:
+                os.environ["SKYREC_HOME"] = saved_home
+
+
+def _step(job: str, cfg: Any, run: Any, rail: str, redis_url: str) -> dict[str, Any]:
+    """One job of the path, measured: its summary, wall seconds, this process's CPU, that CPU + the scratch
+    redis-server's (a child, waited for) + the serving Redis's own, and the load average at its start."""
+    from skyrec.jobs.base import execute
+
+    cpu0, t0, load = _cpu(), time.perf_counter(), os.getloadavg()[0]
+    children0, redis0 = _children_cpu(), _redis_cpu(redis_url)
+    code, payload = execute(job, config=cfg, run=run, params={"variant": rail})
+    wall = time.perf_counter() - t0
+    if code != 0:
+        raise RuntimeError(f"{job} of {rail} failed: {payload.get('error')}")
+    process_cpu = _cpu() - cpu0
+    return {"summary": payload["summary"], "seconds": wall, "process_cpu_seconds": process_cpu, "load": load,
+            "cpu_seconds": process_cpu + _children_cpu() - children0 + _redis_cpu(redis_url) - redis0}
+
+
 def main(scale: str = "small", model: str = "als", similar: bool = False, items: int = 20_000,
          rail: str = "recommended_for_you") -> dict[str, Any]:
     import redis
-
-    from skyrec.redis_local import temporary_redis
 
     n_users = SCALES[scale]
     cores = os.cpu_count() or 1
     rail_on(model, rail)  # a bad name fails before anything is generated
     out: dict[str, Any] = {"benchmark": "precompute", "model": model, "rail": rail, "scale": scale, "users": n_users,
                            "catalogue_items": items, "k": 50, "similar": similar, "cores": cores}
-    saved_home = os.environ.get("SKYREC_HOME")
-    with tempfile.TemporaryDirectory(prefix="skyrec-bench-precompute-") as home, \
-            temporary_redis(Path(home) / "serving") as serving:
-        os.environ["SKYREC_HOME"] = home  # the config resolves {home} from the process environment
-        try:
-            steps = _run(out, home, serving.url, n_users, model, similar, items, rail)
-        finally:
-            if saved_home is None:
-                os.environ.pop("SKYREC_HOME", None)
-            else:
-                os.environ["SKYREC_HOME"] = saved_home
-        c = redis.Redis.from_url(serving.url)
+    with _bench_home() as (home, serving_url):
+        steps = _run(out, home, serving_url, n_users, model, similar, items, rail)
+        c = redis.Redis.from_url(serving_url)
         steps["serving_redis"] = {"dbsize": c.dbsize(), "used_memory_mb": round(c.info("memory")["used_memory"] / 1e6)}
         c.close()
     return _summary(out, steps, n_users, scale, cores)
@@ -218,7 +242,7 @@ def main(scale: str = "small", model: str = "als", similar: bool = False, items:
 def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int, model: str, similar: bool,
          items: int, rail: str = "recommended_for_you") -> dict[str, Any]:
     from skyrec.config import load_config
-    from skyrec.jobs.base import RunInfo, execute
+    from skyrec.jobs.base import RunInfo
 
     cfg = load_config("local", overrides={"publish": {"redis_url": redis_url}, **rail_on(model, rail)})
     if not cfg.lake_url.startswith(home):
@@ -229,20 +253,11 @@ def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int, model: st
                   task_id="bench", logical_date=AT)
     steps: dict[str, Any] = {}
     kernel_runs = [time_kernel(cfg, rail, run.end)]
-    for job in ("compute_predictions", "create_redis_dump", "publish_predictions"):
-        cpu0, t0, load = _cpu(), time.perf_counter(), os.getloadavg()[0]
-        children0, redis0 = _children_cpu(), _redis_cpu(redis_url)
-        code, payload = execute(job, config=cfg, run=run, params={"variant": rail})
-        wall = time.perf_counter() - t0
-        if code != 0:
-            raise RuntimeError(f"{job} failed: {payload.get('error')}")
-        s = payload["summary"]
-        process_cpu = _cpu() - cpu0
-        steps[job] = {"seconds": round(wall, 1), "process_cpu_seconds": round(process_cpu, 1),
-                      # + the scratch redis-server (a child, waited for) + the serving Redis's own CPU
-                      "cpu_seconds": round(process_cpu + _children_cpu() - children0 + _redis_cpu(redis_url) - redis0,
-                                           1),
-                      "load_1min_at_start": round(load, 2),
+    for job in PATH_STEPS:
+        m = _step(job, cfg, run, rail, redis_url)
+        s = m["summary"]
+        steps[job] = {"seconds": round(m["seconds"], 1), "process_cpu_seconds": round(m["process_cpu_seconds"], 1),
+                      "cpu_seconds": round(m["cpu_seconds"], 1), "load_1min_at_start": round(m["load"], 2),
                       **{k: s[k] for k in ("users", "users_with_recs", "keys", "commands_per_second", "sim_keys",
                                            "similar_seconds") if k in s}}
     kernel_runs.append(time_kernel(cfg, rail, run.end))
@@ -256,24 +271,13 @@ def main_mix(scale: str = "small", model: str = "knn", similar: bool = False, it
     """``--mix``: the shipped rails one after another as the precompute DAGs run them (every rail's compute, then
     every dump, then every publication, into one serving Redis), on a catalogue at the shipped rails' shares;
     each rail's steps measured and set beside ``skyrec plan --from-lake``'s plan of the same lake."""
-    from skyrec.redis_local import temporary_redis
-
     n_users = SCALES[scale]
     cores = os.cpu_count() or 1
     rails_on(model, [])  # a bad name fails before anything is generated
     out: dict[str, Any] = {"benchmark": "precompute_mix", "model": model, "scale": scale, "users": n_users,
                            "catalogue_items": items, "similar": similar, "cores": cores}
-    saved_home = os.environ.get("SKYREC_HOME")
-    with tempfile.TemporaryDirectory(prefix="skyrec-bench-precompute-") as home, \
-            temporary_redis(Path(home) / "serving") as serving:
-        os.environ["SKYREC_HOME"] = home
-        try:
-            out.update(_run_mix(home, serving.url, n_users, model, similar, items))
-        finally:
-            if saved_home is None:
-                os.environ.pop("SKYREC_HOME", None)
-            else:
-                os.environ["SKYREC_HOME"] = saved_home
+    with _bench_home() as (home, serving_url):
+        out.update(_run_mix(home, serving_url, n_users, model, similar, items))
     out["peak_rss_mb_benchmark_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
 
@@ -282,7 +286,7 @@ def _run_mix(home: str, redis_url: str, n_users: int, model: str, similar: bool,
     from dataclasses import replace
 
     from skyrec.config import load_config
-    from skyrec.jobs.base import RunInfo, execute
+    from skyrec.jobs.base import RunInfo
     from skyrec.plan import load_coefficients, plan_rails
     from skyrec.plan_lake import rails_from_lake
 
@@ -309,21 +313,15 @@ def _run_mix(home: str, redis_url: str, n_users: int, model: str, similar: bool,
     measured: dict[str, dict[str, Any]] = {rail: {} for rail in rails}
     for job in PATH_STEPS:
         for rail in rails:
-            cpu0, t0, load = _cpu(), time.perf_counter(), os.getloadavg()[0]
-            children0, redis0 = _children_cpu(), _redis_cpu(redis_url)
-            code, payload = execute(job, config=cfg, run=runs[rail], params={"variant": rail})
-            wall = time.perf_counter() - t0
-            if code != 0:
-                raise RuntimeError(f"{job} of {rail} failed: {payload.get('error')}")
-            s = payload["summary"]
+            m = _step(job, cfg, runs[rail], rail, redis_url)
+            s = m["summary"]
             measured[rail][job] = {
-                "seconds": round(wall, 2),
-                "cpu_seconds": round(_cpu() - cpu0 + _children_cpu() - children0 + _redis_cpu(redis_url) - redis0, 2),
-                "load_1min_at_start": round(load, 2),
+                "seconds": round(m["seconds"], 2), "cpu_seconds": round(m["cpu_seconds"], 2),
+                "load_1min_at_start": round(m["load"], 2),
                 **{k: s[k] for k in ("users", "users_with_recs", "keys", "sim_keys") if k in s}}
             if job == "publish_predictions":  # the serving Redis grows by a rail's keys with each publication
                 measured[rail][job]["serving_keys_after"] = _dbsize(redis_url)
-            print(f"{job} {rail}: {wall:.1f} s", file=sys.stderr, flush=True)
+            print(f"{job} {rail}: {m['seconds']:.1f} s", file=sys.stderr, flush=True)
     per_rail: dict[str, Any] = {}
     for rail in rails:
         f = planned["rails"][rail]["figures"]

@@ -488,13 +488,12 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
             notes.append(f"factors term from {coef['kernel']['factors_borrowed']} (recalibrate: skyrec plan --calibrate)")
     if p.kernel == "neighbours" and p.candidates > coef["basis"]["candidates"]:
         kc = coef.get("knn_catalogue") or {}
-        kc_pts = kc.get("points") or []
+        top = max((pt["candidates"] for pt in kc.get("points") or []), default=None)
         if not kc:
             notes.append(f"item-kNN's per-user growth beyond {coef['basis']['candidates']:,} candidates is not in these "
                          "coefficients: the plan is low at large catalogues (docs/scale.md)")
-        elif kc_pts and p.candidates > max(pt["candidates"] for pt in kc_pts):
-            notes.append(f"item-kNN's per-user growth with the candidates extrapolated: measured up to "
-                         f"{max(pt['candidates'] for pt in kc_pts):,}")
+        elif top is not None and p.candidates > top:
+            notes.append(f"item-kNN's per-user growth with the candidates extrapolated: measured up to {top:,}")
         if kc.get("borrowed"):
             notes.append(f"item-kNN's per-user growth with the candidates from {kc['borrowed']}")
     cat_pts = (coef.get("catalogue") or {}).get("points") or []
@@ -1127,14 +1126,23 @@ def catalogue_sweep(items: tuple[int, ...] = (20_000, 100_000, 200_000), users: 
     "more like this") of ``users`` users and each catalogue size, so that the users' work is small; its
     process CPU seconds and wall seconds per size, the least of ``runs`` runs (the first in a process also
     loads code: 0.2 vs 0.9 s at 20k items, measured). :func:`fit_catalogue` takes the users' kernel out."""
+    return _compute_sweep(items, users, encoding, runs, model="als")
+
+
+def _compute_sweep(items: tuple[int, ...], users: int, encoding: str, runs: int, *, model: str) -> list[dict[str, Any]]:
+    """``compute_predictions`` on a generated lake of ``users`` users and each of ``items`` (every item a
+    candidate, ``model``'s artefact), the least process CPU of ``runs`` runs; an item-kNN point also holds the
+    artefact's played items per user and neighbours per item (what the plan of it needs)."""
     import tempfile
 
     points = []
     for n in items:
-        with tempfile.TemporaryDirectory(prefix="skyrec-plan-catalogue-") as tmp:
-            run = _precompute_run(Path(tmp), users, encoding, items=n, jobs=("compute_predictions",), runs=runs)
+        with tempfile.TemporaryDirectory(prefix=f"skyrec-plan-{model}-catalogue-") as tmp:
+            run = _precompute_run(Path(tmp), users, encoding, items=n, jobs=("compute_predictions",), runs=runs,
+                                  model=model)
         step = run["steps"]["compute_predictions"]
-        points.append({"items": n, "users": users, "k": run["k"], "candidates": run["candidates"],
+        shape = {"plays": run["items_per_user"], "neighbours": run["neighbours"]} if model == "knn" else {}
+        points.append({"items": n, "users": users, "k": run["k"], "candidates": run["candidates"], **shape,
                        "cpu_s": round(step["process_cpu_seconds"], 3), "seconds": round(step["seconds"], 3),
                        "cpu_s_runs": step["cpu_seconds_runs"]})
     return points
@@ -1159,19 +1167,7 @@ def knn_catalogue_sweep(items: tuple[int, ...] = (20_000, 100_000, 200_000), use
     catalogue size, the least process CPU of ``runs`` runs. The synthetic kernel sweep misses part of this
     growth (on the job, the item side and the accumulator leave the caches; the predictions' Parquet carries a
     dictionary of the candidates): :func:`fit_knn_catalogue` keeps what the plan does not already count."""
-    import tempfile
-
-    points = []
-    for n in items:
-        with tempfile.TemporaryDirectory(prefix="skyrec-plan-knn-catalogue-") as tmp:
-            run = _precompute_run(Path(tmp), users, "packed", items=n, jobs=("compute_predictions",), runs=runs,
-                                  model="knn")
-        step = run["steps"]["compute_predictions"]
-        points.append({"items": n, "users": users, "k": run["k"], "candidates": run["candidates"],
-                       "plays": run["items_per_user"], "neighbours": run["neighbours"],
-                       "cpu_s": round(step["process_cpu_seconds"], 3), "seconds": round(step["seconds"], 3),
-                       "cpu_s_runs": step["cpu_seconds_runs"]})
-    return points
+    return _compute_sweep(items, users, "packed", runs, model="knn")
 
 
 def fit_knn_catalogue(coef: dict[str, Any], points: list[dict[str, Any]], level: float = 1.0) -> dict[str, float]:
