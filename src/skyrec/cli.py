@@ -328,7 +328,8 @@ def status(
     for col in ("dataset", "for", "latest", "age", "rows", "quarantined"):
         t.add_column(col, overflow="fold")
     for d in info["datasets"]:
-        scope = " ".join(f"{k}={d[k]}" for k in ("model", "version", "variant") if k in d)
+        scope = " ".join(f"{k}={d[k]}" for k in ("model", "version", "variant", "dataset_id", "models", "experiment")
+                         if k in d)
         t.add_row(d["dataset"], scope, d["latest"] or "[red]none[/red]", d["age"], str(d["rows"] or "-"),
                   str(d["quarantined"] if d["quarantined"] is not None else "-"))
     console.print(t)

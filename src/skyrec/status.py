@@ -28,6 +28,10 @@ def _field_combos(config: Config, template: str) -> list[dict[str, str]]:
     if not fields:
         return [{}]
     combos: list[dict[str, str]] = []
+    if "dataset_id" in fields:  # one training dataset per definition, shared by the models that read it
+        return [{"dataset_id": ds, "models": ",".join(models)} for ds, models in config.training_datasets().items()]
+    if "experiment" in fields:  # one readout per configured experiment; none configured, none listed
+        return [{"experiment": name} for name in sorted(config.experiments)]
     if "variant" in fields:
         combos = [{"variant": n, "model": v.model, "version": v.version} for n, v in config.variants.items()]
     else:
@@ -40,10 +44,11 @@ def collect(config: Config) -> dict[str, Any]:
     lake = Lake.from_config(config)
     datasets = []
     for name, template in config.datasets.items():
-        for fields in _field_combos(config, template):
+        for scope in _field_combos(config, template):
+            fields = {k: v for k, v in scope.items() if k != "models"}
             m = lake.latest(config, name, **fields)
             datasets.append({
-                "dataset": name, **fields,
+                "dataset": name, **scope,
                 "latest": m.path if m else None,
                 "committed_at": m.committed_at if m else None,
                 "age": _age(m.committed_at if m else None),

@@ -77,4 +77,11 @@ def test_status_shows_each_models_latest_evaluation(redis_client, published) -> 
     row = next(m for m in info["models"] if m["model"] == MODEL)
     assert row["model_version"] == "v1.20260301T010000" and row["users"] == 400 and row["split"] == "per_user"
     assert row["ndcg_at_k"].startswith(f"{summary['ndcg_at_k']:.4f} [")
+    # the training dataset the model was fit on is found under its definition's id, with the models that read it
+    (ds,) = [d for d in info["datasets"] if d["dataset"] == "training_dataset"]
+    dataset_id = config.training.dataset_id(MODEL)
+    assert ds["dataset_id"] == dataset_id and ds["models"] == MODEL
+    assert ds["latest"] == f"training/dataset/{dataset_id}/run=20260301T010000" and ds["rows"] > 0
+    # a readout per configured experiment: none configured here, none listed (no row that can only say "none")
+    assert not config.experiments and not [d for d in info["datasets"] if d["dataset"] == "experiment_readout"]
     json.dumps(info, default=str)
