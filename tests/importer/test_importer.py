@@ -219,3 +219,23 @@ def test_a_json_column_of_mixed_types_names_the_file_and_column(tmp_path: Path) 
     cfg = local_config(tmp_path / "home", {"ingest": {"files": {"items": {"columns": {"duration": "secs"}}}}})
     with pytest.raises(ImportFailed, match=r"items\.jsonl: column 'secs' cannot be read near data row 1"):
         import_items(cfg, str(path))
+
+
+def test_the_film_example_keeps_its_own_home_apart_from_the_sample_data() -> None:
+    """`make demo` writes the generator's sample data under the default home; the film example (the README's
+    "your own data" steps, run in the same checkout) has its own: its imported files, lake and job records
+    never mix with the sample catalogue (a shared source folder put the sample's programmes in the films'
+    catalogue)."""
+    import os
+
+    from importer_files import FILMS, ROOT
+
+    from skyrec.config import load_config
+
+    environ = {k: v for k, v in os.environ.items() if k not in ("SKYREC_HOME", "SKYREC_CONFIG_DIR")}
+    sample = load_config("local", root=ROOT, environ=environ)
+    films = load_config("local", root=ROOT, environ={**environ, "SKYREC_CONFIG_DIR": str(FILMS)})
+    assert films.home != sample.home
+    for mine in (films.lake_url, films.source_url, films.state_dir):
+        for theirs in (sample.lake_url, sample.source_url, sample.state_dir):
+            assert not Path(mine).is_relative_to(theirs) and not Path(theirs).is_relative_to(mine), (mine, theirs)

@@ -125,6 +125,43 @@ def test_compute_predictions_exact_and_loadable(config_factory, redis_client, en
     assert code == 0 and again["summary"]["note"] == "already committed"
 
 
+def test_a_run_reads_the_inputs_of_its_own_time(config_factory) -> None:
+    """A lake holding a later data set too (the sample data of `make demo`, dated today, beside a user's own
+    files dated years before; or a re-run of an old run): each run reads the newest catalogue, availability
+    and cold start at or before its logical time, never a later run's."""
+    import pyarrow as pa
+
+    from skyrec.data.schemas import AVAILABILITY, COLD_START
+
+    cfg = config_factory({"precompute": {"k": 5, "threads": 1,
+                                         "rules": {"max_per_brand": 2, "max_age_days": {"News": 2}}}})
+    s = synth.build(cfg, bad_user=False)
+    later_key = "20261202T020000"
+    later = s.catalogue.set_column(s.catalogue.schema.get_field_index("genres"), "genres",
+                                   pa.array([["Science"]] * s.catalogue.num_rows, type=s.catalogue["genres"].type))
+    lake = Lake.from_config(cfg)
+    synth._write(lake, "catalogue", cfg.dataset_path("catalogue", run_key=later_key), "catalogue.parquet", later,
+                 beside=synth.entity_tables(later))
+    synth._write(lake, "availability", cfg.dataset_path("availability", run_key=later_key), "availability.parquet",
+                 pa.table({"item_id": s.item_ids[:1].tolist(), "available_from": [synth.AT],
+                           "available_until": [None]}, schema=AVAILABILITY))
+    synth._write(lake, "cold_start", cfg.dataset_path("cold_start", run_key=later_key), "cold_start.parquet",
+                 pa.table({"variant": ["comedy_featured"], "rank": [0], "item_id": ["i00001"], "score": [1.0]},
+                          schema=COLD_START))
+
+    code, payload = execute("compute_predictions", config=cfg, run=RUN, params={"variant": "comedy_featured"})
+    assert code == 0, payload
+    m = lake.require(payload["summary"]["outputs"][0])
+    assert m.meta["candidates"]["catalogue_items"] == 400 and m.meta["candidates"]["candidates"] > 0
+    assert _read_predictions(lake, m) == _expected(s, "Comedy", 5, 2)
+
+    # a run after the later data set reads it: no Comedy there, a clear error naming the variant's candidates
+    after = RunInfo(dag_id=RUN.dag_id, run_id="r2", task_id=RUN.task_id,
+                    logical_date=dt.datetime(2026, 12, 2, 3, tzinfo=dt.UTC))
+    code, payload = execute("compute_predictions", config=cfg, run=after, params={"variant": "comedy_featured"})
+    assert code != 0 and "no candidates" in payload["error"], payload
+
+
 def test_missing_model_is_not_ready_yet(config_factory) -> None:
     """Upstream not committed yet (DAGs start in any order under the scheduler): a retryable failure."""
     cfg = config_factory()

@@ -12,17 +12,6 @@ def model_and_version(ctx: JobContext) -> tuple[str, str]:
     return model, resolve_version(ctx.config, model, ctx.params.get("version") or None)
 
 
-def latest_at_or_before(ctx: JobContext, dataset: str) -> Manifest | None:
-    """The newest committed output of ``dataset`` whose key (``name=<time key>``) is not after the run's
-    logical time: a re-run of an old run sees the inputs of its time, not today's."""
-    run_key = ctx.run.run_key
-    for manifest in reversed(ctx.lake.history(ctx.config, dataset)):
-        value = manifest.key.partition("=")[2] or manifest.key
-        if value <= run_key[: len(value)]:
-            return manifest
-    return None
-
-
 def require_output(ctx: JobContext, dataset: str, what: str, **fields: str) -> Manifest:
     rel = ctx.path(dataset, **fields)
     manifest = ctx.lake.manifest(rel)

@@ -146,6 +146,19 @@ class JobContext:
             return None
         return self.lake.manifest(self.path(dataset, **fields))
 
+    def as_of(self, dataset: str, *, or_newest: bool = False) -> Manifest | None:
+        """The newest committed output of ``dataset`` whose time key (``name=<time>``) is not after this run's
+        logical time: a re-run of an old run, a backfill, or a second data set in the same lake (a user's own
+        files dated years before the sample data) reads the inputs of its own time, never a later run's.
+        ``or_newest``: when no output is that old, the newest (the history before a lake's first snapshot)."""
+        run_key = self.run.run_key
+        history = self.lake.history(self.config, dataset)
+        for manifest in reversed(history):
+            value = manifest.key.partition("=")[2] or manifest.key
+            if value <= run_key[: len(value)]:
+                return manifest
+        return history[-1] if or_newest and history else None
+
     def gate(self, result: GateResult) -> GateResult:
         """Enforce a gate (honouring one-run overrides) and record it for the manifest."""
         self.gate_results.append(result)

@@ -77,12 +77,12 @@ def run(ctx: JobContext) -> dict[str, Any]:
     if not ptr:
         raise NotReady(f"variant {variant!r}: no published model for ({v.model}, {v.version}) "
                        f"(pointer {published_model_pointer(v.model, v.version)} missing: run train_model)")
-    catalogue_m = lake.latest(cfg, "catalogue")
+    catalogue_m = ctx.as_of("catalogue", or_newest=True)  # the inputs of this run's time
     if catalogue_m is None:
         raise NotReady("no committed catalogue: run ingest_programme_metadata first")
-    availability_m = lake.latest(cfg, "availability")
-    cold_m = lake.latest(cfg, "cold_start")
-    activity_m = lake.latest(cfg, "activity_snapshot") if cfg.publish.history_items > 0 else None
+    availability_m = ctx.as_of("availability", or_newest=True)
+    cold_m = ctx.as_of("cold_start", or_newest=True)
+    activity_m = ctx.as_of("activity_snapshot", or_newest=True) if cfg.publish.history_items > 0 else None
     pc = cfg.precompute
     at = ctx.run.end
 

@@ -21,7 +21,6 @@ from skyrec.jobs.base import BadInput, JobContext, NotReady
 
 def run(ctx: JobContext) -> dict[str, Any]:
     from skyrec.gates import error_rate_gate
-    from skyrec.jobs._model_inputs import latest_at_or_before
     from skyrec.models.dataset import build_training_data, read_parquet_files, save_training_data
 
     dataset, models = _definition(ctx)
@@ -29,10 +28,10 @@ def run(ctx: JobContext) -> dict[str, Any]:
     if done is not None:  # built by another model's task of the same definition, or an earlier try
         return {"outputs": [done.path], "note": "already committed", **done.meta}
 
-    snapshot = latest_at_or_before(ctx, "activity_snapshot")
+    snapshot = ctx.as_of("activity_snapshot")
     if snapshot is None:
         raise NotReady(f"no committed activity_snapshot at or before {ctx.run.run_key}: ingest activity first")
-    catalogue_m = latest_at_or_before(ctx, "catalogue")
+    catalogue_m = ctx.as_of("catalogue")
     cfg = ctx.config.training
     activity = read_parquet_files(ctx.lake, snapshot, ["user_id", "item_id", "event_type", "event_ts",
                                                        "played_seconds"], dictionary=("user_id", "item_id",

@@ -261,14 +261,13 @@ def _rules(ctx: JobContext, variants: list[str], data: Any, ds: Any, per_user: d
     """Per variant: the figures after each business rule (``skyrec.evaluation.rules``), with intervals."""
     from skyrec.evaluation.rules import rules_figures
     from skyrec.evaluation.stats import confidence_intervals
-    from skyrec.jobs._model_inputs import latest_at_or_before
     from skyrec.scoring.engine import read_catalogue, read_table
 
     cfg, rules = ctx.config.training, ctx.config.precompute.rules
     if not variants or not ds.meta.get("catalogue"):
         return {}
     catalogue = read_catalogue(ctx.lake, ds.meta["catalogue"])
-    availability_m = latest_at_or_before(ctx, "availability")
+    availability_m = ctx.as_of("availability")
     availability = read_table(ctx.lake, availability_m.path) if availability_m else None
     at = dt.datetime.fromisoformat(ds.meta["end"])
     out: dict[str, Any] = {}

@@ -68,7 +68,7 @@ def catalogue_facts(ctx: Any) -> tuple[dict[str, float], int | None, str | None]
     """(item -> duration seconds, catalogue items, catalogue path) from the newest catalogue, if any."""
     import pyarrow.parquet as pq
 
-    m = ctx.lake.latest(ctx.config, "catalogue")
+    m = ctx.as_of("catalogue", or_newest=True)
     if m is None:
         return {}, None, None
     with ctx.lake.open(m, "catalogue.parquet") as fh:
@@ -85,7 +85,7 @@ def popularity(ctx: Any) -> tuple[dict[str, int], int, str | None]:
 
     from skyrec.data.lakeio import parquet_files
 
-    m = ctx.lake.latest(ctx.config, "activity_snapshot")
+    m = ctx.as_of("activity_snapshot", or_newest=True)
     if m is None:
         return {}, 0, None
     parts = []

@@ -19,15 +19,14 @@ DATASET = "availability"
 
 
 def latest_catalogue(ctx: Any) -> Any:
-    """The catalogue snapshot for this run: the newest committed at or before the run, else the newest."""
+    """The catalogue snapshot for this run: the newest committed at or before the run, else the newest (a
+    backfill of activity older than the first snapshot)."""
     from skyrec.jobs.base import NotReady
 
-    own = ctx.path("catalogue")
-    hist = ctx.lake.history(ctx.config, "catalogue")
-    if not hist:
+    manifest = ctx.as_of("catalogue", or_newest=True)
+    if manifest is None:
         raise NotReady("no committed catalogue snapshot (run the ingest_programme_metadata DAG first)")
-    before = [m for m in hist if m.path <= own]
-    return (before or hist)[-1]
+    return manifest
 
 
 def run(ctx: Any) -> dict[str, Any]:

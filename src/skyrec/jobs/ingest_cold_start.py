@@ -39,7 +39,7 @@ def run(ctx: Any) -> dict[str, Any]:
     done = ctx.committed(DATASET)
     if done is not None:
         return {"outputs": [done.path], "noop": True, "rows": done.rows}
-    snapshot = ctx.lake.latest(cfg, "activity_snapshot")
+    snapshot = ctx.as_of("activity_snapshot", or_newest=True)
     if snapshot is None:
         raise NotReady("no committed activity_snapshot (run ingest_user_activity or backfill_user_activity first)")
     cat_manifest = latest_catalogue(ctx)
