@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from skyrec.config import Config, ConfigError, load_config
-from skyrec.redis_local import LocalRedis, RedisUnavailable, ping
+from skyrec.redis_local import LocalRedis, RedisUnavailable, ping, port_owner
 
 DEMO_SCALE = {"users": 2000, "items": 3000, "days": 21, "events_per_user": 40.0}
 
@@ -242,9 +242,26 @@ def stop_all(config: Config) -> list[str]:
             out.append("the API was not running")
         pidfile.unlink(missing_ok=True)
     server = serving_redis(config)
-    if ping(server.host, server.port):
-        server.stop()
+    if not ping(server.host, server.port):
+        out.append("Redis was not running")
+    elif server.stop():
         out.append(f"stopped Redis on port {server.port}")
     else:
-        out.append("Redis was not running")
+        out.append(f"Redis on port {server.port} left running: {port_owner(server.port)}, "
+                   + _started_from(config, server))
     return out
+
+
+def _started_from(config: Config, server: LocalRedis) -> str:
+    """Why ``stop`` did not stop the Redis on this home's port: which other home of this checkout started it
+    (its pidfile names the port), or that none did."""
+    mine = Path(config.home)
+    root = Path(config.project_root)
+    found = [*root.glob(f".skyrec/redis/{server.pidfile.name}"), *root.glob(f".skyrec/*/redis/{server.pidfile.name}")]
+    others = sorted(p.parent.parent for p in found if p.parent.parent != mine)
+    if server.pidfile.exists():
+        return f"it did not stop within the timeout (pidfile {server.pidfile})"
+    if others:
+        return (f"started from another home ({others[0]}, not this one, {mine}); stop it from there: "
+                f"SKYREC_HOME={others[0]} skyrec stop")
+    return f"not started from this home ({mine}): stop it where it was started"

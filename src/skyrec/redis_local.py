@@ -99,7 +99,10 @@ class LocalRedis:
         tail = log.read_text()[-500:] if log.exists() else ""
         raise RedisUnavailable(f"redis-server did not start on port {self.port}: {tail}")
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the server this object started, or whose pidfile is in ``dir``. True when it stopped; False
+        when no pid is known (a server started from another folder, or by hand, is never touched) or when it
+        still answers after ``timeout``."""
         pid = None
         if self.process is not None and self.process.poll() is None:
             pid = self.process.pid
@@ -107,7 +110,7 @@ class LocalRedis:
             with contextlib.suppress(ValueError):
                 pid = int(self.pidfile.read_text().strip())
         if pid is None:
-            return
+            return False
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -116,6 +119,24 @@ class LocalRedis:
         if self.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        return not ping(self.host, self.port, timeout=0.1)
+
+
+def port_owner(port: int) -> str:
+    """Who listens on ``port`` (pid and command line when this user may see it), for error messages."""
+    try:
+        import psutil
+
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                with contextlib.suppress(psutil.Error):
+                    # redis-server pads its process title with spaces: the words only
+                    cmd = " ".join(" ".join(psutil.Process(conn.pid).cmdline()).split())[:120]
+                    return f"pid {conn.pid} ({cmd})"
+                return f"pid {conn.pid}"
+    except Exception:  # noqa: BLE001 - best effort: the message still names the port
+        pass
+    return "another process"
 
 
 @contextlib.contextmanager

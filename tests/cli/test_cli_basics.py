@@ -109,3 +109,34 @@ def test_generate_prints_a_summary_for_people_and_json_on_request(skyrec_home) -
                                  SKYREC_HOME=str(skyrec_home)).stdout)
     assert as_json["users"] == 300 and as_json["activity_files"] == 48
     assert f"{as_json['activity_rows']:,} events" in lines[2]  # same seed, same data
+
+
+@pytest.mark.integration
+def test_stop_says_which_home_started_a_redis_it_did_not_stop(tmp_path) -> None:
+    """`make stop` stops the serving Redis of its own home. One started from another home of the checkout (the
+    film example's, .skyrec/films) is left running, and the command says so and how to stop it, instead of
+    reporting it stopped."""
+    from pathlib import Path
+
+    from skyrec.demo import stop_all
+    from skyrec.redis_local import LocalRedis, free_port, ping
+
+    repo = Path(__file__).resolve().parents[2]
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if k not in ("SKYREC_HOME", "SKYREC_CONFIG_DIR")}
+    environ.update(SKYREC_CONFIG_DIR=str(repo / "config"), SKYREC__PUBLISH__REDIS_URL=f"redis://127.0.0.1:{port}/0")
+
+    def config(home: Path):
+        return load_config("local", root=tmp_path, environ={**environ, "SKYREC_HOME": str(home)})
+
+    sample, films = tmp_path / ".skyrec", tmp_path / ".skyrec" / "films"
+    server = LocalRedis(port=port, dir=films / "redis").start(daemonize=True)
+    try:
+        said = stop_all(config(sample))
+        assert ping("127.0.0.1", port), "a Redis this home did not start was stopped"
+        assert not any(line.startswith("stopped Redis") for line in said), said
+        (line,) = [x for x in said if "left running" in x]
+        assert f"SKYREC_HOME={films} skyrec stop" in line and f"pid {server.pidfile.read_text().strip()}" in line
+        assert stop_all(config(films))[-1] == f"stopped Redis on port {port}" and not ping("127.0.0.1", port)
+    finally:
+        server.stop()

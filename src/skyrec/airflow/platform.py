@@ -45,6 +45,7 @@ from urllib.parse import urlparse
 
 from skyrec.airflow.backends.local import group_members
 from skyrec.config import Config
+from skyrec.redis_local import port_owner
 
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 COMPONENTS = ("redis", *AIRFLOW_COMPONENTS, "api")
@@ -98,22 +99,6 @@ def listening(host: str, port: int, timeout: float = 0.3) -> bool:
             return True
     except OSError:
         return False
-
-
-def port_owner(port: int) -> str:
-    """Who listens on ``port`` (pid and command line when this user may see it), for error messages."""
-    try:
-        import psutil
-
-        for conn in psutil.net_connections(kind="inet"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-                with contextlib.suppress(psutil.Error):
-                    cmd = " ".join(psutil.Process(conn.pid).cmdline())[:120]
-                    return f"pid {conn.pid} ({cmd})"
-                return f"pid {conn.pid}"
-    except Exception:  # noqa: BLE001 - best effort: the message still names the port
-        pass
-    return "another process"
 
 
 def _http_json(url: str, timeout: float = 2.0) -> tuple[int, Any]:
