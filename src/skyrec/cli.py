@@ -130,6 +130,12 @@ def run_dag(
         _fail(str(exc))
     except NothingRan as exc:
         _fail(str(exc), code=1)
+    if dag_id == "train_model":  # the figures the run produced, where a person reads them
+        from skyrec.jobs.base import RunInfo
+        from skyrec.status import train_run_lines
+
+        for line in train_run_lines(_config(env), RunInfo(logical_date=result.logical_date).run_key):
+            typer.echo(line)
     if result.state != "success":
         raise typer.Exit(1)
 

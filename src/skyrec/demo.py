@@ -184,6 +184,12 @@ def run_demo(*, keep_serving: bool = False, serve_only: bool = False, fresh: boo
                     _say(f"stopping: {dag_id}: {exc}")
                     return 1
                 timings[dag_id] = result.seconds
+                if dag_id == "train_model":  # the evaluation behind what is about to be published
+                    from skyrec.jobs.base import RunInfo
+                    from skyrec.status import train_run_lines
+
+                    for line in train_run_lines(config, RunInfo(logical_date=logical).run_key):
+                        print(f"  {line}", flush=True)
                 if result.state != "success":
                     _say(f"stopping: {dag_id} ended {result.state}")
                     return 1

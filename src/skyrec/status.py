@@ -107,3 +107,50 @@ def model_evaluations(config: Config, lake: Lake) -> list[dict[str, Any]]:
             "evaluation": ev.get("evaluation_path"),
         })
     return out
+
+
+def train_run_lines(config: Config, run_key: str) -> list[str]:
+    """What a person reads after a ``train_model`` run (``skyrec run``, ``make demo``): per trained model, this
+    run's evaluation (figure with its interval, the users behind it, the split, the baseline), the gate's
+    verdict, the search when one ran, and whether the model is now the published one."""
+    from skyrec.models.artefact import published_model_pointer
+
+    lake = Lake.from_config(config)
+    lines = []
+    for model in config.trained_models():
+        # every version the rails name (a rollout trains each with its own run), v1 for a model on no rail
+        for ver in sorted({v.version for v in config.variants.values() if v.model == model}) or ["v1"]:
+            ev_m = lake.manifest(config.dataset_path("evaluation", model=model, version=ver, run_key=run_key))
+            if ev_m is None:
+                lines.append(f"{model} {ver}: no evaluation committed by this run")
+                continue
+            meta = ev_m.meta
+            metric = meta.get("metric") or "ndcg_at_k"
+            overall, base = meta.get("overall") or {}, meta.get("baseline_overall") or {}
+            split = ((meta.get("protocol") or {}).get("split") or {}).get("kind", "?")
+            figure = _figure(overall, metric)
+            line = f"{model} {ver}: {metric} {figure} on {overall.get('users', '?')} users ({split} split)"
+            if base.get(metric) is not None:
+                line += f"; {meta.get('baseline') or 'baseline'} {base[metric]:.4f}"
+            lines.append(line)
+            gate = meta.get("gate") or {}
+            verdict = ("insufficient evidence" if gate.get("insufficient_evidence") else
+                       "passed" if gate.get("passed") else "failed")
+            lines.append(f"  gate {verdict}: {gate.get('message', '-')}")
+            model_m = lake.manifest(config.dataset_path("model", model=model, version=ver, run_key=run_key))
+            search = (model_m.meta.get("search") if model_m is not None else None) or {}
+            if search.get("trials"):
+                best, configured = search.get("best") or {}, search.get("configured_value")
+                which = ("the configured parameters" if best.get("number") == 0 and configured is not None
+                         else ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in (best.get("params") or {}).items()))
+                gain = (f", {best['value'] / configured - 1:+.1%} over the configured"
+                        if configured and best.get("value") is not None and best.get("number") != 0 else "")
+                lines.append(f"  search: {search.get('n_complete', len(search['trials']))} trials in "
+                             f"{search.get('seconds', 0):.1f} s, best {search.get('metric', metric)} "
+                             f"{best.get('value', float('nan')):.4f} on validation: {which}{gain}")
+            ptr = lake.read_pointer(published_model_pointer(model, ver)) or {}
+            mine = model_m is not None and ptr.get("model_version") == model_m.meta.get("model_version")
+            lines.append(f"  published: {ptr.get('model_version')}" if mine else
+                         f"  not published by this run (serving {ptr.get('model_version') or 'nothing'})")
+    return lines

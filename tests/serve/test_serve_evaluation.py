@@ -85,3 +85,17 @@ def test_status_shows_each_models_latest_evaluation(redis_client, published) -> 
     # a readout per configured experiment: none configured here, none listed (no row that can only say "none")
     assert not config.experiments and not [d for d in info["datasets"] if d["dataset"] == "experiment_readout"]
     json.dumps(info, default=str)
+
+
+def test_a_train_run_prints_its_figures_gate_and_publication(published) -> None:
+    """After `skyrec run train_model` (and in `make demo`) a person reads this run's evaluation where they
+    ran it: the figure with its interval and users, the split, the baseline, the gate's verdict, and whether
+    the model is now the one served; a run that committed no evaluation says so."""
+    config, _, summary = published
+    from skyrec.status import train_run_lines
+
+    lines = train_run_lines(config, "20260301T010000")
+    assert lines[0].startswith(f"{MODEL} v1: ndcg_at_k {summary['ndcg_at_k']:.4f} [")
+    assert "on 400 users (per_user split); popularity 0." in lines[0], lines
+    assert lines[1].startswith("  gate passed: ndcg_at_k") and lines[-1] == "  published: v1.20260301T010000"
+    assert train_run_lines(config, "20260301T020000") == [f"{MODEL} v1: no evaluation committed by this run"]
