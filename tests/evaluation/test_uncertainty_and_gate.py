@@ -69,6 +69,9 @@ def test_gate_decisions() -> None:
     r = quality_gate(new=float(good.mean()), users=400, policy="hold", baseline=_cmp(good, base),
                      published={**within, "model_version": "v1.old"}, **kw)
     assert r.passed and "vs published" in r.message
+    # the interval is of new - 0.95 x published, and the message names it so (not a "difference" of +5%)
+    shown = f"new - 0.95 x published {within['difference']:+.4f}, 95% CI"
+    assert shown in r.message and "(difference" not in r.message.split("vs published")[1], r.message
     few = quality_gate(new=0.1, users=40, policy="hold", baseline=_cmp(good[:40], base[:40]), published=None, **kw)
     assert not few.passed and few.details["insufficient_evidence"] and "only 40 evaluable users" in few.message
     alert = quality_gate(new=0.1, users=40, policy="publish_with_alert", baseline=None, published=None, **kw)

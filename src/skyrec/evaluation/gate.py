@@ -34,7 +34,11 @@ def _ci(c: dict[str, Any]) -> str:
     lo, hi = c.get("ci") or [None, None]
     if lo is None or hi is None:
         return "no interval"
-    return f"difference {c['difference']:+.4f}, {c.get('confidence', 0.95):.0%} CI [{lo:+.4f}, {hi:+.4f}], " \
+    # against the published model the interval is of new - (1 - tolerance) x published: say so, or a tie
+    # would read as a gain of the tolerance
+    factor = c.get("factor", 1.0)
+    what = "difference" if factor == 1.0 else f"new - {factor:g} x published"
+    return f"{what} {c['difference']:+.4f}, {c.get('confidence', 0.95):.0%} CI [{lo:+.4f}, {hi:+.4f}], " \
            f"{c['users']} users"
 
 
