@@ -134,9 +134,10 @@ def train_run_lines(config: Config, run_key: str) -> list[str]:
                 line += f"; {meta.get('baseline') or 'baseline'} {base[metric]:.4f}"
             lines.append(line)
             gate = meta.get("gate") or {}
-            verdict = ("insufficient evidence" if gate.get("insufficient_evidence") else
-                       "passed" if gate.get("passed") else "failed")
-            lines.append(f"  gate {verdict}: {gate.get('message', '-')}")
+            message = gate.get("message", "-")
+            verdict = "passed" if gate.get("passed") else "failed"
+            # an insufficient-evidence verdict names itself ("insufficient evidence: only 36 evaluable users ...")
+            lines.append(f"  gate: {message}" if gate.get("insufficient_evidence") else f"  gate {verdict}: {message}")
             model_m = lake.manifest(config.dataset_path("model", model=model, version=ver, run_key=run_key))
             search = (model_m.meta.get("search") if model_m is not None else None) or {}
             if search.get("trials"):

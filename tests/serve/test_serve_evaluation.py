@@ -99,3 +99,18 @@ def test_a_train_run_prints_its_figures_gate_and_publication(published) -> None:
     assert "on 400 users (per_user split); popularity 0." in lines[0], lines
     assert lines[1].startswith("  gate passed: ndcg_at_k") and lines[-1] == "  published: v1.20260301T010000"
     assert train_run_lines(config, "20260301T020000") == [f"{MODEL} v1: no evaluation committed by this run"]
+    # a run whose gate held on too few users: the verdict once, and what is still served
+    from skyrec.storage import Lake, Producer
+
+    lake = Lake.from_config(config)
+    stage = lake.stage("evaluation", config.dataset_path("evaluation", model=MODEL, version="v1",
+                                                         run_key="20260301T030000"), Producer())
+    with stage:
+        stage.commit({"metric": "ndcg_at_k", "overall": {"ndcg_at_k": 0.2, "users": 36},
+                      "protocol": {"split": {"kind": "global"}},
+                      "gate": {"passed": False, "insufficient_evidence": True,
+                               "message": "insufficient evidence: only 36 evaluable users"}})
+    held = train_run_lines(config, "20260301T030000")
+    assert held == [f"{MODEL} v1: ndcg_at_k 0.2000 on 36 users (global split)",
+                    "  gate: insufficient evidence: only 36 evaluable users",
+                    "  not published by this run (serving v1.20260301T010000)"], held
