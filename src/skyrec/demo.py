@@ -138,6 +138,14 @@ def run_demo(*, keep_serving: bool = False, serve_only: bool = False, fresh: boo
     timings: dict[str, float] = {}
 
     if not serve_only and fresh:
+        # the demo empties its home and runs the shipped rails on generated data: never a user's configuration
+        # (a shell that exported SKYREC_CONFIG_DIR for its own data would lose that data's lake)
+        chosen = os.environ.get("SKYREC_CONFIG_DIR")
+        if chosen and Path(chosen).resolve() != (Path(config.project_root) / "config").resolve():
+            _say(f"not running: the demo empties its home and runs the shipped configuration (config/) on sample "
+                 f"data, but SKYREC_CONFIG_DIR={chosen} is set: its home {home} would be emptied. "
+                 "Run it without (`unset SKYREC_CONFIG_DIR`).")
+            return 2
         for sub in ("source", "lake", "state", "airflow", "redis", "logs"):
             shutil.rmtree(home / sub, ignore_errors=True)
     home.mkdir(parents=True, exist_ok=True)

@@ -140,3 +140,21 @@ def test_stop_says_which_home_started_a_redis_it_did_not_stop(tmp_path) -> None:
         assert stop_all(config(films))[-1] == f"stopped Redis on port {port}" and not ping("127.0.0.1", port)
     finally:
         server.stop()
+
+
+def test_demo_refuses_a_users_configuration_instead_of_emptying_its_home(tmp_path, monkeypatch) -> None:
+    """`make demo` empties its home and runs the shipped rails on sample data. In a shell that exported
+    SKYREC_CONFIG_DIR for the user's own data (as the README's "your own data" steps do) it refuses, saying why,
+    and that data's lake and source are left as they were."""
+    from pathlib import Path
+
+    from skyrec.demo import run_demo
+
+    films = Path(__file__).resolve().parents[2] / "config" / "examples" / "films"
+    home = tmp_path / "home"
+    (home / "lake").mkdir(parents=True)
+    (home / "lake" / "keep.txt").write_text("the user's lake")
+    monkeypatch.setenv("SKYREC_HOME", str(home))
+    monkeypatch.setenv("SKYREC_CONFIG_DIR", str(films))
+    assert run_demo() == 2
+    assert (home / "lake" / "keep.txt").read_text() == "the user's lake"
