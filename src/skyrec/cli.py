@@ -264,6 +264,7 @@ def serve(
                                                 "serve.workers); one per core.")] = None,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI on uvicorn)."""
+    from skyrec.demo import api_pidfile
     from skyrec.serve.main import run as serve_run
 
     cfg = _config(env)
@@ -272,7 +273,8 @@ def serve(
 
         server, started = ensure_serving_redis(cfg)
         typer.echo(f"serving Redis at {server.url} ({'started' if started else 'already running'})", err=True)
-    serve_run(cfg, host=host or cfg.serve.host, port=port or cfg.serve.port, workers=workers)
+    with api_pidfile(cfg, port or cfg.serve.port):  # `skyrec stop` finds it there
+        serve_run(cfg, host=host or cfg.serve.host, port=port or cfg.serve.port, workers=workers)
 
 
 @app.command()

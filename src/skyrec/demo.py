@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -20,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -91,11 +93,73 @@ def format_answer(body: Any) -> str:
 
 
 def start_api(config: Config, port: int) -> subprocess.Popen:
+    """`skyrec serve` in the background (it writes the home's ``api.pid`` itself: :func:`api_pidfile`)."""
     log = open(Path(config.home) / "api.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "skyrec", "serve", "--port", str(port)],
+    return subprocess.Popen([sys.executable, "-m", "skyrec", "serve", "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
-    (Path(config.home) / "api.pid").write_text(str(proc.pid))
-    return proc
+
+
+def _start_ticks(pid: int) -> str | None:
+    """When the process started (``/proc/<pid>/stat`` field 22, clock ticks since boot): with the pid, it names
+    one process; a pid the kernel gave to another process since has another start. None: no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces
+    if len(fields) <= 19 or fields[0] in ("Z", "X"):  # exited (a zombie until its parent reaps it)
+        return None
+    return fields[19]
+
+
+@contextlib.contextmanager
+def api_pidfile(config: Config, port: int) -> Iterator[None]:
+    """While `skyrec serve` runs, the home's ``api.pid`` names it (pid, start, port), so that `skyrec stop` stops
+    the API that `make serve` or `make demo KEEP_SERVING=1` left running, and never a process that was given
+    the same pid later. Removed on exit when it still names this process."""
+    path = Path(config.home) / "api.pid"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "start": _start_ticks(os.getpid()), "port": port}
+    path.write_text(json.dumps(me))
+    try:
+        yield
+    finally:
+        try:
+            if json.loads(path.read_text()) == me:
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+def stop_api(config: Config, timeout: float = 15.0) -> str:
+    """Stop the API the home's ``api.pid`` names (SIGTERM: a graceful shutdown), when that process is still the
+    one that wrote it."""
+    import signal
+
+    path = Path(config.home) / "api.pid"
+    if not path.exists():
+        return "the API was not running"
+    try:
+        info = json.loads(path.read_text())
+        pid, start, port = int(info["pid"]), info.get("start"), info.get("port")
+    except (OSError, ValueError, TypeError, KeyError):
+        path.unlink(missing_ok=True)
+        return f"the API was not running (unreadable pidfile {path} removed)"
+    if start is None or _start_ticks(pid) != start:
+        path.unlink(missing_ok=True)
+        return f"the API was not running (pid {pid} has exited; its pidfile removed)"
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+        return "the API was not running"
+    deadline = time.monotonic() + timeout
+    while _start_ticks(pid) == start and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _start_ticks(pid) == start:
+        return f"the API (pid {pid}, port {port}) did not stop within {timeout:g} s; it was sent SIGTERM"
+    path.unlink(missing_ok=True)
+    return f"stopped the API (pid {pid}, port {port})"
 
 
 def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60.0) -> dict:
@@ -243,18 +307,8 @@ def run_demo(*, keep_serving: bool = False, serve_only: bool = False, fresh: boo
 
 
 def stop_all(config: Config) -> list[str]:
-    """Stop an API started by the demo (by its pidfile) and the local serving Redis."""
-    import signal
-
-    out = []
-    pidfile = Path(config.home) / "api.pid"
-    if pidfile.exists():
-        try:
-            os.killpg(int(pidfile.read_text().strip()), signal.SIGTERM)
-            out.append("stopped the API")
-        except (ProcessLookupError, ValueError):
-            out.append("the API was not running")
-        pidfile.unlink(missing_ok=True)
+    """Stop the API `skyrec serve` left running (by its pidfile) and the local serving Redis."""
+    out = [stop_api(config)]
     server = serving_redis(config)
     if not ping(server.host, server.port):
         out.append("Redis was not running")

@@ -142,6 +142,50 @@ def test_stop_says_which_home_started_a_redis_it_did_not_stop(tmp_path) -> None:
         server.stop()
 
 
+@pytest.mark.integration
+def test_stop_stops_the_api_that_serve_left_running_and_never_a_reused_pid(tmp_path) -> None:
+    """`make serve` (`skyrec serve`, in the foreground of the user's shell) writes the home's api.pid; `make stop`
+    from another shell stops that API and says so. A pidfile whose process has gone, its pid maybe given to
+    another process since, is removed without signalling anything."""
+    import json
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from skyrec.demo import stop_all, stop_api
+    from skyrec.redis_local import free_port
+
+    repo = Path(__file__).resolve().parents[2]
+    home, port = tmp_path / "home", free_port()
+    environ = {k: v for k, v in os.environ.items() if k not in ("SKYREC_HOME", "SKYREC_CONFIG_DIR")}
+    environ.update(SKYREC_CONFIG_DIR=str(repo / "config"), SKYREC_HOME=str(home),
+                   SKYREC__PUBLISH__REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    cfg = load_config("local", root=tmp_path, environ=environ)
+    api = subprocess.Popen([sys.executable, "-m", "skyrec", "serve", "--port", str(port)], env=environ,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+                break
+            except OSError:
+                assert api.poll() is None and time.monotonic() < deadline, "the API did not start"
+                time.sleep(0.2)
+        assert json.loads((home / "api.pid").read_text())["pid"] == api.pid
+        said = stop_all(cfg)
+        assert said[0] == f"stopped the API (pid {api.pid}, port {port})", said
+        assert api.wait(timeout=5) is not None and not (home / "api.pid").exists()
+    finally:
+        api.kill()
+    # a stale pidfile naming a live process (this one) with another start: nothing is signalled
+    (home / "api.pid").write_text(json.dumps({"pid": os.getpid(), "start": "1", "port": port}))
+    assert stop_api(cfg) == f"the API was not running (pid {os.getpid()} has exited; its pidfile removed)"
+    assert not (home / "api.pid").exists()
+
+
 def test_demo_refuses_a_users_configuration_instead_of_emptying_its_home(tmp_path, monkeypatch) -> None:
     """`make demo` empties its home and runs the shipped rails on sample data. In a shell that exported
     SKYREC_CONFIG_DIR for the user's own data (as the README's "your own data" steps do) it refuses, saying why,

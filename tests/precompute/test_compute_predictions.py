@@ -66,7 +66,8 @@ def _read_predictions(lake: Lake, manifest) -> dict[str, list[str]]:
 def test_compute_predictions_exact_and_loadable(config_factory, redis_client, engine: str, encoding: str) -> None:
     overrides = {"precompute": {"engine": engine, "k": 10, "batch_size": 64, "sub_batch": 16, "shard_users": 128,
                                 "threads": 2, "rules": {"max_per_brand": 2, "max_age_days": {"News": 2}},
-                                "direct_num_workers": 2, "direct_running_mode": "multi_processing"},
+                                "direct_num_workers": 2, "direct_running_mode": "multi_processing",
+                                "users_sample": 100},
                  "publish": {"encoding": encoding}}
     cfg = config_factory(overrides)
     s = synth.build(cfg)
@@ -118,7 +119,9 @@ def test_compute_predictions_exact_and_loadable(config_factory, redis_client, en
     referenced = {i for items in want.values() for i in items} | {i for i, _ in fallback}
     table_field = {ITEM_TABLE_FIELD} if encoding == "packed" else set()
     assert {k.decode() for k in redis_client.hkeys(keys.items("comedy_featured", pub))} == referenced | table_field
-    assert redis_client.scard(keys.users("comedy_featured", pub)) > 0
+    # the users set (the explorer's "random user") holds precompute.users_sample users with a list
+    sampled = {u.decode() for u in redis_client.smembers(keys.users("comedy_featured", pub))}
+    assert len(sampled) == 100 and sampled <= set(want)
 
     # re-running is a no-op
     code, again = execute("compute_predictions", config=cfg, run=RUN, params={"variant": "comedy_featured"})

@@ -18,6 +18,8 @@ from skyrec.jobs.base import RunInfo, execute
 from skyrec.models.als import ALSModel
 from skyrec.models.base import Recommender
 from skyrec.models.ease import EASEModel
+from skyrec.models.knn import ItemKNNModel
+from skyrec.models.representations import scores as contract_product
 from skyrec.publish import current
 from skyrec.publish.codec import ITEM_TABLE_FIELD, decode_value, parse_table
 from skyrec.publish.keys import Keys
@@ -46,6 +48,8 @@ def _with_model_state(cfg, s: synth.Synth, kind: str = "ease") -> Recommender:
     model: Recommender
     if kind == "ease":
         model = EASEModel(regularization=20.0).fit(s.seen)
+    elif kind == "knn":  # few neighbours: most seeds have fewer than k items they share a listener with
+        model = ItemKNNModel(similarity="cosine", neighbours=4, series_weight=0.0, num_threads=1).fit(s.seen)
     else:
         model = ALSModel()
         model._set_factors(s.U, s.V)
@@ -57,7 +61,8 @@ def _expected(s: synth.Synth, model: Recommender, k: int, cap: int,
               measure: str = "dot") -> dict[str, list[tuple[str, float]]]:
     """Independent brute force: the rail's candidates by hand, then the specification over the model's
     item-item scores (EASE: its weights B, whatever the measure; ALS: V V^T, where an item is its own best
-    match, or with ``cosine`` the same over the rows of V at unit length) with the seed itself excluded."""
+    match, or with ``cosine`` the same over the rows of V at unit length) with the seed itself excluded,
+    cut at the first score that is not positive (a seed left with nothing has no list)."""
     genres = s.catalogue.column("genres").to_pylist()
     cand = [j for j in range(len(s.item_ids)) if "Comedy" in genres[j] and s.item_ids[j] not in s.unavailable
             and not ("News" in genres[j] and j % 5 > 2)]
@@ -67,6 +72,8 @@ def _expected(s: synth.Synth, model: Recommender, k: int, cap: int,
     V = model.item_representations()
     if isinstance(model, EASEModel):
         S = V.T  # S[i, j]: how much j is like i
+    elif isinstance(model, ItemKNNModel):  # the contract's product: a seed's one-hot row against its neighbours
+        S = np.asarray(contract_product(type(model).item_queries(V, np.arange(len(s.item_ids))), V))
     else:
         W = V / np.linalg.norm(V, axis=1, keepdims=True) if measure == "cosine" else V
         S = W @ W.T
@@ -79,13 +86,15 @@ def _expected(s: synth.Synth, model: Recommender, k: int, cap: int,
             excl[0, pos[i]] = 1
         ref = reference_topk(S[i:i + 1, cand], eye, k, exclude=sp.csr_matrix(excl), brands=brands,
                              max_per_brand=cap)[0]
+        ref = [(j, v) for j, v in ref if v > 0]  # only what is like the seed: a positive similarity
         if ref:
             out[s.item_ids[i]] = [(s.item_ids[cand[j]], v) for j, v in ref]
     return out
 
 
 @pytest.mark.parametrize(("kind", "encoding", "measure"), [("ease", "packed", "dot"), ("als", "json", "dot"),
-                                                         ("als", "packed", "cosine"), ("ease", "json", "cosine")])
+                                                         ("als", "packed", "cosine"), ("ease", "json", "cosine"),
+                                                         ("knn", "packed", "dot")])
 def test_similar_lists_are_exact_under_the_rules_and_load_with_the_publication(config_factory, redis_client,
                                                                                  kind: str, encoding: str,
                                                                                  measure: str) -> None:
@@ -106,7 +115,9 @@ def test_similar_lists_are_exact_under_the_rules_and_load_with_the_publication(c
     # EASE's weights are its only measure: a configured cosine is recorded and not applied
     assert sim["measure_configured"] == measure and sim["measure"] == (measure if kind == "als" else "dot")
     want = _expected(s, model, 6, 2, sim["measure"])
-    assert meta["sim_keys"] == sim["sim_keys"] == len(want) > 300
+    assert meta["sim_keys"] == sim["sim_keys"] == len(want) > (100 if kind == "knn" else 300)
+    if kind == "knn":  # the rule is exercised: lists cut short, seeds with no list at all
+        assert sum(len(v) < 6 for v in want.values()) > 50 and len(want) < 400
 
     # loaded as the publishers load it: the key count includes the sim keys, every value is exact
     pool = redis_client.connection_pool.connection_kwargs
@@ -122,6 +133,7 @@ def test_similar_lists_are_exact_under_the_rules_and_load_with_the_publication(c
         assert [i for i, _ in got] == [i for i, _ in items], seed
         np.testing.assert_allclose([v for _, v in got], [v for _, v in items], atol=6e-6)
         assert seed not in [i for i, _ in got], "an item is never 'more like' itself"
+        assert all(v > 0 for _, v in got), "only items like the seed (a positive similarity)"
         assert not {i for i, _ in got} & s.unavailable
         per_brand: dict[str, int] = {}
         for i, _ in got:
@@ -131,7 +143,9 @@ def test_similar_lists_are_exact_under_the_rules_and_load_with_the_publication(c
     # the items hash names every seed (its title heads "more like X") and every similar item
     named = {k.decode() for k in redis_client.hkeys(keys.items(VARIANT, pub))}
     assert set(want) <= named and {i for items in want.values() for i, _ in items} <= named
-    assert json.loads(redis_client.hget(keys.items(VARIANT, pub), "i00001"))["title"] == "Title 1"
+    title_of = dict(zip(s.item_ids.tolist(), s.catalogue.column("title").to_pylist(), strict=True))
+    seed = min(want)
+    assert json.loads(redis_client.hget(keys.items(VARIANT, pub), seed))["title"] == title_of[seed]
     # the recorded probes are real lists of this publication
     assert sim["probes"] and all([i for i, _ in want[p]] == [i for i, _ in v] for p, v in sim["probes"].items())
 

@@ -162,6 +162,22 @@ def test_fallback_keeps_the_popular_items_that_are_candidates_and_playable() -> 
     assert fallback_list(None, "v", table(rows), None, AT, None, k=5) == []
 
 
+
+def test_fallback_keeps_the_rails_age_rule_and_brand_cap() -> None:
+    """The popular-now list is what a new listener is served: the same rules as a user's list."""
+    day = dt.timedelta(days=1)
+    rows = [{"item_id": f"i{j}", "genres": ["News"] if j < 2 else ["Comedy"], "brand_id": "b1" if j < 6 else f"b{j}",
+             "available_from": AT - 30 * day, "release_ts": AT - (5 * day if j == 0 else day / 2)}
+            for j in range(9)]
+    cold = pa.table({"variant": ["v"] * 9, "rank": pa.array(range(9), pa.int32()),
+                     "item_id": [f"i{j}" for j in range(9)], "score": pa.array([1.0] * 9, pa.float32())})
+    got = fallback_list(cold, "v", table(rows), None, AT, None, k=5, max_age_days={"news": 2}, max_per_brand=3)
+    # i0: News 5 days old; b1 holds i1..i5: three of them, then the other brands
+    assert [i for i, _ in got] == ["i1", "i2", "i3", "i6", "i7"]
+    uncapped = fallback_list(cold, "v", table(rows), None, AT, None, k=5)
+    assert [i for i, _ in uncapped] == ["i0", "i1", "i2", "i3", "i4"]
+
+
 @SETTINGS
 @given(st.lists(st.tuples(TEXT, TEXT), max_size=30), st.integers(1, 7))
 def test_hset_columns_are_the_commands_written_one_by_one(pairs: list[tuple[str, str]], chunk: int) -> None:

@@ -88,3 +88,19 @@ def test_full_depth_list_is_padded_when_expiry_leaves_too_few():
     m = {"a": meta(NOW - 1), "b": meta(NOW - 1)}
     r = assemble([("a", 3.0), ("b", 2.0), ("c", 1.0)], [("x", 8.0)], m, NOW, 2, depth=3)
     assert [i for i, _, _ in r.items] == ["c", "x"] and r.padded == 1 and r.dropped_expired == 2
+
+
+def test_padding_keeps_the_publications_brand_cap_over_the_whole_answer():
+    """A personal list that lost an expired item is padded from the popular list, but never past the brand
+    cap the precompute applied: a fallback item of a brand the answer already holds ``cap`` times is passed
+    over (unbranded items are never capped)."""
+    m = {"a": meta(), "b": meta(), "c": meta(NOW - 1), "x": meta(), "y": meta(),
+         "z": ItemMeta(title="t", brand="other", genres=(), available_until=None),
+         "n": ItemMeta(title="t", brand=None, genres=(), available_until=None)}
+    r = assemble([("a", 3.0), ("b", 2.0), ("c", 1.0)], [("x", 9.0), ("y", 8.0), ("n", 7.0), ("z", 6.0)], m, NOW, 4,
+                 depth=3, max_per_brand=3)
+    assert [i for i, _, _ in r.items] == ["a", "b", "x", "n"]  # y would be b's fourth
+    assert r.padded == 2
+    uncapped = assemble([("a", 3.0), ("b", 2.0), ("c", 1.0)], [("x", 9.0), ("y", 8.0)], m, NOW, 4, depth=3)
+    assert [i for i, _, _ in uncapped.items] == ["a", "b", "x", "y"]
+

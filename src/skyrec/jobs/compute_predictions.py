@@ -52,7 +52,7 @@ def precompute_spec(cfg: Any, variant: str, *, model_path: str, catalogue_path: 
         history_items=cfg.publish.history_items, encoding=cfg.publish.encoding,
         similar_k=v.similar_k if v.similar_k is not None else pc.similar_k,
         similar_measure=v.similar_measure or pc.similar_measure,
-        model_classes=sorted({m.class_path for m in cfg.models.values()}))
+        model_classes=sorted({m.class_path for m in cfg.models.values()}), users_sample=pc.users_sample)
 
 
 def run(ctx: JobContext) -> dict[str, Any]:
@@ -138,7 +138,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
         availability = read_table(lake, availability_m.path) if availability_m else None
         cold = read_table(lake, cold_m.path) if cold_m else None
         k = v.k or pc.k
-        fallback = fallback_list(cold, variant, catalogue, v.candidates, at, availability, k)
+        fallback = fallback_list(cold, variant, catalogue, v.candidates, at, availability, k,
+                                 max_age_days=dict(pc.rules.max_age_days), max_per_brand=pc.rules.max_per_brand)
         referenced = np.zeros(len(cands), dtype=bool)
         for r in results + similar["results"]:
             referenced[np.asarray(r["referenced"], dtype=np.int64)] = True

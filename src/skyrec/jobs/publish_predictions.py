@@ -47,6 +47,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
                "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                "users": meta.get("users_with_recs"), "items": meta.get("items"), "keys": meta.get("keys"),
                "k": meta.get("k"), "activity": meta.get("activity"),
+               "max_per_brand": (meta.get("rules") or {}).get("max_per_brand"),  # the API keeps it when padding
                "encoding": meta.get("encoding", "json"),  # how its rec values are written (publish.encoding)
                # "more like this": the publication's sim keys (null when none were computed; docs/similar.md)
                "similar": ({"k": (meta.get("similar") or {}).get("k"), "items": int(meta["sim_keys"])}

@@ -236,20 +236,33 @@ def build_candidates(*, model_item_ids: np.ndarray, item_factors: Representation
 
 
 def fallback_list(cold_start: pa.Table | None, variant: str, catalogue: pa.Table, candidate_filter: Any,
-                  at: dt.datetime, availability: pa.Table | None, k: int) -> list[tuple[str, float]]:
-    """The variant's popular-now list (cold_start), kept to items that are candidates and playable now."""
+                  at: dt.datetime, availability: pa.Table | None, k: int, *,
+                  max_age_days: dict[str, float] | None = None, max_per_brand: int | None = None
+                  ) -> list[tuple[str, float]]:
+    """The variant's popular-now list (cold_start) under the rail's rules, as a user's list is: items that
+    pass the filter, are playable at ``at`` and pass the age rule, walked in rank order with the brand cap
+    (an item without a brand is never capped)."""
     if cold_start is None or cold_start.num_rows == 0:
         return []
     ok = _mask_candidates(catalogue, candidate_filter) & _playable(catalogue, availability, at)
-    allowed = catalogue.column("item_id").filter(pa.array(ok)).combine_chunks()
+    ok &= ~_too_old(catalogue, max_age_days or {}, at)
+    allowed = catalogue.filter(pa.array(ok)).select(["item_id", "brand_id"])
+    brand_of = dict(zip(allowed.column("item_id").to_pylist(), allowed.column("brand_id").to_pylist(), strict=True))
     rows = cold_start.filter(pc.equal(cold_start.column("variant"), variant)).sort_by("rank")
-    rows = rows.filter(pc.is_in(rows.column("item_id"), value_set=allowed)).select(["item_id", "score"]).to_pylist()
+    rows = rows.filter(pc.is_in(rows.column("item_id"), value_set=allowed.column("item_id").combine_chunks()))
     out: list[tuple[str, float]] = []
     seen: set[str] = set()
-    for r in rows:
-        if r["item_id"] not in seen:
-            seen.add(r["item_id"])
-            out.append((r["item_id"], float(r["score"] if r["score"] is not None else 0.0)))
+    per_brand: dict[str, int] = {}
+    for r in rows.select(["item_id", "score"]).to_pylist():
+        item_id, brand = r["item_id"], brand_of.get(r["item_id"])
+        if item_id in seen:
+            continue
+        if brand and max_per_brand is not None:
+            if per_brand.get(brand, 0) >= max_per_brand:
+                continue
+            per_brand[brand] = per_brand.get(brand, 0) + 1
+        seen.add(item_id)
+        out.append((item_id, float(r["score"] if r["score"] is not None else 0.0)))
         if len(out) >= k:
             break
     return out

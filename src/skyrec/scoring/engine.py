@@ -95,6 +95,7 @@ class PrecomputeSpec:
     similar_k: int = 0  # items per "more like this" list (sim keys; 0: none)
     similar_measure: str = "dot"  # dot | cosine (models that do not list it use their own: dot)
     model_classes: list[str] | None = None  # configured model class paths (which model.json may name)
+    users_sample: int = 64  # users with a list sampled for the publication's users set (precompute.users_sample)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -301,6 +302,7 @@ class Scorer:
         stats = {"users": 0, "rec_keys": 0, "rows": 0}
         referenced = np.zeros(len(self.candidates), dtype=bool)
         sample: list[str] = []
+        quota = -(-spec.users_sample * (end - start) // max(1, self.n_users))  # the shard's share, rounded up
         with fs.open(f"{spec.out_dir}/{pq_name}", "wb") as pfh, fs.open(f"{spec.out_dir}/{resp_name}", "wb") as rfh, \
                 ThreadPoolExecutor(1, thread_name_prefix="skyrec-shard-writer") as out_pool:
             writer = pq.ParquetWriter(pfh, _WRITE_SCHEMA, **PREDICTIONS_WRITER)
@@ -314,9 +316,11 @@ class Scorer:
                 stats["users"] += rows.size
                 stats["rec_keys"] += int((res.counts > 0).sum())
                 stats["rows"] += table.num_rows
-                if len(sample) < 64:
-                    with_rec = rows[res.counts > 0]
-                    sample.extend(self.user_ids[int(r)].as_py() for r in with_rec[:: max(1, with_rec.size // 8)][:8])
+                with_rec = rows[res.counts > 0]
+                if with_rec.size and len(sample) < quota:  # each batch its share of the users sample
+                    share = min(quota - len(sample), -(-spec.users_sample * rows.size // max(1, self.n_users)))
+                    sample.extend(self.user_ids[int(r)].as_py()
+                                  for r in with_rec[:: max(1, with_rec.size // max(1, share))][:share])
 
             pending = None
             try:
@@ -333,7 +337,7 @@ class Scorer:
         users, rec_keys, rows_out = stats["users"], stats["rec_keys"], stats["rows"]
         return ShardResult(shard=shard, users=users, rec_keys=rec_keys, empty=users - rec_keys, rows=rows_out,
                            parquet=pq_name, resp=resp_name, referenced=np.nonzero(referenced)[0].tolist(),
-                           sample_users=sample[:64], seconds=round(time.perf_counter() - t0, 3),
+                           sample_users=sample, seconds=round(time.perf_counter() - t0, 3),
                            hist_keys=hist_keys, history_items=hist_items)
 
     def _write_history(self, start: int, end: int, out: Any) -> tuple[int, list[str]]:
@@ -388,9 +392,10 @@ class Scorer:
                 self._sim_targets = self.model_class.item_targets(self.item_factors, self.similar_measure)
                 self._sim_targets_t = transposed(np.asarray(self._sim_targets)[c.positions])
             queries, targets_t = np.asarray(self._sim_targets)[seeds], self._sim_targets_t
-        return topk_threaded(queries, targets_t, k, pool=self._pool, threads=self.spec.threads,
-                             exclude=exclude, brands=c.brands, max_per_brand=self.spec.max_per_brand,
-                             sub_batch=self.spec.sub_batch)
+        res = topk_threaded(queries, targets_t, k, pool=self._pool, threads=self.spec.threads,
+                            exclude=exclude, brands=c.brands, max_per_brand=self.spec.max_per_brand,
+                            sub_batch=self.spec.sub_batch)
+        return like_it_only(res)
 
     def run_similar_shard(self, shard: int, start: int, end: int, *, probes: int = 4) -> SimilarResult:
         """Score model items [start, end) as seeds in batches; write ``sim/part-NNNNN.resp``."""
@@ -432,6 +437,21 @@ class Scorer:
         return SimilarResult(shard=shard, seeds=seeds_total, sim_keys=keys, resp=name,
                              referenced=np.nonzero(referenced)[0].tolist(), seed_ids=seed_ids, probes=expected,
                              seconds=round(time.perf_counter() - t0, 3))
+
+
+def like_it_only(res: TopK) -> TopK:
+    """A "more like this" list holds only items with a positive similarity to the seed. The kernel fills a
+    list it cannot fill from the seed's links with items that score 0 (item-kNN: no shared listener) by
+    position, or below 0 (a dot product or cosine pointing away): those are not like the seed, and a seed
+    with none is given no list (the API's 404 ``unknown_item``), so "because you played X" passes over it.
+    The walk is best first, so the positive scores are a prefix of each row."""
+    with np.errstate(invalid="ignore"):
+        positive = (res.scores > 0).sum(axis=1).astype(res.counts.dtype)  # NaN padding is not > 0
+    counts = np.minimum(res.counts, positive)
+    cut = np.arange(res.items.shape[1])[None, :] >= counts[:, None]
+    items, scores = res.items.copy(), res.scores.copy()
+    items[cut], scores[cut] = -1, np.nan
+    return TopK(items=items, scores=scores, counts=counts)
 
 
 def similar_model_class(lake: Lake, manifest: Any, allowed: list[str] | None) -> Any:

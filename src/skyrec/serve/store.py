@@ -195,13 +195,18 @@ class Ranked:
 
 
 def assemble(personal: list[tuple[str, float]] | None, fallback: list[tuple[str, float]],
-             meta: Mapping[str, ItemMeta], now: float, want: int, depth: int | None = None) -> Ranked:
+             meta: Mapping[str, ItemMeta], now: float, want: int, depth: int | None = None,
+             max_per_brand: int | None = None) -> Ranked:
     """The user's list without expired items, padded from the fallback list up to ``want``, no duplicates.
 
     ``depth`` is the K the publication was precomputed with. A personal list shorter than that is the
     *whole* eligible pool for the user (the precompute takes the exact top-K over every available candidate
     the user has not played, under the rules): any fallback item missing from it was played by the user or
     ruled out, so such a list is never padded. Padding replaces items that expired since the precompute.
+
+    ``max_per_brand`` is the publication's brand cap (the pointer's, null: none): the precompute applied it
+    to each list; padding keeps it over the answer as a whole (a fallback item whose brand already has that
+    many items in the answer is passed over).
 
     Stops as soon as ``want`` items are found (expired items further down are not counted as dropped).
     Pure function (no Redis) so the ranking rules are tested on their own.
@@ -210,33 +215,44 @@ def assemble(personal: list[tuple[str, float]] | None, fallback: list[tuple[str,
     seen: set[str] = set()
     dropped = 0
     get = meta.get
+    per_brand: dict[str, int] = {}
 
-    def take(source: Iterable[tuple[str, float]]) -> None:
+    def take(source: Iterable[tuple[str, float]], capped: bool) -> None:
         nonlocal dropped
         for item_id, score in source:
             if len(out) >= want:
                 break  # the rest of the list is not needed for this page
             if item_id in seen:
                 continue
-            seen.add(item_id)
             m = get(item_id, UNKNOWN_ITEM)
+            if capped and m.brand and per_brand.get(m.brand, 0) >= max_per_brand:  # type: ignore[operator]
+                continue
+            seen.add(item_id)
             until = m.available_until
             if until is not None and until <= now:
                 dropped += 1
                 continue
             out.append((item_id, score, m))
+            if m.brand:
+                per_brand[m.brand] = per_brand.get(m.brand, 0) + 1
 
-    take(personal or ())
+    take(personal or (), False)
     personal_count = len(out)
     exhausted = personal is not None and depth is not None and len(personal) < depth
     if personal_count < want and not exhausted:
-        take(fallback)
+        take(fallback, max_per_brand is not None)
     return Ranked(items=out, personalised=personal_count, padded=len(out) - personal_count, dropped_expired=dropped)
 
 
 def _depth(pointer: Mapping[str, Any]) -> int | None:
     k = pointer.get("k")
     return k if isinstance(k, int) and k > 0 else None
+
+
+def _cap(pointer: Mapping[str, Any]) -> int | None:
+    """The publication's brand cap (pointers written before it was recorded: none)."""
+    cap = pointer.get("max_per_brand")
+    return cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
 
 
 @dataclass
@@ -496,7 +512,7 @@ class Store:
         meta: Mapping[str, ItemMeta] = entry.meta
         if fetched and len(entry.meta) >= entry.max_items:  # cache full: some of these were not kept
             meta = ChainMap(fetched, entry.meta)
-        ranked = assemble(personal, entry.fallback, meta, time.time(), want, _depth(pointer))
+        ranked = assemble(personal, entry.fallback, meta, time.time(), want, _depth(pointer), _cap(pointer))
         return Answer(pointer=pointer, known_user=personal is not None, ranked=ranked)
 
     async def _fill_meta(self, variant: str, pub: str, entry: _PubCache, item_ids: list[str]) -> dict[str, ItemMeta]:
@@ -523,7 +539,7 @@ class Store:
         if last is None or last[0] != pub or entry is None:
             raise Unavailable("Redis unreachable and no recent answer for this user cached", code="redis_unavailable")
         personal = parse_rec(last[1], entry.table)
-        ranked = assemble(personal, entry.fallback, entry.meta, time.time(), want, _depth(pointer))
+        ranked = assemble(personal, entry.fallback, entry.meta, time.time(), want, _depth(pointer), _cap(pointer))
         if not entry.complete and any(item_id not in entry.meta for item_id, _, _ in ranked.items):
             raise Unavailable("Redis unreachable and item metadata for this answer not cached",
                               code="redis_unavailable")
