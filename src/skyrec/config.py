@@ -220,8 +220,12 @@ class ModelSpec(_Model):
         return v
 
 
+#: the offline metrics every figure is computed for (skyrec.evaluation.metrics.METRICS), at training.k
+RankingMetric = Literal["ndcg_at_k", "recall_at_k", "precision_at_k", "map_at_k"]
+
+
 class QualityGateConfig(_Model):
-    metric: str = "ndcg_at_k"
+    metric: RankingMetric = "ndcg_at_k"
     tolerance: float = Field(0.05, ge=0, le=1)
     must_beat_baseline: bool = True
     # below this many evaluable users (or users shared with the published model) the figures are
@@ -284,7 +288,7 @@ class SearchConfig(_Model):
     n_trials: int | None = Field(20, ge=1)              # budget: trials (reproducible given the seed) ...
     timeout_seconds: float | None = Field(None, gt=0)   # ... and/or wall time (not reproducible)
     seed: int = 0                     # seeds the TPE sampler and the validation split
-    metric: Literal["ndcg_at_k", "recall_at_k", "precision_at_k", "map_at_k"] | None = None  # None: the gate's
+    metric: RankingMetric | None = None  # None: the gate's
     validation_fraction: float = Field(0.2, gt=0, lt=1)  # share of a validation user's training positives held out
     # which of them: each user's latest by first play (the test split's shape), or a seeded random subset
     validation_method: Literal["latest", "random"] = "latest"
@@ -318,6 +322,15 @@ class TrainingConfig(_Model):
     # the models train_model trains and evaluates; None: the models the variants use
     models: list[str] | None = None
     search: SearchConfig = SearchConfig()  # optional hyper-parameter search in the train step
+
+    @model_validator(mode="after")
+    def _enough_users_sampled(self) -> TrainingConfig:
+        if self.eval_max_users < self.quality_gate.min_users:
+            raise ValueError(
+                f"eval_max_users ({self.eval_max_users}) is below quality_gate.min_users "
+                f"({self.quality_gate.min_users}): every evaluation would rest on too few users and the gate would "
+                f"never decide on the figures; raise training.eval_max_users or lower training.quality_gate.min_users")
+        return self
 
     def dataset_definition(self, model: str) -> dict[str, Any]:
         """What the training dataset of ``model`` depends on besides the run's inputs: the event weights,
@@ -761,12 +774,19 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+#: mappings that are one value, which a later layer replaces whole instead of merging into: a search space
+#: (``{int: [..], log: true}`` in base.yaml and ``{choice: [..]}`` in an environment are two spaces, not one)
+_WHOLE_VALUES = re.compile(r"training\.search\.spaces\.[^.]+\.[^.]+")
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any], origin: dict[str, str], source: str, prefix: str = "") -> None:
     for key, value in over.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and not _WHOLE_VALUES.fullmatch(dotted):
             _merge(base[key], value, origin, source, dotted + ".")
         else:
+            for stale in [k for k in origin if k.startswith(dotted + ".")]:  # what the replaced value held
+                del origin[stale]
             base[key] = value
             origin[dotted] = source
             if isinstance(value, dict):

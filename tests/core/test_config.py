@@ -108,3 +108,36 @@ def test_home_comes_from_the_environ_given_not_the_process(tmp_path: Path, monke
     cfg = load_config("local", root=ROOT, environ={"SKYREC_HOME": str(tmp_path)})
     assert cfg.home == str(tmp_path) and cfg.lake_url.startswith(str(tmp_path))
     assert load_config("local", root=ROOT, environ={}).home == str(ROOT / ".skyrec")
+
+
+def test_the_gate_metric_is_one_the_evaluation_computes_with_an_interval() -> None:
+    """A gate on a figure without a paired comparison (coverage) would skip its baseline check silently."""
+    with pytest.raises(ConfigError, match=r"environment \(SKYREC__\*\): training\.quality_gate\.metric"):
+        load_config("local", root=ROOT, environ={"SKYREC__TRAINING__QUALITY_GATE__METRIC": "coverage"})
+    cfg = load_config("local", root=ROOT, environ={"SKYREC__TRAINING__QUALITY_GATE__METRIC": "recall_at_k"})
+    assert cfg.training.quality_gate.metric == "recall_at_k"
+
+
+def test_an_evaluation_sample_below_the_gates_minimum_is_refused_naming_both_keys() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config("local", root=ROOT, environ={"SKYREC__TRAINING__EVAL_MAX_USERS": "50"})
+    assert "eval_max_users (50) is below quality_gate.min_users (100)" in str(exc.value)
+    load_config("local", root=ROOT, environ={"SKYREC__TRAINING__EVAL_MAX_USERS": "50",
+                                             "SKYREC__TRAINING__QUALITY_GATE__MIN_USERS": "50"})
+
+
+def test_a_layer_replaces_a_search_space_whole(tmp_path: Path) -> None:
+    """base.yaml searches kNN's neighbours as an int range; an environment that searches a choice gives another
+    space (merged into the range it would be neither), and an error in it names the layer that wrote it."""
+    d = _config_dir(tmp_path)
+    (d / "env" / "local.yaml").write_text(
+        (d / "env" / "local.yaml").read_text()
+        + "\ntraining:\n  search:\n    spaces:\n      knn:\n        neighbours: {choice: [10, 50, 200]}\n")
+    cfg = load_config("local", root=ROOT, environ={"SKYREC_CONFIG_DIR": str(d)})
+    space = cfg.training.search.spaces["knn"]["neighbours"]
+    assert space is not None and space.choice == [10, 50, 200] and space.int_range is None and not space.log
+    assert cfg.training.search.spaces["knn"]["bm25_k1"] is not None  # the model's other spaces are kept
+    with pytest.raises(ConfigError) as exc:
+        load_config("local", root=ROOT, environ={"SKYREC_CONFIG_DIR": str(d),
+                                                 "SKYREC__TRAINING__SEARCH__SPACES__KNN__NEIGHBOURS": "{float: [0.5, 0.1]}"})
+    assert "environment (SKYREC__*): training.search.spaces.knn.neighbours" in str(exc.value)

@@ -76,11 +76,24 @@ def test_gate_decisions() -> None:
     assert not few.passed and few.details["insufficient_evidence"] and "only 40 evaluable users" in few.message
     alert = quality_gate(new=0.1, users=40, policy="publish_with_alert", baseline=None, published=None, **kw)
     assert alert.passed and "insufficient evidence" in alert.details["alert"]
+    assert "passed for publication under policy" in alert.details["alert"]  # publish_model has not run yet
     refused = quality_gate(new=float(good.mean()), users=400, policy="hold", baseline=_cmp(good, base),
                            published={"comparable": False, "reason": "protocols differ"}, **kw)
     assert not refused.passed and "cannot be compared: protocols differ" in refused.message
     with pytest.raises(ValueError, match="insufficient_evidence"):
         quality_gate(new=0.1, users=400, policy="maybe", baseline=None, published=None, **kw)
+    # no comparison with the baseline to show it is beaten: a failure, never a skipped check
+    blind = quality_gate(new=float(good.mean()), users=400, policy="hold", baseline=None, published=None, **kw)
+    assert not blind.passed and "no paired comparison of ndcg_at_k with the baseline" in blind.message
+    assert quality_gate(new=float(good.mean()), users=400, policy="hold", baseline=None, published=None,
+                        **{**kw, "must_beat_baseline": False}).passed
+    missing = quality_gate(new=None, users=400, policy="hold", baseline=None, published=None, **kw)
+    assert not missing.passed and "not among this evaluation's figures" in missing.message
+    # evaluating again the model that is published: not "no published model yet"
+    again = quality_gate(new=float(good.mean()), users=400, policy="hold", baseline=_cmp(good, base),
+                         published={"same_model": True}, **kw)
+    assert again.passed and "this model is the one published" in again.message
+    assert "no published model yet" not in again.message
 
 
 def test_per_user_split_by_hand() -> None:

@@ -332,7 +332,8 @@ def test_same_data_later_compares_with_the_published_parameters_refit_on_this_sp
 def test_too_few_users_is_insufficient_evidence_not_a_verdict(seeded, config_factory) -> None:
     config, lake, _ = seeded
     assert all(c == EXIT_OK for c, _ in train_all(config, hour=1).values())  # a published model, same data
-    strict = config_factory({**FAST, "training": {"holdout_days": 3, "quality_gate": {"min_users": 100_000}}})
+    strict = config_factory({**FAST, "training": {"holdout_days": 3, "eval_max_users": 100_000,
+                                                  "quality_gate": {"min_users": 100_000}}})
     train_all(strict, hour=2, upto="train")
     code, payload = run_job(strict, "evaluate", hour=2)
     assert code == EXIT_GATE
@@ -344,9 +345,10 @@ def test_too_few_users_is_insufficient_evidence_not_a_verdict(seeded, config_fac
     assert published["comparable"] is True and "refit" not in published
 
 
-def test_refuses_recorded_figures_from_another_protocol(seeded) -> None:
-    """When the published artefact cannot be re-scored, its recorded figures are not compared: the gate
-    names both protocols and applies the policy."""
+@pytest.mark.parametrize("damage", ["removed", "truncated"])
+def test_refuses_recorded_figures_from_another_protocol(seeded, damage: str) -> None:
+    """When the published artefact cannot be re-scored (a file gone, or cut short: not a zip any more), its
+    recorded figures are not compared: the gate names both protocols and applies the policy."""
     config, lake, _ = seeded
     assert all(c == EXIT_OK for c, _ in train_all(config, hour=1).values())
     ptr_rel = published_model_pointer("als", "v1")
@@ -357,13 +359,19 @@ def test_refuses_recorded_figures_from_another_protocol(seeded) -> None:
     model = lake.require(ptr["path"])
     import os
 
-    os.remove(lake.file_url(model, "factors.npz"))  # the artefact can no longer be re-scored
+    factors = lake.file_url(model, "factors.npz")
+    if damage == "removed":
+        os.remove(factors)  # the artefact can no longer be re-scored
+    else:
+        with open(factors, "r+b") as fh:
+            fh.truncate(1000)
     _continue_snapshot(config, lake)
     train_all(config, hour=49, upto="train")
     code, payload = run_job(config, "evaluate", hour=49)
     assert code == EXIT_GATE
     assert "refusing to compare figures from different protocols" in payload["error"]
     assert "'global'" in payload["error"] and "'per_user'" in payload["error"]
+    assert ("BadZipFile" in payload["error"]) == (damage == "truncated")
 
 
 def test_gate_fails_when_the_baseline_is_not_beaten(seeded, config_factory) -> None:
@@ -402,3 +410,54 @@ def test_version_must_be_known(seeded) -> None:
     config, _, _ = seeded
     code, payload = run_job(config, "train", params={"version": "v9"})
     assert code == EXIT_BAD_INPUT and "v9" in payload["error"]
+
+
+def test_a_rerun_from_changed_settings_is_refused_not_passed_off_as_the_old_output(seeded, config_factory) -> None:
+    """A logical date that ran is re-run after the config changed (the split, a parameter, the gate's metric):
+    the committed model and evaluation are of the old settings. Returning them as "already committed" would
+    print the old figures as this configuration's; the step refuses, naming what changed and the ways on. The
+    same settings stay a no-op."""
+    config, lake, _ = seeded
+    assert all(c == EXIT_OK for c, _ in train_all(config, hour=1).values())
+    assert run_job(config, "train")[1]["summary"]["note"] == "already committed"
+    assert run_job(config, "evaluate")[1]["summary"]["note"] == "already committed"
+
+    split = config_factory({**FAST, "training": {"holdout_days": 3, "split": {"kind": "global"}}})
+    assert run_job(split, "create_dataset")[0] == EXIT_OK  # another definition: another dataset
+    code, payload = run_job(split, "train")
+    assert code == EXIT_BAD_INPUT, payload
+    assert "committed already" in payload["error"] and "from other settings" in payload["error"]
+    assert "dataset: committed" in payload["error"] and "--force" in payload["error"]
+
+    params = config_factory({**FAST, "models": {"als": {"params": {"factors": 8, "iterations": 6}}}})
+    code, payload = run_job(params, "train")
+    assert code == EXIT_BAD_INPUT and "configured_params: committed" in payload["error"] and '"factors": 8' in \
+        payload["error"]
+
+    metric = config_factory({**FAST, "training": {"holdout_days": 3, "quality_gate": {"metric": "recall_at_k"}}})
+    code, payload = run_job(metric, "evaluate")
+    assert code == EXIT_BAD_INPUT and 'metric: committed "ndcg_at_k", now "recall_at_k"' in payload["error"]
+    code, payload = run_job(metric, "evaluate", force=True)  # the way on it names: evaluated again
+    assert code == EXIT_OK and payload["summary"]["gate"]["metric"] == "recall_at_k"
+
+
+def test_a_redecision_under_another_tolerance_is_refused(seeded, config_factory) -> None:
+    """The committed comparison with the published model tested new > 0.95 x published; re-deciding (after a
+    failed gate) under tolerance 0.9 would quote that interval for another question."""
+    config, lake, _ = seeded
+    assert all(c == EXIT_OK for c, _ in train_all(config, hour=1).values())
+    _continue_snapshot(config, lake)
+    weak = config_factory({**FAST, "models": {"als": {"params": {"factors": 2, "iterations": 1,
+                                                                  "regularization": 50.0}}},
+                           "training": {"holdout_days": 3, "quality_gate": {"must_beat_baseline": False}}})
+    train_all(weak, hour=49, upto="train")
+    assert run_job(weak, "evaluate", hour=49)[0] == EXIT_GATE
+    loose = config_factory({**FAST, "models": {"als": {"params": {"factors": 2, "iterations": 1,
+                                                                   "regularization": 50.0}}},
+                            "training": {"holdout_days": 3, "quality_gate": {"must_beat_baseline": False,
+                                                                             "tolerance": 0.9}}})
+    code, payload = run_job(loose, "evaluate", hour=49)
+    assert code == EXIT_BAD_INPUT, payload
+    assert "tested new > 0.95 x published" in payload["error"] and "tolerance is now 0.9" in payload["error"]
+    code, payload = run_job(loose, "evaluate", hour=49, force=True)  # compared again, at 0.9
+    assert code == EXIT_GATE and "by more than 90%" in payload["error"] and "new - 0.1 x published" in payload["error"]

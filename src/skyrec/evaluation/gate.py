@@ -53,14 +53,21 @@ def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, 
                                "policy": policy, "tolerance": tolerance, "must_beat_baseline": must_beat_baseline,
                                "baseline_comparison": baseline, "published_comparison": published,
                                "insufficient_evidence": False}
-    if new is None or users == 0:
+    if users == 0:
         return GateResult(GATE, False, f"{metric} could not be computed (no evaluable test users)", details=details)
+    if new is None:
+        return GateResult(GATE, False, f"{metric} is not among this evaluation's figures", details=details)
+    if published is not None and published.get("same_model"):  # re-evaluating the model that is published
+        details["published_comparison"] = published = None
+        details["published_is_this_model"] = True
     evidence: list[str] = []
     problems: list[str] = []
     if users < min_users:
         evidence.append(f"only {users} evaluable users (training.quality_gate.min_users: {min_users})")
     else:
-        if must_beat_baseline and baseline is not None:
+        if must_beat_baseline and baseline is None:
+            problems.append(f"no paired comparison of {metric} with the baseline: it cannot be shown to beat it")
+        elif must_beat_baseline and baseline is not None:
             lo = (baseline.get("ci") or [None])[0]
             if lo is None or not lo > 0:
                 problems.append(f"{metric} {baseline['mean_a']:.4f} does not beat the baseline's "
@@ -83,7 +90,9 @@ def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, 
     parts = [f"{metric} {new:.4f} on {users} users"]
     if baseline is not None and users >= min_users:
         parts.append(f"vs baseline {baseline['mean_b']:.4f} ({_ci(baseline)})")
-    if published is None:
+    if details.get("published_is_this_model"):
+        parts.append("this model is the one published (nothing else to compare it with)")
+    elif published is None:
         parts.append("no published model yet")
     elif published.get("comparable", True) and published["users"] >= min_users:
         parts.append(f"vs published {published['mean_b']:.4f}{_REFIT if published.get('refit') else ''} on the "
@@ -93,6 +102,9 @@ def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, 
         reason = "insufficient evidence: " + "; ".join(evidence)
         if policy == "hold":
             return GateResult(GATE, False, f"{reason}; policy 'hold': not published", details=details)
-        details["alert"] = f"{reason}; published under policy 'publish_with_alert' ({', '.join(parts)})"
+        # said when the gate decides, before publish_model runs (which still refuses a model older than the one
+        # served): "passed for publication", not "published"
+        details["alert"] = (f"{reason}; passed for publication under policy 'publish_with_alert' "
+                            f"({', '.join(parts)})")
         return GateResult(GATE, True, details["alert"], details=details)
     return GateResult(GATE, True, ", ".join(parts), details=details)

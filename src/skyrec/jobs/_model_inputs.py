@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from skyrec.jobs.base import JobContext, NotReady
+import json
+from typing import Any
+
+from skyrec.jobs.base import BadInput, JobContext, NotReady
 from skyrec.models import resolve_version
 from skyrec.storage import Manifest
 
@@ -25,3 +28,29 @@ def require_training_dataset(ctx: JobContext, model: str) -> Manifest:
     definition: ``training.dataset_id``)."""
     return require_output(ctx, "training_dataset", "training dataset", model=model,
                           dataset_id=ctx.config.training.dataset_id(model))
+
+
+def refuse_changed_settings(ctx: JobContext, done: Manifest, job: str, what: str, now: dict[str, Any]) -> None:
+    """A committed output is a no-op on a re-run only when it was made from the settings this run has. Made
+    from others (the split, the parameters, the search or the evaluation protocol changed in the config since
+    this logical date ran), keeping it would report the old output as this configuration's: refuse, naming
+    each difference and the two ways on (outputs are never replaced silently)."""
+    committed = done.meta
+    changed = [f"{key}: committed {_short(committed.get(key))}, now {_short(value)}"
+               for key, value in now.items() if key in committed and _plain(committed.get(key)) != _plain(value)]
+    if changed:
+        raise BadInput(
+            f"{what} of run {ctx.run.run_key} is committed already ({done.path}) from other settings than this "
+            f"run's: {'; '.join(changed)}. A committed output is never replaced silently: run another logical "
+            f"date, or replace it (and what reads it) with `skyrec job {job} "
+            f"--param model={ctx.params.get('model')} --logical-date {ctx.run.logical_date.isoformat()} --force`")
+
+
+def _plain(value: Any) -> Any:
+    """The value as JSON has it (tuples as lists, keys as text): what the manifest recorded."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = json.dumps(_plain(value), sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

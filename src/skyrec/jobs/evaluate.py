@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import zipfile
 from typing import Any
 
 from skyrec.jobs.base import BadInput, JobContext
@@ -53,6 +54,11 @@ def protocol(cfg: Any, split: dict[str, Any] | None) -> dict[str, Any]:
             "interval": f"user bootstrap, {cfg.bootstrap_resamples} resamples, {cfg.confidence:.0%}"}
 
 
+def _split_of(ds: Any) -> dict[str, Any]:
+    """The split a training dataset records (datasets before the per-user split: the global holdout)."""
+    return ds.meta.get("split") or {"kind": "global", "holdout_days": ds.meta.get("holdout_days")}
+
+
 def _decide(ctx: JobContext, model: str, version: str, evaluation: dict[str, Any]):
     from skyrec.evaluation.gate import quality_gate
 
@@ -66,7 +72,7 @@ def _decide(ctx: JobContext, model: str, version: str, evaluation: dict[str, Any
         published = {**(published.get(metric) or {}), "model_version": published.get("model_version"),
                      "refit": bool(published.get("refit"))}
     if published is not None and published.get("model_version") == evaluation.get("model_version"):
-        published = None  # re-deciding after this very model was published: do not compare with itself
+        published = {"same_model": True}  # re-deciding after this very model was published: not against itself
     return quality_gate(metric=metric, new=evaluation["overall"].get(metric),
                         users=int(evaluation["overall"].get("users") or 0), min_users=qg.min_users,
                         policy=qg.insufficient_evidence, baseline=baseline, published=published,
@@ -111,12 +117,23 @@ def _rules_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
 
 def run(ctx: JobContext) -> dict[str, Any]:
     from skyrec.gates import GateFailed
-    from skyrec.jobs._model_inputs import model_and_version, require_output, require_training_dataset
+    from skyrec.jobs._model_inputs import (
+        model_and_version,
+        refuse_changed_settings,
+        require_output,
+        require_training_dataset,
+    )
 
     model, version = model_and_version(ctx)
     rel = ctx.path("evaluation", model=model, version=version)
     done = ctx.committed("evaluation", model=model, version=version)
     if done is not None:
+        model_m = require_output(ctx, "model", "model output", model=model, version=version)
+        ds = require_training_dataset(ctx, model)
+        cfg = ctx.config.training
+        refuse_changed_settings(ctx, done, "evaluate", f"the evaluation of {model} {version}", {
+            "model_output": model_m.path, "dataset": ds.path, "baseline": cfg.baseline,
+            "metric": cfg.quality_gate.metric, "protocol": protocol(cfg, _split_of(ds))})
         return _recheck(ctx, model, version, rel, done)
 
     model_m = require_output(ctx, "model", "model output", model=model, version=version)
@@ -147,6 +164,7 @@ def _recheck(ctx: JobContext, model: str, version: str, rel: str, done: Any) -> 
         return {"outputs": [done.path], "note": "already committed", "gate": gate}
     with ctx.lake.open(done, FIGURES) as fh:
         evaluation = json.loads(fh.read())
+    _refuse_stale_comparison(ctx, evaluation)
     result = _decide(ctx, model, version, evaluation)
     ctx.gate(result)  # raises again unless it now passes or is overridden for this run
     evaluation["gate"] = {**result.as_dict(), "redecided_at": dt.datetime.now(dt.UTC).isoformat(),
@@ -156,6 +174,30 @@ def _recheck(ctx: JobContext, model: str, version: str, rel: str, done: Any) -> 
         raise GateFailed("quality", "could not record the new verdict")
     return {"outputs": [manifest.path], "gate": evaluation["gate"], "revision": manifest.revision,
             "alerts": _alerts(model, version, result.details)}
+
+
+def _refuse_stale_comparison(ctx: JobContext, evaluation: dict[str, Any]) -> None:
+    """Re-deciding reads the committed comparison with the published model, which answers the question of the
+    settings it was made under: whether new > (1 - tolerance) x published, and whether the published
+    parameters were refit when too few users could be compared. Under another tolerance, or a min_users under
+    which the refit would now be made, its verdict would quote an interval for another question: refuse."""
+    qg = ctx.config.training.quality_gate
+    pub = (evaluation.get("comparisons") or {}).get("published")
+    if not isinstance(pub, dict) or not pub.get("comparable"):
+        return
+    figures = pub.get(evaluation.get("metric") or qg.metric) or {}
+    factor = figures.get("factor", pub.get("factor"))
+    hint = "re-evaluate with --force to compare again under the current settings"
+    if factor is not None and abs(float(factor) - (1.0 - qg.tolerance)) > 1e-9:
+        raise BadInput(f"the committed comparison with the published model tested new > {float(factor):g} x published "
+                       f"(tolerance {1.0 - float(factor):g}); training.quality_gate.tolerance is now {qg.tolerance:g}: "
+                       f"{hint}")
+    users = int(figures.get("users") or 0)
+    evaluable = int((evaluation.get("overall") or {}).get("users") or 0)
+    if qg.refit_published and not pub.get("refit") and users < qg.min_users <= evaluable:
+        raise BadInput(f"only {users} users could be compared with the published model and its parameters were not "
+                       f"refit on this split (min_users was {(evaluation.get('comparison') or {}).get('min_users')} "
+                       f"when it ran; now {qg.min_users}, under which the refit is made): {hint}")
 
 
 def _published_comparison(ctx: JobContext, model: str, version: str, model_version: str | None, data: Any,
@@ -170,15 +212,16 @@ def _published_comparison(ctx: JobContext, model: str, version: str, model_versi
     ptr = ctx.lake.read_pointer(published_model_pointer(model, version))
     if not ptr:
         return None
-    if ptr.get("model_version") == model_version:
-        return None
+    if ptr.get("model_version") == model_version:  # evaluating again the model that is published
+        return {"comparable": False, "same_model": True, "model_version": model_version,
+                "reason": "this model is the one published"}
     recorded = (ptr.get("evaluation") or {}).get("protocol")
     try:
         art = load_published(ctx.lake, model, version)
         if art is None:
             raise FileNotFoundError("pointer names no model")
-    except (OSError, ValueError, KeyError, StorageError) as exc:
-        why = f"its artefact {ptr.get('path')} cannot be re-scored on this split ({exc})"
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, StorageError) as exc:
+        why = f"its artefact {ptr.get('path')} cannot be re-scored on this split ({type(exc).__name__}: {exc})"
         if recorded != this_protocol:
             why += (f"; its recorded figures were measured under protocol {recorded}, this run's is "
                     f"{this_protocol}: refusing to compare figures from different protocols")
@@ -326,7 +369,7 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
                        cold_items=cold if cold.any() else None, max_users=cfg.eval_max_users,
                        seed=0, resamples=cfg.bootstrap_resamples, confidence=cfg.confidence,
                        bootstrap_seed=cfg.bootstrap_seed, per_user_out=per_user)
-    this_protocol = protocol(cfg, ds.meta.get("split") or {"kind": "global", "holdout_days": ds.meta.get("holdout_days")})
+    this_protocol = protocol(cfg, _split_of(ds))
     comparisons: dict[str, Any] = {}
     if cfg.baseline != model:
         new_v, base_v = per_user["values"][model]["overall"], per_user["values"][cfg.baseline]["overall"]

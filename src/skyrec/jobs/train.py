@@ -33,7 +33,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     import numpy as np
 
     from skyrec.evaluation import search
-    from skyrec.jobs._model_inputs import model_and_version, require_training_dataset
+    from skyrec.jobs._model_inputs import model_and_version, refuse_changed_settings, require_training_dataset
     from skyrec.models import build_model
     from skyrec.models.artefact import csr_to_arrays, save_artefact, save_model, write_ids, write_npz
     from skyrec.models.dataset import load_training_data
@@ -43,6 +43,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     model, version = model_and_version(ctx)
     done = ctx.committed("model", model=model, version=version)
     if done is not None:
+        refuse_changed_settings(ctx, done, "train", f"model {model} {version}", settings(ctx, model))
         return {"outputs": [done.path], "note": "already committed", "model_version": done.meta.get("model_version")}
     ds = require_training_dataset(ctx, model)
     on_all = ctx.config.training.fit_on_all_data
@@ -71,9 +72,10 @@ def run(ctx: JobContext) -> dict[str, Any]:
         "factors": int(fitted.user_factors.shape[1]), "n_users": int(fitted.user_factors.shape[0]),
         "n_items": int(len(cols)), "dataset": ds.path, "activity_snapshot": ds.meta.get("activity_snapshot"),
         "catalogue": ds.meta.get("catalogue"), "class_path": ctx.config.models[model].class_path,
-        "params": params, "fit_on": "all" if on_all else "train_split",
+        "params": params,
         "fit_seconds": round(fitted.seconds, 3), "data_end": ds.meta.get("end"), "cutoff": ds.meta.get("cutoff"),
         "uses_item_features": bool(recommender.uses_item_features),
+        **settings(ctx, model, ds.path),
     }
     if getattr(recommender, "series", None) is not None:
         meta["series"] = recommender.series  # type: ignore[attr-defined]
@@ -88,11 +90,28 @@ def run(ctx: JobContext) -> dict[str, Any]:
             write_npz(stage, "item_features.npz", **csr_to_arrays(data.item_features[cols]))
             write_ids(stage, "features.parquet", "feature", data.feature_names)
         manifest = stage.commit(meta)
-    summary = {k: v for k, v in meta.items() if k not in ("params", "search")}
+    summary = {k: v for k, v in meta.items() if k not in ("params", "search", "configured_params", "search_settings")}
     if record is not None:
         summary["search"] = {k: record[k] for k in ("stopped", "n_complete", "n_failed", "best", "configured_value",
                                                     "seconds", "metric")}
     return {"outputs": [manifest.path], **summary}
+
+
+def settings(ctx: JobContext, model: str, dataset: str | None = None) -> dict[str, Any]:
+    """What a model output is made from besides the run's inputs, as its manifest records it: a re-run of a
+    committed run compares these with its own (``refuse_changed_settings``). The dataset's path carries its
+    definition (split, weights: ``training.dataset_id``)."""
+    from skyrec.evaluation import search
+    from skyrec.jobs._model_inputs import require_training_dataset
+
+    cfg = ctx.config
+    searching = search.applies(cfg, model)
+    return {"dataset": dataset or require_training_dataset(ctx, model).path,
+            "class_path": cfg.models[model].class_path, "configured_params": dict(cfg.models[model].params),
+            "fit_on": "all" if cfg.training.fit_on_all_data else "train_split",
+            "search_settings": ({**cfg.training.search.model_dump(mode="json", exclude={"spaces"}),
+                                 "space": cfg.training.search.model_dump(mode="json")["spaces"].get(model)}
+                                if searching else None)}
 
 
 def _search(ctx: JobContext, model: str, data: Any, started: float) -> dict[str, Any]:
