@@ -64,6 +64,11 @@ def test_more_like_this_from_a_recommended_item(server: LiveServer, browser: Bro
                       ".map(a => ({text: a.textContent, href: a.href}))")
     assert [a["text"] for a in link] == ["More like this"]
     assert link[0]["href"].endswith(f"?variant=comedy_featured&item={first}&user=u1")
+    # the user's recent plays too: "more like this" of what they played, on the first rail
+    played = browser.js("[...document.querySelectorAll('#plays > li')].map(li => [li.dataset.item, "
+                        "li.querySelector('.actions a') && li.querySelector('.actions a').href])")
+    assert [p for p, _ in played] == ["p002", "p004"]
+    assert all(href and href.endswith(f"?variant=comedy_featured&item={p}&user=u1") for p, href in played), played
     # follow the link as a person would (a click), then wait for the new page to settle
     browser.js("document.querySelector('#recs-0 > li:first-child .actions a').click()")
     deadline = time.monotonic() + 20

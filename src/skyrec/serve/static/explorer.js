@@ -316,8 +316,8 @@ async function load(user, guide) {
   const [plays, ...recs] = answers;
   $("plays-panel").querySelector("h2").textContent = `Recent plays of ${user}`;
   if (plays.status === "fulfilled") {
-    $("plays").replaceChildren(...plays.value.plays.map((p) =>
-      itemNode(p, joined([p.brand, el("span", {}, "played ", timeNode(p.played_at))]))));
+    $("plays").replaceChildren(...plays.value.plays.map((p) =>  // each with "more like this" on the first rail
+      itemNode(p, joined([p.brand, el("span", {}, "played ", timeNode(p.played_at))]), rails[0])));
     $("plays-note").textContent = plays.value.note || (plays.value.plays.length ? "" : "no plays");
   } else {
     $("plays").replaceChildren();
