@@ -427,12 +427,12 @@ def test_a_rerun_from_changed_settings_is_refused_not_passed_off_as_the_old_outp
     code, payload = run_job(split, "train")
     assert code == EXIT_BAD_INPUT, payload
     assert "committed already" in payload["error"] and "from other settings" in payload["error"]
-    assert "dataset: committed" in payload["error"] and "--force" in payload["error"]
+    assert 'dataset_definition.split.kind: committed "per_user", now "global"' in payload["error"]
+    assert "dataset: committed" in payload["error"] and '--conf \'{"force": true}\'' in payload["error"]
 
     params = config_factory({**FAST, "models": {"als": {"params": {"factors": 8, "iterations": 6}}}})
     code, payload = run_job(params, "train")
-    assert code == EXIT_BAD_INPUT and "configured_params: committed" in payload["error"] and '"factors": 8' in \
-        payload["error"]
+    assert code == EXIT_BAD_INPUT and "configured_params.factors: committed 16, now 8" in payload["error"]
 
     metric = config_factory({**FAST, "training": {"holdout_days": 3, "quality_gate": {"metric": "recall_at_k"}}})
     code, payload = run_job(metric, "evaluate")

@@ -36,14 +36,33 @@ def refuse_changed_settings(ctx: JobContext, done: Manifest, job: str, what: str
     this logical date ran), keeping it would report the old output as this configuration's: refuse, naming
     each difference and the two ways on (outputs are never replaced silently)."""
     committed = done.meta
-    changed = [f"{key}: committed {_short(committed.get(key))}, now {_short(value)}"
-               for key, value in now.items() if key in committed and _plain(committed.get(key)) != _plain(value)]
+    changed = []
+    for key, value in now.items():
+        if key not in committed:  # outputs made before this setting was recorded
+            continue
+        old, new = _leaves(_plain(committed[key]), key), _leaves(_plain(value), key)
+        changed += [f"{leaf}: committed {_short(old.get(leaf))}, now {_short(new.get(leaf))}"
+                    for leaf in sorted(set(old) | set(new)) if old.get(leaf, _NONE) != new.get(leaf, _NONE)]
     if changed:
         raise BadInput(
             f"{what} of run {ctx.run.run_key} is committed already ({done.path}) from other settings than this "
             f"run's: {'; '.join(changed)}. A committed output is never replaced silently: run another logical "
-            f"date, or replace it (and what reads it) with `skyrec job {job} "
-            f"--param model={ctx.params.get('model')} --logical-date {ctx.run.logical_date.isoformat()} --force`")
+            f"date, or run this one again replacing its outputs: `skyrec run train_model --logical-date "
+            f"{ctx.run.logical_date.isoformat()} --conf '{{\"force\": true}}'` (this step alone: `skyrec job {job} "
+            f"--param model={ctx.params.get('model')} --logical-date {ctx.run.logical_date.isoformat()} --force`)")
+
+
+_NONE = object()
+
+
+def _leaves(value: Any, prefix: str) -> dict[str, Any]:
+    """A mapping as its dotted leaves (``dataset_definition.split.kind``), so a change names the setting."""
+    if not isinstance(value, dict) or not value:
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        out.update(_leaves(v, f"{prefix}.{k}"))
+    return out
 
 
 def _plain(value: Any) -> Any:

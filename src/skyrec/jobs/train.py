@@ -107,6 +107,7 @@ def settings(ctx: JobContext, model: str, dataset: str | None = None) -> dict[st
     cfg = ctx.config
     searching = search.applies(cfg, model)
     return {"dataset": dataset or require_training_dataset(ctx, model).path,
+            "dataset_definition": cfg.training.dataset_definition(model),
             "class_path": cfg.models[model].class_path, "configured_params": dict(cfg.models[model].params),
             "fit_on": "all" if cfg.training.fit_on_all_data else "train_split",
             "search_settings": ({**cfg.training.search.model_dump(mode="json", exclude={"spaces"}),
