@@ -57,12 +57,55 @@ def _config(env: str | None) -> Any:
         _fail(str(exc))
 
 
+def _overrides_checked(names: Any, where: str) -> tuple[str, ...]:
+    """Gate overrides as given (``--override``, run conf ``overrides``): refused when one names no gate."""
+    from skyrec.gates import UnknownGate, check_overrides
+
+    try:
+        return check_overrides(names, where=where)
+    except UnknownGate as exc:
+        _fail(str(exc))
+    return ()
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def job(ctx: typer.Context) -> None:
-    """Run one heavy step as this process: skyrec job NAME [--param K=V] [--force] [--override GATE] ..."""
+    """Run one heavy step as this process: skyrec job NAME [--param K=V] [--force] [--override GATE] ...
+
+    Run by hand (no --dag-id, no --result-file), the alerts the job asks for (a model published under
+    training.quality_gate.insufficient_evidence: publish_with_alert, ...) are sent and recorded as the
+    Airflow task sends them (skyrec.airflow.notify); a job launched for a task leaves that to its launcher."""
+    import argparse
+    import tempfile
+    from pathlib import Path
+
     from skyrec.jobs.base import main as job_main
 
-    raise typer.Exit(job_main(list(ctx.args)))
+    args = list(ctx.args)
+    ap = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for opt in ("--env", "--dag-id", "--result-file"):
+        ap.add_argument(opt, default=None)
+    ap.add_argument("--override", action="append", default=[])
+    known, _ = ap.parse_known_args(args)
+    _overrides_checked(known.override, "--override")
+    if known.result_file or known.dag_id not in (None, "manual"):  # a launcher reads the result and alerts
+        raise typer.Exit(job_main(args))
+    with tempfile.TemporaryDirectory(prefix="skyrec-job-") as tmp:
+        result = Path(tmp) / "result.json"
+        code = job_main([*args, "--result-file", str(result)])
+        payload = json.loads(result.read_text()) if result.exists() else {}
+    alerts = (payload.get("summary") or {}).get("alerts") or []
+    if alerts:
+        from skyrec.airflow.notify import deliver_alerts
+
+        cfg = _config(known.env)
+        delivered = deliver_alerts(cfg, alerts, default_kind=str(payload.get("job") or "job"),
+                                   job_key=payload.get("job_key"))
+        webhook = (f"{delivered} delivered to alerts.webhook_url" if cfg.alerts.enabled and cfg.alerts.webhook_url
+                   else "no webhook (alerts.webhook_url, alerts.enabled)")
+        typer.echo(f"skyrec job: {len(alerts)} alert(s) recorded in {Path(cfg.state_dir) / 'alerts.jsonl'}, "
+                   f"{webhook}", err=True)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -116,14 +159,16 @@ def run_dag(
     error and the last lines of its job log. Airflow's and the tasks' logs go to
     <SKYREC_HOME>/logs/airflow/<dag_id>/<logical date>.log (the path is printed).
     """
-    from skyrec.airflow.runner import NothingRan, TerminalReport, run
-
     if env:
         os.environ["SKYREC_ENV"] = env
     try:
         run_conf = json.loads(conf) if conf else None
     except json.JSONDecodeError as exc:
         _fail(f"--conf is not valid JSON: {exc}")
+    if isinstance(run_conf, dict) and isinstance(run_conf.get("overrides"), list):
+        _overrides_checked(run_conf["overrides"], "--conf overrides")  # before Airflow starts: a typo runs nothing
+    from skyrec.airflow.runner import NothingRan, TerminalReport, run
+
     try:
         result = run(dag_id, logical_date=logical_date, conf=run_conf, observer=TerminalReport(), quiet=not verbose)
     except ConfigError as exc:  # unknown DAG, bad date, a logical date outside the DAG's dates
@@ -347,13 +392,34 @@ def status(
             console.print(f"[yellow]{d['dataset']}[/yellow] {d['latest']}: {older['rows']} rows in "
                           f"{older.get('deltas', '?')} older deltas are outside its window "
                           "(ingest.activity.snapshot_interval_days; 0 or all keeps every delta)")
-    m = Table(title="models served: latest evaluation (95% interval)")
-    for col in ("model", "version", "model_version", "users", "ndcg_at_k", "recall_at_k", "split", "gate"):
+    from rich.markup import escape
+
+    from skyrec.status import percent
+
+    rows = info.get("models", [])
+    levels = {row["confidence"] for row in rows if row.get("model_version")}
+    one_level = len(levels) <= 1  # one level for every row: in the title, else a column
+    level = f"{percent(next(iter(levels)))} intervals" if levels and one_level else "intervals"
+    m = Table(title=f"models served: the published model's evaluation ({level})")
+    for col in ("model", "version", "model_version", "users", "ndcg_at_k", "recall_at_k",
+                *(() if one_level else ("level",)), "split", "gate"):
         m.add_column(col, overflow="fold")
-    for row in info.get("models", []):
+    for row in rows:
+        gate = row["gate"] or "-"
+        if row.get("overridden"):
+            gate = f"[yellow]{escape(gate)}[/yellow]"  # "published by an override of the failed quality gate; ..."
         m.add_row(row["model"], row["version"], row["model_version"] or "[red]none[/red]", str(row["users"] or "-"),
-                  row["ndcg_at_k"], row["recall_at_k"], row["split"] or "-", row["gate"] or "-")
+                  row["ndcg_at_k"], row["recall_at_k"],
+                  *(() if one_level else (percent(row["confidence"]) if row.get("model_version") else "-",)),
+                  row["split"] or "-", gate)
     console.print(m)
+    for row in rows:
+        held = row.get("held")
+        if held:
+            console.print(f"[yellow]{row['model']} {row['version']}[/yellow]: newest evaluation "
+                          + escape(f"{held['model_version']} ({held['evaluation']}) HELD, not published: "
+                                   f"{held['metric']} {held['figure']} on {held['users'] or '?'} users; "
+                                   f"gate: {held['gate']}"))
     errors = [row["error"] for row in info["published"] if "error" in row]
     if errors:
         for error in errors:
@@ -727,6 +793,7 @@ def quarantine_replay(
 ) -> None:
     """Take fixed records back through the same job: a new revision of the output, via the commit protocol."""
     cfg = _config(env)
+    _overrides_checked(override or (), "--override")
     if not os.path.exists(file):
         _fail(f"--file {file}: no such file")
     if dataset == "activity_delta":

@@ -3,14 +3,51 @@ an operator can override a gate explicitly for one run (``--override NAME``)."""
 
 from __future__ import annotations
 
+import difflib
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+#: every gate a run can override (``--override NAME``, run conf ``{"overrides": [NAME]}``) and what it judges;
+#: a gate added to a job is added here (tests/core/test_gates.py checks the jobs' gate names against it)
+GATES: dict[str, str] = {
+    "volume": "activity rows of an interval against recent runs (ingest_activity, backfill_activity)",
+    "predictions_volume": "recommendation keys against recent runs (compute_predictions)",
+    "error_rate": "the share of quarantined records (ingests, build_catalogue, create_dataset, ingest_feedback)",
+    "all_rejected": "an input whose every record was rejected (ingest_activity, ingest_feedback)",
+    "empty_source": "a metadata source that lists no object (sync_metadata)",
+    "empty_catalogue": "a catalogue without programmes (build_catalogue)",
+    "quality": "the model against the baseline and the published model (evaluate; publish_model follows it)",
+    "disk": "free disk space before a job starts (the Airflow task's preflight)",
+    "selftest": "the selftest job's gate, failing on request (tests of the orchestration)",
+}
+
+
+class UnknownGate(ValueError):
+    """An override names no gate: a typo would otherwise override nothing, silently."""
+
+
+def check_overrides(names: Iterable[str], *, where: str = "--override") -> tuple[str, ...]:
+    """``names`` when every one is a gate of ``GATES``; else an ``UnknownGate`` naming the unknown ones, the
+    closest known name and every known gate (``where``: how the user gave them)."""
+    names = tuple(names)
+    unknown = [n for n in names if n not in GATES]
+    if unknown:
+        near = {n: difflib.get_close_matches(n, list(GATES), n=1) for n in unknown}
+        guesses = "; ".join(f"did you mean {m[0]!r} for {n!r}?" for n, m in near.items() if m)
+        raise UnknownGate(f"{where}: unknown gate{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(repr(n) for n in unknown)}{' (' + guesses + ')' if guesses else ''}; "
+                          f"known gates: {', '.join(GATES)}")
+    return names
+
 
 class GateFailed(RuntimeError):
-    def __init__(self, gate: str, message: str, details: dict | None = None) -> None:
-        super().__init__(f"gate {gate!r} failed: {message} (override for one run with --override {gate})")
+    """A failed gate. ``hint``: what the operator can do, when it is not the default (overriding ``gate`` for
+    one run on the failing step itself)."""
+
+    def __init__(self, gate: str, message: str, details: dict | None = None, *, hint: str | None = None) -> None:
+        hint = hint if hint is not None else f"override for one run with --override {gate}"
+        super().__init__(f"gate {gate!r} failed: {message} ({hint})")
         self.gate = gate
         self.details = details or {}
 

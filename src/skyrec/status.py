@@ -1,5 +1,6 @@
-"""``skyrec status``: the last committed output of every dataset and its age, each served model's latest
-evaluation figures (with intervals and the users behind them), and what is published."""
+"""``skyrec status``: the last committed output of every dataset and its age, each served model's figures
+from the evaluation it was published on (with intervals, their confidence level and the users behind them),
+a newer evaluation the gate held, and what is published."""
 
 from __future__ import annotations
 
@@ -88,8 +89,11 @@ def _figure(evaluation: dict[str, Any], metric: str) -> str:
 
 
 def model_evaluations(config: Config, lake: Lake) -> list[dict[str, Any]]:
-    """Per (model, version) that a variant serves: the published model and its latest evaluation figures
-    (from the model pointer, as the publication carries them), with intervals, users and protocol."""
+    """Per (model, version) that a variant serves: the published model and the evaluation it was published on
+    (from the model pointer, as the publication carries them), with intervals, their confidence level, users
+    and protocol; and, when the newest evaluation of (model, version) is another one that was held (its gate
+    failed and was not overridden), that one too under ``held``: what is served is not what was trained last."""
+    from skyrec.jobs.publish_model import evaluation_confidence, gate_shown
     from skyrec.models.artefact import published_model_pointer
 
     out = []
@@ -97,16 +101,42 @@ def model_evaluations(config: Config, lake: Lake) -> list[dict[str, Any]]:
         ptr = lake.read_pointer(published_model_pointer(model, version)) or {}
         ev = ptr.get("evaluation") or {}
         split = ((ev.get("protocol") or {}).get("split") or {})
-        gate = ev.get("gate") or {}
+        gate = gate_shown(ev.get("gate") or {})  # pointers published before it showed overrides as such
+        confidence = ev.get("confidence")
+        if confidence is None and ev.get("evaluation_path"):
+            published_m = lake.manifest(ev["evaluation_path"])
+            confidence = evaluation_confidence(lake, published_m) if published_m is not None else None
         out.append({
             "model": model, "version": version, "model_version": ptr.get("model_version"),
             "published_at": ptr.get("published_at"), "age": _age(ptr.get("published_at")),
             "users": ev.get("users"), "ndcg_at_k": _figure(ev, "ndcg_at_k"), "recall_at_k": _figure(ev, "recall_at_k"),
-            "baseline": ev.get("baseline"), "split": split.get("kind"),
-            "insufficient_evidence": gate.get("insufficient_evidence"), "gate": gate.get("message"),
-            "evaluation": ev.get("evaluation_path"),
+            "confidence": confidence, "baseline": ev.get("baseline"), "split": split.get("kind"),
+            "insufficient_evidence": gate.get("insufficient_evidence"), "overridden": bool(gate.get("overridden")),
+            "gate": gate.get("message"), "evaluation": ev.get("evaluation_path"),
+            "held": _held(config, lake, model, version, ev.get("evaluation_path")),
         })
     return out
+
+
+def _held(config: Config, lake: Lake, model: str, version: str, published: str | None) -> dict[str, Any] | None:
+    """The newest evaluation of (model, version) when it is not the published model's and its gate held it
+    (failed, not overridden): its model version, figure and verdict. None otherwise."""
+    newest = lake.latest(config, "evaluation", model=model, version=version)
+    if newest is None or newest.path == published:
+        return None
+    gate = newest.meta.get("gate") or {}
+    if gate.get("passed") or gate.get("overridden"):
+        return None
+    metric = newest.meta.get("metric") or "ndcg_at_k"
+    overall = newest.meta.get("overall") or {}
+    return {"evaluation": newest.path, "model_version": newest.meta.get("model_version"),
+            "committed_at": newest.committed_at, "metric": metric, "figure": _figure(overall, metric),
+            "users": overall.get("users"), "verdict": "held", "gate": gate.get("message")}
+
+
+def percent(confidence: float | None) -> str:
+    """A confidence level as people read it: 0.95 -> "95%", 0.975 -> "97.5%"."""
+    return "?%" if confidence is None else f"{confidence * 100:.4g}%"
 
 
 def train_run_lines(config: Config, run_key: str) -> list[str]:
@@ -135,9 +165,10 @@ def train_run_lines(config: Config, run_key: str) -> list[str]:
             lines.append(line)
             gate = meta.get("gate") or {}
             message = gate.get("message", "-")
-            verdict = "passed" if gate.get("passed") else "failed"
+            verdict = "passed" if gate.get("passed") else "failed, overridden" if gate.get("overridden") else "failed"
             # an insufficient-evidence verdict names itself ("insufficient evidence: only 36 evaluable users ...")
-            lines.append(f"  gate: {message}" if gate.get("insufficient_evidence") else f"  gate {verdict}: {message}")
+            lines.append(f"  gate: {message}" if gate.get("insufficient_evidence") and verdict != "failed, overridden"
+                         else f"  gate {verdict}: {message}")
             model_m = lake.manifest(config.dataset_path("model", model=model, version=ver, run_key=run_key))
             search = (model_m.meta.get("search") if model_m is not None else None) or {}
             if search.get("trials"):

@@ -58,7 +58,7 @@ def test_status_fits_the_terminal_and_warns_when_redis_is_unreachable(skyrec_hom
     assert max(len(line) for line in out.stdout.splitlines()) <= 80
     text = " ".join(out.stdout.split())
     assert "warning: serving Redis" in text and "unreachable" in text and "published to serving Redis" not in text
-    assert "latest evaluation" in text
+    assert "the published model's evaluation" in text
     data = json.loads(_skyrec("status", "--json", **env).stdout)
     assert {"datasets", "models", "published"} <= set(data) and "error" in data["published"][0]
 
@@ -202,3 +202,28 @@ def test_demo_refuses_a_users_configuration_instead_of_emptying_its_home(tmp_pat
     monkeypatch.setenv("SKYREC_CONFIG_DIR", str(films))
     assert run_demo() == 2
     assert (home / "lake" / "keep.txt").read_text() == "the user's lake"
+
+
+def test_status_names_each_evaluations_own_confidence_level(skyrec_home, monkeypatch) -> None:
+    """Not a hard-coded "95%": one level for every row goes in the title, several get a column."""
+    from typer.testing import CliRunner
+
+    import skyrec.status
+    from skyrec.cli import app
+
+    def row(model: str, confidence: float) -> dict:
+        return {"model": model, "version": "v1", "model_version": f"v1.{model}", "users": 10, "ndcg_at_k": "0.1",
+                "recall_at_k": "0.2", "confidence": confidence, "split": "per_user", "gate": "ok",
+                "overridden": False, "held": None}
+
+    def show(*rows: dict) -> str:
+        info = {"lake": "lake", "datasets": [], "models": list(rows), "published": [{"error": "no redis"}]}
+        monkeypatch.setattr(skyrec.status, "collect", lambda config: info)
+        out = CliRunner().invoke(app, ["status"], env={"COLUMNS": "200"})
+        assert out.exit_code == 0, out.output
+        return " ".join(out.output.split())
+
+    assert "the published model's evaluation (51% intervals)" in show(row("knn", 0.51), row("ease", 0.51))
+    mixed = show(row("knn", 0.51), row("ease", 0.975))
+    assert "the published model's evaluation (intervals)" in mixed and "level" in mixed
+    assert "51%" in mixed and "97.5%" in mixed and "95%" not in mixed

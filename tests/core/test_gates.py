@@ -36,3 +36,40 @@ def test_volume_gate_does_not_judge_noise_but_judges_real_volumes() -> None:
     assert not spike.passed  # a jump from noise to real volume is still caught
     drop = volume_gate(40, [1000, 1000, 1000], min_ratio=0.5, max_ratio=2, min_history=3, min_volume=100)
     assert not drop.passed
+
+
+def test_an_override_naming_no_gate_is_refused_with_the_known_gates() -> None:
+    from skyrec.gates import GATES, UnknownGate, check_overrides
+
+    assert check_overrides(["quality", "volume"]) == ("quality", "volume")
+    with pytest.raises(UnknownGate) as info:
+        check_overrides(["quality", "qualty"], where="--override")
+    msg = str(info.value)
+    assert msg.startswith("--override: unknown gate 'qualty'") and "did you mean 'quality'" in msg
+    assert all(name in msg for name in GATES)
+
+
+def test_every_gate_the_code_names_can_be_overridden() -> None:
+    """A gate added to a job without adding it to GATES could not be overridden (its name would be refused)."""
+    import re
+    from pathlib import Path
+
+    from skyrec.gates import GATES
+
+    src = Path(__file__).resolve().parents[2] / "src" / "skyrec"
+    named = set()
+    for path in src.rglob("*.py"):
+        text = path.read_text()
+        named |= set(re.findall(r"GateResult\(\s*\"(\w+)\"", text))  # GateResult("volume", ...)
+        named |= set(re.findall(r"GateFailed\(\s*\"(\w+)\"", text))
+        named |= set(re.findall(r"_gate\([^()]*(?:\([^()]*\)[^()]*)*name=\"(\w+)\"", text, re.S))  # *_gate(.., name=)
+        named |= set(re.findall(r"name: str = \"(\w+)\"", text)) if path.name == "gates.py" else set()
+        named |= set(re.findall(r"^GATE = \"(\w+)\"", text, re.M))
+    assert {"volume", "quality", "predictions_volume", "empty_source", "disk"} <= named  # the scan finds them
+    assert named <= set(GATES), sorted(named - set(GATES))
+
+
+def test_a_gate_failure_can_carry_its_own_hint() -> None:
+    assert str(GateFailed("quality", "held")).endswith("(override for one run with --override quality)")
+    custom = GateFailed("quality", "held", {}, hint="override it on the evaluate step")
+    assert str(custom) == "gate 'quality' failed: held (override it on the evaluate step)"

@@ -48,3 +48,45 @@ def test_bad_input_exit_code_when_run_as_the_launcher_runs_it(config, skyrec_hom
     assert "unknown model" in bad.stderr and "Traceback" not in bad.stderr
     early = subprocess.run([*base, "ingest_availability"], capture_output=True, text=True, timeout=120)
     assert early.returncode == 1 and "not ready" in early.stderr and "catalogue" in early.stderr, early.stderr
+
+
+def _skyrec_job(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "skyrec", "job", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_override_naming_no_gate_is_refused_before_the_job_runs(config, skyrec_home) -> None:
+    proc = _skyrec_job("selftest", "--param", "tag=typo", "--param", "rows=10", "--param", "chunks=1",
+                       "--override", "qualty")
+    assert proc.returncode == 2, proc.stderr
+    assert "unknown gate 'qualty'" in proc.stderr and "did you mean 'quality'" in proc.stderr
+    assert "known gates: volume" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(Path(config.state_dir).glob("selftest/typo.chunks"))  # nothing ran
+    ok = _skyrec_job("selftest", "--param", "tag=known", "--param", "rows=10", "--param", "chunks=1",
+                     "--override=selftest")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_cli_run_conf_override_naming_no_gate_is_refused_before_airflow_starts(skyrec_home) -> None:
+    proc = subprocess.run([sys.executable, "-m", "skyrec", "run", "train_model", "--conf",
+                           '{"overrides": ["volum"]}'], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "--conf overrides: unknown gate 'volum'" in proc.stderr and "did you mean 'volume'" in proc.stderr
+
+
+def test_cli_job_by_hand_sends_and_records_the_alerts_it_asks_for(config, skyrec_home) -> None:
+    """As the Airflow task does with a job's summary ``alerts`` (skyrec.airflow.notify.deliver_alerts): a
+    model published under publish_with_alert by `skyrec job evaluate` is not an alert in printed JSON only."""
+    from skyrec.airflow.notify import read_alerts
+
+    ask = ["--param", "rows=10", "--param", "chunks=1", "--param", "alert=1"]
+    proc = _skyrec_job("selftest", "--param", "tag=by-hand", *ask)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["alerts"][0]["kind"] == "selftest"
+    sent = [a for a in read_alerts(config) if a["kind"] == "selftest"]
+    assert len(sent) == 1 and sent[0]["summary"] == "selftest by-hand: alert on request (alert=1)"
+    assert sent[0]["details"]["tag"] == "by-hand" and sent[0]["details"]["job_key"].startswith("selftest-")
+    assert "1 alert(s) recorded in" in proc.stderr and "alerts.jsonl" in proc.stderr
+    # launched for a task (a scheduler's identity, as a Kubernetes pod runs it): its launcher delivers them
+    proc = _skyrec_job("selftest", "--param", "tag=launched", *ask, "--dag-id", "selftest_sync", "--run-id", "r1")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["alerts"] and len([a for a in read_alerts(config) if a["kind"] == "selftest"]) == 1

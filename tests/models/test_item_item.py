@@ -141,6 +141,25 @@ def test_knn_parameters_are_checked() -> None:
         ItemKNNModel(neighbours=0)
 
 
+@pytest.mark.parametrize("cls, name", [(EASEModel, "ease"), (ItemKNNModel, "knn")])
+@pytest.mark.parametrize("bad", [-1, 0, "abc", float("nan"), None, True])
+def test_a_bad_memory_limit_is_refused_at_construction_naming_the_key_and_value(cls, name: str, bad) -> None:
+    """Not "cannot convert float NaN to integer" at fit time, after the dataset was built."""
+    with pytest.raises(ValueError) as info:
+        cls(memory_limit_gb=bad)
+    assert f"models.{name}.params.memory_limit_gb must be a number of GB > 0, got {bad!r}" in str(info.value)
+    assert cls(memory_limit_gb="2.5")._limit_gb == 2.5  # a number given as text (an environment variable)
+
+
+def test_a_bad_memory_limit_in_config_names_the_key_and_value(config_factory) -> None:
+    from skyrec.config import ConfigError
+    from skyrec.models import build_model
+
+    config = config_factory({"models": {"ease": {"params": {"memory_limit_gb": -1}}}})
+    with pytest.raises(ConfigError, match=r"models\.ease\.params: .*models\.ease\.params\.memory_limit_gb .*got -1"):
+        build_model(config, "ease")
+
+
 def test_a_bad_model_parameter_in_config_names_the_key(config_factory) -> None:
     from skyrec.config import ConfigError
     from skyrec.models import build_model

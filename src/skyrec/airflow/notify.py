@@ -50,6 +50,20 @@ def send_alert(config: Config, kind: str, summary: str, **details: Any) -> bool:
     return delivered
 
 
+def deliver_alerts(config: Config, alerts: Any, *, default_kind: str, **context: Any) -> int:
+    """Send the alerts a job asked for in its summary (``summary["alerts"]``: ``{"kind", "summary",
+    "details"}``; a job cannot reach the notifier itself), each with ``context`` (the job key) beside its
+    details. Used by whoever ran the job: the Airflow task (``SkyrecJobOperator``) and ``skyrec job`` run by
+    hand. Returns how many the webhook accepted."""
+    delivered = 0
+    for alert in alerts or []:
+        details = {**context, **((alert.get("details") or {}) if isinstance(alert, dict) else {})}
+        kind = str((alert.get("kind") if isinstance(alert, dict) else None) or default_kind)
+        summary = str((alert.get("summary") if isinstance(alert, dict) else None) or alert)
+        delivered += send_alert(config, kind, summary, **details)
+    return delivered
+
+
 def read_alerts(config: Config) -> list[dict[str, Any]]:
     path = Path(config.state_dir) / "alerts.jsonl"
     if not path.exists():

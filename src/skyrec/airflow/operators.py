@@ -45,7 +45,7 @@ from skyrec.airflow.control import (
     preflight_disk,
     verify_outputs,
 )
-from skyrec.airflow.notify import check_duration, send_alert
+from skyrec.airflow.notify import check_duration, deliver_alerts, send_alert
 from skyrec.jobs.base import EXIT_BAD_INPUT, EXIT_GATE, RunInfo
 
 if TYPE_CHECKING:
@@ -352,9 +352,7 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
         summary = (result or {}).get("summary") or {}
         # alerts a job asks for (jobs cannot reach the notifier: e.g. a model published on insufficient
         # evidence under quality_gate.insufficient_evidence: publish_with_alert)
-        for alert in summary.get("alerts") or []:
-            send_alert(self.config, str(alert.get("kind") or self.job), str(alert.get("summary") or alert),
-                       job_key=spec.job_key, **(alert.get("details") or {}))
+        deliver_alerts(self.config, summary.get("alerts"), default_kind=self.job, job_key=spec.job_key)
         runtime = float((result or {}).get("duration_seconds") or (time.time() - self.job_backend.started_at(handle)))
         resources = self._max_resources or self.job_backend.resources(handle)
         cost = estimate_cost(self.config, resources, runtime)

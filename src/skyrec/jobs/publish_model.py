@@ -72,27 +72,72 @@ def prove(ctx: JobContext, model_rel: str, eval_rel: str) -> tuple[Any, Any]:
     gate = evaluation.meta.get("gate") or {}
     if not (gate.get("passed") or gate.get("overridden")):
         raise GateFailed("quality", f"evaluation {eval_rel} did not pass: {gate.get('message', 'no verdict')}",
-                         gate)
+                         gate, hint=_override_hint(ctx))
     return manifest, evaluation
 
 
-def pointer_evaluation(evaluation: Any) -> dict[str, Any]:
+def _override_hint(ctx: JobContext) -> str:
+    """What publishing a held model takes: publish_model follows the evaluation's recorded verdict, so the
+    quality override belongs on the evaluate step, which re-decides and records the new verdict."""
+    params = " ".join(f"--param {k}={ctx.params[k]}" for k in ("model", "version") if ctx.params.get(k))
+    ignored = ("--override quality does not apply to publish_model, which publishes only what the evaluation's "
+               "verdict allows; " if "quality" in ctx.overrides else "")
+    return (f"{ignored}to publish it anyway, override the gate on the evaluate step, which re-decides and records "
+            f"the new verdict: skyrec job evaluate {params} --logical-date {ctx.run.logical_date.isoformat()} "
+            "--override quality; then run publish_model again")
+
+
+def gate_shown(gate: dict[str, Any]) -> dict[str, Any]:
+    """The verdict as a publication shows it. A model published by an override of a failed gate says so, with
+    the gate's own verdict kept under ``verdict`` (its text may read "policy 'hold': not published", which
+    the override undid)."""
+    shown = {"passed": gate.get("passed"), "overridden": gate.get("overridden"), "message": gate.get("message"),
+             "insufficient_evidence": gate.get("insufficient_evidence"),
+             **{k: gate[k] for k in ("redecided_by", "redecided_at", "verdict") if gate.get(k)}}
+    if gate.get("overridden") and not gate.get("passed") and "verdict" not in gate:  # not shown so already
+        by = " ".join(f"{k.removeprefix('redecided_')} {gate[k]}" for k in ("redecided_by", "redecided_at")
+                      if gate.get(k))
+        shown["verdict"] = gate.get("message")
+        shown["message"] = (f"published by an override of the failed quality gate{' (re-decided ' + by + ')' if by else ''}"
+                            f"; the gate's verdict was: {shown['verdict']}")
+    return shown
+
+
+def evaluation_confidence(lake: Any, evaluation: Any) -> float | None:
+    """The confidence level of an evaluation's intervals (``training.confidence`` when it ran): from its
+    ``evaluation.json``, else from the paired comparisons or the protocol its manifest records."""
+    import json
+    import re
+
+    try:
+        with lake.open(evaluation, "evaluation.json") as fh:
+            value = ((json.loads(fh.read()).get("results") or {}).get("bootstrap") or {}).get("confidence")
+        if value is not None:
+            return float(value)
+    except (OSError, KeyError, ValueError):
+        pass
+    meta = evaluation.meta
+    baseline = (meta.get("gate") or {}).get("baseline_comparison")
+    if isinstance(baseline, dict) and baseline.get("confidence") is not None:
+        return float(baseline["confidence"])
+    found = re.search(r"([\d.]+)%", str((meta.get("protocol") or {}).get("interval") or ""))
+    return float(found.group(1)) / 100 if found else None
+
+
+def pointer_evaluation(evaluation: Any, confidence: float | None = None) -> dict[str, Any]:
     """What the pointer (and from it the predictions meta, the serving pointer and ``/v1/variants``) says
-    about the model's evaluation: the headline figures with their intervals, the users they rest on, the
-    protocol, the gate's verdict, the per-rail figures after the business rules, and the evaluation output
-    (whose ``report.html`` the API serves)."""
+    about the model's evaluation: the headline figures with their intervals (at ``confidence``), the users
+    they rest on, the protocol, the gate's verdict (``gate_shown``), the per-rail figures after the business
+    rules, and the evaluation output (whose ``report.html`` the API serves)."""
     meta = evaluation.meta
     metric = meta.get("metric")
     overall = dict(meta.get("overall") or {})
     base = meta.get("baseline_overall") or {}
-    gate = meta.get("gate") or {}
     return {**{k: v for k, v in overall.items() if not isinstance(v, dict | list)},
-            "ci": overall.get("ci") or {}, "metric": metric, "evaluation_path": evaluation.path,
-            "baseline_model": meta.get("baseline"), "baseline": base.get(metric),
+            "ci": overall.get("ci") or {}, "confidence": confidence, "metric": metric,
+            "evaluation_path": evaluation.path, "baseline_model": meta.get("baseline"), "baseline": base.get(metric),
             "baseline_ci": (base.get("ci") or {}).get(metric), "protocol": meta.get("protocol"),
-            "gate": {"passed": gate.get("passed"), "overridden": gate.get("overridden"),
-                     "message": gate.get("message"), "insufficient_evidence": gate.get("insufficient_evidence")},
-            "rules": meta.get("rules") or {}}
+            "gate": gate_shown(meta.get("gate") or {}), "rules": meta.get("rules") or {}}
 
 
 def run(ctx: JobContext) -> dict[str, Any]:
@@ -108,7 +153,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     payload = {
         "path": manifest.path, "model": model, "version": version,
         "model_version": manifest.meta.get("model_version"), "run_key": run_key,
-        "evaluation": pointer_evaluation(evaluation),
+        "evaluation": pointer_evaluation(evaluation, evaluation_confidence(ctx.lake, evaluation)),
         "published_at": dt.datetime.now(dt.UTC).isoformat(), "published_by": ctx.producer.job_key,
     }
     with _pointer_lock(ctx, model, version):

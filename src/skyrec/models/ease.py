@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from skyrec.models._factors import FactorModel
-from skyrec.models.representations import guard_items
+from skyrec.models.representations import checked_limit_gb, guard_items
 from skyrec.models.series import PARAMS, ItemContext, add_series_dense, checked_params
 
 #: items^2 float32 matrices held at the peak of train/evaluate/precompute (B + a serialised or sliced copy + one)
@@ -83,6 +83,7 @@ class EASEModel(FactorModel):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._series_params = checked_params("EASEModel", *(self.param(k) for k in PARAMS))
+        self._limit_gb = checked_limit_gb("EASEModel", self.name, self.param("memory_limit_gb"))
         #: what the series term added at fit (``skyrec.models.series``; weight 0 when off)
         self.series: dict[str, float | int] = {"weight": 0.0, "entries": 0}
 
@@ -95,7 +96,7 @@ class EASEModel(FactorModel):
         X.eliminate_zeros()
         if self.param("binary"):
             X.data[:] = 1.0
-        guard_items("EASE", X.shape[1], limit_gb=float(self.param("memory_limit_gb")), copies=COPIES,
+        guard_items("EASE", X.shape[1], limit_gb=self._limit_gb, copies=COPIES,
                     key=f"models.{self.name}.params.memory_limit_gb", what="the item-item weights")
         B = ease_weights(gram_matrix(X), reg)
         self.series = add_series_dense(B, item_context, **self._series_params)  # type: ignore[arg-type]

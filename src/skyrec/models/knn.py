@@ -73,6 +73,7 @@ class ItemKNNModel(FactorModel):
             raise ValueError(f"ItemKNNModel: neighbours must be >= 1, got {self.param('neighbours')}")
         self._series_params = checked_params("ItemKNNModel", *(self.param(k) for k in PARAMS))
         self._follow_params = checked_follow("ItemKNNModel", *(self.param(k) for k in FOLLOW_PARAMS))
+        self._limit_gb = reps.checked_limit_gb("ItemKNNModel", self.name, self.param("memory_limit_gb"))
         self._similarity: sp.csr_matrix | None = None
         self._follow: sp.csr_matrix | None = None  # (1 - c) w T when the term is weighted by followed plays
         #: what the series term added at fit (weight 0 when off), recorded in the artefact's meta by the train job
@@ -107,7 +108,7 @@ class ItemKNNModel(FactorModel):
     def _guard(self, n_items: int, neighbours: int) -> None:
         """Refuse, before fitting, a neighbourhood whose sparse matrices exceed ``memory_limit_gb``."""
         need = COPIES * n_items * min(neighbours, n_items) * ENTRY_BYTES
-        limit = float(self.param("memory_limit_gb"))
+        limit = self._limit_gb
         if need > limit * 1e9:
             key = f"models.{self.name}.params.memory_limit_gb"
             raise reps.MemoryGuardError(

@@ -177,6 +177,19 @@ class MemoryGuardError(ValueError):
     """A model refuses a problem whose items x items matrices it cannot hold within its configured limit."""
 
 
+def checked_limit_gb(model: str, name: str, value: Any) -> float:
+    """A model's ``memory_limit_gb`` as a float > 0, else a ValueError naming the config key
+    (``models.<name>.params.memory_limit_gb``) and the value given: a negative, zero, NaN or non-numeric limit
+    would otherwise fail deep in a guard with an error that names neither."""
+    try:
+        limit = float("nan") if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        limit = float("nan")
+    if not limit > 0:
+        raise ValueError(f"{model}: models.{name}.params.memory_limit_gb must be a number of GB > 0, got {value!r}")
+    return limit
+
+
 def guard_items(model: str, n_items: int, *, limit_gb: float, copies: int, key: str, what: str) -> int:
     """Refuse, before allocating anything, ``n_items`` whose dense items x items matrices exceed ``limit_gb``.
 
