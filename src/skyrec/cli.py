@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -169,6 +170,7 @@ def run_dag(
         _overrides_checked(run_conf["overrides"], "--conf overrides")  # before Airflow starts: a typo runs nothing
     from skyrec.airflow.runner import NothingRan, TerminalReport, run
 
+    started = dt.datetime.now(dt.UTC)
     try:
         result = run(dag_id, logical_date=logical_date, conf=run_conf, observer=TerminalReport(), quiet=not verbose)
     except ConfigError as exc:  # unknown DAG, bad date, a logical date outside the DAG's dates
@@ -179,7 +181,7 @@ def run_dag(
         from skyrec.jobs.base import RunInfo
         from skyrec.status import train_run_lines
 
-        for line in train_run_lines(_config(env), RunInfo(logical_date=result.logical_date).run_key):
+        for line in train_run_lines(_config(env), RunInfo(logical_date=result.logical_date).run_key, since=started):
             typer.echo(line)
     if result.state != "success":
         raise typer.Exit(1)
@@ -413,6 +415,10 @@ def status(
                   *(() if one_level else (percent(row["confidence"]) if row.get("model_version") else "-",)),
                   row["split"] or "-", gate)
     console.print(m)
+    for row in rows:
+        if row.get("report"):
+            where = f" (the API: {row['report_urls'][0]}, one per rail)" if row.get("report_urls") else ""
+            console.print(f"report of {row['model']} {row['version']}: " + escape(f"{row['report']}{where}"))
     for row in rows:
         held = row.get("held")
         if held:

@@ -103,16 +103,24 @@ def model_evaluations(config: Config, lake: Lake) -> list[dict[str, Any]]:
         split = ((ev.get("protocol") or {}).get("split") or {})
         gate = gate_shown(ev.get("gate") or {})  # pointers published before it showed overrides as such
         confidence = ev.get("confidence")
-        if confidence is None and ev.get("evaluation_path"):
-            published_m = lake.manifest(ev["evaluation_path"])
-            confidence = evaluation_confidence(lake, published_m) if published_m is not None else None
+        published_m = lake.manifest(ev["evaluation_path"]) if ev.get("evaluation_path") else None
+        if confidence is None and published_m is not None:
+            confidence = evaluation_confidence(lake, published_m)
+        report = None  # the report's file, found through the evaluation's manifest (it lies in its attempt)
+        if published_m is not None:
+            try:
+                report = lake.file_url(published_m, "report.html")
+            except KeyError:
+                report = None
+        rails = sorted(n for n, v in config.variants.items() if v.model == model and v.version == version)
         out.append({
             "model": model, "version": version, "model_version": ptr.get("model_version"),
             "published_at": ptr.get("published_at"), "age": _age(ptr.get("published_at")),
             "users": ev.get("users"), "ndcg_at_k": _figure(ev, "ndcg_at_k"), "recall_at_k": _figure(ev, "recall_at_k"),
             "confidence": confidence, "baseline": ev.get("baseline"), "split": split.get("kind"),
             "insufficient_evidence": gate.get("insufficient_evidence"), "overridden": bool(gate.get("overridden")),
-            "gate": gate.get("message"), "evaluation": ev.get("evaluation_path"),
+            "gate": gate.get("message"), "evaluation": ev.get("evaluation_path"), "report": report,
+            "report_urls": [f"/v1/variants/{r}/report" for r in rails] if report else [],
             "held": _held(config, lake, model, version, ev.get("evaluation_path")),
         })
     return out
@@ -139,10 +147,12 @@ def percent(confidence: float | None) -> str:
     return "?%" if confidence is None else f"{confidence * 100:.4g}%"
 
 
-def train_run_lines(config: Config, run_key: str) -> list[str]:
+def train_run_lines(config: Config, run_key: str, since: dt.datetime | None = None) -> list[str]:
     """What a person reads after a ``train_model`` run (``skyrec run``, ``make demo``): per trained model, this
     run's evaluation (figure with its interval, the users behind it, the split, the baseline), the gate's
-    verdict, the search when one ran, and whether the model is now the published one."""
+    verdict, the search when one ran, and whether the model is now the published one. ``since``: when the run
+    started; an evaluation committed before it (by an earlier run of the same logical date, which this one
+    found committed or refused to replace) is said to be so, not passed off as this run's."""
     from skyrec.models.artefact import published_model_pointer
 
     lake = Lake.from_config(config)
@@ -162,6 +172,8 @@ def train_run_lines(config: Config, run_key: str) -> list[str]:
             line = f"{model} {ver}: {metric} {figure} on {overall.get('users', '?')} users ({split} split)"
             if base.get(metric) is not None:
                 line += f"; {meta.get('baseline') or 'baseline'} {base[metric]:.4f}"
+            if since is not None and dt.datetime.fromisoformat(ev_m.committed_at) < since:
+                line += f" [committed by an earlier run of this date, {ev_m.committed_at[:19]}Z: not by this run]"
             lines.append(line)
             gate = meta.get("gate") or {}
             message = gate.get("message", "-")

@@ -77,6 +77,12 @@ def test_status_shows_each_models_latest_evaluation(redis_client, published) -> 
     row = next(m for m in info["models"] if m["model"] == MODEL)
     assert row["model_version"] == "v1.20260301T010000" and row["users"] == 400 and row["split"] == "per_user"
     assert row["ndcg_at_k"].startswith(f"{summary['ndcg_at_k']:.4f} [")
+    # the training report: its file (found through the evaluation's manifest) and where the API serves it
+    from pathlib import Path
+
+    assert row["report"] and Path(row["report"]).is_file() and "<html" in Path(row["report"]).read_text().lower()
+    rails = sorted(n for n, v in config.variants.items() if v.model == MODEL)
+    assert rails and row["report_urls"] == [f"/v1/variants/{r}/report" for r in rails]
     # the training dataset the model was fit on is found under its definition's id, with the models that read it
     (ds,) = [d for d in info["datasets"] if d["dataset"] == "training_dataset"]
     dataset_id = config.training.dataset_id(MODEL)
@@ -99,6 +105,13 @@ def test_a_train_run_prints_its_figures_gate_and_publication(published) -> None:
     assert "on 400 users (per_user split); popularity 0." in lines[0], lines
     assert lines[1].startswith("  gate passed: ndcg_at_k") and lines[-1] == "  published: v1.20260301T010000"
     assert train_run_lines(config, "20260301T020000") == [f"{MODEL} v1: no evaluation committed by this run"]
+    # a later run of the same date (it found the evaluation committed, or refused to replace it): not its figures
+    import datetime as dt
+
+    again = train_run_lines(config, "20260301T010000", since=dt.datetime.now(dt.UTC))
+    assert again[0].endswith(": not by this run]") and "committed by an earlier run of this date" in again[0]
+    assert "earlier run" not in train_run_lines(config, "20260301T010000", since=dt.datetime(2000, 1, 1,
+                                                                                              tzinfo=dt.UTC))[0]
     # a run whose gate held on too few users: the verdict once, and what is still served
     from skyrec.storage import Lake, Producer
 
