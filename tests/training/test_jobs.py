@@ -430,6 +430,8 @@ def test_a_rerun_from_changed_settings_is_refused_not_passed_off_as_the_old_outp
     assert 'dataset_definition.split.kind: committed "per_user", now "global"' in payload["error"]
     assert "dataset: committed" in payload["error"] and '--conf \'{"force": true}\'' in payload["error"]
 
+    threads = config_factory({**FAST, "models": {"als": {"params": {"factors": 16, "iterations": 6, "num_threads": 1}}}})
+    assert run_job(threads, "train")[1]["summary"]["note"] == "already committed"  # how it runs: not a setting
     params = config_factory({**FAST, "models": {"als": {"params": {"factors": 8, "iterations": 6}}}})
     code, payload = run_job(params, "train")
     assert code == EXIT_BAD_INPUT and "configured_params.factors: committed 16, now 8" in payload["error"]

@@ -97,6 +97,10 @@ def run(ctx: JobContext) -> dict[str, Any]:
     return {"outputs": [manifest.path], **summary}
 
 
+#: parameters that say how a fit runs, not what it fits: a change of them is not a change of settings
+RESOURCE_PARAMS = frozenset({"num_threads", "memory_limit_gb"})
+
+
 def settings(ctx: JobContext, model: str, dataset: str | None = None) -> dict[str, Any]:
     """What a model output is made from besides the run's inputs, as its manifest records it: a re-run of a
     committed run compares these with its own (``refuse_changed_settings``). The dataset's path carries its
@@ -108,7 +112,8 @@ def settings(ctx: JobContext, model: str, dataset: str | None = None) -> dict[st
     searching = search.applies(cfg, model)
     return {"dataset": dataset or require_training_dataset(ctx, model).path,
             "dataset_definition": cfg.training.dataset_definition(model),
-            "class_path": cfg.models[model].class_path, "configured_params": dict(cfg.models[model].params),
+            "class_path": cfg.models[model].class_path,
+            "configured_params": {k: v for k, v in cfg.models[model].params.items() if k not in RESOURCE_PARAMS},
             "fit_on": "all" if cfg.training.fit_on_all_data else "train_split",
             "search_settings": ({**cfg.training.search.model_dump(mode="json", exclude={"spaces"}),
                                  "space": cfg.training.search.model_dump(mode="json")["spaces"].get(model)}
