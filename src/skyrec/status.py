@@ -157,6 +157,11 @@ def train_run_lines(config: Config, run_key: str, since: dt.datetime | None = No
 
     lake = Lake.from_config(config)
     lines = []
+    search = config.training.search
+    idle = sorted(set(search.models or []) - set(config.trained_models())) if search.enabled else []
+    if idle:  # a search asked for a model this DAG does not train would otherwise pass unseen
+        lines.append(f"search: training.search.models names {', '.join(idle)}, which train_model does not train "
+                     f"(it trains {', '.join(config.trained_models())}: training.models, else the rails' models)")
     for model in config.trained_models():
         # every version the rails name (a rollout trains each with its own run), v1 for a model on no rail
         for ver in sorted({v.version for v in config.variants.values() if v.model == model}) or ["v1"]:

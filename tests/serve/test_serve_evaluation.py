@@ -105,6 +105,13 @@ def test_a_train_run_prints_its_figures_gate_and_publication(published) -> None:
     assert "on 400 users (per_user split); popularity 0." in lines[0], lines
     assert lines[1].startswith("  gate passed: ndcg_at_k") and lines[-1] == "  published: v1.20260301T010000"
     assert train_run_lines(config, "20260301T020000") == [f"{MODEL} v1: no evaluation committed by this run"]
+    # a search asked for a model this DAG does not train is named, not passed over in silence
+    other = next(m for m in ("ease", "knn", "als") if m != MODEL and m not in config.trained_models())
+    searching = config.model_copy(update={"training": config.training.model_copy(update={
+        "search": config.training.search.model_copy(update={"enabled": True, "models": [other]})})})
+    assert train_run_lines(searching, "20260301T020000")[0] == (
+        f"search: training.search.models names {other}, which train_model does not train (it trains "
+        f"{', '.join(config.trained_models())}: training.models, else the rails' models)")
     # a later run of the same date (it found the evaluation committed, or refused to replace it): not its figures
     import datetime as dt
 
