@@ -116,7 +116,8 @@ def _start_ticks(pid: int) -> str | None:
 def api_pidfile(config: Config, port: int) -> Iterator[None]:
     """While `skyrec serve` runs, the home's ``api.pid`` names it (pid, start, port), so that `skyrec stop` stops
     the API that `make serve` or `make demo KEEP_SERVING=1` left running, and never a process that was given
-    the same pid later. Removed on exit when it still names this process."""
+    the same pid later. Removed on a normal exit when it still names this process; after SIGTERM uvicorn ends
+    the process by the signal itself and the file stays, which is why `stop` checks the start time."""
     path = Path(config.home) / "api.pid"
     path.parent.mkdir(parents=True, exist_ok=True)
     me = {"pid": os.getpid(), "start": _start_ticks(os.getpid()), "port": port}
