@@ -40,9 +40,8 @@ def refuse_changed_settings(ctx: JobContext, done: Manifest, job: str, what: str
     for key, value in now.items():
         if key not in committed:  # outputs made before this setting was recorded
             continue
-        old, new = _leaves(_plain(committed[key]), key), _leaves(_plain(value), key)
-        changed += [f"{leaf}: committed {_short(old.get(leaf))}, now {_short(new.get(leaf))}"
-                    for leaf in sorted(set(old) | set(new)) if old.get(leaf, _NONE) != new.get(leaf, _NONE)]
+        changed += [f"{leaf}: committed {_short(a)}, now {_short(b)}"
+                    for leaf, a, b in _differences(_plain(committed[key]), _plain(value), key)]
     if changed:
         raise BadInput(
             f"{what} of run {ctx.run.run_key} is committed already ({done.path}) from other settings than this "
@@ -55,13 +54,15 @@ def refuse_changed_settings(ctx: JobContext, done: Manifest, job: str, what: str
 _NONE = object()
 
 
-def _leaves(value: Any, prefix: str) -> dict[str, Any]:
-    """A mapping as its dotted leaves (``dataset_definition.split.kind``), so a change names the setting."""
-    if not isinstance(value, dict) or not value:
-        return {prefix: value}
-    out: dict[str, Any] = {}
-    for k, v in value.items():
-        out.update(_leaves(v, f"{prefix}.{k}"))
+def _differences(old: Any, new: Any, prefix: str) -> list[tuple[str, Any, Any]]:
+    """Where two settings differ, as (dotted key, old, new): mappings on both sides are compared key by key,
+    so a change names the setting (``dataset_definition.split.kind``); anything else is compared whole (a
+    search that was off, ``null``, against its settings now: one difference)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [(prefix, old, new)]
+    out: list[tuple[str, Any, Any]] = []
+    for k in sorted(set(old) | set(new)):
+        out += _differences(old.get(k, _NONE), new.get(k, _NONE), f"{prefix}.{k}")
     return out
 
 
@@ -71,5 +72,7 @@ def _plain(value: Any) -> Any:
 
 
 def _short(value: Any, limit: int = 160) -> str:
+    if value is _NONE:
+        return "(not set)"
     text = json.dumps(_plain(value), sort_keys=True)
     return text if len(text) <= limit else text[: limit - 3] + "..."
