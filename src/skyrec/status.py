@@ -157,8 +157,8 @@ def train_run_lines(config: Config, run_key: str, since: dt.datetime | None = No
 
     lake = Lake.from_config(config)
     lines = []
-    search = config.training.search
-    idle = sorted(set(search.models or []) - set(config.trained_models())) if search.enabled else []
+    asked = config.training.search
+    idle = sorted(set(asked.models or []) - set(config.trained_models())) if asked.enabled else []
     if idle:  # a search asked for a model this DAG does not train would otherwise pass unseen
         lines.append(f"search: training.search.models names {', '.join(idle)}, which train_model does not train "
                      f"(it trains {', '.join(config.trained_models())}: training.models, else the rails' models)")
