@@ -8,6 +8,7 @@ import datetime as dt
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import redis
 import scipy.sparse as sp
@@ -224,3 +225,33 @@ def test_disabled_or_without_a_model_class_nothing_is_written_and_the_manifest_s
     meta1 = Lake.from_config(cfg).require(_job("compute_predictions", cfg, 3)["outputs"][0]).meta
     # same users and shared keys; the differences are the sim keys and the seeds' metadata in the items hash
     assert meta1["sim_keys"] > 0 and meta1["keys"] == meta0["keys"] + meta1["sim_keys"]
+
+
+def test_users_whose_item_knn_links_run_out_get_the_most_played_candidates(config_factory) -> None:
+    """item-kNN scores only the items linked to a user's plays; a user with fewer linked candidates than K gets
+    the rest at score 0. Those come in the order of their listeners (most played first, then item index):
+    the candidates' tie order, the same in the evaluation of the rules -- not the order of their index."""
+    cfg = config_factory({"precompute": {"k": 10, "similar_k": 0, "batch_size": 64, "shard_users": 150, "threads": 2,
+                                         "rules": {"max_per_brand": 2, "max_age_days": {"News": 2}}}})
+    s = synth.build(cfg, bad_user=False)
+    _with_model_state(cfg, s, "knn")
+    out = _job("compute_predictions", cfg)
+    lake = Lake.from_config(cfg)
+    m = lake.require(out["outputs"][0])
+    rows: dict[str, list[tuple[str, float]]] = {}
+    for f in m.files:
+        if f.path.endswith(".parquet"):
+            for r in pq.read_table(lake.abspath(f"{m.path}/{f.path}")).sort_by(
+                    [("user_id", "ascending"), ("rank", "ascending")]).to_pylist():
+                rows.setdefault(r["user_id"], []).append((r["item_id"], r["score"]))
+    listeners = np.bincount(s.seen.indices, minlength=len(s.item_ids))
+    index = {item: j for j, item in enumerate(s.item_ids.tolist())}
+    tails = 0
+    for user, lst in rows.items():
+        zero = [index[i] for i, v in lst if v == 0]
+        assert all(v > 0 for _, v in lst[: len(lst) - len(zero)]), "the linked items come first"
+        if len(zero) > 1:
+            tails += 1
+            keys = [(-int(listeners[j]), j) for j in zero]
+            assert keys == sorted(keys), (user, keys)
+    assert tails > 20  # the rule is exercised

@@ -47,6 +47,7 @@ def rules_figures(*, item_ids: np.ndarray, user_factors: Representation, item_fa
     """Per stage, per-user metrics aligned with ``users`` (dataset rows; NaN for users with no relevant
     item): ``{"values": {stage: {metric: arr}}, "candidates": {stage: counts}}``."""
     from skyrec.scoring.candidates import build_candidates
+    from skyrec.scoring.engine import listeners
     from skyrec.scoring.topk import topk_batch
 
     train, relevant = train.tocsr(), relevant.tocsr()
@@ -57,15 +58,16 @@ def rules_figures(*, item_ids: np.ndarray, user_factors: Representation, item_fa
     seen = train.copy()
     seen.data[:] = 1.0
     seen_model = seen[:, model_cols].tocsr()
+    order = listeners(seen_model)  # ties as precompute breaks them: the more played candidate first
     cands = {
         "candidates": build_candidates(model_item_ids=np.asarray(item_ids, dtype=object)[model_cols],
                                        item_factors=V[model_cols], catalogue=catalogue,
                                        candidate_filter=candidate_filter, at=at,
-                                       availability=_always_available(catalogue), max_age_days={}),
+                                       availability=_always_available(catalogue), max_age_days={}, tie_order=order),
         "available": build_candidates(model_item_ids=np.asarray(item_ids, dtype=object)[model_cols],
                                       item_factors=V[model_cols], catalogue=catalogue,
                                       candidate_filter=candidate_filter, at=at, availability=availability,
-                                      max_age_days=max_age_days),
+                                      max_age_days=max_age_days, tie_order=order),
     }
     cands["served"] = cands["available"]
     values = {s: {m: np.full(len(users), np.nan) for m in METRICS} for s in STAGES}

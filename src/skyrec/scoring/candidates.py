@@ -9,8 +9,11 @@ and lives in the kernel; here we only give each candidate its brand code. An ite
 ``NO_BRAND``, which the kernel never caps: items without a brand are never capped together (``skyrec
 import`` makes an unbranded item its own brand, which amounts to the same).
 
-Candidate positions ascend with the model's item index, so the kernel's tie-break by candidate position is
-a tie-break by item index.
+Candidate positions follow ``tie_order`` when one is given (precompute and the evaluation of the rules give
+each item's number of listeners: the most played candidate first, then by item index), else the model's item
+index. The kernel breaks ties by candidate position, so equal scores go to the more played item; this matters
+where scores are sparse: a user whose item-kNN links run out before K items is given the rail's most played
+remaining candidates, not items in the order of their index.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ PAYLOAD_COLUMNS = ("item_id", "title", "brand_id", "brand_title", "genres", "for
 class Candidates:
     """Everything the kernel and the writers need about one variant's candidates."""
 
-    positions: np.ndarray  # int64 [c]: model item index of each candidate (ascending)
+    positions: np.ndarray  # int64 [c]: model item index of each candidate (in tie order: build_candidates)
     item_ids: np.ndarray  # object [c]
     brands: np.ndarray  # int32 [c]: brand code, NO_BRAND when the item has none
     item_factors_t: Representation  # float32 [d, c]: V_cand.T, C-contiguous (the GEMM's layout) or CSR
@@ -218,11 +221,18 @@ def select_candidates(*, model_item_ids: np.ndarray, catalogue: pa.Table, candid
 
 def build_candidates(*, model_item_ids: np.ndarray, item_factors: Representation, catalogue: pa.Table,
                      candidate_filter: Any, at: dt.datetime, availability: pa.Table | None = None,
-                     max_age_days: dict[str, float] | None = None) -> Candidates:
-    """A rail's candidates (:func:`select_candidates`) with what the kernel and the writers need of them."""
+                     max_age_days: dict[str, float] | None = None,
+                     tie_order: np.ndarray | None = None) -> Candidates:
+    """A rail's candidates (:func:`select_candidates`) with what the kernel and the writers need of them.
+    ``tie_order`` (one number per model item, e.g. its listeners): candidates in descending order of it, then
+    by item index; the kernel's tie-break by position follows it."""
     model_pos, cat_rows, counts = select_candidates(
         model_item_ids=model_item_ids, catalogue=catalogue, candidate_filter=candidate_filter, at=at,
         availability=availability, max_age_days=max_age_days)
+    if tie_order is not None and model_pos.size:
+        key = np.asarray(tie_order, dtype=np.float64)[model_pos]
+        order = np.lexsort((model_pos, -key))  # most first; equal ones by item index (stable, deterministic)
+        model_pos, cat_rows = model_pos[order], cat_rows[order]
     rows = catalogue.take(pa.array(cat_rows, pa.int64())).select(list(PAYLOAD_COLUMNS))
     # brand codes in order of first appearance; an item without a brand is never capped
     codes = pc.dictionary_encode(rows.column("brand_id").combine_chunks()).indices

@@ -233,7 +233,7 @@ class Scorer:
         at = dt.datetime.fromisoformat(spec.at)
         cands = build_candidates(model_item_ids=art.item_ids, item_factors=art.item_factors, catalogue=catalogue,
                                  candidate_filter=spec.candidate_filter, at=at, availability=availability,
-                                 max_age_days=spec.max_age_days)
+                                 max_age_days=spec.max_age_days, tie_order=listeners(art.seen))
         model_class = None
         if spec.similar_k > 0:
             model_class = similar_model_class(lake, lake.require(spec.model_path), spec.model_classes)
@@ -437,6 +437,14 @@ class Scorer:
         return SimilarResult(shard=shard, seeds=seeds_total, sim_keys=keys, resp=name,
                              referenced=np.nonzero(referenced)[0].tolist(), seed_ids=seed_ids, probes=expected,
                              seconds=round(time.perf_counter() - t0, 3))
+
+
+def listeners(seen: Any) -> np.ndarray | None:
+    """Each model item's number of listeners (users with the item in ``seen``): the candidates' tie order."""
+    if seen is None:
+        return None
+    m = sp.csr_matrix(seen)
+    return np.bincount(m.indices, minlength=m.shape[1]).astype(np.int64)
 
 
 def like_it_only(res: TopK) -> TopK:
