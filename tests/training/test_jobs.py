@@ -343,6 +343,10 @@ def test_too_few_users_is_insufficient_evidence_not_a_verdict(seeded, config_fac
     ev = lake.require(strict.dataset_path("evaluation", model="als", version="v1", run_key="20260301T020000"))
     published = json.loads(lake.open(ev, "evaluation.json").read())["comparisons"]["published"]
     assert published["comparable"] is True and "refit" not in published
+    # re-deciding under a min_users that 400 users meet would need that refit: refused, not decided on 0 users
+    code, payload = run_job(config_factory({**FAST, "training": {"holdout_days": 3, "eval_max_users": 100_000}}),
+                            "evaluate", hour=2)
+    assert code == EXIT_BAD_INPUT and "its parameters were not refit on this split" in payload["error"], payload
 
 
 @pytest.mark.parametrize("damage", ["removed", "truncated"])
