@@ -187,6 +187,12 @@ def test_run_conf_overrides_are_passed_to_the_job(config: Any) -> None:
     bad = {**ctx, "dag_run": SimpleNamespace(conf={"overrides": "volume; rm -rf /"}, run_after=when)}
     with pytest.raises(ValueError, match="list of gate names"):
         op.build_spec(bad)  # type: ignore[arg-type]
+    # a gate name with a typo, as a run conf typed in the UI can hold: the task fails, naming it, and is not retried
+    from airflow.sdk.exceptions import AirflowFailException
+
+    typo = {**ctx, "dag_run": SimpleNamespace(conf={"overrides": ["volme"]}, run_after=when)}
+    with pytest.raises(AirflowFailException, match=r"unknown gate 'volme' \(did you mean 'volume'"):
+        op.build_spec(typo)  # type: ignore[arg-type]
     assert load_config().env == "local"
 
 

@@ -46,6 +46,7 @@ from skyrec.airflow.control import (
     verify_outputs,
 )
 from skyrec.airflow.notify import check_duration, deliver_alerts, send_alert
+from skyrec.gates import UnknownGate, check_overrides
 from skyrec.jobs.base import EXIT_BAD_INPUT, EXIT_GATE, RunInfo
 
 if TYPE_CHECKING:
@@ -145,6 +146,10 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
         overrides = conf.get("overrides") or []
         if not isinstance(overrides, list) or not all(isinstance(g, str) and _GATE.match(g) for g in overrides):
             raise ValueError(f"dag_run.conf['overrides'] must be a list of gate names, got {overrides!r}")
+        try:  # a typo (from the UI's run conf) would override nothing, silently: fail, not retried
+            check_overrides(overrides, where="dag_run.conf['overrides']")
+        except UnknownGate as exc:
+            raise AirflowFailException(f"{exc} [bad run conf: not retried]") from None
         params = {k: str(v) for k, v in self.job_params.items() if v is not None and v != ""}
         if self.conf_params:
             extra = conf.get("job_params") or {}
