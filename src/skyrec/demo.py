@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from skyrec.airflow.platform import proc_start  # pid + start time: one process, never a reused pid
 from skyrec.config import Config, ConfigError, load_config
 from skyrec.redis_local import LocalRedis, RedisUnavailable, ping, port_owner
 
@@ -99,19 +100,6 @@ def start_api(config: Config, port: int) -> subprocess.Popen:
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
 
 
-def _start_ticks(pid: int) -> str | None:
-    """When the process started (``/proc/<pid>/stat`` field 22, clock ticks since boot): with the pid, it names
-    one process; a pid the kernel gave to another process since has another start. None: no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces
-    if len(fields) <= 19 or fields[0] in ("Z", "X"):  # exited (a zombie until its parent reaps it)
-        return None
-    return fields[19]
-
-
 @contextlib.contextmanager
 def api_pidfile(config: Config, port: int) -> Iterator[None]:
     """While `skyrec serve` runs, the home's ``api.pid`` names it (pid, start, port), so that `skyrec stop` stops
@@ -120,7 +108,7 @@ def api_pidfile(config: Config, port: int) -> Iterator[None]:
     the process by the signal itself and the file stays, which is why `stop` checks the start time."""
     path = Path(config.home) / "api.pid"
     path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"pid": os.getpid(), "start": _start_ticks(os.getpid()), "port": port}
+    me = {"pid": os.getpid(), "start": proc_start(os.getpid()), "port": port}
     path.write_text(json.dumps(me))
     try:
         yield
@@ -146,7 +134,7 @@ def stop_api(config: Config, timeout: float = 15.0) -> str:
     except (OSError, ValueError, TypeError, KeyError):
         path.unlink(missing_ok=True)
         return f"the API was not running (unreadable pidfile {path} removed)"
-    if start is None or _start_ticks(pid) != start:
+    if start is None or proc_start(pid) != start:
         path.unlink(missing_ok=True)
         return f"the API was not running (pid {pid} has exited; its pidfile removed)"
     try:
@@ -155,9 +143,9 @@ def stop_api(config: Config, timeout: float = 15.0) -> str:
         path.unlink(missing_ok=True)
         return "the API was not running"
     deadline = time.monotonic() + timeout
-    while _start_ticks(pid) == start and time.monotonic() < deadline:
+    while proc_start(pid) == start and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _start_ticks(pid) == start:
+    if proc_start(pid) == start:
         return f"the API (pid {pid}, port {port}) did not stop within {timeout:g} s; it was sent SIGTERM"
     path.unlink(missing_ok=True)
     return f"stopped the API (pid {pid}, port {port})"
