@@ -9,8 +9,10 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+import scipy.sparse as sp
 
 from skyrec.data.schemas import ACTIVITY
+from skyrec.publish.keys import parse_history
 from skyrec.publish.resp import count_commands
 from skyrec.scoring import history
 from skyrec.scoring.history import encode_history_sets, scan_plays, top_plays
@@ -71,3 +73,66 @@ def test_encoded_values_are_json_newest_first() -> None:
     values = {chunks[4].decode(): json.loads(chunks[6]), chunks[11].decode(): json.loads(chunks[13])}
     assert values == {"skyrec:hist:v:p:a": [["émission", "2026-03-01T00:01:01Z"], ['q"uo\\te', "2026-03-01T00:00:00Z"]],
                       "skyrec:hist:v:p:b": [["x", "2026-03-01T00:00:00Z"]]}
+
+
+def _also_reference(plays: pa.Table, recent_n: int, lists: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Plainly: each user's older plays (not among their last ``recent_n``) found in the lists of those."""
+    recent = {}
+    for u, i, _ in _reference(plays, recent_n):
+        recent.setdefault(u, set()).add(i)
+    everything: dict[str, set[str]] = {}
+    for r in plays.to_pylist():
+        everything.setdefault(r["user_id"], set()).add(r["item_id"])
+    out = {}
+    for u, mine in recent.items():
+        listed = set().union(*(lists.get(i, set()) for i in mine))
+        out[u] = sorted((listed & everything[u]) - mine)
+    return out
+
+
+@pytest.mark.parametrize("fold_rows", [100, 1 << 21])
+def test_also_played_names_each_users_older_plays_in_their_seeds_lists(fold_rows: int, monkeypatch) -> None:
+    """The ids "because you played" must also leave out, against a plain reference: the lists of a user's
+    recent plays, intersected with everything they played, less the recent plays. Items without a list
+    (not in the model) and listed items never played are handled; the pairs fold as they stream."""
+    monkeypatch.setattr(history, "_REDUCE_ROWS", fold_rows)
+    rng = np.random.default_rng(3)
+    table = _plays(3000, seed=3)
+    seeds = [f"i{j}" for j in range(20)]  # i20..i24 are played but have no list
+    listed = [f"i{j}" for j in range(3, 25)] + ["never"]  # the rail's candidates, in their order
+    lists = {s: {listed[int(c)] for c in rng.choice(len(listed), size=4, replace=False)} for s in seeds}
+    m = np.zeros((len(seeds), len(listed)), np.float32)
+    for r, s in enumerate(seeds):
+        for i in lists[s]:
+            m[r, listed.index(i)] = 1
+    keep = pa.array(sorted({i for v in lists.values() for i in v}))
+    pairs_scan = history._Pairs(keep)
+    n = 3
+    plays = scan_plays(pairs_scan.tap(table.to_batches(max_chunksize=64)), n)
+    also = history.also_played(plays, pairs_scan.table(), pa.array(seeds), pa.array(listed), sp.csr_matrix(m))
+    users = list(dict.fromkeys(plays["user_id"].to_pylist()))
+    got = {u: sorted(v) for u, v in zip(users, also.to_pylist(), strict=True)}
+    want = _also_reference(table, n, lists)
+    assert got == want
+    assert sum(map(len, got.values())) > 20  # exercised: many users have older plays in their seeds' lists
+
+
+def test_values_with_older_plays_are_objects_and_both_forms_parse() -> None:
+    table = pa.Table.from_pylist([
+        {"user_id": "a", "item_id": "x", "event_type": "play", "event_ts": T0, "played_seconds": 1.0},
+        {"user_id": "b", "item_id": "y", "event_type": "play", "event_ts": T0, "played_seconds": 1.0}],
+        schema=ACTIVITY)
+    also = pa.ListArray.from_arrays(pa.array([0, 2, 2], pa.int32()), pa.array(['o"ld', "z"]))
+    data, n, _ = encode_history_sets("h:", top_plays(table, 5), also)
+    chunks = data.split(b"\r\n")
+    values = {chunks[4].decode(): chunks[6], chunks[11].decode(): chunks[13]}
+    assert json.loads(values["h:a"]) == {"plays": [["x", "2026-03-01T00:00:00Z"]], "also_played": ['o"ld', "z"]}
+    assert json.loads(values["h:b"]) == [["y", "2026-03-01T00:00:00Z"]]  # none: the plain list, no extra byte
+    assert parse_history(values["h:a"]) == ([("x", "2026-03-01T00:00:00Z")], {'o"ld', "z"})
+    assert parse_history(values["h:b"]) == ([("y", "2026-03-01T00:00:00Z")], set())
+    assert parse_history(b'{"plays": [["x"], 3, ["y", "t"]], "also_played": [1, "q"]}') == ([("y", "t")], {"q"})
+    with pytest.raises(ValueError):
+        parse_history(b"not json")
+    with pytest.raises(ValueError, match="3 entries for 2 users"):
+        encode_history_sets("h:", top_plays(table, 5), pa.ListArray.from_arrays(pa.array([0, 1, 1, 1], pa.int32()),
+                                                                                 pa.array(["q"])))

@@ -255,3 +255,60 @@ def test_users_whose_item_knn_links_run_out_get_the_most_played_candidates(confi
             keys = [(-int(listeners[j]), j) for j in zero]
             assert keys == sorted(keys), (user, keys)
     assert tails > 20  # the rule is exercised
+
+
+@pytest.mark.parametrize("engine", ["local", "beam"])
+def test_because_you_played_never_offers_an_item_the_user_played(config_factory, redis_server, engine: str) -> None:
+    """Only a user's last plays are published (``history_items``), but "because you played X" leaves out
+    everything they played: the precompute computes the lists first and names, in each history value, the
+    older plays found in the lists of the recent ones (the Beam workers read them from ``sim/lists.npz``).
+    Checked through the API for every user against the whole activity snapshot."""
+    from fastapi.testclient import TestClient
+
+    from skyrec.serve.main import create_app
+
+    cfg = config_factory({"precompute": {"k": 8, "similar_k": 8, "batch_size": 64, "shard_users": 100, "threads": 1,
+                                         "engine": engine},
+                          "publish": {"redis_url": redis_server.url, "history_items": 3},
+                          "serve": {"redis_url": redis_server.url, "pointer_cache_seconds": 0.0,
+                                    "access_log": False}})
+    s = synth.build(cfg, n_users=200, n_items=150, bad_user=False, activity=True)
+    _with_model_state(cfg, s)
+    out = _job("compute_predictions", cfg)
+    meta = Lake.from_config(cfg).require(out["outputs"][0]).meta
+    assert meta["also_played"]["users"] > 30 and meta["also_played"]["lists_file"] == "sim/lists.npz"
+    _job("create_redis_dump", cfg)
+    _job("publish_predictions", cfg)
+    played: dict[str, set[str]] = {}
+    for r in s.activity.to_pylist():
+        played.setdefault(r["user_id"], set()).add(r["item_id"])
+    older_in_lists = answered = 0
+    r = redis.Redis.from_url(redis_server.url)
+    try:
+        keys = Keys(cfg.publish.key_prefix)
+        ptr = current(r, keys, VARIANT)
+        with TestClient(create_app(cfg)) as api:
+            for user, mine in sorted(played.items()):
+                body = api.get(f"/v1/because-you-played/{VARIANT}/{user}?limit=50").json()
+                got = {i["id"] for i in body["items"]}
+                assert not got & mine, (user, body["seed"], got & mine)
+                answered += bool(got)
+                value = json.loads(r.get(keys.hist(ptr["activity"], user)))
+                if isinstance(value, dict):  # the older plays its seeds' lists hold, and only those
+                    recent = {i for i, _ in value["plays"]}
+                    lists = set()
+                    for seed in recent:
+                        raw = r.get(keys.sim(VARIANT, ptr["publication"], seed))
+                        lists |= {i for i, _ in decode_value(raw, _table(r, keys, ptr))} if raw else set()
+                    assert set(value["also_played"]) == (lists & mine) - recent, user
+                    older_in_lists += 1
+        assert answered > 150 and older_in_lists == meta["also_played"]["users"]
+    finally:
+        for key in r.scan_iter(f"{cfg.publish.key_prefix}:*", count=1000):
+            r.unlink(key)
+        r.close()
+
+
+def _table(r: redis.Redis, keys: Keys, ptr: dict):
+    raw = r.hget(keys.items(VARIANT, ptr["publication"]), ITEM_TABLE_FIELD)
+    return parse_table(raw) if raw else None

@@ -114,6 +114,22 @@ def test_because_you_played_takes_the_most_recent_qualifying_play_and_names_it(c
     assert [i["id"] for i in client.get(f"/v1/because-you-played/{RAIL}/u1?limit=1").json()["items"]] == ["p017"]
 
 
+def test_because_you_played_leaves_out_the_older_plays_the_history_names(client, redis_client) -> None:
+    """A history value may name, beside the recent plays, older plays found in their seeds' lists
+    (``also_played``): those are left out too; the history route shows the plays alone."""
+    pub = published(redis_client)["publication"]
+    redis_client.set(K.hist(ACTIVITY, "u1"), json.dumps(
+        {"plays": [["p012", "2026-11-23T16:00:00Z"]], "also_played": ["p015", "p019"]}))
+    put_sim(redis_client, pub, {"p012": [("p015", 0.95), ("p017", 0.9), ("p019", 0.5), ("p021", 0.4)]})
+    body = client.get(f"/v1/because-you-played/{RAIL}/u1").json()
+    assert body["seed"]["id"] == "p012" and [i["id"] for i in body["items"]] == ["p017", "p021"]
+    plays = client.get(f"/v1/users/u1/history?variant={RAIL}").json()["plays"]
+    assert [(p["id"], p["played_at"]) for p in plays] == [("p012", "2026-11-23T16:00:00Z")]
+    redis_client.set(K.hist(ACTIVITY, "u1"), json.dumps({"plays": [["p012", "t"]], "also_played": ["p017", "p021"]}))
+    body = client.get(f"/v1/because-you-played/{RAIL}/u1").json()
+    assert [i["id"] for i in body["items"]] == ["p015", "p019"]
+
+
 def test_because_you_played_without_a_qualifying_play_has_no_seed_and_says_why(client, redis_client) -> None:
     pub = published(redis_client)["publication"]
     put_sim(redis_client, pub, {"p001": [("p003", 0.9)]})

@@ -10,6 +10,9 @@ values are positions into the candidates, whose ordered ids (the item table) go 
 ``publish.history_items > 0`` and a committed ``activity_snapshot``, each shard's RESP file also holds its
 users' last plays (``hist`` keys in the publication's namespace ``<variant>:<publication>``, which the
 pointer names as ``activity``), and the items hash covers the played items too, so the API shows titles.
+The "more like this" lists are computed first: a user's history value then also names their older plays
+found in the lists of their recent plays (``also_played``, ``skyrec.scoring.history``; the lists go to the
+workers as ``sim/lists.npz``), which "because you played X" leaves out.
 With ``similar_k > 0`` (``variants.<name>.similar_k``, else ``precompute.similar_k``) every model item is
 also scored as a seed, through the model contract's ``item_queries`` and the same kernel and rules
 (``sim/part-NNNNN.resp``: ``sim`` keys, in the same encoding; counted in ``keys``/``commands``; the meta's
@@ -22,11 +25,15 @@ function in the Beam pipeline (DirectRunner locally, Dataflow/Flink/Spark by con
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
 
 from skyrec.jobs.base import BadInput, JobContext, NotReady
+
+#: the "more like this" lists as a seed x candidate matrix (npz), for the workers that write the histories
+SIMILAR_LISTS = "sim/lists.npz"
 
 
 def _fields(ctx: JobContext) -> tuple[str, Any, dict[str, str]]:
@@ -107,8 +114,15 @@ def run(ctx: JobContext) -> dict[str, Any]:
             stage.quarantine("invalid_user_id", [{"user_id": u, "reason": "not a valid key component"}
                                                  for u in bad_users])
         shards = shard_ranges(scorer.n_users, pc.shard_users)
+        # the seeds first, in this process: the users' histories name their older plays in those lists
+        similar = _similar(scorer, pc.shard_users)
+        lists_entries = None
+        if activity_m is not None and scorer.similar_lists() is not None:
+            with stage.open(SIMILAR_LISTS, "wb") as fh:
+                lists_entries = scorer.save_similar_lists(fh)
+            spec = dataclasses.replace(spec, similar_lists=SIMILAR_LISTS)
+            scorer.spec = spec
         if pc.engine == "beam":
-            similar = _similar(scorer, pc.shard_users)  # the seeds in this process; the workers take the users
             scorer.close()
             scorer.user_factors = scorer.seen = None  # type: ignore[assignment]  # workers load their own copy
             from skyrec.pipelines.predictions import pipeline_args
@@ -127,7 +141,6 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
                 results = [scorer.run_shard(*s).as_dict()
                            for s in track(shards, f"scoring {variant}", total=len(shards), unit="shards")]
-                similar = _similar(scorer, pc.shard_users)  # after the users: the kernel is warm
             finally:
                 scorer.close()
         scoring_seconds = time.perf_counter() - started
@@ -198,7 +211,11 @@ def run(ctx: JobContext) -> dict[str, Any]:
             "invalid_users": len(bad_users), "rows": sum(r["rows"] for r in results),
             "keys": rec_keys + hist_keys + sim_keys + 2 + (1 if sample else 0),
             "commands": rec_keys + hist_keys + sim_keys + commands,
-            "hist_keys": hist_keys, "sim_keys": sim_keys, "similar": similar["meta"], "history_items": cfg.publish.history_items if activity_m else 0,
+            "hist_keys": hist_keys, "sim_keys": sim_keys, "similar": similar["meta"],
+            "history_items": cfg.publish.history_items if activity_m else 0,
+            "also_played": {"users": sum(r.get("also_played_users", 0) for r in results),
+                            "ids": sum(r.get("also_played", 0) for r in results), "lists_entries": lists_entries,
+                            "lists_file": SIMILAR_LISTS if lists_entries is not None else None},
             "activity": Keys.hist_namespace(variant, pub) if activity_m else None,
             "activity_snapshot": activity_m.path if activity_m else None, "played_items": len(played),
             "resp_files": ["resp/meta.resp"] + [r["resp"] for r in results] + [r["resp"] for r in similar["results"]],

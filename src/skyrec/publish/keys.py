@@ -30,6 +30,10 @@ sees a missing or mixed set. Values are UTF-8 JSON, except ``rec`` values in the
                                      (``publish.history_items``). The namespace ``{variant}:{pub}``
                                      (``Keys.hist_namespace``) is owned by the publication: written with its RESP
                                      shards, removed with it; the pointer names it in its "activity" field.
+                                     A user whose older plays appear in the "more like this" lists of those
+                                     plays gets JSON {"plays": [...], "also_played": ["item_id", ...]}: those
+                                     older plays, which "because you played X" leaves out too
+                                     (``parse_history`` reads both forms).
 """
 
 from __future__ import annotations
@@ -118,3 +122,21 @@ def decode_object(raw: Any) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def parse_history(raw: bytes | str) -> tuple[list[tuple[str, str]], set[str]]:
+    """A history value (either form ``scoring.history.encode_history_sets`` writes): the plays [(item, ts), ...]
+    newest first, and the older plays "because you played" also leaves out. Malformed entries are skipped; a value that is
+    not JSON raises ValueError."""
+    value = json.loads(raw)
+    also: set[str] = set()
+    if isinstance(value, dict):
+        also = {str(i) for i in value.get("also_played") or () if isinstance(i, str)}
+        value = value.get("plays")
+    plays: list[tuple[str, str]] = []
+    for entry in value if isinstance(value, list) else ():
+        try:
+            plays.append((str(entry[0]), str(entry[1])))
+        except (TypeError, IndexError, KeyError):
+            continue
+    return plays, also

@@ -10,7 +10,8 @@ of ``batch_size`` with the kernel and writes, for that shard:
   with none get no key: the API falls back), the list in the spec's ``encoding`` (``skyrec.publish.codec``:
   ``json`` ``[[item, score], ...]`` or ``packed`` candidate positions + quantised scores), then, when ``history_items > 0`` and an
   activity snapshot is given, one ``SET {p}:hist:{variant}:{pub}:{user} [[item, ts], ...]`` per user of the
-  shard with plays (``skyrec.scoring.history``).
+  shard with plays (``skyrec.scoring.history``); with the "more like this" lists computed first
+  (``similar_lists``), a user's value also names their older plays in the lists of those recent plays.
 
 With ``similar_k > 0`` the same kernel also scores *items*: ``Scorer.run_similar_shard`` takes a range of the
 model's items as seeds (each seed on the user side through the model contract's ``item_queries``, the seed
@@ -96,6 +97,8 @@ class PrecomputeSpec:
     similar_measure: str = "dot"  # dot | cosine (models that do not list it use their own: dot)
     model_classes: list[str] | None = None  # configured model class paths (which model.json may name)
     users_sample: int = 64  # users with a list sampled for the publication's users set (precompute.users_sample)
+    similar_lists: str | None = None  # file under out_dir holding the "more like this" lists as a matrix
+    # (``Scorer.save_similar_lists``): with it, the histories name the older plays those lists hold
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -164,6 +167,8 @@ class ShardResult:
     seconds: float
     hist_keys: int = 0  # users with a history key (one SET each, in the shard's RESP file)
     history_items: list[str] = field(default_factory=list)  # distinct items in those histories
+    also_played_users: int = 0  # history values naming older plays in their seeds' lists (``also_played``)
+    also_played: int = 0  # those ids in all
 
 
     def as_dict(self) -> dict[str, Any]:
@@ -221,6 +226,8 @@ class Scorer:
         self.sim_prefix = Keys(spec.key_prefix).sim(spec.variant, spec.publication, "")
         self._sim_targets: Any = None
         self._sim_targets_t: Any = None
+        self._sim_coo: list[tuple[np.ndarray, np.ndarray]] = []  # (seed rows, candidate positions) as scored
+        self._sim_lists: sp.csr_matrix | None = None
 
     @classmethod
     def from_spec(cls, spec: PrecomputeSpec) -> Scorer:
@@ -333,28 +340,61 @@ class Scorer:
                     pending.result()
             finally:
                 writer.close()
-            hist_keys, hist_items = self._write_history(start, end, rfh)
+            hist = self._write_history(start, end, rfh)
         users, rec_keys, rows_out = stats["users"], stats["rec_keys"], stats["rows"]
         return ShardResult(shard=shard, users=users, rec_keys=rec_keys, empty=users - rec_keys, rows=rows_out,
                            parquet=pq_name, resp=resp_name, referenced=np.nonzero(referenced)[0].tolist(),
-                           sample_users=sample, seconds=round(time.perf_counter() - t0, 3),
-                           hist_keys=hist_keys, history_items=hist_items)
+                           sample_users=sample, seconds=round(time.perf_counter() - t0, 3), **hist)
 
-    def _write_history(self, start: int, end: int, out: Any) -> tuple[int, list[str]]:
-        """Append the shard's users' recent plays (valid user ids only) to its RESP file."""
+    def _write_history(self, start: int, end: int, out: Any) -> dict[str, Any]:
+        """Append the shard's users' recent plays (valid user ids only) to its RESP file; with the "more like
+        this" lists known (``similar_lists``), each value also names the user's older plays in the lists of
+        their recent plays (``history.also_played``)."""
         spec = self.spec
         if spec.history_items <= 0 or not spec.activity_path or end <= start:
-            return 0, []
-        from skyrec.scoring.history import encode_history_sets, read_shard_plays
+            return {}
+        from skyrec.scoring.history import also_played, encode_history_sets, read_shard_plays
 
         rows = np.arange(start, end)
         rows = rows[self.valid[rows]]
-        plays = read_shard_plays(self.lake, spec.activity_path, self.user_ids.take(pa.array(rows)),
-                                 spec.history_items)
-        data, n, items = encode_history_sets(self.hist_prefix, plays)
+        lists = self.similar_lists()
+        listed = None if lists is None else self.cand_ids.filter(pa.array(np.diff(lists.tocsc().indptr) > 0))
+        plays, pairs = read_shard_plays(self.lake, spec.activity_path, self.user_ids.take(pa.array(rows)),
+                                        spec.history_items, keep_items=listed)
+        also = None
+        if lists is not None and pairs is not None:
+            also = also_played(plays, pairs, pa.array([str(i) for i in self.item_ids.tolist()], pa.string()),
+                               self.cand_ids, lists)
+        data, n, items = encode_history_sets(self.hist_prefix, plays, also)
         out.write(data)
-        return n, items
+        lengths = np.diff(also.offsets.to_numpy()) if also is not None else np.zeros(0, np.int32)
+        return {"hist_keys": n, "history_items": items, "also_played_users": int((lengths > 0).sum()),
+                "also_played": int(lengths.sum())}
 
+    def similar_lists(self) -> sp.csr_matrix | None:
+        """The "more like this" lists as a seed (model item) x candidate matrix: those this scorer computed
+        (``run_similar_shard``), else those the driver saved (``spec.similar_lists``), else None."""
+        if self._sim_lists is None and self._sim_coo:
+            rows = np.concatenate([r for r, _ in self._sim_coo])
+            cols = np.concatenate([c for _, c in self._sim_coo])
+            self._sim_lists = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)),
+                                            shape=(len(self.item_ids), len(self.candidates)))
+        if self._sim_lists is None and self.spec.similar_lists:
+            with self.lake.fs.open(f"{self.spec.out_dir}/{self.spec.similar_lists}", "rb") as fh:
+                m = sp.load_npz(fh).tocsr()
+            if m.shape != (len(self.item_ids), len(self.candidates)):
+                raise ValueError(f"{self.spec.similar_lists}: lists of shape {m.shape}, the model and rail have "
+                                 f"{len(self.item_ids)} items and {len(self.candidates)} candidates")
+            self._sim_lists = m
+        return self._sim_lists
+
+    def save_similar_lists(self, fh: Any) -> int:
+        """Write ``similar_lists()`` (npz) for the workers that publish the histories; returns its entries."""
+        lists = self.similar_lists()
+        if lists is None:
+            raise ValueError("no similar lists were computed")
+        sp.save_npz(fh, lists.astype(np.int8))
+        return int(lists.nnz)
 
     # ---- item-to-item ("more like this") --------------------------------------------------------
     @property
@@ -426,6 +466,8 @@ class Scorer:
                 fh.write(data)
                 mask = np.arange(res.items.shape[1])[None, :] < res.counts[:, None]
                 referenced[res.items[mask]] = True
+                self._sim_coo.append((np.repeat(seeds, res.counts), res.items[mask].astype(np.int64)))
+                self._sim_lists = None
                 has = np.nonzero(res.counts > 0)[0]
                 seed_ids.extend(ids[r] for r in has.tolist())
                 for r in has[:: max(1, has.size // probes)][: max(0, probes - len(expected))].tolist():

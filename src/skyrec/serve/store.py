@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from skyrec.publish.codec import ITEM_TABLE_FIELD, CodecError, ItemTable, decode_packed, is_packed, parse_table
-from skyrec.publish.keys import Keys, decode_object
+from skyrec.publish.keys import Keys, decode_object, parse_history
 from skyrec.serve.fastget import PipelinedGet
 
 log = logging.getLogger("skyrec.serve")
@@ -566,17 +566,18 @@ class Store:
 
     async def because_you_played(self, variant: str, user_id: str, want: int) -> BecauseAnswer:
         """A "because you played X" rail: the user's most recent published play that has a "more like this"
-        list with something left to show (the items among the user's published recent plays and those no
-        longer available left out) is the seed; the answer is that list. ``seed`` is None when no play
+        list with something left to show (what the user played and what is no longer available left out: the
+        published recent plays, and the older plays the precompute found in those plays' lists) is the seed;
+        the answer is that list. ``seed`` is None when no play
         qualifies (or the publication carries no plays: its pointer names no ``activity``)."""
         pointer, pub, entry = await self._current_publication(variant)
         activity = pointer.get("activity")
         if not isinstance(activity, str):
             return BecauseAnswer(pointer, None, None, None, [], "the publication carries no play history")
-        plays = await self.history(activity, user_id)
+        plays, older = await self.history_entry(activity, user_id) or ([], set())
         if not plays:
             return BecauseAnswer(pointer, None, None, None, [], "no recent plays published for this user")
-        played = {i for i, _ in plays}
+        played = {i for i, _ in plays} | older
         order = list(dict.fromkeys(i for i, _ in plays))  # newest first, each item once
         raws = await self.redis.mget([self.keys.sim(variant, pub, i) for i in order])
         when: dict[str, str] = {}
@@ -633,21 +634,21 @@ class Store:
         return random.choice(found) if found else None
 
     async def history(self, activity: str, user_id: str) -> list[tuple[str, str]] | None:
+        """The user's published recent plays, newest first (None: no history key)."""
+        entry = await self.history_entry(activity, user_id)
+        return None if entry is None else entry[0]
+
+    async def history_entry(self, activity: str, user_id: str) -> tuple[list[tuple[str, str]], set[str]] | None:
+        """The user's history value: recent plays newest first, and the older plays "because you played"
+        also leaves out (``skyrec.publish.keys.parse_history``; None: no history key)."""
         raw = await self.redis.get(self.keys.hist(activity, user_id))
         if raw is None:
             return None
-        out: list[tuple[str, str]] = []
         try:
-            entries = json.loads(raw)
+            return parse_history(raw)
         except ValueError:
             log.error("unreadable history", extra={"user_id": user_id})
-            return []
-        for entry in entries if isinstance(entries, list) else ():
-            try:
-                out.append((str(entry[0]), str(entry[1])))
-            except (TypeError, IndexError):
-                continue
-        return out
+            return [], set()
 
     async def ping(self) -> bool:
         try:
