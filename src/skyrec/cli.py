@@ -76,37 +76,28 @@ def job(ctx: typer.Context) -> None:
     Run by hand (no --dag-id, no --result-file), the alerts the job asks for (a model published under
     training.quality_gate.insufficient_evidence: publish_with_alert, ...) are sent and recorded as the
     Airflow task sends them (skyrec.airflow.notify); a job launched for a task leaves that to its launcher."""
-    import argparse
-    import tempfile
-    from pathlib import Path
-
     from skyrec.jobs.base import main as job_main
 
-    args = list(ctx.args)
-    ap = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    for opt in ("--env", "--dag-id", "--result-file"):
-        ap.add_argument(opt, default=None)
-    ap.add_argument("--override", action="append", default=[])
-    known, _ = ap.parse_known_args(args)
-    _overrides_checked(known.override, "--override")
-    if known.result_file or known.dag_id not in (None, "manual"):  # a launcher reads the result and alerts
-        raise typer.Exit(job_main(args))
-    with tempfile.TemporaryDirectory(prefix="skyrec-job-") as tmp:
-        result = Path(tmp) / "result.json"
-        code = job_main([*args, "--result-file", str(result)])
-        payload = json.loads(result.read_text()) if result.exists() else {}
-    alerts = (payload.get("summary") or {}).get("alerts") or []
-    if alerts:
-        from skyrec.airflow.notify import deliver_alerts
+    raise typer.Exit(job_main(list(ctx.args), after=_alerts_by_hand))
 
-        cfg = _config(known.env)
-        delivered = deliver_alerts(cfg, alerts, default_kind=str(payload.get("job") or "job"),
-                                   job_key=payload.get("job_key"))
-        webhook = (f"{delivered} delivered to alerts.webhook_url" if cfg.alerts.enabled and cfg.alerts.webhook_url
-                   else "no webhook (alerts.webhook_url, alerts.enabled)")
-        typer.echo(f"skyrec job: {len(alerts)} alert(s) recorded in {Path(cfg.state_dir) / 'alerts.jsonl'}, "
-                   f"{webhook}", err=True)
-    raise typer.Exit(code)
+
+def _alerts_by_hand(args: Any, code: int, payload: dict[str, Any]) -> None:
+    """``skyrec job`` run by hand: deliver and record the alerts the job's summary asks for (a job launched
+    for a task, with a ``--dag-id`` or a ``--result-file``, leaves that to its launcher)."""
+    from pathlib import Path
+
+    alerts = (payload.get("summary") or {}).get("alerts") or []
+    if not alerts or args.result_file or args.dag_id != "manual":
+        return
+    from skyrec.airflow.notify import deliver_alerts
+
+    cfg = _config(args.env)
+    delivered = deliver_alerts(cfg, alerts, default_kind=str(payload.get("job") or "job"),
+                               job_key=payload.get("job_key"))
+    webhook = (f"{delivered} delivered to alerts.webhook_url" if cfg.alerts.enabled and cfg.alerts.webhook_url
+               else "no webhook (alerts.webhook_url, alerts.enabled)")
+    typer.echo(f"skyrec job: {len(alerts)} alert(s) recorded in {Path(cfg.state_dir) / 'alerts.jsonl'}, "
+               f"{webhook}", err=True)
 
 
 @app.command()

@@ -94,7 +94,7 @@ def _also_reference(plays: pa.Table, recent_n: int, lists: dict[str, set[str]]) 
 def test_also_played_names_each_users_older_plays_in_their_seeds_lists(fold_rows: int, monkeypatch) -> None:
     """The ids "because you played" must also leave out, against a plain reference: the lists of a user's
     recent plays, intersected with everything they played, less the recent plays. Items without a list
-    (not in the model) and listed items never played are handled; the pairs fold as they stream."""
+    (not in the model) and listed items never played are handled; the played items fold as they stream."""
     monkeypatch.setattr(history, "_REDUCE_ROWS", fold_rows)
     rng = np.random.default_rng(3)
     table = _plays(3000, seed=3)
@@ -105,11 +105,11 @@ def test_also_played_names_each_users_older_plays_in_their_seeds_lists(fold_rows
     for r, s in enumerate(seeds):
         for i in lists[s]:
             m[r, listed.index(i)] = 1
-    keep = pa.array(sorted({i for v in lists.values() for i in v}))
-    pairs_scan = history._Pairs(keep)
+    axis = pa.array(sorted(set(table["user_id"].to_pylist()), reverse=True) + ["no-plays"])  # the shard's users
+    scan = history.PlayedItems(axis, pa.array(listed))
     n = 3
-    plays = scan_plays(pairs_scan.tap(table.to_batches(max_chunksize=64)), n)
-    also = history.also_played(plays, pairs_scan.table(), pa.array(seeds), pa.array(listed), sp.csr_matrix(m))
+    plays = scan_plays(scan.tap(table.to_batches(max_chunksize=64)), n)
+    also = history.also_played(plays, scan.matrix(), axis, pa.array(seeds), pa.array(listed), sp.csr_matrix(m))
     users = list(dict.fromkeys(plays["user_id"].to_pylist()))
     got = {u: sorted(v) for u, v in zip(users, also.to_pylist(), strict=True)}
     want = _also_reference(table, n, lists)

@@ -13,6 +13,7 @@ Exit codes: 0 success, 1 error, 3 gate failed, 4 bad input / config error.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import hashlib
 import importlib
@@ -23,12 +24,13 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from skyrec.config import Config, ConfigError, load_config
-from skyrec.gates import GateFailed, GateResult, enforce
+from skyrec.gates import GateFailed, GateResult, UnknownGate, check_overrides, enforce
 from skyrec.pipelines import BEAM_OPTIONS_ENV
 from skyrec.storage import AlreadyCommitted, Lake, Manifest, Producer, Stage
 
@@ -276,9 +278,10 @@ def execute(name: str, *, config: Config | None = None, env: str | None = None, 
     return code, payload
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m skyrec.jobs.base NAME ...``: the process entry point (also used by ``skyrec job``)."""
-    import argparse
+def main(argv: list[str] | None = None,
+         after: Callable[[argparse.Namespace, int, dict[str, Any]], None] | None = None) -> int:
+    """``python -m skyrec.jobs.base NAME ...``: the process entry point (also used by ``skyrec job``, which
+    passes ``after``: called with the parsed arguments, the exit code and the job's payload once it ran)."""
 
     ap = argparse.ArgumentParser(prog="skyrec job", description="Run one heavy step as its own process.",
                                  allow_abbrev=False)
@@ -305,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         if stray or not any(a.startswith("--runner=") for a in beam_args):
             ap.error(f"unrecognized arguments: {' '.join(beam_args)}")
         os.environ[BEAM_OPTIONS_ENV] = json.dumps(beam_args)
+    try:
+        check_overrides(args.override)
+    except UnknownGate as exc:  # before anything runs: a typo must not run the job without its override
+        print(f"skyrec job: {exc}", file=sys.stderr)
+        return 2
     params = {}
     for p in args.param:
         k, sep, v = p.partition("=")
@@ -329,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skyrec job {args.name}: {payload.get('error')}", file=sys.stderr)
         if payload.get("traceback") and os.environ.get("SKYREC_DEBUG"):
             print(payload["traceback"], file=sys.stderr)
+    if after is not None:
+        after(args, code, payload)
     return code
 
 

@@ -358,13 +358,19 @@ class Scorer:
         rows = np.arange(start, end)
         rows = rows[self.valid[rows]]
         lists = self.similar_lists()
-        listed = None if lists is None else self.cand_ids.filter(pa.array(np.diff(lists.tocsc().indptr) > 0))
-        plays, pairs = read_shard_plays(self.lake, spec.activity_path, self.user_ids.take(pa.array(rows)),
-                                        spec.history_items, keep_items=listed)
+        listed = listed_pos = None
+        if lists is not None:  # only the candidates some list holds can be "also played"
+            listed_pos = np.flatnonzero(np.diff(lists.tocsc().indptr) > 0)
+            listed = self.cand_ids.take(pa.array(listed_pos))
+        user_ids = self.user_ids.take(pa.array(rows))
+        plays, played = read_shard_plays(self.lake, spec.activity_path, user_ids, spec.history_items,
+                                         keep_items=listed)
         also = None
-        if lists is not None and pairs is not None:
-            also = also_played(plays, pairs, pa.array([str(i) for i in self.item_ids.tolist()], pa.string()),
-                               self.cand_ids, lists)
+        if lists is not None and played is not None and listed_pos is not None:
+            played = sp.csr_matrix((played.data, listed_pos[played.indices], played.indptr),  # columns: candidates
+                                   shape=(played.shape[0], len(self.candidates)))
+            also = also_played(plays, played, user_ids,
+                               pa.array([str(i) for i in self.item_ids.tolist()], pa.string()), self.cand_ids, lists)
         data, n, items = encode_history_sets(self.hist_prefix, plays, also)
         out.write(data)
         lengths = np.diff(also.offsets.to_numpy()) if also is not None else np.zeros(0, np.int32)

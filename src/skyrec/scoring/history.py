@@ -1,6 +1,6 @@
 """Users' recent plays for a publication (``{p}:hist:...`` keys): the last N plays per user, newest first.
 
-The precompute engine calls ``shard_history`` for each shard of users, so the work and memory follow the
+The precompute engine calls ``read_shard_plays`` for each shard of users, so the work and memory follow the
 engine's sharding (local process or Beam worker alike): the activity snapshot is scanned with only three
 columns and a predicate keeping the shard's users, and reduced to at most N plays per user as it streams
 (the state never exceeds ``users x N`` rows plus one bounded buffer of scanned rows). All of it is Arrow and
@@ -10,11 +10,12 @@ the I/O grows with the number of shards; the sort and the values stay per shard.
 
 "Because you played X" leaves out what the user has played. The recent plays are in the value; older plays
 that could come back are those in the "more like this" lists of the recent plays (the API's seeds). With the
-lists given (a seed x listed-item matrix, ``also_played``), the same scan also keeps the shard's distinct
-(user, listed item) pairs, and a user whose seeds' lists hold items they played earlier gets those ids in
-the value too: ``{"plays": [[item, ts], ...], "also_played": [item, ...]}`` (users with none keep the plain
-list, so the common value costs no extra byte). Exact, and bounded: at most ``history_items x similar_k``
-ids per user.
+lists given (a seed x listed-item matrix), the same scan also notes which listed items each user of the
+shard played (``PlayedItems``: integer positions folded into a boolean sparse matrix), and one compiled pass
+(``also_played``: per user, mark the items of their seeds' lists, keep their played ones, unmark the recent)
+gives each user the older plays to name: ``{"plays": [[item, ts], ...], "also_played": [item, ...]}`` (users
+with none keep the plain list, so the common value costs no extra byte). Exact, and bounded: at most
+``history_items x similar_k`` ids per user. ``benchmarks/bench_history.py`` times it against the plain step.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from skyrec.publish.resp import encode_sets
+from skyrec.scoring.topk import _compiled
 
 COLUMNS = ["user_id", "item_id", "event_ts"]
 _REDUCE_ROWS = 1 << 21  # scanned rows buffered before they are folded into the running top-N
@@ -68,87 +70,125 @@ def scan_plays(batches: Iterable[pa.RecordBatch | pa.Table], n: int) -> pa.Table
 
 
 def read_shard_plays(lake: Any, snapshot_path: str, user_ids: pa.Array, n: int,
-                     keep_items: pa.Array | None = None) -> tuple[pa.Table, pa.Table | None]:
+                     keep_items: pa.Array | None = None) -> tuple[pa.Table, sp.csr_matrix | None]:
     """The last ``n`` plays of ``user_ids`` from the committed activity snapshot at ``snapshot_path`` and, when
-    ``keep_items`` is given, the users' distinct (user_id, item_id) pairs whose item is one of them (all their
-    plays of those items, however old): one scan of the snapshot for both."""
+    ``keep_items`` is given, which of those items each user played, however long ago (a boolean matrix, rows
+    ``user_ids``, columns ``keep_items``): one scan of the snapshot for both."""
     import pyarrow.dataset as ds
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
     manifest = lake.require(snapshot_path)
     files = [lake.abspath(f"{manifest.path}/{f.path}") for f in manifest.files
              if f.path.endswith(".parquet") and "/_quarantine/" not in f"/{f.path}"]
-    pairs = _Pairs(keep_items) if keep_items is not None else None
+    played = PlayedItems(user_ids, keep_items) if keep_items is not None else None
     if not files or len(user_ids) == 0:
-        return scan_plays([], n), pairs.table() if pairs is not None else None
+        return scan_plays([], n), played.matrix() if played is not None else None
     dataset = ds.dataset(files, format="parquet", filesystem=PyFileSystem(FSSpecHandler(lake.fs)))
     scanner = dataset.scanner(columns=COLUMNS, filter=ds.field("user_id").isin(user_ids), batch_size=1 << 17)
-    batches = scanner.to_batches() if pairs is None else pairs.tap(scanner.to_batches())
+    batches = scanner.to_batches() if played is None else played.tap(scanner.to_batches())
     plays = scan_plays(batches, n)
-    return plays, pairs.table() if pairs is not None else None
+    return plays, played.matrix() if played is not None else None
 
 
-class _Pairs:
-    """Distinct (user_id, item_id) pairs of the scanned rows whose item is in ``keep``, folded as they stream
-    (the state is the distinct pairs, plus one bounded buffer)."""
+class PlayedItems:
+    """Which of ``items`` each of ``users`` played, from a stream of plays: positions (user, item) as they pass
+    (``tap``), folded into a boolean CSR matrix (the state is the distinct pairs plus one bounded buffer)."""
 
-    def __init__(self, keep: pa.Array) -> None:
-        self.keep = keep
-        self.state = pa.table({"user_id": pa.array([], pa.string()), "item_id": pa.array([], pa.string())})
-        self.buffer: list[pa.Table] = []
+    def __init__(self, users: pa.Array, items: pa.Array) -> None:
+        self.users, self.items = users, items
+        self.state = sp.csr_matrix((len(users), len(items)), dtype=np.int8)
+        self.rows: list[np.ndarray] = []
+        self.cols: list[np.ndarray] = []
         self.buffered = 0
 
     def tap(self, batches: Iterable[pa.RecordBatch | pa.Table]) -> Iterable[pa.RecordBatch | pa.Table]:
         for batch in batches:
-            t = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-            t = t.select(["user_id", "item_id"]).cast(self.state.schema)
-            t = t.filter(pc.fill_null(pc.and_(pc.is_valid(t["user_id"]), pc.is_in(t["item_id"], value_set=self.keep)), False))
-            self.buffer.append(t)
-            self.buffered += t.num_rows
-            if self.buffered >= max(_REDUCE_ROWS, 2 * self.state.num_rows):
-                self._fold()
+            col = batch.column("item_id")
+            item = pc.index_in(col, value_set=self.items)
+            keep = pc.is_valid(item)
+            if pc.any(keep).as_py():
+                user = pc.index_in(pc.filter(batch.column("user_id"), keep), value_set=self.users)
+                item = pc.filter(item, keep)
+                ok = pc.is_valid(user).to_numpy(zero_copy_only=False)
+                self.rows.append(user.to_numpy(zero_copy_only=False)[ok].astype(np.int32))
+                self.cols.append(item.to_numpy(zero_copy_only=False)[ok].astype(np.int32))
+                self.buffered += int(ok.sum())
+                if self.buffered >= max(_REDUCE_ROWS, 2 * self.state.nnz):
+                    self._fold()
             yield batch
 
     def _fold(self) -> None:
-        merged = pa.concat_tables([self.state, *self.buffer])
-        self.state = merged.group_by(["user_id", "item_id"], use_threads=False).aggregate([])
-        self.buffer, self.buffered = [], 0
+        if self.rows:
+            rows, cols = np.concatenate(self.rows), np.concatenate(self.cols)
+            add = sp.csr_matrix((np.ones(rows.size, np.int8), (rows, cols)), shape=self.state.shape)
+            self.state = (self.state + add).astype(bool).astype(np.int8).tocsr()
+        self.rows, self.cols, self.buffered = [], [], 0
 
-    def table(self) -> pa.Table:
-        if self.buffer:
-            self._fold()
+    def matrix(self) -> sp.csr_matrix:
+        self._fold()
+        self.state.sort_indices()
         return self.state
 
 
-def also_played(plays: pa.Table, pairs: pa.Table, seed_ids: pa.Array, listed_ids: pa.Array,
-                lists: sp.csr_matrix) -> pa.ListArray:
-    """For each user of ``plays`` (the output of ``top_plays``, in its order), the items in the lists of
-    their recent plays (``lists``: seed x listed item, rows ``seed_ids``, columns ``listed_ids``) that they
-    played (``pairs``) and that are not among those recent plays: what "because you played" must also leave
-    out. Item ids of a user's list in ``listed_ids`` order; a user with none gets an empty list."""
+def also_played(plays: pa.Table, played: sp.csr_matrix, user_ids: pa.Array, seed_ids: pa.Array,
+                listed_ids: pa.Array, lists: sp.csr_matrix) -> pa.ListArray:
+    """For each user of ``plays`` (the output of ``top_plays``, in its order), the items in the lists of their
+    recent plays (``lists``: seed x listed item, rows ``seed_ids``, columns ``listed_ids``) that they played
+    (``played``: rows ``user_ids``, columns ``listed_ids``, from ``read_shard_plays``) and that are not among
+    those recent plays: what "because you played" must also leave out. Item ids of a user's list in
+    ``listed_ids`` order; a user with none gets an empty list. One compiled pass, O(list entries + plays)."""
     plays = plays.combine_chunks()
-    enc = pc.dictionary_encode(plays["user_id"]).combine_chunks()
-    users, codes = enc.dictionary, enc.indices.to_numpy(zero_copy_only=False)
-    n_users, n_listed = len(users), len(listed_ids)
-    if n_users == 0:
+    if plays.num_rows == 0:
         return pa.ListArray.from_arrays(pa.array([0], pa.int32()), pa.array([], pa.string()))
+    users = plays["user_id"].chunk(0) if isinstance(plays["user_id"], pa.ChunkedArray) else plays["user_id"]
+    items = plays["item_id"].chunk(0) if isinstance(plays["item_id"], pa.ChunkedArray) else plays["item_id"]
+    codes = pc.dictionary_encode(users).indices.to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    indptr = np.r_[starts, codes.size].astype(np.int64)
+    rows = pc.index_in(users.take(pa.array(starts)), value_set=user_ids).fill_null(-1).to_numpy(
+        zero_copy_only=False).astype(np.int64)
+    seeds = pc.index_in(items, value_set=seed_ids).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    recent = pc.index_in(items, value_set=listed_ids).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    lists = sp.csr_matrix(lists)
+    played = sp.csr_matrix(played)
+    offsets, out = _also_played(indptr, seeds, recent, rows, lists.indptr.astype(np.int64),
+                                lists.indices.astype(np.int64), played.indptr.astype(np.int64),
+                                played.indices.astype(np.int64), len(listed_ids))
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), listed_ids.take(pa.array(out)))
 
-    def matrix(rows: np.ndarray, cols: pa.Array, n_cols: int) -> sp.csr_matrix:
-        cols_np = cols.to_numpy(zero_copy_only=False)
-        ok = ~pc.is_null(cols).to_numpy(zero_copy_only=False) & (rows >= 0)
-        return sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (rows[ok], cols_np[ok].astype(np.int64))),
-                             shape=(n_users, n_cols))
 
-    recent_seeds = matrix(codes, pc.index_in(plays["item_id"], value_set=seed_ids), len(seed_ids))
-    listed = (recent_seeds @ lists).astype(bool).astype(np.float32)
-    pair_users = pc.index_in(pairs["user_id"], value_set=users).fill_null(-1).to_numpy(zero_copy_only=False)
-    played = matrix(pair_users.astype(np.int64), pc.index_in(pairs["item_id"], value_set=listed_ids), n_listed)
-    recent = matrix(codes, pc.index_in(plays["item_id"], value_set=listed_ids), n_listed).astype(bool)
-    out = listed.multiply(played.astype(bool)).astype(bool)
-    out = (out > recent).tocsr()  # older plays only: the recent ones are in the value already
-    out.sort_indices()
-    return pa.ListArray.from_arrays(pa.array(out.indptr.astype(np.int32)),
-                                    listed_ids.take(pa.array(out.indices.astype(np.int64))))
+@_compiled
+def _also_played(indptr: np.ndarray, seeds: np.ndarray, recent: np.ndarray, rows: np.ndarray,
+                 l_indptr: np.ndarray, l_indices: np.ndarray, p_indptr: np.ndarray, p_indices: np.ndarray,
+                 n_listed: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    n_users = indptr.size - 1
+    mark = np.zeros(n_listed, np.int64)  # mark[j] == u + 1: j is in a list of user u's recent plays
+    bound = 0
+    for u in range(n_users):
+        if rows[u] >= 0:
+            bound += p_indptr[rows[u] + 1] - p_indptr[rows[u]]
+    out = np.empty(bound, np.int64)
+    offsets = np.zeros(n_users + 1, np.int64)
+    pos = 0
+    for u in range(n_users):
+        stamp = u + 1
+        for r in range(indptr[u], indptr[u + 1]):
+            s = seeds[r]
+            if s >= 0:
+                for e in range(l_indptr[s], l_indptr[s + 1]):
+                    mark[l_indices[e]] = stamp
+        for r in range(indptr[u], indptr[u + 1]):  # the recent plays are in the value already
+            if recent[r] >= 0:
+                mark[recent[r]] = 0
+        if rows[u] >= 0:
+            for e in range(p_indptr[rows[u]], p_indptr[rows[u] + 1]):
+                j = p_indices[e]
+                if mark[j] == stamp:
+                    out[pos] = j
+                    pos += 1
+                    mark[j] = 0
+        offsets[u + 1] = pos
+    return offsets, out[:pos]
 
 
 def _json_string(arr: pa.Array) -> pa.Array:

@@ -1,0 +1,122 @@
+"""The cost of exact "because you played X": the history step of one precompute shard, with the older plays
+found in the users' seeds' "more like this" lists (``also_played``) against the plain last-N history (the
+peer: what the step wrote before, the same scan of the same snapshot), in the same run.
+
+A committed activity snapshot of ``users`` listeners, ~``plays`` plays each, on a catalogue of ``items``
+items in 200 topics (a listener plays within two topics, and a seed's list is items of its topic: plays and
+lists overlap as they do on real data, where 40-80% of the demo's users have such older plays); every item is
+a candidate with a list of ``similar_k`` = 20. One shard of all the users (``precompute.shard_users`` is
+262,144 by default), ``history_items`` = 10. Timed: ``read_shard_plays`` + ``also_played`` +
+``encode_history_sets`` against ``read_shard_plays`` + ``encode_history_sets``, best of 2 each, and the bytes
+of the values. ``python benchmarks/bench_history.py [small|reference]``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+SCALES = {"small": {"users": 200_000, "items": 20_000, "plays": 20},
+          "reference": {"users": 262_144, "items": 200_000, "plays": 40}}
+TOPICS = 200
+SIMILAR_K = 20
+HISTORY_ITEMS = 10
+
+
+def _snapshot(lake: Any, users: int, items: int, plays: int, rng: np.random.Generator) -> str:
+    from skyrec.data.schemas import ACTIVITY
+    from skyrec.storage import Producer
+
+    per_topic = items // TOPICS
+    n = users * plays
+    user = np.repeat(np.arange(users), plays)
+    topics = rng.integers(0, TOPICS, size=(users, 2))
+    topic = topics[user, rng.integers(0, 2, size=n)]
+    item = topic * per_topic + rng.integers(0, per_topic, size=n)
+    t0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp()
+    ts = (t0 + rng.integers(0, 21 * 86400, size=n)).astype("datetime64[s]").astype("datetime64[us]")
+    table = pa.table({"user_id": pa.array(np.char.add("u", user.astype(str)).astype(object), pa.string()),
+                      "item_id": pa.array(np.char.add("p", item.astype(str)).astype(object), pa.string()),
+                      "event_type": pa.array(["play"] * n), "event_ts": pa.array(ts, pa.timestamp("us", "UTC")),
+                      "played_seconds": pa.array(np.full(n, 60.0))}, schema=ACTIVITY)
+    rel = "bench/activity_snapshot/20261122T000000"
+    stage = lake.stage("activity_snapshot", rel, Producer(), force=True)
+    with stage.open("part-0.parquet", "wb", rows=n) as fh:
+        pq.write_table(table, fh)
+    stage.commit({})
+    return rel
+
+
+def _lists(items: int, rng: np.random.Generator) -> sp.csr_matrix:
+    """Every item's list: ``SIMILAR_K`` other items of its topic (seed x candidate, all items candidates)."""
+    per_topic = items // TOPICS
+    seeds = np.arange(items)
+    cols = (seeds // per_topic)[:, None] * per_topic + rng.integers(0, per_topic, size=(items, SIMILAR_K))
+    m = sp.csr_matrix((np.ones(cols.size, np.float32), (np.repeat(seeds, SIMILAR_K), cols.ravel())),
+                      shape=(items, items))
+    m.setdiag(0)
+    m.eliminate_zeros()
+    m.data[:] = 1
+    return m
+
+
+def main(scale: str = "small") -> dict[str, Any]:
+    from skyrec.scoring.history import also_played, encode_history_sets, read_shard_plays
+    from skyrec.storage import Lake
+
+    p = SCALES[scale]
+    rng = np.random.default_rng(11)
+    with tempfile.TemporaryDirectory(prefix="skyrec-bench-history-") as tmp:
+        lake = Lake(f"{tmp}/lake")
+        t = time.perf_counter()
+        rel = _snapshot(lake, p["users"], p["items"], p["plays"], rng)
+        lists = _lists(p["items"], rng)
+        setup = time.perf_counter() - t
+        ids = pa.array([f"p{j}" for j in range(p["items"])], pa.string())
+        user_ids = pa.array([f"u{j}" for j in range(p["users"])], pa.string())
+
+        def plain() -> tuple[int, int]:
+            plays, _ = read_shard_plays(lake, rel, user_ids, HISTORY_ITEMS)
+            data, n, _ = encode_history_sets("skyrec:hist:v:p:", plays)
+            return len(data), 0
+
+        def exact() -> tuple[int, int]:
+            plays, played = read_shard_plays(lake, rel, user_ids, HISTORY_ITEMS, keep_items=ids)
+            also = also_played(plays, played, user_ids, ids, ids, lists)
+            data, n, _ = encode_history_sets("skyrec:hist:v:p:", plays, also)
+            return len(data), int((np.diff(also.offsets.to_numpy()) > 0).sum())
+
+        runs: dict[str, list[float]] = {"plain": [], "also_played": []}
+        sizes: dict[str, tuple[int, int]] = {}
+        for _ in range(2):
+            for name, fn in (("plain", plain), ("also_played", exact)):
+                t = time.perf_counter()
+                sizes[name] = fn()
+                runs[name].append(time.perf_counter() - t)
+        best = {k: min(v) for k, v in runs.items()}
+        return {
+            "benchmark": "history", "scale": scale, "users": p["users"], "items": p["items"],
+            "plays_per_user": p["plays"], "history_items": HISTORY_ITEMS, "similar_k": SIMILAR_K,
+            "setup_seconds": round(setup, 1),
+            "seconds": {k: round(v, 2) for k, v in best.items()},
+            "runs": {k: [round(x, 2) for x in v] for k, v in runs.items()},
+            "ratio_also_played_over_plain": round(best["also_played"] / best["plain"], 2),
+            "users_with_older_plays_named": sizes["also_played"][1],
+            "value_bytes": {"plain": sizes["plain"][0], "also_played": sizes["also_played"][0]},
+            "value_bytes_ratio": round(sizes["also_played"][0] / sizes["plain"][0], 3),
+            "peer": "the plain last-N history of the same shard (same scan, same snapshot, same run)",
+        }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(main(sys.argv[1] if len(sys.argv) > 1 else "small"), indent=1))
