@@ -90,7 +90,7 @@ def main(scale: str = "small") -> dict[str, Any]:
 
         def exact() -> tuple[int, int]:
             plays, played = read_shard_plays(lake, rel, user_ids, HISTORY_ITEMS, keep_items=ids)
-            also = also_played(plays, played, user_ids, ids, ids, lists)
+            also = also_played(plays, played, user_ids, ids, ids, lists, np.arange(len(ids)))
             data, n, _ = encode_history_sets("skyrec:hist:v:p:", plays, also)
             return len(data), int((np.diff(also.offsets.to_numpy()) > 0).sum())
 

@@ -98,12 +98,12 @@ def test_also_played_names_each_users_older_plays_in_their_seeds_lists(fold_rows
     monkeypatch.setattr(history, "_REDUCE_ROWS", fold_rows)
     rng = np.random.default_rng(3)
     table = _plays(3000, seed=3)
-    seeds = [f"i{j}" for j in range(20)]  # i20..i24 are played but have no list
+    seeds = [f"i{j}" for j in range(25)] + ["never"]  # the model's items: i20..i24 are played, have no list
     listed = [f"i{j}" for j in range(3, 25)] + ["never"]  # the rail's candidates, in their order
-    lists = {s: {listed[int(c)] for c in rng.choice(len(listed), size=4, replace=False)} for s in seeds}
+    lists = {s: {listed[int(c)] for c in rng.choice(len(listed), size=4, replace=False)} for s in seeds[:20]}
     m = np.zeros((len(seeds), len(listed)), np.float32)
     for r, s in enumerate(seeds):
-        for i in lists[s]:
+        for i in lists.get(s, ()):
             m[r, listed.index(i)] = 1
     axis = pa.array(sorted(set(table["user_id"].to_pylist()), reverse=True) + ["no-plays"])  # the shard's users
     scan = history.PlayedItems(axis, pa.array(listed))
@@ -114,6 +114,11 @@ def test_also_played_names_each_users_older_plays_in_their_seeds_lists(fold_rows
     got = {u: sorted(v) for u, v in zip(users, also.to_pylist(), strict=True)}
     want = _also_reference(table, n, lists)
     assert got == want
+    # the recent plays' listed positions from the caller's seed -> listed map (the candidates' item_to_cand)
+    to_listed = np.array([listed.index(s) if s in listed else -1 for s in seeds])
+    mapped = history.also_played(plays, scan.matrix(), axis, pa.array(seeds), pa.array(listed), sp.csr_matrix(m),
+                                 to_listed)
+    assert mapped.to_pylist() == also.to_pylist()
     assert sum(map(len, got.values())) > 20  # exercised: many users have older plays in their seeds' lists
 
 

@@ -228,6 +228,7 @@ class Scorer:
         self._sim_targets_t: Any = None
         self._sim_coo: list[tuple[np.ndarray, np.ndarray]] = []  # (seed rows, candidate positions) as scored
         self._sim_lists: sp.csr_matrix | None = None
+        self._seed_ids_pa: pa.Array | None = None
 
     @classmethod
     def from_spec(cls, spec: PrecomputeSpec) -> Scorer:
@@ -370,12 +371,17 @@ class Scorer:
             played = sp.csr_matrix((played.data, listed_pos[played.indices], played.indptr),  # columns: candidates
                                    shape=(played.shape[0], len(self.candidates)))
             also = also_played(plays, played, user_ids,
-                               pa.array([str(i) for i in self.item_ids.tolist()], pa.string()), self.cand_ids, lists)
+                               self._seed_ids(), self.cand_ids, lists, self.candidates.item_to_cand)
         data, n, items = encode_history_sets(self.hist_prefix, plays, also)
         out.write(data)
         lengths = np.diff(also.offsets.to_numpy()) if also is not None else np.zeros(0, np.int32)
         return {"hist_keys": n, "history_items": items, "also_played_users": int((lengths > 0).sum()),
                 "also_played": int(lengths.sum())}
+
+    def _seed_ids(self) -> pa.Array:
+        if self._seed_ids_pa is None:
+            self._seed_ids_pa = pa.array([str(i) for i in self.item_ids.tolist()], pa.string())
+        return self._seed_ids_pa
 
     def similar_lists(self) -> sp.csr_matrix | None:
         """The "more like this" lists as a seed (model item) x candidate matrix: those this scorer computed

@@ -91,38 +91,40 @@ def read_shard_plays(lake: Any, snapshot_path: str, user_ids: pa.Array, n: int,
 
 
 class PlayedItems:
-    """Which of ``items`` each of ``users`` played, from a stream of plays: positions (user, item) as they pass
-    (``tap``), folded into a boolean CSR matrix (the state is the distinct pairs plus one bounded buffer)."""
+    """Which of ``items`` each of ``users`` played, from a stream of plays (``tap``): the (user, item) columns
+    are buffered and, ``_REDUCE_ROWS`` rows at a time, looked up (one hash table of ``items`` and one of
+    ``users`` per fold, not per batch: at 200k items a lookup table per batch cost more than the scan) and
+    folded into a boolean CSR matrix. The state is the distinct pairs, plus one bounded buffer."""
 
     def __init__(self, users: pa.Array, items: pa.Array) -> None:
         self.users, self.items = users, items
         self.state = sp.csr_matrix((len(users), len(items)), dtype=np.int8)
-        self.rows: list[np.ndarray] = []
-        self.cols: list[np.ndarray] = []
+        self.buffer: list[pa.Table] = []
         self.buffered = 0
 
     def tap(self, batches: Iterable[pa.RecordBatch | pa.Table]) -> Iterable[pa.RecordBatch | pa.Table]:
         for batch in batches:
-            col = batch.column("item_id")
-            item = pc.index_in(col, value_set=self.items)
-            keep = pc.is_valid(item)
-            if pc.any(keep).as_py():
-                user = pc.index_in(pc.filter(batch.column("user_id"), keep), value_set=self.users)
-                item = pc.filter(item, keep)
-                ok = pc.is_valid(user).to_numpy(zero_copy_only=False)
-                self.rows.append(user.to_numpy(zero_copy_only=False)[ok].astype(np.int32))
-                self.cols.append(item.to_numpy(zero_copy_only=False)[ok].astype(np.int32))
-                self.buffered += int(ok.sum())
-                if self.buffered >= max(_REDUCE_ROWS, 2 * self.state.nnz):
-                    self._fold()
+            t = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+            self.buffer.append(t.select(["user_id", "item_id"]))
+            self.buffered += t.num_rows
+            if self.buffered >= _REDUCE_ROWS:
+                self._fold()
             yield batch
 
     def _fold(self) -> None:
-        if self.rows:
-            rows, cols = np.concatenate(self.rows), np.concatenate(self.cols)
-            add = sp.csr_matrix((np.ones(rows.size, np.int8), (rows, cols)), shape=self.state.shape)
-            self.state = (self.state + add).astype(bool).astype(np.int8).tocsr()
-        self.rows, self.cols, self.buffered = [], [], 0
+        if not self.buffer:
+            return
+        t = pa.concat_tables(self.buffer).combine_chunks()
+        self.buffer, self.buffered = [], 0
+        item = pc.index_in(t["item_id"], value_set=self.items)
+        keep = pc.is_valid(item)
+        user = pc.index_in(pc.filter(t["user_id"], keep), value_set=self.users)
+        item = pc.filter(item, keep)
+        ok = pc.is_valid(user).to_numpy(zero_copy_only=False)
+        rows = user.to_numpy(zero_copy_only=False)[ok].astype(np.int32)
+        cols = item.to_numpy(zero_copy_only=False)[ok].astype(np.int32)
+        add = sp.csr_matrix((np.ones(rows.size, np.int8), (rows, cols)), shape=self.state.shape)
+        self.state = (self.state + add).astype(bool).astype(np.int8).tocsr()
 
     def matrix(self) -> sp.csr_matrix:
         self._fold()
@@ -131,12 +133,14 @@ class PlayedItems:
 
 
 def also_played(plays: pa.Table, played: sp.csr_matrix, user_ids: pa.Array, seed_ids: pa.Array,
-                listed_ids: pa.Array, lists: sp.csr_matrix) -> pa.ListArray:
+                listed_ids: pa.Array, lists: sp.csr_matrix, seed_to_listed: np.ndarray | None = None) -> pa.ListArray:
     """For each user of ``plays`` (the output of ``top_plays``, in its order), the items in the lists of their
     recent plays (``lists``: seed x listed item, rows ``seed_ids``, columns ``listed_ids``) that they played
     (``played``: rows ``user_ids``, columns ``listed_ids``, from ``read_shard_plays``) and that are not among
     those recent plays: what "because you played" must also leave out. Item ids of a user's list in
-    ``listed_ids`` order; a user with none gets an empty list. One compiled pass, O(list entries + plays)."""
+    ``listed_ids`` order (dictionary-encoded over ``listed_ids``); a user with none gets an empty list.
+    ``seed_to_listed``: each seed's position in ``listed_ids`` (-1: none), when the caller has it (the
+    candidates' ``item_to_cand``), instead of a second lookup. One compiled pass, O(list entries + plays)."""
     plays = plays.combine_chunks()
     if plays.num_rows == 0:
         return pa.ListArray.from_arrays(pa.array([0], pa.int32()), pa.array([], pa.string()))
@@ -148,13 +152,18 @@ def also_played(plays: pa.Table, played: sp.csr_matrix, user_ids: pa.Array, seed
     rows = pc.index_in(users.take(pa.array(starts)), value_set=user_ids).fill_null(-1).to_numpy(
         zero_copy_only=False).astype(np.int64)
     seeds = pc.index_in(items, value_set=seed_ids).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    recent = pc.index_in(items, value_set=listed_ids).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    if seed_to_listed is not None:  # a listed item is a seed (a candidate is a model item)
+        recent = np.where(seeds >= 0, np.asarray(seed_to_listed, np.int64)[np.maximum(seeds, 0)], -1)
+    else:
+        recent = pc.index_in(items, value_set=listed_ids).fill_null(-1).to_numpy(zero_copy_only=False)
+        recent = recent.astype(np.int64)
     lists = sp.csr_matrix(lists)
     played = sp.csr_matrix(played)
     offsets, out = _also_played(indptr, seeds, recent, rows, lists.indptr.astype(np.int64),
                                 lists.indices.astype(np.int64), played.indptr.astype(np.int64),
                                 played.indices.astype(np.int64), len(listed_ids))
-    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), listed_ids.take(pa.array(out)))
+    values = pa.DictionaryArray.from_arrays(pa.array(out.astype(np.int32)), listed_ids)
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
 
 
 @_compiled
@@ -221,7 +230,11 @@ def encode_history_sets(key_prefix: str, plays: pa.Table,
     if also is not None and len(also.values):
         if len(also) != starts.size:
             raise ValueError(f"also_played: {len(also)} entries for {starts.size} users")
-        quoted = pc.binary_join_element_wise("\"", _json_string(also.values), "\"", "")
+        ids = also.values
+        if pa.types.is_dictionary(ids.type):  # escaped once per distinct id, not once per occurrence
+            quoted = pc.binary_join_element_wise("\"", _json_string(ids.dictionary), "\"", "").take(ids.indices)
+        else:
+            quoted = pc.binary_join_element_wise("\"", _json_string(ids), "\"", "")
         ids = pc.binary_join(pa.ListArray.from_arrays(also.offsets, quoted), ",")
         obj = pc.binary_join_element_wise("{\"plays\":", values, ",\"also_played\":[", ids, "]}", "")
         values = pc.if_else(pc.greater(pc.list_value_length(also), 0), obj, values)
