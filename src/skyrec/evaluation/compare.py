@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from skyrec.evaluation.metrics import hits, per_user, top_k
+from skyrec.evaluation.metrics import hits, per_user, tie_order, top_k
 from skyrec.models.representations import Representation, as_float32, expand_rows
 from skyrec.models.representations import scores as representation_scores
 
@@ -50,6 +50,7 @@ def rescore_published(*, user_ids: np.ndarray, item_ids: np.ndarray, train: sp.c
     out_pub = {m: np.full(len(users), np.nan) for m in out_new}
     removed = 0
     pub_seen = published.seen.tocsr()
+    ties = tie_order(np.diff(train.tocsc().indptr))  # precompute's tie-break (more listeners first), as offline
     for start in range(0, len(users), batch):
         rows = users[start:start + batch]
         ar = art_rows[start:start + batch]
@@ -85,7 +86,7 @@ def rescore_published(*, user_ids: np.ndarray, item_ids: np.ndarray, train: sp.c
             if scorable is not None:
                 scores[:, ~scorable] = -np.inf
             scores[ex_r, exclude.indices] = -np.inf
-            rec, _ = top_k(scores[who], k)
+            rec, _ = top_k(scores[who], k, ties)
             m = per_user(hits(rec, rel[who]), n_rel[who], k)
             for name, values in m.items():
                 out[name][pos[who]] = values

@@ -53,16 +53,17 @@ def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, 
                                "policy": policy, "tolerance": tolerance, "must_beat_baseline": must_beat_baseline,
                                "baseline_comparison": baseline, "published_comparison": published,
                                "insufficient_evidence": False}
-    if users == 0:
-        return GateResult(GATE, False, f"{metric} could not be computed (no evaluable test users)", details=details)
-    if new is None:
+    if new is None and users > 0:
         return GateResult(GATE, False, f"{metric} is not among this evaluation's figures", details=details)
     if published is not None and published.get("same_model"):  # re-evaluating the model that is published
         details["published_comparison"] = published = None
         details["published_is_this_model"] = True
     evidence: list[str] = []
     problems: list[str] = []
-    if users < min_users:
+    if users == 0:  # below any min_users: the policy decides, as for a few users (a global holdout of new users)
+        evidence.append(f"no evaluable test users, {metric} could not be computed "
+                        f"(training.quality_gate.min_users: {min_users})")
+    elif users < min_users:
         evidence.append(f"only {users} evaluable users (training.quality_gate.min_users: {min_users})")
     else:
         if must_beat_baseline and baseline is None:
@@ -87,7 +88,7 @@ def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, 
                                     f"{tolerance:.0%} beyond noise ({_ci(published)}, same users and split)")
     if problems:
         return GateResult(GATE, False, "; ".join(problems), details=details)
-    parts = [f"{metric} {new:.4f} on {users} users"]
+    parts = [f"{metric} {new:.4f} on {users} users" if new is not None else f"no {metric}"]
     if baseline is not None and users >= min_users:
         parts.append(f"vs baseline {baseline['mean_b']:.4f} ({_ci(baseline)})")
     if details.get("published_is_this_model"):

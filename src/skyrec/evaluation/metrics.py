@@ -27,9 +27,22 @@ import scipy.sparse as sp
 METRICS = ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k")
 
 
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` per row: (indices int64, scores), ties broken by lower index; -inf entries
-    (excluded or not scorable) come back as index -1."""
+def tie_order(listeners: np.ndarray) -> np.ndarray:
+    """Column order in which precompute breaks ties (``skyrec.scoring.candidates.build_candidates`` with
+    ``tie_order``): the item with more listeners first, then the lower index. A user whose item-kNN links run
+    out before ``k`` is served the most played remaining items, and the evaluation must score that list, not
+    items in the order of their index."""
+    listeners = np.asarray(listeners)
+    return np.lexsort((np.arange(len(listeners)), -listeners.astype(np.float64)))
+
+
+def top_k(scores: np.ndarray, k: int, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` per row: (indices int64, scores), ties broken by lower index, or by position in
+    ``order`` (a permutation of the columns, e.g. ``tie_order``) when given; -inf entries (excluded or not
+    scorable) come back as index -1."""
+    if order is not None:
+        idx, vals = top_k(scores[:, order], k)
+        return np.where(idx >= 0, np.asarray(order, np.int64)[np.maximum(idx, 0)], -1), vals
     n = scores.shape[1]
     k_eff = min(k, n)
     if k_eff == 0:
@@ -109,9 +122,8 @@ class Accumulator:
     n_positions: int = 0
     values: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        if self.n_positions:
-            self.values = {name: np.full(self.n_positions, np.nan) for name in METRICS}
+    def __post_init__(self) -> None:  # empty arrays when no user is evaluated (a holdout of new users only)
+        self.values = {name: np.full(self.n_positions, np.nan) for name in METRICS}
 
     def add(self, rec: np.ndarray, rec_scores: np.ndarray, relevant: sp.csr_matrix,
             positions: np.ndarray | None = None) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from skyrec.evaluation.metrics import METRICS, Accumulator, hits, per_user, popularity_percentile, top_k
+from skyrec.evaluation.metrics import METRICS, Accumulator, hits, per_user, popularity_percentile, tie_order, top_k
 from skyrec.models.representations import Representation
 from skyrec.models.representations import scores as representation_scores
 
@@ -62,7 +62,7 @@ def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matri
     ``per_user_out`` (a dict), it receives ``users`` (the evaluated dataset rows) and ``values``
     (``{model: {candidate set: {metric: per-user array}}}``, NaN where a user has no relevant candidate),
     for paired comparisons on the same users."""
-    from skyrec.evaluation.stats import confidence_intervals
+    from skyrec.evaluation.stats import confidence_intervals, holding
 
     train, test = train.tocsr(), test.tocsr()
     n_users, n_items = train.shape
@@ -81,10 +81,13 @@ def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matri
     users = np.union1d(eligible, cold_pool[: max_users]) if cold_items is not None else eligible
 
     sets = {"overall": np.ones(n_items, dtype=bool), **(candidate_sets or {})}
-    set_idx = {name: np.flatnonzero(mask) for name, mask in sets.items()}
+    item_users = np.bincount(seen.indices, minlength=n_items)
+    # each set's items in precompute's tie order (more listeners first, then index): equal scores -- an
+    # item-kNN user whose links run out -- go to the items precompute would serve, not to the lower indices
+    ties = tie_order(item_users)
+    set_idx = {name: ties[mask[ties]] for name, mask in sets.items()}
     eligible_mask = np.zeros(n_users, bool)
     eligible_mask[eligible] = True
-    item_users = np.bincount(seen.indices, minlength=n_items)
     n_train_users = int(has_train.sum())
 
     position = np.full(n_users, -1, np.int64)
@@ -111,8 +114,7 @@ def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matri
             scores[ex_r, ex.indices] = -np.inf
             if ev.any():
                 for sname, idx in set_idx.items():
-                    sub = scores[ev][:, idx] if len(idx) < n_items else scores[ev]
-                    rec, vals = top_k(sub, k)
+                    rec, vals = top_k(scores[np.ix_(np.flatnonzero(ev), idx)], k)  # positions in ``idx``
                     acc[name][sname].add(rec, vals, rel_b[np.flatnonzero(ev)][:, idx], position[rows[ev]])
             if cold_ok[name] and cold_test is not None:
                 ct = cold_test[rows]
@@ -142,7 +144,7 @@ def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matri
         figures: dict[str, dict[str, Any]] = {s: dict(acc[name][s].result(item_users[set_idx[s]], n_train_users))
                                               for s in sets}
         for s, f in figures.items():
-            f["ci"] = {metric: intervals[f"{name}|{s}|{metric}"]["ci"] for metric in METRICS}
+            f["ci"] = {metric: holding(intervals[f"{name}|{s}|{metric}"]["ci"], f[metric]) for metric in METRICS}
         total, n = cold_sums[name]
         cold = {"cold_item_recall_at_k": (total / n if n else None) if cold_ok[name] else None,
                 "users": n, "random_expectation": random_cold}
@@ -150,7 +152,9 @@ def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matri
                                "variants": {s: f for s, f in figures.items() if s != "overall"},
                                "cold_start": cold}
         a = acc[name]["overall"]
-        counts = a.rec_counts if a.rec_counts is not None else np.zeros(n_items, np.int64)
+        counts = np.zeros(n_items, np.int64)  # back from tie-order positions to dataset items
+        if a.rec_counts is not None:
+            counts[set_idx["overall"]] = a.rec_counts
         out["distributions"][name] = {
             "top_k_scores": _histogram(a.scores()),
             "recommended_popularity_percentile": _histogram(np.repeat(pct, counts), lo=0.0, hi=1.0),

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from skyrec.evaluation.metrics import METRICS, hits, per_user, top_k
+from skyrec.evaluation.metrics import METRICS, hits, per_user, tie_order, top_k
 from skyrec.models.representations import Representation, as_float32
 from skyrec.models.representations import scores as representation_scores
 
@@ -59,6 +59,7 @@ def rules_figures(*, item_ids: np.ndarray, user_factors: Representation, item_fa
     seen.data[:] = 1.0
     seen_model = seen[:, model_cols].tocsr()
     order = listeners(seen_model)  # ties as precompute breaks them: the more played candidate first
+    ties = tie_order(np.bincount(seen.indices, minlength=n_items))  # the same order for the first two stages
     cands = {
         "candidates": build_candidates(model_item_ids=np.asarray(item_ids, dtype=object)[model_cols],
                                        item_factors=V[model_cols], catalogue=catalogue,
@@ -83,11 +84,11 @@ def rules_figures(*, item_ids: np.ndarray, user_factors: Representation, item_fa
         U = U_all[rows]
         scores = representation_scores(U, V)
         scores[:, ~scorable] = -np.inf
-        rec, _ = top_k(scores, k)
+        rec, _ = top_k(scores, k, ties)
         lists = {"model": rec}
         ex = seen[rows]
         scores[np.repeat(np.arange(len(rows)), np.diff(ex.indptr)), ex.indices] = -np.inf
-        lists["exclude_played"] = top_k(scores, k)[0]
+        lists["exclude_played"] = top_k(scores, k, ties)[0]
         for stage in ("candidates", "available", "served"):
             c = cands[stage]
             if len(c) == 0:

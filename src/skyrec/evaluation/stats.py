@@ -44,9 +44,12 @@ def bootstrap_means(values: np.ndarray, *, resamples: int, seed: int) -> np.ndar
     defined = np.isfinite(values)
     filled = np.where(defined, values, 0.0)
     out = []
+    weights = defined.astype(np.float64)
     for counts in _count_chunks(n, resamples, seed):
-        num = counts @ filled
-        den = counts @ defined.astype(np.float64)
+        # one product per series: a matrix product's rounding depends on how many columns it holds, so a
+        # series' interval would change in its last digits with the series evaluated beside it
+        num = np.column_stack([counts @ filled[:, j] for j in range(filled.shape[1])])
+        den = np.column_stack([counts @ weights[:, j] for j in range(weights.shape[1])])
         with np.errstate(invalid="ignore", divide="ignore"):
             out.append(np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan))
     return np.vstack(out) if out else np.zeros((0, values.shape[1]))
@@ -68,6 +71,17 @@ def _num(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
+def holding(ci: list[float | None], point: float | None) -> list[float | None]:
+    """``ci`` widened, if need be, to hold its point estimate. The resampled means are ratios of sums in
+    another order than the point's mean, so where every user has the same value (a degenerate interval) the
+    percentile ends can fall a rounding error beside it ([0.09999999999999987, 0.09999999999999995] around
+    a precision of 0.1); beyond such rounding, a percentile interval of a mean holds it."""
+    lo, hi = ci
+    if point is None or lo is None or hi is None or not np.isfinite(point):
+        return [lo, hi]
+    return [min(lo, float(point)), max(hi, float(point))]
+
+
 def confidence_intervals(series: dict[str, np.ndarray], *, resamples: int, seed: int,
                          confidence: float) -> dict[str, dict[str, Any]]:
     """Per named per-user series (all of one length n, NaN where undefined): mean, [low, high], users."""
@@ -84,7 +98,7 @@ def confidence_intervals(series: dict[str, np.ndarray], *, resamples: int, seed:
     for j, k in enumerate(names):
         n = int(defined[:, j].sum())
         mean = float(values[defined[:, j], j].mean()) if n else float("nan")
-        out[k] = {"mean": _num(mean), "ci": [_num(lo[j]), _num(hi[j])], "users": n}
+        out[k] = {"mean": _num(mean), "ci": holding([_num(lo[j]), _num(hi[j])], _num(mean)), "users": n}
     return out
 
 
@@ -106,7 +120,9 @@ def paired_comparison(a: np.ndarray, b: np.ndarray, *, resamples: int, seed: int
     (dlo,), (dhi,) = _interval(diff[:, None], confidence)
     (rlo,), (rhi,) = _interval(rel[:, None], confidence)
     mean_a, mean_b = float(a.mean()), float(b.mean())
-    return {"users": n, "mean_a": mean_a, "mean_b": mean_b, "difference": mean_a - factor * mean_b,
-            "ci": [_num(dlo), _num(dhi)], "relative": (mean_a / mean_b - 1.0) if mean_b > 0 else None,
-            "relative_ci": [_num(rlo), _num(rhi)], "p_value": float(np.mean(diff <= 0)), "factor": factor,
+    difference, relative = mean_a - factor * mean_b, (mean_a / mean_b - 1.0) if mean_b > 0 else None
+    return {"users": n, "mean_a": mean_a, "mean_b": mean_b, "difference": difference,
+            "ci": holding([_num(dlo), _num(dhi)], difference), "relative": relative,
+            "relative_ci": holding([_num(rlo), _num(rhi)], relative), "p_value": float(np.mean(diff <= 0)),
+            "factor": factor,
             "confidence": confidence, "resamples": int(resamples)}
