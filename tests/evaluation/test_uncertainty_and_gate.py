@@ -110,6 +110,22 @@ def test_per_user_split_by_hand() -> None:
     assert sorted(i[test].tolist()) == [8, 9]  # at most 10 - 8 test items
 
 
+def test_a_cut_inside_a_tie_of_play_times_is_counted() -> None:
+    """Day-level times (a ratings file): a user whose positives share one instant is cut by the items' order
+    in the activity, and the split says for how many users that happened."""
+    u = np.array([0] * 5 + [1] * 5 + [2] * 5)
+    i = np.array([4, 3, 2, 1, 0] * 3)
+    ts = np.array([7] * 5 + [1, 2, 3, 4, 5] + [1, 2, 3, 5, 5])  # user 0: one instant; 2: a tie at the cut
+    out: dict = {}
+    split, test = per_user_split(u, i, ts, test_fraction=0.2, test_items=None, min_train_items=1, out=out)
+    assert out == {"cut_in_a_tie": 2}  # users 0 and 2; user 1's latest item is strictly the latest
+    # equal times: the higher code (the item first seen later in the activity) is the later one
+    assert sorted(zip(u[test].tolist(), i[test].tolist(), strict=True)) == [(0, 4), (1, 0), (2, 1)]
+    out = {}
+    per_user_split(u, i, ts, test_fraction=0.2, test_items=2, min_train_items=1, out=out)
+    assert out == {"cut_in_a_tie": 1}  # user 2's two latest (items 0, 1) tie with each other, not across the cut
+
+
 def test_per_user_split_tests_quiet_users_the_global_split_leaves_out() -> None:
     end = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     rows = []
@@ -125,8 +141,10 @@ def test_per_user_split_tests_quiet_users_the_global_split_leaves_out() -> None:
     tested = lambda d: sorted(d.user_ids[np.diff(d.test.indptr) > 0].tolist())  # noqa: E731
     assert tested(per_user) == ["active", "quiet"] and tested(glob) == ["active"]
     assert per_user.meta["split"] == {"kind": "per_user", "test_fraction": 0.2, "test_items": None,
-                                      "min_train_items": 1, "users_tested": 2,
-                                      "positives": "distinct items played, dated by their first play"}
+                                      "min_train_items": 1, "users_tested": 2, "users_cut_in_a_tie": 0,
+                                      "positives": "distinct items played, dated by their first play",
+                                      "tie_break": "equal first-play times: the item that appears first in "
+                                                   "the activity is older"}
     assert glob.meta["split"]["kind"] == "global" and glob.meta["split"]["holdout_days"] == 7
     # per user: train and test never share a (user, item), and train is strictly before the test items
     assert per_user.train.multiply(per_user.test).nnz == 0

@@ -113,8 +113,11 @@ def _split_text(evaluation: dict[str, Any]) -> str:
     if split.get("kind") == "per_user":
         size = f"{split.get('test_items')} items" if split.get("test_items") else \
             f"{split.get('test_fraction', 0):.0%} of their positives"
+        tie = split.get("users_cut_in_a_tie")
+        tie_text = (f"; for {tie} of them the latest training and earliest test positive were first played at "
+                    "the same instant, and the order in the activity decided") if tie else ""
         return (f"Per-user temporal split: each user's latest {size} (first plays) are the test, "
-                f"{split.get('users_tested')} users tested")
+                f"{split.get('users_tested')} users tested{tie_text}")
     return (f"Global time split: trained on events before {evaluation.get('cutoff')}, tested on the "
             f"{evaluation.get('holdout_days')} days after")
 

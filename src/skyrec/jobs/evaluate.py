@@ -48,7 +48,7 @@ def headline(figures: dict[str, Any]) -> dict[str, Any]:
 def protocol(cfg: Any, split: dict[str, Any] | None) -> dict[str, Any]:
     """What makes two evaluations' figures comparable: the split definition (not its data), k, the
     relevance and exclusion rules, the user sample and the interval method."""
-    split = {k: v for k, v in (split or {}).items() if k not in ("users_tested", "cutoff")}
+    split = {k: v for k, v in (split or {}).items() if k not in ("users_tested", "users_cut_in_a_tie", "cutoff")}
     return {"split": split, "k": cfg.k, "relevance": "test positives not played in train",
             "exclusions": "items played in train", "max_users": cfg.eval_max_users,
             "interval": f"user bootstrap, {cfg.bootstrap_resamples} resamples, {cfg.confidence:.0%}"}

@@ -18,11 +18,14 @@ Event types without a weight are not interactions; they are counted in ``meta.ig
 The split (``training.split``, recorded in ``meta["split"]``) is by time, in one of two ways:
 
 - ``per_user`` (default): a user's *positives* are the items they played, each dated by its first play.
-  The latest ``test_fraction`` of them (round half up, at least one; exactly ``test_items`` when set) are
+  The latest ``test_fraction`` of them (round half up, at least one; ``test_items`` when set) are
   the user's test items, provided ``min_train_items`` positives stay in train (else the user is not
-  tested). The user's split time is the first play of their earliest test item: ``train`` holds the
-  user's events strictly before it (decay relative to it), ``test`` (binary) the test items. Every user
-  with enough history is tested, however quiet the last days were.
+  tested; fewer test items where fewer would stay). The user's split time is the first play of their
+  earliest test item: ``train`` holds the user's other events up to it (decay relative to it), ``test``
+  (binary) the test items. Every user with enough history is tested, however quiet the last days were.
+  Where first plays share an instant
+  (a ratings file with day-level times, a bulk import), the item that appears first in the activity counts
+  as older; ``users_cut_in_a_tie`` counts the users whose cut fell inside such a tie.
 - ``global``: ``train`` holds events before ``cutoff = end - holdout_days`` (decay relative to the
   cutoff), ``test`` (binary) the events from the cutoff on. Only users active in the last days are tested.
 
@@ -181,10 +184,14 @@ def _pairs(u_codes: np.ndarray, i_codes: np.ndarray, ts: np.ndarray, n_items: in
 
 def per_user_split(u_codes: np.ndarray, i_codes: np.ndarray, ts: np.ndarray, *, test_fraction: float,
                    test_items: int | None, min_train_items: int,
-                   pairs: tuple[np.ndarray, np.ndarray, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   pairs: tuple[np.ndarray, np.ndarray, int] | None = None,
+                   out: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(split time per user in µs, int64 with ``INT64_MAX`` for users not tested; bool per event: the event
     belongs to a test item) for the ``per_user`` split described in the module docstring. ``pairs``: the
-    events' ``first_plays`` already computed, with the item count of their keys (not computed again)."""
+    events' ``first_plays`` already computed, with the item count of their keys (not computed again).
+    ``out`` (a dict) receives ``cut_in_a_tie``: the tested users whose latest training positive was first
+    played at the same instant as their earliest test positive -- for them the time does not say which items
+    are the latest, and the order of the items' codes (their first appearance in the activity) decided."""
     n_users = int(u_codes.max()) + 1 if len(u_codes) else 0
     n_items = int(i_codes.max()) + 1 if len(i_codes) else 0
     if pairs is not None:
@@ -202,6 +209,11 @@ def per_user_split(u_codes: np.ndarray, i_codes: np.ndarray, ts: np.ndarray, *, 
         np.maximum(1, np.floor(test_fraction * n_pos + 0.5)).astype(np.int64)
     n_test = np.clip(np.minimum(want, n_pos - min_train_items), 0, None)
     is_test = rank >= (n_pos - n_test)[pu]
+    if out is not None:
+        first_test = start + n_pos - n_test  # per user: position of the earliest test positive
+        tied = (n_test > 0) & (n_pos - n_test > 0)
+        users = np.flatnonzero(tied)
+        out["cut_in_a_tie"] = int(np.sum(pt[first_test[users]] == pt[first_test[users] - 1]))
     split = np.full(n_users, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(split, pu[is_test], pt[is_test])
     test_keys = np.sort(pair_key[by_user][is_test])
@@ -276,10 +288,11 @@ def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weigh
     # the events, shared by the per-user split and both first-play matrices)
     pair_key, pair_ts, pair_of_event = _pairs(u_codes, i_codes, ts, shape[1])
     if split.get("kind", "global") == "per_user":
+        ties: dict[str, Any] = {}
         user_split, event_test = per_user_split(
             u_codes, i_codes, ts, test_fraction=float(split.get("test_fraction", 0.2)),
             test_items=split.get("test_items"), min_train_items=int(split.get("min_train_items", 1)),
-            pairs=(pair_key, pair_ts, shape[1]))
+            pairs=(pair_key, pair_ts, shape[1]), out=ties)
         before = ~event_test & (ts <= user_split[u_codes])
         test_mask = event_test
         tested = user_split < np.iinfo(np.int64).max
@@ -288,7 +301,8 @@ def build_training_data(activity: pa.Table, catalogue: pa.Table | None, *, weigh
                       "test_items": split.get("test_items"),
                       "min_train_items": int(split.get("min_train_items", 1)),
                       "positives": "distinct items played, dated by their first play",
-                      "users_tested": int(tested.sum())}
+                      "users_tested": int(tested.sum()), "users_cut_in_a_tie": ties["cut_in_a_tie"],
+                      "tie_break": "equal first-play times: the item that appears first in the activity is older"}
         cutoff_iso = None
     else:
         before = ts < cutoff_us
