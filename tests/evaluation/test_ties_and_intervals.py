@@ -90,6 +90,7 @@ def test_no_evaluable_user_is_insufficient_evidence_not_a_crash() -> None:
                    resamples=50, per_user_out=per_user)
     overall = out["models"]["m"]["overall"]
     assert out["users_evaluated"] == 0 and overall["users"] == 0 and overall["ndcg_at_k"] is None
+    assert overall["coverage"] is None and overall["novelty"] is None  # nothing was listed: no figure, not 0
     assert overall["ci"]["ndcg_at_k"] == [None, None] and len(per_user["users"]) == 0
     kw = {"metric": "ndcg_at_k", "new": None, "users": 0, "min_users": 100, "baseline": None, "published": None,
           "tolerance": 0.05, "must_beat_baseline": True}
@@ -98,3 +99,20 @@ def test_no_evaluable_user_is_insufficient_evidence_not_a_crash() -> None:
     assert "no evaluable test users" in alert.details["alert"] and "publish_with_alert" in alert.details["alert"]
     held = quality_gate(policy="hold", **kw)
     assert not held.passed and held.details["insufficient_evidence"] and "policy 'hold'" in held.message
+
+
+def test_the_published_model_is_rescored_with_precompute_ties_too() -> None:
+    """The gate's paired comparison with the published model (``compare.rescore_published``) scores both
+    models' lists with precompute's tie-break: all scores 0, both serve item 3 (two listeners), not item 1."""
+    from types import SimpleNamespace
+
+    from skyrec.evaluation.compare import rescore_published
+
+    train, test, model = _tied()
+    ids, users = np.array([f"i{j}" for j in range(4)], dtype=object), np.array(["u0", "u1", "u2"], dtype=object)
+    published = SimpleNamespace(user_ids=users, item_ids=ids, user_factors=model.user_factors,
+                                item_factors=model.item_factors, seen=train)
+    out = rescore_published(user_ids=users, item_ids=ids, train=train, test=test, users=np.array([0]),
+                            new_user_factors=model.user_factors, new_item_factors=model.item_factors,
+                            new_scorable=None, published=published, k=1)
+    assert out["new"]["recall_at_k"].tolist() == [1.0] and out["published"]["recall_at_k"].tolist() == [1.0]

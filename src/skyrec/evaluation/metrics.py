@@ -156,7 +156,8 @@ class Accumulator:
             out[name] = self.sums[name] / self.users if self.users else None
         counts = self.rec_counts if self.rec_counts is not None else np.zeros(self.n_items, np.int64)
         total = int(counts.sum())
-        out["coverage"] = float((counts > 0).sum() / self.n_items) if self.n_items else None
+        # no list scored (no evaluable user): no coverage figure, not a coverage of 0
+        out["coverage"] = float((counts > 0).sum() / self.n_items) if self.n_items and self.users else None
         info = -np.log2((np.asarray(item_users, np.float64) + 1.0) / (n_train_users + 1.0))
         pct = popularity_percentile(item_users)
         out["novelty"] = float(counts @ info / total) if total else None
