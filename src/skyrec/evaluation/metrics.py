@@ -32,8 +32,9 @@ def tie_order(listeners: np.ndarray) -> np.ndarray:
     ``tie_order``): the item with more listeners first, then the lower index. A user whose item-kNN links run
     out before ``k`` is served the most played remaining items, and the evaluation must score that list, not
     items in the order of their index."""
-    listeners = np.asarray(listeners)
-    return np.lexsort((np.arange(len(listeners)), -listeners.astype(np.float64)))
+    from skyrec.scoring.candidates import ties_first
+
+    return ties_first(listeners)
 
 
 def top_k(scores: np.ndarray, k: int, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -219,6 +219,14 @@ def select_candidates(*, model_item_ids: np.ndarray, catalogue: pa.Table, candid
     return model_pos, cat_rows[first], counts
 
 
+def ties_first(key: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
+    """The order in which precompute breaks equal scores: descending ``key`` (an item's listeners), then
+    ascending ``index`` (the item's index; default: position). The candidates are laid out in it, so the
+    kernel's tie-break by position follows it; the evaluation ranks in it too (``metrics.tie_order``)."""
+    key = np.asarray(key, dtype=np.float64)
+    return np.lexsort((np.arange(len(key)) if index is None else index, -key))
+
+
 def build_candidates(*, model_item_ids: np.ndarray, item_factors: Representation, catalogue: pa.Table,
                      candidate_filter: Any, at: dt.datetime, availability: pa.Table | None = None,
                      max_age_days: dict[str, float] | None = None,
@@ -230,8 +238,7 @@ def build_candidates(*, model_item_ids: np.ndarray, item_factors: Representation
         model_item_ids=model_item_ids, catalogue=catalogue, candidate_filter=candidate_filter, at=at,
         availability=availability, max_age_days=max_age_days)
     if tie_order is not None and model_pos.size:
-        key = np.asarray(tie_order, dtype=np.float64)[model_pos]
-        order = np.lexsort((model_pos, -key))  # most first; equal ones by item index (stable, deterministic)
+        order = ties_first(np.asarray(tie_order)[model_pos], model_pos)
         model_pos, cat_rows = model_pos[order], cat_rows[order]
     rows = catalogue.take(pa.array(cat_rows, pa.int64())).select(list(PAYLOAD_COLUMNS))
     # brand codes in order of first appearance; an item without a brand is never capped

@@ -229,6 +229,7 @@ class Scorer:
         self._sim_coo: list[tuple[np.ndarray, np.ndarray]] = []  # (seed rows, candidate positions) as scored
         self._sim_lists: sp.csr_matrix | None = None
         self._seed_ids_pa: pa.Array | None = None
+        self._listed_pos: np.ndarray | None = None  # candidates some "more like this" list holds
 
     @classmethod
     def from_spec(cls, spec: PrecomputeSpec) -> Scorer:
@@ -360,8 +361,10 @@ class Scorer:
         rows = rows[self.valid[rows]]
         lists = self.similar_lists()
         listed = listed_pos = None
-        if lists is not None:  # only the candidates some list holds can be "also played"
-            listed_pos = np.flatnonzero(np.diff(lists.tocsc().indptr) > 0)
+        if lists is not None:  # only the candidates some list holds can be "also played" (once per scorer)
+            if self._listed_pos is None:
+                self._listed_pos = np.flatnonzero(np.bincount(lists.indices, minlength=lists.shape[1]) > 0)
+            listed_pos = self._listed_pos
             listed = self.cand_ids.take(pa.array(listed_pos))
         user_ids = self.user_ids.take(pa.array(rows))
         plays, played = read_shard_plays(self.lake, spec.activity_path, user_ids, spec.history_items,
@@ -479,7 +482,7 @@ class Scorer:
                 mask = np.arange(res.items.shape[1])[None, :] < res.counts[:, None]
                 referenced[res.items[mask]] = True
                 self._sim_coo.append((np.repeat(seeds, res.counts), res.items[mask].astype(np.int64)))
-                self._sim_lists = None
+                self._sim_lists = self._listed_pos = None
                 has = np.nonzero(res.counts > 0)[0]
                 seed_ids.extend(ids[r] for r in has.tolist())
                 for r in has[:: max(1, has.size // probes)][: max(0, probes - len(expected))].tolist():
