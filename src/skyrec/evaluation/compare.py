@@ -7,7 +7,9 @@ items are this split's test positives minus everything in the artefact's ``seen`
 exclude the user's train plays and the artefact's seen plays. Users must exist in both (the published
 model cannot score a user it never met); items the artefact does not know it cannot recommend (-inf), yet
 they stay relevant, as in ``skyrec.evaluation.offline``. The result is one per-user series per model on
-exactly the same users, relevance and exclusions, for ``skyrec.evaluation.stats.paired_comparison``.
+exactly the same users, relevance and exclusions, for ``skyrec.evaluation.stats.paired_comparison``. A
+published artefact with NaN or +-inf factors is refused (``NonFiniteError``; ``load_artefact`` refuses it
+first), and scores that are not finite are not recommendable (``skyrec.evaluation.metrics.top_k``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from skyrec.evaluation.metrics import hits, per_user, tie_order, top_k
-from skyrec.models.representations import Representation, as_float32, expand_rows
+from skyrec.models.representations import Representation, as_float32, check_finite, expand_rows
 from skyrec.models.representations import scores as representation_scores
 
 
@@ -35,6 +37,9 @@ def rescore_published(*, user_ids: np.ndarray, item_ids: np.ndarray, train: sp.c
     """Per-user metrics of the new model and of the published artefact (``ModelArtefact``) for the
     dataset rows ``users`` (the evaluated users): ``{"users": rows, "new": {metric: arr},
     "published": {metric: arr}, "excluded_seen_by_published": n}`` (NaN where a user cannot be compared)."""
+    check_finite(f"published model {getattr(published, 'path', '') or ''}".rstrip(),
+                 {"user_factors": published.user_factors, "item_factors": published.item_factors},
+                 hint="refusing to compare with a model that would rank items on NaN")
     train, test = train.tocsr(), test.tocsr()
     n_items = train.shape[1]
     art_rows = _index(np.asarray(published.user_ids, dtype=object), np.asarray(user_ids, dtype=object)[users])

@@ -14,10 +14,14 @@ published model (its artefact re-scored on this run's split, ``skyrec.evaluation
    new - (1 - tolerance) x published < 0). When the published model cannot be compared on this split
    (different protocol and no artefact to re-score, or fewer than ``min_users`` shared users), that
    comparison is insufficient evidence and the policy decides; the message says why.
+4. A figure that is not a finite number (the metric, or a comparison's difference or interval: NaN, +-inf)
+   fails the gate: nothing can be shown with it, and a NaN compares false with every bound, so without
+   this rule it would pass silently.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from skyrec.gates import GateResult
@@ -42,6 +46,19 @@ def _ci(c: dict[str, Any]) -> str:
            f"{c['users']} users"
 
 
+def _finite(x: Any) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _broken(c: dict[str, Any]) -> bool:
+    """A paired comparison whose difference or interval bounds are there but not finite numbers."""
+    values = [c.get("difference"), *(c.get("ci") or [])]
+    return any(v is not None and not _finite(v) for v in values)
+
+
 def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, policy: str,
                  baseline: dict[str, Any] | None, published: dict[str, Any] | None, tolerance: float,
                  must_beat_baseline: bool) -> GateResult:
@@ -55,6 +72,9 @@ def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, 
                                "insufficient_evidence": False}
     if new is None and users > 0:
         return GateResult(GATE, False, f"{metric} is not among this evaluation's figures", details=details)
+    if new is not None and not _finite(new):
+        return GateResult(GATE, False, f"{metric} is {new}, not a finite number: nothing can be shown with it",
+                          details=details)
     if published is not None and published.get("same_model"):  # re-evaluating the model that is published
         details["published_comparison"] = published = None
         details["published_is_this_model"] = True
@@ -70,7 +90,9 @@ def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, 
             problems.append(f"no paired comparison of {metric} with the baseline: it cannot be shown to beat it")
         elif must_beat_baseline and baseline is not None:
             lo = (baseline.get("ci") or [None])[0]
-            if lo is None or not lo > 0:
+            if _broken(baseline):
+                problems.append(f"the paired comparison of {metric} with the baseline is not finite ({_ci(baseline)})")
+            elif lo is None or not lo > 0:
                 problems.append(f"{metric} {baseline['mean_a']:.4f} does not beat the baseline's "
                                 f"{baseline['mean_b']:.4f} beyond noise ({_ci(baseline)})")
         if published is not None:
@@ -79,6 +101,9 @@ def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, 
             elif published["users"] < min_users:
                 evidence.append(f"only {published['users']} users can be compared with the published model "
                                 f"{published.get('model_version')} (plays it has not seen; min_users {min_users})")
+            elif _broken(published):
+                problems.append(f"the paired comparison of {metric} with the published model "
+                                f"{published.get('model_version')} is not finite ({_ci(published)})")
             else:
                 hi = (published.get("ci") or [None, None])[1]
                 if hi is not None and hi < 0:

@@ -40,7 +40,12 @@ def tie_order(listeners: np.ndarray) -> np.ndarray:
 def top_k(scores: np.ndarray, k: int, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` per row: (indices int64, scores), ties broken by lower index, or by position in
     ``order`` (a permutation of the columns, e.g. ``tie_order``) when given; -inf entries (excluded or not
-    scorable) come back as index -1."""
+    scorable) come back as index -1, after every recommendable item.
+
+    A score that is not finite (NaN; +inf, a product that overflowed float32) is not recommendable, as in the
+    top-K kernel (``skyrec.scoring.topk``): it ranks as -inf, so the lists measured are the lists served."""
+    if scores.size and not np.isfinite(scores.max()):  # NaN propagates through max, +inf is the max
+        scores = np.where(np.isnan(scores) | (scores == np.inf), -np.inf, scores).astype(scores.dtype, copy=False)
     if order is not None:
         idx, vals = top_k(scores[:, order], k)
         return np.where(idx >= 0, np.asarray(order, np.int64)[np.maximum(idx, 0)], -1), vals

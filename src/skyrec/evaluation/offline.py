@@ -9,8 +9,13 @@ models are compared on the same relevance sets). Items a user played in training
 Per candidate set (``overall`` = every item, plus one per variant filter) the figures of
 ``skyrec.evaluation.metrics`` are computed. *Cold-start item recall@k*: for users who played, in the test
 window, items with no training plays that are in the catalogue, the recall@k of those items when only such
-cold items are ranked; ``None`` for models that cannot score cold items, next to the expectation of a
-random ranking for scale.
+cold items are ranked, next to the expectation of a random ranking for scale. ``users`` is always the number
+of those users (the users the figure rests on); when there is no figure, ``not_scored`` says why: the model
+cannot score items without training plays, or there are no cold items, or no such user.
+
+Models must be finite: factors with NaN or +-inf are refused (``NonFiniteError``), and a score that is not
+finite all the same (a product that overflowed float32) is not recommendable, as in the kernel
+(``skyrec.evaluation.metrics.top_k``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from skyrec.evaluation.metrics import METRICS, Accumulator, hits, per_user, popularity_percentile, tie_order, top_k
-from skyrec.models.representations import Representation
+from skyrec.models.representations import Representation, check_finite
 from skyrec.models.representations import scores as representation_scores
 
 
@@ -64,6 +69,10 @@ def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matri
     for paired comparisons on the same users."""
     from skyrec.evaluation.stats import confidence_intervals, holding
 
+    for name, model in models.items():  # the rows of items it cannot score are ignored, so not checked
+        item = model.item_factors if model.scorable is None else model.item_factors[np.flatnonzero(model.scorable)]
+        check_finite(f"evaluate: model {name!r}", {"user factors": model.user_factors, "item factors": item},
+                     hint="refusing to measure a model that would rank items on NaN")
     train, test = train.tocsr(), test.tocsr()
     n_users, n_items = train.shape
     seen = train.copy()
@@ -99,6 +108,8 @@ def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matri
     cold_ok = {m: bool(len(cold_idx)) and (s.scorable is None or bool(s.scorable[cold_idx].all()))
                for m, s in models.items()}
     cold_test = test[:, cold_idx].tocsr() if len(cold_idx) else None
+    # the users a cold-start figure rests on, whichever model: scored users with test plays on cold items
+    cold_users = int((np.diff(cold_test[users].indptr) > 0).sum()) if cold_test is not None else 0
 
     batch = max(1, min(4096, batch_cells // max(n_items, 1)))
     for start in range(0, len(users), batch):
@@ -145,9 +156,7 @@ def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matri
                                               for s in sets}
         for s, f in figures.items():
             f["ci"] = {metric: holding(intervals[f"{name}|{s}|{metric}"]["ci"], f[metric]) for metric in METRICS}
-        total, n = cold_sums[name]
-        cold = {"cold_item_recall_at_k": (total / n if n else None) if cold_ok[name] else None,
-                "users": n, "random_expectation": random_cold}
+        cold = _cold_start(name, models[name], cold_idx, cold_ok[name], cold_sums[name], cold_users, random_cold)
         out["models"][name] = {"overall": figures["overall"],
                                "variants": {s: f for s, f in figures.items() if s != "overall"},
                                "cold_start": cold}
@@ -162,6 +171,24 @@ def evaluate(models: dict[str, Scored], train: sp.csr_matrix, test: sp.csr_matri
     test_counts = np.diff(relevant[eligible].tocsc().indptr)
     out["distributions"]["_test_plays"] = {
         "recommended_popularity_percentile": _histogram(np.repeat(pct, test_counts), lo=0.0, hi=1.0)}
+    return out
+
+
+def _cold_start(name: str, model: Scored, cold_idx: np.ndarray, ok: bool, sums: list, cold_users: int,
+                random_cold: float | None) -> dict[str, Any]:
+    """The cold-start block of one model: the figure, the users it rests on (``cold_users``, the same for every
+    model) and, when there is no figure, ``not_scored``: why."""
+    total, n = sums
+    out: dict[str, Any] = {"cold_item_recall_at_k": total / n if ok and n else None,
+                           "users": n if ok else cold_users, "random_expectation": random_cold}
+    if not len(cold_idx):
+        out["not_scored"] = "no cold items: every catalogue item has training plays"
+    elif not ok:
+        missing = int((~np.asarray(model.scorable, bool)[cold_idx]).sum()) if model.scorable is not None else 0
+        out["not_scored"] = (f"{name} cannot score items without training plays" if missing == len(cold_idx) else
+                             f"{name} cannot score {missing} of the {len(cold_idx)} items without training plays")
+    elif not n:
+        out["not_scored"] = "no evaluated user played an item without training plays in the test window"
     return out
 
 

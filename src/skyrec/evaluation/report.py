@@ -161,6 +161,31 @@ def _rules(evaluation: dict[str, Any]) -> list[str]:
             _table(rows, ["variant", "stage", "users", "ndcg_at_k", "ndcg_ci", "recall_at_k", "recall_ci"])]
 
 
+def _cold_cell(cold: dict[str, Any]) -> Any:
+    """The overall table's cold-start cell: the figure, or in a word why there is none."""
+    if cold.get("cold_item_recall_at_k") is not None or not cold.get("not_scored"):
+        return cold.get("cold_item_recall_at_k")
+    return "no cold items" if str(cold["not_scored"]).startswith("no cold items") else "not scored"
+
+
+def _cold_section(res: dict[str, Any], models: list[str], k: Any) -> list[str]:
+    """Per model: the cold-start figure, the users it rests on (those with test plays on items without training
+    plays) and, where there is no figure, why (``not_scored``)."""
+    blocks = {m: res["models"][m].get("cold_start") or {} for m in models}
+    cold_rnd = next(iter(blocks.values())).get("random_expectation") if blocks else None
+    intro = (f"<h2>Cold-start items</h2><p>Recall@{k} of test plays on items with no training plays when only "
+             f"those items are ranked ({_fmt(res.get('cold_items'))} such items; random ranking: "
+             f"{_fmt(cold_rnd)}). Users: those with test plays on such items, whom the figure rests on.</p>")
+    if not res.get("cold_items"):
+        note = next((b["not_scored"] for b in blocks.values() if b.get("not_scored")),
+                    "no cold items: every catalogue item has training plays")
+        return [intro + f"<p>{html.escape(str(note))}.</p>"]
+    rows = [{"model": m, "users": b.get("users"), "cold_item_recall_at_k": b.get("cold_item_recall_at_k"),
+             "random_expectation": b.get("random_expectation"), "note": b.get("not_scored") or ""}
+            for m, b in blocks.items()]
+    return [intro, _table(rows, ["model", "users", "cold_item_recall_at_k", "random_expectation", "note"])]
+
+
 def _sig(v: Any) -> str:
     """A parameter value: floats to 4 significant digits (search ranges span decades)."""
     return f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -207,7 +232,7 @@ def render(evaluation: dict[str, Any]) -> str:
     title = f"skyrec evaluation: {evaluation.get('model')} {evaluation.get('model_version', '')}"
     overall = [{"model": m, **res["models"][m]["overall"],
                 **{f"{c}_ci": _ci(res["models"][m]["overall"].get("ci", {}).get(c)) for c in ("ndcg_at_k", "recall_at_k")},
-                "cold_item_recall_at_k": res["models"][m]["cold_start"]["cold_item_recall_at_k"]} for m in models]
+                "cold_item_recall_at_k": _cold_cell(res["models"][m]["cold_start"])} for m in models]
     cols = ["model", "users", *HEADLINE, "ndcg_at_k_ci", "recall_at_k_ci", "novelty", "popularity_percentile",
             "cold_item_recall_at_k"]
     boot = res.get("bootstrap") or {}
@@ -231,9 +256,7 @@ def render(evaluation: dict[str, Any]) -> str:
     sections.extend(_comparisons(evaluation))
     sections.extend(_rules(evaluation))
     sections.extend(_search(evaluation))
-    cold_rnd = next(iter(res["models"].values()))["cold_start"]["random_expectation"] if models else None
-    sections.append(f"<h2>Cold-start items</h2><p>Recall@{k} of test plays on items with no training plays when "
-                    f"only those items are ranked (random ranking: {_fmt(cold_rnd)}).</p>")
+    sections.extend(_cold_section(res, models, k))
     truth = evaluation.get("truth")
     if truth:
         sections.append(f"<h2>Planted truth</h2><p>Recall@{truth['k']} of the generator's planted next items "

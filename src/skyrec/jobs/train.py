@@ -62,8 +62,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
         fitted = fit_on(recommender, getattr(data, matrix_name),
                         data.item_features if recommender.uses_item_features else None,
                         item_context(data, matrix_name))
-    except ValueError as exc:
-        raise BadInput(f"{ds.path}: {exc}") from None
+    except ValueError as exc:  # a non-finite fit (reps.NonFiniteError) too: refused, nothing is committed
+        raise BadInput(f"{ds.path}: models.{model}: {exc}") from None
 
     cols = fitted.item_cols
     model_version = f"{version}.{ctx.run.run_key}"

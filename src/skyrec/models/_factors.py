@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from skyrec.models import representations as reps
 from skyrec.models.base import Recommender
+from skyrec.progress import interactive
 
 
 class FactorModel(Recommender):
@@ -40,6 +41,22 @@ class FactorModel(Recommender):
     def _set_factors(self, user: reps.Representation, item: reps.Representation) -> None:
         self._user = reps.as_float32(user)
         self._item = reps.as_float32(item)
+
+    def _fit_implicit(self, model: Any, user_items: sp.csr_matrix) -> None:
+        """``model.fit`` of an ``implicit`` factorisation, then its factors as this model's. implicit raises its
+        own ``ModelFitError("NaN encountered in factors")`` on a diverged fit, naming neither the model nor how
+        much: it becomes the ``reps.NonFiniteError`` every refused fit raises (and +-inf, which implicit lets
+        through, is refused by ``training.check_fitted``)."""
+        try:
+            model.fit(user_items, show_progress=interactive())  # a bar on a terminal
+        except Exception as exc:
+            if type(exc).__name__ != "ModelFitError":  # implicit.recommender_base.ModelFitError
+                raise
+            reps.check_finite(f"{type(self).__name__} (model {self.name!r})",
+                              {"user_factors": model.user_factors, "item_factors": model.item_factors},
+                              hint=reps.DIVERGED)
+            raise  # pragma: no cover - implicit saw NaN that is not there
+        self._set_factors(model.user_factors, model.item_factors)
 
     def _check(self) -> tuple[reps.Representation, reps.Representation]:
         if self._user is None or self._item is None:

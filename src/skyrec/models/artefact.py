@@ -114,7 +114,8 @@ class ModelArtefact:
         return str(self.meta.get("model_version", ""))
 
     def validate(self) -> None:
-        """Post-condition: shapes agree, factors are finite float32."""
+        """Post-condition: shapes agree, factors are finite float32 and cannot score +-inf (a ``ValueError``
+        naming ``factors.npz``; ``reps.NonFiniteError`` with the counts for non-finite values)."""
         nu, ni = len(self.user_ids), len(self.item_ids)
         if self.user_factors.shape[0] != nu or self.item_factors.shape[0] != ni:
             raise ValueError(f"{self.path}: factors {self.user_factors.shape}/{self.item_factors.shape} "
@@ -123,15 +124,23 @@ class ModelArtefact:
             raise ValueError(f"{self.path}: user and item factor dimensions differ")
         if self.seen.shape != (nu, ni):
             raise ValueError(f"{self.path}: seen matrix {self.seen.shape} != ({nu}, {ni})")
+        where = f"{self.path}/factors.npz" if self.path else "factors.npz"
         for name, arr in (("user_factors", self.user_factors), ("item_factors", self.item_factors)):
-            if arr.dtype != np.float32 or not reps.all_finite(arr):  # dense or CSR
-                raise ValueError(f"{self.path}: {name} must be finite float32")
+            if arr.dtype != np.float32:  # dense or CSR
+                raise ValueError(f"{where}: {name} must be float32, not {arr.dtype}")
+        reps.check_finite(where, {"user_factors": self.user_factors, "item_factors": self.item_factors},
+                          hint="refusing to load a model that would rank items on NaN")
+        reps.check_scores_fit(where, self.user_factors, self.item_factors,
+                              hint="refusing to load a model whose scores would be +-inf")
 
 
 def save_artefact(stage: Stage, *, user_ids: np.ndarray, item_ids: np.ndarray, user_factors: reps.Representation,
                   item_factors: reps.Representation, seen: sp.csr_matrix,
                   evaluation: dict[str, Any] | None = None) -> None:
-    """Write the artefact files into a stage (the caller commits with the meta described above)."""
+    """Write the artefact files into a stage (the caller commits with the meta described above). Factors with
+    NaN or +-inf are refused (``reps.NonFiniteError``): no artefact that would rank items on NaN is written."""
+    reps.check_finite("factors.npz", {"user_factors": user_factors, "item_factors": item_factors},
+                      hint="refusing to save a model that would rank items on NaN")
     write_npz(stage, "factors.npz", rows=len(user_ids), **reps.to_arrays("user_factors", user_factors),
               **reps.to_arrays("item_factors", item_factors))
     write_ids(stage, "users.parquet", "user_id", user_ids)
@@ -157,7 +166,10 @@ def load_model(lake: Lake, manifest: Manifest, allowed: set[str] | None = None) 
     for name in ("model.npz", "model.json"):
         with lake.open(manifest, name) as fh:
             files[name] = fh.read()
-    return recommender_from_files(files, allowed)
+    try:
+        return recommender_from_files(files, allowed)
+    except reps.NonFiniteError as exc:  # name the output the file is in
+        raise reps.NonFiniteError(f"{manifest.path}/{exc}") from None
 
 
 def load_artefact(lake: Lake, manifest: Manifest) -> ModelArtefact:

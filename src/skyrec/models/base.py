@@ -131,11 +131,18 @@ class Recommender(ABC):
 
     @classmethod
     def from_files(cls, files: dict[str, bytes]) -> Recommender:
-        """Inverse of ``to_files`` for this class (arrays loaded with ``allow_pickle=False``)."""
+        """Inverse of ``to_files`` for this class (arrays loaded with ``allow_pickle=False``). A ``model.npz``
+        holding NaN or +-inf (a hand-edited file; training never saves one) is refused with
+        ``representations.NonFiniteError`` naming the file, each array and how many values."""
+        from skyrec.models.representations import check_finite
+
         meta = json.loads(files["model.json"])
         model = cls(**meta["params"])
         with np.load(io.BytesIO(files["model.npz"]), allow_pickle=False) as npz:
-            model.restore({k: npz[k] for k in npz.files})
+            arrays = {k: npz[k] for k in npz.files}
+        check_finite("model.npz", {k: v for k, v in arrays.items() if v.dtype.kind == "f"},
+                     hint="refusing to load a model that would rank items on NaN")
+        model.restore(arrays)
         return model
 
     def save(self, folder: str | Path) -> list[str]:
@@ -147,13 +154,22 @@ class Recommender(ABC):
 
     @classmethod
     def load(cls, folder: str | Path) -> Recommender:
+        from skyrec.models.representations import NonFiniteError
+
         folder = Path(folder)
-        return cls.from_files({n: (folder / n).read_bytes() for n in ("model.npz", "model.json")})
+        try:
+            return cls.from_files({n: (folder / n).read_bytes() for n in ("model.npz", "model.json")})
+        except NonFiniteError as exc:  # name the folder the file is in
+            raise NonFiniteError(f"{folder}/{exc}") from None
 
 
 def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the ``k`` best column indices (score descending, index ascending on ties) and their scores."""
+    """Per row, the ``k`` best column indices (score descending, index ascending on ties) and their scores. A
+    score that is not finite (NaN, +inf) is not recommendable: it ranks as an excluded item (-inf), as in the
+    kernel (``skyrec.scoring.topk``) and the evaluation (``skyrec.evaluation.metrics.top_k``)."""
     k = min(k, scores.shape[1])
+    if scores.size and not np.isfinite(scores.max()):  # NaN propagates through max, +inf is the max
+        scores = np.where(np.isnan(scores) | (scores == np.inf), -np.inf, scores)
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)

@@ -13,7 +13,6 @@ import scipy.sparse as sp
 
 from skyrec.models._factors import FactorModel
 from skyrec.models._threads import fit_threads, single_threaded_blas
-from skyrec.progress import interactive
 
 
 class BPRModel(FactorModel):
@@ -41,6 +40,5 @@ class BPRModel(FactorModel):
                 regularization=float(self.param("regularization")), iterations=int(self.param("iterations")),
                 random_state=self.param("random_state"), num_threads=fit_threads(self.param("num_threads")),
             )
-            model.fit(user_items, show_progress=interactive())  # a bar on a terminal
-        self._set_factors(model.user_factors, model.item_factors)
+            self._fit_implicit(model, user_items)
         return self

@@ -75,8 +75,19 @@ class HybridModel(Recommender):
                         user_alpha=float(self.param("user_alpha")), max_sampled=int(self.param("max_sampled")),
                         random_state=np.random.RandomState(int(self.param("random_state"))))
         with single_threaded_blas():
-            model.fit(binary, item_features=features, sample_weight=weights, epochs=int(self.param("epochs")),
-                      num_threads=fit_threads(self.param("num_threads")))
+            try:
+                model.fit(binary, item_features=features, sample_weight=weights, epochs=int(self.param("epochs")),
+                          num_threads=fit_threads(self.param("num_threads")))
+            except ValueError as exc:  # LightFM's "Not all estimated parameters are finite": name model and counts
+                if "finite" not in str(exc):
+                    raise
+                from skyrec.models import representations as reps
+
+                reps.check_finite(f"HybridModel (model {self.name!r})",
+                                  {k: getattr(model, k) for k in ("user_embeddings", "item_embeddings", "user_biases",
+                                                                  "item_biases")}, hint=reps.DIVERGED)
+                # finite, yet LightFM's check (a sum per array) overflowed: values that large diverged as well
+                raise reps.NonFiniteError(f"HybridModel (model {self.name!r}): {exc}") from None
         ub, ue = model.get_user_representations()
         ib, ie = model.get_item_representations(features)
         self._user = np.hstack([ue, ub[:, None], np.ones((n_users, 1))]).astype(np.float32)

@@ -125,9 +125,105 @@ def one_hot(rows: np.ndarray, n: int) -> sp.csr_matrix:
                          shape=(rows.size, int(n)))
 
 
+def _values(x: Any) -> np.ndarray:
+    return np.asarray(x.data if sp.issparse(x) else x)
+
+
 def all_finite(x: Representation) -> bool:
-    values = x.data if sp.issparse(x) else x
-    return bool(np.isfinite(values).all())
+    """No NaN and no +-inf among the values (a CSR's stored ones). Its minimum and maximum, not
+    ``np.isfinite(x).all()``: NaN propagates through both, so two reductions say it without a boolean
+    temporary the size of ``x`` (an EASE weight matrix is items^2)."""
+    values = _values(x)
+    if values.size == 0 or values.dtype.kind not in "fc":
+        return True
+    return bool(np.isfinite(values.min()) and np.isfinite(values.max()))
+
+
+def nonfinite_counts(x: Representation, block: int = 1 << 22) -> dict[str, int]:
+    """How many of ``x``'s values (a CSR's stored ones) are NaN, +inf and -inf, and how many there are in all,
+    counted ``block`` values at a time (for the error message of a refused model: only computed then)."""
+    values = _values(x).reshape(-1)
+    out = {"values": int(values.size), "nan": 0, "+inf": 0, "-inf": 0}
+    if values.dtype.kind not in "fc":
+        return out
+    for s in range(0, values.size, block):
+        part = values[s:s + block]
+        out["nan"] += int(np.count_nonzero(np.isnan(part)))
+        out["+inf"] += int(np.count_nonzero(part == np.inf))
+        out["-inf"] += int(np.count_nonzero(part == -np.inf))
+    return out
+
+
+class NonFiniteError(ValueError):
+    """A model's values (factors, weights, biases) hold NaN or +-inf, or are so large that its scores overflow
+    float32. Scoring such a model ranks items on NaN, so it is refused where it is made (training) and wherever
+    it is read (the artefact's files); the message names the model or file, each array and how many values."""
+
+
+#: what a refused fit says to do
+DIVERGED = ("the fit diverged (or its input holds non-finite weights); it is refused, never saved: lower the "
+            "learning rate, raise the regularization, or check the dataset's weights")
+
+
+def describe_nonfinite(arrays: dict[str, Any]) -> str | None:
+    """``None`` when every array of ``arrays`` (name -> dense or CSR) is finite, else what is not: per array
+    with non-finite values, ``"user_factors: 12 of 3,840 values (NaN 10, +inf 2)"``."""
+    parts = []
+    for name, arr in arrays.items():
+        if all_finite(arr):
+            continue
+        c = nonfinite_counts(arr)
+        bad = c["nan"] + c["+inf"] + c["-inf"]
+        kinds = ", ".join(f"{'NaN' if kind == 'nan' else kind} {c[kind]:,}" for kind in ("nan", "+inf", "-inf")
+                          if c[kind])
+        parts.append(f"{name}: {bad:,} of {c['values']:,} values ({kinds})")
+    return "; ".join(parts) or None
+
+
+def check_finite(owner: str, arrays: dict[str, Any], *, hint: str = "") -> None:
+    """Raise ``NonFiniteError`` when an array of ``arrays`` holds NaN or +-inf: ``owner`` (the model or the
+    file) is not finite, which arrays, how many values of each kind; then ``hint``."""
+    what = describe_nonfinite(arrays)
+    if what is not None:
+        raise NonFiniteError(f"{owner}: non-finite values in {what}" + (f"; {hint}" if hint else ""))
+
+
+#: the largest float32: a score beyond it is +-inf
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _max_abs(x: Any) -> float:
+    values = _values(x)
+    if values.size == 0:
+        return 0.0
+    return max(abs(float(values.min())), abs(float(values.max())))
+
+
+def score_bound(user: Representation, item: Representation) -> float:
+    """An upper bound of ``|U[u] @ V[i]|`` over every pair, without scoring any: the largest L1 norm of a user
+    row times the largest ``|V|`` value (Hoelder). A sparse user side's row norms are summed (its rows are the
+    users' plays); a dense one's are bounded by ``d x max |U|``, so no temporary the size of ``U`` is made.
+    Every partial sum of a float32 product stays below it too, so below ``FLOAT32_MAX`` no score overflows."""
+    if sp.issparse(user):
+        m = sp.csr_matrix(user)
+        if m.nnz == 0:
+            return 0.0
+        data = m.data[: m.indptr[-1]]
+        data = data if data.min() >= 0 else np.abs(data)  # interaction weights: no copy
+        u = float(np.add.reduceat(data, m.indptr[:-1][np.diff(m.indptr) > 0], dtype=np.float64).max())
+    else:
+        u = float(np.shape(user)[1]) * _max_abs(user)
+    return u * _max_abs(item)
+
+
+def check_scores_fit(owner: str, user: Representation, item: Representation, *, hint: str = "") -> None:
+    """Raise ``NonFiniteError`` when finite representations could still score +-inf (``score_bound`` above
+    ``FLOAT32_MAX``): values that large come from a fit that diverged (or a hand-edited file)."""
+    bound = score_bound(user, item)
+    if not bound <= FLOAT32_MAX:
+        raise NonFiniteError(f"{owner}: scores can overflow float32: |U[u] @ V[i]| is bounded only by {bound:.3g} "
+                             f"(largest user-row L1 norm x largest |item value|), above {FLOAT32_MAX:.3g}"
+                             + (f"; {hint}" if hint else ""))
 
 
 def equal(a: Representation, b: Representation) -> bool:

@@ -37,7 +37,7 @@ class Fitted:
 
 def fit_on(model: Recommender, matrix: sp.csr_matrix, item_features: sp.csr_matrix | None,
            context: ItemContext | None = None) -> Fitted:
-    """Fit ``model`` on ``matrix`` (users x items); check the representations are finite float32.
+    """Fit ``model`` on ``matrix`` (users x items); refuse a fit that is not finite (``check_fitted``).
 
     ``context`` (over ``matrix``'s item columns, ``skyrec.models.series.item_context``) reaches models that
     declare ``uses_item_context``, restricted to the columns they are fit on."""
@@ -63,7 +63,20 @@ def fit_on(model: Recommender, matrix: sp.csr_matrix, item_features: sp.csr_matr
     if user.shape[0] != matrix.shape[0] or item.shape[0] != len(cols) or user.shape[1] != item.shape[1]:
         raise ValueError(f"{type(model).__name__}: representations {user.shape}/{item.shape} do not match "
                          f"{matrix.shape[0]} users x {len(cols)} items")
-    for name, arr in (("user", user), ("item", item)):
-        if not reps.all_finite(arr):
-            raise ValueError(f"{type(model).__name__}: non-finite {name} representations after fit")
+    check_fitted(model, user, item)
     return Fitted(model=model, item_cols=cols, user_factors=user, item_factors=item, seconds=seconds)
+
+
+def check_fitted(model: Recommender, user: reps.Representation, item: reps.Representation) -> None:
+    """Refuse (``reps.NonFiniteError``, a ValueError) a fitted model whose representations or saved state hold
+    NaN or +-inf, or whose scores can overflow float32 -- naming the model, each array and how many values:
+    such a model ranks items on NaN. Cheap (two reductions per array, no temporary of its size)."""
+    owner = f"{type(model).__name__} (model {model.name!r})"
+    arrays: dict[str, reps.Representation] = {"user representations": user, "item representations": item}
+    seen = [np.asarray(x.data if sp.issparse(x) else x) for x in (user, item)]
+    for key, arr in model.state().items():  # what model.npz holds: biases, metadata embeddings, neighbours
+        arr = np.asarray(arr)
+        if arr.dtype.kind == "f" and not any(np.may_share_memory(arr, s) for s in seen):
+            arrays[key] = arr
+    reps.check_finite(owner, arrays, hint=reps.DIVERGED)
+    reps.check_scores_fit(owner, user, item, hint=reps.DIVERGED)

@@ -3,10 +3,16 @@
 Problem, per user ``u`` over the candidate items ``j`` (columns of ``V``)::
 
     score(u, j) = U[u] @ V[j]                       (float32 GEMM through BLAS)
-    eligible    = j not excluded for u (already played)
+    eligible    = j not excluded for u (already played) and score(u, j) finite
     order       = score descending, then candidate position ascending (deterministic ties)
     result      = walk ``order``; take j when fewer than ``max_per_brand`` items of j's brand were taken;
                   stop at K.
+
+A score that is not a finite number is *not recommendable*: NaN (a NaN factor, or inf - inf) and +inf (a
+product that overflowed float32) rank nowhere, exactly as an excluded item (-inf); a user left with fewer
+than K finite scores gets fewer than K items. Training and loading refuse models whose values are not finite
+or whose scores can overflow (``skyrec.models.representations.NonFiniteError``), so this is the last line, and
+the evaluation's ``top_k`` (``skyrec.evaluation.metrics``) applies the same rule: it scores the lists served.
 
 The greedy walk *is* the specification: it is the exact top-K of the rule-constrained problem (the brand
 cap is a partition constraint, for which greedy selection is optimal), so a user gets K items whenever K
@@ -88,7 +94,7 @@ def _max_of(row: np.ndarray, s: int, n: int) -> np.float32:  # pragma: no cover 
     m = np.float32(-np.inf)
     for r in range(n):  # with n a compile-time constant at the call site this unrolls into SIMD maxima
         x = row[s + r]
-        m = x if x > m else m  # NaN never wins: a NaN score is never selected (as if excluded)
+        m = x if x > m else m  # NaN never wins; +inf may (``_threshold`` and the gathering pass over it)
     return m
 
 
@@ -125,18 +131,20 @@ def _threshold(bmax: np.ndarray, nblocks: int, p: int, hist: np.ndarray) -> floa
     over [min, max] in ``len(hist)`` buckets, counted from the top until ``p`` is reached; ``t`` is that
     bucket's lower edge, rounded down. (The count is approximate at bucket edges; nothing relies on it being
     exact -- a pool that proves too small is widened by the caller.) -inf when fewer than ``p`` blocks
-    hold a finite score."""
+    have a finite maximum. A block whose maximum is +inf (not recommendable) counts as none: the finite
+    scores it holds are gathered all the same (its maximum reaches any ``t``)."""
     nbuckets = hist.shape[0]
     lo = np.float32(np.inf)
     hi = np.float32(-np.inf)
     finite = 0
     for i in range(nblocks):  # branch-free, so it vectorises
         x = bmax[i]
-        ok = x > -np.inf
+        ok = (x > -np.inf) & (x < np.inf)
         finite += ok
         y = x if ok else np.float32(np.inf)
+        z = x if ok else np.float32(-np.inf)
         lo = y if y < lo else lo
-        hi = x if x > hi else hi
+        hi = z if z > hi else hi
     if finite < p:
         return -np.inf
     if not hi > lo:
@@ -146,7 +154,7 @@ def _threshold(bmax: np.ndarray, nblocks: int, p: int, hist: np.ndarray) -> floa
     hist[:] = 0
     for i in range(nblocks):
         x = bmax[i]
-        if x >= lo:
+        if x >= lo and x <= hi:  # finite maxima only: (inf - lo) * scale is no bucket
             hist[min(nbuckets - 1, int((np.float64(x) - lo) * scale))] += 1
     acc = 0
     h = nbuckets - 1
@@ -174,7 +182,7 @@ def _descending_key(bits: np.int32) -> np.int64:  # pragma: no cover - compiled
 def _gather_block(row: np.ndarray, s: int, n: int, t: float, pos: np.ndarray, m: int) -> int:  # pragma: no cover
     for j in range(s, s + n):  # branch-free compaction: n is a compile-time constant at most call sites
         pos[m] = j
-        m += row[j] >= t
+        m += (row[j] >= t) & (row[j] < np.inf)  # +inf is not recommendable (NaN fails >= t)
     return m
 
 
@@ -307,7 +315,7 @@ def _select_rows(scores: np.ndarray, indptr: np.ndarray, indices: np.ndarray, k:
             if whole:
                 for j in range(c):
                     pos[n] = j
-                    n += row[j] > -np.inf  # NaN and -inf (excluded) never enter the pool
+                    n += (row[j] > -np.inf) & (row[j] < np.inf)  # NaN, +inf and -inf (excluded) never do
             else:
                 nb = 0
                 for bi in range(nblocks):
@@ -408,8 +416,8 @@ def _sparse_rows(u_data: np.ndarray, u_indices: np.ndarray, u_indptr: np.ndarray
             t = touched[q]
             pos[n] = t
             key[n] = (_descending_key(acc_bits[t]) << 32) | t
-            n += acc[t] > 0
-            negative += acc[t] < 0  # NaN never ranks; zeros come next, negative scores after them
+            n += (acc[t] > 0) & (acc[t] < np.inf)  # NaN and +inf never rank (not recommendable)
+            negative += (acc[t] < 0) & (acc[t] > -np.inf)  # zeros come next, negative scores after them
         got = 0
         if n:
             order = pos2 if _sort_pool(key, pos, n, key2, pos2, radix, 8) else pos
@@ -609,21 +617,22 @@ def topk_threaded(user_factors: Representation, item_factors_t: Representation, 
 def reference_topk(user_factors: Representation, item_factors: Representation, k: int, *,
                    exclude: sp.csr_matrix | None = None, brands: np.ndarray | None = None,
                    max_per_brand: int | None = None) -> list[list[tuple[int, float]]]:
-    """The specification, brute force in float64: per user the greedy walk described in the module doc."""
+    """The specification, brute force in float64: per user the greedy walk described in the module doc (a
+    score that is not finite in float64 is not recommendable; one that only float32 overflows is, here)."""
     U = sp.csr_matrix(user_factors).toarray() if sp.issparse(user_factors) else user_factors
     V = sp.csr_matrix(item_factors).toarray() if sp.issparse(item_factors) else item_factors
     S = np.asarray(U, dtype=np.float64) @ np.asarray(V, dtype=np.float64).T
     out = []
     for u in range(S.shape[0]):
         banned = set(exclude[u].indices.tolist()) if exclude is not None else set()
-        row = S[u]
+        row = np.where(np.isfinite(S[u]), S[u], -np.inf)  # NaN would break the sort; -inf: never taken
         order = sorted(range(S.shape[1]), key=lambda j: (-float(row[j]), j))
         taken: dict[int, int] = {}
         res: list[tuple[int, float]] = []
         for j in order:
             if len(res) == k:
                 break
-            if j in banned:
+            if j in banned or not np.isfinite(row[j]):
                 continue
             if max_per_brand is not None and brands is not None and brands[j] != NO_BRAND:
                 if taken.get(int(brands[j]), 0) >= max_per_brand:
