@@ -69,10 +69,23 @@ def _lists(items: int, rng: np.random.Generator) -> sp.csr_matrix:
 
 
 def main(scale: str = "small") -> dict[str, Any]:
+    return {"benchmark": "history", "scale": scale, **measure(**SCALES[scale])}
+
+
+def _cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def measure(users: int, items: int, plays: int, repeat: int = 2) -> dict[str, Any]:
+    """The two history steps of one shard of ``users`` users, ``plays`` plays each, ``items`` items (wall and
+    this process's CPU seconds, the best of ``repeat`` runs each; ``skyrec plan --calibrate`` reads the CPU)."""
     from skyrec.scoring.history import also_played, encode_history_sets, read_shard_plays
     from skyrec.storage import Lake
 
-    p = SCALES[scale]
+    p = {"users": users, "items": items, "plays": plays}
     rng = np.random.default_rng(11)
     with tempfile.TemporaryDirectory(prefix="skyrec-bench-history-") as tmp:
         lake = Lake(f"{tmp}/lake")
@@ -95,19 +108,22 @@ def main(scale: str = "small") -> dict[str, Any]:
             return len(data), int((np.diff(also.offsets.to_numpy()) > 0).sum())
 
         runs: dict[str, list[float]] = {"plain": [], "also_played": []}
+        cpu: dict[str, list[float]] = {"plain": [], "also_played": []}
         sizes: dict[str, tuple[int, int]] = {}
-        for _ in range(2):
+        for _ in range(repeat):
             for name, fn in (("plain", plain), ("also_played", exact)):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), _cpu()
                 sizes[name] = fn()
                 runs[name].append(time.perf_counter() - t)
+                cpu[name].append(_cpu() - c)
         best = {k: min(v) for k, v in runs.items()}
         return {
-            "benchmark": "history", "scale": scale, "users": p["users"], "items": p["items"],
+            "users": p["users"], "items": p["items"],
             "plays_per_user": p["plays"], "history_items": HISTORY_ITEMS, "similar_k": SIMILAR_K,
             "setup_seconds": round(setup, 1),
             "seconds": {k: round(v, 2) for k, v in best.items()},
             "runs": {k: [round(x, 2) for x in v] for k, v in runs.items()},
+            "cpu_seconds": {k: round(min(v), 3) for k, v in cpu.items()},
             "ratio_also_played_over_plain": round(best["also_played"] / best["plain"], 2),
             "users_with_older_plays_named": sizes["also_played"][1],
             "value_bytes": {"plain": sizes["plain"][0], "also_played": sizes["also_played"][0]},

@@ -21,7 +21,9 @@ the plan's per-user coefficients hold the users' work alone. ``--items N``: the 
 candidate of the all-items rail), default 20,000. ``--rail comedy_featured``: a genre rail instead of the
 all-items ``recommended_for_you``: an eighth of the generated items are Comedy (the rest Drama), so its
 candidates are an eighth of the model's items, the shape of the shipped genre rails (docs/scale.md).
-``--mix``: the six shipped rails (model ``knn`` unless ``--model`` says otherwise), on a catalogue whose genres
+``--history``: the lake also holds an activity snapshot of the same plays, so the job publishes every user's
+last ``publish.history_items`` plays (``hist`` keys) as on a real lake; without it (as ``skyrec bench`` runs it)
+there is none and the job skips that step. ``--mix``: the six shipped rails (model ``knn`` unless ``--model`` says otherwise), on a catalogue whose genres
 and formats give each rail its share of the demo lake's items (``plan.SHIPPED_MIX``), run as the precompute DAGs
 run them -- every rail's compute step one after another, then every dump, then every publication into the one
 serving Redis -- each step measured and set beside the plan ``skyrec plan --from-lake`` makes of the same lake
@@ -109,13 +111,17 @@ RAIL_ON_ALS = rail_on("als")
 
 
 def build_lake(config: Any, n_users: int, n_items: int = 20_000, d: int = 64, plays: int = 20,
-               model: str = "als", similar: bool = False, mix: bool = False) -> dict[str, Any]:
+               model: str = "als", similar: bool = False, mix: bool = False, history: bool = False) -> dict[str, Any]:
     """Generated catalogue/availability/cold_start and a published model artefact of the given size: ``als``,
     dense factors (``d`` of them); ``knn``, the users' play rows and each item's ``KNN_NEIGHBOURS``.
     ``similar``: the artefact names its model class (``model.json``, as a trained one does), so
     compute_predictions also scores every item as a seed ("more like this", ``precompute.similar_k``);
     without it the job skips that and its manifest says why (``skyrec plan``'s calibration: its coefficients
-    are per user). ``mix``: the items' genres and formats at the shipped rails' shares (:func:`item_kinds`)."""
+    are per user). ``mix``: the items' genres and formats at the shipped rails' shares (:func:`item_kinds`).
+    ``history``: also an activity snapshot of the same plays (one event each, spread over the 20 days before
+    the run), so compute_predictions publishes every user's last ``publish.history_items`` plays as it does on a
+    real lake; without it there is no snapshot and the job skips the history step (the plan's per-user
+    coefficients of the lists alone)."""
     from skyrec.data.schemas import AVAILABILITY, CATALOGUE, COLD_START
     from skyrec.models.artefact import published_model_pointer, save_artefact
     from skyrec.storage import Lake, Producer
@@ -154,6 +160,9 @@ def build_lake(config: Any, n_users: int, n_items: int = 20_000, d: int = 64, pl
     indices = rng.integers(0, n_items, size=n_users * plays).astype(np.int32)
     seen = sp.csr_matrix((np.ones(indices.size, np.float32), indices, indptr), shape=(n_users, n_items))
     seen.sum_duplicates()
+    user_ids = np.array([f"u{u:08d}" for u in range(n_users)], dtype=object)
+    if history:
+        _commit_activity(lake, config, user_ids, item_ids, indptr, indices, rng)
     U: Any
     V: Any
     if model == "knn":
@@ -170,7 +179,7 @@ def build_lake(config: Any, n_users: int, n_items: int = 20_000, d: int = 64, pl
         shape = {"factors": d}
     rel = config.dataset_path("model", model=model, version="v1", run_key="20260301T110000")
     stage = lake.stage("model", rel, Producer())
-    save_artefact(stage, user_ids=np.array([f"u{u:08d}" for u in range(n_users)], dtype=object), item_ids=item_ids,
+    save_artefact(stage, user_ids=user_ids, item_ids=item_ids,
                   user_factors=U, item_factors=V, seen=seen)
     if similar:  # the class and parameters a trained artefact's model.json holds; the arrays are the artefact's
         spec = config.models[model]
@@ -180,6 +189,39 @@ def build_lake(config: Any, n_users: int, n_items: int = 20_000, d: int = 64, pl
                   "n_users": n_users, "n_items": n_items})
     lake.write_pointer(published_model_pointer(model, "v1"), {"path": rel})
     return {"generate_seconds": round(time.perf_counter() - t0, 1), "seen_nnz": int(seen.nnz), **shape}
+
+
+def _commit_activity(lake: Any, config: Any, user_ids: Any, item_ids: Any, indptr: Any, indices: Any,
+                     rng: np.random.Generator) -> None:
+    """A committed activity snapshot of the artefact's plays: row j of user u is a play of ``indices[j]`` at a
+    random second of the 20 days before :data:`AT` (written in blocks of users, the snapshot's row order)."""
+    from skyrec.data.schemas import ACTIVITY
+    from skyrec.storage import Producer
+
+    rel = config.dataset_path("activity_snapshot", interval_key="20260301T100000")
+    stage = lake.stage("activity_snapshot", rel, Producer())
+    n_users, rows = len(user_ids), int(indptr[-1])
+    t0 = np.datetime64(AT.replace(tzinfo=None) - dt.timedelta(days=20), "us")
+    block = 500_000
+    with stage.open("part-0.parquet", "wb", rows=rows) as fh:
+        writer = None
+        for a in range(0, n_users, block):
+            b = min(n_users, a + block)
+            lo, hi = int(indptr[a]), int(indptr[b])
+            n = hi - lo
+            ts = t0 + rng.integers(0, 20 * 86_400, size=n).astype("timedelta64[s]").astype("timedelta64[us]")
+            table = pa.table({
+                "user_id": pa.array(np.repeat(user_ids[a:b], np.diff(indptr[a:b + 1])), pa.string()),
+                "item_id": pa.array(item_ids[indices[lo:hi]], pa.string()),
+                "event_type": pa.array(np.full(n, "play", dtype=object), pa.string()),
+                "event_ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+                "played_seconds": pa.array(np.full(n, 600.0, np.float32))}, schema=ACTIVITY)
+            if writer is None:
+                writer = pq.ParquetWriter(fh, ACTIVITY)
+            writer.write_table(table)
+        if writer is not None:
+            writer.close()
+    stage.commit({})
 
 
 def _cpu() -> float:
@@ -223,16 +265,17 @@ def _step(job: str, cfg: Any, run: Any, rail: str, redis_url: str) -> dict[str, 
 
 
 def main(scale: str = "small", model: str = "als", similar: bool = False, items: int = 20_000,
-         rail: str = "recommended_for_you") -> dict[str, Any]:
+         rail: str = "recommended_for_you", history: bool = False) -> dict[str, Any]:
     import redis
 
     n_users = SCALES[scale]
     cores = os.cpu_count() or 1
     rail_on(model, rail)  # a bad name fails before anything is generated
     out: dict[str, Any] = {"benchmark": "precompute", "model": model, "rail": rail, "scale": scale, "users": n_users,
-                           "catalogue_items": items, "k": 50, "similar": similar, "cores": cores}
+                           "catalogue_items": items, "k": 50, "similar": similar, "history": history,
+                           "cores": cores}
     with _bench_home() as (home, serving_url):
-        steps = _run(out, home, serving_url, n_users, model, similar, items, rail)
+        steps = _run(out, home, serving_url, n_users, model, similar, items, rail, history)
         c = redis.Redis.from_url(serving_url)
         steps["serving_redis"] = {"dbsize": c.dbsize(), "used_memory_mb": round(c.info("memory")["used_memory"] / 1e6)}
         c.close()
@@ -240,14 +283,14 @@ def main(scale: str = "small", model: str = "als", similar: bool = False, items:
 
 
 def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int, model: str, similar: bool,
-         items: int, rail: str = "recommended_for_you") -> dict[str, Any]:
+         items: int, rail: str = "recommended_for_you", history: bool = False) -> dict[str, Any]:
     from skyrec.config import load_config
     from skyrec.jobs.base import RunInfo
 
     cfg = load_config("local", overrides={"publish": {"redis_url": redis_url}, **rail_on(model, rail)})
     if not cfg.lake_url.startswith(home):
         raise RuntimeError(f"benchmark lake {cfg.lake_url} is not under its temporary home {home}")
-    out.update(build_lake(cfg, n_users, n_items=items, model=model, similar=similar))
+    out.update(build_lake(cfg, n_users, n_items=items, model=model, similar=similar, history=history))
     os.sync()  # the generated lake's dirty pages are written back now, not during the first timed step
     run = RunInfo(dag_id=f"precompute_recommendations_{model}_{rail}_v1", run_id="bench",
                   task_id="bench", logical_date=AT)
@@ -259,7 +302,7 @@ def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int, model: st
         steps[job] = {"seconds": round(m["seconds"], 1), "process_cpu_seconds": round(m["process_cpu_seconds"], 1),
                       "cpu_seconds": round(m["cpu_seconds"], 1), "load_1min_at_start": round(m["load"], 2),
                       **{k: s[k] for k in ("users", "users_with_recs", "keys", "commands_per_second", "sim_keys",
-                                           "similar_seconds") if k in s}}
+                                           "similar_seconds", "hist_keys") if k in s}}
     kernel_runs.append(time_kernel(cfg, rail, run.end))
     pred = _check_same_work(cfg, kernel_runs, rail)
     out["candidates"] = int(pred.meta["candidates"]["candidates"])
@@ -267,7 +310,8 @@ def _run(out: dict[str, Any], home: str, redis_url: str, n_users: int, model: st
     return steps
 
 
-def main_mix(scale: str = "small", model: str = "knn", similar: bool = False, items: int = 20_000) -> dict[str, Any]:
+def main_mix(scale: str = "small", model: str = "knn", similar: bool = False, items: int = 20_000,
+             history: bool = False) -> dict[str, Any]:
     """``--mix``: the shipped rails one after another as the precompute DAGs run them (every rail's compute, then
     every dump, then every publication, into one serving Redis), on a catalogue at the shipped rails' shares;
     each rail's steps measured and set beside ``skyrec plan --from-lake``'s plan of the same lake."""
@@ -275,14 +319,15 @@ def main_mix(scale: str = "small", model: str = "knn", similar: bool = False, it
     cores = os.cpu_count() or 1
     rails_on(model, [])  # a bad name fails before anything is generated
     out: dict[str, Any] = {"benchmark": "precompute_mix", "model": model, "scale": scale, "users": n_users,
-                           "catalogue_items": items, "similar": similar, "cores": cores}
+                           "catalogue_items": items, "similar": similar, "history": history, "cores": cores}
     with _bench_home() as (home, serving_url):
-        out.update(_run_mix(home, serving_url, n_users, model, similar, items))
+        out.update(_run_mix(home, serving_url, n_users, model, similar, items, history))
     out["peak_rss_mb_benchmark_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
 
 
-def _run_mix(home: str, redis_url: str, n_users: int, model: str, similar: bool, items: int) -> dict[str, Any]:
+def _run_mix(home: str, redis_url: str, n_users: int, model: str, similar: bool, items: int,
+             history: bool = False) -> dict[str, Any]:
     from dataclasses import replace
 
     from skyrec.config import load_config
@@ -295,7 +340,7 @@ def _run_mix(home: str, redis_url: str, n_users: int, model: str, similar: bool,
     cfg = load_config("local", overrides={"publish": {"redis_url": redis_url}, **rails_on(model, rails)})
     if not cfg.lake_url.startswith(home):
         raise RuntimeError(f"benchmark lake {cfg.lake_url} is not under its temporary home {home}")
-    lake = build_lake(cfg, n_users, n_items=items, model=model, similar=similar, mix=True)
+    lake = build_lake(cfg, n_users, n_items=items, model=model, similar=similar, mix=True, history=history)
     os.sync()
     runs = {rail: RunInfo(dag_id=f"precompute_recommendations_{model}_{rail}_v1", run_id="bench", task_id="bench",
                           logical_date=AT) for rail in rails}
@@ -492,6 +537,9 @@ if __name__ == "__main__":
     parser.add_argument("--items", type=int, default=20_000, help="catalogue size (every item a candidate)")
     parser.add_argument("--rail", default="recommended_for_you", choices=RAILS,
                         help="the all-items rail, or a genre rail on an eighth of the items")
+    parser.add_argument("--history", action="store_true",
+                        help="also an activity snapshot, so the job publishes every user's last plays (as on a real "
+                             "lake: publish.history_items)")
     parser.add_argument("--mix", action="store_true",
                         help="the six shipped rails at their shares of the catalogue, against their plan")
     args = parser.parse_args()
@@ -500,6 +548,6 @@ if __name__ == "__main__":
     if args.mix:
         if args.rail != "recommended_for_you":
             parser.error("--mix runs every shipped rail: not with --rail")
-        print(json.dumps(main_mix(args.scale, args.model or "knn", args.similar, args.items), indent=1))
+        print(json.dumps(main_mix(args.scale, args.model or "knn", args.similar, args.items, args.history), indent=1))
     else:
-        print(json.dumps(main(args.scale, args.model or "als", args.similar, args.items, args.rail), indent=1))
+        print(json.dumps(main(args.scale, args.model or "als", args.similar, args.items, args.rail, args.history), indent=1))

@@ -477,6 +477,8 @@ def plan(
     similar_k: Annotated[int | None, typer.Option(help="\"More like this\" list length of every rail, every "
                                                        "model item a seed (default precompute.similar_k; 0: "
                                                        "none).")] = None,
+    history_items: Annotated[int | None, typer.Option(help="Each user's last plays published with every rail "
+                                                           "(default publish.history_items; 0: none).")] = None,
     items: Annotated[int | None, typer.Option(help="The model's items, of which a rail's candidates are some "
                                                    "(default: --candidates): EASE's guard counts items x items "
                                                    "weights; item-kNN's rows spread over them.")] = None,
@@ -492,8 +494,13 @@ def plan(
                                                         "figure is off by more than 20%).")] = False,
     calibrate: Annotated[bool, typer.Option("--calibrate", help="Measure the coefficients on this machine "
                                                                 "(a few minutes) into .bench/coefficients.json.")] = False,
-    calibrate_users: Annotated[int, typer.Option(help="Users of the calibration's larger precompute runs "
-                                                      "(the smaller: a third).")] = 60_000,
+    calibrate_history: Annotated[bool, typer.Option("--calibrate-history", help="Measure only the history step "
+                                                    "(a few minutes) into .bench/coefficients.json, the rest of "
+                                                    "the coefficients kept.")] = False,
+    calibrate_users: Annotated[int | None, typer.Option(help="Users of the calibration's larger precompute runs "
+                                                             "(the smaller: a third; default 60,000); with "
+                                                             "--calibrate-history, of its runs (default "
+                                                             "200,000).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of the table.")] = False,
     env: EnvOpt = None,
 ) -> None:
@@ -501,9 +508,19 @@ def plan(
     from skyrec import plan as p
 
     try:
+        if calibrate and calibrate_history:
+            _fail("plan: --calibrate measures the history step too; --calibrate-history alone measures only it")
         if calibrate:
-            coef, path = p.calibrate(calibrate_users, progress=lambda m: typer.echo(m, err=True))
+            coef, path = p.calibrate(calibrate_users or 60_000, progress=lambda m: typer.echo(m, err=True))
             typer.echo(f"coefficients written to {path}", err=True)
+        elif calibrate_history:
+            coef, path = p.calibrate_history(calibrate_users or p.HISTORY_USERS, coefficients,
+                                             progress=lambda m: typer.echo(m, err=True))
+            h = coef["history"]
+            typer.echo(f"history step written to {path}: {h['core_us']['per_user']:g} + {h['core_us']['per_play']:g} "
+                       f"x plays core-us per user; {h['bytes']['redis']['per_key']:g} + "
+                       f"{h['bytes']['redis']['per_play']:g} x plays Redis bytes per key", err=True)
+            raise typer.Exit(0)
         else:
             coef, path = p.load_coefficients(coefficients)
         if check or calibrate:
@@ -518,7 +535,8 @@ def plan(
         if from_lake:
             shape = {"--candidates": candidates, "--rails": rails, "--k": k, "--plays-per-user": plays_per_user,
                      "--model": model, "--items-per-user": items_per_user, "--neighbours": neighbours,
-                     "--factors": factors, "--similar-k": similar_k, "--items": items}
+                     "--factors": factors, "--similar-k": similar_k, "--items": items,
+                     "--history-items": history_items}
             given = [opt for opt, value in shape.items() if value is not None]
             if given:
                 _fail(f"plan: {', '.join(given)} not with --from-lake (each rail's comes from the lake)")
@@ -534,6 +552,7 @@ def plan(
                                       cores=cores, encoding=encoding,
                                       model=model, items_per_user=items_per_user, neighbours=neighbours,
                                       factors=factors, items=items, similar_k=similar_k,
+                                      history_items=history_items,
                                       interval_hours=interval_hours, redis_node_gb=redis_node_gb,
                                       dataflow_speed=dataflow_speed)
         result = p.plan(inputs, coef)

@@ -19,6 +19,10 @@ The model (each term is a measured coefficient times an input; ``docs/scale.md``
   model item beyond the basis run's, ``catalogue_sweep``) (the shards are independent; utilisation is the
   measured run's CPU / (wall x cores)).
   CPU time, unlike wall time, does not move with other load on a shared machine.
+* **history** (``publish.history_items`` > 0): every user's last plays, a second key per user and rail: the
+  compute step's core-microseconds per user (a line in plays per user; with "more like this" lists, plus the
+  older plays found in them), and per key its RESP, Redis and RDB bytes (a line in the plays the value holds)
+  and its dump and publish time as a measured multiple of a list's (``history_sweep``, ``fit_history``).
 * **create_redis_dump** and **publish_predictions**: fixed seconds per rail + wall microseconds per user and
   rail, proportional to the RESP bytes (so to k). Each dump has its own scratch redis-server (one rail per
   ``dump_cores`` cores at a time); every publication loads into the one serving Redis, whose command loop is
@@ -96,6 +100,18 @@ def _validate(data: Any, where: str) -> dict[str, Any]:
         if kern is not None and not all(isinstance((kern.get("core_us") or {}).get(key), int | float)
                                         for key in terms):
             raise CoefficientsError(f"{where}: {section}.core_us needs {', '.join(terms)}")
+    hist = data.get("history")
+    if hist is not None:
+        try:
+            numbers = [hist["core_us"][t] for t in HISTORY_TERMS] + [hist["also_played_core_us"][t] for t in HISTORY_TERMS]
+            numbers += [hist["bytes"][b][t] for b in ("resp", "redis", "rdb") for t in ("per_key", "per_play")]
+            numbers += [hist["dump_ratio"], hist["publish_ratio"], hist["basis"]["history_items"]]
+        except (KeyError, TypeError) as exc:
+            raise CoefficientsError(f"{where}: history needs core_us and also_played_core_us ({', '.join(HISTORY_TERMS)}), "
+                                    f"bytes.resp/redis/rdb (per_key, per_play), dump_ratio, publish_ratio and "
+                                    f"basis.history_items (missing {exc})") from None
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in numbers):
+            raise CoefficientsError(f"{where}: history's figures must be finite numbers")
     for enc in ENCODINGS:
         e = data.get("encodings", {}).get(enc)
         if not isinstance(e, dict):
@@ -137,6 +153,8 @@ def _geomean(values: list[float]) -> float:
 #: item-kNN and EASE kernels, the per-rail catalogue cost and item-kNN's per-user growth with the candidates
 #: (CPU time too, so on the same level)
 EXTRA_KERNELS = ("kernel_knn", "kernel_ease", "catalogue", "knn_catalogue")
+#: the history step's CPU lines (per user + per play of the user's)
+HISTORY_TERMS = ("per_user", "per_play")
 
 
 def _outdated(mine: dict[str, Any] | None, committed: dict[str, Any]) -> bool:
@@ -160,6 +178,9 @@ def _borrow_kernels(data: dict[str, Any], path: Path) -> dict[str, Any]:
     if path == DEFAULT_PATH or not DEFAULT_PATH.is_file():
         return data
     base = json.loads(DEFAULT_PATH.read_text())
+    if not data.get("history") and base.get("history"):  # CPU and bytes of the history step, as measured there
+        data["history"] = {**base["history"], "borrowed": f"{DEFAULT_PATH.name} (measured "
+                                                          f"{base['history'].get('measured_at')})"}
     has_factors = "per_1k_candidates_per_factor" in data["kernel"]["core_us"]
     stale = [name for name in EXTRA_KERNELS if base.get(name) and _outdated(data.get(name), base[name])]
     if has_factors and not stale:
@@ -200,6 +221,7 @@ class PlanInputs:
     weights_limit_gb: float = 8.0    # EASE: its memory guard (models.ease.params.memory_limit_gb)
     items_per_user: float | None = None  # distinct items a user has played (default: plays_per_user)
     similar_k: int = 0               # "more like this" list length: every model item a seed, each rail (0: none)
+    history_items: int = 0           # publish.history_items: each user's last plays published with each rail (0: none)
     encoding: str = "packed"
     keep_versions: int = 2           # publish.keep_versions
     interval_hours: float = 24.0     # how often every rail must be recomputed (the model's schedule)
@@ -237,6 +259,8 @@ class PlanInputs:
                              "candidates are some of the model's items")
         if self.similar_k < 0:
             raise ValueError(f"similar_k must be >= 0 (got {self.similar_k})")
+        if self.history_items < 0:
+            raise ValueError(f"history_items must be >= 0 (got {self.history_items})")
         if self.items_per_user is not None and not self.items_per_user >= 0:
             raise ValueError(f"items_per_user must be >= 0 (got {self.items_per_user})")
         if self.encoding not in ENCODINGS:
@@ -382,6 +406,41 @@ def seeds(inputs: PlanInputs) -> int:
     return (inputs.items or inputs.candidates) if inputs.similar_k > 0 else 0
 
 
+def history_entries(inputs: PlanInputs) -> float:
+    """Plays in one user's history value: ``history_items``, or fewer when users have played fewer items."""
+    played = inputs.items_per_user if inputs.items_per_user is not None else inputs.plays_per_user
+    return min(float(inputs.history_items), played)
+
+
+def history_terms(coef: dict[str, Any], inputs: PlanInputs, r: dict[str, float]) -> dict[str, float] | None:
+    """What publishing every user's history costs per user and rail (``history_items`` > 0), from the
+    coefficients' ``history`` section (None without one, or without history): the compute step's
+    core-microseconds (the scan of the activity snapshot: per user + per play; with "more like this" lists, the
+    older plays found in them, ``also_played``: per user + per play), and per ``hist`` key its RESP, Redis and RDB
+    bytes (per key + per play in the value; x the measured growth of the values with ``also_played``). The
+    dump and publish steps cost per ``hist`` key the measured multiple of a user's list's (``r``: the rail's
+    per user-rail figures), scaled by the value's bytes."""
+    h = coef.get("history")
+    if not h or inputs.history_items <= 0:
+        return None
+    plays = inputs.plays_per_user
+    c = h["core_us"]
+    core = c["per_user"] + c["per_play"] * plays
+    also = inputs.similar_k > 0
+    if also:
+        a = h["also_played_core_us"]
+        core += a["per_user"] + a["per_play"] * plays
+    entries = history_entries(inputs)
+    grow = h.get("also_played_bytes_ratio", 1.0) if also else 1.0
+    b = h["bytes"]
+    size = {name: (b[name]["per_key"] + b[name]["per_play"] * entries) * grow for name in ("resp", "redis", "rdb")}
+    basis = b["resp"]["per_key"] + b["resp"]["per_play"] * h["basis"]["history_items"]
+    scale = size["resp"] / basis if basis > 0 else 1.0
+    return {"core_us": core, "entries": entries, "resp_bytes": size["resp"], "redis_bytes": size["redis"],
+            "rdb_bytes": size["rdb"], "dump_wall_us": r["dump_wall_us"] * h["dump_ratio"] * scale,
+            "publish_wall_us": r["publish_wall_us"] * h["publish_ratio"] * scale}
+
+
 def _per_rail(coef: dict[str, Any], enc: str, k: int) -> dict[str, float]:
     """The per user-rail figures of one encoding at k (basis figures scaled by k as the module doc says)."""
     e = coef["encodings"][enc]
@@ -413,32 +472,44 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
     seed_us = seed_kernel_core_us(coef, p) if n_seeds else 0.0
     similar_core_s = sr * (seed_us + rs["overhead_core_us"]) / 1e6
     compute_core_s += similar_core_s
+    # every user's last plays, a hist key per user and rail beside the list (publish.history_items)
+    hist = history_terms(coef, p, r)
+    none = {"core_us": 0.0, "resp_bytes": 0.0, "redis_bytes": 0.0, "rdb_bytes": 0.0, "dump_wall_us": 0.0,
+            "publish_wall_us": 0.0, "entries": 0.0}
+    hr = hist or none
+    history_core_s = ur * hr["core_us"] / 1e6
+    compute_core_s += history_core_s
     # fixed per rail job (start-up, model and candidates loading, and what grows with the catalogue): serial,
     # not divided by cores
     catalogue_s = catalogue_core_s(coef, p)
     r["compute_fixed_s"] = max(0.0, r["compute_fixed_s"] + catalogue_s)
     util = float(coef["basis"].get("compute_utilisation", 1.0))  # CPU time / (wall x cores) of the measured run
     compute_wall = compute_core_s / (p.cores * util) + p.rails * r["compute_fixed_s"]
-    dump_per_rail = r["dump_fixed_s"] + (p.users * r["dump_wall_us"] + n_seeds * rs["dump_wall_us"]) / 1e6
+    dump_per_rail = r["dump_fixed_s"] + (p.users * (r["dump_wall_us"] + hr["dump_wall_us"])
+                                         + n_seeds * rs["dump_wall_us"]) / 1e6
     dump_parallel = max(1, p.cores // p.dump_cores)
     dump_wall = math.ceil(p.rails / dump_parallel) * dump_per_rail
-    publish_wall = p.rails * (r["publish_fixed_s"] + (p.users * r["publish_wall_us"] + n_seeds * rs["publish_wall_us"])
-                              / 1e6)  # serial over rails
+    publish_wall = p.rails * (r["publish_fixed_s"] + (p.users * (r["publish_wall_us"] + hr["publish_wall_us"])
+                                                      + n_seeds * rs["publish_wall_us"]) / 1e6)  # serial over rails
     wall = compute_wall + dump_wall + publish_wall
     vcpu_local = wall * p.cores
 
     df = _dataflow(p, compute_core_s, p.rails * r["compute_fixed_s"], dump_wall + publish_wall)
 
     # the rec keys, plus per publication its items hash, item table, fallback and users sample
-    pub_bytes = (ur * r["redis_bytes"] + sr * rs["redis_bytes"]
+    history_redis = ur * hr["redis_bytes"]
+    pub_bytes = (ur * r["redis_bytes"] + history_redis + sr * rs["redis_bytes"]
                  + p.rails * p.candidates * r["redis_fixed_bytes_per_candidate"])
     peak_bytes = pub_bytes * (p.keep_versions + 1)
     activity = p.users * p.plays_per_user * coef["lake"]["activity_bytes_per_play"]
-    predictions = (ur * (p.k * coef["lake"]["prediction_row_bytes"] + r["resp_bytes"] + r["rdb_bytes"])
+    predictions = (ur * (p.k * coef["lake"]["prediction_row_bytes"] + r["resp_bytes"] + r["rdb_bytes"]
+                         + hr["resp_bytes"] + hr["rdb_bytes"])
                    + sr * (rs["resp_bytes"] + rs["rdb_bytes"]))
     figures = {
         "kernel_core_us_per_user": kern_us, "knn_catalogue_core_us_per_user": growth_us,
         "similar_seeds": sr, "similar_kernel_core_us_per_seed": seed_us, "similar_core_s": similar_core_s,
+        "history_core_s": history_core_s, "history_core_us_per_user": hr["core_us"],
+        "history_redis_bytes": history_redis,
         "compute_predictions_s": compute_wall, "create_redis_dump_s": dump_wall, "publish_predictions_s": publish_wall,
         "whole_path_s": wall, "vcpu_s_local": vcpu_local, "compute_core_s": compute_core_s,
         "compute_fixed_core_s": r["compute_fixed_s"], "catalogue_core_s_per_rail": catalogue_s,
@@ -504,15 +575,30 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
                           <= max(pt["items"] for pt in cat_pts)):
         notes.append(f"per-rail catalogue cost extrapolated: measured at {min(pt['items'] for pt in cat_pts):,}-"
                      f"{max(pt['items'] for pt in cat_pts):,} items")
+    if p.history_items > 0:
+        h = coef.get("history")
+        if not h:
+            notes.append(f"the history step (publish.history_items = {p.history_items}: every user's last plays, a "
+                         "second key per user and rail) is not in these coefficients: compute, dump, publish and "
+                         "Redis are low (recalibrate: skyrec plan --calibrate-history)")
+        else:
+            pl = [pt["plays"] for pt in h.get("points") or []]
+            if pl and not min(pl) <= p.plays_per_user <= max(pl):
+                notes.append(f"history step extrapolated: measured at {min(pl):g}-{max(pl):g} plays per user, "
+                             f"planned {p.plays_per_user:g}")
+            if h.get("borrowed"):
+                notes.append(f"history step from {h['borrowed']}")
     if p.k != coef["basis"]["k"]:
         notes.append(f"output, dump and publish scaled from k = {coef['basis']['k']} (only that k is measured end to end)")
     return {"inputs": asdict(p), "figures": figures, "limits": limits, "notes": notes,
-            "per_user_rail": {**r, "kernel_core_us": kern_us},
+            "per_user_rail": {**r, "kernel_core_us": kern_us,
+                              **{f"history_{key}": v for key, v in hr.items()}},
             "coefficients": {k: coef.get(k) for k in ("measured_at", "machine", "source")}}
 
 
 #: figures of a set of rails that are the sum of each rail's (each rail's job runs alone on the cores)
 SUMMED = ("compute_predictions_s", "publish_predictions_s", "compute_core_s", "similar_core_s", "similar_seeds",
+          "history_core_s", "history_redis_bytes",
           "redis_publication_bytes", "redis_peak_bytes", "lake_predictions_bytes_per_run")
 
 
@@ -674,6 +760,12 @@ def render(result: dict[str, Any], source: str) -> Any:
                   f"{f['similar_seeds']:,} seed-rails (every model item) at similar_k {p['similar_k']}, each scored "
                   f"as a user whose one play is the seed, + its output: "
                   f"{f['similar_core_s'] / f['compute_core_s']:.1%} of the compute's CPU")
+    if f.get("history_core_s"):
+        also = " + the older plays in its seeds' lists (also_played)" if p["similar_k"] else ""
+        t.add_row("  history", f"{r['history_core_us']:.1f} us",
+                  f"each user's last {r['history_entries']:g} plays (publish.history_items {p['history_items']}): a "
+                  f"scan of the activity snapshot{also}, {f['history_core_s'] / f['compute_core_s']:.1%} of the "
+                  "compute's CPU; a second key per user-rail")
     cat_s = f["catalogue_core_s_per_rail"]
     cat_text = (f" {'+' if cat_s >= 0 else '-'} {abs(cat_s):.2f} s for {p['items'] or p['candidates']:,} model items "
                 f"(the candidates and items hash, per item; measured at {f['catalogue_basis_items']:,})"
@@ -681,11 +773,15 @@ def render(result: dict[str, Any], source: str) -> Any:
     t.add_row("  fixed, per rail", _dur(f["compute_fixed_core_s"]),
               f"start-up and loading {f['compute_fixed_core_s'] - cat_s:.2f} s{cat_text}; serial, x {p['rails']} "
               "rail(s)")
+    def hist_us(key: str) -> str:
+        return f" + {r[key]:.1f} history" if r.get(key) else ""
+
     t.add_row("create_redis_dump", _dur(f["create_redis_dump_s"]),
-              f"{r['dump_wall_us']:.1f} us per user-rail, {max(1, p['cores'] // p['dump_cores'])} rail(s) at a time")
+              f"{r['dump_wall_us']:.1f}{hist_us('history_dump_wall_us')} us per user-rail, "
+              f"{max(1, p['cores'] // p['dump_cores'])} rail(s) at a time")
     t.add_row("publish_predictions", _dur(f["publish_predictions_s"]),
-              f"{r['publish_wall_us']:.1f} us per user-rail, serial into one serving Redis (measured into an "
-              "empty one; up to 2x while its key table doubles: docs/scale.md)")
+              f"{r['publish_wall_us']:.1f}{hist_us('history_publish_wall_us')} us per user-rail, serial into one "
+              "serving Redis (measured into an empty one; up to 2x while its key table doubles: docs/scale.md)")
     t.add_row("whole path, wall", _dur(f["whole_path_s"]), f"on {p['cores']} cores; schedule {p['interval_hours']:g} h")
     t.add_row("vCPU-seconds per run (local)", f"{f['vcpu_s_local']:,.0f}", "cores x wall")
     t.add_row("vCPU-seconds per run (Dataflow)", f"{f['dataflow_vcpu_s']:,.0f}",
@@ -694,7 +790,9 @@ def render(result: dict[str, Any], source: str) -> Any:
     t.add_row("Dataflow compute wall / cost", f"{_dur(f['dataflow_wall_s'])} / {f['dataflow_cost']:,.2f}",
               f"jobs.cost: {p['vcpu_hour']} per vCPU-hour, {p['gb_hour']} per GB-hour")
     t.add_row("Redis, one publication of every rail", _size(f["redis_publication_bytes"]),
-              f"{r['redis_bytes']:.0f} bytes per user-rail ({p['encoding']})")
+              f"{r['redis_bytes']:.0f} bytes per user-rail ({p['encoding']})"
+              + (f" + {r['history_redis_bytes']:.0f} of history ({_size(f['history_redis_bytes'])} in all)"
+                 if r.get("history_redis_bytes") else ""))
     t.add_row("Redis, peak during a switch", _size(f["redis_peak_bytes"]),
               f"keep_versions {p['keep_versions']} + 1 publications")
     t.add_row("lake: activity snapshot", _size(f["lake_activity_bytes"]), f"{p['plays_per_user']:g} plays per user")
@@ -1036,13 +1134,16 @@ PATH_JOBS = ("compute_predictions", "create_redis_dump", "publish_predictions")
 
 
 def _precompute_run(home: Path, users: int, encoding: str, *, items: int = 20_000,
-                    jobs: tuple[str, ...] = PATH_JOBS, runs: int = 1, model: str = "als") -> dict[str, Any]:
+                    jobs: tuple[str, ...] = PATH_JOBS, runs: int = 1, model: str = "als", plays: int = 20,
+                    history: bool = False, history_items: int | None = None) -> dict[str, Any]:
     """compute_predictions -> create_redis_dump -> publish_predictions (or the first of ``jobs``) on a generated
     lake (the precompute benchmark's ``build_lake``, ``items`` items) with ``publish.encoding``; wall and
     process CPU per step, and the bytes (those of the whole path only). ``runs`` > 1 (``jobs`` other than the
     whole path): the jobs run that many times, each an hour later (a run of its own), and each step keeps the
     run with the least CPU time (``cpu_seconds_runs``: all of them). ``model``: the benchmark's ``als`` (dense
-    factors) or ``knn`` (neighbour rows) artefact."""
+    factors) or ``knn`` (neighbour rows) artefact; ``plays`` per user. ``history``: the lake also holds an activity
+    snapshot of those plays, so the job publishes every user's last ``history_items`` (default
+    ``publish.history_items``) plays; the run then also records ``hist_keys``."""
     import datetime as dt
     import resource
 
@@ -1065,12 +1166,14 @@ def _precompute_run(home: Path, users: int, encoding: str, *, items: int = 20_00
         return r.ru_utime + r.ru_stime
 
     with temporary_redis(home / "serving") as serving:
-        cfg = load_config("local", overrides={"publish": {"redis_url": serving.url, "encoding": encoding},
-                                              **bench_precompute.rail_on(model)},
+        publish: dict[str, Any] = {"redis_url": serving.url, "encoding": encoding}
+        if history_items is not None:
+            publish["history_items"] = history_items
+        cfg = load_config("local", overrides={"publish": publish, **bench_precompute.rail_on(model)},
                           environ={**os.environ, "SKYREC_HOME": str(home)})
         if not cfg.lake_url.startswith(str(home)):
             raise RuntimeError(f"calibration lake {cfg.lake_url} is not under its temporary home {home}")
-        built = bench_precompute.build_lake(cfg, users, n_items=items, model=model)
+        built = bench_precompute.build_lake(cfg, users, n_items=items, model=model, plays=plays, history=history)
         client = redis.Redis.from_url(serving.url)
         before = int(client.info("memory")["used_memory"])
         if runs > 1 and jobs == PATH_JOBS:
@@ -1097,6 +1200,8 @@ def _precompute_run(home: Path, users: int, encoding: str, *, items: int = 20_00
         if pred is None:
             raise RuntimeError("calibration: predictions not committed")
         run_out = {"users": users, "k": int(pred.meta.get("k", 50)), "encoding": encoding, "steps": steps,
+                   "plays": plays, "history_items": cfg.publish.history_items if history else 0,
+                   "hist_keys": int(pred.meta.get("hist_keys", 0)),
                    "candidates": int(steps["compute_predictions"]["summary"]["candidates"]),
                    "items_per_user": round(built["seen_nnz"] / users, 3), "neighbours": built.get("neighbours")}
         if jobs != PATH_JOBS:
@@ -1106,7 +1211,7 @@ def _precompute_run(home: Path, users: int, encoding: str, *, items: int = 20_00
         # the publication's keys that do not grow with users (items hash with the item table, fallback, users
         # sample, pointers): MEMORY USAGE of every key that is not a user's list
         fixed = sum(int(client.memory_usage(key, samples=0) or 0) for key in client.scan_iter(count=10_000)
-                    if b":rec:" not in key)
+                    if b":rec:" not in key and b":hist:" not in key)
         client.close()
         dump = lake.latest(cfg, "redis_dump", variant="recommended_for_you", version="v1")
         if dump is None:
@@ -1227,6 +1332,144 @@ def activity_bytes_per_play(home: Path, users: int = 20_000, events_per_user: fl
         raise RuntimeError("calibration: no activity snapshot committed")
     size = sum(f.size for f in snap.files if f.path.endswith(".parquet"))
     return {"rows": snap.rows, "bytes": size, "bytes_per_play": round(size / snap.rows, 2)}
+
+
+def history_sweep(users: int = 200_000, plays: tuple[int, ...] = (20, 40), history_items: tuple[int, ...] = (5, 10),
+                  repeat: int = 2, progress: Any = print) -> dict[str, Any]:
+    """What the history step costs, measured on the path: the precompute path (packed, the ALS artefact, 20k
+    items) on the same generated lake with and without its activity snapshot, at each of ``plays`` per user
+    (``publish.history_items`` = the larger of ``history_items``) and at the smaller ``history_items`` (the
+    value's bytes per play), after a warm-up run, each case ``repeat`` times in turn; per case its bytes (Redis,
+    RESP, RDB), ``hist`` keys and per step the least seconds (the compute step: the least CPU seconds).
+    Then the older plays found in "more like this" lists (``also_played``), the history benchmark's shard
+    (``benchmarks/bench_history.py``: 20 items a list) at each of ``plays``: its CPU over the plain step's."""
+    import tempfile
+
+    from skyrec.config import project_root
+
+    bench_dir = project_root() / "benchmarks"
+    if str(bench_dir) not in sys.path:
+        sys.path.insert(0, str(bench_dir))
+    import bench_history
+
+    top, low = max(history_items), min(history_items)
+    progress("history: a warm-up run (code loading and compilation are not the step's cost)")
+    with tempfile.TemporaryDirectory(prefix="skyrec-plan-history-") as tmp:
+        _precompute_run(Path(tmp), min(users, 5_000), "packed", plays=min(plays), history=True)
+    cases = [(n, h, top) for n in plays for h in (False, True)] + [(min(plays), True, low)]
+    best: dict[tuple[int, bool, int], dict[str, Any]] = {}
+    for i in range(repeat):  # alternating cases, so that background load hits each alike; the least of each
+        for n, h, items in cases:
+            progress(f"history ({i + 1}/{repeat}): precompute path, {users:,} users, {n} plays each, "
+                     + (f"history_items {items}" if h else "no history"))
+            with tempfile.TemporaryDirectory(prefix="skyrec-plan-history-") as tmp:
+                run = _precompute_run(Path(tmp), users, "packed", plays=n, history=h, history_items=items)
+            kept = best.setdefault((n, h, items), run)
+            for job, step in run["steps"].items():
+                key = "process_cpu_seconds" if job == "compute_predictions" else "seconds"
+                if step[key] < kept["steps"][job][key]:
+                    kept["steps"][job] = step
+    runs = list(best.values())
+    also = []
+    for n in plays:
+        progress(f"history: also_played on one shard, {users:,} users, {n} plays each")
+        m = bench_history.measure(users=users, items=20_000, plays=n)
+        also.append({"plays": n, "users": users, "cpu_seconds": m["cpu_seconds"], "value_bytes": m["value_bytes"]})
+    return {"runs": runs, "also_played": also}
+
+
+def fit_history(sweep: dict[str, Any], encodings: dict[str, Any]) -> dict[str, Any]:
+    """The ``history`` section from :func:`history_sweep`: per ``hist`` key, the compute step's extra CPU (a line
+    over plays per user), its Redis, RESP and RDB bytes (a line over the plays in a value), the dump's and the
+    publication's extra seconds as a multiple of a user's list's in the same run (their levels stay those of
+    the coefficients' ``encodings``, which come from a reference-scale run); ``also_played``'s extra CPU per
+    user (a line over plays) and the growth of the values it names."""
+    runs = sweep["runs"]
+    fixed = {"create_redis_dump": encodings["packed"].get("dump_fixed_s", 0.0),
+             "publish_predictions": encodings["packed"].get("publish_fixed_s", 0.0)}
+
+    def pair(plays: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        top = max(r["history_items"] for r in runs)
+        plain = next(r for r in runs if r["plays"] == plays and not r["history_items"])
+        hist = next(r for r in runs if r["plays"] == plays and r["history_items"] == top)
+        return plain, hist
+
+    plays = sorted({r["plays"] for r in runs})
+    cpu, points = [], []
+    for n in plays:
+        plain, hist = pair(n)
+        keys = max(1, hist["hist_keys"])
+        extra = (hist["steps"]["compute_predictions"]["process_cpu_seconds"]
+                 - plain["steps"]["compute_predictions"]["process_cpu_seconds"]) / keys * 1e6
+        cpu.append((float(n), extra))
+        points.append({"plays": n, "users": hist["users"], "hist_keys": hist["hist_keys"],
+                       "history_items": hist["history_items"], "compute_core_us_per_key": round(extra, 3)})
+    line = _free_line(cpu)
+    plain, hist = pair(plays[0])
+    keys = max(1, hist["hist_keys"])
+    ratios = {}
+    for job, name in (("create_redis_dump", "dump_ratio"), ("publish_predictions", "publish_ratio")):
+        per_user = max(1e-9, plain["steps"][job]["seconds"] - fixed[job]) / plain["users_with_recs"]
+        extra = max(0.0, hist["steps"][job]["seconds"] - plain["steps"][job]["seconds"]) / keys
+        ratios[name] = round(extra / per_user, 3)
+    small = next(r for r in runs if r["history_items"] and r["history_items"] < hist["history_items"])
+    sizes: dict[str, dict[str, float]] = {}
+    for name, key in (("resp", "resp_bytes"), ("redis", "redis_used_memory_delta"), ("rdb", "rdb_bytes")):
+        pts = [(float(r["history_items"]), (r[key] - plain[key]) / max(1, r["hist_keys"])) for r in (small, hist)]
+        a, b = _free_line(pts)
+        sizes[name] = {"per_key": round(a, 2), "per_play": round(b, 3)}
+    also = sweep["also_played"]
+    also_line = _free_line([(float(m["plays"]), (m["cpu_seconds"]["also_played"] - m["cpu_seconds"]["plain"])
+                             / m["users"] * 1e6) for m in also])
+    grow = [m["value_bytes"]["also_played"] / m["value_bytes"]["plain"] for m in also]
+    return {
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
+        "core_us": {"per_user": round(line[0], 3), "per_play": round(line[1], 4)},
+        "also_played_core_us": {"per_user": round(also_line[0], 3), "per_play": round(also_line[1], 4)},
+        "also_played_bytes_ratio": round(sum(grow) / len(grow), 3),
+        "bytes": sizes, **ratios,
+        "basis": {"history_items": hist["history_items"], "users": hist["users"], "encoding": "packed"},
+        "points": points, "also_played_points": also,
+        "runs": [{key: r.get(key) for key in ("users", "plays", "history_items", "hist_keys", "users_with_recs",
+                                              "redis_used_memory_delta", "resp_bytes", "rdb_bytes")}
+                 | {"steps": {j: {"seconds": round(st["seconds"], 3),
+                                  "process_cpu_seconds": round(st["process_cpu_seconds"], 3)}
+                              for j, st in r["steps"].items()}} for r in runs],
+    }
+
+
+def _free_line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """(intercept, slope) of the least-squares line through ``points`` (two or more x values), the intercept
+    floored at 0 with the line then through the origin and the points' mean."""
+    import numpy as np
+
+    x = np.array([p[0] for p in points])
+    y = np.array([p[1] for p in points])
+    if len(set(x.tolist())) < 2:
+        raise CoefficientsError("a history line needs measurements at two or more sizes")
+    slope, intercept = np.polyfit(x, y, 1)
+    if intercept < 0:
+        return 0.0, float(max(0.0, y.sum() / x.sum()))
+    return float(intercept), float(max(0.0, slope))
+
+
+#: users of the history step's calibration runs (its dump and publish figures are a few tenths of a second below)
+HISTORY_USERS = 200_000
+
+
+def calibrate_history(users: int = HISTORY_USERS, path: str | Path | None = None, out: Path | None = None,
+                      progress: Any = print) -> tuple[dict[str, Any], Path]:
+    """Measure the history step (:func:`history_sweep`, :func:`fit_history`) and write it into the
+    coefficients of ``path`` (default: those the plan reads), saved to ``out`` (default ``.bench/coefficients.json``);
+    every other figure stays as it was."""
+    coef, source = load_coefficients(path)
+    coef = json.loads(json.dumps(coef))
+    coef["history"] = fit_history(history_sweep(users, progress=progress), coef["encodings"])
+    coef["history"]["how"] = f"skyrec plan --calibrate-history --calibrate-users {users}"
+    target = out or bench_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(_validate(coef, str(target)), indent=1) + "\n")
+    return coef, target
 
 
 def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -1401,11 +1644,13 @@ def calibrate(users: int = 60_000, out: Path | None = None, progress: Any = prin
               knn_points: list[dict[str, Any]] | None = None,
               ease_points: list[dict[str, Any]] | None = None,
               catalogue_points: list[dict[str, Any]] | None = None,
-              knn_catalogue_points: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], Path]:
+              knn_catalogue_points: list[dict[str, Any]] | None = None,
+              history_users: int = 0) -> tuple[dict[str, Any], Path]:
     """Measure the coefficients on this machine (short runs, one at a time): the kernel sweep, precompute runs
     of ``users`` // 3 and ``users`` users per encoding (alternating encodings, so background load hits both
-    alike), bytes per list item, the activity snapshot's bytes per play. Keeps the reference run recorded in
-    the committed coefficients. Writes ``out`` (default ``.bench/coefficients.json``)."""
+    alike), bytes per list item, the activity snapshot's bytes per play, the history step (:func:`history_sweep`
+    of ``history_users``, default the larger of ``users`` and :data:`HISTORY_USERS`). Keeps the reference run
+    recorded in the committed coefficients. Writes ``out`` (default ``.bench/coefficients.json``)."""
     import tempfile
 
     current = json.loads(DEFAULT_PATH.read_text()) if DEFAULT_PATH.is_file() else {}
@@ -1439,6 +1684,9 @@ def calibrate(users: int = 60_000, out: Path | None = None, progress: Any = prin
                   how=f"skyrec plan --calibrate --calibrate-users {users}", knn_points=knn_points,
                   ease_points=ease_points, catalogue_points=catalogue_points,
                   knn_catalogue_points=knn_catalogue_points)
+    n = history_users or max(users, HISTORY_USERS)
+    coef["history"] = fit_history(history_sweep(n, progress=progress), coef["encodings"])
+    coef["history"]["how"] = f"skyrec plan --calibrate (history runs of {n:,} users)"
     # The Redis-bound steps cost more per key at millions of keys than these short runs measure (BENCHMARKS.md,
     # "Scale — capacity plan"): their per-user coefficients stay those of the committed, reference-scale file;
     # the calibration's are kept beside them for reference.
@@ -1547,7 +1795,7 @@ def model_kernel(config: Any, name: str) -> dict[str, Any]:
 def inputs_from_config(config: Any, **given: Any) -> PlanInputs:
     """PlanInputs from the options given (None: not given) with defaults from the configuration: rails = the
     configured variants, model = the rails' (with item-kNN's neighbours), k = ``precompute.k``, encoding =
-    ``publish.encoding``, ``publish.keep_versions``, ``jobs.cost`` rates, ``jobs.dataflow`` machine type and max
+    ``publish.encoding``, ``publish.keep_versions``, ``publish.history_items``, ``jobs.cost`` rates, ``jobs.dataflow`` machine type and max
     workers; cores and memory of this machine."""
     name = given.pop("model", None)
     if name is None:
@@ -1569,6 +1817,7 @@ def inputs_from_config(config: Any, **given: Any) -> PlanInputs:
     if size:
         values["dataflow_vcpus_per_worker"], values["dataflow_memory_gb_per_worker"] = size
     values["similar_k"] = config.precompute.similar_k  # each rail's (variants.<name>.similar_k may differ)
+    values["history_items"] = config.publish.history_items
     values.update(model_kernel(config, name))
     values.update({k: v for k, v in given.items() if v is not None})
     return PlanInputs(**values)
@@ -1601,6 +1850,8 @@ SHIPPED_MODEL: dict[str, Any] = {"model": "knn", "kernel": "neighbours", "neighb
 FACTORS_MODEL: dict[str, Any] = {"model": "als", "kernel": "factors", "factors": 128}
 #: precompute.similar_k as shipped: every rail precomputes "more like this" for every model item
 SHIPPED_SIMILAR_K = 20
+#: publish.history_items as shipped: every rail publishes each user's last 10 plays
+SHIPPED_HISTORY_ITEMS = 10
 
 SCENARIOS = ((3_500_000, 6), (3_500_000, 20), (10_000_000, 6), (10_000_000, 20), (100_000_000, 6),
              (100_000_000, 20))
@@ -1618,7 +1869,7 @@ def mix_markdown(coef: dict[str, Any], *, items: int = 20_000, cores: int = 2) -
              "|---|---:|---:|---:|---:|"]
     for users in sorted({u for u, _ in SCENARIOS}):
         base = PlanInputs(users=users, candidates=items, items=items, cores=cores, similar_k=SHIPPED_SIMILAR_K,
-                          **SHIPPED_MODEL)
+                          history_items=SHIPPED_HISTORY_ITEMS, **SHIPPED_MODEL)
         mixed = plan_rails([(name, replace(base, candidates=max(base.k + 1, round(items * share))))
                             for name, share in SHIPPED_MIX.items()], coef)["figures"]
         flat = plan(replace(base, rails=len(SHIPPED_MIX)), coef)["figures"]
@@ -1640,7 +1891,8 @@ def scenarios_markdown(coef: dict[str, Any], *, encoding: str = "packed", cores:
     for users, rails in SCENARIOS:
         inp = PlanInputs(users=users, rails=rails, encoding=encoding, cores=cores, interval_hours=interval_hours,
                          redis_node_gb=redis_node_gb, machine_memory_gb=machine_memory_gb,
-                         similar_k=SHIPPED_SIMILAR_K, **(rails_model or SHIPPED_MODEL))
+                         similar_k=SHIPPED_SIMILAR_K, history_items=SHIPPED_HISTORY_ITEMS,
+                         **(rails_model or SHIPPED_MODEL))
         res = plan(inp, coef)
         f = res["figures"]
         fit = cores_to_fit(inp, coef)

@@ -126,6 +126,8 @@ def rails_from_lake(config: Any, *, users: int | None = None, at: dt.datetime | 
             config, model=v.model, rails=1, users=users or model["users"], candidates=n, items=model["model_items"],
             k=k, plays_per_user=plays, items_per_user=model["items_per_user"],
             similar_k=v.similar_k if v.similar_k is not None else config.precompute.similar_k,
+            # the job publishes histories only from a committed activity snapshot, as planned here
+            history_items=config.publish.history_items if activity_m is not None else 0,
             cores=cores or os.cpu_count() or 1)
         shape = {key: model[key] for key in ("kernel", "neighbours", "factors") if key in model}
         out.append(RailShape(name, inputs=replace(inputs, **shape), facts=facts))

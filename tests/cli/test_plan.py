@@ -262,6 +262,8 @@ def test_inputs_follow_the_rails_model(config_factory: Any) -> None:
     assert p.inputs_from_config(cfg, users=1000, model="als").kernel == "factors"
     assert p.inputs_from_config(cfg, users=1000, neighbours=20).neighbours == 20
     assert shipped.similar_k == cfg.precompute.similar_k == p.SHIPPED_SIMILAR_K  # the tables' "more like this"
+    assert shipped.history_items == cfg.publish.history_items == p.SHIPPED_HISTORY_ITEMS  # and their histories
+    assert p.inputs_from_config(cfg, users=1000, history_items=0).history_items == 0
     assert p.inputs_from_config(cfg, users=1000, similar_k=0).similar_k == 0
     assert p.inputs_from_config(config_factory(rails="als"), users=1000).kernel == "factors"
     ease = p.inputs_from_config(cfg, users=1000, model="ease", items=30_000)
@@ -393,7 +395,12 @@ def test_calibrate_measures_on_this_machine(tmp_path: Path) -> None:
     assert releveled["knn_catalogue"]["core_us"]["per_user_per_1k_candidates"] >= 0
     coef, path = p.calibrate(users=3_000, out=tmp_path / "c.json", progress=lambda m: None, kernel_points=points,
                              knn_points=knn, ease_points=ease, catalogue_points=catalogue,
-                             knn_catalogue_points=knn_catalogue)
+                             knn_catalogue_points=knn_catalogue, history_users=2_000)
+    hist = coef["history"]  # the history step on the path: with and without the activity snapshot
+    assert [(r["plays"], r["history_items"], r["hist_keys"]) for r in hist["runs"]] == [
+        (20, 0, 0), (20, 10, 2_000), (40, 0, 0), (40, 10, 2_000), (20, 5, 2_000)]
+    assert hist["bytes"]["resp"]["per_play"] > 20 and hist["bytes"]["redis"]["per_key"] > 0
+    assert hist["core_us"]["per_user"] + hist["core_us"]["per_play"] * 20 > 0
     assert coef["knn_catalogue"]["points"] == knn_catalogue and "borrowed" not in coef["knn_catalogue"]
     assert set(coef["kernel_ease"]["core_us"]) >= set(p.EASE_TERMS)
     assert coef["catalogue"]["points"] == catalogue and coef["catalogue"]["core_us"]["per_item"] > 0
@@ -602,3 +609,105 @@ def test_rails_that_differ_are_put_together_as_precompute_runs_them(coef: dict) 
         p.plan_rails([("a", one), ("a", one)], coef)
     with pytest.raises(ValueError, match="no rails"):
         p.plan_rails([], coef)
+
+
+def _with_history(coef: dict) -> dict:
+    """``coef`` with a history section of round figures."""
+    c = json.loads(json.dumps(coef))
+    c["history"] = {
+        "core_us": {"per_user": 10.0, "per_play": 0.5}, "also_played_core_us": {"per_user": 4.0, "per_play": 0.1},
+        "also_played_bytes_ratio": 1.2,
+        "bytes": {"resp": {"per_key": 100.0, "per_play": 36.0}, "redis": {"per_key": 140.0, "per_play": 38.0},
+                  "rdb": {"per_key": 75.0, "per_play": 36.0}},
+        "dump_ratio": 1.5, "publish_ratio": 2.0, "basis": {"history_items": 10},
+        "points": [{"plays": 20}, {"plays": 40}]}
+    return c
+
+
+def test_the_history_step_is_planned_per_user_and_rail(coef: dict) -> None:
+    """Every user's last plays (``publish.history_items``): a second key per user and rail, which the compute
+    step builds (a scan of the activity snapshot) and the dump, publication and Redis carry."""
+    c = _with_history(coef)
+    base = p.PlanInputs(users=1_000_000, rails=6, cores=2, plays_per_user=20)
+    off = p.plan(base, c)["figures"]
+    on = p.plan(replace(base, history_items=10), c)
+    f, r = on["figures"], on["per_user_rail"]
+    ur = 6_000_000
+    assert f["history_core_s"] == pytest.approx(ur * (10 + 0.5 * 20) / 1e6)
+    assert f["compute_core_s"] - off["compute_core_s"] == pytest.approx(f["history_core_s"])
+    assert f["compute_predictions_s"] > off["compute_predictions_s"]
+    assert f["history_redis_bytes"] == pytest.approx(ur * (140 + 38 * 10))
+    assert f["redis_publication_bytes"] - off["redis_publication_bytes"] == pytest.approx(f["history_redis_bytes"])
+    assert f["redis_peak_bytes"] == pytest.approx(f["redis_publication_bytes"] * 3)  # keep_versions 2 + 1
+    assert f["lake_predictions_bytes_per_run"] - off["lake_predictions_bytes_per_run"] == pytest.approx(
+        ur * (100 + 36 * 10 + 75 + 36 * 10))
+    assert r["history_dump_wall_us"] == pytest.approx(r["dump_wall_us"] * 1.5)
+    assert f["publish_predictions_s"] - off["publish_predictions_s"] == pytest.approx(
+        6 * 1_000_000 * r["publish_wall_us"] * 2.0 / 1e6)
+    # a user who played fewer items than history_items has fewer in the value (and the dump's bytes follow)
+    few = p.plan(replace(base, history_items=10, items_per_user=3), c)["per_user_rail"]
+    assert few["history_entries"] == 3 and few["history_redis_bytes"] == pytest.approx(140 + 38 * 3)
+    assert few["history_dump_wall_us"] == pytest.approx(r["dump_wall_us"] * 1.5 * (100 + 36 * 3) / (100 + 360))
+    # with "more like this" lists: the older plays found in them, their CPU and the values' growth
+    also = p.plan(replace(base, history_items=10, similar_k=20), c)["per_user_rail"]
+    assert also["history_core_us"] == pytest.approx(10 + 0.5 * 20 + 4 + 0.1 * 20)
+    assert also["history_redis_bytes"] == pytest.approx((140 + 380) * 1.2)
+    far = p.plan(replace(base, history_items=10, plays_per_user=80), c)["notes"]
+    assert any("history step extrapolated: measured at 20-40 plays" in n for n in far)
+    # coefficients without the section: no history figures, and the plan says they are low
+    bare = {k: v for k, v in c.items() if k != "history"}
+    res = p.plan(replace(base, history_items=10), bare)
+    assert res["figures"]["history_core_s"] == 0 and res["figures"]["compute_core_s"] == off["compute_core_s"]
+    assert any("history step" in n and "not in these coefficients" in n for n in res["notes"])
+    with pytest.raises(ValueError, match="history_items"):
+        p.plan(replace(base, history_items=-1), c)
+
+
+def test_the_committed_coefficients_plan_the_history_step(coef: dict) -> None:
+    """The committed file measures the history step (``skyrec plan --calibrate-history``), and a coefficients
+    file measured before it borrows the committed section, saying so."""
+    h = coef["history"]
+    assert h["basis"]["history_items"] == 10 and h["bytes"]["redis"]["per_play"] > 20
+    assert p.plan(p.PlanInputs(users=1000, history_items=10), coef)["figures"]["history_core_s"] > 0
+
+
+def test_an_older_coefficients_file_borrows_the_history_step(coef: dict, tmp_path: Path) -> None:
+    old = {k: v for k, v in json.loads(p.DEFAULT_PATH.read_text()).items() if k != "history"}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    loaded, _ = p.load_coefficients(path)
+    assert loaded["history"]["core_us"] == coef["history"]["core_us"] and "borrowed" in loaded["history"]
+    assert any("history step from plan_coefficients.json" in n
+               for n in p.plan(p.PlanInputs(users=1000, history_items=10), loaded)["notes"])
+    broken = json.loads(p.DEFAULT_PATH.read_text())
+    del broken["history"]["bytes"]["redis"]
+    path.write_text(json.dumps(broken))
+    with pytest.raises(p.CoefficientsError, match="history"):
+        p.load_coefficients(path)
+
+
+def test_the_history_step_is_fitted_from_runs_with_and_without_it() -> None:
+    """fit_history on runs whose figures follow known lines: it recovers the CPU per key (per user + per play),
+    the bytes per key (per key + per play of the value), the dump and publication multiples of a user's list,
+    and also_played's CPU and bytes."""
+    def run(plays: int, items: int) -> dict[str, Any]:
+        keys = 1_000 if items else 0
+        cpu = 5.0 + keys * (12.0 + 0.5 * plays) / 1e6
+        return {"users": 1_000, "users_with_recs": 1_000, "plays": plays, "history_items": items, "hist_keys": keys,
+                "redis_used_memory_delta": 400_000 + keys * (140 + 38 * items),
+                "resp_bytes": 300_000 + keys * (100 + 36 * items), "rdb_bytes": 280_000 + keys * (75 + 36 * items),
+                "steps": {"compute_predictions": {"seconds": cpu / 2, "process_cpu_seconds": cpu},
+                          "create_redis_dump": {"seconds": 1.0 + (0.5 * 1.5 if keys else 0.0),
+                                                "process_cpu_seconds": 0.1},
+                          "publish_predictions": {"seconds": 2.0 + (1.0 * 0.8 if keys else 0.0),
+                                                  "process_cpu_seconds": 0.1}}}
+    sweep = {"runs": [run(20, 0), run(20, 10), run(40, 0), run(40, 10), run(20, 5)],
+             "also_played": [{"plays": n, "users": 1_000, "cpu_seconds": {"plain": 1.0, "also_played": 1.0 + (
+                 3.0 + 0.2 * n) * 1_000 / 1e6}, "value_bytes": {"plain": 100, "also_played": 125}} for n in (20, 40)]}
+    h = p.fit_history(sweep, {"packed": {"dump_fixed_s": 0.5, "publish_fixed_s": 1.0}})
+    assert h["core_us"] == pytest.approx({"per_user": 12.0, "per_play": 0.5}, rel=1e-3)
+    assert h["also_played_core_us"] == pytest.approx({"per_user": 3.0, "per_play": 0.2}, rel=1e-3)
+    assert h["bytes"]["redis"] == pytest.approx({"per_key": 140, "per_play": 38})
+    assert h["bytes"]["rdb"] == pytest.approx({"per_key": 75, "per_play": 36})
+    assert (h["dump_ratio"], h["publish_ratio"], h["also_played_bytes_ratio"]) == pytest.approx((1.5, 0.8, 1.25))
+    assert h["basis"]["history_items"] == 10

@@ -8,8 +8,11 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skyrec.data.schemas import ACTIVITY
 from skyrec.publish.keys import parse_history
@@ -141,3 +144,20 @@ def test_values_with_older_plays_are_objects_and_both_forms_parse() -> None:
     with pytest.raises(ValueError, match="3 entries for 2 users"):
         encode_history_sets("h:", top_plays(table, 5), pa.ListArray.from_arrays(pa.array([0, 1, 1, 1], pa.int32()),
                                                                                  pa.array(["q"])))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31, 23, 59, 59)),
+                min_size=1, max_size=40),
+       st.datetimes(min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2100, 1, 1)),
+       st.integers(0, 3))
+def test_iso_seconds_is_strftimes_text(far: list[dt.datetime], near: dt.datetime, spread_days: int) -> None:
+    """The laid-out timestamps equal Arrow's strftime, to the second (truncated as its cast does), on the fast
+    path (a span of days: before and after 1970, sub-second parts) and on the fallback (years far apart)."""
+    rng = np.random.default_rng(len(far))
+    offsets = rng.integers(-spread_days * 86_400_000_000 - 1, spread_days * 86_400_000_000 + 1, size=50)
+    close = [near.replace(tzinfo=dt.UTC) + dt.timedelta(microseconds=int(o)) for o in offsets]
+    for values in (close, [d.replace(tzinfo=dt.UTC) for d in far]):
+        ts = pa.array(values, pa.timestamp("us", "UTC"))
+        want = pc.strftime(pc.cast(ts, pa.timestamp("s", "UTC"), safe=False), format="%Y-%m-%dT%H:%M:%SZ")
+        assert history.iso_seconds(ts).to_pylist() == want.to_pylist()

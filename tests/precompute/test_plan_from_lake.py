@@ -76,6 +76,8 @@ def test_rails_are_read_from_the_lake_as_precompute_sees_them(config_factory: An
         assert (got.inputs.kernel, got.inputs.factors, got.inputs.users, got.inputs.items, got.inputs.k) == \
             ("factors", s.U.shape[1], n_users, n_items, 10)
         assert got.inputs.plays_per_user == pytest.approx(plays)
+        # the job publishes histories from the lake's activity snapshot: the plan counts them
+        assert payload["summary"]["hist_keys"] > 0 and got.inputs.history_items == cfg.publish.history_items > 0
         assert got.inputs.items_per_user == pytest.approx(s.seen.nnz / n_users) != pytest.approx(plays)
     again = {r.name: r for r in rails_from_lake(cfg, at=AT, cores=2)}
     assert again["comedy_featured"].facts["last_run"]["candidates"] == shapes["comedy_featured"].inputs.candidates
@@ -118,6 +120,7 @@ def test_the_command_plans_the_lakes_rails(config_factory: Any, skyrec_home: Any
     assert set(out["skipped"]) == {n for n, r in here.items() if r.skipped}  # the synth has no Mixes, no Talks
     for name, r in out["rails"].items():
         assert r["inputs"]["candidates"] == here[name].inputs.candidates and r["inputs"]["users"] == 3_500_000
+        assert r["inputs"]["history_items"] == 0  # no activity snapshot in this lake: the job publishes no history
     assert out["figures"]["compute_predictions_s"] == pytest.approx(
         sum(r["figures"]["compute_predictions_s"] for r in out["rails"].values()), rel=1e-3)
     table = subprocess.run([sys.executable, "-m", "skyrec", "plan", "--from-lake"], capture_output=True, text=True,

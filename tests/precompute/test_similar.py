@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -312,3 +313,41 @@ def test_because_you_played_never_offers_an_item_the_user_played(config_factory,
 def _table(r: redis.Redis, keys: Keys, ptr: dict):
     raw = r.hget(keys.items(VARIANT, ptr["publication"]), ITEM_TABLE_FIELD)
     return parse_table(raw) if raw else None
+
+
+def test_several_shards_take_their_histories_from_one_scan(config_factory, monkeypatch) -> None:
+    """The local engine scores its shards in one process: it reads every shard's users' recent plays (and the
+    listed items they played) in one scan of the activity snapshot, not one scan per shard (whose cost grows as
+    shards x snapshot rows), and each shard writes exactly the history values a scan of its own would give."""
+    from skyrec.scoring import engine, history
+
+    cfg = config_factory({"precompute": {"k": 8, "similar_k": 8, "batch_size": 32, "shard_users": 45, "threads": 1},
+                          "publish": {"history_items": 3}})
+    s = synth.build(cfg, n_users=200, n_items=150, bad_user=True, activity=True)
+    _with_model_state(cfg, s)
+    scans: list[int] = []
+    written: dict[str, dict[int, bytes]] = {"one scan": {}, "a scan per shard": {}}
+    real_read, real_history = history.read_shard_plays, engine.Scorer._shard_history
+
+    def read(lake, path, user_ids, n, keep_items=None):
+        scans.append(len(user_ids))
+        return real_read(lake, path, user_ids, n, keep_items=keep_items)
+
+    def shard_history(self, start, end):
+        data, counts = real_history(self, start, end)
+        # the publication id in the keys differs between the two runs, and so the keys' length
+        written[mode][start] = re.sub(rb"\$\d+\r\n" + re.escape(self.hist_prefix.encode()), b"<key>", data)
+        return data, counts
+
+    monkeypatch.setattr(history, "read_shard_plays", read)
+    monkeypatch.setattr(engine.Scorer, "_shard_history", shard_history)
+    mode = "one scan"
+    first = _job("compute_predictions", cfg)
+    assert len(scans) == 1 and scans[0] == 199  # every valid user (one id is not a valid key component)
+    monkeypatch.setattr(engine.Scorer, "read_histories", lambda self, shards: None)
+    mode, scans[:] = "a scan per shard", []
+    code, payload = execute("compute_predictions", config=cfg, run=_run(0), params={"variant": VARIANT}, force=True)
+    assert code == 0, payload.get("error")  # the same run again, its inputs the same
+    assert len(scans) == 5  # 200 users in shards of 45
+    assert first["hist_keys"] > 150 and written["one scan"] == written["a scan per shard"]
+    assert sum(b"also_played" in v for v in written["one scan"].values()) > 0  # with older plays named

@@ -139,6 +139,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
             try:
                 from skyrec.progress import track
 
+                scorer.read_histories(shards)  # one scan of the activity snapshot for every shard
                 results = [scorer.run_shard(*s).as_dict()
                            for s in track(shards, f"scoring {variant}", total=len(shards), unit="shards")]
             finally:

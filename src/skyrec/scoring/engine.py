@@ -34,7 +34,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -230,6 +230,8 @@ class Scorer:
         self._sim_lists: sp.csr_matrix | None = None
         self._seed_ids_pa: pa.Array | None = None
         self._listed_pos: np.ndarray | None = None  # candidates some "more like this" list holds
+        self._histories: Future[dict[int, tuple[pa.Table, sp.csr_matrix | None]]] | None = None
+        self._history_pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_spec(cls, spec: PrecomputeSpec) -> Scorer:
@@ -261,6 +263,54 @@ class Scorer:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
+        if self._history_pool is not None:
+            self._history_pool.shutdown()
+        self._histories = None
+
+    def read_histories(self, shards: list[tuple[int, int, int]]) -> None:
+        """One process scoring several shards (the local engine): start reading every shard's users' recent
+        plays in one scan of the activity snapshot (in the background, while the first shard is scored), so
+        that the shards take their part of it instead of each scanning the whole snapshot (a cost that grows
+        as shards x snapshot rows: 14 scans of a 70M-row snapshot at 3.5M users). Memory: every user's last
+        ``history_items`` plays, held until their shard is written. Nothing to do with one shard or no history."""
+        spec = self.spec
+        if spec.history_items <= 0 or not spec.activity_path or len(shards) < 2:
+            return
+        self._history_pool = ThreadPoolExecutor(1, thread_name_prefix="skyrec-history-scan")
+        self._histories = self._history_pool.submit(self._split_histories, shards)
+
+    def _split_histories(self, shards: list[tuple[int, int, int]]) -> dict[int, tuple[pa.Table, sp.csr_matrix | None]]:
+        """Every valid user's recent plays (and listed items played) in one scan, split by shard: ``{start of the
+        shard: (plays, played)}``, each as ``read_shard_plays`` gives them for that shard's users alone."""
+        from skyrec.scoring.history import read_shard_plays
+
+        rows = np.flatnonzero(self.valid)
+        user_ids = self.user_ids.take(pa.array(rows))
+        listed, _ = self._listed()
+        assert self.spec.activity_path  # read_histories starts this only with one
+        plays, played = read_shard_plays(self.lake, self.spec.activity_path, user_ids, self.spec.history_items,
+                                         keep_items=listed)
+        at = pc.index_in(plays["user_id"], value_set=user_ids).to_numpy(zero_copy_only=False)
+        starts = np.array([start for _, start, _ in shards], np.int64)
+        shard_of = np.searchsorted(starts, rows[at], side="right") - 1  # plays are grouped by user: kept so
+        order = np.argsort(shard_of, kind="stable")
+        cuts = np.searchsorted(shard_of[order], np.arange(len(shards) + 1))
+        out = {}
+        for i, (_, start, end) in enumerate(shards):
+            lo, hi = np.searchsorted(rows, [start, end])
+            out[start] = (plays.take(pa.array(order[cuts[i]:cuts[i + 1]])),
+                          played[lo:hi] if played is not None else None)
+        return out
+
+    def _listed(self) -> tuple[pa.Array | None, np.ndarray | None]:
+        """The candidates some "more like this" list holds (ids, positions): only those can be "also played"
+        (found once per scorer); (None, None) without lists."""
+        lists = self.similar_lists()
+        if lists is None:
+            return None, None
+        if self._listed_pos is None:
+            self._listed_pos = np.flatnonzero(np.bincount(lists.indices, minlength=lists.shape[1]) > 0)
+        return self.cand_ids.take(pa.array(self._listed_pos)), self._listed_pos
 
     # ---- scoring ------------------------------------------------------------------------------
     def batches(self, start: int, end: int) -> Iterator[np.ndarray]:
@@ -313,8 +363,12 @@ class Scorer:
         sample: list[str] = []
         quota = -(-spec.users_sample * (end - start) // max(1, self.n_users))  # the shard's share, rounded up
         with fs.open(f"{spec.out_dir}/{pq_name}", "wb") as pfh, fs.open(f"{spec.out_dir}/{resp_name}", "wb") as rfh, \
-                ThreadPoolExecutor(1, thread_name_prefix="skyrec-shard-writer") as out_pool:
+                ThreadPoolExecutor(1, thread_name_prefix="skyrec-shard-writer") as out_pool, \
+                ThreadPoolExecutor(1, thread_name_prefix="skyrec-shard-history") as hist_pool:
             writer = pq.ParquetWriter(pfh, _WRITE_SCHEMA, **PREDICTIONS_WRITER)
+            # the users' histories do not depend on their lists: built while the lists are scored (the scan,
+            # sort and string kernels release the GIL), appended after them
+            history = hist_pool.submit(self._shard_history, start, end)
 
             def emit(rows: np.ndarray, res: TopK) -> None:
                 """Format and write one batch (runs while the next batch is being scored)."""
@@ -342,33 +396,32 @@ class Scorer:
                     pending.result()
             finally:
                 writer.close()
-            hist = self._write_history(start, end, rfh)
+            hist_data, hist = history.result()
+            rfh.write(hist_data)
         users, rec_keys, rows_out = stats["users"], stats["rec_keys"], stats["rows"]
         return ShardResult(shard=shard, users=users, rec_keys=rec_keys, empty=users - rec_keys, rows=rows_out,
                            parquet=pq_name, resp=resp_name, referenced=np.nonzero(referenced)[0].tolist(),
                            sample_users=sample, seconds=round(time.perf_counter() - t0, 3), **hist)
 
-    def _write_history(self, start: int, end: int, out: Any) -> dict[str, Any]:
-        """Append the shard's users' recent plays (valid user ids only) to its RESP file; with the "more like
-        this" lists known (``similar_lists``), each value also names the user's older plays in the lists of
-        their recent plays (``history.also_played``)."""
+    def _shard_history(self, start: int, end: int) -> tuple[bytes, dict[str, Any]]:
+        """The shard's users' recent plays (valid user ids only) as RESP ``SET`` commands, and their counts;
+        with the "more like this" lists known (``similar_lists``), each value also names the user's older plays
+        in the lists of their recent plays (``history.also_played``)."""
         spec = self.spec
         if spec.history_items <= 0 or not spec.activity_path or end <= start:
-            return {}
+            return b"", {}
         from skyrec.scoring.history import also_played, encode_history_sets, read_shard_plays
 
         rows = np.arange(start, end)
         rows = rows[self.valid[rows]]
         lists = self.similar_lists()
-        listed = listed_pos = None
-        if lists is not None:  # only the candidates some list holds can be "also played" (once per scorer)
-            if self._listed_pos is None:
-                self._listed_pos = np.flatnonzero(np.bincount(lists.indices, minlength=lists.shape[1]) > 0)
-            listed_pos = self._listed_pos
-            listed = self.cand_ids.take(pa.array(listed_pos))
+        listed, listed_pos = self._listed()
         user_ids = self.user_ids.take(pa.array(rows))
-        plays, played = read_shard_plays(self.lake, spec.activity_path, user_ids, spec.history_items,
-                                         keep_items=listed)
+        if self._histories is not None:  # read for every shard in one scan (``read_histories``)
+            plays, played = self._histories.result().pop(start)
+        else:
+            plays, played = read_shard_plays(self.lake, spec.activity_path, user_ids, spec.history_items,
+                                             keep_items=listed)
         also = None
         if lists is not None and played is not None and listed_pos is not None:
             played = sp.csr_matrix((played.data, listed_pos[played.indices], played.indptr),  # columns: candidates
@@ -376,10 +429,9 @@ class Scorer:
             also = also_played(plays, played, user_ids,
                                self._seed_ids(), self.cand_ids, lists, self.candidates.item_to_cand)
         data, n, items = encode_history_sets(self.hist_prefix, plays, also)
-        out.write(data)
         lengths = np.diff(also.offsets.to_numpy()) if also is not None else np.zeros(0, np.int32)
-        return {"hist_keys": n, "history_items": items, "also_played_users": int((lengths > 0).sum()),
-                "also_played": int(lengths.sum())}
+        return data, {"hist_keys": n, "history_items": items, "also_played_users": int((lengths > 0).sum()),
+                      "also_played": int(lengths.sum())}
 
     def _seed_ids(self) -> pa.Array:
         if self._seed_ids_pa is None:
