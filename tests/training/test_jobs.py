@@ -403,6 +403,40 @@ def test_publish_refuses_a_corrupted_artefact(seeded) -> None:
     assert lake.read_pointer(published_model_pointer("als", "v1")) is None
 
 
+def _rewrite_committed(lake: Lake, model, name: str, data: bytes) -> None:
+    """Replace a committed file and record its new size and checksum in the manifest, as a hand edit of the
+    lake would: only the content can tell."""
+    import hashlib
+
+    Path(lake.file_url(model, name)).write_bytes(data)
+    entry = model.file(name)
+    entry.size, entry.sha256 = len(data), hashlib.sha256(data).hexdigest()
+    Path(lake.abspath(f"{model.path}/_manifest/{model.revision:06d}.json")).write_text(model.to_json())
+
+
+@pytest.mark.parametrize("name", ["factors.npz", "model.npz"])
+def test_publish_refuses_a_non_finite_artefact_as_bad_input(seeded, name: str) -> None:
+    """An artefact whose checksums match but whose factors hold NaN (``NonFiniteError`` on load) is bad input:
+    failed, not retried (a retry reads the same bytes), nothing published, the loader's message kept."""
+    import io
+
+    config, lake, _ = seeded
+    train_all(config, upto="evaluate")
+    model = lake.require(config.dataset_path("model", model="als", version="v1", run_key="20260301T010000"))
+    with np.load(lake.file_url(model, name)) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["item_factors"][1, 0] = np.nan
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    _rewrite_committed(lake, model, name, buf.getvalue())
+    lake.verify(lake.require(model.path), checksums=True)  # the tampering is invisible to the checksums
+    code, payload = run_job(config, "publish_model")
+    assert code == EXIT_BAD_INPUT and payload["error_kind"] == "BadInput", (code, payload["error_kind"], payload["error"])
+    assert payload["error"].startswith(f"{model.path}/{name}: non-finite values in item_factors: 1 of "), payload
+    assert "refusing to load a model that would rank items on NaN" in payload["error"]
+    assert lake.read_pointer(published_model_pointer("als", "v1")) is None
+
+
 def test_publish_needs_the_evaluation(seeded) -> None:
     config, lake, _ = seeded
     train_all(config, upto="train")

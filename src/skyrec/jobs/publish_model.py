@@ -4,7 +4,8 @@ Proof, in order (any failure publishes nothing): the model output is committed; 
 manifest (size and sha256: ``Lake.verify``); the artefact loads and validates (shapes, finite float32);
 the saved model restores without pickle and its representations equal the artefact's factors; a probe
 batch of users scores finite; the run's evaluation is committed, names this very model output, and its
-quality gate passed (or was overridden).
+quality gate passed (or was overridden). A verified artefact that fails to load or validate (NaN or +-inf
+in its factors: ``NonFiniteError``) is ``BadInput``, not retried: a retry would read the same bytes.
 
 Then the pointer ``pointers/models/<model>/<version>.json`` is replaced atomically with
 ``{"path", "model", "version", "model_version", "run_key", "evaluation": <figures: pointer_evaluation>,
@@ -52,16 +53,22 @@ def prove(ctx: JobContext, model_rel: str, eval_rel: str) -> tuple[Any, Any]:
     if manifest is None:
         raise NotReady(f"model output {model_rel} is not committed: nothing to publish")
     ctx.lake.verify(manifest, checksums=True)
-    art = load_artefact(ctx.lake, manifest)
-    allowed = {spec.class_path for spec in ctx.config.models.values()}
-    recommender = load_model(ctx.lake, manifest, allowed=allowed)
+    # The files now match their committed checksums, so a retry reads the same bytes: an artefact that does not
+    # load or validate (``reps.NonFiniteError`` for NaN or +-inf, shapes, dtypes, a class not configured) is
+    # bad input, failed and not retried, with the loader's message (which names the file) kept.
+    try:
+        art = load_artefact(ctx.lake, manifest)
+        allowed = {spec.class_path for spec in ctx.config.models.values()}
+        recommender = load_model(ctx.lake, manifest, allowed=allowed)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
     if not (reps.equal(recommender.user_representations(), art.user_factors)
             and reps.equal(recommender.item_representations(), art.item_factors)):
-        raise ValueError(f"{model_rel}: the saved model's representations differ from factors.npz")
+        raise BadInput(f"{model_rel}: the saved model's representations differ from factors.npz")
     probe = np.linspace(0, len(art.user_ids) - 1, num=min(PROBE_USERS, len(art.user_ids))).astype(np.int64)
     scores = reps.scores(art.user_factors[probe], art.item_factors)
     if scores.shape != (len(probe), len(art.item_ids)) or not np.isfinite(scores).all():
-        raise ValueError(f"{model_rel}: probe scores are not finite")
+        raise BadInput(f"{model_rel}: probe scores are not finite")
 
     evaluation = ctx.lake.manifest(eval_rel)
     if evaluation is None:

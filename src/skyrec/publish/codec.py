@@ -29,14 +29,16 @@ the rounded decimal), so both encodings answer identically and the tolerance is 
 ``|served - score| <= 0.5 * 10^-d`` (5e-6 at the default d = 5). Order: a list is kept in the kernel's order
 (score descending, candidate position ascending on ties) and rounding is monotonic, so served scores never
 increase down a list; two scores closer than 10^-d may be served equal (the tie rule of both encodings), the
-list order between them is still the kernel's.
+list order between them is still the kernel's. Neither encoding writes a score it cannot serve right: a listed
+score that is NaN or +-inf (``NonFiniteScores``) or whose ``q`` is not an exact integer (``|q| >= 2^53``) is
+refused with a ValueError, and the batch is not written.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, repeat
 from operator import itemgetter, sub, truediv
@@ -58,6 +60,11 @@ _MAX_EXACT = float(2 ** 53)  # quantised scores must stay exact integers in a fl
 
 class CodecError(ValueError):
     """A stored value or item table cannot be decoded (names what is wrong)."""
+
+
+class NonFiniteScores(ValueError):
+    """A list to encode holds a score that is NaN or +-inf: neither encoding can serve it right (a JSON value
+    would hold a wrong number, a packed one has no code for it), so the batch is refused, never written."""
 
 
 # ---- the item table ---------------------------------------------------------------------------------------
@@ -117,20 +124,57 @@ def _varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, lengths
 
 
+def check_finite_scores(scores: np.ndarray, counts: np.ndarray, *, valid: np.ndarray | None = None,
+                        key: Callable[[int], str] | None = None) -> None:
+    """Refuse (``NonFiniteScores``, a ValueError) a batch whose listed scores (the first ``counts[i]`` of row
+    i; ``valid`` is that mask when the caller has it) hold NaN or +-inf; the places after a list (NaN padded
+    by the kernel) are not looked at. The message says how many of each kind, in how many lists, and names the
+    first few: ``key(row)`` (the list's Redis key) when given, and their batch rows. The common path is one
+    vectorised pass (``np.isfinite`` over the batch); the rest runs only for a batch with a short list."""
+    s = np.asarray(scores)
+    if s.dtype.kind != "f" or s.size == 0:
+        return
+    finite = np.isfinite(s)
+    if finite.all():  # every place of every list: nothing to look at (no padding either)
+        return
+    if valid is None:
+        valid = np.arange(s.shape[1])[None, :] < np.asarray(counts)[:, None]
+    bad = valid & ~finite
+    if not bad.any():
+        return
+    values = s[bad]
+    kinds = {"NaN": int(np.count_nonzero(np.isnan(values))), "+inf": int(np.count_nonzero(values == np.inf)),
+             "-inf": int(np.count_nonzero(values == -np.inf))}
+    rows = np.nonzero(bad.any(axis=1))[0]
+    shown = rows[:5].tolist()
+    keys = f"keys {', '.join(repr(key(r)) for r in shown)} (batch rows " if key else "batch rows "
+    more = f", and {rows.size - len(shown):,} more" if rows.size > len(shown) else ""
+    raise NonFiniteScores(
+        f"{values.size:,} listed scores are not finite ({', '.join(f'{n} {c:,}' for n, c in kinds.items() if c)}) "
+        f"in {rows.size:,} of {s.shape[0]:,} lists: {keys}{', '.join(map(str, shown))}{')' if key else ''}{more}; "
+        "refusing to encode a score that would be served wrong")
+
+
 def quantise(scores: np.ndarray, decimals: int) -> np.ndarray:
-    """round(score * 10^d) as int64, the integer both encodings serve (``q / 10^d``)."""
-    x = np.nan_to_num(np.asarray(scores, dtype=np.float64)) * 10.0 ** decimals
-    if x.size and float(np.abs(x).max()) >= _MAX_EXACT:
-        raise ValueError(f"scores up to {float(np.abs(x).max()) / 10.0 ** decimals:g} do not fit "
+    """round(score * 10^d) as int64, the integer both encodings serve (``q / 10^d``). Scores must be finite
+    where they are listed (the encoders call ``check_finite_scores`` first): NaN and +-inf quantise to 0, which only
+    the places after a list (NaN padded), never served, can hold."""
+    x = np.array(scores, dtype=np.float64)  # a copy: worked on in place
+    np.nan_to_num(x, copy=False, posinf=0.0, neginf=0.0)
+    x *= 10.0 ** decimals
+    if x.size and (top := max(float(x.max()), -float(x.min()))) >= _MAX_EXACT:
+        raise ValueError(f"scores up to {top / 10.0 ** decimals:g} do not fit "
                          f"{decimals} decimals exactly (lower precompute.score_decimals)")
-    return np.rint(x).astype(np.int64)
+    return np.rint(x, out=x).astype(np.int64)
 
 
 def encode_packed_values(items: np.ndarray, scores: np.ndarray, counts: np.ndarray, decimals: int,
-                         table_size: int) -> tuple[bytes, np.ndarray]:
+                         table_size: int, *, key: Callable[[int], str] | None = None) -> tuple[bytes, np.ndarray]:
     """The packed values of a batch: ``items``/``scores`` [b, k] best first (item table positions), the first
     ``counts[i]`` entries of row i are its list. Returns (all values concatenated, offsets [b + 1]); a row with
-    no item has an empty value. Raises ValueError for positions outside the table or lists not best first."""
+    no item has an empty value. Raises ValueError for positions outside the table, listed scores that are not
+    finite (``NonFiniteScores``, naming ``key(row)`` of the first few lists when given), scores too large to
+    quantise, or lists not best first."""
     b, k = items.shape
     counts = np.asarray(counts, dtype=np.int64)
     if b == 0:
@@ -141,6 +185,7 @@ def encode_packed_values(items: np.ndarray, scores: np.ndarray, counts: np.ndarr
     pos = np.where(valid, items, 0).astype(np.int64)
     if pos.size and (pos.min() < 0 or pos.max() >= table_size):
         raise ValueError(f"item positions must be within the item table (0..{table_size - 1})")
+    check_finite_scores(scores, counts, valid=valid, key=key)
     q = np.where(valid, quantise(scores, decimals), 0)
     gaps = np.zeros_like(q)
     gaps[:, 1:] = np.where(valid[:, 1:], q[:, :-1] - q[:, 1:], 0)
@@ -179,7 +224,8 @@ def encode_packed_values(items: np.ndarray, scores: np.ndarray, counts: np.ndarr
 def encode_packed_sets(key_prefix: str, user_ids: Sequence[str], items: np.ndarray, scores: np.ndarray,
                        counts: np.ndarray, decimals: int, table_size: int) -> tuple[bytes, int]:
     """``SET <key_prefix><user> <packed value>`` for every user with ``counts > 0``: (RESP bytes, commands)."""
-    data, offsets = encode_packed_values(items, scores, counts, decimals, table_size)
+    data, offsets = encode_packed_values(items, scores, counts, decimals, table_size,
+                                         key=lambda r: key_prefix + user_ids[r])
     prefix = key_prefix.encode()
     pieces: list[bytes] = []
     append = pieces.append

@@ -300,8 +300,13 @@ def fixed_width_fragments(item_ids: Sequence[str]) -> np.ndarray:
 
 def format_scores(scores: np.ndarray, decimals: int) -> np.ndarray:
     """Scores as fixed-width JSON numbers (uint8 [n, w]): sign next to the first digit, spaces before it,
-    exactly ``decimals`` digits after the point (``" 0.12345"``, ``"-12.50000"``)."""
-    q = np.rint(np.nan_to_num(np.asarray(scores, dtype=np.float64)) * 10.0 ** decimals).astype(np.int64)
+    exactly ``decimals`` digits after the point (``" 0.12345"``, ``"-12.50000"``). The number is the packed
+    encoding's (``codec.quantise``): scores too large for ``decimals`` are refused (ValueError), not written
+    wrong; NaN (the padding after a list) formats as 0, so listed scores are checked finite first
+    (``codec.check_finite_scores``)."""
+    from skyrec.publish.codec import quantise
+
+    q = quantise(scores, decimals)
     neg = q < 0
     a = np.abs(q)
     scale = 10 ** decimals
@@ -333,11 +338,16 @@ def encode_rec_sets(key_prefix: str, user_ids: Sequence[str], fragments: np.ndar
     ``items``/``scores`` are [b, k] (candidate rows of ``fragments``, best first); values are laid out as a
     [b, 1 + k * (e + 1)] byte matrix (``[`` then per item ``[frag score]`` and ``,``; the comma after the
     last item becomes ``]``), so the per-item work is array operations; only the short RESP header is
-    formatted per user. Returns (bytes, number of commands)."""
+    formatted per user. Returns (bytes, number of commands). Listed scores that are NaN or +-inf are refused
+    (``codec.NonFiniteScores``, a ValueError naming the first few keys), as are scores too large for
+    ``decimals``: no value is written with a wrong number."""
+    from skyrec.publish.codec import check_finite_scores
+
     b, k = items.shape
     has = np.nonzero(counts > 0)[0]
     if has.size == 0:
         return b"", 0
+    check_finite_scores(scores, counts, key=lambda r: key_prefix + user_ids[r])
     wi = fragments.shape[1]
     sc = format_scores(scores[has].reshape(-1), decimals)
     ws = sc.shape[1]
@@ -490,8 +500,9 @@ def encode_packed_rec_sets(key_prefix: str, user_ids: pa.Array, items: np.ndarra
     """``skyrec.publish.codec.encode_packed_sets``, byte for byte, in one compiled pass that holds no GIL:
     the keys come from the Arrow buffers of ``user_ids`` (a string array, one per row of ``items``), the
     values and their RESP framing are written straight into one buffer (no per-user Python). Same errors
-    (ValueError) for positions outside the item table, lists not best first, scores too large to quantise."""
-    from skyrec.publish.codec import quantise
+    (ValueError) for positions outside the item table, lists not best first, listed scores that are not finite
+    (``codec.NonFiniteScores``, naming the first few keys), scores too large to quantise."""
+    from skyrec.publish.codec import check_finite_scores, quantise
 
     b, k = items.shape
     if len(user_ids) != b:
@@ -509,6 +520,7 @@ def encode_packed_rec_sets(key_prefix: str, user_ids: pa.Array, items: np.ndarra
     udata = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, dtype=np.uint8)
     prefix = np.frombuffer(key_prefix.encode(), dtype=np.uint8)
     valid = np.arange(k)[None, :] < counts[:, None]
+    check_finite_scores(scores, counts, valid=valid, key=lambda r: key_prefix + str(arr[r].as_py()))
     q = np.where(valid, quantise(scores, decimals), 0)
     keys_max = int(uoff[-1] - uoff[0]) + b * prefix.size
     out = np.empty(keys_max + b * (13 + 20 + 2 + 2 + 1 + 20 + 2 + 2 + 10 + 10 + k * 4 + k * 8 + 2), dtype=np.uint8)
