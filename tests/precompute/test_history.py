@@ -51,6 +51,13 @@ def test_top_plays_and_streaming_fold_match_reference(n: int, monkeypatch) -> No
     assert _rows(top_plays(table, n)) == _reference(table, n)
     monkeypatch.setattr(history, "_REDUCE_ROWS", 100)  # fold many times: same answer, state stays <= users*n
     assert _rows(scan_plays(table.to_batches(max_chunksize=64), n)) == _reference(table, n)
+    # with the users given (as read_shard_plays gives them): the same plays, users in that order, their
+    # positions in the ``row`` column (looked up once per fold, and sorted on as integers)
+    users = sorted({r["user_id"] for r in table.to_pylist()}, key=lambda u: (len(u), u[::-1]))[:-3]  # 3 not asked
+    got = scan_plays(table.to_batches(max_chunksize=64), n, pa.array(users))
+    want = [r for u in users for r in _reference(table, n) if r[0] == u]
+    assert _rows(got) == want
+    assert got["row"].to_pylist() == [users.index(u) for u, _, _ in want]
 
 
 def test_nulls_and_empty_inputs() -> None:

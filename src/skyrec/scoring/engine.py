@@ -290,7 +290,7 @@ class Scorer:
         assert self.spec.activity_path  # read_histories starts this only with one
         plays, played = read_shard_plays(self.lake, self.spec.activity_path, user_ids, self.spec.history_items,
                                          keep_items=listed)
-        at = pc.index_in(plays["user_id"], value_set=user_ids).to_numpy(zero_copy_only=False)
+        at = plays["row"].to_numpy()  # each play's user: a position in ``user_ids``
         starts = np.array([start for _, start, _ in shards], np.int64)
         shard_of = np.searchsorted(starts, rows[at], side="right") - 1  # plays are grouped by user: kept so
         order = np.argsort(shard_of, kind="stable")

@@ -33,18 +33,27 @@ from skyrec.publish.resp import encode_sets
 from skyrec.scoring.topk import _compiled
 
 COLUMNS = ["user_id", "item_id", "event_ts"]
+ROW = "row"  # a user's position in the users asked for (``read_shard_plays``)
 _REDUCE_ROWS = 1 << 21  # scanned rows buffered before they are folded into the running top-N
 
 
 def top_plays(table: pa.Table, n: int) -> pa.Table:
     """At most ``n`` plays per user (columns user_id, item_id, event_ts), users ascending, newest first
-    within a user (ties broken by item id, so the output is deterministic)."""
-    table = table.select(COLUMNS).filter(pc.and_(pc.is_valid(table["user_id"]), pc.is_valid(table["event_ts"])))
+    within a user (ties broken by item id, so the output is deterministic). With a column ``row`` (the user's
+    position in a list of users, as ``read_shard_plays`` adds it) the users come in that order instead, and
+    the sort's first key is that integer, not the id's string (2-3x faster at millions of rows)."""
+    by_row = ROW in table.column_names
+    table = table.select(COLUMNS + ([ROW] if by_row else [])).filter(
+        pc.and_(pc.is_valid(table["user_id"]), pc.is_valid(table["event_ts"])))
     if table.num_rows == 0 or n <= 0:
         return table.slice(0, 0)
-    table = table.sort_by([("user_id", "ascending"), ("event_ts", "descending"), ("item_id", "ascending")])
+    table = table.sort_by([(ROW if by_row else "user_id", "ascending"), ("event_ts", "descending"),
+                           ("item_id", "ascending")])
     table = table.combine_chunks()
-    codes = pc.dictionary_encode(table["user_id"]).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    if by_row:
+        codes = table[ROW].chunk(0).to_numpy(zero_copy_only=False)
+    else:
+        codes = pc.dictionary_encode(table["user_id"]).combine_chunks().indices.to_numpy(zero_copy_only=False)
     starts = np.empty(codes.size, dtype=bool)
     starts[0] = True
     np.not_equal(codes[1:], codes[:-1], out=starts[1:])
@@ -53,28 +62,39 @@ def top_plays(table: pa.Table, n: int) -> pa.Table:
     return table.filter(pa.array(rank < n))
 
 
-def scan_plays(batches: Iterable[pa.RecordBatch | pa.Table], n: int) -> pa.Table:
-    """``top_plays`` over a stream of batches with bounded memory (folds the buffer into the state)."""
-    state = pa.table({c: pa.array([], t) for c, t in
-                      (("user_id", pa.string()), ("item_id", pa.string()), ("event_ts", pa.timestamp("us", "UTC")))})
+def scan_plays(batches: Iterable[pa.RecordBatch | pa.Table], n: int, users: pa.Array | None = None) -> pa.Table:
+    """``top_plays`` over a stream of batches with bounded memory (folds the buffer into the state). ``users``:
+    the users asked for: their positions (``ROW``, looked up once per fold, not per batch) order the output,
+    and the plays of other users are left out."""
+    fields = [("user_id", pa.string()), ("item_id", pa.string()), ("event_ts", pa.timestamp("us", "UTC"))]
+    state = pa.table({c: pa.array([], t) for c, t in fields + ([(ROW, pa.int32())] if users is not None else [])})
+    schema = pa.schema(fields)
     buffer: list[pa.Table] = []
     buffered = 0
+
+    def fold(state: pa.Table) -> pa.Table:
+        t = pa.concat_tables(buffer)
+        if users is not None:  # plays of other users are not asked for
+            row = pc.index_in(t["user_id"], value_set=users).cast(pa.int32())
+            t = t.append_column(ROW, row).filter(pc.is_valid(row))
+        return top_plays(pa.concat_tables([state, t.select(state.column_names)]), n)
+
     for batch in batches:
         t = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-        t = t.select(COLUMNS)
-        buffer.append(t.cast(state.schema))
+        buffer.append(t.select(COLUMNS).cast(schema))
         buffered += t.num_rows
         if buffered >= max(_REDUCE_ROWS, 2 * state.num_rows):
-            state = top_plays(pa.concat_tables([state, *buffer]), n)
+            state = fold(state)
             buffer, buffered = [], 0
-    return top_plays(pa.concat_tables([state, *buffer]), n) if buffer else state
+    return fold(state) if buffer else state
 
 
 def read_shard_plays(lake: Any, snapshot_path: str, user_ids: pa.Array, n: int,
                      keep_items: pa.Array | None = None) -> tuple[pa.Table, sp.csr_matrix | None]:
     """The last ``n`` plays of ``user_ids`` from the committed activity snapshot at ``snapshot_path`` and, when
     ``keep_items`` is given, which of those items each user played, however long ago (a boolean matrix, rows
-    ``user_ids``, columns ``keep_items``): one scan of the snapshot for both."""
+    ``user_ids``, columns ``keep_items``): one scan of the snapshot for both. The plays come in the order of
+    ``user_ids``, with a column ``row``: each user's position in it."""
     import pyarrow.dataset as ds
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
@@ -83,11 +103,11 @@ def read_shard_plays(lake: Any, snapshot_path: str, user_ids: pa.Array, n: int,
              if f.path.endswith(".parquet") and "/_quarantine/" not in f"/{f.path}"]
     played = PlayedItems(user_ids, keep_items) if keep_items is not None else None
     if not files or len(user_ids) == 0:
-        return scan_plays([], n), played.matrix() if played is not None else None
+        return scan_plays([], n, user_ids), played.matrix() if played is not None else None
     dataset = ds.dataset(files, format="parquet", filesystem=PyFileSystem(FSSpecHandler(lake.fs)))
     scanner = dataset.scanner(columns=COLUMNS, filter=ds.field("user_id").isin(user_ids), batch_size=1 << 17)
     batches = scanner.to_batches() if played is None else played.tap(scanner.to_batches())
-    plays = scan_plays(batches, n)
+    plays = scan_plays(batches, n, user_ids)
     return plays, played.matrix() if played is not None else None
 
 
@@ -108,7 +128,8 @@ class PlayedItems:
             t = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
             self.buffer.append(t.select(["user_id", "item_id"]))
             self.buffered += t.num_rows
-            if self.buffered >= max(_REDUCE_ROWS, 2 * len(self.users)):  # a fold looks up every user once
+            # a fold looks up every user once (without ``row``) and adds the state: both amortised by the buffer
+            if self.buffered >= max(_REDUCE_ROWS, 2 * len(self.users), self.state.nnz):
                 self._fold()
             yield batch
 
