@@ -1404,7 +1404,7 @@ def fit_history(sweep: dict[str, Any], encodings: dict[str, Any]) -> dict[str, A
         cpu.append((float(n), extra))
         points.append({"plays": n, "users": hist["users"], "hist_keys": hist["hist_keys"],
                        "history_items": hist["history_items"], "compute_core_us_per_key": round(extra, 3)})
-    line = _free_line(cpu)
+    line = _line(cpu)
     plain, hist = pair(plays[0])
     keys = max(1, hist["hist_keys"])
     ratios = {}
@@ -1416,10 +1416,10 @@ def fit_history(sweep: dict[str, Any], encodings: dict[str, Any]) -> dict[str, A
     sizes: dict[str, dict[str, float]] = {}
     for name, key in (("resp", "resp_bytes"), ("redis", "redis_used_memory_delta"), ("rdb", "rdb_bytes")):
         pts = [(float(r["history_items"]), (r[key] - plain[key]) / max(1, r["hist_keys"])) for r in (small, hist)]
-        a, b = _free_line(pts)
+        a, b = _line(pts)
         sizes[name] = {"per_key": round(a, 2), "per_play": round(b, 3)}
     also = sweep["also_played"]
-    also_line = _free_line([(float(m["plays"]), (m["cpu_seconds"]["also_played"] - m["cpu_seconds"]["plain"])
+    also_line = _line([(float(m["plays"]), (m["cpu_seconds"]["also_played"] - m["cpu_seconds"]["plain"])
                              / m["users"] * 1e6) for m in also])
     grow = [m["value_bytes"]["also_played"] / m["value_bytes"]["plain"] for m in also]
     return {
@@ -1436,21 +1436,6 @@ def fit_history(sweep: dict[str, Any], encodings: dict[str, Any]) -> dict[str, A
                                   "process_cpu_seconds": round(st["process_cpu_seconds"], 3)}
                               for j, st in r["steps"].items()}} for r in runs],
     }
-
-
-def _free_line(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """(intercept, slope) of the least-squares line through ``points`` (two or more x values), the intercept
-    floored at 0 with the line then through the origin and the points' mean."""
-    import numpy as np
-
-    x = np.array([p[0] for p in points])
-    y = np.array([p[1] for p in points])
-    if len(set(x.tolist())) < 2:
-        raise CoefficientsError("a history line needs measurements at two or more sizes")
-    slope, intercept = np.polyfit(x, y, 1)
-    if intercept < 0:
-        return 0.0, float(max(0.0, y.sum() / x.sum()))
-    return float(intercept), float(max(0.0, slope))
 
 
 #: users of the history step's calibration runs (its dump and publish figures are a few tenths of a second below)
