@@ -7,8 +7,9 @@ items in 200 topics (a listener plays within two topics, and a seed's list is it
 lists overlap as they do on real data, where 40-80% of the demo's users have such older plays); every item is
 a candidate with a list of ``similar_k`` = 20. One shard of all the users (``precompute.shard_users`` is
 262,144 by default), ``history_items`` = 10. Timed: ``read_shard_plays`` + ``also_played`` +
-``encode_history_sets`` against ``read_shard_plays`` + ``encode_history_sets``, best of 2 each, and the bytes
-of the values. ``python benchmarks/bench_history.py [small|reference]``.
+``encode_history_sets`` + ``encode_also_sets`` against ``read_shard_plays`` + ``encode_history_sets``, best of
+2 each, and the RESP bytes written (the plays, shared by the rails of a snapshot, plus the rail's ``also``
+keys, against the plays alone). ``python benchmarks/bench_history.py [small|reference]``.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _cpu() -> float:
 def measure(users: int, items: int, plays: int, repeat: int = 2) -> dict[str, Any]:
     """The two history steps of one shard of ``users`` users, ``plays`` plays each, ``items`` items (wall and
     this process's CPU seconds, the best of ``repeat`` runs each; ``skyrec plan --calibrate`` reads the CPU)."""
-    from skyrec.scoring.history import also_played, encode_history_sets, read_shard_plays
+    from skyrec.scoring.history import also_played, encode_also_sets, encode_history_sets, read_shard_plays
     from skyrec.storage import Lake
 
     p = {"users": users, "items": items, "plays": plays}
@@ -104,8 +105,9 @@ def measure(users: int, items: int, plays: int, repeat: int = 2) -> dict[str, An
         def exact() -> tuple[int, int]:
             plays, played = read_shard_plays(lake, rel, user_ids, HISTORY_ITEMS, keep_items=ids)
             also = also_played(plays, played, user_ids, ids, ids, lists, np.arange(len(ids)))
-            data, n, _ = encode_history_sets("skyrec:hist:v:p:", plays, also)
-            return len(data), int((np.diff(also.offsets.to_numpy()) > 0).sum())
+            data, n, _ = encode_history_sets("skyrec:hist:@snapshot.n10:", plays)  # shared by the rails
+            also_data, also_keys = encode_also_sets("skyrec:also:v:p:", plays, also)  # the rail's own
+            return len(data) + len(also_data), also_keys
 
         runs: dict[str, list[float]] = {"plain": [], "also_played": []}
         cpu: dict[str, list[float]] = {"plain": [], "also_played": []}

@@ -356,6 +356,7 @@ def _run_mix(home: str, redis_url: str, n_users: int, model: str, similar: bool,
     planned = plan_rails([(name, replace(shapes[name].inputs, **({} if similar else {"similar_k": 0})))
                           for name in rails], coef)
     measured: dict[str, dict[str, Any]] = {rail: {} for rail in rails}
+    memory_before = _used_memory(redis_url)
     for job in PATH_STEPS:
         for rail in rails:
             m = _step(job, cfg, runs[rail], rail, redis_url)
@@ -366,6 +367,8 @@ def _run_mix(home: str, redis_url: str, n_users: int, model: str, similar: bool,
                 **{k: s[k] for k in ("users", "users_with_recs", "keys", "sim_keys") if k in s}}
             if job == "publish_predictions":  # the serving Redis grows by a rail's keys with each publication
                 measured[rail][job]["serving_keys_after"] = _dbsize(redis_url)
+                measured[rail][job]["serving_used_memory_after"] = _used_memory(redis_url) - memory_before
+                measured[rail][job]["history"] = s.get("history")
             print(f"{job} {rail}: {m['seconds']:.1f} s", file=sys.stderr, flush=True)
     per_rail: dict[str, Any] = {}
     for rail in rails:
@@ -402,6 +405,11 @@ def _run_mix(home: str, redis_url: str, n_users: int, model: str, similar: bool,
         "whole_path_seconds": round(whole, 1), "whole_path_planned_s": round(planned_whole, 1),
         "whole_path_measured_over_planned": round(whole / planned_whole, 2),
         "compute_cpu_seconds": round(sum(measured[r]["compute_predictions"]["cpu_seconds"] for r in rails), 1),
+        # the serving Redis holding one publication of every rail (the lists, "more like this", the plays once
+        # and every rail's also keys) against the plan of the same rails
+        "redis_used_memory_mb": round(measured[rails[-1]]["publish_predictions"]["serving_used_memory_after"] / 1e6, 1),
+        "redis_planned_mb": round(tot["redis_publication_bytes"] / 1e6, 1),
+        "redis_history_planned_mb": round(tot["history_redis_bytes"] / 1e6, 1),
         # the mix against six all-items rails: the genre rails' compute over the all-items rail's
         "genre_rails_compute_over_all_items": {r: round(per_rail[r]["compute_seconds"] / all_items, 2) for r in genre},
         "mix_compute_over_six_all_items_rails": round(compute / (len(rails) * all_items), 2),
@@ -414,6 +422,16 @@ def _dbsize(url: str) -> int:
     c = redis.Redis.from_url(url)
     try:
         return int(c.dbsize())
+    finally:
+        c.close()
+
+
+def _used_memory(url: str) -> int:
+    import redis
+
+    c = redis.Redis.from_url(url)
+    try:
+        return int(c.info("memory")["used_memory"])
     finally:
         c.close()
 

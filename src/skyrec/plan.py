@@ -438,7 +438,10 @@ def history_terms(coef: dict[str, Any], inputs: PlanInputs, r: dict[str, float])
     scale = size["resp"] / basis if basis > 0 else 1.0
     return {"core_us": core, "entries": entries, "resp_bytes": size["resp"], "redis_bytes": size["redis"],
             "rdb_bytes": size["rdb"], "dump_wall_us": r["dump_wall_us"] * h["dump_ratio"] * scale,
-            "publish_wall_us": r["publish_wall_us"] * h["publish_ratio"] * scale}
+            "publish_wall_us": r["publish_wall_us"] * h["publish_ratio"] * scale,
+            # the plays' part of the bytes and the publication: held once for every rail of the snapshot (the
+            # rest, the rail's also_played keys, once per rail)
+            "plays_fraction": 1.0 / grow}
 
 
 def _per_rail(coef: dict[str, Any], enc: str, k: int) -> dict[str, float]:
@@ -472,10 +475,11 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
     seed_us = seed_kernel_core_us(coef, p) if n_seeds else 0.0
     similar_core_s = sr * (seed_us + rs["overhead_core_us"]) / 1e6
     compute_core_s += similar_core_s
-    # every user's last plays, a hist key per user and rail beside the list (publish.history_items)
+    # every user's last plays (publish.history_items): built by every rail's compute step, held and loaded
+    # once for the rails of the snapshot; the rails' also_played keys, once per rail
     hist = history_terms(coef, p, r)
     none = {"core_us": 0.0, "resp_bytes": 0.0, "redis_bytes": 0.0, "rdb_bytes": 0.0, "dump_wall_us": 0.0,
-            "publish_wall_us": 0.0, "entries": 0.0}
+            "publish_wall_us": 0.0, "entries": 0.0, "plays_fraction": 1.0}
     hr = hist or none
     history_core_s = ur * hr["core_us"] / 1e6
     compute_core_s += history_core_s
@@ -489,15 +493,20 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
                                          + n_seeds * rs["dump_wall_us"]) / 1e6
     dump_parallel = max(1, p.cores // p.dump_cores)
     dump_wall = math.ceil(p.rails / dump_parallel) * dump_per_rail
-    publish_wall = p.rails * (r["publish_fixed_s"] + (p.users * (r["publish_wall_us"] + hr["publish_wall_us"])
-                                                      + n_seeds * rs["publish_wall_us"]) / 1e6)  # serial over rails
+    # the plays are shared by the rails of one activity snapshot (skyrec.publish.histories): the first rail
+    # loads them, the others skip their files; each rail loads its own also_played keys
+    shared = hr.get("plays_fraction", 1.0)
+    plays_publish_s = p.users * hr["publish_wall_us"] * shared / 1e6
+    publish_wall = p.rails * (r["publish_fixed_s"] + (p.users * (r["publish_wall_us"] + hr["publish_wall_us"] * (1 - shared))
+                                                      + n_seeds * rs["publish_wall_us"]) / 1e6) + plays_publish_s
     wall = compute_wall + dump_wall + publish_wall
     vcpu_local = wall * p.cores
 
     df = _dataflow(p, compute_core_s, p.rails * r["compute_fixed_s"], dump_wall + publish_wall)
 
     # the rec keys, plus per publication its items hash, item table, fallback and users sample
-    history_redis = ur * hr["redis_bytes"]
+    plays_redis = p.users * hr["redis_bytes"] * shared  # once, whatever the rails
+    history_redis = plays_redis + ur * hr["redis_bytes"] * (1 - shared)
     pub_bytes = (ur * r["redis_bytes"] + history_redis + sr * rs["redis_bytes"]
                  + p.rails * p.candidates * r["redis_fixed_bytes_per_candidate"])
     peak_bytes = pub_bytes * (p.keep_versions + 1)
@@ -509,7 +518,8 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
         "kernel_core_us_per_user": kern_us, "knn_catalogue_core_us_per_user": growth_us,
         "similar_seeds": sr, "similar_kernel_core_us_per_seed": seed_us, "similar_core_s": similar_core_s,
         "history_core_s": history_core_s, "history_core_us_per_user": hr["core_us"],
-        "history_redis_bytes": history_redis,
+        "history_redis_bytes": history_redis, "history_plays_redis_bytes": plays_redis,
+        "history_plays_publish_s": plays_publish_s,
         "compute_predictions_s": compute_wall, "create_redis_dump_s": dump_wall, "publish_predictions_s": publish_wall,
         "whole_path_s": wall, "vcpu_s_local": vcpu_local, "compute_core_s": compute_core_s,
         "compute_fixed_core_s": r["compute_fixed_s"], "catalogue_core_s_per_rail": catalogue_s,
@@ -620,6 +630,17 @@ def plan_rails(rails: list[tuple[str, PlanInputs]], coef: dict[str, Any]) -> dic
     dumps = sorted((f["create_redis_dump_s"] for f in figs), reverse=True)
     parallel = max(1, p.cores // p.dump_cores)
     total["create_redis_dump_s"] = sum(dumps[::parallel])
+    # each rail's plan holds the users' plays, which the rails of one snapshot share: held and loaded once (the
+    # most users' of the rails)
+    held = [f["history_plays_redis_bytes"] for f in figs]
+    twice = sum(held) - max(held)
+    total["history_redis_bytes"] -= twice
+    total["redis_publication_bytes"] -= twice
+    total["redis_peak_bytes"] -= twice * (p.keep_versions + 1)
+    total["history_plays_redis_bytes"] = max(held)
+    loaded = [f["history_plays_publish_s"] for f in figs]
+    total["publish_predictions_s"] -= sum(loaded) - max(loaded)
+    total["history_plays_publish_s"] = max(loaded)
     total["whole_path_s"] = total["compute_predictions_s"] + total["create_redis_dump_s"] + total["publish_predictions_s"]
     total["vcpu_s_local"] = total["whole_path_s"] * p.cores
     total["lake_activity_bytes"] = max(f["lake_activity_bytes"] for f in figs)
@@ -791,7 +812,9 @@ def render(result: dict[str, Any], source: str) -> Any:
               f"jobs.cost: {p['vcpu_hour']} per vCPU-hour, {p['gb_hour']} per GB-hour")
     t.add_row("Redis, one publication of every rail", _size(f["redis_publication_bytes"]),
               f"{r['redis_bytes']:.0f} bytes per user-rail ({p['encoding']})"
-              + (f" + {r['history_redis_bytes']:.0f} of history ({_size(f['history_redis_bytes'])} in all)"
+              + (f" + history: {r['history_redis_bytes'] * r['history_plays_fraction']:.0f} per user, shared by the"
+                 f" rails, {r['history_redis_bytes'] * (1 - r['history_plays_fraction']):.0f} per user-rail"
+                 f" ({_size(f['history_redis_bytes'])} in all)"
                  if r.get("history_redis_bytes") else ""))
     t.add_row("Redis, peak during a switch", _size(f["redis_peak_bytes"]),
               f"keep_versions {p['keep_versions']} + 1 publications")
@@ -1211,7 +1234,7 @@ def _precompute_run(home: Path, users: int, encoding: str, *, items: int = 20_00
         # the publication's keys that do not grow with users (items hash with the item table, fallback, users
         # sample, pointers): MEMORY USAGE of every key that is not a user's list
         fixed = sum(int(client.memory_usage(key, samples=0) or 0) for key in client.scan_iter(count=10_000)
-                    if b":rec:" not in key and b":hist:" not in key)
+                    if b":rec:" not in key and b":hist:" not in key and b":also:" not in key)
         client.close()
         dump = lake.latest(cfg, "redis_dump", variant="recommended_for_you", version="v1")
         if dump is None:

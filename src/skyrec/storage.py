@@ -110,8 +110,11 @@ class Manifest:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
     def file(self, name: str) -> FileEntry:
+        for f in self.files:  # the path as written (an attempt's staging folder before it), then the bare name
+            if f.path == name or f.path.endswith(f"/{name}"):
+                return f
         for f in self.files:
-            if f.path == name or f.path.rsplit("/", 1)[-1] == name:
+            if f.path.rsplit("/", 1)[-1] == name:
                 return f
         raise KeyError(f"{self.path}: no file {name!r} in manifest (has {[f.path for f in self.files]})")
 

@@ -605,6 +605,14 @@ def test_rails_that_differ_are_put_together_as_precompute_runs_them(coef: dict) 
     res = p.plan_rails([("all", one), ("ease", ease)], coef)
     assert any(lim["what"].startswith("ease: EASE") for lim in res["limits"])
     assert any(n.startswith("ease: ") for n in res["notes"])
+    # with histories: the rails share the users' plays (held and loaded once), each has its also_played keys
+    c, hist = _with_history(coef), replace(one, history_items=10)
+    same = p.plan_rails([(f"r{i}", hist) for i in range(5)], c)["figures"]
+    whole = p.plan(replace(hist, rails=5), c)["figures"]
+    for key in ("history_redis_bytes", "redis_publication_bytes", "redis_peak_bytes", "publish_predictions_s",
+                "whole_path_s", "history_core_s", "lake_bytes"):
+        assert same[key] == pytest.approx(whole[key]), key
+    assert same["history_redis_bytes"] == pytest.approx(2_000_000 * (140 + 380) * (1 + 5 * 0.2))
     with pytest.raises(ValueError, match="repeat"):
         p.plan_rails([("a", one), ("a", one)], coef)
     with pytest.raises(ValueError, match="no rails"):
@@ -625,8 +633,9 @@ def _with_history(coef: dict) -> dict:
 
 
 def test_the_history_step_is_planned_per_user_and_rail(coef: dict) -> None:
-    """Every user's last plays (``publish.history_items``): a second key per user and rail, which the compute
-    step builds (a scan of the activity snapshot) and the dump, publication and Redis carry."""
+    """Every user's last plays (``publish.history_items``): a second key per user, which every rail's compute
+    step builds (a scan of the activity snapshot) and dump carries, and which Redis holds and the publication
+    loads once for all the rails of the snapshot (their also_played keys: once per rail)."""
     c = _with_history(coef)
     base = p.PlanInputs(users=1_000_000, rails=6, cores=2, plays_per_user=20)
     off = p.plan(base, c)["figures"]
@@ -636,22 +645,27 @@ def test_the_history_step_is_planned_per_user_and_rail(coef: dict) -> None:
     assert f["history_core_s"] == pytest.approx(ur * (10 + 0.5 * 20) / 1e6)
     assert f["compute_core_s"] - off["compute_core_s"] == pytest.approx(f["history_core_s"])
     assert f["compute_predictions_s"] > off["compute_predictions_s"]
-    assert f["history_redis_bytes"] == pytest.approx(ur * (140 + 38 * 10))
+    assert f["history_redis_bytes"] == pytest.approx(1_000_000 * (140 + 38 * 10))  # once, not per rail
+    assert f["history_plays_redis_bytes"] == f["history_redis_bytes"]  # no also_played keys without lists
     assert f["redis_publication_bytes"] - off["redis_publication_bytes"] == pytest.approx(f["history_redis_bytes"])
     assert f["redis_peak_bytes"] == pytest.approx(f["redis_publication_bytes"] * 3)  # keep_versions 2 + 1
     assert f["lake_predictions_bytes_per_run"] - off["lake_predictions_bytes_per_run"] == pytest.approx(
         ur * (100 + 36 * 10 + 75 + 36 * 10))
     assert r["history_dump_wall_us"] == pytest.approx(r["dump_wall_us"] * 1.5)
     assert f["publish_predictions_s"] - off["publish_predictions_s"] == pytest.approx(
-        6 * 1_000_000 * r["publish_wall_us"] * 2.0 / 1e6)
+        1_000_000 * r["publish_wall_us"] * 2.0 / 1e6)  # the first rail loads them, the others skip their files
     # a user who played fewer items than history_items has fewer in the value (and the dump's bytes follow)
     few = p.plan(replace(base, history_items=10, items_per_user=3), c)["per_user_rail"]
     assert few["history_entries"] == 3 and few["history_redis_bytes"] == pytest.approx(140 + 38 * 3)
     assert few["history_dump_wall_us"] == pytest.approx(r["dump_wall_us"] * 1.5 * (100 + 36 * 3) / (100 + 360))
     # with "more like this" lists: the older plays found in them, their CPU and the values' growth
-    also = p.plan(replace(base, history_items=10, similar_k=20), c)["per_user_rail"]
+    with_lists = p.plan(replace(base, history_items=10, similar_k=20), c)
+    also = with_lists["per_user_rail"]
     assert also["history_core_us"] == pytest.approx(10 + 0.5 * 20 + 4 + 0.1 * 20)
     assert also["history_redis_bytes"] == pytest.approx((140 + 380) * 1.2)
+    # the plays once for the six rails, the older plays the lists name (the values' growth) once per rail
+    assert with_lists["figures"]["history_redis_bytes"] == pytest.approx(
+        1_000_000 * (140 + 380) + ur * (140 + 380) * 0.2)
     far = p.plan(replace(base, history_items=10, plays_per_user=80), c)["notes"]
     assert any("history step extrapolated: measured at 20-40 plays" in n for n in far)
     # coefficients without the section: no history figures, and the plan says they are low

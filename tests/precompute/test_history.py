@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skyrec.data.schemas import ACTIVITY
-from skyrec.publish.keys import parse_history
-from skyrec.publish.resp import count_commands
+from skyrec.publish.keys import parse_also, parse_history
+from skyrec.publish.resp import count_commands, parse_commands
 from skyrec.scoring import history
-from skyrec.scoring.history import encode_history_sets, scan_plays, top_plays
+from skyrec.scoring.history import encode_also_sets, encode_history_sets, scan_plays, top_plays
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
@@ -132,25 +132,30 @@ def test_also_played_names_each_users_older_plays_in_their_seeds_lists(fold_rows
     assert sum(map(len, got.values())) > 20  # exercised: many users have older plays in their seeds' lists
 
 
-def test_values_with_older_plays_are_objects_and_both_forms_parse() -> None:
+def test_older_plays_go_into_the_rails_also_keys_and_both_history_forms_parse() -> None:
     table = pa.Table.from_pylist([
         {"user_id": "a", "item_id": "x", "event_type": "play", "event_ts": T0, "played_seconds": 1.0},
         {"user_id": "b", "item_id": "y", "event_type": "play", "event_ts": T0, "played_seconds": 1.0}],
         schema=ACTIVITY)
+    plays = top_plays(table, 5)
     also = pa.ListArray.from_arrays(pa.array([0, 2, 2], pa.int32()), pa.array(['o"ld', "z"]))
-    data, n, _ = encode_history_sets("h:", top_plays(table, 5), also)
-    chunks = data.split(b"\r\n")
-    values = {chunks[4].decode(): chunks[6], chunks[11].decode(): chunks[13]}
-    assert json.loads(values["h:a"]) == {"plays": [["x", "2026-03-01T00:00:00Z"]], "also_played": ['o"ld', "z"]}
-    assert json.loads(values["h:b"]) == [["y", "2026-03-01T00:00:00Z"]]  # none: the plain list, no extra byte
-    assert parse_history(values["h:a"]) == ([("x", "2026-03-01T00:00:00Z")], {'o"ld', "z"})
-    assert parse_history(values["h:b"]) == ([("y", "2026-03-01T00:00:00Z")], set())
+    data, n, _ = encode_history_sets("h:", plays)  # the plays alone: the same bytes for every rail
+    assert n == 2 and {c[1]: json.loads(c[2]) for c in parse_commands(data)} == {
+        b"h:a": [["x", "2026-03-01T00:00:00Z"]], b"h:b": [["y", "2026-03-01T00:00:00Z"]]}
+    data, n = encode_also_sets("also:", plays, also)  # only the user who has some
+    assert n == 1 and parse_commands(data) == [[b"SET", b"also:a", b'["o\\"ld","z"]']]
+    assert parse_also(parse_commands(data)[0][2]) == {'o"ld', "z"}
+    assert encode_also_sets("also:", plays, pa.ListArray.from_arrays(pa.array([0, 0, 0], pa.int32()),
+                                                                     pa.array([], pa.string()))) == (b"", 0)
+    # both value forms parse: the plain list, and the object older publications wrote
+    assert parse_history(b'[["x", "2026-03-01T00:00:00Z"]]') == ([("x", "2026-03-01T00:00:00Z")], set())
     assert parse_history(b'{"plays": [["x"], 3, ["y", "t"]], "also_played": [1, "q"]}') == ([("y", "t")], {"q"})
     with pytest.raises(ValueError):
         parse_history(b"not json")
+    with pytest.raises(ValueError):
+        parse_also(b'{"not": "a list"}')
     with pytest.raises(ValueError, match="3 entries for 2 users"):
-        encode_history_sets("h:", top_plays(table, 5), pa.ListArray.from_arrays(pa.array([0, 1, 1, 1], pa.int32()),
-                                                                                 pa.array(["q"])))
+        encode_also_sets("also:", plays, pa.ListArray.from_arrays(pa.array([0, 1, 1, 1], pa.int32()), pa.array(["q"])))
 
 
 @settings(max_examples=60, deadline=None)

@@ -8,6 +8,7 @@ import json
 import threading
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pytest
 import redis
 import synth
@@ -136,9 +137,10 @@ def test_redis_down_fails_cleanly_with_pointer_unchanged(cfg, config_factory, re
 
 def test_swapdb_strategy(config_factory, redis_server, redis_client) -> None:
     overrides = {"precompute": {"k": 8, "batch_size": 64, "shard_users": 100, "threads": 1},
-                 "publish": {"redis_url": redis_server.url, "strategy": "swapdb", "swapdb_spare_db": 3}}
+                 "publish": {"redis_url": redis_server.url, "strategy": "swapdb", "swapdb_spare_db": 3,
+                             "history_items": 3}}
     c = config_factory(overrides)
-    synth.build(c, n_users=120, n_items=200)
+    s = synth.build(c, n_users=120, n_items=200, activity=True)
     keys = Keys(c.publish.key_prefix)
     redis_client.set("unrelated:key", "kept")
     first = _job("compute_predictions", c, 0)
@@ -149,6 +151,11 @@ def test_swapdb_strategy(config_factory, redis_server, redis_client) -> None:
     assert current(redis_client, keys, VARIANT)["publication"] == second["publication"]
     assert redis_client.get("unrelated:key") == b"kept"
     assert redis_client.exists(keys.fallback(VARIANT, first["publication"]))  # kept for rollback (keep_versions=2)
+    # the histories: the spare db starts as a copy of the live one, so the second load skips them there too
+    assert out["history"]["files"] == out["history"]["skipped_files"] == 2
+    ptr = current(redis_client, keys, VARIANT)
+    assert json.loads(redis_client.get(keys.hist(ptr["activity"], "u000007"))) == synth.expected_history(
+        s.activity, "u000007", 3)
 
 
 def test_dump_failure_stops_the_scratch_server(cfg) -> None:
@@ -175,7 +182,9 @@ def test_dump_failure_stops_the_scratch_server(cfg) -> None:
 def test_history_published_with_predictions_and_served(config_factory, redis_server, redis_client) -> None:
     """compute_predictions -> create_redis_dump -> publish_predictions with an activity snapshot: every user's
     last plays are in the publication (counted in its keys), served newest first with titles; an unknown user
-    gets an empty list; the next publications' cleanup removes the old history keys."""
+    gets an empty list. The plays go into the snapshot's namespace: the next publication from the same snapshot
+    attaches to it and loads none of it; a new snapshot gets a new namespace, and the old one goes with its
+    last publication."""
     from fastapi.testclient import TestClient
 
     from skyrec.serve.main import create_app
@@ -190,9 +199,10 @@ def test_history_published_with_predictions_and_served(config_factory, redis_ser
     assert first["hist_keys"] == len(users_with_plays) == 248
     dump = _job("create_redis_dump", c, 0)
     assert dump["keys"] == first["keys"]  # the scratch server's DBSIZE check includes the history keys
-    _job("publish_predictions", c, 0)
+    out = _job("publish_predictions", c, 0)
     ptr = current(redis_client, keys, VARIANT)
-    assert ptr["activity"] == Keys.hist_namespace(VARIANT, first["publication"])
+    assert ptr["activity"].startswith("@") and ptr["activity"].endswith(".n5")  # the snapshot's, not the rail's
+    assert out["history"] == {"namespace": ptr["activity"], "files": 3, "skipped_files": 0, "skipped_keys": 0}
     user = "u000007"
     want = synth.expected_history(s.activity, user, 5)
     assert json.loads(redis_client.get(keys.hist(ptr["activity"], user))) == want
@@ -203,14 +213,88 @@ def test_history_published_with_predictions_and_served(config_factory, redis_ser
         assert all(titles[i] == f"Title {int(i[1:])}" for i in titles if not i.startswith("gone-"))  # played items
         assert api.get(f"/v1/users/nobody/history?variant={VARIANT}").json()["plays"] == []
         assert api.get(f"/v1/users/u000249/history?variant={VARIANT}").json()["plays"] == []  # no plays
-    # two more publications (keep_versions=1): the first publication's history keys are removed with it
+    # the next publication from the same snapshot: same namespace, every history file already there
     _job("compute_predictions", c, 1)
-    _job("publish_predictions", c, 1)
+    out = _job("publish_predictions", c, 1)
+    assert out["history"] == {"namespace": ptr["activity"], "files": 3, "skipped_files": 3, "skipped_keys": 248}
+    assert current(redis_client, keys, VARIANT)["activity"] == ptr["activity"]
+    assert json.loads(redis_client.get(keys.hist(ptr["activity"], user))) == want  # the first is removed: not it
+    # a new snapshot (u000007's newest play gone): a new namespace; the old one goes with its last publication
+    newest = s.activity.filter(pc.and_(pc.equal(s.activity["user_id"], user),
+                                       pc.equal(s.activity["event_ts"], pc.max(s.activity.filter(
+                                           pc.equal(s.activity["user_id"], user))["event_ts"]))))
+    newer = s.activity.filter(pc.invert(pc.is_in(s.activity["event_ts"], newest["event_ts"])))
+    synth._write_parts(Lake.from_config(c), c.dataset_path("activity_snapshot", interval_key="20260301T110000"),
+                       [("part-0.parquet", newer)])
     _job("compute_predictions", c, 2)
-    _job("publish_predictions", c, 2)
-    assert not list(redis_client.scan_iter(match=keys.hist_pattern(ptr["activity"]), count=1000))
+    out = _job("publish_predictions", c, 2)
     now = current(redis_client, keys, VARIANT)
-    assert json.loads(redis_client.get(keys.hist(now["activity"], user))) == want
+    assert now["activity"] != ptr["activity"] and out["history"]["skipped_files"] == 0
+    assert not list(redis_client.scan_iter(match=keys.hist_pattern(ptr["activity"]), count=1000))
+    assert not redis_client.exists(keys.hist_refs(ptr["activity"]), keys.hist_files(ptr["activity"]),
+                                   keys.hist_gc(ptr["activity"]))
+    assert redis_client.zrange(keys.hist_registry(), 0, -1) == [now["activity"].encode()]
+    assert json.loads(redis_client.get(keys.hist(now["activity"], user))) == synth.expected_history(newer, user, 5)
+    assert synth.expected_history(newer, user, 5)[0] == want[1]  # its newest play is gone
+
+
+def test_two_rails_share_one_copy_of_the_plays(config_factory, redis_server, redis_client) -> None:
+    """Two rails published from the same activity snapshot hold one copy of the plays: the second loads none of
+    it. A rail moving on to a new snapshot never removes what the other still serves; the last one does. A
+    namespace that claims files it no longer holds fails the history post-condition, not the users."""
+    from fastapi.testclient import TestClient
+
+    from skyrec.serve.main import create_app
+
+    base = {"precompute": {"k": 8, "batch_size": 64, "shard_users": 100, "threads": 1},
+            "publish": {"redis_url": redis_server.url, "keep_versions": 1, "history_items": 5},
+            "serve": {"redis_url": redis_server.url, "pointer_cache_seconds": 0.0, "access_log": False}}
+    model = config_factory(base).variant(VARIANT).model
+    c = config_factory({**base, "variants": {"drama_copy": {"model": model, "version": "v1",
+                                                            "candidates": {"genres": ["Drama"]}}}})
+    s = synth.build(c, n_users=250, n_items=300, activity=True)
+    keys = Keys(c.publish.key_prefix)
+
+    def job(name: str, variant: str, hour: int) -> dict:
+        code, payload = execute(name, config=c, run=_run(hour), params={"variant": variant})
+        assert code == 0, payload.get("traceback") or payload.get("error")
+        return payload["summary"]
+
+    def hist_keys(activity: str) -> int:
+        return sum(1 for _ in redis_client.scan_iter(match=keys.hist_pattern(activity), count=1000))
+
+    for variant in (VARIANT, "drama_copy"):
+        job("compute_predictions", variant, 0)
+    first = job("publish_predictions", VARIANT, 0)["history"]
+    second = job("publish_predictions", "drama_copy", 0)["history"]
+    ns = first["namespace"]
+    assert second == {"namespace": ns, "files": 3, "skipped_files": 3, "skipped_keys": 248}
+    assert first["skipped_files"] == 0 and hist_keys(ns) == 248  # one copy, not two
+    assert len(redis_client.smembers(keys.hist_refs(ns))) == 2
+    # drama_featured moves on to a new snapshot: drama_copy's plays stay, and it still serves them
+    user = "u000007"
+    newer = s.activity.filter(pc.not_equal(s.activity["user_id"], "u000001"))
+    synth._write_parts(Lake.from_config(c), c.dataset_path("activity_snapshot", interval_key="20260301T110000"),
+                       [("part-0.parquet", newer)])
+    job("compute_predictions", VARIANT, 1)
+    moved = job("publish_predictions", VARIANT, 1)["history"]
+    assert moved["namespace"] != ns and moved["skipped_files"] == 0
+    assert hist_keys(ns) == 248 and hist_keys(moved["namespace"]) == 247
+    with TestClient(create_app(c)) as api:
+        body = api.get(f"/v1/users/{user}/history?variant=drama_copy").json()
+        assert [[p["id"], p["played_at"]] for p in body["plays"]] == synth.expected_history(s.activity, user, 5)
+    # the namespace claims its files while their keys are gone (a flush, an eviction): the probes fail the load
+    for key in redis_client.scan_iter(match=keys.hist_pattern(moved["namespace"]), count=1000):
+        redis_client.unlink(key)
+    job("compute_predictions", "drama_copy", 1)
+    code, payload = execute("publish_predictions", config=c, run=_run(1), params={"variant": "drama_copy"})
+    assert code != 0 and "no history key for probe user" in payload["error"], payload.get("error")
+    assert current(redis_client, keys, "drama_copy")["activity"] == ns  # not switched
+    redis_client.delete(keys.hist_files(moved["namespace"]))  # forget the files: the next load writes them
+    assert job("publish_predictions", "drama_copy", 1)["history"]["skipped_files"] == 0
+    # drama_copy, the last owner of the first snapshot's plays, has moved on: they are gone
+    assert hist_keys(ns) == 0 and not redis_client.exists(keys.hist_refs(ns))
+    assert hist_keys(moved["namespace"]) == 247
 
 
 def test_forced_rerun_gets_a_new_publication_id_and_is_published(cfg, redis_client) -> None:

@@ -262,7 +262,8 @@ def test_users_whose_item_knn_links_run_out_get_the_most_played_candidates(confi
 def test_because_you_played_never_offers_an_item_the_user_played(config_factory, redis_server, engine: str) -> None:
     """Only a user's last plays are published (``history_items``), but "because you played X" leaves out
     everything they played: the precompute computes the lists first and names, in each history value, the
-    older plays found in the lists of the recent ones (the Beam workers read them from ``sim/lists.npz``).
+    older plays found in the lists of the recent ones, in a key of the rail's (the Beam workers read them from
+    ``sim/lists.npz``).
     Checked through the API for every user against the whole activity snapshot."""
     from fastapi.testclient import TestClient
 
@@ -294,14 +295,16 @@ def test_because_you_played_never_offers_an_item_the_user_played(config_factory,
                 got = {i["id"] for i in body["items"]}
                 assert not got & mine, (user, body["seed"], got & mine)
                 answered += bool(got)
-                value = json.loads(r.get(keys.hist(ptr["activity"], user)))
-                if isinstance(value, dict):  # the older plays its seeds' lists hold, and only those
-                    recent = {i for i, _ in value["plays"]}
+                plays = json.loads(r.get(keys.hist(ptr["activity"], user)))
+                assert isinstance(plays, list)  # the plays alone: the rails of the snapshot share them
+                also = r.get(keys.also(VARIANT, ptr["publication"], user))
+                if also is not None:  # the older plays its seeds' lists hold, and only those: the rail's own key
+                    recent = {i for i, _ in plays}
                     lists = set()
                     for seed in recent:
                         raw = r.get(keys.sim(VARIANT, ptr["publication"], seed))
                         lists |= {i for i, _ in decode_value(raw, _table(r, keys, ptr))} if raw else set()
-                    assert set(value["also_played"]) == (lists & mine) - recent, user
+                    assert set(json.loads(also)) == (lists & mine) - recent, user
                     older_in_lists += 1
         assert answered > 150 and older_in_lists == meta["also_played"]["users"]
     finally:
@@ -334,10 +337,11 @@ def test_several_shards_take_their_histories_from_one_scan(config_factory, monke
         return real_read(lake, path, user_ids, n, keep_items=keep_items)
 
     def shard_history(self, start, end):
-        data, counts = real_history(self, start, end)
-        # the publication id in the keys differs between the two runs, and so the keys' length
-        written[mode][start] = re.sub(rb"\$\d+\r\n" + re.escape(self.hist_prefix.encode()), b"<key>", data)
-        return data, counts
+        data, also, counts = real_history(self, start, end)
+        # the plays are in the snapshot's namespace: the same keys in both runs; the also keys are the
+        # publication's, whose id differs between the runs, and so the keys' length
+        written[mode][start] = data + re.sub(rb"\$\d+\r\n" + re.escape(self.also_prefix.encode()), b"<key>", also)
+        return data, also, counts
 
     monkeypatch.setattr(history, "read_shard_plays", read)
     monkeypatch.setattr(engine.Scorer, "_shard_history", shard_history)
@@ -350,4 +354,4 @@ def test_several_shards_take_their_histories_from_one_scan(config_factory, monke
     assert code == 0, payload.get("error")  # the same run again, its inputs the same
     assert len(scans) == 5  # 200 users in shards of 45
     assert first["hist_keys"] > 150 and written["one scan"] == written["a scan per shard"]
-    assert sum(b"also_played" in v for v in written["one scan"].values()) > 0  # with older plays named
+    assert sum(b"<key>" in v for v in written["one scan"].values()) > 0  # with older plays named

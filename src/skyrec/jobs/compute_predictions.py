@@ -7,12 +7,14 @@ Output ``predictions``: Parquet shards (schema PREDICTIONS) and RESP mass-insert
 of every referenced item and a sample users set), keys namespaced by the publication id. The ``rec`` values
 are in ``publish.encoding`` (``skyrec.publish.codec``), which the meta names (``"encoding"``); ``packed``
 values are positions into the candidates, whose ordered ids (the item table) go into the items hash. With
-``publish.history_items > 0`` and a committed ``activity_snapshot``, each shard's RESP file also holds its
-users' last plays (``hist`` keys in the publication's namespace ``<variant>:<publication>``, which the
-pointer names as ``activity``), and the items hash covers the played items too, so the API shows titles.
-The "more like this" lists are computed first: a user's history value then also names their older plays
-found in the lists of their recent plays (``also_played``, ``skyrec.scoring.history``; the lists go to the
-workers as ``sim/lists.npz``), which "because you played X" leaves out.
+``publish.history_items > 0`` and a committed ``activity_snapshot``, each shard also writes its users' last
+plays (``hist/part-NNNNN.resp``: ``hist`` keys in the namespace every rail of that snapshot shares,
+``Keys.shared_hist_namespace``, which the pointer names as ``activity``; the meta lists them as
+``hist_files``, apart from the publication's own ``resp_files``), and the items hash covers the played items
+too, so the API shows titles. The "more like this" lists are computed first: the users whose older plays are
+in the lists of their recent plays get an ``also`` key of the rail's (``also_played``,
+``skyrec.scoring.history``; the lists go to the workers as ``sim/lists.npz``), which "because you played X"
+leaves out.
 With ``similar_k > 0`` (``variants.<name>.similar_k``, else ``precompute.similar_k``) every model item is
 also scored as a seed, through the model contract's ``item_queries`` and the same kernel and rules
 (``sim/part-NNNNN.resp``: ``sim`` keys, in the same encoding; counted in ``keys``/``commands``; the meta's
@@ -42,8 +44,23 @@ def _fields(ctx: JobContext) -> tuple[str, Any, dict[str, str]]:
     return variant, v, {"variant": variant, "version": v.version}
 
 
+def history_namespace(snapshot: Any, history_items: int) -> str:
+    """The shared history namespace of a committed activity snapshot (``Keys.shared_hist_namespace``): unique per
+    commit, also across rebuilt lakes (the manifest's ``commit_id``; older manifests: their path, revision and
+    commit time), so two snapshots never share keys."""
+    import hashlib
+
+    from skyrec.publish.keys import Keys
+
+    commit = snapshot.commit_id.rsplit(".", 1)[-1] if snapshot.commit_id else ""
+    token = commit[:16] or hashlib.sha256(
+        f"{snapshot.path}|{snapshot.revision}|{snapshot.committed_at}".encode()).hexdigest()[:16]
+    return Keys.shared_hist_namespace(token, history_items)
+
+
 def precompute_spec(cfg: Any, variant: str, *, model_path: str, catalogue_path: str, availability_path: str | None,
-                    activity_path: str | None, at: str, publication: str, out_dir: str) -> Any:
+                    activity_path: str | None, at: str, publication: str, out_dir: str,
+                    history_namespace: str | None = None) -> Any:
     """The ``PrecomputeSpec`` of one variant's run (its inputs, rules and kernel settings from ``cfg``); the
     precompute benchmark times the bare kernel on exactly this spec."""
     from skyrec.scoring.engine import PrecomputeSpec, default_threads
@@ -56,7 +73,7 @@ def precompute_spec(cfg: Any, variant: str, *, model_path: str, catalogue_path: 
         key_prefix=cfg.publish.key_prefix, k=v.k or pc.k, max_per_brand=pc.rules.max_per_brand,
         max_age_days=dict(pc.rules.max_age_days), batch_size=pc.batch_size, sub_batch=pc.sub_batch,
         threads=default_threads(pc.threads), score_decimals=pc.score_decimals, activity_path=activity_path,
-        history_items=cfg.publish.history_items, encoding=cfg.publish.encoding,
+        history_items=cfg.publish.history_items, history_namespace=history_namespace, encoding=cfg.publish.encoding,
         similar_k=v.similar_k if v.similar_k is not None else pc.similar_k,
         similar_measure=v.similar_measure or pc.similar_measure,
         model_classes=sorted({m.class_path for m in cfg.models.values()}), users_sample=pc.users_sample)
@@ -103,7 +120,9 @@ def run(ctx: JobContext) -> dict[str, Any]:
         spec = precompute_spec(cfg, variant, model_path=ptr["path"], catalogue_path=catalogue_m.path,
                                availability_path=availability_m.path if availability_m else None,
                                activity_path=activity_m.path if activity_m else None, at=at.isoformat(),
-                               publication=pub, out_dir=stage.path(""))
+                               publication=pub, out_dir=stage.path(""),
+                               history_namespace=(history_namespace(activity_m, cfg.publish.history_items)
+                                                  if activity_m else None))
         scorer = Scorer.from_spec(spec)  # the driver needs the candidates too (fallback, items hash)
         cands = scorer.candidates
         if len(cands) == 0:
@@ -186,10 +205,15 @@ def run(ctx: JobContext) -> dict[str, Any]:
         users = sum(r["users"] for r in results)
         rec_keys = sum(r["rec_keys"] for r in results)
         hist_keys = sum(r.get("hist_keys", 0) for r in results)
+        also_keys = sum(r.get("also_played_users", 0) for r in results)
         sim_keys = sum(r["sim_keys"] for r in similar["results"])
+        hist_files = []
         for r in results:
             stage.add(r["parquet"], rows=r["rows"])
-            stage.add(r["resp"], rows=r["rec_keys"] + r.get("hist_keys", 0))
+            stage.add(r["resp"], rows=r["rec_keys"] + r.get("also_played_users", 0))
+            if r.get("hist"):
+                stage.add(r["hist"], rows=r["hist_keys"])
+                hist_files.append(r["hist"])
         for r in similar["results"]:
             stage.add(r["resp"], rows=r["sim_keys"])
         # post-condition: every shard file present (commit checks sizes), counts add up
@@ -210,14 +234,17 @@ def run(ctx: JobContext) -> dict[str, Any]:
             "score_decimals": spec.score_decimals,
             "users": users, "users_with_recs": rec_keys, "users_without_recs": users - rec_keys,
             "invalid_users": len(bad_users), "rows": sum(r["rows"] for r in results),
-            "keys": rec_keys + hist_keys + sim_keys + 2 + (1 if sample else 0),
-            "commands": rec_keys + hist_keys + sim_keys + commands,
-            "hist_keys": hist_keys, "sim_keys": sim_keys, "similar": similar["meta"],
+            "keys": rec_keys + hist_keys + also_keys + sim_keys + 2 + (1 if sample else 0),
+            "commands": rec_keys + hist_keys + also_keys + sim_keys + commands,
+            "hist_keys": hist_keys, "also_keys": also_keys, "sim_keys": sim_keys, "similar": similar["meta"],
             "history_items": cfg.publish.history_items if activity_m else 0,
             "also_played": {"users": sum(r.get("also_played_users", 0) for r in results),
                             "ids": sum(r.get("also_played", 0) for r in results), "lists_entries": lists_entries,
                             "lists_file": SIMILAR_LISTS if lists_entries is not None else None},
-            "activity": Keys.hist_namespace(variant, pub) if activity_m else None,
+            "activity": spec.history_namespace,  # shared by the rails of the snapshot (null: no history)
+            "hist_files": hist_files,  # its keys, loaded once into the namespace (``skyrec.publish.histories``)
+            "history_probes": dict(list({u: val for r in results
+                                         for u, val in (r.get("history_probes") or {}).items()}.items())[:8]),
             "activity_snapshot": activity_m.path if activity_m else None, "played_items": len(played),
             "resp_files": ["resp/meta.resp"] + [r["resp"] for r in results] + [r["resp"] for r in similar["results"]],
             "parquet_files": [r["parquet"] for r in results], "items": len(fields), "fallback_items": len(fallback),

@@ -2,7 +2,8 @@
 
 The RDB is written directly from the predictions' RESP files (``skyrec.publish.rdb``: no command is sent
 to a Redis to build it; every command converted must be a well-formed SET, or SET/HSET/SADD in the meta
-file, and their count must equal the predictions' recorded ``commands``). Then the file is proven the way
+file, and their count must equal the predictions' recorded ``commands``; the users' histories, shared in the
+serving Redis by the rails of one activity snapshot, are in it too, so the file restores the whole publication). Then the file is proven the way
 a restore would use it: a scratch ``redis-server`` on a free port starts from it (Redis checks the CRC-64,
 refuses duplicated keys and malformed records), its key count (DBSIZE) must equal the predictions' recorded
 key count, probe users must read back equal to the Parquet and probe seed items' ``sim`` lists equal to
@@ -51,7 +52,13 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
     from skyrec.publish.keys import Keys
     from skyrec.publish.rdb import write_rdb
-    from skyrec.publish.verify import VerificationError, check_probes, probe_expectations, similar_probes
+    from skyrec.publish.verify import (
+        VerificationError,
+        check_history_probes,
+        check_probes,
+        probe_expectations,
+        similar_probes,
+    )
     from skyrec.redis_local import LocalRedis, RedisUnavailable, free_port
 
     variant = ctx.param("variant")
@@ -69,8 +76,9 @@ def run(ctx: JobContext) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="skyrec-dump-", dir=ctx.checkpoint_dir()))
     server = LocalRedis(port=free_port(), dir=scratch)
     try:
-        files = local_files(ctx, pred, meta["resp_files"], scratch)
-        meta_file = [f for f, name in zip(files, meta["resp_files"], strict=True) if name == "resp/meta.resp"]
+        names = list(meta["resp_files"]) + list(meta.get("hist_files") or [])  # the histories too: a whole state
+        files = local_files(ctx, pred, names, scratch)
+        meta_file = [f for f, name in zip(files, names, strict=True) if name == "resp/meta.resp"]
         if len(meta_file) != 1:
             raise RuntimeError(f"{pred.path}: predictions name no single resp/meta.resp")
         with ctx.stage("redis_dump", **fields) as stage:
@@ -102,6 +110,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
                 probes = probe_expectations(ctx.lake, pred, ctx.config.publish.probe_users)
                 checked = check_probes(client, keys, variant, pub, probes)
                 sim_checked = check_probes(client, keys, variant, pub, similar_probes(pred), kind="sim")
+                hist_checked = check_history_probes(client, keys, pub, meta.get("activity"),
+                                                    meta.get("history_probes") or {})
                 version = str(client.info("server").get("redis_version", ""))
             finally:
                 client.close()
@@ -115,6 +125,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
                                      "predictions": pred.path, "commands": written.commands, "method": "rdb",
                                      "write_seconds": round(write_seconds, 3), "load_seconds": round(load_seconds, 3),
                                      "probes_checked": checked, "similar_probes_checked": sim_checked,
+                                     "history_probes_checked": hist_checked,
                                      "sim_keys": int(meta.get("sim_keys", 0)), "rdb_bytes": written.bytes,
                                      "rdb_crc64": f"{written.crc64:016x}", "redis_version": version})
     finally:

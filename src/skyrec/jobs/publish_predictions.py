@@ -3,8 +3,11 @@
 Strategy from ``publish.strategy`` (see ``skyrec.publish.publisher`` for both and their tradeoff):
 ``versioned`` loads the publication's namespaced keys next to the served ones, proves them (every command
 acknowledged, probe users equal the Parquet, fallback/items present), switches the variant's pointer
-atomically and removes publications beyond ``publish.keep_versions`` (their ``hist`` keys included). The
-pointer's ``activity`` names the publication's history namespace (null when none was published), its
+atomically and removes publications beyond ``publish.keep_versions``. The users' histories go into the
+namespace the rails of the activity snapshot share (``skyrec.publish.histories``): the publication attaches to
+it first, and its history files already loaded there whole (by another rail) are skipped; a removed
+publication leaves it, and its last owner removes it. The pointer's ``activity`` names that namespace (null
+when no history was published), its ``also_played`` whether the publication has ``also`` keys, its
 ``similar`` the publication's "more like this" lists (``{"k", "items"}``, null when none). Then the lake pointer
 ``pointers/published/<variant>.json`` names the committed predictions now served. Redis unreachable ->
 a retryable failure with the pointer unchanged.
@@ -26,12 +29,15 @@ def serving_client(ctx: JobContext) -> Any:
 
 
 def run(ctx: JobContext) -> dict[str, Any]:
+    import redis
+
     from skyrec.jobs.create_redis_dump import local_files, predictions_manifest
     from skyrec.models.artefact import published_predictions_pointer
+    from skyrec.publish import histories
     from skyrec.publish.keys import Keys
     from skyrec.publish.publisher import publish_swapdb, publish_versioned
     from skyrec.publish.resp import load_files
-    from skyrec.publish.verify import check_probes, probe_expectations, similar_probes
+    from skyrec.publish.verify import check_history_probes, check_probes, probe_expectations, similar_probes
 
     variant = ctx.param("variant")
     cfg = ctx.config
@@ -47,6 +53,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
                "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                "users": meta.get("users_with_recs"), "items": meta.get("items"), "keys": meta.get("keys"),
                "k": meta.get("k"), "activity": meta.get("activity"),
+               "also_played": int(meta.get("also_keys") or 0) > 0,  # the rail's ``also`` keys (docs/similar.md)
                "max_per_brand": (meta.get("rules") or {}).get("max_per_brand"),  # the API keeps it when padding
                "encoding": meta.get("encoding", "json"),  # how its rec values are written (publish.encoding)
                # "more like this": the publication's sim keys (null when none were computed; docs/similar.md)
@@ -63,17 +70,41 @@ def run(ctx: JobContext) -> dict[str, Any]:
     from pathlib import Path
 
     scratch = Path(tempfile.mkdtemp(prefix="skyrec-publish-", dir=ctx.checkpoint_dir()))
+    activity = meta.get("activity")
+    hist = [pred.file(name) for name in meta.get("hist_files") or []]  # shared: loaded once per namespace
+    hist_commands = sum(int(f.rows or 0) for f in hist)
+    skipped: dict[str, int] = {"files": 0, "commands": 0}
     try:
         files = local_files(ctx, pred, meta["resp_files"], scratch)
 
         def load(db: int | None = None) -> int:
-            return load_files(conn.get("host", "127.0.0.1"), int(conn.get("port", 6379)), files,
-                              expected=int(meta["commands"]), db=conn.get("db", 0) if db is None else db,
-                              password=conn.get("password"), timeout=cfg.publish.load_timeout_seconds).commands
+            live = int(conn.get("db", 0) or 0)
+            db = live if db is None else db
+            target = client if db == live else redis.Redis(
+                db=db, **{k: conn[k] for k in ("host", "port", "username", "password", "unix_socket_path")
+                          if k in conn})
+            try:
+                done = histories.loaded_files(target, keys, activity) if hist and activity else set()
+                todo = [f for f in hist if f.sha256 not in done]
+                skipped.update(files=len(hist) - len(todo),
+                               commands=hist_commands - sum(int(f.rows or 0) for f in todo))
+                n = load_files(conn.get("host", "127.0.0.1"), int(conn.get("port", 6379)),
+                               files + local_files(ctx, pred, [f.path for f in todo], scratch),
+                               expected=int(meta["commands"]) - skipped["commands"], db=db,
+                               password=conn.get("password"), timeout=cfg.publish.load_timeout_seconds).commands
+                if activity:  # every command acknowledged: these files are whole in the namespace now
+                    histories.mark_loaded(target, keys, activity, [f.sha256 for f in todo])
+            finally:
+                if target is not client:
+                    target.close()
+            # a skipped file is counted as present: its checksum says it was loaded whole into this namespace,
+            # which has had an owner ever since (and the history probes below read its values back)
+            return n + skipped["commands"]
 
         def verify(c: Any, p: str) -> None:
             check_probes(c, keys, variant, p, probes)
             check_probes(c, keys, variant, p, sim_probes, kind="sim")
+            check_history_probes(c, keys, p, activity, meta.get("history_probes") or {})
 
         if cfg.publish.strategy == "swapdb":
             result = publish_swapdb(client, keys, variant, pointer, load=load, expected_commands=int(meta["commands"]),
@@ -92,4 +123,6 @@ def run(ctx: JobContext) -> dict[str, Any]:
                            {"path": pred.path, "publication": pub, "variant": variant,
                             "published_at": pointer["published_at"], "redis_dump": pointer["redis_dump"]})
     return {"outputs": [pred.path], "publication": pub, "strategy": cfg.publish.strategy,
+            "history": {"namespace": activity, "files": len(hist), "skipped_files": skipped["files"],
+                        "skipped_keys": skipped["commands"]} if activity else None,
             "seconds": round(time.perf_counter() - started, 3), **{k: v for k, v in result.items() if k != "publication"}}

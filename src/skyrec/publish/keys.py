@@ -26,14 +26,31 @@ sees a missing or mixed set. Values are UTF-8 JSON, except ``rec`` values in the
                                      The publisher writes a random sample (``precompute.users_sample`` ids).
   {p}:pubs:{variant}                 sorted set: publication ids loaded into this Redis, scored by load start
                                      time (the publisher's registry, for removal of old publications)
-  {p}:hist:{variant}:{pub}:{user_id} JSON [["item_id", "ISO ts"], ...] the user's last plays, newest first
-                                     (``publish.history_items``). The namespace ``{variant}:{pub}``
-                                     (``Keys.hist_namespace``) is owned by the publication: written with its RESP
-                                     shards, removed with it; the pointer names it in its "activity" field.
-                                     A user whose older plays appear in the "more like this" lists of those
-                                     plays gets JSON {"plays": [...], "also_played": ["item_id", ...]}: those
-                                     older plays, which "because you played X" leaves out too
-                                     (``parse_history`` reads both forms).
+  {p}:hist:{activity}:{user_id}     JSON [["item_id", "ISO ts"], ...] the user's last plays, newest first
+                                     (``publish.history_items``). The namespace ``{activity}`` is shared by
+                                     every rail published from the same activity snapshot with the same
+                                     ``history_items`` (``Keys.shared_hist_namespace``: ``@<snapshot>.n<N>``),
+                                     so the plays are held once, not once per rail; the pointer names it in its
+                                     "activity" field. It belongs to the publications attached to it
+                                     (``histrefs``) and is collected when the last one is removed
+                                     (``skyrec.publish.histories``). Publications from before the namespace
+                                     was shared name ``{variant}:{pub}`` (``Keys.hist_namespace``), owned by
+                                     the publication alone, whose values may be JSON {"plays": [...],
+                                     "also_played": [...]} (``parse_history`` reads both forms)
+  {p}:also:{variant}:{pub}:{user_id} JSON ["item_id", ...]: the user's older plays in the "more like this"
+                                     lists of the recent plays, which "because you played X" leaves out too;
+                                     only for users who have some; owned by the publication (rail-specific:
+                                     they depend on the rail's lists). The pointer's "also_played" is true when
+                                     the publication has them
+  {p}:histrefs:{activity}            set of "<variant>/<pub>": the publications attached to a shared history
+                                     namespace (its owners)
+  {p}:histfiles:{activity}           set of the sha256 of the history RESP files fully loaded into it (a
+                                     publication of the same plays skips them)
+  {p}:histgc:{activity}              present while the namespace is being collected (a token, with a TTL
+                                     the collector refreshes): no publication attaches meanwhile
+  {p}:histns                         sorted set: the shared namespaces loaded into this Redis (for the sweep
+                                     of namespaces whose collection was interrupted)
+  {p}:histof:{variant}               hash pub -> the shared namespace that publication is attached to
 """
 
 from __future__ import annotations
@@ -90,9 +107,41 @@ class Keys:
 
     @staticmethod
     def hist_namespace(variant: str, pub: str) -> str:
-        """The history namespace of one publication (its pointer's ``activity`` field): per variant and
-        publication, so removing a publication removes exactly its own history keys."""
+        """The history namespace owned by one publication, as publications made before histories were shared
+        name it (removing the publication removes these keys with it)."""
         return f"{variant}:{pub}"
+
+    @staticmethod
+    def shared_hist_namespace(snapshot_token: str, history_items: int) -> str:
+        """The history namespace of one committed activity snapshot at ``history_items`` plays a user, shared
+        by every rail that publishes from it. ``@`` keeps it apart from any ``<variant>:<pub>`` namespace
+        (variant names are lower_snake_case)."""
+        return f"@{_check('snapshot token', snapshot_token)}.n{int(history_items)}"
+
+    @staticmethod
+    def is_shared_namespace(activity: str) -> bool:
+        return activity.startswith("@")
+
+    def also(self, variant: str, pub: str, user_id: str) -> str:
+        return f"{self.p}:also:{variant}:{pub}:{user_id}"
+
+    def also_pattern(self, variant: str, pub: str) -> str:
+        return f"{self.p}:also:{variant}:{pub}:*"
+
+    def hist_refs(self, activity: str) -> str:
+        return f"{self.p}:histrefs:{activity}"
+
+    def hist_files(self, activity: str) -> str:
+        return f"{self.p}:histfiles:{activity}"
+
+    def hist_gc(self, activity: str) -> str:
+        return f"{self.p}:histgc:{activity}"
+
+    def hist_registry(self) -> str:
+        return f"{self.p}:histns"
+
+    def hist_of(self, variant: str) -> str:
+        return f"{self.p}:histof:{variant}"
 
     def hist(self, activity: str, user_id: str) -> str:
         return f"{self.p}:hist:{activity}:{user_id}"
@@ -106,8 +155,8 @@ class Keys:
     def publication_pattern(self, variant: str, pub: str) -> list[str]:
         """Patterns matching every key of one publication (for removal of old versions)."""
         return [self.rec_pattern(variant, pub), self.sim_pattern(variant, pub), self.fallback(variant, pub),
-                self.items(variant, pub),
-                self.users(variant, pub), self.hist_pattern(self.hist_namespace(variant, pub))]
+                self.items(variant, pub), self.users(variant, pub), self.also_pattern(variant, pub),
+                self.hist_pattern(self.hist_namespace(variant, pub))]
 
 
 VALID_USER_ID = _SAFE
@@ -125,9 +174,10 @@ def decode_object(raw: Any) -> dict[str, Any] | None:
 
 
 def parse_history(raw: bytes | str) -> tuple[list[tuple[str, str]], set[str]]:
-    """A history value (either form ``scoring.history.encode_history_sets`` writes): the plays [(item, ts), ...]
-    newest first, and the older plays "because you played" also leaves out. Malformed entries are skipped; a value that is
-    not JSON raises ValueError."""
+    """A history value: the plays [(item, ts), ...] newest first (``scoring.history.encode_history_sets``), and,
+    in the values publications wrote before histories were shared (``{"plays": [...], "also_played": [...]}``),
+    the older plays "because you played" also leaves out. Malformed entries are skipped; a value that is not
+    JSON raises ValueError."""
     value = json.loads(raw)
     also: set[str] = set()
     if isinstance(value, dict):
@@ -140,3 +190,12 @@ def parse_history(raw: bytes | str) -> tuple[list[tuple[str, str]], set[str]]:
         except (TypeError, IndexError, KeyError):
             continue
     return plays, also
+
+
+def parse_also(raw: bytes | str) -> set[str]:
+    """An ``also`` value: the older plays "because you played X" leaves out on one rail. Entries that are not
+    strings are skipped; a value that is not a JSON list raises ValueError."""
+    value = json.loads(raw)
+    if not isinstance(value, list):
+        raise ValueError("an also_played value is a JSON list")
+    return {i for i in value if isinstance(i, str)}

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from skyrec.publish import histories
 from skyrec.publish.keys import Keys, decode_object
 
 
@@ -43,10 +44,17 @@ class RedisUnavailableError(PublishError):
 
 
 def _load_and_prove(client: Any, keys: Keys, variant: str, pub: str, load: Callable[[], int],
-                    expected_commands: int, verify: Callable[[Any, str], None]) -> int:
-    """Register the publication, load its keys and prove them (every command acknowledged, the shared keys
-    present, probe users equal to the Parquet) before anything may point at it. Returns the commands loaded."""
+                    expected_commands: int, verify: Callable[[Any, str], None], history: str | None = None,
+                    history_wait: float = 300.0) -> int:
+    """Register the publication (and attach it to its shared history namespace, ``history``), load its keys and
+    prove them (every command acknowledged, the shared keys present, probe users equal to the Parquet) before
+    anything may point at it. Returns the commands loaded."""
     client.zadd(keys.publications(variant), {pub: time.time()}, nx=True)
+    if history is not None and Keys.is_shared_namespace(history):
+        try:
+            histories.attach(client, keys, history, variant, pub, wait_seconds=history_wait)
+        except histories.HistoryBusy as exc:
+            raise RedisUnavailableError(f"{pub}: {exc} (retryable; nothing was switched)") from exc
     loaded = load()
     if loaded != expected_commands:
         raise PublishError(f"{pub}: {loaded} commands acknowledged, expected {expected_commands}")
@@ -134,10 +142,14 @@ def rollback(redis_client: Any, keys: Keys, variant: str) -> dict[str, Any]:
 
 
 def _delete_publication(redis_client: Any, keys: Keys, variant: str, pub: str, *, batch: int = 5000) -> int:
+    """Remove one publication's keys; it leaves its shared history namespace, which goes with its last owner
+    (``histories.detach``). A publication from before histories were shared removes its own."""
     deleted = 0
     for key in (keys.fallback(variant, pub), keys.items(variant, pub), keys.users(variant, pub)):
         deleted += int(redis_client.unlink(key))
-    for pattern in (keys.rec_pattern(variant, pub), keys.sim_pattern(variant, pub),
+    shared = histories.detach(redis_client, keys, variant, pub, batch=batch)
+    deleted += shared["deleted_keys"] if shared else 0
+    for pattern in (keys.rec_pattern(variant, pub), keys.sim_pattern(variant, pub), keys.also_pattern(variant, pub),
                     keys.hist_pattern(keys.hist_namespace(variant, pub))):
         cursor = 0
         while True:
@@ -177,12 +189,13 @@ def cleanup(redis_client: Any, keys: Keys, variant: str, keep_versions: int) -> 
         entry = decode_object(raw)
         if entry is None or entry.get("publication") in removed:
             redis_client.lrem(keys.history(variant), 0, raw)
-    return {"removed": removed, "deleted_keys": deleted, "kept": kept}
+    swept = histories.sweep(redis_client, keys)  # shared histories whose collection was interrupted
+    return {"removed": removed, "deleted_keys": deleted, "kept": kept, **({"swept_histories": swept} if swept else {})}
 
 
 def publish_versioned(redis_client: Any, keys: Keys, variant: str, pointer: dict[str, Any], *,
                       load: Callable[[], int], expected_commands: int, verify: Callable[[Any, str], None],
-                      keep_versions: int) -> dict[str, Any]:
+                      keep_versions: int, history_wait: float = 300.0) -> dict[str, Any]:
     """Load the publication named in ``pointer`` (``load()`` returns the commands acknowledged), prove it,
     switch, clean up. Raises RedisUnavailableError (retryable) or PublishError; never half-switches."""
     pub = pointer["publication"]
@@ -194,7 +207,8 @@ def publish_versioned(redis_client: Any, keys: Keys, variant: str, pointer: dict
             verify(redis_client, pub)
             return {"publication": pub, "note": "already current", "previous": None, "loaded_commands": 0,
                     "cleanup": cleanup(redis_client, keys, variant, keep_versions)}
-        loaded = _load_and_prove(redis_client, keys, variant, pub, load, expected_commands, verify)
+        loaded = _load_and_prove(redis_client, keys, variant, pub, load, expected_commands, verify,
+                                 pointer.get("activity"), history_wait)
         previous = _switch(redis_client, keys, variant, pointer, keep_versions,
                            expect_current=(cur or {}).get("publication"))
         now = current(redis_client, keys, variant)
@@ -211,7 +225,7 @@ def publish_versioned(redis_client: Any, keys: Keys, variant: str, pointer: dict
 
 def publish_swapdb(redis_client: Any, keys: Keys, variant: str, pointer: dict[str, Any], *,
                    load: Callable[[int], int], expected_commands: int, verify: Callable[[Any, str], None],
-                   keep_versions: int, spare_db: int) -> dict[str, Any]:
+                   keep_versions: int, spare_db: int, history_wait: float = 300.0) -> dict[str, Any]:
     """Build the next state in ``spare_db`` (copy of the live db + new publication + switched pointer),
     then SWAPDB. See the module doc for the tradeoff."""
     import redis
@@ -239,7 +253,8 @@ def publish_swapdb(redis_client: Any, keys: Keys, variant: str, pointer: dict[st
                 if cursor == 0:
                     break
             cur = current(spare, keys, variant)
-            loaded = _load_and_prove(spare, keys, variant, pub, lambda: load(spare_db), expected_commands, verify)
+            loaded = _load_and_prove(spare, keys, variant, pub, lambda: load(spare_db), expected_commands, verify,
+                                     pointer.get("activity"), history_wait)
             previous = _switch(spare, keys, variant, pointer, keep_versions,
                                expect_current=(cur or {}).get("publication"))
             removed = cleanup(spare, keys, variant, keep_versions)

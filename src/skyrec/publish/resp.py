@@ -207,6 +207,11 @@ def parse_commands(data: bytes) -> list[list[bytes]]:
     return [[data[a:b] for a, b in spans] for spans in _commands(data)]
 
 
+def first_commands(data: bytes, n: int) -> list[list[bytes]]:
+    """The first ``n`` RESP commands in ``data``, each as its list of arguments (the rest is not walked)."""
+    return [[data[a:b] for a, b in spans] for spans, _ in zip(_commands(data), range(n), strict=False)]
+
+
 def load_files(host: str, port: int, paths: Iterable[str | Path], *, expected: int, db: int | None = None,
                password: str | None = None, chunk: int = 4 << 20, timeout: float = 60.0) -> LoadResult:
     """Stream RESP files into Redis over one connection and count the replies.

@@ -91,3 +91,22 @@ def similar_probes(manifest: Manifest) -> dict[str, list[list[Any]]]:
     similar = manifest.meta.get("similar") or {}
     probes = similar.get("probes") if isinstance(similar, dict) else None
     return dict(probes) if isinstance(probes, dict) else {}
+
+
+def check_history_probes(redis_client: Any, keys: Keys, pub: str, activity: str | None,
+                         expected: dict[str, str]) -> int:
+    """Raise VerificationError unless a few users' history values (``history_probes`` of the predictions: the
+    values the precompute wrote) read back byte for byte from the namespace the pointer will name. This proves
+    the shared namespace holds this publication's plays, whether its files were loaded now or by another rail.
+    Returns the number of users checked."""
+    if not activity or not expected:
+        return 0
+    users = list(expected)
+    raws = redis_client.mget([keys.hist(activity, u) for u in users])
+    for user, raw in zip(users, raws, strict=True):
+        if raw is None:
+            raise VerificationError(f"{pub}: no history key for probe user {user!r} in {activity!r}")
+        if (raw.decode() if isinstance(raw, bytes) else str(raw)) != expected[user]:
+            raise VerificationError(f"{pub}: history of {user!r} in {activity!r} differs from the committed "
+                                    "predictions")
+    return len(users)

@@ -8,10 +8,13 @@ of ``batch_size`` with the kernel and writes, for that shard:
 - ``parquet/part-NNNNN.parquet`` (schema PREDICTIONS), for analysis;
 - ``resp/part-NNNNN.resp``: one ``SET {p}:rec:{variant}:{pub}:{user} <list>`` per user with a result (users
   with none get no key: the API falls back), the list in the spec's ``encoding`` (``skyrec.publish.codec``:
-  ``json`` ``[[item, score], ...]`` or ``packed`` candidate positions + quantised scores), then, when ``history_items > 0`` and an
-  activity snapshot is given, one ``SET {p}:hist:{variant}:{pub}:{user} [[item, ts], ...]`` per user of the
-  shard with plays (``skyrec.scoring.history``); with the "more like this" lists computed first
-  (``similar_lists``), a user's value also names their older plays in the lists of those recent plays.
+  ``json`` ``[[item, score], ...]`` or ``packed`` candidate positions + quantised scores); with the "more like
+  this" lists computed first (``similar_lists``) and a history, then one ``SET {p}:also:{variant}:{pub}:{user}``
+  per user whose older plays are in the lists of their recent plays;
+- ``hist/part-NNNNN.resp``, when ``history_items > 0`` and an activity snapshot is given: one
+  ``SET {p}:hist:{namespace}:{user} [[item, ts], ...]`` per user of the shard with plays
+  (``skyrec.scoring.history``), in the namespace the rails of that snapshot share
+  (``spec.history_namespace``): the same bytes from every rail with the same users, loaded once.
 
 With ``similar_k > 0`` the same kernel also scores *items*: ``Scorer.run_similar_shard`` takes a range of the
 model's items as seeds (each seed on the user side through the model contract's ``item_queries``, the seed
@@ -92,6 +95,9 @@ class PrecomputeSpec:
     score_decimals: int = 5
     activity_path: str | None = None  # committed activity snapshot the recent plays are read from
     history_items: int = 0  # plays per user in the publication's history keys (0: none)
+    # the shared history namespace the plays are written into (``Keys.shared_hist_namespace``: one per activity
+    # snapshot and ``history_items``); None: the publication's own ``<variant>:<pub>``
+    history_namespace: str | None = None
     encoding: str = "json"  # rec values: json | packed (positions into the candidates, the item table)
     similar_k: int = 0  # items per "more like this" list (sim keys; 0: none)
     similar_measure: str = "dot"  # dot | cosine (models that do not list it use their own: dot)
@@ -165,10 +171,12 @@ class ShardResult:
     referenced: list[int]  # candidate positions referenced by any result
     sample_users: list[str]
     seconds: float
-    hist_keys: int = 0  # users with a history key (one SET each, in the shard's RESP file)
+    hist_keys: int = 0  # users with a history key (one SET each, in the shard's history file)
+    hist: str | None = None  # the shard's history file (``hist/part-NNNNN.resp``; None: no history)
     history_items: list[str] = field(default_factory=list)  # distinct items in those histories
-    also_played_users: int = 0  # history values naming older plays in their seeds' lists (``also_played``)
+    also_played_users: int = 0  # users with an ``also`` key: older plays in their seeds' lists (``also_played``)
     also_played: int = 0  # those ids in all
+    history_probes: dict[str, str] = field(default_factory=dict)  # a few users' history values (load post-condition)
 
 
     def as_dict(self) -> dict[str, Any]:
@@ -217,7 +225,9 @@ class Scorer:
         self.encoding = check_encoding(spec.encoding)
         self.fragments = fixed_width_fragments(candidates.item_ids.tolist()) if self.encoding == "json" else None
         self.rec_prefix = Keys(spec.key_prefix).rec(spec.variant, spec.publication, "")
-        self.hist_prefix = Keys(spec.key_prefix).hist(Keys.hist_namespace(spec.variant, spec.publication), "")
+        keys = Keys(spec.key_prefix)
+        self.hist_prefix = keys.hist(spec.history_namespace or Keys.hist_namespace(spec.variant, spec.publication), "")
+        self.also_prefix = keys.also(spec.variant, spec.publication, "")
         self._pool = ThreadPoolExecutor(spec.threads) if spec.threads > 1 else None
         # item-to-item: the model's items as seeds, scored through the contract's ``item_queries``
         self.item_ids = np.asarray(item_ids if item_ids is not None else [], dtype=object)
@@ -367,7 +377,7 @@ class Scorer:
                 ThreadPoolExecutor(1, thread_name_prefix="skyrec-shard-history") as hist_pool:
             writer = pq.ParquetWriter(pfh, _WRITE_SCHEMA, **PREDICTIONS_WRITER)
             # the users' histories do not depend on their lists: built while the lists are scored (the scan,
-            # sort and string kernels release the GIL), appended after them
+            # sort and string kernels release the GIL), written after them
             history = hist_pool.submit(self._shard_history, start, end)
 
             def emit(rows: np.ndarray, res: TopK) -> None:
@@ -396,21 +406,27 @@ class Scorer:
                     pending.result()
             finally:
                 writer.close()
-            hist_data, hist = history.result()
-            rfh.write(hist_data)
+            hist_data, also_data, hist = history.result()
+            rfh.write(also_data)  # the rail's own: in the shard's file, loaded with the publication
+        if hist.get("hist_keys"):  # shared by the rails of the snapshot: a file of its own, skipped once loaded
+            hist["hist"] = f"hist/part-{shard:05d}.resp"
+            fs.makedirs(f"{spec.out_dir}/hist", exist_ok=True)
+            with fs.open(f"{spec.out_dir}/{hist['hist']}", "wb") as hfh:
+                hfh.write(hist_data)
         users, rec_keys, rows_out = stats["users"], stats["rec_keys"], stats["rows"]
         return ShardResult(shard=shard, users=users, rec_keys=rec_keys, empty=users - rec_keys, rows=rows_out,
                            parquet=pq_name, resp=resp_name, referenced=np.nonzero(referenced)[0].tolist(),
                            sample_users=sample, seconds=round(time.perf_counter() - t0, 3), **hist)
 
-    def _shard_history(self, start: int, end: int) -> tuple[bytes, dict[str, Any]]:
-        """The shard's users' recent plays (valid user ids only) as RESP ``SET`` commands, and their counts;
-        with the "more like this" lists known (``similar_lists``), each value also names the user's older plays
-        in the lists of their recent plays (``history.also_played``)."""
+    def _shard_history(self, start: int, end: int) -> tuple[bytes, bytes, dict[str, Any]]:
+        """The shard's users' recent plays (valid user ids only) as RESP ``SET`` commands into the history
+        namespace, and, with the "more like this" lists known (``similar_lists``), the rail's ``also`` keys:
+        each user's older plays in the lists of their recent plays (``history.also_played``); and the counts."""
         spec = self.spec
         if spec.history_items <= 0 or not spec.activity_path or end <= start:
-            return b"", {}
-        from skyrec.scoring.history import also_played, encode_history_sets, read_shard_plays
+            return b"", b"", {}
+        from skyrec.publish.resp import first_commands
+        from skyrec.scoring.history import also_played, encode_also_sets, encode_history_sets, read_shard_plays
 
         rows = np.arange(start, end)
         rows = rows[self.valid[rows]]
@@ -428,10 +444,12 @@ class Scorer:
                                    shape=(played.shape[0], len(self.candidates)))
             also = also_played(plays, played, user_ids,
                                self._seed_ids(), self.cand_ids, lists, self.candidates.item_to_cand)
-        data, n, items = encode_history_sets(self.hist_prefix, plays, also)
+        data, n, items = encode_history_sets(self.hist_prefix, plays)
+        also_data, also_keys = encode_also_sets(self.also_prefix, plays, also) if also is not None else (b"", 0)
         lengths = np.diff(also.offsets.to_numpy()) if also is not None else np.zeros(0, np.int32)
-        return data, {"hist_keys": n, "history_items": items, "also_played_users": int((lengths > 0).sum()),
-                      "also_played": int(lengths.sum())}
+        probes = {c[1].decode()[len(self.hist_prefix):]: c[2].decode() for c in first_commands(data, 2)}
+        return data, also_data, {"hist_keys": n, "history_items": items, "also_played_users": also_keys,
+                                 "also_played": int(lengths.sum()), "history_probes": probes}
 
     def _seed_ids(self) -> pa.Array:
         if self._seed_ids_pa is None:

@@ -1,4 +1,5 @@
-"""Users' recent plays for a publication (``{p}:hist:...`` keys): the last N plays per user, newest first.
+"""Users' recent plays (``{p}:hist:...`` keys, shared by the rails of one activity snapshot): the last N plays
+per user, newest first.
 
 The precompute engine calls ``read_shard_plays`` for each shard of users, so the work and memory follow the
 engine's sharding (local process or Beam worker alike): the activity snapshot is scanned with only three
@@ -14,9 +15,9 @@ that could come back are those in the "more like this" lists of the recent plays
 lists given (a seed x listed-item matrix), the same scan also notes which listed items each user of the
 shard played (``PlayedItems``: integer positions folded into a boolean sparse matrix), and one compiled pass
 (``also_played``: per user, mark the items of their seeds' lists, keep their played ones, unmark the recent)
-gives each user the older plays to name: ``{"plays": [[item, ts], ...], "also_played": [item, ...]}`` (users
-with none keep the plain list, so the common value costs no extra byte). Exact, and bounded: at most
-``history_items x similar_k`` ids per user. ``benchmarks/bench_history.py`` times it against the plain step.
+gives each user the older plays to name, in a key of the rail's own (``encode_also_sets``; users with none get
+no key), since the plays themselves are shared by every rail (``encode_history_sets``). Exact, and bounded: at
+most ``history_items x similar_k`` ids per user. ``benchmarks/bench_history.py`` times it against the plain step.
 """
 
 from __future__ import annotations
@@ -259,36 +260,46 @@ def iso_seconds(ts: pa.Array) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(out)])
 
 
-def encode_history_sets(key_prefix: str, plays: pa.Table,
-                        also: pa.ListArray | None = None) -> tuple[bytes, int, list[str]]:
+def _user_runs(plays: pa.Table) -> tuple[pa.Array, pa.Array, pa.Array, np.ndarray]:
+    """The columns of ``top_plays``'s output as arrays, and where each user's run of rows starts."""
+    plays = plays.combine_chunks()
+    cols = [plays[c].chunk(0) if isinstance(plays[c], pa.ChunkedArray) else plays[c] for c in COLUMNS]
+    codes = pc.dictionary_encode(cols[0]).indices.to_numpy(zero_copy_only=False)
+    return cols[0], cols[1], cols[2], np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+
+
+def encode_history_sets(key_prefix: str, plays: pa.Table) -> tuple[bytes, int, list[str]]:
     """``SET <key_prefix><user> [["item", "ISO ts"], ...]`` for every user in ``plays`` (the output of
-    ``top_plays``: users grouped, newest first); a user with a non-empty ``also`` entry (``also_played``,
-    aligned with the users) gets ``{"plays": [...], "also_played": ["item", ...]}``. Returns (bytes, number
-    of commands, distinct item ids of the plays)."""
+    ``top_plays``: users grouped, newest first). The value depends on the activity snapshot and the number of
+    plays alone, never on a rail, so every rail publishing from the same snapshot writes the same bytes
+    (``Keys.shared_hist_namespace``). Returns (bytes, number of commands, distinct item ids of the plays)."""
     if plays.num_rows == 0:
         return b"", 0, []
-    plays = plays.combine_chunks()
-    users = plays["user_id"].chunk(0) if isinstance(plays["user_id"], pa.ChunkedArray) else plays["user_id"]
-    items = plays["item_id"].chunk(0) if isinstance(plays["item_id"], pa.ChunkedArray) else plays["item_id"]
-    ts = plays["event_ts"].chunk(0) if isinstance(plays["event_ts"], pa.ChunkedArray) else plays["event_ts"]
-    ts_text = iso_seconds(ts)
-    elements = pc.binary_join_element_wise("[\"", _json_string(items), "\",\"", ts_text, "\"]", "")
-    codes = pc.dictionary_encode(users).indices.to_numpy(zero_copy_only=False)
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    offsets = pa.array(np.r_[starts, codes.size].astype(np.int32))
+    users, items, ts, starts = _user_runs(plays)
+    elements = pc.binary_join_element_wise("[\"", _json_string(items), "\",\"", iso_seconds(ts), "\"]", "")
+    offsets = pa.array(np.r_[starts, len(users)].astype(np.int32))
     joined = pc.binary_join(pa.ListArray.from_arrays(offsets, elements), ",")
     values = pc.binary_join_element_wise("[", joined, "]", "")
-    if also is not None and len(also.values):
-        if len(also) != starts.size:
-            raise ValueError(f"also_played: {len(also)} entries for {starts.size} users")
-        ids = also.values
-        if pa.types.is_dictionary(ids.type):  # escaped once per distinct id, not once per occurrence
-            quoted = pc.binary_join_element_wise("\"", _json_string(ids.dictionary), "\"", "").take(ids.indices)
-        else:
-            quoted = pc.binary_join_element_wise("\"", _json_string(ids), "\"", "")
-        ids = pc.binary_join(pa.ListArray.from_arrays(also.offsets, quoted), ",")
-        obj = pc.binary_join_element_wise("{\"plays\":", values, ",\"also_played\":[", ids, "]}", "")
-        values = pc.if_else(pc.greater(pc.list_value_length(also), 0), obj, values)
     keys = pc.binary_join_element_wise(key_prefix, users.take(pa.array(starts)), "")
     return encode_sets(keys, values), int(starts.size), pc.unique(items).to_pylist()
 
+
+def encode_also_sets(key_prefix: str, plays: pa.Table, also: pa.ListArray) -> tuple[bytes, int]:
+    """``SET <key_prefix><user> ["item", ...]`` for every user of ``plays`` (``top_plays``'s output) whose
+    ``also`` entry (``also_played``, aligned with the users) is not empty: the older plays "because you
+    played X" leaves out on this rail (its lists decide which). Returns (bytes, number of commands)."""
+    if plays.num_rows == 0 or len(also.values) == 0:
+        return b"", 0
+    users, _, _, starts = _user_runs(plays)
+    if len(also) != starts.size:
+        raise ValueError(f"also_played: {len(also)} entries for {starts.size} users")
+    ids = also.values
+    if pa.types.is_dictionary(ids.type):  # escaped once per distinct id, not once per occurrence
+        quoted = pc.binary_join_element_wise("\"", _json_string(ids.dictionary), "\"", "").take(ids.indices)
+    else:
+        quoted = pc.binary_join_element_wise("\"", _json_string(ids), "\"", "")
+    values = pc.binary_join_element_wise("[", pc.binary_join(pa.ListArray.from_arrays(also.offsets, quoted), ","),
+                                         "]", "")
+    some = pc.greater(pc.list_value_length(also), 0)
+    keys = pc.binary_join_element_wise(key_prefix, users.take(pa.array(starts)), "")
+    return encode_sets(keys.filter(some), values.filter(some)), int(pc.sum(some.cast(pa.int64())).as_py() or 0)

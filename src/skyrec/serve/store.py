@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from skyrec.publish.codec import ITEM_TABLE_FIELD, CodecError, ItemTable, decode_packed, is_packed, parse_table
-from skyrec.publish.keys import Keys, decode_object, parse_history
+from skyrec.publish.keys import Keys, decode_object, parse_also, parse_history
 from skyrec.serve.fastget import PipelinedGet
 
 log = logging.getLogger("skyrec.serve")
@@ -574,7 +574,9 @@ class Store:
         activity = pointer.get("activity")
         if not isinstance(activity, str):
             return BecauseAnswer(pointer, None, None, None, [], "the publication carries no play history")
-        plays, older = await self.history_entry(activity, user_id) or ([], set())
+        plays, older = await self.history_entry(
+            activity, user_id, also=self.keys.also(variant, pub, user_id) if pointer.get("also_played") else None
+        ) or ([], set())
         if not plays:
             return BecauseAnswer(pointer, None, None, None, [], "no recent plays published for this user")
         played = {i for i, _ in plays} | older
@@ -638,17 +640,26 @@ class Store:
         entry = await self.history_entry(activity, user_id)
         return None if entry is None else entry[0]
 
-    async def history_entry(self, activity: str, user_id: str) -> tuple[list[tuple[str, str]], set[str]] | None:
+    async def history_entry(self, activity: str, user_id: str, *, also: str | None = None
+                            ) -> tuple[list[tuple[str, str]], set[str]] | None:
         """The user's history value: recent plays newest first, and the older plays "because you played"
-        also leaves out (``skyrec.publish.keys.parse_history``; None: no history key)."""
-        raw = await self.redis.get(self.keys.hist(activity, user_id))
+        also leaves out: from the publication's ``also`` key when given (one MGET with the plays, which the
+        rails of a snapshot share), else from the value itself (publications from before histories were
+        shared; ``skyrec.publish.keys.parse_history``). None: no history key."""
+        if also is None:
+            raw, raw_also = await self.redis.get(self.keys.hist(activity, user_id)), None
+        else:
+            raw, raw_also = await self.redis.mget([self.keys.hist(activity, user_id), also])
         if raw is None:
             return None
         try:
-            return parse_history(raw)
+            plays, older = parse_history(raw)
+            if raw_also is not None:
+                older |= parse_also(raw_also)
         except ValueError:
             log.error("unreadable history", extra={"user_id": user_id})
             return [], set()
+        return plays, older
 
     async def ping(self) -> bool:
         try:

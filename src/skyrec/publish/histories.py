@@ -1,0 +1,167 @@
+"""Users' histories shared by the rails of one activity snapshot: who owns them, and when they go.
+
+Every rail published from the same committed activity snapshot (with the same ``publish.history_items``) serves
+the same plays, so they are written once, into a namespace of that snapshot (``Keys.shared_hist_namespace``),
+not once per rail: at six rails that is a sixth of the history memory, which was two thirds of Redis.
+
+A shared namespace has no single owner, so what would be a plain "delete with the publication" is a protocol
+(the keys: ``skyrec.publish.keys``):
+
+- **attach** (before a publication's keys are loaded): one server-side script adds ``<variant>/<pub>`` to the
+  namespace's owners (``histrefs``), registers the namespace (``histns``) and notes it against the publication
+  (``histof``), unless the namespace is being collected (``histgc`` present): then the publisher waits for the
+  collection to end and attaches afterwards, loading every key again.
+- **load**: the history files whose checksum is in ``histfiles`` were loaded whole into this namespace since it
+  was last collected, so they are skipped (a second rail with the same users loads no history at all); the
+  others are loaded and then added to it. A load that fails adds nothing.
+- **detach** (when a publication is removed): one script removes the owner and, if it was the last, starts the
+  collection in the same step: ``histgc`` set with a token and a TTL, ``histfiles`` cleared (nothing may be
+  skipped from now on). Nothing can attach between the last owner leaving and the collection starting.
+- **collect**: the keys are removed in batches, each batch one script that checks the token is still the
+  collector's and refreshes its TTL, so a collector that stalled past its TTL stops before it can remove keys
+  a later publication loaded. Then the marker and the registry entry go.
+- **sweep**: a namespace in the registry with no owner and no collector (a collector killed midway, its TTL
+  run out) is collected by the next publication's cleanup.
+
+Publications made before histories were shared own a ``<variant>:<pub>`` namespace and are removed with it, as
+before (``publisher._delete_publication``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from skyrec.publish.keys import Keys
+
+#: how long a collection may go without a batch before another may take over (milliseconds)
+COLLECT_TTL_MS = 120_000
+
+_ATTACH = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[4], ARGV[4], ARGV[3])
+return 1
+"""
+
+# detach an owner; the last one out starts the collection (returns 1), atomically
+_DETACH = """
+redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[4])
+if redis.call('SCARD', KEYS[1]) > 0 then return 0 end
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 0 end
+redis.call('DEL', KEYS[3])
+return 1
+"""
+
+# start collecting a namespace nobody owns (the sweep): same as the last detach
+_CLAIM = """
+if redis.call('SCARD', KEYS[1]) > 0 then return 0 end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[3])
+return 1
+"""
+
+# one batch of the collection: only while the marker is still this collector's
+_UNLINK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if #KEYS > 1 then return redis.call('UNLINK', unpack(KEYS, 2)) end
+return 0
+"""
+
+_FINISH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('SCARD', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[2])
+  redis.call('ZREM', KEYS[3], ARGV[2])
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+class HistoryBusy(RuntimeError):
+    """The shared history namespace is being collected and did not finish in time (retryable)."""
+
+
+def owner(variant: str, pub: str) -> str:
+    return f"{variant}/{pub}"
+
+
+def attach(client: Any, keys: Keys, activity: str, variant: str, pub: str, *, wait_seconds: float = 300.0,
+           poll: float = 0.2) -> None:
+    """Make ``variant``/``pub`` an owner of the shared namespace ``activity`` before its keys are loaded; waits
+    while the namespace is being collected (at most ``wait_seconds``, then HistoryBusy)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        done = client.eval(_ATTACH, 4, keys.hist_gc(activity), keys.hist_refs(activity), keys.hist_registry(),
+                           keys.hist_of(variant), owner(variant, pub), time.time(), activity, pub)
+        if int(done) == 1:
+            return
+        if time.monotonic() >= deadline:
+            raise HistoryBusy(f"history namespace {activity!r} is still being collected after {wait_seconds:.0f}s")
+        time.sleep(poll)
+
+
+def loaded_files(client: Any, keys: Keys, activity: str) -> set[str]:
+    """Checksums of the history files loaded whole into ``activity`` since it was last collected."""
+    return {m.decode() if isinstance(m, bytes) else str(m) for m in client.smembers(keys.hist_files(activity))}
+
+
+def mark_loaded(client: Any, keys: Keys, activity: str, checksums: list[str]) -> None:
+    if checksums:
+        client.sadd(keys.hist_files(activity), *checksums)
+
+
+def namespace_of(client: Any, keys: Keys, variant: str, pub: str) -> str | None:
+    raw = client.hget(keys.hist_of(variant), pub)
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def detach(client: Any, keys: Keys, variant: str, pub: str, *, batch: int = 5000) -> dict[str, Any] | None:
+    """``pub`` no longer owns its shared namespace (it is being removed); the last owner out collects it.
+    Returns what was done, None when the publication is attached to no shared namespace."""
+    activity = namespace_of(client, keys, variant, pub)
+    if activity is None:
+        return None
+    token = uuid.uuid4().hex
+    last = int(client.eval(_DETACH, 4, keys.hist_refs(activity), keys.hist_gc(activity), keys.hist_files(activity),
+                           keys.hist_of(variant), owner(variant, pub), token, COLLECT_TTL_MS, pub))
+    out: dict[str, Any] = {"activity": activity, "collected": False, "deleted_keys": 0}
+    if last:
+        out.update(collected=True, deleted_keys=collect(client, keys, activity, token, batch=batch))
+    return out
+
+
+def collect(client: Any, keys: Keys, activity: str, token: str, *, batch: int = 5000) -> int:
+    """Remove every key of ``activity`` (its marker holds ``token``); stops at once if the marker is no longer
+    this collector's. Returns the keys removed."""
+    deleted, cursor = 0, 0
+    pattern = keys.hist_pattern(activity)
+    gc = keys.hist_gc(activity)
+    while True:
+        cursor, found = client.scan(cursor=cursor, match=pattern, count=batch)
+        done = int(client.eval(_UNLINK, 1 + len(found), gc, *found, token, COLLECT_TTL_MS))
+        if done < 0:
+            return deleted  # another took over: its keys are not ours to remove
+        deleted += done
+        if cursor == 0:
+            break
+    client.eval(_FINISH, 3, gc, keys.hist_refs(activity), keys.hist_registry(), token, activity)
+    return deleted
+
+
+def sweep(client: Any, keys: Keys, *, batch: int = 5000) -> list[str]:
+    """Collect the registered namespaces nobody owns or collects (an interrupted collection). Returns them."""
+    swept = []
+    for raw in client.zrange(keys.hist_registry(), 0, -1):
+        activity = raw.decode() if isinstance(raw, bytes) else str(raw)
+        token = uuid.uuid4().hex
+        if int(client.eval(_CLAIM, 3, keys.hist_refs(activity), keys.hist_gc(activity), keys.hist_files(activity),
+                           token, COLLECT_TTL_MS)):
+            collect(client, keys, activity, token, batch=batch)
+            swept.append(activity)
+    return swept
