@@ -370,6 +370,10 @@ def _run_mix(home: str, redis_url: str, n_users: int, model: str, similar: bool,
                 measured[rail][job]["serving_used_memory_after"] = _used_memory(redis_url) - memory_before
                 measured[rail][job]["history"] = s.get("history")
             print(f"{job} {rail}: {m['seconds']:.1f} s", file=sys.stderr, flush=True)
+    # the plan again, now that every rail has run: it reads each rail's share of users with also keys
+    after = {s.name: s for s in rails_from_lake(cfg, at=at)}
+    planned_after = plan_rails([(name, replace(after[name].inputs, **({} if similar else {"similar_k": 0})))
+                                for name in rails], coef)
     per_rail: dict[str, Any] = {}
     for rail in rails:
         f = planned["rails"][rail]["figures"]
@@ -410,6 +414,8 @@ def _run_mix(home: str, redis_url: str, n_users: int, model: str, similar: bool,
         "redis_used_memory_mb": round(measured[rails[-1]]["publish_predictions"]["serving_used_memory_after"] / 1e6, 1),
         "redis_planned_mb": round(tot["redis_publication_bytes"] / 1e6, 1),
         "redis_history_planned_mb": round(tot["history_redis_bytes"] / 1e6, 1),
+        "redis_planned_after_runs_mb": round(planned_after["figures"]["redis_publication_bytes"] / 1e6, 1),
+        "also_share": {name: after[name].inputs.also_share for name in rails},
         # the mix against six all-items rails: the genre rails' compute over the all-items rail's
         "genre_rails_compute_over_all_items": {r: round(per_rail[r]["compute_seconds"] / all_items, 2) for r in genre},
         "mix_compute_over_six_all_items_rails": round(compute / (len(rails) * all_items), 2),

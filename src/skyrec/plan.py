@@ -222,6 +222,9 @@ class PlanInputs:
     items_per_user: float | None = None  # distinct items a user has played (default: plays_per_user)
     similar_k: int = 0               # "more like this" list length: every model item a seed, each rail (0: none)
     history_items: int = 0           # publish.history_items: each user's last plays published with each rail (0: none)
+    # users of a rail with older plays in the lists of their recent ones (an ``also`` key each), as a share of
+    # the users; None: the share of the coefficients' measurement (about every user: an upper figure)
+    also_share: float | None = None
     encoding: str = "packed"
     keep_versions: int = 2           # publish.keep_versions
     interval_hours: float = 24.0     # how often every rail must be recomputed (the model's schedule)
@@ -261,6 +264,8 @@ class PlanInputs:
             raise ValueError(f"similar_k must be >= 0 (got {self.similar_k})")
         if self.history_items < 0:
             raise ValueError(f"history_items must be >= 0 (got {self.history_items})")
+        if self.also_share is not None and not 0 <= self.also_share <= 1:
+            raise ValueError(f"also_share must be within [0, 1] (got {self.also_share})")
         if self.items_per_user is not None and not self.items_per_user >= 0:
             raise ValueError(f"items_per_user must be >= 0 (got {self.items_per_user})")
         if self.encoding not in ENCODINGS:
@@ -432,6 +437,8 @@ def history_terms(coef: dict[str, Any], inputs: PlanInputs, r: dict[str, float])
         core += a["per_user"] + a["per_play"] * plays
     entries = history_entries(inputs)
     grow = h.get("also_played_bytes_ratio", 1.0) if also else 1.0
+    if also and inputs.also_share is not None:  # the growth as measured, at this rail's share of users named
+        grow = 1.0 + (grow - 1.0) * inputs.also_share / max(1e-9, float(h.get("also_played_users_share", 1.0)))
     b = h["bytes"]
     size = {name: (b[name]["per_key"] + b[name]["per_play"] * entries) * grow for name in ("resp", "redis", "rdb")}
     basis = b["resp"]["per_key"] + b["resp"]["per_play"] * h["basis"]["history_items"]
@@ -1397,7 +1404,8 @@ def history_sweep(users: int = 200_000, plays: tuple[int, ...] = (20, 40), histo
     for n in plays:
         progress(f"history: also_played on one shard, {users:,} users, {n} plays each")
         m = bench_history.measure(users=users, items=20_000, plays=n)
-        also.append({"plays": n, "users": users, "cpu_seconds": m["cpu_seconds"], "value_bytes": m["value_bytes"]})
+        also.append({"plays": n, "users": users, "cpu_seconds": m["cpu_seconds"], "value_bytes": m["value_bytes"],
+                     "users_named": m["users_with_older_plays_named"]})
     return {"runs": runs, "also_played": also}
 
 
@@ -1445,11 +1453,14 @@ def fit_history(sweep: dict[str, Any], encodings: dict[str, Any]) -> dict[str, A
     also_line = _line([(float(m["plays"]), (m["cpu_seconds"]["also_played"] - m["cpu_seconds"]["plain"])
                              / m["users"] * 1e6) for m in also])
     grow = [m["value_bytes"]["also_played"] / m["value_bytes"]["plain"] for m in also]
+    named = [m["users_named"] / m["users"] for m in also if m.get("users_named") is not None]
     return {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
         "core_us": {"per_user": round(line[0], 3), "per_play": round(line[1], 4)},
         "also_played_core_us": {"per_user": round(also_line[0], 3), "per_play": round(also_line[1], 4)},
         "also_played_bytes_ratio": round(sum(grow) / len(grow), 3),
+        # the share of users with older plays named in that measurement: the ratio holds at that share
+        "also_played_users_share": round(sum(named) / len(named), 4) if named else 1.0,
         "bytes": sizes, **ratios,
         "basis": {"history_items": hist["history_items"], "users": hist["users"], "encoding": "packed"},
         "points": points, "also_played_points": also,

@@ -5,7 +5,10 @@ precompute's kernel scores it (dense factors and their width; item-kNN's sparse 
 per item; EASE's dense item-item weights), the mean played items per user (the seen matrix, and the user rows
 of the sparse models); the latest committed catalogue and availability, with the rail's candidate filter and
 the age rule, give its candidates -- the same selection precompute makes (``select_candidates``), at the
-planning time. Only headers and index arrays of the artefact are read, not its factors.
+planning time. Only headers and index arrays of the artefact are read, not its factors. A rail that has run
+on that model gives its compute time beside the plan and the share of its users with older plays in the lists
+of their recent ones (``also_share``: the rail's ``also`` keys, which the plan otherwise counts for about every
+user, as measured).
 
 A rail that cannot be planned (no published model yet, no candidates) is left out with the reason, so the
 plan says what it covers. ``users`` scales every rail to another audience, keeping each rail's shape.
@@ -63,9 +66,15 @@ def _last_run(lake: Any, config: Any, name: str, v: Any, model_path: str) -> dic
     m = lake.latest(config, "predictions", variant=name, version=v.version)
     if m is None or m.meta.get("model_path") != model_path or m.meta.get("seconds") is None:
         return {}
-    return {"last_run": {"compute_predictions_s": float(m.meta["seconds"]), "users": int(m.meta.get("users", 0)),
+    users = int(m.meta.get("users", 0))
+    also = m.meta.get("also_played") or {}
+    # the share of its users with older plays in the lists of their recent ones (an also key each), when the
+    # run published histories with "more like this" lists: the plan's also term at this lake's share
+    share = (round(int(also.get("users", 0)) / users, 4)
+             if users and int(m.meta.get("hist_keys") or 0) and also.get("lists_entries") is not None else None)
+    return {"last_run": {"compute_predictions_s": float(m.meta["seconds"]), "users": users,
                          "candidates": int((m.meta.get("candidates") or {}).get("candidates", 0)),
-                         "at": m.meta.get("at"), "path": m.path}}
+                         "at": m.meta.get("at"), "path": m.path, "also_share": share}}
 
 
 def rails_from_lake(config: Any, *, users: int | None = None, at: dt.datetime | None = None,
@@ -122,6 +131,7 @@ def rails_from_lake(config: Any, *, users: int | None = None, at: dt.datetime | 
         if k >= n:
             facts["k_configured"] = k
             k = n - 1  # a list holds at most the candidates
+        also_share = (facts.get("last_run") or {}).get("also_share")
         inputs = inputs_from_config(
             config, model=v.model, rails=1, users=users or model["users"], candidates=n, items=model["model_items"],
             k=k, plays_per_user=plays, items_per_user=model["items_per_user"],
@@ -129,6 +139,7 @@ def rails_from_lake(config: Any, *, users: int | None = None, at: dt.datetime | 
             # the job publishes histories only from a committed activity snapshot, as planned here
             history_items=config.publish.history_items if activity_m is not None else 0,
             cores=cores or os.cpu_count() or 1)
+        inputs = replace(inputs, also_share=also_share)
         shape = {key: model[key] for key in ("kernel", "neighbours", "factors") if key in model}
         out.append(RailShape(name, inputs=replace(inputs, **shape), facts=facts))
     return out

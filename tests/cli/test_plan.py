@@ -666,6 +666,12 @@ def test_the_history_step_is_planned_per_user_and_rail(coef: dict) -> None:
     # the plays once for the six rails, the older plays the lists name (the values' growth) once per rail
     assert with_lists["figures"]["history_redis_bytes"] == pytest.approx(
         1_000_000 * (140 + 380) + ur * (140 + 380) * 0.2)
+    # a lake where a tenth of the users have such plays (the coefficients measured half of them)
+    tenth = p.plan(replace(base, history_items=10, similar_k=20, also_share=0.1),
+                   {**c, "history": {**c["history"], "also_played_users_share": 0.5}})["figures"]
+    assert tenth["history_redis_bytes"] == pytest.approx(1_000_000 * (140 + 380) + ur * (140 + 380) * 0.2 * 0.2)
+    with pytest.raises(ValueError, match="also_share"):
+        p.plan(replace(base, history_items=10, also_share=1.5), c)
     far = p.plan(replace(base, history_items=10, plays_per_user=80), c)["notes"]
     assert any("history step extrapolated: measured at 20-40 plays" in n for n in far)
     # coefficients without the section: no history figures, and the plan says they are low

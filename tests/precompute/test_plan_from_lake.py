@@ -81,6 +81,8 @@ def test_rails_are_read_from_the_lake_as_precompute_sees_them(config_factory: An
         assert got.inputs.items_per_user == pytest.approx(s.seen.nnz / n_users) != pytest.approx(plays)
     again = {r.name: r for r in rails_from_lake(cfg, at=AT, cores=2)}
     assert again["comedy_featured"].facts["last_run"]["candidates"] == shapes["comedy_featured"].inputs.candidates
+    # no "more like this" lists in this run (the artefact names no model class): no also share to read
+    assert again["comedy_featured"].inputs.also_share is None  # the plan keeps the measured (upper) share
     k = shapes["recommended_for_you"].inputs
     assert k is not None and k.kernel == "neighbours" and k.model == "knn"
     assert k.neighbours == round(knn["V"].nnz / n_items) and k.items_per_user == pytest.approx(knn["U"].nnz / n_users)

@@ -279,6 +279,11 @@ def test_because_you_played_never_offers_an_item_the_user_played(config_factory,
     out = _job("compute_predictions", cfg)
     meta = Lake.from_config(cfg).require(out["outputs"][0]).meta
     assert meta["also_played"]["users"] > 30 and meta["also_played"]["lists_file"] == "sim/lists.npz"
+    # the plan of this lake takes the rail's also term at the share of its users the run named
+    from skyrec.plan_lake import rails_from_lake
+
+    rail = next(r for r in rails_from_lake(cfg) if r.name == VARIANT)
+    assert rail.inputs.also_share == pytest.approx(meta["also_played"]["users"] / meta["users"], abs=1e-4)
     _job("create_redis_dump", cfg)
     _job("publish_predictions", cfg)
     played: dict[str, set[str]] = {}
