@@ -123,3 +123,13 @@ def test_an_interrupted_collection_is_swept(redis_client) -> None:
     # owned namespaces are never swept
     _publish(redis_client, "drama", "d2")
     assert "swept_histories" not in cleanup(redis_client, K, "drama", 1) and _hist_keys(redis_client) == 250
+
+
+def test_a_collection_removes_more_keys_than_a_script_may_take_at_once(redis_client) -> None:
+    """SCAN batches of thousands of keys are passed to the removal script a thousand at a time (a Lua stack
+    holds about 8,000 values)."""
+    for start in range(0, 12_000, 4_000):
+        redis_client.mset({K.hist(NS, f"u{i}"): "[]" for i in range(start, start + 4_000)})
+    redis_client.set(K.hist_gc(NS), "mine", px=60_000)
+    assert histories.collect(redis_client, K, NS, "mine", batch=20_000) == 12_000
+    assert _hist_keys(redis_client) == 0 and not redis_client.exists(K.hist_gc(NS))

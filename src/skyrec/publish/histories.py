@@ -144,10 +144,12 @@ def collect(client: Any, keys: Keys, activity: str, token: str, *, batch: int = 
     gc = keys.hist_gc(activity)
     while True:
         cursor, found = client.scan(cursor=cursor, match=pattern, count=batch)
-        done = int(client.eval(_UNLINK, 1 + len(found), gc, *found, token, COLLECT_TTL_MS))
-        if done < 0:
-            return deleted  # another took over: its keys are not ours to remove
-        deleted += done
+        # a script's keys are unpacked onto Lua's stack (about 8,000 at most): at most 1,000 a call
+        for part in [found[i:i + 1000] for i in range(0, len(found), 1000)] or [[]]:
+            done = int(client.eval(_UNLINK, 1 + len(part), gc, *part, token, COLLECT_TTL_MS))
+            if done < 0:
+                return deleted  # another took over: its keys are not ours to remove
+            deleted += done
         if cursor == 0:
             break
     client.eval(_FINISH, 3, gc, keys.hist_refs(activity), keys.hist_registry(), token, activity)
