@@ -479,6 +479,10 @@ def plan(
                                                        "none).")] = None,
     history_items: Annotated[int | None, typer.Option(help="Each user's last plays published with every rail "
                                                            "(default publish.history_items; 0: none).")] = None,
+    also_share: Annotated[float | None, typer.Option(help="Share of a rail's users with older plays in the "
+                                                         "\"more like this\" lists of their recent ones (an "
+                                                         "also key each; default: as measured, about every "
+                                                         "user: an upper figure).")] = None,
     items: Annotated[int | None, typer.Option(help="The model's items, of which a rail's candidates are some "
                                                    "(default: --candidates): EASE's guard counts items x items "
                                                    "weights; item-kNN's rows spread over them.")] = None,
@@ -536,7 +540,7 @@ def plan(
             shape = {"--candidates": candidates, "--rails": rails, "--k": k, "--plays-per-user": plays_per_user,
                      "--model": model, "--items-per-user": items_per_user, "--neighbours": neighbours,
                      "--factors": factors, "--similar-k": similar_k, "--items": items,
-                     "--history-items": history_items}
+                     "--history-items": history_items, "--also-share": also_share}
             given = [opt for opt, value in shape.items() if value is not None]
             if given:
                 _fail(f"plan: {', '.join(given)} not with --from-lake (each rail's comes from the lake)")
@@ -552,7 +556,7 @@ def plan(
                                       cores=cores, encoding=encoding,
                                       model=model, items_per_user=items_per_user, neighbours=neighbours,
                                       factors=factors, items=items, similar_k=similar_k,
-                                      history_items=history_items,
+                                      history_items=history_items, also_share=also_share,
                                       interval_hours=interval_hours, redis_node_gb=redis_node_gb,
                                       dataflow_speed=dataflow_speed)
         result = p.plan(inputs, coef)

@@ -308,6 +308,13 @@ def test_command_prints_the_table_and_json_and_checks(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "encoding" in bad.stderr
     zero = _skyrec("plan", "--users", "10", "--candidates", "0", "--coefficients", default)
     assert zero.returncode == 2 and "candidates must be >= 1 (got 0)" in zero.stderr
+    # the share of users with also keys: the shipped rails' "more like this" lists and histories
+    full, half = (json.loads(_skyrec("plan", "--users", "3500000", "--coefficients", default, "--json",
+                                     *extra).stdout)["figures"] for extra in ((), ("--also-share", "0.5")))
+    assert half["history_plays_redis_bytes"] == pytest.approx(full["history_plays_redis_bytes"])
+    assert half["history_redis_bytes"] < full["history_redis_bytes"]
+    share = _skyrec("plan", "--users", "10", "--also-share", "1.5", "--coefficients", default)
+    assert share.returncode == 2 and "also_share must be within [0, 1]" in share.stderr
     broken = tmp_path / "c.json"
     broken.write_text(json.dumps({**json.loads(p.DEFAULT_PATH.read_text()), "version": 99}))
     out = _skyrec("plan", "--users", "10", "--coefficients", str(broken))

@@ -2,7 +2,9 @@
 
 Every rail published from the same committed activity snapshot (with the same ``publish.history_items``) serves
 the same plays, so they are written once, into a namespace of that snapshot (``Keys.shared_hist_namespace``),
-not once per rail: at six rails that is a sixth of the history memory, which was two thirds of Redis.
+not once per rail (the histories were two thirds of Redis at six rails; measured at 200k users and the six
+shipped rails, Redis 1,140.5 MB -> 594.2 MB: BENCHMARKS.md "The plays once for every rail"). What depends on
+the rail, the older plays its lists hold, stays the publication's own (``also`` keys).
 
 A shared namespace has no single owner, so what would be a plain "delete with the publication" is a protocol
 (the keys: ``skyrec.publish.keys``):
