@@ -238,7 +238,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
             "commands": rec_keys + hist_keys + also_keys + sim_keys + commands,
             "hist_keys": hist_keys, "also_keys": also_keys, "sim_keys": sim_keys, "similar": similar["meta"],
             "history_items": cfg.publish.history_items if activity_m else 0,
-            "also_played": {"users": sum(r.get("also_played_users", 0) for r in results),
+            "also_played": {"users": also_keys,
                             "ids": sum(r.get("also_played", 0) for r in results), "lists_entries": lists_entries,
                             "lists_file": SIMILAR_LISTS if lists_entries is not None else None},
             "activity": spec.history_namespace,  # shared by the rails of the snapshot (null: no history)

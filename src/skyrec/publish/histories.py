@@ -48,23 +48,20 @@ redis.call('HSET', KEYS[4], ARGV[4], ARGV[3])
 return 1
 """
 
-# detach an owner; the last one out starts the collection (returns 1), atomically
-_DETACH = """
-redis.call('SREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[4])
-if redis.call('SCARD', KEYS[1]) > 0 then return 0 end
-if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 0 end
-redis.call('DEL', KEYS[3])
-return 1
-"""
-
-# start collecting a namespace nobody owns (the sweep): same as the last detach
+# start collecting a namespace nobody owns (the sweep, and the last detach): clears ``histfiles`` in the same step
 _CLAIM = """
 if redis.call('SCARD', KEYS[1]) > 0 then return 0 end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
 redis.call('DEL', KEYS[3])
 return 1
 """
+
+# detach an owner (ARGV[3], its publication ARGV[4] from ``histof`` KEYS[4]); the last one out starts the
+# collection (returns 1), atomically: the claim's script, run in the same call
+_DETACH = """
+redis.call('SREM', KEYS[1], ARGV[3])
+redis.call('HDEL', KEYS[4], ARGV[4])
+""" + _CLAIM
 
 # one batch of the collection: only while the marker is still this collector's
 _UNLINK = """
@@ -131,7 +128,7 @@ def detach(client: Any, keys: Keys, variant: str, pub: str, *, batch: int = 5000
         return None
     token = uuid.uuid4().hex
     last = int(client.eval(_DETACH, 4, keys.hist_refs(activity), keys.hist_gc(activity), keys.hist_files(activity),
-                           keys.hist_of(variant), owner(variant, pub), token, COLLECT_TTL_MS, pub))
+                           keys.hist_of(variant), token, COLLECT_TTL_MS, owner(variant, pub), pub))
     out: dict[str, Any] = {"activity": activity, "collected": False, "deleted_keys": 0}
     if last:
         out.update(collected=True, deleted_keys=collect(client, keys, activity, token, batch=batch))
