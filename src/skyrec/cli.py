@@ -332,8 +332,11 @@ def gc(
     env: EnvOpt = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
     grace_hours: float = typer.Option(None, "--grace-hours", help="Override storage.gc_grace_hours."),
+    redis_too: bool = typer.Option(True, "--redis/--no-redis",
+                                   help="Also remove, from the serving Redis, loads nobody finished."),
 ) -> None:
-    """Remove staging left by dead attempts (never a committed file, never a live attempt's staging)."""
+    """Remove what dead attempts left: staging in the lake (never a committed file, never a live attempt's
+    staging) and, in the serving Redis, publications registered longer ago than the grace and never served."""
     from skyrec.storage import Lake
 
     cfg = _config(env)
@@ -343,6 +346,76 @@ def gc(
         typer.echo(f"{'would remove' if dry_run else 'removed'} {path}")
     typer.echo(f"{len(removed)} abandoned item(s) {'found' if dry_run else 'removed'} "
                f"(grace {hours:g} h) in {cfg.lake_url}")
+    if not redis_too:
+        return
+    import redis
+
+    from skyrec.publish import removal
+    from skyrec.publish.keys import Keys
+
+    client = redis.Redis.from_url(cfg.publish.redis_url, socket_timeout=30, socket_connect_timeout=5)
+    keys = Keys(cfg.publish.key_prefix)
+    try:
+        gone = removal.collect_abandoned(client, keys, hours * 3600.0, dry_run=dry_run, scan=True)
+        rails = removal.variants(client, keys)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        typer.echo(f"serving Redis {cfg.publish.redis_url} not reachable ({exc}): nothing collected there "
+                   "(--no-redis leaves it out)")
+        raise typer.Exit(1) from exc
+    finally:
+        client.close()
+    for e in gone:
+        n = f", {e['deleted_keys']} keys" if "deleted_keys" in e else ""
+        typer.echo(f"{'would remove' if dry_run else 'removed'} publication {e['variant']}/{e['publication']} "
+                   f"({e['reason']}{n})")
+    typer.echo(f"{len(gone)} abandoned publication(s) {'found' if dry_run else 'removed'} "
+               f"(grace {hours:g} h) in {cfg.publish.redis_url}")
+    for rail in (r for r in rails if r not in cfg.variants):
+        typer.echo(f"rail {rail} is published there but not configured: `skyrec retire {rail}` removes it")
+
+
+@app.command()
+def retire(
+    rail: Annotated[str, typer.Argument(help="The rail (variant) to take out of the serving Redis.")],
+    env: EnvOpt = None,
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+    force: bool = typer.Option(False, "--force", help="Retire a rail that is still configured (its next "
+                                                      "publication brings it back)."),
+    grace_hours: float = typer.Option(None, "--grace-hours", help="Override storage.gc_grace_hours: unserved "
+                                                                  "loads younger than this are kept."),
+) -> None:
+    """Take a rail out of the serving Redis: its pointer and history at once (the API answers 404 for it),
+    then all of its publications. The users' plays other rails serve stay."""
+    import redis
+
+    from skyrec.publish import removal
+    from skyrec.publish.keys import Keys
+
+    cfg = _config(env)
+    if rail in cfg.variants and not force:
+        _fail(f"rail {rail!r} is in the configuration (variants.{rail}): take it out first, or pass --force")
+    hours = cfg.storage.gc_grace_hours if grace_hours is None else grace_hours
+    client = redis.Redis.from_url(cfg.publish.redis_url, socket_timeout=30, socket_connect_timeout=5)
+    keys = Keys(cfg.publish.key_prefix)
+    try:
+        if rail not in removal.variants(client, keys, scan=True) and not client.exists(keys.current(rail)):
+            _fail(f"rail {rail!r}: nothing published in {cfg.publish.redis_url} (known there: "
+                  f"{', '.join(removal.variants(client, keys)) or 'none'})")
+        res = removal.retire(client, keys, rail, hours * 3600.0, dry_run=dry_run)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        _fail(f"serving Redis {cfg.publish.redis_url} not reachable: {exc}", code=1)
+    finally:
+        client.close()
+    verb = "would remove" if dry_run else "removed"
+    typer.echo(f"rail {rail}: pointer (to {res['pointer'] or 'nothing'}) and history "
+               f"{'would be removed' if dry_run else 'removed'}")
+    for pub in res["publications"]:
+        typer.echo(f"{verb} publication {rail}/{pub}")
+    for pub in res["kept_young"]:
+        typer.echo(f"kept {rail}/{pub}: registered less than {hours:g} h ago and never served (a load may still "
+                   "run); `skyrec gc` removes it after the grace")
+    typer.echo(f"{len(res['publications'])} publication(s) {'to remove' if dry_run else 'removed'}"
+               + ("" if dry_run else f", {res['deleted_keys']} keys"))
 
 
 @app.command()
@@ -429,6 +502,13 @@ def status(
         p.add_row(row["variant"], row["publication"] or "[red]none[/red]", row["model_version"] or "-",
                   row["age"], str(row["users"] or "-"))
     console.print(p)
+    left = info.get("redis_leftovers") or {}
+    for rail in left.get("unconfigured_rails") or ():
+        console.print(f"[yellow]rail {escape(rail)} is in the serving Redis but not in the configuration[/yellow]: "
+                      f"`skyrec retire {escape(rail)}` removes it")
+    for rail, pubs in (left.get("abandoned") or {}).items():
+        console.print(f"[yellow]{len(pubs)} load(s) of {escape(rail)} nobody finished[/yellow] "
+                      f"({escape(', '.join(pubs[:3]))}{', ...' if len(pubs) > 3 else ''}): `skyrec gc` removes them")
 
 
 @app.command()

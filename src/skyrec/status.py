@@ -61,6 +61,7 @@ def collect(config: Config) -> dict[str, Any]:
                    if m is not None and isinstance(m.meta.get("older_than_window"), dict) else {}),
             })
     published: list[dict[str, Any]] = []
+    leftovers: dict[str, Any] = {}
     models = model_evaluations(config, lake)
     try:
         import redis
@@ -75,9 +76,22 @@ def collect(config: Config) -> dict[str, Any]:
             published.append({"variant": variant, "publication": ptr.get("publication"),
                               "model_version": ptr.get("model_version"), "published_at": ptr.get("published_at"),
                               "age": _age(ptr.get("published_at")), "users": ptr.get("users")})
+        leftovers = redis_leftovers(config, client, keys)
     except Exception as exc:  # noqa: BLE001 - status must report, not crash, when Redis is down
         published.append({"error": f"serving Redis {config.publish.redis_url} unreachable: {exc}"})
-    return {"lake": config.lake_url, "datasets": datasets, "models": models, "published": published}
+    return {"lake": config.lake_url, "datasets": datasets, "models": models, "published": published,
+            "redis_leftovers": leftovers}
+
+
+def redis_leftovers(config: Config, client: Any, keys: Any) -> dict[str, Any]:
+    """What the serving Redis holds that no configured rail serves: rails taken out of the configuration
+    (``skyrec retire`` removes them) and loads nobody finished (``skyrec gc`` removes them after the grace)."""
+    from skyrec.publish import removal
+
+    grace = config.storage.gc_grace_hours * 3600.0
+    rails = removal.variants(client, keys)
+    return {"unconfigured_rails": [v for v in rails if v not in config.variants],
+            "abandoned": {v: found for v in rails if (found := removal.abandoned(client, keys, v, grace))}}
 
 
 def _figure(evaluation: dict[str, Any], metric: str) -> str:

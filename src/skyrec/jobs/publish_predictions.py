@@ -106,14 +106,17 @@ def run(ctx: JobContext) -> dict[str, Any]:
             check_probes(c, keys, variant, p, sim_probes, kind="sim")
             check_history_probes(c, keys, p, activity, meta.get("history_probes") or {})
 
+        # a publication of any rail registered longer ago than any job may run, never served: nobody will
+        # finish it (skyrec.publish.removal)
+        abandoned_after = cfg.storage.gc_grace_hours * 3600.0
         if cfg.publish.strategy == "swapdb":
             result = publish_swapdb(client, keys, variant, pointer, load=load, expected_commands=int(meta["commands"]),
                                     verify=verify, keep_versions=cfg.publish.keep_versions,
-                                    spare_db=cfg.publish.swapdb_spare_db)
+                                    spare_db=cfg.publish.swapdb_spare_db, abandoned_after=abandoned_after)
         else:
             result = publish_versioned(client, keys, variant, pointer, load=lambda: load(None),
                                        expected_commands=int(meta["commands"]), verify=verify,
-                                       keep_versions=cfg.publish.keep_versions)
+                                       keep_versions=cfg.publish.keep_versions, abandoned_after=abandoned_after)
     finally:
         client.close()
         import shutil

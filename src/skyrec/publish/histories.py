@@ -63,8 +63,9 @@ redis.call('SREM', KEYS[1], ARGV[3])
 redis.call('HDEL', KEYS[4], ARGV[4])
 """ + _CLAIM
 
-# one batch of the collection: only while the marker is still this collector's
-_UNLINK = """
+# one batch of a removal: only while the marker (KEYS[1]) is still this remover's token (ARGV[1]); refreshes its
+# TTL (ARGV[2]). Returns the keys removed, -1 when the marker is another's. (``removal`` uses it too.)
+UNLINK_IF_OWNER = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if #KEYS > 1 then return redis.call('UNLINK', unpack(KEYS, 2)) end
@@ -135,6 +136,19 @@ def detach(client: Any, keys: Keys, variant: str, pub: str, *, batch: int = 5000
     return out
 
 
+def unlink_owned(client: Any, marker: str, token: str, found: list[Any], ttl_ms: int) -> tuple[int, bool]:
+    """Remove the keys ``found`` while ``marker`` holds ``token`` (refreshing its TTL). Returns the keys removed
+    and whether the marker was still this remover's throughout."""
+    deleted = 0
+    # a script's keys are unpacked onto Lua's stack (about 8,000 at most): at most 1,000 a call
+    for part in [found[i:i + 1000] for i in range(0, len(found), 1000)] or [[]]:
+        done = int(client.eval(UNLINK_IF_OWNER, 1 + len(part), marker, *part, token, ttl_ms))
+        if done < 0:
+            return deleted, False  # another took over: its keys are not ours to remove
+        deleted += done
+    return deleted, True
+
+
 def collect(client: Any, keys: Keys, activity: str, token: str, *, batch: int = 5000) -> int:
     """Remove every key of ``activity`` (its marker holds ``token``); stops at once if the marker is no longer
     this collector's. Returns the keys removed."""
@@ -143,12 +157,10 @@ def collect(client: Any, keys: Keys, activity: str, token: str, *, batch: int = 
     gc = keys.hist_gc(activity)
     while True:
         cursor, found = client.scan(cursor=cursor, match=pattern, count=batch)
-        # a script's keys are unpacked onto Lua's stack (about 8,000 at most): at most 1,000 a call
-        for part in [found[i:i + 1000] for i in range(0, len(found), 1000)] or [[]]:
-            done = int(client.eval(_UNLINK, 1 + len(part), gc, *part, token, COLLECT_TTL_MS))
-            if done < 0:
-                return deleted  # another took over: its keys are not ours to remove
-            deleted += done
+        done, owned = unlink_owned(client, gc, token, found, COLLECT_TTL_MS)
+        deleted += done
+        if not owned:
+            return deleted
         if cursor == 0:
             break
     client.eval(_FINISH, 3, gc, keys.hist_refs(activity), keys.hist_registry(), token, activity)

@@ -24,8 +24,15 @@ sees a missing or mixed set. Values are UTF-8 JSON, except ``rec`` values in the
   {p}:users:{variant}:{pub}          set of the user ids that have a rec key in the publication (the explorer's
                                      "random user"; optional: the API falls back to a bounded SCAN without it).
                                      The publisher writes a random sample (``precompute.users_sample`` ids).
-  {p}:pubs:{variant}                 sorted set: publication ids loaded into this Redis, scored by load start
-                                     time (the publisher's registry, for removal of old publications)
+  {p}:pubs:{variant}                 sorted set: publication ids loaded into this Redis, scored by the start of
+                                     their latest load attempt (the publisher's registry, for removal of old
+                                     publications and of loads nobody finished: ``skyrec.publish.removal``)
+  {p}:variants                       set of the variants (rails) with a registry here (``skyrec gc`` and
+                                     ``skyrec retire`` find every rail from it, configured or not)
+  {p}:doomed:{variant}               hash pub -> time: publications being removed, until their last key is
+                                     gone; none of them may be registered again, switched to or rolled back to
+  {p}:rmlock:{variant}:{pub}         the remover's token while it removes ``pub``, with a TTL each batch
+                                     refreshes (a remover that died is resumed by the next cleanup)
   {p}:hist:{activity}:{user_id}     JSON [["item_id", "ISO ts"], ...] the user's last plays, newest first
                                      (``publish.history_items``). The namespace ``{activity}`` is shared by
                                      every rail published from the same activity snapshot with the same
@@ -151,6 +158,18 @@ class Keys:
 
     def publications(self, variant: str) -> str:
         return f"{self.p}:pubs:{variant}"
+
+    def variants(self) -> str:
+        return f"{self.p}:variants"
+
+    def publications_pattern(self) -> str:
+        return f"{self.p}:pubs:*"
+
+    def doomed(self, variant: str) -> str:
+        return f"{self.p}:doomed:{variant}"
+
+    def removal_lock(self, variant: str, pub: str) -> str:
+        return f"{self.p}:rmlock:{variant}:{pub}"
 
     def publication_pattern(self, variant: str, pub: str) -> list[str]:
         """Patterns matching every key of one publication (for removal of old versions)."""

@@ -5,8 +5,10 @@ touches nothing the API reads. After the load is proven (every command acknowled
 back equal the Parquet, the fallback and items keys present), one MULTI/EXEC (under WATCH) sets the
 variant's ``current`` pointer and pushes the previous pointer onto ``history``: readers see the old
 publication or the new one, never a mix. Old publications beyond ``keep_versions`` are then removed with
-SCAN + UNLINK in batches (non-blocking deletes). Memory: old and new publications coexist during the
-switch (peak = two publications of the variant).
+SCAN + UNLINK in batches (non-blocking deletes), by ``skyrec.publish.removal``'s protocol (a retry of the same
+publication id, a rollback or another remover can never meet a half-removed publication), and so are the loads
+of any rail nobody finished (registered longer than ``abandoned_after`` ago, never served). Memory: old and new
+publications coexist during the switch (peak = two publications of the variant).
 
 Strategy ``swapdb``: the next state of the *whole database* is built in a spare db (a copy of every key
 of the live db, plus the new publication, with the pointer already switched), then ``SWAPDB`` exchanges
@@ -26,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from skyrec.publish import histories
+from skyrec.publish import histories, removal
 from skyrec.publish.keys import Keys, decode_object
 
 
@@ -42,6 +44,11 @@ class RedisUnavailableError(PublishError):
     retryable = True
 
 
+class RemovedConcurrentlyError(PublishError):
+    """The publication was claimed for removal while it loaded (its registration outlived the grace: a load
+    nobody was expected to finish). Retryable: the next attempt registers it again and loads every key."""
+
+    retryable = True
 
 def _load_and_prove(client: Any, keys: Keys, variant: str, pub: str, load: Callable[[], int],
                     expected_commands: int, verify: Callable[[Any, str], None], history: str | None = None,
@@ -49,7 +56,10 @@ def _load_and_prove(client: Any, keys: Keys, variant: str, pub: str, load: Calla
     """Register the publication (and attach it to its shared history namespace, ``history``), load its keys and
     prove them (every command acknowledged, the shared keys present, probe users equal to the Parquet) before
     anything may point at it. Returns the commands loaded."""
-    client.zadd(keys.publications(variant), {pub: time.time()}, nx=True)
+    try:  # scored by this attempt's start; waits while an earlier removal of the same id finishes
+        removal.register(client, keys, variant, pub, wait_seconds=history_wait)
+    except removal.PublicationBusy as exc:
+        raise RedisUnavailableError(f"{pub}: {exc} (retryable; nothing was switched)") from exc
     if history is not None and Keys.is_shared_namespace(history):
         try:
             histories.attach(client, keys, history, variant, pub, wait_seconds=history_wait)
@@ -92,12 +102,15 @@ def _switch(redis_client: Any, keys: Keys, variant: str, new: dict[str, Any], ke
     for _ in range(20):
         with redis_client.pipeline(transaction=True) as pipe:
             try:
-                pipe.watch(cur_key)
+                pipe.watch(cur_key, keys.publications(variant), keys.doomed(variant))
                 prev_raw = pipe.get(cur_key)
                 prev = decode_object(prev_raw)
                 if expect_current is not ... and (prev or {}).get("publication") != expect_current:
                     raise PublishError(f"variant {variant!r}: current publication changed concurrently "
                                        f"(now {(prev or {}).get('publication')!r})")
+                if not removal.servable(pipe, keys, variant, new["publication"]):
+                    raise RemovedConcurrentlyError(f"{new['publication']}: removed while it loaded (abandoned "
+                                                   "past the grace); retryable, nothing was switched")
                 pipe.multi()
                 pipe.set(cur_key, json.dumps(new, sort_keys=True))
                 if prev_raw is not None:
@@ -121,13 +134,14 @@ def rollback(redis_client: Any, keys: Keys, variant: str) -> dict[str, Any]:
     for _ in range(20):
         with redis_client.pipeline(transaction=True) as pipe:
             try:
-                pipe.watch(cur_key, hist_key)
+                pipe.watch(cur_key, hist_key, keys.doomed(variant))
                 cur = decode_object(pipe.get(cur_key))
                 prev_raw = pipe.lindex(hist_key, 0)
                 prev = decode_object(prev_raw)
                 if prev is None or not isinstance(prev.get("publication"), str):
                     raise LookupError(f"variant {variant!r}: no previous publication to roll back to")
-                if not publication_present(pipe, keys, variant, prev["publication"]):
+                if not (removal.servable(pipe, keys, variant, prev["publication"], registered=False)
+                        and publication_present(pipe, keys, variant, prev["publication"])):
                     raise LookupError(f"variant {variant!r}: previous publication {prev['publication']!r} "
                                       "is no longer loaded")
                 pipe.multi()
@@ -141,33 +155,16 @@ def rollback(redis_client: Any, keys: Keys, variant: str) -> dict[str, Any]:
     raise RuntimeError(f"variant {variant!r}: rollback kept racing with concurrent switches")
 
 
-def _delete_publication(redis_client: Any, keys: Keys, variant: str, pub: str, *, batch: int = 5000) -> int:
-    """Remove one publication's keys; it leaves its shared history namespace, which goes with its last owner
-    (``histories.detach``). A publication from before histories were shared removes its own."""
-    deleted = 0
-    for key in (keys.fallback(variant, pub), keys.items(variant, pub), keys.users(variant, pub)):
-        deleted += int(redis_client.unlink(key))
-    shared = histories.detach(redis_client, keys, variant, pub, batch=batch)
-    deleted += shared["deleted_keys"] if shared else 0
-    for pattern in (keys.rec_pattern(variant, pub), keys.sim_pattern(variant, pub), keys.also_pattern(variant, pub),
-                    keys.hist_pattern(keys.hist_namespace(variant, pub))):
-        cursor = 0
-        while True:
-            cursor, found = redis_client.scan(cursor=cursor, match=pattern, count=batch)
-            if found:
-                deleted += int(redis_client.unlink(*found))
-            if cursor == 0:
-                break
-    redis_client.zrem(keys.publications(variant), pub)
-    return deleted
-
-
-def cleanup(redis_client: Any, keys: Keys, variant: str, keep_versions: int) -> dict[str, Any]:
+def cleanup(redis_client: Any, keys: Keys, variant: str, keep_versions: int, *,
+            abandoned_after: float | None = None) -> dict[str, Any]:
     """Remove publications of ``variant`` beyond the newest ``keep_versions`` served ones (current first,
-    then history). Publications registered after the current one (a concurrent load) are kept."""
+    then history). Publications registered after the current one (a concurrent load) are kept. Each removal is
+    ``removal.remove``'s protocol; removals whose remover died are finished first. With ``abandoned_after``
+    (seconds), the publications of every rail abandoned longer than that go too (``removal.collect_abandoned``)."""
     cur = current(redis_client, keys, variant)
     if cur is None:
         return {"removed": [], "deleted_keys": 0}
+    resumed = removal.resume(redis_client, keys, variant)
     kept = [cur["publication"]]
     for p in history(redis_client, keys, variant):
         if len(kept) >= keep_versions:
@@ -181,21 +178,34 @@ def cleanup(redis_client: Any, keys: Keys, variant: str, keep_versions: int) -> 
     for pub, score in sorted(registry.items(), key=lambda kv: kv[1]):
         if pub in kept or score > cur_score:
             continue
-        deleted += _delete_publication(redis_client, keys, variant, pub)
-        removed.append(pub)
+        # the claim refuses it if it was served or registered again (a retry) since we looked
+        gone = removal.remove(redis_client, keys, variant, pub, max_score=cur_score)
+        if gone is not None:
+            deleted += gone
+            removed.append(pub)
     # history entries whose publication is gone cannot be rolled back to: drop them
     hist = redis_client.lrange(keys.history(variant), 0, -1)
     for raw in hist:
         entry = decode_object(raw)
         if entry is None or entry.get("publication") in removed:
             redis_client.lrem(keys.history(variant), 0, raw)
+    out: dict[str, Any] = {"removed": removed, "deleted_keys": deleted, "kept": kept}
+    if resumed:
+        out["resumed"] = resumed
+    if abandoned_after is not None:
+        gone_elsewhere = removal.collect_abandoned(redis_client, keys, abandoned_after)
+        if gone_elsewhere:
+            out["abandoned"] = gone_elsewhere
     swept = histories.sweep(redis_client, keys)  # shared histories whose collection was interrupted
-    return {"removed": removed, "deleted_keys": deleted, "kept": kept, **({"swept_histories": swept} if swept else {})}
+    if swept:
+        out["swept_histories"] = swept
+    return out
 
 
 def publish_versioned(redis_client: Any, keys: Keys, variant: str, pointer: dict[str, Any], *,
                       load: Callable[[], int], expected_commands: int, verify: Callable[[Any, str], None],
-                      keep_versions: int, history_wait: float = 300.0) -> dict[str, Any]:
+                      keep_versions: int, history_wait: float = 300.0,
+                      abandoned_after: float | None = None) -> dict[str, Any]:
     """Load the publication named in ``pointer`` (``load()`` returns the commands acknowledged), prove it,
     switch, clean up. Raises RedisUnavailableError (retryable) or PublishError; never half-switches."""
     pub = pointer["publication"]
@@ -206,7 +216,7 @@ def publish_versioned(redis_client: Any, keys: Keys, variant: str, pointer: dict
         if cur is not None and cur.get("publication") == pub:
             verify(redis_client, pub)
             return {"publication": pub, "note": "already current", "previous": None, "loaded_commands": 0,
-                    "cleanup": cleanup(redis_client, keys, variant, keep_versions)}
+                    "cleanup": cleanup(redis_client, keys, variant, keep_versions, abandoned_after=abandoned_after)}
         loaded = _load_and_prove(redis_client, keys, variant, pub, load, expected_commands, verify,
                                  pointer.get("activity"), history_wait)
         previous = _switch(redis_client, keys, variant, pointer, keep_versions,
@@ -215,7 +225,7 @@ def publish_versioned(redis_client: Any, keys: Keys, variant: str, pointer: dict
         if (now or {}).get("publication") != pub:
             raise PublishError(f"{pub}: pointer reads {(now or {}).get('publication')!r} after the switch")
         verify(redis_client, pub)
-        removed = cleanup(redis_client, keys, variant, keep_versions)
+        removed = cleanup(redis_client, keys, variant, keep_versions, abandoned_after=abandoned_after)
     except errors as exc:
         raise RedisUnavailableError(f"Redis unavailable while publishing {variant!r}/{pub}: {exc} "
                                     "(retryable; the pointer was not switched unless the switch completed)") from exc
@@ -225,7 +235,8 @@ def publish_versioned(redis_client: Any, keys: Keys, variant: str, pointer: dict
 
 def publish_swapdb(redis_client: Any, keys: Keys, variant: str, pointer: dict[str, Any], *,
                    load: Callable[[int], int], expected_commands: int, verify: Callable[[Any, str], None],
-                   keep_versions: int, spare_db: int, history_wait: float = 300.0) -> dict[str, Any]:
+                   keep_versions: int, spare_db: int, history_wait: float = 300.0,
+                   abandoned_after: float | None = None) -> dict[str, Any]:
     """Build the next state in ``spare_db`` (copy of the live db + new publication + switched pointer),
     then SWAPDB. See the module doc for the tradeoff."""
     import redis
@@ -257,7 +268,7 @@ def publish_swapdb(redis_client: Any, keys: Keys, variant: str, pointer: dict[st
                                      pointer.get("activity"), history_wait)
             previous = _switch(spare, keys, variant, pointer, keep_versions,
                                expect_current=(cur or {}).get("publication"))
-            removed = cleanup(spare, keys, variant, keep_versions)
+            removed = cleanup(spare, keys, variant, keep_versions, abandoned_after=abandoned_after)
             redis_client.swapdb(live_db, spare_db)
         finally:
             spare.close()
