@@ -364,6 +364,10 @@ def gc(
         raise typer.Exit(1) from exc
     finally:
         client.close()
+    swept = [e for e in gone if e.get("history")]
+    gone = [e for e in gone if not e.get("history")]
+    for e in swept:
+        typer.echo(f"collected the users' plays {e['history']} (its collection had been interrupted)")
     for e in gone:
         n = f", {e['deleted_keys']} keys" if "deleted_keys" in e else ""
         typer.echo(f"{'would remove' if dry_run else 'removed'} publication {e['variant']}/{e['publication']} "

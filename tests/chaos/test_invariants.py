@@ -129,3 +129,32 @@ def test_a_process_left_running_in_the_world_is_an_orphan(tmp_path: Path) -> Non
             p.kill()
             p.wait()
     assert orphan_processes(home, own=set()) == []  # ended (reaped) processes are not orphans
+
+
+@pytest.mark.integration
+def test_redis_leftovers_are_what_no_collection_can_find(redis_client) -> None:
+    """``redis_leftovers``: a load nobody finished is collected before the check (not a violation); keys of a
+    publication that is neither served nor registered, and plays with no owner, are."""
+    import time
+
+    from skyrec.chaos.invariants import redis_leftovers
+    from skyrec.publish import histories, removal
+    from skyrec.publish.keys import Keys
+
+    k = Keys("skyrec")
+    ns = Keys.shared_hist_namespace("abc", 5)
+    for pub, served in (("p1", True), ("p0", False)):  # p0: a load killed after its registration
+        removal.register(redis_client, k, "drama", pub)
+        histories.attach(redis_client, k, ns, "drama", pub)
+        redis_client.set(k.rec("drama", pub, "u1"), "[]")
+        redis_client.set(k.hist(ns, "u1"), "[]")
+        if served:
+            redis_client.set(k.current("drama"), '{"publication": "p1"}')
+    redis_client.zadd(k.publications("drama"), {"p0": time.time() - 60})
+    assert redis_leftovers(redis_client, "skyrec") == []
+    assert not redis_client.exists(k.rec("drama", "p0", "u1")) and redis_client.exists(k.rec("drama", "p1", "u1"))
+    redis_client.set(k.rec("drama", "lost", "u1"), "[]")  # keys of a publication nobody registered
+    redis_client.set(k.hist("@orphan.n5", "u1"), "[]")  # plays nobody owns
+    found = sorted(v.detail for v in redis_leftovers(redis_client, "skyrec"))
+    assert [v.split(" ")[0:4] for v in found] == [["1", "key(s)", "of", "drama/lost,"],
+                                                 ["history", "namespace", "@orphan.n5", "has"]], found

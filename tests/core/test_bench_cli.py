@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-SCRIPTS = ("dask", "encoding", "import", "ingest", "kernel", "redis_load", "train")
+SCRIPTS = ("dask", "encoding", "import", "ingest", "kernel", "redis_load", "removal", "train")
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

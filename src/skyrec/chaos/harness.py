@@ -45,6 +45,7 @@ from skyrec.chaos.invariants import (
     check_records,
     load_publication,
     orphan_processes,
+    redis_leftovers,
     verify_all,
 )
 from skyrec.chaos.poller import ApiPoller
@@ -258,6 +259,7 @@ class Harness:
             self.violations.extend(v for v in bad if (v.invariant, v.path) not in known)  # damaged later
             self.violations.extend(self.live_job_violations)
             self.violations.extend(orphan_processes(self.world.home, self.world.own_pids()))
+            self.violations.extend(self._redis_leftovers())
             report = self.report(time.time() - started, setup_seconds, checked)
         finally:
             self.teardown()
@@ -523,6 +525,18 @@ class Harness:
         out += self._check_api(variant if completed else None)
         self._retarget()
         return out
+
+    def _redis_leftovers(self) -> list[Violation]:
+        import redis
+
+        config = self.world.config()
+        client = redis.Redis.from_url(config.publish.redis_url, socket_timeout=30)
+        try:
+            return redis_leftovers(client, config.publish.key_prefix)
+        except redis.exceptions.RedisError as exc:
+            return [Violation("redis_leftovers", f"serving Redis unreadable after the runs: {exc}")]
+        finally:
+            client.close()
 
     def _retarget(self) -> None:
         if self.poller is None:

@@ -13,6 +13,9 @@
 * ``one_live_job``: never two live job processes for one job key (sampled while the run goes).
 * ``no_orphans``: when the runs are over, no process that names the world's home is left running but the
   world's own servers (a scratch redis-server of a job killed mid-proof, say, would run forever).
+* ``redis_leftovers``: when the runs are over and what nobody finished is collected (``skyrec gc`` with no
+  grace: no load runs any more), the serving Redis holds the served publications (each rail's current and
+  history) and the users' plays they own, nothing else: no key of a publication nobody can find again.
 
 Each check returns a list of :class:`Violation`; an empty list is a pass.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,3 +320,47 @@ def orphan_processes(home: Path, own: set[int]) -> list[Violation]:
     return [Violation("no_orphans", f"pid {pid} still running after the runs: {cmd[:300]}")
             for pid, (_, state, cmd) in sorted(table.items())
             if str(home) in cmd and state != "Z" and pid != os.getpid() and not owned(pid)]
+
+
+#: the key kinds of one publication (``skyrec.publish.keys``): ``{p}:<kind>:<variant>:<pub>[:<id>]``
+_PUBLICATION_KINDS = frozenset({"rec", "sim", "fallback", "items", "users", "also"})
+
+
+def redis_leftovers(client: Any, key_prefix: str) -> list[Violation]:
+    """``redis_leftovers``: collect what nobody finished (grace 0), then every publication key must belong to a
+    served publication, and every history key to a namespace a served publication owns."""
+    from skyrec.publish import removal
+    from skyrec.publish.keys import Keys, decode_object
+
+    keys = Keys(key_prefix)
+    # a remover or collector killed midway holds its lock until its TTL runs out: wait that out, as the next
+    # cleanup would, then everything nobody finished is collected
+    markers = [*client.scan_iter(match=f"{key_prefix}:rmlock:*"), *client.scan_iter(match=f"{key_prefix}:histgc:*")]
+    wait_ms = max([int(client.pttl(m)) for m in markers] or [0])
+    time.sleep(min(wait_ms, removal.REMOVE_TTL_MS) / 1000.0 + (0.1 if wait_ms > 0 else 0.0))
+    removal.collect_abandoned(client, keys, 0.0, scan=True)
+    served: set[tuple[str, str]] = set()
+    for variant in removal.variants(client, keys):
+        pointers = [client.get(keys.current(variant)), *client.lrange(keys.history(variant), 0, -1)]
+        served |= {(variant, p["publication"]) for p in map(decode_object, pointers) if p and "publication" in p}
+    owned: dict[str, set[str]] = {}
+    out: list[Violation] = []
+    counts: dict[str, int] = {}
+    for raw in client.scan_iter(match=f"{key_prefix}:*", count=5000):
+        key = raw.decode()
+        parts = key[len(key_prefix) + 1:].split(":")
+        kind = parts[0]
+        if kind in _PUBLICATION_KINDS and len(parts) >= 3 and (parts[1], parts[2]) not in served:
+            what = f"{parts[1]}/{parts[2]}"
+            counts[what] = counts.get(what, 0) + 1
+        elif kind == "hist" and len(parts) >= 3 and Keys.is_shared_namespace(parts[1]):
+            if parts[1] not in owned:
+                owners = {m.decode() for m in client.smembers(keys.hist_refs(parts[1]))}
+                owned[parts[1]] = {o for o in owners if tuple(o.split("/", 1)) not in served}
+                if not owners:
+                    out.append(Violation("redis_leftovers", f"history namespace {parts[1]} has keys and no owner"))
+            if owned[parts[1]]:
+                counts[f"plays of {parts[1]} owned by {sorted(owned[parts[1]])}"] = 1
+    out += [Violation("redis_leftovers", f"{n} key(s) of {what}, which is not served, left after the collection")
+            for what, n in sorted(counts.items())]
+    return out

@@ -183,10 +183,14 @@ def abandoned(client: Any, keys: Keys, variant: str, grace_seconds: float, *,
 
 def collect_abandoned(client: Any, keys: Keys, grace_seconds: float, *, dry_run: bool = False,
                       scan: bool = False, batch: int = 5000) -> list[dict[str, Any]]:
-    """Remove the abandoned publications of every rail in this Redis, and finish the removals whose remover
-    died. Returns one entry per publication removed (or, with ``dry_run``, that would be)."""
+    """Remove the abandoned publications of every rail in this Redis, and finish the removals (and the
+    collections of users' plays) whose remover died. Returns one entry per publication removed (or, with
+    ``dry_run``, that would be), and one per history namespace collected."""
     out: list[dict[str, Any]] = []
     now = time.time()
+    if not dry_run:  # the users' plays whose collection was interrupted
+        out += [{"variant": None, "publication": None, "history": ns, "reason": "history collection resumed"}
+                for ns in histories.sweep(client, keys, batch=batch)]
     for variant in variants(client, keys, scan=scan):
         if not dry_run:
             out += [{"variant": variant, "publication": p, "reason": "removal resumed"}
