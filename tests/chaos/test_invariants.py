@@ -155,6 +155,11 @@ def test_redis_leftovers_are_what_no_collection_can_find(redis_client) -> None:
     assert not redis_client.exists(k.rec("drama", "p0", "u1")) and redis_client.exists(k.rec("drama", "p1", "u1"))
     redis_client.set(k.rec("drama", "lost", "u1"), "[]")  # keys of a publication nobody registered
     redis_client.set(k.hist("@orphan.n5", "u1"), "[]")  # plays nobody owns
+    ghost = Keys.shared_hist_namespace("def", 5)  # plays whose only owner is a publication nobody serves
+    redis_client.sadd(k.hist_refs(ghost), "drama/ghost")
+    redis_client.set(k.hist(ghost, "u1"), "[]")
     found = sorted(v.detail for v in redis_leftovers(redis_client, "skyrec"))
+    assert any(ghost in v and "drama/ghost" in v for v in found), found
     assert [v.split(" ")[0:4] for v in found] == [["1", "key(s)", "of", "drama/lost,"],
+                                                 ["1", "key(s)", "of", "plays"],
                                                  ["history", "namespace", "@orphan.n5", "has"]], found
