@@ -9,7 +9,9 @@ a candidate with a list of ``similar_k`` = 20. One shard of all the users (``pre
 262,144 by default), ``history_items`` = 10. Timed: ``read_shard_plays`` + ``also_played`` +
 ``encode_history_sets`` + ``encode_also_sets`` against ``read_shard_plays`` + ``encode_history_sets``, best of
 2 each, and the RESP bytes written (the plays, shared by the rails of a snapshot, plus the rail's ``also``
-keys, against the plays alone). ``python benchmarks/bench_history.py [small|reference]``.
+keys, against the plays alone); the ``also`` keys as a packed publication writes them (item table positions,
+the default encoding) and, not timed, as a json one does (``value_bytes.also_played_json``).
+``python benchmarks/bench_history.py [small|reference]``.
 """
 
 from __future__ import annotations
@@ -106,18 +108,23 @@ def measure(users: int, items: int, plays: int, repeat: int = 2) -> dict[str, An
             plays, played = read_shard_plays(lake, rel, user_ids, HISTORY_ITEMS, keep_items=ids)
             also = also_played(plays, played, user_ids, ids, ids, lists, np.arange(len(ids)))
             data, n, _ = encode_history_sets("skyrec:hist:@snapshot.n10:", plays)  # shared by the rails
-            also_data, also_keys = encode_also_sets("skyrec:also:v:p:", plays, also)  # the rail's own
+            also_data, also_keys = encode_also_sets("skyrec:also:v:p:", plays, also,  # the rail's own, packed
+                                                    table_size=len(ids))
+            last["json"] = (data, plays, also)  # sized after the timing, as a json publication writes them
             return len(data) + len(also_data), also_keys
 
         runs: dict[str, list[float]] = {"plain": [], "also_played": []}
         cpu: dict[str, list[float]] = {"plain": [], "also_played": []}
-        sizes: dict[str, tuple[int, int]] = {}
+        sizes: dict[str, Any] = {}
+        last: dict[str, Any] = {}
         for _ in range(repeat):
             for name, fn in (("plain", plain), ("also_played", exact)):
                 t, c = time.perf_counter(), _cpu()
                 sizes[name] = fn()
                 runs[name].append(time.perf_counter() - t)
                 cpu[name].append(_cpu() - c)
+        data, plays, also = last.pop("json")
+        sizes["json"] = len(data) + len(encode_also_sets("skyrec:also:v:p:", plays, also)[0])
         best = {k: min(v) for k, v in runs.items()}
         return {
             "users": p["users"], "items": p["items"],
@@ -128,8 +135,10 @@ def measure(users: int, items: int, plays: int, repeat: int = 2) -> dict[str, An
             "cpu_seconds": {k: round(min(v), 3) for k, v in cpu.items()},
             "ratio_also_played_over_plain": round(best["also_played"] / best["plain"], 2),
             "users_with_older_plays_named": sizes["also_played"][1],
-            "value_bytes": {"plain": sizes["plain"][0], "also_played": sizes["also_played"][0]},
+            "value_bytes": {"plain": sizes["plain"][0], "also_played": sizes["also_played"][0],
+                            "also_played_json": sizes["json"]},
             "value_bytes_ratio": round(sizes["also_played"][0] / sizes["plain"][0], 3),
+            "value_bytes_ratio_json": round(sizes["json"] / sizes["plain"][0], 3),
             "peer": "the plain last-N history of the same shard (same scan, same snapshot, same run)",
         }
 

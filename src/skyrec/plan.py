@@ -436,7 +436,11 @@ def history_terms(coef: dict[str, Any], inputs: PlanInputs, r: dict[str, float])
         a = h["also_played_core_us"]
         core += a["per_user"] + a["per_play"] * plays
     entries = history_entries(inputs)
-    grow = h.get("also_played_bytes_ratio", 1.0) if also else 1.0
+    grow = 1.0
+    if also:  # the also ids are item table positions in a packed publication, JSON ids in a json one
+        grow = h.get("also_played_bytes_ratio", 1.0)
+        if inputs.encoding == "json":
+            grow = h.get("also_played_bytes_ratio_json", grow)
     if also and inputs.also_share is not None:  # the growth as measured, at this rail's share of users named
         grow = 1.0 + (grow - 1.0) * inputs.also_share / max(1e-9, float(h.get("also_played_users_share", 1.0)))
     b = h["bytes"]
@@ -1453,12 +1457,16 @@ def fit_history(sweep: dict[str, Any], encodings: dict[str, Any]) -> dict[str, A
     also_line = _line([(float(m["plays"]), (m["cpu_seconds"]["also_played"] - m["cpu_seconds"]["plain"])
                              / m["users"] * 1e6) for m in also])
     grow = [m["value_bytes"]["also_played"] / m["value_bytes"]["plain"] for m in also]
+    grow_json = [m["value_bytes"]["also_played_json"] / m["value_bytes"]["plain"] for m in also
+                 if "also_played_json" in m["value_bytes"]]
     named = [m["users_named"] / m["users"] for m in also if m.get("users_named") is not None]
     return {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
         "core_us": {"per_user": round(line[0], 3), "per_play": round(line[1], 4)},
         "also_played_core_us": {"per_user": round(also_line[0], 3), "per_play": round(also_line[1], 4)},
+        # the growth with packed also ids (the default encoding), and with json ids
         "also_played_bytes_ratio": round(sum(grow) / len(grow), 3),
+        **({"also_played_bytes_ratio_json": round(sum(grow_json) / len(grow_json), 3)} if grow_json else {}),
         # the share of users with older plays named in that measurement: the ratio holds at that share
         "also_played_users_share": round(sum(named) / len(named), 4) if named else 1.0,
         "bytes": sizes, **ratios,

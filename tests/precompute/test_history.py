@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skyrec.data.schemas import ACTIVITY
+from skyrec.publish.codec import ItemTable
 from skyrec.publish.keys import parse_also, parse_history
 from skyrec.publish.resp import count_commands, parse_commands
 from skyrec.scoring import history
@@ -147,6 +148,17 @@ def test_older_plays_go_into_the_rails_also_keys_and_both_history_forms_parse() 
     assert parse_also(parse_commands(data)[0][2]) == {'o"ld', "z"}
     assert encode_also_sets("also:", plays, pa.ListArray.from_arrays(pa.array([0, 0, 0], pa.int32()),
                                                                      pa.array([], pa.string()))) == (b"", 0)
+    # a packed publication: positions into its item table (the dictionary of the ids, in the table's order)
+    ids = pa.array(["p", "z", 'o"ld', "q"])
+    coded = pa.ListArray.from_arrays(pa.array([0, 2, 2], pa.int32()),
+                                     pa.DictionaryArray.from_arrays(pa.array([2, 1], pa.int32()), ids))
+    data, n = encode_also_sets("also:", plays, coded, table_size=4)
+    assert n == 1 and parse_commands(data) == [[b"SET", b"also:a", b"\x02\x00\x02\x02\x00\x01\x00"]]
+    assert parse_also(parse_commands(data)[0][2], ItemTable(tuple(ids.to_pylist()), 5)) == {'o"ld', "z"}
+    with pytest.raises(ValueError, match="a dictionary of its 5 ids"):  # not the table's ids: refused
+        encode_also_sets("also:", plays, coded, table_size=5)
+    with pytest.raises(ValueError, match="dictionary"):
+        encode_also_sets("also:", plays, also, table_size=4)
     # both value forms parse: the plain list, and the object older publications wrote
     assert parse_history(b'[["x", "2026-03-01T00:00:00Z"]]') == ([("x", "2026-03-01T00:00:00Z")], set())
     assert parse_history(b'{"plays": [["x"], 3, ["y", "t"]], "also_played": [1, "q"]}') == ([("y", "t")], {"q"})

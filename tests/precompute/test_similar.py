@@ -24,7 +24,7 @@ from skyrec.models.knn import ItemKNNModel
 from skyrec.models.representations import scores as contract_product
 from skyrec.publish import current
 from skyrec.publish.codec import ITEM_TABLE_FIELD, decode_value, parse_table
-from skyrec.publish.keys import Keys
+from skyrec.publish.keys import Keys, parse_also
 from skyrec.publish.resp import load_files
 from skyrec.scoring.topk import reference_topk
 from skyrec.storage import Lake
@@ -258,12 +258,13 @@ def test_users_whose_item_knn_links_run_out_get_the_most_played_candidates(confi
     assert tails > 20  # the rule is exercised
 
 
-@pytest.mark.parametrize("engine", ["local", "beam"])
-def test_because_you_played_never_offers_an_item_the_user_played(config_factory, redis_server, engine: str) -> None:
+@pytest.mark.parametrize(("engine", "encoding"), [("local", "packed"), ("beam", "packed"), ("local", "json")])
+def test_because_you_played_never_offers_an_item_the_user_played(config_factory, redis_server, engine: str,
+                                                                 encoding: str) -> None:
     """Only a user's last plays are published (``history_items``), but "because you played X" leaves out
     everything they played: the precompute computes the lists first and names, in each history value, the
     older plays found in the lists of the recent ones, in a key of the rail's (the Beam workers read them from
-    ``sim/lists.npz``).
+    ``sim/lists.npz``), in the publication's encoding (packed: item table positions).
     Checked through the API for every user against the whole activity snapshot."""
     from fastapi.testclient import TestClient
 
@@ -271,7 +272,7 @@ def test_because_you_played_never_offers_an_item_the_user_played(config_factory,
 
     cfg = config_factory({"precompute": {"k": 8, "similar_k": 8, "batch_size": 64, "shard_users": 100, "threads": 1,
                                          "engine": engine},
-                          "publish": {"redis_url": redis_server.url, "history_items": 3},
+                          "publish": {"redis_url": redis_server.url, "history_items": 3, "encoding": encoding},
                           "serve": {"redis_url": redis_server.url, "pointer_cache_seconds": 0.0,
                                     "access_log": False}})
     s = synth.build(cfg, n_users=200, n_items=150, bad_user=False, activity=True)
@@ -309,7 +310,8 @@ def test_because_you_played_never_offers_an_item_the_user_played(config_factory,
                     for seed in recent:
                         raw = r.get(keys.sim(VARIANT, ptr["publication"], seed))
                         lists |= {i for i, _ in decode_value(raw, _table(r, keys, ptr))} if raw else set()
-                    assert set(json.loads(also)) == (lists & mine) - recent, user
+                    assert (also[:1] == b"\x02") == (encoding == "packed"), also  # ids or item table positions
+                    assert parse_also(also, _table(r, keys, ptr)) == (lists & mine) - recent, user
                     older_in_lists += 1
         assert answered > 150 and older_in_lists == meta["also_played"]["users"]
     finally:

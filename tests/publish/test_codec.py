@@ -13,13 +13,16 @@ from skyrec.publish.codec import (
     ITEM_TABLE_FIELD,
     CodecError,
     ItemTable,
+    decode_also,
     decode_packed,
     decode_value,
+    encode_also_values,
     encode_packed_sets,
     encode_packed_values,
     parse_table,
     table_value,
 )
+from skyrec.publish.keys import parse_also
 from skyrec.publish.resp import count_commands, encode_rec_sets, fixed_width_fragments, load_files
 from skyrec.serve.store import parse_rec, parse_scored
 
@@ -176,3 +179,42 @@ def test_long_lists_and_constant_scores() -> None:
     assert len(got) == k and [i for i, _ in got] == [f"i{j}" for j in items[0]]
     data, _ = encode_packed_values(items[:, :3], np.full((1, 3), 0.25), np.array([3]), 5, 5000)
     assert [s for _, s in decode_packed(data, table)] == [0.25, 0.25, 0.25]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 69_999), max_size=300), max_size=40), st.sampled_from([150, 65_536, 70_000]))
+def test_packed_also_values_round_trip(sets: list[list[int]], table_size: int) -> None:
+    """The ``also`` ids of a packed publication: item table positions, 2 bytes each up to 65,536 items (4 above),
+    any number per user (a count of 128 and more takes a 2-byte varint), read back as the same id sets."""
+    sets = [[p % table_size for p in s] for s in sets]
+    table = ItemTable(tuple(f"i{j}" for j in range(table_size)), 5)
+    offsets = np.r_[0, np.cumsum([len(s) for s in sets])].astype(np.int64)
+    positions = np.array([p for s in sets for p in s], np.int64)
+    data, offs = encode_also_values(offsets, positions, table_size)
+    width = 4 if table_size > 65_536 else 2
+    for u, s in enumerate(sets):
+        raw = data[offs[u]:offs[u + 1]]
+        assert raw[0] == 0x02 and len(raw) == 2 + (1 if len(s) < 128 else 2) + width * len(s)
+        assert decode_also(raw, table) == {f"i{p}" for p in s}
+        assert parse_also(raw, table) == {f"i{p}" for p in s}
+
+
+def test_packed_also_values_refuse_and_name_what_is_wrong() -> None:
+    table = ItemTable(("a", "b", "c"), 5)
+    with pytest.raises(ValueError, match=r"within the item table \(0..2\)"):
+        encode_also_values(np.array([0, 1]), np.array([3]), 3)
+    with pytest.raises(ValueError, match="offsets must rise"):
+        encode_also_values(np.array([0, 2]), np.array([1]), 3)
+    data, _ = encode_also_values(np.array([0, 2]), np.array([2, 0]), 3)
+    assert data == b"\x02\x00\x02\x02\x00\x00\x00" and decode_also(data, table) == {"a", "c"}
+    with pytest.raises(CodecError, match="7 bytes does not hold 3 items"):
+        decode_also(b"\x02\x00\x03" + data[3:], table)
+    with pytest.raises(CodecError, match="truncated in its length"):
+        decode_also(b"\x02\x00\x80", table)
+    with pytest.raises(CodecError, match="beyond the item table"):
+        decode_also(b"\x02\x00\x01\x05\x00", table)
+    with pytest.raises(CodecError, match="not a packed also value"):
+        decode_also(b"\x01\x00\x00", table)
+    with pytest.raises(CodecError, match="no item table"):
+        parse_also(data, None)
+    assert parse_also(b'["a", 1]', None) == {"a"}  # a JSON value (json publications, and older packed ones)

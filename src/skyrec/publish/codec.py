@@ -20,6 +20,17 @@ pointer carry ``"encoding"``); the API reads both, so a rolling change never bre
            ``d`` is the publication's ``score_decimals``, stored once in the table. ~200 bytes at k = 50.
            Fixed widths keep the API's decoding in C (``struct``): a few microseconds for 50 items.
 
+The ``also`` keys of a packed publication (the older plays "because you played X" leaves out: a set of item
+ids, ``skyrec.publish.keys``) are positions into the same item table::
+
+             0x02                      tag (an id set)
+             flags                     bit 0: positions are uint32 (else uint16)
+             varint n                  number of items
+             n x uint16|uint32 (LE)    positions into the item table
+
+           2 bytes an id below 65,537 items (a JSON id costs its length + 3). ``encode_also_values`` writes them,
+           ``decode_also`` reads them; ``keys.parse_also`` reads either encoding.
+
 The item table is one field of the publication's items hash (``ITEM_TABLE_FIELD``, not a valid item id), so the
 publication still has one items key, removed with it: JSON ``{"encoding": "packed", "version": 1,
 "decimals": d, "items": ["item_id", ...]}`` in candidate order. The API reads it once per publication.
@@ -49,6 +60,7 @@ import numpy as np
 Encoding = Literal["json", "packed"]
 ENCODINGS: tuple[str, ...] = ("json", "packed")
 PACKED_TAG = 0x01
+ALSO_TAG = 0x02
 PACKED_VERSION = 1
 FLAG_WIDE = 0x01
 _GAP_WIDTH = (1, 2, 4, 8)  # bytes per score gap, by the flags' code (bits 1-2)
@@ -239,6 +251,58 @@ def encode_packed_sets(key_prefix: str, user_ids: Sequence[str], items: np.ndarr
         append(b"\r\n")
         n += 1
     return b"".join(pieces), n
+
+
+def encode_also_values(offsets: np.ndarray, positions: np.ndarray, table_size: int) -> tuple[bytes, np.ndarray]:
+    """The packed ``also`` values of a batch of users: user u's ids are ``positions[offsets[u]:offsets[u + 1]]``
+    (item table positions). Returns (all values concatenated, their offsets [b + 1]); a user with none gets a
+    value holding 0 items (the caller writes no key for them). ValueError for positions outside the table."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    positions = np.asarray(positions, dtype=np.int64)
+    b = offsets.size - 1
+    if b < 0 or (b and (offsets[0] != 0 or offsets[-1] != positions.size or (np.diff(offsets) < 0).any())):
+        raise ValueError("also values: offsets must rise from 0 to the number of positions")
+    if positions.size and (positions.min() < 0 or positions.max() >= table_size):
+        raise ValueError(f"also values: item positions must be within the item table (0..{table_size - 1})")
+    wide = table_size > 0x10000
+    iw = 4 if wide else 2
+    counts = np.diff(offsets)
+    n_bytes, n_len = _varints(counts[:, None])
+    head = np.concatenate([np.full((b, 1), ALSO_TAG, np.uint8), np.full((b, 1), FLAG_WIDE if wide else 0, np.uint8),
+                           n_bytes[:, 0, :]], axis=1)
+    head_len = 2 + n_len[:, 0]
+    head_data = head[np.arange(12)[None, :] < head_len[:, None]]  # row-major: the heads laid end to end
+    body = positions.astype("<u4" if wide else "<u2").view(np.uint8)
+    # each value is its head then its positions: interleave the two byte streams by value
+    sizes = head_len + counts * iw
+    out = np.empty(int(sizes.sum()), np.uint8)
+    starts = np.zeros(b + 1, np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    in_head = np.zeros(out.size, bool)
+    first = np.cumsum(head_len) - head_len  # where each head starts among the heads' bytes
+    in_head[np.repeat(starts[:-1] - first, head_len) + np.arange(int(head_len.sum()))] = True
+    out[in_head] = head_data
+    out[~in_head] = body
+    return out.tobytes(), starts
+
+
+def decode_also(raw: bytes | bytearray, table: ItemTable) -> set[str]:
+    """A packed ``also`` value as the set of its item ids. CodecError when it is malformed."""
+    size = len(raw)
+    if size < 3 or raw[0] != ALSO_TAG:
+        raise CodecError("not a packed also value")
+    wide = raw[1] & FLAG_WIDE
+    n, pos = _varint(raw, 2, "packed also value truncated in its length")
+    iw = 4 if wide else 2
+    if pos + n * iw != size:
+        raise CodecError(f"packed also value of {size} bytes does not hold {n} items")
+    if n == 0:
+        return set()
+    ids = table.item_ids
+    try:
+        return {ids[p] for p in struct.unpack_from(f"<{n}{'I' if wide else 'H'}", raw, pos)}
+    except IndexError:
+        raise CodecError(f"packed also value names a position beyond the item table ({len(ids)} items)") from None
 
 
 # ---- decoding (the API's hot path: plain Python, a few microseconds for 50 items) ----------------------------

@@ -44,11 +44,12 @@ sees a missing or mixed set. Values are UTF-8 JSON, except ``rec`` values in the
                                      was shared name ``{variant}:{pub}`` (``Keys.hist_namespace``), owned by
                                      the publication alone, whose values may be JSON {"plays": [...],
                                      "also_played": [...]} (``parse_history`` reads both forms)
-  {p}:also:{variant}:{pub}:{user_id} JSON ["item_id", ...]: the user's older plays in the "more like this"
-                                     lists of the recent plays, which "because you played X" leaves out too;
-                                     only for users who have some; owned by the publication (rail-specific:
-                                     they depend on the rail's lists). The pointer's "also_played" is true when
-                                     the publication has them
+  {p}:also:{variant}:{pub}:{user_id} the user's older plays in the "more like this" lists of the recent
+                                     plays, which "because you played X" leaves out too: in a packed
+                                     publication their positions in its item table (``codec.decode_also``),
+                                     else JSON ["item_id", ...]; only for users who have some; owned by the
+                                     publication (rail-specific: they depend on the rail's lists). The
+                                     pointer's "also_played" is true when the publication has them
   {p}:histrefs:{activity}            set of "<variant>/<pub>": the publications attached to a shared history
                                      namespace (its owners)
   {p}:histfiles:{activity}           set of the sha256 of the history RESP files fully loaded into it (a
@@ -67,6 +68,7 @@ import re
 from typing import Any
 
 from skyrec.config import ConfigError
+from skyrec.publish.codec import ALSO_TAG, CodecError, ItemTable, decode_also
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 
@@ -211,9 +213,15 @@ def parse_history(raw: bytes | str) -> tuple[list[tuple[str, str]], set[str]]:
     return plays, also
 
 
-def parse_also(raw: bytes | str) -> set[str]:
-    """An ``also`` value: the older plays "because you played X" leaves out on one rail. Entries that are not
-    strings are skipped; a value that is not a JSON list raises ValueError."""
+def parse_also(raw: bytes | str, table: ItemTable | None = None) -> set[str]:
+    """An ``also`` value: the older plays "because you played X" leaves out on one rail, packed (positions into
+    the publication's item ``table``, ``codec.decode_also``) or a JSON list. Entries of a JSON list that are not
+    strings are skipped; a value that is neither raises ValueError (``CodecError`` for a packed one, or one
+    without its table)."""
+    if isinstance(raw, bytes | bytearray) and raw[:1] == bytes([ALSO_TAG]):
+        if table is None:
+            raise CodecError("packed also value but the publication has no item table")
+        return decode_also(raw, table)
     value = json.loads(raw)
     if not isinstance(value, list):
         raise ValueError("an also_played value is a JSON list")

@@ -48,12 +48,13 @@ def encode_command(*args: str | bytes | int | float) -> bytes:
 
 
 def _concat_buffer(arr: pa.Array) -> bytes:
-    """The bytes of a string array's values laid end to end (no separators)."""
+    """The bytes of a string (or binary) array's values laid end to end (no separators)."""
     if isinstance(arr, pa.ChunkedArray):
         return b"".join(_concat_buffer(c) for c in arr.chunks)
     if len(arr) == 0:
         return b""
-    arr = arr.cast(pa.large_string()) if arr.type != pa.large_string() else arr
+    if arr.type not in (pa.large_string(), pa.large_binary()):
+        arr = arr.cast(pa.large_binary() if pa.types.is_binary(arr.type) else pa.large_string())
     offs = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=len(arr) + 1, offset=arr.offset * 8)
     return arr.buffers()[2].slice(int(offs[0]), int(offs[-1] - offs[0])).to_pybytes()
 
@@ -63,19 +64,22 @@ def _lengths(arr: pa.Array) -> pa.Array:
 
 
 def encode_sets(keys: pa.Array, values: pa.Array) -> bytes:
-    """``SET key value`` for every pair, vectorised. Keys and values are string arrays without nulls."""
+    """``SET key value`` for every pair, vectorised. Keys are a string array, values a string or binary array
+    (packed values), neither with nulls."""
     if len(keys) != len(values):
         raise ValueError(f"{len(keys)} keys for {len(values)} values")
     if len(keys) == 0:
         return b""
     if keys.null_count or values.null_count:
         raise ValueError("keys and values must not be null")
-    keys, values = keys.cast(pa.large_string()), values.cast(pa.large_string())
+    t = pa.large_binary() if pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type) \
+        else pa.large_string()
+    keys, values = keys.cast(t), values.cast(t)
     joined = pc.binary_join_element_wise(
-        pa.scalar("*3\r\n$3\r\nSET\r\n$", pa.large_string()), _lengths(keys).cast(pa.large_string()),
-        pa.scalar("\r\n", pa.large_string()), keys, pa.scalar("\r\n$", pa.large_string()),
-        _lengths(values).cast(pa.large_string()), pa.scalar("\r\n", pa.large_string()), values,
-        pa.scalar("\r\n", pa.large_string()), pa.scalar("", pa.large_string()))
+        pa.scalar(b"*3\r\n$3\r\nSET\r\n$", t), _lengths(keys).cast(t),
+        pa.scalar(b"\r\n", t), keys, pa.scalar(b"\r\n$", t),
+        _lengths(values).cast(t), pa.scalar(b"\r\n", t), values,
+        pa.scalar(b"\r\n", t), pa.scalar(b"", t))
     return _concat_buffer(joined)
 
 

@@ -10,7 +10,8 @@ of ``batch_size`` with the kernel and writes, for that shard:
   with none get no key: the API falls back), the list in the spec's ``encoding`` (``skyrec.publish.codec``:
   ``json`` ``[[item, score], ...]`` or ``packed`` candidate positions + quantised scores); with the "more like
   this" lists computed first (``similar_lists``) and a history, then one ``SET {p}:also:{variant}:{pub}:{user}``
-  per user whose older plays are in the lists of their recent plays;
+  per user whose older plays are in the lists of their recent plays (in the spec's encoding too: item ids, or
+  their candidate positions);
 - ``hist/part-NNNNN.resp``, when ``history_items > 0`` and an activity snapshot is given: one
   ``SET {p}:hist:{namespace}:{user} [[item, ts], ...]`` per user of the shard with plays
   (``skyrec.scoring.history``), in the namespace the rails of that snapshot share
@@ -445,7 +446,9 @@ class Scorer:
             also = also_played(plays, played, user_ids,
                                self._seed_ids(), self.cand_ids, lists, self.candidates.item_to_cand)
         data, n, items = encode_history_sets(self.hist_prefix, plays)
-        also_data, also_keys = encode_also_sets(self.also_prefix, plays, also) if also is not None else (b"", 0)
+        also_data, also_keys = (encode_also_sets(self.also_prefix, plays, also,  # packed: item table positions
+                                                 table_size=len(self.candidates) if self.encoding == "packed" else None)
+                                if also is not None else (b"", 0))
         lengths = np.diff(also.offsets.to_numpy()) if also is not None else np.zeros(0, np.int32)
         probes = {c[1].decode()[len(self.hist_prefix):]: c[2].decode() for c in first_commands(data, 2)}
         return data, also_data, {"hist_keys": n, "history_items": items, "also_played_users": also_keys,

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from skyrec.publish.codec import encode_also_values
 from skyrec.publish.resp import encode_sets
 from skyrec.scoring.topk import _compiled
 
@@ -284,22 +285,35 @@ def encode_history_sets(key_prefix: str, plays: pa.Table) -> tuple[bytes, int, l
     return encode_sets(keys, values), int(starts.size), pc.unique(items).to_pylist()
 
 
-def encode_also_sets(key_prefix: str, plays: pa.Table, also: pa.ListArray) -> tuple[bytes, int]:
-    """``SET <key_prefix><user> ["item", ...]`` for every user of ``plays`` (``top_plays``'s output) whose
-    ``also`` entry (``also_played``, aligned with the users) is not empty: the older plays "because you
-    played X" leaves out on this rail (its lists decide which). Returns (bytes, number of commands)."""
+def encode_also_sets(key_prefix: str, plays: pa.Table, also: pa.ListArray, *,
+                     table_size: int | None = None) -> tuple[bytes, int]:
+    """``SET <key_prefix><user> <ids>`` for every user of ``plays`` (``top_plays``'s output) whose ``also``
+    entry (``also_played``, aligned with the users) is not empty: the older plays "because you played X"
+    leaves out on this rail (its lists decide which). The ids are a JSON list, or, with ``table_size`` (a
+    packed publication), item table positions (``codec.encode_also_values``): ``also`` must then be
+    dictionary-encoded over the table's ids, in its order. Returns (bytes, number of commands)."""
     if plays.num_rows == 0 or len(also.values) == 0:
         return b"", 0
     users, _, _, starts = _user_runs(plays)
     if len(also) != starts.size:
         raise ValueError(f"also_played: {len(also)} entries for {starts.size} users")
     ids = also.values
+    some = pc.greater(pc.list_value_length(also), 0)
+    keys = pc.binary_join_element_wise(key_prefix, users.take(pa.array(starts)), "")
+    n = int(pc.sum(some.cast(pa.int64())).as_py() or 0)
+    if table_size is not None:
+        if not pa.types.is_dictionary(ids.type) or len(ids.dictionary) != table_size:
+            raise ValueError("also_played: packed ids need positions into the item table "
+                             f"(a dictionary of its {table_size} ids)")
+        offsets = also.offsets.to_numpy().astype(np.int64)
+        positions = ids.indices.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
+        data, offs = encode_also_values(offsets - offsets[0], positions, table_size)
+        values = pa.Array.from_buffers(pa.large_binary(), len(also), [None, pa.py_buffer(offs), pa.py_buffer(data)])
+        return encode_sets(keys.filter(some), values.filter(some)), n
     if pa.types.is_dictionary(ids.type):  # escaped once per distinct id, not once per occurrence
         quoted = pc.binary_join_element_wise("\"", _json_string(ids.dictionary), "\"", "").take(ids.indices)
     else:
         quoted = pc.binary_join_element_wise("\"", _json_string(ids), "\"", "")
     values = pc.binary_join_element_wise("[", pc.binary_join(pa.ListArray.from_arrays(also.offsets, quoted), ","),
                                          "]", "")
-    some = pc.greater(pc.list_value_length(also), 0)
-    keys = pc.binary_join_element_wise(key_prefix, users.take(pa.array(starts)), "")
-    return encode_sets(keys.filter(some), values.filter(some)), int(pc.sum(some.cast(pa.int64())).as_py() or 0)
+    return encode_sets(keys.filter(some), values.filter(some)), n

@@ -575,8 +575,8 @@ class Store:
         if not isinstance(activity, str):
             return BecauseAnswer(pointer, None, None, None, [], "the publication carries no play history")
         plays, older = await self.history_entry(
-            activity, user_id, also=self.keys.also(variant, pub, user_id) if pointer.get("also_played") else None
-        ) or ([], set())
+            activity, user_id, also=self.keys.also(variant, pub, user_id) if pointer.get("also_played") else None,
+            table=entry.table) or ([], set())
         if not plays:
             return BecauseAnswer(pointer, None, None, None, [], "no recent plays published for this user")
         played = {i for i, _ in plays} | older
@@ -640,12 +640,13 @@ class Store:
         entry = await self.history_entry(activity, user_id)
         return None if entry is None else entry[0]
 
-    async def history_entry(self, activity: str, user_id: str, *, also: str | None = None
-                            ) -> tuple[list[tuple[str, str]], set[str]] | None:
+    async def history_entry(self, activity: str, user_id: str, *, also: str | None = None,
+                            table: ItemTable | None = None) -> tuple[list[tuple[str, str]], set[str]] | None:
         """The user's history value: recent plays newest first, and the older plays "because you played"
         also leaves out: from the publication's ``also`` key when given (one MGET with the plays, which the
-        rails of a snapshot share), else from the value itself (publications from before histories were
-        shared; ``skyrec.publish.keys.parse_history``). None: no history key."""
+        rails of a snapshot share; packed ids are positions in the publication's item ``table``), else from
+        the value itself (publications from before histories were shared;
+        ``skyrec.publish.keys.parse_history``). None: no history key."""
         if also is None:
             raw, raw_also = await self.redis.get(self.keys.hist(activity, user_id)), None
         else:
@@ -655,7 +656,7 @@ class Store:
         try:
             plays, older = parse_history(raw)
             if raw_also is not None:
-                older |= parse_also(raw_also)
+                older |= parse_also(raw_also, table)
         except ValueError:
             log.error("unreadable history", extra={"user_id": user_id})
             return [], set()
