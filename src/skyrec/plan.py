@@ -436,23 +436,33 @@ def history_terms(coef: dict[str, Any], inputs: PlanInputs, r: dict[str, float])
         a = h["also_played_core_us"]
         core += a["per_user"] + a["per_play"] * plays
     entries = history_entries(inputs)
-    grow = 1.0
-    if also:  # the also ids are item table positions in a packed publication, JSON ids in a json one
-        grow = h.get("also_played_bytes_ratio", 1.0)
-        if inputs.encoding == "json":
-            grow = h.get("also_played_bytes_ratio_json", grow)
-    if also and inputs.also_share is not None:  # the growth as measured, at this rail's share of users named
-        grow = 1.0 + (grow - 1.0) * inputs.also_share / max(1e-9, float(h.get("also_played_users_share", 1.0)))
+    json_ids = inputs.encoding == "json"  # the also ids: item table positions when packed, JSON ids in json
+
+    def measured(key: str) -> float | None:
+        return h.get(key + "_json", h.get(key)) if json_ids else h.get(key)
+
+    def at_share(g: float) -> float:
+        """The values' growth with the also keys (1 without lists), at this rail's share of users named."""
+        if not also:
+            return 1.0
+        if inputs.also_share is not None:  # the growth as measured, at this rail's share of users named
+            g = 1.0 + (g - 1.0) * inputs.also_share / max(1e-9, float(h.get("also_played_users_share", 1.0)))
+        return g
+
+    resp_growth = float(measured("also_played_bytes_ratio") or 1.0)
+    grow = at_share(resp_growth)  # of the RESP (and RDB) bytes
+    grow_redis = at_share(float(measured("also_played_redis_bytes_ratio") or resp_growth))  # of what Redis holds
     b = h["bytes"]
-    size = {name: (b[name]["per_key"] + b[name]["per_play"] * entries) * grow for name in ("resp", "redis", "rdb")}
+    size = {name: (b[name]["per_key"] + b[name]["per_play"] * entries) * (grow_redis if name == "redis" else grow)
+            for name in ("resp", "redis", "rdb")}
     basis = b["resp"]["per_key"] + b["resp"]["per_play"] * h["basis"]["history_items"]
     scale = size["resp"] / basis if basis > 0 else 1.0
     return {"core_us": core, "entries": entries, "resp_bytes": size["resp"], "redis_bytes": size["redis"],
             "rdb_bytes": size["rdb"], "dump_wall_us": r["dump_wall_us"] * h["dump_ratio"] * scale,
             "publish_wall_us": r["publish_wall_us"] * h["publish_ratio"] * scale,
-            # the plays' part of the bytes and the publication: held once for every rail of the snapshot (the
-            # rest, the rail's also_played keys, once per rail)
-            "plays_fraction": 1.0 / grow}
+            # the plays' part of the publication and of Redis: loaded and held once for every rail of the
+            # snapshot (the rest, the rail's also_played keys, once per rail)
+            "plays_fraction": 1.0 / grow, "redis_plays_fraction": 1.0 / grow_redis}
 
 
 def _per_rail(coef: dict[str, Any], enc: str, k: int) -> dict[str, float]:
@@ -490,7 +500,7 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
     # once for the rails of the snapshot; the rails' also_played keys, once per rail
     hist = history_terms(coef, p, r)
     none = {"core_us": 0.0, "resp_bytes": 0.0, "redis_bytes": 0.0, "rdb_bytes": 0.0, "dump_wall_us": 0.0,
-            "publish_wall_us": 0.0, "entries": 0.0, "plays_fraction": 1.0}
+            "publish_wall_us": 0.0, "entries": 0.0, "plays_fraction": 1.0, "redis_plays_fraction": 1.0}
     hr = hist or none
     history_core_s = ur * hr["core_us"] / 1e6
     compute_core_s += history_core_s
@@ -516,8 +526,9 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
     df = _dataflow(p, compute_core_s, p.rails * r["compute_fixed_s"], dump_wall + publish_wall)
 
     # the rec keys, plus per publication its items hash, item table, fallback and users sample
-    plays_redis = p.users * hr["redis_bytes"] * shared  # once, whatever the rails
-    history_redis = plays_redis + ur * hr["redis_bytes"] * (1 - shared)
+    held = hr["redis_plays_fraction"]
+    plays_redis = p.users * hr["redis_bytes"] * held  # once, whatever the rails
+    history_redis = plays_redis + ur * hr["redis_bytes"] * (1 - held)
     pub_bytes = (ur * r["redis_bytes"] + history_redis + sr * rs["redis_bytes"]
                  + p.rails * p.candidates * r["redis_fixed_bytes_per_candidate"])
     peak_bytes = pub_bytes * (p.keep_versions + 1)
@@ -823,8 +834,8 @@ def render(result: dict[str, Any], source: str) -> Any:
               f"jobs.cost: {p['vcpu_hour']} per vCPU-hour, {p['gb_hour']} per GB-hour")
     t.add_row("Redis, one publication of every rail", _size(f["redis_publication_bytes"]),
               f"{r['redis_bytes']:.0f} bytes per user-rail ({p['encoding']})"
-              + (f" + history: {r['history_redis_bytes'] * r['history_plays_fraction']:.0f} per user, shared by the"
-                 f" rails, {r['history_redis_bytes'] * (1 - r['history_plays_fraction']):.0f} per user-rail"
+              + (f" + history: {r['history_redis_bytes'] * r['history_redis_plays_fraction']:.0f} per user, shared by"
+                 f" the rails, {r['history_redis_bytes'] * (1 - r['history_redis_plays_fraction']):.0f} per user-rail"
                  f" ({_size(f['history_redis_bytes'])} in all)"
                  if r.get("history_redis_bytes") else ""))
     t.add_row("Redis, peak during a switch", _size(f["redis_peak_bytes"]),
@@ -1409,7 +1420,7 @@ def history_sweep(users: int = 200_000, plays: tuple[int, ...] = (20, 40), histo
         progress(f"history: also_played on one shard, {users:,} users, {n} plays each")
         m = bench_history.measure(users=users, items=20_000, plays=n)
         also.append({"plays": n, "users": users, "cpu_seconds": m["cpu_seconds"], "value_bytes": m["value_bytes"],
-                     "users_named": m["users_with_older_plays_named"]})
+                     "redis_bytes": m["redis_bytes"], "users_named": m["users_with_older_plays_named"]})
     return {"runs": runs, "also_played": also}
 
 
@@ -1459,6 +1470,10 @@ def fit_history(sweep: dict[str, Any], encodings: dict[str, Any]) -> dict[str, A
     grow = [m["value_bytes"]["also_played"] / m["value_bytes"]["plain"] for m in also]
     grow_json = [m["value_bytes"]["also_played_json"] / m["value_bytes"]["plain"] for m in also
                  if "also_played_json" in m["value_bytes"]]
+    held = [m["redis_bytes"] for m in also if m.get("redis_bytes")]  # what Redis holds, where measured
+    redis_ratios = {f"also_played_redis_bytes_ratio{suffix}": round(sum(r[name] / r["plain"] for r in held)
+                                                                    / len(held), 3)
+                    for suffix, name in (("", "also_played"), ("_json", "also_played_json")) if held}
     named = [m["users_named"] / m["users"] for m in also if m.get("users_named") is not None]
     return {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
@@ -1467,6 +1482,7 @@ def fit_history(sweep: dict[str, Any], encodings: dict[str, Any]) -> dict[str, A
         # the growth with packed also ids (the default encoding), and with json ids
         "also_played_bytes_ratio": round(sum(grow) / len(grow), 3),
         **({"also_played_bytes_ratio_json": round(sum(grow_json) / len(grow_json), 3)} if grow_json else {}),
+        **redis_ratios,
         # the share of users with older plays named in that measurement: the ratio holds at that share
         "also_played_users_share": round(sum(named) / len(named), 4) if named else 1.0,
         "bytes": sizes, **ratios,

@@ -676,6 +676,13 @@ def test_the_history_step_is_planned_per_user_and_rail(coef: dict) -> None:
         "history_redis_bytes"] == pytest.approx((140 + 380) * 1.5)
     assert p.plan(replace(base, history_items=10, similar_k=20), as_json)["per_user_rail"][
         "history_redis_bytes"] == pytest.approx((140 + 380) * 1.2)
+    # where Redis's own growth was measured, Redis follows it (the files still the RESP bytes'), also the split
+    # between the plays the rails share and the rails' own keys
+    held = {**c, "history": {**c["history"], "also_played_redis_bytes_ratio": 1.3}}
+    both = p.plan(replace(base, history_items=10, similar_k=20), held)
+    assert both["per_user_rail"]["history_redis_bytes"] == pytest.approx((140 + 380) * 1.3)
+    assert both["per_user_rail"]["history_resp_bytes"] == pytest.approx((100 + 360) * 1.2)
+    assert both["figures"]["history_redis_bytes"] == pytest.approx(1_000_000 * (140 + 380) + ur * (140 + 380) * 0.3)
     # the plays once for the six rails, the older plays the lists name (the values' growth) once per rail
     assert with_lists["figures"]["history_redis_bytes"] == pytest.approx(
         1_000_000 * (140 + 380) + ur * (140 + 380) * 0.2)
@@ -737,7 +744,8 @@ def test_the_history_step_is_fitted_from_runs_with_and_without_it() -> None:
     sweep = {"runs": [run(20, 0), run(20, 10), run(40, 0), run(40, 10), run(20, 5)],
              "also_played": [{"plays": n, "users": 1_000, "cpu_seconds": {"plain": 1.0, "also_played": 1.0 + (
                  3.0 + 0.2 * n) * 1_000 / 1e6}, "value_bytes": {"plain": 100, "also_played": 125,
-                                                                  "also_played_json": 150}} for n in (20, 40)]}
+                                                                  "also_played_json": 150},
+                 "redis_bytes": {"plain": 200, "also_played": 260, "also_played_json": 300}} for n in (20, 40)]}
     h = p.fit_history(sweep, {"packed": {"dump_fixed_s": 0.5, "publish_fixed_s": 1.0}})
     assert h["core_us"] == pytest.approx({"per_user": 12.0, "per_play": 0.5}, rel=1e-3)
     assert h["also_played_core_us"] == pytest.approx({"per_user": 3.0, "per_play": 0.2}, rel=1e-3)
@@ -745,4 +753,5 @@ def test_the_history_step_is_fitted_from_runs_with_and_without_it() -> None:
     assert h["bytes"]["rdb"] == pytest.approx({"per_key": 75, "per_play": 36})
     assert (h["dump_ratio"], h["publish_ratio"], h["also_played_bytes_ratio"]) == pytest.approx((1.5, 0.8, 1.25))
     assert h["also_played_bytes_ratio_json"] == pytest.approx(1.5)
+    assert (h["also_played_redis_bytes_ratio"], h["also_played_redis_bytes_ratio_json"]) == pytest.approx((1.3, 1.5))
     assert h["basis"]["history_items"] == 10
