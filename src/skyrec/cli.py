@@ -506,6 +506,14 @@ def status(
         p.add_row(row["variant"], row["publication"] or "[red]none[/red]", row["model_version"] or "-",
                   row["age"], str(row["users"] or "-"))
     console.print(p)
+    mem = info.get("redis_memory") or {}
+    if mem.get("checked"):
+        limit = mem["maxmemory"]
+        share = f" of maxmemory {limit / 1e6:,.1f} MB ({mem['used_memory'] / limit:.0%})" if limit else " (no maxmemory)"
+        console.print(f"serving Redis: {mem['used_memory'] / 1e6:,.1f} MB used{share}, "
+                      f"maxmemory-policy {escape(str(mem['maxmemory_policy']))}")
+    if mem.get("problem"):
+        console.print(f"[bold red]warning:[/bold red] {escape(mem['problem'])}")
     left = info.get("redis_leftovers") or {}
     for rail in left.get("unconfigured_rails") or ():
         console.print(f"[yellow]rail {escape(rail)} is in the serving Redis but not in the configuration[/yellow]: "

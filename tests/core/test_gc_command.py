@@ -114,3 +114,20 @@ def test_retire_command_removes_an_unconfigured_rail_only(skyrec_home: Path, red
     assert redis_client.exists(K.hist(ns, "u1"))  # comedy_featured still serves those plays
     assert redis_client.smembers(K.hist_refs(ns)) == {b"comedy_featured/c1"}
     assert "old_rail" not in _skyrec(env, "status").stdout
+
+
+def test_status_shows_redis_memory_and_warns_of_a_policy_that_evicts_any_key(skyrec_home: Path, redis_server,
+                                                                             redis_client) -> None:
+    env = _env(skyrec_home, redis_server.url)
+    try:
+        redis_client.config_set("maxmemory", 500_000_000)
+        out = _skyrec(env, "status")
+        shown = " ".join(out.stdout.split())  # as a person reads it, whatever the terminal's wrapping
+        assert out.returncode == 0, out.stderr
+        assert "of maxmemory 500.0 MB (0%), maxmemory-policy noeviction" in shown and "warning" not in shown, shown
+        redis_client.config_set("maxmemory-policy", "allkeys-lru")
+        shown = " ".join(_skyrec(env, "status").stdout.split())
+        assert "warning: the serving Redis evicts any key when full (maxmemory-policy allkeys-lru)" in shown, shown
+    finally:
+        redis_client.config_set("maxmemory", 0)
+        redis_client.config_set("maxmemory-policy", "noeviction")

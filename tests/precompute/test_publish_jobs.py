@@ -390,3 +390,36 @@ def test_rolling_encoding_change_json_packed_and_back(config_factory, redis_serv
     redis_client.set(keys.rec(VARIANT, second, victim), raw[:3] + bytes([raw[3] ^ 1]) + raw[4:])
     with pytest.raises(VerificationError, match="items differ"):
         check_probes(redis_client, keys, VARIANT, second, probes)
+
+
+def test_a_full_or_evicting_redis_is_refused_before_the_load(cfg, redis_client) -> None:
+    """The real job estimates what its load adds (its RESP files and the keys' own cost) and refuses, before a key
+    is written, a load Redis's maxmemory has no room for (retryable: exit 1) and a Redis that may evict any key
+    (a configuration to change: exit 4, not retried); the pointer stays. With room, the estimate is in the
+    range of what the load did add."""
+    keys = Keys(cfg.publish.key_prefix)
+    _job("compute_predictions", cfg, 0)
+    _job("publish_predictions", cfg, 0)
+    before = current(redis_client, keys, VARIANT)
+    new = _job("compute_predictions", cfg, 1)
+    pub = Lake.from_config(cfg).require(new["outputs"][0]).meta["publication"]
+    try:
+        redis_client.config_set("maxmemory", int(redis_client.info("memory")["used_memory"]) + 20_000)
+        code, payload = execute("publish_predictions", config=cfg, run=_run(1), params={"variant": VARIANT})
+        assert code == 1 and "RedisMemoryError" in payload["error"] and "needs about" in payload["error"], payload
+        redis_client.config_set("maxmemory", 0)
+        redis_client.config_set("maxmemory-policy", "allkeys-lru")
+        code, payload = execute("publish_predictions", config=cfg, run=_run(1), params={"variant": VARIANT})
+        assert code == 4 and "maxmemory-policy allkeys-lru" in payload["error"], payload
+        assert current(redis_client, keys, VARIANT) == before
+        assert not list(redis_client.scan_iter(match=f"{cfg.publish.key_prefix}:*:{VARIANT}:{pub}*"))
+        assert redis_client.zscore(keys.publications(VARIANT), pub) is None
+    finally:
+        redis_client.config_set("maxmemory", 0)
+        redis_client.config_set("maxmemory-policy", "noeviction")
+    done = _job("publish_predictions", cfg, 1)
+    assert current(redis_client, keys, VARIANT)["publication"] == pub
+    assert done["memory"]["checked"] and done["memory"]["maxmemory_policy"] == "noeviction"
+    held = sum(redis_client.memory_usage(k)  # what Redis holds for the publication's keys (MEMORY USAGE)
+               for k in redis_client.scan_iter(match=f"{cfg.publish.key_prefix}:*:{VARIANT}:{pub}*"))
+    assert 0.7 * held <= done["memory"]["needed_bytes"] <= 1.5 * held, (done["memory"], held)

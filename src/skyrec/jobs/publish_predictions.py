@@ -28,6 +28,22 @@ def serving_client(ctx: JobContext) -> Any:
     return redis.Redis.from_url(ctx.config.publish.redis_url, socket_timeout=30, socket_connect_timeout=5)
 
 
+def load_estimate(client: Any, keys: Any, pred: Any, meta: dict[str, Any], hist: list[Any],
+                  activity: str | None) -> int:
+    """About what loading the publication adds to Redis: its RESP files' bytes (the history files the shared
+    namespace does not hold yet among them) plus Redis's own cost of each key and of each field of its items
+    hash (``KEY_OVERHEAD_BYTES``)."""
+    from skyrec.publish import histories
+    from skyrec.publish.publisher import KEY_OVERHEAD_BYTES
+
+    own = [pred.file(name) for name in meta["resp_files"]]
+    done = histories.loaded_files(client, keys, activity) if hist and activity else set()
+    todo = [f for f in hist if f.sha256 not in done]
+    files = own + todo
+    entries = sum(int(f.rows or 0) for f in files) + int(meta.get("items") or 0)
+    return sum(int(f.size) for f in files) + KEY_OVERHEAD_BYTES * entries
+
+
 def run(ctx: JobContext) -> dict[str, Any]:
     import redis
 
@@ -109,14 +125,17 @@ def run(ctx: JobContext) -> dict[str, Any]:
         # a publication of any rail registered longer ago than any job may run, never served: nobody will
         # finish it (skyrec.publish.removal)
         abandoned_after = cfg.storage.gc_grace_hours * 3600.0
+        need_bytes = load_estimate(client, keys, pred, meta, hist, activity)
         if cfg.publish.strategy == "swapdb":
             result = publish_swapdb(client, keys, variant, pointer, load=load, expected_commands=int(meta["commands"]),
                                     verify=verify, keep_versions=cfg.publish.keep_versions,
-                                    spare_db=cfg.publish.swapdb_spare_db, abandoned_after=abandoned_after)
+                                    spare_db=cfg.publish.swapdb_spare_db, abandoned_after=abandoned_after,
+                                    need_bytes=need_bytes)
         else:
             result = publish_versioned(client, keys, variant, pointer, load=lambda: load(None),
                                        expected_commands=int(meta["commands"]), verify=verify,
-                                       keep_versions=cfg.publish.keep_versions, abandoned_after=abandoned_after)
+                                       keep_versions=cfg.publish.keep_versions, abandoned_after=abandoned_after,
+                                       need_bytes=need_bytes)
     finally:
         client.close()
         import shutil

@@ -28,8 +28,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from skyrec.config import ConfigError
 from skyrec.publish import histories, removal
 from skyrec.publish.keys import Keys, decode_object
+from skyrec.publish.resp import RedisLoadError
 
 
 class PublishError(RuntimeError):
@@ -42,6 +44,70 @@ class RedisUnavailableError(PublishError):
     """Redis could not be reached (or dropped the connection). Retryable; nothing was switched."""
 
     retryable = True
+
+
+class RedisMemoryError(PublishError):
+    """The publication does not fit: Redis's ``maxmemory`` leaves less room than the load needs (checked before
+    loading, nothing written), or Redis refused writes when full during the load (``-OOM``; the partial load
+    was removed at once, so the memory it held is free again). Retryable: a removal elsewhere may make room;
+    the message names the figures and what makes room for good."""
+
+    retryable = True
+
+
+class RedisEvictsKeysError(PublishError, ConfigError):
+    """The serving Redis may evict any key when full (``maxmemory-policy allkeys-*``): a served publication
+    could lose keys without anyone noticing. A configuration to change, not a failure to retry."""
+
+
+#: the eviction policies under which Redis may evict any key, a served publication's among them
+EVICTING_POLICIES = frozenset({"allkeys-lru", "allkeys-lfu", "allkeys-random"})
+#: what Redis holds for one key beyond its RESP bytes (the dict entry and object headers, allocator rounding,
+#: less the RESP framing): enough that the estimate of a load is not below what it takes
+KEY_OVERHEAD_BYTES = 64
+
+
+def check_memory(client: Any, need_bytes: int | None) -> dict[str, Any]:
+    """Before a load: refuse a Redis that may evict any key (RedisEvictsKeysError), and a load of about
+    ``need_bytes`` that its ``maxmemory`` has no room for (RedisMemoryError; None: the policy only). Returns the
+    figures it looked at (``checked`` False where ``INFO memory`` is not allowed, as on some managed services)."""
+    import redis
+
+    try:
+        info = client.info("memory")
+    except redis.exceptions.ResponseError as exc:
+        return {"checked": False, "reason": f"INFO memory refused: {exc}"}
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0) or 0)
+    out = {"checked": True, "used_memory": used, "maxmemory": limit, "maxmemory_policy": policy,
+           "needed_bytes": need_bytes}
+    if policy in EVICTING_POLICIES:
+        raise RedisEvictsKeysError(
+            f"the serving Redis evicts any key when full (maxmemory-policy {policy}): a served publication could "
+            "lose keys; set maxmemory-policy noeviction (or a volatile-* policy) and size maxmemory for "
+            "publish.keep_versions + 1 publications of every rail (skyrec plan)")
+    if need_bytes is not None and limit and used + need_bytes > limit:
+        raise RedisMemoryError(
+            f"the publication needs about {need_bytes / 1e6:,.1f} MB and Redis holds {used / 1e6:,.1f} MB of its "
+            f"maxmemory {limit / 1e6:,.1f} MB: nothing was loaded (retryable). Make room for good: raise maxmemory, "
+            "lower publish.keep_versions, run `skyrec gc` for loads nobody finished, `skyrec retire` rails no "
+            "longer configured")
+    return out
+
+
+def _load_out_of_memory(client: Any, keys: Keys, variant: str, pub: str, exc: Exception) -> RedisMemoryError:
+    """Redis refused writes when full during the load: remove what it did load (it is this attempt's
+    registration and never served), so the memory it holds is free again, and say so."""
+    import redis
+
+    try:
+        removed = removal.remove(client, keys, variant, pub, when_full=True)
+        gone = (f"the partial load was removed ({removed:,} keys)" if removed is not None else
+                "the partial load stays for the next cleanup (another remover holds it, or it is served)")
+    except redis.exceptions.RedisError as refused:  # e.g. a Redis before 7 (no script flags)
+        gone = f"the partial load stays for the next cleanup (its removal failed: {refused})"
+    return RedisMemoryError(f"{pub}: Redis refused writes when full (maxmemory reached) during the load: {exc}; "
+                            f"{gone}; nothing was switched (retryable)")
 
 
 class RemovedConcurrentlyError(PublishError):
@@ -65,7 +131,12 @@ def _load_and_prove(client: Any, keys: Keys, variant: str, pub: str, load: Calla
             histories.attach(client, keys, history, variant, pub, wait_seconds=history_wait)
         except histories.HistoryBusy as exc:
             raise RedisUnavailableError(f"{pub}: {exc} (retryable; nothing was switched)") from exc
-    loaded = load()
+    try:
+        loaded = load()
+    except RedisLoadError as exc:
+        if exc.out_of_memory:
+            raise _load_out_of_memory(client, keys, variant, pub, exc) from exc
+        raise
     if loaded != expected_commands:
         raise PublishError(f"{pub}: {loaded} commands acknowledged, expected {expected_commands}")
     if not publication_present(client, keys, variant, pub):
@@ -205,9 +276,11 @@ def cleanup(redis_client: Any, keys: Keys, variant: str, keep_versions: int, *,
 def publish_versioned(redis_client: Any, keys: Keys, variant: str, pointer: dict[str, Any], *,
                       load: Callable[[], int], expected_commands: int, verify: Callable[[Any, str], None],
                       keep_versions: int, history_wait: float = 300.0,
-                      abandoned_after: float | None = None) -> dict[str, Any]:
+                      abandoned_after: float | None = None, need_bytes: int | None = None) -> dict[str, Any]:
     """Load the publication named in ``pointer`` (``load()`` returns the commands acknowledged), prove it,
-    switch, clean up. Raises RedisUnavailableError (retryable) or PublishError; never half-switches."""
+    switch, clean up. ``need_bytes``: about what the load adds to Redis, checked against its ``maxmemory``
+    first (``check_memory``). Raises RedisUnavailableError or RedisMemoryError (retryable), or PublishError;
+    never half-switches."""
     pub = pointer["publication"]
     errors = _redis_errors()
     try:
@@ -217,6 +290,7 @@ def publish_versioned(redis_client: Any, keys: Keys, variant: str, pointer: dict
             verify(redis_client, pub)
             return {"publication": pub, "note": "already current", "previous": None, "loaded_commands": 0,
                     "cleanup": cleanup(redis_client, keys, variant, keep_versions, abandoned_after=abandoned_after)}
+        memory = check_memory(redis_client, need_bytes)
         loaded = _load_and_prove(redis_client, keys, variant, pub, load, expected_commands, verify,
                                  pointer.get("activity"), history_wait)
         previous = _switch(redis_client, keys, variant, pointer, keep_versions,
@@ -230,15 +304,16 @@ def publish_versioned(redis_client: Any, keys: Keys, variant: str, pointer: dict
         raise RedisUnavailableError(f"Redis unavailable while publishing {variant!r}/{pub}: {exc} "
                                     "(retryable; the pointer was not switched unless the switch completed)") from exc
     return {"publication": pub, "previous": (previous or {}).get("publication"), "loaded_commands": loaded,
-            "cleanup": removed}
+            "cleanup": removed, "memory": memory}
 
 
 def publish_swapdb(redis_client: Any, keys: Keys, variant: str, pointer: dict[str, Any], *,
                    load: Callable[[int], int], expected_commands: int, verify: Callable[[Any, str], None],
                    keep_versions: int, spare_db: int, history_wait: float = 300.0,
-                   abandoned_after: float | None = None) -> dict[str, Any]:
+                   abandoned_after: float | None = None, need_bytes: int | None = None) -> dict[str, Any]:
     """Build the next state in ``spare_db`` (copy of the live db + new publication + switched pointer),
-    then SWAPDB. See the module doc for the tradeoff."""
+    then SWAPDB. See the module doc for the tradeoff. ``need_bytes`` as for ``publish_versioned``; the copy
+    of the live db counts too."""
     import redis
 
     pub = pointer["publication"]
@@ -253,6 +328,9 @@ def publish_swapdb(redis_client: Any, keys: Keys, variant: str, pointer: dict[st
                             db=spare_db)
         try:
             spare.flushdb()
+            # the spare db will hold a copy of every live key besides the load
+            dataset = int(redis_client.info("memory").get("used_memory_dataset", 0))
+            memory = check_memory(redis_client, None if need_bytes is None else need_bytes + dataset)
             cursor, copied = 0, 0
             while True:
                 cursor, found = redis_client.scan(cursor=cursor, count=5000)
@@ -279,4 +357,4 @@ def publish_swapdb(redis_client: Any, keys: Keys, variant: str, pointer: dict[st
         raise RedisUnavailableError(f"Redis unavailable while publishing {variant!r}/{pub}: {exc} "
                                     "(retryable; the live db was not swapped)") from exc
     return {"publication": pub, "previous": (previous or {}).get("publication"), "loaded_commands": loaded,
-            "copied_keys": copied, "cleanup": removed, "strategy": "swapdb"}
+            "copied_keys": copied, "cleanup": removed, "strategy": "swapdb", "memory": memory}

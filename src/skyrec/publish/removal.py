@@ -65,6 +65,10 @@ if not redis.call('SET', KEYS[4], ARGV[2], 'NX', 'PX', ARGV[3]) then return 0 en
 return 1
 """
 
+# the same claim when Redis is full: its two small markers may be written above maxmemory (Redis 7's script
+# flags; the removal then frees the memory), where the plain script's writes are refused with -OOM
+_CLAIM_WHEN_FULL = "#!lua flags=allow-oom\n" + _CLAIM
+
 # KEYS: lock, registry, doomed; ARGV: token, pub
 _FINISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -108,13 +112,15 @@ def servable(client: Any, keys: Keys, variant: str, pub: str, *, registered: boo
 
 
 def remove(client: Any, keys: Keys, variant: str, pub: str, *, max_score: float = NO_LIMIT,
-           batch: int = 5000) -> int | None:
+           batch: int = 5000, when_full: bool = False) -> int | None:
     """Remove every key of ``pub`` (the claim, the batches, the end: see the module doc). Returns the keys
     removed, or None when the claim is refused (served, registered after ``max_score``, unknown, or another
-    remover holds it) or another remover took over midway."""
+    remover holds it) or another remover took over midway. ``when_full``: Redis refuses writes (it reached
+    its ``maxmemory``), so the claim's markers are written by a script flagged to run then (Redis 7; the
+    removals that follow free memory)."""
     token = uuid.uuid4().hex
     lock = keys.removal_lock(variant, pub)
-    claimed = client.eval(_CLAIM, 4, keys.current(variant), keys.publications(variant), keys.doomed(variant), lock,
+    claimed = client.eval(_CLAIM_WHEN_FULL if when_full else _CLAIM, 4, keys.current(variant), keys.publications(variant), keys.doomed(variant), lock,
                           pub, token, REMOVE_TTL_MS, min(max_score, NO_LIMIT), time.time())
     if not int(claimed):
         return None

@@ -29,7 +29,17 @@ import pyarrow.compute as pc
 
 class RedisLoadError(RuntimeError):
     """Loading into Redis failed: the server is unreachable, closed the connection or answered errors.
-    Retryable: loads are idempotent (SET/HSET/SADD of the same publication's keys)."""
+    Retryable: loads are idempotent (SET/HSET/SADD of the same publication's keys). ``error_samples``: the
+    first error replies, when the server answered errors (``-OOM ...`` when it refused writes when full)."""
+
+    def __init__(self, message: str, error_samples: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.error_samples = list(error_samples or [])
+
+    @property
+    def out_of_memory(self) -> bool:
+        """Whether the server refused writes because it reached its ``maxmemory``."""
+        return any(s.lstrip("-").startswith("OOM") for s in self.error_samples)
 
 
 def _b(x: str | bytes | int | float) -> bytes:
@@ -265,7 +275,8 @@ def load_files(host: str, port: int, paths: Iterable[str | Path], *, expected: i
     res = LoadResult(commands=reader.replies - pre_replies, errors=reader.errors, error_samples=reader.samples,
                      bytes=sent, seconds=time.perf_counter() - started)
     if res.errors:
-        raise RedisLoadError(f"redis at {host}:{port} answered {res.errors} errors, e.g. {res.error_samples}")
+        raise RedisLoadError(f"redis at {host}:{port} answered {res.errors} errors, e.g. {res.error_samples}",
+                             res.error_samples)
     return res
 
 
