@@ -14,6 +14,8 @@ Fault kinds (each planned on the first attempt of a task, ``delay`` seconds afte
 ``storage_commit``    the same on the create-only manifest PUT (the commit)
 ``lost_response``     the object store applies a write but its answer is lost; the client retries it
 ``redis_restart``     kill -9 of the serving redis-server, restarted after a short outage
+``redis_full``        the serving Redis's maxmemory set just above what it holds, for a few seconds, while the
+                      rail publishes (a load refused before it starts, or refused midway with -OOM)
 ``concurrent``        a second attempt of the same task started at the same moment (a zombie and a retry)
 
 The plan of a run comes from ``random.Random(f"{seed}:{run}")``; timing makes a run's exact interleaving
@@ -54,7 +56,7 @@ from skyrec.chaos.world import VARIANTS, World
 from skyrec.jobs.base import RunInfo
 
 KINDS = ("kill_job", "kill_worker", "storage_write", "storage_commit", "lost_response", "redis_restart",
-         "concurrent")
+         "redis_full", "concurrent")
 INGEST_DAG = "ingest_user_activity"
 TRAIN_DAG = "train_model"
 TRAIN_TASKS = ("create_dataset", "train", "evaluate", "publish_model")
@@ -135,12 +137,16 @@ def fault_kinds(seed: int, run: int, per_run: int, kinds: list[str]) -> list[str
 
 
 def plan_faults(rng: random.Random, n_tasks: int, kinds: list[str]) -> list[Fault]:
-    """One fault per kind in ``kinds``, on distinct tasks (a Redis restart may share a task)."""
+    """One fault per kind in ``kinds``, on distinct tasks (a Redis restart may share a task; a full Redis is
+    aimed at the last task, the publication)."""
     faults: list[Fault] = []
     free = list(range(n_tasks))
     rng.shuffle(free)
     for kind in kinds:
-        task = rng.randrange(n_tasks) if kind == "redis_restart" or not free else free.pop()
+        if kind == "redis_full":
+            task = n_tasks - 1
+        else:
+            task = rng.randrange(n_tasks) if kind == "redis_restart" or not free else free.pop()
         params: dict[str, Any] = {}
         if kind in {"storage_write", "storage_commit"}:
             status, code, burst = rng.choice([(500, "InternalError", 5), (403, "AccessDenied", 1),
@@ -152,6 +158,8 @@ def plan_faults(rng: random.Random, n_tasks: int, kinds: list[str]) -> list[Faul
             params = {"manifest": manifest, "skip": 0 if manifest else rng.randrange(3)}
         elif kind == "redis_restart":
             params = {"down": round(rng.uniform(0.2, 1.5), 2)}
+        elif kind == "redis_full":  # room for a few keys (a load is refused, or fills it midway)
+            params = {"room": rng.choice([0, 2_000, 20_000]), "full": round(rng.uniform(1.0, 4.0), 2)}
         delay = 0.0 if kind in {"concurrent", "storage_write", "storage_commit", "lost_response"} \
             else rng.uniform(0.3, 3.0)
         faults.append(Fault(kind, task, delay, params))
@@ -475,6 +483,28 @@ class Harness:
                 self.world.restart_redis()
 
             threading.Thread(target=back, daemon=True).start()
+        elif f.kind == "redis_full":
+            import redis
+
+            client = redis.Redis.from_url(self.world.config().publish.redis_url, socket_timeout=5)
+            try:
+                used = int(client.info("memory")["used_memory"])
+                client.config_set("maxmemory", used + int(f.params["room"]))
+                f.injected, f.detail = True, f"maxmemory {used + int(f.params['room'])} for {f.params['full']}s"
+            except redis.exceptions.RedisError as exc:
+                f.detail = f"serving Redis unreachable: {exc}"
+                return
+            finally:
+                client.close()
+
+            def room(full: float = float(f.params["full"])) -> None:
+                time.sleep(full)
+                with contextlib.suppress(redis.exceptions.RedisError):
+                    again = redis.Redis.from_url(self.world.config().publish.redis_url, socket_timeout=5)
+                    again.config_set("maxmemory", 0)
+                    again.close()
+
+            threading.Thread(target=room, daemon=True).start()
 
     def _settle(self, keys: list[str]) -> None:
         """Wait for every job of the run to end (a job outlives its killed worker); kill what hangs on."""
