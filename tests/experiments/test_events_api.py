@@ -157,6 +157,23 @@ def test_redis_down_is_a_503_not_a_500(make_app, redis_client, redis_server):
     assert r.status_code == 503 and r.json()["error"] == "redis_unavailable" and r.headers["Retry-After"]
 
 
+def test_a_full_redis_is_a_503_that_says_so(make_app, redis_client):
+    """Redis reachable but at its maxmemory (noeviction): the events cannot be stored; a 503 naming that, never a
+    500, and nothing is half-written (the batch is one transaction)."""
+    api = make_app()
+    assert api.post("/v1/events", json={"events": [event(0)]}).status_code == 202
+    try:
+        redis_client.config_set("maxmemory", int(redis_client.info("memory")["used_memory"]) - 100_000)
+        r = api.post("/v1/events", json={"events": [event(i) for i in range(3)]})
+        assert r.status_code == 503 and r.json()["error"] == "redis_full", r.text
+        assert "full" in r.json()["message"] and r.headers["Retry-After"]
+        assert redis_client.xlen(STREAM) == 1
+    finally:
+        redis_client.config_set("maxmemory", 0)
+    assert api.post("/v1/events", json={"events": [event(0)]}).status_code == 202
+    assert redis_client.xlen(STREAM) == 2
+
+
 def test_the_operation_is_in_the_openapi_document(make_app):
     spec = make_app().get("/openapi.json").json()
     op = spec["paths"]["/v1/events"]["post"]

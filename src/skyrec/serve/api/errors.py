@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skyrec.serve.api.responses import error
@@ -63,10 +63,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RedisError)
     async def _redis_error(request: Request, exc: RedisError):
-        metrics.unavailable.labels("redis_unavailable").inc()
+        if isinstance(exc, OutOfMemoryError):  # reachable, but refusing writes: say so, not "unreachable"
+            code, message = "redis_full", "the serving Redis is full (maxmemory reached) and refuses writes; retry later"
+        else:
+            code, message = "redis_unavailable", f"Redis unreachable ({type(exc).__name__}); retry shortly"
+        metrics.unavailable.labels(code).inc()
         log.warning("redis error", extra={"error": type(exc).__name__})
-        resp = error(503, "redis_unavailable", f"Redis unreachable ({type(exc).__name__}); retry shortly",
-                     _rid(request))
+        resp = error(503, code, message, _rid(request))
         resp.headers["Retry-After"] = "1"
         return resp
 
