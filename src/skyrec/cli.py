@@ -582,6 +582,9 @@ def plan(
     encoding: Annotated[str | None, typer.Option(help="json | packed; default publish.encoding.")] = None,
     interval_hours: Annotated[float, typer.Option(help="Every rail recomputed this often.")] = 24.0,
     redis_node_gb: Annotated[float, typer.Option(help="Dataset one Redis node holds.")] = 100.0,
+    redis_maxmemory_gb: Annotated[float | None, typer.Option(help="The serving Redis's maxmemory (GB); a Redis peak "
+                                                                  "beyond it is a limit (--from-lake: read from the "
+                                                                  "serving Redis when it has one).")] = None,
     dataflow_speed: Annotated[float, typer.Option(help="Work of one Dataflow vCPU relative to one core "
                                                        "of the measured machine.")] = 1.0,
     coefficients: Annotated[str | None, typer.Option(help="Coefficients file (default: .bench/coefficients.json, "
@@ -638,7 +641,9 @@ def plan(
                 _fail(f"plan: {', '.join(given)} not with --from-lake (each rail's comes from the lake)")
             _plan_from_lake(p, coef, path, _config(env), users=users, cores=cores, as_json=as_json,
                             common={"encoding": encoding, "interval_hours": interval_hours,
-                                    "redis_node_gb": redis_node_gb, "dataflow_speed": dataflow_speed})
+                                    "redis_node_gb": redis_node_gb, "dataflow_speed": dataflow_speed,
+                                    "redis_maxmemory_gb": redis_maxmemory_gb
+                                    if redis_maxmemory_gb is not None else _serving_maxmemory_gb(_config(env))})
             return
         if users is None:
             _fail("plan: --users is required (or --from-lake, --check, --calibrate)")
@@ -651,6 +656,11 @@ def plan(
                                       history_items=history_items, also_share=also_share,
                                       interval_hours=interval_hours, redis_node_gb=redis_node_gb,
                                       dataflow_speed=dataflow_speed)
+        if redis_maxmemory_gb is not None:
+            from dataclasses import replace
+
+            inputs = replace(inputs, redis_maxmemory_gb=redis_maxmemory_gb)
+            inputs.check()
         result = p.plan(inputs, coef)
     except (p.CoefficientsError, ValueError) as exc:
         _fail(f"plan: {exc}")
@@ -660,6 +670,22 @@ def plan(
     from rich.console import Console
 
     Console().print(p.render(result, str(path)))
+
+
+def _serving_maxmemory_gb(config: Any) -> float | None:
+    """The serving Redis's maxmemory in GB (None: none set, or Redis not reachable: the plan then says nothing
+    of it)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(config.publish.redis_url, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            limit = int(client.info("memory").get("maxmemory", 0) or 0)
+        finally:
+            client.close()
+    except redis.exceptions.RedisError:
+        return None
+    return limit / 1e9 if limit else None
 
 
 def _plan_from_lake(p: Any, coef: dict[str, Any], path: Any, config: Any, *, users: int | None, cores: int | None,

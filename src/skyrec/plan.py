@@ -230,6 +230,8 @@ class PlanInputs:
     interval_hours: float = 24.0     # how often every rail must be recomputed (the model's schedule)
     redis_node_gb: float = 100.0     # the dataset one Redis node can hold with room for fork and replication
     machine_memory_gb: float = 24.0  # one machine's memory (Redis and the jobs share it when on one machine)
+    # the serving Redis's maxmemory, when it has one (``--from-lake`` reads it): a peak beyond it is refused
+    redis_maxmemory_gb: float | None = None
     dataflow_speed: float = 1.0      # work of one Dataflow vCPU relative to one core of the measured machine
     dataflow_vcpus_per_worker: int = 4
     dataflow_memory_gb_per_worker: float = 32.0
@@ -251,6 +253,8 @@ class PlanInputs:
                      "dataflow_memory_gb_per_worker", "weights_limit_gb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 (got {getattr(self, name)})")
+        if self.redis_maxmemory_gb is not None and not self.redis_maxmemory_gb > 0:
+            raise ValueError(f"redis_maxmemory_gb must be > 0 (got {self.redis_maxmemory_gb})")
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {', '.join(KERNELS)} (got {self.kernel!r})")
         if self.neighbours < 1:
@@ -710,6 +714,10 @@ def _shared_limits(p: PlanInputs, f: dict[str, float]) -> list[dict[str, Any]]:
             "by the publish code today (docs/scale.md)")
     _beyond(limits, "Redis peak beyond this machine's memory", f["redis_peak_bytes"], p.machine_memory_gb,
             "Redis on its own node(s), jobs elsewhere")
+    if p.redis_maxmemory_gb is not None:
+        _beyond(limits, "Redis peak beyond the serving Redis's maxmemory", f["redis_peak_bytes"], p.redis_maxmemory_gb,
+                "publications are refused before they load (RedisMemoryError): raise maxmemory, or lower "
+                "publish.keep_versions (the peak is keep_versions + 1 publication sets)")
     return limits
 
 

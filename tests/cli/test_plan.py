@@ -96,6 +96,34 @@ def test_limits_name_where_one_machine_stops(coef: dict) -> None:
     assert p.cores_to_fit(p.PlanInputs(users=100_000_000, rails=20, encoding="packed"), coef) is not None
 
 
+def test_a_peak_beyond_the_serving_redis_maxmemory_is_a_limit(coef: dict, redis_server, redis_client) -> None:
+    """Publications are refused before they load when Redis's maxmemory has no room: the plan says so where its
+    switch peak is beyond it, from ``--redis-maxmemory-gb`` or, with ``--from-lake``, the serving Redis's own."""
+    base = p.PlanInputs(users=3_500_000, rails=6, cores=2, encoding="packed", machine_memory_gb=24)
+    peak = p.plan(base, coef)["figures"]["redis_peak_bytes"] / 1e9
+    what = "Redis peak beyond the serving Redis's maxmemory"
+    assert what in {lim["what"] for lim in p.plan(replace(base, redis_maxmemory_gb=peak * 0.9), coef)["limits"]}
+    assert p.plan(replace(base, redis_maxmemory_gb=peak * 1.1), coef)["limits"] == []
+    with pytest.raises(ValueError, match="redis_maxmemory_gb must be > 0"):
+        p.plan(replace(base, redis_maxmemory_gb=0.0), coef)
+    out = _skyrec("plan", "--users", "3500000", "--redis-maxmemory-gb", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    assert what in {lim["what"] for lim in json.loads(out.stdout)["limits"]}
+    assert _serving(redis_server.url, redis_client, 2_000_000_000) == 2.0
+    assert _serving(redis_server.url, redis_client, 0) is None  # no maxmemory: nothing to say
+
+
+def _serving(url: str, client, maxmemory: int) -> float | None:
+    from skyrec.cli import _serving_maxmemory_gb
+    from skyrec.config import load_config
+
+    try:
+        client.config_set("maxmemory", maxmemory)
+        return _serving_maxmemory_gb(load_config("local", environ={**os.environ, "SKYREC__PUBLISH__REDIS_URL": url}))
+    finally:
+        client.config_set("maxmemory", 0)
+
+
 def test_item_knn_kernel_grows_with_played_items_times_neighbours(coef: dict) -> None:
     """The shipped rails' item-kNN: its kernel is the sparse plane (kernel_knn) at played items x neighbours,
     not the dense factors' plane; the output, dump, publish and Redis figures are the same as any model's."""
