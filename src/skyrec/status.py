@@ -68,6 +68,7 @@ def collect(config: Config) -> dict[str, Any]:
         import redis
 
         from skyrec.publish.keys import Keys
+        from skyrec.publish.publisher import memory_facts
 
         client = redis.Redis.from_url(config.publish.redis_url, socket_timeout=1, socket_connect_timeout=1)
         keys = Keys(config.publish.key_prefix)
@@ -78,25 +79,11 @@ def collect(config: Config) -> dict[str, Any]:
                               "model_version": ptr.get("model_version"), "published_at": ptr.get("published_at"),
                               "age": _age(ptr.get("published_at")), "users": ptr.get("users")})
         leftovers = redis_leftovers(config, client, keys)
-        memory = redis_memory(client)
+        memory = memory_facts(client)
     except Exception as exc:  # noqa: BLE001 - status must report, not crash, when Redis is down
         published.append({"error": f"serving Redis {config.publish.redis_url} unreachable: {exc}"})
     return {"lake": config.lake_url, "datasets": datasets, "models": models, "published": published,
             "redis_leftovers": leftovers, "redis_memory": memory}
-
-
-def redis_memory(client: Any) -> dict[str, Any]:
-    """The serving Redis's memory as a publication sees it (``publisher.check_memory`` with nothing to load):
-    used, maxmemory and its policy; ``problem`` names a policy that may evict a served publication's keys."""
-    from skyrec.publish.publisher import RedisEvictsKeysError, check_memory
-
-    try:
-        return check_memory(client, None)
-    except RedisEvictsKeysError as exc:
-        info = client.info("memory")
-        return {"checked": True, "used_memory": int(info.get("used_memory", 0)),
-                "maxmemory": int(info.get("maxmemory", 0) or 0), "maxmemory_policy": info.get("maxmemory_policy"),
-                "problem": str(exc)}
 
 
 def redis_leftovers(config: Config, client: Any, keys: Any) -> dict[str, Any]:

@@ -67,10 +67,19 @@ EVICTING_POLICIES = frozenset({"allkeys-lru", "allkeys-lfu", "allkeys-random"})
 KEY_OVERHEAD_BYTES = 64
 
 
-def check_memory(client: Any, need_bytes: int | None) -> dict[str, Any]:
-    """Before a load: refuse a Redis that may evict any key (RedisEvictsKeysError), and a load of about
-    ``need_bytes`` that its ``maxmemory`` has no room for (RedisMemoryError; None: the policy only). Returns the
-    figures it looked at (``checked`` False where ``INFO memory`` is not allowed, as on some managed services)."""
+def evicting_problem(policy: str) -> str | None:
+    """What is wrong with a ``maxmemory-policy`` for a serving Redis (None: nothing)."""
+    if policy not in EVICTING_POLICIES:
+        return None
+    return (f"the serving Redis evicts any key when full (maxmemory-policy {policy}): a served publication could "
+            "lose keys; set maxmemory-policy noeviction (or a volatile-* policy) and size maxmemory for "
+            "publish.keep_versions + 1 publications of every rail (skyrec plan)")
+
+
+def memory_facts(client: Any) -> dict[str, Any]:
+    """The serving Redis's memory as a publication sees it (``INFO memory``): used, maxmemory, its policy, the
+    dataset's bytes; ``problem`` names a policy that may evict a served publication's keys. ``checked`` is
+    False where ``INFO memory`` is not allowed, as on some managed services."""
     import redis
 
     try:
@@ -78,21 +87,32 @@ def check_memory(client: Any, need_bytes: int | None) -> dict[str, Any]:
     except redis.exceptions.ResponseError as exc:
         return {"checked": False, "reason": f"INFO memory refused: {exc}"}
     policy = str(info.get("maxmemory_policy", "noeviction"))
-    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0) or 0)
-    out = {"checked": True, "used_memory": used, "maxmemory": limit, "maxmemory_policy": policy,
-           "needed_bytes": need_bytes}
-    if policy in EVICTING_POLICIES:
-        raise RedisEvictsKeysError(
-            f"the serving Redis evicts any key when full (maxmemory-policy {policy}): a served publication could "
-            "lose keys; set maxmemory-policy noeviction (or a volatile-* policy) and size maxmemory for "
-            "publish.keep_versions + 1 publications of every rail (skyrec plan)")
+    return {"checked": True, "used_memory": int(info.get("used_memory", 0)),
+            "maxmemory": int(info.get("maxmemory", 0) or 0), "maxmemory_policy": policy,
+            "dataset_bytes": int(info.get("used_memory_dataset", 0)), "problem": evicting_problem(policy)}
+
+
+def check_memory(client: Any, need_bytes: int | None, *, copy_of_live: bool = False) -> dict[str, Any]:
+    """Before a load: refuse a Redis that may evict any key (RedisEvictsKeysError), and a load of about
+    ``need_bytes`` (with ``copy_of_live``, plus a copy of the live dataset: swapdb's spare db) that its
+    ``maxmemory`` has no room for (RedisMemoryError; None: the policy only). Returns ``memory_facts`` and what
+    was needed."""
+    facts = memory_facts(client)
+    if not facts["checked"]:
+        return facts
+    if facts["problem"]:
+        raise RedisEvictsKeysError(facts["problem"])
+    if need_bytes is not None and copy_of_live:
+        need_bytes += facts["dataset_bytes"]
+    facts["needed_bytes"] = need_bytes
+    used, limit = facts["used_memory"], facts["maxmemory"]
     if need_bytes is not None and limit and used + need_bytes > limit:
         raise RedisMemoryError(
             f"the publication needs about {need_bytes / 1e6:,.1f} MB and Redis holds {used / 1e6:,.1f} MB of its "
             f"maxmemory {limit / 1e6:,.1f} MB: nothing was loaded (retryable). Make room for good: raise maxmemory, "
             "lower publish.keep_versions, run `skyrec gc` for loads nobody finished, `skyrec retire` rails no "
             "longer configured")
-    return out
+    return facts
 
 
 def _load_out_of_memory(client: Any, keys: Keys, variant: str, pub: str, exc: Exception) -> RedisMemoryError:
@@ -328,9 +348,7 @@ def publish_swapdb(redis_client: Any, keys: Keys, variant: str, pointer: dict[st
                             db=spare_db)
         try:
             spare.flushdb()
-            # the spare db will hold a copy of every live key besides the load
-            dataset = int(redis_client.info("memory").get("used_memory_dataset", 0))
-            memory = check_memory(redis_client, None if need_bytes is None else need_bytes + dataset)
+            memory = check_memory(redis_client, need_bytes, copy_of_live=True)  # the spare db: a copy of every key
             cursor, copied = 0, 0
             while True:
                 cursor, found = redis_client.scan(cursor=cursor, count=5000)

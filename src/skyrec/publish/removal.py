@@ -120,7 +120,8 @@ def remove(client: Any, keys: Keys, variant: str, pub: str, *, max_score: float 
     removals that follow free memory)."""
     token = uuid.uuid4().hex
     lock = keys.removal_lock(variant, pub)
-    claimed = client.eval(_CLAIM_WHEN_FULL if when_full else _CLAIM, 4, keys.current(variant), keys.publications(variant), keys.doomed(variant), lock,
+    claimed = client.eval(_CLAIM_WHEN_FULL if when_full else _CLAIM, 4, keys.current(variant),
+                          keys.publications(variant), keys.doomed(variant), lock,
                           pub, token, REMOVE_TTL_MS, min(max_score, NO_LIMIT), time.time())
     if not int(claimed):
         return None
