@@ -105,8 +105,9 @@ def test_a_load_that_fills_redis_midway_is_removed_at_once(client, server, tmp_p
     assert current(client, K, "v")["publication"] == "p2" and _keys_of(client, "p2") == 5002
 
 
-def test_the_plain_claim_is_refused_when_full(client, server, tmp_path: Path) -> None:
-    """Why the claim has a variant for a full Redis: the plain one writes its markers and is refused (-OOM)."""
+def test_a_removal_makes_room_even_when_redis_is_full(client, server, tmp_path: Path) -> None:
+    """The plain claim writes its markers and is refused (-OOM) when Redis is full; a removal then claims with
+    the script flagged for a full Redis, so a cleanup frees memory when it is needed most."""
     import redis
 
     client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 300_000)
@@ -114,9 +115,92 @@ def test_the_plain_claim_is_refused_when_full(client, server, tmp_path: Path) ->
     with pytest.raises(redis.exceptions.ResponseError):
         for u in range(100_000):
             client.set(K.rec("v", "p9", f"u{u}"), "x" * 300)
-    with pytest.raises(redis.exceptions.ResponseError, match="maxmemory"):
-        removal.remove(client, K, "v", "p9")
-    assert removal.remove(client, K, "v", "p9", when_full=True) > 0 and _keys_of(client, "p9") == 0
+    with pytest.raises(redis.exceptions.OutOfMemoryError, match="maxmemory"):
+        client.eval(removal._CLAIM, 4, K.current("v"), K.publications("v"), K.doomed("v"),
+                    K.removal_lock("v", "p9"), "p9", "t", 10_000, removal.NO_LIMIT, 0)
+    assert removal.remove(client, K, "v", "p9") > 0 and _keys_of(client, "p9") == 0
+    assert client.zscore(K.publications("v"), "p9") is None
+
+
+def _over(client) -> None:
+    """Redis above its maxmemory from now on (as when another rail's load filled it)."""
+    client.config_set("maxmemory", int(client.info("memory")["used_memory"]) - 50_000)
+
+
+def test_a_registration_refused_when_full_writes_nothing(client, server, tmp_path: Path) -> None:
+    _publish(client, server, tmp_path, "p1", 300)
+    _over(client)
+    with pytest.raises(RedisMemoryError, match="refused the registration when full") as err:
+        _publish(client, server, tmp_path, "p2", 10)  # no estimate: the pre-check cannot refuse it
+    assert err.value.retryable and "nothing was written" in str(err.value)
+    assert client.zscore(K.publications("v"), "p2") is None and _keys_of(client, "p2") == 0
+    assert current(client, K, "v")["publication"] == "p1"
+    client.config_set("maxmemory", 0)
+    assert _publish(client, server, tmp_path, "p2", 10)["previous"] == "p1"
+    assert current(client, K, "v")["publication"] == "p2"
+
+
+def test_a_history_attach_refused_when_full_removes_the_registration(client, server, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis fills up between the registration and the attach to the users' shared plays: the registration
+    (nothing loaded yet) is removed at once."""
+    from skyrec.publish import publisher
+
+    _publish(client, server, tmp_path, "p1", 300)
+    real = removal.register
+
+    def register_then_full(*args, **kwargs) -> None:
+        real(*args, **kwargs)
+        _over(client)
+
+    monkeypatch.setattr(publisher.removal, "register", register_then_full)
+    path, n = _resp(tmp_path, "p2", 10)
+    with pytest.raises(RedisMemoryError, match=r"during attaching the users' plays: .* partial load was removed"):
+        publish_versioned(client, K, "v", {"publication": "p2", "activity": "@a1"},
+                          load=lambda: load_files(server.host, server.port, [path], expected=n).commands,
+                          expected_commands=n, verify=lambda c, p: None, keep_versions=2)
+    assert client.zscore(K.publications("v"), "p2") is None and not client.hexists(K.doomed("v"), "p2")
+    assert current(client, K, "v")["publication"] == "p1"
+
+
+def test_a_switch_refused_when_full_removes_the_loaded_publication(client, server, tmp_path: Path) -> None:
+    """The load fitted, then Redis filled up before the switch: the switch's transaction is refused whole, the
+    loaded (never served) publication is removed at once, and the served one stays current."""
+    _publish(client, server, tmp_path, "p1", 300)
+    served = _keys_of(client, "p1")
+    path, n = _resp(tmp_path, "p2", 300)
+
+    def load() -> int:
+        done = load_files(server.host, server.port, [path], expected=n).commands
+        _over(client)
+        return done
+
+    with pytest.raises(RedisMemoryError, match=r"during the switch: .* partial load was removed \(302 keys\)"):
+        publish_versioned(client, K, "v", {"publication": "p2"}, load=load, expected_commands=n,
+                          verify=lambda c, p: None, keep_versions=2)
+    assert _keys_of(client, "p2") == 0 and client.zscore(K.publications("v"), "p2") is None
+    assert current(client, K, "v")["publication"] == "p1" and _keys_of(client, "p1") == served
+
+
+def test_the_cleanup_after_a_switch_frees_memory_in_a_full_redis(client, server, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis is full once the new publication is served: its cleanup still removes what is beyond
+    keep_versions (that is what makes room)."""
+    from skyrec.publish import publisher
+
+    for pub in ("p1", "p2"):
+        _publish(client, server, tmp_path, pub, 300)
+    real = publisher._switch
+
+    def switch_then_full(*args, **kwargs):
+        out = real(*args, **kwargs)
+        _over(client)
+        return out
+
+    monkeypatch.setattr(publisher, "_switch", switch_then_full)
+    res = _publish(client, server, tmp_path, "p3", 300)
+    assert res["cleanup"]["removed"] == ["p1"] and _keys_of(client, "p1") == 0
+    assert current(client, K, "v")["publication"] == "p3"
 
 
 @pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-lfu", "allkeys-random"])
@@ -151,3 +235,23 @@ def test_swapdb_counts_the_copy_of_the_live_db(client, server, tmp_path: Path) -
     assert publish_swapdb(client, K, "v", {"publication": "p2"}, load=load, expected_commands=n,
                           verify=lambda c, p: None, keep_versions=2, spare_db=1, need_bytes=10_000)["memory"]["checked"]
     assert current(client, K, "v")["publication"] == "p2"
+
+
+def test_swapdb_empties_its_spare_db_when_redis_fills_up(client, server, tmp_path: Path) -> None:
+    """A swapdb load that Redis refuses midway leaves no copy of the live db behind in the spare db (in a full
+    Redis, that copy is the memory needed most)."""
+    from skyrec.publish.publisher import publish_swapdb
+
+    _publish(client, server, tmp_path, "p1", 300)
+    path, n = _resp(tmp_path, "p2", 5000)
+
+    def load(db: int) -> int:
+        client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 400_000)
+        return load_files(server.host, server.port, [path], expected=n, db=db).commands
+
+    with pytest.raises(RedisMemoryError, match="refused writes when full"):
+        publish_swapdb(client, K, "v", {"publication": "p2"}, load=load, expected_commands=n,
+                       verify=lambda c, p: None, keep_versions=2, spare_db=1, need_bytes=1_000)
+    client.config_set("maxmemory", 0)
+    assert client.info("keyspace").get("db1") is None  # the spare db is empty
+    assert current(client, K, "v")["publication"] == "p1"

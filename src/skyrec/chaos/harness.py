@@ -158,10 +158,12 @@ def plan_faults(rng: random.Random, n_tasks: int, kinds: list[str]) -> list[Faul
             params = {"manifest": manifest, "skip": 0 if manifest else rng.randrange(3)}
         elif kind == "redis_restart":
             params = {"down": round(rng.uniform(0.2, 1.5), 2)}
-        elif kind == "redis_full":  # room for a few keys (a load is refused, or fills it midway)
-            params = {"room": rng.choice([0, 2_000, 20_000]), "full": round(rng.uniform(1.0, 4.0), 2)}
-        delay = 0.0 if kind in {"concurrent", "storage_write", "storage_commit", "lost_response"} \
-            else rng.uniform(0.3, 3.0)
+        elif kind == "redis_full":  # room for a few keys: a load refused before it starts, or midway
+            at = rng.choice(["time", "registration"])
+            params = {"at": at, "room": rng.choice([0, 2_000, 20_000] if at == "time" else [0, 300, 2_000]),
+                      "full": round(rng.uniform(1.0, 4.0), 2)}
+        delay = 0.0 if kind in {"concurrent", "storage_write", "storage_commit", "lost_response"} or \
+            params.get("at") == "registration" else rng.uniform(0.3, 3.0)
         faults.append(Fault(kind, task, delay, params))
     return faults
 
@@ -394,6 +396,9 @@ class Harness:
                         self._settle_rule(rule, faults)
                     if ev["event"] == "failed":
                         last_failed = (k, str(ev.get("error")))
+                        for f in faults:  # what a full Redis did to the attempt, in the fault's record
+                            if f.kind == "redis_full" and f.task == k and f.injected and "attempt:" not in f.detail:
+                                f.detail += f"; attempt: {str(ev.get('error'))[:240]}"
                     current = None if current == k else current
             now = time.monotonic()
             for due, f in list(timers):
@@ -484,27 +489,47 @@ class Harness:
 
             threading.Thread(target=back, daemon=True).start()
         elif f.kind == "redis_full":
-            import redis
+            threading.Thread(target=self._squeeze_redis, args=(f,), daemon=True).start()
 
-            client = redis.Redis.from_url(self.world.config().publish.redis_url, socket_timeout=5)
-            try:
+    def _squeeze_redis(self, f: Fault, pause_ms: int = 30_000) -> None:
+        """Set the serving Redis's maxmemory to what it holds plus ``room`` for ``full`` seconds. ``at:
+        registration`` aims between the load's registration and its keys: writes are paused (``CLIENT PAUSE
+        WRITE``) until a client is held on a script (the registration, the first script a publication runs),
+        then the limit is set and writes resume, so the load fills Redis midway."""
+        import redis
+
+        client = redis.Redis.from_url(self.world.config().publish.redis_url, socket_timeout=5)
+        held = ""
+        try:
+            if f.params.get("at") == "registration":
+                client.execute_command("CLIENT", "PAUSE", pause_ms, "WRITE")
+                deadline = time.monotonic() + pause_ms / 1000
+                try:
+                    while not held and time.monotonic() < deadline:
+                        held = next((c.get("addr", "?") for c in client.client_list()
+                                     if "b" in c.get("flags", "") and c.get("cmd") in {"eval", "evalsha"}), "")
+                        time.sleep(0.005)
+                    used = int(client.info("memory")["used_memory"])
+                    client.config_set("maxmemory", used + int(f.params["room"]))
+                finally:
+                    client.execute_command("CLIENT", "UNPAUSE")
+            else:
                 used = int(client.info("memory")["used_memory"])
                 client.config_set("maxmemory", used + int(f.params["room"]))
-                f.injected, f.detail = True, f"maxmemory {used + int(f.params['room'])} for {f.params['full']}s"
-            except redis.exceptions.RedisError as exc:
-                f.detail = f"serving Redis unreachable: {exc}"
-                return
-            finally:
-                client.close()
-
-            def room(full: float = float(f.params["full"])) -> None:
-                time.sleep(full)
-                with contextlib.suppress(redis.exceptions.RedisError):
-                    again = redis.Redis.from_url(self.world.config().publish.redis_url, socket_timeout=5)
-                    again.config_set("maxmemory", 0)
-                    again.close()
-
-            threading.Thread(target=room, daemon=True).start()
+            f.injected = True
+            f.detail = (f"maxmemory {used + int(f.params['room'])} for {f.params['full']}s"
+                        + (f", set while {held}'s script was held by a write pause" if held else
+                           ", no script held within the pause" if f.params.get("at") == "registration" else ""))
+        except redis.exceptions.RedisError as exc:
+            f.detail = f"serving Redis unreachable: {exc}"
+            return
+        finally:
+            client.close()
+        time.sleep(float(f.params["full"]))
+        with contextlib.suppress(redis.exceptions.RedisError):
+            again = redis.Redis.from_url(self.world.config().publish.redis_url, socket_timeout=5)
+            again.config_set("maxmemory", 0)
+            again.close()
 
     def _settle(self, keys: list[str]) -> None:
         """Wait for every job of the run to end (a job outlives its killed worker); kill what hangs on."""

@@ -115,9 +115,11 @@ def check_memory(client: Any, need_bytes: int | None, *, copy_of_live: bool = Fa
     return facts
 
 
-def _load_out_of_memory(client: Any, keys: Keys, variant: str, pub: str, exc: Exception) -> RedisMemoryError:
-    """Redis refused writes when full during the load: remove what it did load (it is this attempt's
-    registration and never served), so the memory it holds is free again, and say so."""
+def _load_out_of_memory(client: Any, keys: Keys, variant: str, pub: str, exc: Exception,
+                        step: str = "the load") -> RedisMemoryError:
+    """Redis refused writes when full during ``step`` (the load, or a step between the registration and the
+    switch): remove what was loaded (it is this attempt's registration and never served), so the memory it
+    holds is free again, and say so."""
     import redis
 
     try:
@@ -126,7 +128,7 @@ def _load_out_of_memory(client: Any, keys: Keys, variant: str, pub: str, exc: Ex
                 "the partial load stays for the next cleanup (another remover holds it, or it is served)")
     except redis.exceptions.RedisError as refused:  # e.g. a Redis before 7 (no script flags)
         gone = f"the partial load stays for the next cleanup (its removal failed: {refused})"
-    return RedisMemoryError(f"{pub}: Redis refused writes when full (maxmemory reached) during the load: {exc}; "
+    return RedisMemoryError(f"{pub}: Redis refused writes when full (maxmemory reached) during {step}: {exc}; "
                             f"{gone}; nothing was switched (retryable)")
 
 
@@ -142,15 +144,22 @@ def _load_and_prove(client: Any, keys: Keys, variant: str, pub: str, load: Calla
     """Register the publication (and attach it to its shared history namespace, ``history``), load its keys and
     prove them (every command acknowledged, the shared keys present, probe users equal to the Parquet) before
     anything may point at it. Returns the commands loaded."""
+    import redis
+
     try:  # scored by this attempt's start; waits while an earlier removal of the same id finishes
         removal.register(client, keys, variant, pub, wait_seconds=history_wait)
     except removal.PublicationBusy as exc:
         raise RedisUnavailableError(f"{pub}: {exc} (retryable; nothing was switched)") from exc
+    except redis.exceptions.OutOfMemoryError as exc:  # the script's first write is refused: nothing written
+        raise RedisMemoryError(f"{pub}: Redis refused the registration when full (maxmemory reached): {exc}; "
+                               "nothing was written or switched (retryable)") from exc
     if history is not None and Keys.is_shared_namespace(history):
         try:
             histories.attach(client, keys, history, variant, pub, wait_seconds=history_wait)
         except histories.HistoryBusy as exc:
             raise RedisUnavailableError(f"{pub}: {exc} (retryable; nothing was switched)") from exc
+        except redis.exceptions.OutOfMemoryError as exc:  # registered, nothing loaded: remove the registration
+            raise _load_out_of_memory(client, keys, variant, pub, exc, step="attaching the users' plays") from exc
     try:
         loaded = load()
     except RedisLoadError as exc:
@@ -293,6 +302,21 @@ def cleanup(redis_client: Any, keys: Keys, variant: str, keep_versions: int, *,
     return out
 
 
+def _cleanup_served(client: Any, keys: Keys, variant: str, pub: str, keep_versions: int,
+                    abandoned_after: float | None) -> dict[str, Any]:
+    """``cleanup`` once ``pub`` is served. Its removals make room even in a full Redis (their claims may write
+    above ``maxmemory``); another write it refuses then fails the attempt, retryably: the retry finds the
+    publication current and cleans up again."""
+    import redis
+
+    try:
+        return cleanup(client, keys, variant, keep_versions, abandoned_after=abandoned_after)
+    except redis.exceptions.OutOfMemoryError as exc:
+        raise RedisMemoryError(f"{pub}: published and served, but Redis refused a write of its cleanup when full "
+                               f"(maxmemory reached): {exc}; the retry finds it current and cleans up again "
+                               "(retryable)") from exc
+
+
 def publish_versioned(redis_client: Any, keys: Keys, variant: str, pointer: dict[str, Any], *,
                       load: Callable[[], int], expected_commands: int, verify: Callable[[Any, str], None],
                       keep_versions: int, history_wait: float = 300.0,
@@ -301,6 +325,8 @@ def publish_versioned(redis_client: Any, keys: Keys, variant: str, pointer: dict
     switch, clean up. ``need_bytes``: about what the load adds to Redis, checked against its ``maxmemory``
     first (``check_memory``). Raises RedisUnavailableError or RedisMemoryError (retryable), or PublishError;
     never half-switches."""
+    import redis
+
     pub = pointer["publication"]
     errors = _redis_errors()
     try:
@@ -309,17 +335,20 @@ def publish_versioned(redis_client: Any, keys: Keys, variant: str, pointer: dict
         if cur is not None and cur.get("publication") == pub:
             verify(redis_client, pub)
             return {"publication": pub, "note": "already current", "previous": None, "loaded_commands": 0,
-                    "cleanup": cleanup(redis_client, keys, variant, keep_versions, abandoned_after=abandoned_after)}
+                    "cleanup": _cleanup_served(redis_client, keys, variant, pub, keep_versions, abandoned_after)}
         memory = check_memory(redis_client, need_bytes)
         loaded = _load_and_prove(redis_client, keys, variant, pub, load, expected_commands, verify,
                                  pointer.get("activity"), history_wait)
-        previous = _switch(redis_client, keys, variant, pointer, keep_versions,
-                           expect_current=(cur or {}).get("publication"))
+        try:
+            previous = _switch(redis_client, keys, variant, pointer, keep_versions,
+                               expect_current=(cur or {}).get("publication"))
+        except (redis.exceptions.OutOfMemoryError, redis.exceptions.ExecAbortError) as exc:
+            raise _load_out_of_memory(redis_client, keys, variant, pub, exc, step="the switch") from exc
         now = current(redis_client, keys, variant)
         if (now or {}).get("publication") != pub:
             raise PublishError(f"{pub}: pointer reads {(now or {}).get('publication')!r} after the switch")
         verify(redis_client, pub)
-        removed = cleanup(redis_client, keys, variant, keep_versions, abandoned_after=abandoned_after)
+        removed = _cleanup_served(redis_client, keys, variant, pub, keep_versions, abandoned_after)
     except errors as exc:
         raise RedisUnavailableError(f"Redis unavailable while publishing {variant!r}/{pub}: {exc} "
                                     "(retryable; the pointer was not switched unless the switch completed)") from exc
@@ -366,6 +395,14 @@ def publish_swapdb(redis_client: Any, keys: Keys, variant: str, pointer: dict[st
                                expect_current=(cur or {}).get("publication"))
             removed = cleanup(spare, keys, variant, keep_versions, abandoned_after=abandoned_after)
             redis_client.swapdb(live_db, spare_db)
+        except (RedisMemoryError, redis.exceptions.OutOfMemoryError, redis.exceptions.ExecAbortError) as exc:
+            # Redis filled up while the spare db was built: nothing is live there; free it all at once
+            spare.flushdb(asynchronous=True)
+            if isinstance(exc, RedisMemoryError):
+                raise
+            raise RedisMemoryError(f"{pub}: Redis refused a write when full (maxmemory reached) while the spare db "
+                                   f"{spare_db} was built: {exc}; the spare db was emptied and the live db was not "
+                                   "swapped (retryable)") from exc
         finally:
             spare.close()
         if (current(redis_client, keys, variant) or {}).get("publication") != pub:

@@ -117,12 +117,17 @@ def remove(client: Any, keys: Keys, variant: str, pub: str, *, max_score: float 
     removed, or None when the claim is refused (served, registered after ``max_score``, unknown, or another
     remover holds it) or another remover took over midway. ``when_full``: Redis refuses writes (it reached
     its ``maxmemory``), so the claim's markers are written by a script flagged to run then (Redis 7; the
-    removals that follow free memory)."""
+    removals that follow free memory). A plain claim refused with ``-OOM`` is made again that way."""
+    import redis
+
     token = uuid.uuid4().hex
     lock = keys.removal_lock(variant, pub)
-    claimed = client.eval(_CLAIM_WHEN_FULL if when_full else _CLAIM, 4, keys.current(variant),
-                          keys.publications(variant), keys.doomed(variant), lock,
-                          pub, token, REMOVE_TTL_MS, min(max_score, NO_LIMIT), time.time())
+    args = (4, keys.current(variant), keys.publications(variant), keys.doomed(variant), lock,
+            pub, token, REMOVE_TTL_MS, min(max_score, NO_LIMIT), time.time())
+    try:
+        claimed = client.eval(_CLAIM_WHEN_FULL if when_full else _CLAIM, *args)
+    except redis.exceptions.OutOfMemoryError:  # Redis filled up since the caller looked: a removal makes room
+        claimed = client.eval(_CLAIM_WHEN_FULL, *args)
     if not int(claimed):
         return None
     patterns = keys.publication_pattern(variant, pub)
