@@ -470,15 +470,18 @@ def status(
     levels = {row["confidence"] for row in rows if row.get("model_version")}
     one_level = len(levels) <= 1  # one level for every row: in the title, else a column
     level = f"{percent(next(iter(levels)))} intervals" if levels and one_level else "intervals"
-    m = Table(title=f"models served: the published model's evaluation ({level})")
-    for col in ("model", "version", "model_version", "users", "ndcg_at_k", "recall_at_k",
+    known = all(row.get("serving_known") for row in rows)
+    m = Table(title=f"models served: the evaluation each was published on ({level})" if known else
+              f"models published in the lake (the serving Redis could not be read): their evaluation ({level})")
+    for col in ("model", "version", "model_version", "rails", "users", "ndcg_at_k", "recall_at_k",
                 *(() if one_level else ("level",)), "split", "gate"):
         m.add_column(col, overflow="fold")
     for row in rows:
         gate = row["gate"] or "-"
         if row.get("overridden"):
             gate = f"[yellow]{escape(gate)}[/yellow]"  # "published by an override of the failed quality gate; ..."
-        m.add_row(row["model"], row["version"], row["model_version"] or "[red]none[/red]", str(row["users"] or "-"),
+        m.add_row(row["model"], row["version"], row["model_version"] or "[red]none[/red]",
+                  ", ".join(row.get("rails") or ()) or "-", str(row["users"] or "-"),
                   row["ndcg_at_k"], row["recall_at_k"],
                   *(() if one_level else (percent(row["confidence"]) if row.get("model_version") else "-",)),
                   row["split"] or "-", gate)
@@ -487,6 +490,15 @@ def status(
         if row.get("report"):
             where = f" (the API: {row['report_urls'][0]}, one per rail)" if row.get("report_urls") else ""
             console.print(f"report of {row['model']} {row['version']}: " + escape(f"{row['report']}{where}"))
+    for row in rows:  # a newer model in the lake that some rails do not serve yet
+        if not (row.get("serving_known") and row.get("published") and row["model_version"] != row["published"]):
+            continue
+        console.print(f"[yellow]{row['model']} {row['version']}[/yellow]: " + escape(
+            f"{row['published']} is the published model; rails {', '.join(row['rails'])} serve "
+            f"{row['model_version'] or 'nothing'} (their precompute has not published it yet, or failed, or they "
+            "were rolled back)"))
+    for corrupt in sorted({row["corrupt_pointer"] for row in rows if row.get("corrupt_pointer")}):
+        console.print(f"[bold red]warning:[/bold red] {escape(corrupt)}")
     for row in rows:
         held = row.get("held")
         if held:

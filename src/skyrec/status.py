@@ -63,7 +63,7 @@ def collect(config: Config) -> dict[str, Any]:
     published: list[dict[str, Any]] = []
     leftovers: dict[str, Any] = {}
     memory: dict[str, Any] = {}
-    models = model_evaluations(config, lake)
+    serving: dict[str, dict[str, Any]] | None = {}
     try:
         import redis
 
@@ -75,6 +75,7 @@ def collect(config: Config) -> dict[str, Any]:
         for variant in config.variants:
             raw = client.get(keys.current(variant))
             ptr = json.loads(raw) if raw else {}
+            serving[variant] = ptr  # type: ignore[index]
             published.append({"variant": variant, "publication": ptr.get("publication"),
                               "model_version": ptr.get("model_version"), "published_at": ptr.get("published_at"),
                               "age": _age(ptr.get("published_at")), "users": ptr.get("users")})
@@ -82,6 +83,8 @@ def collect(config: Config) -> dict[str, Any]:
         memory = memory_facts(client)
     except Exception as exc:  # noqa: BLE001 - status must report, not crash, when Redis is down
         published.append({"error": f"serving Redis {config.publish.redis_url} unreachable: {exc}"})
+        serving = None
+    models = model_evaluations(config, lake, serving)
     return {"lake": config.lake_url, "datasets": datasets, "models": models, "published": published,
             "redis_leftovers": leftovers, "redis_memory": memory}
 
@@ -105,42 +108,67 @@ def _figure(evaluation: dict[str, Any], metric: str) -> str:
     return f"{value:.4f} [{lo:.4f}, {hi:.4f}]" if lo is not None and hi is not None else f"{value:.4f}"
 
 
-def model_evaluations(config: Config, lake: Lake) -> list[dict[str, Any]]:
-    """Per (model, version) that a variant serves: the published model and the evaluation it was published on
-    (from the model pointer, as the publication carries them), with intervals, their confidence level, users
-    and protocol; and, when the newest evaluation of (model, version) is another one that was held (its gate
-    failed and was not overridden), that one too under ``held``: what is served is not what was trained last."""
-    from skyrec.jobs.publish_model import evaluation_confidence, gate_shown
+def model_evaluations(config: Config, lake: Lake,
+                      serving: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Per (model, version) that a rail uses, and per model version its rails serve (``serving``: each rail's
+    pointer in the serving Redis; None when Redis could not be read, then the model published in the lake
+    stands in, said so): the evaluation it was published on, as the publication carries it, with intervals,
+    their confidence level, users and protocol. ``published``: the model version the lake's pointer names,
+    which rails serving another one have not published yet (their precompute is to come or failed, or they
+    were rolled back). ``held``: the newest evaluation, when its gate held it (failed, not overridden)."""
     from skyrec.models.artefact import published_model_pointer
+    from skyrec.storage import CorruptPointer
 
     out = []
     for model, version in sorted({(v.model, v.version) for v in config.variants.values()}):
-        ptr = lake.read_pointer(published_model_pointer(model, version)) or {}
-        ev = ptr.get("evaluation") or {}
-        split = ((ev.get("protocol") or {}).get("split") or {})
-        gate = gate_shown(ev.get("gate") or {})  # pointers published before it showed overrides as such
-        confidence = ev.get("confidence")
-        published_m = lake.manifest(ev["evaluation_path"]) if ev.get("evaluation_path") else None
-        if confidence is None and published_m is not None:
-            confidence = evaluation_confidence(lake, published_m)
-        report = None  # the report's file, found through the evaluation's manifest (it lies in its attempt)
-        if published_m is not None:
-            try:
-                report = lake.file_url(published_m, "report.html")
-            except KeyError:
-                report = None
         rails = sorted(n for n, v in config.variants.items() if v.model == model and v.version == version)
-        out.append({
-            "model": model, "version": version, "model_version": ptr.get("model_version"),
-            "published_at": ptr.get("published_at"), "age": _age(ptr.get("published_at")),
-            "users": ev.get("users"), "ndcg_at_k": _figure(ev, "ndcg_at_k"), "recall_at_k": _figure(ev, "recall_at_k"),
-            "confidence": confidence, "baseline": ev.get("baseline"), "split": split.get("kind"),
-            "insufficient_evidence": gate.get("insufficient_evidence"), "overridden": bool(gate.get("overridden")),
-            "gate": gate.get("message"), "evaluation": ev.get("evaluation_path"), "report": report,
-            "report_urls": [f"/v1/variants/{r}/report" for r in rails] if report else [],
-            "held": _held(config, lake, model, version, ev.get("evaluation_path")),
-        })
+        corrupt = None
+        try:
+            ptr = lake.read_pointer(published_model_pointer(model, version)) or {}
+        except CorruptPointer as exc:
+            ptr, corrupt = {}, str(exc)
+        groups: dict[str | None, list[str]] = {}
+        for rail in rails:
+            served = ptr if serving is None else (serving.get(rail) or {})
+            groups.setdefault(served.get("model_version"), []).append(rail)
+        for model_version, on in groups.items():
+            source = ptr if serving is None else (serving.get(on[0]) or {})
+            row = _evaluation_row(config, lake, model, version, model_version, source, ptr)
+            out.append({**row, "rails": on, "serving_known": serving is not None,
+                        "published": ptr.get("model_version"), "corrupt_pointer": corrupt,
+                        "report_urls": [f"/v1/variants/{r}/report" for r in on] if row["report"] else []})
     return out
+
+
+def _evaluation_row(config: Config, lake: Lake, model: str, version: str, model_version: str | None,
+                    source: dict[str, Any], ptr: dict[str, Any]) -> dict[str, Any]:
+    """One row of ``model_evaluations``: the figures ``source`` (a rail's pointer, or the model's) carries."""
+    from skyrec.jobs.publish_model import evaluation_confidence, gate_shown
+
+    ev = source.get("evaluation") or {}
+    if model_version is not None and not ev and ptr.get("model_version") == model_version:
+        ev = ptr.get("evaluation") or {}  # a publication from before pointers carried the evaluation
+    split = ((ev.get("protocol") or {}).get("split") or {})
+    gate = gate_shown(ev.get("gate") or {})  # pointers published before it showed overrides as such
+    confidence = ev.get("confidence")
+    published_m = lake.manifest(ev["evaluation_path"]) if ev.get("evaluation_path") else None
+    if confidence is None and published_m is not None:
+        confidence = evaluation_confidence(lake, published_m)
+    report = None  # the report's file, found through the evaluation's manifest (it lies in its attempt)
+    if published_m is not None:
+        try:
+            report = lake.file_url(published_m, "report.html")
+        except KeyError:
+            report = None
+    return {
+        "model": model, "version": version, "model_version": model_version,
+        "published_at": source.get("published_at"), "age": _age(source.get("published_at")),
+        "users": ev.get("users"), "ndcg_at_k": _figure(ev, "ndcg_at_k"), "recall_at_k": _figure(ev, "recall_at_k"),
+        "confidence": confidence, "baseline": ev.get("baseline"), "split": split.get("kind"),
+        "insufficient_evidence": gate.get("insufficient_evidence"), "overridden": bool(gate.get("overridden")),
+        "gate": gate.get("message"), "evaluation": ev.get("evaluation_path"), "report": report,
+        "held": _held(config, lake, model, version, (ptr.get("evaluation") or {}).get("evaluation_path")),
+    }
 
 
 def _held(config: Config, lake: Lake, model: str, version: str, published: str | None) -> dict[str, Any] | None:
@@ -171,6 +199,7 @@ def train_run_lines(config: Config, run_key: str, since: dt.datetime | None = No
     started; an evaluation committed before it (by an earlier run of the same logical date, which this one
     found committed or refused to replace) is said to be so, not passed off as this run's."""
     from skyrec.models.artefact import published_model_pointer
+    from skyrec.storage import CorruptPointer
 
     lake = Lake.from_config(config)
     lines = []
@@ -215,7 +244,11 @@ def train_run_lines(config: Config, run_key: str, since: dt.datetime | None = No
                 lines.append(f"  search: {search.get('n_complete', len(search['trials']))} trials in "
                              f"{search.get('seconds', 0):.1f} s, best {search.get('metric', metric)} "
                              f"{best.get('value', float('nan')):.4f} on validation: {which}{gain}")
-            ptr = lake.read_pointer(published_model_pointer(model, ver)) or {}
+            try:
+                ptr = lake.read_pointer(published_model_pointer(model, ver)) or {}
+            except CorruptPointer as exc:
+                lines.append(f"  {exc}")
+                continue
             mine = model_m is not None and ptr.get("model_version") == model_m.meta.get("model_version")
             lines.append(f"  published: {ptr.get('model_version')}" if mine else
                          f"  not published by this run (serving {ptr.get('model_version') or 'nothing'})")

@@ -45,6 +45,15 @@ class StorageError(RuntimeError):
     pass
 
 
+class CorruptPointer(StorageError, ValueError):
+    """A pointer whose content cannot be what ``write_pointer`` wrote (truncated, edited by hand). A ValueError
+    too: bad input for the job that reads it, not retried; a new publication replaces it."""
+
+    def __init__(self, rel: str, why: str) -> None:
+        super().__init__(f"pointer {rel} is corrupt: {why}; a new publication (or restoring it by hand) replaces it")
+        self.rel = rel
+
+
 class AlreadyCommitted(StorageError):
     """The output was committed already (by this or a concurrent attempt)."""
 
@@ -309,13 +318,22 @@ class Lake:
             self.fs.pipe_file(full, data)  # single-object PUT is atomic on object stores
 
     def read_pointer(self, rel: str) -> dict[str, Any] | None:
+        """The pointer at ``rel`` (None: there is none). A pointer whose content is not a JSON object naming
+        a ``path`` (truncated, edited by hand) is CorruptPointer: never read as "nothing published"."""
         full = self.abspath(rel)
         self._fresh(full)
         try:
             with self.fs.open(full, "rb") as fh:
-                return json.loads(fh.read())
+                raw = fh.read()
         except FileNotFoundError:
             return None
+        try:
+            payload = json.loads(raw)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise CorruptPointer(rel, f"not JSON ({exc})") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("path"), str):
+            raise CorruptPointer(rel, f"not an object naming a path: {raw[:120]!r}")
+        return payload
 
     # ---- collecting abandoned attempts --------------------------------------------------------
     def collect(self, rel: str, *, grace_seconds: float, is_live: LiveCheck | None = None,

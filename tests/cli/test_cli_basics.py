@@ -58,7 +58,7 @@ def test_status_fits_the_terminal_and_warns_when_redis_is_unreachable(skyrec_hom
     assert max(len(line) for line in out.stdout.splitlines()) <= 80
     text = " ".join(out.stdout.split())
     assert "warning: serving Redis" in text and "unreachable" in text and "published to serving Redis" not in text
-    assert "the published model's evaluation" in text
+    assert "models published in the lake (the serving Redis could not be read)" in text
     data = json.loads(_skyrec("status", "--json", **env).stdout)
     assert {"datasets", "models", "published"} <= set(data) and "error" in data["published"][0]
 
@@ -214,7 +214,8 @@ def test_status_names_each_evaluations_own_confidence_level(skyrec_home, monkeyp
     def row(model: str, confidence: float) -> dict:
         return {"model": model, "version": "v1", "model_version": f"v1.{model}", "users": 10, "ndcg_at_k": "0.1",
                 "recall_at_k": "0.2", "confidence": confidence, "split": "per_user", "gate": "ok",
-                "overridden": False, "held": None}
+                "overridden": False, "held": None, "rails": ["r"], "serving_known": True,
+                "published": f"v1.{model}"}
 
     def show(*rows: dict) -> str:
         info = {"lake": "lake", "datasets": [], "models": list(rows), "published": [{"error": "no redis"}]}
@@ -223,7 +224,7 @@ def test_status_names_each_evaluations_own_confidence_level(skyrec_home, monkeyp
         assert out.exit_code == 0, out.output
         return " ".join(out.output.split())
 
-    assert "the published model's evaluation (51% intervals)" in show(row("knn", 0.51), row("ease", 0.51))
+    assert "the evaluation each was published on (51% intervals)" in show(row("knn", 0.51), row("ease", 0.51))
     mixed = show(row("knn", 0.51), row("ease", 0.975))
-    assert "the published model's evaluation (intervals)" in mixed and "level" in mixed
+    assert "the evaluation each was published on (intervals)" in mixed and "level" in mixed
     assert "51%" in mixed and "97.5%" in mixed and "95%" not in mixed

@@ -81,8 +81,11 @@ def test_status_shows_each_models_latest_evaluation(redis_client, published) -> 
     from pathlib import Path
 
     assert row["report"] and Path(row["report"]).is_file() and "<html" in Path(row["report"]).read_text().lower()
+    assert row["rails"] == [VARIANT] and row["report_urls"] == [f"/v1/variants/{VARIANT}/report"]
+    # the model's other rails have published nothing yet: said so, not passed off as serving it
     rails = sorted(n for n, v in config.variants.items() if v.model == MODEL)
-    assert rails and row["report_urls"] == [f"/v1/variants/{r}/report" for r in rails]
+    (idle,) = [m for m in info["models"] if m["model"] == MODEL and m["model_version"] is None]
+    assert idle["rails"] == [r for r in rails if r != VARIANT] and idle["published"] == row["model_version"]
     # the training dataset the model was fit on is found under its definition's id, with the models that read it
     (ds,) = [d for d in info["datasets"] if d["dataset"] == "training_dataset"]
     dataset_id = config.training.dataset_id(MODEL)
@@ -91,6 +94,38 @@ def test_status_shows_each_models_latest_evaluation(redis_client, published) -> 
     # a readout per configured experiment: none configured here, none listed (no row that can only say "none")
     assert not config.experiments and not [d for d in info["datasets"] if d["dataset"] == "experiment_readout"]
     json.dumps(info, default=str)
+
+
+def test_status_shows_what_the_rails_serve_not_only_what_the_lake_published(make_client, published,
+                                                                          monkeypatch) -> None:
+    """A newer model published in the lake that the rail has not published yet (its precompute is to come, or
+    failed, or the rail was rolled back): status shows the model the rail serves, with the figures the API
+    shows for it, and says the newer one waits."""
+    config, lake, _ = published
+    run = RunInfo(dag_id="train_model", run_id="run2", task_id="train", logical_date=END + dt.timedelta(hours=3))
+    for job in ("create_dataset", "train", "evaluate", "publish_model"):
+        code, payload = execute(job, config=config, run=run, params={"model": MODEL})
+        assert code == EXIT_OK, (job, payload.get("error"))
+    from skyrec.models.artefact import published_model_pointer
+    from skyrec.status import collect
+
+    newer = lake.read_pointer(published_model_pointer(MODEL, "v1"))
+    assert newer["model_version"] == "v1.20260301T030000"
+    row = next(m for m in collect(config)["models"] if m["rails"] == [VARIANT])
+    served = next(x for x in make_client(config).get("/v1/variants").json()["variants"] if x["variant"] == VARIANT)
+    assert row["model_version"] == "v1.20260301T010000" == served["model_version"]
+    assert row["published"] == "v1.20260301T030000" and row["evaluation"] == served["evaluation"]["evaluation_path"]
+    assert row["ndcg_at_k"].startswith(f"{served['evaluation']['ndcg_at_k']:.4f} [")
+    from typer.testing import CliRunner
+
+    import skyrec.cli
+
+    monkeypatch.setattr(skyrec.cli, "load_config", lambda env=None, **_: config)
+    out = CliRunner().invoke(skyrec.cli.app, ["status"], env={"COLUMNS": "400"})
+    text = " ".join(out.output.split())
+    assert out.exit_code == 0 and "models served: the evaluation each was published on" in text, out.output
+    assert (f"{MODEL} v1: v1.20260301T030000 is the published model; rails {VARIANT} serve v1.20260301T010000"
+            in text), out.output
 
 
 def test_a_train_run_prints_its_figures_gate_and_publication(published) -> None:

@@ -66,7 +66,8 @@ def test_status_shows_the_published_evaluation_its_confidence_and_a_newer_held_o
     assert held_row is not None and held_row["model_version"] == HELD and held_row["verdict"] == "held"
     assert "policy 'hold': not published" in held_row["gate"] and held_row["users"]
     text = _status_text(config, monkeypatch)
-    assert "the published model's evaluation (90% intervals)" in text and "95%" not in text
+    assert "models published in the lake (the serving Redis could not be read): their evaluation (90% intervals)" \
+        in text and "95%" not in text
     assert f"als v1: newest evaluation {HELD}" in text and "HELD, not published" in text
 
 

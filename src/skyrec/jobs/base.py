@@ -32,7 +32,7 @@ from typing import Any
 from skyrec.config import Config, ConfigError, load_config
 from skyrec.gates import GateFailed, GateResult, UnknownGate, check_overrides, enforce
 from skyrec.pipelines import BEAM_OPTIONS_ENV
-from skyrec.storage import AlreadyCommitted, Lake, Manifest, Producer, Stage
+from skyrec.storage import AlreadyCommitted, CorruptPointer, Lake, Manifest, Producer, Stage
 
 EXIT_OK, EXIT_ERROR, EXIT_GATE, EXIT_BAD_INPUT = 0, 1, 3, 4
 
@@ -261,7 +261,7 @@ def execute(name: str, *, config: Config | None = None, env: str | None = None, 
     except NotReady as exc:
         code = EXIT_ERROR  # retried by the task's retries
         payload.update(status="failed", error=f"not ready: {exc}", error_kind="not_ready")
-    except (ConfigError, BadInput, FileNotFoundError) as exc:
+    except (ConfigError, BadInput, FileNotFoundError, CorruptPointer) as exc:
         code = EXIT_BAD_INPUT
         payload.update(status="failed", error=str(exc), error_kind=type(exc).__name__)
     except Exception as exc:  # noqa: BLE001 - the job boundary: record and report every failure

@@ -206,11 +206,15 @@ def _published_comparison(ctx: JobContext, model: str, version: str, model_versi
     from skyrec.evaluation.compare import rescore_published
     from skyrec.evaluation.stats import paired_comparison
     from skyrec.models.artefact import load_published, published_model_pointer
-    from skyrec.storage import StorageError
+    from skyrec.storage import CorruptPointer, StorageError
 
     cfg = ctx.config.training
-    ptr = ctx.lake.read_pointer(published_model_pointer(model, version))
-    if not ptr:
+    try:
+        ptr = ctx.lake.read_pointer(published_model_pointer(model, version))
+    except CorruptPointer as exc:  # something is published, and nobody can say what: never "nothing yet"
+        return {"comparable": False, "reason": f"{exc}: the published model cannot be re-scored on this split",
+                "corrupt_pointer": True}
+    if ptr is None:
         return None
     if ptr.get("model_version") == model_version:  # evaluating again the model that is published
         return {"comparable": False, "same_model": True, "model_version": model_version,

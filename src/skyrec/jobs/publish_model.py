@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from skyrec.jobs.base import BadInput, JobContext, NotReady
+from skyrec.storage import CorruptPointer
 
 PROBE_USERS = 256
 
@@ -164,7 +165,11 @@ def run(ctx: JobContext) -> dict[str, Any]:
         "published_at": dt.datetime.now(dt.UTC).isoformat(), "published_by": ctx.producer.job_key,
     }
     with _pointer_lock(ctx, model, version):
-        current = ctx.lake.read_pointer(ptr_rel) or {}
+        replaced = None
+        try:
+            current = ctx.lake.read_pointer(ptr_rel) or {}
+        except CorruptPointer as exc:  # the gate could not compare with it either (it said so): replace it
+            current, replaced = {}, str(exc)
         if current.get("path") == manifest.path:
             return {"outputs": [manifest.path], "pointer": ptr_rel, "note": "already published",
                     "model_version": payload["model_version"]}
@@ -177,4 +182,5 @@ def run(ctx: JobContext) -> dict[str, Any]:
         if check.get("path") != manifest.path:
             raise RuntimeError(f"{ptr_rel}: pointer reads back {check.get('path')!r}, expected {manifest.path}")
     return {"outputs": [manifest.path], "pointer": ptr_rel, "published": True,
-            "model_version": payload["model_version"], "evaluation": payload["evaluation"]}
+            "model_version": payload["model_version"], "evaluation": payload["evaluation"],
+            **({"replaced_corrupt_pointer": replaced} if replaced else {})}

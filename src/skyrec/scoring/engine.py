@@ -55,7 +55,7 @@ from skyrec.publish.keys import VALID_USER_ID, Keys
 from skyrec.publish.resp import encode_packed_rec_sets, encode_rec_sets, fixed_width_fragments
 from skyrec.scoring.candidates import Candidates, build_candidates
 from skyrec.scoring.topk import TopK, topk_threaded
-from skyrec.storage import Lake
+from skyrec.storage import CorruptPointer, Lake
 
 # dictionary + RLE for the ids (user_id repeats k times), byte-stream-split for the float scores and delta
 # for the ranks: ~2x faster to write and ~30% smaller than plain dictionary + zstd on every column
@@ -152,7 +152,10 @@ def published_evaluation(lake: Lake, model_path: str, model_meta: dict[str, Any]
     evaluation = dict(fallback or {})
     model, version = model_meta.get("model"), model_meta.get("version")
     if model and version:
-        ptr = lake.read_pointer(published_model_pointer(str(model), str(version))) or {}
+        try:
+            ptr = lake.read_pointer(published_model_pointer(str(model), str(version))) or {}
+        except CorruptPointer:  # the figures are shown, not decided on: those the artefact carries
+            ptr = {}
         if ptr.get("path") == model_path and isinstance(ptr.get("evaluation"), dict):
             evaluation = dict(ptr["evaluation"])
     if isinstance(evaluation.get("rules"), dict):
