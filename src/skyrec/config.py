@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import re
 import string
@@ -267,6 +268,8 @@ class SearchSpace(_Model):
                              f"{kinds or 'none'}")
         bounds = self.int_range or self.float_range
         if bounds is not None:
+            if not all(math.isfinite(b) for b in bounds):  # NaN passes no comparison; inf overflows int() later
+                raise ValueError(f"{kinds[0]}: low and high must be finite numbers, got {list(bounds)}")
             if not bounds[0] < bounds[1]:
                 raise ValueError(f"{kinds[0]}: low must be below high, got {list(bounds)}")
             if self.log and not bounds[0] > 0:
@@ -275,7 +278,17 @@ class SearchSpace(_Model):
             raise ValueError("log: true applies to int or float ranges, not to choice")
         elif not self.choice:
             raise ValueError("choice: give at least one value")
+        elif any(isinstance(c, float) and not math.isfinite(c) for c in self.choice):
+            raise ValueError(f"choice: numbers must be finite, got {self.choice}")
         return self
+
+    @property
+    def kind(self) -> str:
+        return "int" if self.int_range is not None else "float" if self.float_range is not None else "choice"
+
+    def tried(self) -> list[Any]:
+        """The values a check tries: a choice's values, a range's two ends."""
+        return list(self.choice) if self.choice is not None else list(self.int_range or self.float_range or ())
 
 
 class SearchConfig(_Model):
@@ -661,6 +674,23 @@ class Config(_Model):
             if not any((search.spaces.get(name) or {}).values()):
                 raise ValueError(f"training.search.models: {name!r} has no search space "
                                  f"(training.search.spaces.{name}: {{param: {{int|float|choice: ...}}}})")
+        return self
+
+    @model_validator(mode="after")
+    def _model_params(self) -> Config:
+        """The package's own models' parameters and search spaces, by each model's rules
+        (``skyrec.models.params``: no model library imported); a model of another package is checked when built."""
+        from skyrec.models.params import SPECS, check_configured, check_search_values
+
+        for name, spec in self.models.items():
+            check_configured(name, spec.class_path, spec.params)
+        for name, spaces in self.training.search.spaces.items():
+            model = self.models.get(name)
+            owner, _, rules = SPECS.get(model.class_path if model else "", ("", "", None))
+            for param, space in spaces.items():
+                if rules is not None and space is not None:
+                    check_search_values(f"training.search.spaces.{name}.{param}", owner, rules, param, space.kind,
+                                        space.tried())
         return self
 
     # ---- derived -------------------------------------------------------------------------------

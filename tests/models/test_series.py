@@ -18,6 +18,7 @@ from skyrec.models.series import (
     UNKNOWN_RELEASE,
     ItemContext,
     add_followed_series,
+    checked_params,
     item_context,
     newest_rank,
     series_matrix,
@@ -172,17 +173,27 @@ def test_the_context_must_match_the_matrix() -> None:
 
 
 @pytest.mark.parametrize("cls", [ItemKNNModel, EASEModel])
-@pytest.mark.parametrize("params", [{"series_weight": -1}, {"series_depth": 0}, {"series_decay": 0.0},
-                                    {"series_decay": 1.5}])
+@pytest.mark.parametrize("params", [{"series_weight": -1}, {"series_weight": float("nan")},
+                                    {"series_weight": float("inf")}, {"series_depth": 0}, {"series_depth": 2.5},
+                                    {"series_decay": 0.0}, {"series_decay": 1.5}, {"series_decay": float("nan")}])
 def test_series_parameters_are_checked(cls, params: dict) -> None:
-    with pytest.raises(ValueError, match=f"{cls.__name__}: series_weight must be >= 0"):
+    (param, value), = params.items()
+    with pytest.raises(ValueError, match=rf"{cls.__name__}: models\.{cls.name}\.params\.{param} must be .*, got "):
         cls(**params)
 
 
+@pytest.mark.parametrize("weight", [float("nan"), float("inf"), -1.0])
+def test_the_series_check_refuses_a_weight_that_is_not_a_finite_number(weight: float) -> None:
+    """``NaN < 0`` is false: the check must not let a NaN weight through to scale the term."""
+    with pytest.raises(ValueError, match="series_weight must be >= 0"):
+        checked_params("M", weight, 5, 0.75)
+
+
 @pytest.mark.parametrize("params", [{"series_catch_up": -0.1}, {"series_catch_up": 1.5},
-                                    {"series_follow_within": -1}])
+                                    {"series_catch_up": float("nan")}, {"series_follow_within": -1}])
 def test_follow_parameters_are_checked(params: dict) -> None:
-    with pytest.raises(ValueError, match="ItemKNNModel: series_catch_up must be in"):
+    (param, value), = params.items()
+    with pytest.raises(ValueError, match=rf"ItemKNNModel: models\.knn\.params\.{param} must be .*, got "):
         ItemKNNModel(**params)
 
 

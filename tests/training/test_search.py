@@ -195,13 +195,12 @@ def test_config_errors_name_the_key(override: dict, key: str) -> None:
     assert f"{key}:" in str(err.value)
 
 
-def test_a_parameter_the_model_does_not_have_is_a_config_error(data: TrainingData) -> None:
-    config = _config(spaces={"als": {"factorz": {"int": [16, 64]}}})
+def test_a_parameter_the_model_does_not_have_is_a_config_error() -> None:
+    """Refused when the configuration loads (the model's rules: tests/models/test_params.py)."""
     with pytest.raises(ConfigError, match=r"training\.search\.spaces\.als\.factorz: ALSModel has no parameter"):
-        search.run_search(config, "als", data.train)
-    refused = _config(models=["knn"], spaces={"knn": {"similarity": {"choice": ["cosine", "jaccard"]}}})
+        _config(spaces={"als": {"factorz": {"int": [16, 64]}}})
     with pytest.raises(ConfigError, match=r"training\.search\.spaces\.knn\.similarity: .*'jaccard'"):
-        search.run_search(refused, "knn", data.train)
+        _config(models=["knn"], spaces={"knn": {"similarity": {"choice": ["cosine", "jaccard"]}}})
 
 
 # ---- the train job -------------------------------------------------------------------------------------
@@ -278,8 +277,19 @@ def test_train_job_search_respects_the_job_deadline(seeded, config_factory) -> N
     assert summary["stopped"] == "deadline" and summary["seconds"] < 3.0 and summary["n_complete"] >= 1
 
 
-def test_train_job_names_a_bad_search_parameter(seeded, config_factory) -> None:
-    config = _job_config(config_factory, spaces={"als": {"factorz": {"int": [16, 64]}}})
-    assert run_job(config, "create_dataset")[0] == EXIT_OK
-    code, payload = run_job(config, "train")
-    assert code == EXIT_BAD_INPUT and "training.search.spaces.als.factorz" in payload["error"]
+@pytest.mark.parametrize(("var", "value", "key"), [
+    ("SKYREC__TRAINING__SEARCH__SPACES__ALS__FACTORZ", "{int: [16, 64]}", "training.search.spaces.als.factorz"),
+    # an infinite bound used to pass and crash the train step with OverflowError (a retried failure)
+    ("SKYREC__TRAINING__SEARCH__SPACES__ALS__FACTORS", "{float: [1, .inf]}", "training.search.spaces.als.factors"),
+    ("SKYREC__TRAINING__SEARCH__SPACES__ALS__ALPHA", "{float: [-5, 5]}", "training.search.spaces.als.alpha"),
+])
+def test_train_job_names_a_bad_search_parameter(skyrec_home, monkeypatch, var: str, value: str, key: str) -> None:
+    """Refused as a configuration error (not retried) before the job does anything, naming the key."""
+    from skyrec.jobs.base import RunInfo, execute
+
+    monkeypatch.setenv("SKYREC__TRAINING__SEARCH__ENABLED", "true")
+    monkeypatch.setenv("SKYREC__TRAINING__SEARCH__MODELS", "[als]")
+    monkeypatch.setenv(var, value)
+    run = RunInfo(dag_id="train_model", run_id="run1", task_id="train", logical_date=END + dt.timedelta(hours=1))
+    code, payload = execute("train", env="local", run=run, params={"model": "als"})
+    assert code == EXIT_BAD_INPUT and payload["error_kind"] == "ConfigError" and f"{key}: " in payload["error"]

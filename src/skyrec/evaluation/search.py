@@ -70,20 +70,32 @@ def space_of(config: Config, model: str) -> dict[str, SearchSpace]:
 
 
 def check_space(config: Config, model: str) -> None:
-    """Every searched parameter must be one the model accepts: try the model with each range's ends
-    (a ``ConfigError`` naming ``training.search.spaces.<model>.<param>`` otherwise)."""
+    """Every searched parameter must be one the model accepts, by its rules (``param_spec``:
+    ``skyrec.models.params.check_search_values``, which the configuration also applies when it loads) and by
+    building the model with each choice and each end of a range (its rules are intervals: a range whose ends
+    are accepted holds only accepted values). A ``ConfigError`` naming ``training.search.spaces.<model>.<param>``
+    otherwise, never a trial-time ``OverflowError``."""
+    from skyrec.models.params import ParamError, check_search_values
+
     cls = model_class(config, model)
     base = dict(config.models[model].params)
     known = getattr(cls, "defaults", None)
+    rules = getattr(cls, "param_spec", None) or {}
     for param, space in space_of(config, model).items():
         key = f"training.search.spaces.{model}.{param}"
         if isinstance(known, dict) and param not in known:
             raise ConfigError(f"{key}: {cls.__name__} has no parameter {param!r} (known: {sorted(known)})")
-        values = space.choice if space.choice is not None else list(space.int_range or space.float_range or ())
-        for value in values:
+        if param in rules:
+            try:
+                check_search_values(key, cls.__name__, rules, param, space.kind, space.tried())
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        for value in space.tried():
             try:
                 cls(**{**base, param: value})
-            except (TypeError, ValueError) as exc:
+            except ParamError as exc:
+                raise ConfigError(exc.at(key)) from None
+            except (TypeError, ValueError, ArithmeticError) as exc:
                 raise ConfigError(f"{key}: {cls.__name__} refuses {param}={value!r}: {exc}") from None
 
 

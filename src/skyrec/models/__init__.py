@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skyrec.config import Config, ConfigError
-from skyrec.models.base import Recommender
+from skyrec.models.params import ParamError
+
+if TYPE_CHECKING:  # the package imports no numpy or scipy until a model is used: the configuration's check of
+    # models' parameters (skyrec.models.params) imports this package when the configuration loads
+    from skyrec.models.base import Recommender
 
 
 def model_class(config: Config, name: str) -> type[Recommender]:
+    from skyrec.models.base import Recommender
+
     try:
         spec = config.models[name]
     except KeyError:
@@ -29,7 +35,9 @@ def build_model(config: Config, name: str, **extra: Any) -> Recommender:
     cls = model_class(config, name)
     try:
         return cls(**params)
-    except (TypeError, ValueError) as exc:  # unknown or invalid parameters: name the config key
+    except ParamError as exc:  # a refused value: name its config key
+        raise ConfigError(exc.at(f"models.{name}.params.{exc.param}")) from None
+    except (TypeError, ValueError, ArithmeticError) as exc:  # unknown or invalid parameters: name the config key
         raise ConfigError(f"models.{name}.params: {exc}") from None
 
 
@@ -48,6 +56,8 @@ def recommender_class(model_json: bytes | str, allowed: set[str] | None = None) 
     paths, or the ``skyrec.models`` package), without loading the model's arrays: precompute calls class
     methods of the contract (``Recommender.item_queries``) on the artefact's factors."""
     import json
+
+    from skyrec.models.base import Recommender
 
     class_path = str(json.loads(model_json).get("class", ""))
     module_name, _, class_name = class_path.partition(":")

@@ -12,11 +12,21 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+from skyrec.models.params import MAX_THREADS
+
 
 def fit_threads(requested: int | None = None) -> int:
-    """Threads for a model's own parallel loop: the request, else the CPUs this process may use."""
+    """Threads for a model's own parallel loop: the request, else (0 or None) the CPUs this process may use.
+
+    A negative or absurd count is refused here as well as by the models' parameter check
+    (``skyrec.models.params.THREADS``): handed to OpenMP, ``-4`` becomes a huge unsigned count and libgomp
+    aborts the whole process ("Out of memory allocating ..."), with no job result written."""
+    if isinstance(requested, bool) or not (requested is None or isinstance(requested, int)) \
+            or not 0 <= (requested or 0) <= MAX_THREADS:
+        raise ValueError(f"num_threads must be a whole number in [0, {MAX_THREADS:,}] (0: every CPU this "
+                         f"process may use), got {requested!r}")
     if requested:
-        return int(requested)
+        return requested
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux

@@ -13,12 +13,14 @@ import scipy.sparse as sp
 
 from skyrec.models._factors import FactorModel
 from skyrec.models._threads import fit_threads, single_threaded_blas
+from skyrec.models.params import ALS
 
 
 class ALSModel(FactorModel):
     name = "als"
     defaults: ClassVar[dict[str, Any]] = {"factors": 128, "iterations": 15, "regularization": 6.0, "alpha": 0.4,
                                           "random_state": 42, "num_threads": 0}
+    param_spec = ALS
 
     def fit(self, interactions: sp.csr_matrix, item_features: sp.csr_matrix | None = None,
             user_features: sp.csr_matrix | None = None) -> ALSModel:

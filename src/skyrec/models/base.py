@@ -20,11 +20,14 @@ from __future__ import annotations
 import io
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
+
+from skyrec.models.params import Param, check_params
 
 
 class Recommender(ABC):
@@ -35,9 +38,13 @@ class Recommender(ABC):
     #: True when ``fit`` accepts ``item_context`` (``skyrec.models.series.ItemContext``: each item's brand and
     #: release time, for the item columns it is fit on); ``fit_on`` passes it when the dataset has one
     uses_item_context: ClassVar[bool] = False
+    #: the rule of each parameter (``skyrec.models.params``), checked when the model is built; the package's
+    #: models list theirs in ``params.SPECS`` too, so the configuration checks them when it loads
+    param_spec: ClassVar[Mapping[str, Param]] = {}
 
     def __init__(self, **params: Any) -> None:
-        self.params = dict(params)
+        #: as given, each value normalised by its rule (``param_spec``): a refused one is a ``ParamError``
+        self.params = check_params(type(self).__name__, self.name, self.param_spec, params)
 
     @abstractmethod
     def fit(self, interactions: sp.csr_matrix, item_features: sp.csr_matrix | None = None,

@@ -13,12 +13,14 @@ import scipy.sparse as sp
 
 from skyrec.models._factors import FactorModel
 from skyrec.models._threads import fit_threads, single_threaded_blas
+from skyrec.models.params import BPR
 
 
 class BPRModel(FactorModel):
     name = "bpr"
     defaults: ClassVar[dict[str, Any]] = {"factors": 64, "iterations": 100, "learning_rate": 0.007,
                                           "regularization": 0.004, "random_state": 42, "num_threads": 0}
+    param_spec = BPR
 
     @classmethod
     def item_queries(cls, item_factors: np.ndarray, items: np.ndarray) -> np.ndarray:

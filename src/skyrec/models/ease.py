@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from skyrec.models._factors import FactorModel
+from skyrec.models.params import EASE
 from skyrec.models.representations import checked_limit_gb, guard_items
 from skyrec.models.series import PARAMS, ItemContext, add_series_dense, checked_params
 
@@ -79,6 +80,7 @@ class EASEModel(FactorModel):
     uses_item_context = True
     defaults: ClassVar[dict[str, Any]] = {"regularization": 1000.0, "binary": False, "memory_limit_gb": 8.0,
                                           "series_weight": 2.0, "series_depth": 6, "series_decay": 0.75}
+    param_spec = EASE  # regularization > 0, binary a real boolean, ...: checked when built
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -90,11 +92,9 @@ class EASEModel(FactorModel):
     def fit(self, interactions: sp.csr_matrix, item_features: sp.csr_matrix | None = None,
             user_features: sp.csr_matrix | None = None, item_context: ItemContext | None = None) -> EASEModel:
         reg = float(self.param("regularization"))
-        if not reg > 0:
-            raise ValueError(f"EASE: regularization must be > 0, got {reg}")
         X = sp.csr_matrix(interactions, dtype=np.float32, copy=True)
         X.eliminate_zeros()
-        if self.param("binary"):
+        if self.param("binary") is True:  # a real boolean (param_spec): the text "false" is refused, not truthy
             X.data[:] = 1.0
         guard_items("EASE", X.shape[1], limit_gb=self._limit_gb, copies=COPIES,
                     key=f"models.{self.name}.params.memory_limit_gb", what="the item-item weights")

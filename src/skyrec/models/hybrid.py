@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from skyrec.models._threads import fit_threads, single_threaded_blas
 from skyrec.models.base import Recommender
+from skyrec.models.params import HYBRID
 
 
 def _row_normalise(m: sp.csr_matrix) -> sp.csr_matrix:
@@ -37,6 +38,7 @@ class HybridModel(Recommender):
         "no_components": 48, "epochs": 20, "loss": "warp", "learning_rate": 0.05, "random_state": 42,
         "item_alpha": 0.0, "user_alpha": 0.0, "max_sampled": 10, "num_threads": 0,
     }
+    param_spec = HYBRID
 
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.defaults)

@@ -39,6 +39,7 @@ import scipy.sparse as sp
 from skyrec.models import representations as reps
 from skyrec.models._factors import FactorModel
 from skyrec.models._threads import fit_threads, single_threaded_blas
+from skyrec.models.params import KNN
 from skyrec.models.series import (
     FOLLOW_PARAMS,
     PARAMS,
@@ -50,7 +51,7 @@ from skyrec.models.series import (
 )
 from skyrec.progress import interactive
 
-SIMILARITIES = ("cosine", "bm25")
+SIMILARITIES = KNN["similarity"].choices  # cosine, bm25
 COPIES = 3  # S, V = S.T, and a serialised or sliced copy at precompute
 ENTRY_BYTES = 8  # float32 value + int32 column index per stored entry
 
@@ -64,13 +65,10 @@ class ItemKNNModel(FactorModel):
                                           "series_weight": 0.54, "series_depth": 5, "series_decay": 0.75,
                                           "series_catch_up": 0.1, "series_follow_within": 1,
                                           "memory_limit_gb": 8.0, "num_threads": 0}
+    param_spec = KNN  # similarity one of SIMILARITIES, neighbours a whole number >= 1, bm25_b in [0, 1], ...
 
     def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        if self.param("similarity") not in SIMILARITIES:
-            raise ValueError(f"ItemKNNModel: similarity must be one of {SIMILARITIES}, got {self.param('similarity')!r}")
-        if int(self.param("neighbours")) < 1:
-            raise ValueError(f"ItemKNNModel: neighbours must be >= 1, got {self.param('neighbours')}")
+        super().__init__(**params)  # each value checked by its rule (param_spec)
         self._series_params = checked_params("ItemKNNModel", *(self.param(k) for k in PARAMS))
         self._follow_params = checked_follow("ItemKNNModel", *(self.param(k) for k in FOLLOW_PARAMS))
         self._limit_gb = reps.checked_limit_gb("ItemKNNModel", self.name, self.param("memory_limit_gb"))
@@ -88,6 +86,7 @@ class ItemKNNModel(FactorModel):
         X.eliminate_zeros()
         k = int(self.param("neighbours"))
         self._guard(X.shape[1], k)
+        k = max(1, min(k, X.shape[1]))  # more neighbours than items: every item (implicit takes a C int)
         threads = fit_threads(self.param("num_threads"))
         model: Any
         if self.param("similarity") == "bm25":

@@ -16,6 +16,7 @@ of the rules, whatever the model.
 
 from __future__ import annotations
 
+import math
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -281,8 +282,9 @@ def checked_limit_gb(model: str, name: str, value: Any) -> float:
         limit = float("nan") if isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
         limit = float("nan")
-    if not limit > 0:
-        raise ValueError(f"{model}: models.{name}.params.memory_limit_gb must be a number of GB > 0, got {value!r}")
+    if not (limit > 0 and math.isfinite(limit)):
+        raise ValueError(f"{model}: models.{name}.params.memory_limit_gb must be a finite number > 0 (GB), "
+                         f"got {value!r}")
     return limit
 
 

@@ -29,6 +29,7 @@ by it (:func:`add_followed_series`): plays of episodes that were new count fully
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -152,15 +153,16 @@ FOLLOW_PARAMS = ("series_catch_up", "series_follow_within")
 
 def checked_params(model: str, weight: float, depth: int, decay: float) -> dict[str, float | int]:
     """The term's parameters as ``add_followed_series`` / ``add_series_dense`` take them; a ValueError naming
-    the model when out of range."""
-    if float(weight) < 0 or int(depth) < 1 or not 0 < float(decay) <= 1:
+    the model when out of range (a NaN or infinite weight too: ``NaN < 0`` is false). The models check each
+    value by its rule first (``skyrec.models.params``), naming the parameter."""
+    if not (math.isfinite(float(weight)) and float(weight) >= 0) or int(depth) < 1 or not 0 < float(decay) <= 1:
         raise ValueError(f"{model}: series_weight must be >= 0, series_depth >= 1 and series_decay in (0, 1], "
                          f"got {weight}, {depth}, {decay}")
     return {"weight": float(weight), "depth": int(depth), "decay": float(decay)}
 
 
 def checked_follow(model: str, catch_up: float, within: int) -> dict[str, float | int]:
-    """:func:`add_followed_series`'s parameters; a ValueError naming the model when out of range."""
+    """:func:`add_followed_series`'s parameters; a ValueError naming the model when out of range (NaN too)."""
     if not 0 <= float(catch_up) <= 1 or int(within) < 0:
         raise ValueError(f"{model}: series_catch_up must be in [0, 1] and series_follow_within >= 0, "
                          f"got {catch_up}, {within}")
