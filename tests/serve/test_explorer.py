@@ -149,6 +149,12 @@ def assert_not_blank(png: Path, size: tuple[int, int], top: int = 260, bottom: i
     assert max(c for c, _ in colours) < 0.97 * area.width * area.height, f"{png.name}: one colour fills the page"
 
 
+#: drama_featured's evaluation: the model's figures and, after the rail's business rules, the rail's own
+SERVED_EVALUATION = {"ndcg_at_k": 0.2345, "recall_at_k": 0.31, "metric": "ndcg_at_k", "ci": {"ndcg_at_k": [0.22, 0.25]},
+                     "rules": {"model": {"ndcg_at_k": 0.2345, "ci": [0.22, 0.25]},
+                               "served": {"ndcg_at_k": 0.1871, "ci": [0.175, 0.199]}}}
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LiveServer]]:
     """Three APIs: over a published set (db 0), over an empty Redis database (db 1), over no Redis at all."""
@@ -158,7 +164,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Live
     try:
         r = redis.Redis.from_url(redis_server.url)
         for variant in VARIANTS:
-            standard_set(r, variant=variant, activity="end=20261123T18")
+            standard_set(r, variant=variant, activity="end=20261123T18",
+                         evaluation=SERVED_EVALUATION if variant == "drama_featured" else None)
         publish_history(r, "end=20261123T18", "u1", [("p002", "2026-11-23T17:00:00Z"), ("p004", "2026-11-22T09:00:00Z")])
         r.close()
         started["published"] = start_api(tmp, redis_server.url)
@@ -235,7 +242,8 @@ def test_a_user_with_readable_dates_figures_and_items_marked_by_origin(servers, 
     assert re.search(r"Published \d{1,2} \w{3} \d{4}, \d\d:\d\d UTC \(2 hours ago\)", rail), rail[:300]
     assert "model als v1" in rail and "v1.20261123T190000" in rail
     # the rail's evaluation figures: the headline in the summary, the table on opening it
-    assert "NDCG@k 0.2345" in browser.text("#rail-0 .evaluation-box summary")
+    # (no figure after the rail's rules published: the model's, said so)
+    assert "NDCG@k of the model 0.2345" in browser.text("#rail-0 .evaluation-box summary")
     browser.js("document.querySelector('#rail-0 .evaluation-box').open = true")
     assert "recall@k\t0.3100" in browser.text("#rail-0 .evaluation")
     assert "Comedy" in seen
@@ -273,6 +281,11 @@ def test_two_rails_side_by_side_and_stacked_on_a_phone(servers, browser, tmp_pat
     for rail in (0, 1):
         assert browser.js(f"document.getElementById('rail-{rail}').dataset.source") == "personalised"
         assert len(items(browser, rail)) == 20
+    # each rail's headline is its own figure when the evaluation has one: what the rail serves, after its rules
+    assert browser.text("#rail-1 .headline") == "NDCG@k as served on this rail 0.1871 [0.1750, 0.1990]"
+    assert browser.js("document.querySelector('#rail-1 .headline').dataset.figure") == "served"
+    assert browser.text("#rail-0 .headline") == "NDCG@k of the model 0.2345"
+    assert browser.js("document.querySelector('#rail-0 .headline').dataset.figure") == "model"
     box = rail_boxes(browser)
     assert box["rail-0"]["top"] == box["rail-1"]["top"] == box["plays-panel"]["top"]
     assert box["plays-panel"]["right"] <= box["rail-0"]["left"] and box["rail-0"]["right"] <= box["rail-1"]["left"]

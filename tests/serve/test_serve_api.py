@@ -157,16 +157,29 @@ def test_not_published_variant_is_503_json(client, redis_client):
     assert r.json()["error"] == "not_published" and "drama_featured" in r.json()["message"], r.json()
 
 
-def test_variants_lists_every_configured_variant(client, redis_client):
-    standard_set(redis_client, extra={"report": "models/als/v1/run=1/report.html"})
+def test_variants_lists_every_configured_variant(client, redis_client, skyrec_home):
+    rel = "models/als/v1/run=1/report.html"
+    standard_set(redis_client, extra={"report": rel})
     body = VariantsOut.model_validate(client.get("/v1/variants").json())
     assert [v.variant for v in body.variants] == list(VARIANTS)
     comedy = body.variants[0]
     assert comedy.published and comedy.publication == PUB and comedy.model == "als" and comedy.model_version == "v1"
     assert comedy.evaluation == {"ndcg_at_k": 0.2345, "recall_at_k": 0.31}
     assert 7100 < comedy.age_seconds < 7300
-    assert comedy.report_url == f"/v1/variants/{V}/report"
+    assert comedy.report_url is None  # named by the publication, not in the lake: no link to a 404
     assert not body.variants[1].published
+    (skyrec_home / "lake" / rel).parent.mkdir(parents=True)
+    (skyrec_home / "lake" / rel).write_text("<html><body>report</body></html>")
+    assert client.get("/v1/variants").json()["variants"][0]["report_url"] == f"/v1/variants/{V}/report"
+
+
+def test_variants_reads_every_pointer_in_one_round_trip(client, redis_client):
+    for variant in VARIANTS:
+        standard_set(redis_client, variant=variant)
+    redis_client.config_resetstat()
+    assert all(v["published"] for v in client.get("/v1/variants").json()["variants"])
+    stats = redis_client.info("commandstats")
+    assert stats["cmdstat_mget"]["calls"] == 1 and "cmdstat_get" not in stats, stats
 
 
 def test_training_report_served_from_the_lake(client, redis_client, skyrec_home):
@@ -194,12 +207,88 @@ def test_training_report_from_a_committed_evaluation_output(client, redis_client
         fh.write(b"<html><body><h1>Evaluation of als v1</h1></body></html>")
     evaluation = {"ndcg_at_k": 0.2, "metric": "ndcg_at_k", "evaluation_path": rel}
     standard_set(redis_client, evaluation=evaluation)
-    assert client.get("/v1/variants").json()["variants"][0]["report_url"] == f"/v1/variants/{V}/report"
-    assert client.get(f"/v1/variants/{V}/report").status_code == 404  # staged, not committed yet
+    assert client.get("/v1/variants").json()["variants"][0]["report_url"] is None  # staged, not committed yet
+    assert client.get(f"/v1/variants/{V}/report").status_code == 404
     stage.commit({})
+    assert client.get("/v1/variants").json()["variants"][0]["report_url"] == f"/v1/variants/{V}/report"
     r = client.get(f"/v1/variants/{V}/report")
     assert r.status_code == 200 and "Evaluation of als v1" in r.text
     assert r.headers["content-type"].startswith("text/html")
+
+
+def test_a_report_unlike_its_manifest_is_not_served(client, redis_client, config):
+    """The committed manifest records the report's size and sha256: a report changed since (tampered with,
+    half-written over) is a 409 ``report_corrupt``, never served; an evaluation committed without a report
+    gets no link and a 404."""
+    from skyrec.storage import Lake, Producer
+
+    lake = Lake.from_config(config)
+    rel = "evaluation/als/v1/run=20261123T180000"
+    stage = lake.stage("evaluation", rel, Producer())
+    with stage.open("report.html", "wb") as fh:
+        fh.write(b"<html><body><h1>Evaluation of als v1</h1></body></html>")
+    manifest = stage.commit({})
+    standard_set(redis_client, evaluation={"ndcg_at_k": 0.2, "evaluation_path": rel})
+    assert client.get(f"/v1/variants/{V}/report").status_code == 200
+    path = lake.file_url(manifest, "report.html")
+    for tampered in (b"<html><body><h1>Evaluation of als v2</h1></body></html>",  # same size
+                     b"<html><body><script>steal()</script></body></html>"):
+        with open(path, "wb") as fh:
+            fh.write(tampered)
+        r = client.get(f"/v1/variants/{V}/report")
+        assert r.status_code == 409 and r.json()["error"] == "report_corrupt", r.text
+        assert rel in r.json()["message"] and "sha256" in r.json()["message"]
+    spec = client.get("/openapi.json").json()["paths"]["/v1/variants/{variant}/report"]["get"]
+    assert spec["responses"]["409"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
+
+    bare = "evaluation/als/v1/run=20261124T180000"
+    stage = lake.stage("evaluation", bare, Producer())
+    with stage.open("evaluation.json", "wb") as fh:
+        fh.write(b"{}")
+    stage.commit({})
+    standard_set(redis_client, pub="v1.bare", evaluation={"ndcg_at_k": 0.2, "evaluation_path": bare})
+    assert client.get("/v1/variants").json()["variants"][0]["report_url"] is None
+    r = client.get(f"/v1/variants/{V}/report")
+    assert r.status_code == 404 and r.json()["error"] == "no_report"
+
+
+GET_ROUTES = ["/healthz", "/readyz", "/", "/v1/variants", f"/v1/variants/{V}/report", f"/v1/recommendations/{V}/u1",
+              f"/v1/recommendations/{V}/nobody?limit=3", "/v1/recommendations/nope/u1", f"/v1/items/p001?variant={V}",
+              f"/v1/items/p001/similar?rail={V}", f"/v1/because-you-played/{V}/u1", f"/v1/users/u1/history?variant={V}",
+              "/v1/experiments", "/openapi.json", "/docs", "/static/explorer.js", "/no/such/route"]
+
+
+@pytest.mark.parametrize("hot_path", [True, False])
+def test_head_answers_every_get_route_with_its_status_and_headers(config_factory, redis_server, redis_client,
+                                                                   skyrec_home, monkeypatch, hot_path):
+    """Load balancers and uptime checks probe with HEAD (RFC 9110: a GET resource supports HEAD): the GET's
+    status and headers, Content-Length included, and no body; a route without GET answers HEAD as GET."""
+    from fastapi.testclient import TestClient
+
+    from skyrec.serve.main import create_app
+
+    config = config_factory({"serve": {"redis_url": redis_server.url, "pointer_cache_seconds": 0.0,
+                                       "access_log": False}})
+    monkeypatch.delenv(config.serve.admin_api_key_env, raising=False)
+    rel = "models/als/v1/run=1/report.html"
+    (skyrec_home / "lake" / rel).parent.mkdir(parents=True)
+    (skyrec_home / "lake" / rel).write_text("<html><body>report</body></html>")
+    for variant in VARIANTS:
+        standard_set(redis_client, variant=variant, extra={"report": rel})
+    with TestClient(create_app(config, hot_path=hot_path)) as client:
+        for path in GET_ROUTES + ["/v1/events"]:  # (POST only: 405, as for GET)
+            get, head = client.get(path), client.head(path)
+            assert head.status_code == get.status_code, (path, head.status_code, get.status_code)
+            assert head.content == b"", path
+            drop = {"x-request-id", "date", "content-length"}
+            assert [(k, v) for k, v in head.headers.multi_items() if k not in drop] == \
+                [(k, v) for k, v in get.headers.multi_items() if k not in drop], path
+            if path != "/v1/variants":  # (its ages grow between the two requests)
+                assert head.headers["content-length"] == get.headers["content-length"] == str(len(get.content)), path
+        assert client.head("/v1/variants").status_code == 200 and client.head("/v1/events").status_code == 405
+        metrics = client.get("/metrics").text
+    assert 'method="HEAD",route="/v1/recommendations/{variant}/{user_id}",status="200"' in metrics
+    assert 'method="HEAD",route="/v1/variants",status="200"' in metrics
 
 
 def test_item_endpoint(client, redis_client):

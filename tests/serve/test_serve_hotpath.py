@@ -70,6 +70,11 @@ def test_same_answer_for_head_and_other_methods(pair):
     fast, plain = pair
     for method in ("HEAD", "POST", "DELETE"):
         _same(fast.request(method, BASE + "u1"), plain.request(method, BASE + "u1"))
+    # HEAD is the GET without its body, on either path
+    for client in pair:
+        head = client.head(BASE + "u1")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == str(len(client.get(BASE + "u1").content))
 
 
 def test_same_answer_when_redis_is_unreachable(config_factory):

@@ -109,6 +109,22 @@ def test_live_answers_and_logs_json_with_request_ids(live):
     assert ADMIN_KEY not in live.log_path.read_text()
 
 
+def test_live_head_probes_on_a_kept_alive_connection(live):
+    """HEAD over the real server (uvicorn's HTTP protocol): the GET's status and Content-Length, no body, and the
+    connection frames the next request right (a HEAD that sent a body would corrupt it)."""
+    with httpx.Client(base_url=live.url) as client:
+        for path in ("/healthz", "/readyz", "/", "/v1/variants", "/v1/recommendations/comedy_featured/u1?limit=3"):
+            head = client.head(path)
+            get = client.get(path)
+            assert head.status_code == get.status_code == 200, path
+            assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"], path
+            if path != "/v1/variants":  # (its ages grow between the two requests)
+                assert head.headers["content-length"] == str(len(get.content)), path
+        assert client.head("/v1/events").status_code == 405
+        assert [i["id"] for i in client.get("/v1/recommendations/comedy_featured/u1?limit=3").json()["items"]] == \
+            ["p001", "p003", "p005"]
+
+
 def test_graceful_shutdown_on_sigterm(tmp_path, live):
     """SIGTERM: uvicorn stops accepting, drains, runs the lifespan exit (closes the Redis pool), then exits
     by the same signal (uvicorn re-raises it so supervisors see why it ended)."""

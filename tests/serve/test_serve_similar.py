@@ -143,6 +143,58 @@ def test_because_you_played_without_a_qualifying_play_has_no_seed_and_says_why(c
     assert body["seed"] is None and "no play history" in body["note"]
 
 
+def test_a_publication_removed_under_a_cached_pointer_is_not_taken_for_one_without_lists(
+        make_client, config_factory, redis_server, redis_client) -> None:
+    """The publisher switches the rail to a new publication and removes the old one (``keep_versions: 1``, its
+    removal protocol) while the API still holds the old pointer (``pointer_cache_seconds``) and the old
+    publication's cached entry: the old one's missing sim keys are no answer ("unknown item", "no seed"),
+    the pointer is read again and the answer comes from the new publication."""
+    from skyrec.publish import removal
+
+    config = config_factory({"serve": {"redis_url": redis_server.url, "pointer_cache_seconds": 600,
+                                       "access_log": False}})
+    shared = "@snap1.n10"  # the users' plays: shared by both publications, not removed with the old one
+    first, second = "v1.20261123T190000", "v1.20261124T010000"
+    removal.register(redis_client, K, RAIL, first)
+    published(redis_client, first, activity=shared)
+    put_sim(redis_client, first, {"p001": [("p003", 0.9)], "p012": [("p017", 0.9)]})
+    publish_history(redis_client, shared, "u1", [("p012", "2026-11-23T16:00:00Z")])
+    more_like, because = make_client(config), make_client(config)  # (each route with its own cached pointer)
+    body = more_like.get(f"/v1/items/p001/similar?rail={RAIL}").json()
+    assert body["publication"] == first and [i["id"] for i in body["items"]] == ["p003"]
+    body = because.get(f"/v1/because-you-played/{RAIL}/u1").json()
+    assert body["publication"] == first and body["seed"]["id"] == "p012"
+
+    removal.register(redis_client, K, RAIL, second)
+    put_sim(redis_client, second, {"p001": [("p011", 0.7)], "p012": [("p019", 0.8)]})
+    published(redis_client, second, activity=shared)  # the switch
+    assert removal.remove(redis_client, K, RAIL, first)  # the cleanup
+    assert not redis_client.keys(f"{PREFIX}:sim:{RAIL}:{first}:*")
+
+    resp = more_like.get(f"/v1/items/p001/similar?rail={RAIL}")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["publication"] == second and [i["id"] for i in resp.json()["items"]] == ["p011"]
+    body = because.get(f"/v1/because-you-played/{RAIL}/u1").json()
+    assert body["publication"] == second and body["seed"] is not None, body
+    assert body["seed"]["id"] == "p012" and [i["id"] for i in body["items"]] == ["p019"]
+    # an item the new publication has no list for either: the definite answer, from the new publication
+    resp = more_like.get(f"/v1/items/p039/similar?rail={RAIL}")
+    assert resp.status_code == 404 and resp.json()["error"] == "unknown_item"
+
+
+def test_a_pointer_naming_a_publication_without_keys_is_a_503_not_an_answer(client, redis_client) -> None:
+    """A publication gone while the pointer, read again, still names it (removed by hand, or mid-switch): no
+    definite answer about it, a 503 to retry."""
+    pub = published(redis_client)["publication"]
+    put_sim(redis_client, pub, {"p001": [("p003", 0.9)]})
+    publish_history(redis_client, ACTIVITY, "u1", [("p001", "2026-11-23T16:00:00Z")])
+    assert client.get(f"/v1/items/p001/similar?rail={RAIL}").status_code == 200
+    redis_client.delete(K.items(RAIL, pub), K.fallback(RAIL, pub), K.sim(RAIL, pub, "p001"))
+    for url in (f"/v1/items/p001/similar?rail={RAIL}", f"/v1/because-you-played/{RAIL}/u1"):
+        resp = client.get(url)
+        assert resp.status_code == 503 and resp.json()["error"] == "switching", (url, resp.text)
+
+
 def test_nothing_published_is_a_503_json(client, redis_client) -> None:
     resp = client.get(f"/v1/items/p001/similar?rail={RAIL}")
     assert resp.status_code == 503 and resp.json()["error"] == "not_published"

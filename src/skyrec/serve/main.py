@@ -29,6 +29,7 @@ from skyrec.serve.api.routes.events import install as install_experiments
 from skyrec.serve.api.routes.experiments import install as install_readouts
 from skyrec.serve.api.routes.explorer import STATIC
 from skyrec.serve.fastget import PipelinedGet
+from skyrec.serve.head import HeadAsGet
 from skyrec.serve.hotpath import HotPath
 from skyrec.serve.observability import MAX_PATH_BYTES, Metrics, RequestContextMiddleware, log_config
 from skyrec.serve.settings import ServeSettings
@@ -121,6 +122,7 @@ def create_app(config: Config | None = None, redis_client: Any = None, *, hot_pa
     _refuse_unknown_query_parameters(app)
     if hot_path:  # inside the request-context middleware: ids, metrics and access log as for every route
         app.add_middleware(HotPath, fastapi_app=app)
+    app.add_middleware(HeadAsGet)  # HEAD on every GET route, the hot path's too (outside it: it sees a GET)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, access_log=settings.access_log)
     return app
 

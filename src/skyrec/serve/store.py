@@ -32,9 +32,9 @@ import logging
 import random
 import time
 from collections import ChainMap, OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -44,6 +44,7 @@ from skyrec.publish.keys import Keys, decode_object, parse_also, parse_history
 from skyrec.serve.fastget import PipelinedGet
 
 log = logging.getLogger("skyrec.serve")
+T = TypeVar("T")
 
 try:  # fast typed JSON decoding of the hot path's lists (msgspec ships with the locked environment)
     import msgspec
@@ -345,8 +346,40 @@ class Store:
                 return last, True
             raise Unavailable(f"Redis unreachable ({type(exc).__name__}) and no publication of variant "
                               f"{variant!r} cached", code="redis_unavailable") from None
+        return self._remember(variant, raw, now), False
+
+    async def pointers(self, variants: Sequence[str]) -> dict[str, tuple[dict[str, Any] | None, bool]]:
+        """:meth:`pointer` of several variants, the ones not cached read in one round trip (MGET): with Redis
+        unreachable, one timeout rather than one per variant. Raises Unavailable when Redis is unreachable and
+        some variant's pointer was never seen."""
+        now = time.monotonic()
+        out: dict[str, tuple[dict[str, Any] | None, bool]] = {}
+        due: list[str] = []
+        for variant in dict.fromkeys(variants):
+            entry = self._pointers.get(variant)
+            if entry is not None and now - entry.fetched < self.pointer_ttl:
+                out[variant] = (entry.pointer, False)
+            else:
+                due.append(variant)
+        if due:
+            try:
+                raws = await self.redis.mget([self.keys.current(v) for v in due])
+            except RedisError as exc:
+                for variant in due:
+                    last = self._last_pointer.get(variant)
+                    if last is None:
+                        raise Unavailable(f"Redis unreachable ({type(exc).__name__}) and no publication of "
+                                          f"variant {variant!r} cached", code="redis_unavailable") from None
+                    out[variant] = (last, True)
+            else:
+                for variant, raw in zip(due, raws, strict=True):
+                    out[variant] = (self._remember(variant, raw, now), False)
+        return {variant: out[variant] for variant in variants}
+
+    def _remember(self, variant: str, raw: bytes | str | None, fetched: float) -> dict[str, Any] | None:
+        """Cache a pointer just read (``raw``, None: no pointer) and free what a superseded one held."""
         pointer = self._decode_pointer(variant, raw)
-        self._pointers[variant] = PointerEntry(now, pointer)
+        self._pointers[variant] = PointerEntry(fetched, pointer)
         if pointer is not None:
             previous = self._last_pointer.get(variant)
             if previous is not None and previous["publication"] != pointer["publication"]:
@@ -355,7 +388,7 @@ class Store:
                 if gone is not None and gone.loader is not None:
                     gone.loader.cancel()
             self._last_pointer[variant] = pointer
-        return pointer, False
+        return pointer
 
     async def _hot_get(self, key: str, *, cached: bool) -> bytes | str | None:
         """GET on the hot path. When the pipelined connection fails and nothing is ``cached`` to answer from
@@ -402,27 +435,45 @@ class Store:
         return bool(await self.redis.exists(*keys))
 
     # ---- recommendations -----------------------------------------------------------------------
-    async def recommend(self, variant: str, user_id: str, want: int) -> Answer:
-        """The ranked list (at least ``want`` long when the publication allows) for one user.
+    async def _on_current(self, variant: str, read: Callable[[dict[str, Any], bool], Awaitable[T | None]]) -> T:
+        """``read(pointer, stale)``'s answer from the variant's current publication, whatever a switch does to it.
 
-        Reads the pointer, then only keys of that publication. If the publication vanished under us (removed
-        after a newer one was switched in), re-reads the pointer once.
+        ``read`` answers from the publication the pointer names, or None when that publication is gone: the
+        pointer (cached up to ``pointer_ttl``) still names a publication the publisher removed after switching
+        to a newer one (``publish.keep_versions``). Then the pointer is read again from Redis and ``read``
+        asked once more, so an answer is never a definite "not there" about a publication that no longer
+        exists. Recommendations, "more like this" and "because you played" are read through here.
+
+        A ``read`` tells "gone" from "not in it" with :meth:`publication_present` *after* its other reads:
+        removal deletes a publication's fallback and items keys first, so a publication still present then
+        had every key while it was being read.
         """
         for attempt in range(2):
             pointer, stale = await self.pointer(variant, fresh=attempt > 0)
             if pointer is None:
                 raise Unavailable(f"variant {variant!r} has no published recommendations yet",
                                   code="not_published")
-            if stale:
-                return self._from_last_good(variant, user_id, pointer, want)
-            pub = pointer["publication"]
-            try:
-                answer = await self._recommend_from(variant, pub, pointer, user_id, want)
-            except RedisError:
-                return self._from_last_good(variant, user_id, pointer, want)
+            answer = await read(pointer, stale)
             if answer is not None:
                 return answer
         raise Unavailable(f"publication of variant {variant!r} is being replaced; retry", code="switching")
+
+    async def recommend(self, variant: str, user_id: str, want: int) -> Answer:
+        """The ranked list (at least ``want`` long when the publication allows) for one user.
+
+        Reads the pointer, then only keys of that publication. If the publication vanished under us (removed
+        after a newer one was switched in), re-reads the pointer once (:meth:`_on_current`).
+        """
+
+        async def read(pointer: dict[str, Any], stale: bool) -> Answer | None:
+            if stale:
+                return self._from_last_good(variant, user_id, pointer, want)
+            try:
+                return await self._recommend_from(variant, pointer["publication"], pointer, user_id, want)
+            except RedisError:
+                return self._from_last_good(variant, user_id, pointer, want)
+
+        return await self._on_current(variant, read)
 
     async def _publication(self, variant: str, pub: str) -> _PubCache | None:
         """The publication's cache entry, loading its fallback list, its item table (packed publications) and
@@ -555,27 +606,55 @@ class Store:
     async def similar(self, variant: str, item_id: str, want: int) -> SimilarAnswer:
         """The seed item's precomputed "more like this" list in the variant's current publication, best
         first, items whose availability ended since the precompute dropped. ``items`` is None when the
-        publication holds no list for the item; Unavailable when nothing is published."""
-        pointer, pub, entry = await self._current_publication(variant)
-        raw = await self._get(self.keys.sim(variant, pub, item_id))
-        meta = await self.item_meta(variant, pub, [item_id])
-        if raw is None:
-            return SimilarAnswer(pointer, meta[item_id], None)
-        lst = parse_rec(raw, entry.table) or []
-        return SimilarAnswer(pointer, meta[item_id], await self._ranked(variant, pub, lst, want))
+        publication holds no list for the item; Unavailable when nothing is published. A publication removed
+        under a cached pointer is not taken for one without the list: the pointer is read again
+        (:meth:`_on_current`)."""
+
+        async def read(pointer: dict[str, Any], _stale: bool) -> SimilarAnswer | None:
+            pub = pointer["publication"]
+            entry = await self._publication(variant, pub)
+            if entry is None:
+                return None  # the publication is gone: the pointer moved on
+            raw = await self._get(self.keys.sim(variant, pub, item_id))
+            seed = (await self.item_meta(variant, pub, [item_id]))[item_id]
+            items = None if raw is None else await self._ranked(variant, pub, parse_rec(raw, entry.table) or [], want)
+            missing = raw is None or not seed.known or any(not m.known for _, _, m in items or ())
+            if missing and not await self.publication_present(variant, pub):
+                return None  # removed while (or before) it was read: not an answer about this publication
+            return SimilarAnswer(pointer, seed, items)
+
+        return await self._on_current(variant, read)
 
     async def because_you_played(self, variant: str, user_id: str, want: int) -> BecauseAnswer:
         """A "because you played X" rail: the user's most recent published play that has a "more like this"
         list with something left to show (what the user played and what is no longer available left out: the
         published recent plays, and the older plays the precompute found in those plays' lists) is the seed;
         the answer is that list. ``seed`` is None when no play
-        qualifies (or the publication carries no plays: its pointer names no ``activity``)."""
-        pointer, pub, entry = await self._current_publication(variant)
-        activity = pointer.get("activity")
-        if not isinstance(activity, str):
-            return BecauseAnswer(pointer, None, None, None, [], "the publication carries no play history")
+        qualifies (or the publication carries no plays: its pointer names no ``activity``). Keys missing
+        because the publication was removed under a cached pointer give no answer about it: the pointer is
+        read again (:meth:`_on_current`)."""
+
+        async def read(pointer: dict[str, Any], _stale: bool) -> BecauseAnswer | None:
+            pub = pointer["publication"]
+            entry = await self._publication(variant, pub)
+            if entry is None:
+                return None  # the publication is gone: the pointer moved on
+            if not isinstance(pointer.get("activity"), str):  # (the pointer says so: nothing read)
+                return BecauseAnswer(pointer, None, None, None, [], "the publication carries no play history")
+            answer = await self._because_from(variant, pub, pointer, entry, user_id, want)
+            # Nearly every answer rests on a key found missing (a play without a list, a user without older
+            # plays, no plays at all), each of which a removal would also give: one EXISTS settles it.
+            if not await self.publication_present(variant, pub):
+                return None
+            return answer
+
+        return await self._on_current(variant, read)
+
+    async def _because_from(self, variant: str, pub: str, pointer: dict[str, Any], entry: _PubCache, user_id: str,
+                            want: int) -> BecauseAnswer:
         plays, older = await self.history_entry(
-            activity, user_id, also=self.keys.also(variant, pub, user_id) if pointer.get("also_played") else None,
+            pointer["activity"], user_id,
+            also=self.keys.also(variant, pub, user_id) if pointer.get("also_played") else None,
             table=entry.table) or ([], set())
         if not plays:
             return BecauseAnswer(pointer, None, None, None, [], "no recent plays published for this user")
@@ -595,17 +674,6 @@ class Store:
                 return BecauseAnswer(pointer, seed, seed_meta, when[seed], ranked, None)
         return BecauseAnswer(pointer, None, None, None, [],
                              f"none of the user's {len(order)} recent plays has similar items left to show")
-
-    async def _current_publication(self, variant: str) -> tuple[dict[str, Any], str, _PubCache]:
-        for attempt in range(2):
-            pointer, _ = await self.pointer(variant, fresh=attempt > 0)
-            if pointer is None:
-                raise Unavailable(f"variant {variant!r} has no published recommendations yet", code="not_published")
-            pub = pointer["publication"]
-            entry = await self._publication(variant, pub)
-            if entry is not None:
-                return pointer, pub, entry
-        raise Unavailable(f"publication of variant {variant!r} is being replaced; retry", code="switching")
 
     async def _ranked(self, variant: str, pub: str, lst: list[tuple[str, float]], want: int
                       ) -> list[tuple[str, float, ItemMeta]]:

@@ -102,6 +102,21 @@ function evaluationRows(ev) {
   return rows;
 }
 
+// The rail's headline figure: what this rail serves (its figure after every business rule, ``rules.served``)
+// when the evaluation has it, else the model's own figure (the same for every rail of the model), each said.
+function headline(ev) {
+  const metric = ev.metric || "ndcg_at_k";
+  const name = METRIC_NAMES[metric] || metric;
+  const served = (ev.rules || {}).served;
+  if (served && typeof served[metric] === "number")
+    return { figure: "served", text: `${name} as served on this rail ${withCi(served[metric], served.ci)}`,
+      title: "this rail's figure after its business rules (what its users receive)" };
+  if (typeof ev[metric] === "number")
+    return { figure: "model", text: `${name} of the model ${withCi(ev[metric], (ev.ci || {})[metric])}`,
+      title: "the model's figure before this rail's business rules (the same for every rail of the model)" };
+  return null;
+}
+
 // ---- items ------------------------------------------------------------------------------------------------
 
 // Actions on each recommended item: {label, href(item, variant)}, rendered as links under the item (class
@@ -176,7 +191,11 @@ function showPublication(node, v) {
   const rows = evaluationRows(v.evaluation || {});
   for (const [k, val] of rows) tbody.append(el("tr", {}, el("th", { scope: "row" }, k), el("td", {}, val)));
   if (!rows.length) tbody.append(el("tr", {}, el("td", { class: "note" }, "no evaluation figures published")));
-  node.querySelector(".headline").textContent = rows.length ? `${rows[0][0]} ${rows[0][1]}` : "(none published)";
+  const head = headline(v.evaluation || {});
+  const headNode = node.querySelector(".headline");
+  headNode.textContent = head ? head.text : rows.length ? `${rows[0][0]} ${rows[0][1]}` : "(none published)";
+  headNode.dataset.figure = head ? head.figure : rows.length ? "model" : "none";
+  if (head) headNode.title = head.title;
   if (v.report_url)
     node.querySelector(".report").append(el("a", { href: v.report_url, class: "report-link", target: "_blank", rel: "noopener" }, "Latest training report"));
 }

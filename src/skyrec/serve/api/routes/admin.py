@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from skyrec.serve.api.deps import Admin, SettingsDep, StoreDep, Variant
 from skyrec.serve.api.errors import ApiError
 from skyrec.serve.api.responses import JSON
-from skyrec.serve.api.routes.variants import describe
+from skyrec.serve.api.routes.variants import describe_all
 from skyrec.serve.api.schemas import ERRORS, AdminOut
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Admin])
@@ -56,7 +56,7 @@ async def rollback(variant: Variant, settings: SettingsDep, store: StoreDep) -> 
     store.invalidate()
     pointer, stale = await store.pointer(variant, fresh=True)
     log.warning("rollback", extra={"variant": variant, "publication": (pointer or {}).get("publication")})
-    return JSON({"action": "rollback", "variants": {variant: describe(variant, pointer, stale)},
+    return JSON({"action": "rollback", "variants": await describe_all(settings, {variant: (pointer, stale)}),
                  "result": result if isinstance(result, dict | list | str | None) else str(result)})
 
 
@@ -64,9 +64,9 @@ async def rollback(variant: Variant, settings: SettingsDep, store: StoreDep) -> 
              summary="Drop the API's caches and re-read every variant's pointer")
 async def reload(settings: SettingsDep, store: StoreDep) -> JSON:
     store.clear()
-    out = {}
+    pointers = {}
     for variant in settings.variants:
-        pointer, stale = await store.pointer(variant, fresh=True)
-        out[variant] = describe(variant, pointer, stale)
+        pointers[variant] = await store.pointer(variant, fresh=True)
+    out = await describe_all(settings, pointers)
     log.warning("reload", extra={"variants": {v: d.get("publication") for v, d in out.items()}})
     return JSON({"action": "reload", "variants": out})

@@ -47,9 +47,8 @@ async def readyz(settings: SettingsDep, store: StoreDep) -> JSON:
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics (text exposition)")
 async def metrics(settings: SettingsDep, store: StoreDep, m: MetricsDep) -> Response:
-    for variant in settings.variants:  # refresh publication gauges (pointer cache: at most one GET per second)
-        try:
-            await store.pointer(variant)
-        except Unavailable:
-            pass
+    try:  # refresh publication gauges (pointer cache: at most one MGET of the pointers per second)
+        await store.pointers(settings.variants)
+    except Unavailable:
+        pass
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

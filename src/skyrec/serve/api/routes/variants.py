@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
 import re
 import time
+from collections import OrderedDict
 from typing import Any
 
 from fastapi import APIRouter
@@ -13,9 +17,11 @@ from starlette.responses import HTMLResponse
 from skyrec.serve.api.deps import SettingsDep, StoreDep, Variant
 from skyrec.serve.api.errors import ApiError
 from skyrec.serve.api.responses import JSON
-from skyrec.serve.api.schemas import ERRORS, VariantsOut
+from skyrec.serve.api.schemas import ERRORS, ErrorOut, VariantsOut
+from skyrec.serve.settings import ServeSettings
 from skyrec.serve.store import parse_time
 
+log = logging.getLogger("skyrec.serve")
 router = APIRouter(prefix="/v1", tags=["variants"])
 
 _REL_PATH = re.compile(r"^[A-Za-z0-9_.=\-]+(/[A-Za-z0-9_.=\-]+)*$")
@@ -43,15 +49,54 @@ def report_source(pointer: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def report_url(variant: str, pointer: dict[str, Any]) -> str | None:
+def report_url(variant: str, pointer: dict[str, Any], *, in_lake: bool = True) -> str | None:
     """Where the explorer links to the training report: an http(s) URL the pointer names, or our own
-    endpoint serving the report from the lake."""
+    endpoint serving the report from the lake, when it is there (``in_lake``: :func:`report_in_lake`)."""
     url = pointer.get("report_url")
     if isinstance(url, str) and url.startswith(("https://", "http://")):
         return url
-    if report_source(pointer) is not None:
+    if in_lake and report_source(pointer) is not None:
         return f"/v1/variants/{variant}/report"
     return None
+
+
+_FOUND: OrderedDict[tuple[str, str, str], None] = OrderedDict()  # reports seen in a lake: (lake, kind, path)
+
+
+def report_in_lake(settings: ServeSettings, source: tuple[str, str]) -> bool:
+    """Whether the report named by ``source`` (:func:`report_source`) is in the lake: a committed evaluation
+    output whose manifest lists the report file, or an existing lake file. Cheap (a listing and the manifest,
+    no report read); a report found is remembered (committed outputs do not lose files), one not found is
+    looked for again next time (its evaluation may commit meanwhile). A lake that cannot be read: not there."""
+    from skyrec.storage import Lake, StorageError
+
+    key = (settings.lake_url, *source)
+    if key in _FOUND:
+        return True
+    kind, rel = source
+    try:
+        lake = Lake(settings.lake_url, settings.lake_storage_options)
+        if kind == "output":
+            manifest = lake.manifest(rel)
+            found = manifest is not None and _listed(manifest, REPORT_FILE)
+        else:
+            found = bool(lake.fs.isfile(lake.abspath(rel)))
+    except (OSError, ValueError, TypeError, StorageError) as exc:
+        log.warning("training report not checked", extra={"path": rel, "error": type(exc).__name__})
+        return False
+    if found:
+        _FOUND[key] = None
+        while len(_FOUND) > 1024:
+            _FOUND.popitem(last=False)
+    return found
+
+
+def _listed(manifest: Any, name: str) -> bool:
+    try:
+        manifest.file(name)
+    except KeyError:
+        return False
+    return True
 
 
 def _similar(value: Any) -> dict[str, int] | None:
@@ -62,7 +107,8 @@ def _similar(value: Any) -> dict[str, int] | None:
     return None
 
 
-def describe(variant: str, pointer: dict[str, Any] | None, stale: bool) -> dict[str, Any]:
+def describe(variant: str, pointer: dict[str, Any] | None, stale: bool, *, in_lake: bool = True
+             ) -> dict[str, Any]:
     if pointer is None:
         return {"variant": variant, "published": False, "stale": stale}
     try:
@@ -81,7 +127,7 @@ def describe(variant: str, pointer: dict[str, Any] | None, stale: bool) -> dict[
         "users": pointer.get("users"),
         "items": pointer.get("items"),
         "evaluation": evaluation if isinstance(evaluation, dict) else None,
-        "report_url": report_url(variant, pointer),
+        "report_url": report_url(variant, pointer, in_lake=in_lake),
         "similar": _similar(pointer.get("similar")),
         "stale": stale,
     }
@@ -90,16 +136,29 @@ def describe(variant: str, pointer: dict[str, Any] | None, stale: bool) -> dict[
 @router.get("/variants", response_model=VariantsOut, responses=ERRORS, summary="Configured variants and what "
             "each serves")
 async def variants(settings: SettingsDep, store: StoreDep) -> JSON:
-    out = []
-    for variant in settings.variants:
-        pointer, stale = await store.pointer(variant)
-        out.append(describe(variant, pointer, stale))
-    return JSON({"variants": out})
+    """Every configured variant and what it serves. ``report_url`` only when the training report is there to
+    serve (its evaluation output committed with the report file)."""
+    described = await describe_all(settings, await store.pointers(settings.variants))
+    return JSON({"variants": list(described.values())})
 
 
-@router.get("/variants/{variant}/report", response_class=HTMLResponse, responses=ERRORS,
+async def describe_all(settings: ServeSettings, pointers: dict[str, tuple[dict[str, Any] | None, bool]]
+                       ) -> dict[str, dict[str, Any]]:
+    """:func:`describe` of each (variant: (pointer, stale)), the training report linked only when it is in the
+    lake (:func:`report_in_lake`; the rails' checks side by side, off the event loop)."""
+    sources = {v: src for v, (p, _) in pointers.items() if p is not None and (src := report_source(p)) is not None}
+    checked = await asyncio.gather(*(run_in_threadpool(report_in_lake, settings, src) for src in sources.values()))
+    found = dict(zip(sources, checked, strict=True))
+    return {v: describe(v, p, stale, in_lake=found.get(v, False)) for v, (p, stale) in pointers.items()}
+
+
+@router.get("/variants/{variant}/report", response_class=HTMLResponse,
+            responses={**ERRORS, 409: {"model": ErrorOut, "description": "the report in the lake does not match "
+                                       "the checksum its committed manifest records (report_corrupt)"}},
             summary="The training report of the served model (when the publication names one)")
 async def report(variant: Variant, settings: SettingsDep, store: StoreDep) -> HTMLResponse:
+    """A report read through its evaluation output's committed manifest is served only when its bytes are the
+    ones the manifest records (size and sha256): 409 ``report_corrupt`` otherwise, never altered content."""
     pointer, _ = await store.pointer(variant)
     if pointer is None:
         raise ApiError(404, "not_published", f"variant {variant!r} has no publication")
@@ -117,10 +176,19 @@ async def report(variant: Variant, settings: SettingsDep, store: StoreDep) -> HT
                 manifest = lake.manifest(rel)
                 if manifest is None:
                     return None
+                entry = manifest.file(REPORT_FILE)
+                if entry.size > MAX_REPORT_BYTES:
+                    raise ApiError(404, "no_report", f"training report {rel!r} is {entry.size} bytes, more than "
+                                   f"the {MAX_REPORT_BYTES} the API serves")
                 with lake.open(manifest, REPORT_FILE) as fh:
-                    return fh.read(MAX_REPORT_BYTES)
+                    data: bytes = fh.read(entry.size + 1)
+                if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
+                    raise ApiError(409, "report_corrupt", f"training report {rel!r} in the lake does not match "
+                                   "the size and sha256 its committed manifest records: not served")
+                return data
             with lake.fs.open(lake.abspath(rel), "rb") as fh:
-                return fh.read(MAX_REPORT_BYTES)
+                raw: bytes = fh.read(MAX_REPORT_BYTES)
+                return raw
         except (FileNotFoundError, IsADirectoryError, PermissionError, KeyError):
             return None
 
