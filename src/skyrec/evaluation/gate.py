@@ -61,15 +61,17 @@ def _broken(c: dict[str, Any]) -> bool:
 
 def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, policy: str,
                  baseline: dict[str, Any] | None, published: dict[str, Any] | None, tolerance: float,
-                 must_beat_baseline: bool) -> GateResult:
+                 must_beat_baseline: bool, served: list[dict[str, Any]] | None = None) -> GateResult:
     """Decide. ``baseline``/``published``: paired comparisons (or None: no such model); ``published`` may
-    instead be ``{"comparable": False, "reason": ...}``."""
+    instead be ``{"comparable": False, "reason": ...}``. ``served``: the same against each model that rails
+    moving to this one serve now (``rails``, ``model``, ``model_version``), held to the same tolerance: a rail
+    that changes model must not get worse unseen."""
     if policy not in POLICIES:
         raise ValueError(f"training.quality_gate.insufficient_evidence: {policy!r} is not one of {POLICIES}")
     details: dict[str, Any] = {"metric": metric, "new": new, "users": users, "min_users": min_users,
                                "policy": policy, "tolerance": tolerance, "must_beat_baseline": must_beat_baseline,
                                "baseline_comparison": baseline, "published_comparison": published,
-                               "insufficient_evidence": False}
+                               "served_comparisons": served or [], "insufficient_evidence": False}
     if new is None and users > 0:
         return GateResult(GATE, False, f"{metric} is not among this evaluation's figures", details=details)
     if new is not None and not _finite(new):
@@ -111,6 +113,19 @@ def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, 
                                     f"{published['mean_b']:.4f} ({published.get('model_version')}"
                                     f"{_REFIT if published.get('refit') else ''}) by more than "
                                     f"{tolerance:.0%} beyond noise ({_ci(published)}, same users and split)")
+        for other in served or ():
+            who = (f"what rails {', '.join(other.get('rails') or ())} serve now ({other.get('model')} "
+                   f"{other.get('model_version')}{_REFIT if other.get('refit') else ''})")
+            if not other.get("comparable", True):
+                evidence.append(f"{who} cannot be compared: {other.get('reason')}")
+            elif other["users"] < min_users:
+                evidence.append(f"only {other['users']} users can be compared with {who} (plays it has not seen; "
+                                f"min_users {min_users})")
+            elif _broken(other):
+                problems.append(f"the paired comparison of {metric} with {who} is not finite ({_ci(other)})")
+            elif ((other.get("ci") or [None, None])[1] or 0.0) < 0:
+                problems.append(f"{metric} {other['mean_a']:.4f} is below the {other['mean_b']:.4f} of {who} by "
+                                f"more than {tolerance:.0%} beyond noise ({_ci(other)}, same users and split)")
     if problems:
         return GateResult(GATE, False, "; ".join(problems), details=details)
     parts = [f"{metric} {new:.4f} on {users} users" if new is not None else f"no {metric}"]
@@ -123,6 +138,11 @@ def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, 
     elif published.get("comparable", True) and published["users"] >= min_users:
         parts.append(f"vs published {published['mean_b']:.4f}{_REFIT if published.get('refit') else ''} on the "
                      f"same users ({_ci(published)})")
+    for other in served or ():
+        if users >= min_users and other.get("comparable", True) and other["users"] >= min_users:
+            parts.append(f"vs {other.get('model')} {other.get('model_version')}"
+                         f"{_REFIT if other.get('refit') else ''}, which rails {', '.join(other.get('rails') or ())} "
+                         f"serve now, {other['mean_b']:.4f} on the same users ({_ci(other)})")
     if evidence:
         details["insufficient_evidence"] = True
         reason = "insufficient evidence: " + "; ".join(evidence)

@@ -125,12 +125,19 @@ def _split_text(evaluation: dict[str, Any]) -> str:
 def _comparisons(evaluation: dict[str, Any]) -> list[str]:
     metric = evaluation.get("metric", "ndcg_at_k")
     comparisons = evaluation.get("comparisons") or {}
-    rows = []
+    rows: list[dict[str, Any]] = []
+    flat: list[tuple[str, Any]] = []
     for against, c in comparisons.items():
+        if against == "served":  # one per model that rails moving to this one serve now
+            flat += [(f"served by {', '.join(x.get('rails') or ())}: {x.get('model')} {x.get('model_version')}", x)
+                     for x in c or ()]
+        else:
+            flat.append((against, c))
+    for against, c in flat:
         if c is None:
             rows.append({"against": against, "note": "none published yet"})
             continue
-        if against == "published" and not c.get("comparable", True):
+        if not c.get("comparable", True):
             rows.append({"against": against, "note": c.get("reason")})
             continue
         p = c.get(metric) or {}

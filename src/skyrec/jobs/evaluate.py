@@ -15,7 +15,9 @@ recorded figures, which were measured on other data, maybe under another protoco
 same data), ``quality_gate.refit_published`` refits the published model's parameters on this split's
 training part and compares on every evaluated user (``_refit_published``). When it cannot be re-scored,
 the recorded figures are not used: the comparison says why, naming both protocols when they differ. Per
-rail, ``rules`` holds the figures after each business rule (``skyrec.evaluation.rules``).
+rail, ``rules`` holds the figures after each business rule (``skyrec.evaluation.rules``). A rail configured to
+this model that serves another one now (moved to this model, or a new version) gets the same comparison
+against the artefact it serves (``served``, ``_served_comparisons``), held to the same tolerance.
 
 Output ``evaluation`` (``evaluations/{model}/{version}/run={run_key}``): ``evaluation.json`` and
 ``report.html``. The figures are committed whatever the gate says (an operator deciding on an override
@@ -73,10 +75,15 @@ def _decide(ctx: JobContext, model: str, version: str, evaluation: dict[str, Any
                      "refit": bool(published.get("refit"))}
     if published is not None and published.get("model_version") == evaluation.get("model_version"):
         published = {"same_model": True}  # re-deciding after this very model was published: not against itself
+    served = []
+    for c in comparisons.get("served") or ():  # what the rails moving to this model serve now
+        about = {k: c.get(k) for k in ("rails", "model", "model_version")}
+        served.append({**(c.get(metric) or {}), **about, "refit": bool(c.get("refit"))} if c.get("comparable")
+                      else {**about, "comparable": False, "reason": c.get("reason")})
     return quality_gate(metric=metric, new=evaluation["overall"].get(metric),
                         users=int(evaluation["overall"].get("users") or 0), min_users=qg.min_users,
                         policy=qg.insufficient_evidence, baseline=baseline, published=published,
-                        tolerance=qg.tolerance,
+                        tolerance=qg.tolerance, served=served,
                         must_beat_baseline=qg.must_beat_baseline and evaluation.get("baseline") != model)
 
 
@@ -182,7 +189,14 @@ def _refuse_stale_comparison(ctx: JobContext, evaluation: dict[str, Any]) -> Non
     parameters were refit when too few users could be compared. Under another tolerance, or a min_users under
     which the refit would now be made, its verdict would quote an interval for another question: refuse."""
     qg = ctx.config.training.quality_gate
-    pub = (evaluation.get("comparisons") or {}).get("published")
+    comparisons = evaluation.get("comparisons") or {}
+    for other in comparisons.get("served") or ():  # held to the same tolerance as the published model
+        factor = (other.get(evaluation.get("metric") or qg.metric) or {}).get("factor", other.get("factor"))
+        if other.get("comparable") and factor is not None and abs(float(factor) - (1.0 - qg.tolerance)) > 1e-9:
+            raise BadInput(f"the committed comparison with what rails {', '.join(other.get('rails') or ())} serve "
+                           f"tested new > {float(factor):g} x theirs; training.quality_gate.tolerance is now "
+                           f"{qg.tolerance:g}: re-evaluate with --force to compare again under the current settings")
+    pub = comparisons.get("published")
     if not isinstance(pub, dict) or not pub.get("comparable"):
         return
     figures = pub.get(evaluation.get("metric") or qg.metric) or {}
@@ -203,12 +217,9 @@ def _refuse_stale_comparison(ctx: JobContext, evaluation: dict[str, Any]) -> Non
 def _published_comparison(ctx: JobContext, model: str, version: str, model_version: str | None, data: Any,
                           per_user: dict[str, Any], new: Any, this_protocol: dict[str, Any]) -> dict[str, Any] | None:
     """The new model vs the published artefact re-scored on this split (None: nothing published)."""
-    from skyrec.evaluation.compare import rescore_published
-    from skyrec.evaluation.stats import paired_comparison
     from skyrec.models.artefact import load_published, published_model_pointer
     from skyrec.storage import CorruptPointer, StorageError
 
-    cfg = ctx.config.training
     try:
         ptr = ctx.lake.read_pointer(published_model_pointer(model, version))
     except CorruptPointer as exc:  # something is published, and nobody can say what: never "nothing yet"
@@ -233,20 +244,83 @@ def _published_comparison(ctx: JobContext, model: str, version: str, model_versi
             why += "; its recorded figures come from other data and users, so no paired test is possible"
         return {"comparable": False, "reason": why, "model_version": ptr.get("model_version"),
                 "recorded_protocol": recorded}
+    return _rescored(ctx, art, data, per_user, new, {
+        "model_version": ptr.get("model_version"), "path": ptr.get("path"), "recorded_protocol": recorded,
+        "method": "published artefact re-scored on this split, on plays it has not seen"})
+
+
+def _rescored(ctx: JobContext, art: Any, data: Any, per_user: dict[str, Any], new: Any,
+              about: dict[str, Any]) -> dict[str, Any]:
+    """The new model vs the artefact ``art`` re-scored on this split (plays it has not seen), paired per
+    metric on the same users; ``about`` says which artefact it is."""
+    from skyrec.evaluation.compare import rescore_published
+    from skyrec.evaluation.stats import paired_comparison
+
+    cfg = ctx.config.training
     scored = rescore_published(user_ids=data.user_ids, item_ids=data.item_ids, train=data.train, test=data.test,
                                users=per_user["users"], new_user_factors=new.user_factors,
                                new_item_factors=new.item_factors, new_scorable=new.scorable, published=art,
                                k=cfg.k)
     factor = 1.0 - cfg.quality_gate.tolerance
-    out: dict[str, Any] = {"comparable": True, "model_version": ptr.get("model_version"), "path": ptr.get("path"),
-                           "method": "published artefact re-scored on this split, on plays it has not seen",
-                           "recorded_protocol": recorded, "factor": factor, "params": art.meta.get("params"),
+    out: dict[str, Any] = {"comparable": True, **about, "factor": factor, "params": art.meta.get("params"),
                            "relevant_plays_seen_by_published": scored["excluded_seen_by_published"],
                            "users_unknown_to_published": scored["users_unknown_to_published"]}
     for metric in scored["new"]:
         out[metric] = paired_comparison(scored["new"][metric], scored["published"][metric],
                                         resamples=cfg.bootstrap_resamples, seed=cfg.bootstrap_seed,
                                         confidence=cfg.confidence, factor=factor)
+    return out
+
+
+def _served_comparisons(ctx: JobContext, model: str, version: str, variants: list[str], data: Any,
+                        per_user: dict[str, Any], new: Any, evaluable: int) -> list[dict[str, Any]]:
+    """The rails configured to serve (model, version) that serve another model now (their published
+    predictions, ``pointers/published/<rail>.json``, were computed with it: a rail moved to this model, or a
+    new version): this model vs the artefact each of them serves, re-scored on this split like the published
+    model (its parameters refit when too few users can be compared). One comparison per artefact, naming its
+    rails. A rail whose serving artefact cannot be found or read: not comparable, said why."""
+    from skyrec.models.artefact import load_artefact, published_predictions_pointer
+    from skyrec.storage import CorruptPointer, StorageError
+
+    groups: dict[str, dict[str, Any]] = {}
+    for rail in variants:
+        try:
+            ptr = ctx.lake.read_pointer(published_predictions_pointer(rail))
+        except CorruptPointer as exc:
+            groups[f"corrupt:{rail}"] = {"rails": [rail], "comparable": False, "reason": str(exc)}
+            continue
+        pred = ctx.lake.manifest(ptr["path"]) if ptr else None
+        if pred is None:
+            continue  # nothing published for the rail yet (or its predictions were collected)
+        meta = pred.meta
+        if (meta.get("model"), meta.get("version")) == (model, version):
+            continue  # it serves this (model, version): the published comparison covers it
+        path = str(meta.get("model_path") or "")
+        group = groups.setdefault(path, {"rails": [], "model": meta.get("model"), "version": meta.get("version"),
+                                         "model_version": meta.get("model_version"), "path": path})
+        group["rails"].append(rail)
+    cfg = ctx.config.training
+    out = []
+    for group in groups.values():
+        if "comparable" in group:
+            out.append(group)
+            continue
+        what = f"the artefact rails {', '.join(group['rails'])} serve ({group['model']} {group['model_version']})"
+        try:
+            art = load_artefact(ctx.lake, ctx.lake.require(group["path"]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, StorageError) as exc:
+            out.append({**group, "comparable": False,
+                        "reason": f"{what}, {group['path']}, cannot be re-scored on this split "
+                                  f"({type(exc).__name__}: {exc})"})
+            continue
+        comparison = _rescored(ctx, art, data, per_user, new, {
+            **group, "method": f"{what} re-scored on this split, on plays it has not seen"})
+        qg = cfg.quality_gate
+        if (qg.refit_published and evaluable >= qg.min_users
+                and int((comparison.get(qg.metric) or {}).get("users") or 0) < qg.min_users):
+            comparison = {**_refit_published(ctx, str(group["model"]), data, new, comparison),
+                          "rails": group["rails"], "model": group["model"], "version": group["version"]}
+        out.append(comparison)
     return out
 
 
@@ -279,7 +353,7 @@ def _refit_published(ctx: JobContext, model: str, data: Any, new: Any, rescored:
     if not isinstance(params, dict):
         return {**rescored, "refit_skipped": "the published artefact records no parameters"}
     t0 = time.perf_counter()
-    try:
+    try:  # ValueError: a ConfigError too (a model no longer configured, parameters its rules now refuse)
         published, _ = _fit_scored(model_class(ctx.config, model)(**params), data)
     except (TypeError, ValueError) as exc:
         return {**rescored, "refit_skipped": f"its parameters {params} cannot be refit: {exc}"}
@@ -387,6 +461,9 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
     if (qg.refit_published and pub and pub.get("comparable") and evaluable >= qg.min_users  # else nothing to gain
             and int((pub.get(qg.metric) or {}).get("users") or 0) < qg.min_users):
         comparisons["published"] = _refit_published(ctx, model, data, scored[model], pub)
+    served = _served_comparisons(ctx, model, version, variants, data, per_user, scored[model], evaluable)
+    if served:
+        comparisons["served"] = served
     train_seen = data.train.copy()
     train_seen.data[:] = 1.0
     relevant = (data.test - data.test.multiply(train_seen)).tocsr()
