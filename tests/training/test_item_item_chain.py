@@ -99,8 +99,9 @@ def test_an_item_item_model_on_a_rail_publishes_and_is_regated_against_itself(co
     from skyrec.models.artefact import published_model_pointer
     from skyrec.storage import Lake
 
-    config = config_factory({**CONFIG, "variants": {"ease_for_you": {"model": model, "version": "v1",
-                                                                     "candidates": {}}}})
+    config = config_factory({**CONFIG, "variants": {
+        "ease_for_you": {"model": model, "version": "v1", "candidates": {}},
+        "nothing_for_you": {"model": model, "version": "v1", "candidates": {"genres": ["no-such-genre"]}}}})
     lake = Lake.from_config(config)
     seed_lake(config, lake, end=END, n_users=400, n_items=300, plays_per_user=25, seed=5)
     for job in ("create_dataset", "train", "evaluate", "publish_model"):
@@ -112,6 +113,13 @@ def test_an_item_item_model_on_a_rail_publishes_and_is_regated_against_itself(co
     ev = json.loads(lake.open(lake.require(f"evaluations/{model}/v1/run={run1}"), "evaluation.json").read())
     assert set(ev["rules"]["ease_for_you"]["stages"]) == {"model", "exclude_played", "candidates", "available",
                                                           "served"}
+    # a rail whose filter leaves no candidate: its zeros are said to be that, not passed off as a score
+    assert "note" not in ev["rules"]["ease_for_you"]
+    assert ev["rules"]["nothing_for_you"]["note"].startswith("no candidates after the candidates stage")
+    assert ev["rules"]["nothing_for_you"]["stages"]["served"]["ndcg_at_k"] == 0.0
+    assert ptr["evaluation"]["rules"]["nothing_for_you"]["note"] == ev["rules"]["nothing_for_you"]["note"]
+    report = lake.open(lake.require(f"evaluations/{model}/v1/run={run1}"), "report.html").read().decode()
+    assert "<b>nothing_for_you</b>: no candidates after the candidates stage" in report
     for job in ("create_dataset", "train", "evaluate"):
         code, payload = run_job(config, job, hour=2, params={"model": model})
     # same data: the published model has seen every test play, so its artefact (sparse users) re-scored on the

@@ -157,6 +157,8 @@ def _rules(evaluation: dict[str, Any]) -> list[str]:
     if not rules:
         return []
     rows = []
+    notes = [f"<p><b>{html.escape(variant)}</b>: {html.escape(str(r['note']))}</p>" for variant, r in rules.items()
+             if r.get("note")]
     for variant, r in rules.items():
         for stage, f in (r.get("stages") or {}).items():
             rows.append({"variant": variant, "stage": stage, "users": f.get("users"), "ndcg_at_k": f.get("ndcg_at_k"),
@@ -165,7 +167,7 @@ def _rules(evaluation: dict[str, Any]) -> list[str]:
     return ["<h2>After the business rules (per rail)</h2><p>Each stage adds one rule to the previous one: the "
             "model's raw list, minus played items, the rail's candidate filter, availability and age, the brand "
             "cap (what precompute publishes). Same users and relevance throughout.</p>",
-            _table(rows, ["variant", "stage", "users", "ndcg_at_k", "ndcg_ci", "recall_at_k", "recall_ci"])]
+            *notes, _table(rows, ["variant", "stage", "users", "ndcg_at_k", "ndcg_ci", "recall_at_k", "recall_ci"])]
 
 
 def _cold_cell(cold: dict[str, Any]) -> Any:

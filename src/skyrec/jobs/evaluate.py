@@ -119,6 +119,8 @@ def _rules_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
     for variant, stages in (evaluation.get("rules") or {}).items():
         out[variant] = {stage: {metric: f.get(metric), "ci": (f.get("ci") or {}).get(metric), "users": f.get("users")}
                         for stage, f in (stages.get("stages") or {}).items()}
+        if stages.get("note"):
+            out[variant]["note"] = stages["note"]
     return out
 
 
@@ -408,6 +410,11 @@ def _rules(ctx: JobContext, variants: list[str], data: Any, ds: Any, per_user: d
             stages[stage]["users"] = ci[f"{stage}|{next(iter(ms))}"]["users"]
         out[v] = {"stages": stages, "candidates": got["candidates"], "at": at.isoformat(),
                   "availability": availability_m.path if availability_m else None}
+        empty = [stage for stage, counts in got["candidates"].items() if not counts.get("candidates")]
+        if empty:  # its figures are zeros with a [0, 0] interval: say why, rather than let them pass for a score
+            out[v]["note"] = (f"no candidates after the {empty[0]} stage: the rail's candidate filter and rules "
+                              f"leave no item of the model at {at.isoformat()} ({got['candidates'][empty[0]]}); "
+                              "it would publish only its fallback list")
     return out
 
 
