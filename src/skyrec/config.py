@@ -30,8 +30,30 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the file and the key."""
 
 
+def _takes_number_not_bool(annotation: Any) -> bool:
+    """Whether a field of this type takes a number and no boolean (``int``, ``float``, optional or in a union
+    without ``bool``)."""
+    import types
+    import typing
+
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    return bool(args) and bool not in args and any(a in (int, float) for a in args)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, data: Any) -> Any:
+        """``test_items: true`` is a mistake, not 1 (pydantic would take it as 1): refused, naming the key."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                value = data.get(field.alias or name, data.get(name))
+                if isinstance(value, bool) and _takes_number_not_bool(field.annotation):
+                    raise ValueError(f"{name}: {value!r} is a boolean, not a number")
+        return data
 
 
 class PathsConfig(_Model):
@@ -865,6 +887,16 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def _origins_of(origin: dict[str, str], dotted: str, message: str) -> str:
+    """Where the value an error is about came from. A check of several keys (``eval_max_users (50000) is below
+    quality_gate.min_users``) is reported at their parent: the keys its message names that were set somewhere
+    say where, not the file that set the parent first."""
+    named = {f"{dotted}.{token}" if dotted else token for token in re.findall(r"[a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*",
+                                                                              message)}
+    found = sorted({origin[key] for key in named if key in origin})
+    return " and ".join(found) if found else _origin_of(origin, dotted)
+
+
 def _origin_of(origin: dict[str, str], dotted: str) -> str:
     parts = dotted.split(".")
     while parts:
@@ -912,5 +944,5 @@ def load_config(
             dotted = ".".join(str(p) for p in err["loc"])
             if not dotted and (m := re.search(r"([a-z_]+(?:\.[A-Za-z0-9_]+)+):", err["msg"])):
                 dotted = m.group(1)  # a cross-field check names its key in the message
-            lines.append(f"{_origin_of(origin, dotted)}: {dotted or '<top>'}: {err['msg']}")
+            lines.append(f"{_origins_of(origin, dotted, err['msg'])}: {dotted or '<top>'}: {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -141,3 +141,22 @@ def test_a_layer_replaces_a_search_space_whole(tmp_path: Path) -> None:
         load_config("local", root=ROOT, environ={"SKYREC_CONFIG_DIR": str(d),
                                                  "SKYREC__TRAINING__SEARCH__SPACES__KNN__NEIGHBOURS": "{float: [0.5, 0.1]}"})
     assert "environment (SKYREC__*): training.search.spaces.knn.neighbours" in str(exc.value)
+
+
+@pytest.mark.parametrize(("var", "key"), [("SKYREC__TRAINING__SPLIT__TEST_ITEMS", "test_items"),
+                                          ("SKYREC__PUBLISH__KEEP_VERSIONS", "keep_versions"),
+                                          ("SKYREC__TRAINING__SPLIT__TEST_FRACTION", "test_fraction")])
+def test_a_boolean_for_a_number_is_refused_not_taken_as_1(var: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"environment \(SKYREC__\*\): .*{key}: True is a boolean, not a number"):
+        load_config("local", root=ROOT, environ={var: "true"})
+
+
+def test_a_check_of_several_keys_names_where_each_came_from() -> None:
+    """Not the file that set the parent key first: the one that set the value the check is about."""
+    with pytest.raises(ConfigError) as err:
+        load_config("local", root=ROOT, environ={"SKYREC__TRAINING__QUALITY_GATE__MIN_USERS": "1000000"})
+    assert "environment (SKYREC__*): training: " in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config("local", root=ROOT, environ={"SKYREC__TRAINING__EVAL_MAX_USERS": "10",
+                                                 "SKYREC__TRAINING__QUALITY_GATE__MIN_USERS": "100"})
+    assert "\n  environment (SKYREC__*): training: " in str(err.value) and "base.yaml" not in str(err.value)
