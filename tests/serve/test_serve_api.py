@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import Annotated
 
 import pytest
+from fastapi import FastAPI, Query
 from serve_data import PREFIX, VARIANTS, catalogue, iso, publish, publish_history, standard_set
 
 from skyrec.publish.keys import Keys
@@ -408,6 +410,83 @@ def test_bad_input_is_4xx_json_naming_the_problem(make_client, serve_config, red
     assert r.status_code == status, r.text
     body = r.json()
     assert body["error"] and text in body["message"], body
+
+
+REPEATED = [  # every route taking a query parameter: a repeated one is refused, never "the last one wins"
+    (f"/v1/recommendations/{V}/u1?limit=z&limit=6", "limit", 2),
+    (f"/v1/recommendations/{V}/u1?offset=1&offset=1&offset=2", "offset", 3),
+    (f"/v1/recommendations/{V}/u1?limit=2&%6Cimit=3", "limit", 2),  # the same name, percent-encoded
+    ("/v1/users/u1/history?limit=z&limit=6", "limit", 2),
+    (f"/v1/users/u1/history?variant={V}&variant=gripping_stories", "variant", 2),
+    (f"/v1/users/random?variant={V}&variant={V}", "variant", 2),
+    ("/v1/items/p001?variant=a&variant=b", "variant", 2),
+    (f"/v1/items/p001/similar?rail={V}&rail=gripping_stories", "rail", 2),
+    (f"/v1/items/p001/similar?rail={V}&limit=1&limit=2", "limit", 2),
+    (f"/v1/because-you-played/{V}/u1?limit=1&limit=1", "limit", 2),
+]
+
+
+@pytest.mark.parametrize("path, name, times", REPEATED)
+def test_a_repeated_query_parameter_is_422_naming_it(make_client, serve_config, redis_client, path, name, times):
+    standard_set(redis_client)
+    client = make_client(serve_config, raise_server_exceptions=False)
+    r = client.get(path)
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["error"] == "invalid_request" and f"{name}: given {times} times" in body["message"], body
+    assert body["details"] == [{"loc": ["query", name], "msg": f"given {times} times; this parameter takes one "
+                                "value", "type": "repeated_parameter"}]
+
+
+def test_every_repeated_single_value_parameter_is_named(client, redis_client):
+    standard_set(redis_client)
+    r = client.get(f"/v1/recommendations/{V}/u1?limit=1&offset=0&limit=2&offset=1")
+    assert r.status_code == 422 and [d["loc"] for d in r.json()["details"]] == [["query", "limit"],
+                                                                              ["query", "offset"]]
+    assert client.get(f"/v1/recommendations/{V}/u1?limit=1&offset=0").status_code == 200  # once each: fine
+    # an unknown name is refused as before, repeated or not
+    assert "unknown query parameter" in client.get(f"/v1/recommendations/{V}/u1?x=1&x=2").json()["message"]
+
+
+def test_every_operation_with_query_parameters_refuses_them_repeated(client, redis_client):
+    """No route (present or added later) takes the last of a repeated value: each GET operation's first query
+    parameter, given twice with values the schema allows, is refused."""
+    standard_set(redis_client)
+    spec = client.get("/openapi.json").json()
+    samples = {"variant": V, "rail": V, "user_id": "u1", "item_id": "p001", "name": "demo", "limit": "1",
+               "offset": "0"}
+    checked = []
+    for path, ops in spec["paths"].items():
+        op = ops.get("get")
+        query = [p for p in (op or {}).get("parameters", []) if p["in"] == "query"]
+        if not query:
+            continue
+        assert all(p.get("schema", {}).get("type") != "array" for p in query), path  # none takes a list today
+        name = query[0]["name"]
+        url = path.format(**samples) + f"?{name}={samples[name]}&{name}={samples[name]}"
+        r = client.get(url)
+        assert r.status_code == 422 and r.json()["details"][0]["loc"] == ["query", name], (url, r.text)
+        checked.append(path)
+    assert len(checked) >= 5, checked
+
+
+def test_a_list_valued_query_parameter_may_repeat():
+    """A route declaring a list parameter still gets all its values; its single-value neighbours do not."""
+    from fastapi.testclient import TestClient
+
+    from skyrec.serve.main import _refuse_unknown_query_parameters
+
+    app = FastAPI()
+
+    @app.get("/tags")
+    async def tags(tag: Annotated[list[str], Query()], limit: int = 1) -> dict:
+        return {"tag": tag, "limit": limit}
+
+    _refuse_unknown_query_parameters(app)
+    with TestClient(app) as c:
+        assert c.get("/tags?tag=a&tag=b").json() == {"tag": ["a", "b"], "limit": 1}
+        r = c.get("/tags?tag=a&limit=1&limit=2")
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "limit"]
 
 
 def test_wrong_method_is_405_json(client):

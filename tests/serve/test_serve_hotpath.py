@@ -22,7 +22,8 @@ CASES = [
     BASE + "u1", BASE + "u1?limit=2", BASE + "u1?limit=2&offset=2", BASE + "u1?offset=3",
     BASE + "u1?offset=1000&limit=5", BASE + "u2?limit=25", BASE + "nobody", BASE + "nobody?limit=3&offset=1",
     BASE + "u%31?limit=2",  # percent-encoded "u1"
-    BASE + "u1?limit=2&limit=3",  # the last value wins, as in Starlette's query parameters
+    BASE + "u1?limit=2&limit=3", BASE + "u1?limit=z&limit=6", BASE + "u1?limit=2&%6Cimit=3",  # repeated: 422
+    BASE + "u1?offset=1&limit=2&offset=1", BASE + "u1?limit=1&offset=0&limit=1&offset=0&x=1",
     BASE + "u1?limit=0", BASE + "u1?limit=abc", BASE + "u1?limit=", BASE + "u1?limit=101", BASE + "u1?offset=1001",
     BASE + "u1?offset=-1", BASE + "u1?limit=%2B3", BASE + "u1?limt=5", BASE + "u1?limit=2&x=1",
     BASE + "u%0A", BASE + "u1%0A", BASE + "u%20x", BASE + "u" * 129, BASE + "u1/", BASE + "u1/x",
@@ -125,8 +126,22 @@ def test_the_hot_path_answers_without_the_router(pair):
     assert passed == []
     # what it does not take reaches the router
     assert fast.get(BASE + "u1?limt=2").status_code == 422
+    assert fast.get(BASE + "u1?limit=2&limit=3").status_code == 422
     assert fast.get("/v1/variants").status_code == 200
-    assert passed == [BASE + "u1", "/v1/variants"]
+    assert passed == [BASE + "u1", BASE + "u1", "/v1/variants"]
+
+
+@pytest.mark.parametrize("query, name, times", [("limit=z&limit=6", "limit", 2), ("offset=1&offset=2&offset=3",
+                                                                                  "offset", 3)])
+def test_a_repeated_query_parameter_is_refused_on_both_paths(pair, query, name, times):
+    """Never "the last value wins": both paths refuse it, naming the parameter and how often it came."""
+    for client in pair:
+        r = client.get(BASE + "u1?" + query)
+        assert r.status_code == 422, r.text
+        body = r.json()
+        assert body["error"] == "invalid_request" and body["message"] == (
+            f"{name}: given {times} times; this parameter takes one value"), body
+        assert body["details"][0]["loc"] == ["query", name]
 
 
 def test_metrics_name_the_route_template(pair):

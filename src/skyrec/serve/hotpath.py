@@ -13,7 +13,9 @@ document, ``/docs`` and every other route are FastAPI's, untouched.
 
 What it does not take (it hands the request to FastAPI as is): any other method or path shape, a path
 another route registered before this one could also match, a mounted app (``root_path``), and a query
-string naming parameters other than the route's (FastAPI's guard answers those with its 422).
+string naming parameters other than the route's or naming one more than once (FastAPI's query guard,
+``skyrec.serve.main._refuse_unknown_query_parameters``, answers those with its 422: one implementation of
+that refusal, the same answer on either path).
 """
 
 from __future__ import annotations
@@ -99,9 +101,10 @@ class HotPath:
         raw_query: bytes = scope.get("query_string") or b""
         query: dict[str, str] = {}
         if raw_query:
-            # the way Starlette reads it (latin-1, blank values kept, the last of a repeated name wins)
-            query = dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True))
-            if not self.allowed.issuperset(query):
+            # the way Starlette reads it (latin-1, blank values kept)
+            pairs = parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)
+            query = dict(pairs)
+            if len(query) != len(pairs) or not self.allowed.issuperset(query):  # FastAPI's guard refuses these
                 await self.app(scope, receive, send)
                 return
         if self.shadows and any(r.matches(scope)[0] is not Match.NONE for r in self.shadows):

@@ -94,6 +94,7 @@ function evaluationRows(ev) {
   if (split) rows.push(["split", Object.entries(split).map(([k, x]) => `${k}=${x}`).join(", ")]);
   if (ev.gate && ev.gate.message) rows.push([ev.gate.insufficient_evidence ? "gate (insufficient evidence)" : "gate", ev.gate.message]);
   const rules = ev.rules || {};
+  if (rules.note) rows.push(["after rules", rules.note]);  // e.g. no candidates: its zeros are not a score
   for (const stage of ["model", "exclude_played", "candidates", "available", "served"]) {
     const f = rules[stage];
     if (!f) continue;

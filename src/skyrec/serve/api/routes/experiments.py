@@ -2,7 +2,7 @@
 
 The report is the HTML page ``evaluate_experiments`` committed with its latest readout
 (``datasets.experiment_readout``), read through the committed manifest -- never a file of an attempt that
-did not commit.
+did not commit, and only when its bytes are the ones that manifest records (``skyrec.serve.api.reports``).
 """
 
 from __future__ import annotations
@@ -18,15 +18,16 @@ from starlette.responses import HTMLResponse
 
 from skyrec.config import Config
 from skyrec.serve.api.errors import ApiError
+from skyrec.serve.api.reports import CORRUPT_RESPONSE, MAX_REPORT_BYTES, read_committed_report
 from skyrec.serve.api.responses import JSON
 from skyrec.serve.api.schemas import ErrorOut
 
 router = APIRouter(prefix="/v1", tags=["experiments"])
 EXPERIMENT_PATTERN = r"^[a-z0-9_]{1,64}$"
-MAX_REPORT_BYTES = 20 * 1024 * 1024
 READOUT_FILE, REPORT_FILE = "readout.json", "report.html"
 ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "unknown experiment, or no readout committed yet"},
+    404: {"model": ErrorOut, "description": "unknown experiment, no readout committed yet, or (the report) larger "
+                                            f"than the {MAX_REPORT_BYTES} bytes the API serves"},
     422: {"model": ErrorOut, "description": "invalid parameter (the message names it)"},
 }
 ExperimentName = Annotated[str, Path(pattern=EXPERIMENT_PATTERN, max_length=64,
@@ -127,9 +128,11 @@ async def experiments(request: Request) -> JSON:
     return JSON({"experiments": await run_in_threadpool(read)})
 
 
-@router.get("/experiments/{name}/report", response_class=HTMLResponse, responses=ERRORS,
+@router.get("/experiments/{name}/report", response_class=HTMLResponse, responses={**ERRORS, **CORRUPT_RESPONSE},
             summary="The latest readout report of an experiment (HTML, self-contained)")
 async def report(name: ExperimentName, request: Request) -> HTMLResponse:
+    """Served only when its bytes are the ones the readout's committed manifest records (size and sha256): 409
+    ``report_corrupt`` otherwise, never altered content."""
     readouts = _readouts(request)
     if name not in readouts.experiments:
         raise ApiError(404, "unknown_experiment",
@@ -140,9 +143,8 @@ async def report(name: ExperimentName, request: Request) -> HTMLResponse:
         if manifest is None:
             return None
         try:
-            with lake.open(manifest, REPORT_FILE) as fh:
-                data: bytes = fh.read(MAX_REPORT_BYTES)
-                return data
+            return read_committed_report(lake, manifest, REPORT_FILE,
+                                         f"readout report of experiment {name!r} ({manifest.path})")
         except (FileNotFoundError, KeyError):
             return None
 

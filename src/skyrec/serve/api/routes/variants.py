@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 import time
@@ -16,8 +15,9 @@ from starlette.responses import HTMLResponse
 
 from skyrec.serve.api.deps import SettingsDep, StoreDep, Variant
 from skyrec.serve.api.errors import ApiError
+from skyrec.serve.api.reports import CORRUPT_RESPONSE, MAX_REPORT_BYTES, read_committed_report
 from skyrec.serve.api.responses import JSON
-from skyrec.serve.api.schemas import ERRORS, ErrorOut, VariantsOut
+from skyrec.serve.api.schemas import ERRORS, VariantsOut
 from skyrec.serve.settings import ServeSettings
 from skyrec.serve.store import parse_time
 
@@ -25,7 +25,6 @@ log = logging.getLogger("skyrec.serve")
 router = APIRouter(prefix="/v1", tags=["variants"])
 
 _REL_PATH = re.compile(r"^[A-Za-z0-9_.=\-]+(/[A-Za-z0-9_.=\-]+)*$")
-MAX_REPORT_BYTES = 20 * 1024 * 1024
 
 
 REPORT_FILE = "report.html"  # what the evaluate job commits next to its figures
@@ -153,8 +152,7 @@ async def describe_all(settings: ServeSettings, pointers: dict[str, tuple[dict[s
 
 
 @router.get("/variants/{variant}/report", response_class=HTMLResponse,
-            responses={**ERRORS, 409: {"model": ErrorOut, "description": "the report in the lake does not match "
-                                       "the checksum its committed manifest records (report_corrupt)"}},
+            responses={**ERRORS, **CORRUPT_RESPONSE},
             summary="The training report of the served model (when the publication names one)")
 async def report(variant: Variant, settings: SettingsDep, store: StoreDep) -> HTMLResponse:
     """A report read through its evaluation output's committed manifest is served only when its bytes are the
@@ -176,16 +174,7 @@ async def report(variant: Variant, settings: SettingsDep, store: StoreDep) -> HT
                 manifest = lake.manifest(rel)
                 if manifest is None:
                     return None
-                entry = manifest.file(REPORT_FILE)
-                if entry.size > MAX_REPORT_BYTES:
-                    raise ApiError(404, "no_report", f"training report {rel!r} is {entry.size} bytes, more than "
-                                   f"the {MAX_REPORT_BYTES} the API serves")
-                with lake.open(manifest, REPORT_FILE) as fh:
-                    data: bytes = fh.read(entry.size + 1)
-                if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
-                    raise ApiError(409, "report_corrupt", f"training report {rel!r} in the lake does not match "
-                                   "the size and sha256 its committed manifest records: not served")
-                return data
+                return read_committed_report(lake, manifest, REPORT_FILE, f"training report {rel!r}")
             with lake.fs.open(lake.abspath(rel), "rb") as fh:
                 raw: bytes = fh.read(MAX_REPORT_BYTES)
                 return raw
