@@ -59,6 +59,23 @@ def _broken(c: dict[str, Any]) -> bool:
     return any(v is not None and not _finite(v) for v in values)
 
 
+def _hold_to(c: dict[str, Any], metric: str, min_users: int, tolerance: float, evidence: list[str],
+             problems: list[str], *, cannot: str, few: str, broken: str, below: tuple[str, str]) -> None:
+    """The new model held to another (the published one, or what rails serve now): ``c`` its paired
+    comparison, or ``{"comparable": False, "reason": ...}``. Too few users or not comparable is evidence
+    missing; a comparison that is not finite, or new < (1 - tolerance) x other beyond noise, a problem."""
+    if not c.get("comparable", True):
+        evidence.append(f"{cannot}: {c.get('reason')}")
+    elif c["users"] < min_users:
+        evidence.append(f"only {c['users']} users can be compared with {few} (plays it has not seen; "
+                        f"min_users {min_users})")
+    elif _broken(c):
+        problems.append(f"the paired comparison of {metric} with {broken} is not finite ({_ci(c)})")
+    elif (hi := (c.get("ci") or [None, None])[1]) is not None and hi < 0:
+        problems.append(f"{metric} {c['mean_a']:.4f} is below {below[0]}{c['mean_b']:.4f}{below[1]} by more than "
+                        f"{tolerance:.0%} beyond noise ({_ci(c)}, same users and split)")
+
+
 def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, policy: str,
                  baseline: dict[str, Any] | None, published: dict[str, Any] | None, tolerance: float,
                  must_beat_baseline: bool, served: list[dict[str, Any]] | None = None) -> GateResult:
@@ -98,34 +115,16 @@ def quality_gate(*, metric: str, new: float | None, users: int, min_users: int, 
                 problems.append(f"{metric} {baseline['mean_a']:.4f} does not beat the baseline's "
                                 f"{baseline['mean_b']:.4f} beyond noise ({_ci(baseline)})")
         if published is not None:
-            if not published.get("comparable", True):
-                evidence.append(f"the published model cannot be compared: {published.get('reason')}")
-            elif published["users"] < min_users:
-                evidence.append(f"only {published['users']} users can be compared with the published model "
-                                f"{published.get('model_version')} (plays it has not seen; min_users {min_users})")
-            elif _broken(published):
-                problems.append(f"the paired comparison of {metric} with the published model "
-                                f"{published.get('model_version')} is not finite ({_ci(published)})")
-            else:
-                hi = (published.get("ci") or [None, None])[1]
-                if hi is not None and hi < 0:
-                    problems.append(f"{metric} {published['mean_a']:.4f} is below the published model's "
-                                    f"{published['mean_b']:.4f} ({published.get('model_version')}"
-                                    f"{_REFIT if published.get('refit') else ''}) by more than "
-                                    f"{tolerance:.0%} beyond noise ({_ci(published)}, same users and split)")
+            version = published.get("model_version")
+            _hold_to(published, metric, min_users, tolerance, evidence, problems,
+                     cannot="the published model cannot be compared",
+                     few=f"the published model {version}", broken=f"the published model {version}",
+                     below=("the published model's ", f" ({version}{_REFIT if published.get('refit') else ''})"))
         for other in served or ():
             who = (f"what rails {', '.join(other.get('rails') or ())} serve now ({other.get('model')} "
                    f"{other.get('model_version')}{_REFIT if other.get('refit') else ''})")
-            if not other.get("comparable", True):
-                evidence.append(f"{who} cannot be compared: {other.get('reason')}")
-            elif other["users"] < min_users:
-                evidence.append(f"only {other['users']} users can be compared with {who} (plays it has not seen; "
-                                f"min_users {min_users})")
-            elif _broken(other):
-                problems.append(f"the paired comparison of {metric} with {who} is not finite ({_ci(other)})")
-            elif ((other.get("ci") or [None, None])[1] or 0.0) < 0:
-                problems.append(f"{metric} {other['mean_a']:.4f} is below the {other['mean_b']:.4f} of {who} by "
-                                f"more than {tolerance:.0%} beyond noise ({_ci(other)}, same users and split)")
+            _hold_to(other, metric, min_users, tolerance, evidence, problems, cannot=f"{who} cannot be compared",
+                     few=who, broken=who, below=("the ", f" of {who}"))
     if problems:
         return GateResult(GATE, False, "; ".join(problems), details=details)
     parts = [f"{metric} {new:.4f} on {users} users" if new is not None else f"no {metric}"]
