@@ -480,8 +480,10 @@ def status(
         gate = row["gate"] or "-"
         if row.get("overridden"):
             gate = f"[yellow]{escape(gate)}[/yellow]"  # "published by an override of the failed quality gate; ..."
+        groups = sum(1 for r in rows if (r["model"], r["version"]) == (row["model"], row["version"]))
+        on = row.get("rails") or ()
         m.add_row(row["model"], row["version"], row["model_version"] or "[red]none[/red]",
-                  ", ".join(row.get("rails") or ()) or "-", str(row["users"] or "-"),
+                  (f"all {len(on)}" if groups == 1 and len(on) > 1 else ", ".join(on)) or "-", str(row["users"] or "-"),
                   row["ndcg_at_k"], row["recall_at_k"],
                   *(() if one_level else (percent(row["confidence"]) if row.get("model_version") else "-",)),
                   row["split"] or "-", gate)

@@ -69,6 +69,8 @@ def test_status_shows_the_published_evaluation_its_confidence_and_a_newer_held_o
     assert "models published in the lake (the serving Redis could not be read): their evaluation (90% intervals)" \
         in text and "95%" not in text
     assert f"als v1: newest evaluation {HELD}" in text and "HELD, not published" in text
+    rails = sum(1 for v in config.variants.values() if v.model == "als")
+    assert rails > 1 and f"all {rails}" in text  # one group: a count, not every rail's name (80 columns)
 
 
 def test_a_model_published_by_an_override_says_so_and_keeps_the_verdict(held, monkeypatch) -> None:
