@@ -131,17 +131,18 @@ def model_evaluations(config: Config, lake: Lake,
         for rail in rails:
             served = ptr if serving is None else (serving.get(rail) or {})
             groups.setdefault(served.get("model_version"), []).append(rail)
+        held = _held(config, lake, model, version, (ptr.get("evaluation") or {}).get("evaluation_path"))
         for model_version, on in groups.items():
             source = ptr if serving is None else (serving.get(on[0]) or {})
-            row = _evaluation_row(config, lake, model, version, model_version, source, ptr)
-            out.append({**row, "rails": on, "serving_known": serving is not None,
+            row = _evaluation_row(lake, model, version, model_version, source, ptr)
+            out.append({**row, "held": held, "rails": on, "serving_known": serving is not None,
                         "published": ptr.get("model_version"), "corrupt_pointer": corrupt,
                         "report_urls": [f"/v1/variants/{r}/report" for r in on] if row["report"] else []})
     return out
 
 
-def _evaluation_row(config: Config, lake: Lake, model: str, version: str, model_version: str | None,
-                    source: dict[str, Any], ptr: dict[str, Any]) -> dict[str, Any]:
+def _evaluation_row(lake: Lake, model: str, version: str, model_version: str | None, source: dict[str, Any],
+                    ptr: dict[str, Any]) -> dict[str, Any]:
     """One row of ``model_evaluations``: the figures ``source`` (a rail's pointer, or the model's) carries."""
     from skyrec.jobs.publish_model import evaluation_confidence, gate_shown
 
@@ -167,7 +168,6 @@ def _evaluation_row(config: Config, lake: Lake, model: str, version: str, model_
         "confidence": confidence, "baseline": ev.get("baseline"), "split": split.get("kind"),
         "insufficient_evidence": gate.get("insufficient_evidence"), "overridden": bool(gate.get("overridden")),
         "gate": gate.get("message"), "evaluation": ev.get("evaluation_path"), "report": report,
-        "held": _held(config, lake, model, version, (ptr.get("evaluation") or {}).get("evaluation_path")),
     }
 
 

@@ -86,3 +86,18 @@ def test_a_rail_moved_to_a_model_as_good_is_compared_and_passes(serving_knn, con
                      r"serve now, 0\.\d{4} on the same users", gate["message"]), gate["message"]
     with lake.open(evaluation, "report.html") as fh:  # and in the report, beside the other comparisons
         assert f"served by {RAIL}: knn v1.20260301T010000" in fh.read().decode()
+
+
+def test_a_held_verdict_is_not_redecided_under_another_tolerance(serving_knn, config_factory) -> None:
+    """Re-deciding reads the committed comparison with what the rail serves, made under the old tolerance: it
+    would quote an interval for another question, so it is refused (as for the published model)."""
+    base, _ = serving_knn
+    assert _train(_moved_to(config_factory, base, "popularity"), "popularity", 3)["evaluate"][0] == EXIT_GATE
+    looser = config_factory({**base, "variants": {RAIL: {"model": "popularity"}},
+                             "training": {**base["training"], "quality_gate": {"tolerance": 0.5}}})
+    run = RunInfo(dag_id="train_model", run_id="run3", task_id="evaluate", logical_date=END + dt.timedelta(hours=3))
+    code, payload = execute("evaluate", config=looser, run=run, params={"model": "popularity"},
+                            overrides=("quality",))
+    assert code == 4, payload
+    assert (f"the committed comparison with what rails {RAIL} serve tested new > 0.95 x theirs (tolerance 0.05); "
+            "training.quality_gate.tolerance is now 0.5") in payload["error"]

@@ -186,34 +186,40 @@ def _recheck(ctx: JobContext, model: str, version: str, rel: str, done: Any) -> 
 
 
 def _refuse_stale_comparison(ctx: JobContext, evaluation: dict[str, Any]) -> None:
-    """Re-deciding reads the committed comparison with the published model, which answers the question of the
-    settings it was made under: whether new > (1 - tolerance) x published, and whether the published
-    parameters were refit when too few users could be compared. Under another tolerance, or a min_users under
-    which the refit would now be made, its verdict would quote an interval for another question: refuse."""
+    """Re-deciding reads the committed comparisons with the published model and with what the rails serve,
+    which answer the question of the settings they were made under: whether new > (1 - tolerance) x theirs,
+    and whether their parameters were refit when too few users could be compared. Under another tolerance, or
+    a min_users under which the refit would now be made, the verdict would quote an interval for another
+    question: refuse."""
     qg = ctx.config.training.quality_gate
     comparisons = evaluation.get("comparisons") or {}
-    for other in comparisons.get("served") or ():  # held to the same tolerance as the published model
-        factor = (other.get(evaluation.get("metric") or qg.metric) or {}).get("factor", other.get("factor"))
-        if other.get("comparable") and factor is not None and abs(float(factor) - (1.0 - qg.tolerance)) > 1e-9:
-            raise BadInput(f"the committed comparison with what rails {', '.join(other.get('rails') or ())} serve "
-                           f"tested new > {float(factor):g} x theirs; training.quality_gate.tolerance is now "
-                           f"{qg.tolerance:g}: re-evaluate with --force to compare again under the current settings")
-    pub = comparisons.get("published")
-    if not isinstance(pub, dict) or not pub.get("comparable"):
-        return
-    figures = pub.get(evaluation.get("metric") or qg.metric) or {}
-    factor = figures.get("factor", pub.get("factor"))
-    hint = "re-evaluate with --force to compare again under the current settings"
-    if factor is not None and abs(float(factor) - (1.0 - qg.tolerance)) > 1e-9:
-        raise BadInput(f"the committed comparison with the published model tested new > {float(factor):g} x published "
-                       f"(tolerance {1.0 - float(factor):g}); training.quality_gate.tolerance is now {qg.tolerance:g}: "
-                       f"{hint}")
-    users = int(figures.get("users") or 0)
+    metric = evaluation.get("metric") or qg.metric
     evaluable = int((evaluation.get("overall") or {}).get("users") or 0)
-    if qg.refit_published and not pub.get("refit") and users < qg.min_users <= evaluable:
-        raise BadInput(f"only {users} users could be compared with the published model and its parameters were not "
-                       f"refit on this split (min_users was {(evaluation.get('comparison') or {}).get('min_users')} "
-                       f"when it ran; now {qg.min_users}, under which the refit is made): {hint}")
+    hint = "re-evaluate with --force to compare again under the current settings"
+    held_to = [("the published model", "published", comparisons.get("published"))]
+    held_to += [(f"what rails {', '.join(c.get('rails') or ())} serve", "theirs", c)
+                for c in comparisons.get("served") or ()]
+    for who, theirs, c in held_to:
+        if not isinstance(c, dict) or not c.get("comparable"):
+            continue
+        figures = c.get(metric) or {}
+        factor = figures.get("factor", c.get("factor"))
+        if factor is not None and abs(float(factor) - (1.0 - qg.tolerance)) > 1e-9:
+            raise BadInput(f"the committed comparison with {who} tested new > {float(factor):g} x {theirs} "
+                           f"(tolerance {1.0 - float(factor):g}); training.quality_gate.tolerance is now "
+                           f"{qg.tolerance:g}: {hint}")
+        users = int(figures.get("users") or 0)
+        if qg.refit_published and not c.get("refit") and users < qg.min_users <= evaluable:
+            raise BadInput(f"only {users} users could be compared with {who} and its parameters were not refit on "
+                           f"this split (min_users was {(evaluation.get('comparison') or {}).get('min_users')} when "
+                           f"it ran; now {qg.min_users}, under which the refit is made): {hint}")
+
+
+def _needs_refit(qg: Any, comparison: dict[str, Any] | None, evaluable: int) -> bool:
+    """Too few users compare with an artefact (it has seen their test plays) while the evaluation itself rests
+    on enough of them: ``refit_published`` refits its parameters on this split (else nothing to gain)."""
+    return bool(qg.refit_published and comparison and comparison.get("comparable") and evaluable >= qg.min_users
+                and int((comparison.get(qg.metric) or {}).get("users") or 0) < qg.min_users)
 
 
 def _published_comparison(ctx: JobContext, model: str, version: str, model_version: str | None, data: Any,
@@ -317,9 +323,7 @@ def _served_comparisons(ctx: JobContext, model: str, version: str, variants: lis
             continue
         comparison = _rescored(ctx, art, data, per_user, new, {
             **group, "method": f"{what} re-scored on this split, on plays it has not seen"})
-        qg = cfg.quality_gate
-        if (qg.refit_published and evaluable >= qg.min_users
-                and int((comparison.get(qg.metric) or {}).get("users") or 0) < qg.min_users):
+        if _needs_refit(cfg.quality_gate, comparison, evaluable):
             comparison = {**_refit_published(ctx, str(group["model"]), data, new, comparison),
                           "rails": group["rails"], "model": group["model"], "version": group["version"]}
         out.append(comparison)
@@ -465,8 +469,7 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
                                                       per_user, scored[model], this_protocol)
     pub, qg = comparisons["published"], cfg.quality_gate
     evaluable = int(results["models"][model]["overall"].get("users") or 0)
-    if (qg.refit_published and pub and pub.get("comparable") and evaluable >= qg.min_users  # else nothing to gain
-            and int((pub.get(qg.metric) or {}).get("users") or 0) < qg.min_users):
+    if _needs_refit(qg, pub, evaluable):
         comparisons["published"] = _refit_published(ctx, model, data, scored[model], pub)
     served = _served_comparisons(ctx, model, version, variants, data, per_user, scored[model], evaluable)
     if served:
