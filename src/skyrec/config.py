@@ -272,6 +272,33 @@ class SplitConfig(_Model):
     min_train_items: int = Field(1, ge=1)  # a user keeps at least this many positives in train (else no test)
 
 
+def used_split_settings(split: dict[str, Any]) -> dict[str, Any]:
+    """A split's settings (as configured, or as a dataset or an evaluation recorded them) without those its kind
+    does not use, so that changing an unused one changes no dataset id and no protocol: ``holdout_days`` only
+    for the global split; for the per-user split ``test_fraction`` only while ``test_items`` is unset. Other
+    keys (what a dataset recorded about the split it made) are kept."""
+    out = dict(split)
+    if out.get("kind", "global") == "per_user":
+        out.pop("holdout_days", None)
+        if out.get("test_items") is not None:
+            out.pop("test_fraction", None)
+    else:
+        for key in ("test_fraction", "test_items", "min_train_items"):
+            out.pop(key, None)
+    return out
+
+
+def canonical_dataset_definition(definition: dict[str, Any]) -> dict[str, Any]:
+    """A training dataset's definition in today's form, whatever form it was recorded in: before the split's
+    unused settings were left out, ``holdout_days`` sat beside ``split`` and counted under every split kind."""
+    out = dict(definition)
+    split = dict(out.get("split") or {"kind": "global"})
+    if "holdout_days" in out:
+        split.setdefault("holdout_days", out.pop("holdout_days"))
+    out["split"] = used_split_settings(split)
+    return out
+
+
 class SearchSpace(_Model):
     """One parameter's range in ``training.search.spaces.<model>.<param>``: exactly one of ``int: [low,
     high]``, ``float: [low, high]`` (``log: true`` samples on a log scale; needs low > 0) or ``choice: [...]``."""
@@ -369,19 +396,35 @@ class TrainingConfig(_Model):
 
     def dataset_definition(self, model: str) -> dict[str, Any]:
         """What the training dataset of ``model`` depends on besides the run's inputs: the event weights,
-        the recency decay and the evaluation split. Every model shares these settings today, so every
+        the recency decay and the evaluation split (only the split settings its kind uses:
+        :func:`used_split_settings`). Every model shares these settings today, so every
         trained model reads the same dataset."""
         del model  # no per-model dataset setting exists (yet): one definition for all models
-        return {"weighting": dict(sorted(self.weighting.items())),
-                "played_fraction_weight": self.played_fraction_weight,
-                "recency_half_life_days": self.recency_half_life_days, "holdout_days": self.holdout_days,
-                "split": self.split.model_dump()}
+        return canonical_dataset_definition({
+            "weighting": dict(sorted(self.weighting.items())), "played_fraction_weight": self.played_fraction_weight,
+            "recency_half_life_days": self.recency_half_life_days,
+            "split": {**self.split.model_dump(), "holdout_days": self.holdout_days}})
 
     def dataset_id(self, model: str) -> str:
         """Short digest of ``dataset_definition(model)``: the ``{dataset_id}`` field of the dataset's path, so
         models with the same definition share one dataset and a changed definition never reuses an old one."""
-        blob = json.dumps(self.dataset_definition(model), sort_keys=True, default=str).encode()
-        return "d" + hashlib.sha256(blob).hexdigest()[:10]
+        return _digest(self.dataset_definition(model))
+
+    def legacy_dataset_id(self, model: str) -> str:
+        """The id the same definition had before the split's unused settings were left out of it (every split
+        setting and ``holdout_days`` counted). A run that committed its dataset under it keeps reading that
+        dataset (``create_dataset`` and ``train`` look there when today's id has none): no rebuild, and a
+        re-run of that date is still a no-op."""
+        del model
+        return _digest({"weighting": dict(sorted(self.weighting.items())),
+                        "played_fraction_weight": self.played_fraction_weight,
+                        "recency_half_life_days": self.recency_half_life_days, "holdout_days": self.holdout_days,
+                        "split": self.split.model_dump()})
+
+
+def _digest(definition: dict[str, Any]) -> str:
+    blob = json.dumps(definition, sort_keys=True, default=str).encode()
+    return "d" + hashlib.sha256(blob).hexdigest()[:10]
 
 
 class RulesConfig(_Model):

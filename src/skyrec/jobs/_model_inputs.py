@@ -25,9 +25,17 @@ def require_output(ctx: JobContext, dataset: str, what: str, **fields: str) -> M
 
 def require_training_dataset(ctx: JobContext, model: str) -> Manifest:
     """This run's training dataset of ``model``'s dataset definition (shared by the models of that
-    definition: ``training.dataset_id``)."""
+    definition: ``training.dataset_id``; a run that committed it under the id of an earlier version,
+    ``training.legacy_dataset_id``, keeps reading that one)."""
+    training = ctx.config.training
+    legacy = training.legacy_dataset_id(model)
+    if legacy != training.dataset_id(model):
+        found = ctx.lake.manifest(ctx.path("training_dataset", model=model, dataset_id=training.dataset_id(model)))
+        found = found or ctx.lake.manifest(ctx.path("training_dataset", model=model, dataset_id=legacy))
+        if found is not None:
+            return found
     return require_output(ctx, "training_dataset", "training dataset", model=model,
-                          dataset_id=ctx.config.training.dataset_id(model))
+                          dataset_id=training.dataset_id(model))
 
 
 def refuse_changed_settings(ctx: JobContext, done: Manifest, job: str, what: str, now: dict[str, Any]) -> None:
@@ -40,8 +48,9 @@ def refuse_changed_settings(ctx: JobContext, done: Manifest, job: str, what: str
     for key, value in now.items():
         if key not in committed:  # outputs made before this setting was recorded
             continue
+        recorded = _CANONICAL.get(key, lambda v: v)(committed[key])  # recorded in an earlier form: today's
         changed += [f"{leaf}: committed {_short(a)}, now {_short(b)}"
-                    for leaf, a, b in _differences(_plain(committed[key]), _plain(value), key)]
+                    for leaf, a, b in _differences(_plain(recorded), _plain(value), key)]
     if changed:
         raise BadInput(
             f"{what} of run {ctx.run.run_key} is committed already ({done.path}) from other settings than this "
@@ -50,6 +59,22 @@ def refuse_changed_settings(ctx: JobContext, done: Manifest, job: str, what: str
             f"{ctx.run.logical_date.isoformat()} --conf '{{\"force\": true}}'` (this step alone: `skyrec job {job} "
             f"--param model={ctx.params.get('model')} --logical-date {ctx.run.logical_date.isoformat()} --force`)")
 
+
+def _canonical_definition(value: Any) -> Any:
+    from skyrec.config import canonical_dataset_definition
+
+    return canonical_dataset_definition(value) if isinstance(value, dict) else value
+
+
+def _canonical_protocol(value: Any) -> Any:
+    from skyrec.jobs.evaluate import canonical_protocol
+
+    return canonical_protocol(value)
+
+
+#: settings a committed output may have recorded in an earlier form, and how to read them in today's: a
+#: re-run of a date that ran before is not refused for a change of form alone
+_CANONICAL = {"dataset_definition": _canonical_definition, "protocol": _canonical_protocol}
 
 _NONE = object()
 

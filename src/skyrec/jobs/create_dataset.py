@@ -25,6 +25,9 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
     dataset, models = _definition(ctx)
     done = ctx.committed("training_dataset", dataset_id=dataset)
+    legacy = ctx.config.training.legacy_dataset_id(models[0])
+    if done is None and legacy != dataset:  # this run's dataset, committed under the id of an earlier version
+        done = ctx.committed("training_dataset", dataset_id=legacy)
     if done is not None:  # built by another model's task of the same definition, or an earlier try
         return {"outputs": [done.path], "note": "already committed", **done.meta}
 

@@ -50,10 +50,22 @@ def headline(figures: dict[str, Any]) -> dict[str, Any]:
 def protocol(cfg: Any, split: dict[str, Any] | None) -> dict[str, Any]:
     """What makes two evaluations' figures comparable: the split definition (not its data), k, the
     relevance and exclusion rules, the user sample and the interval method."""
+    from skyrec.config import used_split_settings
+
     split = {k: v for k, v in (split or {}).items() if k not in ("users_tested", "users_cut_in_a_tie", "cutoff")}
-    return {"split": split, "k": cfg.k, "relevance": "test positives not played in train",
+    return {"split": used_split_settings(split), "k": cfg.k, "relevance": "test positives not played in train",
             "exclusions": "items played in train", "max_users": cfg.eval_max_users,
             "interval": f"user bootstrap, {cfg.bootstrap_resamples} resamples, {cfg.confidence:.0%}"}
+
+
+def canonical_protocol(recorded: Any) -> Any:
+    """A recorded protocol in today's form: its split without the settings the split's kind does not use
+    (evaluations before :func:`skyrec.config.used_split_settings` recorded them)."""
+    from skyrec.config import used_split_settings
+
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("split"), dict):
+        return recorded
+    return {**recorded, "split": used_split_settings(recorded["split"])}
 
 
 def _split_of(ds: Any) -> dict[str, Any]:
@@ -245,7 +257,7 @@ def _published_comparison(ctx: JobContext, model: str, version: str, model_versi
             raise FileNotFoundError("pointer names no model")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, StorageError) as exc:
         why = f"its artefact {ptr.get('path')} cannot be re-scored on this split ({type(exc).__name__}: {exc})"
-        if recorded != this_protocol:
+        if canonical_protocol(recorded) != this_protocol:
             why += (f"; its recorded figures were measured under protocol {recorded}, this run's is "
                     f"{this_protocol}: refusing to compare figures from different protocols")
         else:
