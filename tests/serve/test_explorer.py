@@ -157,7 +157,8 @@ SERVED_EVALUATION = {"ndcg_at_k": 0.2345, "recall_at_k": 0.31, "metric": "ndcg_a
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LiveServer]]:
-    """Three APIs: over a published set (db 0), over an empty Redis database (db 1), over no Redis at all."""
+    """Four APIs: over a published set (db 0), over an empty Redis database (db 1), over one rail published and
+    not the others (db 2), over no Redis at all."""
     tmp = tmp_path_factory.mktemp("explorer")
     redis_server = LocalRedis(port=free_port(), dir=tmp / "redis").start()
     started: dict[str, LiveServer] = {}
@@ -167,8 +168,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Live
             standard_set(r, variant=variant, activity="end=20261123T18",
                          evaluation=SERVED_EVALUATION if variant == "drama_featured" else None)
         publish_history(r, "end=20261123T18", "u1", [("p002", "2026-11-23T17:00:00Z"), ("p004", "2026-11-22T09:00:00Z")])
+        partial = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/2")  # one rail published, not the other
+        standard_set(partial, variant=VARIANTS[0])
+        partial.close()
         r.close()
         started["published"] = start_api(tmp, redis_server.url)
+        started["partial"] = start_api(tmp, redis_server.url.rsplit("/", 1)[0] + "/2")
         started["empty"] = start_api(tmp, redis_server.url.rsplit("/", 1)[0] + "/1")
         started["no_redis"] = start_api(tmp, f"redis://127.0.0.1:{free_port()}/0",
                                         SKYREC__SERVE__REDIS_TIMEOUT_SECONDS="0.3")
@@ -305,6 +310,27 @@ def test_nothing_published_prompts_what_to_do(servers, browser, tmp_path):
     assert browser.text("#message") == "Nothing is published yet. Run make demo (or the precompute DAGs), then reload this page."
     assert browser.js("document.querySelectorAll('.rail').length") == 0
     assert_not_blank(browser.screenshot(tmp_path / "explorer-nothing-published.png"), DESKTOP, top=120, bottom=220)
+
+
+def test_a_rail_with_nothing_published_says_so_not_that_redis_is_down(servers, browser):
+    """The API answers 503 ``not_published`` for a rail with nothing published yet (come back later, like Redis
+    unreachable): the explorer names the rail's state, never "the store is unreachable"."""
+    url = servers["partial"].url
+    other = VARIANTS[1]
+    r = httpx.get(f"{url}/v1/users/random?variant={other}")
+    assert r.status_code == 503 and r.json()["error"] == "not_published", r.text
+    assert browser.open(f"{url}/?variant={other}") == "empty"
+    message = browser.text("#message")
+    assert message.startswith(f"No user to show for {other}") and "no published recommendations yet" in message
+    assert browser.open(f"{url}/?variant={other}&user=u1") == "loaded"
+    common_checks(browser)
+    assert browser.text("#rail-0 .source") == "no answer"
+    assert "no published recommendations yet" in browser.text("#rail-0 .rail-note")
+    assert "unreachable" not in browser.text()
+    # the published rail beside it answers as usual
+    assert browser.open(f"{url}/?variant={VARIANTS[0]}&compare={other}&user=u1") == "loaded"
+    assert browser.js("document.getElementById('rail-0').dataset.source") == "personalised"
+    assert "unreachable" not in browser.text()
 
 
 def test_redis_down_says_so(servers, browser, tmp_path):

@@ -154,9 +154,15 @@ def test_publication_removed_under_a_cached_pointer_rereads_the_pointer(make_cli
 
 
 def test_not_published_variant_is_503_json(client, redis_client):
-    r = client.get("/v1/recommendations/drama_featured/u1")
-    assert r.status_code == 503, r.text
-    assert r.json()["error"] == "not_published" and "drama_featured" in r.json()["message"], r.json()
+    """Every route about one rail's publication says the same of a rail with nothing published yet: 503
+    ``not_published`` (come back later), with Retry-After, naming the rail."""
+    for path in ("/v1/recommendations/drama_featured/u1", "/v1/variants/drama_featured/report",
+                 "/v1/users/random?variant=drama_featured", "/v1/items/p001/similar?rail=drama_featured",
+                 "/v1/because-you-played/drama_featured/u1"):
+        r = client.get(path)
+        assert r.status_code == 503, (path, r.text)
+        assert r.json()["error"] == "not_published" and "drama_featured" in r.json()["message"], (path, r.json())
+        assert r.headers["Retry-After"] == "1"
 
 
 def test_variants_lists_every_configured_variant(client, redis_client, skyrec_home):
@@ -323,7 +329,7 @@ def test_random_user_from_users_set_and_from_scan(client, redis_client):
     standard_set(redis_client, pub="v1.noset", recs=recs, users_set=False)
     got = {client.get(f"/v1/users/random?variant={V}").json()["user_id"] for _ in range(5)}
     assert got <= set(recs)
-    assert client.get("/v1/users/random?variant=drama_featured").status_code == 404
+    assert client.get("/v1/users/random?variant=drama_featured").status_code == 503  # not_published: come back later
 
 
 def test_readiness_transitions(client, redis_client):

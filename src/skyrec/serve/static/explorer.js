@@ -298,7 +298,8 @@ function chosenRails() {
   return b && b !== a ? [a, b] : [a];
 }
 
-function isUnavailable(err) { return err instanceof ApiError && err.status === 503; }
+// 503 means "retry later"; of those, only "not_published" (a rail with nothing published yet) is not about Redis
+function isUnavailable(err) { return err instanceof ApiError && err.status === 503 && err.code !== "not_published"; }
 
 function showUnavailable(err) {
   document.body.dataset.state = "unavailable";

@@ -10,6 +10,7 @@ from skyrec.serve.api.deps import OptionalVariant, SettingsDep, StoreDep, UserId
 from skyrec.serve.api.errors import ApiError
 from skyrec.serve.api.responses import JSON
 from skyrec.serve.api.schemas import ERRORS, HistoryOut, RandomUserOut
+from skyrec.serve.store import Unavailable
 
 router = APIRouter(prefix="/v1", tags=["users"])
 
@@ -20,7 +21,7 @@ async def random_user(variant: OptionalVariant, settings: SettingsDep, store: St
     name = variant or settings.variants[0]
     pointer, _ = await store.pointer(name)
     if pointer is None:
-        raise ApiError(404, "not_published", f"variant {name!r} has no publication yet")
+        raise Unavailable(f"variant {name!r} has no published recommendations yet", code="not_published")
     user = await store.random_user(name, pointer["publication"])
     if user is None:
         raise ApiError(404, "no_users", f"the publication of {name!r} holds no personalised lists")

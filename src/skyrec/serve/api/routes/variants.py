@@ -19,7 +19,7 @@ from skyrec.serve.api.reports import CORRUPT_RESPONSE, MAX_REPORT_BYTES, read_co
 from skyrec.serve.api.responses import JSON
 from skyrec.serve.api.schemas import ERRORS, VariantsOut
 from skyrec.serve.settings import ServeSettings
-from skyrec.serve.store import parse_time
+from skyrec.serve.store import Unavailable, parse_time
 
 log = logging.getLogger("skyrec.serve")
 router = APIRouter(prefix="/v1", tags=["variants"])
@@ -159,7 +159,7 @@ async def report(variant: Variant, settings: SettingsDep, store: StoreDep) -> HT
     ones the manifest records (size and sha256): 409 ``report_corrupt`` otherwise, never altered content."""
     pointer, _ = await store.pointer(variant)
     if pointer is None:
-        raise ApiError(404, "not_published", f"variant {variant!r} has no publication")
+        raise Unavailable(f"variant {variant!r} has no published recommendations yet", code="not_published")
     source = report_source(pointer)
     if source is None:
         raise ApiError(404, "no_report", f"the publication of {variant!r} names no training report")
