@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from serve_data import VARIANTS, publish_history, standard_set
+from serve_data import VARIANTS, catalogue, publish_history, standard_set
 from test_explorer import DESKTOP, PHONE, Browser, assert_not_blank, common_checks
 from test_serve_live import LiveServer, start_api, stop_api
 
@@ -24,6 +24,9 @@ PUB = "v1.20261123T190000"
 ACTIVITY = "end=20261123T18"
 
 
+GONE = "p039"  # an item whose availability ended: its lists are still published
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("explorer-similar")
@@ -33,11 +36,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         r = redis.Redis.from_url(redis_server.url)
         keys = Keys("skyrec")
         for variant in VARIANTS:
-            standard_set(r, variant=variant, pub=PUB, activity=ACTIVITY, extra={"similar": {"k": 20, "items": 40}})
+            standard_set(r, variant=variant, pub=PUB, activity=ACTIVITY, extra={"similar": {"k": 20, "items": 40}},
+                         items=catalogue(expired=(GONE,)))
             for i in range(40):  # every item's list: its neighbours on the rail, best first
                 lst = [[f"p{(i + d) % 40:03d}", round(1.0 - d / 50, 5)] for d in range(1, 9)]
                 r.set(keys.sim(variant, PUB, f"p{i:03d}"), json.dumps(lst))
         publish_history(r, ACTIVITY, "u1", [("p002", "2026-11-23T17:00:00Z"), ("p004", "2026-11-22T09:00:00Z")])
+        publish_history(r, ACTIVITY, "u3", [(GONE, "2026-11-23T17:00:00Z")])
         r.close()
         api = start_api(tmp, redis_server.url)
         yield api
@@ -113,3 +118,17 @@ def test_an_item_without_a_list_says_so(server: LiveServer, browser: Browser, tm
     common_checks(browser)
     assert "has no 'more like this' list" in browser.text("#similar-panel")
     assert_not_blank(browser.screenshot(tmp_path / "explorer-more-like-this-unknown.png"), DESKTOP, top=100)
+
+
+def test_an_item_no_longer_available_is_named_as_such(server: LiveServer, browser: Browser) -> None:
+    """A list about an item whose availability ended (a play of last month, a page kept open) is shown; the
+    explorer says the item is no longer available, as the API's ``available: false`` does."""
+    assert browser.open(server.url + f"/?variant=comedy_featured&item={GONE}") == "loaded"
+    common_checks(browser)
+    assert "no longer available" in browser.text("#similar-panel .published")
+    assert browser.js("document.querySelectorAll('#similar-items > li').length") > 0
+    assert browser.open(server.url + "/?variant=comedy_featured&user=u3") == "loaded"
+    assert browser.text("#because-panel h2") == "Because you played “Programme 39”"
+    assert "no longer available" in browser.text("#because-panel .published")
+    assert browser.open(server.url + "/?variant=comedy_featured&user=u1") == "loaded"
+    assert "no longer available" not in browser.text("#because-panel")

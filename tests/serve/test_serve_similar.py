@@ -39,12 +39,17 @@ def test_more_like_this_is_the_publications_list_with_the_seed_named(client, red
     resp = client.get(f"/v1/items/p001/similar?rail={RAIL}&limit=3")
     assert resp.status_code == 200, resp.text
     body = SimilarOut.model_validate(resp.json()).model_dump()
-    assert body["item"] == {"id": "p001", "title": "Programme 1", "brand": "Brand 1", "genres": ["Comedy"]}
+    assert body["item"] == {"id": "p001", "title": "Programme 1", "brand": "Brand 1", "genres": ["Comedy"],
+                            "available": True}
     assert body["rail"] == RAIL and body["publication"] == pub and body["limit"] == 3
     # p013 expired since the precompute: dropped, the next one moves up
     assert [(i["id"], i["score"]) for i in body["items"]] == [("p003", 0.9), ("p005", 0.8), ("p007", 0.7)]
     assert body["items"][0]["title"] == "Programme 3"
     assert resp.headers["cache-control"] == "no-store"
+    # an item whose availability ended still has its list; the answer says it is no longer available
+    put_sim(redis_client, pub, {"p013": [("p003", 0.9)]})
+    item = client.get(f"/v1/items/p013/similar?rail={RAIL}").json()["item"]
+    assert item["id"] == "p013" and item["available"] is False
 
 
 def test_packed_sim_values_are_read_with_the_publications_item_table(client, redis_client) -> None:
@@ -108,10 +113,15 @@ def test_because_you_played_takes_the_most_recent_qualifying_play_and_names_it(c
     assert resp.status_code == 200, resp.text
     body = BecauseYouPlayedOut.model_validate(resp.json()).model_dump()
     assert body["seed"] == {"id": "p012", "title": "Programme 12", "brand": "Brand 2", "genres": ["Drama", "Crime"],
-                            "played_at": "2026-11-23T16:00:00Z"}
+                            "available": True, "played_at": "2026-11-23T16:00:00Z"}
     assert [i["id"] for i in body["items"]] == ["p017", "p019"]  # p015 played, p013 expired
     assert body["publication"] == pub and body["rail"] == RAIL and body["note"] is None
     assert [i["id"] for i in client.get(f"/v1/because-you-played/{RAIL}/u1?limit=1").json()["items"]] == ["p017"]
+    # the most recent play is of an item no longer available: still the seed (the user did play it), said so
+    publish_history(redis_client, ACTIVITY, "u2", [("p013", "2026-11-23T18:00:00Z")])
+    put_sim(redis_client, pub, {"p013": [("p017", 0.9)]})
+    seed = client.get(f"/v1/because-you-played/{RAIL}/u2").json()["seed"]
+    assert seed["id"] == "p013" and seed["available"] is False
 
 
 def test_because_you_played_leaves_out_the_older_plays_the_history_names(client, redis_client) -> None:

@@ -131,6 +131,8 @@ class SeedOut(BaseModel):
     title: str | None = Field(description="the seed item's title (null when the publication has no metadata for it)")
     brand: str | None = None
     genres: list[str] = []
+    available: bool | None = Field(None, description="false when the item's availability has ended (a client "
+                                   "names it without linking it); null when the publication has no metadata for it")
 
 
 class PlayedSeedOut(SeedOut):

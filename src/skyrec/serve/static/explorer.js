@@ -255,7 +255,7 @@ function showBecause(answer) {
   const panel = el("section", { id: "because-panel", class: "panel because", "data-seed": seed.id },
     el("h2", {}, "Because you played ", el("span", { class: "seed-title" }, `“${seed.title || seed.id}”`)),
     el("p", { class: "published" }, ...joined([`${answer.rail}`, seed.brand,
-      el("span", {}, "played ", timeNode(seed.played_at))])),
+      el("span", {}, "played ", timeNode(seed.played_at)), seed.available === false ? "no longer available" : null])),
     el("ol", { class: "items", id: "because-items" }));
   similarItems(panel.querySelector("ol"), answer.items, answer.rail);
   $("board").append(panel);
@@ -278,6 +278,7 @@ async function showSimilar(item, variant, user) {
     const ans = await getJSON(`/v1/items/${encodeURIComponent(item)}/similar?rail=${encodeURIComponent(variant)}&limit=20`);
     panel.querySelector(".seed-title").textContent = `“${ans.item.title || ans.item.id}”`;
     panel.querySelector(".published").replaceChildren(...joined([ans.item.brand,
+      ans.item.available === false ? "no longer available" : null,
       `the most similar items on ${ans.rail}`, el("span", { class: "publication-id" }, ans.publication), back]));
     similarItems($("similar-items"), ans.items, variant);
     if (!ans.items.length) panel.querySelector(".similar-note").textContent = "Nothing on this rail is like this item right now.";

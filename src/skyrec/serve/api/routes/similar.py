@@ -8,6 +8,7 @@ published with it (``publish.history_items``). See docs/similar.md.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -39,7 +40,10 @@ def _items(items: list[tuple[str, float, ItemMeta]]) -> list[dict[str, Any]]:
 
 
 def _seed(item_id: str, m: ItemMeta) -> dict[str, Any]:
-    return {"id": item_id, "title": m.title, "brand": m.brand, "genres": list(m.genres)}
+    """The item a list is about. It may be one whose availability ended (a play of last month, an item page
+    kept open): its list is still true, and ``available`` tells a client not to link it."""
+    return {"id": item_id, "title": m.title, "brand": m.brand, "genres": list(m.genres),
+            "available": (not m.expired(time.time())) if m.known else None}
 
 
 @router.get("/items/{item_id}/similar", response_model=SimilarOut, responses=ERRORS,
