@@ -443,17 +443,20 @@ def status(
     if as_json:
         typer.echo(json.dumps(info, indent=1, default=str))
         return
+    from rich import box
     from rich.console import Console
+    from rich.markup import escape
+    from rich.padding import Padding
     from rich.table import Table
 
-    console = Console()  # as wide as the terminal: long paths fold inside their column, never cut off
-    t = Table(title=f"committed outputs in {info['lake']}", expand=False)
+    console = Console()  # as wide as the terminal; every part reads at 80 columns (the paths are in --json)
+    t = Table(title=f"committed outputs in {info['lake']}", expand=False, box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("dataset", "for", "latest", "age", "rows", "quarantined"):
-        t.add_column(col, overflow="fold")
-    for d in info["datasets"]:
-        scope = " ".join(f"{k}={d[k]}" for k in ("model", "version", "variant", "dataset_id", "models", "experiment")
-                         if k in d)
-        t.add_row(d["dataset"], scope, d["latest"] or "[red]none[/red]", d["age"], str(d["rows"] or "-"),
+        t.add_column(col, overflow="fold", no_wrap=col != "for")
+    for d in _status_dataset_rows(info["datasets"]):
+        # the path is dataset/scope/key: the key's time is what is new here (the paths: --json)
+        latest = d["latest"].rstrip("/").rsplit("/", 1)[-1].rpartition("=")[2] if d["latest"] else "[red]none[/red]"
+        t.add_row(d["dataset"], escape(d["for"]), latest, d["age"], str(d["rows"] or "-"),
                   str(d["quarantined"] if d["quarantined"] is not None else "-"))
     console.print(t)
     for d in info["datasets"]:
@@ -462,58 +465,63 @@ def status(
             console.print(f"[yellow]{d['dataset']}[/yellow] {d['latest']}: {older['rows']} rows in "
                           f"{older.get('deltas', '?')} older deltas are outside its window "
                           "(ingest.activity.snapshot_interval_days; 0 or all keeps every delta)")
-    from rich.markup import escape
-
     from skyrec.status import percent
 
     rows = info.get("models", [])
     levels = {row["confidence"] for row in rows if row.get("model_version")}
-    one_level = len(levels) <= 1  # one level for every row: in the title, else a column
+    one_level = len(levels) <= 1  # one level for every row: in the title, else on each figures line
     level = f"{percent(next(iter(levels)))} intervals" if levels and one_level else "intervals"
     known = all(row.get("serving_known") for row in rows)
-    m = Table(title=f"models served: the evaluation each was published on ({level})" if known else
-              f"models published in the lake (the serving Redis could not be read): their evaluation ({level})")
-    for col in ("model", "version", "model_version", "rails", "users", "ndcg_at_k", "recall_at_k",
-                *(() if one_level else ("level",)), "split", "gate"):
-        m.add_column(col, overflow="fold")
-    for row in rows:
-        gate = row["gate"] or "-"
-        if row.get("overridden"):
-            gate = f"[yellow]{escape(gate)}[/yellow]"  # "published by an override of the failed quality gate; ..."
-        groups = sum(1 for r in rows if (r["model"], r["version"]) == (row["model"], row["version"]))
+    console.print()
+    console.print(f"[bold]models served: the evaluation each was published on ({level})[/bold]" if known else
+                  f"[bold]models published in the lake (the serving Redis could not be read): their evaluation "
+                  f"({level})[/bold]")
+    lake_root = str(info["lake"]).rstrip("/") + "/"
+
+    def say(markup: str, indent: int) -> None:  # a line whose folds keep its indent
+        console.print(Padding(markup, (0, 0, 0, indent)))
+
+    told: set[tuple[str, str]] = set()  # a model's notes once, under its first block
+    for row in rows:  # one block per model version served: prose lines fold at any width, a table would not
+        group = (row["model"], row["version"])
+        groups = sum(1 for r in rows if (r["model"], r["version"]) == group)
         on = row.get("rails") or ()
-        m.add_row(row["model"], row["version"], row["model_version"] or "[red]none[/red]",
-                  (f"all {len(on)}" if groups == 1 and len(on) > 1 else ", ".join(on)) or "-", str(row["users"] or "-"),
-                  row["ndcg_at_k"], row["recall_at_k"],
-                  *(() if one_level else (percent(row["confidence"]) if row.get("model_version") else "-",)),
-                  row["split"] or "-", gate)
-    console.print(m)
-    for row in rows:
+        rails = (f"all {len(on)}" if groups == 1 and len(on) > 1 else ", ".join(on)) or "-"
+        head = [f"rails: {rails}", f"{row['users']} users" if row["users"] else None,
+                f"{row['split']} split" if row["split"] else None]
+        say(f"[bold]{escape(row['model'])} {escape(row['model_version'] or row['version'])}[/bold]"
+            + ("" if row["model_version"] else " [red]none published[/red]")
+            + escape(" · " + " · ".join(h for h in head if h)), 2)
+        if row.get("model_version"):
+            figures = f"ndcg_at_k {row['ndcg_at_k']} · recall_at_k {row['recall_at_k']}"
+            say(escape(figures + ("" if one_level else f" ({percent(row['confidence'])} intervals)")), 4)
+            gate = escape(row["gate"] or "-")
+            if row.get("overridden"):
+                gate = f"[yellow]{gate}[/yellow]"  # "published by an override of the failed quality gate; ..."
+            say(f"gate: {gate}", 4)
         if row.get("report"):
             where = f" (the API: {row['report_urls'][0]}, one per rail)" if row.get("report_urls") else ""
-            console.print(f"report of {row['model']} {row['version']}: " + escape(f"{row['report']}{where}"))
-    for row in rows:  # a newer model in the lake that some rails do not serve yet
-        if not (row.get("serving_known") and row.get("published") and row["model_version"] != row["published"]):
-            continue
-        console.print(f"[yellow]{row['model']} {row['version']}[/yellow]: " + escape(
-            f"{row['published']} is the published model; rails {', '.join(row['rails'])} serve "
-            f"{row['model_version'] or 'nothing'} (their precompute has not published it yet, or failed, or they "
-            "were rolled back)"))
+            say("report: " + escape(f"{row['report'].removeprefix(lake_root)}{where}"), 4)
+        if row.get("serving_known") and row.get("published") and row["model_version"] != row["published"]:
+            say("[yellow]not served yet:[/yellow] " + escape(  # a newer model in the lake these rails do not serve
+                f"{row['model']} {row['version']}: {row['published']} is the published model; rails "
+                f"{', '.join(row['rails'])} serve {row['model_version'] or 'nothing'} (their precompute has not "
+                "published it yet, or failed, or they were rolled back)"), 4)
+        held = row.get("held")
+        if held and group not in told:
+            say("[yellow]held:[/yellow] " + escape(
+                f"{row['model']} {row['version']}: newest evaluation {held['model_version']} ({held['evaluation']}) "
+                f"HELD, not published: {held['metric']} {held['figure']} on {held['users'] or '?'} users; "
+                f"gate: {held['gate']}"), 4)
+        told.add(group)
     for corrupt in sorted({row["corrupt_pointer"] for row in rows if row.get("corrupt_pointer")}):
         console.print(f"[bold red]warning:[/bold red] {escape(corrupt)}")
-    for row in rows:
-        held = row.get("held")
-        if held:
-            console.print(f"[yellow]{row['model']} {row['version']}[/yellow]: newest evaluation "
-                          + escape(f"{held['model_version']} ({held['evaluation']}) HELD, not published: "
-                                   f"{held['metric']} {held['figure']} on {held['users'] or '?'} users; "
-                                   f"gate: {held['gate']}"))
     errors = [row["error"] for row in info["published"] if "error" in row]
     if errors:
         for error in errors:
             console.print(f"[bold red]warning:[/bold red] {error}: what is published is unknown")
         return
-    p = Table(title="published to serving Redis")
+    p = Table(title="published to serving Redis", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("variant", "publication", "model_version", "age", "users"):
         p.add_column(col, overflow="fold")
     for row in info["published"]:
@@ -535,6 +543,29 @@ def status(
     for rail, pubs in (left.get("abandoned") or {}).items():
         console.print(f"[yellow]{len(pubs)} load(s) of {escape(rail)} nobody finished[/yellow] "
                       f"({escape(', '.join(pubs[:3]))}{', ...' if len(pubs) > 3 else ''}): `skyrec gc` removes them")
+
+
+def _status_dataset_rows(datasets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of ``skyrec status``'s first table: one per dataset and scope (its ``for``: model, version,
+    rail, dataset id and the models reading it), except that a dataset with nothing committed for any of its
+    scopes is one row ("6 rails"), not six rows saying "none"."""
+    out: list[dict[str, Any]] = []
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for d in datasets:
+        by_name.setdefault(d["dataset"], []).append(d)
+    for group in by_name.values():
+        if len(group) > 1 and all(d["latest"] is None for d in group):
+            variants = {d["variant"] for d in group if "variant" in d}
+            out.append({**group[0], "for": f"{len(variants)} rails" if len(variants) == len(group) else
+                        f"{len(group)} scopes"})
+            continue
+        for d in group:
+            scope = " ".join(str(d[k]) for k in ("model", "version", "variant", "dataset_id") if k in d)
+            if d.get("models"):
+                models = d["models"]
+                scope += f" ({models if isinstance(models, str) else ', '.join(models)})"
+            out.append({**d, "for": scope})
+    return out
 
 
 @app.command()

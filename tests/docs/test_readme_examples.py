@@ -162,7 +162,7 @@ def test_readme_example_runs_as_written(example: Example, demo: tuple[str, dict[
         ready = httpx.get(base + "/readyz").json()
         assert ready["status"] == "ready"
         for variant, publication in ready["variants"].items():  # every rail, with the publication served
-            assert re.search(rf"{variant}\s+│\s+{re.escape(publication)}\s", done.stdout), done.stdout[-3000:]
+            assert re.search(rf"{variant}\s+{re.escape(publication)}\s", done.stdout), done.stdout[-3000:]
 
 
 def test_the_readme_user_listens_whatever_the_hour_the_demo_runs(tmp_path):

@@ -93,3 +93,26 @@ def test_a_model_published_by_an_override_says_so_and_keeps_the_verdict(held, mo
     lines = train_run_lines(config, "20260301T020000")
     assert any(line.startswith("  gate failed, overridden: insufficient evidence") for line in lines), lines
     assert f"  published: {HELD}" in lines
+
+
+def test_status_reads_at_80_columns(held, monkeypatch) -> None:
+    """A person's terminal: every line fits, the models are short blocks of prose (not a table whose gate
+    column folds one word a line), and a dataset with nothing for any rail is one row, not six."""
+    import skyrec.cli
+
+    config, _ = held
+    monkeypatch.setattr(skyrec.cli, "load_config", lambda env=None, **_: config)
+    out = CliRunner().invoke(skyrec.cli.app, ["status"], env={"COLUMNS": "80"})
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    start = next(i for i, line in enumerate(lines) if line.startswith("models published in the lake"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("warning: serving Redis"))
+    block = lines[start:end]
+    assert len(block) <= 15, "\n".join(block)
+    assert sum(1 for line in block if len(line.split()) < 3) <= 2, "\n".join(block)  # "report:", its path
+    assert any(line.strip().startswith("gate: ndcg_at_k") for line in block)
+    assert any(line.strip().startswith("held: als v1: newest evaluation") for line in block)
+    table = lines[:start]
+    assert sum(1 for line in table if line.split()[:1] == ["predictions"]) == 1
+    assert any(line.split()[:3] == ["predictions", "6", "rails"] for line in table)
