@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from typing import Annotated
+from urllib.parse import urlencode
 
 import pytest
 from fastapi import FastAPI, Query
@@ -569,3 +570,19 @@ def test_paging_walks_the_list_and_ends_cleanly(client, redis_client):
     assert past["items"] == [] and past["padded"] == 0 and past["next_offset"] is None
     exact = client.get(f"/v1/recommendations/{V}/u1?limit={n}").json()
     assert len(exact["items"]) == n and exact["next_offset"] is None
+
+
+@pytest.mark.parametrize("value", ["+5", "5.0", " 5", "5_0", "-0", "1e1", "٥"])
+def test_a_count_is_digits_only_on_every_route(client, redis_client, value):
+    """``limit`` and ``offset`` are written with digits only: pydantic's lax int would take "+5", "5.0" and "5_0"
+    (as 50). Every route that takes a count says so in the one 422 shape naming it."""
+    standard_set(redis_client)
+    for path in (f"/v1/recommendations/{V}/u1", f"/v1/items/p001/similar?rail={V}",
+                 f"/v1/because-you-played/{V}/u1", "/v1/users/u1/history"):
+        r = client.get(path + ("&" if "?" in path else "?") + urlencode({"limit": value}))
+        assert r.status_code == 422, (path, value, r.text)
+        body = r.json()
+        assert body["error"] == "invalid_request" and body["message"].startswith("limit: "), body
+        assert body["details"][0]["type"] == "int_parsing", body
+    r = client.get(f"/v1/recommendations/{V}/u1", params={"limit": "0002", "offset": "01"})
+    assert r.status_code == 200 and r.json()["limit"] == 2 and r.json()["offset"] == 1

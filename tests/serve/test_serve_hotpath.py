@@ -26,6 +26,8 @@ CASES = [
     BASE + "u1?offset=1&limit=2&offset=1", BASE + "u1?limit=1&offset=0&limit=1&offset=0&x=1",
     BASE + "u1?limit=0", BASE + "u1?limit=abc", BASE + "u1?limit=", BASE + "u1?limit=101", BASE + "u1?offset=1001",
     BASE + "u1?offset=-1", BASE + "u1?limit=%2B3", BASE + "u1?limt=5", BASE + "u1?limit=2&x=1",
+    BASE + "u1?limit=5.0", BASE + "u1?limit=5_0", BASE + "u1?limit=%205", BASE + "u1?offset=1e1",
+    BASE + "u1?limit=0005", BASE + "u1?limit=" + "9" * 19,  # counts: digits only, on both paths
     BASE + "u%0A", BASE + "u1%0A", BASE + "u%20x", BASE + "u" * 129, BASE + "u1/", BASE + "u1/x",
     "/v1/recommendations/nope/u1", "/v1/recommendations/Bad-Variant/u1", "/v1/recommendations/comedy_featured/",
     "/v1/recommendations//u1", "/v1/recommendations/drama_featured/u1",  # configured, never published: 503

@@ -8,11 +8,14 @@ plain ``def`` dependency in the threadpool, a thread hop per dependency per requ
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import APIKeyHeader
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 
 from skyrec.publish.keys import VALID_USER_ID
 from skyrec.serve.api.errors import ApiError
@@ -69,8 +72,21 @@ class Page:
     offset: int
 
 
-Limit = Annotated[int | None, Query(ge=1, description="items per page (at most serve.max_limit)")]
-Offset = Annotated[int, Query(ge=0, description="items to skip (at most serve.max_offset)")]
+#: how a count is written in a query: digits only. pydantic's lax int would also take "+5", " 5", "5.0" and
+#: "5_0" (as 50); the hot path (``routes.recommendations``) applies the same rule with the same error
+WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
+WHOLE_NUMBER_MESSAGE = "Input should be a whole number written with digits only (0-9)"
+
+
+def _digits_only(value: object) -> object:
+    if isinstance(value, str) and not WHOLE_NUMBER.fullmatch(value):
+        raise PydanticCustomError("int_parsing", WHOLE_NUMBER_MESSAGE)
+    return value
+
+
+Count = BeforeValidator(_digits_only)
+Limit = Annotated[int | None, Query(ge=1, description="items per page (at most serve.max_limit)"), Count]
+Offset = Annotated[int, Query(ge=0, description="items to skip (at most serve.max_offset)"), Count]
 VariantPath = Annotated[str, Path(pattern=VARIANT_PATTERN, description="a configured variant")]
 
 

@@ -14,7 +14,14 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 
 from skyrec.experiments.assign import response_fields
-from skyrec.serve.api.deps import USER_ID_PATTERN, VARIANT_PATTERN, check_page, check_variant
+from skyrec.serve.api.deps import (
+    USER_ID_PATTERN,
+    VARIANT_PATTERN,
+    WHOLE_NUMBER,
+    WHOLE_NUMBER_MESSAGE,
+    check_page,
+    check_variant,
+)
 from skyrec.serve.api.responses import JSON
 from skyrec.serve.api.schemas import ERRORS, RecommendationsOut
 
@@ -26,7 +33,6 @@ router = APIRouter(prefix="/v1", tags=["recommendations"])
 # the same shape as FastAPI's (422 ``invalid_request`` naming the parameter).
 _VARIANT = re.compile(VARIANT_PATTERN)
 _USER = re.compile(USER_ID_PATTERN)
-_INT = re.compile(r"^[+-]?[0-9]{1,30}$")
 PARAMETERS: list[dict[str, Any]] = [
     {"name": "variant", "in": "path", "required": True, "description": "a configured variant",
      "schema": {"type": "string", "pattern": VARIANT_PATTERN}},
@@ -56,9 +62,8 @@ def _match(where: str, name: str, value: str, pattern: re.Pattern[str]) -> str:
 def _int(name: str, raw: str | None, minimum: int) -> int | None:
     if raw is None:
         return None
-    if not _INT.match(raw):
-        raise _invalid("query", name, raw, "Input should be a valid integer, unable to parse string as an integer",
-                       "int_parsing")
+    if not WHOLE_NUMBER.fullmatch(raw):
+        raise _invalid("query", name, raw, WHOLE_NUMBER_MESSAGE, "int_parsing")
     value = int(raw)
     if value < minimum:
         raise _invalid("query", name, raw, f"Input should be greater than or equal to {minimum}", "greater_than_equal")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from skyrec.serve.api.deps import OptionalVariant, SettingsDep, StoreDep, UserId
+from skyrec.serve.api.deps import Count, OptionalVariant, SettingsDep, StoreDep, UserId
 from skyrec.serve.api.errors import ApiError
 from skyrec.serve.api.responses import JSON
 from skyrec.serve.api.schemas import ERRORS, HistoryOut, RandomUserOut
@@ -31,7 +31,7 @@ async def random_user(variant: OptionalVariant, settings: SettingsDep, store: St
 @router.get("/users/{user_id}/history", response_model=HistoryOut, responses=ERRORS,
             summary="A user's recent plays, when the publication carries them")
 async def history(user_id: UserId, variant: OptionalVariant, settings: SettingsDep, store: StoreDep,
-                  limit: Annotated[int, Query(ge=1, le=1000, description="most recent plays to return")] = 20
+                  limit: Annotated[int, Query(ge=1, le=1000, description="most recent plays to return"), Count] = 20
                   ) -> JSON:
     """Plays are published per activity snapshot; a variant's pointer names it in its ``activity`` field.
 
