@@ -506,3 +506,44 @@ def test_a_redecision_under_another_tolerance_is_refused(seeded, config_factory)
     assert "tested new > 0.95 x published" in payload["error"] and "tolerance is now 0.9" in payload["error"]
     code, payload = run_job(loose, "evaluate", hour=49, force=True)  # compared again, at 0.9
     assert code == EXIT_GATE and "by more than 90%" in payload["error"] and "new - 0.1 x published" in payload["error"]
+
+
+def test_a_model_trained_again_after_its_evaluation_is_not_published(seeded) -> None:
+    """``train --force`` (or a search turned on) after the evaluation commits a new revision of the model at the
+    same path: its figures were never measured and the gate never saw it. publish_model refuses, naming both
+    revisions and the way on; evaluate, re-run without force, refuses to pass the old figures off as this
+    model's; evaluated again, it publishes."""
+    config, lake, _ = seeded
+    assert all(c == EXIT_OK for c, _ in train_all(config, upto="evaluate").values())
+    code, payload = run_job(config, "train", force=True)
+    assert code == EXIT_OK, payload.get("error")
+    model = lake.manifest(payload["summary"]["outputs"][0])
+    assert model.revision == 1
+    code, payload = run_job(config, "publish_model")
+    assert code == EXIT_BAD_INPUT, payload
+    assert "was trained again (revision 1" in payload["error"] and "was never evaluated" in payload["error"]
+    assert "skyrec job evaluate --param model=als" in payload["error"] and "--force" in payload["error"]
+    assert lake.read_pointer(published_model_pointer("als", "v1")) is None  # nothing published
+    code, payload = run_job(config, "evaluate")
+    assert code == EXIT_BAD_INPUT and "model_commit: committed" in payload["error"], payload
+    assert run_job(config, "evaluate", force=True)[0] == EXIT_OK
+    code, payload = run_job(config, "publish_model")
+    assert code == EXIT_OK, payload.get("error")
+    assert lake.read_pointer(published_model_pointer("als", "v1"))["path"] == model.path
+
+
+def test_an_evaluation_from_before_the_commit_was_recorded_is_stale_when_the_model_is_newer(seeded) -> None:
+    """Evaluations written before they recorded the model commit they measured: the model committed after the
+    evaluation is a later revision, refused the same way."""
+    config, lake, _ = seeded
+    assert all(c == EXIT_OK for c, _ in train_all(config, upto="evaluate").values())
+    evaluation_path = run_job(config, "evaluate")[1]["summary"]["outputs"][0]
+    manifest_file = next(Path(lake.abspath(evaluation_path)).glob("_manifest/*.json"))
+    raw = json.loads(manifest_file.read_text())
+    for key in ("model_commit", "model_revision"):
+        raw["meta"].pop(key)
+    manifest_file.write_text(json.dumps(raw))
+    assert run_job(config, "publish_model")[0] == EXIT_OK  # the evaluated revision: published
+    assert run_job(config, "train", force=True)[0] == EXIT_OK
+    code, payload = run_job(config, "publish_model")
+    assert code == EXIT_BAD_INPUT and "(of revision before it" in payload["error"], payload

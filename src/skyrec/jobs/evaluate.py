@@ -116,8 +116,8 @@ def _commit(ctx: JobContext, rel: str, evaluation: dict[str, Any], *, force: boo
             fh.write(json.dumps(evaluation, indent=1, sort_keys=True, default=float).encode())
         with stage.open(REPORT, "wb") as fh:
             fh.write(render(evaluation).encode())
-        meta = {k: evaluation[k] for k in ("model", "version", "model_version", "model_output", "dataset",
-                                           "baseline", "metric")}
+        meta = {k: evaluation[k] for k in ("model", "version", "model_version", "model_output", "model_commit",
+                                           "model_revision", "dataset", "baseline", "metric")}
         meta.update(overall=evaluation["overall"], baseline_overall=evaluation["baseline_overall"],
                     gate=evaluation["gate"], protocol=evaluation.get("protocol"),
                     rules=_rules_summary(evaluation))
@@ -153,8 +153,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
         ds = require_training_dataset(ctx, model)
         cfg = ctx.config.training
         refuse_changed_settings(ctx, done, "evaluate", f"the evaluation of {model} {version}", {
-            "model_output": model_m.path, "dataset": ds.path, "baseline": cfg.baseline,
-            "metric": cfg.quality_gate.metric, "protocol": protocol(cfg, _split_of(ds))})
+            "model_output": model_m.path, "model_commit": model_m.commit_id, "dataset": ds.path,
+            "baseline": cfg.baseline, "metric": cfg.quality_gate.metric, "protocol": protocol(cfg, _split_of(ds))})
         return _recheck(ctx, model, version, rel, done)
 
     model_m = require_output(ctx, "model", "model output", model=model, version=version)
@@ -495,8 +495,8 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
     return {
         "truth": truth,
         "model": model, "version": version, "model_version": model_m.meta.get("model_version"),
-        "model_output": model_m.path, "dataset": ds.path, "baseline": cfg.baseline,
-        "metric": cfg.quality_gate.metric, "k": cfg.k, "cutoff": ds.meta.get("cutoff"), "end": ds.meta.get("end"),
+        "model_output": model_m.path, "model_commit": model_m.commit_id, "model_revision": model_m.revision,
+        "dataset": ds.path, "baseline": cfg.baseline, "metric": cfg.quality_gate.metric, "k": cfg.k, "cutoff": ds.meta.get("cutoff"), "end": ds.meta.get("end"),
         "holdout_days": cfg.holdout_days, "split": ds.meta.get("split"), "protocol": this_protocol,
         "search": model_m.meta.get("search"),  # the train job's hyper-parameter search, when it ran
         "variants": variants, "fit_seconds": fit_seconds,

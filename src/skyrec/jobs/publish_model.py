@@ -77,11 +77,32 @@ def prove(ctx: JobContext, model_rel: str, eval_rel: str) -> tuple[Any, Any]:
     ctx.lake.verify(evaluation, checksums=True)
     if evaluation.meta.get("model_output") != manifest.path:
         raise BadInput(f"evaluation {eval_rel} evaluated {evaluation.meta.get('model_output')}, not {manifest.path}")
+    _refuse_unevaluated_revision(ctx, manifest, evaluation)
     gate = evaluation.meta.get("gate") or {}
     if not (gate.get("passed") or gate.get("overridden")):
         raise GateFailed("quality", f"evaluation {eval_rel} did not pass: {gate.get('message', 'no verdict')}",
                          gate, hint=_override_hint(ctx))
     return manifest, evaluation
+
+
+def _refuse_unevaluated_revision(ctx: JobContext, manifest: Any, evaluation: Any) -> None:
+    """The evaluation measured this very commit of the model output, not an earlier one at the same path: a
+    model trained again (``--force``, a search turned on) after its evaluation has figures nobody measured,
+    and the gate never saw it. Evaluations record the commit they measured; one from before that record is
+    stale when the model was committed after it."""
+    recorded = evaluation.meta.get("model_commit")
+    stale = (recorded != manifest.commit_id if recorded is not None
+             else str(manifest.committed_at) > str(evaluation.committed_at))
+    if not stale:
+        return
+    was = evaluation.meta.get("model_revision")
+    params = " ".join(f"--param {k}={ctx.params[k]}" for k in ("model", "version") if ctx.params.get(k))
+    raise BadInput(
+        f"{manifest.path} was trained again (revision {manifest.revision}, committed {manifest.committed_at}) after "
+        f"its evaluation {evaluation.path} (of revision {was if was is not None else 'before it'}, committed "
+        f"{evaluation.committed_at}): the model to publish was never evaluated, and the quality gate never saw "
+        f"it. Evaluate it first: skyrec job evaluate {params} --logical-date {ctx.run.logical_date.isoformat()} "
+        "--force; then run publish_model again")
 
 
 def _override_hint(ctx: JobContext) -> str:
