@@ -151,3 +151,38 @@ def test_cold_items_nobody_played_in_the_test_window_are_said_so() -> None:
     block = res["models"]["m"]["cold_start"]
     assert block["users"] == 0 and block["cold_item_recall_at_k"] is None
     assert block["not_scored"] == "no evaluated user played an item without training plays in the test window"
+
+
+def test_the_report_puts_the_verdict_first_in_words_and_every_figure_with_its_interval(tmp_path) -> None:
+    """The gate's verdict in words before the tables (not a dump of its fields), each headline figure with its
+    interval in the overall and per-rail tables and as whiskers on the charts, the level as a percentage, and
+    wide tables scroll inside their box."""
+    import re
+
+    from skyrec.evaluation.report import render
+
+    res = {"k": 10, "users_evaluated": 300, "n_items": 40, "cold_items": 0, "candidate_items": {"rail": 20},
+           "bootstrap": {"confidence": 0.975, "resamples": 200, "seed": 0},
+           "distributions": {}, "models": {}}
+    for m, base in (("als", 0.3), ("popularity", 0.1)):
+        overall = {c: base for c in ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "coverage")}
+        ci = {c: [base - 0.01, base + 0.02] for c in ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k")}
+        res["models"][m] = {"overall": {**overall, "users": 300, "ci": ci},
+                            "variants": {"rail": {**overall, "users": 120, "ci": ci}},
+                            "cold_start": {"cold_item_recall_at_k": None, "not_scored": "no cold items"}}
+    gate = {"passed": False, "overridden": False, "insufficient_evidence": False, "metric": "ndcg_at_k",
+            "new": 0.3, "users": 300, "min_users": 100, "policy": "hold", "must_beat_baseline": True,
+            "tolerance": 0.05, "message": "ndcg_at_k 0.3000 is below the 0.3500 of the published model",
+            "baseline_comparison": {"users": 300}}
+    page = render({"model": "als", "model_version": "v1.x", "results": res, "gate": gate,
+                   "split": {"kind": "per_user", "test_fraction": 0.2, "users_tested": 300}})
+    assert page.index("<h2>Quality gate: failed: held, not published</h2>") < page.index("<h2>Overall</h2>")
+    assert "ndcg_at_k 0.3000 is below the 0.3500 of the published model" in page
+    assert "gate_" not in page and "baseline_comparison" not in page  # no dump of the gate's fields
+    assert "Intervals: 97.5% confidence" in page and "0.9750" not in page
+    assert page.count("300 users tested") == 1 and "300 test users" not in page
+    assert page.count("0.3000<br><small>[0.2900, 0.3200]</small>") == 4 * 2  # overall and the rail: 4 metrics
+    assert len(re.findall(r'<path class="ci"', page)) == 2 * 4 + 2  # overall bars (coverage has none), per rail
+    assert "overflow-x:auto" in page and page.count("<div class='wide'>") >= 3
+    assert "Quality gate: insufficient evidence: published with an alert" in render(
+        {"model": "als", "results": res, "gate": {**gate, "passed": True, "insufficient_evidence": True}})

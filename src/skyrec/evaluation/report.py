@@ -14,9 +14,15 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 HEADLINE = ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "coverage")
 
 
+class _Html(str):
+    """A table cell already written as HTML (a figure with its interval under it): not escaped again."""
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "–"
+    if isinstance(v, _Html):
+        return str(v)
     if isinstance(v, float):
         return f"{v:.4f}"
     return html.escape(str(v))
@@ -25,15 +31,32 @@ def _fmt(v: Any) -> str:
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # a wide table scrolls inside its box; the page itself never scrolls sideways
+    return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+def _percent(level: Any) -> str:
+    """0.95 -> "95%", 0.975 -> "97.5%"."""
+    return f"{float(level) * 100:g}%" if isinstance(level, int | float) else "?"
+
+
+def _with_ci(figures: dict[str, Any], metric: str) -> Any:
+    """A figure with its interval under it (when the figures carry one)."""
+    value = figures.get(metric)
+    ci = _ci((figures.get("ci") or {}).get(metric))
+    if not isinstance(value, float) or ci is None:
+        return value
+    return _Html(f"{value:.4f}<br><small>{ci}</small>")
 
 
 def bar_chart(groups: list[str], series: dict[str, list[float | None]], title: str, width: int = 640,
-              height: int = 260) -> str:
-    """Grouped bar chart as an SVG string: one group per metric, one bar per model."""
+              height: int = 260, intervals: dict[str, list[Any]] | None = None) -> str:
+    """Grouped bar chart as an SVG string: one group per metric, one bar per model; ``intervals`` (per series,
+    per group: [low, high] or None) draws each bar's confidence interval as a whisker."""
     pad_l, pad_b, pad_t = 50, 40, 30
     plot_w, plot_h = width - pad_l - 10, height - pad_b - pad_t
-    top = max([v for vals in series.values() for v in vals if v is not None] + [1e-9]) * 1.1
+    highs = [ci[1] for cis in (intervals or {}).values() for ci in cis if _ci(ci) is not None]
+    top = max([v for vals in series.values() for v in vals if v is not None] + highs + [1e-9]) * 1.1
     n_series = max(len(series), 1)
     gw = plot_w / max(len(groups), 1)
     bw = gw * 0.8 / n_series
@@ -50,9 +73,16 @@ def bar_chart(groups: list[str], series: dict[str, list[float | None]], title: s
         for si, (name, vals) in enumerate(series.items()):
             v = vals[gi] or 0.0
             h = plot_h * v / top
+            ci = ((intervals or {}).get(name) or [None] * len(groups))[gi]
+            shown = _fmt(vals[gi]) + (f" {_ci(ci)}" if _ci(ci) else "")
             parts.append(f'<rect x="{x0 + si * bw:.1f}" y="{pad_t + plot_h - h:.1f}" width="{bw * 0.95:.1f}" '
                          f'height="{h:.1f}" fill="{PALETTE[si % len(PALETTE)]}"><title>{html.escape(name)} '
-                         f'{html.escape(group)}: {_fmt(vals[gi])}</title></rect>')
+                         f'{html.escape(group)}: {shown}</title></rect>')
+            if _ci(ci) is not None:
+                xc = x0 + si * bw + bw * 0.475
+                y_lo, y_hi = (pad_t + plot_h - plot_h * ci[j] / top for j in (0, 1))
+                parts.append(f'<path class="ci" d="M{xc - 3:.1f} {y_hi:.1f}h6M{xc:.1f} {y_hi:.1f}V{y_lo:.1f}'
+                             f'M{xc - 3:.1f} {y_lo:.1f}h6" stroke="#222" fill="none"/>')
     parts.append(_legend(list(series), pad_l, height - 8))
     parts.append("</svg>")
     return "".join(parts)
@@ -120,6 +150,31 @@ def _split_text(evaluation: dict[str, Any]) -> str:
                 f"{split.get('users_tested')} users tested{tie_text}")
     return (f"Global time split: trained on events before {evaluation.get('cutoff')}, tested on the "
             f"{evaluation.get('holdout_days')} days after")
+
+
+def _gate(evaluation: dict[str, Any]) -> list[str]:
+    """The verdict first, in words, then the settings it was decided under (the comparisons it rests on are
+    the paired comparisons' section)."""
+    gate = evaluation.get("gate") or {}
+    if not gate:
+        return []
+    if gate.get("overridden"):
+        verdict = "published by an override of the failed gate" if not gate.get("passed") else "passed"
+    elif gate.get("insufficient_evidence"):
+        verdict = ("insufficient evidence: published with an alert" if gate.get("passed") else
+                   "insufficient evidence: held")
+    else:
+        verdict = "passed" if gate.get("passed") else "failed: held, not published"
+    settings = [("metric", gate.get("metric")), ("this model", gate.get("new")),
+                ("users it rests on", gate.get("users")), ("fewest users to decide on (min_users)", gate.get("min_users")),
+                ("below that (insufficient_evidence)", gate.get("policy")),
+                ("must beat the baseline", {True: "yes", False: "no"}.get(gate.get("must_beat_baseline"))),
+                ("tolerance vs what is published or served", _percent(gate["tolerance"])
+                 if isinstance(gate.get("tolerance"), int | float) else None)]
+    settings += [(k.replace("_", " "), gate[k]) for k in ("redecided_by", "redecided_at", "verdict") if gate.get(k)]
+    rows = [{"": name, "value": value} for name, value in settings if value is not None]
+    return [f"<h2>Quality gate: {html.escape(verdict)}</h2>",
+            f"<p class='verdict'>{html.escape(str(gate.get('message') or ''))}</p>", _table(rows, ["", "value"])]
 
 
 def _comparisons(evaluation: dict[str, Any]) -> list[str]:
@@ -239,29 +294,38 @@ def render(evaluation: dict[str, Any]) -> str:
     k = res["k"]
     models = list(res["models"])
     title = f"skyrec evaluation: {evaluation.get('model')} {evaluation.get('model_version', '')}"
-    overall = [{"model": m, **res["models"][m]["overall"],
-                **{f"{c}_ci": _ci(res["models"][m]["overall"].get("ci", {}).get(c)) for c in ("ndcg_at_k", "recall_at_k")},
+    def figures(f: dict[str, Any]) -> dict[str, Any]:  # each headline metric with its interval under it
+        return {**f, **{c: _with_ci(f, c) for c in HEADLINE}}
+
+    overall = [{"model": m, **figures(res["models"][m]["overall"]),
                 "cold_item_recall_at_k": _cold_cell(res["models"][m]["cold_start"])} for m in models]
-    cols = ["model", "users", *HEADLINE, "ndcg_at_k_ci", "recall_at_k_ci", "novelty", "popularity_percentile",
-            "cold_item_recall_at_k"]
+    cols = ["model", "users", *HEADLINE, "novelty", "popularity_percentile", "cold_item_recall_at_k"]
     boot = res.get("bootstrap") or {}
+    tested = (evaluation.get("split") or {}).get("users_tested")
+    evaluated = ("" if tested == res["users_evaluated"] else
+                 f"; {res['users_evaluated']} test users evaluated")  # fewer: sampled (training.eval_max_users)
     sections = [f"<h1>{html.escape(title)}</h1>",
-                f"<p>{html.escape(_split_text(evaluation))}; k = {k}; {res['users_evaluated']} test users; "
-                f"{res['n_items']} items ({res['cold_items']} cold). Intervals: {_fmt(boot.get('confidence'))} "
+                f"<p>{html.escape(_split_text(evaluation))}{evaluated}; k = {k}; "
+                f"{res['n_items']} items ({res['cold_items']} cold). Intervals: {_percent(boot.get('confidence'))} "
                 f"confidence, users resampled {html.escape(str(boot.get('resamples')))} times "
                 f"(seed {html.escape(str(boot.get('seed')))}).</p>",
+                *_gate(evaluation),
                 "<h2>Overall</h2>", _table(overall, cols),
                 bar_chart([c.replace("_at_k", f"@{k}") for c in HEADLINE],
                           {m: [res["models"][m]["overall"][c] for c in HEADLINE] for m in models},
-                          f"Metrics at k={k} per model")]
+                          f"Metrics at k={k} per model",
+                          intervals={m: [(res["models"][m]["overall"].get("ci") or {}).get(c) for c in HEADLINE]
+                                     for m in models})]
     variants = sorted({v for m in models for v in res["models"][m]["variants"]})
     if variants:
         sections.append("<h2>Per variant (candidate set)</h2>")
         rows = [{"variant": v, "model": m, "candidates": res["candidate_items"].get(v),
-                 **res["models"][m]["variants"][v]} for v in variants for m in models]
+                 **figures(res["models"][m]["variants"][v])} for v in variants for m in models]
         sections.append(_table(rows, ["variant", "model", "candidates", "users", *HEADLINE]))
         sections.append(bar_chart(variants, {m: [res["models"][m]["variants"][v]["ndcg_at_k"] for v in variants]
-                                             for m in models}, f"NDCG@{k} per variant"))
+                                             for m in models}, f"NDCG@{k} per variant",
+                                  intervals={m: [(res["models"][m]["variants"][v].get("ci") or {}).get("ndcg_at_k")
+                                                 for v in variants] for m in models}))
     sections.extend(_comparisons(evaluation))
     sections.extend(_rules(evaluation))
     sections.extend(_search(evaluation))
@@ -272,7 +336,8 @@ def render(evaluation: dict[str, Any]) -> str:
                         f"({truth['users']} users), published artefact vs baseline fit on the same data.</p>"
                         + _table([truth], sorted(truth)))
     dist = res["distributions"]
-    sections.append("<h2>Score distributions</h2>")
+    sections.append("<h2>Score distributions</h2><p>Each model scores on its own scale (a factor product, a "
+                    "similarity sum, a play count): compare the shapes, not the positions.</p>")
     sections.append(histogram_chart({m: dist[m]["top_k_scores"] for m in models if m in dist},
                                     f"Top-{k} scores", "score"))
     sections.append("<h2>Popularity bias</h2>")
@@ -280,13 +345,9 @@ def render(evaluation: dict[str, Any]) -> str:
     if "_test_plays" in dist:
         pop["test plays"] = dist["_test_plays"]["recommended_popularity_percentile"]
     sections.append(histogram_chart(pop, "Popularity percentile of recommended items", "popularity percentile"))
-    comparison = evaluation.get("comparison") or {}
-    gate = evaluation.get("gate") or {}
-    sections.append("<h2>Quality gate</h2>" + _table([{**comparison, **{f"gate_{k2}": v for k2, v in gate.items()
-                                                                         if not isinstance(v, dict | list)}}],
-                                                     sorted({*comparison, *(f"gate_{k2}" for k2, v in gate.items()
-                                                                            if not isinstance(v, dict | list))})))
     style = ("body{font-family:sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}")
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}"
+             ".wide{overflow-x:auto;max-width:100%}td small{color:#555;white-space:nowrap}svg{max-width:100%;height:auto}"
+             ".verdict{font-size:1.05em}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")
