@@ -198,3 +198,10 @@ def test_a_canonical_sparse_side_is_used_as_is_and_any_other_is_made_canonical()
         assert type(out) is sp.csr_matrix and out.dtype == np.float32 and out.has_sorted_indices
         assert out is not other and reps.equal(out, m)
         assert np.array_equal(out.indices, m.indices) and np.array_equal(out.data, m.data)
+
+
+def test_the_guard_states_a_small_need_in_a_unit_that_shows_it() -> None:
+    """A tiny limit (a test machine, a typo) refuses a small catalogue: "need ~0.0 GB" would say nothing."""
+    X = sp.csr_matrix((np.ones(3, np.float32), ([0, 1, 2], [0, 5, 299])), shape=(3, 300))
+    with pytest.raises(reps.MemoryGuardError, match=r"300 items need ~1\.1 MB .* above the limit of 1e-05 GB"):
+        EASEModel(memory_limit_gb=0.00001).fit(X)
