@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from skyrec.config import ConfigError
@@ -255,3 +256,29 @@ def test_swapdb_empties_its_spare_db_when_redis_fills_up(client, server, tmp_pat
     client.config_set("maxmemory", 0)
     assert client.info("keyspace").get("db1") is None  # the spare db is empty
     assert current(client, K, "v")["publication"] == "p1"
+
+
+@pytest.mark.parametrize(("value_bytes", "keys"), [(1100, 20_000), (180, 20_000), (400, 60_000)])
+def test_the_load_estimate_is_near_what_redis_holds_and_not_below_it_by_much(redis_client, value_bytes, keys) -> None:
+    """``publisher.load_bytes`` of RESP commands against the ``used_memory`` they add to a real redis-server:
+    a JSON list of k=50 is ~1.1 kB, a packed one ~180 bytes. The estimate gates every load: far below, a load
+    that cannot fit starts and is refused midway; far above, one that fits is refused."""
+    from skyrec.publish.publisher import load_bytes
+    from skyrec.publish.resp import encode_command
+
+    rng = np.random.default_rng(value_bytes)
+    commands = [encode_command("SET", f"skyrec:rec:rail:v1.20260301T000000-abcdef01:u{i:08d}",
+                               rng.integers(97, 123, value_bytes + int(rng.integers(-40, 40)), np.uint8).tobytes())
+                for i in range(keys)]
+    before = int(redis_client.info("memory")["used_memory"])
+    sock = redis_client.connection_pool.get_connection("PING")
+    try:
+        for start in range(0, keys, 2000):
+            sock.send_packed_command([b"".join(commands[start:start + 2000])])
+            for _ in commands[start:start + 2000]:
+                sock.read_response()
+    finally:
+        redis_client.connection_pool.release(sock)
+    added = int(redis_client.info("memory")["used_memory"]) - before
+    estimate = load_bytes(sum(len(c) for c in commands), keys)
+    assert 0.95 <= estimate / added <= 1.15, (estimate, added, estimate / added)

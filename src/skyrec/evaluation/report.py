@@ -168,7 +168,8 @@ def _gate(evaluation: dict[str, Any]) -> list[str]:
     settings = [("metric", gate.get("metric")), ("this model", gate.get("new")),
                 ("users it rests on", gate.get("users")), ("fewest users to decide on (min_users)", gate.get("min_users")),
                 ("below that (insufficient_evidence)", gate.get("policy")),
-                ("must beat the baseline", {True: "yes", False: "no"}.get(gate.get("must_beat_baseline"))),
+                ("must beat the baseline", None if gate.get("must_beat_baseline") is None else
+                 "yes" if gate["must_beat_baseline"] else "no"),
                 ("tolerance vs what is published or served", _percent(gate["tolerance"])
                  if isinstance(gate.get("tolerance"), int | float) else None)]
     settings += [(k.replace("_", " "), gate[k]) for k in ("redecided_by", "redecided_at", "verdict") if gate.get(k)]

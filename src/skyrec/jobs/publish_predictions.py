@@ -30,18 +30,18 @@ def serving_client(ctx: JobContext) -> Any:
 
 def load_estimate(client: Any, keys: Any, pred: Any, meta: dict[str, Any], hist: list[Any],
                   activity: str | None) -> int:
-    """About what loading the publication adds to Redis: its RESP files' bytes (the history files the shared
-    namespace does not hold yet among them) plus Redis's own cost of each key and of each field of its items
-    hash (``KEY_OVERHEAD_BYTES``)."""
+    """About what loading the publication adds to Redis (``publisher.load_bytes``): from its RESP files' bytes
+    (the history files the shared namespace does not hold yet among them) and its keys and items-hash
+    fields."""
     from skyrec.publish import histories
-    from skyrec.publish.publisher import KEY_OVERHEAD_BYTES
+    from skyrec.publish.publisher import load_bytes
 
     own = [pred.file(name) for name in meta["resp_files"]]
     done = histories.loaded_files(client, keys, activity) if hist and activity else set()
     todo = [f for f in hist if f.sha256 not in done]
     files = own + todo
     entries = sum(int(f.rows or 0) for f in files) + int(meta.get("items") or 0)
-    return sum(int(f.size) for f in files) + KEY_OVERHEAD_BYTES * entries
+    return load_bytes(sum(int(f.size) for f in files), entries)
 
 
 def run(ctx: JobContext) -> dict[str, Any]:

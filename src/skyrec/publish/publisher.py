@@ -62,9 +62,19 @@ class RedisEvictsKeysError(PublishError, ConfigError):
 
 #: the eviction policies under which Redis may evict any key, a served publication's among them
 EVICTING_POLICIES = frozenset({"allkeys-lru", "allkeys-lfu", "allkeys-random"})
-#: what Redis holds for one key beyond its RESP bytes (the dict entry and object headers, allocator rounding,
-#: less the RESP framing): enough that the estimate of a load is not below what it takes
-KEY_OVERHEAD_BYTES = 64
+#: what a load adds to Redis, from its RESP files: ``LOAD_BYTES_PER_RESP_BYTE`` x their bytes (the allocator's
+#: size classes and the strings' headers grow with the values) + ``KEY_OVERHEAD_BYTES`` a key or items-hash
+#: field (the dict entry, object header and hash-table slot, less the RESP framing). Measured against the
+#: ``used_memory`` delta of real loads (redis-server 7.0, jemalloc 5.3; BENCHMARKS.md "Redis memory: the
+#: pre-check's estimate"): 0.95-1.09 of it over 16 shapes (json and packed lists, k 10-200, 5k-150k users,
+#: with and without plays); the earlier 1 x bytes + 64 a key was 0.85-0.99 of it, low everywhere.
+LOAD_BYTES_PER_RESP_BYTE = 1.17
+KEY_OVERHEAD_BYTES = 50
+
+
+def load_bytes(resp_bytes: int, keys: int) -> int:
+    """About what loading ``resp_bytes`` of RESP files holding ``keys`` keys and items-hash fields adds to Redis."""
+    return int(LOAD_BYTES_PER_RESP_BYTE * resp_bytes + KEY_OVERHEAD_BYTES * keys)
 
 
 def evicting_problem(policy: str) -> str | None:
