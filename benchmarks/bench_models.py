@@ -765,7 +765,8 @@ def _search_config(model: str, trials: int) -> Any:
     from skyrec.config import load_config
 
     return load_config("local", environ={"SKYREC_HOME": _scratch("config-")},
-                       overrides={"training": {"search": {"enabled": True, "models": [model], "n_trials": trials,
+                       overrides={"training": {"models": [model],
+                                               "search": {"enabled": True, "models": [model], "n_trials": trials,
                                                           "timeout_seconds": None, "seed": 0,
                                                           "spaces": {model: TUNE_SPACES[model]}}}})
 

@@ -33,7 +33,7 @@ def main(scale: str = "reference", model: str = "als", trials: int | None = None
     trials = TRIALS[scale] if trials is None else trials
     up0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     act, cat, _ = planted_tables(n_users=3000, n_items=2000, plays_per_user=30, days=60, seed=7)
-    cfg = load_config("local", root=Path.cwd(), overrides={"training": {"search": {
+    cfg = load_config("local", root=Path.cwd(), overrides={"training": {"models": [model], "search": {
         "enabled": True, "models": [model], "n_trials": trials, "seed": 0}}})
     t = cfg.training
     data, _ = build_training_data(act, cat, weighting=dict(t.weighting), played_fraction_weight=t.played_fraction_weight,

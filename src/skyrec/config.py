@@ -739,6 +739,16 @@ class Config(_Model):
             if not any((search.spaces.get(name) or {}).values()):
                 raise ValueError(f"training.search.models: {name!r} has no search space "
                                  f"(training.search.spaces.{name}: {{param: {{int|float|choice: ...}}}})")
+        if search.enabled:  # a search that names no model train_model trains would do nothing, unseen
+            trained = self.trained_models()
+            where = "training.models, else the rails' models"
+            idle = [name for name in search.models or [] if name not in trained]
+            if idle:
+                raise ValueError(f"training.search.models: {', '.join(map(repr, idle))} not trained: train_model "
+                                 f"trains {trained} ({where}); add it to training.models or list a trained model")
+            if search.models is None and not any(any((search.spaces.get(m) or {}).values()) for m in trained):
+                raise ValueError(f"training.search.spaces: none of the trained models {trained} ({where}) has a "
+                                 f"search space: training.search.enabled would search nothing")
         return self
 
     @model_validator(mode="after")

@@ -244,6 +244,8 @@ def train_run_lines(config: Config, run_key: str, since: dt.datetime | None = No
                 lines.append(f"  search: {search.get('n_complete', len(search['trials']))} trials in "
                              f"{search.get('seconds', 0):.1f} s, best {search.get('metric', metric)} "
                              f"{best.get('value', float('nan')):.4f} on validation: {which}{gain}")
+            if search.get("note"):  # no search ran (too little data), or the configured point won from outside
+                lines.append(f"  search note: {search['note']}")
             try:
                 ptr = lake.read_pointer(published_model_pointer(model, ver)) or {}
             except CorruptPointer as exc:

@@ -186,3 +186,16 @@ def test_the_report_puts_the_verdict_first_in_words_and_every_figure_with_its_in
     assert "overflow-x:auto" in page and page.count("<div class='wide'>") >= 3
     assert "Quality gate: insufficient evidence: published with an alert" in render(
         {"model": "als", "results": res, "gate": {**gate, "passed": True, "insufficient_evidence": True}})
+
+
+def test_the_reports_search_section_says_why_no_search_ran_and_what_had_no_effect() -> None:
+    from skyrec.evaluation.report import _search
+
+    search = {"model": "knn", "metric": "ndcg_at_k", "k": 10, "trials": [], "space": {"bm25_b": {}},
+              "best": {"number": 0, "value": 0.2, "params": {"bm25_b": 0.3}}, "stopped": "no_validation_users",
+              "note": "no search ran: no user has two or more training positives; the configured params are used",
+              "not_applying": {"bm25_b": "applies only with similarity bm25 (similarity is 'cosine')"}}
+    page = "".join(_search({"search": search}))
+    assert "no search ran: no user has two or more training positives" in page
+    assert "Chosen, but without effect here: bm25_b (applies only with similarity bm25" in page
+    assert "without effect" not in "".join(_search({"search": {**search, "not_applying": {}, "note": None}}))

@@ -218,6 +218,11 @@ def _space_config(model: str, space: dict) -> Config:
     ({"similarity": {"choice": ["cosine", "jaccard"]}}, "knn.similarity", "refuses similarity='jaccard'"),
     ({"num_threads": {"int": [-4, 4]}}, "knn.num_threads", "refuses num_threads=-4"),
     ({"factorz": {"int": [16, 64]}}, "knn.factorz", "ItemKNNModel has no parameter 'factorz'"),
+    # every value of a choice by the parameter's rule: a whole number as a number, once
+    ({"neighbours": {"choice": [10, "50"]}}, "knn.neighbours", "refuses neighbours='50': .*not text"),
+    ({"neighbours": {"choice": [10, 2.5]}}, "knn.neighbours", r"refuses neighbours=2\.5"),
+    ({"neighbours": {"choice": [50, 50.0]}}, "knn.neighbours", r"neighbours=50\.0 is the same value as 50"),
+    ({"bm25_b": {"choice": [0.5, "0.5"]}}, "knn.bm25_b", "bm25_b='0.5' is the same value as 0.5"),
 ])
 def test_a_search_space_the_model_refuses_is_a_config_error_when_it_loads(space: dict, key: str, match: str) -> None:
     with pytest.raises(ConfigError, match=rf"training\.search\.spaces\.{key}: .*{match}"):
@@ -264,3 +269,20 @@ def test_check_space_turns_any_arithmetic_error_of_another_packages_model_into_a
     config = _with_space(load_config("local", root=ROOT, environ={}), "knn", {"bm25_k1": {"float": (1.0, 1e308)}})
     with pytest.raises(ConfigError, match=r"training\.search\.spaces\.knn\.bm25_k1: Overflowing refuses"):
         search.check_space(config, "knn")
+
+
+def test_a_real_number_choice_may_be_text_as_yaml_reads_it() -> None:
+    """YAML 1.1 reads ``1e-3`` as text: a choice of a real-number parameter takes it (a whole-number one does
+    not: an unquoted whole number is always a number, a quoted one is a mistake)."""
+    config = _space_config("knn", {"bm25_k1": {"choice": ["1e-3", 0.5]}})
+    assert config.training.search.spaces["knn"]["bm25_k1"].choice == ["1e-3", 0.5]
+
+
+def test_not_applying_names_the_parameters_the_others_switch_off() -> None:
+    from skyrec.models.params import KNN, not_applying
+
+    cosine = {"similarity": "cosine", "bm25_b": 0.3, "bm25_k1": 1.0, "neighbours": 10}
+    assert set(not_applying(KNN, cosine)) == {"bm25_b", "bm25_k1"}
+    assert "applies only with similarity bm25 (similarity is 'cosine')" == not_applying(KNN, cosine)["bm25_b"]
+    assert not_applying(KNN, cosine, ["neighbours", "bm25_b"]) == {"bm25_b": not_applying(KNN, cosine)["bm25_b"]}
+    assert not_applying(KNN, {**cosine, "similarity": "bm25"}) == {}

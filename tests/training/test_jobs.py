@@ -469,7 +469,7 @@ def test_a_rerun_from_changed_settings_is_refused_not_passed_off_as_the_old_outp
     assert "dataset: committed" in payload["error"] and '--conf \'{"force": true}\'' in payload["error"]
 
     searching = config_factory({**FAST, "training": {"holdout_days": 3, "search": {"enabled": True, "models": ["als"],
-                                                                                  "n_trials": 2}}})
+                                                                                  "n_trials": 2}}}, rails="als")
     code, payload = run_job(searching, "train")  # a search that was off: one difference, not one per setting
     assert code == EXIT_BAD_INPUT and "search_settings: committed null, now {" in payload["error"]
     assert "search_settings." not in payload["error"]

@@ -27,10 +27,16 @@ ROOT = Path(__file__).resolve().parents[2]
 BAD_ALS = {"factors": 2, "iterations": 6, "regularization": 50.0, "alpha": 0.5}
 
 
-def _config(**search_overrides: object) -> Config:
+#: the models these tests search (the shipped rails train item-kNN only; a search names trained models)
+TRAINED = ["als", "ease", "knn"]
+
+
+def _config(*, params: dict | None = None, **search_overrides: object) -> Config:
+    """ALS (BAD_ALS unless ``params`` gives ``models.<name>.params``) searched with ``search_overrides``."""
     return load_config("local", root=ROOT, environ={**os.environ, "SKYREC_HOME": "/nonexistent-skyrec-home"},
-                       overrides={"models": {"als": {"params": BAD_ALS}},
-                                  "training": {"search": {"enabled": True, "models": ["als"], "n_trials": 12,
+                       overrides={"models": {name: {"params": p} for name, p in (params or {"als": BAD_ALS}).items()},
+                                  "training": {"models": TRAINED,
+                                               "search": {"enabled": True, "models": ["als"], "n_trials": 12,
                                                           **search_overrides}}})
 
 
@@ -210,7 +216,7 @@ def _job_config(config_factory, **search_overrides: object) -> Config:
     return config_factory({**FAST, "models": {**FAST["models"], "als": {"params": BAD_ALS}},
                            "training": {**FAST["training"],
                                         "search": {"enabled": True, "models": ["als"], "n_trials": 6,
-                                                   **search_overrides}}})
+                                                   **search_overrides}}}, rails="als")
 
 
 def test_train_job_searches_on_the_training_part_only_and_records_it(seeded, config_factory, monkeypatch) -> None:
@@ -269,7 +275,7 @@ def test_train_job_search_respects_the_job_deadline(seeded, config_factory) -> N
     config = config_factory({**FAST, "models": {**FAST["models"], "als": {"params": BAD_ALS}},
                              "jobs": {"deadlines_minutes": {"train": 0.05}},  # 3 s: the search gets 1.5 s
                              "training": {**FAST["training"], "search": {"enabled": True, "models": ["als"],
-                                                                         "n_trials": 10_000}}})
+                                                                         "n_trials": 10_000}}}, rails="als")
     assert run_job(config, "create_dataset")[0] == EXIT_OK
     code, payload = run_job(config, "train")
     assert code == EXIT_OK, payload.get("error")
@@ -289,7 +295,143 @@ def test_train_job_names_a_bad_search_parameter(skyrec_home, monkeypatch, var: s
 
     monkeypatch.setenv("SKYREC__TRAINING__SEARCH__ENABLED", "true")
     monkeypatch.setenv("SKYREC__TRAINING__SEARCH__MODELS", "[als]")
+    monkeypatch.setenv("SKYREC__TRAINING__MODELS", "[als]")
     monkeypatch.setenv(var, value)
     run = RunInfo(dag_id="train_model", run_id="run1", task_id="train", logical_date=END + dt.timedelta(hours=1))
     code, payload = execute("train", env="local", run=run, params={"model": "als"})
     assert code == EXIT_BAD_INPUT and payload["error_kind"] == "ConfigError" and f"{key}: " in payload["error"]
+
+
+# ---- the configured point outside the space, too little data, what applies -----------------------------
+
+#: a reasonable ALS for the planted data (its factors lie outside the spaces below)
+GOOD_ALS = {"factors": 32, "iterations": 6, "regularization": 0.1, "alpha": 2.0}
+
+
+def _only(model: str, space: dict) -> dict:
+    """``spaces`` searching only ``space`` of ``model`` (base.yaml's other parameters of it dropped)."""
+    shipped = load_config("local", root=ROOT, environ={"SKYREC_HOME": "/nonexistent-skyrec-home"})
+    return {model: {**dict.fromkeys(shipped.training.search.spaces[model]), **space}}
+
+
+@pytest.mark.parametrize("space", [{"choice": [16, 64]}, {"int": [16, 64]}, {"float": [3.0, 5.0]}],
+                         ids=["choice", "int", "float"])
+def test_a_configured_value_outside_the_space_is_trial_0_and_recorded_for_every_kind(data: TrainingData,
+                                                                                   space: dict) -> None:
+    """``factors: 128`` configured, ``choice: [16, 64]`` searched: used to crash the train step ("'128' not in
+    (16, 64)"); an int range ran trial 0 at 128 and said nothing. Every kind: trial 0 is the configured point,
+    marked, the record names the value outside the space, the sampler's trials stay inside it."""
+    param = "alpha" if "float" in space else "factors"
+    rec = search.run_search(_config(n_trials=4, spaces=_only("als", {param: space})), "als", data.train).as_dict()
+    first = rec["trials"][0]
+    assert first["configured"] and first["params"] == {param: BAD_ALS[param]} and first["state"] == "complete"
+    assert first["outside_space"] == [param] and rec["configured_outside_space"] == {param: BAD_ALS[param]}
+    kind = next(iter(space))
+    for t in rec["trials"][1:]:
+        v = t["params"][param]
+        assert not t["configured"] and "outside_space" not in t
+        assert v in space["choice"] if kind == "choice" else space[kind][0] <= v <= space[kind][1]
+    assert len(rec["trials"]) == 4 and rec["n_complete"] == 4
+    assert f"{param}={BAD_ALS[param]!r} (space {kind} {space[kind]})" in rec["note"]
+
+
+def test_when_the_configured_point_outside_the_space_wins_the_record_says_the_choice_is_the_configured_value(
+        data: TrainingData) -> None:
+    config = _config(params={"als": GOOD_ALS}, n_trials=2, spaces=_only("als", {"factors": {"choice": [1]}}))
+    rec = search.run_search(config, "als", data.train).as_dict()
+    assert rec["best"]["number"] == 0 and rec["best"]["configured"], rec["trials"]
+    assert rec["best_params"]["factors"] == 32 and rec["configured_outside_space"] == {"factors": 32}
+    assert "the configured params (trial 0) won, with factors=32 (space choice [1]) outside the searched space" \
+        in rec["note"]
+
+
+def test_a_configured_point_inside_the_space_goes_to_the_sampler_unmarked(data: TrainingData) -> None:
+    rec = search.run_search(_config(params={"als": GOOD_ALS}, n_trials=2,
+                                    spaces=_only("als", {"factors": {"choice": [16, 32]}})), "als",
+                           data.train).as_dict()
+    first = rec["trials"][0]
+    assert first["configured"] and first["params"] == {"factors": 32} and "outside_space" not in first
+    assert rec["configured_outside_space"] is None and rec["note"] is None
+
+
+def test_too_little_data_to_validate_on_uses_the_configured_params_and_says_why() -> None:
+    """Every user with one training positive: no validation split. Used to raise (the train step failed as bad
+    input); now no trial runs, the configured params are used and the record says why."""
+    one_each = sp.csr_matrix(np.eye(50, 80, dtype=np.float32))
+    rec = search.run_search(_config(n_trials=3), "als", one_each).as_dict()
+    assert rec["trials"] == [] and rec["best"] is None and rec["stopped"] == "no_validation_users"
+    assert rec["best_params"] == _config().models["als"].params
+    assert rec["validation"]["users"] == 0 and "no user has two or more training positives" in rec["skipped"]
+    assert rec["note"].startswith("no search ran: no user has two or more training positives")
+
+
+def test_train_job_with_too_little_data_for_a_search_fits_the_configured_params(seeded, config_factory,
+                                                                                monkeypatch) -> None:
+    """The train step commits the model fit with the configured params (evaluate's gate then decides as without
+    a search) instead of failing the run."""
+    config = _job_config(config_factory)
+    real = search.validation_split
+
+    def nobody(train, **kwargs):
+        split = real(train, **kwargs)
+        return search.ValidationSplit(fit=train, held_out=sp.csr_matrix(train.shape, dtype=np.float32),
+                                      users=np.zeros(0, np.int64), method=split.method)
+
+    monkeypatch.setattr(search, "validation_split", nobody)
+    assert run_job(config, "create_dataset")[0] == EXIT_OK
+    code, payload = run_job(config, "train")
+    assert code == EXIT_OK, payload.get("error")
+    assert payload["summary"]["search"]["stopped"] == "no_validation_users"
+    run_key = (END + dt.timedelta(hours=1)).strftime("%Y%m%dT%H%M%S")
+    meta = seeded[1].require(f"models/als/v1/run={run_key}").meta
+    assert meta["params"] == config.models["als"].params and meta["search"]["note"].startswith("no search ran")
+
+
+def test_chosen_parameters_that_have_no_effect_are_marked_not_applying(data: TrainingData) -> None:
+    """``bm25_b`` does nothing under ``similarity: cosine``: the record does not pass it off as chosen."""
+    config = _config(params={"knn": {"similarity": "cosine"}}, models=["knn"], n_trials=3,
+                     spaces=_only("knn", {"similarity": {"choice": ["cosine"]}, "bm25_b": {"float": [0.1, 0.9]}}))
+    rec = search.run_search(config, "knn", data.train).as_dict()
+    assert rec["best"]["params"]["similarity"] == "cosine"
+    assert set(rec["not_applying"]) == {"bm25_b"} and "similarity bm25" in rec["not_applying"]["bm25_b"]
+    assert all(t["not_applying"] == ["bm25_b"] for t in rec["trials"] if t["params"]["similarity"] == "cosine")
+    bm25 = _config(params={"knn": {"similarity": "bm25"}}, models=["knn"], n_trials=2,
+                   spaces=_only("knn", {"similarity": {"choice": ["bm25"]}, "bm25_b": {"float": [0.1, 0.9]}}))
+    rec = search.run_search(bm25, "knn", data.train).as_dict()
+    assert rec["not_applying"] == {} and not any("not_applying" in t for t in rec["trials"])
+
+
+@pytest.mark.parametrize(("override", "match"), [
+    ({"models": ["knn"]}, r"training\.search\.models: 'knn' not trained: train_model trains \['als'\]"),
+    ({"models": None, "spaces": {"als": {"factors": None, "regularization": None, "alpha": None}}},
+     r"training\.search\.spaces: none of the trained models \['als'\] .* has a search space"),
+])
+def test_a_search_of_no_trained_model_is_a_config_error(override: dict, match: str) -> None:
+    """Used to be accepted and do nothing, unseen: the trained models are known when the configuration loads
+    (``training.models``, else the rails' models)."""
+    with pytest.raises(ConfigError, match=match):
+        load_config("local", root=ROOT, environ={"SKYREC_HOME": "/nonexistent-skyrec-home"},
+                    overrides={"training": {"models": ["als"], "search": {"enabled": True, **override}}})
+    # the same setting with the search off is inert, and accepted
+    load_config("local", root=ROOT, environ={"SKYREC_HOME": "/nonexistent-skyrec-home"},
+                overrides={"training": {"models": ["als"], "search": {"enabled": False, **override}}})
+
+
+@pytest.mark.parametrize(("choice", "match"), [
+    ([16, "64"], r"refuses factors='64': factors must be a whole number given as a number, not text"),
+    ([64, 64.0], r"factors=64\.0 is the same value as 64"),
+    ([16, 2.5], r"refuses factors=2\.5"),
+])
+def test_every_choice_value_passes_the_parameters_rule_when_the_config_loads(choice: list, match: str) -> None:
+    with pytest.raises(ConfigError, match=rf"training\.search\.spaces\.als\.factors: .*{match}"):
+        _config(spaces={"als": {"factors": {"choice": choice}}})
+
+
+def test_a_configured_real_number_given_by_a_choice_as_text_is_inside_the_space(data: TrainingData) -> None:
+    """YAML 1.1 reads ``1e-3`` as text: the configured 0.001 is that choice (trial 0 is the sampler's, not a
+    crash on ``0.001 not in ('1e-3', 0.5)``)."""
+    config = _config(params={"knn": {"bm25_k1": 0.001}}, models=["knn"], n_trials=2,
+                     spaces=_only("knn", {"bm25_k1": {"choice": ["1e-3", 0.5]}}))
+    rec = search.run_search(config, "knn", data.train).as_dict()
+    assert rec["trials"][0]["params"] == {"bm25_k1": "1e-3"} and rec["configured_outside_space"] is None
+    assert rec["n_complete"] == 2

@@ -286,6 +286,9 @@ def _search(evaluation: dict[str, Any]) -> list[str]:
             f"<p><b>Best parameters</b> (trial {_fmt(best.get('number'))}, {html.escape(metric)} "
             f"{_fmt(best.get('value'))}; configured parameters: {_fmt(search.get('configured_value'))}): "
             f"{best_text}. The evaluation above measures the model fit with them.</p>",
+            *(f"<p class='note'>{html.escape(str(search['note']))}</p>" for _ in (1,) if search.get("note")),
+            *(f"<p>Chosen, but without effect here: {html.escape(', '.join(f'{p} ({why})' for p, why in na.items()))}"
+              ".</p>" for na in (search.get("not_applying") or {},) if na),
             _table(rows, ["trial", "", "state", metric, "seconds", *params, "error"])]
 
 

@@ -16,8 +16,12 @@ subset. ``latest`` needs the dataset's first-play times (``train_first_play.npz`
 before they existed it falls back to ``random`` and the record says so. Not removed from the fit: replays,
 after the held-out time, of the user's older positives (the weighted matrix sums a pair's events).
 
-Trials: trial 0 is the configured parameters (``include_configured``), then the sampler (TPE, seeded with
-``seed``) proposes values from ``spaces.<model>``; the other parameters keep their configured values. A
+Trials: trial 0 is the configured parameters (``include_configured``; the model's default for a searched
+parameter the configuration leaves out), then the sampler (TPE, seeded with ``seed``) proposes values from
+``spaces.<model>``; the other parameters keep their configured values. A configured value outside its space
+(any kind: a range or a choice) is still trial 0, but that trial is not given to the sampler (a choice's
+distribution cannot hold it), and the record names it (``configured_outside_space``, the trial's
+``outside_space``, and the note: when it wins, the chosen value comes from the configuration). A
 trial that the model refuses (a memory guard, a non-finite fit, a value the model rejects) is recorded as
 failed with its error, and the search goes on. Budget: ``n_trials`` and/or ``timeout_seconds``, and always
 a cap of ``deadline_fraction`` of the train job's deadline (counted from the job's start), so the final fit
@@ -25,9 +29,16 @@ still has time: no trial starts when the time left is below the longest trial so
 the budget (and no time limit reached), the same data and seed give the same trials; a time budget is not
 reproducible (how many trials fit depends on the machine and its load), and the record says which applied.
 
+Too little data (no user with two training positives, so no validation split): no trial runs, the
+configured parameters are used (the quality gate then decides as without a search) and the record says why
+(``stopped: no_validation_users``, ``skipped``, ``note``).
+
 Record (``SearchRecord.as_dict``; in the model manifest's ``meta["search"]``, in ``evaluation.json`` and
 the report): the space, budget, why it stopped, the validation split's size, every trial (number, params,
-metric value, all four metrics, seconds, state, error) and the best trial's parameters.
+metric value, all four metrics, seconds, state, error) and the best trial's parameters; ``not_applying``: the
+chosen parameters that have no effect under the others (``bm25_b`` with ``similarity: cosine``:
+``skyrec.models.params.Param.only_with``); ``note``: what a reader must know (no search ran, no trial
+completed, a configured value outside its space).
 """
 
 from __future__ import annotations
@@ -35,7 +46,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,6 +218,14 @@ class SearchRecord:
     stopped: str = ""
     seconds: float = 0.0
     sampler: str = ""
+    #: the configured values of searched parameters that lie outside their space (trial 0 still tries them)
+    outside_space: dict[str, Any] = field(default_factory=dict)
+    #: why no trial ran at all (too little data for a validation split), else None
+    skipped: str | None = None
+    #: the model's parameter rules (``param_spec``), to say which chosen parameters have no effect
+    rules: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: the model's own defaults: the values of the parameters the configuration leaves out
+    defaults: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def best(self) -> dict[str, Any] | None:
@@ -219,23 +237,85 @@ class SearchRecord:
         best = self.best
         return {**self.configured_params, **(best["params"] if best else {})}
 
+    def not_applying(self, params: dict[str, Any]) -> dict[str, str]:
+        """The searched parameters of ``params`` that have no effect given the others (``bm25_b`` under
+        ``similarity: cosine``; ``skyrec.models.params.not_applying``), each with why."""
+        from skyrec.models.params import not_applying
+
+        return not_applying(self.rules, {**self.defaults, **self.configured_params, **params}, list(self.space))
+
+    def notes(self) -> list[str]:
+        best = self.best
+        out = []
+        if self.skipped:
+            out.append(f"no search ran: {self.skipped}; the configured params are used")
+        elif best is None:
+            out.append("no trial completed: the configured params are used")
+        if self.outside_space:
+            values = ", ".join(f"{p}={v!r} (space {_describe(self.space[p])})" for p, v in self.outside_space.items())
+            tried = any(t.get("configured") for t in self.trials)
+            if best is not None and best.get("configured"):
+                out.append(f"the configured params (trial 0) won, with {values} outside the searched space: the "
+                           "chosen value comes from the configuration, not from the space")
+            elif tried:
+                out.append(f"trial 0 (the configured params) has {values} outside the searched space: scored for "
+                           "comparison, not given to the sampler")
+            else:
+                out.append(f"the configured {values} lies outside the searched space (not tried: "
+                           "include_configured is false)")
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         best = self.best
         configured = next((t for t in self.trials if t.get("configured") and t["state"] == "complete"), None)
+        best_params = self.best_params()
+        notes = self.notes()
         return {
             "model": self.model, "metric": self.metric, "k": self.k, "seed": self.seed, "sampler": self.sampler,
             "space": self.space, "budget": self.budget, "stopped": self.stopped,
-            "reproducible": self.stopped == "n_trials",
+            "reproducible": self.stopped in ("n_trials", "no_validation_users"),
             "seconds": round(self.seconds, 3), "validation": self.validation,
             "configured_params": self.configured_params, "trials": self.trials,
             "n_complete": sum(t["state"] == "complete" for t in self.trials),
             "n_failed": sum(t["state"] == "failed" for t in self.trials),
             "best": None if best is None else {"number": best["number"], "value": best["value"],
-                                               "params": best["params"]},
-            "best_params": self.best_params(),
+                                               "params": best["params"], "configured": bool(best.get("configured"))},
+            "best_params": best_params,
+            "not_applying": self.not_applying(best_params),
             "configured_value": None if configured is None else configured["value"],
-            "note": None if best is not None else "no trial completed: the configured params are used",
+            "configured_outside_space": dict(self.outside_space) or None,
+            "skipped": self.skipped,
+            "note": "; ".join(notes) if notes else None,
         }
+
+
+def _describe(space: dict[str, Any]) -> str:
+    """A space as the record shows it (``int [16, 64]``, ``choice [16, 64]``)."""
+    kind = next((k for k in ("int", "float", "choice") if k in space), "?")
+    return f"{kind} {list(space.get(kind) or [])}" + (", log" if space.get("log") else "")
+
+
+def inside(space: SearchSpace, value: Any) -> bool:
+    """Does ``value`` lie in ``space`` (a range's interval, ends included, or one of a choice's values)?"""
+    if space.choice is not None:
+        return any(_same(value, c) for c in space.choice)
+    low, high = space.int_range or space.float_range or (0, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if space.int_range is not None and not float(value).is_integer():
+        return False
+    return bool(low <= value <= high)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float | str):
+        try:
+            return float(a) == float(b)  # a float choice given as text (YAML 1.1 reads 1e-3 as text)
+        except ValueError:
+            return False
+    return bool(a == b)
 
 
 def _distributions(space: dict[str, SearchSpace]) -> dict[str, Any]:
@@ -274,24 +354,39 @@ def run_search(config: Config, model: str, train: sp.csr_matrix, *, item_feature
         raise ConfigError(f"training.search.spaces.{model}: nothing to search")
     cls = model_class(config, model)
     configured = dict(config.models[model].params)
+    rules = dict(getattr(cls, "param_spec", None) or {})
+    defaults = dict(getattr(cls, "defaults", None) or {})
+    # trial 0: the point the configuration fits (the model's default where it names none), as the model uses it
+    point = {p: configured[p] if p in configured else defaults[p] for p in space if p in configured or p in defaults}
+    point = {p: (rules[p].check(v) if p in rules else v) for p, v in point.items()}
+    outside = {p: v for p, v in point.items() if not inside(space[p], v)}
     k = config.training.k
     t0 = time.monotonic()
     split = validation_split(train, fraction=cfg.validation_fraction, max_users=cfg.validation_max_users,
                              seed=cfg.seed, first_play=first_play, method=cfg.validation_method)
-    if not len(split.users):
-        raise ValueError("no user has two or more training positives to validate on")
     record = SearchRecord(
         model=model, metric=metric, k=k, seed=cfg.seed,
         space={p: s.model_dump(by_alias=True, exclude_none=True) for p, s in space.items()},
         budget={"n_trials": cfg.n_trials, "timeout_seconds": cfg.timeout_seconds,
                 "time_cap_seconds": None if math.isinf(time_cap_seconds) else round(time_cap_seconds, 3)},
         configured_params=configured, validation=split.describe(cfg.validation_fraction, cfg.seed),
-        sampler=f"TPE (optuna {optuna.__version__}), seed {cfg.seed}")
+        sampler=f"TPE (optuna {optuna.__version__}), seed {cfg.seed}", outside_space=outside, rules=rules,
+        defaults=defaults)
+    if not len(split.users):  # too little data to validate on: the configured params, as without a search
+        record.stopped = "no_validation_users"
+        record.skipped = ("no user has two or more training positives to validate on (a validation split holds "
+                          "out some of a user's training positives and fits on the rest)")
+        record.seconds = time.monotonic() - t0
+        log.warning("search %s: %s", model, record.skipped)
+        return record
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed))
     dists = _distributions(space)
-    if cfg.include_configured:
-        study.enqueue_trial({p: configured[p] for p in space if p in configured})
+    # the configured point outside the space (any kind: int, float, choice) is tried as trial 0 but not given
+    # to the sampler, whose distributions cannot hold it (a choice refuses it outright)
+    configured_first = cfg.include_configured and bool(outside)
+    if cfg.include_configured and not outside:  # a choice's own value (``"1e-3"`` for 0.001): the sampler's
+        study.enqueue_trial({p: next((c for c in space[p].choice or [] if _same(v, c)), v) for p, v in point.items()})
     longest = 0.0
     n_trials = cfg.n_trials if cfg.n_trials is not None else math.inf
     record.stopped = "n_trials"
@@ -303,12 +398,20 @@ def run_search(config: Config, model: str, train: sp.csr_matrix, *, item_feature
         if stop:
             record.stopped = stop
             break
-        with warnings.catch_warnings():  # an enqueued configured value outside the range is still tried
-            warnings.filterwarnings("ignore", message="Fixed parameter", category=UserWarning)
+        number = len(record.trials)
+        trial = None
+        if configured_first and number == 0:
+            params = dict(point)
+        else:
             trial = study.ask(dists)
-        params = dict(trial.params)
-        entry: dict[str, Any] = {"number": trial.number, "params": params,
-                                 "configured": bool(cfg.include_configured and trial.number == 0)}
+            params = dict(trial.params)
+        entry: dict[str, Any] = {"number": number, "params": params,
+                                 "configured": bool(cfg.include_configured and number == 0)}
+        if entry["configured"] and outside:
+            entry["outside_space"] = sorted(outside)
+        idle = record.not_applying(params)
+        if idle:
+            entry["not_applying"] = sorted(idle)
         started = time.monotonic()
         try:
             instance = cls(**{**configured, **params})
@@ -319,15 +422,17 @@ def run_search(config: Config, model: str, train: sp.csr_matrix, *, item_feature
                 raise ValueError(f"non-finite {metric}")
         except TRIAL_ERRORS as exc:
             entry.update(state="failed", value=None, metrics=None, error=f"{type(exc).__name__}: {exc}")
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            if trial is not None:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             entry.update(state="complete", value=float(value), metrics=figures, error=None)
-            study.tell(trial, float(value))
+            if trial is not None:
+                study.tell(trial, float(value))
         entry["seconds"] = round(time.monotonic() - started, 3)
         longest = max(longest, entry["seconds"])
         record.trials.append(entry)
         best = record.best
-        log.info("search %s trial %d: %s %s (%.1f s) %s; best so far %s", model, trial.number, metric,
+        log.info("search %s trial %d: %s %s (%.1f s) %s; best so far %s", model, number, metric,
                  "failed" if entry["state"] == "failed" else f"{entry['value']:.4f}", entry["seconds"], params,
                  f"{best['value']:.4f} (trial {best['number']})" if best else "none")
     record.seconds = time.monotonic() - t0

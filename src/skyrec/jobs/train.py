@@ -92,8 +92,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
         manifest = stage.commit(meta)
     summary = {k: v for k, v in meta.items() if k not in ("params", "search", "configured_params", "search_settings")}
     if record is not None:
-        summary["search"] = {k: record[k] for k in ("stopped", "n_complete", "n_failed", "best", "configured_value",
-                                                    "seconds", "metric")}
+        summary["search"] = {k: record.get(k) for k in ("stopped", "n_complete", "n_failed", "best", "configured_value",
+                                                        "seconds", "metric", "note", "not_applying")}
     return {"outputs": [manifest.path], **summary}
 
 

@@ -61,6 +61,9 @@ class Param:
     choices: tuple[str, ...] = ()
     nullable: bool = False
     note: str = ""
+    #: the parameter has an effect only while another one takes one of these values (``("similarity",
+    #: ("bm25",))``): under any other value a search record marks it as not applying
+    only_with: tuple[str, tuple[Any, ...]] | None = None
 
     def need(self) -> str:
         if self.kind == "bool":
@@ -193,8 +196,8 @@ EASE: dict[str, Param] = {
 KNN: dict[str, Param] = {
     "similarity": Param("choice", choices=("cosine", "bm25")),
     "neighbours": Param("int", 1, note="above the item count: every item"),
-    "bm25_k1": Param("float", 0, note="0: every play of an item weighs the same"),
-    "bm25_b": Param("float", 0, 1),
+    "bm25_k1": Param("float", 0, note="0: every play of an item weighs the same", only_with=("similarity", ("bm25",))),
+    "bm25_b": Param("float", 0, 1, only_with=("similarity", ("bm25",))),
     **SERIES,
     "series_catch_up": Param("float", 0, 1),
     "series_follow_within": Param("int", 0),
@@ -232,8 +235,10 @@ def check_search_values(key: str, owner: str, spec: Mapping[str, Param], param: 
     """A search space ``training.search.spaces.<model>.<param>`` (``key``) against the model's table: the
     parameter exists, a ``float`` range is not searched for a whole-number parameter (its trials would be
     refused), and every value tried here -- a choice's values, a range's ends -- is accepted. The rules are
-    intervals, so a range whose two ends are accepted holds only accepted values. A ``ValueError`` naming
-    ``key`` otherwise."""
+    intervals, so a range whose two ends are accepted holds only accepted values. A choice of a whole-number
+    parameter lists numbers, not text (``[16, "64"]``: YAML reads every unquoted whole number as one, so a
+    quoted one is a mistake, and the trial would record text), and no value twice (``[64, 64.0]``). A
+    ``ValueError`` naming ``key`` and the value otherwise."""
     rule = spec.get(param)
     if rule is None:
         raise ValueError(f"{key}: {owner} has no parameter {param!r} (known: {sorted(spec)})")
@@ -242,8 +247,32 @@ def check_search_values(key: str, owner: str, spec: Mapping[str, Param], param: 
                          f"not float: {values}")
     if kind == "int" and rule.kind not in ("int", "float"):
         raise ValueError(f"{key}: {owner}: {param} is not a number: search it with choice: [...], not int: {values}")
+    seen: dict[Any, Any] = {}
     for value in values:
         try:
-            rule.check(value)
+            if kind == "choice" and rule.kind == "int" and isinstance(value, str):
+                raise ValueError(f"must be a whole number given as a number, not text{rule._interval()}")
+            used = rule.check(value)
         except ValueError as exc:
             raise ValueError(f"{key}: {owner} refuses {param}={value!r}: {param} {exc}") from None
+        if kind == "choice":
+            same = (type(used).__name__, used)
+            if same in seen:
+                raise ValueError(f"{key}: {owner}: {param}={value!r} is the same value as {seen[same]!r}: "
+                                 f"list each choice once")
+            seen[same] = value
+
+
+def not_applying(spec: Mapping[str, Param], params: Mapping[str, Any], names: Any = None) -> dict[str, str]:
+    """Of ``names`` (default: every parameter in ``params``), those that have no effect given the others
+    (``Param.only_with``: ``bm25_b`` while ``similarity`` is ``cosine``), each with why."""
+    out: dict[str, str] = {}
+    for name in (params if names is None else names):
+        rule = spec.get(name)
+        if rule is None or rule.only_with is None or name not in params:
+            continue
+        other, values = rule.only_with
+        if other in params and params[other] not in values:
+            words = " or ".join(str(v) for v in values)
+            out[name] = f"applies only with {other} {words} ({other} is {params[other]!r})"
+    return out
