@@ -820,10 +820,13 @@ def import_cmd(
     env: EnvOpt = None,
     config_dir: ConfigDirOpt = None,
 ) -> None:
-    """Turn your files into the source layout the ingest DAGs read (docs/data.md); idempotent and resumable."""
+    """Turn your files into the source layout the ingest DAGs read (docs/data.md); idempotent and resumable.
+    Bad input (a file or mapping that cannot be read, an empty file) exits 4, as the jobs do."""
     import yaml
 
     from skyrec.data.importer import ImportFailed, run_import
+
+    bad_input = 4  # skyrec.jobs.base.EXIT_BAD_INPUT (3 is a failed gate); a wrong command line stays 2
 
     if not interactions and not items:
         _fail("give --interactions FILE and/or --items FILE")
@@ -834,9 +837,9 @@ def import_cmd(
             with open(mapping) as fh:
                 files = yaml.safe_load(fh) or {}
         except (OSError, yaml.YAMLError) as exc:
-            _fail(f"{mapping}: cannot read the mapping: {exc}")
+            _fail(f"{mapping}: cannot read the mapping: {exc}", bad_input)
         if not isinstance(files, dict):
-            _fail(f"{mapping}: expected a mapping with interactions: and/or items:")
+            _fail(f"{mapping}: expected a mapping with interactions: and/or items:", bad_input)
     for item in set_ or []:
         dotted, sep, raw = item.partition("=")
         if not sep or "." not in dotted:
@@ -849,19 +852,27 @@ def import_cmd(
     try:
         cfg = load_config(env, overrides={"ingest": {"files": files}} if files else None, environ=environ)
     except ConfigError as exc:
-        _fail(str(exc).replace("overrides: ingest.files.", f"{mapping or '--set'}: "))
+        _fail(str(exc).replace("overrides: ingest.files.", f"{mapping or '--set'}: "), bad_input)
     try:
         summary = run_import(cfg, interactions=interactions, items=items,
                              progress=lambda msg: typer.echo(msg, err=True))
     except ImportFailed as exc:
-        _fail(str(exc), 3)
+        _fail(str(exc), bad_input)
+
+    def terms(n: int, what: str, reasons: dict[str, int]) -> str:
+        return f"{n:,} {what}" + (f" {reasons}" if reasons else "")
+
     for f in summary["files"]:
         state = "unchanged (already imported)" if f["noop"] else f"{f['seconds']:.1f} s"
         typer.echo(f"{f['role']}: {f['file']}: {f['rows_in']:,} rows -> {f['imported']:,} imported, "
-                   f"{sum(f['quarantined'].values()):,} quarantined {f['quarantined'] or ''}, "
-                   f"{sum(f['filtered'].values()):,} filtered {f['filtered'] or ''} [{state}]")
+                   f"{terms(sum(f['quarantined'].values()), 'quarantined', f['quarantined'])}, "
+                   f"{terms(sum(f['filtered'].values()), 'filtered', f['filtered'])} [{state}]")
         for note in f["notes"]:
             typer.echo(f"  note: {note}")
+        if not f["imported"]:
+            typer.secho(f"  warning: nothing imported from {f['file']}: all {f['rows_in']:,} rows were "
+                        "quarantined or filtered (the quarantine holds each row and its reason: docs/data.md)",
+                        fg=typer.colors.YELLOW, err=True)
     if summary.get("activity_range"):
         r = summary["activity_range"]
         typer.echo(f"activity from {r['start']} to {r['end']}; next: skyrec run ingest_programme_metadata, then "

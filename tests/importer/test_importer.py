@@ -191,7 +191,7 @@ def test_import_command_prints_the_summary_and_fails_with_the_cause(tmp_path: Pa
     assert result.exit_code == 0, result.output
     assert "interactions: " in result.output and "next: skyrec run ingest_programme_metadata" in result.output
     result = runner.invoke(app, ["import", "--interactions", str(tmp_path / "missing.tsv")])
-    assert result.exit_code == 3 and "missing.tsv: no such file" in result.output
+    assert result.exit_code == 4 and "missing.tsv: no such file" in result.output  # bad input, as the jobs
 
 
 def test_items_from_json_lines_with_brands_series_and_list_genres(tmp_path: Path) -> None:

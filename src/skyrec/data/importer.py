@@ -22,7 +22,12 @@ Bad input: a file the mapping cannot read (a mapped column that is not there, a 
 mostly do not convert -- a wrong mapping) raises ``ImportFailed`` naming the file, the column and the first
 offending row. Otherwise bad rows are quarantined with their reason and row number under
 ``{source}/_imports/<key>/quarantine/<reason>.jsonl`` and counted; the invariant ``rows in = imported +
-quarantined + filtered`` holds for every file (checked; a broken sum is a bug and fails the import).
+quarantined + filtered`` holds for every file (checked; a broken sum is a bug and fails the import). An empty
+file, a binary file and a file without a single data row are bad input too: an import of nothing is a mistake.
+Event times later than the import's time (plus ``ingest.activity.future_tolerance_minutes``) or before
+``EARLIEST_EVENT`` are quarantined (``future_ts``, ``too_old``): one such row would otherwise stretch the
+activity range a backfill has to cover to centuries. Values with bytes that are not valid in a declared UTF-8
+encoding are quarantined with their row (``malformed_row``, the text kept with replacement characters).
 
 Idempotent and resumable: each input file has a stable key (its role and absolute path); the output files
 are named by that key and written whole (temporary name, then rename), with deterministic content (rows in
@@ -61,6 +66,10 @@ ITEM_FIELDS = ("id", "title", "brand", "brand_title", "series", "series_title", 
 DEFAULT_COLUMNS = {"interactions": {"user": "user_id", "item": "item_id", "timestamp": "timestamp"},
                    "items": {"id": "id", "title": "title"}}
 REQUIRED = {"interactions": ("user", "item", "timestamp"), "items": ("id", "title")}
+# Interactions before this are quarantined (too_old): epoch 0 or -1, a zero date, a wrong unit -- not history
+# anyone records (docs/data.md). Later than the import's time + ingest.activity.future_tolerance_minutes: future_ts.
+EARLIEST_EVENT = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
+TEXT_SNIFF_BYTES = 64 << 10  # the head of a text file checked for NUL bytes (a binary file is not CSV/JSON)
 
 
 class ImportFailed(ValueError):
@@ -118,6 +127,67 @@ def _columns(role: str, spec: Any) -> dict[str, str]:
 class _Batch:
     table: pa.Table
     first_row: int  # 1-based data row number of the batch's first row
+    # rows holding bytes that are not valid UTF-8 (their values repaired with U+FFFD): row index -> the columns
+    undecodable: dict[int, list[str]] = field(default_factory=dict)
+
+    def undecodable_groups(self, encoding: str) -> Iterator[tuple[np.ndarray, str]]:
+        """(row mask, message) per set of columns with invalid bytes: quarantined as ``malformed_row``."""
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, cols in sorted(self.undecodable.items()):
+            groups.setdefault(tuple(cols), []).append(i)
+        for names, idx in groups.items():
+            mask = np.zeros(self.table.num_rows, dtype=bool)
+            mask[idx] = True
+            yield mask, (f"column(s) {list(names)} hold bytes that are not valid {encoding} (kept with replacement "
+                         "characters; is the file in another encoding, e.g. latin1? set encoding in the mapping)")
+
+
+def _is_utf8(encoding: str) -> bool:
+    return encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig")
+
+
+def _repair_utf8(table: pa.Table) -> tuple[pa.Table, dict[int, list[str]]]:
+    """Check the text columns of a batch read without UTF-8 validation; replace invalid values with their
+    text decoded with U+FFFD, and say which rows and columns held them (the valid path costs one validation)."""
+    bad: dict[int, list[str]] = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if not pa.types.is_string(col.type):
+            continue
+        try:
+            col.validate(full=True)
+            continue
+        except pa.ArrowInvalid:
+            pass
+        fixed: list[str | None] = []
+        for i, v in enumerate(col.cast(pa.binary()).to_pylist()):  # bad input is the slow path
+            if v is None:
+                fixed.append(None)
+                continue
+            try:
+                fixed.append(v.decode("utf-8"))
+            except UnicodeDecodeError:
+                fixed.append(v.decode("utf-8", "replace"))
+                bad.setdefault(i, []).append(name)
+        table = table.set_column(table.column_names.index(name), name, pa.array(fixed, pa.string()))
+    return table, bad
+
+
+def _first_undecodable_line(path: str, encoding: str) -> str:
+    """Where a file first fails to decode: 'line N, byte B' (the slow path of an encoding error)."""
+    import codecs
+
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)()
+    except LookupError:
+        return f"encoding {encoding!r} is unknown"
+    with open(path, "rb") as fh:
+        for n, line in enumerate(fh, start=1):
+            try:
+                decoder.decode(line)
+            except UnicodeDecodeError as exc:
+                return f"line {n}, byte {exc.start + 1} of the line ({line[max(0, exc.start - 20):exc.end + 20]!r})"
+    return "an unknown place"
 
 
 def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callable[[int | None, str], None],
@@ -126,6 +196,16 @@ def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callabl
     column or an unreadable file."""
     fmt = file_format(path, spec)
     row = 1
+    encoding = str(getattr(spec, "encoding", "utf8"))
+    if os.path.isfile(path) and fmt != "parquet":
+        with open(path, "rb") as fh:
+            head = fh.read(TEXT_SNIFF_BYTES)
+        if not head:
+            raise ImportFailed(f"{path}: the file is empty (0 bytes): nothing to import")
+        if b"\x00" in head and not encoding.lower().replace("-", "").startswith(("utf16", "utf32")):
+            raise ImportFailed(f"{path}: not a text file: NUL bytes within its first {len(head):,} bytes (a binary "
+                               f"file? the mapping reads it as {fmt} text, encoding {encoding!r}; a Parquet file "
+                               "needs format: parquet, a UTF-16 text encoding: utf-16)")
 
     def missing(have: list[str]) -> None:
         gone = [c for c in wanted if c not in have]
@@ -171,8 +251,10 @@ def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callabl
             read.skip_rows = 1
         parse = pcsv.ParseOptions(delimiter=delimiter, quote_char=spec.quote_char or False,
                                   invalid_row_handler=handler)
+        utf8 = _is_utf8(encoding)  # checked per batch here, so that a bad value is one quarantined row
         convert = pcsv.ConvertOptions(include_columns=wanted, column_types={c: pa.string() for c in wanted},
-                                      strings_can_be_null=False, quoted_strings_can_be_null=False)
+                                      strings_can_be_null=False, quoted_strings_can_be_null=False,
+                                      check_utf8=not utf8)
         try:
             reader = pcsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
         except pa.ArrowKeyError:  # a mapped column is not in the file: say which, and what the file has
@@ -181,7 +263,11 @@ def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callabl
             missing(header.schema.names)
             raise
         for rb in reader:
-            yield _Batch(pa.Table.from_batches([rb]), row)
+            table = pa.Table.from_batches([rb])
+            bad: dict[int, list[str]] = {}
+            if utf8:
+                table, bad = _repair_utf8(table)
+            yield _Batch(table, row, bad)
             row += rb.num_rows
     except ImportFailed:
         raise
@@ -189,10 +275,15 @@ def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callabl
         raise ImportFailed(f"{path}: no such file") from None
     except (pa.ArrowInvalid, pa.ArrowKeyError, pa.ArrowTypeError, UnicodeDecodeError, OSError) as exc:
         text = str(exc)
-        m = re.search(r"[Cc]olumn\(?'?#?([^\s':)]+)", text)
-        col = f" column {m.group(1).lstrip('/')!r}" if m else ""
-        raise ImportFailed(f"{path}:{col} cannot be read near data row {row} ({fmt}, delimiter "
-                           f"{getattr(spec, 'delimiter', None)!r}, encoding {spec.encoding!r}): {text[:300]}") from None
+        m = re.search(r"[Cc]olumn (?:'([^']+)'|#(\d+))", text) or re.search(r"[Cc]olumn\(/?([^)\s]+)\)", text)
+        col = f" column {m.group(1)!r}" if m and m.group(1) else (f" column #{m.group(2)}" if m else "")
+        line = re.search(r"Row #(\d+)", text)
+        where = (f"at line {line.group(1)} of the file" if line and fmt in ("csv", "tsv")
+                 else f"near data row {row}")
+        if isinstance(exc, UnicodeDecodeError) or "UTF8" in text or "encoding" in text.lower():
+            where = f"at {_first_undecodable_line(path, 'utf-8' if _is_utf8(encoding) else encoding)}"
+        raise ImportFailed(f"{path}:{col} cannot be read {where} ({fmt}, delimiter "
+                           f"{getattr(spec, 'delimiter', None)!r}, encoding {encoding!r}): {text[:300]}") from None
 
 
 def _text(col: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -381,6 +472,17 @@ def _check_share(path: str, column: str, what: str, bad: np.ndarray, present: np
                            f"rows {batch.first_row}-{batch.first_row + len(bad) - 1} fail; check the mapping)")
 
 
+def _us(t: dt.datetime) -> int:
+    return int(t.timestamp()) * 1_000_000 + t.microsecond
+
+
+def _refuse_empty(path: str, report: FileReport) -> None:
+    """A file without a data row is a mistake (a truncated export, the wrong file), not an import of nothing."""
+    if report.rows_in == 0:
+        raise ImportFailed(f"{path}: no data rows (only a header, or blank lines): nothing to import; nothing "
+                           f"was written for this {report.role} file")
+
+
 def _state(out: _Output, key: str) -> dict[str, Any] | None:
     raw = out.read(f"{IMPORTS_DIR}/{key}.json")
     return json.loads(raw) if raw else None
@@ -438,6 +540,9 @@ def import_interactions(config: Any, path: str, spec: Any | None = None, *,
     parts: list[pa.Table] = []
     has_ids = "event_id" in cols or spec.value == "count"
     has_platform = "platform" in cols
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)  # the import's time: later events are future_ts
+    tolerance = dt.timedelta(minutes=config.ingest.activity.future_tolerance_minutes)
+    latest_us, earliest_us = _us(now + tolerance), _us(EARLIEST_EVENT)
     for batch in read_batches(path, spec, wanted, on_bad_row=lambda n, msg: parsed_bad_rows.append((n, msg))):
         t = batch.table
         n = t.num_rows
@@ -478,9 +583,19 @@ def import_interactions(config: Any, path: str, spec: Any | None = None, *,
                 quarantine.add(reason, rownum[idx].tolist(), rows, message)
             keep &= ~hit
 
+        for undecodable, message in batch.undecodable_groups(spec.encoding):
+            take_out(undecodable, "malformed_row", message)
         take_out(_mask(pc.is_null(user)) | _mask(pc.is_null(item)) | ~present_ts, "missing_field",
                  "user, item or timestamp is empty")
         take_out(bad_ts, "bad_timestamp", f"not a timestamp (timestamp_unit {spec.timestamp_unit})")
+        ts_us = ts.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+        valid_ts = ~_mask(pc.is_null(ts))
+        take_out(valid_ts & (ts_us > latest_us), "future_ts",
+                 f"later than the import's time {_iso_out(now)} + ingest.activity.future_tolerance_minutes "
+                 f"({config.ingest.activity.future_tolerance_minutes:g})")
+        take_out(valid_ts & (ts_us < earliest_us), "too_old",
+                 f"before {_iso_out(EARLIEST_EVENT)}, the earliest event time an import accepts (epoch 0 or a "
+                 "wrong timestamp_unit?)")
         if spec.value != "none":
             raw_v = t.column(cols["value"])
             value = _numbers(raw_v)
@@ -544,6 +659,7 @@ def import_interactions(config: Any, path: str, spec: Any | None = None, *,
         quarantine.add("malformed_row", [r for r, _ in parsed_bad_rows], [{"error": m} for _, m in parsed_bad_rows],
                        "the row does not split into the file's columns")
         report.rows_in += len(parsed_bad_rows)
+    _refuse_empty(path, report)
     report.invariant()  # raises when the terms do not add up
     table = pa.concat_tables(parts, promote_options="default") if parts else None
     written = _write_hours(config, out, key, table, has_ids, has_platform, previous)
@@ -677,10 +793,15 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
                 for pos in np.flatnonzero(on).tolist():
                     got[pos].append(flag)
             lists[name] = got
+        undecodable = {int(i): msg for mask, msg in batch.undecodable_groups(spec.encoding)
+                       for i in np.flatnonzero(mask)}
         for i in range(n):
             row = int(rownum[i])
             iid, title = text["id"][i], text["title"][i]
             values = {c: text[f][i] for f, c in cols.items() if f in text}
+            if i in undecodable:
+                quarantine.add("malformed_row", [row], [values], undecodable[i])
+                continue
             if iid is None:
                 quarantine.add("missing_id", [row], [values], "the id is empty")
                 continue
@@ -716,6 +837,7 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
         quarantine.add("malformed_row", [r for r, _ in parsed_bad_rows], [{"error": m} for _, m in parsed_bad_rows],
                        "the row does not split into the file's columns")
         report.rows_in += len(parsed_bad_rows)
+    _refuse_empty(path, report)
     report.imported = len(records)
     report.invariant()
     written = _write_items(config, out, key, records, now, default_from, previous)

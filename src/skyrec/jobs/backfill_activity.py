@@ -12,19 +12,27 @@ needs no override. Gates are checked per delta, in time order; a delta failing a
 the job then fails naming the intervals (re-run with ``--override <gate>`` after checking them). The
 snapshot ending with the last hour of the range is built only when every delta of the range is committed.
 
+A range longer than ``MAX_BACKFILL_DAYS`` (param ``max_days`` raises it for one run) is refused up front as bad
+input, naming the range and the limit: such a range is a wrong date (an event in the year 3000, epoch 0), and
+walking its millions of empty hours would grind for minutes with nothing to show. A longer history is
+backfilled in several consecutive ranges (each is idempotent; the snapshot is built at the end of each).
+
 Returns ``{"outputs": [...deltas, snapshot], "committed", "reused", "missing", "snapshot"}``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
+
+MAX_BACKFILL_DAYS = 3660  # about ten years of hours in one backfill; docs/data.md, "Volume of backfills and imports"
 
 
 def run(ctx: Any) -> dict[str, Any]:
     from skyrec.gates import GateFailed
     from skyrec.jobs.base import BadInput, _parse_ts
-    from skyrec.jobs.ingest_activity import DELTA, build_snapshot, hours_in, ingest_intervals, interval_key
+    from skyrec.jobs.ingest_activity import DELTA, HOUR, build_snapshot, hours_in, ingest_intervals, interval_key
 
     started = time.time()
     try:
@@ -33,7 +41,14 @@ def run(ctx: Any) -> dict[str, Any]:
     except ValueError as exc:
         raise BadInput(f"backfill_activity: bad start/end parameter: {exc}") from None
     if end <= start:
-        end = start + (ctx.run.end - ctx.run.start if ctx.run.end > ctx.run.start else __import__("datetime").timedelta(hours=1))
+        end = start + (ctx.run.end - ctx.run.start if ctx.run.end > ctx.run.start else HOUR)
+    limit = _max_days(ctx.params.get("max_days"))
+    if end - start > dt.timedelta(days=limit):
+        span = end - start
+        raise BadInput(f"backfill_activity: the range {start.isoformat()} to {end.isoformat()} is {span.days:,} days "
+                       f"({span // HOUR:,} hours); a backfill covers at most {limit:,} days (MAX_BACKFILL_DAYS, or "
+                       "the max_days param): check the dates (an event time far in the future or near 1970 in the "
+                       "source?) or backfill the history in several consecutive ranges")
     hours = hours_in(start, end)
     result = ingest_intervals(ctx, hours, require_files=False, volume="backfill")
     deltas = [ctx.config.dataset_path(DELTA, interval_key=interval_key(h)) for h in hours]
@@ -51,3 +66,17 @@ def run(ctx: Any) -> dict[str, Any]:
             "snapshot": snap, "snapshot_built": built, "snapshot_rows": meta.get("rows"),
             "older_than_window": meta.get("older_than_window"),
             "counters": result["counters"], "seconds": round(time.time() - started, 3)}
+
+
+def _max_days(value: Any) -> int:
+    from skyrec.jobs.base import BadInput
+
+    if value in (None, ""):
+        return MAX_BACKFILL_DAYS
+    try:
+        days = int(value)
+    except (TypeError, ValueError):
+        days = 0
+    if days < 1:
+        raise BadInput(f"backfill_activity: max_days must be a whole number of days >= 1, got {value!r}")
+    return days
