@@ -159,7 +159,7 @@ def run_dag(
         _fail(f"--conf is not valid JSON: {exc}")
     if isinstance(run_conf, dict) and isinstance(run_conf.get("overrides"), list):
         _overrides_checked(run_conf["overrides"], "--conf overrides")  # before Airflow starts: a typo runs nothing
-    from skyrec.airflow.runner import NothingRan, TerminalReport, run
+    from skyrec.airflow.runner import NothingRan, RunInterrupted, TerminalReport, run
 
     started = dt.datetime.now(dt.UTC)
     try:
@@ -168,6 +168,8 @@ def run_dag(
         _fail(str(exc))
     except NothingRan as exc:
         _fail(str(exc), code=1)
+    except RunInterrupted as exc:  # SIGTERM/Ctrl-C: its job cancelled (confirmed), the run failed, no retry
+        _fail(str(exc), code=exc.exit_code)
     if dag_id == "train_model":  # the figures the run produced, where a person reads them
         from skyrec.jobs.base import RunInfo
         from skyrec.status import train_run_lines

@@ -223,7 +223,7 @@ def run_demo(*, keep_serving: bool = False, serve_only: bool = False, fresh: boo
             _say(f"generated sample data in {timings['generate']:.1f}s: "
                  + ", ".join(f"{k}={v}" for k, v in summary.items() if isinstance(v, int)))
 
-            from skyrec.airflow.runner import NothingRan, TerminalReport, run, run_log_path
+            from skyrec.airflow.runner import NothingRan, RunInterrupted, TerminalReport, run, run_log_path
 
             # Activity covers [start, end). The backfill rebuilds every hour but the last; the hourly
             # ingest_user_activity run then takes the last hour, as it would in production.
@@ -244,6 +244,9 @@ def run_demo(*, keep_serving: bool = False, serve_only: bool = False, fresh: boo
                 except (ConfigError, NothingRan) as exc:
                     _say(f"stopping: {dag_id}: {exc}")
                     return 1
+                except RunInterrupted as exc:  # SIGTERM/Ctrl-C: the job cancelled, no further DAG
+                    _say(f"stopping: {dag_id}: {exc}")
+                    return exc.exit_code
                 timings[dag_id] = result.seconds
                 if dag_id == "train_model":  # the evaluation behind what is about to be published
                     from skyrec.jobs.base import RunInfo

@@ -113,6 +113,9 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
         self._result: dict[str, Any] | None = None
         self._spec: JobSpec | None = None
         self._max_resources: dict[str, float] = {}
+        # set by on_kill: a job submitted or reattached after the kill (on_kill raced the submit) is
+        # cancelled at once. Not reset per attempt: Airflow runs each attempt on a fresh copy.
+        self._killed = False
 
     # ---- lazily built runtime state (never at parse time) --------------------------------------
     @cached_property
@@ -210,14 +213,28 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
         raise JobError(message)
 
     def on_kill(self) -> None:
-        """The task is being stopped: cancel the job too (bounded wait), and say whether it stopped."""
+        """The task is being stopped: cancel the job too (bounded wait), and say whether it stopped.
+
+        A kill that comes before the job's handle exists (mid-submit) is remembered: ``submit_job`` and the
+        wait loop cancel the job as soon as they hold its handle (``_stop_if_killed``)."""
+        self._killed = True
         if self._handle and not self._handle.get("skipped"):
             confirmed = self.job_backend.cancel(self._handle, self.config.jobs.cancel_timeout_seconds)
             self.log.warning("on_kill: cancelled job %s, confirmed=%s", self._handle.get("job_key"), confirmed)
 
+    def _stop_if_killed(self, handle: JobHandle | None, spec: JobSpec) -> None:
+        """After ``on_kill``: cancel the job this attempt holds (confirmed, bounded) and end the attempt."""
+        if not self._killed:
+            return
+        confirmed = True
+        if handle and not handle.get("skipped"):
+            confirmed = self.job_backend.cancel(handle, self.config.jobs.cancel_timeout_seconds)
+        raise JobError(f"task {spec.run.task_id} was killed: job {spec.job_key} cancelled, confirmed={confirmed}")
+
     # ---- ResumableJobMixin ---------------------------------------------------------------------
     def submit_job(self, context: Context) -> JobHandle:
         spec = self._spec or self.build_spec(context)
+        self._stop_if_killed(None, spec)  # killed before anything was submitted: submit nothing
         backend = self.job_backend
         stored = None
         store = context.get("task_state_store")
@@ -242,6 +259,7 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
             handle = backend.submit(spec)
             self._handle = handle
             self.log.info("submitted job %s", handle.get("launch_id") or handle.get("job_key"))
+            self._stop_if_killed(handle, spec)  # on_kill ran during the submit, before the handle existed
         check_settings(backend, spec, handle)
         return handle
 
@@ -268,6 +286,7 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
         if handle.get("skipped"):
             return self._finish(handle)
         spec = self._spec or self.build_spec(context)
+        self._stop_if_killed(handle, spec)  # never defer or wait on a job whose task was killed
         deadline_at = self.job_backend.started_at(handle) + self.deadline_seconds()
         if self.deferrable and self.job_backend.status(handle) == RUNNING:
             from skyrec.airflow.triggers import SkyrecJobTrigger
@@ -299,6 +318,7 @@ class SkyrecJobOperator(ResumableJobMixin, BaseOperator):
         offset = 0
         try:
             while True:
+                self._stop_if_killed(handle, spec)
                 status = backend.status(handle)
                 text, offset = backend.read_log(handle, offset)
                 for line in text.splitlines():

@@ -12,6 +12,11 @@ in this process) goes to ``<skyrec home>/logs/airflow/<dag_id>/<logical date>.lo
 duration, error and the tail of its job log. A logical date outside the DAG's dates (``RunRefused``) and
 a run in which no task executed (``NothingRan``) are errors, never a success.
 
+SIGTERM or SIGINT (``timeout``, Ctrl-C) stops the run instead of retrying it (``_Interrupt``): the running
+task's job is cancelled through its ``on_kill``, no further task or try starts, every job of the run is
+confirmed stopped, the run is marked failed and ``run`` raises ``RunInterrupted``. That is this in-process
+path only: under the scheduler a worker's SIGTERM is Airflow's business, and retries apply.
+
 ``airflow_env`` gives the same environment for ``airflow standalone`` (see docs/airflow.md).
 """
 
@@ -22,12 +27,14 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from skyrec.config import Config, ConfigError, load_config
 
@@ -144,6 +151,128 @@ class NothingRan(RuntimeError):
     """A DAG run ended without executing a single task: an error that says why, never a success."""
 
 
+class RunInterrupted(RuntimeError):
+    """SIGTERM/SIGINT stopped the run: the running job was cancelled, the run is failed, nothing retried.
+
+    ``str()`` is the one line to show; ``exit_code`` is the shell's ``128 + signal``; ``result`` is the run
+    as far as it went (the interrupted task failed, tasks that never ran skipped); ``left_running`` names
+    any job that could not be confirmed stopped (then the message says so)."""
+
+    def __init__(self, message: str, signum: int, result: DagRunResult | None = None,
+                 left_running: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.result = result
+        self.left_running = list(left_running or [])
+
+
+class _Stop(BaseException):
+    """Leaves ``dag.test()``'s loop after a signal: a BaseException, since dag.test() catches Exception."""
+
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class _Interrupt:
+    """SIGTERM and SIGINT during an in-process run (``run``): stop the run, never retry it.
+
+    ``dag.test()`` runs each task in this process, and Airflow's task runner installs its own SIGTERM
+    handler per task (it calls the task's ``on_kill``) and never restores the previous one; SIGINT would
+    raise KeyboardInterrupt in the middle of the task, without ``on_kill``. Left alone, a SIGTERM cancels
+    the job, the attempt fails on the cancelled job, and ``dag.test()`` starts the next try with a fresh job.
+
+    So for the duration of ``dag.test()`` this object owns both signals: the SIGTERM handler that Airflow
+    installs is recorded as ``task_handler`` instead of being installed (``installed``). On the first signal
+    it records which, and
+
+    * inside a task, chains to ``task_handler`` -- Airflow's own, so the operator's ``on_kill`` cancels its
+      job, confirmed -- and lets the attempt end on the cancelled job; the task watcher then leaves
+      ``dag.test()`` (``_Stop``) instead of letting it start another try or task;
+    * between tasks (``dag.test()``'s own loop, e.g. waiting out a retry delay), leaves at once.
+
+    A second signal never interrupts the cancel in progress; after it, it stops waiting for the task to
+    end. ``run`` then cancels any job of the run still running (``_stop_jobs``), with signals only noted.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.task_handler: Any = None  # the SIGTERM handler Airflow installed for the running task
+        self.task_id: str | None = None  # the task dag.test() is running, if any
+        self.interrupted_task: str | None = None  # the task running when the first signal came
+        self.later: list[int] = []
+        self.killing = False  # inside task_handler (the job's cancel): never interrupted
+        self.stopping = False  # _Stop was raised: further signals are only noted
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+            yield
+            return
+        from unittest import mock
+
+        real = signal.signal
+        before = {s: signal.getsignal(s) for s in _SIGNALS}
+
+        def install(signalnum: Any, handler: Any) -> Any:
+            if signalnum in _SIGNALS and threading.current_thread() is threading.main_thread():
+                previous = self.task_handler if signalnum == signal.SIGTERM else None
+                if signalnum == signal.SIGTERM:  # Airflow's per-task handler (on_kill): chained to
+                    self.task_handler = handler
+                return previous or self.handle
+            return real(signalnum, handler)
+
+        for s in _SIGNALS:
+            real(s, self.handle)
+        try:
+            with mock.patch.object(signal, "signal", install):
+                yield
+        finally:
+            for s, handler in before.items():
+                real(s, handler)
+
+    def task_started(self, task_id: str) -> None:
+        if self.signum is not None:  # interrupted: no further task and no further try
+            self._stop()
+        self.task_id = task_id
+
+    def task_ended(self) -> None:
+        self.task_id, self.task_handler = None, None  # Airflow's handler would kill a finished task
+        if self.signum is not None:
+            self._stop()
+
+    def _stop(self) -> NoReturn:
+        self.stopping = True
+        raise _Stop
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # a second signal while stopping
+            self.later.append(signum)
+            log.warning("skyrec run: %s received while stopping after %s", signal.Signals(signum).name, self.name)
+            if not self.killing and not self.stopping:
+                self._stop()  # stop waiting for the task to end; run() then stops every job of the run
+            return
+        self.signum = signum
+        self.interrupted_task = self.task_id
+        log.warning("skyrec run: %s received: cancelling the running task's job; no further task or try "
+                    "will start", self.name)
+        if self.task_id is None or not callable(self.task_handler):
+            self._stop()  # between tasks, or before the task's code runs: no job in it to cancel yet
+        self.killing = True
+        try:
+            self.task_handler(signal.SIGTERM, frame)  # Airflow's handler: the operator's on_kill
+        except Exception:  # run() still stops the job after dag.test()
+            log.exception("skyrec run: on_kill of task %s failed", self.task_id)
+        finally:
+            self.killing = False
+        if self.later and not self.stopping:  # signalled again during the cancel: stop now
+            self._stop()
+
+
 @dataclass
 class TaskOutcome:
     """One attempt of one task (or, for a task that never ran, its final state)."""
@@ -248,10 +377,11 @@ def job_log_tail(config: Config, task: Any, dag_id: str, run_id: str, task_id: s
 class _TaskWatcher:
     """Wraps the per-task step of ``dag.test()`` to time each attempt and keep its error and job log tail."""
 
-    def __init__(self, config: Config, dag: Any, observer: RunObserver) -> None:
-        self.config, self.dag, self.observer = config, dag, observer
+    def __init__(self, config: Config, dag: Any, observer: RunObserver, interrupt: _Interrupt | None = None) -> None:
+        self.config, self.dag, self.observer, self.interrupt = config, dag, observer, interrupt
         self.outcomes: list[TaskOutcome] = []
         self.hooked = False
+        self.run_id: str | None = None
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[None]:
@@ -267,6 +397,9 @@ class _TaskWatcher:
         def run_task(*args: Any, **kwargs: Any) -> Any:
             ti = kwargs["ti"] if "ti" in kwargs else args[0]
             task_id, try_number = str(ti.task_id), int(ti.try_number or 0)
+            self.run_id = str(ti.run_id)
+            if self.interrupt is not None:
+                self.interrupt.task_started(task_id)  # after SIGTERM/SIGINT: no further task or try
             self.observer.task_started(self.dag.dag_id, task_id, try_number)
             started = time.monotonic()
             result = None
@@ -276,6 +409,8 @@ class _TaskWatcher:
             finally:
                 error = getattr(result, "error", None) if result is not None else sys.exc_info()[1]
                 self._ended(ti, task_id, try_number, time.monotonic() - started, error)
+                if self.interrupt is not None:
+                    self.interrupt.task_ended()  # interrupted: leave dag.test() instead of a retry
 
         self.hooked = True
         with mock.patch.object(dag_module, "_run_task", run_task):
@@ -286,8 +421,14 @@ class _TaskWatcher:
         task = self.dag.task_dict.get(task_id)
         outcome = TaskOutcome(task_id=task_id, state=state, seconds=seconds, try_number=try_number,
                               max_tries=int(getattr(task, "retries", 0) or 0) + 1)
-        if state not in _OK_STATES:
+        signum = self.interrupt.signum if self.interrupt is not None else None
+        if state not in _OK_STATES and signum is not None:  # the run stops here: this try is the last
+            state = outcome.state = "failed"
+            why = _describe(error) if not isinstance(error, _Stop) else None
+            outcome.error = f"interrupted by {signal.Signals(signum).name}: not retried" + (f" ({why})" if why else "")
+        elif state not in _OK_STATES:
             outcome.error = _describe(error) or "the task recorded no error (see the Airflow log file)"
+        if state not in _OK_STATES:
             outcome.job_log, outcome.job_log_tail = job_log_tail(self.config, task, self.dag.dag_id,
                                                                  str(ti.run_id), task_id)
         self.outcomes.append(outcome)
@@ -326,6 +467,103 @@ def _why_nothing_ran(dag: Any, when: dt.datetime, tis: list[Any]) -> str:
             "Nothing was done, so this run is not a success.")
 
 
+def _job_label(handle: dict[str, Any]) -> str:
+    launch = handle.get("launch_id")
+    return f"{handle.get('job_key')}/{launch}" if launch else str(handle.get("job_key"))
+
+
+def _stop_jobs(config: Config, dag: Any, run_id: str) -> list[tuple[str, dict[str, Any], bool, bool]]:
+    """Every job of the run: (task id, handle, confirmed stopped, cancelled here). One still running
+    (``on_kill`` could not stop it, or a second signal cut the task short) is cancelled now."""
+    from skyrec.airflow.backends import RUNNING, backend_for
+    from skyrec.jobs.base import job_key
+
+    out: list[tuple[str, dict[str, Any], bool, bool]] = []
+    for task_id, task in dag.task_dict.items():
+        if not hasattr(task, "job"):
+            continue
+        try:
+            backend = backend_for(config, getattr(task, "backend", None))
+            for handle in backend.find(job_key(dag.dag_id, run_id, task_id)):
+                if backend.status(handle) != RUNNING:
+                    out.append((task_id, handle, True, False))
+                    continue
+                stopped = backend.cancel(handle, config.jobs.cancel_timeout_seconds)
+                log.warning("skyrec run: cancelled job %s, confirmed=%s", _job_label(handle), stopped)
+                out.append((task_id, handle, stopped, True))
+        except Exception as exc:  # an unknown state is not "stopped": say so
+            log.exception("skyrec run: could not check the jobs of task %s", task_id)
+            out.append((task_id, {"job_key": f"of task {task_id} (backend error: {exc})"}, False, False))
+    return out
+
+
+def _fail_run(dag_id: str, run_id: str | None, when: dt.datetime, interrupted_task: str | None) -> str | None:
+    """Mark the interrupted run failed in the metadata DB: the interrupted try failed (not up for retry),
+    tasks that never ran skipped (as Airflow's "mark run failed" does). Returns the run id."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, State, TaskInstanceState
+    from sqlalchemy import select
+
+    started = {TaskInstanceState.RUNNING, TaskInstanceState.UP_FOR_RETRY, TaskInstanceState.DEFERRED,
+               TaskInstanceState.QUEUED, TaskInstanceState.UP_FOR_RESCHEDULE, TaskInstanceState.RESTARTING}
+    with create_session() as session:
+        session.rollback()  # the signal may have left dag.test()'s session mid-transaction
+        where = DagRun.run_id == run_id if run_id else DagRun.logical_date == when
+        dr = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, where))
+        if dr is None:
+            return None
+        for ti in dr.get_task_instances(session=session):
+            if ti.state in State.finished:
+                continue
+            ran = ti.task_id == interrupted_task or ti.state in started
+            ti.set_state(TaskInstanceState.FAILED if ran else TaskInstanceState.SKIPPED, session=session)
+        dr.set_state(DagRunState.FAILED)
+        log.warning("skyrec run: marked run %s failed (interrupted)", dr.run_id)
+        return str(dr.run_id)
+
+
+def _stopped(config: Config, dag: Any, when: dt.datetime, interrupt: _Interrupt, watcher: _TaskWatcher,
+             started: float, log_file: Path | None) -> RunInterrupted:
+    """After SIGTERM/SIGINT left dag.test(): every job of the run confirmed stopped, the run marked failed."""
+    assert interrupt.signum is not None
+    name, task_id = interrupt.name, interrupt.interrupted_task
+    run_id = watcher.run_id
+    jobs = _stop_jobs(config, dag, run_id) if run_id else []  # the jobs first, then the record
+    try:
+        recorded = _fail_run(dag.dag_id, run_id, when, task_id)
+    except Exception:
+        log.exception("skyrec run: could not mark the interrupted run failed")
+    else:
+        if run_id is None and recorded:  # no task ran in this process: jobs left by an earlier one?
+            run_id = recorded
+            jobs = _stop_jobs(config, dag, run_id)
+    left = [_job_label(h) for _, h, stopped, _ in jobs if not stopped]
+    mine = [(h, stopped) for t, h, stopped, _ in jobs if t == task_id and stopped]
+    if task_id is None:
+        what = "no task was running"
+    elif mine:
+        newest = max(mine, key=lambda hs: float(hs[0].get("started") or 0))[0]
+        what = f"{task_id} cancelled (job {_job_label(newest)} confirmed stopped)"
+    else:
+        what = f"{task_id} stopped" + ("" if left else " (no job of it was running)")
+    also = [_job_label(h) for t, h, stopped, now in jobs if stopped and now and t != task_id]
+    message = f"interrupted by {name}: {what}"
+    if also:
+        message += f"; also cancelled job {', '.join(also)} (confirmed stopped)"
+    if left:
+        message += f"; NOT confirmed stopped, may still run (and bill): job {', '.join(left)}"
+    message += "; the run is failed, no retry"
+    log.warning("skyrec run: %s", message)
+    seen = {o.task_id for o in watcher.outcomes}
+    for t in dag.task_dict:  # tasks that never ran get their line
+        if t not in seen:
+            watcher.outcomes.append(TaskOutcome(task_id=t, state="skipped"))
+    result = DagRunResult(dag_id=dag.dag_id, logical_date=when, state="failed", seconds=time.monotonic() - started,
+                          log_file=log_file, run_id=run_id, tasks=watcher.outcomes)
+    return RunInterrupted(message, interrupt.signum, result, left)
+
+
 def run(dag_id: str, logical_date: str | None = None, conf: dict[str, Any] | None = None, *,
         observer: RunObserver | None = None, log_file: Path | None = None, quiet: bool = True) -> DagRunResult:
     """Run one DAG run to completion through Airflow and report every task attempt.
@@ -334,7 +572,8 @@ def run(dag_id: str, logical_date: str | None = None, conf: dict[str, Any] | Non
     With ``quiet`` (the default) everything Airflow and the tasks write goes to ``log_file`` (default
     ``run_log_path``), not to the terminal; ``observer`` is told about each task as it ends.
     Raises ``RunRefused`` for a logical date outside the DAG's dates and ``NothingRan`` when the run
-    executed no task -- neither is ever reported as a success.
+    executed no task -- neither is ever reported as a success -- and ``RunInterrupted`` after SIGTERM or
+    SIGINT (see ``_Interrupt``): the running job cancelled and confirmed stopped, the run failed, no retry.
     """
     from skyrec.progress import output_to_file
 
@@ -358,9 +597,14 @@ def run(dag_id: str, logical_date: str | None = None, conf: dict[str, Any] | Non
             _check_dates(config, dag, when)
             observer.dag_started(dag_id, when, path if quiet else None)
             announced = True
-            watcher = _TaskWatcher(config, dag, observer)
-            with scheduled_intervals(), watcher.watching():
-                dr = dag.test(logical_date=when, run_conf=conf or None)
+            interrupt = _Interrupt()
+            watcher = _TaskWatcher(config, dag, observer, interrupt)
+            with scheduled_intervals(), watcher.watching(), interrupt.installed():
+                try:
+                    dr = dag.test(logical_date=when, run_conf=conf or None)
+                except _Stop:  # SIGTERM/SIGINT: signals stay owned (only noted) until every job is stopped
+                    raise _stopped(config, dag, when, interrupt, watcher, started,
+                                   path if quiet else None) from None
             state = _state(dr.state)
             tis = list(dr.get_task_instances())
             seen = {o.task_id for o in watcher.outcomes}
@@ -415,6 +659,8 @@ class TerminalReport(RunObserver):
 
     def dag_aborted(self, dag_id: str, error: BaseException) -> None:
         self.lines.stop_live()
+        if isinstance(error, RunInterrupted) and error.result is not None:  # the run as far as it went
+            self.dag_ended(error.result)
 
     def dag_ended(self, result: DagRunResult) -> None:
         lines = self.lines
