@@ -871,10 +871,16 @@ def import_cmd(
                    f"{terms(sum(f['filtered'].values()), 'filtered', f['filtered'])} [{state}]")
         for note in f["notes"]:
             typer.echo(f"  note: {note}")
-        if not f["imported"]:
+        if not f["imported"] and not f["noop"]:
             typer.secho(f"  warning: nothing imported from {f['file']}: all {f['rows_in']:,} rows were "
                         "quarantined or filtered (the quarantine holds each row and its reason: docs/data.md)",
                         fg=typer.colors.YELLOW, err=True)
+    rejected = [f for f in summary["files"] if not f["noop"] and f["rows_in"] and not f["imported"]
+                and sum(f["quarantined"].values()) == f["rows_in"]]
+    if rejected:  # an input whose every row was rejected is a failed run (its rows are in the quarantine)
+        where = "; ".join(f"{f['file']}: {cfg.source_url}/_imports/{f['key']}/quarantine/" for f in rejected)
+        _fail(f"every row was rejected as bad input, each kept with its reason ({where}): fix the mapping or the "
+              "file and import again", bad_input)
     if summary.get("activity_range"):
         r = summary["activity_range"]
         typer.echo(f"activity from {r['start']} to {r['end']}; next: skyrec run ingest_programme_metadata, then "

@@ -168,3 +168,15 @@ def test_a_file_whose_rows_are_all_rejected_warns(files: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "warning: nothing imported from" in result.output and "all 40 rows were quarantined or filtered" in \
         result.output
+
+
+def test_a_file_whose_every_row_is_quarantined_is_a_failed_import(files: Path) -> None:
+    """DESIGN's bad-input contract: an input whose data was all rejected is a failed run, never a success;
+    the rows stay in the quarantine, and the error says where."""
+    data = files / "future.csv"
+    data.write_text("\n".join([HEADER, *(f"u{i},i{i},4,32503680000" for i in range(12))]) + "\n")
+    result = _import(files, data)
+    assert result.exit_code == 4, result.output
+    assert "every row was rejected as bad input" in result.output and "/_imports/" in result.output
+    kept = list(files.parent.rglob("_imports/*/quarantine/future_ts.jsonl"))
+    assert kept and sum(1 for _ in kept[0].open()) == 12
