@@ -112,11 +112,20 @@ class ActivityIngestConfig(_Model):
     past_limit_days: int = Field(400, ge=1)
     # backfills/imports of history: each hour is judged against the backfill's own hours, not the week before
     backfill_volume_factor: float = Field(20.0, gt=1)
+    # a backfill over a longer range is refused at once (a wrong date: an event in the year 3000, epoch 0)
+    max_backfill_days: int = Field(3660, ge=1)
+    # `skyrec import` quarantines event times before this (too_old): epoch 0 or -1, a zero date, a wrong unit
+    earliest_event: dt.datetime = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
     # the in-process runner holds a pipeline run's rows until they are grouped by interval: a long backfill
     # runs as pipelines of consecutive hours up to this many MB of input files (compressed Parquet) and
     # at most ``hours_per_pipeline`` hours each (a Beam backend runs every hour as one job)
     pipeline_source_mb: float = Field(24.0, gt=0)
     hours_per_pipeline: int = Field(744, ge=1)
+
+    @field_validator("earliest_event")
+    @classmethod
+    def _utc(cls, v: dt.datetime) -> dt.datetime:
+        return v.replace(tzinfo=dt.UTC) if v.tzinfo is None else v.astimezone(dt.UTC)  # naive: UTC
 
     @field_validator("events")
     @classmethod

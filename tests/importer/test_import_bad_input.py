@@ -93,6 +93,26 @@ def test_a_backfill_over_an_absurd_range_is_refused_at_once_naming_range_and_lim
     assert "at most 3,660 days" in result.output
     result = CliRunner().invoke(app, [*args, "--param", "max_days=zero"], env={"SKYREC_CONFIG_DIR": str(FILMS)})
     assert result.exit_code == 4 and "max_days must be a whole number" in result.output
+    # the limit is a setting: a deployment (or the Airflow DAG, which passes only start and end) sets it
+    two_days = ["job", "backfill_activity", "--param", "start=1997-09-22T00:00:00+00:00",
+                "--param", "end=1997-09-24T00:00:00+00:00"]
+    result = CliRunner().invoke(app, two_days, env={"SKYREC_CONFIG_DIR": str(FILMS),
+                                                    "SKYREC__INGEST__ACTIVITY__MAX_BACKFILL_DAYS": "1"})
+    assert result.exit_code == 4 and "at most 1 days (ingest.activity.max_backfill_days" in result.output
+
+
+def test_the_earliest_event_an_import_accepts_is_a_setting(files: Path, tmp_path: Path, monkeypatch) -> None:
+    """An archive's history goes back further, or a deployment wants a tighter floor: the bound is
+    ``ingest.activity.earliest_event`` (naive means UTC), named in the quarantine's reason."""
+    data = files / "plays.csv"
+    data.write_text("\n".join([HEADER, *_rows()]) + "\n")  # 1997-09-22 to 1997-09-24
+    monkeypatch.setenv("SKYREC__INGEST__ACTIVITY__EARLIEST_EVENT", "1997-09-23T00:00:00")
+    result = _import(files, data)
+    assert result.exit_code == 0, result.output
+    f = _summary(result.output)["files"][0]
+    assert f["imported"] + f["quarantined"]["too_old"] == 40 and 0 < f["imported"] < 40
+    old = _quarantine(tmp_path / "home", "too_old")
+    assert "before 1997-09-23" in old[0]["error"] and "ingest.activity.earliest_event" in old[0]["error"]
 
 
 @pytest.mark.parametrize("case", ["missing_column", "zero_bytes", "binary", "header_only", "bad_mapping"])

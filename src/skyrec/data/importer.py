@@ -25,7 +25,7 @@ offending row. Otherwise bad rows are quarantined with their reason and row numb
 quarantined + filtered`` holds for every file (checked; a broken sum is a bug and fails the import). An empty
 file, a binary file and a file without a single data row are bad input too: an import of nothing is a mistake.
 Event times later than the import's time (plus ``ingest.activity.future_tolerance_minutes``) or before
-``EARLIEST_EVENT`` are quarantined (``future_ts``, ``too_old``): one such row would otherwise stretch the
+``ingest.activity.earliest_event`` (1990 by default) are quarantined (``future_ts``, ``too_old``): one such row would otherwise stretch the
 activity range a backfill has to cover to centuries. Values with bytes that are not valid in a declared UTF-8
 encoding are quarantined with their row (``malformed_row``, the text kept with replacement characters).
 
@@ -66,9 +66,6 @@ ITEM_FIELDS = ("id", "title", "brand", "brand_title", "series", "series_title", 
 DEFAULT_COLUMNS = {"interactions": {"user": "user_id", "item": "item_id", "timestamp": "timestamp"},
                    "items": {"id": "id", "title": "title"}}
 REQUIRED = {"interactions": ("user", "item", "timestamp"), "items": ("id", "title")}
-# Interactions before this are quarantined (too_old): epoch 0 or -1, a zero date, a wrong unit -- not history
-# anyone records (docs/data.md). Later than the import's time + ingest.activity.future_tolerance_minutes: future_ts.
-EARLIEST_EVENT = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
 TEXT_SNIFF_BYTES = 64 << 10  # the head of a text file checked for NUL bytes (a binary file is not CSV/JSON)
 
 
@@ -542,7 +539,8 @@ def import_interactions(config: Any, path: str, spec: Any | None = None, *,
     has_platform = "platform" in cols
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)  # the import's time: later events are future_ts
     tolerance = dt.timedelta(minutes=config.ingest.activity.future_tolerance_minutes)
-    latest_us, earliest_us = _us(now + tolerance), _us(EARLIEST_EVENT)
+    earliest = config.ingest.activity.earliest_event
+    latest_us, earliest_us = _us(now + tolerance), _us(earliest)
     for batch in read_batches(path, spec, wanted, on_bad_row=lambda n, msg: parsed_bad_rows.append((n, msg))):
         t = batch.table
         n = t.num_rows
@@ -594,8 +592,8 @@ def import_interactions(config: Any, path: str, spec: Any | None = None, *,
                  f"later than the import's time {_iso_out(now)} + ingest.activity.future_tolerance_minutes "
                  f"({config.ingest.activity.future_tolerance_minutes:g})")
         take_out(valid_ts & (ts_us < earliest_us), "too_old",
-                 f"before {_iso_out(EARLIEST_EVENT)}, the earliest event time an import accepts (epoch 0 or a "
-                 "wrong timestamp_unit?)")
+                 f"before {_iso_out(earliest)}, the earliest event time an import accepts "
+                 "(ingest.activity.earliest_event; epoch 0 or a wrong timestamp_unit?)")
         if spec.value != "none":
             raw_v = t.column(cols["value"])
             value = _numbers(raw_v)

@@ -12,7 +12,7 @@ needs no override. Gates are checked per delta, in time order; a delta failing a
 the job then fails naming the intervals (re-run with ``--override <gate>`` after checking them). The
 snapshot ending with the last hour of the range is built only when every delta of the range is committed.
 
-A range longer than ``MAX_BACKFILL_DAYS`` (param ``max_days`` raises it for one run) is refused up front as bad
+A range longer than ``ingest.activity.max_backfill_days`` (param ``max_days`` for one run) is refused up front as bad
 input, naming the range and the limit: such a range is a wrong date (an event in the year 3000, epoch 0), and
 walking its millions of empty hours would grind for minutes with nothing to show. A longer history is
 backfilled in several consecutive ranges (each is idempotent; the snapshot is built at the end of each).
@@ -25,8 +25,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 from typing import Any
-
-MAX_BACKFILL_DAYS = 3660  # about ten years of hours in one backfill; docs/data.md, "Volume of backfills and imports"
 
 
 def run(ctx: Any) -> dict[str, Any]:
@@ -42,13 +40,14 @@ def run(ctx: Any) -> dict[str, Any]:
         raise BadInput(f"backfill_activity: bad start/end parameter: {exc}") from None
     if end <= start:
         end = start + (ctx.run.end - ctx.run.start if ctx.run.end > ctx.run.start else HOUR)
-    limit = _max_days(ctx.params.get("max_days"))
+    limit = _max_days(ctx.params.get("max_days"), ctx.config.ingest.activity.max_backfill_days)
     if end - start > dt.timedelta(days=limit):
         span = end - start
         raise BadInput(f"backfill_activity: the range {start.isoformat()} to {end.isoformat()} is {span.days:,} days "
-                       f"({span // HOUR:,} hours); a backfill covers at most {limit:,} days (MAX_BACKFILL_DAYS, or "
-                       "the max_days param): check the dates (an event time far in the future or near 1970 in the "
-                       "source?) or backfill the history in several consecutive ranges")
+                       f"({span // HOUR:,} hours); a backfill covers at most {limit:,} days "
+                       "(ingest.activity.max_backfill_days, or the max_days param): check the dates (an event time "
+                       "far in the future or near 1970 in the source?) or backfill the history in several "
+                       "consecutive ranges")
     hours = hours_in(start, end)
     result = ingest_intervals(ctx, hours, require_files=False, volume="backfill")
     deltas = [ctx.config.dataset_path(DELTA, interval_key=interval_key(h)) for h in hours]
@@ -68,11 +67,11 @@ def run(ctx: Any) -> dict[str, Any]:
             "counters": result["counters"], "seconds": round(time.time() - started, 3)}
 
 
-def _max_days(value: Any) -> int:
+def _max_days(value: Any, configured: int) -> int:
     from skyrec.jobs.base import BadInput
 
     if value in (None, ""):
-        return MAX_BACKFILL_DAYS
+        return configured
     try:
         days = int(value)
     except (TypeError, ValueError):
