@@ -200,3 +200,29 @@ def test_a_file_whose_every_row_is_quarantined_is_a_failed_import(files: Path) -
     assert "every row was rejected as bad input" in result.output and "/_imports/" in result.output
     kept = list(files.parent.rglob("_imports/*/quarantine/future_ts.jsonl"))
     assert kept and sum(1 for _ in kept[0].open()) == 12
+
+
+def test_rows_after_a_malformed_line_keep_their_own_row_numbers(files: Path, tmp_path: Path) -> None:
+    """A line that does not split into the columns is quarantined under its own data row number, and the rows
+    after it keep theirs (they were numbered one short: the skipped line was not counted)."""
+    rows = _rows(60)
+    rows[9] = "1,2"  # data row 10: too few columns
+    rows[29] = "1,2,5,880000000,extra"  # data row 30: too many
+    rows[44] = "1,5,5,32503680000"  # data row 45: a future event, quarantined by value
+    data = files / "mixed.csv"
+    data.write_text("\n".join([HEADER, *rows]) + "\n")
+    result = _import(files, data)
+    assert result.exit_code == 0, result.output
+    malformed = _quarantine(tmp_path / "home", "malformed_row")
+    assert sorted(q["row"] for q in malformed) == [10, 30]
+    future = _quarantine(tmp_path / "home", "future_ts")
+    assert [q["row"] for q in future] == [45] and future[0]["values"]["timestamp"] == "32503680000"
+
+
+def test_kept_row_numbers_skip_the_skipped_rows() -> None:
+    from skyrec.data.importer import _kept_row_numbers
+
+    assert _kept_row_numbers(0, 5, []).tolist() == [1, 2, 3, 4, 5]
+    assert _kept_row_numbers(0, 5, [2, 4]).tolist() == [1, 3, 5, 6, 7]
+    assert _kept_row_numbers(3, 3, [2, 4, 9]).tolist() == [6, 7, 8]  # kept 4th..6th: rows 6, 7, 8
+    assert _kept_row_numbers(0, 3, [1, 2, 3]).tolist() == [4, 5, 6]

@@ -126,6 +126,15 @@ class _Batch:
     first_row: int  # 1-based data row number of the batch's first row
     # rows holding bytes that are not valid UTF-8 (their values repaired with U+FFFD): row index -> the columns
     undecodable: dict[int, list[str]] = field(default_factory=dict)
+    # each row's 1-based data row number when rows were skipped before or among them (malformed CSV lines)
+    numbers: np.ndarray | None = None
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The 1-based data row number of each row of the batch, as the file counts them."""
+        if self.numbers is not None:
+            return self.numbers
+        return np.arange(self.first_row, self.first_row + self.table.num_rows)
 
     def undecodable_groups(self, encoding: str) -> Iterator[tuple[np.ndarray, str]]:
         """(row mask, message) per set of columns with invalid bytes: quarantined as ``malformed_row``."""
@@ -137,6 +146,19 @@ class _Batch:
             mask[idx] = True
             yield mask, (f"column(s) {list(names)} hold bytes that are not valid {encoding} (kept with replacement "
                          "characters; is the file in another encoding, e.g. latin1? set encoding in the mapping)")
+
+
+def _kept_row_numbers(kept_before: int, n: int, skipped: list[int]) -> np.ndarray:
+    """The data row numbers of kept rows ``kept_before + 1 .. kept_before + n`` of a file whose rows
+    ``skipped`` (1-based data row numbers) were not kept: the t-th number not skipped is t plus the skipped
+    numbers below it. A skip is reported before the batch holding the rows after it is read, so every skip
+    that matters is known here."""
+    t = np.arange(kept_before + 1, kept_before + n + 1, dtype=np.int64)
+    if not skipped:
+        return t
+    s = np.unique(np.asarray(skipped, dtype=np.int64))
+    free_below = s - np.arange(1, len(s) + 1)  # kept numbers below each skipped one
+    return t + np.searchsorted(free_below, t, side="left")
 
 
 def _is_utf8(encoding: str) -> bool:
@@ -235,8 +257,14 @@ def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callabl
         delimiter = spec.delimiter or ("\t" if fmt == "tsv" else ",")
         names = list(spec.column_names) or None
 
+        header_lines = 1 if spec.header else 0
+        skipped: list[int] = []  # data row numbers of the malformed lines skipped so far
+
         def handler(bad: Any) -> str:
-            on_bad_row(bad.number, f"expected {bad.expected_columns} columns, got {bad.actual_columns}: "
+            number = bad.number - header_lines if bad.number is not None and bad.number > 0 else None
+            if number is not None:
+                skipped.append(number)
+            on_bad_row(number, f"expected {bad.expected_columns} columns, got {bad.actual_columns}: "
                        f"{(bad.text or '')[:200]!r}")
             return "skip"
 
@@ -259,12 +287,15 @@ def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callabl
                                    convert_options=pcsv.ConvertOptions(column_types={}))
             missing(header.schema.names)
             raise
+        kept = 0
         for rb in reader:
             table = pa.Table.from_batches([rb])
             bad: dict[int, list[str]] = {}
             if utf8:
                 table, bad = _repair_utf8(table)
-            yield _Batch(table, row, bad)
+            numbers = _kept_row_numbers(kept, rb.num_rows, skipped) if skipped else None
+            yield _Batch(table, int(numbers[0]) if numbers is not None and len(numbers) else row, bad, numbers)
+            kept += rb.num_rows
             row += rb.num_rows
     except ImportFailed:
         raise
@@ -464,9 +495,10 @@ def _check_share(path: str, column: str, what: str, bad: np.ndarray, present: np
     n_bad = int((bad & present).sum())
     if n_bad and n_bad > MAPPING_ERROR_SHARE * n_present:
         i = int(np.flatnonzero(bad & present)[0])
+        rows = batch.rows
         raise ImportFailed(f"{path}: column {column!r} cannot be read as {what}: first offending row "
-                           f"{batch.first_row + i}: {values[i].as_py()!r} ({n_bad} of {n_present} values in "
-                           f"rows {batch.first_row}-{batch.first_row + len(bad) - 1} fail; check the mapping)")
+                           f"{rows[i]}: {values[i].as_py()!r} ({n_bad} of {n_present} values in "
+                           f"rows {rows[0]}-{rows[-1]} fail; check the mapping)")
 
 
 def _us(t: dt.datetime) -> int:
@@ -545,7 +577,7 @@ def import_interactions(config: Any, path: str, spec: Any | None = None, *,
         t = batch.table
         n = t.num_rows
         report.rows_in += n
-        rownum = np.arange(batch.first_row, batch.first_row + n)
+        rownum = batch.rows
         user, item = _text(t.column(cols["user"])), _text(t.column(cols["item"]))
         raw_ts = t.column(cols["timestamp"])
         ts = parse_times(raw_ts, spec.timestamp_unit, spec.timestamp_format)
@@ -759,7 +791,7 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
         t = batch.table
         n = t.num_rows
         report.rows_in += n
-        rownum = np.arange(batch.first_row, batch.first_row + n)
+        rownum = batch.rows
         text = {f: _text(t.column(c)).to_pylist() for f, c in cols.items() if f not in ("genres", "formats")}
         times: dict[str, list[Any]] = {}
         for f in ("release_date", "available_from", "available_until", "updated"):
