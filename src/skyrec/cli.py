@@ -453,12 +453,16 @@ def status(
 
     console = Console()  # as wide as the terminal; every part reads at 80 columns (the paths are in --json)
     t = Table(title=f"committed outputs in {info['lake']}", expand=False, box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("dataset", "for", "latest", "age", "rows", "quarantined"):
+    wide = console.width >= 100  # narrower: each output's scope under its dataset's name, not a folded column
+    for col in ("dataset", *(("for",) if wide else ()), "latest", "age", "rows", "quarantined"):
         t.add_column(col, overflow="fold", no_wrap=col != "for")
     for d in _status_dataset_rows(info["datasets"]):
         # the path is dataset/scope/key: the key's time is what is new here (the paths: --json)
         latest = d["latest"].rstrip("/").rsplit("/", 1)[-1].rpartition("=")[2] if d["latest"] else "[red]none[/red]"
-        t.add_row(d["dataset"], escape(d["for"]), latest, d["age"], str(d["rows"] or "-"),
+        name = (d["dataset"],) if not wide else (d["dataset"], escape(d["for"]))
+        if not wide and d["for"]:
+            name = (f"{d['dataset']}\n  {escape(d['for'])}",)
+        t.add_row(*name, latest, d["age"], str(d["rows"] or "-"),
                   str(d["quarantined"] if d["quarantined"] is not None else "-"))
     console.print(t)
     for d in info["datasets"]:
@@ -523,12 +527,16 @@ def status(
         for error in errors:
             console.print(f"[bold red]warning:[/bold red] {error}: what is published is unknown")
         return
+    console.print()
     p = Table(title="published to serving Redis", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("variant", "publication", "model_version", "age", "users"):
+    # a publication's id begins with its model version: the column only when some row's does not
+    named = all(str(r["publication"] or "").startswith(f"{r['model_version']}-") for r in info["published"]
+                if r["publication"])
+    for col in ("variant", "publication", *(() if named else ("model_version",)), "age", "users"):
         p.add_column(col, overflow="fold")
     for row in info["published"]:
-        p.add_row(row["variant"], row["publication"] or "[red]none[/red]", row["model_version"] or "-",
-                  row["age"], str(row["users"] or "-"))
+        p.add_row(row["variant"], row["publication"] or "[red]none[/red]",
+                  *(() if named else (row["model_version"] or "-",)), row["age"], str(row["users"] or "-"))
     console.print(p)
     mem = info.get("redis_memory") or {}
     if mem.get("checked"):

@@ -115,4 +115,7 @@ def test_status_reads_at_80_columns(held, monkeypatch) -> None:
     assert any(line.strip().startswith("held: als v1: newest evaluation") for line in block)
     table = lines[:start]
     assert sum(1 for line in table if line.split()[:1] == ["predictions"]) == 1
-    assert any(line.split()[:3] == ["predictions", "6", "rails"] for line in table)
+    at = next(i for i, line in enumerate(table) if line.split()[:1] == ["predictions"])
+    assert table[at + 1].split() == ["6", "rails"]  # at 80 columns the scope goes under the dataset's name
+    wide = CliRunner().invoke(skyrec.cli.app, ["status"], env={"COLUMNS": "120"}).output.splitlines()
+    assert any(line.split()[:3] == ["predictions", "6", "rails"] for line in wide)  # wider: a column
