@@ -106,3 +106,17 @@ def config_factory(skyrec_home: Path):
 
 
 __all__ = ["free_port"]
+
+
+@pytest.fixture(scope="session")
+def dag_folder_home():
+    """``make(base, dag_file)``: one SKYREC_HOME (so one Airflow metadata DB, migrated once) under ``base`` and a
+    DAG folder holding ``dag_file`` (linked): the place a test runs `skyrec run` on its own DAGs."""
+
+    def make(base: Path, dag_file: Path) -> dict[str, Path]:
+        dags = base / "dags"
+        dags.mkdir()
+        (dags / dag_file.name).symlink_to(dag_file)
+        return {"home": base / "home", "dags": dags}
+
+    return make

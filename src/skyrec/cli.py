@@ -471,7 +471,7 @@ def status(
             console.print(f"[yellow]{d['dataset']}[/yellow] {d['latest']}: {older['rows']} rows in "
                           f"{older.get('deltas', '?')} older deltas are outside its window "
                           "(ingest.activity.snapshot_interval_days; 0 or all keeps every delta)")
-    from skyrec.status import percent
+    from skyrec.progress import format_percent as percent
 
     rows = info.get("models", [])
     levels = {row["confidence"] for row in rows if row.get("model_version")}

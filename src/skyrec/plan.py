@@ -52,6 +52,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from skyrec.progress import format_bytes as _size
+
 FORMAT = "skyrec-plan-coefficients"
 VERSION = 1
 ENCODINGS = ("json", "packed")
@@ -758,13 +760,6 @@ def _dur(s: float) -> str:
     if s < 7200:
         return f"{s / 60:,.1f} min"
     return f"{s / 3600:,.1f} h"
-
-
-def _size(b: float) -> str:
-    for unit, f in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
-        if b >= f:
-            return f"{b / f:,.1f} {unit}"
-    return f"{b / 1e3:,.1f} kB"
 
 
 def render(result: dict[str, Any], source: str) -> Any:

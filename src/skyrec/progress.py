@@ -131,6 +131,19 @@ def format_seconds(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m{secs:02d}s"
 
 
+def format_bytes(n_bytes: float) -> str:
+    """Bytes in the unit that shows them: "4.8 GB", "12.3 MB", "0.6 kB" (never "0.0 GB")."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:,.1f} {unit}"
+    return f"{n_bytes / 1e3:,.1f} kB"
+
+
+def format_percent(level: float | None) -> str:
+    """A confidence level as people read it: 0.95 -> "95%", 0.975 -> "97.5%"."""
+    return "?%" if not isinstance(level, int | float) else f"{level * 100:.4g}%"
+
+
 _STATE_STYLE = {"success": "green", "failed": "bold red", "up_for_retry": "yellow", "upstream_failed": "red",
                 "skipped": "dim", "removed": "dim", "running": "cyan"}
 

@@ -187,11 +187,6 @@ def _held(config: Config, lake: Lake, model: str, version: str, published: str |
             "users": overall.get("users"), "verdict": "held", "gate": gate.get("message")}
 
 
-def percent(confidence: float | None) -> str:
-    """A confidence level as people read it: 0.95 -> "95%", 0.975 -> "97.5%"."""
-    return "?%" if confidence is None else f"{confidence * 100:.4g}%"
-
-
 def train_run_lines(config: Config, run_key: str, since: dt.datetime | None = None) -> list[str]:
     """What a person reads after a ``train_model`` run (``skyrec run``, ``make demo``): per trained model, this
     run's evaluation (figure with its interval, the users behind it, the split, the baseline), the gate's

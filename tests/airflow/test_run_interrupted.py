@@ -38,13 +38,9 @@ STOP_WITHIN = 30.0  # seconds from the signal to the end of the command
 
 
 @pytest.fixture(scope="module")
-def place(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def place(tmp_path_factory: pytest.TempPathFactory, dag_folder_home: Any) -> dict[str, Path]:
     """One SKYREC_HOME (one Airflow metadata DB, migrated once) and a DAG folder with the fault DAGs."""
-    base = tmp_path_factory.mktemp("run-interrupted")
-    dags = base / "dags"
-    dags.mkdir()
-    (dags / "fault_dags.py").symlink_to(Path(__file__).parent / "dags" / "fault_dags.py")
-    return {"home": base / "home", "dags": dags}
+    return dag_folder_home(tmp_path_factory.mktemp("run-interrupted"), Path(__file__).parent / "dags" / "fault_dags.py")
 
 
 def launches(home: Path) -> list[dict[str, Any]]:

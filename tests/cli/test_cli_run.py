@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,13 +29,9 @@ AIRFLOW_MARKERS = ("[DAG TEST]", "[info", "[warning", "alembic", "airflow.models
 
 
 @pytest.fixture(scope="module")
-def place(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def place(tmp_path_factory: pytest.TempPathFactory, dag_folder_home: Any) -> dict[str, Path]:
     """One SKYREC_HOME (so one Airflow metadata DB, migrated once) and a DAG folder with the test DAGs."""
-    base = tmp_path_factory.mktemp("cli-run")
-    dags = base / "dags"
-    dags.mkdir()
-    (dags / "cli_dags.py").symlink_to(Path(__file__).parent / "dags" / "cli_dags.py")
-    return {"home": base / "home", "dags": dags}
+    return dag_folder_home(tmp_path_factory.mktemp("cli-run"), Path(__file__).parent / "dags" / "cli_dags.py")
 
 
 def skyrec_run(place: dict[str, Path], *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from skyrec.progress import format_percent
+
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 HEADLINE = ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "coverage")
 
@@ -33,11 +35,6 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
     # a wide table scrolls inside its box; the page itself never scrolls sideways
     return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
-
-
-def _percent(level: Any) -> str:
-    """0.95 -> "95%", 0.975 -> "97.5%"."""
-    return f"{float(level) * 100:g}%" if isinstance(level, int | float) else "?"
 
 
 def _with_ci(figures: dict[str, Any], metric: str) -> Any:
@@ -170,7 +167,7 @@ def _gate(evaluation: dict[str, Any]) -> list[str]:
                 ("below that (insufficient_evidence)", gate.get("policy")),
                 ("must beat the baseline", None if gate.get("must_beat_baseline") is None else
                  "yes" if gate["must_beat_baseline"] else "no"),
-                ("tolerance vs what is published or served", _percent(gate["tolerance"])
+                ("tolerance vs what is published or served", format_percent(gate["tolerance"])
                  if isinstance(gate.get("tolerance"), int | float) else None)]
     settings += [(k.replace("_", " "), gate[k]) for k in ("redecided_by", "redecided_at", "verdict") if gate.get(k)]
     rows = [{"": name, "value": value} for name, value in settings if value is not None]
@@ -310,7 +307,7 @@ def render(evaluation: dict[str, Any]) -> str:
                  f"; {res['users_evaluated']} test users evaluated")  # fewer: sampled (training.eval_max_users)
     sections = [f"<h1>{html.escape(title)}</h1>",
                 f"<p>{html.escape(_split_text(evaluation))}{evaluated}; k = {k}; "
-                f"{res['n_items']} items ({res['cold_items']} cold). Intervals: {_percent(boot.get('confidence'))} "
+                f"{res['n_items']} items ({res['cold_items']} cold). Intervals: {format_percent(boot.get('confidence'))} "
                 f"confidence, users resampled {html.escape(str(boot.get('resamples')))} times "
                 f"(seed {html.escape(str(boot.get('seed')))}).</p>",
                 *_gate(evaluation),

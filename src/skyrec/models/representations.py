@@ -22,6 +22,8 @@ from typing import Any, TypeAlias
 import numpy as np
 import scipy.sparse as sp
 
+from skyrec.progress import format_bytes
+
 #: what ``Recommender.user_representations`` / ``item_representations`` may return
 Representation: TypeAlias = np.ndarray | sp.csr_matrix
 
@@ -288,14 +290,6 @@ def checked_limit_gb(model: str, name: str, value: Any) -> float:
     return limit
 
 
-def _size(n_bytes: float) -> str:
-    """Bytes in the unit that shows them: "4.8 GB", "12.3 MB", "640 kB" (never "0.0 GB")."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n_bytes >= scale:
-            return f"{n_bytes / scale:.1f} {unit}"
-    return f"{n_bytes:.0f} bytes"
-
-
 def guard_items(model: str, n_items: int, *, limit_gb: float, copies: int, key: str, what: str) -> int:
     """Refuse, before allocating anything, ``n_items`` whose dense items x items matrices exceed ``limit_gb``.
 
@@ -306,7 +300,7 @@ def guard_items(model: str, n_items: int, *, limit_gb: float, copies: int, key: 
     if need > limit:
         fits = int(np.sqrt(limit / (4 * copies)))
         raise MemoryGuardError(
-            f"{model}: {n_items:,} items need ~{_size(need)} for {what} ({copies} x {n_items:,}^2 float32), "
+            f"{model}: {n_items:,} items need ~{format_bytes(need)} for {what} ({copies} x {n_items:,}^2 float32), "
             f"above the limit of {float(limit_gb):g} GB ({key}); that limit holds at most {fits:,} items. Raise "
             f"{key} on a machine with the memory, or train on fewer items (a shorter activity snapshot, "
             f"ingest.activity.snapshot_interval_days)")
