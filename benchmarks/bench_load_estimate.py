@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-#: the 16 shapes of BENCHMARKS.md; ``small`` runs every one (under a minute on an idle 2-core machine)
+#: the 16 shapes of BENCHMARKS.md; ``small`` runs every one (41 s on this 2-core machine, a test suite running beside it)
 SHAPES: list[dict[str, Any]] = [
     *({"encoding": e, "k": k, "users": 20_000} for e in ("json", "packed") for k in (10, 50, 200)),
     {"encoding": "packed", "k": 50, "users": 60_000}, {"encoding": "json", "k": 50, "users": 60_000},
