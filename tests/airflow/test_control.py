@@ -27,6 +27,28 @@ def spec(params: dict[str, str], *, run_id: str = "manual__r1", task_id: str = "
     return JobSpec(job="selftest", run=run, params=params, deploy=deploy or deploy_version())
 
 
+def wait_for(cond: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := cond():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout}s")
+
+
+def sigterm_ignored(backend: LocalProcessBackend, handle: dict[str, Any]) -> bool:
+    """The job's process has SIGTERM in its ignored set (/proc/PID/status SigIgn, bit 15 - 1)."""
+    backend.status(handle)  # fills in the pid once the launcher has recorded it
+    if handle.get("pid") is None:
+        return False
+    try:
+        status = Path(f"/proc/{handle['pid']}/status").read_text()
+    except OSError:
+        return False
+    mask = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(mask & (1 << (15 - 1)))
+
+
 @pytest.fixture
 def backend(config: Any) -> Any:
     b = LocalProcessBackend(config)
@@ -90,7 +112,8 @@ def test_failed_job_of_an_earlier_attempt_is_not_adopted(backend: Any) -> None:
 
 def test_cancel_escalates_to_sigkill_and_confirms(backend: Any) -> None:
     h = backend.submit(spec({"hang": "1", "ignore_sigterm": "1", "tag": "stubborn"}))
-    time.sleep(1.0)  # let it install its SIGTERM handler
+    # wait until the job really ignores SIGTERM (its start takes ~1 s, longer on a loaded machine)
+    wait_for(lambda: sigterm_ignored(backend, h), timeout=30)
     t0 = time.monotonic()
     assert backend.cancel(h, timeout=0.5) is True
     assert time.monotonic() - t0 < 10
