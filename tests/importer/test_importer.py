@@ -213,12 +213,17 @@ def test_items_from_json_lines_with_brands_series_and_list_genres(tmp_path: Path
     assert normalise_list(ep["genres"], normalise_genre) == ["Comedy", "Stand-Up Special"]
 
 
-def test_a_json_column_of_mixed_types_names_the_file_and_column(tmp_path: Path) -> None:
+def test_a_json_column_of_mixed_types_is_read_as_text_and_its_bad_value_quarantined(tmp_path: Path) -> None:
+    """A number in one line and text in the next (pyarrow's reader fails the whole file on that): each value is
+    read as the text the file holds, and the one that is not a duration is quarantined under its line."""
     path = tmp_path / "items.jsonl"
-    path.write_text('{"id": "a", "title": "A", "secs": 10}\n{"id": "b", "title": "B", "secs": "ten"}\n')
+    path.write_text('{"id": "a", "title": "A", "secs": 10}\n{"id": "b", "title": "B", "secs": "ten"}\n'
+                    '{"id": "c", "title": "C", "secs": 30}\n')
     cfg = local_config(tmp_path / "home", {"ingest": {"files": {"items": {"columns": {"duration": "secs"}}}}})
-    with pytest.raises(ImportFailed, match=r"items\.jsonl: column 'secs' cannot be read near data row 1"):
-        import_items(cfg, str(path))
+    r = import_items(cfg, str(path))
+    assert r.imported == 2 and r.quarantined == {"bad_duration": 1}
+    q = json.loads(Path(cfg.source_url, "_imports", r.key, "quarantine", "bad_duration.jsonl").read_text())
+    assert q["row"] == 2 and q["values"]["secs"] == "ten"
 
 
 def test_the_film_example_keeps_its_own_home_apart_from_the_sample_data() -> None:

@@ -39,6 +39,7 @@ re-running after a crash writes the same bytes again; a changed file replaces th
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import hashlib
 import json
@@ -194,8 +195,6 @@ def _repair_utf8(table: pa.Table) -> tuple[pa.Table, dict[int, list[str]]]:
 
 def _first_undecodable_line(path: str, encoding: str) -> str:
     """Where a file first fails to decode: 'line N, byte B' (the slow path of an encoding error)."""
-    import codecs
-
     try:
         decoder = codecs.getincrementaldecoder(encoding)()
     except LookupError:
@@ -210,9 +209,10 @@ def _first_undecodable_line(path: str, encoding: str) -> str:
 
 
 def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callable[[int | None, str], None],
-                 ) -> Iterator[_Batch]:
-    """Stream the file's ``wanted`` columns; CSV/TSV/JSON columns as text. Raises ImportFailed for a missing
-    column or an unreadable file."""
+                 lists: tuple[str, ...] = (), numeric: tuple[str, ...] = ()) -> Iterator[_Batch]:
+    """Stream the file's ``wanted`` columns; CSV/TSV/JSON columns as text. JSON lines: the ``lists`` columns
+    may hold arrays, and only the ``numeric`` columns may be read through a double (elsewhere, e.g. an id,
+    a number keeps its exact text). Raises ImportFailed for a missing column or an unreadable file."""
     fmt = file_format(path, spec)
     row = 1
     encoding = str(getattr(spec, "encoding", "utf8"))
@@ -242,15 +242,7 @@ def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callabl
                 row += rb.num_rows
             return
         if fmt == "jsonl":
-            import pyarrow.json as pj
-
-            reader = pj.open_json(path, read_options=pj.ReadOptions(block_size=BLOCK_BYTES))
-            missing(reader.schema.names)
-            for rb in reader:
-                t = pa.Table.from_batches([rb])
-                t = t.select([c for c in wanted if c in t.column_names])
-                yield _Batch(t, row)
-                row += rb.num_rows
+            yield from _read_jsonl(path, spec, wanted, missing, on_bad_row, lists, numeric)
             return
         import pyarrow.csv as pcsv
 
@@ -312,6 +304,169 @@ def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callabl
             where = f"at {_first_undecodable_line(path, 'utf-8' if _is_utf8(encoding) else encoding)}"
         raise ImportFailed(f"{path}:{col} cannot be read {where} ({fmt}, delimiter "
                            f"{getattr(spec, 'delimiter', None)!r}, encoding {encoding!r}): {text[:300]}") from None
+
+
+def _jsonl_blocks(path: str) -> Iterator[tuple[int, bytes]]:
+    """(line number of its first line, block): the file in blocks of about ``BLOCK_BYTES`` of whole lines."""
+    line = 1
+    with open(path, "rb") as fh:
+        head = True
+        while block := fh.read(BLOCK_BYTES):
+            if not block.endswith(b"\n"):
+                block += fh.readline()
+            if head and block.startswith(codecs.BOM_UTF8):
+                block = block[len(codecs.BOM_UTF8):]
+            head = False
+            yield line, block
+            line += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+
+
+def _lines_in(block: bytes) -> int:
+    return block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+
+
+def _jsonl_fast(block: bytes, wanted: list[str], lists: tuple[str, ...], numeric: tuple[str, ...],
+                ) -> tuple[pa.Table, list[str]] | None:
+    """The block read by pyarrow, or None when that reading could change what the file says, so that the
+    block is read line by line instead: a line that is not a JSON object, a value whose type changes between
+    lines, a blank line (the row numbers would shift), an array or object where a value belongs, a number
+    pyarrow would read as a double in an id column (``1.0`` must stay ``1.0``, and integers beyond 2^63 lose
+    digits as doubles) or text it would read as a timestamp (re-read as text)."""
+    import pyarrow.json as pj
+
+    read = pj.ReadOptions(block_size=max(len(block), 1 << 16) + 1, use_threads=False)
+    try:
+        t = pj.read_json(pa.BufferReader(block), read_options=read)
+        stamped = [c for c in wanted if c in t.column_names and pa.types.is_timestamp(t.column(c).type)]
+        if stamped:
+            schema = pa.schema([(c, pa.string()) for c in stamped])
+            t = pj.read_json(pa.BufferReader(block), read_options=read,
+                             parse_options=pj.ParseOptions(explicit_schema=schema))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError):
+        return None
+    if t.num_rows != _lines_in(block):
+        return None
+    columns = []
+    for c in wanted:
+        if c not in t.column_names:
+            columns.append(pa.nulls(t.num_rows, pa.string()))
+            continue
+        col = t.column(c).combine_chunks() if t.column(c).num_chunks else pa.array([], t.column(c).type)
+        typ = col.type
+        if pa.types.is_string(typ) or pa.types.is_null(typ) or pa.types.is_boolean(typ) or pa.types.is_integer(typ):
+            columns.append(col.cast(pa.string()))
+        elif pa.types.is_floating(typ) and c in numeric:
+            columns.append(col.cast(pa.string()))
+        elif c in lists and pa.types.is_list(typ) and (pa.types.is_string(typ.value_type)
+                                                       or pa.types.is_null(typ.value_type)):
+            columns.append(col.cast(pa.list_(pa.string())))
+        else:
+            return None
+    return pa.table(columns, names=wanted), list(t.column_names)
+
+
+def _jsonl_value(v: Any) -> Any:
+    """A JSON value as the text the file holds (numbers were kept as their text by the decoder)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return v
+
+
+def _jsonl_slow(block: bytes, first_line: int, wanted: list[str], lists: tuple[str, ...], encoding: str,
+                path: str, on_bad_row: Callable[[int | None, str], None], separator: str | None = None,
+                ) -> tuple[pa.Table, np.ndarray, dict[int, list[str]], set[str]]:
+    """The block line by line: each line one JSON object, its numbers kept as their text. A line that is not
+    one (or holds an array or object where a value belongs) is reported to ``on_bad_row`` under its line
+    number; in UTF-8 a line with invalid bytes is kept with U+FFFD and its columns named (``undecodable``)."""
+    decode = json.JSONDecoder(parse_int=str, parse_float=str, parse_constant=str).decode
+    utf8 = _is_utf8(encoding)
+    values: dict[str, list[Any]] = {c: [] for c in wanted}
+    numbers: list[int] = []
+    undecodable: dict[int, list[str]] = {}
+    keys: set[str] = set()
+    lines = block.split(b"\n")
+    if block.endswith(b"\n"):
+        lines.pop()
+    for k, raw in enumerate(lines):
+        number = first_line + k
+        if not raw.strip():
+            continue  # a blank line is not a row
+        replaced = False
+        try:
+            text = raw.decode("utf-8" if utf8 else encoding)
+        except UnicodeDecodeError as exc:
+            if not utf8:
+                raise ImportFailed(f"{path}: line {number}, byte {exc.start + 1} is not valid {encoding} text "
+                                   f"({exc.reason}); set encoding in the mapping") from None
+            text, replaced = raw.decode("utf-8", "replace"), True
+        except LookupError:
+            raise ImportFailed(f"{path}: encoding {encoding!r} is unknown") from None
+        try:
+            obj = decode(text)
+        except ValueError as exc:
+            on_bad_row(number, f"not a JSON object ({getattr(exc, 'msg', exc)} at column "
+                               f"{getattr(exc, 'colno', '?')}): {text[:200]!r}")
+            continue
+        if not isinstance(obj, dict):
+            on_bad_row(number, f"a JSON {type(obj).__name__.replace('str', 'string')}, not an object: {text[:200]!r}")
+            continue
+        keys.update(obj)
+        row: dict[str, Any] = {}
+        problem = None
+        for c in wanted:
+            v = obj.get(c)
+            if isinstance(v, list) and c in lists and not any(isinstance(x, (list, dict)) for x in v):
+                v = [_jsonl_value(x) for x in v if x is not None]
+            elif isinstance(v, (list, dict)):
+                what = "an array" if isinstance(v, list) else "an object"
+                problem = f"column {c!r} holds {what}, not a value"
+                break
+            row[c] = _jsonl_value(v)
+        if problem:
+            on_bad_row(number, f"{problem}: {text[:200]!r}")
+            continue
+        if replaced:
+            named = [c for c in wanted if "\ufffd" in json.dumps(row[c], ensure_ascii=False)]
+            if named:
+                undecodable[len(numbers)] = named
+        for c in wanted:
+            values[c].append(row[c])
+        numbers.append(number)
+    columns = []
+    for c in wanted:
+        vals = values[c]
+        if c in lists and any(isinstance(v, list) for v in vals):  # text among arrays: split as a text column is
+            columns.append(pa.array([v if isinstance(v, list) or v is None else
+                                     [part for part in v.split(separator) if part.strip()] if separator else [v]
+                                     for v in vals], pa.list_(pa.string())))
+        else:
+            columns.append(pa.array(vals, pa.string()))
+    return pa.table(columns, names=wanted), np.asarray(numbers, dtype=np.int64), undecodable, keys
+
+
+def _read_jsonl(path: str, spec: Any, wanted: list[str], missing: Callable[[list[str]], None],
+                on_bad_row: Callable[[int | None, str], None], lists: tuple[str, ...], numeric: tuple[str, ...],
+                ) -> Iterator[_Batch]:
+    """JSON lines, one object per line, every value as the text the file holds (as CSV reads it). Blocks of
+    clean lines go through pyarrow's reader; a block it cannot read faithfully is read line by line, so one
+    bad line is one quarantined row, never a failed file (``_jsonl_fast`` says when)."""
+    encoding = str(getattr(spec, "encoding", "utf8"))
+    checked = False
+    for first_line, block in _jsonl_blocks(path):
+        fast = _jsonl_fast(block, wanted, lists, numeric) if _is_utf8(encoding) else None
+        if fast is not None:
+            table, keys = fast
+            batch = _Batch(table, first_line)
+        else:
+            table, numbers, undecodable, seen = _jsonl_slow(block, first_line, wanted, lists, encoding, path,
+                                                            on_bad_row, getattr(spec, "list_separator", None))
+            keys = sorted(seen)
+            batch = _Batch(table, int(numbers[0]) if len(numbers) else first_line, undecodable, numbers)
+        if not checked and table.num_rows:
+            missing(keys)
+            checked = True
+        if table.num_rows:
+            yield batch
 
 
 def _text(col: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -573,7 +728,9 @@ def import_interactions(config: Any, path: str, spec: Any | None = None, *,
     tolerance = dt.timedelta(minutes=config.ingest.activity.future_tolerance_minutes)
     earliest = config.ingest.activity.earliest_event
     latest_us, earliest_us = _us(now + tolerance), _us(earliest)
-    for batch in read_batches(path, spec, wanted, on_bad_row=lambda n, msg: parsed_bad_rows.append((n, msg))):
+    numeric = tuple(cols[f] for f in ("timestamp", "value") if f in cols)
+    for batch in read_batches(path, spec, wanted, numeric=numeric,
+                              on_bad_row=lambda n, msg: parsed_bad_rows.append((n, msg))):
         t = batch.table
         n = t.num_rows
         report.rows_in += n
@@ -687,7 +844,7 @@ def import_interactions(config: Any, path: str, spec: Any | None = None, *,
             progress(f"{path}: {report.rows_in:,} rows read")
     if parsed_bad_rows:
         quarantine.add("malformed_row", [r for r, _ in parsed_bad_rows], [{"error": m} for _, m in parsed_bad_rows],
-                       "the row does not split into the file's columns")
+                       "the row cannot be read into the file's columns (values.error says why)")
         report.rows_in += len(parsed_bad_rows)
     _refuse_empty(path, report)
     report.invariant()  # raises when the terms do not add up
@@ -787,7 +944,11 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     default_from = spec.available_from_default
     records: dict[str, dict[str, Any]] = {}  # item id -> record parts (first row of an id wins)
-    for batch in read_batches(path, spec, wanted, on_bad_row=lambda n, msg: parsed_bad_rows.append((n, msg))):
+    lists = tuple(cols[f] for f in ("genres", "formats") if f in cols)
+    numeric = (*[cols[f] for f in ("duration", "release_date", "available_from", "available_until", "updated")
+                 if f in cols], *flags["genres"], *flags["formats"])
+    for batch in read_batches(path, spec, wanted, lists=lists, numeric=numeric,
+                              on_bad_row=lambda n, msg: parsed_bad_rows.append((n, msg))):
         t = batch.table
         n = t.num_rows
         report.rows_in += n
@@ -865,7 +1026,7 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
             progress(f"{path}: {report.rows_in:,} rows read")
     if parsed_bad_rows:
         quarantine.add("malformed_row", [r for r, _ in parsed_bad_rows], [{"error": m} for _, m in parsed_bad_rows],
-                       "the row does not split into the file's columns")
+                       "the row cannot be read into the file's columns (values.error says why)")
         report.rows_in += len(parsed_bad_rows)
     _refuse_empty(path, report)
     report.imported = len(records)

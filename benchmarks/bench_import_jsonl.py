@@ -1,0 +1,136 @@
+"""``skyrec import`` of JSON lines against pandas, in the same run.
+
+The ratings of ``bench_import`` (``user item rating epoch-seconds``, ids as JSON numbers) written as JSON lines,
+one object per line, with one more field the mapping does not use. Ratings >= 4 become ``rating`` events, one
+Parquet file per hour of event time.
+
+- skyrec, clean file: every block is read by pyarrow's JSON reader (``skyrec.data.importer._jsonl_fast``).
+- skyrec, dirty file: the same rows with one line in every 1,000 cut short. Every block holds a bad line, so
+  every block is read line by line (``_jsonl_slow``: Python's json, numbers kept as their text) and each bad
+  line is quarantined. pyarrow's and pandas' readers both fail the whole dirty file.
+- peer: pandas on the clean file (``read_json(lines=True)``, ids as text), the same threshold, UTC times, a
+  group-by on the hour and one Parquet file per hour (the writer settings of ``bench_import``).
+
+Each runs in its own process (spawned): wall time, rows/s and peak RSS (interpreter and imports included).
+
+``main("small")``: 1M rows; ``main("reference")``: 4M rows.
+Run: ``.venv/bin/python benchmarks/bench_import_jsonl.py [small|reference]``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from skyrec.procstat import peak_rss_mb
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALES = {"small": 1_000_000, "reference": 4_000_000}
+T0 = 874_724_710
+BAD_EVERY = 1_000
+
+
+def _write(path: Path, n: int, *, bad_every: int | None = None, seed: int = 3) -> int:
+    """The JSON lines file; returns how many lines were cut short."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    u, i = rng.integers(1, 200_000, n), rng.integers(1, 30_000, n)
+    r, t = rng.integers(1, 6, n), T0 + rng.integers(0, 200 * 86400, n)
+    bad = 0
+    with open(path, "w") as fh:
+        for k in range(n):
+            line = f'{{"u": {u[k]}, "i": {i[k]}, "r": {r[k]}, "t": {t[k]}, "src": "web"}}'
+            if bad_every and k % bad_every == bad_every // 2:
+                line, bad = line[:20], bad + 1
+            fh.write(line + "\n")
+    return bad
+
+
+def _skyrec(path: str, home: str, q: Any) -> None:
+    sys.path.insert(0, str(ROOT / "src"))
+    from skyrec.config import load_config
+    from skyrec.data.importer import import_interactions
+
+    environ = {**os.environ, "SKYREC_HOME": home}
+    environ.pop("SKYREC_CONFIG_DIR", None)
+    cfg = load_config("local", root=ROOT, environ=environ, overrides={"ingest": {
+        "activity": {"events": {"rating": {"duration": "none"}}},
+        "files": {"interactions": {"format": "jsonl", "columns": {"user": "u", "item": "i", "timestamp": "t",
+                                                                  "value": "r"},
+                                   "value": "rating", "ratings": {"threshold": 4, "kind": "rating"}}}}})
+    started = time.perf_counter()
+    report = import_interactions(cfg, path)
+    q.put({"seconds": time.perf_counter() - started, "rows_in": report.rows_in, "events": report.written["events"],
+           "quarantined": report.quarantined, "peak_rss_mb": peak_rss_mb()})
+
+
+def _pandas(path: str, out: str, q: Any) -> None:
+    import io
+
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    started = time.perf_counter()
+    df = pd.read_json(path, lines=True, dtype={"u": str, "i": str, "r": "float64", "t": "int64"})
+    rows_in = len(df)
+    df = df[df["r"] >= 4]
+    df = pd.DataFrame({"user_id": df["u"].astype(str), "item_id": df["i"].astype(str), "event_type": "rating",
+                       "event_ts": pd.to_datetime(df["t"], unit="s", utc=True).astype("datetime64[us, UTC]"),
+                       "played_seconds": pd.Series(float("nan"), index=df.index, dtype="float32")})
+    df = df.sort_values("event_ts", kind="stable")
+    schema = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("event_type", pa.string()),
+                        ("event_ts", pa.timestamp("us", tz="UTC")), ("played_seconds", pa.float32())])
+    for hour, part in df.groupby(df["event_ts"].dt.floor("h"), sort=True):
+        folder = Path(out, f"date={hour:%Y-%m-%d}", f"hour={hour:%H}")
+        folder.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False), buf, compression="zstd",
+                       compression_level=3, use_dictionary=True, write_statistics=True, row_group_size=1 << 20)
+        (folder / "part.parquet").write_bytes(buf.getvalue())
+    q.put({"seconds": time.perf_counter() - started, "rows_in": rows_in, "events": len(df),
+           "peak_rss_mb": peak_rss_mb()})
+
+
+def _run(target: Any, *args: Any) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    result = q.get()
+    p.join()
+    result["rows_per_s"] = round(result["rows_in"] / result["seconds"])
+    result["seconds"] = round(result["seconds"], 2)
+    result["peak_rss_mb"] = round(result["peak_rss_mb"])
+    return result
+
+
+def main(scale: str = "small") -> dict[str, Any]:
+    n = SCALES[scale]
+    with tempfile.TemporaryDirectory() as tmp:
+        clean, dirty = Path(tmp, "clean.jsonl"), Path(tmp, "dirty.jsonl")
+        _write(clean, n)
+        cut = _write(dirty, n, bad_every=BAD_EVERY)
+        fast = _run(_skyrec, str(clean), str(Path(tmp, "home-clean")))
+        slow = _run(_skyrec, str(dirty), str(Path(tmp, "home-dirty")))
+        peer = _run(_pandas, str(clean), str(Path(tmp, "pandas")))
+        size_mb = clean.stat().st_size / 1e6
+    assert fast["events"] == peer["events"] and fast["rows_in"] == peer["rows_in"] == n, (fast, peer)
+    assert slow["quarantined"] == {"malformed_row": cut} and slow["rows_in"] == n, slow
+    return {"rows": n, "file_mb": round(size_mb, 1), "cut_lines": cut, "skyrec_clean": fast, "skyrec_dirty": slow,
+            "pandas_clean": peer, "speedup_clean": round(peer["seconds"] / fast["seconds"], 2),
+            "speedup_dirty": round(peer["seconds"] / slow["seconds"], 2),
+            "memory_ratio_clean": round(fast["peak_rss_mb"] / peer["peak_rss_mb"], 2)}
+
+
+if __name__ == "__main__":
+    from _cli import scale_argument
+
+    print(json.dumps(main(scale_argument(__doc__, SCALES)), indent=1))
