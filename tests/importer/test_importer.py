@@ -244,3 +244,18 @@ def test_the_film_example_keeps_its_own_home_apart_from_the_sample_data() -> Non
     for mine in (films.lake_url, films.source_url, films.state_dir):
         for theirs in (sample.lake_url, sample.source_url, sample.state_dir):
             assert not Path(mine).is_relative_to(theirs) and not Path(theirs).is_relative_to(mine), (mine, theirs)
+
+
+def test_a_bad_byte_in_a_mapped_header_name_fails_the_file_naming_line_1(tmp_path: Path) -> None:
+    """The header says which column is which: a mapped name that cannot be decoded fails the file, naming
+    line 1, the byte and the delimiter it was read with; a bad byte in a name not mapped is no matter."""
+    cfg = local_config(tmp_path / "home", {"ingest": {"files": {"interactions": {"format": "csv", "columns": {
+        "user": "user", "item": "item", "timestamp": "ts"}}}}})
+    rows = b"".join(b"1,2,%d,x\n" % (T0 + k) for k in range(5))
+    fine = tmp_path / "fine.csv"
+    fine.write_bytes(b"user,item,ts,no\xffte\n" + rows)
+    assert import_interactions(cfg, str(fine)).imported == 5
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"user,it\xffem,ts\n" + rows)
+    with pytest.raises(ImportFailed, match=r"bad\.csv: cannot be read at line 1, byte 8 .*\(csv, delimiter ',', "):
+        import_interactions(cfg, str(bad))

@@ -67,6 +67,7 @@ ITEM_FIELDS = ("id", "title", "brand", "brand_title", "series", "series_title", 
 DEFAULT_COLUMNS = {"interactions": {"user": "user_id", "item": "item_id", "timestamp": "timestamp"},
                    "items": {"id": "id", "title": "title"}}
 REQUIRED = {"interactions": ("user", "item", "timestamp"), "items": ("id", "title")}
+TAB_OR_COMMA = {"tsv": "\t", "csv": ","}  # the delimiter when the mapping names none
 TEXT_SNIFF_BYTES = 64 << 10  # the head of a text file checked for NUL bytes (a binary file is not CSV/JSON)
 
 
@@ -246,7 +247,7 @@ def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callabl
             return
         import pyarrow.csv as pcsv
 
-        delimiter = spec.delimiter or ("\t" if fmt == "tsv" else ",")
+        delimiter = spec.delimiter or TAB_OR_COMMA[fmt]
         names = list(spec.column_names) or None
 
         header_lines = 1 if spec.header else 0
@@ -302,8 +303,10 @@ def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callabl
                  else f"near data row {row}")
         if isinstance(exc, UnicodeDecodeError) or "UTF8" in text or "encoding" in text.lower():
             where = f"at {_first_undecodable_line(path, 'utf-8' if _is_utf8(encoding) else encoding)}"
-        raise ImportFailed(f"{path}:{col} cannot be read {where} ({fmt}, delimiter "
-                           f"{getattr(spec, 'delimiter', None)!r}, encoding {encoding!r}): {text[:300]}") from None
+        delimiter = (f", delimiter {getattr(spec, 'delimiter', None) or TAB_OR_COMMA[fmt]!r}" if fmt in ("csv", "tsv")
+                     else "")
+        raise ImportFailed(f"{path}:{col} cannot be read {where} ({fmt}{delimiter}, encoding {encoding!r}): "
+                           f"{text[:300]}") from None
 
 
 def _jsonl_blocks(path: str) -> Iterator[tuple[int, bytes]]:
