@@ -786,7 +786,12 @@ def config(
 ) -> None:
     """Validate and print the effective configuration (base + env file + SKYREC__ variables), resolved."""
     cfg = _config(env)
-    data: Any = cfg.model_dump(mode="json")
+    data: Any = cfg.model_dump(mode="json", by_alias=True)  # keys as they are written in config files
+    spaces = data.get("training", {}).get("search", {}).get("spaces") or {}
+    for params in spaces.values():  # a search range as written: {int: [16, 256], log: true}
+        for name, space in (params or {}).items():
+            if isinstance(space, dict):
+                params[name] = {k: v for k, v in space.items() if v is not None}
     if not raw:
         data = _resolve_home(data, cfg.home)
     if key:

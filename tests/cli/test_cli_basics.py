@@ -30,6 +30,15 @@ def test_config_prints_resolved_values_and_templates_with_raw(skyrec_home) -> No
     assert raw == "{home}/lake"
 
 
+def test_config_prints_search_spaces_as_they_are_written() -> None:
+    """The print is config a user can copy: `{int: [16, 256], log: true}`, not the model's field names with
+    a null for every kind the range is not."""
+    spaces = json.loads(_skyrec("config", "training.search.spaces").stdout)
+    assert spaces["als"]["factors"] == {"int": [16, 256], "log": True}
+    assert spaces["als"]["regularization"] == {"float": [0.01, 100.0], "log": True}
+    assert load_config("local").training.search.spaces["als"]["factors"].int_range == (16, 256)
+
+
 @pytest.mark.parametrize("url, why", [
     ("notaurl", "scheme must be redis"), ("redis://", "no host"), ("redis://h:1/x", "database must be a number"),
     ("http://127.0.0.1:6379", "scheme must be redis"), ("redis://h:99999/0", "Redis URL"),
