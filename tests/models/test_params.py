@@ -286,3 +286,17 @@ def test_not_applying_names_the_parameters_the_others_switch_off() -> None:
     assert "applies only with similarity bm25 (similarity is 'cosine')" == not_applying(KNN, cosine)["bm25_b"]
     assert not_applying(KNN, cosine, ["neighbours", "bm25_b"]) == {"bm25_b": not_applying(KNN, cosine)["bm25_b"]}
     assert not_applying(KNN, {**cosine, "similarity": "bm25"}) == {}
+
+
+def test_the_series_parameters_do_not_apply_without_a_series_term() -> None:
+    from skyrec.models.params import EASE, KNN, not_applying
+
+    off = {"series_weight": 0.0, "series_depth": 5, "series_decay": 0.5, "series_catch_up": 0.1,
+           "series_follow_within": 2}
+    assert set(not_applying(KNN, off)) == {"series_depth", "series_decay", "series_catch_up", "series_follow_within"}
+    assert not_applying(KNN, off)["series_depth"] == "has no effect while series_weight is 0.0"
+    assert set(not_applying(EASE, {"series_weight": 0, "series_depth": 5, "regularization": 9.0})) == {"series_depth"}
+    on = {**off, "series_weight": 0.5}
+    assert not_applying(KNN, on) == {}
+    assert not_applying(KNN, {**on, "series_catch_up": 1.0}) == {
+        "series_follow_within": "has no effect while series_catch_up is 1.0"}

@@ -401,6 +401,16 @@ def test_chosen_parameters_that_have_no_effect_are_marked_not_applying(data: Tra
     assert rec["not_applying"] == {} and not any("not_applying" in t for t in rec["trials"])
 
 
+def test_series_parameters_searched_without_a_series_term_are_marked_not_applying(data: TrainingData) -> None:
+    """``series_weight: 0`` switches the series term off: a searched ``series_depth`` changes nothing, and the
+    record says so rather than passing the depth off as chosen."""
+    config = _config(params={"knn": {"similarity": "cosine", "series_weight": 0.0}}, models=["knn"], n_trials=3,
+                     spaces=_only("knn", {"series_depth": {"int": [1, 8]}}))
+    rec = search.run_search(config, "knn", data.train).as_dict()
+    assert rec["not_applying"] == {"series_depth": "has no effect while series_weight is 0.0"}
+    assert all(t["not_applying"] == ["series_depth"] for t in rec["trials"])
+
+
 @pytest.mark.parametrize(("override", "match"), [
     ({"models": ["knn"]}, r"training\.search\.models: 'knn' not trained: train_model trains \['als'\]"),
     ({"models": None, "spaces": {"als": {"factors": None, "regularization": None, "alpha": None}}},

@@ -64,6 +64,9 @@ class Param:
     #: the parameter has an effect only while another one takes one of these values (``("similarity",
     #: ("bm25",))``): under any other value a search record marks it as not applying
     only_with: tuple[str, tuple[Any, ...]] | None = None
+    #: the parameter has no effect while another one takes one of these values (``(("series_weight", (0,)),)``:
+    #: no series term, so its depth does nothing); any condition that holds marks it as not applying
+    not_with: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     def need(self) -> str:
         if self.kind == "bool":
@@ -167,10 +170,11 @@ def check_params(owner: str, model: str, spec: Mapping[str, Param], params: Mapp
 THREADS = Param("int", 0, MAX_THREADS, note="0: every CPU this process may use")
 MEMORY_LIMIT_GB = Param("float", 0, low_open=True, note="GB")
 SEED = Param("int", 0, 2**32 - 1)
+NO_SERIES_TERM = (("series_weight", (0,)),)
 SERIES: dict[str, Param] = {
     "series_weight": Param("float", 0, note="0: no series term"),
-    "series_depth": Param("int", 1),
-    "series_decay": Param("float", 0, 1, low_open=True),
+    "series_depth": Param("int", 1, not_with=NO_SERIES_TERM),
+    "series_decay": Param("float", 0, 1, low_open=True, not_with=NO_SERIES_TERM),
 }
 
 ALS: dict[str, Param] = {
@@ -199,8 +203,8 @@ KNN: dict[str, Param] = {
     "bm25_k1": Param("float", 0, note="0: every play of an item weighs the same", only_with=("similarity", ("bm25",))),
     "bm25_b": Param("float", 0, 1, only_with=("similarity", ("bm25",))),
     **SERIES,
-    "series_catch_up": Param("float", 0, 1),
-    "series_follow_within": Param("int", 0),
+    "series_catch_up": Param("float", 0, 1, not_with=NO_SERIES_TERM),
+    "series_follow_within": Param("int", 0, not_with=(*NO_SERIES_TERM, ("series_catch_up", (1,)))),
     "memory_limit_gb": MEMORY_LIMIT_GB,
     "num_threads": THREADS,
 }
@@ -265,14 +269,21 @@ def check_search_values(key: str, owner: str, spec: Mapping[str, Param], param: 
 
 def not_applying(spec: Mapping[str, Param], params: Mapping[str, Any], names: Any = None) -> dict[str, str]:
     """Of ``names`` (default: every parameter in ``params``), those that have no effect given the others
-    (``Param.only_with``: ``bm25_b`` while ``similarity`` is ``cosine``), each with why."""
+    (``Param.only_with``: ``bm25_b`` while ``similarity`` is ``cosine``; ``Param.not_with``: ``series_depth``
+    while ``series_weight`` is 0), each with why."""
     out: dict[str, str] = {}
     for name in (params if names is None else names):
         rule = spec.get(name)
-        if rule is None or rule.only_with is None or name not in params:
+        if rule is None or name not in params:
             continue
-        other, values = rule.only_with
-        if other in params and params[other] not in values:
-            words = " or ".join(str(v) for v in values)
-            out[name] = f"applies only with {other} {words} ({other} is {params[other]!r})"
+        if rule.only_with is not None:
+            other, values = rule.only_with
+            if other in params and params[other] not in values:
+                words = " or ".join(str(v) for v in values)
+                out[name] = f"applies only with {other} {words} ({other} is {params[other]!r})"
+                continue
+        for other, values in rule.not_with:
+            if other in params and params[other] in values:
+                out[name] = f"has no effect while {other} is {params[other]!r}"
+                break
     return out
