@@ -243,7 +243,8 @@ def test_local_settings_drift_is_caught_at_submit(backend: Any, monkeypatch: pyt
         "/usr/bin/env", "SKYREC_DEPLOY_VERSION=tampered", *original(self, s, launch)])
     s = spec({"hang": "1", "tag": "tamper"})
     h = backend.submit(s)
-    time.sleep(0.5)
+    # until /usr/bin/env has exec'd the job, the process is env itself (longer than 0.5 s on a loaded machine)
+    wait_for(lambda: backend.effective_settings(h).get("deploy") == "tampered", timeout=30)
     with pytest.raises(SettingsDrift, match="deploy: pinned"):
         check_settings(backend, s, h)
     assert backend.status(h) == "CANCELLED" and group_members(int(h["pgid"])) == []
