@@ -947,10 +947,10 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     default_from = spec.available_from_default
     records: dict[str, dict[str, Any]] = {}  # item id -> record parts (first row of an id wins)
-    lists = tuple(cols[f] for f in ("genres", "formats") if f in cols)
+    list_columns = tuple(cols[f] for f in ("genres", "formats") if f in cols)
     numeric = (*[cols[f] for f in ("duration", "release_date", "available_from", "available_until", "updated")
                  if f in cols], *flags["genres"], *flags["formats"])
-    for batch in read_batches(path, spec, wanted, lists=lists, numeric=numeric,
+    for batch in read_batches(path, spec, wanted, lists=list_columns, numeric=numeric,
                               on_bad_row=lambda n, msg: parsed_bad_rows.append((n, msg))):
         t = batch.table
         n = t.num_rows
