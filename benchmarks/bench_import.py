@@ -70,19 +70,17 @@ def _skyrec(path: str, home: str, q: Any) -> None:
            "hours": report.written["hours"], "peak_rss_mb": peak_rss_mb()})
 
 
-def _pandas(path: str, out: str, q: Any) -> None:
+def pandas_layout(df: Any, out: str) -> tuple[int, int]:
+    """The peer's conversion of ratings read into ``df`` (columns u, i, r, t): ratings >= 4, UTC times, one
+    Parquet file per hour (the writer settings skyrec uses). Returns (events, hours)."""
     import io
 
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    started = time.perf_counter()
-    df = pd.read_csv(path, sep="\t", header=None, names=["u", "i", "r", "t"],
-                     dtype={"u": str, "i": str, "r": "float64", "t": "int64"})
-    rows_in = len(df)
     df = df[df["r"] >= 4]
-    df = pd.DataFrame({"user_id": df["u"], "item_id": df["i"], "event_type": "rating",
+    df = pd.DataFrame({"user_id": df["u"].astype(str), "item_id": df["i"].astype(str), "event_type": "rating",
                        "event_ts": pd.to_datetime(df["t"], unit="s", utc=True).astype("datetime64[us, UTC]"),
                        "played_seconds": pd.Series(float("nan"), index=df.index, dtype="float32")})
     df = df.sort_values("event_ts", kind="stable")
@@ -97,7 +95,17 @@ def _pandas(path: str, out: str, q: Any) -> None:
                        compression_level=3, use_dictionary=True, write_statistics=True, row_group_size=1 << 20)
         (folder / "part.parquet").write_bytes(buf.getvalue())
         hours += 1
-    q.put({"seconds": time.perf_counter() - started, "rows_in": rows_in, "events": len(df), "hours": hours,
+    return len(df), hours
+
+
+def _pandas(path: str, out: str, q: Any) -> None:
+    import pandas as pd
+
+    started = time.perf_counter()
+    df = pd.read_csv(path, sep="\t", header=None, names=["u", "i", "r", "t"],
+                     dtype={"u": str, "i": str, "r": "float64", "t": "int64"})
+    events, hours = pandas_layout(df, out)
+    q.put({"seconds": time.perf_counter() - started, "rows_in": len(df), "events": events, "hours": hours,
            "peak_rss_mb": peak_rss_mb()})
 
 

@@ -72,30 +72,13 @@ def _skyrec(path: str, home: str, q: Any) -> None:
 
 
 def _pandas(path: str, out: str, q: Any) -> None:
-    import io
-
     import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from bench_import import pandas_layout
 
     started = time.perf_counter()
     df = pd.read_json(path, lines=True, dtype={"u": str, "i": str, "r": "float64", "t": "int64"})
-    rows_in = len(df)
-    df = df[df["r"] >= 4]
-    df = pd.DataFrame({"user_id": df["u"].astype(str), "item_id": df["i"].astype(str), "event_type": "rating",
-                       "event_ts": pd.to_datetime(df["t"], unit="s", utc=True).astype("datetime64[us, UTC]"),
-                       "played_seconds": pd.Series(float("nan"), index=df.index, dtype="float32")})
-    df = df.sort_values("event_ts", kind="stable")
-    schema = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("event_type", pa.string()),
-                        ("event_ts", pa.timestamp("us", tz="UTC")), ("played_seconds", pa.float32())])
-    for hour, part in df.groupby(df["event_ts"].dt.floor("h"), sort=True):
-        folder = Path(out, f"date={hour:%Y-%m-%d}", f"hour={hour:%H}")
-        folder.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False), buf, compression="zstd",
-                       compression_level=3, use_dictionary=True, write_statistics=True, row_group_size=1 << 20)
-        (folder / "part.parquet").write_bytes(buf.getvalue())
-    q.put({"seconds": time.perf_counter() - started, "rows_in": rows_in, "events": len(df),
+    events, _ = pandas_layout(df, out)
+    q.put({"seconds": time.perf_counter() - started, "rows_in": len(df), "events": events,
            "peak_rss_mb": peak_rss_mb()})
 
 
