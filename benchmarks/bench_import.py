@@ -109,7 +109,8 @@ def _pandas(path: str, out: str, q: Any) -> None:
            "peak_rss_mb": peak_rss_mb()})
 
 
-def _run(target: Any, *args: Any) -> dict[str, Any]:
+def run_spawned(target: Any, *args: Any) -> dict[str, Any]:
+    """``target(*args, queue)`` in a spawned process: what it put on the queue."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=target, args=(*args, q))
@@ -126,8 +127,8 @@ def main(scale: str = "small") -> dict[str, Any]:
         t = time.perf_counter()
         _write_ratings(path, n)
         made = time.perf_counter() - t
-        skyrec = _run(_skyrec, str(path), str(Path(tmp, "home")))
-        peer = _run(_pandas, str(path), str(Path(tmp, "pandas")))
+        skyrec = run_spawned(_skyrec, str(path), str(Path(tmp, "home")))
+        peer = run_spawned(_pandas, str(path), str(Path(tmp, "pandas")))
         size_mb = path.stat().st_size / 1e6
     for r in (skyrec, peer):
         r["rows_per_s"] = round(r["rows_in"] / r["seconds"])

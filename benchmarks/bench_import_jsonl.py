@@ -20,7 +20,6 @@ Run: ``.venv/bin/python benchmarks/bench_import_jsonl.py [small|reference]``.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import sys
 import tempfile
@@ -83,12 +82,9 @@ def _pandas(path: str, out: str, q: Any) -> None:
 
 
 def _run(target: Any, *args: Any) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, q))
-    p.start()
-    result = q.get()
-    p.join()
+    from bench_import import run_spawned
+
+    result = run_spawned(target, *args)
     result["rows_per_s"] = round(result["rows_in"] / result["seconds"])
     result["seconds"] = round(result["seconds"], 2)
     result["peak_rss_mb"] = round(result["peak_rss_mb"])
