@@ -42,6 +42,7 @@ def test_whole_chain_commits_dataset_model_evaluation_and_pointer(seeded) -> Non
     figures = json.loads(lake.open(ev, "evaluation.json").read())
     assert figures["overall"]["ndcg_at_k"] > figures["baseline_overall"]["ndcg_at_k"]
     assert set(figures["results"]["models"]) == {"als", "popularity"}
+    assert figures["scored"] == "refit on the split's training part"  # the artefact was fit on all data
     assert set(figures["variants"]) == set(config.variants)  # every variant uses als v1 in base config
     assert "comedy_featured" in figures["results"]["models"]["als"]["variants"]
     html = lake.open(ev, "report.html").read().decode()
@@ -547,3 +548,37 @@ def test_an_evaluation_from_before_the_commit_was_recorded_is_stale_when_the_mod
     assert run_job(config, "train", force=True)[0] == EXIT_OK
     code, payload = run_job(config, "publish_model")
     assert code == EXIT_BAD_INPUT and "(of revision before it" in payload["error"], payload
+
+
+@pytest.mark.parametrize("model", ["als", "knn"])
+def test_a_model_fit_on_the_split_is_evaluated_as_committed_not_fit_again(seeded, config_factory, model: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fit_on_all_data: false``: the artefact is the fit on the split's training part, so evaluate scores it
+    as committed (one fit fewer; what is evaluated is what would be published). The figures are a refit's:
+    these fits are deterministic. Fit on all data, the model is refit on the split, as before."""
+    from skyrec.jobs import evaluate
+
+    fits: list[str] = []
+    real_fit = evaluate._fit_scored
+    monkeypatch.setattr(evaluate, "_fit_scored", lambda instance, data: (fits.append(instance.name),
+                                                                         real_fit(instance, data))[1])
+    config = config_factory({**FAST, "training": {**FAST["training"], "models": [model, "popularity"],
+                                                  "fit_on_all_data": False}})
+    for job in ("create_dataset", "train", "evaluate"):
+        code, payload = run_job(config, job, params={"model": model})
+        assert code == EXIT_OK, (job, payload.get("error"))
+    _, lake, _ = seeded
+    run_key = (END + dt.timedelta(hours=1)).strftime("%Y%m%dT%H%M%S")
+    ev = lake.require(f"evaluations/{model}/v1/run={run_key}")
+    figures = json.loads(lake.open(ev, "evaluation.json").read())
+    assert figures["scored"] == "committed artefact" and fits == ["popularity"]
+    trained = lake.require(f"models/{model}/v1/run={run_key}")
+    assert figures["fit_seconds"][model] == pytest.approx(trained.meta["fit_seconds"])
+
+    monkeypatch.setattr(evaluate, "_artefact_scored", lambda *a: None)  # the earlier way: fit again
+    code, payload = run_job(config, "evaluate", params={"model": model}, force=True)
+    assert code == EXIT_OK, payload.get("error")
+    refit = json.loads(lake.open(lake.require(f"evaluations/{model}/v1/run={run_key}"), "evaluation.json").read())
+    assert refit["scored"] == "refit on the split's training part" and fits == ["popularity", model, "popularity"]
+    for metric in ("ndcg_at_k", "recall_at_k"):
+        assert figures["overall"][metric] == pytest.approx(refit["overall"][metric], abs=1e-6)

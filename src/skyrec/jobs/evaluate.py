@@ -1,8 +1,9 @@
 """train_model / evaluate: offline evaluation on the run's split, then the quality gate.
 
 In one run, on the same test users of the dataset's split (``training.split``: per user by default): the
-model (same class and parameters as the run's artefact, fit on the training part of the split) and the
-baseline (``training.baseline``, popularity), overall and per candidate set of every variant served by
+model (same class and parameters as the run's artefact, fit on the training part of the split; with
+``training.fit_on_all_data: false`` the artefact is that fit and is scored as committed, ``scored`` in
+``evaluation.json``) and the baseline (``training.baseline``, popularity), overall and per candidate set of every variant served by
 (model, version), plus cold-start item recall. Every figure carries a bootstrap confidence interval
 (``training.bootstrap_resamples``, users resampled, seeded) and the number of users it rests on.
 
@@ -342,6 +343,34 @@ def _served_comparisons(ctx: JobContext, model: str, version: str, variants: lis
     return out
 
 
+def _artefact_scored(ctx: JobContext, model_m: Any, ds: Any, data: Any) -> Any | None:
+    """With ``training.fit_on_all_data: false`` the committed artefact *is* the fit on this split's training
+    part: it is scored as committed (what is evaluated is what would be published), not fit a second time.
+    None when it is not that fit (fit on all data, another dataset, rows or items not the dataset's)."""
+    import numpy as np
+
+    from skyrec.evaluation.offline import Scored
+    from skyrec.models import representations as reps
+    from skyrec.models.artefact import load_artefact
+
+    if model_m.meta.get("fit_on") != "train_split" or model_m.meta.get("dataset") != ds.path:
+        return None
+    art = load_artefact(ctx.lake, model_m)
+    if len(art.user_ids) != len(data.user_ids) or not np.array_equal(np.asarray(art.user_ids, dtype=str),
+                                                                      np.asarray(data.user_ids, dtype=str)):
+        return None
+    column = {item: k for k, item in enumerate(np.asarray(data.item_ids, dtype=str).tolist())}
+    found = [column.get(item) for item in np.asarray(art.item_ids, dtype=str).tolist()]
+    if any(c is None for c in found):
+        return None
+    cols = np.asarray(found, dtype=np.int64)
+    n_items = len(data.item_ids)
+    full = reps.expand_rows(art.item_factors, cols, n_items)
+    mask = np.zeros(n_items, bool)
+    mask[cols] = True
+    return Scored(art.user_factors, full, None if mask.all() else mask)
+
+
 def _fit_scored(instance: Any, data: Any) -> tuple[Any, float]:
     """``instance`` fit on the split's training part as the train job fits it, scored over every dataset
     item (items it was not fit on unscorable): ``(Scored, fit seconds)``."""
@@ -447,6 +476,10 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
     params = dict(model_m.meta.get("params", ctx.config.models[model].params))
     scored: dict[str, Scored] = {}
     fit_seconds: dict[str, float] = {}
+    committed = _artefact_scored(ctx, model_m, ds, data)
+    if committed is not None:  # the artefact is this split's fit: scored as committed, not fit again
+        scored[model] = committed
+        fit_seconds[model] = float(model_m.meta.get("fit_seconds") or 0.0)
     for name, instance in ((model, model_class(ctx.config, model)(**params)),
                            (cfg.baseline, build_model(ctx.config, cfg.baseline))):
         if name in scored:
@@ -500,6 +533,7 @@ def _evaluate(ctx: JobContext, model: str, version: str, model_m: Any, ds: Any) 
         "holdout_days": cfg.holdout_days, "split": ds.meta.get("split"), "protocol": this_protocol,
         "search": model_m.meta.get("search"),  # the train job's hyper-parameter search, when it ran
         "variants": variants, "fit_seconds": fit_seconds,
+        "scored": "committed artefact" if committed is not None else "refit on the split's training part",
         "overall": results["models"][model]["overall"],
         "cold_start": results["models"][model]["cold_start"],
         "baseline_overall": results["models"][cfg.baseline]["overall"],
