@@ -51,7 +51,12 @@ def _write_ratings(path: Path, n: int, seed: int = 3) -> None:
             fh.write(buf.getvalue().to_pybytes())
 
 
-def _skyrec(path: str, home: str, q: Any) -> None:
+TSV = {"format": "tsv", "header": False, "column_names": ["u", "i", "r", "t"]}  # this benchmark's file
+
+
+def skyrec_import(path: str, home: str, layout: dict[str, Any], q: Any) -> None:
+    """``import_interactions`` of a ratings file (columns u, i, r, t; ``layout``: how the file is written)
+    into a fresh SKYREC_HOME: ratings >= 4 become ``rating`` events."""
     sys.path.insert(0, str(ROOT / "src"))
     from skyrec.config import load_config
     from skyrec.data.importer import import_interactions
@@ -60,14 +65,13 @@ def _skyrec(path: str, home: str, q: Any) -> None:
     environ.pop("SKYREC_CONFIG_DIR", None)
     cfg = load_config("local", root=ROOT, environ=environ, overrides={"ingest": {
         "activity": {"events": {"rating": {"duration": "none"}}},
-        "files": {"interactions": {"format": "tsv", "header": False, "column_names": ["u", "i", "r", "t"],
-                                   "columns": {"user": "u", "item": "i", "timestamp": "t", "value": "r"},
+        "files": {"interactions": {**layout, "columns": {"user": "u", "item": "i", "timestamp": "t", "value": "r"},
                                    "value": "rating", "ratings": {"threshold": 4, "kind": "rating"}}}}})
     started = time.perf_counter()
     report = import_interactions(cfg, path)
     seconds = time.perf_counter() - started
     q.put({"seconds": seconds, "rows_in": report.rows_in, "events": report.written["events"],
-           "hours": report.written["hours"], "peak_rss_mb": peak_rss_mb()})
+           "hours": report.written["hours"], "quarantined": report.quarantined, "peak_rss_mb": peak_rss_mb()})
 
 
 def pandas_layout(df: Any, out: str) -> tuple[int, int]:
@@ -127,7 +131,7 @@ def main(scale: str = "small") -> dict[str, Any]:
         t = time.perf_counter()
         _write_ratings(path, n)
         made = time.perf_counter() - t
-        skyrec = run_spawned(_skyrec, str(path), str(Path(tmp, "home")))
+        skyrec = run_spawned(skyrec_import, str(path), str(Path(tmp, "home")), TSV)
         peer = run_spawned(_pandas, str(path), str(Path(tmp, "pandas")))
         size_mb = path.stat().st_size / 1e6
     for r in (skyrec, peer):

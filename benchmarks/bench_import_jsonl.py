@@ -20,16 +20,15 @@ Run: ``.venv/bin/python benchmarks/bench_import_jsonl.py [small|reference]``.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench_import import pandas_layout, run_spawned, skyrec_import
+
 from skyrec.procstat import peak_rss_mb
 
-ROOT = Path(__file__).resolve().parents[1]
 SCALES = {"small": 1_000_000, "reference": 4_000_000}
 T0 = 874_724_710
 BAD_EVERY = 1_000
@@ -52,27 +51,8 @@ def _write(path: Path, n: int, *, bad_every: int | None = None, seed: int = 3) -
     return bad
 
 
-def _skyrec(path: str, home: str, q: Any) -> None:
-    sys.path.insert(0, str(ROOT / "src"))
-    from skyrec.config import load_config
-    from skyrec.data.importer import import_interactions
-
-    environ = {**os.environ, "SKYREC_HOME": home}
-    environ.pop("SKYREC_CONFIG_DIR", None)
-    cfg = load_config("local", root=ROOT, environ=environ, overrides={"ingest": {
-        "activity": {"events": {"rating": {"duration": "none"}}},
-        "files": {"interactions": {"format": "jsonl", "columns": {"user": "u", "item": "i", "timestamp": "t",
-                                                                  "value": "r"},
-                                   "value": "rating", "ratings": {"threshold": 4, "kind": "rating"}}}}})
-    started = time.perf_counter()
-    report = import_interactions(cfg, path)
-    q.put({"seconds": time.perf_counter() - started, "rows_in": report.rows_in, "events": report.written["events"],
-           "quarantined": report.quarantined, "peak_rss_mb": peak_rss_mb()})
-
-
 def _pandas(path: str, out: str, q: Any) -> None:
     import pandas as pd
-    from bench_import import pandas_layout
 
     started = time.perf_counter()
     df = pd.read_json(path, lines=True, dtype={"u": str, "i": str, "r": "float64", "t": "int64"})
@@ -82,8 +62,6 @@ def _pandas(path: str, out: str, q: Any) -> None:
 
 
 def _run(target: Any, *args: Any) -> dict[str, Any]:
-    from bench_import import run_spawned
-
     result = run_spawned(target, *args)
     result["rows_per_s"] = round(result["rows_in"] / result["seconds"])
     result["seconds"] = round(result["seconds"], 2)
@@ -97,8 +75,8 @@ def main(scale: str = "small") -> dict[str, Any]:
         clean, dirty = Path(tmp, "clean.jsonl"), Path(tmp, "dirty.jsonl")
         _write(clean, n)
         cut = _write(dirty, n, bad_every=BAD_EVERY)
-        fast = _run(_skyrec, str(clean), str(Path(tmp, "home-clean")))
-        slow = _run(_skyrec, str(dirty), str(Path(tmp, "home-dirty")))
+        fast = _run(skyrec_import, str(clean), str(Path(tmp, "home-clean")), {"format": "jsonl"})
+        slow = _run(skyrec_import, str(dirty), str(Path(tmp, "home-dirty")), {"format": "jsonl"})
         peer = _run(_pandas, str(clean), str(Path(tmp, "pandas")))
         size_mb = clean.stat().st_size / 1e6
     assert fast["events"] == peer["events"] and fast["rows_in"] == peer["rows_in"] == n, (fast, peer)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scheduler_fixtures import wait_for
 
 from skyrec.airflow.backends import RUNNING, SUCCEEDED, JobSpec, deploy_version
 from skyrec.airflow.backends.local import LocalProcessBackend, group_members
@@ -25,15 +26,6 @@ def spec(params: dict[str, str], *, run_id: str = "manual__r1", task_id: str = "
          deploy: str | None = None) -> JobSpec:
     run = RunInfo(dag_id="d", run_id=run_id, task_id=task_id, try_number=try_number, logical_date=WHEN)
     return JobSpec(job="selftest", run=run, params=params, deploy=deploy or deploy_version())
-
-
-def wait_for(cond: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := cond():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout}s")
 
 
 def sigterm_ignored(backend: LocalProcessBackend, handle: dict[str, Any]) -> bool:
@@ -113,7 +105,7 @@ def test_failed_job_of_an_earlier_attempt_is_not_adopted(backend: Any) -> None:
 def test_cancel_escalates_to_sigkill_and_confirms(backend: Any) -> None:
     h = backend.submit(spec({"hang": "1", "ignore_sigterm": "1", "tag": "stubborn"}))
     # wait until the job really ignores SIGTERM (its start takes ~1 s, longer on a loaded machine)
-    wait_for(lambda: sigterm_ignored(backend, h), timeout=30)
+    wait_for(lambda: sigterm_ignored(backend, h), 30, "the job to ignore SIGTERM", interval=0.05)
     t0 = time.monotonic()
     assert backend.cancel(h, timeout=0.5) is True
     assert time.monotonic() - t0 < 10
@@ -244,7 +236,8 @@ def test_local_settings_drift_is_caught_at_submit(backend: Any, monkeypatch: pyt
     s = spec({"hang": "1", "tag": "tamper"})
     h = backend.submit(s)
     # until /usr/bin/env has exec'd the job, the process is env itself (longer than 0.5 s on a loaded machine)
-    wait_for(lambda: backend.effective_settings(h).get("deploy") == "tampered", timeout=30)
+    wait_for(lambda: backend.effective_settings(h).get("deploy") == "tampered", 30, "the wrapper's exec",
+             interval=0.05)
     with pytest.raises(SettingsDrift, match="deploy: pinned"):
         check_settings(backend, s, h)
     assert backend.status(h) == "CANCELLED" and group_members(int(h["pgid"])) == []

@@ -321,7 +321,7 @@ def _jsonl_blocks(path: str) -> Iterator[tuple[int, bytes]]:
                 block = block[len(codecs.BOM_UTF8):]
             head = False
             yield line, block
-            line += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+            line += _lines_in(block)
 
 
 def _lines_in(block: bytes) -> int:
