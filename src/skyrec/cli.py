@@ -532,11 +532,17 @@ def status(
     # a publication's id begins with its model version: the column only when some row's does not
     named = all(str(r["publication"] or "").startswith(f"{r['model_version']}-") for r in info["published"]
                 if r["publication"])
-    for col in ("variant", "publication", *(() if named else ("model_version",)), "age", "users"):
+    # narrower than 100 columns the model version goes under the publication id, not in a column of its own
+    # (under the scheduler the two ids carry different run times and, side by side, folded every row in two)
+    column = not named and wide
+    for col in ("variant", "publication", *(("model_version",) if column else ()), "age", "users"):
         p.add_column(col, overflow="fold")
     for row in info["published"]:
-        p.add_row(row["variant"], row["publication"] or "[red]none[/red]",
-                  *(() if named else (row["model_version"] or "-",)), row["age"], str(row["users"] or "-"))
+        pub = escape(row["publication"]) if row["publication"] else "[red]none[/red]"
+        if not named and not column:
+            pub += f"\n  model {escape(row['model_version'] or '-')}"
+        p.add_row(escape(row["variant"]), pub, *((escape(row["model_version"] or "-"),) if column else ()),
+                  row["age"], str(row["users"] or "-"))
     console.print(p)
     mem = info.get("redis_memory") or {}
     if mem.get("checked"):

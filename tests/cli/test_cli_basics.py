@@ -238,3 +238,36 @@ def test_status_names_each_evaluations_own_confidence_level(skyrec_home, monkeyp
     assert "the evaluation each was published on (intervals)" in mixed
     assert "recall_at_k 0.2 (51% intervals)" in mixed and "recall_at_k 0.2 (97.5% intervals)" in mixed
     assert "95%" not in mixed
+
+
+def test_status_publications_read_at_80_columns_under_the_scheduler(skyrec_home, monkeypatch) -> None:
+    """Under the scheduler a rail's publication and its model carry different run times (asset-triggered runs
+    are dated to the microsecond), so the model version is not the publication id's prefix. At 80 columns each
+    id stays whole on one line, the model's under its publication; wider, the model version is a column."""
+    from typer.testing import CliRunner
+
+    import skyrec.status
+    from skyrec.cli import app
+
+    pub, model = "v1.20261203T163012.654321-r2-abcdef12", "v1.20261203T162031.123456"
+    rails = ["comedy_featured", "recommended_for_you", "thought_provoking"]
+    info = {"lake": "lake", "datasets": [], "models": [], "redis_leftovers": {}, "redis_memory": {},
+            "published": [{"variant": r, "publication": pub, "model_version": model, "age": "3m",
+                           "users": 200000} for r in rails]}
+    monkeypatch.setattr(skyrec.status, "collect", lambda config: info)
+
+    def lines(columns: int) -> list[str]:
+        out = CliRunner().invoke(app, ["status"], env={"COLUMNS": str(columns)})
+        assert out.exit_code == 0, out.output
+        return out.output.splitlines()
+
+    narrow = lines(80)
+    assert max(len(line) for line in narrow) <= 80
+    for rail in rails:
+        at = next(i for i, line in enumerate(narrow) if line.split()[:1] == [rail])
+        assert narrow[at].split()[1] == pub, "\n".join(narrow)
+        assert narrow[at + 1].split() == ["model", model], "\n".join(narrow)
+    assert "model_version" not in " ".join(narrow)
+    wide = lines(120)
+    assert any(line.split()[:3] == ["variant", "publication", "model_version"] for line in wide)
+    assert all(any(line.split()[:3] == [rail, pub, model] for line in wide) for rail in rails)
