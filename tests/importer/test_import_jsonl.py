@@ -164,3 +164,132 @@ def test_item_genres_as_arrays_or_text_in_one_file(tmp_path: Path) -> None:
         genres[rec["id"]] = rec.get("genres")
     assert sorted(genres["a"]) == ["Comedy", "Drama"] and sorted(genres["b"]) == ["Drama", "Soap"]
     assert genres["d"] == [] and set(genres) == {"a", "b", "d"}
+
+
+def test_a_line_that_is_not_exactly_one_object_is_malformed_in_a_block_pyarrow_could_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyarrow reads ``null`` as a row of nulls (and crashes the process on a block whose first line is
+    ``null``) and two objects on one line as two rows: with a blank line in the same block the row count still
+    matched the line count, so both objects were imported and the rows after them numbered wrongly."""
+    import pyarrow.json as pj
+
+    handed: list[bytes] = []
+    read_json = pj.read_json
+
+    def spy(source: pa.BufferReader, *a: object, **k: object) -> pa.Table:
+        block = source.read()
+        handed.append(block)
+        if block.lstrip().startswith(b"null"):  # pyarrow 25: a segmentation fault
+            raise pa.ArrowInvalid("a null first line would crash the process")
+        return read_json(pa.BufferReader(block), *a, **k)
+
+    monkeypatch.setattr(pj, "read_json", spy)
+    lines = [_line(k) for k in range(1, 9)]
+    lines[3] = _line(4) + " " + _line(4)  # two objects on one line (of the same types as the rest)
+    lines[5] = "  "  # and a blank line: as many rows as lines
+    lines[6] = "null"
+    path = tmp_path / "plays.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    cfg = _config(tmp_path / "home")
+    r = import_interactions(cfg, str(path))
+    assert r.rows_in == 7 and r.imported == 5 and r.quarantined == {"malformed_row": 2}
+    errors = {q["row"]: q["values"]["error"] for q in _quarantined(cfg, r.key, "malformed_row")}
+    assert sorted(errors) == [4, 7] and errors[7].startswith("a JSON null, not an object")
+    assert "Extra data" in errors[4]
+    assert set(_activity(cfg).column("user_id").to_pylist()) == {"1"}
+    first = tmp_path / "null-first.jsonl"
+    first.write_text("null\n" + _line(1) + "\n")
+    r = import_interactions(_config(tmp_path / "home2"), str(first))
+    assert r.imported == 1 and r.quarantined == {"malformed_row": 1}
+    assert not any(block.lstrip().startswith(b"null") for block in handed)
+
+
+@pytest.mark.parametrize("reader", ["fast", "slow"])
+def test_negative_zero_ids_and_epoch_numbers_with_exponents_read_alike(tmp_path: Path, reader: str) -> None:
+    """pyarrow reads the id ``-0`` as the integer 0, and writes a millisecond epoch with a fraction back as
+    ``8.749657580005e+11`` (every timestamp of the block, once one line has a fraction): the same file must
+    give the same ids and times whichever reader its block went through."""
+    lines = [_line(k, user=k) for k in range(1, 9)]
+    lines[1] = '{"user": -0, "item": 2, "ts": 874965760}'
+    lines[2] = '{"user": 0, "item": 2, "ts": 874965761}'
+    lines[4] = json.dumps({"user": 5, "item": 2, "ts": 874965758000.5})  # milliseconds with a fraction
+    lines[5] = '{"user": 6, "item": 2, "ts": 8.74965762e8}'  # seconds with an exponent
+    if reader == "slow":
+        lines.append("{")  # a bad line: the block is read line by line
+    path = tmp_path / "plays.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    cfg = _config(tmp_path / "home")
+    r = import_interactions(cfg, str(path))
+    assert r.imported == 8 and not r.quarantined.get("bad_timestamp")
+    t = _activity(cfg)
+    assert set(t.column("user_id").to_pylist()) == {"1", "-0", "0", "4", "5", "6", "7", "8"}
+    ts = {u: v.timestamp() for u, v in zip(t.column("user_id").to_pylist(), t.column("event_ts").to_pylist(),
+                                           strict=True)}
+    assert ts["5"] == 874965758.0005 and ts["6"] == 874965762
+
+
+def test_a_mapped_column_given_twice_or_a_lone_surrogate_is_malformed(tmp_path: Path) -> None:
+    """``{"user": 1, "user": 2}``: which user is meant? (the decoder silently kept the last one); a lone
+    ``\\ud800`` escape in an id is no Unicode text and failed the whole file. In an unmapped column both are
+    harmless."""
+    lines = [_line(k) for k in range(1, 7)]
+    lines[1] = '{"user": 1, "item": 2, "ts": 874965758, "user": 9}'
+    lines[2] = '{"user": "a\\ud800", "item": 2, "ts": 874965758}'
+    lines[3] = '{"user": 1, "item": 2, "ts": 874965758, "note": "\\udfff", "note": 3}'
+    path = tmp_path / "plays.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    cfg = _config(tmp_path / "home")
+    r = import_interactions(cfg, str(path))
+    assert r.imported == 4 and r.quarantined == {"malformed_row": 2}
+    errors = {q["row"]: q["values"]["error"] for q in _quarantined(cfg, r.key, "malformed_row")}
+    assert errors[2].startswith("column 'user' is given more than once")
+    assert errors[3].startswith("column 'user' holds a lone UTF-16 surrogate")
+    assert set(_activity(cfg).column("user_id").to_pylist()) == {"1"}
+
+
+def test_a_column_first_met_beyond_the_first_block_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An optional field the export only started writing later (the first block's lines lack it) is not a
+    missing column; one that no line has still fails the file, naming it."""
+    monkeypatch.setattr(importer, "BLOCK_BYTES", 400)
+    columns = {**COLUMNS, "kind": "event"}
+    lines = [_line(k) for k in range(1, 30)] + [json.dumps({"user": 1, "item": 2, "ts": T0, "event": "play"})] * 5
+    path = tmp_path / "plays.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    cfg = _config(tmp_path / "home", columns=columns)
+    r = import_interactions(cfg, str(path))
+    assert r.rows_in == 34 and r.imported == 34
+    never = tmp_path / "never.jsonl"
+    never.write_text("\n".join(lines[:29]) + "\n")
+    with pytest.raises(ImportFailed, match=r"never\.jsonl: column 'event' not found"):
+        import_interactions(_config(tmp_path / "home2", columns=columns), str(never))
+
+
+def test_lines_ending_with_a_bare_cr_are_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file from an old Mac tool ends its lines with CR alone: each is a row (it was one malformed row for
+    the whole file), whichever way the blocks fall."""
+    lines = [_line(k, user=k) for k in range(1, 40)]
+    lines[7] = "{"
+    path = tmp_path / "plays.jsonl"
+    path.write_bytes(("\r".join(lines) + "\r").encode())
+    for home, block in (("home", importer.BLOCK_BYTES), ("small", 300)):
+        monkeypatch.setattr(importer, "BLOCK_BYTES", block)
+        cfg = _config(tmp_path / home)
+        r = import_interactions(cfg, str(path))
+        assert r.rows_in == 39 and r.imported == 38 and r.quarantined == {"malformed_row": 1}
+        assert [q["row"] for q in _quarantined(cfg, r.key, "malformed_row")] == [8]
+        assert len(set(_activity(cfg).column("user_id").to_pylist())) == 38
+
+
+def test_a_utf16_file_is_refused_naming_the_encoding_and_the_way_out(tmp_path: Path) -> None:
+    """A line of UTF-16 does not end at the byte \\n: the file is refused at once, the message saying what to do
+    (it said a byte of some line was not valid UTF-16). UTF-8 with a signature and 8-bit encodings are read."""
+    text = "\n".join(_line(k, user=f"é{k}") for k in range(1, 6)) + "\n"
+    path = tmp_path / "plays.jsonl"
+    path.write_bytes(text.encode("utf-16"))
+    with pytest.raises(ImportFailed, match=r"not 'utf-16': convert the file to UTF-8"):
+        import_interactions(_config(tmp_path / "home", encoding="utf-16"), str(path))
+    for encoding in ("utf-8-sig", "latin-1"):
+        path.write_bytes(text.encode(encoding))
+        cfg = _config(tmp_path / encoding, encoding=encoding)
+        assert import_interactions(cfg, str(path)).imported == 5
+        assert "é1" in _activity(cfg).column("user_id").to_pylist()

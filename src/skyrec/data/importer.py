@@ -47,6 +47,7 @@ import os
 import re
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -310,13 +311,24 @@ def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callabl
 
 
 def _jsonl_blocks(path: str) -> Iterator[tuple[int, bytes]]:
-    """(line number of its first line, block): the file in blocks of about ``BLOCK_BYTES`` of whole lines."""
+    """(line number of its first line, block): the file in blocks of about ``BLOCK_BYTES`` of whole lines.
+    Lines end with LF or CRLF; a file whose lines end with a bare CR (no LF in its first block) has them read
+    as LF: JSON holds no raw CR but as whitespace, so that changes no value."""
     line = 1
     with open(path, "rb") as fh:
         head = True
+        end = b"\n"
         while block := fh.read(BLOCK_BYTES):
-            if not block.endswith(b"\n"):
-                block += fh.readline()
+            if head and b"\n" not in block and b"\r" in block:
+                end = b"\r"
+            while not block.endswith(end) and (more := fh.read(1 << 16)):
+                cut = more.find(end)  # the rest of the block's last line, no further
+                if cut >= 0:
+                    fh.seek(cut + 1 - len(more), os.SEEK_CUR)
+                    more = more[:cut + 1]
+                block += more
+            if end == b"\r":
+                block = block.replace(b"\r", b"\n")
             if head and block.startswith(codecs.BOM_UTF8):
                 block = block[len(codecs.BOM_UTF8):]
             head = False
@@ -328,15 +340,44 @@ def _lines_in(block: bytes) -> int:
     return block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
 
 
+def _one_object_per_line(block: bytes) -> bool:
+    """Whether every line of the block starts with ``{`` and ends with ``}`` (before an optional CR). A raw
+    newline cannot sit inside a JSON string, so when pyarrow then reads the block at all, no value spans two
+    lines (a ``}`` closing a nested value cannot be followed by ``{``); with as many rows as lines, each line
+    is then exactly one object. Without this, a line holding two objects and a blank line in the same block
+    would add up to the right count (two rows from one line, the row numbers after it shifted), a ``null``
+    line would be a row of nulls, and a ``null`` first line crashes pyarrow 25 (a segmentation fault)."""
+    lines = _lines_in(block)
+    starts = block.startswith(b"{") + block.count(b"\n{")
+    ends = block.count(b"}\n") + block.count(b"}\r\n") + (not block.endswith(b"\n") and block.endswith(b"}"))
+    return starts == lines and ends == lines
+
+
+_NEGATIVE_ZERO = re.compile(rb"[:,\[][ \t]*-0(?![0-9.eE])")
+
+
+def _plain_number(text: str) -> str:
+    """A finite JSON number in a ``numeric`` column as plain digits (``1.7e9`` -> ``1700000000``): epoch
+    timestamps are read from digits, and both readers must give the same text for the same number."""
+    try:
+        f = float(text)
+    except ValueError:
+        return text
+    return np.format_float_positional(f, trim="-") if np.isfinite(f) else text
+
+
 def _jsonl_fast(block: bytes, wanted: list[str], lists: tuple[str, ...], numeric: tuple[str, ...],
                 ) -> tuple[pa.Table, list[str]] | None:
     """The block read by pyarrow, or None when that reading could change what the file says, so that the
-    block is read line by line instead: a line that is not a JSON object, a value whose type changes between
-    lines, a blank line (the row numbers would shift), an array or object where a value belongs, a number
-    pyarrow would read as a double in an id column (``1.0`` must stay ``1.0``, and integers beyond 2^63 lose
-    digits as doubles) or text it would read as a timestamp (re-read as text)."""
+    block is read line by line instead: a line that is not one JSON object (``_one_object_per_line``), a
+    value whose type changes between lines, a blank line (the row numbers would shift), an array or object
+    where a value belongs, a number pyarrow would read as a double in an id column (``1.0`` must stay
+    ``1.0``, and integers beyond 2^63 lose digits as doubles), an id written ``-0`` (pyarrow reads it as the
+    integer 0) or text it would read as a timestamp (re-read as text)."""
     import pyarrow.json as pj
 
+    if not _one_object_per_line(block):
+        return None
     read = pj.ReadOptions(block_size=max(len(block), 1 << 16) + 1, use_threads=False)
     try:
         t = pj.read_json(pa.BufferReader(block), read_options=read)
@@ -356,10 +397,20 @@ def _jsonl_fast(block: bytes, wanted: list[str], lists: tuple[str, ...], numeric
             continue
         col = t.column(c).combine_chunks() if t.column(c).num_chunks else pa.array([], t.column(c).type)
         typ = col.type
+        if pa.types.is_integer(typ) and c not in numeric and pc.any(pc.equal(col, 0)).as_py() \
+                and _NEGATIVE_ZERO.search(block):
+            return None  # "-0" is an id of its own, not "0"
         if pa.types.is_string(typ) or pa.types.is_null(typ) or pa.types.is_boolean(typ) or pa.types.is_integer(typ):
             columns.append(col.cast(pa.string()))
         elif pa.types.is_floating(typ) and c in numeric:
-            columns.append(col.cast(pa.string()))
+            text = col.cast(pa.string())  # pyarrow writes 1.7e+12 for a millisecond epoch with a fraction
+            sci = _mask(pc.match_substring(text, "e"))
+            if sci.any():
+                values = text.to_pylist()
+                for i in np.flatnonzero(sci).tolist():
+                    values[i] = _plain_number(values[i])
+                text = pa.array(values, pa.string())
+            columns.append(text)
         elif c in lists and pa.types.is_list(typ) and (pa.types.is_string(typ.value_type)
                                                        or pa.types.is_null(typ.value_type)):
             columns.append(col.cast(pa.list_(pa.string())))
@@ -375,14 +426,66 @@ def _jsonl_value(v: Any) -> Any:
     return v
 
 
+class _JsonFloat(str):
+    """The text of a JSON number with a fraction or an exponent (told apart from a JSON string)."""
+
+
+class _JsonObject(dict[str, Any]):
+    """A JSON object, with the keys the line gives more than once (the decoder keeps the last value)."""
+
+    twice: frozenset[str] = frozenset()
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> _JsonObject:
+    obj = _JsonObject(pairs)
+    if len(obj) < len(pairs):
+        obj.twice = frozenset(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+    return obj
+
+
+def _not_unicode(v: Any) -> bool:
+    """Whether a decoded value holds a lone surrogate (``"\\ud800"``): no Unicode text, it cannot be stored."""
+    if isinstance(v, list):
+        return any(_not_unicode(x) for x in v)
+    if not isinstance(v, str):
+        return False
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _json_kind(value: Any, text: str) -> str:
+    """What a line holds that is not an object (numbers were decoded to their text, so look at the text)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, list):
+        return "list"
+    return "string" if text.lstrip().startswith('"') else "number"
+
+
 def _jsonl_slow(block: bytes, first_line: int, wanted: list[str], lists: tuple[str, ...], encoding: str,
                 path: str, on_bad_row: Callable[[int | None, str], None], separator: str | None = None,
-                ) -> tuple[pa.Table, np.ndarray, dict[int, list[str]], set[str]]:
-    """The block line by line: each line one JSON object, its numbers kept as their text. A line that is not
-    one (or holds an array or object where a value belongs) is reported to ``on_bad_row`` under its line
-    number; in UTF-8 a line with invalid bytes is kept with U+FFFD and its columns named (``undecodable``)."""
-    decode = json.JSONDecoder(parse_int=str, parse_float=str, parse_constant=str).decode
+                numeric: tuple[str, ...] = ()) -> tuple[pa.Table, np.ndarray, dict[int, list[str]], set[str]]:
+    """The block line by line: each line one JSON object, its numbers kept as their text (in a ``numeric``
+    column as plain digits, as ``_jsonl_fast`` gives them). A line that is not one, holds an array or object
+    where a value belongs, gives a mapped column twice (which value is meant?) or holds a lone surrogate in a
+    mapped column is reported to ``on_bad_row`` under its line number; in UTF-8 a line with invalid bytes is
+    kept with U+FFFD and its columns named (``undecodable``)."""
+    decode = json.JSONDecoder(parse_int=str, parse_float=_JsonFloat, parse_constant=str).decode
+    # the decoder that notes keys given twice costs a call per object: only for a line where a mapped key's
+    # quoted name occurs twice, or that has a \u escape (a name may be spelt with one)
+    decode_pairs = json.JSONDecoder(parse_int=str, parse_float=_JsonFloat, parse_constant=str,
+                                    object_pairs_hook=_json_object).decode
     utf8 = _is_utf8(encoding)
+    try:
+        names: list[bytes] | None = [json.dumps(c, ensure_ascii=False).encode("utf-8" if utf8 else encoding)
+                                     for c in wanted]
+    except (UnicodeEncodeError, LookupError):
+        names = None  # every line through decode_pairs
     values: dict[str, list[Any]] = {c: [] for c in wanted}
     numbers: list[int] = []
     undecodable: dict[int, list[str]] = {}
@@ -404,25 +507,36 @@ def _jsonl_slow(block: bytes, first_line: int, wanted: list[str], lists: tuple[s
             text, replaced = raw.decode("utf-8", "replace"), True
         except LookupError:
             raise ImportFailed(f"{path}: encoding {encoding!r} is unknown") from None
+        escaped = b"\\u" in raw  # a lone surrogate, or a key spelt with an escape
+        pairs = escaped or names is None or any(raw.count(n) > 1 for n in names)
         try:
-            obj = decode(text)
+            obj = (decode_pairs if pairs else decode)(text)
         except ValueError as exc:
             on_bad_row(number, f"not a JSON object ({getattr(exc, 'msg', exc)} at column "
                                f"{getattr(exc, 'colno', '?')}): {text[:200]!r}")
             continue
         if not isinstance(obj, dict):
-            on_bad_row(number, f"a JSON {type(obj).__name__.replace('str', 'string')}, not an object: {text[:200]!r}")
+            on_bad_row(number, f"a JSON {_json_kind(obj, text)}, not an object: {text[:200]!r}")
             continue
         keys.update(obj)
         row: dict[str, Any] = {}
         problem = None
+        given_twice = obj.twice if isinstance(obj, _JsonObject) else frozenset()
         for c in wanted:
             v = obj.get(c)
+            if c in given_twice:
+                problem = f"column {c!r} is given more than once in the object"
+                break
             if isinstance(v, list) and c in lists and not any(isinstance(x, (list, dict)) for x in v):
                 v = [_jsonl_value(x) for x in v if x is not None]
             elif isinstance(v, (list, dict)):
                 what = "an array" if isinstance(v, list) else "an object"
                 problem = f"column {c!r} holds {what}, not a value"
+                break
+            elif isinstance(v, _JsonFloat) and c in numeric and ("e" in v or "E" in v):
+                v = _plain_number(v)
+            if escaped and _not_unicode(v):
+                problem = f"column {c!r} holds a lone UTF-16 surrogate escape, not Unicode text"
                 break
             row[c] = _jsonl_value(v)
         if problem:
@@ -454,7 +568,16 @@ def _read_jsonl(path: str, spec: Any, wanted: list[str], missing: Callable[[list
     clean lines go through pyarrow's reader; a block it cannot read faithfully is read line by line, so one
     bad line is one quarantined row, never a failed file (``_jsonl_fast`` says when)."""
     encoding = str(getattr(spec, "encoding", "utf8"))
+    try:
+        wide = "a\n".encode(encoding) != "a".encode(encoding) + b"\n"
+    except LookupError:
+        raise ImportFailed(f"{path}: encoding {encoding!r} is unknown") from None
+    if wide:  # UTF-16 or -32 (or EBCDIC): a line does not end at the byte \n
+        raise ImportFailed(f"{path}: JSON lines are read in an encoding that writes a newline as the byte \\n "
+                           f"(UTF-8, as JSON lines are by definition, or an 8-bit one such as latin-1), not "
+                           f"{encoding!r}: convert the file to UTF-8 (iconv -f {encoding} -t utf-8)")
     checked = False
+    have: dict[str, None] = {}  # the keys of the lines read so far, in the order met
     for first_line, block in _jsonl_blocks(path):
         fast = _jsonl_fast(block, wanted, lists, numeric) if _is_utf8(encoding) else None
         if fast is not None:
@@ -462,14 +585,36 @@ def _read_jsonl(path: str, spec: Any, wanted: list[str], missing: Callable[[list
             batch = _Batch(table, first_line)
         else:
             table, numbers, undecodable, seen = _jsonl_slow(block, first_line, wanted, lists, encoding, path,
-                                                            on_bad_row, getattr(spec, "list_separator", None))
+                                                            on_bad_row, getattr(spec, "list_separator", None),
+                                                            numeric)
             keys = sorted(seen)
             batch = _Batch(table, int(numbers[0]) if len(numbers) else first_line, undecodable, numbers)
+        have.update(dict.fromkeys(keys))
         if not checked and table.num_rows:
-            missing(keys)
             checked = True
+            absent = [c for c in wanted if c not in have]
+            if absent and not _named_in(path, absent):
+                missing(list(have))  # a wrong mapping: said at once, not after reading the whole file
         if table.num_rows:
             yield batch
+    if checked:
+        missing(list(have))  # a column first met beyond the first block (an optional field added later on)
+
+
+def _named_in(path: str, columns: list[str]) -> bool:
+    """Whether the file holds each of ``columns`` as a quoted name anywhere (a byte search): a column missing
+    from the lines of the first block may still be a key further on."""
+    needles = [json.dumps(c).encode() for c in columns]
+    found = [False] * len(needles)
+    tail = b""
+    with open(path, "rb") as fh:
+        while chunk := fh.read(BLOCK_BYTES):
+            window = tail + chunk
+            found = [f or n in window for f, n in zip(found, needles, strict=True)]
+            if all(found):
+                return True
+            tail = window[-max(map(len, needles)):]
+    return False
 
 
 def _text(col: pa.ChunkedArray | pa.Array) -> pa.Array:
