@@ -236,13 +236,16 @@ def test_a_mapped_column_given_twice_or_a_lone_surrogate_is_malformed(tmp_path: 
     lines[1] = '{"user": 1, "item": 2, "ts": 874965758, "user": 9}'
     lines[2] = '{"user": "a\\ud800", "item": 2, "ts": 874965758}'
     lines[3] = '{"user": 1, "item": 2, "ts": 874965758, "note": "\\udfff", "note": 3}'
+    lines[4] = '{"user": 1, "item": 2, "ts": 874965758, "\\u0075ser": 9}'  # "user", spelt with an escape
+    lines[5] = '{"user": 1, "item": 2, "ts": 874965758, "note": "a, b, c"}'  # commas, no key twice
     path = tmp_path / "plays.jsonl"
     path.write_text("\n".join(lines) + "\n")
     cfg = _config(tmp_path / "home")
     r = import_interactions(cfg, str(path))
-    assert r.imported == 4 and r.quarantined == {"malformed_row": 2}
+    assert r.imported == 3 and r.quarantined == {"malformed_row": 3}
     errors = {q["row"]: q["values"]["error"] for q in _quarantined(cfg, r.key, "malformed_row")}
     assert errors[2].startswith("column 'user' is given more than once")
+    assert errors[5].startswith("column 'user' is given more than once")
     assert errors[3].startswith("column 'user' holds a lone UTF-16 surrogate")
     assert set(_activity(cfg).column("user_id").to_pylist()) == {"1"}
 

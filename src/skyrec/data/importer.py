@@ -430,6 +430,9 @@ class _JsonFloat(str):
     """The text of a JSON number with a fraction or an exponent (told apart from a JSON string)."""
 
 
+_NONE_TWICE: frozenset[str] = frozenset()
+
+
 class _JsonObject(dict[str, Any]):
     """A JSON object, with the keys the line gives more than once (the decoder keeps the last value)."""
 
@@ -476,16 +479,13 @@ def _jsonl_slow(block: bytes, first_line: int, wanted: list[str], lists: tuple[s
     mapped column is reported to ``on_bad_row`` under its line number; in UTF-8 a line with invalid bytes is
     kept with U+FFFD and its columns named (``undecodable``)."""
     decode = json.JSONDecoder(parse_int=str, parse_float=_JsonFloat, parse_constant=str).decode
-    # the decoder that notes keys given twice costs a call per object: only for a line where a mapped key's
-    # quoted name occurs twice, or that has a \u escape (a name may be spelt with one)
+    # the decoder that notes keys given twice costs a call per object, so a line is decoded with it again
+    # only when it may give a key twice: an object of n pairs has n - 1 commas between them, and other commas
+    # only add to the line's count, so a line with fewer commas than its object has keys gives none twice
+    # (a name spelt with escapes, "\u0075ser", included)
     decode_pairs = json.JSONDecoder(parse_int=str, parse_float=_JsonFloat, parse_constant=str,
                                     object_pairs_hook=_json_object).decode
     utf8 = _is_utf8(encoding)
-    try:
-        names: list[bytes] | None = [json.dumps(c, ensure_ascii=False).encode("utf-8" if utf8 else encoding)
-                                     for c in wanted]
-    except (UnicodeEncodeError, LookupError):
-        names = None  # every line through decode_pairs
     values: dict[str, list[Any]] = {c: [] for c in wanted}
     numbers: list[int] = []
     undecodable: dict[int, list[str]] = {}
@@ -507,10 +507,10 @@ def _jsonl_slow(block: bytes, first_line: int, wanted: list[str], lists: tuple[s
             text, replaced = raw.decode("utf-8", "replace"), True
         except LookupError:
             raise ImportFailed(f"{path}: encoding {encoding!r} is unknown") from None
-        escaped = b"\\u" in raw  # a lone surrogate, or a key spelt with an escape
-        pairs = escaped or names is None or any(raw.count(n) > 1 for n in names)
         try:
-            obj = (decode_pairs if pairs else decode)(text)
+            obj = decode(text)
+            if isinstance(obj, dict) and raw.count(b",") >= len(obj):
+                obj = decode_pairs(text)  # it may give a key twice
         except ValueError as exc:
             on_bad_row(number, f"not a JSON object ({getattr(exc, 'msg', exc)} at column "
                                f"{getattr(exc, 'colno', '?')}): {text[:200]!r}")
@@ -521,7 +521,8 @@ def _jsonl_slow(block: bytes, first_line: int, wanted: list[str], lists: tuple[s
         keys.update(obj)
         row: dict[str, Any] = {}
         problem = None
-        given_twice = obj.twice if isinstance(obj, _JsonObject) else frozenset()
+        escaped = b"\\u" in raw  # a lone surrogate is written as an escape
+        given_twice = obj.twice if isinstance(obj, _JsonObject) else _NONE_TWICE
         for c in wanted:
             v = obj.get(c)
             if c in given_twice:
