@@ -525,6 +525,9 @@ def _jsonl_slow(block: bytes, first_line: int, wanted: list[str], lists: tuple[s
         given_twice = obj.twice if isinstance(obj, _JsonObject) else _NONE_TWICE
         for c in wanted:
             v = obj.get(c)
+            if type(v) is str and not escaped and c not in given_twice:  # most values: text, or an integer's
+                row[c] = v
+                continue
             if c in given_twice:
                 problem = f"column {c!r} is given more than once in the object"
                 break
