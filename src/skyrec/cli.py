@@ -452,10 +452,13 @@ def status(
     from rich.table import Table
 
     console = Console()  # as wide as the terminal; every part reads at 80 columns (the paths are in --json)
-    t = Table(title=f"committed outputs in {info['lake']}", expand=False, box=box.SIMPLE_HEAD, pad_edge=False)
     wide = console.width >= 100  # narrower: each output's scope under its dataset's name, not a folded column
+    # narrower, one space between columns: the scheduler's run keys carry microseconds, and with two the
+    # table needed 82 columns and cropped its last ones ("13.7m" read "13.7", "quarantine")
+    t = Table(title=f"committed outputs in {info['lake']}", expand=False, box=box.SIMPLE_HEAD, pad_edge=False,
+              collapse_padding=not wide)
     for col in ("dataset", *(("for",) if wide else ()), "latest", "age", "rows", "quarantined"):
-        t.add_column(col, overflow="fold", no_wrap=col != "for")
+        t.add_column(col, overflow="fold", no_wrap=col not in ("for", "dataset"))  # the names wrap, not the figures
     for d in _status_dataset_rows(info["datasets"]):
         # the path is dataset/scope/key: the key's time is what is new here (the paths: --json)
         latest = d["latest"].rstrip("/").rsplit("/", 1)[-1].rpartition("=")[2] if d["latest"] else "[red]none[/red]"

@@ -271,3 +271,31 @@ def test_status_publications_read_at_80_columns_under_the_scheduler(skyrec_home,
     wide = lines(120)
     assert any(line.split()[:3] == ["variant", "publication", "model_version"] for line in wide)
     assert all(any(line.split()[:3] == [rail, pub, model] for line in wide) for rail in rails)
+
+
+def test_status_outputs_table_never_crops_a_figure_at_80_columns(skyrec_home, monkeypatch) -> None:
+    """The scheduler's run keys carry microseconds: with them the outputs table needed 82 columns at 80 and
+    cropped its last columns ("13.7m" read "13.7", the header "quarantine"). Figures stay whole; a name too
+    long for the column folds."""
+    from typer.testing import CliRunner
+
+    import skyrec.status
+    from skyrec.cli import app
+
+    rails = ["recommended_for_you", "a_very_long_rail_name_for_the_weekend_mix"]
+    key = "20261203T171242.309884"
+    datasets = [{"dataset": "raw_metadata", "latest": "raw/metadata/run=20261203T160000", "age": "13.7m",
+                 "rows": 13810, "quarantined": 14}]
+    datasets += [{"dataset": "predictions", "version": "v1", "variant": r, "latest": f"predictions/{r}/v1/run={key}",
+                  "age": "10.8m", "rows": 106669, "quarantined": 0} for r in rails]
+    info = {"lake": "lake", "datasets": datasets, "models": [], "redis_leftovers": {}, "redis_memory": {},
+            "published": []}
+    monkeypatch.setattr(skyrec.status, "collect", lambda config: info)
+    out = CliRunner().invoke(app, ["status"], env={"COLUMNS": "80"})
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, out.output
+    assert any(line.split() == ["dataset", "latest", "age", "rows", "quarantined"] for line in lines), out.output
+    assert any(line.split() == ["raw_metadata", "20261203T160000", "13.7m", "13810", "14"] for line in lines)
+    assert sum(line.split() == ["predictions", key, "10.8m", "106669", "0"] for line in lines) == 2, out.output
+    assert any(line.split() == ["v1", "recommended_for_you"] for line in lines), out.output
