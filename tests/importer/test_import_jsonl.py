@@ -296,3 +296,18 @@ def test_a_utf16_file_is_refused_naming_the_encoding_and_the_way_out(tmp_path: P
         cfg = _config(tmp_path / encoding, encoding=encoding)
         assert import_interactions(cfg, str(path)).imported == 5
         assert "é1" in _activity(cfg).column("user_id").to_pylist()
+
+
+@pytest.mark.parametrize("literal", ["Infinity", "-Infinity", "NaN"])
+def test_a_time_that_is_not_a_finite_number_is_quarantined_as_the_file_writes_it(tmp_path: Path, literal: str) -> None:
+    """pyarrow's reader takes JSON's Infinity and NaN literals and writes them back as "inf" and "nan": the
+    quarantine would show a value the file does not hold."""
+    lines = [_line(k) for k in range(1, 6)]
+    lines[2] = '{"user": 1, "item": 2, "ts": ' + literal + ', "note": "x"}'
+    path = tmp_path / "plays.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    cfg = _config(tmp_path / "home")
+    r = import_interactions(cfg, str(path))
+    assert r.imported == 4 and r.quarantined == {"bad_timestamp": 1}
+    [q] = _quarantined(cfg, r.key, "bad_timestamp")
+    assert q["row"] == 3 and literal in json.dumps(q["values"]), q

@@ -403,6 +403,8 @@ def _jsonl_fast(block: bytes, wanted: list[str], lists: tuple[str, ...], numeric
         if pa.types.is_string(typ) or pa.types.is_null(typ) or pa.types.is_boolean(typ) or pa.types.is_integer(typ):
             columns.append(col.cast(pa.string()))
         elif pa.types.is_floating(typ) and c in numeric:
+            if pc.any(pc.invert(pc.is_finite(col))).as_py():
+                return None  # NaN or Infinity: pyarrow would write "nan", "inf"; quarantined as the file has it
             text = col.cast(pa.string())  # pyarrow writes 1.7e+12 for a millisecond epoch with a fraction
             sci = _mask(pc.match_substring(text, "e"))
             if sci.any():
