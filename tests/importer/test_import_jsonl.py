@@ -82,6 +82,28 @@ def test_a_bad_byte_quarantines_its_line_naming_the_column(tmp_path: Path) -> No
     assert q["values"]["user"] == "caf\ufffd"
 
 
+def test_a_bad_byte_elsewhere_does_not_quarantine_a_value_that_holds_u_fffd(tmp_path: Path) -> None:
+    """U+FFFD is a character like any other: a user id that holds one (written plainly or as an escape) is
+    imported, though its line also has a bad byte in a column not imported or in a key; a bad byte in the
+    mapped column itself still quarantines the line."""
+    lines = [_line(k).encode() for k in range(1, 7)]
+    lines[1] = '{"user": "a\ufffdb", "item": 2, "ts": 874965758, "note": "'.encode() + b'\xff"}'
+    lines[2] = b'{"user": "c\\ufffdd", "item": 2, "ts": 874965758, "n\xffote": 1}'
+    lines[3] = '{"user": "\ufffd", "item": 2, "ts": 874965758, "note": "'.encode() + b'\xfe\xff"}'
+    lines[4] = '{"user": "e\ufffd", "item": 2, "ts": 874965758, "note": "\ufffd'.encode() + b'\xc3"}'
+    lines[5] = '{"user": "f\ufffd'.encode() + b'\xe9", "item": 2, "ts": 874965758}'
+    path = tmp_path / "plays.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    cfg = _config(tmp_path / "home")
+    r = import_interactions(cfg, str(path))
+    assert r.imported == 5 and r.quarantined == {"malformed_row": 1}, (r.imported, r.quarantined)
+    (q,) = _quarantined(cfg, r.key, "malformed_row")
+    assert q["row"] == 6 and "['user'] hold bytes that are not valid utf8" in q["error"]
+    assert q["values"]["user"] == "f\ufffd\ufffd"
+    users = set(_activity(cfg).column("user_id").to_pylist())
+    assert {"a\ufffdb", "c\ufffdd", "\ufffd", "e\ufffd"} <= users
+
+
 def test_another_encoding_is_read_and_a_byte_it_cannot_decode_names_its_line(tmp_path: Path) -> None:
     path = tmp_path / "plays.jsonl"
     path.write_bytes(b"\n".join([_line(1).encode(), '{"user": "José", "item": 2, "ts": 874965758}'.encode("latin-1"),
@@ -152,18 +174,20 @@ def test_a_column_missing_from_every_line_is_named(tmp_path: Path) -> None:
 def test_item_genres_as_arrays_or_text_in_one_file(tmp_path: Path) -> None:
     rows = ['{"id": "a", "title": "A", "tags": ["Drama", "Comedy"]}', '{"id": "b", "title": "B", "tags": "Drama|Soap"}',
             '{"id": "c", "title": "C", "tags": [["nested"]]}', '{"id": "d", "title": "D", "tags": null}']
+    bad_bytes = [b'{"id": "e", "title": "E", "tags": ["Drama", "\xff"]}',  # in a genre: the row is quarantined
+                 '{"id": "f", "title": "F", "tags": ["\ufffd"], "x": "'.encode() + b'\xff"}']  # not in one: kept
     path = tmp_path / "items.jsonl"
-    path.write_text("\n".join(rows) + "\n")
+    path.write_bytes(b"\n".join([*(r.encode() for r in rows), *bad_bytes]) + b"\n")
     cfg = local_config(tmp_path / "home", {"ingest": {"files": {"items": {"columns": {
         "id": "id", "title": "title", "genres": "tags"}, "list_separator": "|"}}}})
     r = import_items(cfg, str(path))
-    assert r.imported == 3 and r.quarantined == {"malformed_row": 1}
+    assert r.imported == 4 and r.quarantined == {"malformed_row": 2}
     genres = {}
     for f in Path(cfg.source_url, "metadata", "episodes").rglob("*.json"):
         rec = json.loads(f.read_text())
         genres[rec["id"]] = rec.get("genres")
     assert sorted(genres["a"]) == ["Comedy", "Drama"] and sorted(genres["b"]) == ["Drama", "Soap"]
-    assert genres["d"] == [] and set(genres) == {"a", "b", "d"}
+    assert genres["d"] == [] and genres["f"] == ["\ufffd"] and set(genres) == {"a", "b", "d", "f"}
 
 
 def test_a_line_that_is_not_exactly_one_object_is_malformed_in_a_block_pyarrow_could_read(

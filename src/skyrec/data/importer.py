@@ -432,9 +432,6 @@ class _JsonFloat(str):
     """The text of a JSON number with a fraction or an exponent (told apart from a JSON string)."""
 
 
-_NONE_TWICE: frozenset[str] = frozenset()
-
-
 class _JsonObject(dict[str, Any]):
     """A JSON object, with the keys the line gives more than once (the decoder keeps the last value)."""
 
@@ -461,6 +458,19 @@ def _not_unicode(v: Any) -> bool:
     return False
 
 
+def _bad_bytes_replaced(v: Any) -> Any:
+    """A value decoded with ``surrogateescape``, its invalid bytes as U+FFFD (a lone surrogate the line wrote as
+    an escape, ``"\\ud800"``, is left for ``_not_unicode`` to refuse)."""
+    if isinstance(v, list):
+        return [_bad_bytes_replaced(x) for x in v]
+    if not isinstance(v, str) or v.isascii():
+        return v
+    try:
+        return v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return v
+
+
 def _json_kind(value: Any, text: str) -> str:
     """What a line holds that is not an object (numbers were decoded to their text, so look at the text)."""
     if value is None:
@@ -479,7 +489,9 @@ def _jsonl_slow(block: bytes, first_line: int, wanted: list[str], lists: tuple[s
     column as plain digits, as ``_jsonl_fast`` gives them). A line that is not one, holds an array or object
     where a value belongs, gives a mapped column twice (which value is meant?) or holds a lone surrogate in a
     mapped column is reported to ``on_bad_row`` under its line number; in UTF-8 a line with invalid bytes is
-    kept with U+FFFD and its columns named (``undecodable``)."""
+    kept with U+FFFD and the mapped columns that hold them named (``undecodable``): the bytes are decoded as
+    escapes first, so a U+FFFD the file writes is not taken for one, nor a bad byte in a column not imported
+    for a bad value."""
     decode = json.JSONDecoder(parse_int=str, parse_float=_JsonFloat, parse_constant=str).decode
     # the decoder that notes keys given twice costs a call per object, so a line is decoded with it again
     # only when it may give a key twice: an object of n pairs has n - 1 commas between them, and other commas
@@ -506,25 +518,27 @@ def _jsonl_slow(block: bytes, first_line: int, wanted: list[str], lists: tuple[s
             if not utf8:
                 raise ImportFailed(f"{path}: line {number}, byte {exc.start + 1} is not valid {encoding} text "
                                    f"({exc.reason}); set encoding in the mapping") from None
-            text, replaced = raw.decode("utf-8", "replace"), True
-        except LookupError:
-            raise ImportFailed(f"{path}: encoding {encoding!r} is unknown") from None
+            # each invalid byte becomes U+DC80..U+DCFF, which valid UTF-8 never decodes to: the columns that
+            # hold one are told apart from those holding a U+FFFD of their own (``_bad_bytes_replaced``)
+            text, replaced = raw.decode("utf-8", "surrogateescape"), True
+        shown = raw.decode("utf-8", "replace") if replaced else text  # what an error quotes
         try:
             obj = decode(text)
             if isinstance(obj, dict) and raw.count(b",") >= len(obj):
                 obj = decode_pairs(text)  # it may give a key twice
         except ValueError as exc:
             on_bad_row(number, f"not a JSON object ({getattr(exc, 'msg', exc)} at column "
-                               f"{getattr(exc, 'colno', '?')}): {text[:200]!r}")
+                               f"{getattr(exc, 'colno', '?')}): {shown[:200]!r}")
             continue
         if not isinstance(obj, dict):
-            on_bad_row(number, f"a JSON {_json_kind(obj, text)}, not an object: {text[:200]!r}")
+            on_bad_row(number, f"a JSON {_json_kind(obj, text)}, not an object: {shown[:200]!r}")
             continue
-        keys.update(obj)
+        keys.update(_bad_bytes_replaced(list(obj)) if replaced else obj)
         row: dict[str, Any] = {}
         problem = None
-        escaped = b"\\u" in raw  # a lone surrogate is written as an escape
-        given_twice = obj.twice if isinstance(obj, _JsonObject) else _NONE_TWICE
+        named: list[str] = []  # the mapped columns holding invalid bytes
+        escaped = replaced or b"\\u" in raw  # a lone surrogate is written as an escape, or stands for a bad byte
+        given_twice = obj.twice if isinstance(obj, _JsonObject) else _JsonObject.twice
         for c in wanted:
             v = obj.get(c)
             if type(v) is str and not escaped and c not in given_twice:  # most values: text, or an integer's
@@ -541,17 +555,20 @@ def _jsonl_slow(block: bytes, first_line: int, wanted: list[str], lists: tuple[s
                 break
             elif isinstance(v, _JsonFloat) and c in numeric and ("e" in v or "E" in v):
                 v = _plain_number(v)
+            if replaced:
+                fixed = _bad_bytes_replaced(v)
+                if fixed != v:
+                    named.append(c)
+                    v = fixed
             if escaped and _not_unicode(v):
                 problem = f"column {c!r} holds a lone UTF-16 surrogate escape, not Unicode text"
                 break
             row[c] = _jsonl_value(v)
         if problem:
-            on_bad_row(number, f"{problem}: {text[:200]!r}")
+            on_bad_row(number, f"{problem}: {shown[:200]!r}")
             continue
-        if replaced:
-            named = [c for c in wanted if "\ufffd" in json.dumps(row[c], ensure_ascii=False)]
-            if named:
-                undecodable[len(numbers)] = named
+        if named:
+            undecodable[len(numbers)] = named
         for c in wanted:
             values[c].append(row[c])
         numbers.append(number)
