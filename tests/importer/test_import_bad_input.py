@@ -163,6 +163,63 @@ def test_a_utf8_file_with_a_latin1_row_quarantines_that_row_naming_column_and_en
     assert "['user']" in bad["error"] and "not valid utf8" in bad["error"]
 
 
+def test_a_nul_in_a_row_quarantines_that_row_and_a_zero_filled_tail_is_one_bad_row(files: Path,
+                                                                                  tmp_path: Path) -> None:
+    """A NUL byte in the first 64 KiB used to refuse the whole file as binary, and one further on was imported
+    as part of an id. Now the first line decides whether the file is text; a row holding a NUL is quarantined
+    (in every format: its id could never be asked for), and the NULs a crash leaves at a file's end are one
+    malformed row."""
+    data = files / "nul.csv"
+    body = "\n".join([HEADER, *_rows()]) + "\n"
+    data.write_bytes(body.encode() + f"9\x009,3,5,{T0}\n".encode() + b"\x00" * 512)
+    result = _import(files, data)
+    assert result.exit_code == 0, result.output
+    f = _summary(result.output)["files"][0]
+    assert f["rows_in"] - f["quarantined"].get("malformed_row", 0) == 40 == f["imported"], f
+    bad = _quarantine(tmp_path / "home", "malformed_row")
+    assert {b["row"] for b in bad} == {41, 42}
+    nul = next(b for b in bad if b["row"] == 41)
+    assert "['user']" in nul["error"] and "NUL" in nul["error"] and nul["values"]["user"] == "9\x009"
+
+
+@pytest.mark.parametrize("start, why", [(b"us\x00er,", "NUL bytes in its first line"),
+                                        (b"\x1f\x8b\x08\x00", "it starts as a gzip file (decompress it first)"),
+                                        (b"PAR1", "it starts as a Parquet file (format: parquet)"),
+                                        ("user,".encode("utf-16"), "UTF-16 byte-order mark (encoding: utf-16)")])
+def test_a_file_that_is_not_text_is_refused_saying_what_it_looks_like(files: Path, start: bytes, why: str) -> None:
+    data = files / "odd.csv"
+    data.write_bytes(start + b"item,rating,timestamp\n" + "\n".join(_rows()).encode() + b"\n")
+    result = _import(files, data)
+    assert result.exit_code == 4, result.output
+    assert "not a text file" in result.output and why in result.output, result.output
+
+
+def test_a_column_named_twice_is_refused_naming_both(files: Path, tmp_path: Path) -> None:
+    """pyarrow takes the first of two columns of one name and drops the other without a word: which one the
+    file meant is the user's call (CSV header, the mapping's column_names, a Parquet schema)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = files / "twice.csv"
+    data.write_text("\n".join([HEADER + ",user", *(r + ",x" for r in _rows())]) + "\n")
+    result = _import(files, data)
+    assert result.exit_code == 4, result.output
+    assert "column 'user' is named 2 times in the header (columns #1, #5)" in result.output
+    headless = files / "headless.csv"
+    headless.write_text("\n".join(_rows()) + "\n")
+    result = _import(files, headless, "--set", "interactions.header=false", "--set",
+                     "interactions.column_names=[user,item,rating,user]")
+    assert result.exit_code == 4, result.output
+    assert "named 2 times in the mapping's column_names (columns #1, #4)" in result.output, result.output
+    table = pa.Table.from_arrays([pa.array(["1", "2"]), pa.array(["3", "4"]), pa.array([5, 5]),
+                                  pa.array([T0, T0]), pa.array(["1", "2"])],
+                                 names=["user", "item", "rating", "timestamp", "user"])
+    pq.write_table(table, files / "twice.parquet")
+    result = _import(files, files / "twice.parquet", "--set", "interactions.format=parquet")
+    assert result.exit_code == 4, result.output
+    assert "named 2 times in its schema (columns #1, #5)" in result.output, result.output
+
+
 def test_an_encoding_error_names_the_line_where_it_is(files: Path) -> None:
     data = files / "latin1.csv"
     data.write_bytes(("\n".join([HEADER, *_rows()]) + "\n").encode() + f"josé,3,5,{T0}\n".encode("latin-1"))

@@ -335,3 +335,23 @@ def test_a_time_that_is_not_a_finite_number_is_quarantined_as_the_file_writes_it
     assert r.imported == 4 and r.quarantined == {"bad_timestamp": 1}
     [q] = _quarantined(cfg, r.key, "bad_timestamp")
     assert q["row"] == 3 and literal in json.dumps(q["values"]), q
+
+
+def test_a_nul_written_as_an_escape_quarantines_its_line(tmp_path: Path) -> None:
+    """JSON may spell a NUL (``\\u0000``) where a raw one is invalid: in a mapped value, in an array's element
+    too, it is a corrupt row, as in CSV and Parquet."""
+    path = tmp_path / "plays.jsonl"
+    path.write_text("\n".join([_line(1), _line(2, user="a\x00b"), _line(3)]) + "\n")  # json.dumps escapes it
+    assert "\\u0000" in path.read_text()
+    cfg = _config(tmp_path / "home")
+    r = import_interactions(cfg, str(path))
+    assert r.imported == 2 and r.quarantined == {"malformed_row": 1}
+    (q,) = _quarantined(cfg, r.key, "malformed_row")
+    assert q["row"] == 2 and "NUL" in q["error"] and q["values"]["user"] == "a\x00b"
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"id": "a", "title": "A", "tags": ["Drama", "Com\\u0000edy"]}\n{"id": "b", "title": "B"}\n')
+    cfg = local_config(tmp_path / "home2", {"ingest": {"files": {"items": {"columns": {
+        "id": "id", "title": "title", "genres": "tags"}}}}})
+    r = import_items(cfg, str(items))
+    assert r.imported == 1 and r.quarantined == {"malformed_row": 1}
+

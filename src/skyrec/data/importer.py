@@ -131,6 +131,8 @@ class _Batch:
     undecodable: dict[int, list[str]] = field(default_factory=dict)
     # each row's 1-based data row number when rows were skipped before or among them (malformed CSV lines)
     numbers: np.ndarray | None = None
+    # rows with a NUL character in a value: row index -> the columns (set by ``read_batches``)
+    nul: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def rows(self) -> np.ndarray:
@@ -140,15 +142,19 @@ class _Batch:
         return np.arange(self.first_row, self.first_row + self.table.num_rows)
 
     def undecodable_groups(self, encoding: str) -> Iterator[tuple[np.ndarray, str]]:
-        """(row mask, message) per set of columns with invalid bytes: quarantined as ``malformed_row``."""
-        groups: dict[tuple[str, ...], list[int]] = {}
-        for i, cols in sorted(self.undecodable.items()):
-            groups.setdefault(tuple(cols), []).append(i)
-        for names, idx in groups.items():
-            mask = np.zeros(self.table.num_rows, dtype=bool)
-            mask[idx] = True
-            yield mask, (f"column(s) {list(names)} hold bytes that are not valid {encoding} (kept with replacement "
-                         "characters; is the file in another encoding, e.g. latin1? set encoding in the mapping)")
+        """(row mask, message) per set of columns with invalid bytes, then per set holding a NUL character:
+        quarantined as ``malformed_row``."""
+        for rows, why in ((self.undecodable, f"hold bytes that are not valid {encoding} (kept with replacement "
+                           "characters; is the file in another encoding, e.g. latin1? set encoding in the mapping)"),
+                          (self.nul, "hold a NUL character (\\x00), which no id, title or name carries: a corrupt "
+                           "row? (kept as read)")):
+            groups: dict[tuple[str, ...], list[int]] = {}
+            for i, cols in sorted(rows.items()):
+                groups.setdefault(tuple(cols), []).append(i)
+            for names, idx in groups.items():
+                mask = np.zeros(self.table.num_rows, dtype=bool)
+                mask[idx] = True
+                yield mask, f"column(s) {list(names)} {why}"
 
 
 def _kept_row_numbers(kept_before: int, n: int, skipped: list[int]) -> np.ndarray:
@@ -195,6 +201,46 @@ def _repair_utf8(table: pa.Table) -> tuple[pa.Table, dict[int, list[str]]]:
     return table, bad
 
 
+def _nul_rows(table: pa.Table) -> dict[int, list[str]]:
+    """The rows whose text (or list-of-text) values hold a NUL character: row index -> columns. A scan of each
+    chunk's character data finds none in clean input (well under a millisecond a million values); only a
+    chunk holding one is searched value by value."""
+    rows: dict[int, list[str]] = {}
+    for name in table.column_names:
+        offset = 0
+        for chunk in table.column(name).chunks:
+            strings = chunk.values if pa.types.is_list(chunk.type) else chunk
+            if pa.types.is_string(strings.type):
+                data = strings.buffers()[2]
+                if data is not None and b"\x00" in data.to_pybytes():
+                    hit = pc.fill_null(pc.match_substring(strings, "\x00"), False)
+                    if strings is not chunk:  # an element of a list: the row holding it
+                        parents = pc.list_parent_indices(chunk).to_numpy()
+                        idx = np.unique(parents[np.flatnonzero(hit.to_numpy(zero_copy_only=False))])
+                    else:
+                        idx = np.flatnonzero(hit.to_numpy(zero_copy_only=False))
+                    for i in idx.tolist():
+                        rows.setdefault(offset + i, []).append(name)
+            offset += len(chunk)
+    return rows
+
+
+def _binary_head(head: bytes) -> str | None:
+    """Why the start of a file read as text is not text, or None. The first line decides: a text file's
+    first line (its header or first row) holds no NUL, a binary file's or a UTF-16 file's does; a NUL further
+    on is a corrupt row, quarantined with its row (``_nul_rows``)."""
+    magic = {b"PAR1": "a Parquet file (format: parquet)", b"\x1f\x8b": "a gzip file (decompress it first)",
+             b"PK\x03\x04": "a zip file (extract it first)", b"\x28\xb5\x2f\xfd": "a zstd file (decompress it first)"}
+    for start, what in magic.items():
+        if head.startswith(start):
+            return f"it starts as {what}"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "it starts with a UTF-16 byte-order mark (encoding: utf-16)"
+    if b"\x00" in head.split(b"\n", 1)[0]:
+        return "NUL bytes in its first line (a binary file? a UTF-16 text needs encoding: utf-16)"
+    return None
+
+
 def _first_undecodable_line(path: str, encoding: str) -> str:
     """Where a file first fails to decode: 'line N, byte B' (the slow path of an encoding error)."""
     try:
@@ -214,19 +260,53 @@ def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callabl
                  lists: tuple[str, ...] = (), numeric: tuple[str, ...] = ()) -> Iterator[_Batch]:
     """Stream the file's ``wanted`` columns; CSV/TSV/JSON columns as text. JSON lines: the ``lists`` columns
     may hold arrays, and only the ``numeric`` columns may be read through a double (elsewhere, e.g. an id,
-    a number keeps its exact text). Raises ImportFailed for a missing column or an unreadable file."""
+    a number keeps its exact text). Raises ImportFailed for a missing column, a column the file names twice
+    or an unreadable file. A batch notes its rows holding a NUL character, in any format (``_Batch.nul``)."""
+    for batch in _read_batches(path, spec, wanted, on_bad_row=on_bad_row, lists=lists, numeric=numeric):
+        batch.nul = _nul_rows(batch.table)
+        yield batch
+
+
+def _refuse_twice(path: str, have: list[str], wanted: list[str], where: str) -> None:
+    """A mapped column the file names more than once: which one is meant? (a reader would take one silently)"""
+    for c in wanted:
+        at = [i + 1 for i, name in enumerate(have) if name == c]
+        if len(at) > 1:
+            raise ImportFailed(f"{path}: column {c!r} is named {len(at)} times in {where} (columns "
+                               f"{', '.join(f'#{i}' for i in at)}): which one is meant? rename all but one")
+
+
+def _header_names(head: bytes, encoding: str, parse: Any) -> list[str] | None:
+    """The names a CSV header gives, read from the file's first line (None when that line cannot be read
+    alone: a header with a quoted line break)."""
+    import io
+
+    import pyarrow.csv as pcsv
+
+    line = re.split(rb"\r\n|\n|\r", head, maxsplit=1)[0]
+    try:
+        return pcsv.read_csv(io.BytesIO(line + b"\n"), read_options=pcsv.ReadOptions(encoding=encoding, use_threads=False),
+                             parse_options=pcsv.ParseOptions(delimiter=parse.delimiter, quote_char=parse.quote_char)
+                             ).column_names
+    except (pa.ArrowInvalid, UnicodeDecodeError, LookupError):
+        return None
+
+
+def _read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callable[[int | None, str], None],
+                  lists: tuple[str, ...] = (), numeric: tuple[str, ...] = ()) -> Iterator[_Batch]:
     fmt = file_format(path, spec)
     row = 1
     encoding = str(getattr(spec, "encoding", "utf8"))
+    head = b""
     if os.path.isfile(path) and fmt != "parquet":
         with open(path, "rb") as fh:
             head = fh.read(TEXT_SNIFF_BYTES)
         if not head:
             raise ImportFailed(f"{path}: the file is empty (0 bytes): nothing to import")
-        if b"\x00" in head and not encoding.lower().replace("-", "").startswith(("utf16", "utf32")):
-            raise ImportFailed(f"{path}: not a text file: NUL bytes within its first {len(head):,} bytes (a binary "
-                               f"file? the mapping reads it as {fmt} text, encoding {encoding!r}; a Parquet file "
-                               "needs format: parquet, a UTF-16 text encoding: utf-16)")
+        what = None if encoding.lower().replace("-", "").startswith(("utf16", "utf32")) else _binary_head(head)
+        if what:
+            raise ImportFailed(f"{path}: not a text file: {what}; the mapping reads it as {fmt} text, encoding "
+                               f"{encoding!r}")
 
     def missing(have: list[str]) -> None:
         gone = [c for c in wanted if c not in have]
@@ -239,6 +319,7 @@ def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callabl
         if fmt == "parquet":
             pf = pq.ParquetFile(path)
             missing(pf.schema_arrow.names)
+            _refuse_twice(path, pf.schema_arrow.names, wanted, "its schema")
             for rb in pf.iter_batches(batch_size=1 << 20, columns=wanted):
                 yield _Batch(pa.Table.from_batches([rb]), row)
                 row += rb.num_rows
@@ -274,6 +355,10 @@ def read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callabl
         convert = pcsv.ConvertOptions(include_columns=wanted, column_types={c: pa.string() for c in wanted},
                                       strings_can_be_null=False, quoted_strings_can_be_null=False,
                                       check_utf8=not utf8)
+        if names is not None:
+            _refuse_twice(path, names, wanted, "the mapping's column_names")
+        elif head:
+            _refuse_twice(path, _header_names(head, spec.encoding, parse) or [], wanted, "the header")
         try:
             reader = pcsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
         except pa.ArrowKeyError:  # a mapped column is not in the file: say which, and what the file has
