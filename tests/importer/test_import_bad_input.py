@@ -220,6 +220,23 @@ def test_a_column_named_twice_is_refused_naming_both(files: Path, tmp_path: Path
     assert "named 2 times in its schema (columns #1, #5)" in result.output, result.output
 
 
+def test_epoch_times_written_with_an_exponent_are_read_as_json_lines_reads_them(files: Path,
+                                                                               tmp_path: Path) -> None:
+    """R's write.csv writes 1700000000 as 1.7e+09 and a spreadsheet 1.70E+09: quarantined as bad_timestamp
+    before, while the same number in a JSON line was read."""
+    import pyarrow.parquet as pq
+
+    data = files / "exp.csv"
+    data.write_text("\n".join([HEADER, *_rows(), "1,2,5,8.749657e+08", "1,3,5,8.749657E8", "1,4,5,8749657e2"]) + "\n")
+    result = _import(files, data)
+    assert result.exit_code == 0, result.output
+    f = _summary(result.output)["files"][0]
+    assert f["imported"] == 43 and f["quarantined"] == {}, f
+    times = {(r["item_id"], int(r["event_ts"].timestamp())) for p in (tmp_path / "home").rglob("import-*.parquet")
+             for r in pq.read_table(p).to_pylist() if r["user_id"] == "1" and r["item_id"] in ("2", "3", "4")}
+    assert ("2", 874965700) in times and ("3", 874965700) in times and ("4", 874965700) in times
+
+
 def test_an_encoding_error_names_the_line_where_it_is(files: Path) -> None:
     data = files / "latin1.csv"
     data.write_bytes(("\n".join([HEADER, *_rows()]) + "\n").encode() + f"josé,3,5,{T0}\n".encode("latin-1"))

@@ -740,7 +740,7 @@ def _mask(arr: Any) -> np.ndarray:
     return np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-_EPOCH = re.compile(r"^[-+]?\d+(\.\d+)?$")
+_EPOCH = re.compile(r"^[-+]?\d+(\.\d+)?([eE][-+]?\d+)?$")  # R and spreadsheets write 1.7e+09
 
 
 def parse_times(col: pa.ChunkedArray | pa.Array, unit: str, fmt: str | None = None) -> pa.Array:
