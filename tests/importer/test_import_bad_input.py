@@ -300,3 +300,18 @@ def test_kept_row_numbers_skip_the_skipped_rows() -> None:
     assert _kept_row_numbers(0, 5, [2, 4]).tolist() == [1, 3, 5, 6, 7]
     assert _kept_row_numbers(3, 3, [2, 4, 9]).tolist() == [6, 7, 8]  # kept 4th..6th: rows 6, 7, 8
     assert _kept_row_numbers(0, 3, [1, 2, 3]).tolist() == [4, 5, 6]
+
+
+def test_the_nul_scan_names_the_rows_of_sliced_chunks_and_lists() -> None:
+    """Readers hand over chunks that are slices of larger buffers: the row found must be the slice's own."""
+    import pyarrow as pa
+
+    from skyrec.data.importer import _nul_rows
+
+    lists = pa.array([["a"], ["b\x00"], ["c", "d\x00"], ["e"]])
+    text = pa.array(["x", "y\x00", "z"])
+    table = pa.table({"g": pa.chunked_array([lists.slice(0, 2), lists.slice(2, 2)]),
+                      "u": pa.chunked_array([text.slice(1, 1), pa.array(["w", "v\x00", "t"], pa.large_string())
+                                             .cast(pa.string())])})
+    assert _nul_rows(table) == {0: ["u"], 1: ["g"], 2: ["g", "u"]}
+    assert _nul_rows(pa.table({"u": text.slice(2, 1)})) == {}  # the buffer holds one, the slice does not

@@ -209,8 +209,8 @@ def _nul_rows(table: pa.Table) -> dict[int, list[str]]:
     for name in table.column_names:
         offset = 0
         for chunk in table.column(name).chunks:
-            strings = chunk.values if pa.types.is_list(chunk.type) else chunk
-            if pa.types.is_string(strings.type):
+            strings = chunk.flatten() if pa.types.is_list(chunk.type) else chunk  # (a slice's own elements)
+            if pa.types.is_string(strings.type) or pa.types.is_large_string(strings.type):
                 data = strings.buffers()[2]
                 if data is not None and b"\x00" in data.to_pybytes():
                     hit = pc.fill_null(pc.match_substring(strings, "\x00"), False)
@@ -357,7 +357,7 @@ def _read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callab
                                       check_utf8=not utf8)
         if names is not None:
             _refuse_twice(path, names, wanted, "the mapping's column_names")
-        elif head:
+        elif head and spec.header:
             _refuse_twice(path, _header_names(head, spec.encoding, parse) or [], wanted, "the header")
         try:
             reader = pcsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
