@@ -882,6 +882,9 @@ def import_cmd(
                              progress=lambda msg: typer.echo(msg, err=True))
     except ImportFailed as exc:
         _fail(str(exc), bad_input)
+    except OSError as exc:  # the source refused a write, or a disk is full: not the file's fault
+        _fail(f"writing into the source {cfg.source_url} failed: {type(exc).__name__}: {exc}. Nothing of the file that "
+              "failed is recorded as imported: run the same import again once the source accepts writes", 1)
 
     def terms(n: int, what: str, reasons: dict[str, int]) -> str:
         return f"{n:,} {what}" + (f" {reasons}" if reasons else "")

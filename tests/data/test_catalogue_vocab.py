@@ -39,8 +39,10 @@ def test_timestamps_with_offsets_are_stored_utc() -> None:
         parse_ts("yesterday")
     assert parse_duration("PT28M5S") == 1685
     assert parse_duration(60) == 60
-    with pytest.raises(ValueError):
-        parse_duration("-5")
+    assert parse_duration("0:28:05") == parse_duration("28:05") == 1685 and parse_duration("1:02:03") == 3723
+    for bad in ("-5", "1:60:00", "0:5", "28:60", "8 days", 7 * 86400, float("nan")):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
 
 
 def _catalogue() -> pa.Table:

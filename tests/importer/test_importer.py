@@ -259,3 +259,32 @@ def test_a_bad_byte_in_a_mapped_header_name_fails_the_file_naming_line_1(tmp_pat
     bad.write_bytes(b"user,it\xffem,ts\n" + rows)
     with pytest.raises(ImportFailed, match=r"bad\.csv: cannot be read at line 1, byte 8 .*\(csv, delimiter ',', "):
         import_interactions(cfg, str(bad))
+
+
+def test_genre_lists_on_another_separator_and_flags_neither_true_nor_false_are_noted(tmp_path: Path) -> None:
+    """Each is read as the mapping says (a value without the separator is one genre; an unknown flag is false),
+    and the summary says so, naming the values, so that a person can fix the mapping."""
+    items = tmp_path / "items.csv"
+    items.write_text("id,title,genres,Comedy,Drama\n"
+                     "a,A,\"Comedy, Drama\",1,0\n"
+                     "b,B,News,X,no\n"
+                     "c,C,\"Drama, Music\",✓,TRUE\n"
+                     "d,D,Music,X,\n")
+    cfg = local_config(tmp_path / "home", {"ingest": {"files": {"items": {
+        "columns": {"id": "id", "title": "title", "genres": "genres"}, "genre_flags": ["Comedy", "Drama"]}}}})
+    f = import_items(cfg, str(items))
+    assert f.imported == 4
+    notes = " | ".join(f.notes)
+    assert "genres (column 'genres'): no value holds list_separator '|' and 2 of 4 hold ','" in notes
+    assert "set list_separator: ','" in notes
+    assert "flag column 'Comedy': 3 values are neither true" in notes and "'x' x2, '✓' x1" in notes
+    assert "flag column 'Drama'" not in notes  # 0, no, TRUE and empty are all understood
+    episodes = {json.loads(p.read_text())["id"]: json.loads(p.read_text())["genres"]
+                for p in Path(cfg.source_url).rglob("episodes/**/*.json")}
+    assert episodes == {"a": ["Comedy, Drama", "Comedy"], "b": ["News"], "c": ["Drama, Music", "Drama"],
+                        "d": ["Music"]}
+    # the separator is there (one genre, "Folk, Roots", holds a comma): no note
+    items.write_text("id,title,genres\na,A,\"Folk, Roots\"\nb,B,\"Folk, Roots\"\nc,C,Comedy|News\n")
+    cfg = local_config(tmp_path / "home2", {"ingest": {"files": {"items": {
+        "columns": {"id": "id", "title": "title", "genres": "genres"}}}}})
+    assert import_items(cfg, str(items)).notes == []

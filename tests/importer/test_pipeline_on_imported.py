@@ -142,3 +142,140 @@ def test_the_film_example_differs_from_the_shipped_config_only_in_its_domain_par
     for section in ("training", "precompute", "airflow"):
         changed = {k for k in set(base[section]) | set(films[section]) if base[section].get(k) != films[section].get(k)}
         assert changed <= {"weighting", "played_fraction_weight", "rules", "start_date"}, (section, changed)
+
+
+def test_brand_series_and_item_ids_are_three_namespaces_through_to_the_catalogue(tmp_path: Path) -> None:
+    """A file's brand, series and item columns are separate id spaces: series numbered within their brand, a
+    brand and a series with one id, an unbranded item whose id is a brand's, unbranded items of one series.
+    Each item must reach the catalogue with the brand its own row names (the brand cap groups by it)."""
+    from importer_files import local_config
+
+    from skyrec.storage import Lake
+
+    items = tmp_path / "items.csv"
+    items.write_text("id,title,brand,brand_title,series,series_title,masterbrand\n"
+                     "e1,One,A,Brand A,1,Series 1,\n"
+                     "e2,Two,B,Brand B,1,Series 1,\n"           # series 1 again, of another brand
+                     "e3,Three,B,,2,Series 2,Radio 4\n"         # brand B's title not given again; a masterbrand
+                     "e4,Four,,,,,\n"                           # unbranded: its own brand ...
+                     "e5,Five,e4,Brand e4,,,\n"                 # ... while a brand in the file has its id
+                     "e6,Six,S,Brand S,S,Series S,\n"           # a brand and a series with one id
+                     "e7,Seven,,,9,Nine,\n"                     # unbranded, one series: grouped by the series
+                     "e8,Eight,,,9,Nine,\n"
+                     "e9,Nine,B,Brand Bee,2,Series 2,\n")      # another title for brand B: the first is kept
+    cols = {c: c for c in ("id", "title", "brand", "brand_title", "series", "series_title", "masterbrand")}
+    cfg = local_config(tmp_path / "home", {"ingest": {"files": {"items": {"columns": cols}}}})
+    summary = run_import(cfg, items=str(items))
+    f = summary["files"][0]
+    assert f["imported"] == 9 and f["written"]["brands"] == 6 and f["written"]["series"] == 5
+    notes = " | ".join(f["notes"])
+    assert "'1' under 2 brands ('A', 'B')" in notes and "'e4' -> 'item:e4'" in notes
+    assert "brand 'B' title: row 2 'Brand B', row 9 'Brand Bee'" in notes
+    assert run_import(cfg, items=str(items))["files"][0]["noop"]  # re-running changes nothing
+    now = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    for job in ("sync_metadata", "build_catalogue"):
+        code, payload = _job(cfg, job, now)
+        assert code == 0, payload
+    lake = Lake.from_config(cfg)
+    cat = pq.read_table(lake.file_url(lake.latest(cfg, "catalogue"), "catalogue.parquet"), filesystem=lake.fs)
+    got = {r["item_id"]: (r["brand_id"], r["brand_title"], r["series_id"], r["masterbrand"])
+           for r in cat.select(["item_id", "brand_id", "brand_title", "series_id", "masterbrand"]).to_pylist()}
+    assert got == {
+        "e1": ("A", "Brand A", "A:1", None), "e2": ("B", "Brand B", "B:1", "Radio 4"),
+        "e3": ("B", "Brand B", "2", "Radio 4"), "e4": ("item:e4", "Four", None, None),
+        "e5": ("e4", "Brand e4", None, None), "e6": ("S", "Brand S", "S", None),
+        "e7": ("9", "Nine", "9", None), "e8": ("9", "Nine", "9", None), "e9": ("B", "Brand B", "2", "Radio 4")}
+
+
+def test_an_items_durations_and_window_are_read_as_the_catalogue_reads_them(tmp_path: Path) -> None:
+    """Durations in seconds, ISO-8601 or clock form reach the catalogue; one the catalogue would refuse, and a
+    window that ends before it starts (which the catalogue would refuse, leaving the item available from its
+    release for ever), are quarantined at the import, where the person importing sees them."""
+    import json
+
+    from importer_files import local_config
+
+    from skyrec.storage import Lake
+
+    items = tmp_path / "items.csv"
+    items.write_text("id,title,release_date,available_from,available_until,duration\n"
+                     "a,A,2026-11-01,,,1680\n"
+                     "b,B,2026-11-01,,,PT28M\n"
+                     "c,C,2026-11-01,,,0:28:00\n"
+                     "d,D,2026-11-01,,,28:00\n"
+                     "e,E,2026-11-01,2026-11-02,2027-01-01,1.68e3\n"
+                     "f,F,2026-11-01,,,800000\n"                 # over 7 days: the catalogue refuses it
+                     "g,G,2026-11-01,,,1:75:00\n"                # not a clock
+                     "h,H,2026-11-01,2026-11-10,2026-11-05,60\n"  # ends before it starts
+                     "i,I,2026-11-01,,2026-10-01,60\n"            # ends before its release
+                     "j,J,2026-11-01,2026-11-02,2026-11-02,60\n")  # empty
+    cols = {c: c for c in ("id", "title", "release_date", "available_from", "available_until", "duration")}
+    cfg = local_config(tmp_path / "home", {"ingest": {"files": {"items": {"columns": cols}}}})
+    f = run_import(cfg, items=str(items))["files"][0]
+    assert f["imported"] == 5 and f["quarantined"] == {"bad_duration": 2, "bad_date": 3}
+    bad = {json.loads(line)["values"]["id"]: json.loads(line)["error"]
+           for p in (tmp_path / "home").rglob("_imports/*/quarantine/bad_date.jsonl")
+           for line in p.read_text().splitlines()}
+    assert bad["h"] == "available_until 2026-11-05T00:00:00Z is not after available_from 2026-11-10T00:00:00Z: " \
+                       "the window is empty" and "release_date 2026-11-01" in bad["i"] and set(bad) == {"h", "i", "j"}
+    now = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    for job in ("sync_metadata", "build_catalogue"):
+        code, payload = _job(cfg, job, now)
+        assert code == 0, payload
+    assert payload["summary"]["invalid"] == {}  # nothing the import let through is refused by the catalogue
+    lake = Lake.from_config(cfg)
+    cat = pq.read_table(lake.file_url(lake.latest(cfg, "catalogue"), "catalogue.parquet"), filesystem=lake.fs)
+    assert dict(zip(cat.column("item_id").to_pylist(), cat.column("duration_seconds").to_pylist(), strict=True)) == \
+        {"a": 1680, "b": 1680, "c": 1680, "d": 1680, "e": 1680}
+
+
+@pytest.mark.integration
+def test_an_items_file_into_an_s3_source_through_to_the_catalogue_and_a_failed_write_fails_the_import(
+        s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Into the production kind of source (moto's S3 server over HTTP, behind the fault proxy): the objects go
+    out many at a time, a re-run changes nothing, and a write the store refuses fails the import
+    without recording it as done, so that the next run writes everything."""
+    import json
+
+    from importer_files import local_config
+    from typer.testing import CliRunner
+
+    from skyrec.chaos.proxy import Rule
+    from skyrec.cli import app
+    from skyrec.storage import Lake
+
+    _, proxy = s3
+    items = tmp_path / "items.csv"
+    items.write_text("id,title,brand,series\n" + "".join(f"e{i},Ep {i},b{i % 7},{i % 3}\n" for i in range(300)))
+    cols = {c: c for c in ("id", "title", "brand", "series")}
+    cfg = local_config(tmp_path / "home", {"source": {"kind": "s3", "url": "s3://lake/feed",
+                                                      "endpoint_url": f"http://127.0.0.1:{proxy.port}"},
+                                           "ingest": {"files": {"items": {"columns": cols}}}})
+    rule = proxy.arm(Rule("error", methods=frozenset({"PUT"}), path_contains="/episodes/", skip=40,
+                          status=403, code="AccessDenied"))
+    with pytest.raises(OSError):
+        run_import(cfg, items=str(items))
+    assert rule.fired
+    # the command says so, in a line (no traceback), and exits 1: the file was fine
+    rule = proxy.arm(Rule("error", methods=frozenset({"PUT"}), path_contains="/episodes/", skip=40,
+                          status=403, code="AccessDenied"))
+    (tmp_path / "map.yaml").write_text(json.dumps({"items": {"columns": cols}}))
+    monkeypatch.delenv("SKYREC_CONFIG_DIR", raising=False)
+    for k, v in {"SKYREC_HOME": tmp_path / "home", "SKYREC__SOURCE__KIND": "s3", "SKYREC__SOURCE__URL": "s3://lake/feed",
+                 "SKYREC__SOURCE__ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}.items():
+        monkeypatch.setenv(k, str(v))
+    result = CliRunner().invoke(app, ["import", "--items", str(items), "--mapping", str(tmp_path / "map.yaml")])
+    assert result.exit_code == 1 and rule.fired, result.output
+    assert "writing into the source s3://lake/feed failed: PermissionError" in result.output
+    assert "run the same import again" in result.output and "Traceback" not in result.output
+    proxy.disarm_all()
+    f = run_import(cfg, items=str(items))["files"][0]
+    assert not f["noop"] and f["imported"] == 300 and f["written"]["objects"] == 300 * 2 + 7 + 21
+    assert run_import(cfg, items=str(items))["files"][0]["noop"]
+    now = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    for job in ("sync_metadata", "build_catalogue"):
+        code, payload = _job(cfg, job, now)
+        assert code == 0, payload
+    lake = Lake.from_config(cfg)
+    cat = pq.read_table(lake.file_url(lake.latest(cfg, "catalogue"), "catalogue.parquet"), filesystem=lake.fs)
+    assert cat.num_rows == 300 and set(cat.column("brand_id").to_pylist()) == {f"b{i}" for i in range(7)}

@@ -129,18 +129,21 @@ def parse_ts(value: Any) -> dt.datetime:
 
 
 _ISO_DURATION = re.compile(r"^P(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)$")
+#: a clock duration as spreadsheets and players write it: H:MM:SS, or MM:SS (two parts are minutes and seconds)
+_CLOCK_DURATION = re.compile(r"^(?:(\d+):)?(\d+):([0-5]\d(?:\.\d+)?)$")
 
 
 def parse_duration(value: Any) -> int:
-    """Duration in whole seconds from an int/float/numeric string or an ISO-8601 duration (``PT1H2M3S``)."""
+    """Duration in whole seconds from an int/float/numeric string, an ISO-8601 duration (``PT1H2M3S``) or a
+    clock duration (``1:02:03``; ``28:00`` is 28 minutes); at least 0 and under 7 days."""
     if isinstance(value, bool) or value is None:
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
         s = value.strip()
-        m = _ISO_DURATION.match(s)
-        if m and any(m.groups()):
+        m = _ISO_DURATION.match(s) or _CLOCK_DURATION.match(s)
+        if m and any(m.groups()) and (m.re is _ISO_DURATION or m.group(1) is None or int(m.group(2)) < 60):
             h, mi, se = m.groups()
             seconds = int(h or 0) * 3600 + int(mi or 0) * 60 + float(se or 0)
         else:

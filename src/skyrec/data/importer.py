@@ -69,6 +69,10 @@ DEFAULT_COLUMNS = {"interactions": {"user": "user_id", "item": "item_id", "times
                    "items": {"id": "id", "title": "title"}}
 REQUIRED = {"interactions": ("user", "item", "timestamp"), "items": ("id", "title")}
 TAB_OR_COMMA = {"tsv": "\t", "csv": ","}  # the delimiter when the mapping names none
+#: how an items file becomes source records; a file imported under an earlier layout is imported again (2: a
+#: file's brand, series and item ids read as three namespaces, ``_Programmes``)
+ITEMS_LAYOUT = 2
+OBJECT_STORE_CONCURRENCY = 64  # the items import's object writes in flight to S3
 TEXT_SNIFF_BYTES = 64 << 10  # the head of a text file checked for NUL bytes (a binary file is not CSV/JSON)
 
 
@@ -824,6 +828,7 @@ class _Output:
 
         self.fs, self.root = source_fs(config)
         self.local = config.source.kind == "local"
+        self._folders: set[str] = set()  # made already (one items file writes ~2 objects per item)
 
     def path(self, rel: str) -> str:
         return f"{self.root}/{rel}"
@@ -831,13 +836,28 @@ class _Output:
     def write(self, rel: str, data: bytes) -> None:
         full = self.path(rel)
         if self.local:
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            tmp = f"{os.path.dirname(full)}/.{os.path.basename(full)}.tmp-{os.getpid()}"
+            folder = os.path.dirname(full)
+            if folder not in self._folders:
+                os.makedirs(folder, exist_ok=True)
+                self._folders.add(folder)
+            tmp = f"{folder}/.{os.path.basename(full)}.tmp-{os.getpid()}"
             with open(tmp, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, full)  # whole or not at all: a killed import never leaves half a file
         else:
             self.fs.pipe_file(full, data)
+
+    def write_many(self, objects: list[tuple[str, bytes]]) -> None:
+        """Several whole objects (``rel``, bytes): one after another into a local folder (a file system gains
+        nothing from more at once), ``OBJECT_STORE_CONCURRENCY`` requests at a time to an object store, where one
+        after another an items file of 200k programmes (~460k objects) would take hours."""
+        if self.local:
+            for rel, data in objects:
+                self.write(rel, data)
+        else:  # a chunk a call: fsspec makes every call's requests at once, and leaves a failed call's rest unmade
+            for i in range(0, len(objects), OBJECT_STORE_CONCURRENCY):
+                part = objects[i:i + OBJECT_STORE_CONCURRENCY]
+                self.fs.pipe({self.path(rel): data for rel, data in part}, batch_size=OBJECT_STORE_CONCURRENCY)
 
     def read(self, rel: str) -> bytes | None:
         try:
@@ -1163,15 +1183,59 @@ def _write_hours(config: Any, out: _Output, key: str, table: pa.Table | None, ha
 # ---- items --------------------------------------------------------------------------------------------------
 
 _TRUE = {"1", "true", "yes", "y", "t", "1.0"}
+_FALSE = {"0", "false", "no", "n", "f", "0.0", ""}
+_OTHER_SEPARATORS = (",", ";", "|", "/")  # what a genre list written as text may be split on
+
+
+def list_typed(col: Any) -> bool:
+    return pa.types.is_list(col.type) or pa.types.is_large_list(col.type)
+
+
+def _list_notes(cols: dict[str, str], sep: str, seps: dict[str, Counter[str]],
+                odd: dict[str, Counter[str]]) -> list[str]:
+    """What a person should check in how the genres and formats were read: a text list column in which no value
+    holds ``list_separator`` but many hold another separator (each such value became one genre), and flag
+    columns with values that are neither true nor false (read as false)."""
+    notes = []
+    for name, counts in seps.items():
+        values = counts.pop("", 0)
+        if not values or counts.get(sep):
+            continue
+        for other, k in counts.most_common():
+            if other != sep and k >= max(2, 0.2 * values):
+                notes.append(f"{name} (column {cols[name]!r}): no value holds list_separator {sep!r} and {k:,} of "
+                             f"{values:,} hold {other!r}, each read as one {name[:-1]}; if it is a list, set "
+                             f"list_separator: {other!r}")
+                break
+    for flag, counts in odd.items():
+        if counts:
+            eg = ", ".join(f"{v!r} x{k:,}" for v, k in counts.most_common(3))
+            notes.append(f"flag column {flag!r}: {sum(counts.values()):,} values are neither true "
+                         f"({', '.join(sorted(_TRUE))}) nor false ({', '.join(sorted(_FALSE - {''}))}, empty), read "
+                         f"as false: {eg}")
+    return notes
 
 
 def _split_list(col: Any, sep: str) -> list[list[str] | None]:
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks else pa.array([], col.type)
-    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+    if list_typed(col):
         return [[str(x).strip() for x in v if x is not None and str(x).strip()] if v is not None else None
                 for v in col.to_pylist()]
     return [[p.strip() for p in v.split(sep) if p.strip()] if v else None for v in _text(col).to_pylist()]
+
+
+def _duration(value: Any) -> int | None:
+    """Whole seconds, read as the source's records are (``skyrec.data.catalogue.parse_duration``: seconds,
+    ISO-8601, clock; 0 s to 7 days); None when it is none of them -- an item the catalogue would refuse."""
+    from skyrec.data.catalogue import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        return None
 
 
 def _iso_out(v: Any) -> str | None:
@@ -1187,7 +1251,8 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
     key = _key("items", path)
     report = FileReport("items", path, key)
     mapping = _mapping_digest("items", spec, {"prefix": config.source.metadata_prefix,
-                                              "streams": list(config.source.metadata_streams)})
+                                              "streams": list(config.source.metadata_streams),
+                                              "layout": ITEMS_LAYOUT})
     previous = _state(out, key)
     digest, done = _already_imported(previous, path, mapping, report, started)
     if done:
@@ -1203,6 +1268,8 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
     list_columns = tuple(cols[f] for f in ("genres", "formats") if f in cols)
     numeric = (*[cols[f] for f in ("duration", "release_date", "available_from", "available_until", "updated")
                  if f in cols], *flags["genres"], *flags["formats"])
+    odd: dict[str, Counter[str]] = {f: Counter() for f in [*flags["genres"], *flags["formats"]]}
+    seps: dict[str, Counter[str]] = {"genres": Counter(), "formats": Counter()}  # "": values; else: holding it
     for batch in read_batches(path, spec, wanted, lists=list_columns, numeric=numeric,
                               on_bad_row=lambda n, msg: parsed_bad_rows.append((n, msg))):
         t = batch.table
@@ -1225,21 +1292,35 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
         bad_d = np.zeros(n, dtype=bool)
         if "duration" in cols:
             raw_d = t.column(cols["duration"])
-            duration = _numbers(raw_d).to_pylist()
+            numbers = pa.types.is_integer(raw_d.type) or pa.types.is_floating(raw_d.type)
+            duration = [_duration(v) for v in (raw_d if numbers else _text(raw_d)).to_pylist()]
             present_d = ~_mask(pc.is_null(_text(raw_d)))
-            bad_d = present_d & np.array([d is None or not np.isfinite(d) or d < 0 for d in duration], dtype=bool)
-            _check_share(path, cols["duration"], "a duration in seconds", bad_d, present_d, batch, _text(raw_d))
+            bad_d = present_d & np.array([d is None for d in duration], dtype=bool)
+            _check_share(path, cols["duration"], "a duration (seconds, PT28M or 0:28:00)", bad_d, present_d, batch,
+                         _text(raw_d))
         lists: dict[str, list[list[str]]] = {}
         for name in ("genres", "formats"):
             got: list[list[str]] = [[] for _ in range(n)]
             if name in cols:
                 for i, v in enumerate(_split_list(t.column(cols[name]), spec.list_separator)):
                     got[i].extend(v or [])
+                if not list_typed(t.column(cols[name])):
+                    for v in _text(t.column(cols[name])).to_pylist():
+                        if v:
+                            seps[name].update([c for c in _OTHER_SEPARATORS if c in v] + [""])
             for flag in flags[name]:
-                on = [str(v).strip().lower() in _TRUE for v in t.column(flag).to_pylist()]
-                for pos in np.flatnonzero(on).tolist():
+                said = ["" if v is None else str(v).strip().lower() for v in t.column(flag).to_pylist()]
+                odd[flag].update(v for v in said if v not in _TRUE and v not in _FALSE)
+                for pos in np.flatnonzero([v in _TRUE for v in said]).tolist():
                     got[pos].append(flag)
             lists[name] = got
+        # every field of the row loop as a list of n, built once per batch (a default built per row made the
+        # import quadratic in the batch's rows)
+        nones: list[Any] = [None] * n
+        got_text = {f: text.get(f, nones) for f in ("brand", "brand_title", "series", "series_title", "masterbrand")}
+        got_time = {f: times.get(f, nones) for f in ("release_date", "available_from", "available_until", "updated")}
+        bad_time = [(f, times[f + "_bad"]) for f in ("release_date", "available_from", "available_until", "updated")
+                    if f + "_bad" in times]
         undecodable = {int(i): msg for mask, msg in batch.undecodable_groups(spec.encoding)
                        for i in np.flatnonzero(mask)}
         for i in range(n):
@@ -1255,29 +1336,36 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
             if title is None:
                 quarantine.add("missing_title", [row], [values], "the title is empty")
                 continue
-            bad_field = next((f for f in ("release_date", "available_from", "available_until", "updated")
-                              if times.get(f + "_bad", [False] * n)[i]), None)
+            bad_field = next((f for f, bad in bad_time if bad[i]), None)
             if bad_field:
                 quarantine.add("bad_date", [row], [values], f"{bad_field}: not a date")
                 continue
             if bad_d[i]:
-                quarantine.add("bad_duration", [row], [values], "duration: not a number of seconds >= 0")
+                quarantine.add("bad_duration", [row], [values], "duration: not a duration of 0 s to 7 days "
+                               "(seconds, ISO-8601 PT28M or clock 0:28:00)")
+                continue
+            start = got_time["available_from"][i] or got_time["release_date"][i]
+            until = got_time["available_until"][i]
+            if start is not None and until is not None and until <= start:
+                # the item would be quarantined downstream and fall back to "available from its release, for ever"
+                quarantine.add("bad_date", [row], [values], f"available_until {_iso_out(until)} is not after "
+                               f"{'available_from' if got_time['available_from'][i] else 'release_date'}"
+                               f" {_iso_out(start)}: the window is empty")
                 continue
             if iid in records:
                 quarantine.add("duplicate_item", [row], [values], f"id {iid!r} already on row {records[iid]['row']}")
                 continue
-            records[iid] = {"row": row, "id": iid, "title": title, "brand": text.get("brand", [None] * n)[i],
-                            "brand_title": text.get("brand_title", [None] * n)[i],
-                            "series": text.get("series", [None] * n)[i],
-                            "series_title": text.get("series_title", [None] * n)[i],
-                            "masterbrand": text.get("masterbrand", [None] * n)[i],
+            records[iid] = {"row": row, "id": iid, "title": title, "brand": got_text["brand"][i],
+                            "brand_title": got_text["brand_title"][i],
+                            "series": got_text["series"][i],
+                            "series_title": got_text["series_title"][i],
+                            "masterbrand": got_text["masterbrand"][i],
                             "genres": lists["genres"][i], "formats": lists["formats"][i],
-                            "release": times.get("release_date", [None] * n)[i],
-                            "from": times.get("available_from", [None] * n)[i],
-                            "until": times.get("available_until", [None] * n)[i],
-                            "updated": times.get("updated", [None] * n)[i],
-                            "duration": int(round(duration[i])) if duration is not None and duration[i] is not None
-                            else None}
+                            "release": got_time["release_date"][i],
+                            "from": got_time["available_from"][i],
+                            "until": got_time["available_until"][i],
+                            "updated": got_time["updated"][i],
+                            "duration": duration[i] if duration is not None else None}
         if progress:
             progress(f"{path}: {report.rows_in:,} rows read")
     if parsed_bad_rows:
@@ -1285,9 +1373,11 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
                        "the row cannot be read into the file's columns (values.error says why)")
         report.rows_in += len(parsed_bad_rows)
     _refuse_empty(path, report)
+    report.notes.extend(_list_notes(cols, spec.list_separator, seps, odd))
     report.imported = len(records)
     report.invariant()
     written = _write_items(config, out, key, records, now, default_from, previous)
+    report.notes.extend(written.pop("notes"))
     report.written = {**written, "quarantine": quarantine.write(out, key, previous)}
     report.seconds = time.time() - started
     out.write(f"{IMPORTS_DIR}/{key}.json", json.dumps(
@@ -1297,38 +1387,146 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
     return report
 
 
+def _fresh(candidate: str, taken: set[str]) -> str:
+    """``candidate``, or ``candidate:2``, ``:3`` ... when that id is taken in its namespace."""
+    out, n = candidate, 1
+    while out in taken:
+        n += 1
+        out = f"{candidate}:{n}"
+    taken.add(out)
+    return out
+
+
+@dataclass
+class _Programmes:
+    """Each item's brand and series in the source's programme records, from the file's three id namespaces.
+
+    A file's item, brand and series columns are separate namespaces (a relational export numbers each table
+    from 1; series are often numbered within their brand), while the source has one namespace per record type,
+    and a series names its one brand. Read as written, series ``1`` of brand A and series ``1`` of brand B were
+    one series (B's items became A's), and an unbranded item ``e4`` was merged into a brand ``e4``. So:
+
+    - an item without a brand and without a series is its own brand, under its item id (``item:<id>`` when the
+      file has a brand with that id): the brand cap never groups it with anything;
+    - an item without a brand but with a series: the series is its programme, its own brand, under the series
+      id (``series:<id>`` when that is a brand's id), titled by the series: the cap groups its episodes;
+    - a series is one per (brand, series id): an id used under one brand keeps its id; one used under several is
+      ``<brand>:<series>`` for each.
+    A generated id that the file uses as well gets ``:2``, ``:3`` ..."""
+
+    brand_of: dict[str, str]          # item id -> brand record id
+    series_of: dict[str, str | None]  # item id -> series record id
+    brands: dict[str, dict[str, Any]]  # brand id -> its record's fields (title, masterbrand, own)
+    series: dict[str, dict[str, Any]]  # series id -> its record's fields (brand id, title)
+    notes: list[str]
+
+    @classmethod
+    def of(cls, records: dict[str, dict[str, Any]]) -> _Programmes:
+        declared = {r["brand"] for r in records.values() if r["brand"] is not None}
+        brand_ids, series_ids = set(declared), {r["series"] for r in records.values() if r["series"] is not None}
+        own: dict[tuple[str, str], str] = {}  # ("item" | "series", id) -> generated brand id
+        brand_of: dict[str, str] = {}
+        renamed: dict[str, list[str]] = {"item": [], "series": []}
+        for r in records.values():
+            if r["brand"] is not None:
+                brand_of[r["id"]] = r["brand"]
+                continue
+            kind, base = ("series", r["series"]) if r["series"] is not None else ("item", r["id"])
+            if (kind, base) not in own:
+                own[(kind, base)] = _fresh(f"{kind}:{base}" if base in declared else base, brand_ids)
+                if own[(kind, base)] != base:
+                    renamed[kind].append(f"{base!r} -> {own[(kind, base)]!r}")
+            brand_of[r["id"]] = own[(kind, base)]
+        under: dict[str, list[str]] = {}  # series id -> its brands, in the file's order
+        for s, b in dict.fromkeys((r["series"], brand_of[r["id"]]) for r in records.values()
+                                  if r["series"] is not None):
+            under.setdefault(s, []).append(b)
+        shared = {s for s, bs in under.items() if len(bs) > 1}
+        sid: dict[tuple[str, str], str] = {}
+        for s, bs in under.items():
+            for b in bs:
+                sid[(b, s)] = _fresh(f"{b}:{s}", series_ids) if s in shared else s
+        brands: dict[str, dict[str, Any]] = {}
+        series: dict[str, dict[str, Any]] = {}
+        differ: dict[str, list[str]] = {"brand": [], "series": []}
+        series_of: dict[str, str | None] = {}
+
+        def given(kind: str, rid: str, got: dict[str, Any], name: str, value: str | None, row: int) -> None:
+            """The first value a row gives is kept; another one a later row gives is noted."""
+            if value is None:
+                return
+            if got.get(name) is None:
+                got[name], got[name + "_row"] = value, row
+            elif got[name] != value:
+                differ[kind].append(f"{kind} {rid!r} {name}: row {got[name + '_row']} {got[name]!r}, row {row} "
+                                    f"{value!r}")
+
+        for r in records.values():
+            b, row = brand_of[r["id"]], r["row"]
+            if r["brand"] is None:  # its own brand: titled by its series, else by the item
+                got = brands.setdefault(b, {"own": True, "title": (r["series_title"] or r["series"])
+                                            if r["series"] is not None else r["title"], "masterbrand": None})
+            else:
+                got = brands.setdefault(b, {"own": False, "title": None, "masterbrand": None})
+                given("brand", b, got, "title", r["brand_title"], row)
+            given("brand", b, got, "masterbrand", r["masterbrand"], row)
+            if r["series"] is None:
+                series_of[r["id"]] = None
+                continue
+            s = series_of[r["id"]] = sid[(b, r["series"])]
+            got = series.setdefault(s, {"brand_id": b, "title": None})
+            given("series", s, got, "title", r["series_title"], row)
+        for bid, got in brands.items():
+            got["title"] = got["title"] or bid
+        for s, got in series.items():
+            got["title"] = got["title"] or s
+        notes = []
+        if shared:
+            eg = sorted(shared)[:3]
+            notes.append(f"{len(shared):,} series id{'s are' if len(shared) > 1 else ' is'} used under more than one "
+                         f"brand, read as one series per brand (<brand>:<series>): " + "; ".join(f"{s!r} under {len(under[s]):,} brands ({', '.join(map(repr, under[s][:3]))}"
+                                   f"{', ...' if len(under[s]) > 3 else ''})" for s in eg)
+                         + (" ..." if len(shared) > len(eg) else ""))
+        for kind in ("item", "series"):
+            if renamed[kind]:
+                notes.append(f"{len(renamed[kind]):,} {kind}s without a brand are their own brand under another id "
+                             f"than their own, which a brand in the file has: " + ", ".join(renamed[kind][:3])
+                             + (" ..." if len(renamed[kind]) > 3 else ""))
+        for kind, what in (("brand", "title or masterbrand"), ("series", "title")):
+            if differ[kind]:
+                notes.append(f"{len(differ[kind]):,} rows give a {kind} another {what} than an earlier row; the "
+                             f"first one given is kept: " + "; ".join(differ[kind][:3])
+                             + (" ..." if len(differ[kind]) > 3 else ""))
+        return cls(brand_of, series_of, brands, series, notes)
+
+
 def _write_items(config: Any, out: _Output, key: str, records: dict[str, dict[str, Any]], now: dt.datetime,
                  default_from: str, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The source's metadata records. Programmes go to one folder per record type (``brand/``, ``series/``):
+    a brand and a series may share an id, and one object must not overwrite the other."""
     prefix = config.source.metadata_prefix
     s_prog, s_ep, s_av = (list(config.source.metadata_streams) + ["programmes", "episodes", "availability"])[:3]
     stamp = _iso_out(now)
     objects: list[str] = []
+    pending: list[tuple[str, bytes]] = []
 
-    def put(stream: str, rid: str, record: dict[str, Any]) -> None:
-        rel = f"{prefix}/{stream}/import-{key}/{urllib.parse.quote(rid, safe='')}-0.json"
-        out.write(rel, json.dumps(record, separators=(",", ":"), sort_keys=True, default=str).encode())
+    def put(stream: str, rid: str, record: dict[str, Any], folder: str = "") -> None:
+        rel = f"{prefix}/{stream}/import-{key}/{folder}{urllib.parse.quote(rid, safe='')}-0.json"
+        pending.append((rel, json.dumps(record, separators=(",", ":"), sort_keys=True, default=str).encode()))
         objects.append(rel)
+        if len(pending) >= 4096:
+            out.write_many(pending)
+            pending.clear()
 
-    brands: dict[str, dict[str, Any]] = {}
-    series: dict[str, dict[str, Any]] = {}
-    own_brands = 0
+    prog = _Programmes.of(records)
+    updated_of: dict[str, str | None] = {}  # a programme's updated time: that of its first item
     for r in records.values():
         updated = _iso_out(r["updated"]) or stamp
-        brand = r["brand"]
-        if brand is None:  # an unbranded item is its own brand: never capped together with other items
-            brand, own_brands = r["id"], own_brands + 1
-            brands.setdefault(brand, {"id": brand, "type": "brand", "title": r["title"], "updated": updated,
-                                      **({"masterbrand": r["masterbrand"]} if r["masterbrand"] else {})})
-        else:
-            brands.setdefault(brand, {"id": brand, "type": "brand", "title": r["brand_title"] or brand,
-                                      "updated": updated, **({"masterbrand": r["masterbrand"]}
-                                                             if r["masterbrand"] else {})})
-        if r["series"] is not None:
-            series.setdefault(r["series"], {"id": r["series"], "type": "series", "brand_id": brand,
-                                            "title": r["series_title"] or r["series"], "updated": updated})
-            parent = {"id": r["series"], "type": "series"}
-        else:
-            parent = {"id": brand, "type": "brand"}
+        brand, sid = prog.brand_of[r["id"]], prog.series_of[r["id"]]
+        updated_of.setdefault(f"brand/{brand}", updated)
+        if sid is not None:
+            updated_of.setdefault(f"series/{sid}", updated)
+        parent = {"id": sid, "type": "series"} if sid is not None else {"id": brand, "type": "brand"}
         episode: dict[str, Any] = {"id": r["id"], "type": "episode", "title": r["title"], "parent": parent,
                                    "genres": r["genres"], "formats": r["formats"], "updated": updated}
         if r["release"] is not None:
@@ -1340,15 +1538,19 @@ def _write_items(config: Any, out: _Output, key: str, records: dict[str, dict[st
         put(s_av, r["id"], {"id": r["id"], "type": "availability", "updated": updated,
                             "available_from": _iso_out(start) if start is not None else default_from,
                             "available_until": _iso_out(r["until"])})
-    for b in brands.values():
-        put(s_prog, b["id"], b)
-    for s in series.values():
-        put(s_prog, s["id"], s)
+    for bid, b in prog.brands.items():
+        put(s_prog, bid, {"id": bid, "type": "brand", "title": b["title"], "updated": updated_of[f"brand/{bid}"],
+                          **({"masterbrand": b["masterbrand"]} if b["masterbrand"] else {})}, "brand/")
+    for sid, s in prog.series.items():
+        put(s_prog, sid, {"id": sid, "type": "series", "brand_id": s["brand_id"], "title": s["title"],
+                          "updated": updated_of[f"series/{sid}"]}, "series/")
     withdrawn = sorted(set((previous or {}).get("ids", [])) - set(records))
     for iid in withdrawn:  # items the earlier version of this file had and this one has not
         put(s_ep, iid, {"id": iid, "type": "episode", "deleted": True, "updated": stamp})
-    return {"items": len(records), "brands": len(brands), "own_brands": own_brands, "series": len(series),
-            "withdrawn": len(withdrawn), "objects": len(objects), "objects_list": objects}
+    out.write_many(pending)
+    return {"items": len(records), "brands": len(prog.brands),
+            "own_brands": sum(1 for b in prog.brands.values() if b["own"]), "series": len(prog.series),
+            "withdrawn": len(withdrawn), "objects": len(objects), "objects_list": objects, "notes": prog.notes}
 
 
 def run_import(config: Any, *, interactions: str | None = None, items: str | None = None,

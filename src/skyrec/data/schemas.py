@@ -165,8 +165,8 @@ CONTRACTS: dict[str, Contract] = {
         FieldSpec("formats", "list<string>", False, "formats (else the brand's)", ["Audiobooks"], _LIST_JSON),
         FieldSpec("release_date", "timestamp", False, "first release; the age rules use it",
                   "2026-02-20T18:00:00Z", {**_TS_JSON, "type": ["string", "number", "null"]}),
-        FieldSpec("duration", "duration", False, "seconds, or ISO-8601 (PT28M); weighs how much of it a play "
-                  "covered", 1680, {"type": ["number", "string", "null"]}),
+        FieldSpec("duration", "duration", False, "seconds, ISO-8601 (PT28M) or a clock (0:28:00); weighs how "
+                  "much of it a play covered", 1680, {"type": ["number", "string", "null"]}),
     ], record_type="episode"),
     "availability": Contract("availability", "json", "Availability window of an item",
                              _METADATA_LOCATION.replace("{stream}", "availability"),
