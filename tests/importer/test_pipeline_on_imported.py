@@ -144,13 +144,25 @@ def test_the_film_example_differs_from_the_shipped_config_only_in_its_domain_par
         assert changed <= {"weighting", "played_fraction_weight", "rules", "start_date"}, (section, changed)
 
 
+def _catalogue_of(cfg: Any) -> tuple[Any, dict[str, Any]]:
+    """What the source holds, through ``sync_metadata`` and ``build_catalogue``: (the catalogue, the build's
+    summary)."""
+    from skyrec.storage import Lake
+
+    now = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    for job in ("sync_metadata", "build_catalogue"):
+        code, payload = _job(cfg, job, now)
+        assert code == 0, payload
+    lake = Lake.from_config(cfg)
+    cat = pq.read_table(lake.file_url(lake.latest(cfg, "catalogue"), "catalogue.parquet"), filesystem=lake.fs)
+    return cat, payload["summary"]
+
+
 def test_brand_series_and_item_ids_are_three_namespaces_through_to_the_catalogue(tmp_path: Path) -> None:
     """A file's brand, series and item columns are separate id spaces: series numbered within their brand, a
     brand and a series with one id, an unbranded item whose id is a brand's, unbranded items of one series.
     Each item must reach the catalogue with the brand its own row names (the brand cap groups by it)."""
     from importer_files import local_config
-
-    from skyrec.storage import Lake
 
     items = tmp_path / "items.csv"
     items.write_text("id,title,brand,brand_title,series,series_title,masterbrand\n"
@@ -172,12 +184,7 @@ def test_brand_series_and_item_ids_are_three_namespaces_through_to_the_catalogue
     assert "'1' under 2 brands ('A', 'B')" in notes and "'e4' -> 'item:e4'" in notes
     assert "brand 'B' title: row 2 'Brand B', row 9 'Brand Bee'" in notes
     assert run_import(cfg, items=str(items))["files"][0]["noop"]  # re-running changes nothing
-    now = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
-    for job in ("sync_metadata", "build_catalogue"):
-        code, payload = _job(cfg, job, now)
-        assert code == 0, payload
-    lake = Lake.from_config(cfg)
-    cat = pq.read_table(lake.file_url(lake.latest(cfg, "catalogue"), "catalogue.parquet"), filesystem=lake.fs)
+    cat, _ = _catalogue_of(cfg)
     got = {r["item_id"]: (r["brand_id"], r["brand_title"], r["series_id"], r["masterbrand"])
            for r in cat.select(["item_id", "brand_id", "brand_title", "series_id", "masterbrand"]).to_pylist()}
     assert got == {
@@ -194,8 +201,6 @@ def test_an_items_durations_and_window_are_read_as_the_catalogue_reads_them(tmp_
     import json
 
     from importer_files import local_config
-
-    from skyrec.storage import Lake
 
     items = tmp_path / "items.csv"
     items.write_text("id,title,release_date,available_from,available_until,duration\n"
@@ -218,13 +223,8 @@ def test_an_items_durations_and_window_are_read_as_the_catalogue_reads_them(tmp_
            for line in p.read_text().splitlines()}
     assert bad["h"] == "available_until 2026-11-05T00:00:00Z is not after available_from 2026-11-10T00:00:00Z: " \
                        "the window is empty" and "release_date 2026-11-01" in bad["i"] and set(bad) == {"h", "i", "j"}
-    now = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
-    for job in ("sync_metadata", "build_catalogue"):
-        code, payload = _job(cfg, job, now)
-        assert code == 0, payload
-    assert payload["summary"]["invalid"] == {}  # nothing the import let through is refused by the catalogue
-    lake = Lake.from_config(cfg)
-    cat = pq.read_table(lake.file_url(lake.latest(cfg, "catalogue"), "catalogue.parquet"), filesystem=lake.fs)
+    cat, built = _catalogue_of(cfg)
+    assert built["invalid"] == {}  # nothing the import let through is refused by the catalogue
     assert dict(zip(cat.column("item_id").to_pylist(), cat.column("duration_seconds").to_pylist(), strict=True)) == \
         {"a": 1680, "b": 1680, "c": 1680, "d": 1680, "e": 1680}
 
@@ -242,7 +242,6 @@ def test_an_items_file_into_an_s3_source_through_to_the_catalogue_and_a_failed_w
 
     from skyrec.chaos.proxy import Rule
     from skyrec.cli import app
-    from skyrec.storage import Lake
 
     _, proxy = s3
     items = tmp_path / "items.csv"
@@ -272,10 +271,5 @@ def test_an_items_file_into_an_s3_source_through_to_the_catalogue_and_a_failed_w
     f = run_import(cfg, items=str(items))["files"][0]
     assert not f["noop"] and f["imported"] == 300 and f["written"]["objects"] == 300 * 2 + 7 + 21
     assert run_import(cfg, items=str(items))["files"][0]["noop"]
-    now = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
-    for job in ("sync_metadata", "build_catalogue"):
-        code, payload = _job(cfg, job, now)
-        assert code == 0, payload
-    lake = Lake.from_config(cfg)
-    cat = pq.read_table(lake.file_url(lake.latest(cfg, "catalogue"), "catalogue.parquet"), filesystem=lake.fs)
+    cat, _ = _catalogue_of(cfg)
     assert cat.num_rows == 300 and set(cat.column("brand_id").to_pylist()) == {f"b{i}" for i in range(7)}
