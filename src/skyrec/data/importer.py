@@ -1376,7 +1376,8 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
     report.notes.extend(_list_notes(cols, spec.list_separator, seps, odd))
     report.imported = len(records)
     report.invariant()
-    written = _write_items(config, out, key, records, now, default_from, previous)
+    written = _write_items(config, out, key, records, now, default_from, previous,
+                           (lambda msg: progress(f"{path}: {msg}")) if progress else None)
     report.notes.extend(written.pop("notes"))
     report.written = {**written, "quarantine": quarantine.write(out, key, previous)}
     report.seconds = time.time() - started
@@ -1501,7 +1502,8 @@ class _Programmes:
 
 
 def _write_items(config: Any, out: _Output, key: str, records: dict[str, dict[str, Any]], now: dt.datetime,
-                 default_from: str, previous: dict[str, Any] | None) -> dict[str, Any]:
+                 default_from: str, previous: dict[str, Any] | None,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The source's metadata records. Programmes go to one folder per record type (``brand/``, ``series/``):
     a brand and a series may share an id, and one object must not overwrite the other."""
     prefix = config.source.metadata_prefix
@@ -1517,8 +1519,12 @@ def _write_items(config: Any, out: _Output, key: str, records: dict[str, dict[st
         if len(pending) >= 4096:
             out.write_many(pending)
             pending.clear()
+            if progress and len(objects) % (4096 * 16) == 0:  # ~65k objects: every 10-30 s on a local disk
+                progress(f"{len(objects):,} of {total:,} objects written")
 
     prog = _Programmes.of(records)
+    withdrawn = sorted(set((previous or {}).get("ids", [])) - set(records))
+    total = 2 * len(records) + len(prog.brands) + len(prog.series) + len(withdrawn)
     updated_of: dict[str, str | None] = {}  # a programme's updated time: that of its first item
     for r in records.values():
         updated = _iso_out(r["updated"]) or stamp
@@ -1544,7 +1550,6 @@ def _write_items(config: Any, out: _Output, key: str, records: dict[str, dict[st
     for sid, s in prog.series.items():
         put(s_prog, sid, {"id": sid, "type": "series", "brand_id": s["brand_id"], "title": s["title"],
                           "updated": updated_of[f"series/{sid}"]}, "series/")
-    withdrawn = sorted(set((previous or {}).get("ids", [])) - set(records))
     for iid in withdrawn:  # items the earlier version of this file had and this one has not
         put(s_ep, iid, {"id": iid, "type": "episode", "deleted": True, "updated": stamp})
     out.write_many(pending)
