@@ -288,3 +288,21 @@ def test_genre_lists_on_another_separator_and_flags_neither_true_nor_false_are_n
     cfg = local_config(tmp_path / "home2", {"ingest": {"files": {"items": {
         "columns": {"id": "id", "title": "title", "genres": "genres"}}}}})
     assert import_items(cfg, str(items)).notes == []
+
+
+def test_a_parquet_items_file_from_pandas_with_missing_durations_keeps_those_items(tmp_path: Path) -> None:
+    """pandas writes a missing number as NaN: an item without a duration, not a bad one (quarantining it lost
+    the item); a duration that is there but out of range is still quarantined."""
+    import math
+
+    table = pa.table({"id": ["a", "b", "c", "d"], "title": ["A", "B", "C", "D"],
+                      "duration": [1680.0, math.nan, None, -5.0]})
+    path = tmp_path / "items.parquet"
+    pq.write_table(table, path)
+    cfg = local_config(tmp_path / "home", {"ingest": {"files": {"items": {
+        "columns": {"id": "id", "title": "title", "duration": "duration"}}}}})
+    f = import_items(cfg, str(path))
+    assert f.imported == 3 and f.quarantined == {"bad_duration": 1}
+    episodes = {json.loads(p.read_text())["id"]: json.loads(p.read_text()).get("duration")
+                for p in Path(cfg.source_url).rglob("episodes/**/*.json")}
+    assert episodes == {"a": 1680, "b": None, "c": None}

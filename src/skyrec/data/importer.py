@@ -1295,6 +1295,8 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
             numbers = pa.types.is_integer(raw_d.type) or pa.types.is_floating(raw_d.type)
             duration = [_duration(v) for v in (raw_d if numbers else _text(raw_d)).to_pylist()]
             present_d = ~_mask(pc.is_null(_text(raw_d)))
+            if pa.types.is_floating(raw_d.type):  # NaN: how pandas writes a missing number, an absent duration
+                present_d &= ~_mask(pc.is_nan(raw_d))
             bad_d = present_d & np.array([d is None for d in duration], dtype=bool)
             _check_share(path, cols["duration"], "a duration (seconds, PT28M or 0:28:00)", bad_d, present_d, batch,
                          _text(raw_d))
