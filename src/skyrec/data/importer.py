@@ -1187,7 +1187,7 @@ _FALSE = {"0", "false", "no", "n", "f", "0.0", ""}
 _OTHER_SEPARATORS = (",", ";", "|", "/")  # what a genre list written as text may be split on
 
 
-def list_typed(col: Any) -> bool:
+def _list_typed(col: Any) -> bool:
     return pa.types.is_list(col.type) or pa.types.is_large_list(col.type)
 
 
@@ -1219,7 +1219,7 @@ def _list_notes(cols: dict[str, str], sep: str, seps: dict[str, Counter[str]],
 def _split_list(col: Any, sep: str) -> list[list[str] | None]:
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks else pa.array([], col.type)
-    if list_typed(col):
+    if _list_typed(col):
         return [[str(x).strip() for x in v if x is not None and str(x).strip()] if v is not None else None
                 for v in col.to_pylist()]
     return [[p.strip() for p in v.split(sep) if p.strip()] if v else None for v in _text(col).to_pylist()]
@@ -1306,7 +1306,7 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
             if name in cols:
                 for i, v in enumerate(_split_list(t.column(cols[name]), spec.list_separator)):
                     got[i].extend(v or [])
-                if not list_typed(t.column(cols[name])):
+                if not _list_typed(t.column(cols[name])):
                     for v in _text(t.column(cols[name])).to_pylist():
                         if v:
                             seps[name].update([c for c in _OTHER_SEPARATORS if c in v] + [""])
