@@ -1216,13 +1216,20 @@ def _list_notes(cols: dict[str, str], sep: str, seps: dict[str, Counter[str]],
     return notes
 
 
-def _split_list(col: Any, sep: str) -> list[list[str] | None]:
+def _split_list(col: Any, sep: str, seen: Counter[str] | None = None) -> list[list[str] | None]:
+    """Each row's list. For text split on ``sep``, ``seen`` counts the values (under ``""``) and those holding
+    each of ``_OTHER_SEPARATORS`` (for ``_list_notes``)."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks else pa.array([], col.type)
     if _list_typed(col):
         return [[str(x).strip() for x in v if x is not None and str(x).strip()] if v is not None else None
                 for v in col.to_pylist()]
-    return [[p.strip() for p in v.split(sep) if p.strip()] if v else None for v in _text(col).to_pylist()]
+    values = _text(col).to_pylist()
+    if seen is not None:
+        for v in values:
+            if v:
+                seen.update([c for c in _OTHER_SEPARATORS if c in v] + [""])
+    return [[p.strip() for p in v.split(sep) if p.strip()] if v else None for v in values]
 
 
 def _duration(value: Any) -> int | None:
@@ -1304,12 +1311,8 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
         for name in ("genres", "formats"):
             got: list[list[str]] = [[] for _ in range(n)]
             if name in cols:
-                for i, v in enumerate(_split_list(t.column(cols[name]), spec.list_separator)):
+                for i, v in enumerate(_split_list(t.column(cols[name]), spec.list_separator, seps[name])):
                     got[i].extend(v or [])
-                if not _list_typed(t.column(cols[name])):
-                    for v in _text(t.column(cols[name])).to_pylist():
-                        if v:
-                            seps[name].update([c for c in _OTHER_SEPARATORS if c in v] + [""])
             for flag in flags[name]:
                 said = ["" if v is None else str(v).strip().lower() for v in t.column(flag).to_pylist()]
                 odd[flag].update(v for v in said if v not in _TRUE and v not in _FALSE)
@@ -1388,6 +1391,11 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
          "quarantine": report.written["quarantine"], "ids": sorted(records), "objects": written["objects_list"],
          "report": report.as_dict()}, sort_keys=True, default=str).encode())
     return report
+
+
+def _examples(items: list[str], sep: str, more: str = " ...") -> str:
+    """The first three of ``items`` for a note, and ``more`` when there are more."""
+    return sep.join(items[:3]) + (more if len(items) > 3 else "")
 
 
 def _fresh(candidate: str, taken: set[str]) -> str:
@@ -1485,21 +1493,18 @@ class _Programmes:
             got["title"] = got["title"] or s
         notes = []
         if shared:
-            eg = sorted(shared)[:3]
             notes.append(f"{len(shared):,} series id{'s are' if len(shared) > 1 else ' is'} used under more than one "
-                         f"brand, read as one series per brand (<brand>:<series>): " + "; ".join(f"{s!r} under {len(under[s]):,} brands ({', '.join(map(repr, under[s][:3]))}"
-                                   f"{', ...' if len(under[s]) > 3 else ''})" for s in eg)
-                         + (" ..." if len(shared) > len(eg) else ""))
+                         "brand, read as one series per brand (<brand>:<series>): " + _examples(
+                             [f"{s!r} under {len(under[s]):,} brands ({_examples(list(map(repr, under[s])), ', ', ', ...')})"
+                              for s in sorted(shared)], "; "))
         for kind in ("item", "series"):
             if renamed[kind]:
                 notes.append(f"{len(renamed[kind]):,} {kind}s without a brand are their own brand under another id "
-                             f"than their own, which a brand in the file has: " + ", ".join(renamed[kind][:3])
-                             + (" ..." if len(renamed[kind]) > 3 else ""))
+                             f"than their own, which a brand in the file has: {_examples(renamed[kind], ', ')}")
         for kind, what in (("brand", "title or masterbrand"), ("series", "title")):
             if differ[kind]:
                 notes.append(f"{len(differ[kind]):,} rows give a {kind} another {what} than an earlier row; the "
-                             f"first one given is kept: " + "; ".join(differ[kind][:3])
-                             + (" ..." if len(differ[kind]) > 3 else ""))
+                             f"first one given is kept: {_examples(differ[kind], '; ')}")
         return cls(brand_of, series_of, brands, series, notes)
 
 
