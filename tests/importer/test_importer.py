@@ -306,3 +306,20 @@ def test_a_parquet_items_file_from_pandas_with_missing_durations_keeps_those_ite
     episodes = {json.loads(p.read_text())["id"]: json.loads(p.read_text()).get("duration")
                 for p in Path(cfg.source_url).rglob("episodes/**/*.json")}
     assert episodes == {"a": 1680, "b": None, "c": None}
+
+
+def test_a_file_imported_under_an_earlier_items_layout_is_imported_again(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The records an items file becomes changed with the id namespaces (``ITEMS_LAYOUT`` 2): a file imported
+    before is written again once, not kept as "unchanged" with the old records; then re-runs change nothing."""
+    import skyrec.data.importer as importer
+
+    items = tmp_path / "items.csv"
+    items.write_text("id,title\na,A\nb,B\n")
+    cfg = local_config(tmp_path / "home", {"ingest": {"files": {"items": {"columns": {"id": "id", "title": "title"}}}}})
+    monkeypatch.setattr(importer, "ITEMS_LAYOUT", importer.ITEMS_LAYOUT - 1)
+    assert not import_items(cfg, str(items)).noop
+    assert import_items(cfg, str(items)).noop
+    monkeypatch.setattr(importer, "ITEMS_LAYOUT", importer.ITEMS_LAYOUT + 1)
+    assert not import_items(cfg, str(items)).noop
+    assert import_items(cfg, str(items)).noop
