@@ -626,6 +626,9 @@ def plan(inputs: PlanInputs, coef: dict[str, Any]) -> dict[str, Any]:
                              f"planned {p.plays_per_user:g}")
             if h.get("borrowed"):
                 notes.append(f"history step from {h['borrowed']}")
+            if h.get("core_us_below_noise"):
+                notes.append(f"history step's CPU planned as 0: it was within the measurement's noise at "
+                             f"{h['basis']['users']:,} users (recalibrate: skyrec plan --calibrate-history)")
     if p.k != coef["basis"]["k"]:
         notes.append(f"output, dump and publish scaled from k = {coef['basis']['k']} (only that k is measured end to end)")
     return {"inputs": asdict(p), "figures": figures, "limits": limits, "notes": notes,
@@ -1481,6 +1484,8 @@ def fit_history(sweep: dict[str, Any], encodings: dict[str, Any]) -> dict[str, A
     return {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
         "core_us": {"per_user": round(line[0], 3), "per_play": round(line[1], 4)},
+        # the step's extra CPU was within the noise of the compute step's (too few users measured): planned as 0
+        **({"core_us_below_noise": True} if line == (0.0, 0.0) else {}),
         "also_played_core_us": {"per_user": round(also_line[0], 3), "per_play": round(also_line[1], 4)},
         # the growth with packed also ids (the default encoding), and with json ids
         "also_played_bytes_ratio": round(sum(grow) / len(grow), 3),
@@ -1520,17 +1525,18 @@ def calibrate_history(users: int = HISTORY_USERS, path: str | Path | None = None
 
 def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
     """(fixed, per unit) of a line through (n, y) points, least squares; fixed clamped at >= 0 (then the
-    line through the origin and the largest point)."""
+    line through the origin and the largest point). Each is a cost, so never below 0: a difference that the
+    measurement's noise put below 0 gives (0, 0)."""
     if len({n for n, _ in points}) < 2:
         n, y = max(points)
-        return 0.0, y / n
+        return 0.0, max(0.0, y / n)
     import numpy as np
 
     a = np.array([[1.0, n] for n, _ in points])
     sol, *_ = np.linalg.lstsq(a, np.array([y for _, y in points]), rcond=None)
     if sol[0] < 0 or sol[1] <= 0:
         n, y = max(points)
-        return 0.0, y / n
+        return 0.0, max(0.0, y / n)
     return float(sol[0]), float(sol[1])
 
 
