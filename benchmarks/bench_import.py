@@ -12,8 +12,9 @@ Parquet file per hour of event time (schema RAW_ACTIVITY without event_id/platfo
 Each runs in its own process (spawned); figures: wall time, rows/s, peak RSS of the process (ru_maxrss,
 including the interpreter and its imports), and the rows each wrote (must be equal).
 
-``main("small")``: 1M rows; ``main("reference")``: 10M rows (the issue's figure).
-Run: ``.venv/bin/python benchmarks/bench_import.py [small|reference]``.
+``main("small")``: 1M rows; ``main("reference")``: 10M rows (the issue's figure); ``main("large")``: 40M rows
+(memory as the file grows: skyrec holds a batch and a day, pandas the whole file).
+Run: ``.venv/bin/python benchmarks/bench_import.py [small|reference|large]``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 from skyrec.procstat import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
-SCALES = {"small": 1_000_000, "reference": 10_000_000}
+SCALES = {"small": 1_000_000, "reference": 10_000_000, "large": 40_000_000}
 T0 = 874_724_710
 
 

@@ -323,3 +323,52 @@ def test_a_file_imported_under_an_earlier_items_layout_is_imported_again(tmp_pat
     monkeypatch.setattr(importer, "ITEMS_LAYOUT", importer.ITEMS_LAYOUT + 1)
     assert not import_items(cfg, str(items)).noop
     assert import_items(cfg, str(items)).noop
+
+
+def test_a_file_of_many_days_in_any_order_is_written_a_day_at_a_time_in_time_then_input_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept events wait on local disk by day (so an import holds one day in memory, not the whole file):
+    read in many blocks, each of which holds many days, each hourly file holds exactly its hour's events in
+    time order, and events of the same time in the order of the file. The spill's files are gone afterwards,
+    after a failed import too."""
+    import random
+
+    from skyrec.data import importer
+
+    rng = random.Random(11)
+    rows = [(rng.randrange(1, 90), rng.randrange(1, 60), rng.choice((4, 5)), T0 + 600 * rng.randrange(0, 144 * 30))
+            for _ in range(5_000)]  # 30 days in no order; times on 10-minute steps, so many share a time
+    data = tmp_path / "in" / "u.data"
+    data.parent.mkdir()
+    data.write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows))
+    monkeypatch.setattr(importer, "BLOCK_BYTES", 4_096)  # ~20 blocks
+    spills = tmp_path / "tmp"
+    spills.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spills))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    cfg = films_config(tmp_path / "home")
+    report = import_interactions(cfg, str(data))
+    assert report.imported == len(rows) and report.written["hours"] == len({t // 3600 for *_, t in rows})
+    want: dict[str, list[tuple[str, str, int]]] = {}
+    for u, i, _, t in sorted(rows, key=lambda r: r[3]):  # stable: the file's order among equal times
+        h = dt.datetime.fromtimestamp(t, dt.UTC)
+        want.setdefault(f"date={h:%Y-%m-%d}/hour={h:%H}", []).append((str(u), str(i), t * 1_000_000))
+    got = {}
+    for f in Path(cfg.source_url, cfg.source.activity_prefix).rglob("*.parquet"):
+        t = pq.read_table(f)
+        got[f"{f.parent.parent.name}/{f.parent.name}"] = list(zip(
+            t.column("user_id").to_pylist(), t.column("item_id").to_pylist(),
+            t.column("event_ts").cast(pa.int64()).to_pylist(), strict=True))
+    assert got == want
+    assert list(spills.iterdir()) == []
+    # a failure while writing the hours: the spill's files are removed all the same
+    data.write_text("".join(f"{u}\t{i}\t{r}\t{t + 7}\n" for u, i, r, t in rows))
+
+    def broken(self, objects) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(importer._Output, "write_many", broken)
+    with pytest.raises(OSError, match="disk full") as failed:
+        import_interactions(cfg, str(data))
+    assert list(spills.iterdir()) == [], failed  # removed by the import, not by the collector: its frame lives on

@@ -268,8 +268,45 @@ def test_an_items_file_into_an_s3_source_through_to_the_catalogue_and_a_failed_w
     assert "writing into the source s3://lake/feed failed: PermissionError" in result.output
     assert "run the same import again" in result.output and "Traceback" not in result.output
     proxy.disarm_all()
+    proxy.most_in_flight.clear()
     f = run_import(cfg, items=str(items))["files"][0]
+    assert proxy.most_in_flight["PUT"] > 1  # side by side, not one after another
     assert not f["noop"] and f["imported"] == 300 and f["written"]["objects"] == 300 * 2 + 7 + 21
     assert run_import(cfg, items=str(items))["files"][0]["noop"]
     cat, _ = _catalogue_of(cfg)
     assert cat.num_rows == 300 and set(cat.column("brand_id").to_pylist()) == {f"b{i}" for i in range(7)}
+
+
+@pytest.mark.integration
+def test_an_interactions_file_into_an_s3_source_many_hours_at_a_time_and_a_failed_write_fails_the_import(
+        s3: Any, tmp_path: Path) -> None:
+    """Hourly files into moto's S3 server behind the fault proxy: they go out side by side (the proxy sees
+    several PUTs at once), a PUT the store refuses fails the import without recording it as done, and the
+    next run writes the same objects, byte for byte, as an import into a local folder."""
+    import fsspec
+    from importer_files import films_config, write_classic
+
+    from skyrec.chaos.proxy import Rule
+    from skyrec.data.importer import import_interactions
+
+    _, proxy = s3
+    data, _ = write_classic(tmp_path / "in", ratings=4_000, days=12, bad=False)
+    local = films_config(tmp_path / "local")
+    want = import_interactions(local, str(data))
+    cfg = films_config(tmp_path / "home", {"source": {"kind": "s3", "url": "s3://lake/feed",
+                                                      "endpoint_url": f"http://127.0.0.1:{proxy.port}"}})
+    rule = proxy.arm(Rule("error", methods=frozenset({"PUT"}), path_contains="/activity/", skip=100,
+                          status=403, code="AccessDenied"))
+    with pytest.raises(OSError):
+        import_interactions(cfg, str(data))
+    assert rule.fired
+    fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": f"http://127.0.0.1:{proxy.port}"})
+    assert not fs.exists("lake/feed/_imports") or not fs.glob("lake/feed/_imports/*.json")  # not recorded as done
+    proxy.disarm_all()
+    proxy.most_in_flight.clear()
+    got = import_interactions(cfg, str(data))
+    assert not got.noop and got.written["hours"] == want.written["hours"] > 200
+    assert proxy.most_in_flight["PUT"] > 1  # written side by side, not one after another
+    for rel in want.written["hours_list"]:
+        assert fs.cat_file(f"lake/feed/{rel}") == Path(local.source_url, rel).read_bytes(), rel
+    assert import_interactions(cfg, str(data)).noop

@@ -9,7 +9,9 @@ matching request (method, path substring, after ``skip`` matching requests) and 
   client's connection without sending that answer -- the request landed but the client saw a network
   error, so its library retries it (the ambiguous-retry case of a create-only commit).
 
-Each fired rule is recorded (when, method, path, what) so the harness counts faults actually injected.
+Each fired rule is recorded (when, method, path, what) so the harness counts faults actually injected. The
+proxy also keeps, per method, the most requests it was handling at once (``most_in_flight``): whether a
+client really sends its writes side by side.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._rules: list[Rule] = []
         self.requests = 0
+        self.in_flight: dict[str, int] = {}  # per method: requests being handled now, and the most at once
+        self.most_in_flight: dict[str, int] = {}
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -136,7 +140,17 @@ class FaultProxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+            def _counted(self) -> None:
+                with proxy._lock:
+                    now = proxy.in_flight[self.command] = proxy.in_flight.get(self.command, 0) + 1
+                    proxy.most_in_flight[self.command] = max(now, proxy.most_in_flight.get(self.command, 0))
+                try:
+                    self._handle()
+                finally:
+                    with proxy._lock:
+                        proxy.in_flight[self.command] -= 1
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _counted
 
         class Server(ThreadingHTTPServer):
             def handle_error(self, request: Any, client_address: Any) -> None:

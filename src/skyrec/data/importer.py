@@ -16,7 +16,8 @@ Two inputs, each optional, each described by a mapping (``ingest.files`` in conf
   unbranded items.
 
 Files are read in streaming batches with pyarrow's readers (every mapped column as text, converted here),
-never per row in Python on the happy path.
+never per row in Python on the happy path. An interactions file's kept events wait on local disk by day of
+event time (``_HourSpill``) until its hourly files are written a day at a time: memory holds a batch and a day.
 
 Bad input: a file the mapping cannot read (a mapped column that is not there, a column whose values
 mostly do not convert -- a wrong mapping) raises ``ImportFailed`` naming the file, the column and the first
@@ -997,161 +998,221 @@ def import_interactions(config: Any, path: str, spec: Any | None = None, *,
     quarantine = _Quarantine(path, report)
     parsed_bad_rows: list[tuple[int | None, str]] = []
     wanted = list(dict.fromkeys(cols.values()))
-    parts: list[pa.Table] = []
     has_ids = "event_id" in cols or spec.value == "count"
     has_platform = "platform" in cols
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)  # the import's time: later events are future_ts
-    tolerance = dt.timedelta(minutes=config.ingest.activity.future_tolerance_minutes)
-    earliest = config.ingest.activity.earliest_event
-    latest_us, earliest_us = _us(now + tolerance), _us(earliest)
-    numeric = tuple(cols[f] for f in ("timestamp", "value") if f in cols)
-    for batch in read_batches(path, spec, wanted, numeric=numeric,
-                              on_bad_row=lambda n, msg: parsed_bad_rows.append((n, msg))):
-        t = batch.table
-        n = t.num_rows
-        report.rows_in += n
-        rownum = batch.rows
-        user, item = _text(t.column(cols["user"])), _text(t.column(cols["item"]))
-        raw_ts = t.column(cols["timestamp"])
-        ts = parse_times(raw_ts, spec.timestamp_unit, spec.timestamp_format)
-        present_ts = ~_mask(pc.is_null(raw_ts))
-        if pa.types.is_string(raw_ts.type):
-            present_ts &= ~_mask(pc.equal(pc.utf8_trim_whitespace(raw_ts), ""))
-        bad_ts = _mask(pc.is_null(ts)) & present_ts
-        _check_share(path, cols["timestamp"], f"a timestamp (timestamp_unit {spec.timestamp_unit})", bad_ts,
-                     present_ts, batch, raw_ts.combine_chunks() if isinstance(raw_ts, pa.ChunkedArray) else raw_ts)
-        if "kind" in cols:
-            kind = pc.utf8_lower(_text(t.column(cols["kind"])))
-            if kinds_map:
-                mapped = pc.index_in(kind, value_set=pa.array(list(kinds_map), pa.string()))
-                kind = pc.coalesce(pa.array(list(kinds_map.values()), pa.string()).take(mapped), kind)
-            kind = pc.fill_null(kind, default_kind)
-        else:
-            kind = pa.array(np.full(n, default_kind, dtype=object), pa.string())
-        seconds = pa.nulls(n, pa.float32())
-        value = None
-        keep = np.ones(n, dtype=bool)
-
-        def take_out(mask: np.ndarray, reason: str, message: str, *, filtered: bool = False, t: pa.Table = t,
-                     rownum: np.ndarray = rownum) -> None:
-            nonlocal keep
-            hit = mask & keep
-            if not hit.any():
-                return
-            idx = np.flatnonzero(hit)
-            if filtered:
-                report.filtered[reason] = report.filtered.get(reason, 0) + len(idx)
+    spill = _HourSpill(pa.schema([f for f in RAW_ACTIVITY if (f.name != "event_id" or has_ids)
+                                  and (f.name != "platform" or has_platform)]))
+    try:  # the spill's files are removed however the import ends
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)  # the import's time: later events are future_ts
+        tolerance = dt.timedelta(minutes=config.ingest.activity.future_tolerance_minutes)
+        earliest = config.ingest.activity.earliest_event
+        latest_us, earliest_us = _us(now + tolerance), _us(earliest)
+        numeric = tuple(cols[f] for f in ("timestamp", "value") if f in cols)
+        for batch in read_batches(path, spec, wanted, numeric=numeric,
+                                  on_bad_row=lambda n, msg: parsed_bad_rows.append((n, msg))):
+            t = batch.table
+            n = t.num_rows
+            report.rows_in += n
+            rownum = batch.rows
+            user, item = _text(t.column(cols["user"])), _text(t.column(cols["item"]))
+            raw_ts = t.column(cols["timestamp"])
+            ts = parse_times(raw_ts, spec.timestamp_unit, spec.timestamp_format)
+            present_ts = ~_mask(pc.is_null(raw_ts))
+            if pa.types.is_string(raw_ts.type):
+                present_ts &= ~_mask(pc.equal(pc.utf8_trim_whitespace(raw_ts), ""))
+            bad_ts = _mask(pc.is_null(ts)) & present_ts
+            _check_share(path, cols["timestamp"], f"a timestamp (timestamp_unit {spec.timestamp_unit})", bad_ts,
+                         present_ts, batch, raw_ts.combine_chunks() if isinstance(raw_ts, pa.ChunkedArray) else raw_ts)
+            if "kind" in cols:
+                kind = pc.utf8_lower(_text(t.column(cols["kind"])))
+                if kinds_map:
+                    mapped = pc.index_in(kind, value_set=pa.array(list(kinds_map), pa.string()))
+                    kind = pc.coalesce(pa.array(list(kinds_map.values()), pa.string()).take(mapped), kind)
+                kind = pc.fill_null(kind, default_kind)
             else:
-                rows = t.take(pa.array(idx)).to_pylist()
-                quarantine.add(reason, rownum[idx].tolist(), rows, message)
-            keep &= ~hit
+                kind = pa.array(np.full(n, default_kind, dtype=object), pa.string())
+            seconds = pa.nulls(n, pa.float32())
+            value = None
+            keep = np.ones(n, dtype=bool)
 
-        for undecodable, message in batch.undecodable_groups(spec.encoding):
-            take_out(undecodable, "malformed_row", message)
-        take_out(_mask(pc.is_null(user)) | _mask(pc.is_null(item)) | ~present_ts, "missing_field",
-                 "user, item or timestamp is empty")
-        take_out(bad_ts, "bad_timestamp", f"not a timestamp (timestamp_unit {spec.timestamp_unit})")
-        ts_us = ts.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
-        valid_ts = ~_mask(pc.is_null(ts))
-        take_out(valid_ts & (ts_us > latest_us), "future_ts",
-                 f"later than the import's time {_iso_out(now)} + ingest.activity.future_tolerance_minutes "
-                 f"({config.ingest.activity.future_tolerance_minutes:g})")
-        take_out(valid_ts & (ts_us < earliest_us), "too_old",
-                 f"before {_iso_out(earliest)}, the earliest event time an import accepts "
-                 "(ingest.activity.earliest_event; epoch 0 or a wrong timestamp_unit?)")
-        if spec.value != "none":
-            raw_v = t.column(cols["value"])
-            value = _numbers(raw_v)
-            present_v = ~_mask(pc.is_null(_text(raw_v)))
-            bad_v = present_v & (_mask(pc.is_null(value)) | ~_mask(pc.is_finite(value)))
-            _check_share(path, cols["value"], f"a number ({spec.value})", bad_v, present_v, batch,
-                         _text(raw_v))
-            take_out(bad_v | ~present_v, "bad_value", f"the {spec.value} is missing or not a finite number")
-            v = value.to_numpy(zero_copy_only=False)
-            if spec.value == "duration":
-                take_out(np.nan_to_num(v, nan=-1) < 0, "bad_value", "negative duration")
-                seconds = value.cast(pa.float32())
-            elif spec.value == "rating":
-                take_out(np.nan_to_num(v, nan=-np.inf) < spec.ratings.threshold, "below_threshold", "",
-                         filtered=True)
-                kind = pa.array(np.full(n, spec.ratings.kind.strip().lower(), dtype=object), pa.string())
-            elif spec.value == "count":
-                take_out(np.nan_to_num(v, nan=-1) < 0, "bad_value", "negative count")
-                take_out(np.nan_to_num(v, nan=0) < 1, "zero_count", "", filtered=True)
-        known = _mask(pc.is_in(kind, value_set=pa.array(list(vocab), pa.string())))
-        take_out(~known, "unknown_event_type", f"kind not in ingest.activity.events {sorted(vocab)}")
-        if not keep.any():
-            continue
-        no_duration = [k for k, v in vocab.items() if v.duration == "none"]
-        if no_duration:
-            nd = _mask(pc.is_in(kind, value_set=pa.array(no_duration, pa.string())))
-            seconds = pc.if_else(pa.array(nd), pa.scalar(None, pa.float32()), seconds)
-        sel = pa.array(np.flatnonzero(keep))
-        arrays: dict[str, Any] = {"user_id": user.take(sel), "item_id": item.take(sel),
-                                  "event_type": kind.take(sel), "event_ts": ts.take(sel),
-                                  "played_seconds": seconds.take(sel)}
-        if has_platform:
-            arrays["platform"] = _text(t.column(cols["platform"])).take(sel)
-        if has_ids:
-            if "event_id" in cols:
-                eid = _text(t.column(cols["event_id"])).take(sel)
-            else:
-                from skyrec.data.activity import derived_event_ids
+            def take_out(mask: np.ndarray, reason: str, message: str, *, filtered: bool = False, t: pa.Table = t,
+                         rownum: np.ndarray = rownum) -> None:
+                nonlocal keep
+                hit = mask & keep
+                if not hit.any():
+                    return
+                idx = np.flatnonzero(hit)
+                if filtered:
+                    report.filtered[reason] = report.filtered.get(reason, 0) + len(idx)
+                else:
+                    rows = t.take(pa.array(idx)).to_pylist()
+                    quarantine.add(reason, rownum[idx].tolist(), rows, message)
+                keep &= ~hit
 
-                eid = derived_event_ids(pa.table({k: arrays[k] for k in ("user_id", "item_id", "event_ts",
-                                                                         "event_type")}))
-            arrays["event_id"] = eid
-        part = pa.table(arrays)
-        report.imported += part.num_rows
-        if spec.value == "count":
-            assert value is not None
-            reps = np.minimum(value.take(sel).to_numpy(zero_copy_only=False), spec.max_count).astype(np.int64)
-            capped = int((value.take(sel).to_numpy(zero_copy_only=False) > spec.max_count).sum())
-            if capped:
-                report.notes.append(f"{capped} rows' counts capped at max_count {spec.max_count}")
-            idx = np.repeat(np.arange(part.num_rows), reps)
-            nth = np.arange(len(idx)) - np.repeat(np.cumsum(reps) - reps, reps)
-            part = part.take(pa.array(idx))
-            part = part.set_column(part.column_names.index("event_id"), "event_id",
-                                   pc.binary_join_element_wise(part.column("event_id"),
-                                                               pa.array(nth.astype(str)), "#"))
-        parts.append(part)
-        if progress:
-            progress(f"{path}: {report.rows_in:,} rows read")
-    if parsed_bad_rows:
-        quarantine.add("malformed_row", [r for r, _ in parsed_bad_rows], [{"error": m} for _, m in parsed_bad_rows],
-                       "the row cannot be read into the file's columns (values.error says why)")
-        report.rows_in += len(parsed_bad_rows)
-    _refuse_empty(path, report)
-    report.invariant()  # raises when the terms do not add up
-    table = pa.concat_tables(parts, promote_options="default") if parts else None
-    written = _write_hours(config, out, key, table, has_ids, has_platform, previous)
-    report.written = {**written, "quarantine": quarantine.write(out, key, previous)}
-    report.seconds = time.time() - started
-    kept = set(config.ingest.activity.event_types)
-    kinds_written = written.get("kinds", {})
-    skipped = sorted(set(kinds_written) - kept)
-    if skipped:
-        report.notes.append(f"kinds {skipped} are not in ingest.activity.event_types: the ingest counts them as "
-                            "filtered (irrelevant_event_type)")
-    unweighted = sorted(k for k in set(kinds_written) & kept if not config.training.weighting.get(k))
-    if unweighted:
-        report.notes.append(f"kinds {unweighted} have no weight in training.weighting: they are not interactions "
-                            "for the models")
-    out.write(f"{IMPORTS_DIR}/{key}.json", json.dumps(
-        {"role": "interactions", "file": os.path.abspath(path), "digest": digest, "mapping": mapping,
-         "quarantine": report.written["quarantine"], "hours": written.get("hours_list", []),
-         "report": report.as_dict()}, sort_keys=True, default=str).encode())
-    return report
+            for undecodable, message in batch.undecodable_groups(spec.encoding):
+                take_out(undecodable, "malformed_row", message)
+            take_out(_mask(pc.is_null(user)) | _mask(pc.is_null(item)) | ~present_ts, "missing_field",
+                     "user, item or timestamp is empty")
+            take_out(bad_ts, "bad_timestamp", f"not a timestamp (timestamp_unit {spec.timestamp_unit})")
+            ts_us = ts.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+            valid_ts = ~_mask(pc.is_null(ts))
+            take_out(valid_ts & (ts_us > latest_us), "future_ts",
+                     f"later than the import's time {_iso_out(now)} + ingest.activity.future_tolerance_minutes "
+                     f"({config.ingest.activity.future_tolerance_minutes:g})")
+            take_out(valid_ts & (ts_us < earliest_us), "too_old",
+                     f"before {_iso_out(earliest)}, the earliest event time an import accepts "
+                     "(ingest.activity.earliest_event; epoch 0 or a wrong timestamp_unit?)")
+            if spec.value != "none":
+                raw_v = t.column(cols["value"])
+                value = _numbers(raw_v)
+                present_v = ~_mask(pc.is_null(_text(raw_v)))
+                bad_v = present_v & (_mask(pc.is_null(value)) | ~_mask(pc.is_finite(value)))
+                _check_share(path, cols["value"], f"a number ({spec.value})", bad_v, present_v, batch,
+                             _text(raw_v))
+                take_out(bad_v | ~present_v, "bad_value", f"the {spec.value} is missing or not a finite number")
+                v = value.to_numpy(zero_copy_only=False)
+                if spec.value == "duration":
+                    take_out(np.nan_to_num(v, nan=-1) < 0, "bad_value", "negative duration")
+                    seconds = value.cast(pa.float32())
+                elif spec.value == "rating":
+                    take_out(np.nan_to_num(v, nan=-np.inf) < spec.ratings.threshold, "below_threshold", "",
+                             filtered=True)
+                    kind = pa.array(np.full(n, spec.ratings.kind.strip().lower(), dtype=object), pa.string())
+                elif spec.value == "count":
+                    take_out(np.nan_to_num(v, nan=-1) < 0, "bad_value", "negative count")
+                    take_out(np.nan_to_num(v, nan=0) < 1, "zero_count", "", filtered=True)
+            known = _mask(pc.is_in(kind, value_set=pa.array(list(vocab), pa.string())))
+            take_out(~known, "unknown_event_type", f"kind not in ingest.activity.events {sorted(vocab)}")
+            if not keep.any():
+                continue
+            no_duration = [k for k, v in vocab.items() if v.duration == "none"]
+            if no_duration:
+                nd = _mask(pc.is_in(kind, value_set=pa.array(no_duration, pa.string())))
+                seconds = pc.if_else(pa.array(nd), pa.scalar(None, pa.float32()), seconds)
+            sel = pa.array(np.flatnonzero(keep))
+            arrays: dict[str, Any] = {"user_id": user.take(sel), "item_id": item.take(sel),
+                                      "event_type": kind.take(sel), "event_ts": ts.take(sel),
+                                      "played_seconds": seconds.take(sel)}
+            if has_platform:
+                arrays["platform"] = _text(t.column(cols["platform"])).take(sel)
+            if has_ids:
+                if "event_id" in cols:
+                    eid = _text(t.column(cols["event_id"])).take(sel)
+                else:
+                    from skyrec.data.activity import derived_event_ids
+
+                    eid = derived_event_ids(pa.table({k: arrays[k] for k in ("user_id", "item_id", "event_ts",
+                                                                             "event_type")}))
+                arrays["event_id"] = eid
+            part = pa.table(arrays)
+            report.imported += part.num_rows
+            if spec.value == "count":
+                assert value is not None
+                reps = np.minimum(value.take(sel).to_numpy(zero_copy_only=False), spec.max_count).astype(np.int64)
+                capped = int((value.take(sel).to_numpy(zero_copy_only=False) > spec.max_count).sum())
+                if capped:
+                    report.notes.append(f"{capped} rows' counts capped at max_count {spec.max_count}")
+                idx = np.repeat(np.arange(part.num_rows), reps)
+                nth = np.arange(len(idx)) - np.repeat(np.cumsum(reps) - reps, reps)
+                part = part.take(pa.array(idx))
+                part = part.set_column(part.column_names.index("event_id"), "event_id",
+                                       pc.binary_join_element_wise(part.column("event_id"),
+                                                                   pa.array(nth.astype(str)), "#"))
+            spill.add(part)
+            if progress:
+                progress(f"{path}: {report.rows_in:,} rows read")
+        if parsed_bad_rows:
+            quarantine.add("malformed_row", [r for r, _ in parsed_bad_rows], [{"error": m} for _, m in parsed_bad_rows],
+                           "the row cannot be read into the file's columns (values.error says why)")
+            report.rows_in += len(parsed_bad_rows)
+        _refuse_empty(path, report)
+        report.invariant()  # raises when the terms do not add up
+        written = _write_hours(config, out, key, spill, previous, progress)
+        report.written = {**written, "quarantine": quarantine.write(out, key, previous)}
+        report.seconds = time.time() - started
+        kept = set(config.ingest.activity.event_types)
+        kinds_written = written.get("kinds", {})
+        skipped = sorted(set(kinds_written) - kept)
+        if skipped:
+            report.notes.append(f"kinds {skipped} are not in ingest.activity.event_types: the ingest counts them as "
+                                "filtered (irrelevant_event_type)")
+        unweighted = sorted(k for k in set(kinds_written) & kept if not config.training.weighting.get(k))
+        if unweighted:
+            report.notes.append(f"kinds {unweighted} have no weight in training.weighting: they are not interactions "
+                                "for the models")
+        out.write(f"{IMPORTS_DIR}/{key}.json", json.dumps(
+            {"role": "interactions", "file": os.path.abspath(path), "digest": digest, "mapping": mapping,
+             "quarantine": report.written["quarantine"], "hours": written.get("hours_list", []),
+             "report": report.as_dict()}, sort_keys=True, default=str).encode())
+        return report
+    finally:
+        spill.close()
 
 
-def _write_hours(config: Any, out: _Output, key: str, table: pa.Table | None, has_ids: bool, has_platform: bool,
-                 previous: dict[str, Any] | None) -> dict[str, Any]:
+_DAY_US = 86_400_000_000
+
+
+class _HourSpill:
+    """The kept events of one file, on local disk until the hourly files are written, so the import's memory
+    is a batch and one day's events, not the whole file. Each batch is one spill file (Arrow IPC, LZ4) of its
+    events grouped by UTC day of event time, a record batch per day, and an index says where each day's
+    pieces are, in the order they came: a day read back is in input order, so the stable sort by time within
+    a day keeps input order among events of the same time. No file stays open between batches, however many
+    days the file spans."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        import tempfile
+
+        self.schema = schema
+        self._dir = tempfile.TemporaryDirectory(prefix="skyrec-import-")
+        self._files: list[str] = []
+        self._index: dict[int, list[tuple[int, int]]] = {}  # day -> (spill file, batch in it), in input order
+        self.rows = 0
+
+    def add(self, part: pa.Table) -> None:
+        part = part.select(self.schema.names).cast(self.schema)
+        day = pc.divide(part.column("event_ts").cast(pa.int64()), _DAY_US).to_numpy()
+        order = np.argsort(day, kind="stable")
+        day = day[order]
+        part = part.take(pa.array(order)).combine_chunks()
+        cuts = np.flatnonzero(np.diff(day)) + 1
+        name = os.path.join(self._dir.name, f"{len(self._files)}.arrow")
+        with pa.ipc.new_file(name, self.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as w:
+            k = 0
+            for a, b in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [len(day)]]).tolist(),
+                            strict=True):
+                for batch in part.slice(a, b - a).to_batches():
+                    w.write_batch(batch)
+                    self._index.setdefault(int(day[a]), []).append((len(self._files), k))
+                    k += 1
+        self._files.append(name)
+        self.rows += part.num_rows
+
+    def days(self) -> Iterator[pa.Table]:
+        """Each day's events, in order of day."""
+        for day in sorted(self._index):
+            batches = []
+            for f, k in self._index[day]:
+                with pa.OSFile(self._files[f], "rb") as source:  # reads the footer and that batch only
+                    batches.append(pa.ipc.open_file(source).get_batch(k))
+            yield pa.Table.from_batches(batches, self.schema)
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+
+def _write_hours(config: Any, out: _Output, key: str, spill: _HourSpill, previous: dict[str, Any] | None,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One Parquet file per hour of event time, rows in time order (input order among equal times), a day
+    at a time from ``spill``; to an object store ``OBJECT_STORE_CONCURRENCY`` files at a time."""
     prefix = config.source.activity_prefix
     names: list[str] = []
-    kinds: dict[str, int] = {}
+    kinds: Counter[str] = Counter()
     first = last = None
-    if table is not None and table.num_rows:
+    pending: list[tuple[str, bytes]] = []
+    days = written = 0
+    said = time.monotonic()
+    for table in spill.days():
         order = pc.sort_indices(table, sort_keys=[("event_ts", "ascending")])  # stable: input order within ties
         table = table.take(order)
         us = table.column("event_ts").cast(pa.int64()).to_numpy()
@@ -1159,22 +1220,28 @@ def _write_hours(config: Any, out: _Output, key: str, table: pa.Table | None, ha
         cuts = np.flatnonzero(np.diff(hour)) + 1
         starts = np.concatenate([[0], cuts])
         ends = np.concatenate([cuts, [len(hour)]])
-        columns = [f for f in RAW_ACTIVITY.names if (f != "event_id" or has_ids) and (f != "platform" or has_platform)]
-        schema = pa.schema([RAW_ACTIVITY.field(f) for f in columns])
-        table = table.select(columns).cast(schema)
-        vc = pc.value_counts(table.column("event_type").combine_chunks())
-        kinds = {v["values"].as_py(): v["counts"].as_py() for v in vc}
+        for v in pc.value_counts(table.column("event_type").combine_chunks()):
+            kinds[v["values"].as_py()] += v["counts"].as_py()
         for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
             h = dt.datetime.fromtimestamp(int(hour[a]) * 3600, dt.UTC)
             rel = f"{prefix}/date={h:%Y-%m-%d}/hour={h:%H}/import-{key}.parquet"
-            out.write(rel, _parquet_bytes(table.slice(a, b - a)))
+            pending.append((rel, _parquet_bytes(table.slice(a, b - a))))
             names.append(rel)
-        first = dt.datetime.fromtimestamp(int(hour[0]) * 3600, dt.UTC)
+        first = first or dt.datetime.fromtimestamp(int(hour[0]) * 3600, dt.UTC)
         last = dt.datetime.fromtimestamp(int(hour[-1]) * 3600, dt.UTC)
+        written += table.num_rows
+        days += 1
+        if len(pending) >= OBJECT_STORE_CONCURRENCY:
+            out.write_many(pending)
+            pending = []
+            if progress and time.monotonic() - said >= 5:  # a line every few seconds, not one a batch
+                said = time.monotonic()
+                progress(f"{len(names):,} hourly files written ({days:,} days, {written:,} of {spill.rows:,} events)")
+    out.write_many(pending)
     gone = sorted(set((previous or {}).get("hours", [])) - set(names))
     for rel in gone:  # hours the earlier version of this file had and this one has not
         out.remove(rel)
-    return {"events": int(table.num_rows) if table is not None else 0, "hours": len(names), "hours_list": names,
+    return {"events": written, "hours": len(names), "hours_list": names,
             "removed_hours": len(gone), "kinds": dict(sorted(kinds.items())),
             "first_hour": first.isoformat() if first else None,
             "end": (last + dt.timedelta(hours=1)).isoformat() if last else None}
