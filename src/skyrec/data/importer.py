@@ -17,7 +17,8 @@ Two inputs, each optional, each described by a mapping (``ingest.files`` in conf
 
 Files are read in streaming batches with pyarrow's readers (every mapped column as text, converted here),
 never per row in Python on the happy path. An interactions file's kept events wait on local disk by day of
-event time (``_HourSpill``) until its hourly files are written a day at a time: memory holds a batch and a day.
+event time (``_HourSpill``) until its hourly files are written a day at a time: memory does not grow with the
+file.
 
 Bad input: a file the mapping cannot read (a mapped column that is not there, a column whose values
 mostly do not convert -- a wrong mapping) raises ``ImportFailed`` naming the file, the column and the first
@@ -61,7 +62,11 @@ import pyarrow.parquet as pq
 from skyrec.data.schemas import RAW_ACTIVITY, TS
 
 IMPORTS_DIR = "_imports"
-BLOCK_BYTES = 16 << 20  # CSV/JSON read block: the unit of streaming
+BLOCK_BYTES = 16 << 20  # JSON lines read block: the unit of streaming
+#: CSV read block. pyarrow's streaming CSV reader reads blocks ahead in the background, up to about 32 of them
+#: (measured on a 960 MB file: 777 MB peak with 16 MB blocks, 307 MB with 4 MB, at the same speed), so the
+#: block size sets most of an import's memory
+CSV_BLOCK_BYTES = 4 << 20
 MAPPING_ERROR_SHARE = 0.5  # a column failing to convert for more than this share of a batch is a wrong mapping
 INTERACTION_FIELDS = ("user", "item", "timestamp", "kind", "value", "event_id", "platform")
 ITEM_FIELDS = ("id", "title", "brand", "brand_title", "series", "series_title", "masterbrand", "genres", "formats",
@@ -348,7 +353,7 @@ def _read_batches(path: str, spec: Any, wanted: list[str], *, on_bad_row: Callab
                        f"{(bad.text or '')[:200]!r}")
             return "skip"
 
-        read = pcsv.ReadOptions(block_size=BLOCK_BYTES, encoding=spec.encoding, column_names=names, use_threads=False,
+        read = pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES, encoding=spec.encoding, column_names=names, use_threads=False,
                                 autogenerate_column_names=False)
         if names is None and not spec.header:
             raise ImportFailed(f"{path}: header is false but no column_names are given in the mapping")
@@ -1150,15 +1155,18 @@ def import_interactions(config: Any, path: str, spec: Any | None = None, *,
 
 
 _DAY_US = 86_400_000_000
+#: kept events gathered before they are written to a spill file (~45 MB of events): fewer, larger files
+#: than one a read block, so that reading a day back opens few of them
+SPILL_ROWS = 1 << 20
 
 
 class _HourSpill:
     """The kept events of one file, on local disk until the hourly files are written, so the import's memory
-    is a batch and one day's events, not the whole file. Each batch is one spill file (Arrow IPC, LZ4) of its
-    events grouped by UTC day of event time, a record batch per day, and an index says where each day's
-    pieces are, in the order they came: a day read back is in input order, so the stable sort by time within
-    a day keeps input order among events of the same time. No file stays open between batches, however many
-    days the file spans."""
+    is a few batches and one day's events, not the whole file. Each spill file (Arrow IPC, LZ4) holds about
+    ``SPILL_ROWS`` events grouped by UTC day of event time, a record batch per day, and an index says where
+    each day's pieces are, in the order they came: a day read back is in input order, so the stable sort by
+    time within a day keeps input order among events of the same time. No file stays open between writes,
+    however many days the file spans."""
 
     def __init__(self, schema: pa.Schema) -> None:
         import tempfile
@@ -1167,10 +1175,22 @@ class _HourSpill:
         self._dir = tempfile.TemporaryDirectory(prefix="skyrec-import-")
         self._files: list[str] = []
         self._index: dict[int, list[tuple[int, int]]] = {}  # day -> (spill file, batch in it), in input order
+        self._held: list[pa.Table] = []
+        self._held_rows = 0
         self.rows = 0
 
     def add(self, part: pa.Table) -> None:
-        part = part.select(self.schema.names).cast(self.schema)
+        self._held.append(part.select(self.schema.names).cast(self.schema))
+        self._held_rows += part.num_rows
+        self.rows += part.num_rows
+        if self._held_rows >= SPILL_ROWS:
+            self._spill()
+
+    def _spill(self) -> None:
+        if not self._held_rows:
+            return
+        part = pa.concat_tables(self._held)
+        self._held, self._held_rows = [], 0
         day = pc.divide(part.column("event_ts").cast(pa.int64()), _DAY_US).to_numpy()
         order = np.argsort(day, kind="stable")
         day = day[order]
@@ -1186,10 +1206,10 @@ class _HourSpill:
                     self._index.setdefault(int(day[a]), []).append((len(self._files), k))
                     k += 1
         self._files.append(name)
-        self.rows += part.num_rows
 
     def days(self) -> Iterator[pa.Table]:
         """Each day's events, in order of day."""
+        self._spill()
         for day in sorted(self._index):
             batches = []
             for f, k in self._index[day]:
