@@ -373,3 +373,55 @@ def test_a_file_of_many_days_in_any_order_is_written_a_day_at_a_time_in_time_the
     with pytest.raises(OSError, match="disk full") as failed:
         import_interactions(cfg, str(data))
     assert list(spills.iterdir()) == [], failed  # removed by the import, not by the collector: its frame lives on
+
+
+def test_an_import_killed_with_its_events_spilled_leaves_nothing_the_next_import_keeps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 of an import whose events wait on disk: nothing of it could clean up, so the next import removes
+    the spill folder of the dead process (and leaves a live one's alone), and writes what a clean import does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from skyrec.data import importer
+
+    data, _ = write_classic(tmp_path / "in", ratings=2_000, days=6, bad=False)
+    spills = tmp_path / "tmp"
+    spills.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spills))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    home = tmp_path / "home"
+    script = f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from importer_files import films_config
+from skyrec.data import importer
+def stop(*args, **kwargs):
+    print("spilled", flush=True)
+    time.sleep(600)
+importer._write_hours = stop
+importer.SPILL_ROWS = 100
+importer.import_interactions(films_config(__import__("pathlib").Path({str(home)!r})), {str(data)!r})
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=os.environ)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "spilled"
+        left = [p.name for p in spills.iterdir()]
+        assert len(left) == 1 and left[0].startswith(f"skyrec-import-{proc.pid}-")
+        assert list((spills / left[0]).glob("*.arrow"))  # the events are on disk
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    alive = spills / f"skyrec-import-{os.getpid()}-live"  # an import running in a live process
+    alive.mkdir()
+    cfg = films_config(home)
+    got = import_interactions(cfg, str(data))
+    assert [p.name for p in spills.iterdir()] == [alive.name]
+    clean = films_config(tmp_path / "clean")
+    want = import_interactions(clean, str(data))
+    assert got.written["hours_list"] == want.written["hours_list"]
+    for rel in want.written["hours_list"]:
+        assert Path(cfg.source_url, rel).read_bytes() == Path(clean.source_url, rel).read_bytes()
+    assert importer._remove_abandoned_spills(str(spills)) == []

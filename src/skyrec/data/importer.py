@@ -1160,6 +1160,32 @@ _DAY_US = 86_400_000_000
 SPILL_ROWS = 1 << 20
 
 
+def _remove_abandoned_spills(folder: str) -> list[str]:
+    """Remove the spill folders of imports whose process is gone (killed: nothing of theirs could clean up);
+    returns what was removed. A folder's name holds its process id; a live process's folder is left alone."""
+    import shutil
+
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = re.fullmatch(r"skyrec-import-(\d+)-\w+", name)
+        if not m:
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # alive (or another user's process): not ours to judge
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        removed.append(name)
+    return removed
+
+
 class _HourSpill:
     """The kept events of one file, on local disk until the hourly files are written, so the import's memory
     is a few batches and one day's events, not the whole file. Each spill file (Arrow IPC, LZ4) holds about
@@ -1172,7 +1198,8 @@ class _HourSpill:
         import tempfile
 
         self.schema = schema
-        self._dir = tempfile.TemporaryDirectory(prefix="skyrec-import-")
+        _remove_abandoned_spills(tempfile.gettempdir())
+        self._dir = tempfile.TemporaryDirectory(prefix=f"skyrec-import-{os.getpid()}-")
         self._files: list[str] = []
         self._index: dict[int, list[tuple[int, int]]] = {}  # day -> (spill file, batch in it), in input order
         self._held: list[pa.Table] = []
