@@ -1165,7 +1165,7 @@ def _remove_abandoned_spills(folder: str) -> list[str]:
     returns what was removed. A folder's name holds its process id; a live process's folder is left alone."""
     import shutil
 
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(folder)
     except OSError:
