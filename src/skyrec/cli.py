@@ -848,7 +848,7 @@ def import_cmd(
     Bad input (a file or mapping that cannot be read, an empty file) exits 4, as the jobs do."""
     import yaml
 
-    from skyrec.data.importer import ImportFailed, run_import
+    from skyrec.data.importer import ImportFailed, SpillFailed, run_import
 
     bad_input = 4  # skyrec.jobs.base.EXIT_BAD_INPUT (3 is a failed gate); a wrong command line stays 2
 
@@ -882,6 +882,8 @@ def import_cmd(
                              progress=lambda msg: typer.echo(msg, err=True))
     except ImportFailed as exc:
         _fail(str(exc), bad_input)
+    except SpillFailed as exc:  # this machine's disk, not the file and not the source
+        _fail(str(exc), 1)
     except OSError as exc:  # the source refused a write, or a disk is full: not the file's fault
         _fail(f"writing into the source {cfg.source_url} failed: {type(exc).__name__}: {exc}. Nothing of the file that "
               "failed is recorded as imported: run the same import again once the source accepts writes", 1)

@@ -425,3 +425,41 @@ importer.import_interactions(films_config(__import__("pathlib").Path({str(home)!
     for rel in want.written["hours_list"]:
         assert Path(cfg.source_url, rel).read_bytes() == Path(clean.source_url, rel).read_bytes()
     assert importer._remove_abandoned_spills(str(spills)) == []
+
+
+def test_a_full_local_disk_under_the_spill_fails_the_import_in_a_line_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spill's disk refuses a write (no space left, injected at pyarrow's file writer): the command says
+    it is this machine's working space -- not the file, not the source -- in one line, exits 1, and records
+    nothing as imported, so that the same import run again writes everything."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    from skyrec.cli import app
+    from skyrec.data import importer
+
+    data, _ = write_classic(tmp_path / "in", ratings=2_000, bad=False)
+    monkeypatch.setenv("SKYREC_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(importer, "SPILL_ROWS", 100)
+    monkeypatch.setattr(importer, "CSV_BLOCK_BYTES", 4_096)  # several spill files, the third refused
+    real = pa.ipc.new_file
+    calls = {"n": 0}
+
+    def full(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pa.ipc, "new_file", full)
+    films = str(Path(__file__).parents[2] / "config/examples/films")
+    result = CliRunner().invoke(app, ["import", "--config-dir", films, "--interactions", str(data)])
+    assert result.exit_code == 1 and calls["n"] == 3, result.output
+    assert "the import's working space on local disk failed at" in result.output
+    assert "No space left on device" in result.output and "set TMPDIR to a larger disk" in result.output
+    assert "writing into the source" not in result.output and "Traceback" not in result.output
+    assert not list(Path(tmp_path / "home").rglob("_imports/*.json"))  # not recorded as imported
+    monkeypatch.setattr(pa.ipc, "new_file", real)
+    result = CliRunner().invoke(app, ["import", "--config-dir", films, "--interactions", str(data)])
+    assert result.exit_code == 0 and "unchanged" not in result.output, result.output

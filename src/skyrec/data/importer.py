@@ -86,6 +86,11 @@ class ImportFailed(ValueError):
     """A file the mapping cannot read: the message names the file, the column and the first offending row."""
 
 
+class SpillFailed(RuntimeError):
+    """The import's working space on local disk (``$TMPDIR``) refused a write or a read: a full or unwritable
+    disk, not the file's fault and not the source's."""
+
+
 @dataclass
 class FileReport:
     role: str
@@ -1013,6 +1018,7 @@ def import_interactions(config: Any, path: str, spec: Any | None = None, *,
         earliest = config.ingest.activity.earliest_event
         latest_us, earliest_us = _us(now + tolerance), _us(earliest)
         numeric = tuple(cols[f] for f in ("timestamp", "value") if f in cols)
+        said = 0.0
         for batch in read_batches(path, spec, wanted, numeric=numeric,
                                   on_bad_row=lambda n, msg: parsed_bad_rows.append((n, msg))):
             t = batch.table
@@ -1124,7 +1130,8 @@ def import_interactions(config: Any, path: str, spec: Any | None = None, *,
                                        pc.binary_join_element_wise(part.column("event_id"),
                                                                    pa.array(nth.astype(str)), "#"))
             spill.add(part)
-            if progress:
+            if progress and time.monotonic() - said >= 2:  # a line every few seconds, not one a 4 MB block
+                said = time.monotonic()
                 progress(f"{path}: {report.rows_in:,} rows read")
         if parsed_bad_rows:
             quarantine.add("malformed_row", [r for r, _ in parsed_bad_rows], [{"error": m} for _, m in parsed_bad_rows],
@@ -1199,7 +1206,10 @@ class _HourSpill:
 
         self.schema = schema
         _remove_abandoned_spills(tempfile.gettempdir())
-        self._dir = tempfile.TemporaryDirectory(prefix=f"skyrec-import-{os.getpid()}-")
+        try:
+            self._dir = tempfile.TemporaryDirectory(prefix=f"skyrec-import-{os.getpid()}-")
+        except OSError as exc:
+            raise self._failed(tempfile.gettempdir(), exc) from exc
         self._files: list[str] = []
         self._index: dict[int, list[tuple[int, int]]] = {}  # day -> (spill file, batch in it), in input order
         self._held: list[pa.Table] = []
@@ -1224,15 +1234,26 @@ class _HourSpill:
         part = part.take(pa.array(order)).combine_chunks()
         cuts = np.flatnonzero(np.diff(day)) + 1
         name = os.path.join(self._dir.name, f"{len(self._files)}.arrow")
-        with pa.ipc.new_file(name, self.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as w:
-            k = 0
-            for a, b in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [len(day)]]).tolist(),
-                            strict=True):
-                for batch in part.slice(a, b - a).to_batches():
-                    w.write_batch(batch)
-                    self._index.setdefault(int(day[a]), []).append((len(self._files), k))
-                    k += 1
+        index: list[tuple[int, int]] = []  # (day, batch): indexed once the whole file is written
+        try:
+            with pa.ipc.new_file(name, self.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as w:
+                for a, b in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [len(day)]]).tolist(),
+                                strict=True):
+                    for batch in part.slice(a, b - a).to_batches():
+                        w.write_batch(batch)
+                        index.append((int(day[a]), len(index)))
+        except OSError as exc:
+            raise self._failed(name, exc) from exc
+        for d, k in index:
+            self._index.setdefault(d, []).append((len(self._files), k))
         self._files.append(name)
+
+    @staticmethod
+    def _failed(where: str, exc: OSError) -> SpillFailed:
+        return SpillFailed(f"the import's working space on local disk failed at {where}: {type(exc).__name__}: "
+                           f"{exc}. It holds the file's kept events until its hourly files are written (about "
+                           "their compressed size): free space there, or set TMPDIR to a larger disk, and run "
+                           "the same import again")
 
     def days(self) -> Iterator[pa.Table]:
         """Each day's events, in order of day."""
@@ -1240,8 +1261,11 @@ class _HourSpill:
         for day in sorted(self._index):
             batches = []
             for f, k in self._index[day]:
-                with pa.OSFile(self._files[f], "rb") as source:  # reads the footer and that batch only
-                    batches.append(pa.ipc.open_file(source).get_batch(k))
+                try:
+                    with pa.OSFile(self._files[f], "rb") as source:  # reads the footer and that batch only
+                        batches.append(pa.ipc.open_file(source).get_batch(k))
+                except OSError as exc:
+                    raise self._failed(self._files[f], exc) from exc
             yield pa.Table.from_batches(batches, self.schema)
 
     def close(self) -> None:
