@@ -947,6 +947,17 @@ def _us(t: dt.datetime) -> int:
     return int(t.timestamp()) * 1_000_000 + t.microsecond
 
 
+def _end_of_reading(path: str, report: FileReport, quarantine: _Quarantine,
+                    parsed_bad_rows: list[tuple[int | None, str]]) -> None:
+    """The rows the reader could not split into the file's columns, quarantined and counted; then an import
+    of nothing refused."""
+    if parsed_bad_rows:
+        quarantine.add("malformed_row", [r for r, _ in parsed_bad_rows], [{"error": m} for _, m in parsed_bad_rows],
+                       "the row cannot be read into the file's columns (values.error says why)")
+        report.rows_in += len(parsed_bad_rows)
+    _refuse_empty(path, report)
+
+
 def _refuse_empty(path: str, report: FileReport) -> None:
     """A file without a data row is a mistake (a truncated export, the wrong file), not an import of nothing."""
     if report.rows_in == 0:
@@ -1133,11 +1144,7 @@ def import_interactions(config: Any, path: str, spec: Any | None = None, *,
             if progress and time.monotonic() - said >= 2:  # a line every few seconds, not one a 4 MB block
                 said = time.monotonic()
                 progress(f"{path}: {report.rows_in:,} rows read")
-        if parsed_bad_rows:
-            quarantine.add("malformed_row", [r for r, _ in parsed_bad_rows], [{"error": m} for _, m in parsed_bad_rows],
-                           "the row cannot be read into the file's columns (values.error says why)")
-            report.rows_in += len(parsed_bad_rows)
-        _refuse_empty(path, report)
+        _end_of_reading(path, report, quarantine, parsed_bad_rows)
         report.invariant()  # raises when the terms do not add up
         written = _write_hours(config, out, key, spill, previous, progress)
         report.written = {**written, "quarantine": quarantine.write(out, key, previous)}
@@ -1511,11 +1518,7 @@ def import_items(config: Any, path: str, spec: Any | None = None, *,
                             "duration": duration[i] if duration is not None else None}
         if progress:
             progress(f"{path}: {report.rows_in:,} rows read")
-    if parsed_bad_rows:
-        quarantine.add("malformed_row", [r for r, _ in parsed_bad_rows], [{"error": m} for _, m in parsed_bad_rows],
-                       "the row cannot be read into the file's columns (values.error says why)")
-        report.rows_in += len(parsed_bad_rows)
-    _refuse_empty(path, report)
+    _end_of_reading(path, report, quarantine, parsed_bad_rows)
     report.notes.extend(_list_notes(cols, spec.list_separator, seps, odd))
     report.imported = len(records)
     report.invariant()
