@@ -310,3 +310,13 @@ def test_an_interactions_file_into_an_s3_source_many_hours_at_a_time_and_a_faile
     for rel in want.written["hours_list"]:
         assert fs.cat_file(f"lake/feed/{rel}") == Path(local.source_url, rel).read_bytes(), rel
     assert import_interactions(cfg, str(data)).noop
+    # the file changed to half its days: the hours it no longer has are removed in bulk, not one by one
+    write_classic(tmp_path / "in", ratings=2_000, days=6, bad=False)
+    proxy.handled.clear()
+    smaller = import_interactions(cfg, str(data))
+    gone = set(want.written["hours_list"]) - set(smaller.written["hours_list"])
+    assert smaller.written["removed_hours"] == len(gone) > 100
+    # a DeleteObjects request per 1,000 keys, not one request per hour
+    assert proxy.handled.get("DELETE", 0) == 0 and proxy.handled["POST"] == 1, proxy.handled
+    assert not any(fs.exists(f"lake/feed/{rel}") for rel in sorted(gone)[:20])
+    assert sorted(fs.find("lake/feed/activity")) == sorted(f"lake/feed/{r}" for r in smaller.written["hours_list"])

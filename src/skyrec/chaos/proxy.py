@@ -10,8 +10,8 @@ matching request (method, path substring, after ``skip`` matching requests) and 
   error, so its library retries it (the ambiguous-retry case of a create-only commit).
 
 Each fired rule is recorded (when, method, path, what) so the harness counts faults actually injected. The
-proxy also keeps, per method, the most requests it was handling at once (``most_in_flight``): whether a
-client really sends its writes side by side.
+proxy also keeps, per method, the requests it handled (``handled``) and the most it was handling at once
+(``most_in_flight``): whether a client really sends its writes side by side, or in bulk.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class FaultProxy:
         self.requests = 0
         self.in_flight: dict[str, int] = {}  # per method: requests being handled now, and the most at once
         self.most_in_flight: dict[str, int] = {}
+        self.handled: dict[str, int] = {}  # per method: requests handled in all
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -144,6 +145,7 @@ class FaultProxy:
                 with proxy._lock:
                     now = proxy.in_flight[self.command] = proxy.in_flight.get(self.command, 0) + 1
                     proxy.most_in_flight[self.command] = max(now, proxy.most_in_flight.get(self.command, 0))
+                    proxy.handled[self.command] = proxy.handled.get(self.command, 0) + 1
                 try:
                     self._handle()
                 finally:

@@ -870,6 +870,15 @@ class _Output:
                 part = objects[i:i + OBJECT_STORE_CONCURRENCY]
                 self.fs.pipe({self.path(rel): data for rel, data in part}, batch_size=OBJECT_STORE_CONCURRENCY)
 
+    def remove_many(self, rels: list[str]) -> None:
+        """Remove several objects (missing ones are fine): to an object store in bulk requests (1,000 keys
+        each), not a request per object."""
+        if self.local:
+            for rel in rels:
+                self.remove(rel)
+        elif rels:
+            self.fs.rm([self.path(rel) for rel in rels])
+
     def read(self, rel: str) -> bytes | None:
         try:
             with self.fs.open(self.path(rel), "rb") as fh:
@@ -1317,8 +1326,7 @@ def _write_hours(config: Any, out: _Output, key: str, spill: _HourSpill, previou
                 progress(f"{len(names):,} hourly files written ({days:,} days, {written:,} of {spill.rows:,} events)")
     out.write_many(pending)
     gone = sorted(set((previous or {}).get("hours", [])) - set(names))
-    for rel in gone:  # hours the earlier version of this file had and this one has not
-        out.remove(rel)
+    out.remove_many(gone)  # hours the earlier version of this file had and this one has not
     return {"events": written, "hours": len(names), "hours_list": names,
             "removed_hours": len(gone), "kinds": dict(sorted(kinds.items())),
             "first_hour": first.isoformat() if first else None,
