@@ -1,8 +1,8 @@
 """``skyrec import`` against pandas, in the same run.
 
 A ratings file in the classic research layout (tab-separated ``user item rating epoch-seconds``, no header)
-with N rows over ~200 days is turned into the source layout: ratings >= 4 become ``rating`` events, one
-Parquet file per hour of event time (schema RAW_ACTIVITY without event_id/platform).
+with N rows over ~200 days (2 at the "busy" scale) is turned into the source layout: ratings >= 4 become
+``rating`` events, one Parquet file per hour of event time (schema RAW_ACTIVITY without event_id/platform).
 
 - skyrec: ``skyrec.data.importer.import_interactions`` (pyarrow's streaming CSV reader, vectorised checks,
   quarantine, idempotence state).
@@ -13,8 +13,9 @@ Each runs in its own process (spawned); figures: wall time, rows/s, peak RSS of 
 including the interpreter and its imports), and the rows each wrote (must be equal).
 
 ``main("small")``: 1M rows; ``main("reference")``: 10M rows (the issue's figure); ``main("large")``: 40M rows
-(memory as the file grows: skyrec holds a batch and a day, pandas the whole file).
-Run: ``.venv/bin/python benchmarks/bench_import.py [small|reference|large]``.
+(memory as the file grows: skyrec holds a batch and an hour, pandas the whole file); ``main("busy")``: 20M rows
+over 2 days (8M kept events a day: memory as a day's volume grows).
+Run: ``.venv/bin/python benchmarks/bench_import.py [small|reference|large|busy]``.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from typing import Any
 from skyrec.procstat import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
-SCALES = {"small": 1_000_000, "reference": 10_000_000, "large": 40_000_000}
+SCALES = {"small": 1_000_000, "reference": 10_000_000, "large": 40_000_000, "busy": 20_000_000}
+DAYS = {"busy": 2}  # the file's span in days (default 200): "busy" is 8M kept events a day
 T0 = 874_724_710
 
 
-def _write_ratings(path: Path, n: int, seed: int = 3) -> None:
+def _write_ratings(path: Path, n: int, seed: int = 3, days: int = 200) -> None:
     import numpy as np
     import pyarrow as pa
     import pyarrow.csv as pcsv
@@ -46,7 +48,7 @@ def _write_ratings(path: Path, n: int, seed: int = 3) -> None:
         for start in range(0, n, chunk):
             m = min(chunk, n - start)
             t = pa.table({"u": rng.integers(1, 200_000, m), "i": rng.integers(1, 30_000, m),
-                          "r": rng.integers(1, 6, m), "t": T0 + rng.integers(0, 200 * 86400, m)})
+                          "r": rng.integers(1, 6, m), "t": T0 + rng.integers(0, days * 86400, m)})
             buf = pa.BufferOutputStream()
             pcsv.write_csv(t, buf, pcsv.WriteOptions(include_header=False, delimiter="\t"))
             fh.write(buf.getvalue().to_pybytes())
@@ -130,7 +132,7 @@ def main(scale: str = "small") -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "ratings.tsv")
         t = time.perf_counter()
-        _write_ratings(path, n)
+        _write_ratings(path, n, days=DAYS.get(scale, 200))
         made = time.perf_counter() - t
         skyrec = run_spawned(skyrec_import, str(path), str(Path(tmp, "home")), TSV)
         peer = run_spawned(_pandas, str(path), str(Path(tmp, "pandas")))

@@ -325,9 +325,9 @@ def test_a_file_imported_under_an_earlier_items_layout_is_imported_again(tmp_pat
     assert import_items(cfg, str(items)).noop
 
 
-def test_a_file_of_many_days_in_any_order_is_written_a_day_at_a_time_in_time_then_input_order(
+def test_a_file_of_many_days_in_any_order_is_written_an_hour_at_a_time_in_time_then_input_order(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The kept events wait on local disk by day (so an import holds one day in memory, not the whole file):
+    """The kept events wait on local disk by hour (so an import holds one hour in memory, not the whole file):
     read in many blocks and spilled in several files, each of which holds many days, each hourly file holds exactly its hour's events in
     time order, and events of the same time in the order of the file. The spill's files are gone afterwards,
     after a failed import too."""
@@ -343,6 +343,7 @@ def test_a_file_of_many_days_in_any_order_is_written_a_day_at_a_time_in_time_the
     data.write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows))
     monkeypatch.setattr(importer, "CSV_BLOCK_BYTES", 4_096)  # ~20 blocks
     monkeypatch.setattr(importer, "SPILL_ROWS", 700)  # ~7 spill files, each of many days
+    monkeypatch.setattr(importer, "SPILL_OPEN_FILES", 2)  # read back with most of them closed and reopened
     spills = tmp_path / "tmp"
     spills.mkdir()
     monkeypatch.setenv("TMPDIR", str(spills))

@@ -16,9 +16,9 @@ Two inputs, each optional, each described by a mapping (``ingest.files`` in conf
   unbranded items.
 
 Files are read in streaming batches with pyarrow's readers (every mapped column as text, converted here),
-never per row in Python on the happy path. An interactions file's kept events wait on local disk by day of
-event time (``_HourSpill``) until its hourly files are written a day at a time: memory does not grow with the
-file.
+never per row in Python on the happy path. An interactions file's kept events wait on local disk by hour of
+event time (``_HourSpill``) until its hourly files are written, an hour at a time: memory does not grow with
+the file.
 
 Bad input: a file the mapping cannot read (a mapped column that is not there, a column whose values
 mostly do not convert -- a wrong mapping) raises ``ImportFailed`` naming the file, the column and the first
@@ -1177,10 +1177,13 @@ def import_interactions(config: Any, path: str, spec: Any | None = None, *,
         spill.close()
 
 
-_DAY_US = 86_400_000_000
+_HOUR_US = 3_600_000_000
 #: kept events gathered before they are written to a spill file (~45 MB of events): fewer, larger files
-#: than one a read block, so that reading a day back opens few of them
+#: than one a read block, so that reading an hour back opens few of them
 SPILL_ROWS = 1 << 20
+#: spill files kept open while the hours are read back (each hour reads a piece of most of them); past this
+#: many, the least recently read is closed and opened again when needed: file descriptors are bounded
+SPILL_OPEN_FILES = 256
 
 
 def _remove_abandoned_spills(folder: str) -> list[str]:
@@ -1211,11 +1214,10 @@ def _remove_abandoned_spills(folder: str) -> list[str]:
 
 class _HourSpill:
     """The kept events of one file, on local disk until the hourly files are written, so the import's memory
-    is a few batches and one day's events, not the whole file. Each spill file (Arrow IPC, LZ4) holds about
-    ``SPILL_ROWS`` events grouped by UTC day of event time, a record batch per day, and an index says where
-    each day's pieces are, in the order they came: a day read back is in input order, so the stable sort by
-    time within a day keeps input order among events of the same time. No file stays open between writes,
-    however many days the file spans."""
+    is a few batches and one hour's events, not the whole file nor a whole day. Each spill file (Arrow IPC,
+    LZ4) holds about ``SPILL_ROWS`` events grouped by UTC hour of event time, a record batch per hour, and an
+    index says where each hour's pieces are, in the order they came: an hour read back is in input order, so
+    the stable sort by time within it keeps input order among events of the same time."""
 
     def __init__(self, schema: pa.Schema) -> None:
         import tempfile
@@ -1227,7 +1229,7 @@ class _HourSpill:
         except OSError as exc:
             raise self._failed(tempfile.gettempdir(), exc) from exc
         self._files: list[str] = []
-        self._index: dict[int, list[tuple[int, int]]] = {}  # day -> (spill file, batch in it), in input order
+        self._index: dict[int, list[tuple[int, int]]] = {}  # hour -> (spill file, batch in it), in input order
         self._held: list[pa.Table] = []
         self._held_rows = 0
         self.rows = 0
@@ -1244,24 +1246,24 @@ class _HourSpill:
             return
         part = pa.concat_tables(self._held)
         self._held, self._held_rows = [], 0
-        day = pc.divide(part.column("event_ts").cast(pa.int64()), _DAY_US).to_numpy()
-        order = np.argsort(day, kind="stable")
-        day = day[order]
+        hour = pc.divide(part.column("event_ts").cast(pa.int64()), _HOUR_US).to_numpy()
+        order = np.argsort(hour, kind="stable")
+        hour = hour[order]
         part = part.take(pa.array(order)).combine_chunks()
-        cuts = np.flatnonzero(np.diff(day)) + 1
+        cuts = np.flatnonzero(np.diff(hour)) + 1
         name = os.path.join(self._dir.name, f"{len(self._files)}.arrow")
-        index: list[tuple[int, int]] = []  # (day, batch): indexed once the whole file is written
+        index: list[tuple[int, int]] = []  # (hour, batch): indexed once the whole file is written
         try:
             with pa.ipc.new_file(name, self.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as w:
-                for a, b in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [len(day)]]).tolist(),
+                for a, b in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [len(hour)]]).tolist(),
                                 strict=True):
                     for batch in part.slice(a, b - a).to_batches():
                         w.write_batch(batch)
-                        index.append((int(day[a]), len(index)))
+                        index.append((int(hour[a]), len(index)))
         except OSError as exc:
             raise self._failed(name, exc) from exc
-        for d, k in index:
-            self._index.setdefault(d, []).append((len(self._files), k))
+        for h, k in index:
+            self._index.setdefault(h, []).append((len(self._files), k))
         self._files.append(name)
 
     @staticmethod
@@ -1271,18 +1273,35 @@ class _HourSpill:
                            "their compressed size): free space there, or set TMPDIR to a larger disk, and run "
                            "the same import again")
 
-    def days(self) -> Iterator[pa.Table]:
-        """Each day's events, in order of day."""
+    def hours(self) -> Iterator[tuple[int, pa.Table]]:
+        """(hour since the epoch, its events), in order of hour."""
+        from collections import OrderedDict
+
         self._spill()
-        for day in sorted(self._index):
-            batches = []
-            for f, k in self._index[day]:
-                try:
-                    with pa.OSFile(self._files[f], "rb") as source:  # reads the footer and that batch only
-                        batches.append(pa.ipc.open_file(source).get_batch(k))
-                except OSError as exc:
-                    raise self._failed(self._files[f], exc) from exc
-            yield pa.Table.from_batches(batches, self.schema)
+        readers: OrderedDict[int, tuple[Any, Any]] = OrderedDict()  # spill file -> (its file, its reader)
+
+        def reader(f: int) -> Any:
+            if f in readers:
+                readers.move_to_end(f)
+                return readers[f][1]
+            if len(readers) >= SPILL_OPEN_FILES:
+                readers.popitem(last=False)[1][0].close()
+            source = pa.OSFile(self._files[f], "rb")
+            readers[f] = (source, pa.ipc.open_file(source))
+            return readers[f][1]
+
+        try:
+            for hour in sorted(self._index):
+                batches = []
+                for f, k in self._index[hour]:
+                    try:
+                        batches.append(reader(f).get_batch(k))
+                    except OSError as exc:
+                        raise self._failed(self._files[f], exc) from exc
+                yield hour, pa.Table.from_batches(batches, self.schema)
+        finally:
+            for source, _ in readers.values():
+                source.close()
 
     def close(self) -> None:
         self._dir.cleanup()
@@ -1290,40 +1309,32 @@ class _HourSpill:
 
 def _write_hours(config: Any, out: _Output, key: str, spill: _HourSpill, previous: dict[str, Any] | None,
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """One Parquet file per hour of event time, rows in time order (input order among equal times), a day
+    """One Parquet file per hour of event time, rows in time order (input order among equal times), an hour
     at a time from ``spill``; to an object store ``OBJECT_STORE_CONCURRENCY`` files at a time."""
     prefix = config.source.activity_prefix
     names: list[str] = []
     kinds: Counter[str] = Counter()
     first = last = None
     pending: list[tuple[str, bytes]] = []
-    days = written = 0
+    written = 0
     said = time.monotonic()
-    for table in spill.days():
-        order = pc.sort_indices(table, sort_keys=[("event_ts", "ascending")])  # stable: input order within ties
-        table = table.take(order)
-        us = table.column("event_ts").cast(pa.int64()).to_numpy()
-        hour = us // 3_600_000_000
-        cuts = np.flatnonzero(np.diff(hour)) + 1
-        starts = np.concatenate([[0], cuts])
-        ends = np.concatenate([cuts, [len(hour)]])
+    for hour, table in spill.hours():
+        table = table.take(pc.sort_indices(table, sort_keys=[("event_ts", "ascending")]))  # stable
         for v in pc.value_counts(table.column("event_type").combine_chunks()):
             kinds[v["values"].as_py()] += v["counts"].as_py()
-        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-            h = dt.datetime.fromtimestamp(int(hour[a]) * 3600, dt.UTC)
-            rel = f"{prefix}/date={h:%Y-%m-%d}/hour={h:%H}/import-{key}.parquet"
-            pending.append((rel, _parquet_bytes(table.slice(a, b - a))))
-            names.append(rel)
-        first = first or dt.datetime.fromtimestamp(int(hour[0]) * 3600, dt.UTC)
-        last = dt.datetime.fromtimestamp(int(hour[-1]) * 3600, dt.UTC)
+        h = dt.datetime.fromtimestamp(hour * 3600, dt.UTC)
+        rel = f"{prefix}/date={h:%Y-%m-%d}/hour={h:%H}/import-{key}.parquet"
+        pending.append((rel, _parquet_bytes(table)))
+        names.append(rel)
+        first = first or h
+        last = h
         written += table.num_rows
-        days += 1
         if len(pending) >= OBJECT_STORE_CONCURRENCY:
             out.write_many(pending)
             pending = []
             if progress and time.monotonic() - said >= 5:  # a line every few seconds, not one a batch
                 said = time.monotonic()
-                progress(f"{len(names):,} hourly files written ({days:,} days, {written:,} of {spill.rows:,} events)")
+                progress(f"{len(names):,} hourly files written ({written:,} of {spill.rows:,} events)")
     out.write_many(pending)
     gone = sorted(set((previous or {}).get("hours", [])) - set(names))
     out.remove_many(gone)  # hours the earlier version of this file had and this one has not
